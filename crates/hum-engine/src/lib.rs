@@ -1,0 +1,4 @@
+//! Hum's client runtime. Everything the desktop app and the `hum` CLI do goes through here; nothing
+//! in this crate depends on tauri.
+//!
+//! One module per domain; each exposes an async API plus an event stream.
