@@ -1,0 +1,15 @@
+//! Hum's bandwidth budget: how much of the user's upload Hum may use, and how much of that may go to
+//! relaying other viewers' stream chunks, without making the user's game lag.
+//!
+//! - [`settings`]: the user's choices (total upload, reserved for other apps, relay contribution,
+//!   download quality), validated and versioned, and the effective numbers the settings panel shows.
+//!
+//! Everything here is sans-IO: no clock is read and no socket is owned. Time is an input.
+
+pub mod settings;
+
+pub use settings::{
+    BandwidthSettings, DownloadQuality, EffectiveBudget, MeasuredUpload, Measurements,
+    ProtectionSettings, RelayContribution, RelayPresets, ReservedSource, ReservedUpload,
+    SettingsError, SettingsField, TotalSource, TotalUpload,
+};
