@@ -3,11 +3,14 @@
 //!
 //! - [`settings`]: the user's choices (total upload, reserved for other apps, relay contribution,
 //!   download quality), validated and versioned, and the effective numbers the settings panel shows.
+//! - [`limiter`]: hierarchical token buckets; relay uploads wait, own sending has priority.
 //!
 //! Everything here is sans-IO: no clock is read and no socket is owned. Time is an input.
 
+pub mod limiter;
 pub mod settings;
 
+pub use limiter::{Admit, LimiterConfig, LimiterStats, TrafficClass, UploadLimiter};
 pub use settings::{
     BandwidthSettings, DownloadQuality, EffectiveBudget, MeasuredUpload, Measurements,
     ProtectionSettings, RelayContribution, RelayPresets, ReservedSource, ReservedUpload,
