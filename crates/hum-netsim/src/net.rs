@@ -1,0 +1,495 @@
+//! The event queue, the nodes and their bottleneck queues.
+//!
+//! Invariants:
+//! - events leave [`Net::next_event`] in (time, insertion order) order, so the clock never goes back;
+//! - a node's `up_free` / `down_free` (when its queue drains) never decrease;
+//! - a message is delivered only if its sender was still up when its last byte left the uplink, and its
+//!   receiver is still up at delivery; node ids are never reused, so a departed node stays departed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+use hum_proto::Bitrate;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::SimTime;
+
+/// A node in the network. Ids are dense indices, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// How a node is connected: its access link.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Upload capacity (the bottleneck most home links have).
+    pub up: Bitrate,
+    /// Download capacity.
+    pub down: Bitrate,
+    /// One-way delay of this node's access path. The one-way latency between two nodes is the sum of
+    /// theirs (so a node's "RTT to a typical peer" is about `4 * access_delay` when peers are alike).
+    pub access_delay: Duration,
+    /// Probability that a message through this node's access link is lost.
+    pub loss: f64,
+    /// Tail drop: a message is refused when the uplink backlog already exceeds this (a finite router
+    /// buffer). `None` means an unbounded queue.
+    pub up_queue_limit: Option<Duration>,
+}
+
+impl NodeConfig {
+    pub fn new(up: Bitrate, down: Bitrate, access_delay: Duration) -> Self {
+        NodeConfig {
+            up,
+            down,
+            access_delay,
+            loss: 0.0,
+            up_queue_limit: None,
+        }
+    }
+    /// A node with (practically) unlimited capacity: a datacentre server.
+    pub fn unlimited(access_delay: Duration) -> Self {
+        NodeConfig::new(
+            Bitrate::from_bps(u64::MAX),
+            Bitrate::from_bps(u64::MAX),
+            access_delay,
+        )
+    }
+    pub fn with_loss(mut self, loss: f64) -> Self {
+        self.loss = if loss.is_finite() {
+            loss.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self
+    }
+    pub fn with_up_queue_limit(mut self, limit: Duration) -> Self {
+        self.up_queue_limit = Some(limit);
+        self
+    }
+}
+
+/// Per-link overrides (both directions are separate entries).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinkOverride {
+    /// Replaces the one-way latency computed from the two access delays.
+    pub latency: Option<Duration>,
+    /// Extra loss probability on this link, on top of the nodes' own.
+    pub loss: f64,
+}
+
+/// Counters per node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub msgs_sent: u64,
+    pub msgs_received: u64,
+    /// Messages refused by a full uplink queue, or sent by/to a departed node.
+    pub msgs_dropped: u64,
+    /// Messages lost on the wire.
+    pub msgs_lost: u64,
+}
+
+/// What happened to a message handed to [`Net::send`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Queued; `queue_delay` is how long it waits behind earlier bytes on the sender's uplink.
+    Queued { queue_delay: Duration },
+    /// Refused: the uplink queue is over its limit.
+    QueueFull,
+    /// The sender or receiver is not (or no longer) in the network.
+    NoSuchNode,
+}
+
+/// An event popped from the network.
+#[derive(Debug)]
+pub struct Event<P> {
+    pub at: SimTime,
+    pub kind: EventKind<P>,
+}
+
+#[derive(Debug)]
+pub enum EventKind<P> {
+    /// A message arrived whole at `to`.
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        bytes: u64,
+        payload: P,
+    },
+    /// A timer set with [`Net::schedule`] fired (`node` is `None` for a global timer).
+    Timer { node: Option<NodeId>, payload: P },
+}
+
+struct Node {
+    cfg: NodeConfig,
+    access_us: u64,
+    /// When the uplink / downlink FIFO is empty again (virtual microseconds).
+    up_free: u64,
+    down_free: u64,
+    left_at: Option<u64>,
+    stats: NodeStats,
+}
+
+enum Pending<P> {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        bytes: u64,
+        up_done: u64,
+        payload: P,
+    },
+    Timer {
+        node: Option<NodeId>,
+        payload: P,
+    },
+}
+
+/// The network: nodes, an event queue and a virtual clock. `P` is whatever the caller sends.
+pub struct Net<P> {
+    now: u64,
+    seq: u64,
+    // (time, seq, slot): a min-heap via Reverse. The payloads sit in `slots`, reused through `free`,
+    // so the heap holds small Copy keys and steady-state running allocates nothing per event.
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slots: Vec<Option<Pending<P>>>,
+    free: Vec<u32>,
+    nodes: Vec<Node>,
+    alive: usize,
+    links: BTreeMap<(NodeId, NodeId), LinkOverride>,
+    rng: ChaCha8Rng,
+}
+
+impl<P> std::fmt::Debug for Net<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("now", &self.now)
+            .field("nodes", &self.nodes.len())
+            .field("pending", &self.heap.len())
+            .finish()
+    }
+}
+
+/// Microseconds to serialise `bytes` at `rate` (rounded up; zero for an unlimited link).
+fn serialise_us(bytes: u64, rate: Bitrate) -> u64 {
+    let bps = rate.bps();
+    if bps == u64::MAX {
+        return 0;
+    }
+    if bps == 0 {
+        return u64::MAX / 4;
+    }
+    let num = bytes as u128 * 8 * 1_000_000;
+    num.div_ceil(bps as u128).min(u64::MAX as u128 / 4) as u64
+}
+
+impl<P> Net<P> {
+    pub fn new(seed: u64) -> Self {
+        Net {
+            now: 0,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            nodes: Vec::new(),
+            alive: 0,
+            links: BTreeMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Pre-size internal tables for about `nodes` nodes and `events` pending events.
+    pub fn reserve(&mut self, nodes: usize, events: usize) {
+        self.nodes.reserve(nodes);
+        self.heap.reserve(events);
+        self.slots.reserve(events);
+    }
+
+    pub fn now(&self) -> SimTime {
+        SimTime::from_micros(self.now)
+    }
+
+    /// The network's RNG (seeded), for callers that want one stream of randomness.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// A node joins now.
+    pub fn add_node(&mut self, cfg: NodeConfig) -> NodeId {
+        let id = NodeId(self.nodes.len() as u32);
+        let access_us = cfg.access_delay.as_micros().min(u64::MAX as u128 / 4) as u64;
+        self.nodes.push(Node {
+            cfg,
+            access_us,
+            up_free: self.now,
+            down_free: self.now,
+            left_at: None,
+            stats: NodeStats::default(),
+        });
+        self.alive += 1;
+        id
+    }
+
+    /// The node leaves now: whatever is still in its uplink queue is never delivered, messages to it
+    /// are dropped on arrival and its timers never fire.
+    pub fn remove_node(&mut self, id: NodeId) {
+        if let Some(n) = self.nodes.get_mut(id.index()) {
+            if n.left_at.is_none() {
+                n.left_at = Some(self.now);
+                self.alive -= 1;
+            }
+        }
+    }
+
+    pub fn is_alive(&self, id: NodeId) -> bool {
+        self.nodes
+            .get(id.index())
+            .is_some_and(|n| n.left_at.is_none())
+    }
+
+    /// Nodes ever added (ids are `0..node_count()`).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.alive
+    }
+
+    pub fn config(&self, id: NodeId) -> Option<&NodeConfig> {
+        self.nodes.get(id.index()).map(|n| &n.cfg)
+    }
+
+    /// Change a node's capacities from now on (bytes already queued keep their times).
+    pub fn set_capacity(&mut self, id: NodeId, up: Bitrate, down: Bitrate) {
+        if let Some(n) = self.nodes.get_mut(id.index()) {
+            n.cfg.up = up;
+            n.cfg.down = down;
+        }
+    }
+
+    pub fn set_link(&mut self, from: NodeId, to: NodeId, link: LinkOverride) {
+        self.links.insert((from, to), link);
+    }
+
+    pub fn stats(&self, id: NodeId) -> NodeStats {
+        self.nodes
+            .get(id.index())
+            .map(|n| n.stats)
+            .unwrap_or_default()
+    }
+
+    /// One-way latency from `a` to `b` (without queuing).
+    pub fn latency(&self, a: NodeId, b: NodeId) -> Duration {
+        Duration::from_micros(self.latency_us(a, b))
+    }
+
+    /// Round-trip time between `a` and `b` with empty queues.
+    pub fn rtt(&self, a: NodeId, b: NodeId) -> Duration {
+        Duration::from_micros(self.latency_us(a, b) + self.latency_us(b, a))
+    }
+
+    fn latency_us(&self, a: NodeId, b: NodeId) -> u64 {
+        if !self.links.is_empty() {
+            if let Some(l) = self.links.get(&(a, b)).and_then(|l| l.latency) {
+                return l.as_micros() as u64;
+            }
+        }
+        let la = self.nodes.get(a.index()).map_or(0, |n| n.access_us);
+        let lb = self.nodes.get(b.index()).map_or(0, |n| n.access_us);
+        la + lb
+    }
+
+    /// How long a message sent now would wait behind bytes already in `id`'s uplink queue.
+    pub fn uplink_backlog(&self, id: NodeId) -> Duration {
+        self.nodes.get(id.index()).map_or(Duration::ZERO, |n| {
+            Duration::from_micros(n.up_free.saturating_sub(self.now))
+        })
+    }
+
+    /// Bytes still waiting in `id`'s uplink queue (at its current rate).
+    pub fn uplink_backlog_bytes(&self, id: NodeId) -> u64 {
+        self.nodes.get(id.index()).map_or(0, |n| {
+            let us = n.up_free.saturating_sub(self.now) as u128;
+            let bps = n.cfg.up.bps();
+            if bps == u64::MAX {
+                0
+            } else {
+                (us * bps as u128 / 8 / 1_000_000) as u64
+            }
+        })
+    }
+
+    /// Send `bytes` (the size the network charges) carrying `payload` from `from` to `to`, now.
+    pub fn send(&mut self, from: NodeId, to: NodeId, bytes: u64, payload: P) -> SendOutcome {
+        let now = self.now;
+        let (fi, ti) = (from.index(), to.index());
+        if fi >= self.nodes.len()
+            || ti >= self.nodes.len()
+            || self.nodes[fi].left_at.is_some()
+            || self.nodes[ti].left_at.is_some()
+        {
+            if let Some(n) = self.nodes.get_mut(fi) {
+                n.stats.msgs_dropped += 1;
+            }
+            return SendOutcome::NoSuchNode;
+        }
+        let lat = self.latency_us(from, to);
+        let link = if self.links.is_empty() {
+            None
+        } else {
+            self.links.get(&(from, to)).copied()
+        };
+
+        let sender = &mut self.nodes[fi];
+        let start = sender.up_free.max(now);
+        let queue_delay = start - now;
+        if let Some(limit) = sender.cfg.up_queue_limit {
+            if queue_delay > limit.as_micros() as u64 {
+                sender.stats.msgs_dropped += 1;
+                return SendOutcome::QueueFull;
+            }
+        }
+        let up_done = start + serialise_us(bytes, sender.cfg.up);
+        sender.up_free = up_done;
+        sender.stats.bytes_sent += bytes;
+        sender.stats.msgs_sent += 1;
+        let sender_loss = sender.cfg.loss;
+
+        let receiver_loss = self.nodes[ti].cfg.loss;
+        let link_loss = link.map_or(0.0, |l| l.loss);
+        if sender_loss > 0.0 || receiver_loss > 0.0 || link_loss > 0.0 {
+            let keep = (1.0 - sender_loss) * (1.0 - receiver_loss) * (1.0 - link_loss);
+            if self.rng.gen_range(0.0..1.0) >= keep {
+                self.nodes[fi].stats.msgs_lost += 1;
+                return SendOutcome::Queued {
+                    queue_delay: Duration::from_micros(queue_delay),
+                };
+            }
+        }
+
+        // The downlink FIFO is served in arrival order of first bytes; computing it here (in send
+        // order) is exact while arrivals keep send order and a small approximation otherwise.
+        let arrive = up_done + lat;
+        let receiver = &mut self.nodes[ti];
+        let d_start = receiver.down_free.max(arrive);
+        let done = d_start + serialise_us(bytes, receiver.cfg.down);
+        receiver.down_free = done;
+        self.push(
+            done,
+            Pending::Deliver {
+                from,
+                to,
+                bytes,
+                up_done,
+                payload,
+            },
+        );
+        SendOutcome::Queued {
+            queue_delay: Duration::from_micros(queue_delay),
+        }
+    }
+
+    /// Fire a timer carrying `payload` at `at` (clamped to now) for `node`, or a global one if `None`.
+    pub fn schedule(&mut self, at: SimTime, node: Option<NodeId>, payload: P) {
+        let at = at.as_micros().max(self.now);
+        self.push(at, Pending::Timer { node, payload });
+    }
+
+    fn push(&mut self, at: u64, p: Pending<P>) {
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(p);
+                s
+            }
+            None => {
+                self.slots.push(Some(p));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((at, self.seq, slot)));
+        self.seq += 1;
+    }
+
+    /// When the next event is due, if any is pending.
+    pub fn peek_time(&self) -> Option<SimTime> {
+        self.heap
+            .peek()
+            .map(|Reverse((t, _, _))| SimTime::from_micros(*t))
+    }
+
+    /// Pending events (including ones that will be dropped because a node left).
+    pub fn pending(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Pop the next event, advancing the clock to it. Messages from or to departed nodes and timers of
+    /// departed nodes are discarded on the way.
+    pub fn next_event(&mut self) -> Option<Event<P>> {
+        self.next_event_until(SimTime::MAX)
+    }
+
+    /// Like [`Net::next_event`], but stops (returning `None` and setting the clock to `until`) if the next
+    /// event is later than `until`.
+    pub fn next_event_until(&mut self, until: SimTime) -> Option<Event<P>> {
+        loop {
+            let Reverse((at, _, slot)) = *self.heap.peek()?;
+            if at > until.as_micros() {
+                self.now = self.now.max(until.as_micros());
+                return None;
+            }
+            self.heap.pop();
+            self.now = at;
+            let p = self.slots[slot as usize].take();
+            self.free.push(slot);
+            match p {
+                Some(Pending::Deliver {
+                    from,
+                    to,
+                    bytes,
+                    up_done,
+                    payload,
+                }) => {
+                    let sender_ok = self.nodes[from.index()]
+                        .left_at
+                        .is_none_or(|t| t >= up_done);
+                    let recv = &mut self.nodes[to.index()];
+                    if !sender_ok || recv.left_at.is_some() {
+                        recv.stats.msgs_dropped += 1;
+                        continue;
+                    }
+                    recv.stats.bytes_received += bytes;
+                    recv.stats.msgs_received += 1;
+                    return Some(Event {
+                        at: SimTime::from_micros(at),
+                        kind: EventKind::Deliver {
+                            from,
+                            to,
+                            bytes,
+                            payload,
+                        },
+                    });
+                }
+                Some(Pending::Timer { node, payload }) => {
+                    if let Some(n) = node {
+                        if !self.is_alive(n) {
+                            continue;
+                        }
+                    }
+                    return Some(Event {
+                        at: SimTime::from_micros(at),
+                        kind: EventKind::Timer { node, payload },
+                    });
+                }
+                None => continue,
+            }
+        }
+    }
+}
