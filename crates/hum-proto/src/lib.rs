@@ -1,7 +1,13 @@
 //! Hum's wire protocol. Types only: no sockets, no clocks.
 //!
+//! - [`ids`]: users (Ed25519 public keys), servers, channels, calls, requests and invites as
+//!   newtypes.
+//! - [`signal`]: the JSON signalling protocol between clients and the relay.
 //! - [`units`]: bitrates and byte counts as newtypes, so a kbps is never mistaken for a bps.
 
+pub mod ids;
+pub mod signal;
 pub mod units;
 
+pub use ids::{CallId, ChannelId, InviteCode, Nonce, RequestId, ServerId, Signature, UserId};
 pub use units::Bitrate;

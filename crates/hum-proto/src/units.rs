@@ -11,7 +11,18 @@ use serde::{Deserialize, Serialize};
 
 /// A data rate in bits per second.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 #[serde(transparent)]
 pub struct Bitrate(u64);
@@ -51,7 +62,11 @@ impl Bitrate {
     }
     /// `self * fraction`, with the fraction clamped to `[0, 1]`.
     pub fn scale(self, fraction: f64) -> Self {
-        let f = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+        let f = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         Bitrate((self.0 as f64 * f).round() as u64)
     }
     pub const fn saturating_sub(self, other: Bitrate) -> Bitrate {
@@ -108,7 +123,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         assert_eq!(Bitrate::from_kbps(1) - Bitrate::from_kbps(2), Bitrate::ZERO);
-        assert_eq!(Bitrate::from_mbps(10).scale(0.25), Bitrate::from_kbps(2_500));
+        assert_eq!(
+            Bitrate::from_mbps(10).scale(0.25),
+            Bitrate::from_kbps(2_500)
+        );
         assert_eq!(Bitrate::from_mbps(10).scale(7.0), Bitrate::from_mbps(10));
     }
 
@@ -121,6 +139,9 @@ mod tests {
 
     #[test]
     fn serialises_as_plain_bps() {
-        assert_eq!(serde_json::to_string(&Bitrate::from_kbps(64)).unwrap(), "64000");
+        assert_eq!(
+            serde_json::to_string(&Bitrate::from_kbps(64)).unwrap(),
+            "64000"
+        );
     }
 }

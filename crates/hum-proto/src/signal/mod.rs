@@ -1,0 +1,295 @@
+//! The signalling protocol between Hum clients and the relay: JSON text frames over a WebSocket
+//! at `/ws`. docs/protocol.md is the full reference with an example of every message;
+//! docs/protocol.schema.json is generated from these types.
+//!
+//! # Envelope
+//!
+//! Client → relay, one request per text frame, a JSON object with a client-chosen `id` and a
+//! `type` ([`ClientMessage`], [`Request`]):
+//!
+//! ```json
+//! {"id": 7, "type": "friend_request", "user": "3b6a27bc…"}
+//! ```
+//!
+//! Relay → client, one [`ServerMessage`] per text frame, whose `type` is one of
+//!
+//! - `reply`: `{"type": "reply", "re": 7, "reply": {"type": "ok"}}`, the success answer to request 7;
+//! - `error`: `{"type": "error", "re": 7, "code": "not_found", "message": "…"}`, its failure;
+//! - `event`: `{"type": "event", "event": {"type": "presence", …}}`, pushed at any time.
+//!
+//! # Correlation
+//!
+//! Every request gets exactly one answer, a `reply` or an `error`, carrying the request's `id` as
+//! `re`. Answers come in request order on a connection, but events may be interleaved anywhere.
+//! If a frame is so broken that its `id` cannot be read, the error has `"re": null`. Ids need
+//! only be unique among a connection's outstanding requests; a counter from 1 is simplest.
+//!
+//! # Handshake
+//!
+//! 1. Client: `hello {protocol: PROTOCOL_VERSION}`. Relay: reply `challenge {protocol, nonce}`,
+//!    or error `unsupported_version`.
+//! 2. Client signs [`login_signing_bytes`]`(nonce)` (a domain-separation prefix followed by the 32
+//!    nonce bytes) with its Ed25519 secret key and sends `login {public_key, signature,
+//!    display_name?}`. Relay: reply `welcome {user, new_account, limits}`, or error
+//!    `bad_signature`. The public key *is* the account: the same key always resumes the same
+//!    account, a new key is a new account. A second login with the same key replaces the older
+//!    session (it receives `session_replaced` and is closed).
+//! 3. Anything before `hello` or `login` gets `out_of_order` / `not_logged_in`; the connection
+//!    stays open so the client can correct itself.
+//!
+//! # Compatibility
+//!
+//! Unknown fields are ignored in both directions, so fields may be added without a version bump.
+//! New request types, reply types, event types and error codes may appear; clients ignore
+//! unknown events and treat unknown error codes like `internal`. Removing or changing the meaning
+//! of anything bumps [`PROTOCOL_VERSION`].
+
+mod error;
+mod model;
+mod probe;
+mod reply;
+mod request;
+mod schema;
+
+pub use error::{ErrorCode, ProtoError};
+pub use model::{
+    ChannelInfo, ChannelPermissions, DisplayName, Friend, InviteInfo, Limits, Member, Name,
+    NameError, Permissions, Presence, Role, RosterEntry, ServerInfo, ServerSummary, Status,
+    UserSummary, VoiceLocation, VoiceState, VoiceStatePatch,
+};
+pub use probe::ProbeReport;
+pub use reply::{
+    CallEndReason, Event, MemberLeftReason, Reply, RosterLeaveReason, ServerMessage,
+    ServerRemovedReason,
+};
+pub use request::{ClientMessage, REQUEST_TYPES, Request, SignalPayload, SignalScope};
+pub use schema::protocol_schema;
+
+use crate::ids::{Nonce, RequestId};
+
+/// The protocol version this crate speaks, exchanged in `hello` / `challenge`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame (in bytes) either side sends or accepts, unless the relay's `welcome`
+/// announces a different `limits.max_message_bytes`.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Prefix of the signed login message, so a login signature can never be mistaken for a
+/// signature made for any other purpose with the same key.
+pub const LOGIN_CONTEXT: &[u8] = b"hum-relay-login-v1\0";
+
+/// The exact bytes a client signs to log in: [`LOGIN_CONTEXT`] followed by the 32 nonce bytes.
+pub fn login_signing_bytes(nonce: &Nonce) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LOGIN_CONTEXT.len() + Nonce::LEN);
+    out.extend_from_slice(LOGIN_CONTEXT);
+    out.extend_from_slice(nonce.as_bytes());
+    out
+}
+
+/// A client frame the relay could not accept, with what to send back.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct DecodeError {
+    /// The request id, if it could be read.
+    pub re: Option<RequestId>,
+    pub error: ProtoError,
+}
+
+impl DecodeError {
+    fn new(re: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        DecodeError {
+            re,
+            error: ProtoError::new(code, message),
+        }
+    }
+}
+
+/// Decode one client text frame, classifying every failure into a typed error.
+///
+/// Never panics, whatever the input; frames over [`MAX_MESSAGE_BYTES`] are refused unread.
+pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
+    decode_client_message_limited(text, MAX_MESSAGE_BYTES)
+}
+
+/// [`decode_client_message`] with an explicit size limit.
+pub fn decode_client_message_limited(
+    text: &str,
+    max_bytes: usize,
+) -> Result<ClientMessage, DecodeError> {
+    if text.len() > max_bytes {
+        return Err(DecodeError::new(
+            None,
+            ErrorCode::TooLarge,
+            format!("frame is {} bytes; the limit is {max_bytes}", text.len()),
+        ));
+    }
+    // Fast path: a well-formed request decodes in one go.
+    let first_err = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(m) => return Ok(m),
+        Err(e) => e,
+    };
+    // Slow path: find out what is wrong, to say so precisely.
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(DecodeError::new(
+                None,
+                ErrorCode::BadJson,
+                format!("not JSON: {e}"),
+            ));
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(DecodeError::new(
+            None,
+            ErrorCode::BadJson,
+            "a request must be a JSON object",
+        ));
+    };
+    let Some(id) = obj.get("id").and_then(serde_json::Value::as_u64) else {
+        return Err(DecodeError::new(
+            None,
+            ErrorCode::BadRequest,
+            "missing or invalid `id`: it must be a non-negative integer",
+        ));
+    };
+    let re = Some(RequestId(id));
+    let Some(kind) = obj.get("type").and_then(serde_json::Value::as_str) else {
+        return Err(DecodeError::new(
+            re,
+            ErrorCode::BadRequest,
+            "missing or invalid `type`: it must be a string",
+        ));
+    };
+    if !REQUEST_TYPES.contains(&kind) {
+        let shown: String = kind.chars().take(40).collect();
+        return Err(DecodeError::new(
+            re,
+            ErrorCode::UnknownType,
+            format!("unknown request type `{shown}`"),
+        ));
+    }
+    Err(DecodeError::new(
+        re,
+        ErrorCode::BadRequest,
+        format!("invalid `{kind}` request: {first_err}"),
+    ))
+}
+
+/// Decode one relay text frame (the client side).
+pub fn decode_server_message(text: &str) -> Result<ServerMessage, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// Encode a message for the wire. Serialising these types cannot fail (string keys only).
+pub fn encode<T: serde::Serialize>(msg: &T) -> String {
+    serde_json::to_string(msg).unwrap_or_else(|e| {
+        // Unreachable for our types; still never panic on the relay.
+        format!(r#"{{"type":"error","re":null,"code":"internal","message":"encode failed: {e}"}}"#)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ChannelId, UserId};
+
+    #[test]
+    fn request_round_trips_flat() {
+        let m = ClientMessage {
+            id: RequestId(3),
+            request: Request::Signal {
+                to: UserId([1; 32]),
+                scope: SignalScope::Channel(ChannelId(9)),
+                payload: SignalPayload::Ice {
+                    candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: Some(0),
+                    username_fragment: None,
+                },
+            },
+        };
+        let json = encode(&m);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["id"], 3);
+        assert_eq!(v["type"], "signal");
+        assert_eq!(v["scope"]["channel"], 9);
+        assert_eq!(v["payload"]["kind"], "ice");
+        assert_eq!(decode_client_message(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn unit_requests_need_only_id_and_type() {
+        let m = decode_client_message(r#"{"id":1,"type":"ping"}"#).unwrap();
+        assert_eq!(m.request, Request::Ping);
+        assert_eq!(m.id, RequestId(1));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let m = decode_client_message(r#"{"id":1,"type":"ping","future":true}"#).unwrap();
+        assert_eq!(m.request, Request::Ping);
+    }
+
+    #[test]
+    fn decode_errors_are_classified() {
+        let code = |s: &str| decode_client_message(s).unwrap_err().error.code;
+        assert_eq!(code("garbage"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"type":"ping"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"id":-1,"type":"ping"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"id":1}"#), ErrorCode::BadRequest);
+        assert_eq!(code(r#"{"id":1,"type":"fly"}"#), ErrorCode::UnknownType);
+        assert_eq!(
+            code(r#"{"id":1,"type":"friend_request","user":5}"#),
+            ErrorCode::BadRequest
+        );
+        let e = decode_client_message(r#"{"id":4,"type":"friend_request"}"#).unwrap_err();
+        assert_eq!(e.re, Some(RequestId(4)));
+        assert!(e.error.message.contains("user"), "{}", e.error.message);
+        let big = format!(
+            r#"{{"id":1,"type":"ping","pad":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(code(&big), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn every_request_type_is_listed() {
+        // Each listed type decodes as far as its fields (not `unknown_type`), and `kind()` agrees.
+        for t in REQUEST_TYPES {
+            let e = decode_client_message(&format!(r#"{{"id":1,"type":"{t}","zzz":1}}"#));
+            match e {
+                Ok(m) => assert_eq!(m.request.kind(), *t),
+                Err(e) => assert_eq!(e.error.code, ErrorCode::BadRequest, "{t}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn server_messages_are_tagged() {
+        let m = ServerMessage::reply(RequestId(2), Reply::Ok);
+        assert_eq!(
+            encode(&m),
+            r#"{"type":"reply","re":2,"reply":{"type":"ok"}}"#
+        );
+        let e = ServerMessage::error(None, ProtoError::new(ErrorCode::BadJson, "x"));
+        assert_eq!(
+            encode(&e),
+            r#"{"type":"error","re":null,"code":"bad_json","message":"x"}"#
+        );
+        assert_eq!(decode_server_message(&encode(&e)).unwrap(), e);
+        let ev = ServerMessage::event(Event::SessionReplaced);
+        assert_eq!(
+            encode(&ev),
+            r#"{"type":"event","event":{"type":"session_replaced"}}"#
+        );
+    }
+
+    #[test]
+    fn login_bytes_are_prefix_then_nonce() {
+        let b = login_signing_bytes(&Nonce([9; 32]));
+        assert!(b.starts_with(LOGIN_CONTEXT));
+        assert_eq!(&b[LOGIN_CONTEXT.len()..], &[9u8; 32]);
+    }
+}

@@ -1,0 +1,401 @@
+//! The nouns that requests, replies and events share: names, roles, permissions, voice state,
+//! presence, and the summaries of users, servers and channels.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChannelId, InviteCode, ServerId, UserId};
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name must be 1-{max} characters, got {got}")]
+    Length { max: usize, got: usize },
+    #[error("name must not start or end with whitespace")]
+    Untrimmed,
+    #[error("name must not contain control characters")]
+    Control,
+}
+
+fn check_name(s: &str, max_chars: usize) -> Result<(), NameError> {
+    let n = s.chars().count();
+    if n == 0 || n > max_chars {
+        return Err(NameError::Length {
+            max: max_chars,
+            got: n,
+        });
+    }
+    if s.trim() != s {
+        return Err(NameError::Untrimmed);
+    }
+    if s.chars().any(char::is_control) {
+        return Err(NameError::Control);
+    }
+    Ok(())
+}
+
+macro_rules! name_type {
+    ($(#[$meta:meta])* $name:ident, $max:expr, $schema_name:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Longest allowed, in Unicode scalar values.
+            pub const MAX_CHARS: usize = $max;
+
+            pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
+                let s = s.into();
+                check_name(&s, $max)?;
+                Ok($name(s))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+            fn try_from(s: String) -> Result<Self, NameError> {
+                $name::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(n: $name) -> String {
+                n.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                $schema_name.into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": $max,
+                    "description": concat!(
+                        "1-", stringify!($max),
+                        " characters; no control characters, no leading or trailing whitespace."
+                    ),
+                })
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A user's display name (1-32 characters). Not unique: the [`UserId`] is the identity.
+    DisplayName,
+    32,
+    "DisplayName"
+);
+name_type!(
+    /// The name of a server or a voice channel (1-64 characters).
+    Name,
+    64,
+    "Name"
+);
+
+/// A user as others see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserSummary {
+    pub id: UserId,
+    pub display_name: DisplayName,
+}
+
+/// Online or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Online,
+    Offline,
+}
+
+/// Where a user is talking, as their friends see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VoiceLocation {
+    pub server: ServerId,
+    pub server_name: Name,
+    pub channel: ChannelId,
+    pub channel_name: Name,
+}
+
+/// What a friend sees of a user: online or offline, which voice channel they are in (if any),
+/// and whether they are in a 1-on-1 call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Presence {
+    pub status: Status,
+    /// The voice channel the user is in, if any.
+    #[serde(default)]
+    pub channel: Option<VoiceLocation>,
+    /// True while the user is in an accepted 1-on-1 call.
+    #[serde(default)]
+    pub in_call: bool,
+}
+
+impl Presence {
+    pub const OFFLINE: Presence = Presence {
+        status: Status::Offline,
+        channel: None,
+        in_call: false,
+    };
+}
+
+/// A mutual friend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Friend {
+    pub user: UserSummary,
+    pub presence: Presence,
+}
+
+/// A member's role in a server. Ordered: `member < admin < owner`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+/// What a role may do in a voice channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Permissions {
+    /// May join the channel.
+    pub join: bool,
+    /// May unmute (without it the relay keeps the member muted).
+    pub speak: bool,
+    /// May send camera video.
+    pub video: bool,
+    /// May livestream (screen share / broadcast).
+    pub stream: bool,
+}
+
+impl Permissions {
+    pub const ALL: Permissions = Permissions {
+        join: true,
+        speak: true,
+        video: true,
+        stream: true,
+    };
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions::ALL
+    }
+}
+
+/// A channel's permissions per role. The owner may always do everything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelPermissions {
+    pub member: Permissions,
+    pub admin: Permissions,
+}
+
+impl ChannelPermissions {
+    /// Effective permissions for a role.
+    pub fn for_role(&self, role: Role) -> Permissions {
+        match role {
+            Role::Member => self.member,
+            Role::Admin => self.admin,
+            Role::Owner => Permissions::ALL,
+        }
+    }
+}
+
+/// A participant's voice state in a channel. All false when joining unless given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VoiceState {
+    #[serde(default)]
+    pub muted: bool,
+    #[serde(default)]
+    pub deafened: bool,
+    #[serde(default)]
+    pub speaking: bool,
+    #[serde(default)]
+    pub video: bool,
+    #[serde(default)]
+    pub streaming: bool,
+}
+
+/// A partial update of [`VoiceState`]: absent fields stay as they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VoiceStatePatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deafened: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaking: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
+}
+
+impl VoiceStatePatch {
+    /// The state after this patch.
+    pub fn apply(&self, mut s: VoiceState) -> VoiceState {
+        if let Some(v) = self.muted {
+            s.muted = v;
+        }
+        if let Some(v) = self.deafened {
+            s.deafened = v;
+        }
+        if let Some(v) = self.speaking {
+            s.speaking = v;
+        }
+        if let Some(v) = self.video {
+            s.video = v;
+        }
+        if let Some(v) = self.streaming {
+            s.streaming = v;
+        }
+        s
+    }
+}
+
+/// One participant in a voice channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RosterEntry {
+    pub user: UserSummary,
+    pub voice: VoiceState,
+}
+
+/// A persistent voice channel, with who is in it right now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelInfo {
+    pub id: ChannelId,
+    pub server: ServerId,
+    pub name: Name,
+    /// Joining when this many are already in gets the `channel_full` error.
+    pub max_participants: u32,
+    pub permissions: ChannelPermissions,
+    /// Who is in the channel now, in join order.
+    pub roster: Vec<RosterEntry>,
+}
+
+/// A member of a server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Member {
+    pub user: UserSummary,
+    pub role: Role,
+    pub online: bool,
+}
+
+/// A server as listed: enough to show it in a sidebar.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerSummary {
+    pub id: ServerId,
+    pub name: Name,
+    pub owner: UserId,
+    /// The requesting user's role in it.
+    pub role: Role,
+}
+
+/// A server in full: members and channels with their rosters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerInfo {
+    pub id: ServerId,
+    pub name: Name,
+    pub owner: UserId,
+    /// The requesting user's role in it.
+    pub role: Role,
+    pub members: Vec<Member>,
+    pub channels: Vec<ChannelInfo>,
+}
+
+/// An invite to a server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InviteInfo {
+    pub code: InviteCode,
+    pub server: ServerId,
+    pub server_name: Name,
+    /// How many times it has been used.
+    pub uses: u32,
+    /// `null`: unlimited.
+    pub max_uses: Option<u32>,
+    /// Unix time in seconds after which it no longer works; `null`: never expires.
+    pub expires_at: Option<u64>,
+}
+
+/// The relay's limits, sent at login so a client can stay inside them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Limits {
+    /// Largest text frame the relay accepts, in bytes.
+    pub max_message_bytes: u32,
+    /// Sustained requests per second per connection (token bucket refill rate).
+    pub rate_per_sec: u32,
+    /// Token bucket size: how many requests may be sent at once.
+    pub rate_burst: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(DisplayName::new("Ada").is_ok());
+        assert!(DisplayName::new("").is_err());
+        assert!(DisplayName::new(" Ada").is_err());
+        assert!(DisplayName::new("A\nda").is_err());
+        assert!(DisplayName::new("é".repeat(32)).is_ok());
+        assert!(DisplayName::new("é".repeat(33)).is_err());
+        assert!(Name::new("x".repeat(64)).is_ok());
+        assert!(serde_json::from_str::<Name>("\"\"").is_err());
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Member < Role::Admin && Role::Admin < Role::Owner);
+        let p = ChannelPermissions {
+            member: Permissions {
+                join: true,
+                speak: false,
+                video: false,
+                stream: false,
+            },
+            admin: Permissions::ALL,
+        };
+        assert!(!p.for_role(Role::Member).speak);
+        assert!(p.for_role(Role::Owner).stream);
+    }
+
+    #[test]
+    fn voice_patch_changes_only_given_fields() {
+        let s = VoiceState {
+            muted: true,
+            video: true,
+            ..Default::default()
+        };
+        let p: VoiceStatePatch = serde_json::from_str(r#"{"muted":false}"#).unwrap();
+        let t = p.apply(s);
+        assert!(!t.muted && t.video);
+    }
+}

@@ -1,0 +1,50 @@
+//! The bandwidth probe at `GET /probe` (a second WebSocket, no login): the client sends binary
+//! frames for a few seconds, then the text frame `done`; the relay answers with one text frame,
+//! a [`ProbeReport`], measured on the relay from the first byte to the last.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What the relay measured of a client's upload.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProbeReport {
+    /// Payload bytes received in binary frames.
+    pub bytes: u64,
+    /// Milliseconds from the first binary frame's arrival to the last one's.
+    pub elapsed_ms: u64,
+    /// `bytes * 8 / elapsed`, in megabits per second (0 when fewer than two frames arrived).
+    pub mbps: f64,
+    /// True when the relay stopped counting at its time or size cap before `done`.
+    #[serde(default)]
+    pub capped: bool,
+}
+
+impl ProbeReport {
+    /// Build a report from a byte count and a duration in microseconds.
+    pub fn measure(bytes: u64, elapsed_us: u64, capped: bool) -> Self {
+        let mbps = if elapsed_us == 0 {
+            0.0
+        } else {
+            bytes as f64 * 8.0 / elapsed_us as f64
+        };
+        ProbeReport {
+            bytes,
+            elapsed_ms: elapsed_us / 1_000,
+            mbps,
+            capped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbps_is_bits_per_microsecond() {
+        let r = ProbeReport::measure(1_250_000, 1_000_000, false);
+        assert_eq!(r.elapsed_ms, 1_000);
+        assert!((r.mbps - 10.0).abs() < 1e-9);
+        assert_eq!(ProbeReport::measure(5, 0, false).mbps, 0.0);
+    }
+}

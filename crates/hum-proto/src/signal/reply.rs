@@ -1,0 +1,305 @@
+//! Relay → client: replies to requests, typed errors, and pushed events.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CallId, ChannelId, Nonce, RequestId, ServerId, UserId};
+use crate::signal::error::{ErrorCode, ProtoError};
+use crate::signal::model::{
+    ChannelInfo, Friend, InviteInfo, Limits, Member, Name, Permissions, Presence, RosterEntry,
+    ServerInfo, ServerSummary, UserSummary, VoiceState,
+};
+use crate::signal::request::{SignalPayload, SignalScope};
+
+/// One frame from the relay. `type` is `reply`, `error` or `event`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The answer to request `re`.
+    Reply { re: RequestId, reply: Reply },
+    /// Request `re` failed. `re` is `null` when the frame had no readable `id` (or the error is
+    /// about the connection, e.g. just before the relay closes it).
+    Error {
+        re: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Something happened that this client should know about.
+    Event { event: Event },
+}
+
+impl ServerMessage {
+    pub fn reply(re: RequestId, reply: Reply) -> Self {
+        ServerMessage::Reply { re, reply }
+    }
+    pub fn error(re: Option<RequestId>, err: ProtoError) -> Self {
+        ServerMessage::Error {
+            re,
+            code: err.code,
+            message: err.message,
+        }
+    }
+    pub fn event(event: Event) -> Self {
+        ServerMessage::Event { event }
+    }
+}
+
+/// A successful answer. Which variant answers which request is listed on each
+/// [`crate::signal::Request`] variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// To `hello`: sign `"hum-relay-login-v1\0"` followed by the 32 `nonce` bytes, then send
+    /// `login`.
+    Challenge {
+        /// The protocol version the relay speaks.
+        protocol: u32,
+        nonce: Nonce,
+        /// The relay software and version, for logs.
+        relay: String,
+    },
+    /// To `login`: the session is open.
+    Welcome {
+        user: UserSummary,
+        /// True the first time this key logged in.
+        new_account: bool,
+        limits: Limits,
+    },
+    /// Done; nothing to return.
+    Ok,
+    /// To `ping`.
+    Pong,
+    /// To `friend_list`.
+    Friends {
+        /// Mutual friends with their presence.
+        friends: Vec<Friend>,
+        /// Users who asked you and are waiting for your answer.
+        incoming: Vec<UserSummary>,
+        /// Users you asked who have not answered.
+        outgoing: Vec<UserSummary>,
+    },
+    /// To `call_invite`: the new call, now ringing.
+    Call { call: CallId },
+    /// To `server_create`, `server_info`, `invite_join`.
+    Server { server: ServerInfo },
+    /// To `server_list`.
+    Servers { servers: Vec<ServerSummary> },
+    /// To `invite_create`.
+    Invite { invite: InviteInfo },
+    /// To `channel_create`.
+    Channel { channel: ChannelInfo },
+    /// To `channel_list`.
+    Channels {
+        server: ServerId,
+        channels: Vec<ChannelInfo>,
+    },
+    /// To `channel_join`: the channel with its roster (you are the last entry) and what you may do
+    /// in it. Send offers to everyone else on the roster.
+    Joined {
+        channel: ChannelInfo,
+        permissions: Permissions,
+    },
+}
+
+/// Why a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEndReason {
+    /// The callee declined.
+    Declined,
+    /// The caller withdrew before it was answered.
+    Cancelled,
+    /// One side hung up.
+    HungUp,
+    /// One side's connection closed or timed out.
+    Disconnected,
+    /// Nobody answered in time.
+    Timeout,
+}
+
+/// Why a server disappeared from your list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerRemovedReason {
+    /// The owner deleted it.
+    Deleted,
+    /// An admin or the owner removed you.
+    Kicked,
+    /// You left (sent to your other sessions; reserved).
+    Left,
+}
+
+/// Why someone left a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberLeftReason {
+    Left,
+    Kicked,
+}
+
+/// Why someone left a voice channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RosterLeaveReason {
+    /// They sent `channel_leave` or joined another channel.
+    Left,
+    /// Their connection closed or timed out.
+    Disconnected,
+    /// They lost the `join` permission, or were removed from the server.
+    Removed,
+    /// The channel was deleted.
+    Deleted,
+}
+
+/// Pushed by the relay without a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    // --- friends and presence ------------------------------------------------------------------
+    /// A friend's presence changed (online/offline, voice channel, in a call).
+    Presence {
+        user: UserId,
+        presence: Presence,
+    },
+    /// A friend or co-member changed their display name.
+    UserUpdated {
+        user: UserSummary,
+    },
+    /// Someone asked to be your friend.
+    FriendRequestReceived {
+        from: UserSummary,
+    },
+    /// A friendship now exists (your request was accepted, or you accepted, or both asked).
+    FriendAdded {
+        friend: Friend,
+    },
+    /// Your request to `user` was declined.
+    FriendDeclined {
+        user: UserId,
+    },
+    /// `user` ended the friendship or withdrew their pending request to you.
+    FriendRemoved {
+        user: UserId,
+    },
+
+    // --- calls ---------------------------------------------------------------------------------
+    /// A friend is calling you: answer with `call_accept` or `call_decline`.
+    CallIncoming {
+        call: CallId,
+        from: UserSummary,
+    },
+    /// The callee accepted: the caller now sends the SDP offer (scope `{"call": id}`).
+    CallAccepted {
+        call: CallId,
+        by: UserId,
+    },
+    /// The call is over, for the reason given.
+    CallEnded {
+        call: CallId,
+        reason: CallEndReason,
+    },
+
+    // --- signalling ----------------------------------------------------------------------------
+    /// Forwarded from a peer; `from` is filled in by the relay and can be trusted.
+    Signal {
+        from: UserId,
+        scope: SignalScope,
+        payload: SignalPayload,
+    },
+
+    // --- servers -------------------------------------------------------------------------------
+    /// The server was renamed.
+    ServerUpdated {
+        server: ServerId,
+        name: Name,
+    },
+    /// You are no longer a member of `server`.
+    ServerRemoved {
+        server: ServerId,
+        reason: ServerRemovedReason,
+    },
+    /// Someone joined a server you are in.
+    MemberJoined {
+        server: ServerId,
+        member: Member,
+    },
+    /// Someone left a server you are in.
+    MemberLeft {
+        server: ServerId,
+        user: UserId,
+        reason: MemberLeftReason,
+    },
+    /// A member's role changed.
+    MemberUpdated {
+        server: ServerId,
+        member: Member,
+    },
+
+    // --- voice channels ------------------------------------------------------------------------
+    ChannelCreated {
+        channel: ChannelInfo,
+    },
+    /// Renamed or reconfigured.
+    ChannelUpdated {
+        channel: ChannelInfo,
+    },
+    /// Deleted; anyone in it was removed (they also get `roster_leave` with reason `deleted`).
+    ChannelDeleted {
+        server: ServerId,
+        channel: ChannelId,
+    },
+    /// Someone joined a voice channel of a server you are in.
+    RosterJoin {
+        server: ServerId,
+        channel: ChannelId,
+        entry: RosterEntry,
+    },
+    /// Someone left a voice channel of a server you are in.
+    RosterLeave {
+        server: ServerId,
+        channel: ChannelId,
+        user: UserId,
+        reason: RosterLeaveReason,
+    },
+    /// Someone's voice state changed.
+    RosterUpdate {
+        server: ServerId,
+        channel: ChannelId,
+        user: UserId,
+        voice: VoiceState,
+    },
+
+    // --- session -------------------------------------------------------------------------------
+    /// The same key logged in on another connection; the relay closes this one next.
+    SessionReplaced,
+}
+
+impl Event {
+    /// The `type` string of this event, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Presence { .. } => "presence",
+            Event::UserUpdated { .. } => "user_updated",
+            Event::FriendRequestReceived { .. } => "friend_request_received",
+            Event::FriendAdded { .. } => "friend_added",
+            Event::FriendDeclined { .. } => "friend_declined",
+            Event::FriendRemoved { .. } => "friend_removed",
+            Event::CallIncoming { .. } => "call_incoming",
+            Event::CallAccepted { .. } => "call_accepted",
+            Event::CallEnded { .. } => "call_ended",
+            Event::Signal { .. } => "signal",
+            Event::ServerUpdated { .. } => "server_updated",
+            Event::ServerRemoved { .. } => "server_removed",
+            Event::MemberJoined { .. } => "member_joined",
+            Event::MemberLeft { .. } => "member_left",
+            Event::MemberUpdated { .. } => "member_updated",
+            Event::ChannelCreated { .. } => "channel_created",
+            Event::ChannelUpdated { .. } => "channel_updated",
+            Event::ChannelDeleted { .. } => "channel_deleted",
+            Event::RosterJoin { .. } => "roster_join",
+            Event::RosterLeave { .. } => "roster_leave",
+            Event::RosterUpdate { .. } => "roster_update",
+            Event::SessionReplaced => "session_replaced",
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Client → relay: every request is one JSON object with an `id` and a `type`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CallId, ChannelId, InviteCode, RequestId, ServerId, Signature, UserId};
+use crate::signal::model::{
+    ChannelPermissions, DisplayName, Name, Role, VoiceState, VoiceStatePatch,
+};
+
+/// One frame from a client: `{"id": 7, "type": "...", ...fields of the request}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClientMessage {
+    /// Echoed as `re` in the reply or error, so the client can match them up.
+    pub id: RequestId,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Where a [`Request::Signal`] belongs: a 1-on-1 call, or a voice channel the sender and the
+/// receiver are both in. JSON: `{"call": 5}` or `{"channel": 3}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalScope {
+    Call(CallId),
+    Channel(ChannelId),
+}
+
+/// WebRTC negotiation, opaque to the relay, forwarded between two peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SignalPayload {
+    /// An SDP offer.
+    Offer { sdp: String },
+    /// An SDP answer.
+    Answer { sdp: String },
+    /// A trickled ICE candidate (the `candidate` line, as in RTCIceCandidateInit).
+    Ice {
+        candidate: String,
+        #[serde(default)]
+        sdp_mid: Option<String>,
+        #[serde(default)]
+        sdp_mline_index: Option<u16>,
+        #[serde(default)]
+        username_fragment: Option<String>,
+    },
+    /// No more ICE candidates for this negotiation.
+    EndOfCandidates,
+    /// Ask the peer to make a fresh offer (e.g. after glare or an ICE restart).
+    Renegotiate,
+    /// The sender is tearing down its peer connection to the receiver in this scope.
+    Bye,
+}
+
+/// What a client asks of the relay.
+///
+/// Order: `hello` first, then `login`; every other request needs a logged-in session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    // --- session ---------------------------------------------------------------------------
+    /// First message on a connection. Reply: `challenge`.
+    Hello {
+        /// The protocol version the client speaks (this document: 1).
+        protocol: u32,
+        /// Free text naming the client software, for logs (at most 64 characters).
+        #[serde(default)]
+        client: Option<String>,
+    },
+    /// Prove ownership of `public_key` by signing the challenge. Reply: `welcome`.
+    Login {
+        public_key: UserId,
+        /// Ed25519 signature over the bytes `"hum-relay-login-v1\0"` followed by the 32 bytes
+        /// of the challenge nonce.
+        signature: Signature,
+        /// The display name to use. Required the first time a key logs in unless the relay may
+        /// pick one; when given later it replaces the stored name.
+        #[serde(default)]
+        display_name: Option<DisplayName>,
+    },
+    /// Liveness and round-trip check. Reply: `pong`.
+    Ping,
+    /// Change the display name. Reply: `ok`; friends and co-members get `user_updated`.
+    SetProfile { display_name: DisplayName },
+
+    // --- friends -----------------------------------------------------------------------------
+    /// Ask `user` to be friends. If they already asked you, you become friends at once.
+    /// Reply: `ok`.
+    FriendRequest { user: UserId },
+    /// Accept `user`'s pending request. Reply: `ok`.
+    FriendAccept { user: UserId },
+    /// Decline `user`'s pending request. Reply: `ok`.
+    FriendDecline { user: UserId },
+    /// End a friendship, or withdraw your own pending request. Reply: `ok`.
+    FriendRemove { user: UserId },
+    /// Reply: `friends`.
+    FriendList,
+
+    // --- 1-on-1 calls (mutual friends only) ------------------------------------------------
+    /// Ring a mutual friend. Reply: `call` with the new call id.
+    CallInvite { user: UserId },
+    /// Accept a ringing call you were invited to. Reply: `ok`.
+    CallAccept { call: CallId },
+    /// Decline a ringing call you were invited to. Reply: `ok`.
+    CallDecline { call: CallId },
+    /// Withdraw a call you started that has not been answered. Reply: `ok`.
+    CallCancel { call: CallId },
+    /// End an accepted call. Reply: `ok`.
+    CallHangup { call: CallId },
+
+    // --- signalling --------------------------------------------------------------------------
+    /// Forward `payload` to `to`, who must be the other party of an accepted call (`scope` =
+    /// `{"call": id}`) or in the same voice channel as the sender (`{"channel": id}`).
+    /// Reply: `ok` once forwarded; `to` gets a `signal` event.
+    Signal {
+        to: UserId,
+        scope: SignalScope,
+        payload: SignalPayload,
+    },
+
+    // --- servers -----------------------------------------------------------------------------
+    /// Create a server; you become its owner. Reply: `server`.
+    ServerCreate { name: Name },
+    /// Servers you are a member of. Reply: `servers`.
+    ServerList,
+    /// One server in full. Reply: `server`.
+    ServerInfo { server: ServerId },
+    /// Rename (admin or owner). Reply: `ok`; members get `server_updated`.
+    ServerRename { server: ServerId, name: Name },
+    /// Delete (owner only). Reply: `ok`; members get `server_removed`.
+    ServerDelete { server: ServerId },
+    /// Leave a server you are a member of (the owner cannot leave; delete instead). Reply: `ok`.
+    ServerLeave { server: ServerId },
+    /// Remove a member (admins may remove members; the owner anyone). Reply: `ok`.
+    MemberKick { server: ServerId, user: UserId },
+    /// Make a member an admin or an admin a member (owner only). Reply: `ok`.
+    MemberSetRole {
+        server: ServerId,
+        user: UserId,
+        role: Role,
+    },
+
+    // --- invites -----------------------------------------------------------------------------
+    /// Create an invite code (admin or owner). Reply: `invite`.
+    InviteCreate {
+        server: ServerId,
+        /// `null` or absent: unlimited uses.
+        #[serde(default)]
+        max_uses: Option<u32>,
+        /// `null` or absent: never expires.
+        #[serde(default)]
+        expires_in_secs: Option<u64>,
+    },
+    /// Join the server an invite code points at. Reply: `server`.
+    InviteJoin { code: InviteCode },
+    /// Revoke an invite code (admin or owner). Reply: `ok`.
+    InviteRevoke { code: InviteCode },
+
+    // --- voice channels ----------------------------------------------------------------------
+    /// Create a voice channel (admin or owner). Reply: `channel`.
+    ChannelCreate {
+        server: ServerId,
+        name: Name,
+        /// Absent: the relay's default.
+        #[serde(default)]
+        max_participants: Option<u32>,
+        /// Absent: everyone may do everything.
+        #[serde(default)]
+        permissions: Option<ChannelPermissions>,
+    },
+    /// Rename a channel (admin or owner). Reply: `ok`; members get `channel_updated`.
+    ChannelRename { channel: ChannelId, name: Name },
+    /// Change a channel's limit or permissions (admin or owner); absent fields stay.
+    /// Reply: `ok`; members get `channel_updated`.
+    ChannelConfigure {
+        channel: ChannelId,
+        #[serde(default)]
+        max_participants: Option<u32>,
+        #[serde(default)]
+        permissions: Option<ChannelPermissions>,
+    },
+    /// Delete a channel (admin or owner); anyone in it is removed. Reply: `ok`.
+    ChannelDelete { channel: ChannelId },
+    /// A server's channels with their rosters. Reply: `channels`.
+    ChannelList { server: ServerId },
+    /// Join a voice channel, leaving any other first. Reply: `joined` with the roster.
+    ChannelJoin {
+        channel: ChannelId,
+        /// Initial voice state; absent: all false (muted is forced on without `speak`).
+        #[serde(default)]
+        voice: Option<VoiceState>,
+    },
+    /// Leave the voice channel you are in. Reply: `ok`.
+    ChannelLeave,
+    /// Update your voice state in the channel you are in. Reply: `ok`; members get
+    /// `roster_update`.
+    VoiceUpdate { voice: VoiceStatePatch },
+}
+
+impl Request {
+    /// The `type` string of this request, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Login { .. } => "login",
+            Request::Ping => "ping",
+            Request::SetProfile { .. } => "set_profile",
+            Request::FriendRequest { .. } => "friend_request",
+            Request::FriendAccept { .. } => "friend_accept",
+            Request::FriendDecline { .. } => "friend_decline",
+            Request::FriendRemove { .. } => "friend_remove",
+            Request::FriendList => "friend_list",
+            Request::CallInvite { .. } => "call_invite",
+            Request::CallAccept { .. } => "call_accept",
+            Request::CallDecline { .. } => "call_decline",
+            Request::CallCancel { .. } => "call_cancel",
+            Request::CallHangup { .. } => "call_hangup",
+            Request::Signal { .. } => "signal",
+            Request::ServerCreate { .. } => "server_create",
+            Request::ServerList => "server_list",
+            Request::ServerInfo { .. } => "server_info",
+            Request::ServerRename { .. } => "server_rename",
+            Request::ServerDelete { .. } => "server_delete",
+            Request::ServerLeave { .. } => "server_leave",
+            Request::MemberKick { .. } => "member_kick",
+            Request::MemberSetRole { .. } => "member_set_role",
+            Request::InviteCreate { .. } => "invite_create",
+            Request::InviteJoin { .. } => "invite_join",
+            Request::InviteRevoke { .. } => "invite_revoke",
+            Request::ChannelCreate { .. } => "channel_create",
+            Request::ChannelRename { .. } => "channel_rename",
+            Request::ChannelConfigure { .. } => "channel_configure",
+            Request::ChannelDelete { .. } => "channel_delete",
+            Request::ChannelList { .. } => "channel_list",
+            Request::ChannelJoin { .. } => "channel_join",
+            Request::ChannelLeave => "channel_leave",
+            Request::VoiceUpdate { .. } => "voice_update",
+        }
+    }
+}
+
+/// Every request `type`, in declaration order (for docs, tests and metrics labels).
+pub const REQUEST_TYPES: &[&str] = &[
+    "hello",
+    "login",
+    "ping",
+    "set_profile",
+    "friend_request",
+    "friend_accept",
+    "friend_decline",
+    "friend_remove",
+    "friend_list",
+    "call_invite",
+    "call_accept",
+    "call_decline",
+    "call_cancel",
+    "call_hangup",
+    "signal",
+    "server_create",
+    "server_list",
+    "server_info",
+    "server_rename",
+    "server_delete",
+    "server_leave",
+    "member_kick",
+    "member_set_role",
+    "invite_create",
+    "invite_join",
+    "invite_revoke",
+    "channel_create",
+    "channel_rename",
+    "channel_configure",
+    "channel_delete",
+    "channel_list",
+    "channel_join",
+    "channel_leave",
+    "voice_update",
+];
