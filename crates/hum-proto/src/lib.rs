@@ -6,6 +6,7 @@
 //! - [`units`]: bitrates and byte counts as newtypes, so a kbps is never mistaken for a bps.
 
 pub mod ids;
+pub mod mesh;
 pub mod signal;
 pub mod units;
 
