@@ -3,16 +3,22 @@
 //!
 //! - [`settings`]: the user's choices (total upload, reserved for other apps, relay contribution,
 //!   download quality), validated and versioned, and the effective numbers the settings panel shows.
+//! - [`throttler`]: RTT probes, base RTT and queuing delay; cuts the relay cap when a queue
+//!   builds on the uplink, restores it when the queue is gone.
 //! - [`limiter`]: hierarchical token buckets; relay uploads wait, own sending has priority.
 //!
 //! Everything here is sans-IO: no clock is read and no socket is owned. Time is an input.
 
 pub mod limiter;
 pub mod settings;
+pub mod throttler;
 
 pub use limiter::{Admit, LimiterConfig, LimiterStats, TrafficClass, UploadLimiter};
 pub use settings::{
     BandwidthSettings, DownloadQuality, EffectiveBudget, MeasuredUpload, Measurements,
     ProtectionSettings, RelayContribution, RelayPresets, ReservedSource, ReservedUpload,
     SettingsError, SettingsField, TotalSource, TotalUpload,
+};
+pub use throttler::{
+    ProbePath, ThrottleEvent, ThrottleOutput, ThrottleState, Throttler, ThrottlerConfig,
 };
