@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | 1 | Announce | layer u8, base seq u64, bit count u16, bitmap (ceil(bits/8) bytes, bit i = seq base+i, LSB first) |
 //! | 2 | Request | layer u8, seq u64, deadline ms u32 (how long the requester can still use it) |
-//! | 3 | Data | record (layer u8, seq u64, hash 32, bytes u32, start us u64, duration us u32, flags u8, signature 64), payload len u32, payload |
+//! | 3 | Data | record (layer u8, seq u64, hash 32, bytes u32, start us u64, duration us u32, flags u8, signature 64), hops u8, payload len u32, payload |
 //! | 4 | Cancel | layer u8, seq u64 |
 //! | 5 | Absent | layer u8, seq u64, reason u8 (0 not held, 1 busy, 2 too old) |
 //! | 6 | BufferHealth | buffered ms u32, playhead seq u64 |
@@ -145,9 +145,10 @@ pub enum MeshMsg {
         seq: u64,
         deadline_ms: u32,
     },
-    /// A chunk with its signed record.
+    /// A chunk with its signed record; `hops` counts relays since the root seed (root = 0).
     Data {
         record: ChunkRecord,
+        hops: u8,
         payload: Arc<[u8]>,
     },
     /// "I no longer need this chunk."
@@ -196,7 +197,7 @@ impl MeshMsg {
         2 + match self {
             MeshMsg::Announce { bitmap, .. } => 1 + 8 + 2 + bitmap.len(),
             MeshMsg::Request { .. } => 1 + 8 + 4,
-            MeshMsg::Data { payload, .. } => ChunkRecord::ENCODED_LEN + 4 + payload.len(),
+            MeshMsg::Data { payload, .. } => ChunkRecord::ENCODED_LEN + 1 + 4 + payload.len(),
             MeshMsg::Cancel { .. } => 1 + 8,
             MeshMsg::Absent { .. } => 1 + 8 + 1,
             MeshMsg::BufferHealth { .. } => 4 + 8,
@@ -241,10 +242,11 @@ impl MeshMsg {
                 w.u64(*seq);
                 w.u32(*deadline_ms);
             }
-            MeshMsg::Data { record, payload } => {
+            MeshMsg::Data { record, hops, payload } => {
                 w.u8(3);
                 record.write_body(&mut w);
                 w.bytes(&record.signature);
+                w.u8(*hops);
                 w.u32(payload.len() as u32);
                 w.bytes(payload);
             }
@@ -304,9 +306,10 @@ impl MeshMsg {
             },
             3 => {
                 let record = ChunkRecord::read(&mut r)?;
+                let hops = r.u8()?;
                 let n = r.u32()? as usize;
                 let payload: Arc<[u8]> = Arc::from(r.take(n)?);
-                MeshMsg::Data { record, payload }
+                MeshMsg::Data { record, hops, payload }
             }
             4 => MeshMsg::Cancel {
                 layer: r.layer()?,
@@ -432,6 +435,7 @@ mod tests {
             },
             MeshMsg::Data {
                 record: record(),
+                hops: 3,
                 payload: Arc::from(&b"chunk bytes"[..]),
             },
             MeshMsg::Cancel {
@@ -510,6 +514,7 @@ mod tests {
         // A Data message claiming a 4 GB payload is refused without allocating it.
         let mut d = MeshMsg::Data {
             record: record(),
+            hops: 0,
             payload: Arc::from(&b""[..]),
         }
         .encode()

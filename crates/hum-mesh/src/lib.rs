@@ -1,0 +1,113 @@
+//! Hum's livestream mesh: the brain, without clocks or sockets.
+//!
+//! One streamer, many viewers, a server whose egress should plateau. The root seed (the server)
+//! publishes each chunk once per layer, signed; viewers fetch chunks from 3-6 upstream peers and relay
+//! them to others under their upload budget; the relay acts as tracker and introduces peers.
+//!
+//! Everything here is sans-IO in the shape of str0m: state machines take `handle_input(now, from,
+//! msg)` and `handle_timeout(now)`, and the caller drains `poll_output()` until it yields
+//! [`Output::Timeout`] ("mutate, then drain until Timeout"). Time is a [`Time`] passed in; nothing
+//! reads a clock. The same code runs in the app (over WebRTC data channels) and in `hum sim` (over
+//! `hum-netsim`).
+//!
+//! - [`chunker`]: encoded frames in, BLAKE3-named chunks of 100-500 ms out, per layer, with start points.
+//! - [`manifest`]: the root seed signs a [`hum_proto::mesh::ChunkRecord`] per chunk (Ed25519); every
+//!   chunk is checked against it before use.
+//! - [`havemap`]: which chunks a peer holds, over a sliding window; compact announcements.
+//! - [`picker`]: what to fetch next (sequential near the deadline, rarest-first for older, drop late).
+//! - [`scheduler`]: who to ask and when (weighted upstreams, timeouts, re-requests, end-game, root fallback).
+//! - [`serve`]: a token-bucket upload budget and a queue that favours low-buffer-health peers.
+//! - [`player`]: the playout clock, buffer health, stalls and skips (continuity).
+//! - [`viewer`]: a viewer peer, composing the above.
+//! - [`root`]: the root seed, whose egress is a global cap.
+//! - [`tracker`]: the relay's peer introduction (low RTT, spare upload, shallow first).
+//! - [`layer`]: which layer to watch and which to relay.
+
+pub mod chunker;
+pub mod havemap;
+pub mod layer;
+pub mod manifest;
+pub mod picker;
+pub mod player;
+pub mod root;
+pub mod scheduler;
+pub mod serve;
+pub mod tracker;
+pub mod viewer;
+
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+pub use hum_proto::mesh::{AbsentReason, ChunkRecord, Layer, MeshMsg};
+
+/// A peer in the mesh (the relay's session id). Trackers index by it, so ids should be dense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u32);
+
+/// A point on the caller's monotonic clock, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    pub const ZERO: Time = Time(0);
+    pub const MAX: Time = Time(u64::MAX);
+    pub fn from_millis(ms: u64) -> Time {
+        Time(ms * 1000)
+    }
+    pub fn micros(self) -> u64 {
+        self.0
+    }
+    /// `self - earlier`, zero if `earlier` is later.
+    pub fn since(self, earlier: Time) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Time {
+    type Output = Time;
+    fn add(self, d: Duration) -> Time {
+        Time(self.0.saturating_add(d.as_micros() as u64))
+    }
+}
+
+impl Sub<Duration> for Time {
+    type Output = Time;
+    fn sub(self, d: Duration) -> Time {
+        Time(self.0.saturating_sub(d.as_micros() as u64))
+    }
+}
+
+/// What a state machine wants done. Drain with `poll_output` until a `Timeout`.
+#[derive(Debug)]
+pub enum Output {
+    /// Send `msg` to `to`.
+    Send { to: PeerId, msg: MeshMsg },
+    /// Something the caller may want to know (playback, penalties, tracker requests).
+    Event(MeshEvent),
+    /// Nothing more to do until this time (or the next input). `Time::MAX` means "no timer".
+    Timeout(Time),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshEvent {
+    /// Playback started at chunk `seq` at time `at`.
+    Started { seq: u64, at: Time },
+    /// Chunk `seq` played at `at`; `on_time` is false if playback stalled for it. `hops` is how many
+    /// links it crossed from the root seed.
+    Played {
+        seq: u64,
+        at: Time,
+        on_time: bool,
+        hops: u8,
+    },
+    /// Chunk `seq` never arrived in time and was skipped at `at`.
+    Skipped { seq: u64, at: Time },
+    /// A chunk from `peer` failed verification; it was dropped and `peer` penalised.
+    Penalised { peer: PeerId },
+    /// `peer` failed verification too often: it is banned and no longer an upstream.
+    Banned { peer: PeerId },
+    /// The viewer has fewer upstreams than it wants: ask the tracker for `count` more.
+    NeedUpstreams { count: u8 },
+    /// A request went to the root seed because the mesh could not meet a deadline.
+    Fallback { seq: u64 },
+}

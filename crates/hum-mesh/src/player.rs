@@ -1,0 +1,300 @@
+//! The playout clock: when each chunk is due, stalls, skips, buffer health.
+//!
+//! Playback starts `start_buffer` after the first chunk arrives. From then on chunk `s` is due at
+//! `t0 + (s - s0) * duration + stalled`. A chunk present when due plays on time. A chunk missing when
+//! due stalls playback (the whole schedule slips, which is what a viewer sees as a spinner and what
+//! raises their lag); if it arrives within `max_stall` it plays late, otherwise it is skipped (the
+//! stall stands in for the skipped chunk's slot, so with `max_stall == duration` a skip adds no lag).
+//!
+//! The player is evaluated lazily: `advance(now, ..)` catches up everything due by `now`, so a caller
+//! calls it before and after every chunk arrival and at `next_wake`, and needs no timer per chunk.
+
+use std::time::Duration;
+
+use crate::{MeshEvent, Time};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    /// The first chunk arrived at `at`; playback begins at `at + start_buffer`.
+    Buffering {
+        seq0: u64,
+        start: Time,
+    },
+    Playing {
+        seq0: u64,
+        t0: Time,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Player {
+    dur_us: u64,
+    start_buffer: Duration,
+    max_stall: Duration,
+    state: State,
+    /// Accumulated slip (stall time), microseconds.
+    slip_us: u64,
+    /// The next chunk to play.
+    next: u64,
+    stalled_since: Option<Time>,
+    pub on_time: u64,
+    pub late: u64,
+    pub skipped: u64,
+}
+
+impl Player {
+    pub fn new(chunk: Duration, start_buffer: Duration, max_stall: Duration) -> Self {
+        Player {
+            dur_us: chunk.as_micros().max(1) as u64,
+            start_buffer,
+            max_stall,
+            state: State::Idle,
+            slip_us: 0,
+            next: 0,
+            stalled_since: None,
+            on_time: 0,
+            late: 0,
+            skipped: 0,
+        }
+    }
+
+    pub fn is_started(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
+    /// The next chunk playback needs (the playhead).
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// The first chunk has arrived: begin buffering at `seq`.
+    pub fn begin(&mut self, now: Time, seq: u64) {
+        if self.state == State::Idle {
+            self.state = State::Buffering {
+                seq0: seq,
+                start: now + self.start_buffer,
+            };
+            self.next = seq;
+        }
+    }
+
+    /// When chunk `seq` is due (if the schedule is known).
+    pub fn due(&self, seq: u64) -> Option<Time> {
+        let (seq0, t0) = match self.state {
+            State::Idle => return None,
+            State::Buffering { seq0, start } => (seq0, start),
+            State::Playing { seq0, t0 } => (seq0, t0),
+        };
+        Some(Time(
+            t0.0 + seq.saturating_sub(seq0) * self.dur_us + self.slip_us,
+        ))
+    }
+
+    /// Catch up to `now`. `has(seq)` says whether a chunk is held; `hops(seq)` its hop count.
+    pub fn advance(
+        &mut self,
+        now: Time,
+        has: impl Fn(u64) -> bool,
+        hops: impl Fn(u64) -> u8,
+        out: &mut Vec<MeshEvent>,
+    ) {
+        if let State::Buffering { seq0, start } = self.state {
+            if now < start {
+                return;
+            }
+            self.state = State::Playing { seq0, t0: start };
+            out.push(MeshEvent::Started {
+                seq: seq0,
+                at: start,
+            });
+        }
+        if !matches!(self.state, State::Playing { .. }) {
+            return;
+        }
+        loop {
+            let Some(due) = self.due(self.next) else {
+                return;
+            };
+            if due > now {
+                return;
+            }
+            match self.stalled_since {
+                None if has(self.next) => {
+                    self.on_time += 1;
+                    out.push(MeshEvent::Played {
+                        seq: self.next,
+                        at: due,
+                        on_time: true,
+                        hops: hops(self.next),
+                    });
+                    self.next += 1;
+                }
+                None => self.stalled_since = Some(due),
+                Some(since) if has(self.next) => {
+                    self.slip_us += now.since(since).as_micros() as u64;
+                    self.stalled_since = None;
+                    self.late += 1;
+                    out.push(MeshEvent::Played {
+                        seq: self.next,
+                        at: now,
+                        on_time: false,
+                        hops: hops(self.next),
+                    });
+                    self.next += 1;
+                }
+                Some(since) if now >= since + self.max_stall => {
+                    // The stall used up the skipped chunk's own slot; only waiting beyond it slips.
+                    self.slip_us += (self.max_stall.as_micros() as u64).saturating_sub(self.dur_us);
+                    self.stalled_since = None;
+                    self.skipped += 1;
+                    out.push(MeshEvent::Skipped {
+                        seq: self.next,
+                        at: since + self.max_stall,
+                    });
+                    self.next += 1;
+                }
+                Some(_) => return,
+            }
+        }
+    }
+
+    /// When `advance` next has something to do if no chunk arrives: playback start, the playhead's
+    /// deadline if it is missing, or the end of a stall.
+    pub fn next_wake(&self, has_next: bool) -> Option<Time> {
+        match self.state {
+            State::Idle => None,
+            State::Buffering { start, .. } => Some(start),
+            State::Playing { .. } => match self.stalled_since {
+                Some(since) => Some(since + self.max_stall),
+                None if has_next => None,
+                None => self.due(self.next),
+            },
+        }
+    }
+
+    /// Media buffered ahead of the playhead: `contiguous` held chunks from the playhead, minus how far
+    /// into the current one playback is.
+    pub fn buffer_health(&self, now: Time, contiguous: u64) -> Duration {
+        let ahead = contiguous * self.dur_us;
+        let into = match self.due(self.next) {
+            Some(d) if self.stalled_since.is_none() && now > d => now.0 - d.0,
+            _ => 0,
+        };
+        Duration::from_micros(ahead.saturating_sub(into))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(x: u64) -> Time {
+        Time::from_millis(x)
+    }
+
+    /// Chunks arrive at the given times (ms; None = never). Returns the events as a compact string.
+    fn play(arrivals: &[Option<u64>], until_ms: u64) -> (String, Player) {
+        let mut p = Player::new(
+            Duration::from_millis(250),
+            Duration::from_millis(500),
+            Duration::from_millis(250),
+        );
+        let mut have = vec![false; arrivals.len()];
+        let mut events = vec![];
+        let mut times: Vec<(u64, usize)> = arrivals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.map(|t| (t, i)))
+            .collect();
+        times.sort();
+        let step = |p: &mut Player, now: u64, have: &Vec<bool>, ev: &mut Vec<MeshEvent>| {
+            p.advance(
+                ms(now),
+                |s| have.get(s as usize).copied().unwrap_or(false),
+                |_| 1,
+                ev,
+            )
+        };
+        for (t, i) in times {
+            // Wake for anything due before this arrival.
+            while let Some(w) =
+                p.next_wake(have.get(p.next_seq() as usize).copied().unwrap_or(false))
+            {
+                if w.0 > t * 1000 {
+                    break;
+                }
+                step(&mut p, w.0 / 1000, &have, &mut events);
+            }
+            step(&mut p, t, &have, &mut events);
+            have[i] = true;
+            p.begin(ms(t), i as u64);
+            step(&mut p, t, &have, &mut events);
+        }
+        while let Some(w) = p.next_wake(have.get(p.next_seq() as usize).copied().unwrap_or(false)) {
+            if w.0 > until_ms * 1000 {
+                break;
+            }
+            step(&mut p, w.0 / 1000, &have, &mut events);
+        }
+        step(&mut p, until_ms, &have, &mut events);
+        let s = events
+            .iter()
+            .map(|e| match e {
+                MeshEvent::Started { seq, at: t } => format!("start{seq}@{}", t.0 / 1000),
+                MeshEvent::Played {
+                    seq,
+                    at: t,
+                    on_time: true,
+                    ..
+                } => format!("p{seq}@{}", t.0 / 1000),
+                MeshEvent::Played { seq, at: t, .. } => format!("late{seq}@{}", t.0 / 1000),
+                MeshEvent::Skipped { seq, at: t } => format!("skip{seq}@{}", t.0 / 1000),
+                e => format!("{e:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        (s, p)
+    }
+
+    #[test]
+    fn steady_arrivals_play_on_time() {
+        let (s, p) = play(&[Some(100), Some(300), Some(550), Some(800)], 1700);
+        assert_eq!(s, "start0@600 p0@600 p1@850 p2@1100 p3@1350");
+        assert_eq!((p.on_time, p.late, p.skipped), (4, 0, 0));
+    }
+
+    #[test]
+    fn a_late_chunk_stalls_and_slips_the_schedule() {
+        // Chunk 1 is due at 850 but arrives at 1000: 150 ms stall, chunk 2 then due at 1250.
+        let (s, p) = play(&[Some(100), Some(1000), Some(1100), None], 1400);
+        assert_eq!(s, "start0@600 p0@600 late1@1000 p2@1250");
+        assert_eq!((p.on_time, p.late), (2, 1));
+        assert_eq!(p.due(3), Some(ms(1500)));
+    }
+
+    #[test]
+    fn a_chunk_that_never_comes_is_skipped_after_max_stall() {
+        let (s, p) = play(&[Some(100), None, Some(400)], 2000);
+        assert_eq!(
+            s,
+            "start0@600 p0@600 skip1@1100 p2@1100 skip3@1600 skip4@1850"
+        );
+        assert_eq!(p.skipped, 3);
+    }
+
+    #[test]
+    fn buffer_health_counts_what_is_ahead() {
+        let mut p = Player::new(
+            Duration::from_millis(250),
+            Duration::ZERO,
+            Duration::from_millis(250),
+        );
+        p.begin(ms(0), 10);
+        let mut ev = vec![];
+        p.advance(ms(100), |_| true, |_| 0, &mut ev);
+        // Chunk 10 played at 0, 11 due at 250; 3 chunks held from 11 -> 750 ms, minus 0 into 11.
+        assert_eq!(p.next_seq(), 11);
+        assert_eq!(p.buffer_health(ms(100), 3), Duration::from_millis(750));
+    }
+}

@@ -1,0 +1,331 @@
+//! Serving other peers under an upload budget.
+//!
+//! The budget is a token bucket (bytes, refilled at the budget rate). Requests for chunks we do not
+//! hold yet are *held* until we do (that is how a fresh chunk flows down the mesh without a round of
+//! announcements per hop); requests for chunks we hold are *ready*. Ready requests are released in
+//! priority order while the bucket is not in debt; the bucket may go into debt by at most its burst, so
+//! releases come in small batches instead of one timer per chunk. Viewers order by the requester's
+//! reported buffer health (lowest first: the peer closest to a stall), then deadline; the root seed
+//! orders by deadline (earliest first), since everything it serves is someone's last resort.
+
+use std::time::Duration;
+
+use crate::{PeerId, Time};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeRequest {
+    pub to: PeerId,
+    pub seq: u64,
+    /// After this the requester cannot use the chunk.
+    pub deadline: Time,
+    /// The requester's last reported buffer health.
+    pub buffer_ms: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Lowest buffer health first, then earliest deadline (viewers).
+    BufferHealth,
+    /// Earliest deadline first (the root seed).
+    Deadline,
+}
+
+/// Bytes refilled at `rate`, capped at `burst`, allowed into debt down to `-burst`.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    bytes_per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Time,
+}
+
+impl TokenBucket {
+    pub fn new(rate_bps: u64, burst: Duration, now: Time) -> Self {
+        let bytes_per_sec = rate_bps as f64 / 8.0;
+        let burst = (bytes_per_sec * burst.as_secs_f64()).max(1.0);
+        TokenBucket {
+            bytes_per_sec,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    pub fn rate_bps(&self) -> u64 {
+        (self.bytes_per_sec * 8.0) as u64
+    }
+
+    pub fn refill(&mut self, now: Time) {
+        let dt = now.since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + dt * self.bytes_per_sec).min(self.burst);
+    }
+
+    pub fn tokens(&self) -> f64 {
+        self.tokens
+    }
+
+    /// May we start another send now (not in debt)?
+    pub fn can_send(&self) -> bool {
+        self.tokens >= 0.0 && self.bytes_per_sec > 0.0
+    }
+
+    pub fn take(&mut self, bytes: u32) {
+        self.tokens = (self.tokens - bytes as f64).max(-self.burst);
+    }
+
+    /// When the bucket is out of debt again.
+    pub fn ready_at(&self, now: Time) -> Time {
+        if self.tokens >= 0.0 {
+            return now;
+        }
+        if self.bytes_per_sec <= 0.0 {
+            return Time::MAX;
+        }
+        now + Duration::from_secs_f64(-self.tokens / self.bytes_per_sec)
+    }
+
+    /// How long `bytes` queued behind the current debt would take to leave.
+    pub fn wait_for(&self, bytes: u64) -> Duration {
+        if self.bytes_per_sec <= 0.0 {
+            return Duration::MAX;
+        }
+        Duration::from_secs_f64(((bytes as f64) - self.tokens).max(0.0) / self.bytes_per_sec)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServeQueue {
+    pub bucket: TokenBucket,
+    priority: Priority,
+    held: Vec<ServeRequest>,
+    ready: Vec<ServeRequest>,
+    ready_bytes: u64,
+    /// At most this many held requests per requester (a bound on what a peer can make us remember).
+    max_held_per_peer: usize,
+}
+
+impl ServeQueue {
+    pub fn new(bucket: TokenBucket, priority: Priority) -> Self {
+        ServeQueue {
+            bucket,
+            priority,
+            held: Vec::new(),
+            ready: Vec::new(),
+            ready_bytes: 0,
+            max_held_per_peer: 16,
+        }
+    }
+
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Bytes waiting to be released (ready requests).
+    pub fn backlog_bytes(&self) -> u64 {
+        self.ready_bytes
+    }
+
+    /// A request for a chunk we hold (`bytes` long).
+    pub fn push_ready(&mut self, r: ServeRequest, bytes: u32) {
+        self.ready.retain(|x| !(x.to == r.to && x.seq == r.seq));
+        self.ready.push(r);
+        self.ready_bytes += bytes as u64;
+    }
+
+    /// A request for a chunk we expect to hold. Returns false (refused) if the requester already has too
+    /// many held requests.
+    pub fn push_held(&mut self, r: ServeRequest) -> bool {
+        if self.held.iter().any(|x| x.to == r.to && x.seq == r.seq) {
+            return true;
+        }
+        if self.held.iter().filter(|x| x.to == r.to).count() >= self.max_held_per_peer {
+            return false;
+        }
+        self.held.push(r);
+        true
+    }
+
+    /// We now hold `seq` (`bytes` long): its held requests become ready.
+    pub fn on_have(&mut self, seq: u64, bytes: u32) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].seq == seq {
+                let r = self.held.swap_remove(i);
+                self.ready.push(r);
+                self.ready_bytes += bytes as u64;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// The requester no longer wants it.
+    pub fn cancel(&mut self, to: PeerId, seq: u64, bytes: u32) {
+        self.held.retain(|x| !(x.to == to && x.seq == seq));
+        let before = self.ready.len();
+        self.ready.retain(|x| !(x.to == to && x.seq == seq));
+        if self.ready.len() != before {
+            self.ready_bytes = self.ready_bytes.saturating_sub(bytes as u64);
+        }
+    }
+
+    /// Forget everything for a departed peer.
+    pub fn forget(&mut self, to: PeerId) {
+        self.held.retain(|x| x.to != to);
+        self.ready.retain(|x| x.to != to);
+        if self.ready.is_empty() {
+            self.ready_bytes = 0;
+        }
+    }
+
+    /// Update the buffer health of a requester's pending requests.
+    pub fn set_health(&mut self, to: PeerId, buffer_ms: u32) {
+        for r in self
+            .held
+            .iter_mut()
+            .chain(self.ready.iter_mut())
+            .filter(|r| r.to == to)
+        {
+            r.buffer_ms = buffer_ms;
+        }
+    }
+
+    /// Release what the budget allows now, in priority order, into `out`; expired requests (past their
+    /// deadline) and held requests older than `held_horizon` are dropped. `bytes` gives a chunk's size.
+    pub fn release(&mut self, now: Time, bytes: impl Fn(u64) -> u32, out: &mut Vec<ServeRequest>) {
+        self.bucket.refill(now);
+        self.held.retain(|r| r.deadline >= now);
+        if self.ready.is_empty() {
+            return;
+        }
+        let before = self.ready.len();
+        self.ready.retain(|r| r.deadline >= now);
+        if self.ready.len() != before {
+            self.ready_bytes = self.ready.iter().map(|r| bytes(r.seq) as u64).sum();
+        }
+        if !self.bucket.can_send() {
+            return;
+        }
+        match self.priority {
+            Priority::BufferHealth => self
+                .ready
+                .sort_by_key(|r| std::cmp::Reverse((r.buffer_ms, r.deadline, r.seq, r.to))),
+            Priority::Deadline => self
+                .ready
+                .sort_by_key(|r| std::cmp::Reverse((r.deadline, r.buffer_ms, r.seq, r.to))),
+        }
+        // Sorted descending, so the best is at the end: pop from there.
+        while self.bucket.can_send() {
+            let Some(r) = self.ready.pop() else { break };
+            let b = bytes(r.seq);
+            self.bucket.take(b);
+            self.ready_bytes = self.ready_bytes.saturating_sub(b as u64);
+            out.push(r);
+        }
+    }
+
+    /// When `release` could next send something (if anything is ready).
+    pub fn next_wake(&self, now: Time) -> Option<Time> {
+        if self.ready.is_empty() {
+            None
+        } else {
+            Some(self.bucket.ready_at(now).max(now))
+        }
+    }
+
+    /// Earliest deadline among held requests (they expire then).
+    pub fn next_held_expiry(&self) -> Option<Time> {
+        self.held.iter().map(|r| r.deadline).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(to: u32, seq: u64, deadline_ms: u64, buffer_ms: u32) -> ServeRequest {
+        ServeRequest {
+            to: PeerId(to),
+            seq,
+            deadline: Time::from_millis(deadline_ms),
+            buffer_ms,
+        }
+    }
+
+    #[test]
+    fn token_bucket_paces_and_allows_bounded_debt() {
+        // 8 Mbit/s = 1 MB/s, burst 100 ms = 100 kB.
+        let mut b = TokenBucket::new(8_000_000, Duration::from_millis(100), Time::ZERO);
+        assert!(b.can_send());
+        b.take(250_000);
+        assert_eq!(b.tokens(), -100_000.0, "debt is capped at the burst");
+        assert_eq!(b.ready_at(Time::ZERO), Time::from_millis(100));
+        b.refill(Time::from_millis(100));
+        assert!(b.can_send());
+        b.refill(Time::from_millis(10_000));
+        assert_eq!(b.tokens(), 100_000.0, "tokens capped at the burst");
+    }
+
+    #[test]
+    fn low_buffer_health_is_served_first_within_the_budget() {
+        // 1 MB/s, burst 100 kB; chunks are 100 kB: one release per 100 ms.
+        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(100), Time::ZERO);
+        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        q.push_ready(req(1, 5, 5000, 3000), 100_000);
+        q.push_ready(req(2, 5, 5000, 200), 100_000);
+        q.push_ready(req(3, 5, 5000, 1500), 100_000);
+        let mut out = vec![];
+        q.release(Time::ZERO, |_| 100_000, &mut out);
+        // A full bucket (100 kB) releases one chunk and goes into debt with the second.
+        assert_eq!(out.iter().map(|r| r.to.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(100)));
+        q.release(Time::from_millis(50), |_| 100_000, &mut out);
+        assert_eq!(out.len(), 2, "still in debt");
+        q.release(Time::from_millis(100), |_| 100_000, &mut out);
+        assert_eq!(
+            out.iter().map(|r| r.to.0).collect::<Vec<_>>(),
+            vec![2, 3, 1]
+        );
+        assert_eq!(q.backlog_bytes(), 0);
+    }
+
+    #[test]
+    fn held_requests_become_ready_on_have_and_expire_at_deadline() {
+        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(500), Time::ZERO);
+        let mut q = ServeQueue::new(bucket, Priority::Deadline);
+        assert!(q.push_held(req(1, 9, 1000, 0)));
+        assert!(q.push_held(req(2, 9, 300, 0)));
+        assert!(q.push_held(req(3, 10, 100, 0)));
+        let mut out = vec![];
+        q.release(Time::from_millis(200), |_| 1000, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(q.held_len(), 2, "seq 10's request expired");
+        q.on_have(9, 1000);
+        q.release(Time::from_millis(200), |_| 1000, &mut out);
+        assert_eq!(
+            out.iter().map(|r| r.to.0).collect::<Vec<_>>(),
+            vec![2, 1],
+            "earliest deadline first"
+        );
+    }
+
+    #[test]
+    fn held_requests_per_peer_are_bounded_and_cancel_works() {
+        let bucket = TokenBucket::new(1_000_000, Duration::from_millis(500), Time::ZERO);
+        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        for s in 0..16 {
+            assert!(q.push_held(req(1, s, 10_000, 0)));
+        }
+        assert!(!q.push_held(req(1, 99, 10_000, 0)));
+        assert!(q.push_held(req(2, 99, 10_000, 0)));
+        q.cancel(PeerId(1), 3, 10);
+        assert_eq!(q.held_len(), 16);
+        q.forget(PeerId(1));
+        assert_eq!(q.held_len(), 1);
+    }
+}

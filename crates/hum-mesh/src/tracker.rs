@@ -1,0 +1,593 @@
+//! The relay's tracker: who feeds whom.
+//!
+//! The relay knows every viewer's relay budget and roughly where it is, so it introduces peers and
+//! reserves *grants*: a grant is a share of an upstream's budget reserved for one downstream (a
+//! quarter of the stream by default, so a viewer has at least four upstreams when peers are strong and
+//! up to six when they are weak). Rules, and why:
+//!
+//! - **Shallow first.** Peers sit on levels (root = 0, a peer = 1 + the deepest of its upstreams). A
+//!   newcomer gets grants from the lowest level with spare upload: every level adds a store-and-forward
+//!   hop of lag.
+//! - **Low RTT and spare upload.** Within a level a few random candidates are scored by spare upload
+//!   over RTT; random sampling keeps the cost O(1) per grant at 100,000 peers and spreads load.
+//! - **The root seeds the strongest.** Root grants (bounded by the global cap) go to peers that can
+//!   relay a full stream; when the root is full and a stronger peer arrives, a weak root child is moved
+//!   down (it gets new grants like any orphan). Weak peers never sit at the top of the tree.
+//! - **No cycles.** A peer that already feeds others only gets upstreams from levels above its own.
+//! - **Replace at once.** When a peer leaves, its downstreams are returned as orphans to be refilled.
+//!
+//! Peer ids index a table, so the relay should assign dense ids.
+
+use std::time::Duration;
+
+use hum_proto::Bitrate;
+
+use crate::PeerId;
+
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    pub stream_rate: Bitrate,
+    /// The usual grant size.
+    pub grant_unit: Bitrate,
+    /// At most this many grants per peer: bounds its connections (and so its usable upload).
+    pub max_grants: u32,
+    /// Grants the root may hand out (its cap minus the fallback reserve).
+    pub root_capacity: Bitrate,
+    /// Candidates sampled per grant.
+    pub candidates: usize,
+    pub max_upstreams: usize,
+}
+
+impl TrackerConfig {
+    pub fn new(stream_rate: Bitrate, root_capacity: Bitrate) -> Self {
+        TrackerConfig {
+            stream_rate,
+            grant_unit: Bitrate::from_bps(stream_rate.bps() / 4),
+            max_grants: 32,
+            root_capacity,
+            candidates: 6,
+            max_upstreams: 6,
+        }
+    }
+    fn min_grant(&self) -> u64 {
+        (self.grant_unit.bps() / 4).max(1)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub up: PeerId,
+    pub rate: Bitrate,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    alive: bool,
+    budget: u64,
+    spare: u64,
+    level: u8,
+    ups: Vec<(u32, u64)>,
+    downs: Vec<(u32, u64)>,
+    banned: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    root: PeerId,
+    peers: Vec<Entry>,
+    pools: Vec<Vec<u32>>,
+    rng: u64,
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig, root: PeerId, seed: u64) -> Self {
+        let mut t = Tracker {
+            cfg,
+            root,
+            peers: Vec::new(),
+            pools: vec![Vec::new(); 64],
+            rng: seed | 1,
+        };
+        let cap = t.cfg.root_capacity.bps();
+        let r = t.entry(root);
+        r.alive = true;
+        r.budget = cap;
+        r.spare = cap;
+        r.level = 0;
+        t
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    fn entry(&mut self, p: PeerId) -> &mut Entry {
+        let i = p.0 as usize;
+        if i >= self.peers.len() {
+            self.peers.resize_with(i + 1, Entry::default);
+        }
+        &mut self.peers[i]
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*: deterministic and cheap.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// What a peer with `budget` can usefully give (its grant slots bound it).
+    pub fn usable(&self, budget: Bitrate) -> Bitrate {
+        Bitrate::from_bps(
+            budget
+                .bps()
+                .min(self.cfg.max_grants as u64 * self.cfg.grant_unit.bps()),
+        )
+    }
+
+    pub fn level(&self, p: PeerId) -> u8 {
+        self.peers.get(p.0 as usize).map_or(0, |e| e.level)
+    }
+
+    pub fn upstreams(&self, p: PeerId) -> Vec<Grant> {
+        self.peers.get(p.0 as usize).map_or(Vec::new(), |e| {
+            e.ups
+                .iter()
+                .map(|&(u, g)| Grant {
+                    up: PeerId(u),
+                    rate: Bitrate::from_bps(g),
+                })
+                .collect()
+        })
+    }
+
+    pub fn root_spare(&self) -> Bitrate {
+        Bitrate::from_bps(self.peers[self.root.0 as usize].spare)
+    }
+
+    /// A viewer joins with `budget` of relay upload. Returns its grants and the peers that lost a grant
+    /// to make room (each to be told and refilled).
+    pub fn join(
+        &mut self,
+        peer: PeerId,
+        budget: Bitrate,
+        rtt: &dyn Fn(PeerId, PeerId) -> Duration,
+    ) -> (Vec<Grant>, Vec<(PeerId, PeerId)>) {
+        let usable = self.usable(budget).bps();
+        let e = self.entry(peer);
+        *e = Entry {
+            alive: true,
+            budget: budget.bps(),
+            spare: usable,
+            level: 1,
+            ..Entry::default()
+        };
+        let mut orphans = Vec::new();
+        let r = self.cfg.stream_rate.bps();
+        if budget.bps() >= r {
+            if self.peers[self.root.0 as usize].spare < r {
+                // Move a weak root child down to make room for a strong newcomer.
+                let root = self.root.0 as usize;
+                let weak = self.peers[root]
+                    .downs
+                    .iter()
+                    .filter(|(d, _)| self.peers[*d as usize].budget < r)
+                    .min_by_key(|(d, _)| (self.peers[*d as usize].budget, *d))
+                    .copied();
+                if let Some((d, _)) = weak {
+                    self.drop_edge(PeerId(d), self.root);
+                    orphans.push((PeerId(d), self.root));
+                }
+            }
+            let root = self.root.0 as usize;
+            if self.peers[root].spare >= r {
+                self.link(peer.0, self.root.0, r);
+            }
+        }
+        let mut grants = self.fill(peer, rtt);
+        if let Some(&(u, g)) = self.peers[peer.0 as usize]
+            .ups
+            .iter()
+            .find(|x| x.0 == self.root.0)
+        {
+            if !grants.iter().any(|x| x.up.0 == u) {
+                grants.insert(
+                    0,
+                    Grant {
+                        up: self.root,
+                        rate: Bitrate::from_bps(g),
+                    },
+                );
+            }
+        }
+        self.relevel(peer);
+        (grants, orphans)
+    }
+
+    /// Top `peer` up to the stream rate (after it lost an upstream). Returns the new grants only.
+    pub fn refill(&mut self, peer: PeerId, rtt: &dyn Fn(PeerId, PeerId) -> Duration) -> Vec<Grant> {
+        if !self.peers.get(peer.0 as usize).is_some_and(|e| e.alive) {
+            return Vec::new();
+        }
+        self.fill(peer, rtt)
+    }
+
+    fn fill(&mut self, peer: PeerId, rtt: &dyn Fn(PeerId, PeerId) -> Duration) -> Vec<Grant> {
+        let r = self.cfg.stream_rate.bps();
+        let unit = self.cfg.grant_unit.bps();
+        let mut touched: Vec<u32> = Vec::new();
+        let feeds_others = !self.peers[peer.0 as usize].downs.is_empty();
+        let my_level = self.peers[peer.0 as usize].level;
+        let max_level = if feeds_others {
+            my_level.saturating_sub(1).max(1)
+        } else {
+            u8::MAX
+        };
+        // Spread over peers of the shallowest level that has any, then ask more of those, and only then
+        // go a level deeper: depth costs lag on every chunk, fewer upstreams only costs redundancy.
+        let shallowest = self
+            .candidate(peer, max_level, rtt)
+            .map(|c| self.peers[c as usize].level);
+        if let Some(l) = shallowest {
+            self.take(peer, l.min(max_level), rtt, &mut touched);
+            self.grow_existing(peer, &mut touched);
+            self.take(peer, max_level, rtt, &mut touched);
+            self.grow_existing(peer, &mut touched);
+        }
+        let _ = unit;
+        // Whatever the mesh cannot give, the root gives if it can.
+        let have: u64 = self.peers[peer.0 as usize].ups.iter().map(|u| u.1).sum();
+        let root = self.root.0;
+        if have < r {
+            let g = (r - have).min(self.peers[root as usize].spare);
+            if g >= self.cfg.min_grant() {
+                if self.peers[peer.0 as usize].ups.iter().any(|u| u.0 == root) {
+                    self.grow(peer.0, root, g);
+                } else {
+                    self.link(peer.0, root, g);
+                }
+                touched.push(root);
+            }
+        }
+        self.relevel(peer);
+        touched.sort_unstable();
+        touched.dedup();
+        let e = &self.peers[peer.0 as usize];
+        touched
+            .into_iter()
+            .filter_map(|u| {
+                e.ups.iter().find(|x| x.0 == u).map(|&(u, g)| Grant {
+                    up: PeerId(u),
+                    rate: Bitrate::from_bps(g),
+                })
+            })
+            .collect()
+    }
+
+    fn take(
+        &mut self,
+        peer: PeerId,
+        max_level: u8,
+        rtt: &dyn Fn(PeerId, PeerId) -> Duration,
+        touched: &mut Vec<u32>,
+    ) {
+        let r = self.cfg.stream_rate.bps();
+        let unit = self.cfg.grant_unit.bps();
+        loop {
+            let e = &self.peers[peer.0 as usize];
+            let have: u64 = e.ups.iter().map(|u| u.1).sum();
+            if have >= r || e.ups.len() >= self.cfg.max_upstreams {
+                break;
+            }
+            let need = r - have;
+            let slots_left = self.cfg.max_upstreams - e.ups.len();
+            let Some(c) = self.candidate(peer, max_level, rtt) else {
+                break;
+            };
+            let spare = self.peers[c as usize].spare;
+            let g = if slots_left > 1 {
+                spare.min(unit).min(need)
+            } else {
+                spare.min(need)
+            };
+            self.link(peer.0, c, g);
+            touched.push(c);
+        }
+    }
+
+    fn grow_existing(&mut self, peer: PeerId, touched: &mut Vec<u32>) {
+        let r = self.cfg.stream_rate.bps();
+        let ups: Vec<u32> = self.peers[peer.0 as usize]
+            .ups
+            .iter()
+            .map(|u| u.0)
+            .collect();
+        for u in ups {
+            let have: u64 = self.peers[peer.0 as usize].ups.iter().map(|u| u.1).sum();
+            if have >= r {
+                break;
+            }
+            if u == self.root.0 {
+                continue;
+            }
+            let g = (r - have).min(self.peers[u as usize].spare);
+            if g > 0 {
+                self.grow(peer.0, u, g);
+                touched.push(u);
+            }
+        }
+    }
+
+    fn grow(&mut self, down: u32, up: u32, g: u64) {
+        let g = g.min(self.peers[up as usize].spare);
+        self.peers[up as usize].spare -= g;
+        if let Some(x) = self.peers[up as usize]
+            .downs
+            .iter_mut()
+            .find(|x| x.0 == down)
+        {
+            x.1 += g;
+        }
+        if let Some(x) = self.peers[down as usize].ups.iter_mut().find(|x| x.0 == up) {
+            x.1 += g;
+        }
+    }
+
+    fn relevel(&mut self, peer: PeerId) {
+        let e = &self.peers[peer.0 as usize];
+        let lvl = e
+            .ups
+            .iter()
+            .map(|&(u, _)| self.peers[u as usize].level)
+            .max()
+            .map_or(1, |m| m.saturating_add(1))
+            .min(63);
+        let spare = e.spare;
+        let changed = e.level != lvl;
+        let has_ups = !e.ups.is_empty();
+        self.peers[peer.0 as usize].level = lvl;
+        if (changed || has_ups) && spare >= self.cfg.min_grant() && peer != self.root {
+            self.pools[lvl as usize].push(peer.0);
+        }
+    }
+
+    fn candidate(
+        &mut self,
+        peer: PeerId,
+        max_level: u8,
+        rtt: &dyn Fn(PeerId, PeerId) -> Duration,
+    ) -> Option<u32> {
+        let min = self.cfg.min_grant();
+        for l in 1..self.pools.len() {
+            if l as u8 > max_level {
+                break;
+            }
+            let mut best: Option<(f64, u32)> = None;
+            let mut tries = 0;
+            while tries < self.cfg.candidates * 2 && !self.pools[l].is_empty() {
+                tries += 1;
+                let i = (self.next_rand() % self.pools[l].len() as u64) as usize;
+                let c = self.pools[l][i];
+                let ce = &self.peers[c as usize];
+                if !ce.alive || ce.spare < min || ce.level as usize != l {
+                    self.pools[l].swap_remove(i);
+                    continue;
+                }
+                let me = &self.peers[peer.0 as usize];
+                if c == peer.0
+                    || me.ups.iter().any(|u| u.0 == c)
+                    || me.downs.iter().any(|d| d.0 == c)
+                    || me.banned.contains(&c)
+                    || ce.banned.contains(&peer.0)
+                {
+                    continue;
+                }
+                let rtt_ms = rtt(peer, PeerId(c)).as_secs_f64() * 1000.0;
+                let score = (ce.spare as f64 / 1e6) / (1.0 + rtt_ms / 40.0);
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, c));
+                }
+                if tries >= self.cfg.candidates && best.is_some() {
+                    break;
+                }
+            }
+            if let Some((_, c)) = best {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn link(&mut self, down: u32, up: u32, g: u64) {
+        self.peers[up as usize].spare -= g.min(self.peers[up as usize].spare);
+        self.peers[up as usize].downs.push((down, g));
+        self.peers[down as usize].ups.push((up, g));
+    }
+
+    /// Remove the grant from `up` to `down` (a ban, or making room at the root).
+    pub fn drop_edge(&mut self, down: PeerId, up: PeerId) {
+        let (d, u) = (down.0 as usize, up.0 as usize);
+        if d >= self.peers.len() || u >= self.peers.len() {
+            return;
+        }
+        let mut g = 0;
+        self.peers[d].ups.retain(|&(x, gg)| {
+            if x == up.0 {
+                g += gg;
+                false
+            } else {
+                true
+            }
+        });
+        self.peers[u].downs.retain(|&(x, _)| x != down.0);
+        self.give_back(u, g);
+    }
+
+    /// `down` refuses `up` from now on (it banned it).
+    pub fn ban(&mut self, down: PeerId, up: PeerId) {
+        self.drop_edge(down, up);
+        let e = self.entry(down);
+        if !e.banned.contains(&up.0) {
+            e.banned.push(up.0);
+        }
+    }
+
+    fn give_back(&mut self, u: usize, g: u64) {
+        let min = self.cfg.min_grant();
+        let e = &mut self.peers[u];
+        let was = e.spare;
+        e.spare += g;
+        if e.alive && was < min && e.spare >= min && u != self.root.0 as usize {
+            let l = e.level as usize;
+            self.pools[l].push(u as u32);
+        }
+    }
+
+    /// A peer leaves. Returns its downstreams, which lost a grant and should be refilled.
+    pub fn leave(&mut self, peer: PeerId) -> Vec<PeerId> {
+        let i = peer.0 as usize;
+        if i >= self.peers.len() || !self.peers[i].alive || peer == self.root {
+            return Vec::new();
+        }
+        self.peers[i].alive = false;
+        let ups = std::mem::take(&mut self.peers[i].ups);
+        for (u, g) in ups {
+            self.peers[u as usize].downs.retain(|&(x, _)| x != peer.0);
+            self.give_back(u as usize, g);
+        }
+        let downs = std::mem::take(&mut self.peers[i].downs);
+        let mut orphans = Vec::with_capacity(downs.len());
+        for (d, _) in downs {
+            self.peers[d as usize].ups.retain(|&(x, _)| x != peer.0);
+            orphans.push(PeerId(d));
+        }
+        orphans
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtt(_: PeerId, _: PeerId) -> Duration {
+        Duration::from_millis(40)
+    }
+
+    fn tracker(root_mbps: u64) -> Tracker {
+        Tracker::new(
+            TrackerConfig::new(Bitrate::from_mbps(4), Bitrate::from_mbps(root_mbps)),
+            PeerId(0),
+            7,
+        )
+    }
+
+    fn total(g: &[Grant]) -> u64 {
+        g.iter().map(|g| g.rate.bps()).sum()
+    }
+
+    #[test]
+    fn strong_peers_sit_under_the_root_and_weak_ones_below() {
+        let mut t = tracker(8);
+        let (g1, _) = t.join(PeerId(1), Bitrate::from_mbps(20), &rtt);
+        assert_eq!(
+            g1,
+            vec![Grant {
+                up: PeerId(0),
+                rate: Bitrate::from_mbps(4)
+            }]
+        );
+        assert_eq!(t.level(PeerId(1)), 1);
+        let (g2, _) = t.join(PeerId(2), Bitrate::from_kbps(500), &rtt);
+        assert_eq!(total(&g2), 4_000_000);
+        assert_eq!(
+            g2,
+            vec![Grant {
+                up: PeerId(1),
+                rate: Bitrate::from_mbps(4)
+            }],
+            "the only candidate gives it all"
+        );
+        assert_eq!(t.level(PeerId(2)), 2);
+    }
+
+    #[test]
+    fn grants_spread_over_several_upstreams_and_respect_spare() {
+        let mut t = tracker(12);
+        for p in 1..4 {
+            t.join(PeerId(p), Bitrate::from_mbps(8), &rtt);
+            assert_eq!(t.level(PeerId(p)), 1);
+        }
+        let (g, _) = t.join(PeerId(6), Bitrate::ZERO, &rtt);
+        assert_eq!(total(&g), 4_000_000);
+        assert!(g.len() == 3, "{g:?}");
+        assert!(g.iter().all(|x| x.rate.bps() <= 2_000_000), "{g:?}");
+        assert_eq!(t.level(PeerId(6)), 2);
+    }
+
+    #[test]
+    fn a_weak_root_child_is_moved_down_for_a_strong_newcomer() {
+        let mut t = tracker(4);
+        let (g, _) = t.join(PeerId(1), Bitrate::from_kbps(500), &rtt);
+        assert_eq!(
+            g,
+            vec![Grant {
+                up: PeerId(0),
+                rate: Bitrate::from_mbps(4)
+            }],
+            "nobody else can feed it"
+        );
+        let (g, orphans) = t.join(PeerId(2), Bitrate::from_mbps(20), &rtt);
+        assert_eq!(orphans, vec![(PeerId(1), PeerId(0))]);
+        assert_eq!(
+            g,
+            vec![Grant {
+                up: PeerId(0),
+                rate: Bitrate::from_mbps(4)
+            }]
+        );
+        let g = t.refill(PeerId(1), &rtt);
+        assert_eq!(total(&g), 4_000_000);
+        assert!(g.iter().all(|x| x.up == PeerId(2)));
+    }
+
+    #[test]
+    fn leaving_returns_orphans_and_frees_upstream_spare() {
+        let mut t = tracker(4);
+        t.join(PeerId(1), Bitrate::from_mbps(8), &rtt);
+        t.join(PeerId(2), Bitrate::from_mbps(8), &rtt); // root full: fed by 1
+        let (g3, _) = t.join(PeerId(3), Bitrate::ZERO, &rtt);
+        assert!(!g3.is_empty());
+        let before = t.root_spare();
+        let orphans = t.leave(PeerId(1));
+        assert!(orphans.contains(&PeerId(2)));
+        assert!(t.root_spare() > before, "the root's grant to 1 came back");
+        let g = t.refill(PeerId(2), &rtt);
+        assert_eq!(
+            total(&g),
+            4_000_000
+                - total(
+                    &t.upstreams(PeerId(2))
+                        .iter()
+                        .filter(|x| !g.contains(x))
+                        .copied()
+                        .collect::<Vec<_>>()
+                )
+        );
+    }
+
+    #[test]
+    fn banned_upstreams_are_never_granted_again() {
+        let mut t = tracker(0);
+        t.join(PeerId(1), Bitrate::from_mbps(8), &rtt);
+        // With no root capacity, 1 is fed by nobody; still it can feed 2.
+        let (g, _) = t.join(PeerId(2), Bitrate::ZERO, &rtt);
+        assert!(g.iter().all(|x| x.up == PeerId(1)));
+        t.ban(PeerId(2), PeerId(1));
+        assert!(t.upstreams(PeerId(2)).is_empty());
+        assert!(t.refill(PeerId(2), &rtt).is_empty());
+    }
+}
