@@ -38,6 +38,10 @@ pub enum ProbePath {
     GameServer,
 }
 
+/// Easing (gentle decreases below the target) is only worth telling the user about once it has
+/// taken relaying below this fraction of their setting; a hard cut is always reported.
+const REPORT_REDUCED_BELOW: f64 = 0.8;
+
 const PATHS: [ProbePath; 2] = [ProbePath::Relay, ProbePath::GameServer];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -65,8 +69,14 @@ pub struct ThrottlerConfig {
     pub decrease_gap: Duration,
     /// Time without an over-target sample before the cap may rise again.
     pub quiet_period: Duration,
-    /// One increase step per interval.
+    /// One increase (or ease) step per interval.
     pub increase_interval: Duration,
+    /// Grow only while the queuing delay is below this fraction of the target...
+    pub grow_below: f64,
+    /// ... hold between the two, and above this fraction (but below the target) ease off by
+    /// `ease_factor` per interval.
+    pub ease_above: f64,
+    pub ease_factor: f64,
     /// Caps below this become zero (not worth a trickle).
     pub min_rate: Bitrate,
     /// Periodic slowdown: at least this long between slowdowns (and at least 9x the slowdown's
@@ -97,6 +107,9 @@ impl Default for ThrottlerConfig {
             decrease_gap: Duration::from_millis(200),
             quiet_period: Duration::from_millis(500),
             increase_interval: Duration::from_millis(100),
+            grow_below: 0.25,
+            ease_above: 0.5,
+            ease_factor: 0.96,
             min_rate: Bitrate::from_kbps(16),
             slowdown_every: Duration::from_secs(15),
             slowdown_min: Duration::from_millis(150),
@@ -305,6 +318,9 @@ impl Throttler {
         }
         if self.cap > ceiling {
             self.set_cap(ceiling);
+        } else if self.cap == Bitrate::ZERO && !self.reduced && matches!(self.mode, Mode::Running) {
+            // Relaying was off and the user turned it on: start as after warm-up.
+            self.set_cap(ceiling.scale(self.config.initial_fraction));
         }
         if self.cap == ceiling && self.reduced && matches!(self.mode, Mode::Running) {
             self.reduced = false;
@@ -523,15 +539,7 @@ impl Throttler {
                 }
                 self.last_decrease = Some(now);
                 self.set_cap(cap);
-                if !self.reduced {
-                    self.reduced = true;
-                    let ev = ThrottleEvent::RelayReduced {
-                        cap,
-                        ceiling: self.ceiling,
-                        queuing_delay: qd,
-                    };
-                    self.outputs.push_back(ThrottleOutput::Event(ev));
-                }
+                self.report_reduced(qd);
             }
             if self.cap > Bitrate::ZERO {
                 self.over_at_zero_since = None;
@@ -549,14 +557,28 @@ impl Throttler {
             return;
         }
         self.over_at_zero_since = None;
-        let quiet = self.last_over.is_none_or(|t| now >= t + c.quiet_period);
         let step_due = self
             .last_increase
             .is_none_or(|t| now >= t + c.increase_interval);
-        if !matches!(self.mode, Mode::Running)
-            || !quiet
-            || !step_due
-            || qd * 2 > target
+        if !matches!(self.mode, Mode::Running) || !step_due {
+            return;
+        }
+        // Below the target there are three zones: ease off, hold, grow.
+        if qd.as_secs_f64() > target.as_secs_f64() * c.ease_above {
+            // A queue is forming: shave a little now rather than cut hard later.
+            if self.cap > Bitrate::ZERO {
+                self.last_increase = Some(now);
+                self.last_cut_from = Some(self.cap);
+                self.set_cap(self.cap.scale(c.ease_factor));
+                if self.cap < self.ceiling.scale(REPORT_REDUCED_BELOW) {
+                    self.report_reduced(qd);
+                }
+            }
+            return;
+        }
+        let quiet = self.last_over.is_none_or(|t| now >= t + c.quiet_period);
+        if !quiet
+            || qd.as_secs_f64() > target.as_secs_f64() * c.grow_below
             || self.cap >= self.ceiling
         {
             return;
@@ -565,18 +587,37 @@ impl Throttler {
         let cap = self.cap;
         // Concave-convex growth around the rate of the last cut.
         let factor = match self.last_cut_from {
-            Some(k) if cap < k.scale(0.9) => 1.08,
-            Some(k) if cap.bps() as f64 <= k.bps() as f64 * 1.1 => 1.015,
-            _ => 1.05,
+            Some(k) if cap < k.scale(0.85) => 1.06,
+            Some(k) if cap.bps() as f64 <= k.bps() as f64 * 1.1 => 1.01,
+            _ => 1.04,
         };
         let grown = Bitrate::from_bps((cap.bps() as f64 * factor) as u64);
         // An absolute floor on the step so recovery from zero does not take forever.
-        let floor_step = (self.ceiling.scale(0.05)).max(c.min_rate);
+        // 1% of the last knee when there is one (a step relative to a far-too-generous ceiling
+        // would overshoot a small link), but not less than 1% of a quarter of the ceiling, so that
+        // recovering from a deep cut does not crawl.
+        let knee = self.last_cut_from.unwrap_or(self.ceiling).min(self.ceiling);
+        let floor_step = knee
+            .max(self.ceiling.scale(0.25))
+            .scale(0.01)
+            .max(c.min_rate);
         let new = grown.max(cap + floor_step).min(self.ceiling);
         self.set_cap(new);
         if new == self.ceiling && self.reduced {
             self.reduced = false;
             let ev = ThrottleEvent::RelayRestored { cap: new };
+            self.outputs.push_back(ThrottleOutput::Event(ev));
+        }
+    }
+
+    fn report_reduced(&mut self, queuing_delay: Duration) {
+        if !self.reduced {
+            self.reduced = true;
+            let ev = ThrottleEvent::RelayReduced {
+                cap: self.cap,
+                ceiling: self.ceiling,
+                queuing_delay,
+            };
             self.outputs.push_back(ThrottleOutput::Event(ev));
         }
     }
@@ -732,7 +773,11 @@ mod tests {
         let t0 = h.now;
         h.run(ms(3_000), move |now, _| {
             let slot = (now - t0).as_millis() / 50;
-            Some(if slot % 4 == 0 { ms(110) } else { ms(30) })
+            Some(if slot.is_multiple_of(4) {
+                ms(110)
+            } else {
+                ms(30)
+            })
         });
         assert!(h.user_events().is_empty(), "{:?}", h.events);
     }
