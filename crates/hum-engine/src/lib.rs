@@ -2,3 +2,5 @@
 //! in this crate depends on tauri.
 //!
 //! One module per domain; each exposes an async API plus an event stream.
+
+pub mod voice;

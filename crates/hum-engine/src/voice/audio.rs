@@ -1,0 +1,289 @@
+//! The real-time half of voice: a capture thread and a playout thread, each paced by its
+//! device (or a [`Paced`](hum_media::pacer::Paced) synthetic stand-in).
+//!
+//! Threads, not tasks: audio must keep its 10/20 ms cadence whatever the async runtime is
+//! doing, and the WebRTC VAD inside the capture pipeline is not `Send` anyway (so the pipeline
+//! is built on its thread).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hum_media::codec::{OpusConfig, OpusEncoder};
+use hum_media::jitter::JitterConfig;
+use hum_media::mixer::Mixer;
+use hum_media::processing::{CaptureControls, CapturePipeline};
+use hum_media::stream::RemoteAudio;
+use hum_media::{AudioSink, AudioSource, FrameDuration, MediaError};
+use hum_proto::UserId;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{PeerStats, VoiceEvent};
+
+#[derive(Debug, Clone)]
+pub struct AudioSettings {
+    pub frame: FrameDuration,
+    pub bitrate_bps: u32,
+    pub controls: CaptureControls,
+}
+
+/// One encoded frame, ready for every peer's track.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    pub data: Bytes,
+    pub frame: FrameDuration,
+}
+
+type Remotes = Arc<Mutex<BTreeMap<UserId, RemoteAudio>>>;
+
+pub struct AudioEngine {
+    packets: broadcast::Sender<EncodedFrame>,
+    remotes: Remotes,
+    mixer: Arc<Mutex<Mixer<UserId>>>,
+    controls: CaptureControls,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AudioEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioEngine").finish()
+    }
+}
+
+impl AudioEngine {
+    pub fn start(
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+        settings: AudioSettings,
+        events: mpsc::UnboundedSender<VoiceEvent>,
+    ) -> Result<Self, MediaError> {
+        let (packets, _) = broadcast::channel(64);
+        let remotes: Remotes = Arc::default();
+        let mixer = Arc::new(Mutex::new(Mixer::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Fail early (not on the thread) if Opus rejects the settings.
+        let encoder = OpusEncoder::new(OpusConfig {
+            frame: settings.frame,
+            bitrate_bps: settings.bitrate_bps,
+            ..Default::default()
+        })?;
+        let capture = {
+            let (packets, stop, events, controls) = (
+                packets.clone(),
+                stop.clone(),
+                events.clone(),
+                settings.controls.clone(),
+            );
+            std::thread::Builder::new()
+                .name("hum-capture".into())
+                .spawn(move || {
+                    capture_loop(
+                        source,
+                        encoder,
+                        controls,
+                        settings.frame,
+                        packets,
+                        stop,
+                        events,
+                    )
+                })?
+        };
+        let playout = {
+            let (remotes, mixer, stop) = (remotes.clone(), mixer.clone(), stop.clone());
+            let frame = settings.frame;
+            std::thread::Builder::new()
+                .name("hum-playout".into())
+                .spawn(move || playout_loop(sink, frame, remotes, mixer, stop, events))?
+        };
+        Ok(Self {
+            packets,
+            remotes,
+            mixer,
+            controls: settings.controls,
+            stop,
+            threads: Mutex::new(vec![capture, playout]),
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<EncodedFrame> {
+        self.packets.subscribe()
+    }
+
+    pub fn controls(&self) -> &CaptureControls {
+        &self.controls
+    }
+
+    pub fn add_remote(&self, user: UserId) {
+        if let Ok(mut r) = self.remotes.lock() {
+            r.entry(user).or_insert_with(|| {
+                RemoteAudio::new(JitterConfig::default()).expect("an Opus decoder always builds")
+            });
+        }
+    }
+
+    pub fn remove_remote(&self, user: &UserId) {
+        if let Ok(mut r) = self.remotes.lock() {
+            r.remove(user);
+        }
+    }
+
+    /// An RTP packet from `user` arrived now.
+    pub fn push(&self, user: &UserId, rtp_timestamp: u32, payload: Vec<u8>) {
+        let now = Instant::now();
+        if let Ok(mut r) = self.remotes.lock()
+            && let Some(rx) = r.get_mut(user)
+        {
+            rx.push(now, rtp_timestamp, payload);
+        }
+    }
+
+    /// Receive-side statistics for `user` (RTT is filled in by the peer connection).
+    pub fn stats(&self, user: &UserId) -> Option<PeerStats> {
+        let r = self.remotes.lock().ok()?;
+        let rx = r.get(user)?;
+        let s = rx.stats();
+        let frames = s.played + s.concealed;
+        Some(PeerStats {
+            rtt: None,
+            loss: if frames == 0 {
+                0.0
+            } else {
+                s.concealed as f32 / frames as f32
+            },
+            jitter: rx.jitter_buffer().jitter(),
+            jitter_buffer: rx.jitter_buffer().target_delay(),
+            packets_received: s.received,
+        })
+    }
+
+    pub fn set_deafened(&self, d: bool) {
+        if let Ok(mut m) = self.mixer.lock() {
+            m.set_deafened(d);
+        }
+    }
+
+    pub fn deafened(&self) -> bool {
+        self.mixer.lock().map(|m| m.deafened()).unwrap_or(false)
+    }
+
+    pub fn set_volume(&self, user: UserId, volume: f32) {
+        if let Ok(mut m) = self.mixer.lock() {
+            m.set_volume(user, volume);
+        }
+    }
+
+    /// Stops both threads and finishes the sink (e.g. writes the WAV header).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AudioEngine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn capture_loop(
+    mut source: Box<dyn AudioSource>,
+    mut encoder: OpusEncoder,
+    controls: CaptureControls,
+    frame: FrameDuration,
+    packets: broadcast::Sender<EncodedFrame>,
+    stop: Arc<AtomicBool>,
+    events: mpsc::UnboundedSender<VoiceEvent>,
+) {
+    let mut pipeline = CapturePipeline::new(controls, frame.samples());
+    let mut buf = vec![0.0f32; frame.samples()];
+    let mut speaking = false;
+    let mut failed = false;
+    while !stop.load(Ordering::SeqCst) {
+        if failed {
+            // Keep the frame clock running so peers hear silence rather than a stall.
+            std::thread::sleep(frame.duration());
+            buf.fill(0.0);
+        } else if let Err(e) = source.read(&mut buf) {
+            let _ = events.send(VoiceEvent::Error(format!(
+                "microphone '{}' stopped: {e}; sending silence",
+                source.name()
+            )));
+            failed = true;
+            continue;
+        }
+        let d = pipeline.process(&mut buf);
+        if d.speaking != speaking {
+            speaking = d.speaking;
+            let _ = events.send(VoiceEvent::Speaking {
+                user: None,
+                speaking,
+            });
+        }
+        match encoder.encode(&buf) {
+            Ok(p) => {
+                let _ = packets.send(EncodedFrame {
+                    data: Bytes::from(p),
+                    frame,
+                });
+            }
+            Err(e) => tracing::warn!("Opus encode failed: {e}"),
+        }
+    }
+}
+
+fn playout_loop(
+    mut sink: Box<dyn AudioSink>,
+    frame: FrameDuration,
+    remotes: Remotes,
+    mixer: Arc<Mutex<Mixer<UserId>>>,
+    stop: Arc<AtomicBool>,
+    events: mpsc::UnboundedSender<VoiceEvent>,
+) {
+    let n = frame.samples();
+    let mut out = vec![0.0f32; n];
+    let mut bufs: BTreeMap<UserId, Vec<f32>> = BTreeMap::new();
+    let mut speaking: BTreeMap<UserId, bool> = BTreeMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if let Ok(mut r) = remotes.lock() {
+            bufs.retain(|u, _| r.contains_key(u));
+            speaking.retain(|u, _| r.contains_key(u));
+            for (user, rx) in r.iter_mut() {
+                let b = bufs.entry(*user).or_insert_with(|| vec![0.0; n]);
+                rx.pull(now, b);
+                let s = rx.speaking();
+                if speaking.insert(*user, s).unwrap_or(false) != s {
+                    let _ = events.send(VoiceEvent::Speaking {
+                        user: Some(*user),
+                        speaking: s,
+                    });
+                }
+            }
+        }
+        if let Ok(m) = mixer.lock() {
+            m.mix(bufs.iter().map(|(u, b)| (u, &b[..])), &mut out);
+        }
+        if let Err(e) = sink.write(&out) {
+            let _ = events.send(VoiceEvent::Error(format!(
+                "speaker '{}' failed: {e}",
+                sink.name()
+            )));
+            // Without a sink keep draining the jitter buffers at the right pace.
+            std::thread::sleep(frame.duration());
+        }
+    }
+    if let Err(e) = sink.finish() {
+        let _ = events.send(VoiceEvent::Error(format!("closing '{}': {e}", sink.name())));
+    }
+}

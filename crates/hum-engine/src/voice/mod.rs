@@ -1,0 +1,127 @@
+//! Voice: 1-on-1 calls and voice channels as a full mesh of WebRTC peers (up to 8 people).
+//!
+//! ```text
+//!  AudioSource ─► capture thread ─► CapturePipeline (NS, VAD/PTT, mute) ─► Opus ─► broadcast
+//!                                                                              │ one Opus track
+//!                                                                              ▼ per peer
+//!  AudioSink ◄── playout thread ◄── Mixer ◄── RemoteAudio (jitter buffer + decoder) per peer
+//! ```
+//!
+//! - [`audio`]: the two real-time threads and the shared per-peer receive state.
+//! - [`peer`]: one WebRTC connection (one Opus track each way).
+//! - [`session`]: the mesh: which peers exist, who offers, join/leave, renegotiation, ICE restart.
+//! - [`signalling`]: the seam to the relay: a [`Signaller`] sends SDP/ICE to a user; incoming
+//!   signals are handed to [`VoiceSession::handle_signal`]. An in-memory implementation
+//!   connects sessions in one process for tests.
+//!
+//! Everything user-visible comes out of one event stream ([`VoiceEvent`]).
+
+pub mod audio;
+pub mod peer;
+pub mod session;
+pub mod signalling;
+
+use std::time::Duration;
+
+use hum_media::FrameDuration;
+use hum_proto::UserId;
+
+pub use audio::AudioSettings;
+pub use session::VoiceSession;
+pub use signalling::{MemorySignalHub, Signaller};
+
+/// A full mesh sends every participant's audio to every other one: fine for a handful of
+/// people, wasteful beyond. Past this, a channel needs the SFU.
+pub const MAX_MESH_PARTICIPANTS: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct VoiceConfig {
+    pub frame: FrameDuration,
+    pub bitrate_bps: u32,
+    /// STUN servers (`stun:host:port`). Empty on loopback and LANs.
+    pub stun: Vec<String>,
+    /// Local UDP addresses to bind (default all interfaces, any port).
+    pub bind: Vec<String>,
+    /// How often per-peer statistics are emitted.
+    pub stats_interval: Duration,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        Self {
+            frame: FrameDuration::Ms20,
+            bitrate_bps: 36_000,
+            stun: Vec::new(),
+            bind: vec!["0.0.0.0:0".into()],
+            stats_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Per-peer link quality.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PeerStats {
+    /// ICE round-trip time of the selected candidate pair.
+    pub rtt: Option<Duration>,
+    /// Fraction of frames that had to be concealed (lost or late), 0..=1.
+    pub loss: f32,
+    /// Interarrival jitter (RFC 3550).
+    pub jitter: Duration,
+    /// Current playout delay target of the jitter buffer.
+    pub jitter_buffer: Duration,
+    pub packets_received: u64,
+}
+
+/// What a voice session reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VoiceEvent {
+    /// The media path to this peer is up.
+    PeerConnected(UserId),
+    /// The peer left or its connection failed.
+    PeerLeft {
+        user: UserId,
+        reason: String,
+    },
+    /// A remote participant (or `None`: we) started or stopped speaking.
+    Speaking {
+        user: Option<UserId>,
+        speaking: bool,
+    },
+    /// Our own mute/deafen changed.
+    LocalState {
+        muted: bool,
+        deafened: bool,
+    },
+    Stats {
+        user: UserId,
+        stats: PeerStats,
+    },
+    /// Something went wrong that the user should see (device lost, negotiation failed…).
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VoiceError {
+    #[error(
+        "this channel already has {MAX_MESH_PARTICIPANTS} participants: a full mesh cannot grow \
+         further; larger channels need the SFU (not available yet)"
+    )]
+    NeedsSfu,
+    #[error("WebRTC: {0}")]
+    WebRtc(String),
+    #[error("audio: {0}")]
+    Media(#[from] hum_media::MediaError),
+    #[error("signalling: {0}")]
+    Signalling(String),
+    #[error("unknown peer {0}")]
+    UnknownPeer(UserId),
+}
+
+impl From<webrtc::error::Error> for VoiceError {
+    fn from(e: webrtc::error::Error) -> Self {
+        VoiceError::WebRtc(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests;
