@@ -1,6 +1,8 @@
 //! Harness for Hum's end-to-end tests: find (and if needed build) the workspace binaries, and
 //! start real processes that are killed when the test ends.
 
+pub mod relay;
+
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Mutex;

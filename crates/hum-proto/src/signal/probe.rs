@@ -12,7 +12,8 @@ pub struct ProbeReport {
     pub bytes: u64,
     /// Milliseconds from the first binary frame's arrival to the last one's.
     pub elapsed_ms: u64,
-    /// `bytes * 8 / elapsed`, in megabits per second (0 when fewer than two frames arrived).
+    /// Megabits per second: the bytes that arrived after the first frame, times 8, over
+    /// `elapsed` (0 when fewer than two frames arrived).
     pub mbps: f64,
     /// True when the relay stopped counting at its time or size cap before `done`.
     #[serde(default)]
@@ -20,15 +21,16 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    /// Build a report from a byte count and a duration in microseconds.
-    pub fn measure(bytes: u64, elapsed_us: u64, capped: bool) -> Self {
+    /// A report for `total_bytes` received, of which `timed_bytes` arrived after the first frame
+    /// over `elapsed_us` microseconds (the first frame only starts the clock).
+    pub fn measure(total_bytes: u64, timed_bytes: u64, elapsed_us: u64, capped: bool) -> Self {
         let mbps = if elapsed_us == 0 {
             0.0
         } else {
-            bytes as f64 * 8.0 / elapsed_us as f64
+            timed_bytes as f64 * 8.0 / elapsed_us as f64
         };
         ProbeReport {
-            bytes,
+            bytes: total_bytes,
             elapsed_ms: elapsed_us / 1_000,
             mbps,
             capped,
@@ -42,9 +44,9 @@ mod tests {
 
     #[test]
     fn mbps_is_bits_per_microsecond() {
-        let r = ProbeReport::measure(1_250_000, 1_000_000, false);
-        assert_eq!(r.elapsed_ms, 1_000);
+        let r = ProbeReport::measure(1_260_000, 1_250_000, 1_000_000, false);
+        assert_eq!((r.bytes, r.elapsed_ms), (1_260_000, 1_000));
         assert!((r.mbps - 10.0).abs() < 1e-9);
-        assert_eq!(ProbeReport::measure(5, 0, false).mbps, 0.0);
+        assert_eq!(ProbeReport::measure(5, 0, 0, false).mbps, 0.0);
     }
 }

@@ -1,0 +1,424 @@
+//! Servers (communities), their members and roles, and invite codes.
+//!
+//! Roles: the owner may do everything and is the only one who can delete the server or change
+//! roles; admins may rename the server, manage channels and invites and remove plain members;
+//! members may join channels as the channel permissions allow. Ownership does not move.
+
+use hum_proto::signal::{
+    ErrorCode, Event, InviteInfo, MemberLeftReason, Name, ProtoError, Reply, Role,
+    RosterLeaveReason, ServerRemovedReason, ServerSummary,
+};
+use hum_proto::{InviteCode, ServerId, UserId};
+use rand::Rng;
+
+use super::{Hub, HubResult, db_err, err};
+use crate::model::{InviteRec, ServerRec};
+
+/// Letters and digits minus the easily confused ones (0/O, 1/l/I).
+const CODE_ALPHABET: &[u8] = b"23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ";
+const CODE_LEN: usize = 10;
+
+impl Hub {
+    /// The user's role in `server`: `not_found` if there is no such server, `not_member` if the
+    /// user is not in it.
+    pub(super) fn role_in(&self, server: ServerId, user: &UserId) -> Result<Role, ProtoError> {
+        let s = self
+            .model
+            .servers
+            .get(&server)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such server"))?;
+        s.members
+            .get(user)
+            .copied()
+            .ok_or_else(|| err(ErrorCode::NotMember, "you are not a member of that server"))
+    }
+
+    /// Like [`Hub::role_in`] but also requires at least `min`.
+    pub(super) fn require_role(
+        &self,
+        server: ServerId,
+        user: &UserId,
+        min: Role,
+    ) -> Result<Role, ProtoError> {
+        let role = self.role_in(server, user)?;
+        if role < min {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!(
+                    "this needs the {} role; you are {}",
+                    min.as_str(),
+                    role.as_str()
+                ),
+            ));
+        }
+        Ok(role)
+    }
+
+    pub(super) fn server_create(&mut self, now_secs: u64, user: UserId, name: Name) -> HubResult {
+        let mine = self.model.user_servers.get(&user).map_or(0, |s| s.len());
+        if mine >= self.config.max_servers_per_user {
+            return Err(err(
+                ErrorCode::LimitReached,
+                format!(
+                    "at most {} servers per user",
+                    self.config.max_servers_per_user
+                ),
+            ));
+        }
+        let id = self
+            .store
+            .create_server(&name, &user, now_secs)
+            .map_err(db_err)?;
+        self.model.servers.insert(id, ServerRec::new(name, user));
+        self.model.add_member(id, user, Role::Owner);
+        let info = self
+            .server_info(id, &user)
+            .ok_or_else(|| err(ErrorCode::Internal, "server vanished"))?;
+        Ok(Reply::Server { server: info })
+    }
+
+    pub(super) fn server_list(&self, user: &UserId) -> Reply {
+        let servers = self
+            .model
+            .user_servers
+            .get(user)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| {
+                        let s = self.model.servers.get(id)?;
+                        Some(ServerSummary {
+                            id: *id,
+                            name: s.name.clone(),
+                            owner: s.owner,
+                            role: *s.members.get(user)?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Reply::Servers { servers }
+    }
+
+    pub(super) fn server_info_req(&self, user: UserId, server: ServerId) -> HubResult {
+        self.role_in(server, &user)?;
+        let info = self
+            .server_info(server, &user)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such server"))?;
+        Ok(Reply::Server { server: info })
+    }
+
+    pub(super) fn server_rename(
+        &mut self,
+        user: UserId,
+        server: ServerId,
+        name: Name,
+    ) -> HubResult {
+        self.require_role(server, &user, Role::Admin)?;
+        self.store.rename_server(server, &name).map_err(db_err)?;
+        if let Some(s) = self.model.servers.get_mut(&server) {
+            s.name = name.clone();
+        }
+        self.event_to_server(server, Event::ServerUpdated { server, name });
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn server_delete(&mut self, user: UserId, server: ServerId) -> HubResult {
+        self.require_role(server, &user, Role::Owner)?;
+        self.store.delete_server(server).map_err(db_err)?;
+        let channels: Vec<_> = self
+            .model
+            .servers
+            .get(&server)
+            .map(|s| s.channels.iter().copied().collect())
+            .unwrap_or_default();
+        for c in channels {
+            self.clear_roster(c, RosterLeaveReason::Deleted);
+        }
+        let members: Vec<UserId> = self
+            .model
+            .servers
+            .get(&server)
+            .map(|s| s.members.keys().copied().collect())
+            .unwrap_or_default();
+        self.model.remove_server(server);
+        self.event_to_users(
+            &members,
+            Event::ServerRemoved {
+                server,
+                reason: ServerRemovedReason::Deleted,
+            },
+        );
+        Ok(Reply::Ok)
+    }
+
+    /// Remove `target` from `server`: out of its voice channel first, then the membership.
+    fn remove_member(
+        &mut self,
+        server: ServerId,
+        target: &UserId,
+        reason: MemberLeftReason,
+    ) -> Result<(), ProtoError> {
+        self.store.remove_member(server, target).map_err(db_err)?;
+        if self.current_server(target) == Some(server) {
+            let why = match reason {
+                MemberLeftReason::Left => RosterLeaveReason::Left,
+                MemberLeftReason::Kicked => RosterLeaveReason::Removed,
+            };
+            self.leave_channel(target, why);
+        }
+        self.model.remove_member(server, target);
+        self.event_to_server(
+            server,
+            Event::MemberLeft {
+                server,
+                user: *target,
+                reason,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn server_leave(&mut self, user: UserId, server: ServerId) -> HubResult {
+        let role = self.role_in(server, &user)?;
+        if role == Role::Owner {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "the owner cannot leave; delete the server instead",
+            ));
+        }
+        self.remove_member(server, &user, MemberLeftReason::Left)?;
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn member_kick(
+        &mut self,
+        user: UserId,
+        server: ServerId,
+        target: UserId,
+    ) -> HubResult {
+        let mine = self.require_role(server, &user, Role::Admin)?;
+        if target == user {
+            return Err(err(ErrorCode::BadRequest, "use server_leave to leave"));
+        }
+        let theirs = self
+            .model
+            .role(server, &target)
+            .ok_or_else(|| err(ErrorCode::NotFound, "that user is not a member"))?;
+        if theirs >= mine {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you can only remove members below your role",
+            ));
+        }
+        self.remove_member(server, &target, MemberLeftReason::Kicked)?;
+        self.event_to_user(
+            &target,
+            Event::ServerRemoved {
+                server,
+                reason: ServerRemovedReason::Kicked,
+            },
+        );
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn member_set_role(
+        &mut self,
+        user: UserId,
+        server: ServerId,
+        target: UserId,
+        role: Role,
+    ) -> HubResult {
+        self.require_role(server, &user, Role::Owner)?;
+        if role == Role::Owner {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "ownership cannot be transferred",
+            ));
+        }
+        let theirs = self
+            .model
+            .role(server, &target)
+            .ok_or_else(|| err(ErrorCode::NotFound, "that user is not a member"))?;
+        if theirs == Role::Owner {
+            return Err(err(ErrorCode::BadRequest, "the owner's role cannot change"));
+        }
+        self.store.set_role(server, &target, role).map_err(db_err)?;
+        if let Some(s) = self.model.servers.get_mut(&server) {
+            s.members.insert(target, role);
+        }
+        let member = self.member_view(&target, role);
+        self.event_to_server(server, Event::MemberUpdated { server, member });
+        // Channel permissions differ per role: re-check the voice state of someone in a channel.
+        if self.current_server(&target) == Some(server) {
+            self.enforce_permissions(&target);
+        }
+        Ok(Reply::Ok)
+    }
+
+    // --- invites --------------------------------------------------------------------------------
+
+    fn new_code(&mut self) -> Option<InviteCode> {
+        for _ in 0..16 {
+            let code: String = (0..CODE_LEN)
+                .map(|_| CODE_ALPHABET[self.rng.gen_range(0..CODE_ALPHABET.len())] as char)
+                .collect();
+            let code = InviteCode::new(code).ok()?;
+            if !self.model.invites.contains_key(&code) {
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    fn invite_info(&self, code: &InviteCode) -> Option<InviteInfo> {
+        let inv = self.model.invites.get(code)?;
+        let server = self.model.servers.get(&inv.server)?;
+        Some(InviteInfo {
+            code: code.clone(),
+            server: inv.server,
+            server_name: server.name.clone(),
+            uses: inv.uses,
+            max_uses: inv.max_uses,
+            expires_at: inv.expires_at,
+        })
+    }
+
+    pub(super) fn invite_create(
+        &mut self,
+        now_secs: u64,
+        user: UserId,
+        server: ServerId,
+        max_uses: Option<u32>,
+        expires_in_secs: Option<u64>,
+    ) -> HubResult {
+        self.require_role(server, &user, Role::Admin)?;
+        if max_uses == Some(0) {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "max_uses must be at least 1 (or null: unlimited)",
+            ));
+        }
+        if expires_in_secs == Some(0) {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "expires_in_secs must be at least 1 (or null: never)",
+            ));
+        }
+        // Forget dead invites of this server before counting.
+        let dead: Vec<InviteCode> = self
+            .model
+            .invites
+            .iter()
+            .filter(|(_, i)| i.server == server && !i.is_valid(now_secs))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in dead {
+            self.store.delete_invite(&c).map_err(db_err)?;
+            self.model.invites.remove(&c);
+        }
+        let live = self
+            .model
+            .invites
+            .values()
+            .filter(|i| i.server == server)
+            .count();
+        if live >= self.config.max_invites_per_server {
+            return Err(err(
+                ErrorCode::LimitReached,
+                format!(
+                    "at most {} live invites per server",
+                    self.config.max_invites_per_server
+                ),
+            ));
+        }
+        let code = self
+            .new_code()
+            .ok_or_else(|| err(ErrorCode::Internal, "could not pick a code"))?;
+        let expires_at = expires_in_secs.map(|s| now_secs.saturating_add(s));
+        self.store
+            .create_invite(&code, server, &user, max_uses, expires_at, now_secs)
+            .map_err(db_err)?;
+        self.model.invites.insert(
+            code.clone(),
+            InviteRec {
+                server,
+                uses: 0,
+                max_uses,
+                expires_at,
+            },
+        );
+        let invite = self
+            .invite_info(&code)
+            .ok_or_else(|| err(ErrorCode::Internal, "invite vanished"))?;
+        Ok(Reply::Invite { invite })
+    }
+
+    pub(super) fn invite_join(
+        &mut self,
+        now_secs: u64,
+        user: UserId,
+        code: InviteCode,
+    ) -> HubResult {
+        let invalid = || {
+            err(
+                ErrorCode::InviteInvalid,
+                "that invite is unknown, revoked, expired or used up",
+            )
+        };
+        let inv = self.model.invites.get(&code).ok_or_else(invalid)?;
+        if !inv.is_valid(now_secs) {
+            return Err(invalid());
+        }
+        let server = inv.server;
+        let exhausted_after = inv
+            .max_uses
+            .is_some_and(|m| inv.uses.saturating_add(1) >= m);
+        let srv = self.model.servers.get(&server).ok_or_else(invalid)?;
+        if srv.members.contains_key(&user) {
+            return Err(err(
+                ErrorCode::AlreadyMember,
+                "you are already a member of that server",
+            ));
+        }
+        if srv.members.len() >= self.config.max_members_per_server {
+            return Err(err(ErrorCode::LimitReached, "that server is full"));
+        }
+        let mine = self.model.user_servers.get(&user).map_or(0, |s| s.len());
+        if mine >= self.config.max_servers_per_user {
+            return Err(err(
+                ErrorCode::LimitReached,
+                format!(
+                    "at most {} servers per user",
+                    self.config.max_servers_per_user
+                ),
+            ));
+        }
+        self.store
+            .use_invite(&code, server, &user, now_secs)
+            .map_err(db_err)?;
+        if exhausted_after {
+            self.store.delete_invite(&code).map_err(db_err)?;
+            self.model.invites.remove(&code);
+        } else if let Some(inv) = self.model.invites.get_mut(&code) {
+            inv.uses = inv.uses.saturating_add(1);
+        }
+        self.model.add_member(server, user, Role::Member);
+        let member = self.member_view(&user, Role::Member);
+        self.event_to_server(server, Event::MemberJoined { server, member });
+        let info = self.server_info(server, &user).ok_or_else(invalid)?;
+        Ok(Reply::Server { server: info })
+    }
+
+    pub(super) fn invite_revoke(&mut self, user: UserId, code: InviteCode) -> HubResult {
+        let server = self
+            .model
+            .invites
+            .get(&code)
+            .map(|i| i.server)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such invite"))?;
+        self.require_role(server, &user, Role::Admin)?;
+        self.store.delete_invite(&code).map_err(db_err)?;
+        self.model.invites.remove(&code);
+        Ok(Reply::Ok)
+    }
+}

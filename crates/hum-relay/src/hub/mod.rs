@@ -1,0 +1,626 @@
+//! The relay's brain: a sans-IO state machine over every logged-in session.
+//!
+//! The hub owns the persistent [`Model`] (written through to the [`Store`]) and the live state:
+//! who is online on which connection, who is in which voice channel with what voice state, and
+//! the 1-on-1 calls. It reads no clock and owns no socket: time comes in as `now_ms` (Unix
+//! milliseconds), requests come in already decoded and authenticated, and everything it wants
+//! sent comes out of [`Hub::drain`] as [`Output`]s. The server module runs it on one dedicated
+//! thread, so there are no locks and the order of events is the order of inputs.
+//!
+//! Rules (checked by the tests beside each part):
+//! - every request gets exactly one reply or error, to the connection that sent it;
+//! - roster and channel events go to every online member of the channel's server, the subject
+//!   included, so a client can keep its state from events alone;
+//! - presence events go to online mutual friends;
+//! - signalling is forwarded only between the two parties of an accepted call, or between two
+//!   users in the same voice channel; `from` is set by the hub, never taken from the client;
+//! - one session per account: a new login with the same key replaces the old session.
+
+mod community;
+mod social;
+mod voice;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use hum_proto::signal::{
+    ChannelInfo, DisplayName, ErrorCode, Event, Limits, Member, Presence, ProtoError, Reply,
+    Request, RosterEntry, ServerInfo, ServerMessage, Status, UserSummary, VoiceLocation,
+    VoiceState,
+};
+use hum_proto::{CallId, ChannelId, RequestId, ServerId, UserId};
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::Model;
+use crate::store::{Store, StoreError};
+
+/// A connection, numbered by the server module.
+pub type ConnId = u64;
+
+/// WebSocket close codes the relay uses (4000-4999 is the application range).
+pub mod close {
+    /// The same key logged in elsewhere.
+    pub const SESSION_REPLACED: u16 = 4001;
+    /// The client did not read its messages fast enough.
+    pub const TOO_SLOW: u16 = 4002;
+    /// No `login` within the allowed time.
+    pub const LOGIN_TIMEOUT: u16 = 4003;
+    /// Nothing received (not even a pong) for too long.
+    pub const IDLE_TIMEOUT: u16 = 4004;
+    /// Policy violation: flooding or persistent garbage (RFC 6455).
+    pub const POLICY: u16 = 1008;
+    /// A frame too large to even read (RFC 6455).
+    pub const TOO_BIG: u16 = 1009;
+    /// The relay is shutting down (RFC 6455 "going away").
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+/// What the hub wants done.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send `msg` to each of `to` (encoded once by the caller).
+    Send { to: Vec<ConnId>, msg: ServerMessage },
+    /// Close `conn` with a WebSocket close code and reason.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Tunables. The defaults are the relay's defaults.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Announced to clients at login (enforced by the connection layer).
+    pub limits: Limits,
+    /// A call nobody answers ends after this long.
+    pub ring_timeout_ms: u64,
+    /// `max_participants` of a channel created without one.
+    pub default_channel_size: u32,
+    /// The largest `max_participants` an admin may set.
+    pub max_channel_size: u32,
+    pub max_servers_per_user: usize,
+    pub max_channels_per_server: usize,
+    pub max_members_per_server: usize,
+    /// Friends plus pending requests either way.
+    pub max_friends: usize,
+    /// Ringing plus active calls.
+    pub max_calls_per_user: usize,
+    pub max_invites_per_server: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            limits: Limits {
+                max_message_bytes: hum_proto::signal::MAX_MESSAGE_BYTES as u32,
+                rate_per_sec: 50,
+                rate_burst: 200,
+            },
+            ring_timeout_ms: 60_000,
+            default_channel_size: 25,
+            max_channel_size: 1_000,
+            max_servers_per_user: 200,
+            max_channels_per_server: 100,
+            max_members_per_server: 100_000,
+            max_friends: 2_000,
+            max_calls_per_user: 4,
+            max_invites_per_server: 100,
+        }
+    }
+}
+
+/// A logged-in session.
+#[derive(Clone, Debug)]
+struct Online {
+    conn: ConnId,
+    channel: Option<ChannelId>,
+    voice: VoiceState,
+    calls: BTreeSet<CallId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    Ringing { since_ms: u64 },
+    Active,
+}
+
+#[derive(Clone, Debug)]
+struct CallRec {
+    caller: UserId,
+    callee: UserId,
+    state: CallState,
+}
+
+impl CallRec {
+    fn other(&self, u: &UserId) -> Option<UserId> {
+        if *u == self.caller {
+            Some(self.callee)
+        } else if *u == self.callee {
+            Some(self.caller)
+        } else {
+            None
+        }
+    }
+}
+
+/// Counts for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    pub sessions: usize,
+    pub users: usize,
+    pub servers: usize,
+    pub channels: usize,
+    pub voice_participants: usize,
+    pub calls: usize,
+}
+
+type HubResult = Result<Reply, ProtoError>;
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ProtoError {
+    ProtoError::new(code, message)
+}
+
+/// A database failure, logged; the client sees `internal`.
+fn db_err(e: StoreError) -> ProtoError {
+    tracing::error!(error = %e, "database write failed");
+    err(
+        ErrorCode::Internal,
+        "the relay could not save this change; try again",
+    )
+}
+
+/// The relay's state machine. See the module doc.
+pub struct Hub {
+    store: Store,
+    model: Model,
+    config: HubConfig,
+    online: HashMap<UserId, Online>,
+    conns: HashMap<ConnId, UserId>,
+    calls: BTreeMap<CallId, CallRec>,
+    next_call: u64,
+    rng: ChaCha8Rng,
+    out: Vec<Output>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Load the persistent model from `store`. `rng` makes invite codes.
+    pub fn new(store: Store, config: HubConfig, rng: ChaCha8Rng) -> Result<Hub, StoreError> {
+        let model = store.load()?;
+        Ok(Hub {
+            store,
+            model,
+            config,
+            online: HashMap::new(),
+            conns: HashMap::new(),
+            calls: BTreeMap::new(),
+            next_call: 1,
+            rng,
+            out: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Everything the hub wants sent or closed since the last drain.
+    pub fn drain(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            sessions: self.online.len(),
+            users: self.model.users.len(),
+            servers: self.model.servers.len(),
+            channels: self.model.channels.len(),
+            voice_participants: self.online.values().filter(|o| o.channel.is_some()).count(),
+            calls: self.calls.len(),
+        }
+    }
+
+    /// The user logged in on `conn`, if any.
+    pub fn user_of(&self, conn: ConnId) -> Option<UserId> {
+        self.conns.get(&conn).copied()
+    }
+
+    /// Check the model's invariants plus the live ones (tests).
+    pub fn check(&self) -> Result<(), String> {
+        self.model.check()?;
+        for (u, o) in &self.online {
+            if self.conns.get(&o.conn) != Some(u) {
+                return Err(format!("{u:?} online on a connection not mapped back"));
+            }
+            if let Some(c) = o.channel
+                && !self
+                    .model
+                    .channels
+                    .get(&c)
+                    .is_some_and(|ch| ch.roster.contains(u))
+            {
+                return Err(format!(
+                    "{u:?} thinks it is in {c} but is not on the roster"
+                ));
+            }
+            for call in &o.calls {
+                if self.calls.get(call).is_none_or(|c| c.other(u).is_none()) {
+                    return Err(format!("{u:?} holds call {call} it is not party to"));
+                }
+            }
+        }
+        for (c, ch) in &self.model.channels {
+            for u in &ch.roster {
+                if self.online.get(u).and_then(|o| o.channel) != Some(*c) {
+                    return Err(format!("{u:?} on the roster of {c} but not online in it"));
+                }
+            }
+        }
+        for (id, call) in &self.calls {
+            for u in [call.caller, call.callee] {
+                if !self.online.get(&u).is_some_and(|o| o.calls.contains(id)) {
+                    return Err(format!("call {id} party {u:?} is offline or unaware"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // --- session --------------------------------------------------------------------------------
+
+    /// `conn` proved it holds `user`'s key. Replaces any older session of the same user.
+    pub fn login(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        display_name: Option<DisplayName>,
+    ) {
+        if self.conns.contains_key(&conn) {
+            self.reply(
+                conn,
+                re,
+                Err(err(ErrorCode::OutOfOrder, "already logged in")),
+            );
+            return;
+        }
+        let existing = self.model.users.get(&user).map(|u| u.display_name.clone());
+        let new_account = existing.is_none();
+        let name = match (display_name, existing.clone()) {
+            (Some(n), _) => n,
+            (None, Some(n)) => n,
+            (None, None) => default_name(&user),
+        };
+        if let Err(e) = self.store.upsert_user(&user, &name, now_ms / 1000) {
+            self.reply(conn, re, Err(db_err(e)));
+            return;
+        }
+        let renamed = existing.is_some_and(|old| old != name);
+        self.model
+            .users
+            .insert(user, crate::model::UserRec { display_name: name });
+
+        if let Some(old) = self.online.get(&user).map(|o| o.conn) {
+            self.send(vec![old], ServerMessage::event(Event::SessionReplaced));
+            self.out.push(Output::Close {
+                conn: old,
+                code: close::SESSION_REPLACED,
+                reason: "logged in elsewhere".into(),
+            });
+            // The old session's channel and calls end; the new session rejoins as it likes.
+            self.end_session(now_ms, old, false);
+        }
+        self.online.insert(
+            user,
+            Online {
+                conn,
+                channel: None,
+                voice: VoiceState::default(),
+                calls: BTreeSet::new(),
+            },
+        );
+        self.conns.insert(conn, user);
+        let welcome = Reply::Welcome {
+            user: self.summary(&user),
+            new_account,
+            limits: self.config.limits,
+        };
+        self.reply(conn, re, Ok(welcome));
+        if renamed {
+            self.push_user_updated(&user);
+        }
+        self.push_presence(&user);
+    }
+
+    /// `conn` closed (or timed out). Unknown or replaced connections are ignored.
+    pub fn disconnect(&mut self, now_ms: u64, conn: ConnId) {
+        self.end_session(now_ms, conn, true);
+    }
+
+    fn end_session(&mut self, _now_ms: u64, conn: ConnId, announce_offline: bool) {
+        let Some(user) = self.conns.remove(&conn) else {
+            return;
+        };
+        if self.online.get(&user).map(|o| o.conn) != Some(conn) {
+            return;
+        }
+        self.leave_channel(&user, hum_proto::signal::RosterLeaveReason::Disconnected);
+        let calls: Vec<CallId> = self
+            .online
+            .get(&user)
+            .map(|o| o.calls.iter().copied().collect())
+            .unwrap_or_default();
+        for call in calls {
+            self.end_call(
+                call,
+                hum_proto::signal::CallEndReason::Disconnected,
+                Some(&user),
+            );
+        }
+        self.online.remove(&user);
+        if announce_offline {
+            self.push_presence(&user);
+        }
+    }
+
+    /// Time passes: ringing calls time out.
+    pub fn tick(&mut self, now_ms: u64) {
+        let timeout = self.config.ring_timeout_ms;
+        let expired: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.state, CallState::Ringing { since_ms } if now_ms.saturating_sub(since_ms) >= timeout)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for call in expired {
+            self.end_call(call, hum_proto::signal::CallEndReason::Timeout, None);
+        }
+    }
+
+    /// A decoded request from a logged-in connection. Exactly one reply or error goes back.
+    pub fn request(&mut self, now_ms: u64, conn: ConnId, re: RequestId, req: Request) {
+        let Some(user) = self.conns.get(&conn).copied() else {
+            let e = match req {
+                Request::Hello { .. } | Request::Login { .. } => err(
+                    ErrorCode::OutOfOrder,
+                    "handshake requests go to the connection, not the hub",
+                ),
+                _ => err(
+                    ErrorCode::NotLoggedIn,
+                    "log in first: send `hello`, then `login`",
+                ),
+            };
+            self.reply(conn, re, Err(e));
+            return;
+        };
+        let result = self.dispatch(now_ms, user, req);
+        self.reply(conn, re, result);
+    }
+
+    fn dispatch(&mut self, now_ms: u64, user: UserId, req: Request) -> HubResult {
+        let now_secs = now_ms / 1000;
+        match req {
+            Request::Hello { .. } | Request::Login { .. } => {
+                Err(err(ErrorCode::OutOfOrder, "already logged in"))
+            }
+            Request::Ping => Ok(Reply::Pong),
+            Request::SetProfile { display_name } => self.set_profile(user, display_name),
+            Request::FriendRequest { user: to } => self.friend_request(now_secs, user, to),
+            Request::FriendAccept { user: from } => self.friend_accept(now_secs, user, from),
+            Request::FriendDecline { user: from } => self.friend_decline(user, from),
+            Request::FriendRemove { user: other } => self.friend_remove(user, other),
+            Request::FriendList => Ok(self.friend_list(&user)),
+            Request::CallInvite { user: to } => self.call_invite(now_ms, user, to),
+            Request::CallAccept { call } => self.call_accept(user, call),
+            Request::CallDecline { call } => self.call_decline(user, call),
+            Request::CallCancel { call } => self.call_cancel(user, call),
+            Request::CallHangup { call } => self.call_hangup(user, call),
+            Request::Signal { to, scope, payload } => self.signal(user, to, scope, payload),
+            Request::ServerCreate { name } => self.server_create(now_secs, user, name),
+            Request::ServerList => Ok(self.server_list(&user)),
+            Request::ServerInfo { server } => self.server_info_req(user, server),
+            Request::ServerRename { server, name } => self.server_rename(user, server, name),
+            Request::ServerDelete { server } => self.server_delete(user, server),
+            Request::ServerLeave { server } => self.server_leave(user, server),
+            Request::MemberKick {
+                server,
+                user: target,
+            } => self.member_kick(user, server, target),
+            Request::MemberSetRole {
+                server,
+                user: target,
+                role,
+            } => self.member_set_role(user, server, target, role),
+            Request::InviteCreate {
+                server,
+                max_uses,
+                expires_in_secs,
+            } => self.invite_create(now_secs, user, server, max_uses, expires_in_secs),
+            Request::InviteJoin { code } => self.invite_join(now_secs, user, code),
+            Request::InviteRevoke { code } => self.invite_revoke(user, code),
+            Request::ChannelCreate {
+                server,
+                name,
+                max_participants,
+                permissions,
+            } => self.channel_create(now_secs, user, server, name, max_participants, permissions),
+            Request::ChannelRename { channel, name } => self.channel_rename(user, channel, name),
+            Request::ChannelConfigure {
+                channel,
+                max_participants,
+                permissions,
+            } => self.channel_configure(user, channel, max_participants, permissions),
+            Request::ChannelDelete { channel } => self.channel_delete(user, channel),
+            Request::ChannelList { server } => self.channel_list(user, server),
+            Request::ChannelJoin { channel, voice } => self.channel_join(user, channel, voice),
+            Request::ChannelLeave => self.channel_leave(user),
+            Request::VoiceUpdate { voice } => self.voice_update(user, voice),
+        }
+    }
+
+    // --- output helpers -------------------------------------------------------------------------
+
+    fn reply(&mut self, conn: ConnId, re: RequestId, result: HubResult) {
+        let msg = match result {
+            Ok(reply) => ServerMessage::reply(re, reply),
+            Err(e) => ServerMessage::error(Some(re), e),
+        };
+        self.out.push(Output::Send {
+            to: vec![conn],
+            msg,
+        });
+    }
+
+    fn send(&mut self, to: Vec<ConnId>, msg: ServerMessage) {
+        if !to.is_empty() {
+            self.out.push(Output::Send { to, msg });
+        }
+    }
+
+    fn conn_of(&self, u: &UserId) -> Option<ConnId> {
+        self.online.get(u).map(|o| o.conn)
+    }
+
+    /// Send `event` to whichever of `users` are online.
+    fn event_to_users<'a>(&mut self, users: impl IntoIterator<Item = &'a UserId>, event: Event) {
+        let to: Vec<ConnId> = users.into_iter().filter_map(|u| self.conn_of(u)).collect();
+        self.send(to, ServerMessage::event(event));
+    }
+
+    fn event_to_user(&mut self, user: &UserId, event: Event) {
+        if let Some(c) = self.conn_of(user) {
+            self.send(vec![c], ServerMessage::event(event));
+        }
+    }
+
+    /// Send `event` to every online member of `server`.
+    fn event_to_server(&mut self, server: ServerId, event: Event) {
+        let to: Vec<ConnId> = match self.model.servers.get(&server) {
+            Some(s) => s.members.keys().filter_map(|u| self.conn_of(u)).collect(),
+            None => return,
+        };
+        self.send(to, ServerMessage::event(event));
+    }
+
+    // --- views ----------------------------------------------------------------------------------
+
+    fn summary(&self, u: &UserId) -> UserSummary {
+        let display_name = self
+            .model
+            .users
+            .get(u)
+            .map(|r| r.display_name.clone())
+            .unwrap_or_else(|| default_name(u));
+        UserSummary {
+            id: *u,
+            display_name,
+        }
+    }
+
+    fn presence(&self, u: &UserId) -> Presence {
+        let Some(o) = self.online.get(u) else {
+            return Presence::OFFLINE;
+        };
+        let channel = o.channel.and_then(|c| {
+            let ch = self.model.channels.get(&c)?;
+            let srv = self.model.servers.get(&ch.server)?;
+            Some(VoiceLocation {
+                server: ch.server,
+                server_name: srv.name.clone(),
+                channel: c,
+                channel_name: ch.name.clone(),
+            })
+        });
+        let in_call = o.calls.iter().any(|c| {
+            self.calls
+                .get(c)
+                .is_some_and(|r| r.state == CallState::Active)
+        });
+        Presence {
+            status: Status::Online,
+            channel,
+            in_call,
+        }
+    }
+
+    /// Tell `u`'s online friends where `u` is now.
+    fn push_presence(&mut self, u: &UserId) {
+        let Some(friends) = self.model.friends.get(u) else {
+            return;
+        };
+        let to: Vec<ConnId> = friends.iter().filter_map(|f| self.conn_of(f)).collect();
+        let presence = self.presence(u);
+        self.send(
+            to,
+            ServerMessage::event(Event::Presence { user: *u, presence }),
+        );
+    }
+
+    fn member_view(&self, u: &UserId, role: hum_proto::signal::Role) -> Member {
+        Member {
+            user: self.summary(u),
+            role,
+            online: self.online.contains_key(u),
+        }
+    }
+
+    fn channel_info(&self, id: ChannelId) -> Option<ChannelInfo> {
+        let ch = self.model.channels.get(&id)?;
+        let roster = ch
+            .roster
+            .iter()
+            .map(|u| RosterEntry {
+                user: self.summary(u),
+                voice: self.online.get(u).map(|o| o.voice).unwrap_or_default(),
+            })
+            .collect();
+        Some(ChannelInfo {
+            id,
+            server: ch.server,
+            name: ch.name.clone(),
+            max_participants: ch.max_participants,
+            permissions: ch.permissions,
+            roster,
+        })
+    }
+
+    fn server_info(&self, id: ServerId, viewer: &UserId) -> Option<ServerInfo> {
+        let s = self.model.servers.get(&id)?;
+        let role = *s.members.get(viewer)?;
+        Some(ServerInfo {
+            id,
+            name: s.name.clone(),
+            owner: s.owner,
+            role,
+            members: s
+                .members
+                .iter()
+                .map(|(u, r)| self.member_view(u, *r))
+                .collect(),
+            channels: s
+                .channels
+                .iter()
+                .filter_map(|c| self.channel_info(*c))
+                .collect(),
+        })
+    }
+}
+
+/// The name a key gets if it never chose one: `user-` and the first 8 hex digits of the key.
+pub fn default_name(u: &UserId) -> DisplayName {
+    let hex = u.to_hex();
+    DisplayName::new(format!("user-{}", &hex[..8])).expect("13 ASCII characters make a valid name")
+}

@@ -1,0 +1,1216 @@
+//! Deterministic tests of the hub: in-memory SQLite, fixed clock, seeded RNG. After every step
+//! the invariants of the model and the live state are checked.
+
+use std::collections::HashMap;
+
+use hum_proto::signal::{
+    CallEndReason, ChannelPermissions, DisplayName, ErrorCode, Event, Name, Permissions, Reply,
+    Request, RosterLeaveReason, ServerMessage, SignalPayload, SignalScope, VoiceState,
+    VoiceStatePatch,
+};
+use hum_proto::{CallId, ChannelId, InviteCode, RequestId, ServerId, UserId};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{ConnId, Hub, HubConfig, Output, close};
+use crate::store::Store;
+
+struct World {
+    hub: Hub,
+    now_ms: u64,
+    next_req: u64,
+    /// Everything delivered per connection, in order.
+    inbox: HashMap<ConnId, Vec<ServerMessage>>,
+    closed: Vec<(ConnId, u16)>,
+}
+
+fn user(n: u8) -> UserId {
+    UserId([n; 32])
+}
+
+/// Connection ids: user n on its first connection is conn n*10.
+fn conn(n: u8) -> ConnId {
+    n as ConnId * 10
+}
+
+impl World {
+    fn new() -> World {
+        Self::with_config(HubConfig::default())
+    }
+
+    fn with_config(config: HubConfig) -> World {
+        let store = Store::open_in_memory().unwrap();
+        let hub = Hub::new(store, config, ChaCha8Rng::seed_from_u64(7)).unwrap();
+        World {
+            hub,
+            now_ms: 1_000_000,
+            next_req: 1,
+            inbox: HashMap::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        for out in self.hub.drain() {
+            match out {
+                Output::Send { to, msg } => {
+                    for c in to {
+                        self.inbox.entry(c).or_default().push(msg.clone());
+                    }
+                }
+                Output::Close { conn, code, .. } => self.closed.push((conn, code)),
+            }
+        }
+        self.hub.check().unwrap();
+    }
+
+    fn login_on(&mut self, n: u8, c: ConnId, name: &str) -> Reply {
+        let re = RequestId(self.next_req);
+        self.next_req += 1;
+        self.hub.login(
+            self.now_ms,
+            c,
+            re,
+            user(n),
+            Some(DisplayName::new(name).unwrap()),
+        );
+        self.pump();
+        self.take_reply(c, re).unwrap()
+    }
+
+    fn login(&mut self, n: u8) -> Reply {
+        self.login_on(n, conn(n), &format!("user{n}"))
+    }
+
+    fn take_reply(&mut self, c: ConnId, re: RequestId) -> Result<Reply, (ErrorCode, String)> {
+        let inbox = self.inbox.entry(c).or_default();
+        let pos = inbox
+            .iter()
+            .position(|m| matches!(m, ServerMessage::Reply { re: r, .. } | ServerMessage::Error { re: Some(r), .. } if *r == re))
+            .expect("every request gets an answer");
+        match inbox.remove(pos) {
+            ServerMessage::Reply { reply, .. } => Ok(reply),
+            ServerMessage::Error { code, message, .. } => Err((code, message)),
+            ServerMessage::Event { .. } => unreachable!(),
+        }
+    }
+
+    /// Send `req` as user `n` on its default connection; return the answer.
+    fn req(&mut self, n: u8, req: Request) -> Result<Reply, (ErrorCode, String)> {
+        self.req_on(conn(n), req)
+    }
+
+    fn req_on(&mut self, c: ConnId, req: Request) -> Result<Reply, (ErrorCode, String)> {
+        let re = RequestId(self.next_req);
+        self.next_req += 1;
+        self.hub.request(self.now_ms, c, re, req);
+        self.pump();
+        self.take_reply(c, re)
+    }
+
+    fn ok(&mut self, n: u8, req: Request) -> Reply {
+        self.req(n, req).unwrap()
+    }
+
+    fn code(&mut self, n: u8, req: Request) -> ErrorCode {
+        self.req(n, req).unwrap_err().0
+    }
+
+    /// Drain the events user `n` got.
+    fn events(&mut self, n: u8) -> Vec<Event> {
+        self.inbox
+            .remove(&conn(n))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::Event { event } => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.inbox.clear();
+    }
+
+    fn befriend(&mut self, a: u8, b: u8) {
+        self.ok(a, Request::FriendRequest { user: user(b) });
+        self.ok(b, Request::FriendAccept { user: user(a) });
+    }
+
+    fn server(&mut self, owner: u8, name: &str) -> ServerId {
+        match self.ok(
+            owner,
+            Request::ServerCreate {
+                name: Name::new(name).unwrap(),
+            },
+        ) {
+            Reply::Server { server } => server.id,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    fn channel(&mut self, owner: u8, server: ServerId, max: Option<u32>) -> ChannelId {
+        let req = Request::ChannelCreate {
+            server,
+            name: Name::new("voice").unwrap(),
+            max_participants: max,
+            permissions: None,
+        };
+        match self.ok(owner, req) {
+            Reply::Channel { channel } => channel.id,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    fn invite(&mut self, admin: u8, server: ServerId) -> InviteCode {
+        let req = Request::InviteCreate {
+            server,
+            max_uses: None,
+            expires_in_secs: None,
+        };
+        match self.ok(admin, req) {
+            Reply::Invite { invite } => invite.code,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+
+    /// A server owned by 1 with members 2..=n (all online) and one channel.
+    fn community(&mut self, n: u8) -> (ServerId, ChannelId) {
+        for u in 1..=n {
+            self.login(u);
+        }
+        let s = self.server(1, "club");
+        let c = self.channel(1, s, None);
+        let code = self.invite(1, s);
+        for u in 2..=n {
+            self.ok(u, Request::InviteJoin { code: code.clone() });
+        }
+        self.clear();
+        (s, c)
+    }
+}
+
+fn offer() -> SignalPayload {
+    SignalPayload::Offer { sdp: "v=0".into() }
+}
+
+#[test]
+fn login_creates_account_and_relogin_resumes_it() {
+    let mut w = World::new();
+    match w.login(1) {
+        Reply::Welcome {
+            user: u,
+            new_account,
+            limits,
+        } => {
+            assert_eq!(u.id, user(1));
+            assert_eq!(u.display_name.as_str(), "user1");
+            assert!(new_account);
+            assert_eq!(limits.max_message_bytes, 65_536);
+        }
+        r => panic!("{r:?}"),
+    }
+    // Same key on a new connection: same account, old session replaced and closed.
+    match w.login_on(1, 11, "renamed") {
+        Reply::Welcome {
+            new_account,
+            user: u,
+            ..
+        } => {
+            assert!(!new_account);
+            assert_eq!(u.display_name.as_str(), "renamed");
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(w.events(1).contains(&Event::SessionReplaced));
+    assert_eq!(w.closed, vec![(conn(1), close::SESSION_REPLACED)]);
+    // The replaced connection's late close is ignored.
+    w.hub.disconnect(w.now_ms, conn(1));
+    w.pump();
+    assert_eq!(w.hub.user_of(11), Some(user(1)));
+    assert_eq!(w.hub.stats().sessions, 1);
+}
+
+#[test]
+fn requests_before_login_are_refused() {
+    let mut w = World::new();
+    assert_eq!(
+        w.req_on(99, Request::Ping).unwrap_err().0,
+        ErrorCode::NotLoggedIn
+    );
+    w.login(1);
+    assert_eq!(w.ok(1, Request::Ping), Reply::Pong);
+    let hello = Request::Hello {
+        protocol: 1,
+        client: None,
+    };
+    assert_eq!(w.code(1, hello), ErrorCode::OutOfOrder);
+}
+
+#[test]
+fn friendship_needs_both_sides() {
+    let mut w = World::new();
+    w.login(1);
+    w.login(2);
+    assert_eq!(
+        w.code(1, Request::FriendRequest { user: user(1) }),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        w.code(1, Request::FriendRequest { user: user(9) }),
+        ErrorCode::NotFound
+    );
+    w.ok(1, Request::FriendRequest { user: user(2) });
+    assert_eq!(
+        w.code(1, Request::FriendRequest { user: user(2) }),
+        ErrorCode::AlreadyFriends
+    );
+    assert!(
+        matches!(&w.events(2)[..], [Event::FriendRequestReceived { from }] if from.id == user(1))
+    );
+    // Not friends yet: the requester cannot accept its own request, nor call.
+    assert_eq!(
+        w.code(1, Request::FriendAccept { user: user(2) }),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        w.code(1, Request::CallInvite { user: user(2) }),
+        ErrorCode::NotFriends
+    );
+    match w.ok(2, Request::FriendList) {
+        Reply::Friends {
+            friends,
+            incoming,
+            outgoing,
+        } => {
+            assert!(friends.is_empty() && outgoing.is_empty());
+            assert_eq!(incoming[0].id, user(1));
+        }
+        r => panic!("{r:?}"),
+    }
+    w.ok(2, Request::FriendAccept { user: user(1) });
+    for (me, them) in [(1, 2), (2, 1)] {
+        let ev = w.events(me);
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::FriendAdded { friend } if friend.user.id == user(them) && friend.presence.status == hum_proto::signal::Status::Online)),
+            "{ev:?}"
+        );
+    }
+    assert_eq!(
+        w.code(2, Request::FriendRequest { user: user(1) }),
+        ErrorCode::AlreadyFriends
+    );
+    // Remove: both sides lose it, the other is told.
+    w.ok(2, Request::FriendRemove { user: user(1) });
+    assert!(
+        w.events(1)
+            .contains(&Event::FriendRemoved { user: user(2) })
+    );
+    assert_eq!(
+        w.code(1, Request::CallInvite { user: user(2) }),
+        ErrorCode::NotFriends
+    );
+    assert_eq!(
+        w.code(1, Request::FriendRemove { user: user(2) }),
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn crossing_requests_make_friends_and_decline_tells_requester() {
+    let mut w = World::new();
+    for u in 1..=3 {
+        w.login(u);
+    }
+    w.ok(1, Request::FriendRequest { user: user(2) });
+    w.ok(2, Request::FriendRequest { user: user(1) });
+    assert!(
+        matches!(w.ok(1, Request::FriendList), Reply::Friends { friends, .. } if friends.len() == 1)
+    );
+    w.ok(3, Request::FriendRequest { user: user(1) });
+    w.ok(1, Request::FriendDecline { user: user(3) });
+    assert!(
+        w.events(3)
+            .contains(&Event::FriendDeclined { user: user(1) })
+    );
+    assert_eq!(
+        w.code(1, Request::FriendDecline { user: user(3) }),
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn presence_follows_login_channel_and_logout() {
+    let mut w = World::new();
+    let (_, c) = w.community(2);
+    w.befriend(1, 2);
+    w.clear();
+    w.ok(
+        2,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    );
+    let ev = w.events(1);
+    let p = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::Presence { user: u, presence } if *u == user(2) => Some(presence.clone()),
+            _ => None,
+        })
+        .expect("presence pushed to friend");
+    assert_eq!(p.channel.map(|l| l.channel), Some(c));
+    w.hub.disconnect(w.now_ms, conn(2));
+    w.pump();
+    let ev = w.events(1);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::RosterLeave {
+            reason: RosterLeaveReason::Disconnected,
+            ..
+        }
+    )));
+    assert!(ev.contains(&Event::Presence {
+        user: user(2),
+        presence: hum_proto::signal::Presence::OFFLINE
+    }));
+}
+
+#[test]
+fn call_lifecycle_and_signalling_only_between_parties() {
+    let mut w = World::new();
+    for u in 1..=3 {
+        w.login(u);
+    }
+    w.befriend(1, 2);
+    w.befriend(1, 3);
+    w.clear();
+    let call = match w.ok(1, Request::CallInvite { user: user(2) }) {
+        Reply::Call { call } => call,
+        r => panic!("{r:?}"),
+    };
+    assert!(
+        matches!(&w.events(2)[..], [Event::CallIncoming { call: c, from }] if *c == call && from.id == user(1))
+    );
+    let sig = |to: u8| Request::Signal {
+        to: user(to),
+        scope: SignalScope::Call(call),
+        payload: offer(),
+    };
+    // Ringing: no signalling yet; strangers can neither see nor touch the call.
+    assert_eq!(w.code(1, sig(2)), ErrorCode::InvalidState);
+    assert_eq!(w.code(3, Request::CallAccept { call }), ErrorCode::NotFound);
+    assert_eq!(
+        w.code(1, Request::CallAccept { call }),
+        ErrorCode::Forbidden
+    );
+    w.ok(2, Request::CallAccept { call });
+    assert!(
+        w.events(1)
+            .contains(&Event::CallAccepted { call, by: user(2) })
+    );
+    w.ok(1, sig(2));
+    assert!(w.events(2).contains(&Event::Signal {
+        from: user(1),
+        scope: SignalScope::Call(call),
+        payload: offer()
+    }));
+    // A third party cannot inject into the call, and the caller cannot redirect it.
+    assert_eq!(
+        w.code(
+            3,
+            Request::Signal {
+                to: user(2),
+                scope: SignalScope::Call(call),
+                payload: offer()
+            }
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(w.code(1, sig(3)), ErrorCode::Forbidden);
+    let ev3 = w.events(3);
+    assert!(ev3.iter().all(|e| !matches!(e, Event::Signal { .. })));
+    // Friends see the call in presence.
+    assert!(ev3.iter().any(
+        |e| matches!(e, Event::Presence { user: u, presence } if *u == user(1) && presence.in_call)
+    ));
+    w.ok(2, Request::CallHangup { call });
+    assert!(w.events(1).contains(&Event::CallEnded {
+        call,
+        reason: CallEndReason::HungUp
+    }));
+    assert_eq!(w.code(1, sig(2)), ErrorCode::NotFound);
+    assert_eq!(w.hub.stats().calls, 0);
+}
+
+#[test]
+fn calls_end_on_decline_cancel_timeout_and_disconnect() {
+    let mut w = World::new();
+    for u in 1..=2 {
+        w.login(u);
+    }
+    w.befriend(1, 2);
+    w.clear();
+    let invite = |w: &mut World| match w.ok(1, Request::CallInvite { user: user(2) }) {
+        Reply::Call { call } => call,
+        r => panic!("{r:?}"),
+    };
+    let c = invite(&mut w);
+    assert_eq!(
+        w.code(1, Request::CallInvite { user: user(2) }),
+        ErrorCode::InvalidState
+    );
+    assert_eq!(
+        w.code(1, Request::CallDecline { call: c }),
+        ErrorCode::Forbidden
+    );
+    w.ok(2, Request::CallDecline { call: c });
+    assert!(w.events(1).contains(&Event::CallEnded {
+        call: c,
+        reason: CallEndReason::Declined
+    }));
+
+    let c = invite(&mut w);
+    w.ok(1, Request::CallCancel { call: c });
+    assert!(w.events(2).contains(&Event::CallEnded {
+        call: c,
+        reason: CallEndReason::Cancelled
+    }));
+
+    let c = invite(&mut w);
+    w.hub.tick(w.now_ms + 59_999);
+    w.pump();
+    assert_eq!(w.hub.stats().calls, 1);
+    w.hub.tick(w.now_ms + 60_000);
+    w.pump();
+    for u in [1, 2] {
+        assert!(w.events(u).contains(&Event::CallEnded {
+            call: c,
+            reason: CallEndReason::Timeout
+        }));
+    }
+
+    let c = invite(&mut w);
+    w.ok(2, Request::CallAccept { call: c });
+    w.clear();
+    w.hub.disconnect(w.now_ms, conn(2));
+    w.pump();
+    assert!(w.events(1).contains(&Event::CallEnded {
+        call: c,
+        reason: CallEndReason::Disconnected
+    }));
+    assert_eq!(w.hub.stats().calls, 0);
+    // Calling an offline friend.
+    assert_eq!(
+        w.code(1, Request::CallInvite { user: user(2) }),
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn servers_invites_and_roles() {
+    let mut w = World::new();
+    for u in 1..=4 {
+        w.login(u);
+    }
+    let s = w.server(1, "club");
+    // Non-members see nothing; members cannot administer.
+    assert_eq!(
+        w.code(2, Request::ServerInfo { server: s }),
+        ErrorCode::NotMember
+    );
+    assert_eq!(
+        w.code(
+            2,
+            Request::ServerInfo {
+                server: ServerId(999)
+            }
+        ),
+        ErrorCode::NotFound
+    );
+    let code = w.invite(1, s);
+    match w.ok(2, Request::InviteJoin { code: code.clone() }) {
+        Reply::Server { server } => {
+            assert_eq!(server.role, hum_proto::signal::Role::Member);
+            assert_eq!(server.members.len(), 2);
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(
+        w.events(1)
+            .iter()
+            .any(|e| matches!(e, Event::MemberJoined { member, .. } if member.user.id == user(2)))
+    );
+    assert_eq!(
+        w.code(2, Request::InviteJoin { code: code.clone() }),
+        ErrorCode::AlreadyMember
+    );
+    assert_eq!(
+        w.code(
+            2,
+            Request::InviteCreate {
+                server: s,
+                max_uses: None,
+                expires_in_secs: None
+            }
+        ),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        w.code(
+            2,
+            Request::ServerRename {
+                server: s,
+                name: Name::new("x").unwrap()
+            }
+        ),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        w.code(
+            2,
+            Request::ServerLeave {
+                server: ServerId(999)
+            }
+        ),
+        ErrorCode::NotFound
+    );
+    // Promote 2 to admin: now it can invite and rename, but not kick the owner or delete.
+    w.ok(
+        1,
+        Request::MemberSetRole {
+            server: s,
+            user: user(2),
+            role: hum_proto::signal::Role::Admin,
+        },
+    );
+    assert_eq!(
+        w.code(
+            2,
+            Request::MemberSetRole {
+                server: s,
+                user: user(3),
+                role: hum_proto::signal::Role::Admin
+            }
+        ),
+        ErrorCode::Forbidden
+    );
+    let limited = match w.ok(
+        2,
+        Request::InviteCreate {
+            server: s,
+            max_uses: Some(1),
+            expires_in_secs: Some(10),
+        },
+    ) {
+        Reply::Invite { invite } => invite,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(limited.expires_at, Some(w.now_ms / 1000 + 10));
+    w.ok(
+        3,
+        Request::InviteJoin {
+            code: limited.code.clone(),
+        },
+    );
+    assert_eq!(
+        w.code(
+            4,
+            Request::InviteJoin {
+                code: limited.code.clone()
+            }
+        ),
+        ErrorCode::InviteInvalid
+    );
+    assert_eq!(
+        w.code(
+            2,
+            Request::MemberKick {
+                server: s,
+                user: user(1)
+            }
+        ),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        w.code(2, Request::ServerDelete { server: s }),
+        ErrorCode::Forbidden
+    );
+    w.ok(
+        2,
+        Request::MemberKick {
+            server: s,
+            user: user(3),
+        },
+    );
+    assert!(w.events(3).contains(&Event::ServerRemoved {
+        server: s,
+        reason: hum_proto::signal::ServerRemovedReason::Kicked
+    }));
+    assert_eq!(
+        w.code(3, Request::ServerInfo { server: s }),
+        ErrorCode::NotMember
+    );
+    // Expiry.
+    let expiring = match w.ok(
+        1,
+        Request::InviteCreate {
+            server: s,
+            max_uses: None,
+            expires_in_secs: Some(5),
+        },
+    ) {
+        Reply::Invite { invite } => invite.code,
+        r => panic!("{r:?}"),
+    };
+    w.now_ms += 5_000;
+    assert_eq!(
+        w.code(4, Request::InviteJoin { code: expiring }),
+        ErrorCode::InviteInvalid
+    );
+    // Revoke.
+    w.ok(1, Request::InviteRevoke { code: code.clone() });
+    assert_eq!(
+        w.code(4, Request::InviteJoin { code }),
+        ErrorCode::InviteInvalid
+    );
+    // The owner cannot leave; others can; delete tells everyone.
+    assert_eq!(
+        w.code(1, Request::ServerLeave { server: s }),
+        ErrorCode::Forbidden
+    );
+    w.clear();
+    w.ok(1, Request::ServerDelete { server: s });
+    assert!(w.events(2).contains(&Event::ServerRemoved {
+        server: s,
+        reason: hum_proto::signal::ServerRemovedReason::Deleted
+    }));
+    assert!(
+        matches!(w.ok(2, Request::ServerList), Reply::Servers { servers } if servers.is_empty())
+    );
+}
+
+#[test]
+fn channel_join_roster_and_voice_state() {
+    let mut w = World::new();
+    let (s, c) = w.community(3);
+    match w.ok(
+        2,
+        Request::ChannelJoin {
+            channel: c,
+            voice: Some(VoiceState {
+                muted: true,
+                ..Default::default()
+            }),
+        },
+    ) {
+        Reply::Joined {
+            channel,
+            permissions,
+        } => {
+            assert_eq!(channel.roster.len(), 1);
+            assert!(channel.roster[0].voice.muted);
+            assert!(permissions.speak);
+        }
+        r => panic!("{r:?}"),
+    }
+    // Everyone online in the server hears about it, the joiner included.
+    for u in 1..=3 {
+        assert!(
+            w.events(u)
+                .iter()
+                .any(|e| matches!(e, Event::RosterJoin { entry, .. } if entry.user.id == user(2)))
+        );
+    }
+    match w.ok(
+        3,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    ) {
+        Reply::Joined { channel, .. } => {
+            let ids: Vec<_> = channel.roster.iter().map(|e| e.user.id).collect();
+            assert_eq!(ids, vec![user(2), user(3)], "join order, joiner last");
+        }
+        r => panic!("{r:?}"),
+    }
+    w.clear();
+    w.ok(
+        3,
+        Request::VoiceUpdate {
+            voice: VoiceStatePatch {
+                speaking: Some(true),
+                ..Default::default()
+            },
+        },
+    );
+    let want = Event::RosterUpdate {
+        server: s,
+        channel: c,
+        user: user(3),
+        voice: VoiceState {
+            speaking: true,
+            ..Default::default()
+        },
+    };
+    assert!(w.events(1).contains(&want));
+    // Signalling inside the channel works; to someone outside it does not.
+    let sig = |to: u8| Request::Signal {
+        to: user(to),
+        scope: SignalScope::Channel(c),
+        payload: offer(),
+    };
+    w.ok(2, sig(3));
+    assert!(
+        w.events(3)
+            .iter()
+            .any(|e| matches!(e, Event::Signal { from, .. } if *from == user(2)))
+    );
+    assert_eq!(w.code(2, sig(1)), ErrorCode::NotInChannel);
+    assert_eq!(w.code(1, sig(2)), ErrorCode::NotInChannel);
+    assert!(
+        w.events(1)
+            .iter()
+            .all(|e| !matches!(e, Event::Signal { .. }))
+    );
+    w.ok(3, Request::ChannelLeave);
+    assert_eq!(w.code(3, Request::ChannelLeave), ErrorCode::NotInChannel);
+    assert_eq!(
+        w.code(
+            3,
+            Request::VoiceUpdate {
+                voice: VoiceStatePatch::default()
+            }
+        ),
+        ErrorCode::NotInChannel
+    );
+    assert!(w.events(2).iter().any(|e| matches!(e, Event::RosterLeave { user: u, reason: RosterLeaveReason::Left, .. } if *u == user(3))));
+}
+
+#[test]
+fn full_channel_and_switching_channels() {
+    let mut w = World::new();
+    let (s, c) = w.community(3);
+    let small = w.channel(1, s, Some(1));
+    w.ok(
+        2,
+        Request::ChannelJoin {
+            channel: small,
+            voice: None,
+        },
+    );
+    assert_eq!(
+        w.code(
+            3,
+            Request::ChannelJoin {
+                channel: small,
+                voice: None
+            }
+        ),
+        ErrorCode::ChannelFull
+    );
+    // Rejoining the channel you are in is not "full".
+    assert!(matches!(
+        w.ok(
+            2,
+            Request::ChannelJoin {
+                channel: small,
+                voice: None
+            }
+        ),
+        Reply::Joined { .. }
+    ));
+    // Switching leaves the first channel.
+    w.ok(
+        2,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    );
+    w.ok(
+        3,
+        Request::ChannelJoin {
+            channel: small,
+            voice: None,
+        },
+    );
+    assert_eq!(w.hub.stats().voice_participants, 2);
+    assert_eq!(
+        w.code(
+            1,
+            Request::ChannelJoin {
+                channel: ChannelId(999),
+                voice: None
+            }
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        w.code(
+            1,
+            Request::ChannelCreate {
+                server: s,
+                name: Name::new("x").unwrap(),
+                max_participants: Some(0),
+                permissions: None
+            }
+        ),
+        ErrorCode::BadRequest
+    );
+}
+
+#[test]
+fn permissions_are_enforced_and_reapplied() {
+    let mut w = World::new();
+    let (s, c) = w.community(3);
+    let listen_only = ChannelPermissions {
+        member: Permissions {
+            join: true,
+            speak: false,
+            video: false,
+            stream: false,
+        },
+        admin: Permissions::ALL,
+    };
+    assert_eq!(
+        w.code(
+            2,
+            Request::ChannelConfigure {
+                channel: c,
+                max_participants: None,
+                permissions: Some(listen_only)
+            }
+        ),
+        ErrorCode::Forbidden
+    );
+    w.ok(
+        2,
+        Request::ChannelJoin {
+            channel: c,
+            voice: Some(VoiceState {
+                video: true,
+                ..Default::default()
+            }),
+        },
+    );
+    w.clear();
+    w.ok(
+        1,
+        Request::ChannelConfigure {
+            channel: c,
+            max_participants: None,
+            permissions: Some(listen_only),
+        },
+    );
+    // 2 is clamped at once: muted, no video.
+    let ev = w.events(3);
+    assert!(ev.iter().any(
+        |e| matches!(e, Event::ChannelUpdated { channel } if channel.permissions == listen_only)
+    ));
+    assert!(ev.iter().any(|e| matches!(e, Event::RosterUpdate { user: u, voice, .. } if *u == user(2) && voice.muted && !voice.video)));
+    let unmute = Request::VoiceUpdate {
+        voice: VoiceStatePatch {
+            muted: Some(false),
+            ..Default::default()
+        },
+    };
+    assert_eq!(w.code(2, unmute.clone()), ErrorCode::Forbidden);
+    let video = Request::VoiceUpdate {
+        voice: VoiceStatePatch {
+            video: Some(true),
+            ..Default::default()
+        },
+    };
+    assert_eq!(w.code(2, video), ErrorCode::Forbidden);
+    // Promotion to admin restores speaking rights (the relay does not unmute by itself).
+    w.ok(
+        1,
+        Request::MemberSetRole {
+            server: s,
+            user: user(2),
+            role: hum_proto::signal::Role::Admin,
+        },
+    );
+    w.ok(2, unmute);
+    // Taking `join` away removes members already inside.
+    let closed = ChannelPermissions {
+        member: Permissions {
+            join: false,
+            ..Permissions::ALL
+        },
+        admin: Permissions::ALL,
+    };
+    w.ok(
+        3,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    );
+    w.clear();
+    w.ok(
+        1,
+        Request::ChannelConfigure {
+            channel: c,
+            max_participants: None,
+            permissions: Some(closed),
+        },
+    );
+    assert!(w.events(3).iter().any(|e| matches!(e, Event::RosterLeave { user: u, reason: RosterLeaveReason::Removed, .. } if *u == user(3))));
+    assert_eq!(
+        w.code(
+            3,
+            Request::ChannelJoin {
+                channel: c,
+                voice: None
+            }
+        ),
+        ErrorCode::Forbidden
+    );
+    // Renames and deletes are admin-only too, and delete empties the roster.
+    assert_eq!(
+        w.code(3, Request::ChannelDelete { channel: c }),
+        ErrorCode::Forbidden
+    );
+    w.ok(
+        1,
+        Request::ChannelRename {
+            channel: c,
+            name: Name::new("stage").unwrap(),
+        },
+    );
+    w.clear();
+    w.ok(1, Request::ChannelDelete { channel: c });
+    let ev = w.events(2);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::RosterLeave {
+            reason: RosterLeaveReason::Deleted,
+            ..
+        }
+    )));
+    assert!(ev.contains(&Event::ChannelDeleted {
+        server: s,
+        channel: c
+    }));
+    assert_eq!(w.hub.stats().voice_participants, 0);
+}
+
+#[test]
+fn kicked_or_leaving_members_leave_their_channel() {
+    let mut w = World::new();
+    let (s, c) = w.community(3);
+    w.ok(
+        2,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    );
+    w.ok(
+        3,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    );
+    w.ok(
+        1,
+        Request::MemberKick {
+            server: s,
+            user: user(2),
+        },
+    );
+    w.ok(3, Request::ServerLeave { server: s });
+    assert_eq!(w.hub.stats().voice_participants, 0);
+    let ev = w.events(1);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::MemberLeft { user: u, .. } if *u == user(3)))
+    );
+}
+
+#[test]
+fn data_survives_a_restart_but_presence_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, c);
+    {
+        let store = Store::open_dir(dir.path()).unwrap();
+        let hub = Hub::new(store, HubConfig::default(), ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let mut w = World {
+            hub,
+            now_ms: 5_000,
+            next_req: 1,
+            inbox: HashMap::new(),
+            closed: vec![],
+        };
+        (s, c) = w.community(2);
+        w.befriend(1, 2);
+        w.ok(
+            2,
+            Request::ChannelJoin {
+                channel: c,
+                voice: None,
+            },
+        );
+    }
+    let store = Store::open_dir(dir.path()).unwrap();
+    let hub = Hub::new(store, HubConfig::default(), ChaCha8Rng::seed_from_u64(1)).unwrap();
+    let mut w = World {
+        hub,
+        now_ms: 6_000,
+        next_req: 1,
+        inbox: HashMap::new(),
+        closed: vec![],
+    };
+    assert!(matches!(
+        w.login(1),
+        Reply::Welcome {
+            new_account: false,
+            ..
+        }
+    ));
+    w.login(2);
+    assert!(
+        matches!(w.ok(1, Request::FriendList), Reply::Friends { friends, .. } if friends.len() == 1)
+    );
+    match w.ok(2, Request::ServerInfo { server: s }) {
+        Reply::Server { server } => {
+            assert_eq!(server.members.len(), 2);
+            assert_eq!(server.channels.len(), 1);
+            assert!(
+                server.channels[0].roster.is_empty(),
+                "presence is rebuilt by clients, not restored"
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn limits_are_enforced() {
+    let config = HubConfig {
+        max_servers_per_user: 1,
+        max_calls_per_user: 1,
+        max_friends: 1,
+        ..HubConfig::default()
+    };
+    let mut w = World::with_config(config);
+    for u in 1..=3 {
+        w.login(u);
+    }
+    w.server(1, "a");
+    assert_eq!(
+        w.code(
+            1,
+            Request::ServerCreate {
+                name: Name::new("b").unwrap()
+            }
+        ),
+        ErrorCode::LimitReached
+    );
+    w.befriend(1, 2);
+    assert_eq!(
+        w.code(1, Request::FriendRequest { user: user(3) }),
+        ErrorCode::LimitReached
+    );
+    w.ok(1, Request::CallInvite { user: user(2) });
+    assert_eq!(w.hub.stats().calls, 1);
+}
+
+#[test]
+fn every_request_gets_exactly_one_answer_under_random_input() {
+    // A seeded random walk over requests from five users; after each step exactly one answer
+    // arrives on the sender's connection, and the invariants hold (checked in pump).
+    use rand::Rng;
+    let mut w = World::new();
+    let (s, c) = w.community(5);
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let mut calls = vec![CallId(1), CallId(2)];
+    for step in 0..3_000 {
+        let me = rng.gen_range(1..=5u8);
+        let other = user(rng.gen_range(1..=6u8));
+        let call = calls[rng.gen_range(0..calls.len())];
+        let chan = if rng.gen_bool(0.8) {
+            c
+        } else {
+            ChannelId(rng.gen_range(1..4))
+        };
+        let req = match rng.gen_range(0..16) {
+            0 => Request::FriendRequest { user: other },
+            1 => Request::FriendAccept { user: other },
+            2 => Request::FriendRemove { user: other },
+            3 => Request::CallInvite { user: other },
+            4 => Request::CallAccept { call },
+            5 => Request::CallHangup { call },
+            6 => Request::ChannelJoin {
+                channel: chan,
+                voice: None,
+            },
+            7 => Request::ChannelLeave,
+            8 => Request::VoiceUpdate {
+                voice: VoiceStatePatch {
+                    speaking: Some(rng.gen_bool(0.5)),
+                    ..Default::default()
+                },
+            },
+            9 => Request::Signal {
+                to: other,
+                scope: SignalScope::Channel(chan),
+                payload: offer(),
+            },
+            10 => Request::Signal {
+                to: other,
+                scope: SignalScope::Call(call),
+                payload: offer(),
+            },
+            11 => Request::CallCancel { call },
+            12 => Request::MemberKick {
+                server: s,
+                user: other,
+            },
+            13 => {
+                w.hub.disconnect(w.now_ms, conn(me));
+                w.pump();
+                w.login(me);
+                Request::Ping
+            }
+            14 => Request::ChannelConfigure {
+                channel: chan,
+                max_participants: Some(rng.gen_range(1..4)),
+                permissions: None,
+            },
+            _ => Request::FriendList,
+        };
+        let before = w.inbox.get(&conn(me)).map_or(0, |v| v.len());
+        let re = RequestId(w.next_req);
+        w.next_req += 1;
+        w.hub.request(w.now_ms, conn(me), re, req.clone());
+        w.pump();
+        let answers = w.inbox[&conn(me)][before..]
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Reply { re: r, .. } | ServerMessage::Error { re: Some(r), .. } if *r == re))
+            .count();
+        assert_eq!(answers, 1, "step {step}: {req:?}");
+        if let Ok(Reply::Call { call }) = w.take_reply(conn(me), re) {
+            calls.push(call);
+        }
+        w.now_ms += rng.gen_range(0..2_000);
+        w.hub.tick(w.now_ms);
+        w.pump();
+        if step % 100 == 0 {
+            w.clear();
+        }
+        // Kicked users rejoin so the walk keeps exercising channels.
+        for u in 2..=5u8 {
+            if w.hub.model.role(s, &user(u)).is_none() {
+                let code = w.invite(1, s);
+                w.ok(u, Request::InviteJoin { code });
+            }
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Voice channels: create/rename/configure/delete, join/leave, voice state, and the signalling
+//! forwarder (for channels and calls).
+//!
+//! A user is in at most one channel; joining another leaves the first. Permissions are enforced
+//! on the voice state the relay stores: without `speak` a participant is kept muted and not
+//! speaking, without `video`/`stream` those flags stay off. When an admin changes a channel's
+//! permissions or a member's role, the relay re-applies them to everyone in the channel (and
+//! removes those who lost `join`).
+
+use hum_proto::signal::{
+    ChannelPermissions, ErrorCode, Event, Name, Permissions, ProtoError, Reply, Role, RosterEntry,
+    RosterLeaveReason, SignalPayload, SignalScope, VoiceState, VoiceStatePatch,
+};
+use hum_proto::{ChannelId, ServerId, UserId};
+
+use super::{Hub, HubResult, db_err, err};
+use crate::model::ChannelRec;
+
+/// Clamp a voice state to what `perms` allow.
+fn constrain(mut v: VoiceState, perms: Permissions) -> VoiceState {
+    if !perms.speak {
+        v.muted = true;
+        v.speaking = false;
+    }
+    if !perms.video {
+        v.video = false;
+    }
+    if !perms.stream {
+        v.streaming = false;
+    }
+    v
+}
+
+impl Hub {
+    /// The server whose channel `u` is in, if any.
+    pub(super) fn current_server(&self, u: &UserId) -> Option<ServerId> {
+        let c = self.online.get(u)?.channel?;
+        Some(self.model.channels.get(&c)?.server)
+    }
+
+    fn channel_server(&self, channel: ChannelId) -> Result<ServerId, ProtoError> {
+        self.model
+            .channels
+            .get(&channel)
+            .map(|c| c.server)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))
+    }
+
+    fn check_size(&self, max: u32) -> Result<(), ProtoError> {
+        if max == 0 || max > self.config.max_channel_size {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!(
+                    "max_participants must be 1-{}",
+                    self.config.max_channel_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn channel_create(
+        &mut self,
+        now_secs: u64,
+        user: UserId,
+        server: ServerId,
+        name: Name,
+        max_participants: Option<u32>,
+        permissions: Option<ChannelPermissions>,
+    ) -> HubResult {
+        self.require_role(server, &user, Role::Admin)?;
+        let max = max_participants.unwrap_or(self.config.default_channel_size);
+        self.check_size(max)?;
+        let count = self
+            .model
+            .servers
+            .get(&server)
+            .map_or(0, |s| s.channels.len());
+        if count >= self.config.max_channels_per_server {
+            return Err(err(
+                ErrorCode::LimitReached,
+                format!(
+                    "at most {} channels per server",
+                    self.config.max_channels_per_server
+                ),
+            ));
+        }
+        let permissions = permissions.unwrap_or_default();
+        let id = self
+            .store
+            .create_channel(server, &name, max, &permissions, now_secs)
+            .map_err(db_err)?;
+        self.model.add_channel(
+            id,
+            ChannelRec {
+                server,
+                name,
+                max_participants: max,
+                permissions,
+                roster: Vec::new(),
+            },
+        );
+        let channel = self
+            .channel_info(id)
+            .ok_or_else(|| err(ErrorCode::Internal, "channel vanished"))?;
+        self.event_to_server(
+            server,
+            Event::ChannelCreated {
+                channel: channel.clone(),
+            },
+        );
+        Ok(Reply::Channel { channel })
+    }
+
+    fn save_channel(&mut self, channel: ChannelId) -> Result<(), ProtoError> {
+        let ch = self
+            .model
+            .channels
+            .get(&channel)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
+        self.store
+            .update_channel(channel, &ch.name, ch.max_participants, &ch.permissions)
+            .map_err(db_err)
+    }
+
+    fn announce_channel(&mut self, channel: ChannelId) {
+        if let Some(info) = self.channel_info(channel) {
+            self.event_to_server(info.server, Event::ChannelUpdated { channel: info });
+        }
+    }
+
+    pub(super) fn channel_rename(
+        &mut self,
+        user: UserId,
+        channel: ChannelId,
+        name: Name,
+    ) -> HubResult {
+        let server = self.channel_server(channel)?;
+        self.require_role(server, &user, Role::Admin)?;
+        let old = self.model.channels.get(&channel).map(|c| c.name.clone());
+        if let Some(c) = self.model.channels.get_mut(&channel) {
+            c.name = name;
+        }
+        if let Err(e) = self.save_channel(channel) {
+            if let (Some(c), Some(old)) = (self.model.channels.get_mut(&channel), old) {
+                c.name = old;
+            }
+            return Err(e);
+        }
+        self.announce_channel(channel);
+        // Friends see channel names in presence.
+        let roster = self
+            .model
+            .channels
+            .get(&channel)
+            .map(|c| c.roster.clone())
+            .unwrap_or_default();
+        for u in roster {
+            self.push_presence(&u);
+        }
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn channel_configure(
+        &mut self,
+        user: UserId,
+        channel: ChannelId,
+        max_participants: Option<u32>,
+        permissions: Option<ChannelPermissions>,
+    ) -> HubResult {
+        let server = self.channel_server(channel)?;
+        self.require_role(server, &user, Role::Admin)?;
+        if let Some(m) = max_participants {
+            self.check_size(m)?;
+        }
+        let old = self
+            .model
+            .channels
+            .get(&channel)
+            .map(|c| (c.max_participants, c.permissions));
+        if let Some(c) = self.model.channels.get_mut(&channel) {
+            if let Some(m) = max_participants {
+                c.max_participants = m;
+            }
+            if let Some(p) = permissions {
+                c.permissions = p;
+            }
+        }
+        if let Err(e) = self.save_channel(channel) {
+            if let (Some(c), Some((m, p))) = (self.model.channels.get_mut(&channel), old) {
+                c.max_participants = m;
+                c.permissions = p;
+            }
+            return Err(e);
+        }
+        self.announce_channel(channel);
+        // A lower limit does not evict anyone; lost permissions do apply at once.
+        let roster = self
+            .model
+            .channels
+            .get(&channel)
+            .map(|c| c.roster.clone())
+            .unwrap_or_default();
+        for u in roster {
+            self.enforce_permissions(&u);
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// Re-apply `u`'s channel permissions: remove them if they lost `join`, else clamp their
+    /// voice state and announce any change.
+    pub(super) fn enforce_permissions(&mut self, u: &UserId) {
+        let Some(channel) = self.online.get(u).and_then(|o| o.channel) else {
+            return;
+        };
+        let Some(ch) = self.model.channels.get(&channel) else {
+            return;
+        };
+        let server = ch.server;
+        let Some(role) = self.model.role(server, u) else {
+            self.leave_channel(u, RosterLeaveReason::Removed);
+            return;
+        };
+        let perms = ch.permissions.for_role(role);
+        if !perms.join {
+            self.leave_channel(u, RosterLeaveReason::Removed);
+            return;
+        }
+        let Some(o) = self.online.get_mut(u) else {
+            return;
+        };
+        let new = constrain(o.voice, perms);
+        if new != o.voice {
+            o.voice = new;
+            self.event_to_server(
+                server,
+                Event::RosterUpdate {
+                    server,
+                    channel,
+                    user: *u,
+                    voice: new,
+                },
+            );
+        }
+    }
+
+    pub(super) fn channel_delete(&mut self, user: UserId, channel: ChannelId) -> HubResult {
+        let server = self.channel_server(channel)?;
+        self.require_role(server, &user, Role::Admin)?;
+        self.store.delete_channel(channel).map_err(db_err)?;
+        self.clear_roster(channel, RosterLeaveReason::Deleted);
+        self.model.remove_channel(channel);
+        self.event_to_server(server, Event::ChannelDeleted { server, channel });
+        Ok(Reply::Ok)
+    }
+
+    /// Everyone out of `channel` (it is being deleted).
+    pub(super) fn clear_roster(&mut self, channel: ChannelId, reason: RosterLeaveReason) {
+        let roster = self
+            .model
+            .channels
+            .get(&channel)
+            .map(|c| c.roster.clone())
+            .unwrap_or_default();
+        for u in roster {
+            self.leave_channel(&u, reason);
+        }
+    }
+
+    pub(super) fn channel_list(&self, user: UserId, server: ServerId) -> HubResult {
+        self.role_in(server, &user)?;
+        let channels = self
+            .model
+            .servers
+            .get(&server)
+            .map(|s| {
+                s.channels
+                    .iter()
+                    .filter_map(|c| self.channel_info(*c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Reply::Channels { server, channels })
+    }
+
+    pub(super) fn channel_join(
+        &mut self,
+        user: UserId,
+        channel: ChannelId,
+        voice: Option<VoiceState>,
+    ) -> HubResult {
+        let server = self.channel_server(channel)?;
+        let role = self.role_in(server, &user)?;
+        let (perms, full) = {
+            let ch = self
+                .model
+                .channels
+                .get(&channel)
+                .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
+            let perms = ch.permissions.for_role(role);
+            (perms, ch.roster.len() >= ch.max_participants as usize)
+        };
+        if !perms.join {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "your role may not join this channel",
+            ));
+        }
+        let current = self.online.get(&user).and_then(|o| o.channel);
+        if current != Some(channel) {
+            if full {
+                return Err(err(ErrorCode::ChannelFull, "the channel is full"));
+            }
+            self.leave_channel(&user, RosterLeaveReason::Left);
+            let v = constrain(voice.unwrap_or_default(), perms);
+            if let Some(o) = self.online.get_mut(&user) {
+                o.channel = Some(channel);
+                o.voice = v;
+            }
+            if let Some(ch) = self.model.channels.get_mut(&channel) {
+                ch.roster.push(user);
+            }
+            let entry = RosterEntry {
+                user: self.summary(&user),
+                voice: v,
+            };
+            self.event_to_server(
+                server,
+                Event::RosterJoin {
+                    server,
+                    channel,
+                    entry,
+                },
+            );
+            self.push_presence(&user);
+        }
+        let channel = self
+            .channel_info(channel)
+            .ok_or_else(|| err(ErrorCode::Internal, "channel vanished"))?;
+        Ok(Reply::Joined {
+            channel,
+            permissions: perms,
+        })
+    }
+
+    /// Take `u` out of whatever channel it is in, telling the server's members.
+    pub(super) fn leave_channel(&mut self, u: &UserId, reason: RosterLeaveReason) {
+        let Some(o) = self.online.get_mut(u) else {
+            return;
+        };
+        let Some(channel) = o.channel.take() else {
+            return;
+        };
+        o.voice = VoiceState::default();
+        let Some(ch) = self.model.channels.get_mut(&channel) else {
+            return;
+        };
+        ch.roster.retain(|x| x != u);
+        let server = ch.server;
+        // The leaver hears it too (they may not have asked: removed, deleted), before the others
+        // would stop counting them as a member.
+        let mut to: Vec<_> = self
+            .model
+            .servers
+            .get(&server)
+            .map(|s| s.members.keys().filter_map(|m| self.conn_of(m)).collect())
+            .unwrap_or_default();
+        if let Some(c) = self.conn_of(u)
+            && !to.contains(&c)
+        {
+            to.push(c);
+        }
+        let event = Event::RosterLeave {
+            server,
+            channel,
+            user: *u,
+            reason,
+        };
+        self.send(to, hum_proto::signal::ServerMessage::event(event));
+        if reason != RosterLeaveReason::Disconnected {
+            self.push_presence(u);
+        }
+    }
+
+    pub(super) fn channel_leave(&mut self, user: UserId) -> HubResult {
+        if self.online.get(&user).and_then(|o| o.channel).is_none() {
+            return Err(err(
+                ErrorCode::NotInChannel,
+                "you are not in a voice channel",
+            ));
+        }
+        self.leave_channel(&user, RosterLeaveReason::Left);
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn voice_update(&mut self, user: UserId, patch: VoiceStatePatch) -> HubResult {
+        let channel = self
+            .online
+            .get(&user)
+            .and_then(|o| o.channel)
+            .ok_or_else(|| err(ErrorCode::NotInChannel, "you are not in a voice channel"))?;
+        let ch = self
+            .model
+            .channels
+            .get(&channel)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
+        let server = ch.server;
+        let role = self.model.role(server, &user).unwrap_or(Role::Member);
+        let perms = ch.permissions.for_role(role);
+        if (patch.muted == Some(false) || patch.speaking == Some(true)) && !perms.speak {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you may not speak in this channel",
+            ));
+        }
+        if patch.video == Some(true) && !perms.video {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you may not send video in this channel",
+            ));
+        }
+        if patch.streaming == Some(true) && !perms.stream {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you may not stream in this channel",
+            ));
+        }
+        let Some(o) = self.online.get_mut(&user) else {
+            return Err(err(
+                ErrorCode::NotInChannel,
+                "you are not in a voice channel",
+            ));
+        };
+        let new = constrain(patch.apply(o.voice), perms);
+        if new != o.voice {
+            o.voice = new;
+            self.event_to_server(
+                server,
+                Event::RosterUpdate {
+                    server,
+                    channel,
+                    user,
+                    voice: new,
+                },
+            );
+        }
+        Ok(Reply::Ok)
+    }
+
+    // --- signalling -----------------------------------------------------------------------------
+
+    pub(super) fn signal(
+        &mut self,
+        user: UserId,
+        to: UserId,
+        scope: SignalScope,
+        payload: SignalPayload,
+    ) -> HubResult {
+        if to == user {
+            return Err(err(ErrorCode::BadRequest, "you cannot signal yourself"));
+        }
+        match scope {
+            SignalScope::Call(call) => {
+                let (other, active) = self.call_peer(&user, call)?;
+                if other != to {
+                    return Err(err(
+                        ErrorCode::Forbidden,
+                        "`to` is not the other party of that call",
+                    ));
+                }
+                if !active {
+                    return Err(err(
+                        ErrorCode::InvalidState,
+                        "the call has not been accepted yet",
+                    ));
+                }
+            }
+            SignalScope::Channel(channel) => {
+                let mine = self.online.get(&user).and_then(|o| o.channel);
+                if mine != Some(channel) {
+                    return Err(err(ErrorCode::NotInChannel, "you are not in that channel"));
+                }
+                let theirs = self.online.get(&to).and_then(|o| o.channel);
+                if theirs != Some(channel) {
+                    return Err(err(
+                        ErrorCode::NotInChannel,
+                        "that user is not in that channel",
+                    ));
+                }
+            }
+        }
+        let conn = self
+            .conn_of(&to)
+            .ok_or_else(|| err(ErrorCode::NotFound, "that user is offline"))?;
+        self.send(
+            vec![conn],
+            hum_proto::signal::ServerMessage::event(Event::Signal {
+                from: user,
+                scope,
+                payload,
+            }),
+        );
+        Ok(Reply::Ok)
+    }
+}

@@ -1,0 +1,18 @@
+//! hum-relay: the signalling server. docs/relay.md explains the design, docs/protocol.md the
+//! wire protocol.
+//!
+//! - [`hub`]: the sans-IO state machine (sessions, friends, calls, servers, channels, signalling);
+//! - [`model`] and [`store`]: the persistent data in memory and in SQLite;
+//! - [`handshake`] and [`limits`]: per-connection login and rate limiting (sans-IO);
+//! - [`server`] and `probe`: the axum/WebSocket shell and the hub thread.
+
+pub mod handshake;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod model;
+mod probe;
+pub mod server;
+pub mod store;
+
+pub use server::{RelayConfig, RelayHandle, start};

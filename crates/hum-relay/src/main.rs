@@ -1,0 +1,118 @@
+//! `hum-relay`: run the Hum signalling relay.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use hum_relay::{RelayConfig, start};
+
+/// Hum's relay: accounts, friends, servers, voice channels and WebRTC signalling over WebSocket.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:7700", env = "HUM_RELAY_LISTEN")]
+    listen: SocketAddr,
+    /// Directory for the database (default: the platform data dir, e.g. ~/.local/share/hum/relay).
+    #[arg(long, env = "HUM_RELAY_DATA")]
+    data: Option<PathBuf>,
+    /// Most open WebSocket connections; more get HTTP 503.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Sustained requests per second per connection.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Requests a connection may send at once.
+    #[arg(long, default_value_t = 200)]
+    burst: u32,
+    /// Largest accepted text frame in bytes.
+    #[arg(long, default_value_t = hum_proto::signal::MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// How often to ping each connection, e.g. "10s", "500ms".
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ping_interval: Duration,
+    /// Drop a connection after this long without hearing from it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// A connection must log in within this long.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    login_timeout: Duration,
+    /// A call nobody answers ends after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    ring_timeout: Duration,
+    /// Largest max_participants an admin may give a channel.
+    #[arg(long, default_value_t = 1_000)]
+    max_channel_size: u32,
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "hum")
+        .context("cannot find a home directory for the default data dir; pass --data DIR")?;
+    Ok(dirs.data_dir().join("relay"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let data = match args.data {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let mut config = RelayConfig::new(args.listen, data.clone());
+    config.max_connections = args.max_connections;
+    config.rate_per_sec = args.rate;
+    config.rate_burst = args.burst;
+    config.max_message_bytes = args.max_message_bytes;
+    config.ping_interval = args.ping_interval;
+    config.idle_timeout = args.idle_timeout;
+    config.login_timeout = args.login_timeout;
+    config.hub.ring_timeout_ms = args.ring_timeout.as_millis() as u64;
+    config.hub.max_channel_size = args.max_channel_size;
+
+    let relay = start(config).await?;
+    // Tests and scripts read this line to learn the port.
+    println!("listening on {}", relay.addr);
+    std::io::stdout().flush()?;
+    tracing::info!(addr = %relay.addr, data = %data.display(), "hum-relay ready: ws://{}/ws", relay.addr);
+
+    tokio::select! {
+        r = async { relay.wait().await } => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,186 @@
+//! Counters for `GET /metrics`, in the Prometheus text exposition format (written by hand: a
+//! dozen lines do not need a metrics framework).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hum_proto::signal::ErrorCode;
+
+use crate::hub::HubStats;
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections on /ws (logged in or not).
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub messages_in: AtomicU64,
+    /// Frames queued to clients (a fan-out to N clients counts N).
+    pub messages_out: AtomicU64,
+    pub errors: [AtomicU64; ERROR_SLOTS],
+    pub closed_too_slow: AtomicU64,
+    pub closed_abuse: AtomicU64,
+    pub probes_active: AtomicU64,
+    pub probes_total: AtomicU64,
+    // Gauges copied from the hub after each command.
+    pub sessions: AtomicU64,
+    pub users: AtomicU64,
+    pub servers: AtomicU64,
+    pub channels: AtomicU64,
+    pub voice_participants: AtomicU64,
+    pub calls: AtomicU64,
+}
+
+const ERROR_SLOTS: usize = 32;
+
+fn slot(code: ErrorCode) -> usize {
+    ErrorCode::ALL
+        .iter()
+        .position(|c| *c == code)
+        .unwrap_or(0)
+        .min(ERROR_SLOTS - 1)
+}
+
+impl Metrics {
+    pub fn error(&self, code: ErrorCode) {
+        self.errors[slot(code)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_hub(&self, s: HubStats) {
+        self.sessions.store(s.sessions as u64, Ordering::Relaxed);
+        self.users.store(s.users as u64, Ordering::Relaxed);
+        self.servers.store(s.servers as u64, Ordering::Relaxed);
+        self.channels.store(s.channels as u64, Ordering::Relaxed);
+        self.voice_participants
+            .store(s.voice_participants as u64, Ordering::Relaxed);
+        self.calls.store(s.calls as u64, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        metric(
+            "hum_relay_connections",
+            "gauge",
+            "Open WebSocket connections on /ws.",
+            &self.connections,
+        );
+        metric(
+            "hum_relay_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            &self.connections_total,
+        );
+        metric(
+            "hum_relay_connections_rejected_total",
+            "counter",
+            "Connections refused at the connection limit.",
+            &self.connections_rejected,
+        );
+        metric(
+            "hum_relay_sessions",
+            "gauge",
+            "Logged-in sessions.",
+            &self.sessions,
+        );
+        metric(
+            "hum_relay_messages_in_total",
+            "counter",
+            "Text frames received from clients.",
+            &self.messages_in,
+        );
+        metric(
+            "hum_relay_messages_out_total",
+            "counter",
+            "Frames queued to clients.",
+            &self.messages_out,
+        );
+        metric(
+            "hum_relay_closed_slow_total",
+            "counter",
+            "Connections closed for not reading fast enough.",
+            &self.closed_too_slow,
+        );
+        metric(
+            "hum_relay_closed_abuse_total",
+            "counter",
+            "Connections closed for flooding or oversized frames.",
+            &self.closed_abuse,
+        );
+        metric("hum_relay_users", "gauge", "Accounts known.", &self.users);
+        metric(
+            "hum_relay_servers",
+            "gauge",
+            "Servers (communities).",
+            &self.servers,
+        );
+        metric(
+            "hum_relay_channels",
+            "gauge",
+            "Voice channels.",
+            &self.channels,
+        );
+        metric(
+            "hum_relay_voice_participants",
+            "gauge",
+            "Users in a voice channel.",
+            &self.voice_participants,
+        );
+        metric(
+            "hum_relay_calls",
+            "gauge",
+            "1-on-1 calls ringing or active.",
+            &self.calls,
+        );
+        metric(
+            "hum_relay_probes_active",
+            "gauge",
+            "Bandwidth probes running.",
+            &self.probes_active,
+        );
+        metric(
+            "hum_relay_probes_total",
+            "counter",
+            "Bandwidth probes started.",
+            &self.probes_total,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hum_relay_errors_total Error replies sent, by code."
+        );
+        let _ = writeln!(out, "# TYPE hum_relay_errors_total counter");
+        for code in ErrorCode::ALL {
+            let v = self.errors[slot(*code)].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "hum_relay_errors_total{{code=\"{}\"}} {v}",
+                code.as_str()
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.connections.store(3, Ordering::Relaxed);
+        m.error(ErrorCode::NotFriends);
+        m.error(ErrorCode::NotFriends);
+        let text = m.render();
+        assert!(text.contains("\nhum_relay_connections 3\n"));
+        assert!(text.contains("hum_relay_errors_total{code=\"not_friends\"} 2\n"));
+        assert!(text.contains("# TYPE hum_relay_channels gauge\n"));
+        assert!(ErrorCode::ALL.len() <= ERROR_SLOTS);
+    }
+}

@@ -1,0 +1,105 @@
+//! `GET /probe`: a WebSocket that measures a client's upload rate, for the bandwidth
+//! auto-detect. The client sends binary frames for a few seconds, then the text frame `done`;
+//! the relay answers with one text frame, a [`ProbeReport`], and closes.
+//!
+//! The clock starts when the first binary frame arrives and stops at the last one, so connection
+//! setup and the client's reaction time are not counted; the first frame's bytes are therefore
+//! not counted in the rate either. Each probe is capped in time and bytes (the report then says
+//! `capped: true`), and only a few run at once (others get HTTP 503), so a probe cannot starve
+//! signalling.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hum_proto::signal::{ProbeReport, encode};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::server::SharedState;
+
+/// Largest single probe frame.
+const PROBE_FRAME_MAX: usize = 1 << 20;
+
+pub(crate) async fn probe_handler(
+    ws: WebSocketUpgrade,
+    State(shared): State<SharedState>,
+) -> Response {
+    let Ok(permit) = shared.probe_slots().clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many bandwidth probes running; retry in a few seconds\n",
+        )
+            .into_response();
+    };
+    ws.max_message_size(PROBE_FRAME_MAX)
+        .max_frame_size(PROBE_FRAME_MAX)
+        .read_buffer_size(64 * 1024)
+        .on_upgrade(move |socket| run_probe(socket, shared, permit))
+}
+
+async fn run_probe(mut socket: WebSocket, shared: SharedState, _permit: OwnedSemaphorePermit) {
+    let m = shared.metrics();
+    m.probes_total.fetch_add(1, Ordering::Relaxed);
+    m.probes_active.fetch_add(1, Ordering::Relaxed);
+    let deadline = Instant::now() + shared.config().probe_max_duration;
+    let max_bytes = shared.config().probe_max_bytes;
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut total: u64 = 0;
+    let mut timed: u64 = 0;
+    let mut capped = false;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => {
+                capped = true;
+                break;
+            }
+            Ok(None) | Ok(Some(Err(_))) => {
+                m.probes_active.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Some(Ok(msg))) => msg,
+        };
+        match msg {
+            Message::Binary(b) => {
+                let now = Instant::now();
+                let n = b.len() as u64;
+                total += n;
+                if first.is_none() {
+                    first = Some(now);
+                } else {
+                    timed += n;
+                }
+                last = now;
+                if total >= max_bytes {
+                    capped = true;
+                    break;
+                }
+            }
+            Message::Text(t) if t.trim() == "done" => break,
+            Message::Close(_) => {
+                m.probes_active.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            _ => {}
+        }
+    }
+    let elapsed_us = first.map_or(0, |f| last.duration_since(f).as_micros() as u64);
+    let report = ProbeReport::measure(total, timed, elapsed_us, capped);
+    let _ = socket
+        .send(Message::Text(Utf8Bytes::from(encode(&report))))
+        .await;
+    let frame = CloseFrame {
+        code: 1000,
+        reason: Utf8Bytes::from_static("probe done"),
+    };
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+    m.probes_active.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,584 @@
+//! The I/O shell around the hub: axum routes, one task per WebSocket, and the hub thread.
+//!
+//! ```text
+//!  WebSocket task (per connection)            hub thread (one)
+//!  ─────────────────────────────              ─────────────────────────────
+//!  read frame → rate limit → decode
+//!    before login: Handshake (verify sig)  ──Login{tx}──▶  Hub::login
+//!    after login ─────────────────────────── Request ───▶  Hub::request
+//!  write frames ◀──── bounded mpsc ◀────── encode once ◀── Hub::drain (fan-out)
+//!  close / ping timeout ─────────────────── Disconnect ─▶  Hub::disconnect
+//! ```
+//!
+//! Decoding and signature checks run on the connection tasks (in parallel); all state lives on
+//! the hub thread (no locks, SQLite writes off the reactor). A fan-out message is encoded once
+//! and shared by reference count. A client that does not read its queue (1024 frames by default)
+//! or blocks writes for too long is disconnected rather than allowed to grow the relay's memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use hum_proto::signal::{
+    DisplayName, ErrorCode, ProtoError, Request, ServerMessage, decode_client_message_limited,
+    encode,
+};
+use hum_proto::{RequestId, UserId};
+use rand::SeedableRng;
+use rand::rngs::OsRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::handshake::{Handshake, Step};
+use crate::hub::{ConnId, Hub, HubConfig, Output, close};
+use crate::limits::{RateLimiter, Verdict};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Everything `hum-relay` can be told on its command line.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Open /ws connections beyond this get HTTP 503.
+    pub max_connections: usize,
+    /// Largest text frame handled; larger ones get `too_large`.
+    pub max_message_bytes: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// The relay pings every connection this often...
+    pub ping_interval: Duration,
+    /// ...and drops one it has heard nothing from (not even a pong) for this long.
+    pub idle_timeout: Duration,
+    /// A connection must log in within this long.
+    pub login_timeout: Duration,
+    /// Frames queued per client before it counts as too slow and is dropped.
+    pub outbox_frames: usize,
+    /// A write blocked this long (client not reading) drops the client.
+    pub write_timeout: Duration,
+    pub max_probes: usize,
+    pub probe_max_bytes: u64,
+    pub probe_max_duration: Duration,
+    pub hub: HubConfig,
+}
+
+impl RelayConfig {
+    /// Defaults for everything but where to listen and where to keep data.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        RelayConfig {
+            listen,
+            data_dir,
+            max_connections: 10_000,
+            max_message_bytes: hum_proto::signal::MAX_MESSAGE_BYTES,
+            rate_per_sec: 50,
+            rate_burst: 200,
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(15),
+            outbox_frames: 1024,
+            write_timeout: Duration::from_secs(10),
+            max_probes: 4,
+            probe_max_bytes: 64 * 1024 * 1024,
+            probe_max_duration: Duration::from_secs(10),
+            hub: HubConfig::default(),
+        }
+    }
+
+    /// Frames above this are not even read into memory: the connection is closed (1009).
+    /// Between `max_message_bytes` and this, the client gets a typed `too_large` and lives on.
+    fn hard_frame_limit(&self) -> usize {
+        (self.max_message_bytes.saturating_mul(16)).max(1 << 20)
+    }
+}
+
+/// What the hub thread is asked to do.
+enum HubCmd {
+    Login {
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        display_name: Option<DisplayName>,
+        tx: mpsc::Sender<Outbound>,
+    },
+    Request {
+        conn: ConnId,
+        re: RequestId,
+        req: Request,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    Tick,
+}
+
+/// To a connection task from the hub.
+enum Outbound {
+    Text(Utf8Bytes),
+    Close(u16, String),
+}
+
+pub(crate) struct Shared {
+    config: RelayConfig,
+    hub_tx: mpsc::Sender<HubCmd>,
+    metrics: Arc<Metrics>,
+    next_conn: AtomicU64,
+    probe_slots: Arc<Semaphore>,
+    hub_alive: Arc<AtomicBool>,
+    relay_name: String,
+}
+
+/// A running relay.
+#[derive(Debug)]
+pub struct RelayHandle {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RelayHandle {
+    /// Wait until the server stops (it runs until [`RelayHandle::shutdown`] or an I/O error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server
+            .await
+            .context("relay task panicked")?
+            .context("relay server failed")
+    }
+
+    /// Stop accepting and end the server task. Open WebSockets are dropped.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.abort();
+        let _ = self.server.await;
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Open the database, start the hub thread, bind and serve.
+pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let store = Store::open_dir(&config.data_dir)
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    config.hub.limits.max_message_bytes =
+        u32::try_from(config.max_message_bytes).unwrap_or(u32::MAX);
+    config.hub.limits.rate_per_sec = config.rate_per_sec;
+    config.hub.limits.rate_burst = config.rate_burst;
+    let hub = Hub::new(store, config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?)
+        .context("loading the database")?;
+
+    let metrics = Arc::new(Metrics::default());
+    let hub_alive = Arc::new(AtomicBool::new(true));
+    let (hub_tx, hub_rx) = mpsc::channel(8192);
+    {
+        let metrics = metrics.clone();
+        let alive = hub_alive.clone();
+        std::thread::Builder::new()
+            .name("hum-hub".into())
+            .spawn(move || {
+                hub_thread(hub, hub_rx, &metrics);
+                alive.store(false, Ordering::SeqCst);
+            })
+            .context("spawning the hub thread")?;
+    }
+    {
+        let tx = hub_tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if tx.send(HubCmd::Tick).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        probe_slots: Arc::new(Semaphore::new(config.max_probes)),
+        config,
+        hub_tx,
+        metrics: metrics.clone(),
+        next_conn: AtomicU64::new(1),
+        hub_alive,
+        relay_name: format!("hum-relay/{}", env!("CARGO_PKG_VERSION")),
+    });
+    let app = Router::new()
+        .route("/ws", get(ws_handler))
+        .route("/probe", get(crate::probe::probe_handler))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(shared);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    Ok(RelayHandle {
+        addr,
+        metrics,
+        shutdown: Some(stop_tx),
+        server,
+    })
+}
+
+// --- the hub thread -------------------------------------------------------------------------------
+
+fn hub_thread(mut hub: Hub, mut rx: mpsc::Receiver<HubCmd>, metrics: &Metrics) {
+    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    while let Some(cmd) = rx.blocking_recv() {
+        let now = unix_ms();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| match cmd {
+            HubCmd::Login {
+                conn,
+                re,
+                user,
+                display_name,
+                tx,
+            } => {
+                conns.insert(conn, tx);
+                hub.login(now, conn, re, user, display_name);
+            }
+            HubCmd::Request { conn, re, req } => hub.request(now, conn, re, req),
+            HubCmd::Disconnect { conn } => {
+                conns.remove(&conn);
+                hub.disconnect(now, conn);
+            }
+            HubCmd::Tick => {
+                hub.tick(now);
+                metrics.set_hub(hub.stats());
+            }
+        }));
+        if result.is_err() {
+            // A bug, not bad input: keep serving everyone else.
+            tracing::error!("the hub panicked while handling a command; continuing");
+        }
+        dispatch(&mut hub, &mut conns, metrics, now);
+    }
+    tracing::info!("hub thread stopped");
+}
+
+/// Deliver the hub's outputs. Clients whose queue is full are dropped, which may produce more
+/// outputs (roster changes), so loop until quiet.
+fn dispatch(
+    hub: &mut Hub,
+    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    metrics: &Metrics,
+    now: u64,
+) {
+    loop {
+        let outputs = hub.drain();
+        if outputs.is_empty() {
+            return;
+        }
+        let mut dropped = Vec::new();
+        for out in outputs {
+            match out {
+                Output::Send { to, msg } => {
+                    if let ServerMessage::Error { code, .. } = &msg {
+                        metrics.error(*code);
+                    }
+                    let text = Utf8Bytes::from(encode(&msg));
+                    for c in to {
+                        let Some(tx) = conns.get(&c) else { continue };
+                        match tx.try_send(Outbound::Text(text.clone())) {
+                            Ok(()) => {
+                                metrics.messages_out.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                metrics.closed_too_slow.fetch_add(1, Ordering::Relaxed);
+                                dropped.push(c);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(c),
+                        }
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(tx) = conns.remove(&conn) {
+                        // If the queue is full, dropping `tx` closes the connection anyway.
+                        let _ = tx.try_send(Outbound::Close(code, reason));
+                    }
+                }
+            }
+        }
+        for c in dropped {
+            // Dropping the sender ends the connection task's queue: it closes with TOO_SLOW.
+            if conns.remove(&c).is_some() {
+                hub.disconnect(now, c);
+            }
+        }
+    }
+}
+
+// --- HTTP handlers --------------------------------------------------------------------------------
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.hub_alive.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "hub stopped\n").into_response()
+    }
+}
+
+async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts an open /ws connection for as long as it lives.
+struct ConnSlot(Arc<Shared>);
+
+impl ConnSlot {
+    fn acquire(shared: &Arc<Shared>) -> Option<ConnSlot> {
+        let n = shared.metrics.connections.fetch_add(1, Ordering::SeqCst);
+        if n as usize >= shared.config.max_connections {
+            shared.metrics.connections.fetch_sub(1, Ordering::SeqCst);
+            shared
+                .metrics
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ConnSlot(shared.clone()))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.metrics.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn ws_handler(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    let Some(slot) = ConnSlot::acquire(&shared) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the relay is at its connection limit; retry later\n",
+        )
+            .into_response();
+    };
+    let hard = shared.config.hard_frame_limit();
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
+        // Small buffers: 5,000 idle clients must not cost 128 KiB each.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| connection(socket, slot))
+}
+
+fn error_frame(re: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Message {
+    Message::Text(Utf8Bytes::from(encode(&ServerMessage::error(
+        re,
+        ProtoError::new(code, message),
+    ))))
+}
+
+async fn connection(socket: WebSocket, slot: ConnSlot) {
+    let shared = slot.0.clone();
+    let cfg = &shared.config;
+    let metrics = &shared.metrics;
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+
+    let (tx, mut rx) = mpsc::channel::<Outbound>(cfg.outbox_frames.max(1));
+    // Held here until login hands it to the hub; while held, `rx` never reports closed.
+    let mut tx = Some(tx);
+    let mut handshake = Handshake::new(shared.relay_name.clone());
+    let max_strikes = cfg.rate_burst.saturating_mul(2).max(50);
+    let mut limiter = RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst, max_strikes, unix_ms());
+    let started = Instant::now();
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + cfg.ping_interval.min(cfg.login_timeout),
+        cfg.ping_interval.min(cfg.login_timeout),
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut sink, mut stream) = socket.split();
+
+    macro_rules! write {
+        ($msg:expr) => {
+            match tokio::time::timeout(cfg.write_timeout, sink.send($msg)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    metrics.closed_too_slow.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            }
+        };
+    }
+
+    let close_with: Option<(u16, String)> = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let frame = match frame {
+                    None => break None,
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => {
+                        // tungstenite refuses frames over the hard limit before buffering them.
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") {
+                            metrics.closed_abuse.fetch_add(1, Ordering::Relaxed);
+                            metrics.error(ErrorCode::TooLarge);
+                            let hard = cfg.hard_frame_limit();
+                            let _ = write!(error_frame(None, ErrorCode::TooLarge,
+                                format!("frame over {hard} bytes; closing")));
+                            break Some((close::TOO_BIG, "frame too large".into()));
+                        }
+                        break None;
+                    }
+                };
+                last_heard = Instant::now();
+                let text = match frame {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+                        if limiter.check(unix_ms()) == Verdict::Disconnect {
+                            metrics.closed_abuse.fetch_add(1, Ordering::Relaxed);
+                            break Some((close::POLICY, "too many requests".into()));
+                        }
+                        metrics.error(ErrorCode::BadJson);
+                        if !write!(error_frame(None, ErrorCode::BadJson,
+                            "binary frames are not part of the protocol; send JSON text frames")) {
+                            break None;
+                        }
+                        continue;
+                    }
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Close(_) => break None,
+                };
+                metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+                match limiter.check(unix_ms()) {
+                    Verdict::Allow => {}
+                    Verdict::Reject => {
+                        metrics.error(ErrorCode::RateLimited);
+                        let msg = format!("over {} requests/s (burst {}); slow down", cfg.rate_per_sec, cfg.rate_burst);
+                        if !write!(error_frame(None, ErrorCode::RateLimited, msg)) {
+                            break None;
+                        }
+                        continue;
+                    }
+                    Verdict::Disconnect => {
+                        metrics.closed_abuse.fetch_add(1, Ordering::Relaxed);
+                        let _ = write!(error_frame(None, ErrorCode::RateLimited, "flooding; closing"));
+                        break Some((close::POLICY, "too many requests".into()));
+                    }
+                }
+                let msg = match decode_client_message_limited(&text, cfg.max_message_bytes) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        metrics.error(e.error.code);
+                        if !write!(error_frame(e.re, e.error.code, e.error.message)) {
+                            break None;
+                        }
+                        continue;
+                    }
+                };
+                match handshake.on_request(msg.id, &msg.request, &mut OsRng) {
+                    Step::Answer(reply) => {
+                        if let ServerMessage::Error { code, .. } = &reply {
+                            metrics.error(*code);
+                        }
+                        if !write!(Message::Text(Utf8Bytes::from(encode(&reply)))) {
+                            break None;
+                        }
+                    }
+                    Step::Login { re, user, display_name } => {
+                        let Some(tx) = tx.take() else { break None };
+                        let cmd = HubCmd::Login { conn, re, user, display_name, tx };
+                        if shared.hub_tx.send(cmd).await.is_err() {
+                            break Some((close::GOING_AWAY, "relay stopping".into()));
+                        }
+                    }
+                    Step::Forward => {
+                        let cmd = HubCmd::Request { conn, re: msg.id, req: msg.request };
+                        if shared.hub_tx.send(cmd).await.is_err() {
+                            break Some((close::GOING_AWAY, "relay stopping".into()));
+                        }
+                    }
+                }
+            }
+            out = rx.recv() => match out {
+                Some(Outbound::Text(t)) => {
+                    if !write!(Message::Text(t)) {
+                        break None;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => break Some((code, reason)),
+                None => break Some((close::TOO_SLOW, "you did not read messages fast enough".into())),
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > cfg.idle_timeout {
+                    break Some((close::IDLE_TIMEOUT, "nothing heard from you in time".into()));
+                }
+                if !handshake.logged_in() && started.elapsed() > cfg.login_timeout {
+                    break Some((close::LOGIN_TIMEOUT, "log in sooner".into()));
+                }
+                if !write!(Message::Ping(Default::default())) {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close_with {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    if handshake.logged_in() {
+        let _ = shared.hub_tx.send(HubCmd::Disconnect { conn }).await;
+    }
+    drop(slot);
+}
+
+// Used by the probe module.
+impl Shared {
+    pub(crate) fn probe_slots(&self) -> &Arc<Semaphore> {
+        &self.probe_slots
+    }
+    pub(crate) fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+pub(crate) type SharedState = Arc<Shared>;
