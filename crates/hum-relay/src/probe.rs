@@ -101,5 +101,15 @@ async fn run_probe(mut socket: WebSocket, shared: SharedState, _permit: OwnedSem
         socket.send(Message::Close(Some(frame))),
     )
     .await;
+    // The client may still be sending (after a cap): read and discard until its close, briefly,
+    // so that closing does not reset the connection under the report before it is read.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
     m.probes_active.fetch_sub(1, Ordering::Relaxed);
 }

@@ -556,11 +556,25 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
             code,
             reason: Utf8Bytes::from(reason),
         };
-        let _ = tokio::time::timeout(
+        let sent = tokio::time::timeout(
             Duration::from_secs(2),
             sink.send(Message::Close(Some(frame))),
         )
-        .await;
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if sent {
+            // Closing handshake: read (and discard) until the client's close, briefly. Closing
+            // the socket with unread input would send a TCP reset that can destroy our close
+            // frame before the client reads it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
     if handshake.logged_in() {
         let _ = shared.hub_tx.send(HubCmd::Disconnect { conn }).await;
