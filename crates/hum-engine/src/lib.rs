@@ -4,3 +4,9 @@
 //! One module per domain; each exposes an async API plus an event stream.
 
 pub mod voice;
+
+pub mod identity;
+pub mod relay;
+
+pub use identity::{Identity, IdentityError};
+pub use relay::{ClientError, ClientEvent, ConnectionState, RelayClient, RelayConfig};

@@ -1,0 +1,93 @@
+//! Turning what a person types (a name or a number) into the relay's ids.
+
+use anyhow::{Context, Result, anyhow, bail};
+use hum_engine::RelayClient;
+use hum_proto::signal::{ChannelInfo, Permissions, ServerSummary};
+use hum_proto::{ChannelId, ServerId, UserId};
+
+/// A server by id or by exact name (among the servers you are a member of).
+pub async fn server(client: &RelayClient, spec: &str) -> Result<ServerSummary> {
+    let servers = client.servers().await.context("listing your servers")?;
+    if let Ok(n) = spec.parse::<u64>()
+        && let Some(s) = servers.iter().find(|s| s.id == ServerId(n))
+    {
+        return Ok(s.clone());
+    }
+    let matches: Vec<_> = servers.iter().filter(|s| s.name.as_str() == spec).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("you are not a member of a server named or numbered `{spec}`"),
+        many => bail!(
+            "{} of your servers are named `{spec}`: use its number ({})",
+            many.len(),
+            many.iter().map(|s| s.id.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// A voice channel of `server` by id or exact name.
+pub async fn channel(client: &RelayClient, server: ServerId, spec: &str) -> Result<ChannelInfo> {
+    let channels = client.channels(server).await.context("listing channels")?;
+    if let Ok(n) = spec.parse::<u64>()
+        && let Some(c) = channels.iter().find(|c| c.id == ChannelId(n))
+    {
+        return Ok(c.clone());
+    }
+    let matches: Vec<_> = channels.iter().filter(|c| c.name.as_str() == spec).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("server {server} has no channel named or numbered `{spec}`"),
+        many => bail!("{} channels are named `{spec}`: use its number", many.len()),
+    }
+}
+
+/// A user by public key (64 hex characters).
+pub fn user(spec: &str) -> Result<UserId> {
+    spec.trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|e| anyhow!("`{spec}` is not a user's public key: {e}"))
+}
+
+/// `join,speak,video,stream` (any subset), `all` or `none`.
+pub fn permissions(spec: &str) -> Result<Permissions> {
+    let mut p = Permissions {
+        join: false,
+        speak: false,
+        video: false,
+        stream: false,
+    };
+    for word in spec.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word {
+            "all" => p = Permissions::ALL,
+            "none" => {}
+            "join" => p.join = true,
+            "speak" => p.speak = true,
+            "video" => p.video = true,
+            "stream" => p.stream = true,
+            other => bail!("unknown permission `{other}`: use join, speak, video, stream, all or none"),
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_lists_parse() {
+        let p = permissions("join, speak").unwrap();
+        assert!(p.join && p.speak && !p.video && !p.stream);
+        assert_eq!(permissions("all").unwrap(), Permissions::ALL);
+        assert!(!permissions("none").unwrap().join);
+        assert!(permissions("fly").is_err());
+    }
+
+    #[test]
+    fn user_keys_must_be_hex() {
+        assert!(user(&"ab".repeat(32)).is_ok());
+        assert!(user(&"AB".repeat(32)).is_ok());
+        assert!(user("alice").is_err());
+    }
+}
