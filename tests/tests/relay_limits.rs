@@ -156,7 +156,7 @@ async fn floods_are_rate_limited_then_closed() -> anyhow::Result<()> {
         }
     }
     assert!(
-        pongs >= 10 && pongs < 20 && limited > 0,
+        (10..20).contains(&pongs) && limited > 0,
         "pongs {pongs}, limited {limited}"
     );
     // A client that slows down is fine again.
