@@ -12,7 +12,7 @@
 //!
 //! Decoding and signature checks run on the connection tasks (in parallel); all state lives on
 //! the hub thread (no locks, SQLite writes off the reactor). A fan-out message is encoded once
-//! and shared by reference count. A client that does not read its queue (1024 frames by default)
+//! and shared by reference count. A client that does not read its queue (4096 frames by default)
 //! or blocks writes for too long is disconnected rather than allowed to grow the relay's memory.
 
 use std::collections::HashMap;
@@ -87,7 +87,7 @@ impl RelayConfig {
             ping_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(15),
-            outbox_frames: 1024,
+            outbox_frames: 4096,
             write_timeout: Duration::from_secs(10),
             max_probes: 4,
             probe_max_bytes: 64 * 1024 * 1024,
@@ -102,6 +102,11 @@ impl RelayConfig {
         (self.max_message_bytes.saturating_mul(16)).max(1 << 20)
     }
 }
+
+/// Most queued frames written before one flush.
+const WRITE_BATCH: usize = 64;
+/// Bytes tungstenite buffers before writing to the socket (the batch is flushed anyway).
+const WRITE_BUFFER: usize = 4 * 1024;
 
 /// What the hub thread is asked to do.
 enum HubCmd {
@@ -393,7 +398,8 @@ async fn ws_handler(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> 
         .max_frame_size(hard)
         // Small buffers: 5,000 idle clients must not cost 128 KiB each.
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        // Frames are fed in batches and flushed once; the buffer holds a batch's worth.
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| connection(socket, slot))
 }
 
@@ -529,15 +535,58 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
                     }
                 }
             }
-            out = rx.recv() => match out {
-                Some(Outbound::Text(t)) => {
-                    if !write!(Message::Text(t)) {
-                        break None;
+            out = rx.recv() => {
+                // Write whatever is queued (up to a batch) with one flush: under a burst of
+                // events this coalesces frames into few TCP writes.
+                let mut next = out;
+                let mut batch = 0;
+                let mut closing = None;
+                let mut ok = true;
+                loop {
+                    match next {
+                        Some(Outbound::Text(t)) => {
+                            let fed = tokio::time::timeout(cfg.write_timeout, sink.feed(Message::Text(t))).await;
+                            if !matches!(fed, Ok(Ok(()))) {
+                                ok = false;
+                                break;
+                            }
+                        }
+                        Some(Outbound::Close(code, reason)) => {
+                            closing = Some((code, reason));
+                            break;
+                        }
+                        None => {
+                            closing = Some((close::TOO_SLOW, "you did not read messages fast enough".to_string()));
+                            break;
+                        }
+                    }
+                    batch += 1;
+                    if batch >= WRITE_BATCH {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(o) => next = Some(o),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => next = None,
                     }
                 }
-                Some(Outbound::Close(code, reason)) => break Some((code, reason)),
-                None => break Some((close::TOO_SLOW, "you did not read messages fast enough".into())),
-            },
+                if ok {
+                    match tokio::time::timeout(cfg.write_timeout, sink.flush()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => ok = false,
+                        Err(_) => {
+                            metrics.closed_too_slow.fetch_add(1, Ordering::Relaxed);
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    break None;
+                }
+                if closing.is_some() {
+                    break closing;
+                }
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > cfg.idle_timeout {
                     break Some((close::IDLE_TIMEOUT, "nothing heard from you in time".into()));
@@ -596,3 +645,51 @@ impl Shared {
 }
 
 pub(crate) type SharedState = Arc<Shared>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hum_proto::signal::Request;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_client_whose_queue_is_full_is_dropped_and_leaves_the_hub() {
+        let store = Store::open_in_memory().unwrap();
+        let mut hub = Hub::new(store, HubConfig::default(), ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let metrics = Metrics::default();
+        let mut conns = HashMap::new();
+        let (fast_tx, mut fast_rx) = mpsc::channel(64);
+        let (slow_tx, mut slow_rx) = mpsc::channel(1);
+        conns.insert(1, fast_tx);
+        conns.insert(2, slow_tx);
+        hub.login(0, 1, RequestId(1), UserId([1; 32]), None);
+        hub.login(0, 2, RequestId(1), UserId([2; 32]), None);
+        dispatch(&mut hub, &mut conns, &metrics, 0);
+        // The slow client's queue (1 frame) now holds its welcome; more frames overflow it.
+        hub.request(0, 2, RequestId(2), Request::Ping);
+        dispatch(&mut hub, &mut conns, &metrics, 0);
+        assert!(!conns.contains_key(&2), "overflowing client dropped");
+        assert_eq!(hub.user_of(2), None, "and logged out of the hub");
+        assert_eq!(metrics.closed_too_slow.load(Ordering::Relaxed), 1);
+        // Its queue ends after the frames it had: the connection task then closes with 4002.
+        assert!(matches!(slow_rx.try_recv(), Ok(Outbound::Text(_))));
+        assert!(matches!(
+            slow_rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        // The other client is untouched.
+        hub.request(0, 1, RequestId(2), Request::Ping);
+        dispatch(&mut hub, &mut conns, &metrics, 0);
+        let mut got = 0;
+        while let Ok(Outbound::Text(t)) = fast_rx.try_recv() {
+            assert!(
+                t.as_str().starts_with("{\"type\":\"reply\""),
+                "{}",
+                t.as_str()
+            );
+            got += 1;
+        }
+        assert_eq!(got, 2);
+        assert!(metrics.messages_out.load(Ordering::Relaxed) >= 3);
+    }
+}
