@@ -3,8 +3,9 @@
 //! Playback starts `start_buffer` after the first chunk arrives. From then on chunk `s` is due at
 //! `t0 + (s - s0) * duration + stalled`. A chunk present when due plays on time. A chunk missing when
 //! due stalls playback (the whole schedule slips, which is what a viewer sees as a spinner and what
-//! raises their lag); if it arrives within `max_stall` it plays late, otherwise it is skipped (the
-//! stall stands in for the skipped chunk's slot, so with `max_stall == duration` a skip adds no lag).
+//! raises their lag). If it arrives, it plays late. If it has not come after `max_stall` while a later
+//! chunk is already here, it is skipped (deadline dropping; the stall stands in for the skipped chunk's
+//! slot). With nothing later in hand the player keeps waiting: that is rebuffering, and it adds lag.
 //!
 //! The player is evaluated lazily: `advance(now, ..)` catches up everything due by `now`, so a caller
 //! calls it before and after every chunk arrival and at `next_wake`, and needs no timer per chunk.
@@ -41,6 +42,8 @@ pub struct Player {
     pub on_time: u64,
     pub late: u64,
     pub skipped: u64,
+    /// Time spent stalled, microseconds (closed stalls only; see [`Player::stalled_us`]).
+    stall_us: u64,
 }
 
 impl Player {
@@ -56,6 +59,7 @@ impl Player {
             on_time: 0,
             late: 0,
             skipped: 0,
+            stall_us: 0,
         }
     }
 
@@ -133,6 +137,7 @@ impl Player {
                 None => self.stalled_since = Some(due),
                 Some(since) if has(self.next) => {
                     self.slip_us += now.since(since).as_micros() as u64;
+                    self.stall_us += now.since(since).as_micros() as u64;
                     self.stalled_since = None;
                     self.late += 1;
                     out.push(MeshEvent::Played {
@@ -143,14 +148,17 @@ impl Player {
                     });
                     self.next += 1;
                 }
-                Some(since) if now >= since + self.max_stall => {
+                Some(since) if now >= since + self.max_stall && has_later(&has, self.next) => {
+                    // Deadline dropping: a later chunk is here, so give this one up rather than wait.
                     // The stall used up the skipped chunk's own slot; only waiting beyond it slips.
-                    self.slip_us += (self.max_stall.as_micros() as u64).saturating_sub(self.dur_us);
+                    let waited = now.since(since).as_micros() as u64;
+                    self.stall_us += waited;
+                    self.slip_us += waited.saturating_sub(self.dur_us);
                     self.stalled_since = None;
                     self.skipped += 1;
                     out.push(MeshEvent::Skipped {
                         seq: self.next,
-                        at: since + self.max_stall,
+                        at: now,
                     });
                     self.next += 1;
                 }
@@ -159,14 +167,28 @@ impl Player {
         }
     }
 
+    /// Total time stalled up to `now`, including a stall still going on.
+    pub fn stalled_us(&self, now: Time) -> u64 {
+        self.stall_us
+            + self
+                .stalled_since
+                .map_or(0, |s| now.since(s).as_micros() as u64)
+    }
+
+    /// Chunk slots lost to stalls: stalled time in chunk durations (rounded down).
+    pub fn stalled_chunks(&self, now: Time) -> u64 {
+        self.stalled_us(now) / self.dur_us
+    }
+
     /// When `advance` next has something to do if no chunk arrives: playback start, the playhead's
     /// deadline if it is missing, or the end of a stall.
-    pub fn next_wake(&self, has_next: bool) -> Option<Time> {
+    pub fn next_wake(&self, now: Time, has_next: bool) -> Option<Time> {
         match self.state {
             State::Idle => None,
             State::Buffering { start, .. } => Some(start),
             State::Playing { .. } => match self.stalled_since {
-                Some(since) => Some(since + self.max_stall),
+                // Past max_stall only an arrival can unblock us (rebuffering): no timer.
+                Some(since) => Some(since + self.max_stall).filter(|w| *w > now),
                 None if has_next => None,
                 None => self.due(self.next),
             },
@@ -183,6 +205,10 @@ impl Player {
         };
         Duration::from_micros(ahead.saturating_sub(into))
     }
+}
+
+fn has_later(has: &impl Fn(u64) -> bool, next: u64) -> bool {
+    (next + 1..next + 64).any(has)
 }
 
 #[cfg(test)]
@@ -208,6 +234,7 @@ mod tests {
             .filter_map(|(i, a)| a.map(|t| (t, i)))
             .collect();
         times.sort();
+        let mut cur = 0;
         let step = |p: &mut Player, now: u64, have: &Vec<bool>, ev: &mut Vec<MeshEvent>| {
             p.advance(
                 ms(now),
@@ -218,24 +245,31 @@ mod tests {
         };
         for (t, i) in times {
             // Wake for anything due before this arrival.
-            while let Some(w) =
-                p.next_wake(have.get(p.next_seq() as usize).copied().unwrap_or(false))
-            {
-                if w.0 > t * 1000 {
+            while let Some(w) = p.next_wake(
+                ms(cur),
+                have.get(p.next_seq() as usize).copied().unwrap_or(false),
+            ) {
+                if w.0 > t * 1000 || w.0 <= cur * 1000 {
                     break;
                 }
-                step(&mut p, w.0 / 1000, &have, &mut events);
+                cur = w.0 / 1000;
+                step(&mut p, cur, &have, &mut events);
             }
+            cur = t;
             step(&mut p, t, &have, &mut events);
             have[i] = true;
             p.begin(ms(t), i as u64);
             step(&mut p, t, &have, &mut events);
         }
-        while let Some(w) = p.next_wake(have.get(p.next_seq() as usize).copied().unwrap_or(false)) {
-            if w.0 > until_ms * 1000 {
+        while let Some(w) = p.next_wake(
+            ms(cur),
+            have.get(p.next_seq() as usize).copied().unwrap_or(false),
+        ) {
+            if w.0 > until_ms * 1000 || w.0 <= cur * 1000 {
                 break;
             }
-            step(&mut p, w.0 / 1000, &have, &mut events);
+            cur = w.0 / 1000;
+            step(&mut p, cur, &have, &mut events);
         }
         step(&mut p, until_ms, &have, &mut events);
         let s = events
@@ -274,13 +308,11 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_that_never_comes_is_skipped_after_max_stall() {
+    fn a_missing_chunk_is_skipped_once_a_later_one_is_here() {
         let (s, p) = play(&[Some(100), None, Some(400)], 2000);
-        assert_eq!(
-            s,
-            "start0@600 p0@600 skip1@1100 p2@1100 skip3@1600 skip4@1850"
-        );
-        assert_eq!(p.skipped, 3);
+        assert_eq!(s, "start0@600 p0@600 skip1@1100 p2@1100");
+        assert_eq!(p.skipped, 1, "3 is missing with nothing after it: rebuffering, not skipping");
+        assert_eq!(p.stalled_us(ms(2000)), 250_000 + 650_000);
     }
 
     #[test]

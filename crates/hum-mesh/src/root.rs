@@ -4,8 +4,10 @@
 //! **global cap**: one token bucket for all of its egress. The tracker hands out grants on the root's
 //! uplink to at most the cap (minus a reserve for fallback), so the number of peers seeded per chunk is
 //! bounded by the cap, not by the audience, and server egress plateaus. Fallback requests (a viewer
-//! about to miss a deadline) compete for the same bucket, earliest deadline first; what the cap
-//! cannot serve in time is refused with `Absent(Busy)` at once so the viewer does not wait for nothing.
+//! about to miss a deadline) share the same bucket but come second: the peers the root feeds by grant
+//! carry whole subtrees, and starving them to answer fallbacks would turn one late chunk into a late
+//! chunk for everyone below them (congestion collapse). Within each class, earliest deadline first; what
+//! the cap cannot serve in time is refused with `Absent(Busy)` at once so the viewer does not wait.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub struct RootSeed {
     newest: Option<u64>,
     serve: ServeQueue,
     lookahead: u64,
+    granted: Vec<PeerId>,
     now: Time,
     out: VecDeque<Output>,
     scratch: Vec<ServeRequest>,
@@ -64,10 +67,19 @@ impl RootSeed {
                 Priority::Deadline,
             ),
             lookahead: 4,
+            granted: Vec::new(),
             now,
             out: VecDeque::new(),
             scratch: Vec::new(),
             stats: RootStats::default(),
+        }
+    }
+
+    /// `peer` holds (or no longer holds) a grant on the root: its requests are the mesh's feed.
+    pub fn set_granted(&mut self, peer: PeerId, granted: bool) {
+        self.granted.retain(|p| *p != peer);
+        if granted {
+            self.granted.push(peer);
         }
     }
 
@@ -175,7 +187,7 @@ impl RootSeed {
                 let b = self.bytes_of(seq);
                 self.serve.cancel(from, seq, b);
             }
-            MeshMsg::BufferHealth { buffered_ms, .. } => self.serve.set_health(from, buffered_ms),
+            MeshMsg::BufferHealth { .. } => {}
             MeshMsg::Data { .. } | MeshMsg::Announce { .. } | MeshMsg::Absent { .. } => {}
         }
         self.release(now);
@@ -184,6 +196,7 @@ impl RootSeed {
     /// A peer left: drop its pending requests.
     pub fn peer_gone(&mut self, peer: PeerId) {
         self.serve.forget(peer);
+        self.set_granted(peer, false);
     }
 
     pub fn handle_timeout(&mut self, now: Time) {

@@ -32,6 +32,9 @@ use crate::scheduler::Scheduler;
 use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket};
 use crate::{MeshEvent, Output, PeerId, Time};
 
+/// How often a viewer short of upstream grants asks the tracker again.
+const TRACKER_RETRY: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 pub struct ViewerConfig {
     pub layer: Layer,
@@ -65,9 +68,9 @@ impl ViewerConfig {
             chunk,
             relay_budget,
             window: (8_000_000u64.div_ceil(chunk_us)).max(32),
-            start_buffer: chunk.max(Duration::from_millis(300)),
+            start_buffer: (chunk * 4).max(Duration::from_millis(1000)),
             max_stall: chunk,
-            urgent: Duration::from_millis(600),
+            urgent: (chunk * 2).max(Duration::from_millis(500)),
             startup_timeout: Duration::from_millis(1500),
             lookahead: 2,
             min_fetch: Duration::from_millis(60),
@@ -135,6 +138,10 @@ pub struct Viewer {
     strikes: Vec<(PeerId, u8)>,
     health_band: u8,
     announce_due: Time,
+    /// While our grants fall short of the stream rate, ask the tracker again at this time.
+    retry_tracker: Option<Time>,
+    /// What the tracker reserved for us on the root seed's uplink.
+    granted_by_root: u64,
     now: Time,
     out: VecDeque<Output>,
     scratch_events: Vec<MeshEvent>,
@@ -181,6 +188,8 @@ impl Viewer {
             strikes: Vec::new(),
             health_band: u8::MAX,
             announce_due: now + cfg.announce_interval,
+            retry_tracker: None,
+            granted_by_root: 0,
             now,
             out: VecDeque::new(),
             scratch_events: Vec::new(),
@@ -210,9 +219,13 @@ impl Viewer {
     pub fn join(&mut self, now: Time, live_seq: u64) {
         self.now = now;
         if self.joined.is_none() {
+            // Start with the next chunk, not the newest: its arrival time is what the mesh delivers
+            // in steady state, so the startup buffer measured from it holds.
             self.joined = Some((now, live_seq));
-            self.low = live_seq;
-            self.frontier = live_seq;
+            self.low = live_seq + 1;
+            self.frontier = live_seq + 1;
+            self.retry_tracker = Some(now + TRACKER_RETRY);
+            self.rebalance_root_share();
         }
         self.fill(now);
     }
@@ -220,7 +233,11 @@ impl Viewer {
     /// The tracker granted us `grant` of `peer`'s uplink.
     pub fn add_upstream(&mut self, now: Time, peer: PeerId, grant: Bitrate) {
         self.now = now;
+        if peer == self.root {
+            self.granted_by_root = grant.bps();
+        }
         if peer != self.id && self.sched.add(peer, grant.bps()) {
+            self.rebalance_root_share();
             self.fill(now);
             self.pick_missing(now);
         }
@@ -229,6 +246,9 @@ impl Viewer {
     /// `peer` is gone (left, or its grant was withdrawn): stop asking it, stop serving it, re-route.
     pub fn peer_gone(&mut self, now: Time, peer: PeerId) {
         self.now = now;
+        if peer == self.root {
+            self.granted_by_root = 0;
+        }
         let was_up = self.sched.remove(peer);
         self.serve.forget(peer);
         self.downstreams.retain(|(p, _)| *p != peer);
@@ -299,6 +319,10 @@ impl Viewer {
 
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
+        if self.retry_tracker.is_some_and(|t| now >= t) {
+            self.retry_tracker = None;
+            self.maybe_need_upstreams();
+        }
         self.advance_player(now);
         self.escalate(now);
         self.release(now);
@@ -545,10 +569,40 @@ impl Viewer {
         }
     }
 
+    /// While the mesh grants fall short of the stream rate, the root seed carries the shortfall as a
+    /// weighted upstream (so a single weak upstream is not asked for the whole stream).
+    fn rebalance_root_share(&mut self) {
+        let root = self.root;
+        let mesh: u64 = self
+            .sched
+            .upstreams()
+            .iter()
+            .filter(|u| u.peer != root)
+            .map(|u| u.grant_bps)
+            .sum();
+        let short = self.cfg.stream_rate.bps().saturating_sub(mesh);
+        let root_grant = self.granted_by_root.max(short);
+        if root_grant > 0 {
+            self.sched.add(root, root_grant);
+        } else {
+            self.sched.remove(root);
+        }
+    }
+
     fn maybe_need_upstreams(&mut self) {
-        let have = self.sched.total_grant_bps();
+        self.rebalance_root_share();
+        let root = self.root;
+        let have: u64 = self
+            .sched
+            .upstreams()
+            .iter()
+            .filter(|u| u.peer != root)
+            .map(|u| u.grant_bps)
+            .sum::<u64>()
+            + self.granted_by_root;
         let want = self.cfg.stream_rate.bps();
         if have < want {
+            self.retry_tracker = Some(self.now + TRACKER_RETRY);
             let unit = (want / 4).max(1);
             let count = (want - have).div_ceil(unit).clamp(1, 6) as u8;
             self.out
@@ -626,9 +680,9 @@ impl Viewer {
                 state: SlotState::Missing,
                 ..Slot::empty()
             };
-            if let Some(up) = self.sched.choose(None) {
-                self.request(now, seq, up);
-            }
+            // No upstream at all (the tracker had nothing): the root seed is the fallback.
+            let up = self.sched.choose(None).unwrap_or(self.root);
+            self.request(now, seq, up);
         }
     }
 
@@ -836,7 +890,7 @@ impl Viewer {
     fn next_wake(&self) -> Time {
         let mut t = Time::MAX;
         let has_next = self.has(self.player.next_seq());
-        if let Some(w) = self.player.next_wake(has_next) {
+        if let Some(w) = self.player.next_wake(self.now, has_next) {
             t = t.min(w);
         }
         let mut inflight = false;
@@ -855,14 +909,13 @@ impl Viewer {
         if !self.downstreams.is_empty() {
             t = t.min(self.announce_due);
         }
-        // Starved (nothing in flight): wake when the next chunk should exist.
-        if !inflight {
+        if let Some(r) = self.retry_tracker {
+            t = t.min(r);
+        }
+        // Starved (nothing in flight) with room to request more: wake when the next chunk should exist.
+        if !inflight && self.frontier < self.low + self.cfg.window - 1 {
             if let Some((at, seq)) = self.joined {
-                let next = self
-                    .frontier
-                    .saturating_sub(self.cfg.lookahead)
-                    .saturating_sub(seq)
-                    + 1;
+                let next = self.live_estimate(self.now).saturating_sub(seq) + 1;
                 t = t.min(at + self.cfg.chunk * next as u32);
             }
         }

@@ -134,6 +134,9 @@ struct Node {
     /// When the uplink / downlink FIFO is empty again (virtual microseconds).
     up_free: u64,
     down_free: u64,
+    /// Fluid downlink queue: microseconds of work queued as of `down_last`.
+    down_backlog: u64,
+    down_last: u64,
     left_at: Option<u64>,
     stats: NodeStats,
 }
@@ -230,6 +233,8 @@ impl<P> Net<P> {
             access_us,
             up_free: self.now,
             down_free: self.now,
+            down_backlog: 0,
+            down_last: self.now,
             left_at: None,
             stats: NodeStats::default(),
         });
@@ -375,13 +380,19 @@ impl<P> Net<P> {
             }
         }
 
-        // The downlink FIFO is served in arrival order of first bytes; computing it here (in send
-        // order) is exact while arrivals keep send order and a small approximation otherwise.
+        // The downlink is a fluid queue: its backlog (in microseconds of work) drains in real time, and
+        // a message waits for the backlog present when it arrives. Computing this at send time keeps
+        // one event per message; messages are never delayed by another message's *latency*, only by
+        // bytes ahead of them (out-of-order arrivals see the backlog as of the latest arrival).
         let arrive = up_done + lat;
         let receiver = &mut self.nodes[ti];
-        let d_start = receiver.down_free.max(arrive);
-        let done = d_start + serialise_us(bytes, receiver.cfg.down);
-        receiver.down_free = done;
+        let ser = serialise_us(bytes, receiver.cfg.down);
+        let drained = arrive.saturating_sub(receiver.down_last);
+        let backlog = receiver.down_backlog.saturating_sub(drained);
+        let done = arrive + backlog + ser;
+        receiver.down_backlog = backlog + ser;
+        receiver.down_last = receiver.down_last.max(arrive);
+        receiver.down_free = receiver.down_free.max(done);
         self.push(
             done,
             Pending::Deliver {

@@ -1,0 +1,728 @@
+//! The simulation loop: hum-netsim events in, hum-mesh state machines drained, metrics out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use hum_mesh::chunker::Chunk;
+use hum_mesh::manifest::{Publisher, Verifier};
+use hum_mesh::root::RootSeed;
+use hum_mesh::tracker::{Grant, Tracker, TrackerConfig};
+use hum_mesh::viewer::{Viewer, ViewerConfig};
+use hum_mesh::{Layer, MeshEvent, MeshMsg, Output, PeerId, Time};
+use hum_netsim::{ChurnEvent, ChurnSchedule, EventKind, Net, NodeConfig, NodeId, SimTime};
+use hum_proto::Bitrate;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::SimArgs;
+use crate::population::{self, Member, RttDist, UploadDist};
+use crate::report::{LagHistogram, Report};
+
+/// Bytes of transport framing (SCTP/DTLS/UDP/IP) charged per mesh message.
+const FRAMING: u64 = 60;
+/// How long before a peer notices that an upstream or downstream vanished.
+const DETECT: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub viewers: usize,
+    pub bitrate: Bitrate,
+    pub chunk: Duration,
+    pub duration: Duration,
+    pub churn: f64,
+    pub upload: UploadDist,
+    pub rtt: RttDist,
+    pub seed: u64,
+    pub server_cap: Option<Bitrate>,
+    pub malicious: f64,
+    pub loss: f64,
+    pub join_window: Duration,
+}
+
+impl SimConfig {
+    pub fn from_args(a: &SimArgs) -> anyhow::Result<Self> {
+        if a.viewers == 0 {
+            bail!("--viewers must be at least 1");
+        }
+        if !(100..=500).contains(&a.chunk_ms) {
+            bail!("--chunk-ms must be 100-500 (got {})", a.chunk_ms);
+        }
+        if !(a.bitrate.is_finite() && a.bitrate > 0.0) {
+            bail!("--bitrate must be a positive number of Mbit/s");
+        }
+        if !(a.duration.is_finite() && a.duration >= 1.0) {
+            bail!("--duration must be at least 1 second");
+        }
+        for (name, v) in [
+            ("--churn", a.churn),
+            ("--malicious", a.malicious),
+            ("--loss", a.loss),
+        ] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                bail!("{name} must be between 0 and 1");
+            }
+        }
+        Ok(SimConfig {
+            viewers: a.viewers,
+            bitrate: Bitrate::from_mbps_f64(a.bitrate),
+            chunk: Duration::from_millis(a.chunk_ms),
+            duration: Duration::from_secs_f64(a.duration),
+            churn: a.churn,
+            upload: UploadDist::parse(&a.upload_dist)?,
+            rtt: RttDist::parse(&a.rtt_dist)?,
+            seed: a.seed,
+            server_cap: a.server_cap.map(Bitrate::from_mbps_f64),
+            malicious: a.malicious,
+            loss: a.loss,
+            join_window: Duration::from_secs_f64(a.join_window.clamp(0.0, a.duration)),
+        })
+    }
+
+    /// A small default config (for tests).
+    pub fn small(viewers: usize, seed: u64) -> Self {
+        SimConfig {
+            viewers,
+            bitrate: Bitrate::from_mbps(4),
+            chunk: Duration::from_millis(250),
+            duration: Duration::from_secs(20),
+            churn: 0.0,
+            upload: UploadDist::Default,
+            rtt: RttDist::Default,
+            seed,
+            server_cap: None,
+            malicious: 0.0,
+            loss: 0.0,
+            join_window: Duration::from_secs(2),
+        }
+    }
+}
+
+enum Ev {
+    Msg(MeshMsg),
+    Wake,
+    Produce(u64),
+    Join(usize),
+    Churn(ChurnEvent),
+    Granted { live: u64, grants: Vec<Grant> },
+    Grants(Vec<Grant>),
+    Gone(PeerId),
+}
+
+struct VState {
+    v: Viewer,
+    malicious: bool,
+    joined_at: Time,
+    started_at: Option<Time>,
+}
+
+struct World {
+    cfg: SimConfig,
+    net: Net<Ev>,
+    root: RootSeed,
+    tracker: Tracker,
+    viewers: Vec<Option<VState>>,
+    wake_at: Vec<u64>,
+    last_wake: Vec<u64>,
+    spins: u64,
+    watch_us: u64,
+    stall_us: u64,
+    members: Vec<Member>,
+    malicious: Vec<bool>,
+    initial_nodes: Vec<Option<NodeId>>,
+    newcomer_nodes: Vec<Option<NodeId>>,
+    verifier: Verifier,
+    // metrics
+    lag: LagHistogram,
+    on_time: u64,
+    late: u64,
+    skipped: u64,
+    startup_us: Vec<u64>,
+    max_hops: u8,
+    hops_sum: u64,
+    data_bytes_delivered: u64,
+    root_bytes_at_measure: Option<(SimTime, u64)>,
+    egress_series: Vec<(f64, f64)>,
+    last_egress: (SimTime, u64),
+    bans: u64,
+    bans_of_honest: u64,
+    penalties: u64,
+    fallbacks: u64,
+    scratch: Vec<MeshEvent>,
+}
+
+fn t(s: SimTime) -> Time {
+    Time(s.as_micros())
+}
+
+/// Run one simulation.
+pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
+    let wall = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let n = cfg.viewers;
+    let r = cfg.bitrate.bps();
+    let churn = ChurnSchedule::generate(
+        &mut rng,
+        n,
+        cfg.churn,
+        SimTime::ZERO + cfg.join_window + Duration::from_secs(1),
+        SimTime::ZERO
+            + cfg
+                .duration
+                .saturating_sub(Duration::from_secs(1))
+                .max(cfg.join_window + Duration::from_secs(2)),
+    );
+    let newcomers = churn.leaves();
+    let members: Vec<Member> = (0..n + newcomers)
+        .map(|_| population::draw(&mut rng, &cfg.upload, &cfg.rtt))
+        .collect();
+    let malicious: Vec<bool> = (0..n + newcomers)
+        .map(|_| rng.gen_range(0.0..1.0) < cfg.malicious)
+        .collect();
+
+    // The fluid bound over the starting audience, with each peer's usable upload bounded by its grant
+    // slots exactly as the tracker bounds it.
+    let probe = TrackerConfig::new(cfg.bitrate, Bitrate::ZERO);
+    let slot_cap = probe.max_grants as f64 * probe.grant_unit.bps() as f64;
+    let usable: f64 = members[..n]
+        .iter()
+        .map(|m| (m.relay_mbps * 1e6).min(slot_cap))
+        .sum();
+    let demand = n as f64 * r as f64;
+    let lower_bound = (demand - usable).max(r as f64);
+    let cap = cfg
+        .server_cap
+        .unwrap_or_else(|| default_cap(cfg.bitrate, n, lower_bound));
+    // The tracker may grant 80% of the cap; the rest is kept for fallback requests.
+    let tracker_cfg = TrackerConfig::new(cfg.bitrate, cap.scale(0.8));
+
+    let mut key_seed = [0u8; 32];
+    rng.fill(&mut key_seed);
+    let publisher = Publisher::from_seed(key_seed);
+    let verifier = Verifier::new(publisher.public_key());
+    let window = (8_000_000u64.div_ceil(cfg.chunk.as_micros() as u64)).max(32);
+    let root = RootSeed::new(Layer::High, publisher, cap, window, Time::ZERO);
+
+    let mut net: Net<Ev> = Net::new(cfg.seed ^ 0x6d65_7368);
+    net.reserve(n + newcomers + 1, 4 * n + 1024);
+    let root_node = net.add_node(NodeConfig::unlimited(Duration::from_millis(10)));
+    assert_eq!(root_node, NodeId(0));
+
+    let mut w = World {
+        cfg: cfg.clone(),
+        net,
+        root,
+        tracker: Tracker::new(
+            tracker_cfg,
+            PeerId(0),
+            cfg.seed.wrapping_mul(31).wrapping_add(7),
+        ),
+        viewers: Vec::with_capacity(n + newcomers + 1),
+        wake_at: Vec::with_capacity(n + newcomers + 1),
+        last_wake: Vec::with_capacity(n + newcomers + 1),
+        spins: 0,
+        watch_us: 0,
+        stall_us: 0,
+        members,
+        malicious,
+        initial_nodes: vec![None; n],
+        newcomer_nodes: vec![None; newcomers],
+        verifier,
+        lag: LagHistogram::new(),
+        on_time: 0,
+        late: 0,
+        skipped: 0,
+        startup_us: Vec::with_capacity(n + newcomers),
+        max_hops: 0,
+        hops_sum: 0,
+        data_bytes_delivered: 0,
+        root_bytes_at_measure: None,
+        egress_series: Vec::new(),
+        last_egress: (SimTime::ZERO, 0),
+        bans: 0,
+        bans_of_honest: 0,
+        penalties: 0,
+        fallbacks: 0,
+        scratch: Vec::new(),
+    };
+    w.viewers.push(None);
+    w.wake_at.push(u64::MAX);
+    w.last_wake.push(u64::MAX);
+
+    // Joins over the join window, then churn, then chunk production.
+    let jw = cfg.join_window.as_micros() as u64;
+    for i in 0..n {
+        let at = if jw == 0 { 0 } else { rng.gen_range(0..jw) };
+        w.net.schedule(SimTime::from_micros(at), None, Ev::Join(i));
+    }
+    for (at, e) in &churn.events {
+        w.net.schedule(*at, None, Ev::Churn(*e));
+    }
+    w.net
+        .schedule(SimTime::ZERO + cfg.chunk, None, Ev::Produce(0));
+
+    let end = SimTime::ZERO + cfg.duration;
+    let measure_from =
+        SimTime::ZERO + cfg.join_window + Duration::from_secs(5).min(cfg.duration / 4);
+    let trace: Option<u32> = std::env::var("HUM_SIM_TRACE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    while let Some(ev) = w.net.next_event_until(end) {
+        let now = ev.at;
+        match ev.kind {
+            EventKind::Deliver {
+                from,
+                to,
+                payload: Ev::Msg(msg),
+                ..
+            } => {
+                if trace == Some(to.0) || trace == Some(from.0) {
+                    eprintln!("{now} {} -> {}: {}", from.0, to.0, brief(&msg));
+                }
+                if let MeshMsg::Data { record, .. } = &msg {
+                    w.data_bytes_delivered += record.bytes as u64;
+                }
+                if to == root_node {
+                    w.root.handle_input(t(now), PeerId(from.0), msg);
+                    w.drain_root();
+                } else if let Some(vs) = w.viewers[to.index()].as_mut() {
+                    vs.v.handle_input(t(now), PeerId(from.0), msg);
+                    w.drain_viewer(to);
+                }
+            }
+            EventKind::Timer {
+                node: Some(nd),
+                payload,
+            } => w.on_node_timer(now, nd, payload),
+            EventKind::Timer {
+                node: None,
+                payload,
+            } => match payload {
+                Ev::Produce(seq) => {
+                    w.produce(now, seq);
+                    if now >= measure_from && w.root_bytes_at_measure.is_none() {
+                        w.root_bytes_at_measure = Some((now, w.root.stats.bytes_sent));
+                    }
+                    let next = SimTime::ZERO + cfg.chunk * (seq as u32 + 2);
+                    if next <= end {
+                        w.net.schedule(next, None, Ev::Produce(seq + 1));
+                    }
+                }
+                Ev::Join(i) => w.join(now, i),
+                Ev::Churn(ChurnEvent::Leave(i)) => {
+                    if let Some(nd) = w.initial_nodes[i] {
+                        w.leave(now, nd);
+                    }
+                }
+                Ev::Churn(ChurnEvent::Join(j)) => w.join(now, n + j),
+                _ => {}
+            },
+            EventKind::Deliver { .. } => {}
+        }
+    }
+    for i in 1..w.viewers.len() {
+        w.account(NodeId(i as u32), end);
+    }
+    let wall_s = wall.elapsed().as_secs_f64();
+    Ok(w.report(lower_bound, usable, cap, end, wall_s))
+}
+
+fn brief(m: &MeshMsg) -> String {
+    match m {
+        MeshMsg::Data { record, hops, .. } => format!("data {} hops {hops}", record.seq),
+        MeshMsg::Request {
+            seq, deadline_ms, ..
+        } => format!("req {seq} dl {deadline_ms}"),
+        MeshMsg::Absent { seq, reason, .. } => format!("absent {seq} {reason:?}"),
+        MeshMsg::Cancel { seq, .. } => format!("cancel {seq}"),
+        MeshMsg::Announce { base, bits, .. } => format!("announce {base}+{bits}"),
+        MeshMsg::BufferHealth { buffered_ms, .. } => format!("health {buffered_ms}"),
+    }
+}
+
+/// The server cap when none is given: 25% over the fluid lower bound, but at least a few copies of the
+/// stream so the tree is not too deep (the design's "tier 1"), growing slowly with the audience.
+pub fn default_cap(r: Bitrate, viewers: usize, lower_bound_bps: f64) -> Bitrate {
+    let copies = (2.0 * (viewers as f64).log10()).clamp(1.0, 12.0);
+    let seed = r.bps() as f64 * copies;
+    Bitrate::from_bps(
+        (1.25 * lower_bound_bps)
+            .max(seed)
+            .min(viewers as f64 * r.bps() as f64 * 1.25) as u64,
+    )
+}
+
+impl World {
+    fn produce(&mut self, now: SimTime, seq: u64) {
+        let dur_us = self.cfg.chunk.as_micros() as u64;
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&seq.to_be_bytes());
+        body[8..].copy_from_slice(&self.cfg.seed.to_be_bytes());
+        let chunk = Chunk::new(
+            Layer::High,
+            seq,
+            seq * dur_us,
+            dur_us as u32,
+            true,
+            Arc::from(&body[..]),
+        );
+        let bytes = (self.cfg.bitrate.bps() as u128 * dur_us as u128 / 8 / 1_000_000) as u32;
+        self.root.publish(t(now), &chunk, bytes);
+        self.drain_root();
+        let sent = self.root.stats.bytes_sent;
+        let (t0, b0) = self.last_egress;
+        let dt = now.since(t0).as_secs_f64();
+        if dt >= 1.0 {
+            self.egress_series
+                .push((now.as_secs_f64(), (sent - b0) as f64 * 8.0 / dt / 1e6));
+            self.last_egress = (now, sent);
+        }
+    }
+
+    fn join(&mut self, now: SimTime, idx: usize) {
+        let m = self.members[idx];
+        let cfg = NodeConfig::new(
+            Bitrate::from_mbps_f64(m.up_mbps),
+            Bitrate::from_mbps_f64(m.down_mbps),
+            Duration::from_secs_f64(m.access_ms / 1000.0),
+        )
+        .with_loss(self.cfg.loss);
+        let nd = self.net.add_node(cfg);
+        let peer = PeerId(nd.0);
+        if idx < self.cfg.viewers {
+            self.initial_nodes[idx] = Some(nd);
+        } else {
+            self.newcomer_nodes[idx - self.cfg.viewers] = Some(nd);
+        }
+        let budget = Bitrate::from_mbps_f64(m.relay_mbps);
+        let vc = ViewerConfig::new(Layer::High, self.cfg.bitrate, self.cfg.chunk, budget);
+        let v = Viewer::new(peer, PeerId(0), self.verifier.clone(), vc, t(now));
+        debug_assert_eq!(self.viewers.len(), nd.index());
+        self.viewers.push(Some(VState {
+            v,
+            malicious: self.malicious[idx],
+            joined_at: t(now),
+            started_at: None,
+        }));
+        self.wake_at.push(u64::MAX);
+        self.last_wake.push(u64::MAX);
+        let net = &self.net;
+        let (grants, orphans) = self
+            .tracker
+            .join(peer, budget, &|a, b| net.rtt(NodeId(a.0), NodeId(b.0)));
+        let rtt = self.net.rtt(nd, NodeId(0));
+        let live = self.root.newest().unwrap_or(0);
+        self.net
+            .schedule(now + rtt, Some(nd), Ev::Granted { live, grants });
+        for (o, lost) in orphans {
+            let delay = self.net.rtt(NodeId(o.0), NodeId(0));
+            self.net
+                .schedule(now + delay, Some(NodeId(o.0)), Ev::Gone(lost));
+        }
+    }
+
+    fn leave(&mut self, now: SimTime, nd: NodeId) {
+        let peer = PeerId(nd.0);
+        let orphans = self.tracker.leave(peer);
+        for o in orphans {
+            self.net
+                .schedule(now + DETECT, Some(NodeId(o.0)), Ev::Gone(peer));
+        }
+        self.net.remove_node(nd);
+        self.account(nd, now);
+        self.viewers[nd.index()] = None;
+        self.root.peer_gone(peer);
+    }
+
+    fn on_node_timer(&mut self, now: SimTime, nd: NodeId, ev: Ev) {
+        if nd == NodeId(0) {
+            if matches!(ev, Ev::Wake) && self.wake_at[0] == now.as_micros() {
+                self.wake_at[0] = u64::MAX;
+                self.last_wake[0] = now.as_micros();
+                self.root.handle_timeout(t(now));
+                self.drain_root();
+            }
+            return;
+        }
+        let Some(vs) = self.viewers.get_mut(nd.index()).and_then(|v| v.as_mut()) else {
+            return;
+        };
+        match ev {
+            Ev::Wake => {
+                if self.wake_at[nd.index()] != now.as_micros() {
+                    return;
+                }
+                self.wake_at[nd.index()] = u64::MAX;
+                self.last_wake[nd.index()] = now.as_micros();
+                vs.v.handle_timeout(t(now));
+            }
+            Ev::Granted { live, grants } => {
+                vs.v.join(t(now), live);
+                for g in grants {
+                    vs.v.add_upstream(t(now), g.up, g.rate);
+                    if g.up == PeerId(0) {
+                        self.root.set_granted(PeerId(nd.0), true);
+                    }
+                }
+            }
+            Ev::Grants(grants) => {
+                for g in grants {
+                    vs.v.add_upstream(t(now), g.up, g.rate);
+                    if g.up == PeerId(0) {
+                        self.root.set_granted(PeerId(nd.0), true);
+                    }
+                }
+            }
+            Ev::Gone(p) => {
+                vs.v.peer_gone(t(now), p);
+                if p == PeerId(0) {
+                    self.root.set_granted(PeerId(nd.0), false);
+                }
+            }
+            Ev::Msg(_) | Ev::Produce(_) | Ev::Join(_) | Ev::Churn(_) => {}
+        }
+        self.drain_viewer(nd);
+    }
+
+    fn wire_bytes(msg: &MeshMsg) -> u64 {
+        FRAMING
+            + match msg {
+                MeshMsg::Data { record, .. } => {
+                    record.bytes as u64 + hum_mesh::ChunkRecord::ENCODED_LEN as u64 + 8
+                }
+                m => m.encoded_len() as u64,
+            }
+    }
+
+    fn drain_root(&mut self) {
+        loop {
+            match self.root.poll_output() {
+                Output::Send { to, msg } => {
+                    let b = Self::wire_bytes(&msg);
+                    self.net.send(NodeId(0), NodeId(to.0), b, Ev::Msg(msg));
+                }
+                Output::Event(_) => {}
+                Output::Timeout(at) => {
+                    self.arm(NodeId(0), at);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn arm(&mut self, nd: NodeId, at: Time) {
+        if at == Time::MAX {
+            return;
+        }
+        let now = self.net.now().as_micros();
+        // A state machine asking to be woken again at the instant it was just woken would spin; give it
+        // a millisecond (a safety net, counted so a bug here shows up in the report).
+        let at = if at.0 <= now && self.last_wake.get(nd.index()).is_some_and(|&l| l == now) {
+            self.spins += 1;
+            now + 1000
+        } else {
+            at.0.max(now)
+        };
+        let w = &mut self.wake_at[nd.index()];
+        if at < *w || *w < self.net.now().as_micros() {
+            *w = at;
+            self.net
+                .schedule(SimTime::from_micros(at), Some(nd), Ev::Wake);
+        }
+    }
+
+    fn drain_viewer(&mut self, nd: NodeId) {
+        let mut events = std::mem::take(&mut self.scratch);
+        events.clear();
+        let now = self.net.now();
+        let joined_at;
+        loop {
+            let Some(vs) = self.viewers[nd.index()].as_mut() else {
+                return;
+            };
+            match vs.v.poll_output() {
+                Output::Send { to, msg } => {
+                    let msg = match msg {
+                        MeshMsg::Data { record, hops, .. } if vs.malicious => MeshMsg::Data {
+                            record,
+                            hops,
+                            payload: Arc::from(&b"not the chunk you asked for"[..]),
+                        },
+                        m => m,
+                    };
+                    let b = Self::wire_bytes(&msg);
+                    self.net.send(nd, NodeId(to.0), b, Ev::Msg(msg));
+                }
+                Output::Event(e) => events.push(e),
+                Output::Timeout(at) => {
+                    joined_at = vs.joined_at;
+                    self.arm(nd, at);
+                    break;
+                }
+            }
+        }
+        let dur_us = self.cfg.chunk.as_micros() as u64;
+        let mine_malicious = self.viewers[nd.index()]
+            .as_ref()
+            .is_some_and(|v| v.malicious);
+        let trace = std::env::var("HUM_SIM_TRACE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok());
+        for e in events.drain(..) {
+            if trace == Some(nd.0) {
+                eprintln!("{now} {}: {e:?}", nd.0);
+            }
+            match e {
+                MeshEvent::Started { at, .. } => {
+                    self.startup_us.push(at.0.saturating_sub(joined_at.0));
+                    if let Some(vs) = self.viewers[nd.index()].as_mut() {
+                        vs.started_at = Some(at);
+                    }
+                }
+                MeshEvent::Played {
+                    seq,
+                    at,
+                    on_time,
+                    hops,
+                } => {
+                    if !mine_malicious {
+                        if on_time {
+                            self.on_time += 1;
+                        } else {
+                            self.late += 1;
+                        }
+                        self.lag.add(at.0.saturating_sub(seq * dur_us));
+                        self.max_hops = self.max_hops.max(hops);
+                        self.hops_sum += hops as u64;
+                    }
+                }
+                MeshEvent::Skipped { .. } => {
+                    if !mine_malicious {
+                        self.skipped += 1;
+                    }
+                }
+                MeshEvent::Penalised { .. } => self.penalties += 1,
+                MeshEvent::Banned { peer } => {
+                    self.bans += 1;
+                    if !self.malicious_node(peer) {
+                        self.bans_of_honest += 1;
+                    }
+                    self.tracker.ban(PeerId(nd.0), peer);
+                }
+                MeshEvent::NeedUpstreams { .. } => {
+                    let net = &self.net;
+                    let grants = self
+                        .tracker
+                        .refill(PeerId(nd.0), &|a, b| net.rtt(NodeId(a.0), NodeId(b.0)));
+                    if !grants.is_empty() {
+                        let rtt = self.net.rtt(nd, NodeId(0));
+                        self.net.schedule(now + rtt, Some(nd), Ev::Grants(grants));
+                    }
+                }
+                MeshEvent::Fallback { .. } => self.fallbacks += 1,
+            }
+        }
+        self.scratch = events;
+    }
+
+    /// Add a viewer's watch time and stall time to the totals (at departure or the end).
+    fn account(&mut self, nd: NodeId, now: SimTime) {
+        if let Some(vs) = self.viewers[nd.index()].as_ref() {
+            if let (Some(st), false) = (vs.started_at, vs.malicious) {
+                self.watch_us += now.as_micros().saturating_sub(st.0);
+                self.stall_us += vs.v.player().stalled_us(t(now));
+            }
+        }
+    }
+
+    fn malicious_node(&self, p: PeerId) -> bool {
+        // Node ids follow join order; look the member up through the node tables.
+        self.initial_nodes
+            .iter()
+            .position(|x| *x == Some(NodeId(p.0)))
+            .map(|i| self.malicious[i])
+            .or_else(|| {
+                self.newcomer_nodes
+                    .iter()
+                    .position(|x| *x == Some(NodeId(p.0)))
+                    .map(|j| self.malicious[self.cfg.viewers + j])
+            })
+            .unwrap_or(false)
+    }
+
+    fn report(
+        &self,
+        lower_bound: f64,
+        usable: f64,
+        cap: Bitrate,
+        end: SimTime,
+        wall_s: f64,
+    ) -> Report {
+        let r = self.cfg.bitrate.bps() as f64;
+        let (m_at, m_bytes) = self.root_bytes_at_measure.unwrap_or((SimTime::ZERO, 0));
+        let secs = end.since(m_at).as_secs_f64().max(1e-9);
+        let egress = (self.root.stats.bytes_sent - m_bytes) as f64 * 8.0 / secs;
+        let total_played = self.on_time + self.late + self.skipped;
+        let mut startup = self.startup_us.clone();
+        startup.sort_unstable();
+        let pct = |v: &[u64], p: f64| -> f64 {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1e6
+            }
+        };
+        let played = self.on_time + self.late;
+        Report {
+            viewers: self.cfg.viewers,
+            bitrate_mbps: r / 1e6,
+            chunk_ms: self.cfg.chunk.as_millis() as u64,
+            duration_s: self.cfg.duration.as_secs_f64(),
+            churn: self.cfg.churn,
+            seed: self.cfg.seed,
+            server_cap_mbps: cap.mbps_f64(),
+            server_egress_mbps: egress / 1e6,
+            lower_bound_mbps: lower_bound / 1e6,
+            usable_peer_upload_mbps: usable / 1e6,
+            population_can_supply: lower_bound <= r * 1.000_001,
+            peer_share: if self.data_bytes_delivered == 0 {
+                0.0
+            } else {
+                1.0 - self.root.stats.bytes_sent as f64 / self.data_bytes_delivered as f64
+            },
+            continuity: if self.watch_us == 0 {
+                0.0
+            } else {
+                1.0 - self.stall_us as f64 / self.watch_us as f64
+            },
+            on_time_share: if total_played == 0 {
+                0.0
+            } else {
+                self.on_time as f64 / total_played as f64
+            },
+            chunks_on_time: self.on_time,
+            chunks_late: self.late,
+            chunks_skipped: self.skipped,
+            startup_s_p50: pct(&startup, 0.5),
+            startup_s_p95: pct(&startup, 0.95),
+            started_viewers: startup.len(),
+            lag_s_p50: self.lag.quantile(0.5),
+            lag_s_p95: self.lag.quantile(0.95),
+            lag_s_p99: self.lag.quantile(0.99),
+            max_hops: self.max_hops,
+            mean_hops: if played == 0 {
+                0.0
+            } else {
+                self.hops_sum as f64 / played as f64
+            },
+            fallback_requests: self.fallbacks,
+            penalties: self.penalties,
+            bans: self.bans,
+            bans_of_honest_peers: self.bans_of_honest,
+            wall_s,
+            timer_spins: self.spins,
+            egress_series: self.egress_series.clone(),
+            lag_cdf: self.lag.cdf(),
+        }
+    }
+}
