@@ -151,7 +151,14 @@ async fn floods_are_rate_limited_then_closed() -> anyhow::Result<()> {
         let m = c.recv().await?;
         match (m["type"].as_str(), m["code"].as_str()) {
             (Some("reply"), _) => pongs += 1,
-            (Some("error"), Some("rate_limited")) => limited += 1,
+            (Some("error"), Some("rate_limited")) => {
+                // The refused request is named, so a client can fail it at once.
+                assert!(
+                    m["re"].as_u64().is_some_and(|re| (100..120).contains(&re)),
+                    "{m}"
+                );
+                limited += 1
+            }
             _ => panic!("unexpected {m}"),
         }
     }

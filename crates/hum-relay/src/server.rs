@@ -33,7 +33,7 @@ use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use hum_proto::signal::{
     DisplayName, ErrorCode, ProtoError, Request, ServerMessage, decode_client_message_limited,
-    encode,
+    encode, peek_request_id,
 };
 use hum_proto::{RequestId, UserId};
 use rand::SeedableRng;
@@ -490,7 +490,7 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
                     Verdict::Reject => {
                         metrics.error(ErrorCode::RateLimited);
                         let msg = format!("over {} requests/s (burst {}); slow down", cfg.rate_per_sec, cfg.rate_burst);
-                        if !write!(error_frame(None, ErrorCode::RateLimited, msg)) {
+                        if !write!(error_frame(peek_request_id(&text), ErrorCode::RateLimited, msg)) {
                             break None;
                         }
                         continue;

@@ -176,6 +176,19 @@ pub fn decode_client_message_limited(
     ))
 }
 
+/// The `id` of a request frame, if it is a JSON object with a readable one, without decoding
+/// the rest (used to answer frames that are refused before decoding, e.g. when rate limited).
+pub fn peek_request_id(text: &str) -> Option<RequestId> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<u64>,
+    }
+    if text.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    serde_json::from_str::<IdOnly>(text).ok()?.id.map(RequestId)
+}
+
 /// Decode one relay text frame (the client side).
 pub fn decode_server_message(text: &str) -> Result<ServerMessage, serde_json::Error> {
     serde_json::from_str(text)
@@ -284,6 +297,17 @@ mod tests {
             encode(&ev),
             r#"{"type":"event","event":{"type":"session_replaced"}}"#
         );
+    }
+
+    #[test]
+    fn request_ids_can_be_peeked() {
+        assert_eq!(
+            peek_request_id(r#"{"type":"x","id":9,"junk":[1,{}]}"#),
+            Some(RequestId(9))
+        );
+        assert_eq!(peek_request_id(r#"{"type":"x"}"#), None);
+        assert_eq!(peek_request_id("nonsense"), None);
+        assert_eq!(peek_request_id(r#"{"id":"9"}"#), None);
     }
 
     #[test]
