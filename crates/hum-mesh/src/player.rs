@@ -35,7 +35,7 @@ pub struct Player {
     max_stall: Duration,
     state: State,
     /// Accumulated slip (stall time), microseconds.
-    slip_us: u64,
+    slip_us: i64,
     /// The next chunk to play.
     next: u64,
     stalled_since: Option<Time>,
@@ -91,7 +91,7 @@ impl Player {
             State::Playing { seq0, t0 } => (seq0, t0),
         };
         Some(Time(
-            t0.0 + seq.saturating_sub(seq0) * self.dur_us + self.slip_us,
+            (t0.0 + seq.saturating_sub(seq0) * self.dur_us).saturating_add_signed(self.slip_us),
         ))
     }
 
@@ -136,7 +136,7 @@ impl Player {
                 }
                 None => self.stalled_since = Some(due),
                 Some(since) if has(self.next) => {
-                    self.slip_us += now.since(since).as_micros() as u64;
+                    self.slip_us += now.since(since).as_micros() as i64;
                     self.stall_us += now.since(since).as_micros() as u64;
                     self.stalled_since = None;
                     self.late += 1;
@@ -153,7 +153,7 @@ impl Player {
                     // The stall used up the skipped chunk's own slot; only waiting beyond it slips.
                     let waited = now.since(since).as_micros() as u64;
                     self.stall_us += waited;
-                    self.slip_us += waited.saturating_sub(self.dur_us);
+                    self.slip_us += waited.saturating_sub(self.dur_us) as i64;
                     self.stalled_since = None;
                     self.skipped += 1;
                     out.push(MeshEvent::Skipped {
@@ -165,6 +165,24 @@ impl Player {
                 Some(_) => return,
             }
         }
+    }
+
+    /// Catch up: playback has fallen so far behind that the chunks it waits for are gone from the
+    /// mesh. Skip to `seq`, due now (the stall so far stays counted; the lag shrinks).
+    pub fn jump_to(&mut self, now: Time, seq: u64) {
+        let State::Playing { seq0, t0 } = self.state else {
+            return;
+        };
+        if seq <= self.next {
+            return;
+        }
+        if let Some(since) = self.stalled_since.take() {
+            self.stall_us += now.since(since).as_micros() as u64;
+        }
+        self.skipped += seq - self.next;
+        self.next = seq;
+        let nominal = t0.0 + (seq - seq0) * self.dur_us;
+        self.slip_us = now.0 as i64 - nominal as i64;
     }
 
     /// Total time stalled up to `now`, including a stall still going on.
@@ -311,7 +329,10 @@ mod tests {
     fn a_missing_chunk_is_skipped_once_a_later_one_is_here() {
         let (s, p) = play(&[Some(100), None, Some(400)], 2000);
         assert_eq!(s, "start0@600 p0@600 skip1@1100 p2@1100");
-        assert_eq!(p.skipped, 1, "3 is missing with nothing after it: rebuffering, not skipping");
+        assert_eq!(
+            p.skipped, 1,
+            "3 is missing with nothing after it: rebuffering, not skipping"
+        );
         assert_eq!(p.stalled_us(ms(2000)), 250_000 + 650_000);
     }
 

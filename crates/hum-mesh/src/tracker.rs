@@ -36,6 +36,9 @@ pub struct TrackerConfig {
     /// Candidates sampled per grant.
     pub candidates: usize,
     pub max_upstreams: usize,
+    /// Grant at most this fraction of a peer's budget: a queue served at 100% utilisation grows
+    /// without bound, and end-game duplicates need room.
+    pub utilisation: f64,
 }
 
 impl TrackerConfig {
@@ -47,6 +50,7 @@ impl TrackerConfig {
             root_capacity,
             candidates: 6,
             max_upstreams: 6,
+            utilisation: 1.0,
         }
     }
     fn min_grant(&self) -> u64 {
@@ -157,7 +161,7 @@ impl Tracker {
         budget: Bitrate,
         rtt: &dyn Fn(PeerId, PeerId) -> Duration,
     ) -> (Vec<Grant>, Vec<(PeerId, PeerId)>) {
-        let usable = self.usable(budget).bps();
+        let usable = (self.usable(budget).bps() as f64 * self.cfg.utilisation) as u64;
         let e = self.entry(peer);
         *e = Entry {
             alive: true,

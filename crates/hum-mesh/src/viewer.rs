@@ -843,9 +843,21 @@ impl Viewer {
             return;
         }
         let keep = self.cfg.window / 4;
-        let new_low = self.player.next_seq().saturating_sub(keep).max(self.low);
+        let mut new_low = self.player.next_seq().saturating_sub(keep).max(self.low);
+        // Never let a stalled playhead freeze the fetch window: the live edge keeps moving, and our
+        // downstreams need us to keep fetching. If the playhead falls out of the window, it jumps.
+        let floor = self
+            .live_estimate(self.now)
+            .saturating_sub(self.cfg.window / 2);
+        if new_low < floor {
+            new_low = floor;
+        }
         self.low = new_low;
         self.frontier = self.frontier.max(self.low);
+        if self.player.next_seq() < self.low {
+            let (now, low) = (self.now, self.low);
+            self.player.jump_to(now, low);
+        }
     }
 
     fn contiguous(&self) -> u64 {
