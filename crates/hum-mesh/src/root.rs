@@ -24,6 +24,8 @@ use crate::{Output, PeerId, Time};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RootStats {
     pub bytes_sent: u64,
+    /// Of which to peers holding a root grant (the mesh's feed).
+    pub feed_bytes: u64,
     pub chunks_sent: u64,
     pub busy: u64,
 }
@@ -64,7 +66,7 @@ impl RootSeed {
             newest: None,
             serve: ServeQueue::new(
                 TokenBucket::new(cap.bps(), Duration::from_millis(100), now),
-                Priority::Deadline,
+                Priority::BufferHealth,
             ),
             lookahead: 4,
             granted: Vec::new(),
@@ -81,6 +83,11 @@ impl RootSeed {
         if granted {
             self.granted.push(peer);
         }
+    }
+
+    /// Peers currently holding a root grant.
+    pub fn granted(&self) -> &[PeerId] {
+        &self.granted
     }
 
     pub fn newest(&self) -> Option<u64> {
@@ -121,11 +128,15 @@ impl RootSeed {
                 deadline_ms,
             } => {
                 let deadline = now + Duration::from_millis(deadline_ms as u64);
+                // The serve queue orders by "buffer health" first: 0 for the feed (a granted seed
+                // asking ahead for a chunk not yet published), 1 for everything else (fallbacks,
+                // catch-up, end-game), so fallbacks never delay the feed that whole subtrees wait on.
+                let feed = self.granted.contains(&from) && self.newest.is_none_or(|n| seq > n);
                 let req = ServeRequest {
                     to: from,
                     seq,
                     deadline,
-                    buffer_ms: 0,
+                    buffer_ms: if feed { 0 } else { 1 },
                 };
                 if layer != self.layer {
                     self.out.push_back(Output::Send {
@@ -230,16 +241,104 @@ impl RootSeed {
         }
         for r in out.iter() {
             if let Some((rec, payload)) = self.get(r.seq) {
+                let bytes = rec.bytes as u64;
                 let msg = MeshMsg::Data {
                     record: *rec,
                     hops: 0,
                     payload: payload.clone(),
                 };
-                self.stats.bytes_sent += rec.bytes as u64;
+                self.stats.bytes_sent += bytes;
+                if self.granted.contains(&r.to) {
+                    self.stats.feed_bytes += bytes;
+                }
                 self.stats.chunks_sent += 1;
                 self.out.push_back(Output::Send { to: r.to, msg });
             }
         }
         self.scratch = out;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(seq: u64) -> Chunk {
+        Chunk::new(
+            Layer::High,
+            seq,
+            seq * 250_000,
+            250_000,
+            true,
+            Arc::from(&seq.to_be_bytes()[..]),
+        )
+    }
+
+    fn drain(r: &mut RootSeed) -> (Vec<(u32, u64)>, Time) {
+        let mut sent = vec![];
+        loop {
+            match r.poll_output() {
+                Output::Send {
+                    to,
+                    msg: MeshMsg::Data { record, .. },
+                } => sent.push((to.0, record.seq)),
+                Output::Send { .. } | Output::Event(_) => {}
+                Output::Timeout(t) => return (sent, t),
+            }
+        }
+    }
+
+    #[test]
+    fn the_feed_is_served_at_publish_and_fallbacks_wait_their_turn() {
+        // 16 Mbit/s = 2 MB/s; chunks of 125 kB take 62.5 ms each.
+        let mut r = RootSeed::new(
+            Layer::High,
+            Publisher::from_seed([3; 32]),
+            Bitrate::from_mbps(16),
+            32,
+            Time::ZERO,
+        );
+        for p in 1..=3 {
+            r.set_granted(PeerId(p), true);
+        }
+        r.publish(Time::ZERO, &chunk(0), 125_000);
+        for p in 1..=3 {
+            r.handle_input(
+                Time::ZERO,
+                PeerId(p),
+                MeshMsg::Request {
+                    layer: Layer::High,
+                    seq: 1,
+                    deadline_ms: 2000,
+                },
+            );
+        }
+        // A fallback for the old chunk arrives first.
+        r.handle_input(
+            Time::ZERO,
+            PeerId(9),
+            MeshMsg::Request {
+                layer: Layer::High,
+                seq: 0,
+                deadline_ms: 2000,
+            },
+        );
+        let (sent, _) = drain(&mut r);
+        assert_eq!(sent, vec![(9, 0)], "idle root serves the fallback at once");
+        r.publish(Time::from_millis(250), &chunk(1), 125_000);
+        let mut all = drain(&mut r).0;
+        let mut now = Time::from_millis(250);
+        while all.len() < 3 {
+            let (_, wake) = drain(&mut r);
+            assert!(
+                wake < Time::from_millis(600),
+                "served within a few chunk times: {wake:?}"
+            );
+            now = wake.max(now);
+            r.handle_timeout(now);
+            all.extend(drain(&mut r).0);
+        }
+        assert_eq!(all.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1, 1, 1]);
+        assert_eq!(r.stats.feed_bytes, 3 * 125_000);
     }
 }

@@ -117,6 +117,11 @@ impl ServeQueue {
         }
     }
 
+    /// Requests ready to be served (in no particular order).
+    pub fn ready_items(&self) -> &[ServeRequest] {
+        &self.ready
+    }
+
     pub fn held_len(&self) -> usize {
         self.held.len()
     }

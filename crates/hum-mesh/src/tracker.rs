@@ -39,6 +39,10 @@ pub struct TrackerConfig {
     /// Grant at most this fraction of a peer's budget: a queue served at 100% utilisation grows
     /// without bound, and end-game duplicates need room.
     pub utilisation: f64,
+    /// Peers with less relay budget than this do not relay this layer: serving a chunk at rate B takes
+    /// `duration * r / B`, so a peer at a quarter of the stream rate would add four chunk durations of
+    /// lag per hop to everyone below it. (They can still relay a lower layer; see `layer::relayable`.)
+    pub min_relay: Bitrate,
 }
 
 impl TrackerConfig {
@@ -50,7 +54,8 @@ impl TrackerConfig {
             root_capacity,
             candidates: 6,
             max_upstreams: 6,
-            utilisation: 1.0,
+            utilisation: 0.8,
+            min_relay: Bitrate::from_bps(stream_rate.bps() / 2),
         }
     }
     fn min_grant(&self) -> u64 {
@@ -161,7 +166,11 @@ impl Tracker {
         budget: Bitrate,
         rtt: &dyn Fn(PeerId, PeerId) -> Duration,
     ) -> (Vec<Grant>, Vec<(PeerId, PeerId)>) {
-        let usable = (self.usable(budget).bps() as f64 * self.cfg.utilisation) as u64;
+        let usable = if budget.bps() < self.cfg.min_relay.bps() {
+            0
+        } else {
+            (self.usable(budget).bps() as f64 * self.cfg.utilisation) as u64
+        };
         let e = self.entry(peer);
         *e = Entry {
             alive: true,

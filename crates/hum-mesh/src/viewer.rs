@@ -621,7 +621,8 @@ impl Viewer {
     fn deadline_ms(&self, now: Time, seq: u64) -> u32 {
         match self.player.due(seq) {
             Some(d) => d.since(now).as_millis().min(u32::MAX as u128) as u32,
-            None => 5000,
+            // Before playback there is no deadline; do not let a request linger long.
+            None => 2500,
         }
     }
 
@@ -839,22 +840,27 @@ impl Viewer {
 
     /// Move `low` up behind the playhead (keeping a quarter window for slower downstreams).
     fn slide(&mut self) {
-        if !self.player.is_started() {
+        if self.joined.is_none() {
             return;
         }
+        let started = self.player.is_started();
         let keep = self.cfg.window / 4;
-        let mut new_low = self.player.next_seq().saturating_sub(keep).max(self.low);
-        // Never let a stalled playhead freeze the fetch window: the live edge keeps moving, and our
-        // downstreams need us to keep fetching. If the playhead falls out of the window, it jumps.
-        let floor = self
-            .live_estimate(self.now)
-            .saturating_sub(self.cfg.window / 2);
+        let mut new_low = if started {
+            self.player.next_seq().saturating_sub(keep).max(self.low)
+        } else {
+            self.low
+        };
+        // Never let a stalled (or not yet started) playhead freeze the fetch window: the live edge
+        // keeps moving, and our downstreams need us to keep fetching. If the playhead falls out of
+        // the window, it jumps.
+        let behind = self.cfg.window / 2;
+        let floor = self.live_estimate(self.now).saturating_sub(behind);
         if new_low < floor {
             new_low = floor;
         }
         self.low = new_low;
         self.frontier = self.frontier.max(self.low);
-        if self.player.next_seq() < self.low {
+        if started && self.player.next_seq() < self.low {
             let (now, low) = (self.now, self.low);
             self.player.jump_to(now, low);
         }

@@ -264,6 +264,9 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
     let end = SimTime::ZERO + cfg.duration;
     let measure_from =
         SimTime::ZERO + cfg.join_window + Duration::from_secs(5).min(cfg.duration / 4);
+    let trace_seq: Option<u64> = std::env::var("HUM_SIM_TRACE_SEQ")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let trace: Option<u32> = std::env::var("HUM_SIM_TRACE")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -276,6 +279,11 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                 payload: Ev::Msg(msg),
                 ..
             } => {
+                if let (Some(ts), MeshMsg::Data { record, hops, .. }) = (trace_seq, &msg) {
+                    if record.seq == ts {
+                        eprintln!("seq {ts} at {now} hops {hops} {} -> {}", from.0, to.0);
+                    }
+                }
                 if trace == Some(to.0) || trace == Some(from.0) {
                     eprintln!("{now} {} -> {}: {}", from.0, to.0, brief(&msg));
                 }
@@ -324,6 +332,47 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         w.account(NodeId(i as u32), end);
     }
     let wall_s = wall.elapsed().as_secs_f64();
+    if trace.is_some() {
+        eprintln!(
+            "root: {:?}, granted peers {:?} spare {:?}",
+            w.root.stats,
+            w.root.granted(),
+            w.tracker.root_spare()
+        );
+        for p in w.root.granted() {
+            eprintln!("  {p:?}: {:?}", w.tracker.upstreams(*p));
+        }
+        let mut shown = 0;
+        for (i, v) in w.viewers.iter().enumerate() {
+            if let Some(vs) = v {
+                if vs.started_at.is_none() && shown < 8 {
+                    shown += 1;
+                    let ups: Vec<_> = w
+                        .tracker
+                        .upstreams(PeerId(i as u32))
+                        .iter()
+                        .map(|g| {
+                            let st = w
+                                .viewers
+                                .get(g.up.0 as usize)
+                                .and_then(|x| x.as_ref())
+                                .map(|x| x.started_at.is_some());
+                            (g.up.0, g.rate.bps() / 1000, st, w.tracker.level(g.up))
+                        })
+                        .collect();
+                    eprintln!(
+                        "not started {i} level {} sched {:?} ups {ups:?}",
+                        w.tracker.level(PeerId(i as u32)),
+                        vs.v.scheduler()
+                            .upstreams()
+                            .iter()
+                            .map(|u| (u.peer.0, u.grant_bps / 1000, u.health))
+                            .collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+    }
     Ok(w.report(lower_bound, usable, cap, end, wall_s))
 }
 
@@ -461,7 +510,10 @@ impl World {
                 for g in grants {
                     vs.v.add_upstream(t(now), g.up, g.rate);
                     if g.up == PeerId(0) {
-                        self.root.set_granted(PeerId(nd.0), true);
+                        // Only real seeds (a large root grant) are the root's feed; small top-ups
+                        // are fallback traffic.
+                        let seed = g.rate.bps() * 2 >= self.cfg.bitrate.bps();
+                        self.root.set_granted(PeerId(nd.0), seed);
                     }
                 }
             }
@@ -469,7 +521,10 @@ impl World {
                 for g in grants {
                     vs.v.add_upstream(t(now), g.up, g.rate);
                     if g.up == PeerId(0) {
-                        self.root.set_granted(PeerId(nd.0), true);
+                        // Only real seeds (a large root grant) are the root's feed; small top-ups
+                        // are fallback traffic.
+                        let seed = g.rate.bps() * 2 >= self.cfg.bitrate.bps();
+                        self.root.set_granted(PeerId(nd.0), seed);
                     }
                 }
             }

@@ -51,7 +51,7 @@ fn twenty_percent_churn_keeps_newcomers_and_stayers_playing() {
         "{} chunks on time",
         r.chunks_on_time
     );
-    assert!(r.continuity > 0.5, "continuity {}", r.continuity);
+    assert!(r.continuity > 0.95, "continuity {}", r.continuity);
 }
 
 #[test]
