@@ -235,11 +235,10 @@ impl Tracker {
         let mut touched: Vec<u32> = Vec::new();
         let feeds_others = !self.peers[peer.0 as usize].downs.is_empty();
         let my_level = self.peers[peer.0 as usize].level;
-        let max_level = if feeds_others {
-            my_level.saturating_sub(1).max(1)
-        } else {
-            u8::MAX
-        };
+        // A peer that feeds others must not take an upstream from its own subtree (a cycle would make
+        // both wait on each other); `candidate` checks that, so any level is allowed.
+        let _ = (feeds_others, my_level);
+        let max_level = u8::MAX;
         // Spread over peers of the shallowest level that has any, then ask more of those, and only then
         // go a level deeper: depth costs lag on every chunk, fewer upstreams only costs redundancy.
         let shallowest = self
@@ -399,6 +398,9 @@ impl Tracker {
                 {
                     continue;
                 }
+                if !me.downs.is_empty() && ce.level >= me.level && self.descends_from(c, peer.0) {
+                    continue;
+                }
                 let rtt_ms = rtt(peer, PeerId(c)).as_secs_f64() * 1000.0;
                 let score = (ce.spare as f64 / 1e6) / (1.0 + rtt_ms / 40.0);
                 if best.is_none_or(|(s, _)| score > s) {
@@ -413,6 +415,27 @@ impl Tracker {
             }
         }
         None
+    }
+
+    /// Whether `c` is (or may be: the walk is bounded) in `peer`'s subtree.
+    fn descends_from(&self, c: u32, peer: u32) -> bool {
+        let mut stack = vec![c];
+        let mut seen = 0;
+        while let Some(x) = stack.pop() {
+            if x == peer {
+                return true;
+            }
+            seen += 1;
+            if seen > 256 {
+                return true;
+            }
+            for &(u, _) in &self.peers[x as usize].ups {
+                if u != self.root.0 {
+                    stack.push(u);
+                }
+            }
+        }
+        false
     }
 
     fn link(&mut self, down: u32, up: u32, g: u64) {

@@ -516,16 +516,36 @@ impl Viewer {
                     *a = None;
                 }
             }
+            let mut retry = None;
             if s.asked.iter().all(|a| a.is_none()) {
                 if from == self.root {
-                    // The last resort said no: give the chunk up (the player will skip it).
+                    // The last resort is busy: try the mesh once more (an upstream may have it by
+                    // now), else give the chunk up (the player will skip it).
                     s.state = SlotState::Dropped;
+                    retry = Some(seq);
                 } else {
                     s.state = SlotState::Missing;
                     s.escalated = false;
                 }
             }
-            self.sched.on_failure(from);
+            if from != self.root {
+                self.sched.on_failure(from);
+            }
+            if let Some(seq) = retry {
+                let root = self.root;
+                let alt = self.sched.best_holder(seq, Some(root)).or_else(|| {
+                    self.sched
+                        .upstreams()
+                        .iter()
+                        .filter(|u| u.peer != root)
+                        .max_by(|a, b| a.health.total_cmp(&b.health))
+                        .map(|u| u.peer)
+                });
+                if let Some(p) = alt {
+                    self.request(now, seq, p);
+                    self.slots[(seq % w) as usize].escalated = true;
+                }
+            }
         }
         self.pick_missing(now);
     }

@@ -342,6 +342,17 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         for p in w.root.granted() {
             eprintln!("  {p:?}: {:?}", w.tracker.upstreams(*p));
         }
+        let mut stalls: Vec<(u64, usize)> = w
+            .viewers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (v.v.player().stalled_us(t(end)), i)))
+            .collect();
+        stalls.sort_unstable();
+        eprintln!(
+            "worst stalls: {:?}",
+            &stalls[stalls.len().saturating_sub(6)..]
+        );
         let mut shown = 0;
         for (i, v) in w.viewers.iter().enumerate() {
             if let Some(vs) = v {
