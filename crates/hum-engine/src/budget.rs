@@ -1,0 +1,868 @@
+//! The bandwidth budget at runtime: binds hum-budget's sans-IO pieces (settings, limiter, RTT
+//! throttler, probe policy, other-apps estimator) to real time, sockets and the OS.
+//!
+//! - [`BudgetService::spawn`] starts a driver task; the returned handle is cheap to clone.
+//! - The app reads [`BudgetService::effective`] for the panel, changes settings with
+//!   [`BudgetService::set_settings`], runs [`BudgetService::run_bandwidth_test`], and listens to
+//!   [`BudgetService::subscribe`] for [`BudgetEvent`]s ("Reduced relay to protect your
+//!   connection", ...).
+//! - The mesh awaits [`BudgetService::relay_admit`] before every relay upload and reports its own
+//!   sending with [`BudgetService::own_sent`].
+//! - RTT probes go through an [`RttProber`]: UDP echo ([`UdpEchoProber`]) or TCP connect time
+//!   ([`TcpConnectProber`], which works against any game server with a TCP port: a SYN-ACK or a
+//!   RST both take one round trip through the same uplink queue).
+//! - The bandwidth test talks to the relay's `GET /probe` WebSocket ([`run_probe`]).
+//! - Other apps' upload and the game list are sampled with sysinfo ([`SystemSampler`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hum_budget::{
+    Admit, BandwidthSettings, EffectiveBudget, LimiterConfig, MeasuredUpload, Measurements,
+    OtherAppsConfig, OtherAppsEstimator, ProbeConfig, ProbeDecision, ProbeError, ProbeKind,
+    ProbePath, ProbeScheduler, ProbeStep, ProbeUpload, SettingsError, ThrottleEvent,
+    ThrottleOutput, Throttler, ThrottlerConfig, UploadLimiter,
+};
+use hum_proto::Bitrate;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Something the app should show or act on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BudgetEvent {
+    /// The panel's numbers changed (settings, a measurement, a game started or stopped).
+    Effective(EffectiveBudget),
+    /// The throttler moved the relay cap.
+    RelayCap { cap: Bitrate },
+    /// "Reduced relay to protect your connection".
+    RelayReduced {
+        cap: Bitrate,
+        queuing_delay: Duration,
+        message: String,
+    },
+    /// "Relay restored".
+    RelayRestored { cap: Bitrate, message: String },
+    /// Even zero relay is not enough: the app should lower its own viewing layer.
+    LowerViewingLayer {
+        queuing_delay: Duration,
+        message: String,
+    },
+    /// A bandwidth test finished and its result is now the stored total.
+    BandwidthMeasured(MeasuredUpload),
+    /// A bandwidth test failed (a user-facing message).
+    BandwidthTestFailed(String),
+    /// A listed game started (`Some(name)`) or stopped (`None`).
+    GameRunning(Option<String>),
+}
+
+/// Measures one round trip. Implementations must not hold locks across the await.
+pub trait RttProber: Send + Sync + 'static {
+    fn probe(
+        &self,
+        seq: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Duration>> + Send + '_>>;
+}
+
+/// RTT to a UDP echo service (each probe is 8 bytes: the sequence number).
+pub struct UdpEchoProber {
+    socket: tokio::net::UdpSocket,
+    timeout: Duration,
+}
+
+impl UdpEchoProber {
+    pub async fn connect(target: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
+        let bind: SocketAddr = if target.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(bind).await?;
+        socket.connect(target).await?;
+        Ok(UdpEchoProber { socket, timeout })
+    }
+}
+
+impl RttProber for UdpEchoProber {
+    fn probe(
+        &self,
+        seq: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Duration>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let start = Instant::now();
+            self.socket.send(&seq.to_le_bytes()).await?;
+            let mut buf = [0u8; 64];
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            loop {
+                let n = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no echo"))??;
+                // Replies to older, timed-out probes may still arrive: match the sequence number.
+                if n >= 8 && buf[..8] == seq.to_le_bytes() {
+                    return Ok(start.elapsed());
+                }
+            }
+        })
+    }
+}
+
+/// RTT as TCP connect time to `host:port` (connection refused counts too: the RST came back).
+pub struct TcpConnectProber {
+    target: SocketAddr,
+    timeout: Duration,
+}
+
+impl TcpConnectProber {
+    pub fn new(target: SocketAddr, timeout: Duration) -> Self {
+        TcpConnectProber { target, timeout }
+    }
+}
+
+impl RttProber for TcpConnectProber {
+    fn probe(
+        &self,
+        _seq: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Duration>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let start = Instant::now();
+            match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(self.target))
+                .await
+            {
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer",
+                )),
+                Ok(Ok(_stream)) => Ok(start.elapsed()),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Ok(start.elapsed())
+                }
+                Ok(Err(e)) => Err(e),
+            }
+        })
+    }
+}
+
+/// How the service is set up.
+pub struct BudgetConfig {
+    pub settings: BandwidthSettings,
+    /// `ws://host:port/probe` (or `wss://`) of the relay's bandwidth test; `None` disables tests.
+    pub probe_url: Option<String>,
+    /// RTT to the relay. Without one the throttler cannot see queues and relaying stays at zero.
+    pub relay_prober: Option<Arc<dyn RttProber>>,
+    /// RTT to the user's game server (for example a [`TcpConnectProber`] built from the settings).
+    pub game_prober: Option<Arc<dyn RttProber>>,
+    pub throttler: ThrottlerConfig,
+    pub limiter: LimiterConfig,
+    pub probe: ProbeConfig,
+    /// How often interface counters and the process list are sampled (`None`: never, e.g. tests).
+    pub system_sample_every: Option<Duration>,
+    /// Run the bandwidth test by itself when the policy says one is due.
+    pub auto_probe: bool,
+}
+
+impl BudgetConfig {
+    pub fn new(settings: BandwidthSettings) -> Self {
+        let throttler =
+            ThrottlerConfig::with_target_ms(settings.protection.queuing_delay_target_ms);
+        BudgetConfig {
+            settings,
+            probe_url: None,
+            relay_prober: None,
+            game_prober: None,
+            throttler,
+            limiter: LimiterConfig::default(),
+            probe: ProbeConfig::default(),
+            system_sample_every: Some(Duration::from_secs(2)),
+            auto_probe: false,
+        }
+    }
+}
+
+struct Inner {
+    settings: BandwidthSettings,
+    measurements: Measurements,
+    effective: EffectiveBudget,
+    limiter: UploadLimiter,
+    throttler: Throttler,
+    other_apps: OtherAppsEstimator,
+    probes: ProbeScheduler,
+    game: Option<String>,
+    probe_running: bool,
+    /// Bytes Hum sent that the limiter did not see (bandwidth tests, probes).
+    extra_sent: u64,
+}
+
+impl Inner {
+    fn recompute(&mut self, now: Instant) -> EffectiveBudget {
+        self.effective = self.settings.effective(&self.measurements);
+        self.throttler.set_ceiling(self.effective.relay);
+        self.apply_rates(now);
+        self.effective.clone()
+    }
+
+    fn apply_rates(&mut self, now: Instant) {
+        // Until the total is known, own sending is not limited and relaying waits.
+        let total = match self.effective.total_source {
+            hum_budget::TotalSource::NotMeasured => None,
+            _ => Some(self.effective.available),
+        };
+        self.limiter
+            .set_rates(now, total, self.throttler.relay_cap());
+    }
+}
+
+/// The running budget. Clone freely.
+#[derive(Clone)]
+pub struct BudgetService {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<BudgetEvent>,
+    wake_driver: Arc<Notify>,
+    cap_changed: Arc<Notify>,
+    probe_url: Option<String>,
+    probe_config: ProbeConfig,
+    stop: Arc<Notify>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl BudgetService {
+    /// Starts the driver task on the current tokio runtime.
+    pub fn spawn(config: BudgetConfig) -> BudgetService {
+        let now = Instant::now();
+        let effective = config.settings.effective(&Measurements::default());
+        let mut throttler = Throttler::new(now, config.throttler.clone(), effective.relay);
+        if config.game_prober.is_some() {
+            throttler.enable_game_server(now, true);
+        }
+        let limiter = UploadLimiter::new(now, config.limiter, None, Bitrate::ZERO);
+        let probes = ProbeScheduler::new(config.probe.clone(), config.settings.last_probe);
+        let mut inner = Inner {
+            settings: config.settings,
+            measurements: Measurements::default(),
+            effective,
+            limiter,
+            throttler,
+            other_apps: OtherAppsEstimator::new(OtherAppsConfig::default()),
+            probes,
+            game: None,
+            probe_running: false,
+            extra_sent: 0,
+        };
+        inner.recompute(now);
+        let (events, _) = broadcast::channel(256);
+        let service = BudgetService {
+            inner: Arc::new(Mutex::new(inner)),
+            events,
+            wake_driver: Arc::new(Notify::new()),
+            cap_changed: Arc::new(Notify::new()),
+            probe_url: config.probe_url,
+            probe_config: config.probe,
+            stop: Arc::new(Notify::new()),
+        };
+        tokio::spawn(service.clone().drive(
+            config.relay_prober,
+            config.game_prober,
+            config.system_sample_every,
+            config.auto_probe,
+        ));
+        service
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<BudgetEvent> {
+        self.events.subscribe()
+    }
+
+    /// The numbers the bandwidth panel shows.
+    pub fn effective(&self) -> EffectiveBudget {
+        self.lock().effective.clone()
+    }
+
+    pub fn settings(&self) -> BandwidthSettings {
+        self.lock().settings.clone()
+    }
+
+    /// The relay cap right now (the user's setting, less what the throttler took off).
+    pub fn relay_cap(&self) -> Bitrate {
+        self.lock().throttler.relay_cap()
+    }
+
+    /// Validate and apply new settings. On error nothing changes.
+    pub fn set_settings(
+        &self,
+        mut settings: BandwidthSettings,
+    ) -> Result<EffectiveBudget, SettingsError> {
+        settings.validate()?;
+        let eff = {
+            let mut inner = self.lock();
+            // The stored probe result belongs to the service, not to the panel's copy.
+            settings.last_probe = inner.settings.last_probe.or(settings.last_probe);
+            let target = Duration::from_millis(settings.protection.queuing_delay_target_ms as u64);
+            inner.throttler.set_target(target);
+            inner.settings = settings;
+            inner.recompute(Instant::now())
+        };
+        self.cap_changed.notify_waiters();
+        let _ = self.events.send(BudgetEvent::Effective(eff.clone()));
+        Ok(eff)
+    }
+
+    /// Account Hum's own sending (voice, own video). Never waits.
+    pub fn own_sent(&self, bytes: u64) {
+        self.lock().limiter.on_own_sent(Instant::now(), bytes);
+    }
+
+    /// Wait until `bytes` of relay upload fit in the budget; they are charged when this returns.
+    pub async fn relay_admit(&self, bytes: u64) {
+        loop {
+            let notified = self.cap_changed.notified();
+            let admit = self.lock().limiter.try_relay(Instant::now(), bytes);
+            match admit {
+                Admit::Now => return,
+                Admit::At(t) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t.into()) => {}
+                        _ = notified => {}
+                    }
+                }
+                Admit::Blocked => notified.await,
+            }
+        }
+    }
+
+    /// Run a bandwidth test now against the relay's `/probe` and store the result.
+    pub async fn run_bandwidth_test(&self, kind: ProbeKind) -> Result<MeasuredUpload, ProbeError> {
+        let url = self
+            .probe_url
+            .clone()
+            .ok_or_else(|| ProbeError::Connection("no relay is configured for the test".into()))?;
+        {
+            let mut inner = self.lock();
+            if inner.probe_running {
+                return Err(ProbeError::Connection(
+                    "a bandwidth test is already running".into(),
+                ));
+            }
+            inner.probe_running = true;
+        }
+        let result = run_probe(&url, &self.probe_config, kind).await;
+        let now_ms = unix_ms();
+        let mut inner = self.lock();
+        inner.probe_running = false;
+        if let Ok((_, sent)) = &result {
+            inner.extra_sent += sent;
+        }
+        let outcome = result.map(|(m, _)| m);
+        let stored = inner.probes.on_result(now_ms, kind, outcome.clone());
+        match &outcome {
+            Ok(_) => {
+                if let Some(m) = stored {
+                    inner.settings.last_probe = Some(m);
+                    let _ = self.events.send(BudgetEvent::BandwidthMeasured(m));
+                    let eff = inner.recompute(Instant::now());
+                    let _ = self.events.send(BudgetEvent::Effective(eff));
+                }
+            }
+            Err(e) => {
+                let _ = self
+                    .events
+                    .send(BudgetEvent::BandwidthTestFailed(e.to_string()));
+            }
+        }
+        drop(inner);
+        self.cap_changed.notify_waiters();
+        outcome
+    }
+
+    /// Stop the driver task (probing and sampling end; the handle keeps answering).
+    pub fn shutdown(&self) {
+        self.stop.notify_one();
+    }
+
+    fn emit_throttle(&self, outputs: Vec<ThrottleOutput>) -> Vec<(ProbePath, u64)> {
+        let mut probes = Vec::new();
+        let mut cap_moved = false;
+        for out in outputs {
+            match out {
+                ThrottleOutput::Probe { path, seq } => probes.push((path, seq)),
+                ThrottleOutput::Event(ev) => {
+                    let msg = ev.user_message().unwrap_or_default().to_string();
+                    let event = match ev {
+                        ThrottleEvent::CapChanged { cap } => {
+                            cap_moved = true;
+                            BudgetEvent::RelayCap { cap }
+                        }
+                        ThrottleEvent::RelayReduced {
+                            cap, queuing_delay, ..
+                        } => BudgetEvent::RelayReduced {
+                            cap,
+                            queuing_delay,
+                            message: msg,
+                        },
+                        ThrottleEvent::RelayRestored { cap } => {
+                            BudgetEvent::RelayRestored { cap, message: msg }
+                        }
+                        ThrottleEvent::LowerViewingLayer { queuing_delay } => {
+                            BudgetEvent::LowerViewingLayer {
+                                queuing_delay,
+                                message: msg,
+                            }
+                        }
+                    };
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+        if cap_moved {
+            self.cap_changed.notify_waiters();
+        }
+        probes
+    }
+
+    async fn drive(
+        self,
+        relay_prober: Option<Arc<dyn RttProber>>,
+        game_prober: Option<Arc<dyn RttProber>>,
+        sample_every: Option<Duration>,
+        auto_probe: bool,
+    ) {
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<(u64, Instant)>();
+        let mut sampler = sample_every.map(|_| SystemSampler::new());
+        let mut next_sample = tokio::time::Instant::now();
+        loop {
+            // Timers and probes.
+            let (outputs, deadline) = {
+                let mut inner = self.lock();
+                let now = Instant::now();
+                if inner.throttler.poll_timeout().is_some_and(|t| t <= now) {
+                    inner.throttler.handle_timeout(now);
+                }
+                let mut outs = Vec::new();
+                while let Some(o) = inner.throttler.poll_output() {
+                    outs.push(o);
+                }
+                if outs
+                    .iter()
+                    .any(|o| matches!(o, ThrottleOutput::Event(ThrottleEvent::CapChanged { .. })))
+                {
+                    inner.apply_rates(now);
+                }
+                (outs, inner.throttler.poll_timeout())
+            };
+            for (path, seq) in self.emit_throttle(outputs) {
+                let prober = match path {
+                    ProbePath::Relay => relay_prober.clone(),
+                    ProbePath::GameServer => game_prober.clone(),
+                };
+                if let Some(p) = prober {
+                    let tx = reply_tx.clone();
+                    tokio::spawn(async move {
+                        if let Ok(rtt) = p.probe(seq).await {
+                            // The reply instant is what the throttler needs; the prober's own
+                            // measurement starts a little after the throttler's send instant.
+                            let _ = tx.send((seq, Instant::now()));
+                            let _ = rtt;
+                        }
+                    });
+                }
+            }
+            // System sampling and the probe policy.
+            if let (Some(every), Some(s)) = (sample_every, sampler.as_mut())
+                && tokio::time::Instant::now() >= next_sample
+            {
+                next_sample += every;
+                self.sample_system(s);
+                if auto_probe && self.probe_url.is_some() {
+                    let decision = {
+                        let inner = self.lock();
+                        if inner.probe_running {
+                            None
+                        } else {
+                            Some(inner.probes.decide(unix_ms(), inner.game.is_some()))
+                        }
+                    };
+                    if let Some(ProbeDecision::RunNow(kind)) = decision {
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            let _ = me.run_bandwidth_test(kind).await;
+                        });
+                    }
+                }
+            }
+            let mut wake = deadline.map_or_else(
+                || tokio::time::Instant::now() + Duration::from_millis(100),
+                tokio::time::Instant::from_std,
+            );
+            if sample_every.is_some() {
+                wake = wake.min(next_sample);
+            }
+            tokio::select! {
+                _ = self.stop.notified() => return,
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.wake_driver.notified() => {}
+                Some((seq, at)) = reply_rx.recv() => {
+                    let mut inner = self.lock();
+                    inner.throttler.on_probe_reply(at, seq);
+                }
+            }
+        }
+    }
+
+    fn sample_system(&self, sampler: &mut SystemSampler) {
+        let sample = sampler.sample();
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let stats = inner.limiter.stats();
+        let hum_tx = stats.own_bytes + stats.relay_bytes + inner.extra_sent;
+        let mut changed = false;
+        if let Some(tx) = sample.iface_tx {
+            let before = inner.measurements.other_apps_upload;
+            inner.measurements.other_apps_upload = inner.other_apps.on_sample(now, tx, hum_tx);
+            changed |= before != inner.measurements.other_apps_upload;
+        }
+        let listed = inner.settings.protection.game_processes.clone();
+        let game = hum_budget::running_game(&listed, sample.processes.iter().map(String::as_str));
+        if game != inner.game {
+            inner.game = game.clone();
+            inner.measurements.game_running = game.is_some();
+            let _ = self.events.send(BudgetEvent::GameRunning(game));
+            changed = true;
+        }
+        if changed {
+            let eff = inner.recompute(now);
+            let _ = self.events.send(BudgetEvent::Effective(eff));
+        }
+    }
+}
+
+/// One reading of the machine: the busiest interface's transmitted bytes and the process names.
+#[derive(Clone, Debug, Default)]
+pub struct SystemSample {
+    pub iface: Option<String>,
+    pub iface_tx: Option<u64>,
+    pub processes: Vec<String>,
+}
+
+/// Reads interface counters and process names with sysinfo.
+pub struct SystemSampler {
+    networks: sysinfo::Networks,
+    system: sysinfo::System,
+    active: Option<String>,
+}
+
+impl Default for SystemSampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SystemSampler {
+    pub fn new() -> Self {
+        SystemSampler {
+            networks: sysinfo::Networks::new_with_refreshed_list(),
+            system: sysinfo::System::new(),
+            active: None,
+        }
+    }
+
+    /// Interfaces that never carry the user's internet traffic themselves.
+    fn ignored(name: &str) -> bool {
+        name == "lo"
+            || [
+                "veth", "docker", "br-", "virbr", "vnet", "cni", "flannel", "lxc",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+    }
+
+    pub fn sample(&mut self) -> SystemSample {
+        self.networks.refresh(true);
+        // The active interface: the one that moved the most bytes since the last refresh (sticky
+        // unless another moves clearly more, so the counter does not jump between interfaces).
+        let mut best: Option<(&str, u64)> = None;
+        for (name, data) in self.networks.iter() {
+            if Self::ignored(name) {
+                continue;
+            }
+            let moved = data.transmitted() + data.received();
+            if best.is_none_or(|(_, b)| moved > b) {
+                best = Some((name.as_str(), moved));
+            }
+        }
+        let current = self.active.as_deref().and_then(|a| {
+            self.networks
+                .iter()
+                .find(|(n, _)| n.as_str() == a)
+                .map(|(n, d)| (n.as_str(), d.transmitted() + d.received()))
+        });
+        let pick = match (current, best) {
+            (Some(c), Some(b)) if b.1 > c.1.saturating_mul(2) + 10_000 => Some(b.0),
+            (Some(c), _) => Some(c.0),
+            (None, b) => b.map(|b| b.0),
+        };
+        let pick = pick.map(str::to_string);
+        let iface_tx = pick.as_deref().and_then(|p| {
+            self.networks
+                .iter()
+                .find(|(n, _)| n.as_str() == p)
+                .map(|(_, d)| d.total_transmitted())
+        });
+        self.active = pick.clone();
+        self.system
+            .refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+        let processes = self
+            .system
+            .processes()
+            .values()
+            .map(|p| p.name().to_string_lossy().into_owned())
+            .collect();
+        SystemSample {
+            iface: pick,
+            iface_tx,
+            processes,
+        }
+    }
+}
+
+/// Runs one bandwidth test against the relay's `/probe` WebSocket. Returns the result and the
+/// bytes sent.
+pub async fn run_probe(
+    url: &str,
+    config: &ProbeConfig,
+    kind: ProbeKind,
+) -> Result<(MeasuredUpload, u64), ProbeError> {
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .map_err(|_| ProbeError::Connection("timed out connecting".into()))?
+    .map_err(|e| ProbeError::Connection(e.to_string()))?;
+    let mut upload = ProbeUpload::start(Instant::now(), config, kind);
+    let frame = bytes::Bytes::from(vec![0u8; config.frame_bytes.clamp(1_024, 1 << 20)]);
+    loop {
+        match upload.poll(Instant::now()) {
+            ProbeStep::SendFrame(n) => {
+                ws.send(Message::Binary(frame.slice(..n.min(frame.len()))))
+                    .await
+                    .map_err(|e| ProbeError::Connection(e.to_string()))?;
+            }
+            ProbeStep::SendDone => {
+                ws.send(Message::Text("done".into()))
+                    .await
+                    .map_err(|e| ProbeError::Connection(e.to_string()))?;
+            }
+            ProbeStep::AwaitReport(by) => {
+                let next = tokio::time::timeout_at(by.into(), ws.next()).await;
+                match next {
+                    Err(_) => return Err(ProbeError::Timeout),
+                    Ok(None) => {
+                        return Err(ProbeError::Connection("the relay closed the test".into()));
+                    }
+                    Ok(Some(Err(e))) => return Err(ProbeError::Connection(e.to_string())),
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let m = upload.on_report(unix_ms(), t.as_str())?;
+                        let _ = ws.close(None).await;
+                        return Ok((m, upload.sent_bytes()));
+                    }
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+            ProbeStep::TimedOut => return Err(ProbeError::Timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hum_budget::{RelayContribution, ReservedUpload, TotalUpload};
+
+    fn settings() -> BandwidthSettings {
+        BandwidthSettings {
+            total_upload: TotalUpload::Manual {
+                rate: Bitrate::from_mbps(10),
+            },
+            reserved: ReservedUpload::Manual {
+                rate: Bitrate::from_mbps(2),
+            },
+            relay: RelayContribution::High,
+            ..BandwidthSettings::default()
+        }
+    }
+
+    async fn udp_echo() -> SocketAddr {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let _ = sock.send_to(&buf[..n], from).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn throttler_warms_up_on_real_echoes_and_relay_admits() {
+        let echo = udp_echo().await;
+        let prober = UdpEchoProber::connect(echo, Duration::from_secs(1))
+            .await
+            .expect("prober");
+        let mut config = BudgetConfig::new(settings());
+        config.relay_prober = Some(Arc::new(prober));
+        config.system_sample_every = None;
+        let service = BudgetService::spawn(config);
+        let mut events = service.subscribe();
+        let eff = service.effective();
+        assert_eq!(eff.available, Bitrate::from_mbps(8));
+        assert_eq!(eff.relay, Bitrate::from_mbps(4));
+        // Warm-up: five probe round trips on loopback, then relaying starts at half the setting.
+        let cap = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Ok(BudgetEvent::RelayCap { cap }) = events.recv().await {
+                    return cap;
+                }
+            }
+        })
+        .await
+        .expect("relay cap within 5 s");
+        assert_eq!(cap, Bitrate::from_mbps(2));
+        // 100 KB at >= 2 Mbps (250 KB/s) takes well under two seconds.
+        let t = Instant::now();
+        for _ in 0..100 {
+            service.relay_admit(1_000).await;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        service.shutdown();
+    }
+
+    #[tokio::test]
+    async fn relay_waits_while_off_and_settings_are_validated() {
+        let mut s = settings();
+        s.relay = RelayContribution::Off;
+        let mut config = BudgetConfig::new(s.clone());
+        config.system_sample_every = None;
+        let service = BudgetService::spawn(config);
+        let admitted =
+            tokio::time::timeout(Duration::from_millis(300), service.relay_admit(1_000)).await;
+        assert!(admitted.is_err(), "relay is off: nothing may be relayed");
+        let mut bad = s.clone();
+        bad.reserved = ReservedUpload::Manual {
+            rate: Bitrate::from_mbps(20),
+        };
+        let err = service.set_settings(bad).expect_err("reserved > total");
+        assert!(err.to_string().contains("more than your total upload"));
+        assert_eq!(service.settings().relay, RelayContribution::Off);
+        service.shutdown();
+    }
+
+    #[tokio::test]
+    async fn tcp_connect_prober_measures_refused_and_accepted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let open = listener.local_addr().expect("addr");
+        let rtt = TcpConnectProber::new(open, Duration::from_secs(1))
+            .probe(0)
+            .await
+            .expect("open port");
+        assert!(rtt < Duration::from_secs(1));
+        drop(listener);
+        // Now closed: the RST is an answer too.
+        let rtt = TcpConnectProber::new(open, Duration::from_secs(1))
+            .probe(1)
+            .await
+            .expect("closed port");
+        assert!(rtt < Duration::from_secs(1));
+    }
+
+    /// A stand-in for the relay's `/probe` that follows the documented protocol.
+    async fn fake_probe_endpoint() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut ws = tokio_tungstenite::accept_async(stream).await.expect("ws");
+            let mut first: Option<Instant> = None;
+            let mut last = Instant::now();
+            let (mut total, mut timed) = (0u64, 0u64);
+            while let Some(Ok(msg)) = ws.next().await {
+                match msg {
+                    Message::Binary(b) => {
+                        total += b.len() as u64;
+                        if first.is_some() {
+                            timed += b.len() as u64;
+                        } else {
+                            first = Some(Instant::now());
+                        }
+                        last = Instant::now();
+                    }
+                    Message::Text(t) if t.as_str() == "done" => break,
+                    _ => {}
+                }
+            }
+            let us = first.map_or(0, |f| last.duration_since(f).as_micros() as u64);
+            let mbps = if us == 0 {
+                0.0
+            } else {
+                timed as f64 * 8.0 / us as f64
+            };
+            let report = format!(
+                r#"{{"bytes": {total}, "elapsed_ms": {}, "mbps": {mbps}}}"#,
+                us / 1_000
+            );
+            let _ = ws.send(Message::Text(report.into())).await;
+        });
+        format!("ws://{addr}/probe")
+    }
+
+    #[tokio::test]
+    async fn bandwidth_test_stores_its_result() {
+        let url = fake_probe_endpoint().await;
+        let mut s = settings();
+        s.total_upload = TotalUpload::Auto;
+        let mut config = BudgetConfig::new(s);
+        config.system_sample_every = None;
+        config.probe_url = Some(url);
+        config.probe.brief_duration = Duration::from_millis(600);
+        let service = BudgetService::spawn(config);
+        assert_eq!(service.effective().total, Bitrate::ZERO);
+        let m = service
+            .run_bandwidth_test(ProbeKind::Brief)
+            .await
+            .expect("test runs");
+        assert!(m.rate > Bitrate::from_mbps(1), "{}", m.rate);
+        let eff = service.effective();
+        assert_eq!(
+            eff.total,
+            m.rate.min(hum_budget::settings::MAX_TOTAL_UPLOAD)
+        );
+        assert_eq!(service.settings().last_probe, Some(m));
+        service.shutdown();
+    }
+
+    #[test]
+    fn system_sampler_reads_this_machine() {
+        let mut s = SystemSampler::new();
+        let a = s.sample();
+        // Every machine running this test has processes; there may be no non-loopback interface
+        // in a sandbox, so only the process list is asserted.
+        assert!(!a.processes.is_empty());
+        assert!(a.processes.iter().any(|p| !p.is_empty()));
+    }
+}
