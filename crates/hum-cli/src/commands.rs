@@ -322,6 +322,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             client.shutdown().await;
         }
         Command::Bench(cmd) => bench::run(&cli, cmd).await?,
+        Command::Voice(cmd) => crate::voice::run_voice(&cli, cmd).await?,
+        Command::Call(args) => crate::voice::run_call(&cli, args).await?,
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod resolve;
+mod voice;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,11 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Voice channels with audio: `hum voice join --server S --channel C --play in.wav --record out.wav`.
+    #[command(subcommand)]
+    Voice(voice::VoiceCmd),
+    /// Call a friend (or `--answer` a call) with audio.
+    Call(voice::CallArgs),
 }
 
 fn main() -> ExitCode {

@@ -35,6 +35,11 @@ pub trait AudioSink: Send {
     fn finish(&mut self) -> Result<(), MediaError> {
         Ok(())
     }
+    /// When the next frame will be consumed, if the sink knows: a player can then produce it
+    /// just in time instead of a frame early (that frame of slack is pure latency).
+    fn due(&self) -> Option<std::time::Instant> {
+        None
+    }
     fn name(&self) -> String;
 }
 
@@ -53,6 +58,9 @@ impl<T: AudioSink + ?Sized> AudioSink for Box<T> {
     }
     fn finish(&mut self) -> Result<(), MediaError> {
         (**self).finish()
+    }
+    fn due(&self) -> Option<std::time::Instant> {
+        (**self).due()
     }
     fn name(&self) -> String {
         (**self).name()
@@ -438,8 +446,9 @@ impl AudioSink for CpalSink {
         } else {
             resample_linear(frame, SAMPLE_RATE, rate)
         };
-        // Keep at most ~3 frames queued: block while the device drains the rest.
-        let limit = data.len() * 3;
+        // Keep at most ~2 frames queued (each queued frame is latency): block while the device
+        // drains the rest.
+        let limit = data.len() * 2;
         let shared = self.ep.shared.clone();
         let mut q = shared
             .queue

@@ -43,7 +43,7 @@ impl Default for JitterConfig {
     fn default() -> Self {
         Self {
             frame_samples: 960,
-            min_delay: Duration::from_millis(20),
+            min_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(400),
             window_packets: 250,
             adapt_pops: 25,
@@ -85,6 +85,7 @@ pub struct JitterStats {
 struct Entry {
     payload: Vec<u8>,
     samples: u32,
+    arrival: Instant,
 }
 
 #[derive(Debug)]
@@ -101,11 +102,16 @@ pub struct JitterBuffer {
     last_transit: Option<i64>,
     target_samples: i64,
     min_depth_in_window: i64,
+    /// Shortest time a played packet waited in the buffer during this window (samples).
+    min_wait_in_window: i64,
     pops_in_window: u32,
     underrun_run: u32,
     last_samples: u32,
     stats: JitterStats,
 }
+
+/// Safety margin kept when shrinking by waiting time.
+const WAIT_MARGIN_US: i64 = 3_000;
 
 fn us_to_samples(us: i64) -> i64 {
     us * SAMPLE_RATE as i64 / 1_000_000
@@ -130,6 +136,7 @@ impl JitterBuffer {
             rfc3550_jitter_us: 0.0,
             last_transit: None,
             min_depth_in_window: i64::MAX,
+            min_wait_in_window: i64::MAX,
             pops_in_window: 0,
             underrun_run: 0,
             last_samples: 0,
@@ -221,7 +228,14 @@ impl JitterBuffer {
             self.rebuffer();
         }
         self.buffering_since.get_or_insert(now);
-        self.packets.insert(ts, Entry { payload, samples });
+        self.packets.insert(
+            ts,
+            Entry {
+                payload,
+                samples,
+                arrival: now,
+            },
+        );
     }
 
     fn observe_transit(&mut self, transit: i64) {
@@ -249,6 +263,7 @@ impl JitterBuffer {
         self.buffering_since = None;
         self.underrun_run = 0;
         self.min_depth_in_window = i64::MAX;
+        self.min_wait_in_window = i64::MAX;
         self.pops_in_window = 0;
         self.stats.rebuffers += 1;
     }
@@ -292,12 +307,23 @@ impl JitterBuffer {
 
         // Shrink decision, once per adaptation window.
         self.min_depth_in_window = self.min_depth_in_window.min(depth);
+        if let Some(e) = self.packets.get(&cursor) {
+            let waited = us_to_samples(now.saturating_duration_since(e.arrival).as_micros() as i64);
+            self.min_wait_in_window = self.min_wait_in_window.min(waited);
+        }
         self.pops_in_window += 1;
         if self.pops_in_window >= self.cfg.adapt_pops {
+            let frame = self.cfg.frame_samples as i64;
             let excess = self.min_depth_in_window - self.target_samples;
+            // Every packet of the window waited at least a frame (plus a margin) longer than
+            // needed: playing one frame earlier would still have found each of them in time.
+            let idle = self.min_wait_in_window != i64::MAX
+                && self.min_wait_in_window >= frame + us_to_samples(WAIT_MARGIN_US)
+                && depth >= 2 * frame;
             self.pops_in_window = 0;
             self.min_depth_in_window = i64::MAX;
-            if excess >= self.cfg.frame_samples as i64 {
+            self.min_wait_in_window = i64::MAX;
+            if excess >= frame || idle {
                 let skip = self.frame_at(cursor);
                 self.packets.remove(&cursor);
                 self.cursor = Some(cursor + skip as i64);

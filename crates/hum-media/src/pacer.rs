@@ -34,9 +34,13 @@ impl<T> Paced<T> {
         &self.inner
     }
 
+    fn due_at(start: Instant, samples: u64) -> Instant {
+        start + Duration::from_micros(samples * 1_000_000 / SAMPLE_RATE as u64)
+    }
+
     fn wait_until(&mut self, samples: u64) {
         let start = *self.start.get_or_insert_with(Instant::now);
-        let due = start + Duration::from_micros(samples * 1_000_000 / SAMPLE_RATE as u64);
+        let due = Self::due_at(start, samples);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
@@ -68,6 +72,10 @@ impl<T: AudioSink> AudioSink for Paced<T> {
 
     fn finish(&mut self) -> Result<(), MediaError> {
         self.inner.finish()
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.start.map(|s| Self::due_at(s, self.samples))
     }
 
     fn name(&self) -> String {

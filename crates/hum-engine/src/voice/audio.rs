@@ -44,6 +44,7 @@ pub struct AudioEngine {
     remotes: Remotes,
     mixer: Arc<Mutex<Mixer<UserId>>>,
     controls: CaptureControls,
+    frame: FrameDuration,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -104,6 +105,7 @@ impl AudioEngine {
             remotes,
             mixer,
             controls: settings.controls,
+            frame: settings.frame,
             stop,
             threads: Mutex::new(vec![capture, playout]),
         })
@@ -120,7 +122,11 @@ impl AudioEngine {
     pub fn add_remote(&self, user: UserId) {
         if let Ok(mut r) = self.remotes.lock() {
             r.entry(user).or_insert_with(|| {
-                RemoteAudio::new(JitterConfig::default()).expect("an Opus decoder always builds")
+                RemoteAudio::new(JitterConfig {
+                    frame_samples: self.frame.samples() as u32,
+                    ..JitterConfig::default()
+                })
+                .expect("an Opus decoder always builds")
             });
         }
     }
@@ -134,6 +140,7 @@ impl AudioEngine {
     /// An RTP packet from `user` arrived now.
     pub fn push(&self, user: &UserId, rtp_timestamp: u32, payload: Vec<u8>) {
         let now = Instant::now();
+
         if let Ok(mut r) = self.remotes.lock()
             && let Some(rx) = r.get_mut(user)
         {
@@ -156,6 +163,7 @@ impl AudioEngine {
             },
             jitter: rx.jitter_buffer().jitter(),
             jitter_buffer: rx.jitter_buffer().target_delay(),
+            buffered: rx.jitter_buffer().depth(),
             packets_received: s.received,
         })
     }
@@ -242,6 +250,10 @@ fn capture_loop(
     }
 }
 
+/// How long before a sink's deadline the next frame is mixed: room for decoding and mixing
+/// a few peers plus scheduler wake-up jitter.
+const JUST_IN_TIME: std::time::Duration = std::time::Duration::from_millis(3);
+
 fn playout_loop(
     mut sink: Box<dyn AudioSink>,
     frame: FrameDuration,
@@ -255,6 +267,14 @@ fn playout_loop(
     let mut bufs: BTreeMap<UserId, Vec<f32>> = BTreeMap::new();
     let mut speaking: BTreeMap<UserId, bool> = BTreeMap::new();
     while !stop.load(Ordering::SeqCst) {
+        // Produce each frame just before the sink takes it, not a whole frame early.
+        if let Some(due) = sink.due() {
+            let ready = due.checked_sub(JUST_IN_TIME).unwrap_or(due);
+            let now = Instant::now();
+            if ready > now {
+                std::thread::sleep(ready - now);
+            }
+        }
         let now = Instant::now();
         if let Ok(mut r) = remotes.lock() {
             bufs.retain(|u, _| r.contains_key(u));

@@ -17,6 +17,7 @@
 //! Everything user-visible comes out of one event stream ([`VoiceEvent`]).
 
 pub mod audio;
+pub mod link;
 pub mod peer;
 pub mod session;
 pub mod signalling;
@@ -27,6 +28,8 @@ use hum_media::FrameDuration;
 use hum_proto::UserId;
 
 pub use audio::AudioSettings;
+/// The audio crate, re-exported so front ends (CLI, app) need no second dependency.
+pub use hum_media;
 pub use session::VoiceSession;
 pub use signalling::{MemorySignalHub, Signaller};
 
@@ -69,6 +72,8 @@ pub struct PeerStats {
     pub jitter: Duration,
     /// Current playout delay target of the jitter buffer.
     pub jitter_buffer: Duration,
+    /// Audio queued in the jitter buffer right now.
+    pub buffered: Duration,
     pub packets_received: u64,
 }
 

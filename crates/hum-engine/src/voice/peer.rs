@@ -90,6 +90,8 @@ impl PeerConnectionEventHandler for Handler {
 
 pub struct Peer {
     pub user: UserId,
+    /// Whether we make the offers (and ICE restarts) on this connection.
+    pub offerer: bool,
     pub(crate) pc: Arc<dyn PeerConnection>,
     gathered: Arc<AtomicBool>,
     pending_ice: Mutex<Vec<RTCIceCandidateInit>>,
@@ -106,6 +108,7 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     pub async fn new(
         user: UserId,
+        offerer: bool,
         cfg: &VoiceConfig,
         engine: Arc<AudioEngine>,
         state_tx: mpsc::UnboundedSender<(UserId, PeerSignal)>,
@@ -175,6 +178,7 @@ impl Peer {
         ));
         Ok(Self {
             user,
+            offerer,
             pc,
             gathered,
             pending_ice: Mutex::new(Vec::new()),

@@ -119,7 +119,11 @@ impl VoiceSession {
         Ok(())
     }
 
-    async fn ensure_peer(self: &Arc<Self>, user: UserId) -> Result<Arc<Peer>, VoiceError> {
+    async fn ensure_peer(
+        self: &Arc<Self>,
+        user: UserId,
+        offerer: bool,
+    ) -> Result<Arc<Peer>, VoiceError> {
         if user == self.me {
             return Err(VoiceError::Signalling("cannot connect to myself".into()));
         }
@@ -130,7 +134,8 @@ impl VoiceSession {
         // Us plus the existing peers plus this one.
         Self::check_capacity(peers.len() + 1)?;
         let (state_tx, state_rx) = mpsc::unbounded_channel();
-        let peer = Arc::new(Peer::new(user, &self.cfg, self.engine.clone(), state_tx).await?);
+        let peer =
+            Arc::new(Peer::new(user, offerer, &self.cfg, self.engine.clone(), state_tx).await?);
         peers.insert(user, peer.clone());
         drop(peers);
         let watcher = tokio::spawn(watch_peer(state_rx, Arc::downgrade(self)));
@@ -143,8 +148,17 @@ impl VoiceSession {
     /// Someone is (now) in the call or channel with us: connect. The smaller id offers; the
     /// other side waits for the offer.
     pub async fn add_peer(self: &Arc<Self>, user: UserId) -> Result<(), VoiceError> {
-        let peer = self.ensure_peer(user).await?;
-        if self.me < user {
+        self.add_peer_as(user, self.me < user).await
+    }
+
+    /// Connects to `user`, making the offer if `we_offer` (a call's caller offers).
+    pub async fn add_peer_as(
+        self: &Arc<Self>,
+        user: UserId,
+        we_offer: bool,
+    ) -> Result<(), VoiceError> {
+        let peer = self.ensure_peer(user, we_offer).await?;
+        if we_offer {
             let sdp = peer.offer(false).await?;
             self.send(user, SignalPayload::Offer { sdp }).await?;
         }
@@ -179,7 +193,7 @@ impl VoiceSession {
     ) -> Result<(), VoiceError> {
         match payload {
             SignalPayload::Offer { sdp } => {
-                let peer = self.ensure_peer(from).await?;
+                let peer = self.ensure_peer(from, false).await?;
                 let answer = peer.answer(sdp).await?;
                 self.send(from, SignalPayload::Answer { sdp: answer }).await
             }
@@ -224,7 +238,7 @@ impl VoiceSession {
     /// Restarts ICE towards `user` (we offer if we are the offering side, else we ask them).
     pub async fn restart(self: &Arc<Self>, user: UserId) -> Result<(), VoiceError> {
         let peer = self.peer(user).await?;
-        if self.me < user {
+        if peer.offerer {
             let sdp = peer.offer(true).await?;
             self.send(user, SignalPayload::Offer { sdp }).await
         } else {
@@ -232,12 +246,13 @@ impl VoiceSession {
         }
     }
 
-    /// Leaves: closes every connection and stops audio (finishing the sink).
+    /// Leaves: says goodbye, closes every connection and stops audio (finishing the sink).
     pub async fn leave(&self) {
         let peers: Vec<_> = std::mem::take(&mut *self.peers.lock().await)
             .into_values()
             .collect();
         for p in peers {
+            let _ = self.signaller.send(p.user, SignalPayload::Bye).await;
             p.close().await;
         }
         if let Ok(mut t) = self.tasks.lock() {
