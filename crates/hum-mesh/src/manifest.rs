@@ -10,7 +10,7 @@
 //! that memoises the Ed25519 check, it does not skip it: a record that differs in any byte is checked
 //! afresh. The BLAKE3 check of each payload is never shared.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
@@ -75,10 +75,13 @@ impl Publisher {
 
 const MEMO_CAP: usize = 1 << 16;
 
+/// Records already verified, by (layer, seq). A record is accepted from the memo only if it is
+/// byte-for-byte the one that verified (signature included), so the memo never vouches for anything
+/// the Ed25519 check did not see.
 #[derive(Default)]
 struct Memo {
-    set: HashSet<[u8; 32]>,
-    order: VecDeque<[u8; 32]>,
+    map: HashMap<(u8, u64), ChunkRecord>,
+    order: VecDeque<(u8, u64)>,
 }
 
 /// Checks records and payloads against a stream key.
@@ -103,26 +106,22 @@ impl Verifier {
     }
 
     pub fn verify_record(&self, r: &ChunkRecord) -> Result<(), VerifyError> {
-        let msg = r.signing_bytes();
-        let mut h = blake3::Hasher::new();
-        h.update(&msg);
-        h.update(&r.signature);
-        let id = *h.finalize().as_bytes();
+        let id = (r.layer as u8, r.seq);
         if let Ok(m) = self.memo.lock() {
-            if m.set.contains(&id) {
+            if m.map.get(&id) == Some(r) {
                 return Ok(());
             }
         }
         let sig = Signature::from_bytes(&r.signature);
         self.key
-            .verify(&msg, &sig)
+            .verify(&r.signing_bytes(), &sig)
             .map_err(|_| VerifyError::BadSignature)?;
         if let Ok(mut m) = self.memo.lock() {
-            if m.set.insert(id) {
+            if m.map.insert(id, *r).is_none() {
                 m.order.push_back(id);
                 if m.order.len() > MEMO_CAP {
                     if let Some(old) = m.order.pop_front() {
-                        m.set.remove(&old);
+                        m.map.remove(&old);
                     }
                 }
             }

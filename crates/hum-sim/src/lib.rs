@@ -59,25 +59,57 @@ pub struct SimArgs {
     /// Viewers join uniformly over this many seconds at the start.
     #[arg(long, default_value_t = 3.0)]
     pub join_window: f64,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
+    /// Print one JSON object instead of the table. Not a flag of its own: the `hum` CLI has a global
+    /// `--json`, and the stand-alone `hum-sim` binary declares one; both set this.
+    #[arg(skip)]
     pub json: bool,
     /// Write SVG plots (egress vs time and vs the bound, lag CDF) into this directory.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Run once per audience size in this comma-separated list (e.g. `100,1000,10000,100000`)
+    /// instead of `--viewers`; prints one report (or JSON line) each, and with `--plot` also writes
+    /// `egress-vs-viewers.svg`.
+    #[arg(long)]
+    pub sweep: Option<String>,
 }
 
 /// Run `hum sim`.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
-    let cfg = SimConfig::from_args(&args)?;
-    let rep = simulate(&cfg)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&rep.json())?);
-    } else {
-        print!("{}", rep.table());
+    let sizes: Vec<usize> = match &args.sweep {
+        None => vec![args.viewers],
+        Some(list) => list
+            .split(',')
+            .map(|x| x.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                anyhow::anyhow!("--sweep wants a comma-separated list of viewer counts: {e}")
+            })?,
+    };
+    let mut reports = Vec::new();
+    for n in sizes {
+        let mut a = args.clone();
+        a.viewers = n;
+        let cfg = SimConfig::from_args(&a)?;
+        let rep = simulate(&cfg)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&rep.json())?);
+        } else {
+            print!("{}", rep.table());
+        }
+        if let Some(dir) = &args.plot {
+            let sub = if args.sweep.is_some() {
+                dir.join(format!("n{n}"))
+            } else {
+                dir.clone()
+            };
+            report::write_plots(&sub, &rep)?;
+        }
+        reports.push(rep);
     }
     if let Some(dir) = &args.plot {
-        report::write_plots(dir, &rep)?;
+        if reports.len() > 1 {
+            report::write_sweep_plot(dir, &reports)?;
+        }
         if !args.json {
             println!("plots written to {}", dir.display());
         }

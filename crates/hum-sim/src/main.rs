@@ -10,8 +10,14 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     sim: hum_sim::SimArgs,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
-    hum_sim::run(Cli::parse().sim)
+    let cli = Cli::parse();
+    let mut args = cli.sim;
+    args.json = cli.json;
+    hum_sim::run(args)
 }
