@@ -1,0 +1,254 @@
+//! Servers and their voice channels: list with rosters, create, join, leave, mute and deafen.
+//!
+//! The views are shaped for the sidebar (ids as numbers, users as hex keys, voice flags flat);
+//! the data is the relay's, fetched through hum-engine's `RelayClient`.
+
+use hum_proto::signal::{ChannelInfo, Name, Role, ServerInfo, VoiceState, VoiceStatePatch};
+use hum_proto::{ChannelId, ServerId};
+use serde::Serialize;
+use specta::Type;
+use tauri::State;
+
+use super::connection::client_error;
+use crate::error::{CmdResult, CommandError};
+use crate::state::AppState;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct MemberVoice {
+    /// Public key, hex.
+    pub user_id: String,
+    pub display_name: String,
+    pub muted: bool,
+    pub deafened: bool,
+    pub speaking: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct ChannelView {
+    pub id: u64,
+    pub name: String,
+    pub max_participants: u32,
+    /// Who is in it now, in join order.
+    pub roster: Vec<MemberVoice>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct ServerView {
+    pub id: u64,
+    pub name: String,
+    /// `member`, `admin` or `owner`: admins and owners may create channels.
+    pub role: String,
+    pub channels: Vec<ChannelView>,
+}
+
+/// Where I am in voice.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Type)]
+pub struct MyVoice {
+    pub channel: Option<u64>,
+    pub muted: bool,
+    pub deafened: bool,
+}
+
+pub fn channel_view(c: &ChannelInfo) -> ChannelView {
+    ChannelView {
+        id: c.id.0,
+        name: c.name.to_string(),
+        max_participants: c.max_participants,
+        roster: c
+            .roster
+            .iter()
+            .map(|e| MemberVoice {
+                user_id: e.user.id.to_string(),
+                display_name: e.user.display_name.to_string(),
+                muted: e.voice.muted,
+                deafened: e.voice.deafened,
+                speaking: e.voice.speaking,
+            })
+            .collect(),
+    }
+}
+
+pub fn server_view(s: &ServerInfo) -> ServerView {
+    let role = match s.role {
+        Role::Member => "member",
+        Role::Admin => "admin",
+        Role::Owner => "owner",
+    };
+    ServerView {
+        id: s.id.0,
+        name: s.name.to_string(),
+        role: role.into(),
+        channels: s.channels.iter().map(channel_view).collect(),
+    }
+}
+
+fn name(kind: &str, s: &str) -> CmdResult<Name> {
+    Name::new(s.trim()).map_err(|e| CommandError::invalid(format!("{kind} {e}.")))
+}
+
+/// My servers with their channels and who is in each.
+#[tauri::command]
+#[specta::specta]
+pub async fn servers_list(state: State<'_, AppState>) -> CmdResult<Vec<ServerView>> {
+    let relay = state.relay()?;
+    let mut out = Vec::new();
+    for s in relay.servers().await.map_err(client_error)? {
+        out.push(server_view(
+            &relay.server_info(s.id).await.map_err(client_error)?,
+        ));
+    }
+    Ok(out)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn server_create(state: State<'_, AppState>, name_text: String) -> CmdResult<ServerView> {
+    let relay = state.relay()?;
+    let info = relay
+        .server_create(name("Server name:", &name_text)?)
+        .await
+        .map_err(client_error)?;
+    Ok(server_view(&info))
+}
+
+/// Creates a voice channel (admins and owners); `max_participants` null = the relay's default.
+#[tauri::command]
+#[specta::specta]
+pub async fn channel_create(
+    state: State<'_, AppState>,
+    server: u64,
+    name_text: String,
+    max_participants: Option<u32>,
+) -> CmdResult<ChannelView> {
+    if max_participants == Some(0) {
+        return Err(CommandError::invalid(
+            "A channel must allow at least one participant.",
+        ));
+    }
+    let relay = state.relay()?;
+    let info = relay
+        .channel_create(
+            ServerId(server),
+            name("Channel name:", &name_text)?,
+            max_participants,
+            None,
+        )
+        .await
+        .map_err(client_error)?;
+    Ok(channel_view(&info))
+}
+
+/// Joins a voice channel (leaving any other), with my current mute/deafen.
+#[tauri::command]
+#[specta::specta]
+pub async fn channel_join(state: State<'_, AppState>, channel: u64) -> CmdResult<MyVoice> {
+    let relay = state.relay()?;
+    let mut me = state.my_voice()?;
+    let voice = VoiceState {
+        muted: me.muted,
+        deafened: me.deafened,
+        ..VoiceState::default()
+    };
+    relay
+        .channel_join(ChannelId(channel), voice)
+        .await
+        .map_err(client_error)?;
+    me.channel = Some(channel);
+    state.set_my_voice(me.clone())?;
+    Ok(me)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn channel_leave(state: State<'_, AppState>) -> CmdResult<MyVoice> {
+    let relay = state.relay()?;
+    relay.channel_leave().await.map_err(client_error)?;
+    let me = MyVoice {
+        channel: None,
+        ..state.my_voice()?
+    };
+    state.set_my_voice(me.clone())?;
+    Ok(me)
+}
+
+/// Mute and/or deafen (deafening also mutes, as users expect).
+#[tauri::command]
+#[specta::specta]
+pub async fn voice_state_set(
+    state: State<'_, AppState>,
+    muted: bool,
+    deafened: bool,
+) -> CmdResult<MyVoice> {
+    let muted = muted || deafened;
+    let mut me = state.my_voice()?;
+    if me.channel.is_some() {
+        let relay = state.relay()?;
+        let patch = VoiceStatePatch {
+            muted: Some(muted),
+            deafened: Some(deafened),
+            ..Default::default()
+        };
+        relay.voice_update(patch).await.map_err(client_error)?;
+    }
+    me.muted = muted;
+    me.deafened = deafened;
+    state.set_my_voice(me.clone())?;
+    Ok(me)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn my_voice(state: State<'_, AppState>) -> CmdResult<MyVoice> {
+    state.my_voice()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hum_proto::UserId;
+    use hum_proto::signal::{ChannelPermissions, DisplayName, RosterEntry, UserSummary};
+
+    #[test]
+    fn roster_view_keeps_order_and_flags() {
+        let entry = |b: u8, n: &str, speaking: bool| RosterEntry {
+            user: UserSummary {
+                id: UserId([b; 32]),
+                display_name: DisplayName::new(n).expect("name"),
+            },
+            voice: VoiceState {
+                speaking,
+                muted: !speaking,
+                ..VoiceState::default()
+            },
+        };
+        let c = ChannelInfo {
+            id: ChannelId(9),
+            server: ServerId(1),
+            name: Name::new("Lobby").expect("name"),
+            max_participants: 8,
+            permissions: ChannelPermissions::default(),
+            roster: vec![entry(2, "bot", true), entry(1, "alice", false)],
+        };
+        let v = channel_view(&c);
+        assert_eq!(v.id, 9);
+        assert_eq!(
+            v.roster
+                .iter()
+                .map(|m| m.display_name.as_str())
+                .collect::<Vec<_>>(),
+            ["bot", "alice"]
+        );
+        assert!(v.roster[0].speaking && !v.roster[0].muted);
+        assert!(!v.roster[1].speaking && v.roster[1].muted);
+        assert_eq!(v.roster[0].user_id, "02".repeat(32));
+    }
+
+    #[test]
+    fn names_are_checked_before_the_relay_sees_them() {
+        assert!(name("Channel name:", "  ").is_err());
+        assert_eq!(
+            name("Channel name:", " Lobby ").expect("ok").to_string(),
+            "Lobby"
+        );
+    }
+}

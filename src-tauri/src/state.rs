@@ -1,0 +1,88 @@
+//! What the app keeps between commands. Owned by Tauri (`app.manage`), shared by all commands.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+
+use hum_engine::{Identity, IdentityError, RelayClient};
+
+use crate::channels::LevelHub;
+use crate::commands::servers::MyVoice;
+use crate::error::{CmdResult, CommandError, ErrorCode};
+use crate::settings_store::Kv;
+
+/// Name of the identity file inside the data dir (hum-engine's format, owner-only).
+pub const IDENTITY_FILE: &str = "identity.json";
+
+pub struct AppState {
+    pub data_dir: PathBuf,
+    pub identity: RwLock<Option<Identity>>,
+    pub kv: Box<dyn Kv>,
+    pub levels: LevelHub,
+    relay: Mutex<Option<RelayClient>>,
+    my_voice: Mutex<MyVoice>,
+}
+
+impl AppState {
+    /// Loads what is on disk. A damaged identity file is reported, never overwritten.
+    pub fn load(data_dir: PathBuf, kv: Box<dyn Kv>) -> CmdResult<Self> {
+        let identity = match Identity::load(&data_dir.join(IDENTITY_FILE)) {
+            Ok(id) => Some(id),
+            Err(IdentityError::Missing(_)) => None,
+            Err(e) => return Err(CommandError::new(ErrorCode::Storage, e.to_string())),
+        };
+        Ok(Self {
+            data_dir,
+            identity: RwLock::new(identity),
+            kv,
+            levels: LevelHub::default(),
+            relay: Mutex::new(None),
+            my_voice: Mutex::new(MyVoice::default()),
+        })
+    }
+
+    pub fn identity_path(&self) -> PathBuf {
+        self.data_dir.join(IDENTITY_FILE)
+    }
+
+    /// The current identity, or `no_identity` before first run is done.
+    pub fn identity(&self) -> CmdResult<Identity> {
+        self.identity
+            .read()
+            .map_err(CommandError::internal)?
+            .clone()
+            .ok_or_else(|| CommandError::new(ErrorCode::NoIdentity, "Create your identity first."))
+    }
+
+    /// The relay client, or `relay_unavailable` if it was never started.
+    pub fn relay(&self) -> CmdResult<RelayClient> {
+        self.relay_opt()?.ok_or_else(|| {
+            CommandError::new(ErrorCode::RelayUnavailable, "Not connected to a relay yet.")
+        })
+    }
+
+    pub fn relay_opt(&self) -> CmdResult<Option<RelayClient>> {
+        Ok(self.relay.lock().map_err(CommandError::internal)?.clone())
+    }
+
+    pub fn set_relay(&self, client: RelayClient) -> CmdResult<()> {
+        *self.relay.lock().map_err(CommandError::internal)? = Some(client);
+        Ok(())
+    }
+
+    pub fn take_relay(&self) -> CmdResult<Option<RelayClient>> {
+        Ok(self.relay.lock().map_err(CommandError::internal)?.take())
+    }
+
+    pub fn my_voice(&self) -> CmdResult<MyVoice> {
+        Ok(self
+            .my_voice
+            .lock()
+            .map_err(CommandError::internal)?
+            .clone())
+    }
+
+    pub fn set_my_voice(&self, v: MyVoice) -> CmdResult<()> {
+        *self.my_voice.lock().map_err(CommandError::internal)? = v;
+        Ok(())
+    }
+}

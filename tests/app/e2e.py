@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""End-to-end test of the real, built Hum desktop app under Xvfb, driven through tauri-driver and
+WebKitWebDriver.
+
+  xvfb-run -a python3 tests/app/e2e.py --app target/debug/hum-app [--screenshots docs/screenshots]
+
+Steps: first run (create identity, relay address), main screen, bandwidth settings changed and
+saved, app restarted, identity and settings found again, identity file is owner-only (0600).
+Bounded: every wait has a timeout and the whole run is capped (--deadline)."""
+
+import argparse
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from webdriver import Session, wait_for_port  # noqa: E402
+
+DRIVER_PORT = 4444
+NATIVE_PORT = 4445
+
+passed = 0
+failed = 0
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+def process_tree(root_pid):
+    """root_pid and all its descendants (from /proc)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(d))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [root_pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def app_pid(driver_pid):
+    for p in process_tree(driver_pid):
+        if comm(p).startswith("hum-app"):
+            return p
+    return None
+
+
+def rss_kib(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_ticks(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def measure(driver_pid, label, seconds):
+    """Prints RSS of the app's whole process tree and its CPU use over `seconds`."""
+    pid = app_pid(driver_pid)
+    if pid is None:
+        print(f"measure {label}: app process not found")
+        return
+    tree = process_tree(pid)
+    names = sorted({comm(p) for p in tree})
+    t0, c0 = time.monotonic(), cpu_ticks(tree)
+    time.sleep(seconds)
+    t1, c1 = time.monotonic(), cpu_ticks(process_tree(pid))
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = (c1 - c0) / hz / (t1 - t0) * 100
+    print(f"measure {label}: rss={rss_kib(process_tree(pid)) / 1024:.1f} MiB cpu={cpu:.2f}% "
+          f"over {seconds}s, processes={names}")
+
+
+def start_driver(data_dir, log):
+    env = dict(os.environ, HUM_DATA_DIR=data_dir, HUM_NO_BINDINGS_EXPORT="1")
+    driver = shutil.which("tauri-driver") or os.path.expanduser("~/.cargo/bin/tauri-driver")
+    proc = subprocess.Popen(
+        [driver, "--port", str(DRIVER_PORT), "--native-port", str(NATIVE_PORT)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_for_port("127.0.0.1", DRIVER_PORT, 30)
+    return proc
+
+
+def stop(proc):
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--app", required=True)
+    ap.add_argument("--screenshots", default=None)
+    ap.add_argument("--measure", type=float, default=0, help="seconds of idle CPU/RSS sampling")
+    ap.add_argument("--deadline", type=float, default=240)
+    args = ap.parse_args()
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("e2e deadline")))
+    signal.alarm(int(args.deadline))
+
+    app = os.path.abspath(args.app)
+    shots = os.path.abspath(args.screenshots) if args.screenshots else None
+    if shots:
+        os.makedirs(shots, exist_ok=True)
+    data_dir = tempfile.mkdtemp(prefix="hum-e2e-")
+    log = open(os.path.join(data_dir, "driver.log"), "w")
+    driver = None
+    session = None
+    try:
+        driver = start_driver(data_dir, log)
+        base = f"http://127.0.0.1:{DRIVER_PORT}"
+
+        # --- first run -------------------------------------------------------------------------
+        session = Session(base, app)
+        session.find("first-run")
+        check("first run starts on the identity screen", session.exists("display-name"))
+        relay = session.prop("relay-url", "value")
+        check("relay address defaults to the local relay", relay == "ws://127.0.0.1:7700/ws", relay)
+        if shots:
+            session.screenshot(f"{shots}/first-run.png")
+        session.click("create-identity")
+        err = session.wait_text("first-run-error", lambda t: len(t) > 0)
+        check("an empty display name is refused with a message", "empty" in err.lower(), err)
+        session.type("display-name", "e2e-alice")
+        session.click("create-identity")
+        me = session.wait_text("me", lambda t: "e2e-alice" in t)
+        check("identity created, main screen shown", "e2e-alice" in me, me)
+        key_path = os.path.join(data_dir, "identity.json")
+        mode = stat.S_IMODE(os.stat(key_path).st_mode) if os.path.exists(key_path) else None
+        check("identity file is owner-only (0600)", mode == 0o600, oct(mode or 0))
+        if shots:
+            session.screenshot(f"{shots}/main.png")
+        if args.measure and driver:
+            measure(driver.pid, "idle main screen", args.measure)
+
+        # --- bandwidth settings ----------------------------------------------------------------
+        session.click("nav-settings")
+        session.find("bandwidth-panel")
+        pub = session.text("public-key")
+        check("settings show the 64-hex public key", len(pub) == 64, pub)
+        session.click("total-manual")
+        session.type("total-mbps", "20")
+        session.click("reserved-auto")  # unticking auto makes the slider manual
+        session.set_value("reserved-slider", 8_000_000)
+        session.wait_text("reserved-value", lambda t: t == "8 Mbps")
+        session.type("total-mbps", "5")  # now less than the reservation
+        err = session.wait_text("error-reserved", lambda t: len(t) > 0)
+        check("reserving more than the total is refused with a message", "Reserved for other apps" in err, err)
+        disabled = session.prop("bandwidth-save", "disabled")
+        check("save is disabled while settings are invalid", disabled is True, str(disabled))
+        session.type("total-mbps", "20")
+        avail = session.wait_text("available", lambda t: t == "12 Mbps")
+        check("available is total minus reserved", avail == "12 Mbps", avail)
+        session.click("relay-medium")
+        rate = session.wait_text("relay-rate", lambda t: t == "3 Mbps")
+        check("medium relay is 25% of available", rate == "3 Mbps", rate)
+        session.set_value("download-quality", "720p", event="change")
+        session.click("bandwidth-save")
+        saved = session.wait_text("bandwidth-status", lambda t: t == "Saved.")
+        check("bandwidth settings saved", saved == "Saved.", saved)
+        if shots:
+            session.screenshot(f"{shots}/settings-bandwidth.png")
+            session.js("document.querySelector('[data-testid=voice-panel]').scrollIntoView()")
+            session.screenshot(f"{shots}/settings-voice.png")
+
+        # --- restart ---------------------------------------------------------------------------
+        session.quit()
+        session = None
+        time.sleep(1)
+        session = Session(base, app)
+        me = session.wait_text("me", lambda t: "e2e-alice" in t)
+        check("identity survives a restart", "e2e-alice" in me, me)
+        session.click("nav-settings")
+        session.find("bandwidth-panel")
+        check("manual total survives a restart", session.prop("total-mbps", "value") == "20")
+        check("reserved survives a restart", session.text("reserved-value") == "8 Mbps", session.text("reserved-value"))
+        check("relay level survives a restart", session.prop("relay-medium", "checked") is True)
+        check("download quality survives a restart", session.prop("download-quality", "value") == "720p")
+        check("available recalculated after restart", session.text("available") == "12 Mbps")
+    except Exception as e:  # a crash is a failure with its reason, not a traceback without a summary
+        check("e2e ran to the end", False, f"{type(e).__name__}: {e}")
+    finally:
+        signal.alarm(0)
+        if session:
+            session.quit()
+        stop(driver)
+        log.close()
+        if failed:
+            with open(os.path.join(data_dir, "driver.log")) as f:
+                print("--- tauri-driver log (tail) ---")
+                print("".join(f.readlines()[-40:]))
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"app e2e: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+import { useSignal } from "@preact/signals";
+import { useEffect } from "preact/hooks";
+import { commands, events, type FriendsView } from "../../lib/bindings";
+import { messageOf, unwrap } from "../../lib/api";
+
+/** Friends with presence; add by public key; accept or decline requests. */
+export function FriendsScreen() {
+  const data = useSignal<FriendsView | null>(null);
+  const key = useSignal("");
+  const error = useSignal<string | null>(null);
+
+  async function refresh() {
+    try {
+      data.value = await unwrap(commands.friendsList());
+    } catch (e) {
+      error.value = messageOf(e);
+    }
+  }
+  useEffect(() => {
+    refresh();
+    let unlisten: (() => void) | undefined;
+    events.friendsChanged.listen(() => refresh()).then((u) => (unlisten = u)).catch(() => {});
+    return () => unlisten?.();
+  }, []);
+
+  async function act(f: () => Promise<unknown>) {
+    try {
+      error.value = null;
+      await f();
+      await refresh();
+    } catch (e) {
+      error.value = messageOf(e);
+    }
+  }
+
+  const d = data.value;
+  return (
+    <div data-testid="friends-screen">
+      <section class="card">
+        <h2>Add a friend</h2>
+        <form
+          class="row"
+          onSubmit={(e) => {
+            e.preventDefault();
+            act(async () => {
+              await unwrap(commands.friendRequest(key.value));
+              key.value = "";
+            });
+          }}
+        >
+          <input
+            placeholder="Their public key (64 hex characters)"
+            data-testid="friend-key"
+            value={key.value}
+            onInput={(e) => (key.value = e.currentTarget.value)}
+          />
+          <button type="submit" data-testid="friend-add">
+            Send request
+          </button>
+        </form>
+        {error.value && (
+          <p class="error" role="alert" data-testid="friends-error">
+            {error.value}
+          </p>
+        )}
+      </section>
+      {d && d.incoming.length > 0 && (
+        <section class="card">
+          <h3>Requests</h3>
+          {d.incoming.map((p) => (
+            <div class="row" key={p.user_id} data-testid={`incoming-${p.display_name}`}>
+              <span style={{ flex: 1 }}>{p.display_name}</span>
+              <button onClick={() => act(() => unwrap(commands.friendRespond(p.user_id, true)))}>Accept</button>
+              <button class="secondary" onClick={() => act(() => unwrap(commands.friendRespond(p.user_id, false)))}>
+                Decline
+              </button>
+            </div>
+          ))}
+        </section>
+      )}
+      <section class="card">
+        <h3>Friends</h3>
+        {d?.friends.length === 0 && <p class="muted">No friends yet.</p>}
+        <ul class="roster">
+          {d?.friends.map((f) => (
+            <li key={f.user_id} class="member" data-testid={`friend-${f.display_name}`}>
+              <span class={`dot ${f.online ? "online" : ""}`} />
+              {f.display_name}
+              <span class="muted">{f.in_call ? "in a call" : f.in_voice ? "in voice" : f.online ? "online" : "offline"}</span>
+            </li>
+          ))}
+        </ul>
+        {d && d.outgoing.length > 0 && (
+          <p class="muted">Waiting for: {d.outgoing.map((p) => p.display_name).join(", ")}</p>
+        )}
+      </section>
+    </div>
+  );
+}

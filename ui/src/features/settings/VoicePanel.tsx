@@ -1,0 +1,103 @@
+import { useSignal } from "@preact/signals";
+import { useEffect } from "preact/hooks";
+import { commands, events, type TransmitMode, type VoiceSettings } from "../../lib/bindings";
+import { messageOf, unwrap } from "../../lib/api";
+import { LevelMeter } from "../voice/LevelMeter";
+
+/** Voice controls that persist: PTT vs voice activity, the global hotkey, sensitivity, noise suppression. */
+export function VoicePanel(props: { initial: VoiceSettings }) {
+  const v = useSignal<VoiceSettings>(props.initial);
+  const error = useSignal<string | null>(null);
+  const status = useSignal<string | null>(null);
+  const transmitting = useSignal(false);
+
+  useEffect(() => {
+    let unlisten: (() => void) | undefined;
+    events.pttChanged
+      .listen((e) => (transmitting.value = e.payload.transmitting))
+      .then((u) => (unlisten = u))
+      .catch(() => {});
+    return () => unlisten?.();
+  }, []);
+
+  async function apply(next: VoiceSettings) {
+    v.value = next;
+    error.value = null;
+    status.value = null;
+    try {
+      v.value = await unwrap(commands.voiceSettingsSet(next));
+      status.value = "Saved.";
+    } catch (e) {
+      error.value = messageOf(e);
+    }
+  }
+
+  const s = v.value;
+  const mode = (m: TransmitMode, label: string) => (
+    <label class="inline">
+      <input
+        type="radio"
+        name="transmit-mode"
+        data-testid={`mode-${m}`}
+        checked={s.transmit_mode === m}
+        onChange={() => apply({ ...s, transmit_mode: m })}
+      />
+      {label}
+    </label>
+  );
+
+  return (
+    <section class="card" data-testid="voice-panel">
+      <h2>Voice</h2>
+      <fieldset>
+        <legend>Transmit</legend>
+        {mode("voice_activity", "Voice activity")}
+        {mode("push_to_talk", "Push to talk")}
+        <label class="inline">
+          Push-to-talk key
+          <input
+            data-testid="ptt-shortcut"
+            value={s.ptt_shortcut}
+            onChange={(e) => apply({ ...s, ptt_shortcut: e.currentTarget.value })}
+          />
+        </label>
+        {s.transmit_mode === "push_to_talk" && (
+          <p class="muted" data-testid="ptt-state">
+            {transmitting.value ? "Transmitting" : `Hold ${s.ptt_shortcut} to talk, even while a game has focus.`}
+          </p>
+        )}
+      </fieldset>
+      <fieldset>
+        <legend>Input sensitivity</legend>
+        <div class="slider-row">
+          <input
+            type="range"
+            min="-70"
+            max="-10"
+            step="1"
+            data-testid="sensitivity"
+            value={s.sensitivity_dbfs}
+            onChange={(e) => apply({ ...s, sensitivity_dbfs: Number(e.currentTarget.value) })}
+          />
+          <span>{s.sensitivity_dbfs} dB</span>
+        </div>
+        <LevelMeter thresholdDbfs={s.sensitivity_dbfs} />
+      </fieldset>
+      <label class="inline">
+        <input
+          type="checkbox"
+          data-testid="noise-suppression"
+          checked={s.noise_suppression}
+          onChange={(e) => apply({ ...s, noise_suppression: e.currentTarget.checked })}
+        />
+        Noise suppression
+      </label>
+      {error.value && (
+        <p class="error" role="alert" data-testid="voice-error">
+          {error.value}
+        </p>
+      )}
+      {status.value && <p class="muted">{status.value}</p>}
+    </section>
+  );
+}

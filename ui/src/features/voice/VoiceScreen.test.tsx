@@ -1,0 +1,76 @@
+import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/preact";
+import { emit } from "@tauri-apps/api/event";
+import { afterEach, describe, expect, it } from "vitest";
+import { VoiceScreen } from "./VoiceScreen";
+import { describe as describeStatus } from "./RelayBanner";
+import { fakeBackend } from "../../test-support";
+import type { ServerView } from "../../lib/bindings";
+
+afterEach(cleanup);
+
+function server(speaking: boolean): ServerView {
+  return {
+    id: 1,
+    name: "Squad",
+    role: "owner",
+    channels: [
+      {
+        id: 7,
+        name: "Lobby",
+        max_participants: 8,
+        roster: [{ user_id: "cd".repeat(32), display_name: "bot", muted: false, deafened: false, speaking }],
+      },
+    ],
+  };
+}
+
+describe("VoiceScreen", () => {
+  it("shows rosters with speaking indicators and refetches when the backend nudges", async () => {
+    let speaking = false;
+    fakeBackend({ servers_list: () => [server(speaking)] });
+    render(<VoiceScreen />);
+    const bot = await screen.findByTestId("member-bot");
+    expect(bot.dataset.speaking).toBe("false");
+    speaking = true;
+    await emit("servers-changed", null);
+    await waitFor(() => expect(screen.getByTestId("member-bot").dataset.speaking).toBe("true"));
+  });
+
+  it("joins a channel and creates channels", async () => {
+    const calls = fakeBackend({
+      servers_list: () => [server(false)],
+      channel_join: (a) => ({ channel: a.channel, muted: false, deafened: false }),
+      channel_create: () => server(false).channels[0],
+    });
+    render(<VoiceScreen />);
+    fireEvent.click(await screen.findByTestId("join-Lobby"));
+    await waitFor(() => expect(calls.some((c) => c.cmd === "channel_join" && c.args.channel === 7)).toBe(true));
+    fireEvent.input(screen.getByTestId("new-channel-name-Squad"), { target: { value: "Raid" } });
+    fireEvent.input(screen.getByTestId("new-channel-max-Squad"), { target: { value: "5" } });
+    fireEvent.click(screen.getByTestId("create-channel-Squad"));
+    await waitFor(() => {
+      const c = calls.find((x) => x.cmd === "channel_create");
+      expect(c?.args).toEqual({ server: 1, nameText: "Raid", maxParticipants: 5 });
+    });
+  });
+
+  it("shows the relay's refusal", async () => {
+    fakeBackend({
+      servers_list: () => {
+        throw { code: "relay_unavailable", message: "Not connected to a relay yet." };
+      },
+    });
+    render(<VoiceScreen />);
+    expect((await screen.findByTestId("voice-error")).textContent).toBe("Not connected to a relay yet.");
+  });
+});
+
+describe("relay status text", () => {
+  it("says when it retries", () => {
+    expect(describeStatus({ state: "disconnected", reason: "connection refused", retry_in_ms: 2000 })).toEqual({
+      kind: "down",
+      text: "Relay unavailable: connection refused. Retrying in 2 s…",
+    });
+    expect(describeStatus({ state: "connecting", attempt: 3 }).text).toBe("Reconnecting (attempt 3)…");
+  });
+});

@@ -1,0 +1,116 @@
+// Shared fixtures for the UI tests: a fake backend behind Tauri's mockIPC.
+import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
+import type { BandwidthReport, BandwidthSettings, IdentityInfo, VoiceSettings } from "./lib/bindings";
+
+export const alice: IdentityInfo = { display_name: "alice", public_key: "ab".repeat(32) };
+
+export const defaultBandwidth: BandwidthSettings = {
+  version: 1,
+  total_upload: { mode: "manual", rate: 10_000_000 },
+  reserved: { mode: "manual", rate: 5_000_000 },
+  relay: { level: "low" },
+  download_quality: "auto",
+  protection: { queuing_delay_target_ms: 12, game_server: null, game_processes: [] },
+  last_probe: null,
+};
+
+/** The report hum-budget gives for manual total/reserved, enough for the panel's numbers. */
+export function reportFor(s: BandwidthSettings): BandwidthReport {
+  const total = s.total_upload.mode === "manual" ? s.total_upload.rate : 0;
+  const reserved = s.reserved.mode === "manual" ? s.reserved.rate : Math.round(total * 0.25);
+  const available = Math.max(0, total - reserved);
+  const presets = { off: 0, low: available * 0.1, medium: available * 0.25, high: available * 0.5 };
+  const relay = s.relay.level === "custom" ? Math.min(s.relay.rate, available) : presets[s.relay.level];
+  const errors =
+    reserved > total && s.total_upload.mode === "manual"
+      ? [
+          {
+            field: "reserved" as const,
+            code: "reserved_exceeds_total",
+            message: "Reserved for other apps is more than your total upload.",
+          },
+        ]
+      : [];
+  return {
+    effective: {
+      total,
+      total_source: s.total_upload.mode === "manual" ? { source: "manual" } : { source: "not_measured" },
+      reserved: Math.min(reserved, total),
+      reserved_source: s.reserved.mode === "manual" ? "manual" : "estimated",
+      available,
+      relay,
+      relay_presets: presets,
+      download_quality: s.download_quality,
+      conservative: false,
+      warnings: [],
+    },
+    errors,
+  };
+}
+
+export const defaultVoice: VoiceSettings = {
+  transmit_mode: "voice_activity",
+  ptt_shortcut: "F8",
+  sensitivity_dbfs: -50,
+  noise_suppression: true,
+  input_device: null,
+  output_device: null,
+  user_volumes: {},
+};
+
+export type Calls = { cmd: string; args: Record<string, unknown> }[];
+
+/** Installs a fake backend; `overrides` answer specific commands. Returns the list of calls made. */
+export function fakeBackend(
+  overrides: Record<string, (args: Record<string, unknown>) => unknown> = {},
+): Calls {
+  clearMocks();
+  const calls: Calls = [];
+  let identity: IdentityInfo | null = null;
+  let bandwidth = defaultBandwidth;
+  mockIPC(
+    (cmd, payload) => {
+      const args = (payload ?? {}) as Record<string, unknown>;
+      calls.push({ cmd, args });
+      if (overrides[cmd]) return overrides[cmd](args);
+      switch (cmd) {
+        case "identity_get":
+          return identity;
+        case "identity_create":
+          identity = { ...alice, display_name: String(args.displayName) };
+          return identity;
+        case "relay_url_set":
+          return String(args.url).trim();
+        case "settings_get":
+          return {
+            relay_url: "ws://127.0.0.1:7700/ws",
+            bandwidth,
+            bandwidth_report: reportFor(bandwidth),
+            bandwidth_notice: null,
+          };
+        case "bandwidth_preview":
+          return reportFor(args.settings as BandwidthSettings);
+        case "bandwidth_save":
+          bandwidth = args.settings as BandwidthSettings;
+          return reportFor(bandwidth);
+        case "voice_settings_get":
+          return defaultVoice;
+        case "voice_settings_set":
+          return args.settings;
+        case "relay_connect":
+        case "relay_status":
+          return { state: "connecting", attempt: 1 };
+        case "servers_list":
+          return [];
+        case "my_voice":
+          return { channel: null, muted: false, deafened: false };
+        case "friends_list":
+          return { friends: [], incoming: [], outgoing: [] };
+        default:
+          throw new Error(`unexpected command ${cmd}`);
+      }
+    },
+    { shouldMockEvents: true },
+  );
+  return calls;
+}
