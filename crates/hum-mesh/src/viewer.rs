@@ -95,7 +95,6 @@ pub struct ViewerStats {
 struct Slot {
     seq: u64,
     state: SlotState,
-    chunk: Option<(ChunkRecord, Arc<[u8]>)>,
     hops: u8,
     asked: [Option<PeerId>; 2],
     sent_at: Time,
@@ -107,7 +106,6 @@ impl Slot {
         Slot {
             seq: u64::MAX,
             state: SlotState::Dropped,
-            chunk: None,
             hops: 0,
             asked: [None; 2],
             sent_at: Time::ZERO,
@@ -125,6 +123,9 @@ pub struct Viewer {
     cfg: ViewerConfig,
     verifier: Verifier,
     slots: Vec<Slot>,
+    /// Chunk bodies, parallel to `slots` (kept apart so scans over slot states stay in cache); valid
+    /// only where the record's seq matches.
+    chunks: Vec<Option<(ChunkRecord, Arc<[u8]>)>>,
     low: u64,
     frontier: u64,
     joined: Option<(Time, u64)>,
@@ -172,6 +173,7 @@ impl Viewer {
             root,
             verifier,
             slots: vec![Slot::empty(); window as usize],
+            chunks: vec![None; window as usize],
             low: 0,
             frontier: 0,
             joined: None,
@@ -405,7 +407,7 @@ impl Viewer {
         slot.hops = hops.saturating_add(1);
         slot.asked = [None; 2];
         let bytes = record.bytes;
-        slot.chunk = Some((record, payload));
+        self.chunks[idx] = Some((record, payload));
         for p in others.into_iter().flatten() {
             self.send(
                 p,
@@ -582,9 +584,8 @@ impl Viewer {
     }
 
     fn bytes_of(&self, seq: u64) -> u32 {
-        let s = &self.slots[(seq % self.cfg.window) as usize];
-        match &s.chunk {
-            Some((r, _)) if s.seq == seq => r.bytes,
+        match &self.chunks[(seq % self.cfg.window) as usize] {
+            Some((r, _)) if r.seq == seq => r.bytes,
             _ => 0,
         }
     }
@@ -806,16 +807,13 @@ impl Viewer {
         let mut out = std::mem::take(&mut self.scratch_serve);
         out.clear();
         {
-            let slots = &self.slots;
+            let chunks = &self.chunks;
             let w = self.cfg.window;
             self.serve.release(
                 now,
-                |seq| {
-                    let s = &slots[(seq % w) as usize];
-                    match &s.chunk {
-                        Some((r, _)) if s.seq == seq => r.bytes,
-                        _ => 0,
-                    }
+                |seq| match &chunks[(seq % w) as usize] {
+                    Some((r, _)) if r.seq == seq => r.bytes,
+                    _ => 0,
                 },
                 &mut out,
             );
@@ -825,10 +823,14 @@ impl Viewer {
             if s.seq != r.seq || s.state != SlotState::Have {
                 continue;
             }
-            if let Some((rec, payload)) = &s.chunk {
+            let hops = s.hops;
+            if let Some((rec, payload)) = self.chunks[(r.seq % self.cfg.window) as usize]
+                .as_ref()
+                .filter(|(rec, _)| rec.seq == r.seq)
+            {
                 let msg = MeshMsg::Data {
                     record: *rec,
-                    hops: s.hops,
+                    hops,
                     payload: payload.clone(),
                 };
                 self.stats.bytes_served += rec.bytes as u64;
