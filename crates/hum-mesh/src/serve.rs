@@ -3,7 +3,7 @@
 //! The budget is a token bucket (bytes, refilled at the budget rate). Requests for chunks we do not
 //! hold yet are *held* until we do (that is how a fresh chunk flows down the mesh without a round of
 //! announcements per hop); requests for chunks we hold are *ready*. Ready requests are released in
-//! priority order while the bucket is not in debt; the bucket may go into debt by at most its burst, so
+//! priority order while the bucket is not in debt; one release may take it into debt (a whole chunk), so
 //! releases come in small batches instead of one timer per chunk. Viewers order by the requester's
 //! reported buffer health (lowest first: the peer closest to a stall), then deadline; the root seed
 //! orders by deadline (earliest first), since everything it serves is someone's last resort.
@@ -30,7 +30,7 @@ pub enum Priority {
     Deadline,
 }
 
-/// Bytes refilled at `rate`, capped at `burst`, allowed into debt down to `-burst`.
+/// Bytes refilled at `rate`, capped at `burst`; a send may take it into debt, repaid before the next.
 #[derive(Clone, Debug)]
 pub struct TokenBucket {
     bytes_per_sec: f64,
@@ -70,8 +70,10 @@ impl TokenBucket {
         self.tokens >= 0.0 && self.bytes_per_sec > 0.0
     }
 
+    /// Charge `bytes` (a whole chunk may take the bucket into debt; nothing more is released until
+    /// the debt is repaid, so the long-run rate never exceeds the budget).
     pub fn take(&mut self, bytes: u32) {
-        self.tokens = (self.tokens - bytes as f64).max(-self.burst);
+        self.tokens -= bytes as f64;
     }
 
     /// When the bucket is out of debt again.
@@ -263,14 +265,15 @@ mod tests {
     }
 
     #[test]
-    fn token_bucket_paces_and_allows_bounded_debt() {
+    fn token_bucket_paces_and_repays_debt() {
         // 8 Mbit/s = 1 MB/s, burst 100 ms = 100 kB.
         let mut b = TokenBucket::new(8_000_000, Duration::from_millis(100), Time::ZERO);
         assert!(b.can_send());
         b.take(250_000);
-        assert_eq!(b.tokens(), -100_000.0, "debt is capped at the burst");
-        assert_eq!(b.ready_at(Time::ZERO), Time::from_millis(100));
-        b.refill(Time::from_millis(100));
+        assert_eq!(b.tokens(), -150_000.0, "a whole chunk is charged");
+        assert!(!b.can_send());
+        assert_eq!(b.ready_at(Time::ZERO), Time::from_millis(150));
+        b.refill(Time::from_millis(150));
         assert!(b.can_send());
         b.refill(Time::from_millis(10_000));
         assert_eq!(b.tokens(), 100_000.0, "tokens capped at the burst");

@@ -182,19 +182,24 @@ impl Tracker {
         let mut orphans = Vec::new();
         let r = self.cfg.stream_rate.bps();
         if budget.bps() >= r {
-            if self.peers[self.root.0 as usize].spare < r {
-                // Move a weak root child down to make room for a strong newcomer.
+            // Move weak root children down to make room for a strong newcomer: the root's few seeds
+            // should be the peers that can feed the most others (a child with less than the stream
+            // rate, or less than half the newcomer's budget, counts as weak).
+            let mine = budget.bps();
+            while self.peers[self.root.0 as usize].spare < r {
                 let root = self.root.0 as usize;
                 let weak = self.peers[root]
                     .downs
                     .iter()
-                    .filter(|(d, _)| self.peers[*d as usize].budget < r)
+                    .filter(|(d, _)| {
+                        let b = self.peers[*d as usize].budget;
+                        b < r || b.saturating_mul(2) < mine
+                    })
                     .min_by_key(|(d, _)| (self.peers[*d as usize].budget, *d))
                     .copied();
-                if let Some((d, _)) = weak {
-                    self.drop_edge(PeerId(d), self.root);
-                    orphans.push((PeerId(d), self.root));
-                }
+                let Some((d, _)) = weak else { break };
+                self.drop_edge(PeerId(d), self.root);
+                orphans.push((PeerId(d), self.root));
             }
             let root = self.root.0 as usize;
             if self.peers[root].spare >= r {
