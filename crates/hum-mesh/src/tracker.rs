@@ -87,6 +87,10 @@ pub struct Tracker {
     peers: Vec<Entry>,
     pools: Vec<Vec<u32>>,
     rng: u64,
+    /// Peers that can relay (joined with a budget worth granting), for leaf preemption.
+    relays: Vec<u32>,
+    /// (orphan, the upstream it lost) from preemptions inside `fill`: see [`Tracker::take_orphans`].
+    orphans: Vec<(PeerId, PeerId)>,
 }
 
 impl Tracker {
@@ -96,6 +100,8 @@ impl Tracker {
             root,
             peers: Vec::new(),
             pools: vec![Vec::new(); 64],
+            relays: Vec::new(),
+            orphans: Vec::new(),
             rng: seed | 1,
         };
         let cap = t.cfg.root_capacity.bps();
@@ -154,6 +160,41 @@ impl Tracker {
         })
     }
 
+    /// Peers that lost a grant inside `join`/`refill` (leaf preemption): tell each that the upstream is
+    /// gone and refill it.
+    pub fn take_orphans(&mut self) -> Vec<(PeerId, PeerId)> {
+        std::mem::take(&mut self.orphans)
+    }
+
+    /// (level, pool entries, live entries with spare) per non-empty level: for diagnostics.
+    pub fn pool_summary(&self) -> Vec<(usize, usize, usize)> {
+        let min = self.cfg.min_grant();
+        self.pools
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(l, p)| {
+                let live = p.iter().filter(|&&c| {
+                    let e = &self.peers[c as usize];
+                    e.alive && e.spare >= min && e.level as usize == l
+                });
+                (l, p.len(), live.count())
+            })
+            .collect()
+    }
+
+    /// Alive peers with spare upload but in no pool at their level: should be none.
+    pub fn unpooled_with_spare(&self) -> Vec<(u32, u8, u64)> {
+        let min = self.cfg.min_grant();
+        (1..self.peers.len())
+            .filter(|&i| {
+                let e = &self.peers[i];
+                e.alive && e.spare >= min && !self.pools[e.level as usize].contains(&(i as u32))
+            })
+            .map(|i| (i as u32, self.peers[i].level, self.peers[i].spare))
+            .collect()
+    }
+
     pub fn root_spare(&self) -> Bitrate {
         Bitrate::from_bps(self.peers[self.root.0 as usize].spare)
     }
@@ -180,6 +221,9 @@ impl Tracker {
             ..Entry::default()
         };
         let mut orphans = Vec::new();
+        if usable > 0 {
+            self.relays.push(peer.0);
+        }
         let r = self.cfg.stream_rate.bps();
         if budget.bps() >= r {
             // Move weak root children down to make room for a strong newcomer: the root's few seeds
@@ -256,6 +300,46 @@ impl Tracker {
             self.grow_existing(peer, &mut touched);
         }
         let _ = unit;
+        // A relay that found no capacity takes a grant from a leaf (a peer that relays nothing): capacity
+        // held by leaves that joined early would otherwise lock relays out, and a relay fed is capacity
+        // for everyone after it. The leaf is refilled like any orphan.
+        let me_relay = self.peers[peer.0 as usize].spare > 0;
+        let mut attempts = 0;
+        while me_relay && attempts < 32 && !self.relays.is_empty() {
+            let have: u64 = self.peers[peer.0 as usize].ups.iter().map(|u| u.1).sum();
+            if have >= r || self.peers[peer.0 as usize].ups.len() >= self.cfg.max_upstreams {
+                break;
+            }
+            attempts += 1;
+            let i = (self.next_rand() % self.relays.len() as u64) as usize;
+            let u = self.relays[i];
+            let ue = &self.peers[u as usize];
+            if !ue.alive {
+                self.relays.swap_remove(i);
+                continue;
+            }
+            if u == peer.0
+                || ue.ups.is_empty()
+                || self.peers[peer.0 as usize].ups.iter().any(|x| x.0 == u)
+            {
+                continue;
+            }
+            if !self.peers[peer.0 as usize].downs.is_empty() && self.descends_from(u, peer.0) {
+                continue;
+            }
+            let leaf = ue.downs.iter().copied().find(|&(d, _)| {
+                let de = &self.peers[d as usize];
+                de.spare == 0 && de.downs.is_empty()
+            });
+            let Some((d, _)) = leaf else { continue };
+            self.drop_edge(PeerId(d), PeerId(u));
+            self.orphans.push((PeerId(d), PeerId(u)));
+            let g = self.peers[u as usize].spare.min(r - have);
+            if g > 0 {
+                self.link(peer.0, u, g);
+                touched.push(u);
+            }
+        }
         // Whatever the mesh cannot give, the root gives if it can.
         let have: u64 = self.peers[peer.0 as usize].ups.iter().map(|u| u.1).sum();
         let root = self.root.0;

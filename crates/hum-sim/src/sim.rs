@@ -342,6 +342,11 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         for p in w.root.granted() {
             eprintln!("  {p:?}: {:?}", w.tracker.upstreams(*p));
         }
+        eprintln!(
+            "pools {:?} unpooled {:?}",
+            w.tracker.pool_summary(),
+            w.tracker.unpooled_with_spare()
+        );
         let mut stalls: Vec<(u64, usize)> = w
             .viewers
             .iter()
@@ -400,16 +405,11 @@ fn brief(m: &MeshMsg) -> String {
     }
 }
 
-/// The server cap when none is given: 25% over the fluid lower bound, but at least a few copies of the
-/// stream so the tree is not too deep (the design's "tier 1"), growing slowly with the audience.
+/// The server cap when none is given: 1.25x the fluid lower bound `max(r, N*r - usable)`. The root
+/// grants 80% of it to its seeds (one seed at least) and keeps the rest for fallbacks.
 pub fn default_cap(r: Bitrate, viewers: usize, lower_bound_bps: f64) -> Bitrate {
-    let copies = (2.0 * (viewers as f64).log10()).clamp(1.0, 12.0);
-    let seed = r.bps() as f64 * copies;
-    Bitrate::from_bps(
-        (1.25 * lower_bound_bps)
-            .max(seed)
-            .min(viewers as f64 * r.bps() as f64 * 1.25) as u64,
-    )
+    let _ = viewers;
+    Bitrate::from_bps((1.25 * lower_bound_bps.max(r.bps() as f64)) as u64)
 }
 
 impl World {
@@ -467,18 +467,33 @@ impl World {
         self.wake_at.push(u64::MAX);
         self.last_wake.push(u64::MAX);
         let net = &self.net;
-        let (grants, orphans) = self
+        let (grants, mut orphans) = self
             .tracker
             .join(peer, budget, &|a, b| net.rtt(NodeId(a.0), NodeId(b.0)));
+        orphans.extend(self.tracker.take_orphans());
         let rtt = self.net.rtt(nd, NodeId(0));
         let live = self.root.newest().unwrap_or(0);
         self.net
             .schedule(now + rtt, Some(nd), Ev::Granted { live, grants });
         for (o, lost) in orphans {
+            if lost != PeerId(0) {
+                self.notify_orphan(now, o, lost);
+                continue;
+            }
             let delay = self.net.rtt(NodeId(o.0), NodeId(0));
             self.net
                 .schedule(now + delay, Some(NodeId(o.0)), Ev::Gone(lost));
         }
+    }
+
+    /// The tracker moved `o` off `lost` (preemption): both ends hear of it after one relay RTT.
+    fn notify_orphan(&mut self, now: SimTime, o: PeerId, lost: PeerId) {
+        let d1 = self.net.rtt(NodeId(o.0), NodeId(0));
+        self.net
+            .schedule(now + d1, Some(NodeId(o.0)), Ev::Gone(lost));
+        let d2 = self.net.rtt(NodeId(lost.0), NodeId(0));
+        self.net
+            .schedule(now + d2, Some(NodeId(lost.0)), Ev::Gone(o));
     }
 
     fn leave(&mut self, now: SimTime, nd: NodeId) {
@@ -683,6 +698,9 @@ impl World {
                     if !grants.is_empty() {
                         let rtt = self.net.rtt(nd, NodeId(0));
                         self.net.schedule(now + rtt, Some(nd), Ev::Grants(grants));
+                    }
+                    for (o, lost) in self.tracker.take_orphans() {
+                        self.notify_orphan(now, o, lost);
                     }
                 }
                 MeshEvent::Fallback { .. } => self.fallbacks += 1,
