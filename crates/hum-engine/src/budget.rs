@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+/// The settings model and the sans-IO pieces, re-exported so the app needs only hum-engine.
+pub use hum_budget as model;
 use hum_budget::{
     Admit, BandwidthSettings, EffectiveBudget, LimiterConfig, MeasuredUpload, Measurements,
     OtherAppsConfig, OtherAppsEstimator, ProbeConfig, ProbeDecision, ProbeError, ProbeKind,
@@ -643,7 +645,7 @@ pub async fn run_probe(
 ) -> Result<(MeasuredUpload, u64), ProbeError> {
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
+        tokio_tungstenite::connect_async_with_config(url, None, true),
     )
     .await
     .map_err(|_| ProbeError::Connection("timed out connecting".into()))?
