@@ -128,6 +128,23 @@ async fn channels_rosters_voice_state_and_channel_signalling() -> anyhow::Result
         list["channels"][0]["roster"].as_array().map(Vec::len),
         Some(1)
     );
+
+    // A reply far larger than one frame (the relay fragments it) arrives whole.
+    for i in 0..60 {
+        owner
+            .ok(
+                "channel_create",
+                json!({"server": sid, "name": format!("Room {i}")}),
+            )
+            .await?;
+    }
+    let info = cy.ok("server_info", json!({"server": sid})).await?;
+    // Several times the relay's 4 KiB fragment size.
+    assert!(info.to_string().len() > 12 * 1024, "{}", info.to_string().len());
+    assert_eq!(
+        info["server"]["channels"].as_array().map(Vec::len),
+        Some(61)
+    );
     Ok(())
 }
 

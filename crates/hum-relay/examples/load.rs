@@ -40,13 +40,13 @@ impl Conn {
         let user = hex(&key.verifying_key().to_bytes());
         let mut c = Conn { ws, next: 1, user };
         let ch = c.req("hello", json!({"protocol": 1})).await?;
-        let nonce: hum_proto::Nonce = serde_json::from_value(ch["reply"]["nonce"].clone())?;
+        let nonce: hum_proto::Nonce = serde_json::from_value(ch["nonce"].clone())?;
         let sig = key.sign(&hum_proto::signal::login_signing_bytes(&nonce));
         let name = format!("load-{seed}");
         let fields =
             json!({"public_key": c.user, "signature": hex(&sig.to_bytes()), "display_name": name});
         let w = c.req("login", fields).await?;
-        anyhow::ensure!(w["type"] == "reply", "login failed: {w}");
+        anyhow::ensure!(w["type"] == "welcome", "login failed: {w}");
         Ok(c)
     }
 

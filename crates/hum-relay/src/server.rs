@@ -26,8 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -40,6 +39,11 @@ use rand::SeedableRng;
 use rand::rngs::OsRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::handshake::{Handshake, Step};
 use crate::hub::{ConnId, Hub, HubConfig, Output, close};
@@ -385,7 +389,56 @@ impl Drop for ConnSlot {
     }
 }
 
-async fn ws_handler(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+/// `GET /ws`: the upgrade is done by hand (not with axum's `WebSocketUpgrade`) so the relay owns
+/// the tungstenite stream and can send large messages as fragments: tungstenite keeps its write
+/// buffer at the size of the largest frame it ever wrote, so one big `server_info` would
+/// otherwise pin that much memory per connection for the connection's whole life.
+async fn ws_handler(
+    State(shared): State<Arc<Shared>>,
+    mut req: axum::extract::Request,
+) -> Response {
+    let headers = req.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this is a WebSocket endpoint\n",
+        )
+            .into_response();
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok())
+        != Some("13")
+    {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            h,
+            "WebSocket version 13 only\n",
+        )
+            .into_response();
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded\n",
+        )
+            .into_response();
+    };
     let Some(slot) = ConnSlot::acquire(&shared) else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -394,13 +447,55 @@ async fn ws_handler(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> 
             .into_response();
     };
     let hard = shared.config.hard_frame_limit();
-    ws.max_message_size(hard)
-        .max_frame_size(hard)
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
         // Small buffers: 5,000 idle clients must not cost 128 KiB each.
         .read_buffer_size(4 * 1024)
-        // Frames are fed in batches and flushed once; the buffer holds a batch's worth.
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| connection(socket, slot))
+        // Frames are fed in batches and flushed once; the buffer holds about a batch.
+        .write_buffer_size(WRITE_BUFFER);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = hyper_util::rt::TokioIo::new(upgraded);
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                connection(ws, slot).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut res = Response::new(axum::body::Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// Largest frame payload the relay writes; longer messages go out as continuation frames.
+const FRAGMENT: usize = 4 * 1024;
+
+/// A text message as frames of at most [`FRAGMENT`] bytes.
+fn text_frames(text: Utf8Bytes) -> Vec<Message> {
+    if text.len() <= FRAGMENT {
+        return vec![Message::Text(text)];
+    }
+    let bytes = Bytes::from(text);
+    let n = bytes.len().div_ceil(FRAGMENT);
+    (0..n)
+        .map(|i| {
+            let chunk = bytes.slice(i * FRAGMENT..((i + 1) * FRAGMENT).min(bytes.len()));
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            Message::Frame(Frame::message(chunk, opcode, i + 1 == n))
+        })
+        .collect()
 }
 
 fn error_frame(re: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Message {
@@ -410,7 +505,10 @@ fn error_frame(re: Option<RequestId>, code: ErrorCode, message: impl Into<String
     ))))
 }
 
-async fn connection(socket: WebSocket, slot: ConnSlot) {
+async fn connection<S>(socket: WebSocketStream<S>, slot: ConnSlot)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let shared = slot.0.clone();
     let cfg = &shared.config;
     let metrics = &shared.metrics;
@@ -453,8 +551,7 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
                     Some(Ok(f)) => f,
                     Some(Err(e)) => {
                         // tungstenite refuses frames over the hard limit before buffering them.
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("Space limit") {
+                        if matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
                             metrics.closed_abuse.fetch_add(1, Ordering::Relaxed);
                             metrics.error(ErrorCode::TooLarge);
                             let hard = cfg.hard_frame_limit();
@@ -481,7 +578,7 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
                         }
                         continue;
                     }
-                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                     Message::Close(_) => break None,
                 };
                 metrics.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -545,9 +642,14 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
                 loop {
                     match next {
                         Some(Outbound::Text(t)) => {
-                            let fed = tokio::time::timeout(cfg.write_timeout, sink.feed(Message::Text(t))).await;
-                            if !matches!(fed, Ok(Ok(()))) {
-                                ok = false;
+                            for frame in text_frames(t) {
+                                let fed = tokio::time::timeout(cfg.write_timeout, sink.feed(frame)).await;
+                                if !matches!(fed, Ok(Ok(()))) {
+                                    ok = false;
+                                    break;
+                                }
+                            }
+                            if !ok {
                                 break;
                             }
                         }
@@ -594,7 +696,7 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
                 if !handshake.logged_in() && started.elapsed() > cfg.login_timeout {
                     break Some((close::LOGIN_TIMEOUT, "log in sooner".into()));
                 }
-                if !write!(Message::Ping(Default::default())) {
+                if !write!(Message::Ping(Bytes::new())) {
                     break None;
                 }
             }
@@ -602,7 +704,7 @@ async fn connection(socket: WebSocket, slot: ConnSlot) {
     };
     if let Some((code, reason)) = close_with {
         let frame = CloseFrame {
-            code,
+            code: CloseCode::from(code),
             reason: Utf8Bytes::from(reason),
         };
         let sent = tokio::time::timeout(
@@ -651,6 +753,34 @@ mod tests {
     use super::*;
     use hum_proto::signal::Request;
     use rand::SeedableRng;
+
+    #[test]
+    fn long_messages_are_sent_as_fragments() {
+        assert!(matches!(
+            &text_frames(Utf8Bytes::from("short"))[..],
+            [Message::Text(_)]
+        ));
+        let long = "é".repeat(FRAGMENT); // 2 bytes each: fragments split inside characters
+        let frames = text_frames(Utf8Bytes::from(long.clone()));
+        assert_eq!(frames.len(), 2);
+        let mut joined = Vec::new();
+        for (i, f) in frames.into_iter().enumerate() {
+            let Message::Frame(f) = f else {
+                panic!("expected raw frames")
+            };
+            let h = f.header();
+            assert_eq!(h.is_final, i == 1);
+            let want = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            assert_eq!(h.opcode, want);
+            assert!(f.payload().len() <= FRAGMENT);
+            joined.extend_from_slice(f.payload());
+        }
+        assert_eq!(joined, long.as_bytes());
+    }
 
     #[test]
     fn a_client_whose_queue_is_full_is_dropped_and_leaves_the_hub() {
