@@ -238,6 +238,7 @@ fn client(server_ip: &str, link_mbps: u64) -> Res<bool> {
     );
     let mut throttler: Option<Throttler> = None;
     let mut events: Vec<(f64, String)> = Vec::new();
+    let mut caps: Vec<(f64, f64)> = Vec::new();
     let relay_pkt = vec![0u8; RELAY_PAYLOAD];
     let game_gap = Duration::from_secs(1) / GAME_HZ;
     let mut next_game = t0;
@@ -306,6 +307,7 @@ fn client(server_ip: &str, link_mbps: u64) -> Res<bool> {
                     ThrottleOutput::Probe { .. } => {}
                     ThrottleOutput::Event(ev) => {
                         if let ThrottleEvent::CapChanged { cap } = ev {
+                            caps.push((t, cap.mbps_f64()));
                             limiter.set_rates(now, Some(budget.available), cap);
                             relay_wake = Some(now);
                         } else {
@@ -427,6 +429,29 @@ fn client(server_ip: &str, link_mbps: u64) -> Res<bool> {
     println!(
         "game over:     relay {go_relay:.2} Mbit/s = {:.0}% of the link ({link_payload:.2} Mbit/s payload)",
         100.0 * go_relay / link_payload
+    );
+    // Time-weighted mean relay cap per measuring window (what the throttler allowed).
+    let mean_cap = |i: usize| -> f64 {
+        let (a, b) = window(i);
+        let mut acc = 0.0;
+        let mut cur = caps
+            .iter()
+            .take_while(|c| c.0 <= a)
+            .last()
+            .map_or(0.0, |c| c.1);
+        let mut at = a;
+        for &(t, c) in caps.iter().filter(|c| c.0 > a && c.0 < b) {
+            acc += cur * (t - at);
+            cur = c;
+            at = t;
+        }
+        acc += cur * (b - at);
+        acc / (b - a)
+    };
+    println!(
+        "relay cap (time-weighted mean): throttler phase {:.2} Mbit/s, game over {:.2} Mbit/s",
+        mean_cap(3),
+        mean_cap(4)
     );
     for (t, e) in &events {
         println!("  event at {t:.1} s: {e}");
