@@ -12,7 +12,7 @@
 //!
 //! Decoding and signature checks run on the connection tasks (in parallel); all state lives on
 //! the hub thread (no locks, SQLite writes off the reactor). A fan-out message is encoded once
-//! and shared by reference count. A client that does not read its queue (4096 frames by default)
+//! and shared by reference count. A client that does not read its queue (8192 frames by default)
 //! or blocks writes for too long is disconnected rather than allowed to grow the relay's memory.
 
 use std::collections::HashMap;
@@ -91,7 +91,7 @@ impl RelayConfig {
             ping_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(15),
-            outbox_frames: 4096,
+            outbox_frames: 8192,
             write_timeout: Duration::from_secs(10),
             max_probes: 4,
             probe_max_bytes: 64 * 1024 * 1024,

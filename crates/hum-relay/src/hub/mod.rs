@@ -103,7 +103,7 @@ impl Default for HubConfig {
             default_channel_size: 25,
             max_channel_size: 1_000,
             max_servers_per_user: 200,
-            max_channels_per_server: 100,
+            max_channels_per_server: 1_000,
             max_members_per_server: 100_000,
             max_friends: 2_000,
             max_calls_per_user: 4,
