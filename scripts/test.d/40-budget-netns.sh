@@ -17,16 +17,22 @@ LINK_MBIT="${HUM_BUDGET_NETNS_MBIT:-10}"
 NS_A="humbudget-a-$$"
 NS_B="humbudget-b-$$"
 SERVER_PID=""
+RELAY_PID=""
+RELAY_DATA=""
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  if [ -n "$RELAY_PID" ]; then kill "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
+  if [ -n "$RELAY_DATA" ]; then rm -rf "$RELAY_DATA"; fi
   ip netns del "$NS_A" 2>/dev/null || true
   ip netns del "$NS_B" 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 
-step "building the netns throttle check"
-cargo build -q --locked -p hum-budget --example netns_throttle
-BIN="${CARGO_TARGET_DIR:-$HUM_ROOT/target}/debug/examples/netns_throttle"
+step "building the netns checks and the relay"
+cargo build -q --locked -p hum-budget --example netns_throttle --example netns_probe
+cargo build -q --locked -p hum-relay --bin hum-relay
+OUT="${CARGO_TARGET_DIR:-$HUM_ROOT/target}/debug"
+BIN="$OUT/examples/netns_throttle"
 
 step "namespaces $NS_A <-> $NS_B, uplink tbf ${LINK_MBIT} Mbit/s"
 ip netns add "$NS_A"
@@ -48,5 +54,15 @@ ip netns exec "$NS_B" "$BIN" server 10.77.0.2 &
 SERVER_PID=$!
 sleep 0.5
 
-step "running the client (about 50 s)"
+step "throttler: game flow + relay upload through the bottleneck (about 50 s)"
 ip netns exec "$NS_A" timeout 120 "$BIN" client 10.77.0.2 "$LINK_MBIT"
+
+step "bandwidth auto-detect: hum-relay's /probe across the same bottleneck"
+RELAY_DATA="$(mktemp -d)"
+ip netns exec "$NS_B" "$OUT/hum-relay" --listen 10.77.0.2:7700 --data "$RELAY_DATA" >/dev/null 2>&1 &
+RELAY_PID=$!
+for _ in $(seq 1 50); do
+  ip netns exec "$NS_A" bash -c 'exec 3<>/dev/tcp/10.77.0.2/7700' 2>/dev/null && break
+  sleep 0.2
+done
+ip netns exec "$NS_A" timeout 60 "$OUT/examples/netns_probe" ws://10.77.0.2:7700/probe "$LINK_MBIT"

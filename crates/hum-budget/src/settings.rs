@@ -38,8 +38,8 @@ pub const SETTINGS_VERSION: u32 = 1;
 pub const MIN_TOTAL_UPLOAD: Bitrate = Bitrate::from_kbps(64);
 /// Above this (10 Gbps) a manual total is almost certainly a typo (an extra zero, or bytes vs bits).
 pub const MAX_TOTAL_UPLOAD: Bitrate = Bitrate::from_mbps(10_000);
-/// The queuing-delay target the throttler defends by default. See docs/budget.md for why 12 ms.
-pub const DEFAULT_QUEUING_TARGET_MS: u32 = 12;
+/// The queuing-delay target the throttler defends by default. See docs/budget.md for why 10 ms.
+pub const DEFAULT_QUEUING_TARGET_MS: u32 = 10;
 /// The range the user may pick the queuing-delay target from.
 pub const QUEUING_TARGET_RANGE_MS: (u32, u32) = (5, 100);
 /// At most this many game process names (the list is matched against every running process).

@@ -46,7 +46,7 @@ const PATHS: [ProbePath; 2] = [ProbePath::Relay, ProbePath::GameServer];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThrottlerConfig {
-    /// Queuing delay the throttler defends (default 12 ms; LEDBAT uses 100 ms, GCC's initial
+    /// Queuing delay the throttler defends (default 10 ms; LEDBAT uses 100 ms, GCC's initial
     /// overuse threshold is 12.5 ms: see docs/budget.md).
     pub target: Duration,
     /// How often each enabled path is probed.
@@ -95,7 +95,7 @@ pub struct ThrottlerConfig {
 impl Default for ThrottlerConfig {
     fn default() -> Self {
         ThrottlerConfig {
-            target: Duration::from_millis(12),
+            target: Duration::from_millis(crate::settings::DEFAULT_QUEUING_TARGET_MS as u64),
             probe_interval: Duration::from_millis(50),
             probe_timeout: Duration::from_millis(1_000),
             current_filter: 3,

@@ -248,7 +248,9 @@ fn game_stays_within_target_while_relay_uses_the_rest_and_recovers() {
         100.0 * relay / left,
         out.events.len()
     );
-    assert!(p95 <= 12.0 + 8.0, "game p95 queuing delay {p95:.1} ms");
+    // Within the target plus a margin of 8 ms (detection takes a few probes).
+    let target = ThrottlerConfig::default().target.as_secs_f64() * 1e3;
+    assert!(p95 <= target + 8.0, "game p95 queuing delay {p95:.1} ms");
     assert!(
         relay >= 0.7 * left,
         "relay {relay:.2} Mbps of {left:.2} left"
