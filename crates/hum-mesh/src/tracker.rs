@@ -55,7 +55,7 @@ impl TrackerConfig {
             candidates: 6,
             max_upstreams: 6,
             utilisation: 0.8,
-            min_relay: Bitrate::from_bps(stream_rate.bps() / 2),
+            min_relay: stream_rate,
         }
     }
     fn min_grant(&self) -> u64 {
