@@ -51,6 +51,9 @@ pub struct ThrottlerConfig {
     pub target: Duration,
     /// How often each enabled path is probed.
     pub probe_interval: Duration,
+    /// The game server is probed less often: it is someone else's server, and a TCP-connect probe
+    /// every 50 ms would look like a SYN flood to its operator.
+    pub game_probe_interval: Duration,
     /// A probe with no reply after this long counts as a sample of this RTT on paths where
     /// timeouts mean congestion (the relay echo), and is dropped elsewhere.
     pub probe_timeout: Duration,
@@ -97,6 +100,7 @@ impl Default for ThrottlerConfig {
         ThrottlerConfig {
             target: Duration::from_millis(crate::settings::DEFAULT_QUEUING_TARGET_MS as u64),
             probe_interval: Duration::from_millis(50),
+            game_probe_interval: Duration::from_millis(250),
             probe_timeout: Duration::from_millis(1_000),
             current_filter: 3,
             base_interval: Duration::from_secs(10),
@@ -419,7 +423,10 @@ impl Throttler {
         }
         // Probes due.
         for path in PATHS {
-            let interval = self.config.probe_interval;
+            let interval = match path {
+                ProbePath::Relay => self.config.probe_interval,
+                ProbePath::GameServer => self.config.game_probe_interval,
+            };
             let Some(p) = self.paths.get_mut(&path) else {
                 continue;
             };
@@ -811,7 +818,12 @@ mod tests {
         let now = h.now;
         h.t.enable_game_server(now, true);
         h.run(ms(4_000), |_, p| (p == ProbePath::Relay).then_some(ms(20)));
-        assert!(h.probes[&ProbePath::GameServer] >= 70);
+        // 4 s at one probe per 250 ms.
+        assert!(
+            (15..=17).contains(&h.probes[&ProbePath::GameServer]),
+            "{:?}",
+            h.probes
+        );
         assert_eq!(
             h.t.relay_cap(),
             Bitrate::from_mbps(4),

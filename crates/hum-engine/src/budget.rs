@@ -147,6 +147,17 @@ impl RttProber for TcpConnectProber {
     }
 }
 
+/// A TCP-connect prober for the game server named in the settings, if one is set and resolves.
+/// (The service is wired at spawn; a changed game server takes effect on the next spawn.)
+pub async fn game_server_prober(settings: &BandwidthSettings) -> Option<TcpConnectProber> {
+    let (host, port) = settings.game_server()?;
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .next()?;
+    Some(TcpConnectProber::new(addr, Duration::from_secs(1)))
+}
+
 /// How the service is set up.
 pub struct BudgetConfig {
     pub settings: BandwidthSettings,
@@ -469,11 +480,11 @@ impl BudgetService {
                 if let Some(p) = prober {
                     let tx = reply_tx.clone();
                     tokio::spawn(async move {
-                        if let Ok(rtt) = p.probe(seq).await {
-                            // The reply instant is what the throttler needs; the prober's own
-                            // measurement starts a little after the throttler's send instant.
+                        // The throttler times the probe from its own send instant; a failed probe
+                        // is left to its timeout (congestion on the relay path, ignored on the
+                        // game path).
+                        if p.probe(seq).await.is_ok() {
                             let _ = tx.send((seq, Instant::now()));
-                            let _ = rtt;
                         }
                     });
                 }
@@ -856,6 +867,15 @@ mod tests {
         );
         assert_eq!(service.settings().last_probe, Some(m));
         service.shutdown();
+    }
+
+    #[tokio::test]
+    async fn game_server_prober_comes_from_the_settings() {
+        let mut s = settings();
+        assert!(game_server_prober(&s).await.is_none());
+        s.protection.game_server = Some("127.0.0.1:9".into());
+        let p = game_server_prober(&s).await.expect("resolves");
+        assert_eq!(p.target, "127.0.0.1:9".parse::<SocketAddr>().expect("addr"));
     }
 
     #[test]
