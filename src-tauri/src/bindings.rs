@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
-use crate::commands::{connection, friends, identity, servers, settings, voice};
+use crate::commands::{connection, devices, friends, identity, servers, settings, voice};
 
 pub fn builder() -> Builder<tauri::Wry> {
     Builder::<tauri::Wry>::new()
@@ -32,6 +32,10 @@ pub fn builder() -> Builder<tauri::Wry> {
             servers::channel_leave,
             servers::voice_state_set,
             servers::my_voice,
+            servers::user_volume_set,
+            servers::invite_create,
+            servers::invite_join,
+            devices::devices_list,
             friends::friends_list,
             friends::friend_request,
             friends::friend_respond,
@@ -41,7 +45,9 @@ pub fn builder() -> Builder<tauri::Wry> {
             voice::PttChanged,
             connection::RelayStatusChanged,
             connection::ServersChanged,
-            connection::FriendsChanged
+            connection::FriendsChanged,
+            servers::AudioNotice,
+            servers::SelfSpeaking
         ])
         .typ::<crate::error::CommandError>()
         .typ::<crate::channels::LevelSample>()

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
+use hum_engine::voice::VoiceSession;
+use hum_engine::voice::link::VoiceLink;
 use hum_engine::{Identity, IdentityError, RelayClient};
+use std::sync::Arc;
 
 use crate::channels::LevelHub;
 use crate::commands::servers::MyVoice;
@@ -20,6 +23,10 @@ pub struct AppState {
     pub levels: LevelHub,
     relay: Mutex<Option<RelayClient>>,
     my_voice: Mutex<MyVoice>,
+    /// The running voice channel (audio + mesh), if any; async because leaving awaits.
+    pub link: tokio::sync::Mutex<Option<VoiceLink>>,
+    /// Its session, for the sync paths (push-to-talk hotkey, mute, volume).
+    session: Mutex<Option<Arc<VoiceSession>>>,
 }
 
 impl AppState {
@@ -37,6 +44,8 @@ impl AppState {
             levels: LevelHub::default(),
             relay: Mutex::new(None),
             my_voice: Mutex::new(MyVoice::default()),
+            link: tokio::sync::Mutex::new(None),
+            session: Mutex::new(None),
         })
     }
 
@@ -84,5 +93,15 @@ impl AppState {
     pub fn set_my_voice(&self, v: MyVoice) -> CmdResult<()> {
         *self.my_voice.lock().map_err(CommandError::internal)? = v;
         Ok(())
+    }
+
+    pub fn session(&self) -> Option<Arc<VoiceSession>> {
+        self.session.lock().ok()?.clone()
+    }
+
+    pub fn set_session(&self, s: Option<Arc<VoiceSession>>) {
+        if let Ok(mut slot) = self.session.lock() {
+            *slot = s;
+        }
     }
 }

@@ -51,7 +51,7 @@ export function reportFor(s: BandwidthSettings): BandwidthReport {
 export const defaultVoice: VoiceSettings = {
   transmit_mode: "voice_activity",
   ptt_shortcut: "F8",
-  sensitivity_dbfs: -50,
+  sensitivity_dbfs: -45,
   noise_suppression: true,
   input_device: null,
   output_device: null,
@@ -103,7 +103,9 @@ export function fakeBackend(
         case "servers_list":
           return [];
         case "my_voice":
-          return { channel: null, muted: false, deafened: false };
+          return { channel: null, muted: false, deafened: false, audio_notice: null };
+        case "devices_list":
+          return [];
         case "friends_list":
           return { friends: [], incoming: [], outgoing: [] };
         default:

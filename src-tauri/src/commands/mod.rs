@@ -2,6 +2,7 @@
 //! `&AppState` (unit-tested without a webview), async ones over hum-engine's `RelayClient`.
 
 pub mod connection;
+pub mod devices;
 pub mod friends;
 pub mod identity;
 pub mod servers;

@@ -3,14 +3,17 @@
 //! The views are shaped for the sidebar (ids as numbers, users as hex keys, voice flags flat);
 //! the data is the relay's, fetched through hum-engine's `RelayClient`.
 
-use hum_proto::signal::{ChannelInfo, Name, Role, ServerInfo, VoiceState, VoiceStatePatch};
+use hum_engine::voice::link::VoiceLink;
+use hum_engine::voice::{VoiceConfig, VoiceEvent};
+use hum_proto::signal::{ChannelInfo, Name, Role, ServerInfo, VoiceStatePatch};
 use hum_proto::{ChannelId, ServerId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use specta::Type;
-use tauri::State;
+use tauri::{AppHandle, State};
+use tauri_specta::Event;
 
 use super::connection::client_error;
-use crate::error::{CmdResult, CommandError};
+use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::state::AppState;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Type)]
@@ -47,6 +50,32 @@ pub struct MyVoice {
     pub channel: Option<u64>,
     pub muted: bool,
     pub deafened: bool,
+    /// Set when audio runs degraded (no microphone or speaker): what the user should know.
+    pub audio_notice: Option<String>,
+}
+
+/// Something about the call's audio the user should see (device lost, negotiation failed...).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type, Event)]
+pub struct AudioNotice {
+    pub message: String,
+}
+
+/// I started or stopped speaking (voice activity or push-to-talk), for my own indicator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type, Event)]
+pub struct SelfSpeaking {
+    pub speaking: bool,
+}
+
+async fn leave_voice(state: &AppState) -> bool {
+    state.set_session(None);
+    let link = state.link.lock().await.take();
+    match link {
+        Some(link) => {
+            link.leave().await;
+            true
+        }
+        None => false,
+    }
 }
 
 pub fn channel_view(c: &ChannelInfo) -> ChannelView {
@@ -111,6 +140,34 @@ pub async fn server_create(state: State<'_, AppState>, name_text: String) -> Cmd
     Ok(server_view(&info))
 }
 
+/// Makes an invite code for a server (give it to a friend or a bot: `hum server join CODE`).
+#[tauri::command]
+#[specta::specta]
+pub async fn invite_create(state: State<'_, AppState>, server: u64) -> CmdResult<String> {
+    let invite = state
+        .relay()?
+        .invite_create(ServerId(server), None, None)
+        .await
+        .map_err(client_error)?;
+    Ok(invite.code.to_string())
+}
+
+/// Joins a server with an invite code.
+#[tauri::command]
+#[specta::specta]
+pub async fn invite_join(state: State<'_, AppState>, code: String) -> CmdResult<ServerView> {
+    let code = code
+        .trim()
+        .parse()
+        .map_err(|_| CommandError::invalid("That is not an invite code."))?;
+    let info = state
+        .relay()?
+        .invite_join(code)
+        .await
+        .map_err(client_error)?;
+    Ok(server_view(&info))
+}
+
 /// Creates a voice channel (admins and owners); `max_participants` null = the relay's default.
 #[tauri::command]
 #[specta::specta]
@@ -138,22 +195,52 @@ pub async fn channel_create(
     Ok(channel_view(&info))
 }
 
-/// Joins a voice channel (leaving any other), with my current mute/deafen.
+/// Joins a voice channel (leaving any other) with audio: the engine's `VoiceLink` runs the mesh
+/// and publishes my speaking/mute state to every roster.
 #[tauri::command]
 #[specta::specta]
-pub async fn channel_join(state: State<'_, AppState>, channel: u64) -> CmdResult<MyVoice> {
+pub async fn channel_join(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    channel: u64,
+) -> CmdResult<MyVoice> {
     let relay = state.relay()?;
     let mut me = state.my_voice()?;
-    let voice = VoiceState {
-        muted: me.muted,
-        deafened: me.deafened,
-        ..VoiceState::default()
-    };
-    relay
-        .channel_join(ChannelId(channel), voice)
-        .await
-        .map_err(client_error)?;
+    leave_voice(&state).await;
+    let settings = super::voice::load(&state);
+    let (io, notices) = super::devices::open_audio(&settings, me.muted || me.deafened)?;
+    let (link, mut events) =
+        VoiceLink::join_channel(relay, ChannelId(channel), VoiceConfig::default(), io)
+            .await
+            .map_err(|e| CommandError::new(ErrorCode::Rejected, e.to_string()))?;
+    if me.deafened {
+        link.session.set_deafened(true);
+    }
+    for (user, pct) in &settings.user_volumes {
+        if let Ok(u) = user.parse() {
+            link.session.set_volume(u, f32::from(*pct) / 100.0);
+        }
+    }
+    state.set_session(Some(link.session.clone()));
+    *state.link.lock().await = Some(link);
+    tauri::async_runtime::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                VoiceEvent::Speaking {
+                    user: None,
+                    speaking,
+                } => {
+                    let _ = SelfSpeaking { speaking }.emit(&app);
+                }
+                VoiceEvent::Error(message) => {
+                    let _ = AudioNotice { message }.emit(&app);
+                }
+                _ => {}
+            }
+        }
+    });
     me.channel = Some(channel);
+    me.audio_notice = (!notices.is_empty()).then(|| notices.join(" "));
     state.set_my_voice(me.clone())?;
     Ok(me)
 }
@@ -161,10 +248,12 @@ pub async fn channel_join(state: State<'_, AppState>, channel: u64) -> CmdResult
 #[tauri::command]
 #[specta::specta]
 pub async fn channel_leave(state: State<'_, AppState>) -> CmdResult<MyVoice> {
-    let relay = state.relay()?;
-    relay.channel_leave().await.map_err(client_error)?;
+    if !leave_voice(&state).await {
+        state.relay()?.channel_leave().await.map_err(client_error)?;
+    }
     let me = MyVoice {
         channel: None,
+        audio_notice: None,
         ..state.my_voice()?
     };
     state.set_my_voice(me.clone())?;
@@ -181,7 +270,11 @@ pub async fn voice_state_set(
 ) -> CmdResult<MyVoice> {
     let muted = muted || deafened;
     let mut me = state.my_voice()?;
-    if me.channel.is_some() {
+    if let Some(session) = state.session() {
+        // The link publishes the change to the roster.
+        session.set_muted(muted);
+        session.set_deafened(deafened);
+    } else if me.channel.is_some() {
         let relay = state.relay()?;
         let patch = VoiceStatePatch {
             muted: Some(muted),
@@ -196,6 +289,20 @@ pub async fn voice_state_set(
     Ok(me)
 }
 
+/// Sets how loud one person is for me (0-200 %), now and in future calls.
+#[tauri::command]
+#[specta::specta]
+pub fn user_volume_set(state: State<'_, AppState>, user_id: String, percent: u16) -> CmdResult<()> {
+    let user = super::friends::parse_user(&user_id)?;
+    let mut settings = super::voice::load(&state);
+    settings.user_volumes.insert(user.to_string(), percent);
+    super::voice::save(&state, &settings)?;
+    if let Some(session) = state.session() {
+        session.set_volume(user, f32::from(percent) / 100.0);
+    }
+    Ok(())
+}
+
 #[tauri::command]
 #[specta::specta]
 pub fn my_voice(state: State<'_, AppState>) -> CmdResult<MyVoice> {
@@ -206,7 +313,9 @@ pub fn my_voice(state: State<'_, AppState>) -> CmdResult<MyVoice> {
 mod tests {
     use super::*;
     use hum_proto::UserId;
-    use hum_proto::signal::{ChannelPermissions, DisplayName, RosterEntry, UserSummary};
+    use hum_proto::signal::{
+        ChannelPermissions, DisplayName, RosterEntry, UserSummary, VoiceState,
+    };
 
     #[test]
     fn roster_view_keeps_order_and_flags() {

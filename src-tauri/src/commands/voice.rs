@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use specta::Type;
-use tauri::{AppHandle, State};
+use tauri::{AppHandle, Manager, State};
 use tauri_plugin_global_shortcut::{GlobalShortcutExt, Shortcut, ShortcutState};
 use tauri_specta::Event;
 
@@ -17,8 +17,9 @@ use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::settings_store::keys;
 use crate::state::AppState;
 
-/// Sensitivity range (dBFS) the slider offers: -70 picks up breathing, -10 needs shouting.
-pub const SENSITIVITY_RANGE_DBFS: (i16, i16) = (-70, -10);
+/// Voice-activity threshold range (dBFS) the slider offers, hum-media's VAD range: -60 picks up
+/// quiet speech, -30 needs a loud voice.
+pub const SENSITIVITY_RANGE_DBFS: (i16, i16) = (-60, -30);
 /// Per-user volume range, percent.
 pub const MAX_USER_VOLUME_PERCENT: u16 = 200;
 
@@ -49,7 +50,7 @@ impl Default for VoiceSettings {
         Self {
             transmit_mode: TransmitMode::VoiceActivity,
             ptt_shortcut: "F8".into(),
-            sensitivity_dbfs: -50,
+            sensitivity_dbfs: -45,
             noise_suppression: true,
             input_device: None,
             output_device: None,
@@ -126,6 +127,9 @@ pub fn apply_shortcut<R: tauri::Runtime>(app: &AppHandle<R>, v: &VoiceSettings) 
     let shortcut = parse_shortcut(&v.ptt_shortcut)?;
     gs.on_shortcut(shortcut, |app, _shortcut, event| {
         let transmitting = event.state == ShortcutState::Pressed;
+        if let Some(session) = app.state::<AppState>().session() {
+            session.controls().set_ptt_pressed(transmitting);
+        }
         if let Err(e) = (PttChanged { transmitting }).emit(app) {
             tracing::warn!("push-to-talk event not delivered: {e}");
         }
@@ -155,6 +159,16 @@ pub fn voice_settings_set(
     validate(&settings)?;
     apply_shortcut(&app, &settings)?;
     save(&state, &settings)?;
+    if let Some(session) = state.session() {
+        // A call in progress picks up the new mode, sensitivity, suppression and volumes now.
+        let muted = session.controls().muted();
+        super::devices::apply_controls(session.controls(), &settings, muted);
+        for (user, pct) in &settings.user_volumes {
+            if let Ok(u) = user.parse() {
+                session.set_volume(u, f32::from(*pct) / 100.0);
+            }
+        }
+    }
     Ok(settings)
 }
 

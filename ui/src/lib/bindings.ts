@@ -34,12 +34,23 @@ export const commands = {
 	serverCreate: (nameText: string) => typedError<ServerView, CommandError>(__TAURI_INVOKE("server_create", { nameText })),
 	/**  Creates a voice channel (admins and owners); `max_participants` null = the relay's default. */
 	channelCreate: (server: number, nameText: string, maxParticipants: number | null) => typedError<ChannelView, CommandError>(__TAURI_INVOKE("channel_create", { server, nameText, maxParticipants })),
-	/**  Joins a voice channel (leaving any other), with my current mute/deafen. */
+	/**
+	 *  Joins a voice channel (leaving any other) with audio: the engine's `VoiceLink` runs the mesh
+	 *  and publishes my speaking/mute state to every roster.
+	 */
 	channelJoin: (channel: number) => typedError<MyVoice, CommandError>(__TAURI_INVOKE("channel_join", { channel })),
 	channelLeave: () => typedError<MyVoice, CommandError>(__TAURI_INVOKE("channel_leave")),
 	/**  Mute and/or deafen (deafening also mutes, as users expect). */
 	voiceStateSet: (muted: boolean, deafened: boolean) => typedError<MyVoice, CommandError>(__TAURI_INVOKE("voice_state_set", { muted, deafened })),
 	myVoice: () => typedError<MyVoice, CommandError>(__TAURI_INVOKE("my_voice")),
+	/**  Sets how loud one person is for me (0-200 %), now and in future calls. */
+	userVolumeSet: (userId: string, percent: number) => typedError<null, CommandError>(__TAURI_INVOKE("user_volume_set", { userId, percent })),
+	/**  Makes an invite code for a server (give it to a friend or a bot: `hum server join CODE`). */
+	inviteCreate: (server: number) => typedError<string, CommandError>(__TAURI_INVOKE("invite_create", { server })),
+	/**  Joins a server with an invite code. */
+	inviteJoin: (code: string) => typedError<ServerView, CommandError>(__TAURI_INVOKE("invite_join", { code })),
+	/**  The host's audio devices; an empty list means none (the UI says so). */
+	devicesList: () => typedError<DeviceView[], CommandError>(__TAURI_INVOKE("devices_list")),
 	friendsList: () => typedError<FriendsView, CommandError>(__TAURI_INVOKE("friends_list")),
 	/**  Sends a friend request to a public key (hex). */
 	friendRequest: (publicKey: string) => typedError<null, CommandError>(__TAURI_INVOKE("friend_request", { publicKey })),
@@ -49,9 +60,11 @@ export const commands = {
 
 /** Events */
 export const events = {
+	audioNotice: makeEvent<AudioNotice, AudioNotice>("audio-notice"),
 	friendsChanged: makeEvent<FriendsChanged, FriendsChanged>("friends-changed"),
 	pttChanged: makeEvent<PttChanged, PttChanged>("ptt-changed"),
 	relayStatusChanged: makeEvent<RelayStatusChanged, RelayStatusChanged>("relay-status-changed"),
+	selfSpeaking: makeEvent<SelfSpeaking, SelfSpeaking>("self-speaking"),
 	serversChanged: makeEvent<ServersChanged, ServersChanged>("servers-changed"),
 };
 
@@ -63,6 +76,11 @@ export type AppSettings = {
 	bandwidth_report: BandwidthReport,
 	/**  Set when the saved bandwidth settings could not be read and were reset: why. */
 	bandwidth_notice: string | null,
+};
+
+/**  Something about the call's audio the user should see (device lost, negotiation failed...). */
+export type AudioNotice = {
+	message: string,
 };
 
 /**  What the panel gets back for the settings being edited: the numbers, and every error. */
@@ -94,6 +112,15 @@ export type ChannelView = {
 export type CommandError = {
 	code: ErrorCode,
 	message: string,
+};
+
+export type DeviceView = {
+	id: string,
+	name: string,
+	input: boolean,
+	output: boolean,
+	default_input: boolean,
+	default_output: boolean,
 };
 
 export type DownloadQuality = "auto" | "1080p" | "720p" | "480p" | "audio_only";
@@ -193,6 +220,8 @@ export type MyVoice = {
 	channel: number | null,
 	muted: boolean,
 	deafened: boolean,
+	/**  Set when audio runs degraded (no microphone or speaker): what the user should know. */
+	audio_notice: string | null,
 };
 
 export type Person = {
@@ -234,6 +263,11 @@ export type RelayStatusChanged = {
 export type ReservedSource = "manual" | "measured_other_apps" | "estimated";
 
 export type ReservedUpload = { mode: "auto" } | { mode: "manual"; rate: number };
+
+/**  I started or stopped speaking (voice activity or push-to-talk), for my own indicator. */
+export type SelfSpeaking = {
+	speaking: boolean,
+};
 
 export type ServerView = {
 	id: number,

@@ -3,6 +3,7 @@ import { useEffect } from "preact/hooks";
 import { commands, events, type TransmitMode, type VoiceSettings } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { LevelMeter } from "../voice/LevelMeter";
+import { DevicesPanel } from "./DevicesPanel";
 
 /** Voice controls that persist: PTT vs voice activity, the global hotkey, sensitivity, noise suppression. */
 export function VoicePanel(props: { initial: VoiceSettings }) {
@@ -47,6 +48,8 @@ export function VoicePanel(props: { initial: VoiceSettings }) {
   );
 
   return (
+    <>
+    <DevicesPanel voice={s} onChange={apply} />
     <section class="card" data-testid="voice-panel">
       <h2>Voice</h2>
       <fieldset>
@@ -72,8 +75,8 @@ export function VoicePanel(props: { initial: VoiceSettings }) {
         <div class="slider-row">
           <input
             type="range"
-            min="-70"
-            max="-10"
+            min="-60"
+            max="-30"
             step="1"
             data-testid="sensitivity"
             value={s.sensitivity_dbfs}
@@ -99,5 +102,6 @@ export function VoicePanel(props: { initial: VoiceSettings }) {
       )}
       {status.value && <p class="muted">{status.value}</p>}
     </section>
+    </>
   );
 }

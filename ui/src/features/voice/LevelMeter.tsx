@@ -4,7 +4,7 @@ import type { LevelSample } from "../../lib/bindings";
 /** The latest input level, fed by the level channel while a call runs (null: no input yet). */
 export const inputLevel = signal<LevelSample | null>(null);
 
-const FLOOR = -70;
+const FLOOR = -70; // the meter shows -70..0 dBFS; the threshold slider spans -60..-30
 
 /** A horizontal meter with the voice-activity threshold drawn on it. */
 export function LevelMeter(props: { thresholdDbfs: number }) {

@@ -37,14 +37,17 @@ describe("VoiceScreen", () => {
   });
 
   it("joins a channel and creates channels", async () => {
+    let me = { channel: null as unknown, muted: false, deafened: false, audio_notice: null as string | null };
     const calls = fakeBackend({
       servers_list: () => [server(false)],
-      channel_join: (a) => ({ channel: a.channel, muted: false, deafened: false }),
+      my_voice: () => me,
+      channel_join: (a) => (me = { channel: a.channel, muted: false, deafened: false, audio_notice: "No microphone found." }),
       channel_create: () => server(false).channels[0],
     });
     render(<VoiceScreen />);
     fireEvent.click(await screen.findByTestId("join-Lobby"));
     await waitFor(() => expect(calls.some((c) => c.cmd === "channel_join" && c.args.channel === 7)).toBe(true));
+    expect((await screen.findByTestId("audio-notice")).textContent).toBe("No microphone found.");
     fireEvent.input(screen.getByTestId("new-channel-name-Squad"), { target: { value: "Raid" } });
     fireEvent.input(screen.getByTestId("new-channel-max-Squad"), { target: { value: "5" } });
     fireEvent.click(screen.getByTestId("create-channel-Squad"));

@@ -6,11 +6,15 @@ import { messageOf, unwrap } from "../../lib/api";
 /** Servers, their voice channels and who is in each (with live speaking / muted indicators). */
 export function VoiceScreen() {
   const servers = useSignal<ServerView[] | null>(null);
-  const me = useSignal<MyVoice>({ channel: null, muted: false, deafened: false });
+  const me = useSignal<MyVoice>({ channel: null, muted: false, deafened: false, audio_notice: null });
   const error = useSignal<string | null>(null);
   const newServer = useSignal("");
   const newChannel = useSignal<Record<number, string>>({});
   const newChannelMax = useSignal<Record<number, string>>({});
+  const invites = useSignal<Record<number, string>>({});
+  const inviteCode = useSignal("");
+  const notice = useSignal<string | null>(null);
+  const selfSpeaking = useSignal(false);
 
   async function refresh() {
     try {
@@ -32,6 +36,14 @@ export function VoiceScreen() {
       timer = setTimeout(refresh, 50);
     };
     events.serversChanged.listen(soon).then((u) => unlisten.push(u)).catch(() => {});
+    events.audioNotice
+      .listen((e) => (notice.value = e.payload.message))
+      .then((u) => unlisten.push(u))
+      .catch(() => {});
+    events.selfSpeaking
+      .listen((e) => (selfSpeaking.value = e.payload.speaking))
+      .then((u) => unlisten.push(u))
+      .catch(() => {});
     return () => {
       clearTimeout(timer);
       unlisten.forEach((u) => u());
@@ -69,6 +81,16 @@ export function VoiceScreen() {
             {me.value.deafened ? "Undeafen" : "Deafen"}
           </button>
         </div>
+        {me.value.channel !== null && (
+          <p class="muted" data-testid="self-speaking">
+            {selfSpeaking.value ? "You are speaking" : me.value.muted ? "You are muted" : "In voice"}
+          </p>
+        )}
+        {(notice.value || me.value.audio_notice) && (
+          <p class="warning" data-testid="audio-notice">
+            {notice.value ?? me.value.audio_notice}
+          </p>
+        )}
         {error.value && (
           <p class="error" role="alert" data-testid="voice-error">
             {error.value}
@@ -94,12 +116,51 @@ export function VoiceScreen() {
             Create server
           </button>
         </form>
+        <form
+          class="row"
+          onSubmit={(e) => {
+            e.preventDefault();
+            act(async () => {
+              await unwrap(commands.inviteJoin(inviteCode.value));
+              inviteCode.value = "";
+            });
+          }}
+        >
+          <input
+            placeholder="Invite code"
+            data-testid="invite-code-input"
+            value={inviteCode.value}
+            onInput={(e) => (inviteCode.value = e.currentTarget.value)}
+          />
+          <button type="submit" data-testid="invite-join">
+            Join server
+          </button>
+        </form>
       </section>
       {list === null && !error.value && <p class="muted">Loading servers…</p>}
       {list?.length === 0 && <p class="muted">No servers yet: create one above.</p>}
       {list?.map((s) => (
         <section class="card" key={s.id} data-testid={`server-${s.name}`}>
-          <h3>{s.name}</h3>
+          <div class="row">
+            <h3 style={{ flex: 1 }}>{s.name}</h3>
+            {invites.value[s.id] && (
+              <code class="key" data-testid={`invite-code-${s.name}`}>
+                {invites.value[s.id]}
+              </code>
+            )}
+            <button
+              class="secondary"
+              data-testid={`invite-${s.name}`}
+              onClick={() =>
+                act(async () => {
+                  const code = await unwrap(commands.inviteCreate(s.id));
+                  invites.value = { ...invites.value, [s.id]: code };
+                })
+              }
+            >
+              Invite
+            </button>
+          </div>
           {s.channels.map((c) => {
             const here = me.value.channel === c.id;
             return (
@@ -133,6 +194,21 @@ export function VoiceScreen() {
                       {m.display_name}
                       {m.muted && <span class="badge" title="Muted">muted</span>}
                       {m.deafened && <span class="badge" title="Deafened">deafened</span>}
+                      {here && (
+                        <input
+                          type="range"
+                          min="0"
+                          max="200"
+                          step="10"
+                          defaultValue="100"
+                          title={`Volume for ${m.display_name}`}
+                          class="volume"
+                          data-testid={`volume-${m.display_name}`}
+                          onChange={(e) =>
+                            act(() => unwrap(commands.userVolumeSet(m.user_id, Number(e.currentTarget.value))))
+                          }
+                        />
+                      )}
                     </li>
                   ))}
                 </ul>
