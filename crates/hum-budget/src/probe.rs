@@ -304,7 +304,8 @@ pub fn evaluate_report(
     let rate = Bitrate::from_mbps_f64(report.mbps);
     // The relay's rate leaves out the first frame, so it is at most bytes / elapsed, a little less.
     let upper = report.bytes as f64 * 8.0 / (report.elapsed_ms as f64 / 1e3) / 1e6;
-    if !report.mbps.is_finite() || report.mbps <= 0.0 || report.mbps > upper * 1.01 + 0.01 {
+    // (A positive rate that rounds to 0 bps is as useless as zero.)
+    if !report.mbps.is_finite() || rate == Bitrate::ZERO || report.mbps > upper * 1.01 + 0.01 {
         return Err(ProbeError::ImpossibleRate { mbps: report.mbps });
     }
     // Faster than any settings value allows (a relay on the same machine): "at least the most".
@@ -448,6 +449,38 @@ mod tests {
                 measured_at_unix_ms: 77
             }
         );
+    }
+
+    #[test]
+    fn random_reports_never_panic_and_never_exceed_what_was_sent() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let t0 = Instant::now();
+        let mut u = ProbeUpload::start(t0, &ProbeConfig::default(), ProbeKind::Full);
+        for _ in 0..100 {
+            u.poll(t0);
+        }
+        for _ in 0..20_000 {
+            let bytes: u64 = rng.gen_range(0..4_000_000);
+            let elapsed: u64 = rng.gen_range(0..10_000);
+            let mbps: f64 = match rng.gen_range(0..4) {
+                0 => f64::from_bits(rng.r#gen()),
+                1 => -rng.gen_range(0.0..1e3),
+                _ => rng.gen_range(0.0..2e4),
+            };
+            let text = format!(
+                r#"{{"bytes": {bytes}, "elapsed_ms": {elapsed}, "mbps": {mbps}, "capped": {}}}"#,
+                rng.gen_bool(0.3)
+            );
+            if let Ok(m) = u.on_report(0, &text) {
+                assert!(bytes <= u.sent_bytes());
+                assert!(m.rate <= MAX_TOTAL_UPLOAD);
+                assert!(m.rate > Bitrate::ZERO);
+                // Never more than the bytes could carry in the time the relay saw.
+                let upper = bytes as f64 * 8.0 / (elapsed as f64 / 1e3);
+                assert!(m.rate.bps() as f64 <= upper * 1.01 + 1e4, "{text}");
+            }
+        }
     }
 
     #[test]

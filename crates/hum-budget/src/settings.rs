@@ -1052,6 +1052,49 @@ mod tests {
     }
 
     #[test]
+    fn mangled_files_never_panic() {
+        // Outside bytes (a hand-edited or corrupted file): every mutation either loads a valid
+        // record or returns an error; none panics.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let seeds = [
+            manual(
+                20,
+                4,
+                RelayContribution::Custom {
+                    rate: Bitrate::from_kbps(1_500),
+                },
+            )
+            .to_json(),
+            include_str!("../tests/fixtures/settings-v0.json").to_string(),
+            include_str!("../tests/fixtures/settings-v0-auto.json").to_string(),
+        ];
+        let mut loaded = 0;
+        for i in 0..20_000 {
+            let mut bytes = seeds[i % seeds.len()].clone().into_bytes();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..bytes.len());
+                match rng.gen_range(0..3) {
+                    0 => bytes[at] = rng.r#gen(),
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, b"0123456789-.:{}[]\",e"[rng.gen_range(0..19)]),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(s) = BandwidthSettings::from_json(&text) {
+                assert_eq!(s.validate(), Ok(()));
+                loaded += 1;
+            }
+        }
+        assert!(
+            loaded > 100,
+            "some mutations (e.g. in numbers) still load: {loaded}"
+        );
+    }
+
+    #[test]
     fn json_schema_names_the_public_shape() {
         let schema = schemars::schema_for!(BandwidthSettings);
         let text = serde_json::to_string(&schema).unwrap();
