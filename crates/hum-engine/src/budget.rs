@@ -494,7 +494,7 @@ impl BudgetService {
                 && tokio::time::Instant::now() >= next_sample
             {
                 next_sample += every;
-                self.sample_system(s);
+                self.apply_system_sample(Instant::now(), &s.sample());
                 if auto_probe && self.probe_url.is_some() {
                     let decision = {
                         let inner = self.lock();
@@ -531,10 +531,10 @@ impl BudgetService {
         }
     }
 
-    fn sample_system(&self, sampler: &mut SystemSampler) {
-        let sample = sampler.sample();
+    /// Feed one reading of the machine (the driver does this every `system_sample_every` with
+    /// [`SystemSampler`]; an app with its own source may call it directly).
+    pub fn apply_system_sample(&self, now: Instant, sample: &SystemSample) {
         let mut inner = self.lock();
-        let now = Instant::now();
         let stats = inner.limiter.stats();
         let hum_tx = stats.own_bytes + stats.relay_bytes + inner.extra_sent;
         let mut changed = false;
@@ -876,6 +876,43 @@ mod tests {
         s.protection.game_server = Some("127.0.0.1:9".into());
         let p = game_server_prober(&s).await.expect("resolves");
         assert_eq!(p.target, "127.0.0.1:9".parse::<SocketAddr>().expect("addr"));
+    }
+
+    #[tokio::test]
+    async fn other_apps_and_games_shape_the_budget() {
+        let mut s = settings();
+        s.reserved = ReservedUpload::Auto;
+        s.protection.game_processes = vec!["cs2".into()];
+        let mut config = BudgetConfig::new(s);
+        config.system_sample_every = None;
+        let service = BudgetService::spawn(config);
+        let mut events = service.subscribe();
+        let t0 = Instant::now();
+        let sample = |tx: u64, procs: &[&str]| SystemSample {
+            iface: Some("eth0".into()),
+            iface_tx: Some(tx),
+            processes: procs.iter().map(|p| p.to_string()).collect(),
+        };
+        service.apply_system_sample(t0, &sample(1_000_000, &["bash"]));
+        // One second later the interface sent 3 Mbps more and Hum sent nothing: others use 3.
+        service.apply_system_sample(t0 + Duration::from_secs(1), &sample(1_375_000, &["bash"]));
+        let eff = service.effective();
+        assert_eq!(eff.reserved, Bitrate::from_mbps(4)); // 3 + 10% of the 10 Mbps total
+        assert_eq!(eff.relay, Bitrate::from_mbps(3)); // high = 50% of the 6 left
+        // The user starts their game: relaying drops to the "low" preset.
+        service.apply_system_sample(
+            t0 + Duration::from_secs(2),
+            &sample(1_750_000, &["bash", "cs2"]),
+        );
+        let eff = service.effective();
+        assert!(eff.conservative);
+        assert_eq!(eff.relay, Bitrate::from_kbps(600));
+        let mut saw_game = false;
+        while let Ok(ev) = events.try_recv() {
+            saw_game |= ev == BudgetEvent::GameRunning(Some("cs2".into()));
+        }
+        assert!(saw_game);
+        service.shutdown();
     }
 
     #[test]
