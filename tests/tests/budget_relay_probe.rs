@@ -47,3 +47,48 @@ async fn bandwidth_test_against_the_real_relay() -> anyhow::Result<()> {
     service.shutdown();
     Ok(())
 }
+
+#[tokio::test]
+async fn throttler_probes_the_real_relay_with_ping() -> anyhow::Result<()> {
+    use hum_engine::budget::RelayPingProber;
+    use hum_engine::budget::model::{Bitrate, RelayContribution, ReservedUpload};
+    use hum_engine::{Identity, RelayClient, RelayConfig};
+    use hum_proto::signal::DisplayName;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path(), &[])?;
+    let identity = Identity::from_seed([7; 32], DisplayName::new("budget")?);
+    let client = RelayClient::connect(identity, RelayConfig::new(relay.ws_url())).await?;
+    let settings = BandwidthSettings {
+        total_upload: TotalUpload::Manual {
+            rate: Bitrate::from_mbps(10),
+        },
+        reserved: ReservedUpload::Manual {
+            rate: Bitrate::from_mbps(2),
+        },
+        relay: RelayContribution::Medium,
+        ..BandwidthSettings::default()
+    };
+    let mut config = BudgetConfig::new(settings);
+    config.system_sample_every = None;
+    config.throttler.probe_interval = RelayPingProber::THROTTLER_INTERVAL;
+    config.relay_prober = Some(Arc::new(RelayPingProber::new(
+        client,
+        Duration::from_secs(1),
+    )));
+    let service = BudgetService::spawn(config);
+    let mut events = service.subscribe();
+    // Five pongs end the warm-up; relaying then starts at half of "medium" (25% of 8 Mbps).
+    let cap = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(BudgetEvent::RelayCap { cap }) = events.recv().await {
+                return cap;
+            }
+        }
+    })
+    .await?;
+    assert_eq!(cap, Bitrate::from_mbps(1));
+    service.shutdown();
+    Ok(())
+}

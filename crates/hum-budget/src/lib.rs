@@ -17,6 +17,8 @@ pub mod probe;
 pub mod settings;
 pub mod throttler;
 
+/// Every rate in this crate is a [`hum_proto::Bitrate`].
+pub use hum_proto::Bitrate;
 pub use limiter::{Admit, LimiterConfig, LimiterStats, TrafficClass, UploadLimiter};
 pub use other_apps::{OtherAppsConfig, OtherAppsEstimator, running_game};
 pub use probe::{

@@ -147,6 +147,40 @@ impl RttProber for TcpConnectProber {
     }
 }
 
+/// RTT to the relay over the signalling connection (`ping` / `pong`): no extra socket at the relay.
+/// Each probe is one request against the connection's rate limit (50/s by default), so pair it
+/// with a `probe_interval` of 100 ms or more (see [`RelayPingProber::THROTTLER_INTERVAL`]).
+pub struct RelayPingProber {
+    client: crate::relay::RelayClient,
+    timeout: Duration,
+}
+
+impl RelayPingProber {
+    /// The probe interval to configure the throttler with when this prober is used.
+    pub const THROTTLER_INTERVAL: Duration = Duration::from_millis(100);
+
+    pub fn new(client: crate::relay::RelayClient, timeout: Duration) -> Self {
+        RelayPingProber { client, timeout }
+    }
+}
+
+impl RttProber for RelayPingProber {
+    fn probe(
+        &self,
+        _seq: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Duration>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let start = Instant::now();
+            match tokio::time::timeout(self.timeout, self.client.ping()).await {
+                Ok(Ok(())) => Ok(start.elapsed()),
+                Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no pong")),
+            }
+        })
+    }
+}
+
 /// A TCP-connect prober for the game server named in the settings, if one is set and resolves.
 /// (The service is wired at spawn; a changed game server takes effect on the next spawn.)
 pub async fn game_server_prober(settings: &BandwidthSettings) -> Option<TcpConnectProber> {
