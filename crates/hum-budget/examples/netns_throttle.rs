@@ -325,6 +325,9 @@ fn client(server_ip: &str, link_mbps: u64) -> Res<bool> {
             loop {
                 match limiter.try_relay(now, RELAY_PAYLOAD as u64) {
                     Admit::Now => {
+                        if let Some(th) = throttler.as_mut() {
+                            th.on_relay_sent(RELAY_PAYLOAD as u64);
+                        }
                         let _ = relays[next_relay_socket].send(&relay_pkt);
                         next_relay_socket = (next_relay_socket + 1) % relays.len();
                     }

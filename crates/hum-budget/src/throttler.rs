@@ -80,6 +80,9 @@ pub struct ThrottlerConfig {
     /// `ease_factor` per interval.
     pub ease_above: f64,
     pub ease_factor: f64,
+    /// With usage reported ([`Throttler::on_relay_sent`]), the cap grows only while relaying
+    /// sends at least this fraction of it.
+    pub app_limited_below: f64,
     /// Caps below this become zero (not worth a trickle).
     pub min_rate: Bitrate,
     /// Periodic slowdown: at least this long between slowdowns (and at least 9x the slowdown's
@@ -114,6 +117,7 @@ impl Default for ThrottlerConfig {
             grow_below: 0.25,
             ease_above: 0.5,
             ease_factor: 0.96,
+            app_limited_below: 0.5,
             min_rate: Bitrate::from_kbps(16),
             slowdown_every: Duration::from_secs(15),
             slowdown_min: Duration::from_millis(150),
@@ -253,6 +257,8 @@ pub struct Throttler {
     over_at_zero_since: Option<Instant>,
     last_lower_layer: Option<Instant>,
     next_slowdown: Option<Instant>,
+    usage_known: bool,
+    sent_since_step: u64,
     outputs: VecDeque<ThrottleOutput>,
 }
 
@@ -287,6 +293,8 @@ impl Throttler {
             over_at_zero_since: None,
             last_lower_layer: None,
             next_slowdown: None,
+            usage_known: false,
+            sent_since_step: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -484,6 +492,13 @@ impl Throttler {
         }
     }
 
+    /// Relay bytes actually sent. Once this is called, the cap only grows while relaying uses at
+    /// least `app_limited_below` of it.
+    pub fn on_relay_sent(&mut self, bytes: u64) {
+        self.usage_known = true;
+        self.sent_since_step = self.sent_since_step.saturating_add(bytes);
+    }
+
     /// An RTT measured elsewhere (e.g. WebRTC stats to the relay).
     pub fn on_rtt_sample(&mut self, now: Instant, path: ProbePath, rtt: Duration) {
         self.record(now, path, rtt);
@@ -590,7 +605,22 @@ impl Throttler {
         {
             return;
         }
+        // Cap validation (as RFC 7661 does for cwnd): grow only a cap that is being used. A cap
+        // raised while relaying idles would let the next burst meet a full-speed limiter.
+        let since = self.last_increase.unwrap_or(now);
+        let used = std::mem::take(&mut self.sent_since_step);
         self.last_increase = Some(now);
+        if self.usage_known {
+            let secs = now.saturating_duration_since(since).as_secs_f64();
+            let rate = if secs > 0.0 {
+                used as f64 * 8.0 / secs
+            } else {
+                0.0
+            };
+            if rate < self.cap.bps() as f64 * c.app_limited_below {
+                return;
+            }
+        }
         let cap = self.cap;
         // Concave-convex growth around the rate of the last cut.
         let factor = match self.last_cut_from {
@@ -889,6 +919,28 @@ mod tests {
         h.run(ms(75_000), |_, _| Some(ms(70)));
         assert_eq!(h.t.base_rtt(ProbePath::Relay), Some(ms(70)));
         h.run(ms(10_000), |_, _| Some(ms(70)));
+        assert_eq!(h.t.relay_cap(), Bitrate::from_mbps(4));
+    }
+
+    #[test]
+    fn an_unused_cap_does_not_grow() {
+        let mut h = Harness::new(Bitrate::from_mbps(4));
+        h.t.on_relay_sent(0);
+        h.run(ms(500), |_, _| Some(ms(30)));
+        let start = h.t.relay_cap();
+        assert_eq!(start, Bitrate::from_mbps(2));
+        // Relaying idles (a trickle of 100 kbps): the cap stays where it was.
+        for _ in 0..30 {
+            h.t.on_relay_sent(1_250);
+            h.run(ms(100), |_, _| Some(ms(30)));
+        }
+        assert_eq!(h.t.relay_cap(), start);
+        // Relaying uses the cap: it grows again.
+        for _ in 0..40 {
+            let cap = h.t.relay_cap();
+            h.t.on_relay_sent(cap.bytes_per_sec() / 10);
+            h.run(ms(100), |_, _| Some(ms(30)));
+        }
         assert_eq!(h.t.relay_cap(), Bitrate::from_mbps(4));
     }
 

@@ -212,6 +212,7 @@ fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(SimTime) -> b
                 match limiter.try_relay(at(now), RELAY_PKT) {
                     Admit::Now => {
                         net.send(user, peer, RELAY_PKT, Msg::Relay);
+                        throttler.on_relay_sent(RELAY_PKT);
                     }
                     Admit::At(t) => {
                         let t = to_sim(t);

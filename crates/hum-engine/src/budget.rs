@@ -373,7 +373,14 @@ impl BudgetService {
     pub async fn relay_admit(&self, bytes: u64) {
         loop {
             let notified = self.cap_changed.notified();
-            let admit = self.lock().limiter.try_relay(Instant::now(), bytes);
+            let admit = {
+                let mut inner = self.lock();
+                let admit = inner.limiter.try_relay(Instant::now(), bytes);
+                if admit == Admit::Now {
+                    inner.throttler.on_relay_sent(bytes);
+                }
+                admit
+            };
             match admit {
                 Admit::Now => return,
                 Admit::At(t) => {
