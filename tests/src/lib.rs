@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
+/// Binaries already built by this test process: cargo is asked once per binary, not per use.
+static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
 
 /// The directory cargo put this test binary's sibling executables in (`target/<profile>`).
 pub fn target_profile_dir() -> Result<PathBuf> {
@@ -23,18 +24,22 @@ pub fn target_profile_dir() -> Result<PathBuf> {
 /// Cargo only builds binaries of the package under test, so other packages' binaries are built here.
 pub fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf> {
     let path = target_profile_dir()?.join(bin);
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(b, _)| b == bin) {
+        return Ok(p.clone());
+    }
     let release = target_profile_dir()?.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(["build", "-q", "-p", package, "--bin", bin]);
     if release {
         cmd.arg("--release");
     }
-    // Always ask cargo: it is a no-op when the binary is fresh, and it rebuilds a stale one.
+    // Ask cargo once per test process: a no-op when the binary is fresh, a rebuild when stale.
     let status = cmd.status().with_context(|| format!("running cargo build for {bin}"))?;
     if !status.success() || !path.exists() {
         bail!("could not build {bin} from package {package}");
     }
+    built.push((bin.to_owned(), path.clone()));
     Ok(path)
 }
 

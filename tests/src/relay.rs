@@ -32,10 +32,15 @@ impl Relay {
     /// Start `hum-relay --listen 127.0.0.1:0 --data DIR ARGS...` and wait for its
     /// "listening on ADDR" line.
     pub fn start(data_dir: &Path, args: &[&str]) -> Result<Relay> {
+        Relay::start_at(data_dir, "127.0.0.1:0", args)
+    }
+
+    /// Like [`Relay::start`] on a given address (to restart a relay where clients expect it).
+    pub fn start_at(data_dir: &Path, listen: &str, args: &[&str]) -> Result<Relay> {
         let bin = workspace_bin("hum-relay", "hum-relay")?;
         let mut child = Command::new(bin)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data")
             .arg(data_dir)
             .args(args)
