@@ -19,8 +19,8 @@ step "app: UI build (ui/dist)"
 timeout 180 npx vite build --logLevel warn
 
 cd "$HUM_ROOT"
-step "app: building hum-app (debug, UI embedded)"
-timeout 1800 cargo build -p hum-app --locked
+step "app: building hum-app (debug, UI embedded), hum-relay and the hum CLI (the e2e bot)"
+timeout 1800 cargo build -p hum-app -p hum-relay -p hum-cli --locked
 TARGET="${CARGO_TARGET_DIR:-$HUM_ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$HUM_ROOT/$TARGET" ;; esac
 
@@ -31,5 +31,5 @@ step "app: end to end under Xvfb (tauri-driver + WebKitWebDriver)"
 mkdir -p "$HUM_ROOT/tests/artifacts/app"
 timeout 420 xvfb-run -a -s "-screen 0 1280x800x24" \
   dbus-run-session -- python3 "$HUM_ROOT/tests/app/e2e.py" \
-  --app "$TARGET/debug/hum-app" \
+  --app "$TARGET/debug/hum-app" --relay-bin "$TARGET/debug/hum-relay" --hum-bin "$TARGET/debug/hum" \
   --screenshots "$HUM_ROOT/tests/artifacts/app" --deadline 360

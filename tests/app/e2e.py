@@ -4,8 +4,11 @@ WebKitWebDriver.
 
   xvfb-run -a python3 tests/app/e2e.py --app target/debug/hum-app [--screenshots docs/screenshots]
 
-Steps: first run (create identity, relay address), main screen, bandwidth settings changed and
-saved, app restarted, identity and settings found again, identity file is owner-only (0600).
+Steps: first run (create identity, relay address of a real hum-relay started here), connect,
+create a server and a voice channel, invite a headless `hum` bot that joins the channel playing a
+tone, join it from the app and see the bot in the roster with a speaking indicator; relay killed
+and restarted: the app shows it and reconnects by itself; bandwidth settings changed and saved;
+app restarted: identity, settings and relay connection come back; identity file is 0600.
 Bounded: every wait has a timeout and the whole run is capped (--deadline)."""
 
 import argparse
@@ -135,12 +138,31 @@ def stop(proc):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_relay(binary, port, data, log):
+    proc = subprocess.Popen(
+        [binary, "--listen", f"127.0.0.1:{port}", "--data", data],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_for_port("127.0.0.1", port, 30)
+    return proc
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--app", required=True)
     ap.add_argument("--screenshots", default=None)
     ap.add_argument("--measure", type=float, default=0, help="seconds of idle CPU/RSS sampling")
-    ap.add_argument("--deadline", type=float, default=240)
+    ap.add_argument("--deadline", type=float, default=300)
+    ap.add_argument("--relay-bin", required=True, help="hum-relay binary")
+    ap.add_argument("--hum-bin", required=True, help="hum CLI binary (the bot)")
     args = ap.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("e2e deadline")))
     signal.alarm(int(args.deadline))
@@ -153,7 +175,14 @@ def main():
     log = open(os.path.join(data_dir, "driver.log"), "w")
     driver = None
     session = None
+    relay = None
+    bot = None
+    port = free_port()
+    relay_url = f"ws://127.0.0.1:{port}/ws"
+    relay_data = os.path.join(data_dir, "relay")
+    os.makedirs(relay_data)
     try:
+        relay = start_relay(args.relay_bin, port, relay_data, log)
         driver = start_driver(data_dir, log)
         base = f"http://127.0.0.1:{DRIVER_PORT}"
 
@@ -161,14 +190,15 @@ def main():
         session = Session(base, app)
         session.find("first-run")
         check("first run starts on the identity screen", session.exists("display-name"))
-        relay = session.prop("relay-url", "value")
-        check("relay address defaults to the local relay", relay == "ws://127.0.0.1:7700/ws", relay)
+        default_relay = session.prop("relay-url", "value")
+        check("relay address defaults to the local relay", default_relay == "ws://127.0.0.1:7700/ws", default_relay)
         if shots:
             session.screenshot(f"{shots}/first-run.png")
         session.click("create-identity")
         err = session.wait_text("first-run-error", lambda t: len(t) > 0)
         check("an empty display name is refused with a message", "empty" in err.lower(), err)
         session.type("display-name", "e2e-alice")
+        session.type("relay-url", relay_url)
         session.click("create-identity")
         me = session.wait_text("me", lambda t: "e2e-alice" in t)
         check("identity created, main screen shown", "e2e-alice" in me, me)
@@ -177,8 +207,69 @@ def main():
         check("identity file is owner-only (0600)", mode == 0o600, oct(mode or 0))
         if shots:
             session.screenshot(f"{shots}/main.png")
+        state = session.wait_js("return document.querySelector('[data-testid=relay-state]').dataset.state",
+                                lambda v: v == "connected", 30, "relay connected")
+        check("connects to the relay", state == "connected", state)
         if args.measure and driver:
-            measure(driver.pid, "idle main screen", args.measure)
+            measure(driver.pid, "idle, connected", args.measure)
+
+        # --- server, channel, bot in the roster ------------------------------------------------
+        session.type("new-server-name", "E2E Squad")
+        session.click("create-server")
+        session.find("server-E2E Squad")
+        session.type("new-channel-name-E2E Squad", "Lobby")
+        session.type("new-channel-max-E2E Squad", "8")
+        session.click("create-channel-E2E Squad")
+        session.find("channel-Lobby")
+        check("server and voice channel created", True)
+        session.click("invite-E2E Squad")
+        code = session.wait_text("invite-code-E2E Squad", lambda t: len(t) > 0)
+        bot_env = dict(os.environ, HUM_RELAY=relay_url, HUM_IDENTITY=os.path.join(data_dir, "bot.json"))
+        run = lambda *a: subprocess.run([args.hum_bin, *a], env=bot_env, stdout=log,
+                                        stderr=subprocess.STDOUT, timeout=60, check=True)
+        run("identity", "create", "--name", "e2e-bot")
+        run("server", "join", code)
+        bot = subprocess.Popen(
+            [args.hum_bin, "voice", "join", "--server", "E2E Squad", "--channel", "Lobby",
+             "--tone", "440", "--duration", "120s"],
+            env=bot_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        session.find("member-e2e-bot", timeout=30)
+        check("the bot appears in the channel's roster", True)
+        session.click("join-Lobby")
+        session.find("member-e2e-alice", timeout=30)
+        check("joining puts me in the roster", session.exists("leave-Lobby"))
+        speaking = session.wait_js(
+            "const m = document.querySelector('[data-testid=\"member-e2e-bot\"]');"
+            "return m ? m.dataset.speaking : null;", lambda v: v == "true", 30, "bot speaking")
+        check("the bot shows a speaking indicator", speaking == "true", str(speaking))
+        if shots:
+            session.screenshot(f"{shots}/voice-channel.png")
+        if args.measure and driver:
+            measure(driver.pid, "in a voice call with the bot", args.measure)
+        session.click("mute")
+        muted = session.wait_js(
+            "const m = document.querySelector('[data-testid=\"member-e2e-alice\"]');"
+            "return m ? m.textContent : '';", lambda v: "muted" in v, 20, "muted badge")
+        check("muting shows in my roster entry", "muted" in muted, muted)
+        session.click("mute")
+        session.click("leave-Lobby")
+        session.find("join-Lobby")
+        check("leaving the channel", not session.exists("member-e2e-alice"))
+        stop(bot)
+        bot = None
+
+        # --- relay down and back ---------------------------------------------------------------
+        stop(relay)
+        down = session.wait_js("return document.querySelector('[data-testid=relay-state]').dataset.state",
+                               lambda v: v in ("disconnected", "connecting"), 30, "relay down shown")
+        check("relay down is shown", down in ("disconnected", "connecting"), down)
+        if shots:
+            session.screenshot(f"{shots}/relay-down.png")
+        relay = start_relay(args.relay_bin, port, relay_data, log)
+        back = session.wait_js("return document.querySelector('[data-testid=relay-state]').dataset.state",
+                               lambda v: v == "connected", 40, "reconnected")
+        check("reconnects by itself when the relay is back", back == "connected", back)
 
         # --- bandwidth settings ----------------------------------------------------------------
         session.click("nav-settings")
@@ -224,13 +315,21 @@ def main():
         check("relay level survives a restart", session.prop("relay-medium", "checked") is True)
         check("download quality survives a restart", session.prop("download-quality", "value") == "720p")
         check("available recalculated after restart", session.text("available") == "12 Mbps")
+        state = session.wait_js("return document.querySelector('[data-testid=relay-state]').dataset.state",
+                                lambda v: v == "connected", 30, "relay connected after restart")
+        check("reconnects to the saved relay after a restart", state == "connected", state)
+        session.click("nav-voice")
+        session.find("server-E2E Squad")
+        check("servers listed after a restart", True)
     except Exception as e:  # a crash is a failure with its reason, not a traceback without a summary
         check("e2e ran to the end", False, f"{type(e).__name__}: {e}")
     finally:
         signal.alarm(0)
         if session:
             session.quit()
+        stop(bot)
         stop(driver)
+        stop(relay)
         log.close()
         if failed:
             with open(os.path.join(data_dir, "driver.log")) as f:

@@ -115,6 +115,28 @@ class Session:
             time.sleep(0.2)
         raise TimeoutError(f"{testid!r} text never matched; last was {last!r}")
 
+    def wait_js(self, script, predicate, timeout=20, what="condition"):
+        """Polls a JS expression (`return ...`) until predicate(value) holds; returns the value."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.js(script)
+                if predicate(last):
+                    return last
+            except WebDriverError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{what} never held; last value {last!r}")
+
+    def attr(self, testid, name):
+        return self.js(
+            "const el = document.querySelector(`[data-testid='${arguments[0]}']`);"
+            "return el ? el.getAttribute(arguments[1]) : null;",
+            testid,
+            name,
+        )
+
     def screenshot(self, path):
         png = base64.b64decode(self.cmd("GET", "/screenshot"))
         with open(path, "wb") as f:

@@ -166,7 +166,7 @@ export function VoiceScreen() {
             return (
               <div class={`channel ${here ? "here" : ""}`} key={c.id} data-testid={`channel-${c.name}`}>
                 <div class="row">
-                  <span class="channel-name">🔊 {c.name}</span>
+                  <span class="channel-name">{c.name}</span>
                   <span class="muted">
                     {c.roster.length}/{c.max_participants}
                   </span>
