@@ -148,7 +148,8 @@ async fn main() -> anyhow::Result<()> {
         owners.push(owner);
     }
 
-    // Connect and join, 64 at a time; then each client gets a reader task.
+    // Connect and join, 64 at a time. Each client starts reading at once (so the events of
+    // everyone else joining never pile up unread), counting signal events and their latency.
     let start = Instant::now();
     let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
@@ -161,61 +162,59 @@ async fn main() -> anyhow::Result<()> {
         let addr = addr.clone();
         let code = code_of_server[i / per_server].clone();
         let cid = channel_of[i];
+        let hist = hist.clone();
+        let received = received.clone();
         joins.push(tokio::spawn(async move {
             let _p = permit;
             let mut c = Conn::login(&addr, i as u64).await?;
             c.req("invite_join", json!({"code": code})).await?;
             c.req("channel_join", json!({"channel": cid})).await?;
-            anyhow::Ok(c)
+            let user = c.user.clone();
+            let (mut sink, mut stream) = c.ws.split();
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            tokio::spawn(async move {
+                while let Some(t) = rx.recv().await {
+                    if sink.send(Message::Text(t.into())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some(Ok(m)) = stream.next().await {
+                    let Message::Text(t) = m else { continue };
+                    if !t.contains("\"signal\"") {
+                        continue;
+                    }
+                    let Ok(v) = serde_json::from_str::<Value>(&t) else {
+                        continue;
+                    };
+                    if let Some(sent_us) = v["event"]["payload"]["sdp"]
+                        .as_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        let now = start.elapsed().as_micros() as u64;
+                        let _ = hist.lock().await.record(now.saturating_sub(sent_us).max(1));
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            anyhow::Ok((user, tx))
         }));
     }
-    let mut conns = Vec::new();
+    let mut writers = Vec::new();
+    let mut users = Vec::new();
     for j in joins {
-        conns.push(j.await??);
+        let (user, tx) = j.await??;
+        users.push(user);
+        writers.push(tx);
     }
     let setup_s = setup.elapsed().as_secs_f64();
     let (rss_connected, _) = rss_mb(pid);
     eprintln!(
         "{clients} clients connected and joined in {setup_s:.1} s; relay RSS {rss_connected:.1} MB"
     );
-
-    // Split: writers go to a map, readers count signal events and their latency.
-    let mut writers = Vec::new();
-    let mut users = Vec::new();
-    for c in conns {
-        users.push(c.user.clone());
-        let (mut sink, mut stream) = c.ws.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            while let Some(t) = rx.recv().await {
-                if sink.send(Message::Text(t.into())).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let hist = hist.clone();
-        let received = received.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = stream.next().await {
-                let Message::Text(t) = m else { continue };
-                if !t.contains("\"signal\"") {
-                    continue;
-                }
-                let Ok(v) = serde_json::from_str::<Value>(&t) else {
-                    continue;
-                };
-                if let Some(sent_us) = v["event"]["payload"]["sdp"]
-                    .as_str()
-                    .and_then(|s| s.parse::<u64>().ok())
-                {
-                    let now = start.elapsed().as_micros() as u64;
-                    let _ = hist.lock().await.record(now.saturating_sub(sent_us).max(1));
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        writers.push(tx);
-    }
+    // Let the join storm drain before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut by_channel: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, c) in channel_of.iter().enumerate() {
         by_channel.entry(*c).or_default().push(i);
