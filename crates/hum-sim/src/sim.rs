@@ -125,6 +125,8 @@ struct World {
     wake_at: Vec<u64>,
     last_wake: Vec<u64>,
     spins: u64,
+    /// `HUM_SIM_TRACE`: print this node's events (read once).
+    trace: Option<u32>,
     watch_us: u64,
     stall_us: u64,
     members: Vec<Member>,
@@ -221,6 +223,9 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         wake_at: Vec::with_capacity(n + newcomers + 1),
         last_wake: Vec::with_capacity(n + newcomers + 1),
         spins: 0,
+        trace: std::env::var("HUM_SIM_TRACE")
+            .ok()
+            .and_then(|v| v.parse().ok()),
         watch_us: 0,
         stall_us: 0,
         members,
@@ -651,9 +656,7 @@ impl World {
         let mine_malicious = self.viewers[nd.index()]
             .as_ref()
             .is_some_and(|v| v.malicious);
-        let trace = std::env::var("HUM_SIM_TRACE")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok());
+        let trace = self.trace;
         for e in events.drain(..) {
             if trace == Some(nd.0) {
                 eprintln!("{now} {}: {e:?}", nd.0);
