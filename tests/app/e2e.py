@@ -89,6 +89,20 @@ def rss_kib(pids):
     return total
 
 
+def pss_kib(pids):
+    """Proportional set size: shared library pages split between the processes mapping them."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def cpu_ticks(pids):
     total = 0
     for p in pids:
@@ -114,7 +128,10 @@ def measure(driver_pid, label, seconds):
     t1, c1 = time.monotonic(), cpu_ticks(process_tree(pid))
     hz = os.sysconf("SC_CLK_TCK")
     cpu = (c1 - c0) / hz / (t1 - t0) * 100
-    print(f"measure {label}: rss={rss_kib(process_tree(pid)) / 1024:.1f} MiB cpu={cpu:.2f}% "
+    tree = process_tree(pid)
+    parts = ", ".join(f"{comm(p)}={rss_kib([p]) / 1024:.0f}" for p in tree)
+    print(f"measure {label}: rss={rss_kib(tree) / 1024:.1f} MiB ({parts}) "
+          f"pss={pss_kib(tree) / 1024:.1f} MiB cpu={cpu:.2f}% "
           f"over {seconds}s, processes={names}")
 
 
@@ -127,6 +144,12 @@ def start_driver(data_dir, log):
     )
     wait_for_port("127.0.0.1", DRIVER_PORT, 30)
     return proc
+
+
+def ready_session(base, app):
+    """A new session; waits for WebKitWebDriver (the native port), which starts after tauri-driver."""
+    wait_for_port("127.0.0.1", NATIVE_PORT, 30)
+    return Session(base, app)
 
 
 def stop(proc):
@@ -187,7 +210,7 @@ def main():
         base = f"http://127.0.0.1:{DRIVER_PORT}"
 
         # --- first run -------------------------------------------------------------------------
-        session = Session(base, app)
+        session = ready_session(base, app)
         session.find("first-run")
         check("first run starts on the identity screen", session.exists("display-name"))
         default_relay = session.prop("relay-url", "value")
@@ -279,8 +302,13 @@ def main():
         session.click("total-manual")
         session.type("total-mbps", "20")
         session.click("reserved-auto")  # unticking auto makes the slider manual
-        session.set_value("reserved-slider", 8_000_000)
-        session.wait_text("reserved-value", lambda t: t == "8 Mbps")
+        session.wait_js("return document.querySelector('[data-testid=reserved-slider]').disabled",
+                        lambda v: v is False, 10, "slider enabled")
+        # Drive the slider with the keyboard, as a user would: Home (0), then 40 steps of 1% of 20 Mbps.
+        session.type("reserved-slider", "\ue011" + "\ue014" * 40, clear=False)
+        session.wait_text("reserved-value", lambda t: t == "8 Mbps", timeout=10)
+        check("the reservation slider sets a manual value", session.text("reserved-value") == "8 Mbps",
+              session.text("reserved-value"))
         session.type("total-mbps", "5")  # now less than the reservation
         err = session.wait_text("error-reserved", lambda t: len(t) > 0)
         check("reserving more than the total is refused with a message", "Reserved for other apps" in err, err)
@@ -305,7 +333,7 @@ def main():
         session.quit()
         session = None
         time.sleep(1)
-        session = Session(base, app)
+        session = ready_session(base, app)
         me = session.wait_text("me", lambda t: "e2e-alice" in t)
         check("identity survives a restart", "e2e-alice" in me, me)
         session.click("nav-settings")

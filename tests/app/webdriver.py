@@ -2,6 +2,7 @@
 Hum app through tauri-driver: sessions, finding elements, clicking, typing, running JS, screenshots."""
 
 import base64
+import http.client
 import json
 import time
 import urllib.error
@@ -14,15 +15,22 @@ class WebDriverError(Exception):
     pass
 
 
-def _request(method, url, body=None, timeout=60):
+def _request(method, url, body=None, timeout=60, retries=3):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read() or b"{}").get("value")
-    except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")
-        raise WebDriverError(f"{method} {url} -> {e.code}: {detail[:500]}") from None
+    for attempt in range(retries + 1):
+        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"{}").get("value")
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            raise WebDriverError(f"{method} {url} -> {e.code}: {detail[:500]}") from None
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            # tauri-driver drops the connection when it could not reach WebKitWebDriver: the
+            # command never ran, so sending it again is safe.
+            if attempt == retries:
+                raise
+            time.sleep(0.5)
 
 
 def wait_for_port(host, port, timeout):
