@@ -107,23 +107,23 @@ impl Verifier {
 
     pub fn verify_record(&self, r: &ChunkRecord) -> Result<(), VerifyError> {
         let id = (r.layer as u8, r.seq);
-        if let Ok(m) = self.memo.lock() {
-            if m.map.get(&id) == Some(r) {
-                return Ok(());
-            }
+        if let Ok(m) = self.memo.lock()
+            && m.map.get(&id) == Some(r)
+        {
+            return Ok(());
         }
         let sig = Signature::from_bytes(&r.signature);
         self.key
             .verify(&r.signing_bytes(), &sig)
             .map_err(|_| VerifyError::BadSignature)?;
-        if let Ok(mut m) = self.memo.lock() {
-            if m.map.insert(id, *r).is_none() {
-                m.order.push_back(id);
-                if m.order.len() > MEMO_CAP {
-                    if let Some(old) = m.order.pop_front() {
-                        m.map.remove(&old);
-                    }
-                }
+        if let Ok(mut m) = self.memo.lock()
+            && m.map.insert(id, *r).is_none()
+        {
+            m.order.push_back(id);
+            if m.order.len() > MEMO_CAP
+                && let Some(old) = m.order.pop_front()
+            {
+                m.map.remove(&old);
             }
         }
         Ok(())

@@ -255,16 +255,15 @@ impl Tracker {
             .ups
             .iter()
             .find(|x| x.0 == self.root.0)
+            && !grants.iter().any(|x| x.up.0 == u)
         {
-            if !grants.iter().any(|x| x.up.0 == u) {
-                grants.insert(
-                    0,
-                    Grant {
-                        up: self.root,
-                        rate: Bitrate::from_bps(g),
-                    },
-                );
-            }
+            grants.insert(
+                0,
+                Grant {
+                    up: self.root,
+                    rate: Bitrate::from_bps(g),
+                },
+            );
         }
         self.relevel(peer);
         (grants, orphans)

@@ -953,11 +953,12 @@ impl Viewer {
             t = t.min(r);
         }
         // Starved (nothing in flight) with room to request more: wake when the next chunk should exist.
-        if !inflight && self.frontier < self.low + self.cfg.window - 1 {
-            if let Some((at, seq)) = self.joined {
-                let next = self.live_estimate(self.now).saturating_sub(seq) + 1;
-                t = t.min(at + self.cfg.chunk * next as u32);
-            }
+        if !inflight
+            && self.frontier < self.low + self.cfg.window - 1
+            && let Some((at, seq)) = self.joined
+        {
+            let next = self.live_estimate(self.now).saturating_sub(seq) + 1;
+            t = t.min(at + self.cfg.chunk * next as u32);
         }
         t.max(self.now)
     }

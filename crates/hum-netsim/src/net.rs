@@ -245,11 +245,11 @@ impl<P> Net<P> {
     /// The node leaves now: whatever is still in its uplink queue is never delivered, messages to it
     /// are dropped on arrival and its timers never fire.
     pub fn remove_node(&mut self, id: NodeId) {
-        if let Some(n) = self.nodes.get_mut(id.index()) {
-            if n.left_at.is_none() {
-                n.left_at = Some(self.now);
-                self.alive -= 1;
-            }
+        if let Some(n) = self.nodes.get_mut(id.index())
+            && n.left_at.is_none()
+        {
+            n.left_at = Some(self.now);
+            self.alive -= 1;
         }
     }
 
@@ -302,10 +302,10 @@ impl<P> Net<P> {
     }
 
     fn latency_us(&self, a: NodeId, b: NodeId) -> u64 {
-        if !self.links.is_empty() {
-            if let Some(l) = self.links.get(&(a, b)).and_then(|l| l.latency) {
-                return l.as_micros() as u64;
-            }
+        if !self.links.is_empty()
+            && let Some(l) = self.links.get(&(a, b)).and_then(|l| l.latency)
+        {
+            return l.as_micros() as u64;
         }
         let la = self.nodes.get(a.index()).map_or(0, |n| n.access_us);
         let lb = self.nodes.get(b.index()).map_or(0, |n| n.access_us);
@@ -356,11 +356,11 @@ impl<P> Net<P> {
         let sender = &mut self.nodes[fi];
         let start = sender.up_free.max(now);
         let queue_delay = start - now;
-        if let Some(limit) = sender.cfg.up_queue_limit {
-            if queue_delay > limit.as_micros() as u64 {
-                sender.stats.msgs_dropped += 1;
-                return SendOutcome::QueueFull;
-            }
+        if let Some(limit) = sender.cfg.up_queue_limit
+            && queue_delay > limit.as_micros() as u64
+        {
+            sender.stats.msgs_dropped += 1;
+            return SendOutcome::QueueFull;
         }
         let up_done = start + serialise_us(bytes, sender.cfg.up);
         sender.up_free = up_done;
@@ -489,10 +489,10 @@ impl<P> Net<P> {
                     });
                 }
                 Some(Pending::Timer { node, payload }) => {
-                    if let Some(n) = node {
-                        if !self.is_alive(n) {
-                            continue;
-                        }
+                    if let Some(n) = node
+                        && !self.is_alive(n)
+                    {
+                        continue;
                     }
                     return Some(Event {
                         at: SimTime::from_micros(at),

@@ -284,10 +284,10 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                 payload: Ev::Msg(msg),
                 ..
             } => {
-                if let (Some(ts), MeshMsg::Data { record, hops, .. }) = (trace_seq, &msg) {
-                    if record.seq == ts {
-                        eprintln!("seq {ts} at {now} hops {hops} {} -> {}", from.0, to.0);
-                    }
+                if let (Some(ts), MeshMsg::Data { record, hops, .. }) = (trace_seq, &msg)
+                    && record.seq == ts
+                {
+                    eprintln!("seq {ts} at {now} hops {hops} {} -> {}", from.0, to.0);
                 }
                 if trace == Some(to.0) || trace == Some(from.0) {
                     eprintln!("{now} {} -> {}: {}", from.0, to.0, brief(&msg));
@@ -365,32 +365,33 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         );
         let mut shown = 0;
         for (i, v) in w.viewers.iter().enumerate() {
-            if let Some(vs) = v {
-                if vs.started_at.is_none() && shown < 8 {
-                    shown += 1;
-                    let ups: Vec<_> = w
-                        .tracker
-                        .upstreams(PeerId(i as u32))
+            if let Some(vs) = v
+                && vs.started_at.is_none()
+                && shown < 8
+            {
+                shown += 1;
+                let ups: Vec<_> = w
+                    .tracker
+                    .upstreams(PeerId(i as u32))
+                    .iter()
+                    .map(|g| {
+                        let st = w
+                            .viewers
+                            .get(g.up.0 as usize)
+                            .and_then(|x| x.as_ref())
+                            .map(|x| x.started_at.is_some());
+                        (g.up.0, g.rate.bps() / 1000, st, w.tracker.level(g.up))
+                    })
+                    .collect();
+                eprintln!(
+                    "not started {i} level {} sched {:?} ups {ups:?}",
+                    w.tracker.level(PeerId(i as u32)),
+                    vs.v.scheduler()
+                        .upstreams()
                         .iter()
-                        .map(|g| {
-                            let st = w
-                                .viewers
-                                .get(g.up.0 as usize)
-                                .and_then(|x| x.as_ref())
-                                .map(|x| x.started_at.is_some());
-                            (g.up.0, g.rate.bps() / 1000, st, w.tracker.level(g.up))
-                        })
-                        .collect();
-                    eprintln!(
-                        "not started {i} level {} sched {:?} ups {ups:?}",
-                        w.tracker.level(PeerId(i as u32)),
-                        vs.v.scheduler()
-                            .upstreams()
-                            .iter()
-                            .map(|u| (u.peer.0, u.grant_bps / 1000, u.health))
-                            .collect::<Vec<_>>()
-                    );
-                }
+                        .map(|u| (u.peer.0, u.grant_bps / 1000, u.health))
+                        .collect::<Vec<_>>()
+                );
             }
         }
     }
@@ -719,11 +720,11 @@ impl World {
 
     /// Add a viewer's watch time and stall time to the totals (at departure or the end).
     fn account(&mut self, nd: NodeId, now: SimTime) {
-        if let Some(vs) = self.viewers[nd.index()].as_ref() {
-            if let (Some(st), false) = (vs.started_at, vs.malicious) {
-                self.watch_us += now.as_micros().saturating_sub(st.0);
-                self.stall_us += vs.v.player().stalled_us(t(now));
-            }
+        if let Some(vs) = self.viewers[nd.index()].as_ref()
+            && let (Some(st), false) = (vs.started_at, vs.malicious)
+        {
+            self.watch_us += now.as_micros().saturating_sub(st.0);
+            self.stall_us += vs.v.player().stalled_us(t(now));
         }
     }
 
