@@ -1,0 +1,383 @@
+//! Voice end to end: a real relay and real `hum` processes on loopback, talking WebRTC to each
+//! other. What is checked is the audio itself (a chirp found by correlation, tones by Goertzel),
+//! not just that packets moved.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hum_media::analysis::{find, rms, tone_purity};
+use hum_media::synth::{chirp_samples, read_wav, write_wav};
+use hum_tests::relay::Relay;
+use hum_tests::{KillOnDrop, workspace_bin};
+use serde_json::Value;
+
+/// Voice tests run one at a time: each is several real-time processes, and on a small shared
+/// machine running them in parallel starves the audio threads.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A relay, a server "Guild" with a voice channel "Lounge", `n` members with identities, and one
+/// more member (index `n`) who only observes (a second login with a participant's key would
+/// replace that participant's session).
+struct World {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    _relay: Relay,
+    url: String,
+    hum: PathBuf,
+    dir: tempfile::TempDir,
+    users: Vec<String>,
+}
+
+impl World {
+    fn new(n: usize) -> Result<World> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir()?;
+        let relay = Relay::start(&dir.path().join("relay"), &[])?;
+        let url = relay.ws_url();
+        let hum = workspace_bin("hum-cli", "hum")?;
+        let mut w = World {
+            _serial: serial,
+            _relay: relay,
+            url,
+            hum,
+            dir,
+            users: Vec::new(),
+        };
+        for i in 0..=n {
+            let v = w.run(i, &["identity", "create", "--name", &format!("user{i}")])?;
+            w.users
+                .push(v["user"].as_str().context("user id")?.to_string());
+        }
+        w.run(0, &["server", "create", "Guild"])?;
+        let invite = w.run(0, &["server", "invite", "Guild"])?;
+        let code = invite["code"].as_str().context("invite code")?.to_string();
+        for i in 1..=n {
+            w.run(i, &["server", "join", &code])?;
+        }
+        w.run(0, &["channel", "create", "--server", "Guild", "Lounge"])?;
+        Ok(w)
+    }
+
+    fn identity(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("id{i}.json"))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cmd(&self, i: usize, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.hum);
+        c.arg("--relay")
+            .arg(&self.url)
+            .arg("--identity")
+            .arg(self.identity(i))
+            .arg("--json")
+            .args(args)
+            .env("HUM_LOG", "error");
+        c
+    }
+
+    /// Runs a command to completion; returns its JSON output.
+    fn run(&self, i: usize, args: &[&str]) -> Result<Value> {
+        let out = self.cmd(i, args).output().context("running hum")?;
+        if !out.status.success() {
+            bail!(
+                "hum {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "hum {args:?} printed {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Starts `hum voice join` for user `i`; stdout (JSON events) goes to `events{i}.jsonl`.
+    fn voice(&self, i: usize, extra: &[&str]) -> Result<KillOnDrop> {
+        let log = std::fs::File::create(self.path(&format!("events{i}.jsonl")))?;
+        let mut args = vec![
+            "voice",
+            "join",
+            "--server",
+            "Guild",
+            "--channel",
+            "Lounge",
+            "--bind",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let child = self
+            .cmd(i, &args)
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning hum voice join")?;
+        Ok(KillOnDrop(child))
+    }
+
+    fn events(&self, i: usize) -> Vec<Value> {
+        std::fs::read_to_string(self.path(&format!("events{i}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn roster(&self) -> Result<Vec<Value>> {
+        let observer = self.users.len() - 1;
+        let channels = self.run(observer, &["channel", "list", "--server", "Guild"])?;
+        Ok(channels[0]["roster"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+fn wait_exit(p: &mut KillOnDrop, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = p.0.try_wait()? {
+            if !status.success() {
+                bail!("hum exited with {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("hum did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out waiting for {what}")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// A 0.5 s chirp every 1.5 s, for 9 s.
+fn chirp_file(path: &Path) -> Result<Vec<f32>> {
+    let chirp = chirp_samples(300.0, 3400.0, 0.5, 24_000);
+    let mut sig = Vec::new();
+    for _ in 0..6 {
+        sig.extend_from_slice(&chirp);
+        sig.extend(std::iter::repeat_n(0.0, 48_000));
+    }
+    write_wav(path, &sig)?;
+    Ok(chirp)
+}
+
+#[test]
+fn two_clients_hear_each_other_through_the_relay() -> Result<()> {
+    let w = World::new(2)?;
+    let chirp = chirp_file(&w.path("chirp.wav"))?;
+    let (rec0, rec1) = (w.path("rec0.wav"), w.path("rec1.wav"));
+    let mut a = w.voice(
+        0,
+        &[
+            "--play",
+            s(&w.path("chirp.wav")),
+            "--record",
+            s(&rec0),
+            "--duration",
+            "7s",
+        ],
+    )?;
+    let mut b = w.voice(
+        1,
+        &["--tone", "800", "--record", s(&rec1), "--duration", "7s"],
+    )?;
+    wait_exit(&mut a, Duration::from_secs(30))?;
+    wait_exit(&mut b, Duration::from_secs(30))?;
+
+    // B heard A's chirp: the waveform itself, by normalised correlation.
+    let heard = read_wav(&rec1)?;
+    let m = find(&heard, &chirp).context("B recorded nothing")?;
+    assert!(m.correlation > 0.9, "chirp not in B's recording: {m:?}");
+    // A heard B's tone.
+    let heard = read_wav(&rec0)?;
+    let tail = &heard[heard.len() / 2..];
+    assert!(
+        tone_purity(tail, 800.0) > 0.8,
+        "A does not hear B's tone: {}",
+        tone_purity(tail, 800.0)
+    );
+    // Both saw the other connect and reported link stats.
+    for i in 0..2 {
+        let ev = w.events(i);
+        assert!(
+            ev.iter()
+                .any(|e| e["type"] == "peer_connected" && e["user"] == w.users[1 - i])
+        );
+        assert!(
+            ev.iter()
+                .any(|e| e["type"] == "stats" && e["packets"].as_u64() > Some(50))
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn three_clients_mute_and_push_to_talk_really_silence() -> Result<()> {
+    let w = World::new(3)?;
+    let rec = w.path("rec2.wav");
+    // 0 talks, then mutes from 4.5 s; 1 holds push-to-talk only for its first 4.5 s.
+    let mut a = w.voice(
+        0,
+        &[
+            "--tone",
+            "400",
+            "--mute-at",
+            "4500ms-60s",
+            "--duration",
+            "9s",
+        ],
+    )?;
+    let mut b = w.voice(
+        1,
+        &[
+            "--tone",
+            "900",
+            "--mode",
+            "ptt",
+            "--ptt-held",
+            "0s-4500ms",
+            "--duration",
+            "9s",
+        ],
+    )?;
+    let mut c = w.voice(
+        2,
+        &["--tone", "1700", "--record", s(&rec), "--duration", "9s"],
+    )?;
+    // While muted, the roster everyone sees says so.
+    std::thread::sleep(Duration::from_millis(6500));
+    let roster = w.roster()?;
+    let muted_a = roster
+        .iter()
+        .find(|e| e["user"]["id"] == w.users[0])
+        .context("0 in roster")?;
+    assert_eq!(muted_a["voice"]["muted"], true, "{roster:?}");
+    for p in [&mut a, &mut b, &mut c] {
+        wait_exit(p, Duration::from_secs(30))?;
+    }
+    let heard = read_wav(&rec)?;
+    let sec = |a: f32, b: f32| {
+        &heard[(a * 48_000.0) as usize..((b * 48_000.0) as usize).min(heard.len())]
+    };
+    // Before: both tones (each about half the energy of the mix).
+    let before = sec(2.0, 4.0);
+    assert!(
+        tone_purity(before, 400.0) > 0.25,
+        "0 not heard: {}",
+        tone_purity(before, 400.0)
+    );
+    assert!(
+        tone_purity(before, 900.0) > 0.25,
+        "1 not heard: {}",
+        tone_purity(before, 900.0)
+    );
+    // After mute and PTT release: silence, not just quieter.
+    let after = sec(6.0, 8.5);
+    assert!(
+        rms(after) < 0.005,
+        "still hearing something: rms {}",
+        rms(after)
+    );
+    // 2 never hears itself.
+    assert!(tone_purity(before, 1700.0) < 0.02);
+    Ok(())
+}
+
+#[test]
+fn a_killed_client_leaves_the_roster_and_a_rejoin_reconnects() -> Result<()> {
+    let w = World::new(2)?;
+    let mut a = w.voice(0, &["--tone", "500", "--duration", "20s"])?;
+    let b = w.voice(1, &["--tone", "700"])?;
+    wait_for("both connected", Duration::from_secs(15), || {
+        Ok(w.events(0).iter().any(|e| e["type"] == "peer_connected"))
+    })?;
+    assert_eq!(w.roster()?.len(), 2);
+    drop(b); // SIGKILL: no goodbye, the relay notices the dead connection.
+    wait_for(
+        "roster without the killed client",
+        Duration::from_secs(15),
+        || Ok(w.roster()?.len() == 1),
+    )?;
+    wait_for("peer_left at the survivor", Duration::from_secs(15), || {
+        Ok(w.events(0)
+            .iter()
+            .any(|e| e["type"] == "peer_left" && e["user"] == w.users[1]))
+    })?;
+    // Rejoin: connects again.
+    let mut b = w.voice(1, &["--tone", "700", "--duration", "4s"])?;
+    wait_for("reconnected", Duration::from_secs(15), || {
+        Ok(w.events(0)
+            .iter()
+            .filter(|e| e["type"] == "peer_connected")
+            .count()
+            >= 2)
+    })?;
+    wait_exit(&mut b, Duration::from_secs(20))?;
+    // A clean leave also leaves the roster.
+    wait_for("roster after leave", Duration::from_secs(10), || {
+        Ok(w.roster()?.len() == 1)
+    })?;
+    drop(a.0.kill());
+    Ok(())
+}
+
+#[test]
+fn a_ninth_participant_is_told_the_channel_needs_the_sfu() -> Result<()> {
+    let w = World::new(9)?;
+    // Eight people sit in the channel (roster only, no audio: cheap).
+    let sitters: Vec<KillOnDrop> = (0..8)
+        .map(|i| {
+            w.cmd(i, &["channel", "join", "--server", "Guild", "Lounge"])
+                .stdout(Stdio::null())
+                .spawn()
+                .map(KillOnDrop)
+                .context("spawning a sitter")
+        })
+        .collect::<Result<_>>()?;
+    wait_for("8 in the roster", Duration::from_secs(20), || {
+        Ok(w.roster()?.len() == 8)
+    })?;
+    let out = w
+        .cmd(
+            8,
+            &[
+                "voice",
+                "join",
+                "--server",
+                "Guild",
+                "--channel",
+                "Lounge",
+                "--tone",
+                "300",
+                "--duration",
+                "3s",
+            ],
+        )
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SFU"), "{err}");
+    // And it did not stay in the roster.
+    assert_eq!(w.roster()?.len(), 8);
+    drop(sitters);
+    Ok(())
+}
