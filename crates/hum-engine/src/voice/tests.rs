@@ -192,3 +192,53 @@ fn a_ninth_participant_is_told_about_the_sfu() {
     assert!(matches!(e, VoiceError::NeedsSfu));
     assert!(e.to_string().contains("SFU"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_way_mesh_everyone_is_heard() {
+    let hub = MemorySignalHub::new();
+    let ids: Vec<UserId> = (1..=8).map(user).collect();
+    let freqs: Vec<f32> = (0..8).map(|i| 350.0 + 250.0 * i as f32).collect();
+    let rec = MemorySink::new();
+    let mut bots: Vec<Bot> = (0..8)
+        .map(|i| {
+            let sink: Box<dyn hum_media::AudioSink> = if i == 0 {
+                Box::new(Paced::new(rec.clone()))
+            } else {
+                Box::new(Paced::new(NullSink))
+            };
+            bot(
+                &hub,
+                ids[i],
+                Box::new(Paced::new(hum_media::synth::ToneSource::new(freqs[i], 0.1))),
+                sink,
+                open_mic(),
+            )
+        })
+        .collect();
+    for (i, b) in bots.iter().enumerate() {
+        for (j, id) in ids.iter().enumerate() {
+            if i != j {
+                b.session.add_peer(*id).await.expect("add");
+            }
+        }
+    }
+    for b in bots.iter_mut() {
+        wait_connected(b, 7).await;
+    }
+    assert_eq!(bots[0].session.peers().await.len(), 7);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = rec.samples().len();
+    for b in &bots {
+        b.session.leave().await;
+    }
+    let all = rec.samples();
+    let window = &all[n.saturating_sub(48_000)..n];
+    for (j, f) in freqs.iter().enumerate().skip(1) {
+        let p = hum_media::analysis::tone_purity(window, *f);
+        assert!(
+            p > 0.05,
+            "listener does not hear participant {j} ({f} Hz): {p}"
+        );
+    }
+    assert!(hum_media::analysis::tone_purity(window, freqs[0]) < 0.01);
+}
