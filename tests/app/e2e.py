@@ -300,7 +300,8 @@ def main():
         pub = session.text("public-key")
         check("settings show the 64-hex public key", len(pub) == 64, pub)
         session.click("total-manual")
-        session.type("total-mbps", "20")
+        # A controlled number input: set it in one step (typing key by key races its re-renders).
+        session.set_value("total-mbps", "20")
         session.click("reserved-auto")  # unticking auto makes the slider manual
         session.wait_js("return document.querySelector('[data-testid=reserved-slider]').disabled",
                         lambda v: v is False, 10, "slider enabled")
@@ -309,12 +310,12 @@ def main():
         session.wait_text("reserved-value", lambda t: t == "8 Mbps", timeout=10)
         check("the reservation slider sets a manual value", session.text("reserved-value") == "8 Mbps",
               session.text("reserved-value"))
-        session.type("total-mbps", "5")  # now less than the reservation
+        session.set_value("total-mbps", "5")  # now less than the reservation
         err = session.wait_text("error-reserved", lambda t: len(t) > 0)
         check("reserving more than the total is refused with a message", "Reserved for other apps" in err, err)
         disabled = session.prop("bandwidth-save", "disabled")
         check("save is disabled while settings are invalid", disabled is True, str(disabled))
-        session.type("total-mbps", "20")
+        session.set_value("total-mbps", "20")
         avail = session.wait_text("available", lambda t: t == "12 Mbps")
         check("available is total minus reserved", avail == "12 Mbps", avail)
         session.click("relay-medium")
