@@ -30,7 +30,7 @@ trap cleanup EXIT INT TERM
 
 step "building the netns checks and the relay"
 cargo build -q --locked -p hum-budget --example netns_throttle --example netns_probe
-cargo build -q --locked -p hum-relay --bin hum-relay
+cargo build -q --locked --workspace --bins  # same features as scripts/test: a no-op there
 OUT="${CARGO_TARGET_DIR:-$HUM_ROOT/target}/debug"
 BIN="$OUT/examples/netns_throttle"
 

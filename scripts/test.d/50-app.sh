@@ -20,7 +20,8 @@ timeout 180 npx vite build --logLevel warn
 
 cd "$HUM_ROOT"
 step "app: building hum-app (debug, UI embedded), hum-relay and the hum CLI (the e2e bot)"
-timeout 1800 cargo build -p hum-app -p hum-relay -p hum-cli --locked
+# The same build as scripts/test (same feature set), so only hum-app recompiles for the new ui/dist.
+timeout 1800 cargo build --workspace --bins --locked
 TARGET="${CARGO_TARGET_DIR:-$HUM_ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$HUM_ROOT/$TARGET" ;; esac
 

@@ -9,37 +9,50 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 
-/// Binaries already built by this test process: cargo is asked once per binary, not per use.
-static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+/// Whether this test process has built the workspace's binaries yet.
+static BUILT: Mutex<bool> = Mutex::new(false);
 
 /// The directory cargo put this test binary's sibling executables in (`target/<profile>`).
 pub fn target_profile_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("current_exe")?;
     // target/<profile>/deps/<test-binary>
     let deps = exe.parent().context("test binary has no parent dir")?;
-    Ok(deps.parent().context("deps dir has no parent")?.to_path_buf())
+    Ok(deps
+        .parent()
+        .context("deps dir has no parent")?
+        .to_path_buf())
 }
 
-/// Path to workspace binary `bin` from package `package`, building it first if it is missing.
-/// Cargo only builds binaries of the package under test, so other packages' binaries are built here.
+/// Path to workspace binary `bin` from package `package`, building the workspace's binaries first.
+///
+/// Cargo only builds the binaries of the package under test, so the others are built here, once
+/// per test process, with `cargo build --workspace --bins`: the same feature set as scripts/test's
+/// build step, so it is a no-op there instead of a second compile of half the dependency tree.
 pub fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf> {
-    let path = target_profile_dir()?.join(bin);
+    let dir = target_profile_dir()?;
+    let path = dir.join(bin);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, p)) = built.iter().find(|(b, _)| b == bin) {
-        return Ok(p.clone());
+    if !*built {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-q", "--workspace", "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .context("running cargo build --workspace --bins")?;
+        if !status.success() {
+            bail!("cargo build --workspace --bins failed (needed for {bin} from {package})");
+        }
+        *built = true;
     }
-    let release = target_profile_dir()?.file_name().is_some_and(|n| n == "release");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-q", "-p", package, "--bin", bin]);
-    if release {
-        cmd.arg("--release");
+    if !path.exists() {
+        bail!(
+            "{} does not exist after building package {package}",
+            path.display()
+        );
     }
-    // Ask cargo once per test process: a no-op when the binary is fresh, a rebuild when stale.
-    let status = cmd.status().with_context(|| format!("running cargo build for {bin}"))?;
-    if !status.success() || !path.exists() {
-        bail!("could not build {bin} from package {package}");
-    }
-    built.push((bin.to_owned(), path.clone()));
     Ok(path)
 }
 

@@ -38,6 +38,10 @@ pub struct RelayBench {
     /// Clients per voice channel.
     #[arg(long, default_value_t = 8)]
     per_channel: usize,
+    /// Members per server. Everyone in a server hears everyone join, so one huge server makes
+    /// setup O(N^2) in events; real communities are many servers.
+    #[arg(long, default_value_t = 100)]
+    per_server: usize,
     /// Total signalling messages per second, spread over all clients.
     #[arg(long, default_value_t = 1000)]
     rate: u32,
@@ -150,7 +154,12 @@ fn sample_proc(pid: u32) -> Result<ProcSample> {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
     let cpu_s = (ticks(11) + ticks(12)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -173,7 +182,10 @@ fn bench_identity(i: usize) -> Result<Identity> {
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
     seed[8] = 0xb7;
-    Ok(Identity::from_seed(seed, DisplayName::new(format!("bench-{i}"))?))
+    Ok(Identity::from_seed(
+        seed,
+        DisplayName::new(format!("bench-{i}"))?,
+    ))
 }
 
 fn client_config(url: &str) -> RelayConfig {
@@ -205,26 +217,38 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
     };
     let setup_start = Instant::now();
 
-    // The owner makes the server, the channels and an unlimited invite.
+    // The owner makes the servers, their channels and an unlimited invite for each.
     let owner = RelayClient::connect(bench_identity(0)?, client_config(&url)).await?;
-    let server = owner.server_create(Name::new("bench")?).await?;
-    let channels_needed = args.clients.div_ceil(args.per_channel);
-    let mut channels = Vec::with_capacity(channels_needed);
-    for c in 0..channels_needed {
-        let ch = owner
-            .channel_create(
-                server.id,
-                Name::new(format!("room-{c}"))?,
-                Some(args.per_channel as u32),
-                None,
-            )
+    let per_server = args.per_server.max(args.per_channel);
+    let channels_per_server = per_server.div_ceil(args.per_channel);
+    let mut invites = Vec::new();
+    let mut channels = Vec::new();
+    for s in 0..args.clients.div_ceil(per_server) {
+        let server = owner
+            .server_create(Name::new(format!("bench-{s}"))?)
             .await?;
-        channels.push(ch.id);
+        for c in 0..channels_per_server {
+            let ch = owner
+                .channel_create(
+                    server.id,
+                    Name::new(format!("room-{c}"))?,
+                    Some(args.per_channel as u32),
+                    None,
+                )
+                .await?;
+            channels.push(ch.id);
+        }
+        invites.push(owner.invite_create(server.id, None, None).await?.code);
     }
-    let invite = owner.invite_create(server.id, None, None).await?;
+    // Client i sits in server i / per_server, channel (i % per_server) / per_channel of it.
+    let channel_of = |i: usize| {
+        channels[(i / per_server) * channels_per_server + (i % per_server) / args.per_channel]
+    };
 
     // Connect everyone, a bounded number at a time.
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let received = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency));
@@ -232,8 +256,8 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
     for i in 0..args.clients {
         let permit = sem.clone().acquire_owned().await?;
         let url = url.clone();
-        let code = invite.code.clone();
-        let channel = channels[i / args.per_channel];
+        let code = invites[i / per_server].clone();
+        let channel = channel_of(i);
         let owner_id = owner.user_id();
         let hist = hist.clone();
         let received = received.clone();
@@ -256,10 +280,16 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
         clients.push(j.await??);
     }
     let setup_s = setup_start.elapsed().as_secs_f64();
+    let used_channels = clients
+        .iter()
+        .map(|(_, ch)| *ch)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+
     eprintln!(
         "{} clients in {} channels connected in {setup_s:.1} s; measuring for {:?}",
         clients.len(),
-        channels.len(),
+        used_channels,
         args.duration
     );
 
@@ -306,7 +336,11 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
                     sdp: format!("bench:{t}"),
                 };
                 sent.fetch_add(1, Ordering::Relaxed);
-                if client.signal(to, SignalScope::Channel(ch), payload).await.is_err() {
+                if client
+                    .signal(to, SignalScope::Channel(ch), payload)
+                    .await
+                    .is_err()
+                {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -321,7 +355,7 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let report = Report {
         clients: clients.len(),
-        channels: channels.len(),
+        channels: used_channels,
         rate_per_s: args.rate,
         duration_s: elapsed,
         setup_s,
@@ -378,7 +412,10 @@ async fn receive_loop(
                 payload: SignalPayload::Offer { sdp },
                 ..
             })) => {
-                let Some(t) = sdp.strip_prefix("bench:").and_then(|t| t.parse::<u64>().ok()) else {
+                let Some(t) = sdp
+                    .strip_prefix("bench:")
+                    .and_then(|t| t.parse::<u64>().ok())
+                else {
                     continue;
                 };
                 let now = start.elapsed().as_nanos() as u64;

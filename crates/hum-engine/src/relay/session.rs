@@ -24,8 +24,9 @@ use crate::identity::Identity;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The largest frame accepted from the relay.
-const MAX_INCOMING_BYTES: usize = 1 << 20;
+/// The largest message accepted from the relay: replies about big servers (every member of a
+/// 5,000-member server) run to megabytes; the relay sends them as 4 KiB fragments.
+const MAX_INCOMING_BYTES: usize = 16 << 20;
 
 pub(super) struct Task {
     pub identity: Identity,
