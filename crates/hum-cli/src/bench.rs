@@ -224,21 +224,19 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
     let mut invites = Vec::new();
     let mut channels = Vec::new();
     for s in 0..args.clients.div_ceil(per_server) {
-        let server = owner
-            .server_create(Name::new(format!("bench-{s}"))?)
-            .await?;
+        let name = Name::new(format!("bench-{s}"))?;
+        let server = paced(|| owner.server_create(name.clone())).await?;
         for c in 0..channels_per_server {
-            let ch = owner
-                .channel_create(
-                    server.id,
-                    Name::new(format!("room-{c}"))?,
-                    Some(args.per_channel as u32),
-                    None,
-                )
-                .await?;
+            let name = Name::new(format!("room-{c}"))?;
+            let max = Some(args.per_channel as u32);
+            let ch = paced(|| owner.channel_create(server.id, name.clone(), max, None)).await?;
             channels.push(ch.id);
         }
-        invites.push(owner.invite_create(server.id, None, None).await?.code);
+        invites.push(
+            paced(|| owner.invite_create(server.id, None, None))
+                .await?
+                .code,
+        );
     }
     // Client i sits in server i / per_server, channel (i % per_server) / per_channel of it.
     let channel_of = |i: usize| {
@@ -397,6 +395,23 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
     owner.shutdown().await;
     drop(spawned);
     Ok(())
+}
+
+/// Run a request, waiting and retrying while the relay says we are over its rate limit (the
+/// owner's setup sends hundreds of requests, more than one connection may send at once).
+async fn paced<T, F, Fut>(mut f: F) -> Result<T, hum_engine::ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, hum_engine::ClientError>>,
+{
+    loop {
+        match f().await {
+            Err(e) if e.code() == Some(hum_proto::signal::ErrorCode::RateLimited) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn receive_loop(
