@@ -53,7 +53,9 @@ async fn client_reconnects_after_relay_restart_and_rejoins_its_channel() -> Resu
         .await?;
     let invite = alice.invite_create(server.id, Some(1), None).await?;
     bob.invite_join(invite.code).await?;
-    alice.channel_join(channel.id, VoiceState::default()).await?;
+    alice
+        .channel_join(channel.id, VoiceState::default())
+        .await?;
     let (joined, perms) = bob.channel_join(channel.id, VoiceState::default()).await?;
     assert!(perms.speak);
     assert_eq!(joined.roster.len(), 2);
@@ -127,7 +129,10 @@ async fn typed_errors_reach_the_caller() -> Result<()> {
     let bob = identity(4, "bob").user_id();
     let err = alice.call_invite(bob).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFriends), "{err}");
-    let err = alice.server_info(hum_proto::ServerId(999)).await.unwrap_err();
+    let err = alice
+        .server_info(hum_proto::ServerId(999))
+        .await
+        .unwrap_err();
     assert!(err.code().is_some(), "{err}");
     alice.ping().await?;
     Ok(())
@@ -185,8 +190,16 @@ fn cli_sets_up_friends_servers_and_channels() -> Result<()> {
     let err = hum(&url, &alice, &["whoami"]).unwrap_err().to_string();
     assert!(err.contains("hum identity create"), "{err}");
 
-    let a = json(&hum(&url, &alice, &["--json", "identity", "create", "--name", "alice"])?)?;
-    let b = json(&hum(&url, &bob, &["--json", "identity", "create", "--name", "bob"])?)?;
+    let a = json(&hum(
+        &url,
+        &alice,
+        &["--json", "identity", "create", "--name", "alice"],
+    )?)?;
+    let b = json(&hum(
+        &url,
+        &bob,
+        &["--json", "identity", "create", "--name", "bob"],
+    )?)?;
     let (a_key, b_key) = (a["user"].as_str().unwrap(), b["user"].as_str().unwrap());
     assert!(hum(&url, &alice, &["identity", "create", "--name", "x"]).is_err());
     let who = json(&hum(&url, &alice, &["--json", "whoami"])?)?;
@@ -202,31 +215,66 @@ fn cli_sets_up_friends_servers_and_channels() -> Result<()> {
     assert_eq!(friends["friends"][0]["user"]["id"], b_key);
 
     // A server, an invite, a channel, by name.
-    let server = json(&hum(&url, &alice, &["--json", "server", "create", "Lounge"])?)?;
+    let server = json(&hum(
+        &url,
+        &alice,
+        &["--json", "server", "create", "Lounge"],
+    )?)?;
     assert_eq!(server["name"], "Lounge");
-    let code = hum(&url, &alice, &["server", "invite", "Lounge", "--max-uses", "1"])?;
+    let code = hum(
+        &url,
+        &alice,
+        &["server", "invite", "Lounge", "--max-uses", "1"],
+    )?;
     hum(&url, &bob, &["server", "join", code.trim()])?;
     hum(
         &url,
         &alice,
-        &["channel", "create", "--server", "Lounge", "General", "--max", "3", "--member-perms", "join,speak"],
+        &[
+            "channel",
+            "create",
+            "--server",
+            "Lounge",
+            "General",
+            "--max",
+            "3",
+            "--member-perms",
+            "join,speak",
+        ],
     )?;
     // Bob cannot create channels: a member.
-    let err = hum(&url, &bob, &["channel", "create", "--server", "Lounge", "Nope"])
-        .unwrap_err()
-        .to_string();
+    let err = hum(
+        &url,
+        &bob,
+        &["channel", "create", "--server", "Lounge", "Nope"],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("error"), "{err}");
 
     // Bob sits in the channel for a while; alice sees him in the roster.
     let mut sitting = Command::new(workspace_bin("hum-cli", "hum")?)
         .args(["--relay", &url, "--identity"])
         .arg(&bob)
-        .args(["channel", "join", "--server", "Lounge", "General", "--muted", "--duration", "20s"])
+        .args([
+            "channel",
+            "join",
+            "--server",
+            "Lounge",
+            "General",
+            "--muted",
+            "--duration",
+            "20s",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let mut seen = false;
     for _ in 0..100 {
-        let list = json(&hum(&url, &alice, &["--json", "channel", "list", "--server", "Lounge"])?)?;
+        let list = json(&hum(
+            &url,
+            &alice,
+            &["--json", "channel", "list", "--server", "Lounge"],
+        )?)?;
         let roster = &list[0]["roster"];
         if roster.as_array().is_some_and(|r| r.len() == 1) {
             assert_eq!(roster[0]["user"]["id"], b_key);

@@ -140,7 +140,11 @@ async fn channels_rosters_voice_state_and_channel_signalling() -> anyhow::Result
     }
     let info = cy.ok("server_info", json!({"server": sid})).await?;
     // Several times the relay's 4 KiB fragment size.
-    assert!(info.to_string().len() > 12 * 1024, "{}", info.to_string().len());
+    assert!(
+        info.to_string().len() > 12 * 1024,
+        "{}",
+        info.to_string().len()
+    );
     assert_eq!(
         info["server"]["channels"].as_array().map(Vec::len),
         Some(61)

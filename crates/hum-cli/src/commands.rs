@@ -211,7 +211,9 @@ pub fn event_json(e: &ClientEvent) -> serde_json::Value {
         ClientEvent::Relay(ev) => serde_json::to_value(ev).unwrap_or_default(),
         ClientEvent::State(s) => {
             let (state, detail) = match s {
-                ConnectionState::Connecting { attempt } => ("connecting", json!({"attempt": attempt})),
+                ConnectionState::Connecting { attempt } => {
+                    ("connecting", json!({"attempt": attempt}))
+                }
                 ConnectionState::Connected { user, .. } => ("connected", json!({"user": user})),
                 ConnectionState::Disconnected { reason, retry_in } => (
                     "disconnected",
@@ -269,7 +271,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             if cli.json {
                 print_json(&json!({"user": id.user_id(), "display_name": name, "path": path}));
             } else {
-                println!("created identity {} ({name}) at {}", id.user_id(), path.display());
+                println!(
+                    "created identity {} ({name}) at {}",
+                    id.user_id(),
+                    path.display()
+                );
             }
         }
         Command::Identity(IdentityCmd::Show) => {
@@ -289,7 +295,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             } = client.state()
             {
                 if cli.json {
-                    print_json(&json!({"user": user, "new_account": new_account, "limits": limits}));
+                    print_json(
+                        &json!({"user": user, "new_account": new_account, "limits": limits}),
+                    );
                 } else {
                     println!(
                         "{} {}{}",
@@ -322,6 +330,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             client.shutdown().await;
         }
         Command::Bench(cmd) => bench::run(&cli, cmd).await?,
+        Command::Sim(args) => {
+            let mut args = args.clone();
+            args.json = cli.json;
+            // CPU-bound and synchronous: keep it off the async workers.
+            tokio::task::block_in_place(|| hum_sim::run(args))?;
+        }
         Command::Voice(cmd) => crate::voice::run_voice(&cli, cmd).await?,
         Command::Call(args) => crate::voice::run_call(&cli, args).await?,
     }
@@ -344,10 +358,18 @@ async fn friends(cli: &Cli, cmd: &FriendsCmd) -> Result<()> {
                         (None, hum_proto::signal::Status::Online) => "online".into(),
                         (None, hum_proto::signal::Status::Offline) => "offline".into(),
                     };
-                    println!("{} {:<24} {status}", f.user.id, f.user.display_name.as_str());
+                    println!(
+                        "{} {:<24} {status}",
+                        f.user.id,
+                        f.user.display_name.as_str()
+                    );
                 }
                 for u in &list.incoming {
-                    println!("{} {:<24} wants to be your friend", u.id, u.display_name.as_str());
+                    println!(
+                        "{} {:<24} wants to be your friend",
+                        u.id,
+                        u.display_name.as_str()
+                    );
                 }
                 for u in &list.outgoing {
                     println!("{} {:<24} request sent", u.id, u.display_name.as_str());
@@ -380,7 +402,12 @@ async fn server(cli: &Cli, cmd: &ServerCmd) -> Result<()> {
                 print_json(&servers);
             } else {
                 for s in servers {
-                    println!("{:<6} {:<32} {}", s.id.to_string(), s.name.as_str(), s.role.as_str());
+                    println!(
+                        "{:<6} {:<32} {}",
+                        s.id.to_string(),
+                        s.name.as_str(),
+                        s.role.as_str()
+                    );
                 }
             }
         }
@@ -502,8 +529,11 @@ async fn channel(cli: &Cli, cmd: &ChannelCmd) -> Result<()> {
         } => {
             let sid = server_id(server).await?;
             let c = resolve::channel(&client, sid, channel).await?;
-            let perms =
-                channel_permissions(member_perms.as_deref(), admin_perms.as_deref(), c.permissions)?;
+            let perms = channel_permissions(
+                member_perms.as_deref(),
+                admin_perms.as_deref(),
+                c.permissions,
+            )?;
             if max.is_none() && perms.is_none() {
                 bail!("nothing to change: pass --max and/or --member-perms/--admin-perms");
             }

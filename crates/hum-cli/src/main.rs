@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "hum", version, about = "Hum: voice, video and livestreaming where the server is a seed")]
+#[command(
+    name = "hum",
+    version,
+    about = "Hum: voice, video and livestreaming where the server is a seed"
+)]
 pub struct Cli {
     /// The relay's WebSocket URL.
     #[arg(long, global = true, env = "HUM_RELAY", default_value = hum_engine::RelayConfig::DEFAULT_URL)]
@@ -54,6 +58,8 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Simulate a livestream mesh of N viewers (the real hum-mesh over hum-netsim).
+    Sim(hum_sim::SimArgs),
     /// Voice channels with audio: `hum voice join --server S --channel C --play in.wav --record out.wav`.
     #[command(subcommand)]
     Voice(voice::VoiceCmd),
@@ -70,7 +76,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -20,7 +20,10 @@ pub async fn server(client: &RelayClient, spec: &str) -> Result<ServerSummary> {
         many => bail!(
             "{} of your servers are named `{spec}`: use its number ({})",
             many.len(),
-            many.iter().map(|s| s.id.to_string()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|s| s.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -33,7 +36,10 @@ pub async fn channel(client: &RelayClient, server: ServerId, spec: &str) -> Resu
     {
         return Ok(c.clone());
     }
-    let matches: Vec<_> = channels.iter().filter(|c| c.name.as_str() == spec).collect();
+    let matches: Vec<_> = channels
+        .iter()
+        .filter(|c| c.name.as_str() == spec)
+        .collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
         [] => bail!("server {server} has no channel named or numbered `{spec}`"),
@@ -65,7 +71,9 @@ pub fn permissions(spec: &str) -> Result<Permissions> {
             "speak" => p.speak = true,
             "video" => p.video = true,
             "stream" => p.stream = true,
-            other => bail!("unknown permission `{other}`: use join, speak, video, stream, all or none"),
+            other => {
+                bail!("unknown permission `{other}`: use join, speak, video, stream, all or none")
+            }
         }
     }
     Ok(p)

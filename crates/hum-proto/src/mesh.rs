@@ -242,7 +242,11 @@ impl MeshMsg {
                 w.u64(*seq);
                 w.u32(*deadline_ms);
             }
-            MeshMsg::Data { record, hops, payload } => {
+            MeshMsg::Data {
+                record,
+                hops,
+                payload,
+            } => {
                 w.u8(3);
                 record.write_body(&mut w);
                 w.bytes(&record.signature);
@@ -309,7 +313,11 @@ impl MeshMsg {
                 let hops = r.u8()?;
                 let n = r.u32()? as usize;
                 let payload: Arc<[u8]> = Arc::from(r.take(n)?);
-                MeshMsg::Data { record, hops, payload }
+                MeshMsg::Data {
+                    record,
+                    hops,
+                    payload,
+                }
             }
             4 => MeshMsg::Cancel {
                 layer: r.layer()?,
