@@ -118,6 +118,7 @@ impl Identity {
                 file.version
             )));
         }
+        tighten_permissions(path);
         let mut seed = [0u8; 32];
         hex::decode_to_slice(file.secret_key.trim(), &mut seed)
             .map_err(|e| corrupt(format!("secret_key is not 64 hex characters: {e}")))?;
@@ -141,6 +142,12 @@ impl Identity {
         };
         let text = serde_json::to_string_pretty(&file).unwrap_or_default();
         let tmp = path.with_extension("tmp");
+        // A leftover temp file keeps its old mode when reopened: start from a new one.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
         {
             let mut opts = fs::OpenOptions::new();
             opts.write(true).create(true).truncate(true);
@@ -175,6 +182,30 @@ impl Identity {
     }
 }
 
+/// The key file must be readable by its owner only; fix a file others can read (copied in, or
+/// written by an older version) rather than keep using it as it is.
+fn tighten_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            match fs::set_permissions(path, fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::warn!("{} was readable by others; now owner-only", path.display())
+                }
+                Err(e) => tracing::warn!(
+                    "{} is readable by others and could not be fixed: {e}",
+                    path.display()
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +233,21 @@ mod tests {
             Identity::create(&path, name("mallory"), false),
             Err(IdentityError::Exists(_))
         ));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            // A world-readable key file is tightened on load.
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            Identity::load(&path).unwrap();
+            assert_eq!(mode(&path), 0o600);
+            // A stale, world-readable temp file does not leak its mode into the saved key.
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, "stale").unwrap();
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666)).unwrap();
+            a.save(&path).unwrap();
+            assert_eq!(mode(&path), 0o600);
+        }
     }
 
     #[test]
