@@ -153,6 +153,14 @@ impl Store {
     }
 
     /// The schema version the database is at.
+    /// Make every later write fail, as a full disk or a read-only file would: for tests of the
+    /// hub's rollback paths.
+    #[cfg(test)]
+    pub(crate) fn refuse_writes(&self) -> Result<()> {
+        self.conn.pragma_update(None, "query_only", "ON")?;
+        Ok(())
+    }
+
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self.conn.query_row(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",

@@ -1035,6 +1035,53 @@ fn kicked_or_leaving_members_leave_their_channel() {
 }
 
 #[test]
+fn a_refused_channel_write_changes_nothing_and_announces_nothing() {
+    let mut w = World::new();
+    let (s, c) = w.community(1);
+    w.hub.store.refuse_writes().unwrap();
+    w.clear();
+    assert_eq!(
+        w.code(
+            1,
+            Request::ChannelRename {
+                channel: c,
+                name: Name::new("renamed").unwrap(),
+            },
+        ),
+        ErrorCode::Internal
+    );
+    let closed = ChannelPermissions {
+        member: Permissions {
+            join: false,
+            ..Permissions::default()
+        },
+        ..ChannelPermissions::default()
+    };
+    assert_eq!(
+        w.code(
+            1,
+            Request::ChannelConfigure {
+                channel: c,
+                max_participants: Some(2),
+                permissions: Some(closed),
+            },
+        ),
+        ErrorCode::Internal
+    );
+    assert!(
+        !w.events(1)
+            .iter()
+            .any(|e| matches!(e, Event::ChannelUpdated { .. })),
+        "a change that was not saved must not be announced"
+    );
+    let ch = w.hub.channel_info(c).unwrap();
+    assert_eq!(ch.server, s);
+    assert_ne!(ch.name.as_str(), "renamed");
+    assert_ne!(ch.max_participants, 2);
+    assert_ne!(ch.permissions, closed);
+}
+
+#[test]
 fn data_survives_a_restart_but_presence_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let (s, c);

@@ -112,15 +112,32 @@ impl Hub {
         Ok(Reply::Channel { channel })
     }
 
-    fn save_channel(&mut self, channel: ChannelId) -> Result<(), ProtoError> {
+    /// Apply `edit` to a channel's stored fields (name, limit, permissions), persist them and
+    /// announce the change; if the database refuses, the in-memory channel is put back as it was
+    /// so memory never disagrees with disk. Returns who is in the channel now.
+    fn edit_channel(
+        &mut self,
+        channel: ChannelId,
+        edit: impl FnOnce(&mut ChannelRec),
+    ) -> Result<Vec<UserId>, ProtoError> {
         let ch = self
             .model
             .channels
-            .get(&channel)
+            .get_mut(&channel)
             .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
-        self.store
+        let before = (ch.name.clone(), ch.max_participants, ch.permissions);
+        edit(ch);
+        let saved = self
+            .store
             .update_channel(channel, &ch.name, ch.max_participants, &ch.permissions)
-            .map_err(db_err)
+            .map_err(db_err);
+        if let Err(e) = saved {
+            (ch.name, ch.max_participants, ch.permissions) = before;
+            return Err(e);
+        }
+        let roster = ch.roster.clone();
+        self.announce_channel(channel);
+        Ok(roster)
     }
 
     fn announce_channel(&mut self, channel: ChannelId) {
@@ -137,24 +154,8 @@ impl Hub {
     ) -> HubResult {
         let server = self.channel_server(channel)?;
         self.require_role(server, &user, Role::Admin)?;
-        let old = self.model.channels.get(&channel).map(|c| c.name.clone());
-        if let Some(c) = self.model.channels.get_mut(&channel) {
-            c.name = name;
-        }
-        if let Err(e) = self.save_channel(channel) {
-            if let (Some(c), Some(old)) = (self.model.channels.get_mut(&channel), old) {
-                c.name = old;
-            }
-            return Err(e);
-        }
-        self.announce_channel(channel);
         // Friends see channel names in presence.
-        let roster = self
-            .model
-            .channels
-            .get(&channel)
-            .map(|c| c.roster.clone())
-            .unwrap_or_default();
+        let roster = self.edit_channel(channel, |c| c.name = name)?;
         for u in roster {
             self.push_presence(&u);
         }
@@ -173,34 +174,15 @@ impl Hub {
         if let Some(m) = max_participants {
             self.check_size(m)?;
         }
-        let old = self
-            .model
-            .channels
-            .get(&channel)
-            .map(|c| (c.max_participants, c.permissions));
-        if let Some(c) = self.model.channels.get_mut(&channel) {
+        // A lower limit does not evict anyone; lost permissions do apply at once.
+        let roster = self.edit_channel(channel, |c| {
             if let Some(m) = max_participants {
                 c.max_participants = m;
             }
             if let Some(p) = permissions {
                 c.permissions = p;
             }
-        }
-        if let Err(e) = self.save_channel(channel) {
-            if let (Some(c), Some((m, p))) = (self.model.channels.get_mut(&channel), old) {
-                c.max_participants = m;
-                c.permissions = p;
-            }
-            return Err(e);
-        }
-        self.announce_channel(channel);
-        // A lower limit does not evict anyone; lost permissions do apply at once.
-        let roster = self
-            .model
-            .channels
-            .get(&channel)
-            .map(|c| c.roster.clone())
-            .unwrap_or_default();
+        })?;
         for u in roster {
             self.enforce_permissions(&u);
         }
