@@ -475,6 +475,29 @@ impl AudioSink for CpalSink {
         Ok(())
     }
 
+    /// Waits (a bounded time) until the device has played what is queued, so the end of a
+    /// sound is not cut off when the stream closes.
+    fn finish(&mut self) -> Result<(), MediaError> {
+        let shared = self.ep.shared.clone();
+        let mut q = shared
+            .queue
+            .lock()
+            .map_err(|_| MediaError::Device("audio queue poisoned".into()))?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while !q.is_empty() && !shared.lost.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let (guard, _) = shared
+                .ready
+                .wait_timeout(q, left)
+                .map_err(|_| MediaError::Device("audio queue poisoned".into()))?;
+            q = guard;
+        }
+        Ok(())
+    }
+
     fn name(&self) -> String {
         self.ep.stream.name.clone()
     }

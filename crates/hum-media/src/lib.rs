@@ -12,6 +12,7 @@
 //!   chain that decides what is sent.
 //! - [`level`]: audio levels and speaking indicators.
 //! - [`stream`]: one remote participant: jitter buffer + decoder, ready to mix.
+//! - [`monitor`]: the live input level meter, a microphone monitor outside calls, a test sound.
 //! - [`mixer`]: mixes several remote streams with per-user volume and deafen.
 //! - [`analysis`]: Goertzel, cross-correlation and chirp detection, used by tests and benchmarks.
 
@@ -23,6 +24,7 @@ pub mod format;
 pub mod jitter;
 pub mod level;
 pub mod mixer;
+pub mod monitor;
 pub mod pacer;
 pub mod processing;
 pub mod stream;

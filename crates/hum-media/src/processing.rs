@@ -17,6 +17,7 @@ use nnnoiseless::DenoiseState;
 use webrtc_vad::{SampleRate, Vad, VadMode};
 
 use crate::level::{SpeakingDetector, dbfs};
+use crate::monitor::{InputLevel, LevelMeter, level_channel};
 
 /// How the microphone is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,6 +60,8 @@ struct ControlsInner {
     mode: AtomicU8,
     /// f32 bits, 0..=1.
     sensitivity: AtomicU32,
+    /// The newest input level, published by whichever pipeline runs on these controls.
+    level: tokio::sync::watch::Sender<InputLevel>,
 }
 
 impl Default for CaptureControls {
@@ -69,6 +72,7 @@ impl Default for CaptureControls {
             noise_suppression: AtomicBool::new(true),
             mode: AtomicU8::new(VoiceMode::default().to_u8()),
             sensitivity: AtomicU32::new(0.5f32.to_bits()),
+            level: level_channel(),
         }))
     }
 }
@@ -112,6 +116,17 @@ impl CaptureControls {
     }
     pub fn vad_sensitivity(&self) -> f32 {
         f32::from_bits(self.0.sensitivity.load(Ordering::Relaxed))
+    }
+
+    /// The live microphone level (after noise suppression, before the gate) and whether the
+    /// gate is open, about 20 times a second, from whichever capture pipeline runs on these
+    /// controls: a call's capture thread or an [`InputMonitor`](crate::monitor::InputMonitor).
+    pub fn input_level(&self) -> tokio::sync::watch::Receiver<InputLevel> {
+        self.0.level.subscribe()
+    }
+
+    fn publish_level(&self, level: InputLevel) {
+        self.0.level.send_replace(level);
     }
 }
 
@@ -232,6 +247,7 @@ pub struct CapturePipeline {
     controls: CaptureControls,
     ns: NoiseSuppressor,
     vad: VoiceDetector,
+    meter: LevelMeter,
 }
 
 impl CapturePipeline {
@@ -240,6 +256,7 @@ impl CapturePipeline {
             controls,
             ns: NoiseSuppressor::default(),
             vad: VoiceDetector::new(frame_samples),
+            meter: LevelMeter::new(),
         }
     }
 
@@ -253,15 +270,19 @@ impl CapturePipeline {
             self.ns.process(frame);
         }
         let level = dbfs(frame);
+        let sensitivity = self.controls.vad_sensitivity();
         let open = !self.controls.muted()
             && match self.controls.mode() {
                 VoiceMode::Open => true,
                 VoiceMode::PushToTalk => self.controls.ptt_pressed(),
-                VoiceMode::VoiceActivity => {
-                    self.vad
-                        .is_voice(frame, level, self.controls.vad_sensitivity())
-                }
+                VoiceMode::VoiceActivity => self.vad.is_voice(frame, level, sensitivity),
             };
+        if let Some(l) = self
+            .meter
+            .push(frame, open, VoiceDetector::threshold_dbfs(sensitivity))
+        {
+            self.controls.publish_level(l);
+        }
         if !open {
             frame.fill(0.0);
         }

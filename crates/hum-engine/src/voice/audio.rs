@@ -15,6 +15,7 @@ use bytes::Bytes;
 use hum_media::codec::{OpusConfig, OpusEncoder};
 use hum_media::jitter::JitterConfig;
 use hum_media::mixer::Mixer;
+use hum_media::monitor::InputLevel;
 use hum_media::processing::{CaptureControls, CapturePipeline};
 use hum_media::stream::RemoteAudio;
 use hum_media::{AudioSink, AudioSource, FrameDuration, MediaError};
@@ -117,6 +118,11 @@ impl AudioEngine {
 
     pub fn controls(&self) -> &CaptureControls {
         &self.controls
+    }
+
+    /// Our microphone level (after noise suppression, before the gate) and gate state, ~20 Hz.
+    pub fn input_level(&self) -> tokio::sync::watch::Receiver<InputLevel> {
+        self.controls.input_level()
     }
 
     pub fn add_remote(&self, user: UserId) {

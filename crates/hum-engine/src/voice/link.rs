@@ -250,6 +250,13 @@ impl VoiceLink {
         ))
     }
 
+    /// Our microphone level (after noise suppression, before the gate) and whether the gate
+    /// (mute / push-to-talk / voice activity) is open, about 20 times a second: for the app's
+    /// input meter. The newest value wins; reading it never holds up audio.
+    pub fn input_level(&self) -> tokio::sync::watch::Receiver<hum_media::monitor::InputLevel> {
+        self.session.controls().input_level()
+    }
+
     /// Hangs up / leaves the channel, closes every connection and finishes the audio sink.
     pub async fn leave(self) {
         match self.scope {

@@ -30,6 +30,10 @@ use hum_proto::UserId;
 pub use audio::AudioSettings;
 /// The audio crate, re-exported so front ends (CLI, app) need no second dependency.
 pub use hum_media;
+/// The input meter, the microphone monitor for the settings screen and the test sound.
+pub use hum_media::monitor::{
+    InputLevel, InputMonitor, play_test_sound, play_test_sound_on_device,
+};
 pub use session::VoiceSession;
 pub use signalling::{MemorySignalHub, Signaller};
 

@@ -77,7 +77,7 @@ async fn a_chirp_from_a_arrives_in_b_recording() {
     let hub = MemorySignalHub::new();
     let (a_id, b_id) = (user(1), user(2));
     // 0.5 s chirp every 1.5 s.
-    let a = bot(
+    let mut a = bot(
         &hub,
         a_id,
         Box::new(Paced::new(BufferSource::chirp_train(24_000, 72_000))),
@@ -92,20 +92,52 @@ async fn a_chirp_from_a_arrives_in_b_recording() {
         Box::new(Paced::new(rec.clone())),
         open_mic(),
     );
-    b.session.add_peer(a_id).await.expect("b adds a");
-    a.session.add_peer(b_id).await.expect("a offers to b");
+    // Shaped like a 1-on-1 call: the caller offers, the callee waits for the offer.
+    let mut a_level = a.session.controls().input_level();
+    b.session
+        .add_peer_as(a_id, false)
+        .await
+        .expect("b waits for a");
+    a.session
+        .add_peer_as(b_id, true)
+        .await
+        .expect("a offers to b");
     wait_connected(&mut b, 1).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-
-    // Stats flow, and report a sane jitter buffer.
-    let mut got_stats = false;
-    while let Ok(ev) = b.events.try_recv() {
-        if let VoiceEvent::Stats { user, stats } = ev {
-            assert_eq!(user, a_id);
-            got_stats |= stats.packets_received > 0;
+    // A's input meter moves while the chirps play (0.5 s at -9 dBFS RMS, then 1 s of silence).
+    let mut loudest = -100.0f32;
+    let mut updates = 0;
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        if a_level.has_changed().unwrap_or(false) {
+            let l = *a_level.borrow_and_update();
+            assert!(l.gate_open, "open mic: {l:?}");
+            loudest = loudest.max(l.level_db);
+            updates += 1;
         }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(got_stats, "no stats with received packets");
+    assert!(loudest > -12.0 && loudest < -6.0, "loudest {loudest} dBFS");
+    assert!(
+        (15..=50).contains(&updates),
+        "{updates} level updates in 2 s"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Stats flow on both ends of a 1-on-1 call, and report a sane jitter buffer.
+    for (bot, other) in [(&mut a, b_id), (&mut b, a_id)] {
+        let mut got_stats = false;
+        while let Ok(ev) = bot.events.try_recv() {
+            if let VoiceEvent::Stats { user, stats } = ev {
+                assert_eq!(user, other);
+                assert!(
+                    stats.jitter_buffer < Duration::from_millis(200),
+                    "{stats:?}"
+                );
+                got_stats |= stats.packets_received > 0;
+            }
+        }
+        assert!(got_stats, "no stats with received packets");
+    }
 
     a.session.leave().await;
     b.session.leave().await;
