@@ -50,7 +50,7 @@ impl TrackerConfig {
         TrackerConfig {
             stream_rate,
             grant_unit: Bitrate::from_bps(stream_rate.bps() / 4),
-            max_grants: 32,
+            max_grants: 80,
             root_capacity,
             candidates: 6,
             max_upstreams: 6,
@@ -75,6 +75,8 @@ struct Entry {
     budget: u64,
     spare: u64,
     level: u8,
+    /// Relays this layer (its usable budget is worth granting).
+    relay: bool,
     ups: Vec<(u32, u64)>,
     downs: Vec<(u32, u64)>,
     banned: Vec<u32>,
@@ -87,8 +89,9 @@ pub struct Tracker {
     peers: Vec<Entry>,
     pools: Vec<Vec<u32>>,
     rng: u64,
-    /// Peers that can relay (joined with a budget worth granting), for leaf preemption.
-    relays: Vec<u32>,
+    /// Per level of the upstream: (leaf, upstream) grants held by leaves (peers that relay nothing).
+    /// A relay outranks a leaf at every level: see [`Tracker::preempt_leaves`]. Validated lazily.
+    leafy: Vec<Vec<(u32, u32)>>,
     /// (orphan, the upstream it lost) from preemptions inside `fill`: see [`Tracker::take_orphans`].
     orphans: Vec<(PeerId, PeerId)>,
 }
@@ -100,7 +103,7 @@ impl Tracker {
             root,
             peers: Vec::new(),
             pools: vec![Vec::new(); 64],
-            relays: Vec::new(),
+            leafy: vec![Vec::new(); 64],
             orphans: Vec::new(),
             rng: seed | 1,
         };
@@ -218,12 +221,10 @@ impl Tracker {
             budget: budget.bps(),
             spare: usable,
             level: 1,
+            relay: usable > 0,
             ..Entry::default()
         };
         let mut orphans = Vec::new();
-        if usable > 0 {
-            self.relays.push(peer.0);
-        }
         let r = self.cfg.stream_rate.bps();
         if budget.bps() >= r {
             // Move weak root children down to make room for a strong newcomer: the root's few seeds
@@ -289,6 +290,10 @@ impl Tracker {
         let max_level = u8::MAX;
         // Spread over peers of the shallowest level that has any, then ask more of those, and only then
         // go a level deeper: depth costs lag on every chunk, fewer upstreams only costs redundancy.
+        if self.peers[peer.0 as usize].relay {
+            self.reseed_root(peer, &mut touched);
+            self.preempt_leaves(peer, &mut touched);
+        }
         let shallowest = self
             .candidate(peer, max_level, rtt)
             .map(|c| self.peers[c as usize].level);
@@ -299,46 +304,6 @@ impl Tracker {
             self.grow_existing(peer, &mut touched);
         }
         let _ = unit;
-        // A relay that found no capacity takes a grant from a leaf (a peer that relays nothing): capacity
-        // held by leaves that joined early would otherwise lock relays out, and a relay fed is capacity
-        // for everyone after it. The leaf is refilled like any orphan.
-        let me_relay = self.peers[peer.0 as usize].spare > 0;
-        let mut attempts = 0;
-        while me_relay && attempts < 32 && !self.relays.is_empty() {
-            let have: u64 = self.peers[peer.0 as usize].ups.iter().map(|u| u.1).sum();
-            if have >= r || self.peers[peer.0 as usize].ups.len() >= self.cfg.max_upstreams {
-                break;
-            }
-            attempts += 1;
-            let i = (self.next_rand() % self.relays.len() as u64) as usize;
-            let u = self.relays[i];
-            let ue = &self.peers[u as usize];
-            if !ue.alive {
-                self.relays.swap_remove(i);
-                continue;
-            }
-            if u == peer.0
-                || ue.ups.is_empty()
-                || self.peers[peer.0 as usize].ups.iter().any(|x| x.0 == u)
-            {
-                continue;
-            }
-            if !self.peers[peer.0 as usize].downs.is_empty() && self.descends_from(u, peer.0) {
-                continue;
-            }
-            let leaf = ue.downs.iter().copied().find(|&(d, _)| {
-                let de = &self.peers[d as usize];
-                de.spare == 0 && de.downs.is_empty()
-            });
-            let Some((d, _)) = leaf else { continue };
-            self.drop_edge(PeerId(d), PeerId(u));
-            self.orphans.push((PeerId(d), PeerId(u)));
-            let g = self.peers[u as usize].spare.min(r - have);
-            if g > 0 {
-                self.link(peer.0, u, g);
-                touched.push(u);
-            }
-        }
         // Whatever the mesh cannot give, the root gives if it can.
         let have: u64 = self.peers[peer.0 as usize].ups.iter().map(|u| u.1).sum();
         let root = self.root.0;
@@ -366,6 +331,93 @@ impl Tracker {
                 })
             })
             .collect()
+    }
+
+    /// A relay with no upstream takes the root's seat if the root has a whole stream to spare (its
+    /// seed left, or the cap grew): the root's few seeds must be relays, or the whole tree starves.
+    fn reseed_root(&mut self, peer: PeerId, touched: &mut Vec<u32>) {
+        let r = self.cfg.stream_rate.bps();
+        let root = self.root.0;
+        let e = &self.peers[peer.0 as usize];
+        if e.ups.is_empty() && self.peers[root as usize].spare >= r {
+            self.link(peer.0, root, r);
+            touched.push(root);
+        }
+    }
+
+    /// The shallowest level holding a peer with spare upload (pool entries are validated lazily).
+    fn shallowest_spare(&mut self) -> Option<u8> {
+        let min = self.cfg.min_grant();
+        for l in 1..self.pools.len() {
+            while let Some(&c) = self.pools[l].last() {
+                let ce = &self.peers[c as usize];
+                if ce.alive && ce.spare >= min && ce.level as usize == l {
+                    return Some(l as u8);
+                }
+                self.pools[l].pop();
+            }
+        }
+        None
+    }
+
+    /// Relays outrank leaves at every level: while a leaf holds a grant shallower than the
+    /// shallowest spare upload, a relay takes that grant and the leaf is moved down (returned as an
+    /// orphan, refilled like any other). Without this, leaves that happen to join early sit on the
+    /// top levels' upload and every relay after them starts a level deeper: with a few seeds at the
+    /// root that made a 20-level tree. The leaf loses a level of lag, the relay's whole subtree
+    /// gains one.
+    fn preempt_leaves(&mut self, peer: PeerId, touched: &mut Vec<u32>) {
+        let r = self.cfg.stream_rate.bps();
+        let min = self.cfg.min_grant();
+        let mut budget = 16;
+        loop {
+            let e = &self.peers[peer.0 as usize];
+            let have: u64 = e.ups.iter().map(|u| u.1).sum();
+            if have >= r || e.ups.len() >= self.cfg.max_upstreams || budget == 0 {
+                return;
+            }
+            let feeds = !e.downs.is_empty();
+            budget -= 1;
+            let spare_at = self.shallowest_spare().unwrap_or(u8::MAX);
+            // The shallowest valid leaf grant above `spare_at` whose upstream we may use.
+            let mut found = None;
+            'levels: for l in 1..(spare_at as usize).min(self.leafy.len()) {
+                while let Some(&(leaf, up)) = self.leafy[l].last() {
+                    let le = &self.peers[leaf as usize];
+                    let ue = &self.peers[up as usize];
+                    let valid = le.alive
+                        && !le.relay
+                        && ue.alive
+                        && ue.level as usize == l
+                        && le.ups.iter().any(|x| x.0 == up);
+                    if !valid {
+                        self.leafy[l].pop();
+                        continue;
+                    }
+                    let me = &self.peers[peer.0 as usize];
+                    if up == peer.0
+                        || me.ups.iter().any(|x| x.0 == up)
+                        || me.banned.contains(&up)
+                        || ue.banned.contains(&peer.0)
+                        || (feeds && self.descends_from(up, peer.0))
+                    {
+                        // Usable by someone else: leave it, try a deeper level.
+                        continue 'levels;
+                    }
+                    self.leafy[l].pop();
+                    found = Some((leaf, up));
+                    break 'levels;
+                }
+            }
+            let Some((leaf, up)) = found else { return };
+            self.drop_edge(PeerId(leaf), PeerId(up));
+            self.orphans.push((PeerId(leaf), PeerId(up)));
+            let g = self.peers[up as usize].spare.min(r - have);
+            if g >= min {
+                self.link(peer.0, up, g);
+                touched.push(up);
+            }
+        }
     }
 
     fn take(
@@ -530,6 +582,10 @@ impl Tracker {
         self.peers[up as usize].spare -= g.min(self.peers[up as usize].spare);
         self.peers[up as usize].downs.push((down, g));
         self.peers[down as usize].ups.push((up, g));
+        let l = self.peers[up as usize].level as usize;
+        if !self.peers[down as usize].relay && up != self.root.0 && l < self.leafy.len() {
+            self.leafy[l].push((down, up));
+        }
     }
 
     /// Remove the grant from `up` to `down` (a ban, or making room at the root).
@@ -676,6 +732,54 @@ mod tests {
         let g = t.refill(PeerId(1), &rtt);
         assert_eq!(total(&g), 4_000_000);
         assert!(g.iter().all(|x| x.up == PeerId(2)));
+    }
+
+    #[test]
+    fn a_relay_takes_a_shallow_grant_from_a_leaf_and_the_leaf_moves_down() {
+        let mut t = tracker(4);
+        // The root's one seed: 10 Mbit/s of budget, 8 grantable.
+        t.join(PeerId(1), Bitrate::from_mbps(10), &rtt);
+        for leaf in [2, 3] {
+            let (g, _) = t.join(PeerId(leaf), Bitrate::ZERO, &rtt);
+            assert_eq!(total(&g), 4_000_000);
+            assert!(g.iter().all(|x| x.up == PeerId(1)), "{g:?}");
+        }
+        // Level 1 is full of leaves; a relay arrives and outranks one of them.
+        let (g, orphans) = t.join(PeerId(4), Bitrate::from_mbps(10), &rtt);
+        assert_eq!(
+            g,
+            vec![Grant {
+                up: PeerId(1),
+                rate: Bitrate::from_mbps(4)
+            }]
+        );
+        assert_eq!(t.level(PeerId(4)), 2);
+        let mut moved = orphans;
+        moved.extend(t.take_orphans());
+        assert_eq!(moved, vec![(PeerId(3), PeerId(1))]);
+        let g = t.refill(PeerId(3), &rtt);
+        assert_eq!(total(&g), 4_000_000);
+        assert!(g.iter().all(|x| x.up == PeerId(4)), "{g:?}");
+        assert_eq!(t.level(PeerId(3)), 3);
+    }
+
+    #[test]
+    fn a_relay_orphaned_of_everything_takes_the_roots_free_seat() {
+        let mut t = tracker(4);
+        t.join(PeerId(1), Bitrate::from_mbps(10), &rtt);
+        t.join(PeerId(2), Bitrate::from_mbps(10), &rtt);
+        assert_eq!(t.upstreams(PeerId(2))[0].up, PeerId(1));
+        let orphans = t.leave(PeerId(1));
+        assert_eq!(orphans, vec![PeerId(2)]);
+        let g = t.refill(PeerId(2), &rtt);
+        assert_eq!(
+            g,
+            vec![Grant {
+                up: PeerId(0),
+                rate: Bitrate::from_mbps(4)
+            }]
+        );
+        assert_eq!(t.level(PeerId(2)), 1);
     }
 
     #[test]

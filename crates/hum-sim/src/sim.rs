@@ -194,7 +194,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
     let lower_bound = (demand - usable).max(r as f64);
     let cap = cfg
         .server_cap
-        .unwrap_or_else(|| default_cap(cfg.bitrate, n, lower_bound));
+        .unwrap_or_else(|| default_cap(cfg.bitrate, lower_bound));
     // The tracker may grant 80% of the cap; the rest is kept for fallback requests.
     let tracker_cfg = TrackerConfig::new(cfg.bitrate, cap.scale(0.8));
 
@@ -411,16 +411,11 @@ fn brief(m: &MeshMsg) -> String {
     }
 }
 
-/// The server cap when none is given: the design's plateau, `15 + 5 * log10(N / 100)` copies of the
-/// stream (60 / 80 / 100 / 120 Mbit/s at 4 Mbit/s for 100 / 1k / 10k / 100k viewers), never less than
-/// 1.25x the fluid lower bound `max(r, N*r - usable)` and never more than one copy per viewer.
-/// Fewer seeds make the tree deeper: at the bound itself (`--server-cap 5`) 100 and 1,000 viewers play
-/// at 99.6-99.9% but 10,000 lose continuity (docs/mesh.md). `--server-cap` overrides it.
-pub fn default_cap(r: Bitrate, viewers: usize, lower_bound_bps: f64) -> Bitrate {
-    let n = viewers.max(1) as f64;
-    let copies = (15.0 + 5.0 * (n / 100.0).log10()).clamp(1.0, 40.0).min(n);
-    let plateau = r.bps() as f64 * copies;
-    Bitrate::from_bps((1.25 * lower_bound_bps.max(r.bps() as f64)).max(plateau) as u64)
+/// The server cap when none is given: 1.25x the fluid lower bound `max(r, N*r - usable)`. The tracker
+/// grants the bound's worth (one copy of the stream when the population can carry it) to relays and
+/// the rest answers deadline misses. `--server-cap` overrides it (e.g. the design's plateau table).
+pub fn default_cap(r: Bitrate, lower_bound_bps: f64) -> Bitrate {
+    Bitrate::from_bps((1.25 * lower_bound_bps.max(r.bps() as f64)) as u64)
 }
 
 impl World {
