@@ -905,10 +905,22 @@ impl Viewer {
             return;
         }
         let bh = self.player.buffer_health(now, self.contiguous());
-        let band = match bh.as_millis() {
-            0..500 => 0,
-            500..1500 => 1,
-            _ => 2,
+        let ms = bh.as_millis();
+        // Two bands: close to a stall, or not. Serving order only needs to know who is in trouble.
+        let band_of = |ms: u128| u8::from(ms >= 500);
+        // Hysteresis: fall a band at once, climb only a quarter second past the edge. A buffer that
+        // breathes around an edge with every chunk would otherwise send a message per chunk per
+        // upstream (it did: more messages than chunks).
+        let down = band_of(ms);
+        let up = band_of(ms.saturating_sub(250));
+        let band = if self.health_band == u8::MAX {
+            down
+        } else if down < self.health_band {
+            down
+        } else if up > self.health_band {
+            up
+        } else {
+            self.health_band
         };
         if band != self.health_band {
             self.health_band = band;
