@@ -446,9 +446,9 @@ impl AudioSink for CpalSink {
         } else {
             resample_linear(frame, SAMPLE_RATE, rate)
         };
-        // Keep at most ~2 frames queued (each queued frame is latency): block while the device
-        // drains the rest.
-        let limit = data.len() * 2;
+        // Keep at most ~2 writes (and at least 40 ms, so a device with long periods does not
+        // run dry) queued: each queued sample is latency. Block while the device drains.
+        let limit = (data.len() * 2).max(rate as usize / 25);
         let shared = self.ep.shared.clone();
         let mut q = shared
             .queue

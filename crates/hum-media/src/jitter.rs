@@ -76,6 +76,8 @@ pub struct JitterStats {
     pub duplicates: u64,
     /// Frames dropped to shrink the buffer.
     pub dropped: u64,
+    /// Times decoded audio was trimmed (by the trim step) to shrink the buffer.
+    pub trimmed: u64,
     /// Frames inserted to grow it (underruns).
     pub underruns: u64,
     pub rebuffers: u64,
@@ -98,6 +100,8 @@ pub struct JitterBuffer {
     buffering_since: Option<Instant>,
     epoch: Option<Instant>,
     transits: VecDeque<i64>,
+    /// Reused for the percentile (no allocation per packet).
+    scratch: Vec<i64>,
     rfc3550_jitter_us: f64,
     last_transit: Option<i64>,
     target_samples: i64,
@@ -107,6 +111,10 @@ pub struct JitterBuffer {
     pops_in_window: u32,
     underrun_run: u32,
     last_samples: u32,
+    /// When the player pulls less than a packet at a time: shrink by this many samples of
+    /// decoded audio instead of a whole packet (0 = whole packets).
+    trim_step: u32,
+    pending_trim: u32,
     stats: JitterStats,
 }
 
@@ -133,6 +141,7 @@ impl JitterBuffer {
             buffering_since: None,
             epoch: None,
             transits: VecDeque::new(),
+            scratch: Vec::new(),
             rfc3550_jitter_us: 0.0,
             last_transit: None,
             min_depth_in_window: i64::MAX,
@@ -140,8 +149,23 @@ impl JitterBuffer {
             pops_in_window: 0,
             underrun_run: 0,
             last_samples: 0,
+            trim_step: 0,
+            pending_trim: 0,
             stats: JitterStats::default(),
         }
+    }
+
+    /// The player pulls `samples` at a time, less than a packet: when every packet waited more
+    /// than that (plus a margin), shrink by trimming that much decoded audio
+    /// ([`JitterBuffer::take_trim`]) rather than dropping a whole packet. Finer steps keep the
+    /// delay within one pull of the minimum at any clock phase. 0 turns it off.
+    pub fn set_trim_step(&mut self, samples: u32) {
+        self.trim_step = samples;
+    }
+
+    /// Samples of decoded audio the player should skip now (and forget).
+    pub fn take_trim(&mut self) -> u32 {
+        std::mem::take(&mut self.pending_trim)
     }
 
     /// Samples covered by the last [`JitterBuffer::pop`] (0 after `Silence`).
@@ -249,9 +273,10 @@ impl JitterBuffer {
             self.transits.pop_front();
         }
         let min = self.transits.iter().copied().min().unwrap_or(transit);
-        let mut rel: Vec<i64> = self.transits.iter().map(|t| t - min).collect();
-        rel.sort_unstable();
-        let p95 = rel[((rel.len() - 1) as f64 * 0.95).round() as usize];
+        self.scratch.clear();
+        self.scratch.extend(self.transits.iter().map(|t| t - min));
+        let k = ((self.scratch.len() - 1) as f64 * 0.95).round() as usize;
+        let p95 = *self.scratch.select_nth_unstable(k).1;
         let lo = us_to_samples(self.cfg.min_delay.as_micros() as i64);
         let hi = us_to_samples(self.cfg.max_delay.as_micros() as i64);
         self.target_samples = (p95 + self.cfg.frame_samples as i64).clamp(lo, hi.max(lo));
@@ -320,10 +345,21 @@ impl JitterBuffer {
             let idle = self.min_wait_in_window != i64::MAX
                 && self.min_wait_in_window >= frame + us_to_samples(WAIT_MARGIN_US)
                 && depth >= 2 * frame;
+            let step = self.trim_step as i64;
+            let trim = step > 0
+                && step < frame
+                && self.pending_trim == 0
+                && self.min_wait_in_window != i64::MAX
+                && self.min_wait_in_window >= step + us_to_samples(WAIT_MARGIN_US);
             self.pops_in_window = 0;
             self.min_depth_in_window = i64::MAX;
             self.min_wait_in_window = i64::MAX;
-            if excess >= frame || idle {
+            if excess < frame && trim {
+                // Every packet could have been played a pull earlier: skip a pull's worth of
+                // decoded audio (the player does it) and keep playing this packet.
+                self.pending_trim = self.trim_step;
+                self.stats.trimmed += 1;
+            } else if excess >= frame || idle {
                 let skip = self.frame_at(cursor);
                 self.packets.remove(&cursor);
                 self.cursor = Some(cursor + skip as i64);

@@ -266,7 +266,12 @@ impl CapturePipeline {
 
     /// Processes `frame` in place; a closed gate leaves it silent.
     pub fn process(&mut self, frame: &mut [f32]) -> CaptureDecision {
-        if self.controls.noise_suppression() {
+        // RNNoise is most of the chain's CPU: skip it when its output cannot be sent (muted,
+        // push-to-talk released: the meter then shows the raw microphone) and on digital
+        // silence (nothing to remove).
+        let closed_by_user = self.controls.muted()
+            || (self.controls.mode() == VoiceMode::PushToTalk && !self.controls.ptt_pressed());
+        if self.controls.noise_suppression() && !closed_by_user && frame.iter().any(|&x| x != 0.0) {
             self.ns.process(frame);
         }
         let level = dbfs(frame);
@@ -361,6 +366,47 @@ mod tests {
         let mut f = tone.clone();
         assert!(p.process(&mut f).transmit);
         assert!(rms(&f) > 0.3);
+    }
+
+    #[test]
+    fn noise_suppression_runs_only_when_its_output_can_be_sent() {
+        let c = CaptureControls::new();
+        c.set_mode(VoiceMode::Open);
+        let mut p = CapturePipeline::new(c.clone(), 960);
+        // "Fan" noise, as above.
+        let mut y = 0.0f32;
+        let hiss: Vec<f32> = noise(96_000, 0.05, 3)
+            .iter()
+            .map(|x| {
+                y = 0.9 * y + x;
+                y * 0.3
+            })
+            .collect();
+        let raw = dbfs(&hiss[48_000..48_960]);
+        // Let RNNoise learn the hiss, then compare a frame with and without it.
+        for f in hiss[..48_000].chunks(960) {
+            p.process(&mut f.to_vec());
+        }
+        let denoised = p.process(&mut hiss[48_000..48_960].to_vec()).level_dbfs;
+        assert!(denoised < raw - 10.0, "NS on: {denoised} vs raw {raw}");
+        c.set_muted(true);
+        let muted = p.process(&mut hiss[48_000..48_960].to_vec()).level_dbfs;
+        assert_eq!(
+            muted, raw,
+            "muted: RNNoise skipped, the meter shows the raw microphone"
+        );
+        c.set_muted(false);
+        c.set_mode(VoiceMode::PushToTalk);
+        assert_eq!(
+            p.process(&mut hiss[48_000..48_960].to_vec()).level_dbfs,
+            raw
+        );
+        c.set_ptt_pressed(true);
+        assert!(p.process(&mut hiss[48_000..48_960].to_vec()).level_dbfs < raw - 10.0);
+        // Digital silence stays silence.
+        let mut z = vec![0.0; 960];
+        assert_eq!(p.process(&mut z).level_dbfs, -100.0);
+        assert!(z.iter().all(|&x| x == 0.0));
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct RemoteAudio {
     fifo: VecDeque<f32>,
     scratch: Vec<f32>,
     speaking: SpeakingDetector,
+    /// Output block size the speaking detector's hangover was set up for.
+    speaking_block: usize,
+    trim_step: u32,
+    pending_trim: usize,
     level_dbfs: f32,
     decode_errors: u64,
 }
@@ -32,6 +36,9 @@ impl RemoteAudio {
             fifo: VecDeque::new(),
             scratch: vec![0.0; 5760],
             speaking: SpeakingDetector::default(),
+            speaking_block: 0,
+            trim_step: 0,
+            pending_trim: 0,
             level_dbfs: -100.0,
             decode_errors: 0,
         })
@@ -48,6 +55,12 @@ impl RemoteAudio {
 
     /// Fills `out` with the next samples to play at `now`.
     pub fn pull(&mut self, now: Instant, out: &mut [f32]) {
+        let step = out.len() as u32;
+        if step != self.trim_step {
+            // Pulling less than a packet: the buffer may shrink in steps of one pull.
+            self.trim_step = step;
+            self.jb.set_trim_step(step);
+        }
         let mut guard = 0;
         while self.fifo.len() < out.len() && guard < 16 {
             guard += 1;
@@ -76,11 +89,23 @@ impl RemoteAudio {
             };
             self.fifo
                 .extend(&self.scratch[..got.min(self.scratch.len())]);
+            self.pending_trim += self.jb.take_trim() as usize;
+            // Trim only what leaves this pull covered: never conceal to make room.
+            if self.pending_trim > 0 && self.fifo.len() >= out.len() + self.pending_trim {
+                self.fifo.drain(..self.pending_trim);
+                self.pending_trim = 0;
+            }
         }
         for x in out.iter_mut() {
             *x = self.fifo.pop_front().unwrap_or(0.0);
         }
         self.level_dbfs = dbfs(out);
+        if out.len() != self.speaking_block && !out.is_empty() {
+            // The indicator's hangover is 300 ms whatever size the player pulls.
+            self.speaking_block = out.len();
+            let block_ms = (out.len() * 1000 / SAMPLE_RATE as usize).max(1);
+            self.speaking = SpeakingDetector::new(-45.0, (300 / block_ms).max(1) as u32);
+        }
         self.speaking.update_level(self.level_dbfs);
     }
 
@@ -186,6 +211,72 @@ mod tests {
         assert!(m.correlation > 0.8, "{m:?}");
         let delay_ms = (m.offset as i64 - 9_600) * 1000 / 48_000;
         assert!((0..=200).contains(&delay_ms), "delay {delay_ms} ms");
+    }
+
+    /// 20 ms packets arriving every 20 ms at `phase_us` (+ up to 2 ms), pulled 10 ms at a time. Packet
+    /// `late` (if any) arrives 35 ms late, forcing an underrun early on. Returns how long after
+    /// its packet arrived a burst sent at 3 s is played (ms), and the buffer's stats.
+    fn burst_delay(late: Option<usize>, phase_us: u64) -> (f64, JitterStats) {
+        let mut sig = vec![0.0f32; 48_000 * 4];
+        for (i, x) in sig[144_000..148_800].iter_mut().enumerate() {
+            *x = 0.5 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 48_000.0).sin();
+        }
+        let mut enc = OpusEncoder::new(OpusConfig::default()).expect("enc");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(phase_us);
+        let t0 = Instant::now();
+        let mut arrivals: Vec<(Duration, u32, Vec<u8>)> = sig
+            .chunks(960)
+            .enumerate()
+            .map(|(k, f)| {
+                // Up to 2 ms of jitter: a busy sender's scheduling.
+                let jitter = rng.gen_range(0..2_000);
+                let mut at = Duration::from_micros(20_000 * (k as u64 + 1) + phase_us + jitter);
+                if late == Some(k) {
+                    at += Duration::from_millis(35);
+                }
+                (at, (k * 960) as u32, enc.encode(f).expect("encode"))
+            })
+            .collect();
+        arrivals.sort_by_key(|a| a.0);
+        let burst_arrival = arrivals
+            .iter()
+            .find(|a| a.1 == 150 * 960)
+            .map(|a| a.0)
+            .expect("burst packet");
+        let mut rx = RemoteAudio::new(JitterConfig::default()).expect("rx");
+        let mut out = vec![0.0; 480];
+        let mut next = 0;
+        for j in 0..400u64 {
+            let now = Duration::from_millis(10 * j);
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                let (at, ts, p) = arrivals[next].clone();
+                rx.push(t0 + at, ts, p);
+                next += 1;
+            }
+            rx.pull(t0 + now, &mut out);
+            if now > burst_arrival
+                && let Some(i) = out.iter().position(|x| x.abs() > 0.1)
+            {
+                let played = now + Duration::from_micros(i as u64 * 1_000_000 / 48_000);
+                return ((played - burst_arrival).as_secs_f64() * 1000.0, rx.stats());
+            }
+        }
+        panic!("burst never played");
+    }
+
+    #[test]
+    fn after_an_early_underrun_the_delay_returns_to_within_a_pull_of_the_minimum() {
+        for phase_us in (0..20_000).step_by(2_500) {
+            let (clean, _) = burst_delay(None, phase_us);
+            let (recovered, stats) = burst_delay(Some(10), phase_us);
+            assert!(stats.underruns >= 1, "{stats:?}");
+            // 6.5 ms of Opus look-ahead + at most a pull (10 ms) + the 3 ms safety margin.
+            assert!(
+                recovered <= 20.0,
+                "phase {phase_us}: {recovered} ms ({stats:?})"
+            );
+            assert!(clean <= 20.0, "phase {phase_us}: {clean} ms");
+        }
     }
 
     #[test]

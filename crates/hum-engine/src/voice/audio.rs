@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bytes::Bytes;
-use hum_media::codec::{OpusConfig, OpusEncoder};
+use hum_media::codec::{LossEstimator, OpusConfig, OpusEncoder};
 use hum_media::jitter::JitterConfig;
 use hum_media::mixer::Mixer;
 use hum_media::monitor::InputLevel;
@@ -39,10 +39,21 @@ pub struct EncodedFrame {
 }
 
 type Remotes = Arc<Mutex<BTreeMap<UserId, RemoteAudio>>>;
+/// Loss of our stream as each peer reported it (e.g. from RTCP receiver reports), 0..=1.
+type UplinkLoss = Arc<Mutex<BTreeMap<UserId, f32>>>;
+
+/// The playout thread hands audio to the sink in blocks of this size whatever the codec frame:
+/// a packet that just missed a block waits at most 10 ms for the next one, not a whole 20 ms
+/// frame (on average 5 ms instead of 10 ms of mouth-to-ear latency).
+pub const PLAYOUT_BLOCK: FrameDuration = FrameDuration::Ms10;
+
+/// How often the encoder's expected loss (and so its FEC) is re-estimated.
+const LOSS_WINDOW_SAMPLES: usize = hum_media::SAMPLE_RATE as usize;
 
 pub struct AudioEngine {
     packets: broadcast::Sender<EncodedFrame>,
     remotes: Remotes,
+    uplink_loss: UplinkLoss,
     mixer: Arc<Mutex<Mixer<UserId>>>,
     controls: CaptureControls,
     frame: FrameDuration,
@@ -65,12 +76,15 @@ impl AudioEngine {
     ) -> Result<Self, MediaError> {
         let (packets, _) = broadcast::channel(64);
         let remotes: Remotes = Arc::default();
+        let uplink_loss: UplinkLoss = Arc::default();
         let mixer = Arc::new(Mutex::new(Mixer::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        // Fail early (not on the thread) if Opus rejects the settings.
+        // Fail early (not on the thread) if Opus rejects the settings. FEC starts off and
+        // follows measured loss (see `capture_loop`).
         let encoder = OpusEncoder::new(OpusConfig {
             frame: settings.frame,
             bitrate_bps: settings.bitrate_bps,
+            expected_loss_percent: 0,
             ..Default::default()
         })?;
         let capture = {
@@ -80,6 +94,10 @@ impl AudioEngine {
                 events.clone(),
                 settings.controls.clone(),
             );
+            let loss = LossSources {
+                remotes: remotes.clone(),
+                uplink: uplink_loss.clone(),
+            };
             std::thread::Builder::new()
                 .name("hum-capture".into())
                 .spawn(move || {
@@ -91,6 +109,7 @@ impl AudioEngine {
                         packets,
                         stop,
                         events,
+                        loss,
                     )
                 })?
         };
@@ -104,6 +123,7 @@ impl AudioEngine {
         Ok(Self {
             packets,
             remotes,
+            uplink_loss,
             mixer,
             controls: settings.controls,
             frame: settings.frame,
@@ -140,6 +160,24 @@ impl AudioEngine {
     pub fn remove_remote(&self, user: &UserId) {
         if let Ok(mut r) = self.remotes.lock() {
             r.remove(user);
+        }
+        if let Ok(mut u) = self.uplink_loss.lock() {
+            u.remove(user);
+        }
+    }
+
+    /// How much of our stream `user` reports losing (0..=1), e.g. from RTCP receiver reports.
+    /// The encoder plans its FEC for the worst of these and of the loss we see from each peer.
+    pub fn set_uplink_loss(&self, user: UserId, fraction: f32) {
+        if let Ok(mut u) = self.uplink_loss.lock() {
+            u.insert(
+                user,
+                if fraction.is_finite() {
+                    fraction.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                },
+            );
         }
     }
 
@@ -210,6 +248,39 @@ impl Drop for AudioEngine {
     }
 }
 
+/// Where the capture thread learns how lossy the network is.
+struct LossSources {
+    remotes: Remotes,
+    uplink: UplinkLoss,
+}
+
+impl LossSources {
+    /// The worst loss over the last window among all peers: what they report of our stream,
+    /// else what we see of theirs (paths are usually lossy both ways). `seen` keeps each peer's
+    /// (played, concealed) counters from the previous call.
+    fn worst(&self, seen: &mut BTreeMap<UserId, (u64, u64)>) -> f32 {
+        let mut worst = 0.0f32;
+        if let Ok(r) = self.remotes.lock() {
+            seen.retain(|u, _| r.contains_key(u));
+            for (user, rx) in r.iter() {
+                let s = rx.stats();
+                let (p0, c0) = seen
+                    .insert(*user, (s.played, s.concealed))
+                    .unwrap_or((0, 0));
+                let (dp, dc) = (s.played.saturating_sub(p0), s.concealed.saturating_sub(c0));
+                if dp + dc > 0 {
+                    worst = worst.max(dc as f32 / (dp + dc) as f32);
+                }
+            }
+        }
+        if let Ok(u) = self.uplink.lock() {
+            worst = u.values().fold(worst, |w, l| w.max(*l));
+        }
+        worst
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn capture_loop(
     mut source: Box<dyn AudioSource>,
     mut encoder: OpusEncoder,
@@ -218,11 +289,15 @@ fn capture_loop(
     packets: broadcast::Sender<EncodedFrame>,
     stop: Arc<AtomicBool>,
     events: mpsc::UnboundedSender<VoiceEvent>,
+    loss: LossSources,
 ) {
     let mut pipeline = CapturePipeline::new(controls, frame.samples());
     let mut buf = vec![0.0f32; frame.samples()];
     let mut speaking = false;
     let mut failed = false;
+    let mut estimator = LossEstimator::new();
+    let mut seen = BTreeMap::new();
+    let mut since_estimate = 0usize;
     while !stop.load(Ordering::SeqCst) {
         if failed {
             // Keep the frame clock running so peers hear silence rather than a stall.
@@ -243,6 +318,14 @@ fn capture_loop(
                 user: None,
                 speaking,
             });
+        }
+        since_estimate += buf.len();
+        if since_estimate >= LOSS_WINDOW_SAMPLES {
+            since_estimate = 0;
+            let percent = estimator.update(loss.worst(&mut seen));
+            if let Err(e) = encoder.set_expected_loss(percent) {
+                tracing::warn!("Opus expected loss: {e}");
+            }
         }
         match encoder.encode(&buf) {
             Ok(p) => {
@@ -268,7 +351,12 @@ fn playout_loop(
     stop: Arc<AtomicBool>,
     events: mpsc::UnboundedSender<VoiceEvent>,
 ) {
-    let n = frame.samples();
+    let block = if frame.samples() < PLAYOUT_BLOCK.samples() {
+        frame
+    } else {
+        PLAYOUT_BLOCK
+    };
+    let n = block.samples();
     let mut out = vec![0.0f32; n];
     let mut bufs: BTreeMap<UserId, Vec<f32>> = BTreeMap::new();
     let mut speaking: BTreeMap<UserId, bool> = BTreeMap::new();
@@ -306,7 +394,7 @@ fn playout_loop(
                 sink.name()
             )));
             // Without a sink keep draining the jitter buffers at the right pace.
-            std::thread::sleep(frame.duration());
+            std::thread::sleep(block.duration());
         }
     }
     if let Err(e) = sink.finish() {
