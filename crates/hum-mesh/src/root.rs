@@ -34,7 +34,7 @@ pub struct RootSeed {
     layer: Layer,
     publisher: Publisher,
     window: u64,
-    chunks: Vec<Option<(ChunkRecord, Arc<[u8]>)>>,
+    chunks: Vec<Option<(Arc<ChunkRecord>, Arc<[u8]>)>>,
     newest: Option<u64>,
     serve: ServeQueue,
     lookahead: u64,
@@ -98,7 +98,7 @@ impl RootSeed {
         Bitrate::from_bps(self.serve.bucket.rate_bps())
     }
 
-    fn get(&self, seq: u64) -> Option<&(ChunkRecord, Arc<[u8]>)> {
+    fn get(&self, seq: u64) -> Option<&(Arc<ChunkRecord>, Arc<[u8]>)> {
         self.chunks[(seq % self.window) as usize]
             .as_ref()
             .filter(|(r, _)| r.seq == seq)
@@ -112,7 +112,8 @@ impl RootSeed {
     pub fn publish(&mut self, now: Time, chunk: &Chunk, bytes: u32) -> ChunkRecord {
         self.now = now;
         let rec = self.publisher.sign(chunk, bytes);
-        self.chunks[(chunk.seq % self.window) as usize] = Some((rec, chunk.payload.clone()));
+        self.chunks[(chunk.seq % self.window) as usize] =
+            Some((Arc::new(rec), chunk.payload.clone()));
         self.newest = Some(self.newest.map_or(chunk.seq, |n| n.max(chunk.seq)));
         self.serve.on_have(chunk.seq, bytes);
         self.release(now);
@@ -243,7 +244,7 @@ impl RootSeed {
             if let Some((rec, payload)) = self.get(r.seq) {
                 let bytes = rec.bytes as u64;
                 let msg = MeshMsg::Data {
-                    record: *rec,
+                    record: rec.clone(),
                     hops: 0,
                     payload: payload.clone(),
                 };

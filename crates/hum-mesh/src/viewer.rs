@@ -125,7 +125,7 @@ pub struct Viewer {
     slots: Vec<Slot>,
     /// Chunk bodies, parallel to `slots` (kept apart so scans over slot states stay in cache); valid
     /// only where the record's seq matches.
-    chunks: Vec<Option<(ChunkRecord, Arc<[u8]>)>>,
+    chunks: Vec<Option<(Arc<ChunkRecord>, Arc<[u8]>)>>,
     low: u64,
     frontier: u64,
     joined: Option<(Time, u64)>,
@@ -359,7 +359,7 @@ impl Viewer {
         &mut self,
         now: Time,
         from: PeerId,
-        record: ChunkRecord,
+        record: Arc<ChunkRecord>,
         hops: u8,
         payload: Arc<[u8]>,
     ) {
@@ -829,7 +829,7 @@ impl Viewer {
                 .filter(|(rec, _)| rec.seq == r.seq)
             {
                 let msg = MeshMsg::Data {
-                    record: *rec,
+                    record: rec.clone(),
                     hops,
                     payload: payload.clone(),
                 };

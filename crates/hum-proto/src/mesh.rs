@@ -145,9 +145,10 @@ pub enum MeshMsg {
         seq: u64,
         deadline_ms: u32,
     },
-    /// A chunk with its signed record; `hops` counts relays since the root seed (root = 0).
+    /// A chunk with its signed record; `hops` counts relays since the root seed (root = 0). The record
+    /// is shared (every relay forwards the root's record unchanged), which keeps the message small.
     Data {
-        record: ChunkRecord,
+        record: Arc<ChunkRecord>,
         hops: u8,
         payload: Arc<[u8]>,
     },
@@ -309,7 +310,7 @@ impl MeshMsg {
                 deadline_ms: r.u32()?,
             },
             3 => {
-                let record = ChunkRecord::read(&mut r)?;
+                let record = Arc::new(ChunkRecord::read(&mut r)?);
                 let hops = r.u8()?;
                 let n = r.u32()? as usize;
                 let payload: Arc<[u8]> = Arc::from(r.take(n)?);
@@ -442,7 +443,7 @@ mod tests {
                 deadline_ms: 1500,
             },
             MeshMsg::Data {
-                record: record(),
+                record: Arc::new(record()),
                 hops: 3,
                 payload: Arc::from(&b"chunk bytes"[..]),
             },
@@ -521,7 +522,7 @@ mod tests {
         );
         // A Data message claiming a 4 GB payload is refused without allocating it.
         let mut d = MeshMsg::Data {
-            record: record(),
+            record: Arc::new(record()),
             hops: 0,
             payload: Arc::from(&b""[..]),
         }
