@@ -196,7 +196,13 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         .server_cap
         .unwrap_or_else(|| default_cap(cfg.bitrate, lower_bound));
     // The tracker may grant 80% of the cap; the rest is kept for fallback requests.
-    let tracker_cfg = TrackerConfig::new(cfg.bitrate, cap.scale(0.8));
+    let mut tracker_cfg = TrackerConfig::new(cfg.bitrate, cap.scale(0.8));
+    if lower_bound > r as f64 * 1.000_001 {
+        // The population cannot carry the stream on full-rate relays alone: the relay (which knows
+        // every budget) lets peers relay from a quarter of the stream up. Each hop through them is
+        // slower (`duration * r / budget`), but it is upload the server would otherwise pay for.
+        tracker_cfg.min_relay = tracker_cfg.grant_unit;
+    }
 
     let mut key_seed = [0u8; 32];
     rng.fill(&mut key_seed);
