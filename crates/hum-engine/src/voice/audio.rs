@@ -16,7 +16,7 @@ use hum_media::codec::{LossEstimator, OpusConfig, OpusEncoder};
 use hum_media::jitter::JitterConfig;
 use hum_media::mixer::Mixer;
 use hum_media::monitor::InputLevel;
-use hum_media::processing::{CaptureControls, CapturePipeline};
+use hum_media::processing::{CaptureControls, CapturePipeline, VoiceMode};
 use hum_media::stream::RemoteAudio;
 use hum_media::{AudioSink, AudioSource, FrameDuration, MediaError};
 use hum_proto::UserId;
@@ -312,6 +312,13 @@ fn capture_loop(
             continue;
         }
         let d = pipeline.process(&mut buf);
+        // DTX for a gated microphone (a closed gate sends digital silence: 1-byte packets);
+        // none for an open one (files, bots, music: continuous audio, and peers whose decoders
+        // do not reset after DTX as ours do).
+        let dtx = pipeline.controls().mode() != VoiceMode::Open;
+        if let Err(e) = encoder.set_dtx(dtx) {
+            tracing::warn!("Opus DTX: {e}");
+        }
         if d.speaking != speaking {
             speaking = d.speaking;
             let _ = events.send(VoiceEvent::Speaking {

@@ -76,13 +76,17 @@ async fn wait_connected(b: &mut Bot, n: usize) {
 async fn a_chirp_from_a_arrives_in_b_recording() {
     let hub = MemorySignalHub::new();
     let (a_id, b_id) = (user(1), user(2));
-    // 0.5 s chirp every 1.5 s.
+    // 0.5 s chirp every 1.5 s, through a gated microphone (push-to-talk held): the 1 s
+    // silences go out as Opus DTX, and each chirp after one must still arrive at its level.
+    let a_mic = open_mic();
+    a_mic.set_mode(VoiceMode::PushToTalk);
+    a_mic.set_ptt_pressed(true);
     let mut a = bot(
         &hub,
         a_id,
         Box::new(Paced::new(BufferSource::chirp_train(24_000, 72_000))),
         Box::new(Paced::new(NullSink)),
-        open_mic(),
+        a_mic,
     );
     let rec = MemorySink::new();
     let mut b = bot(
@@ -154,6 +158,9 @@ async fn a_chirp_from_a_arrives_in_b_recording() {
     let m = find(&heard, &chirp).expect("something recorded");
     eprintln!("chirp match: {m:?}");
     assert!(m.correlation > 0.9, "chirp not found: {m:?}");
+    // Sent at 0.354 RMS; after DTX it must not come back louder (or much softer).
+    let got = rms(&heard[m.offset..(m.offset + chirp.len()).min(heard.len())]);
+    assert!((got / rms(&chirp) - 1.0).abs() < 0.25, "chirp level {got}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
