@@ -1,0 +1,215 @@
+//! Harness for the voice end-to-end tests: a real relay, identities and a server with a voice
+//! channel set up with the `hum` CLI, and `hum voice join` processes whose JSON events and WAV
+//! recordings the tests inspect.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hum_media::synth::{chirp_samples, write_wav};
+use serde_json::Value;
+
+use crate::relay::Relay;
+use crate::{KillOnDrop, workspace_bin};
+
+/// Voice tests run one at a time, also across test files run by one `cargo test` (each file is
+/// its own process, so this only serialises within a file): each test is several real-time
+/// processes, and on a small shared machine running them in parallel starves the audio threads.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A relay, identities `id{i}.json`, and (after [`World::create_server`]) a server "Guild" with
+/// a voice channel "Lounge" and an invite code.
+pub struct World {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    pub relay: Relay,
+    pub url: String,
+    pub hum: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub users: Vec<String>,
+    pub invite: String,
+}
+
+impl World {
+    /// A relay, a server "Guild" with a voice channel "Lounge", `n` members with identities, and
+    /// one more member (index `n`) who only observes (a second login with a participant's key
+    /// would replace that participant's session).
+    pub fn new(n: usize) -> Result<World> {
+        let mut w = World::empty()?;
+        w.create_users(n + 1)?;
+        w.create_server(0)?;
+        for i in 1..=n {
+            w.join_server(i)?;
+        }
+        Ok(w)
+    }
+
+    /// Just the relay (and the serial lock).
+    pub fn empty() -> Result<World> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir()?;
+        let relay = Relay::start(&dir.path().join("relay"), &[])?;
+        let url = relay.ws_url();
+        let hum = workspace_bin("hum-cli", "hum")?;
+        Ok(World {
+            _serial: serial,
+            relay,
+            url,
+            hum,
+            dir,
+            users: Vec::new(),
+            invite: String::new(),
+        })
+    }
+
+    /// Creates `n` more identities (`id{i}.json`, logged in once so the relay knows them).
+    pub fn create_users(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            let i = self.users.len();
+            let v = self.run(i, &["identity", "create", "--name", &format!("user{i}")])?;
+            self.users
+                .push(v["user"].as_str().context("user id")?.to_string());
+        }
+        Ok(())
+    }
+
+    /// User `owner` creates server "Guild", an invite and voice channel "Lounge".
+    pub fn create_server(&mut self, owner: usize) -> Result<()> {
+        self.run(owner, &["server", "create", "Guild"])?;
+        let invite = self.run(owner, &["server", "invite", "Guild"])?;
+        self.invite = invite["code"].as_str().context("invite code")?.to_string();
+        self.run(owner, &["channel", "create", "--server", "Guild", "Lounge"])?;
+        Ok(())
+    }
+
+    /// User `i` joins the server with the invite.
+    pub fn join_server(&self, i: usize) -> Result<()> {
+        self.run(i, &["server", "join", &self.invite])?;
+        Ok(())
+    }
+
+    pub fn identity(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("id{i}.json"))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cmd(&self, i: usize, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.hum);
+        c.arg("--relay")
+            .arg(&self.url)
+            .arg("--identity")
+            .arg(self.identity(i))
+            .arg("--json")
+            .args(args)
+            .env("HUM_LOG", "error");
+        c
+    }
+
+    /// Runs a command to completion; returns its JSON output.
+    pub fn run(&self, i: usize, args: &[&str]) -> Result<Value> {
+        let out = self.cmd(i, args).output().context("running hum")?;
+        if !out.status.success() {
+            bail!(
+                "hum {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "hum {args:?} printed {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Starts `hum voice join` for user `i`; stdout (JSON events) goes to `events{i}.jsonl`.
+    pub fn voice(&self, i: usize, extra: &[&str]) -> Result<KillOnDrop> {
+        let log = std::fs::File::create(self.path(&format!("events{i}.jsonl")))?;
+        let mut args = vec![
+            "voice",
+            "join",
+            "--server",
+            "Guild",
+            "--channel",
+            "Lounge",
+            "--bind",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let child = self
+            .cmd(i, &args)
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning hum voice join")?;
+        Ok(KillOnDrop(child))
+    }
+
+    /// The JSON events user `i`'s `hum voice join` printed so far.
+    pub fn events(&self, i: usize) -> Vec<Value> {
+        std::fs::read_to_string(self.path(&format!("events{i}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The channel's roster, as the last user (the observer) sees it.
+    pub fn roster(&self) -> Result<Vec<Value>> {
+        let observer = self.users.len() - 1;
+        let channels = self.run(observer, &["channel", "list", "--server", "Guild"])?;
+        Ok(channels[0]["roster"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Waits for a process to exit successfully.
+pub fn wait_exit(p: &mut KillOnDrop, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = p.0.try_wait()? {
+            if !status.success() {
+                bail!("process exited with {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("process did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `f` every 100 ms until it says yes.
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out waiting for {what}")
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// Writes a 0.5 s chirp (300-3400 Hz) every 1.5 s, for 9 s; returns the chirp.
+pub fn chirp_file(path: &Path) -> Result<Vec<f32>> {
+    let chirp = chirp_samples(300.0, 3400.0, 0.5, 24_000);
+    let mut sig = Vec::new();
+    for _ in 0..6 {
+        sig.extend_from_slice(&chirp);
+        sig.extend(std::iter::repeat_n(0.0, 48_000));
+    }
+    write_wav(path, &sig)?;
+    Ok(chirp)
+}

@@ -1,0 +1,279 @@
+//! Interop with an independent WebRTC stack: headless Chromium runs tests/web (a page that speaks
+//! the relay protocol from docs/protocol.md itself: Ed25519 login with WebCrypto, invite, channel
+//! join, the mesh rule, trickle ICE) and sits in a voice channel with two native `hum voice join`
+//! clients. One native id is smaller than the page's (it offers to Chromium), one is larger
+//! (Chromium offers to it), so both directions of the offer/answer exchange are exercised.
+//!
+//! What is checked is the audio itself, both ways: the page sends a chirp train (a WAV decoded
+//! by WebAudio, looped into a MediaStreamDestination) that must be found by correlation in each
+//! native client's `--record` WAV, and each native client sends its own tone, which must be
+//! found (Goertzel) in what the page recorded from that peer's track (an AudioWorklet copying
+//! the samples WebRTC delivered).
+//!
+//! Needs node + tests/web/node_modules (`npm ci --prefix tests/web`, done by scripts/test) and
+//! Chromium (/usr/bin/chromium, or HUM_CHROMIUM). Missing pieces fail the test with what to
+//! install: interop is a requirement, not an optional extra.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use hum_media::analysis::{find, tone_purity};
+use hum_media::synth::{read_wav, tone_samples, write_wav};
+use hum_tests::KillOnDrop;
+use hum_tests::voice::{World, chirp_file, s, wait_exit};
+use serde_json::Value;
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
+}
+
+/// Node, the page's npm dependencies and Chromium, or a clear error naming what is missing.
+fn check_environment() -> Result<()> {
+    let node = Command::new("node").arg("--version").output();
+    ensure!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "the Chromium interop test needs node (Debian: apt-get install nodejs npm; \
+         scripts/setup --test installs it)"
+    );
+    ensure!(
+        web_dir().join("node_modules/playwright-core").is_dir(),
+        "the Chromium interop test needs playwright-core: run `npm ci --prefix tests/web` \
+         (scripts/test does)"
+    );
+    let chromium =
+        std::env::var("HUM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    ensure!(
+        Path::new(&chromium).exists(),
+        "the Chromium interop test needs Chromium at {chromium} (Debian: apt-get install \
+         chromium; scripts/setup --test installs it), or HUM_CHROMIUM=/path/to/chrome"
+    );
+    Ok(())
+}
+
+/// The page under `node tests/web/run.mjs`: its progress lines, its log file.
+struct Page {
+    proc: KillOnDrop,
+    lines: mpsc::Receiver<Value>,
+    log: PathBuf,
+}
+
+impl Page {
+    fn start(w: &World, user: usize, out: &Path, extra: &[&str]) -> Result<Page> {
+        let log = w.path("page.log");
+        let child = Command::new("node")
+            .arg(web_dir().join("run.mjs"))
+            .args(["--relay", &w.url, "--identity", s(&w.identity(user))])
+            .args([
+                "--invite",
+                &w.invite,
+                "--channel",
+                "Lounge",
+                "--out",
+                s(out),
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning node tests/web/run.mjs")?;
+        let mut proc = KillOnDrop(child);
+        let stdout = proc.0.stdout.take().context("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Ok(Page { proc, lines, log })
+    }
+
+    /// Waits for progress line `event`.
+    fn wait(&self, event: &str, within: Duration) -> Result<Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return Ok(v),
+                Ok(_) => {}
+                Err(_) => bail!("the page did not report `{event}`: {}", self.log_tail()),
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "page log ({}):\n{}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    }
+}
+
+/// A looped tone file at a low level, so it does not mask the chirp in the other recording.
+fn tone_file(path: &Path, hz: f32) -> Result<()> {
+    write_wav(path, &tone_samples(hz, 0.1, 48_000))?;
+    Ok(())
+}
+
+#[test]
+fn chromium_and_native_clients_hear_each_other_in_a_channel() -> Result<()> {
+    check_environment()?;
+    let mut w = World::empty()?;
+    w.create_users(3)?;
+    // Order the three identities: the page gets the middle id, so one native client offers to
+    // it and it offers to the other.
+    let mut order: Vec<usize> = (0..3).collect();
+    order.sort_by(|a, b| w.users[*a].cmp(&w.users[*b]));
+    let (low, web, high) = (order[0], order[1], order[2]);
+    w.create_server(low)?;
+    w.join_server(high)?;
+    let (low_id, web_id, high_id) = (&w.users[low], &w.users[web], &w.users[high]);
+
+    let chirp = chirp_file(&w.path("chirp.wav"))?;
+    let (low_hz, high_hz) = (440.0, 1000.0);
+    tone_file(&w.path("low.wav"), low_hz)?;
+    tone_file(&w.path("high.wav"), high_hz)?;
+
+    // The page joins first (the server by invite, then the channel) and stays until both
+    // native clients have come and gone.
+    let out = w.path("page");
+    let started = std::time::Instant::now();
+    let mut page = Page::start(
+        &w,
+        web,
+        &out,
+        &[
+            "--play",
+            s(&w.path("chirp.wav")),
+            "--duration",
+            "60",
+            "--until-peers-left",
+            "--min-peers",
+            "2",
+        ],
+    )?;
+    page.wait("joined", Duration::from_secs(60))?;
+    let launch = started.elapsed();
+
+    let natives = [
+        (low, "low.wav", "rec-low.wav"),
+        (high, "high.wav", "rec-high.wav"),
+    ];
+    let mut procs = Vec::new();
+    for (i, play, rec) in natives {
+        procs.push(w.voice(
+            i,
+            &[
+                "--play",
+                s(&w.path(play)),
+                "--loop",
+                "--record",
+                s(&w.path(rec)),
+                "--duration",
+                "8s",
+            ],
+        )?);
+    }
+    for p in &mut procs {
+        wait_exit(p, Duration::from_secs(40))?;
+    }
+    page.wait("done", Duration::from_secs(30))?;
+    wait_exit(&mut page.proc, Duration::from_secs(20)).with_context(|| page.log_tail())?;
+
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(out.join("result.json"))?)?;
+    ensure!(
+        result["errors"].as_array().is_some_and(|e| e.is_empty()),
+        "the page reported errors: {}\n{}",
+        result["errors"],
+        page.log_tail()
+    );
+    ensure!(
+        result["user"] == *web_id,
+        "the page logged in as someone else"
+    );
+
+    // Mesh rule, both ways: Chromium answered the smaller id and offered to the larger one.
+    let peer = |id: &str| &result["peers"][id];
+    assert_eq!(peer(low_id)["offerer"], false, "{}", peer(low_id));
+    assert_eq!(peer(high_id)["offerer"], true, "{}", peer(high_id));
+
+    for (id, hz) in [(low_id, low_hz), (high_id, high_hz)] {
+        let p = peer(id);
+        let states: Vec<&str> = p["states"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
+        ensure!(
+            states.contains(&"connected"),
+            "never connected to {id}: {states:?}"
+        );
+        let stats = &p["stats"];
+        assert_eq!(stats["codec"]["mimeType"], "audio/opus", "{stats}");
+        let received = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
+        let sent = stats["outbound"]["packetsSent"].as_u64().unwrap_or(0);
+        // 8 s of 20 ms frames is 400 packets; allow for connection setup.
+        ensure!(
+            received > 200 && sent > 200,
+            "packets in/out {received}/{sent}: {stats}"
+        );
+
+        // Native -> Chromium: the native client's tone in what the page's WebAudio received.
+        let heard = read_wav(&out.join(format!("from-{id}.wav")))?;
+        ensure!(
+            heard.len() > 48_000 * 4,
+            "page recorded only {} samples from {id}",
+            heard.len()
+        );
+        let tail = &heard[heard.len() / 3..];
+        let purity = tone_purity(tail, hz);
+        eprintln!(
+            "chromium heard {hz} Hz from {} (offerer: {}): purity {purity:.3}, {received} packets, \
+             connected after {} s, rtt {} s, local {} / remote {}",
+            &id[..8],
+            p["offerer"],
+            p["connectedAfter"],
+            stats["pair"]["currentRoundTripTime"],
+            stats["local"]["type"],
+            stats["remote"]["type"],
+        );
+        assert!(
+            purity > 0.8,
+            "Chromium does not hear {id}'s {hz} Hz tone: purity {purity}"
+        );
+    }
+
+    // Chromium -> native: the page's chirp waveform in each native client's recording.
+    for (i, _, rec) in natives {
+        let heard = read_wav(&w.path(rec))?;
+        let m = find(&heard, &chirp).with_context(|| format!("{rec} is empty"))?;
+        eprintln!(
+            "{rec}: page's chirp found with correlation {:.3}",
+            m.correlation
+        );
+        assert!(
+            m.correlation > 0.85,
+            "the page's chirp is not in {rec}: {m:?}"
+        );
+        // And the native side saw the page connect.
+        assert!(
+            w.events(i)
+                .iter()
+                .any(|e| e["type"] == "peer_connected" && e["user"] == *web_id),
+            "{rec}: no peer_connected for the page"
+        );
+    }
+    eprintln!(
+        "chromium launch + login + join: {:.1} s; whole test {:.1} s",
+        launch.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
