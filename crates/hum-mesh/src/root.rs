@@ -64,10 +64,13 @@ impl RootSeed {
             window,
             chunks: vec![None; window as usize],
             newest: None,
+            // A burst of half a second (a few chunks): enough for a fallback to be paid from tokens
+            // in hand (see `with_strict_class`); the long-run rate is the cap either way.
             serve: ServeQueue::new(
-                TokenBucket::new(cap.bps(), Duration::from_millis(100), now),
+                TokenBucket::new(cap.bps(), Duration::from_millis(500), now),
                 Priority::BufferHealth,
-            ),
+            )
+            .with_strict_class(1),
             lookahead: 4,
             granted: Vec::new(),
             now,

@@ -87,6 +87,18 @@ impl TokenBucket {
         now + Duration::from_secs_f64(-self.tokens / self.bytes_per_sec)
     }
 
+    /// When the bucket holds `bytes` tokens (never, if that is more than its burst).
+    pub fn ready_for(&self, now: Time, bytes: u32) -> Time {
+        let need = bytes as f64 - self.tokens;
+        if need <= 0.0 {
+            return now;
+        }
+        if self.bytes_per_sec <= 0.0 || bytes as f64 > self.burst {
+            return Time::MAX;
+        }
+        now + Duration::from_secs_f64(need / self.bytes_per_sec)
+    }
+
     /// How long `bytes` queued behind the current debt would take to leave.
     pub fn wait_for(&self, bytes: u64) -> Duration {
         if self.bytes_per_sec <= 0.0 {
@@ -105,6 +117,11 @@ pub struct ServeQueue {
     ready_bytes: u64,
     /// At most this many held requests per requester (a bound on what a peer can make us remember).
     max_held_per_peer: usize,
+    /// Requests whose `buffer_ms` is at least this are released only from tokens in hand, never
+    /// into debt: see [`ServeQueue::with_strict_class`].
+    strict_from: u32,
+    /// Bytes the strict request at the head of the queue waits for (0: none waiting).
+    strict_need: u32,
 }
 
 impl ServeQueue {
@@ -116,7 +133,19 @@ impl ServeQueue {
             ready: Vec::new(),
             ready_bytes: 0,
             max_held_per_peer: 16,
+            strict_from: u32::MAX,
+            strict_need: 0,
         }
+    }
+
+    /// Requests with `buffer_ms >= class` only spend tokens already in the bucket (they never take it
+    /// into debt), so the classes below them find the bucket ready when they arrive. The root seed
+    /// uses it for fallbacks: a fallback released just before a publication used to put the cap
+    /// into debt and hold the seeds' copy of the new chunk (and so every viewer) back by up to a
+    /// chunk time.
+    pub fn with_strict_class(mut self, class: u32) -> Self {
+        self.strict_from = class;
+        self
     }
 
     /// Requests ready to be served (in no particular order).
@@ -230,16 +259,28 @@ impl ServeQueue {
         while self.bucket.can_send() {
             let Some(r) = self.ready.pop() else { break };
             let b = bytes(r.seq);
+            if r.buffer_ms >= self.strict_from && self.bucket.tokens() < b as f64 {
+                self.ready.push(r);
+                break;
+            }
             self.bucket.take(b);
             self.ready_bytes = self.ready_bytes.saturating_sub(b as u64);
             out.push(r);
         }
+        // What the best waiting request needs, if it is strict (`next_wake` has no sizes).
+        self.strict_need = match self.ready.last() {
+            Some(r) if r.buffer_ms >= self.strict_from => bytes(r.seq),
+            _ => 0,
+        };
     }
 
     /// When `release` could next send something (if anything is ready).
     pub fn next_wake(&self, now: Time) -> Option<Time> {
         if self.ready.is_empty() {
             None
+        } else if self.strict_need > 0 && self.ready.iter().all(|r| r.buffer_ms >= self.strict_from)
+        {
+            Some(self.bucket.ready_for(now, self.strict_need).max(now))
         } else {
             Some(self.bucket.ready_at(now).max(now))
         }
@@ -320,6 +361,28 @@ mod tests {
             vec![2, 1],
             "earliest deadline first"
         );
+    }
+
+    #[test]
+    fn a_strict_class_never_takes_the_bucket_into_debt() {
+        // 1 MB/s, burst 300 kB; chunks of 200 kB. Class 1 (fallbacks) waits for tokens in hand.
+        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(300), Time::ZERO);
+        let mut q = ServeQueue::new(bucket, Priority::BufferHealth).with_strict_class(1);
+        q.push_ready(req(1, 5, 5000, 1), 200_000);
+        q.push_ready(req(2, 5, 5000, 1), 200_000);
+        let mut out = vec![];
+        q.release(Time::ZERO, |_| 200_000, &mut out);
+        assert_eq!(out.len(), 1, "100 kB left: the second fallback waits");
+        assert_eq!(q.bucket.tokens(), 100_000.0);
+        assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(100)));
+        // The feed (class 0) may still spend into debt at once.
+        q.push_ready(req(3, 6, 5000, 0), 200_000);
+        q.release(Time::ZERO, |_| 200_000, &mut out);
+        assert_eq!(out.iter().map(|r| r.to.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(300)));
+        q.release(Time::from_millis(300), |_| 200_000, &mut out);
+        assert_eq!(out.len(), 3, "paid from tokens in hand once they are back");
+        assert_eq!(q.bucket.tokens(), 0.0);
     }
 
     #[test]
