@@ -17,6 +17,7 @@
 
 pub mod churn;
 mod net;
+mod queue;
 mod time;
 
 pub use churn::{ChurnEvent, ChurnSchedule};

@@ -6,8 +6,7 @@
 //! - a message is delivered only if its sender was still up when its last byte left the uplink, and its
 //!   receiver is still up at delivery; node ids are never reused, so a departed node stays departed.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hum_proto::Bitrate;
@@ -15,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::SimTime;
+use crate::queue::EventQueue;
 
 /// A node in the network. Ids are dense indices, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -159,9 +159,10 @@ enum Pending<P> {
 pub struct Net<P> {
     now: u64,
     seq: u64,
-    // (time, seq, slot): a min-heap via Reverse. The payloads sit in `slots`, reused through `free`,
-    // so the heap holds small Copy keys and steady-state running allocates nothing per event.
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    // (time, seq, slot) keys in (time, seq) order (see `queue`). The payloads sit in `slots`, reused
+    // through `free`, so the queue holds small Copy keys and steady-state running allocates nothing
+    // per event.
+    heap: EventQueue,
     slots: Vec<Option<Pending<P>>>,
     free: Vec<u32>,
     nodes: Vec<Node>,
@@ -198,7 +199,7 @@ impl<P> Net<P> {
         Net {
             now: 0,
             seq: 0,
-            heap: BinaryHeap::new(),
+            heap: EventQueue::new(),
             slots: Vec::new(),
             free: Vec::new(),
             nodes: Vec::new(),
@@ -425,15 +426,13 @@ impl<P> Net<P> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse((at, self.seq, slot)));
+        self.heap.push((at, self.seq, slot));
         self.seq += 1;
     }
 
     /// When the next event is due, if any is pending.
-    pub fn peek_time(&self) -> Option<SimTime> {
-        self.heap
-            .peek()
-            .map(|Reverse((t, _, _))| SimTime::from_micros(*t))
+    pub fn peek_time(&mut self) -> Option<SimTime> {
+        self.heap.peek().map(|(t, _, _)| SimTime::from_micros(t))
     }
 
     /// Pending events (including ones that will be dropped because a node left).
@@ -451,7 +450,7 @@ impl<P> Net<P> {
     /// event is later than `until`.
     pub fn next_event_until(&mut self, until: SimTime) -> Option<Event<P>> {
         loop {
-            let Reverse((at, _, slot)) = *self.heap.peek()?;
+            let (at, _, slot) = self.heap.peek()?;
             if at > until.as_micros() {
                 self.now = self.now.max(until.as_micros());
                 return None;
