@@ -346,11 +346,15 @@ impl JitterBuffer {
                 && self.min_wait_in_window >= frame + us_to_samples(WAIT_MARGIN_US)
                 && depth >= 2 * frame;
             let step = self.trim_step as i64;
+            // Keep the measured jitter (the target's allowance beyond one frame) on top of the
+            // margin: a quiet half second is no proof that the next spike will not come.
+            let jitter_allowance = (self.target_samples - frame).max(0);
             let trim = step > 0
                 && step < frame
                 && self.pending_trim == 0
                 && self.min_wait_in_window != i64::MAX
-                && self.min_wait_in_window >= step + us_to_samples(WAIT_MARGIN_US);
+                && self.min_wait_in_window
+                    >= step + us_to_samples(WAIT_MARGIN_US) + jitter_allowance;
             self.pops_in_window = 0;
             self.min_depth_in_window = i64::MAX;
             self.min_wait_in_window = i64::MAX;

@@ -270,12 +270,13 @@ mod tests {
             let (clean, _) = burst_delay(None, phase_us);
             let (recovered, stats) = burst_delay(Some(10), phase_us);
             assert!(stats.underruns >= 1, "{stats:?}");
-            // 6.5 ms of Opus look-ahead + at most a pull (10 ms) + the 3 ms safety margin.
+            // 6.5 ms of Opus look-ahead + at most a pull (10 ms) + the 3 ms safety margin + the
+            // measured jitter (< 2 ms) the buffer keeps on top.
             assert!(
-                recovered <= 20.0,
+                recovered <= 22.0,
                 "phase {phase_us}: {recovered} ms ({stats:?})"
             );
-            assert!(clean <= 20.0, "phase {phase_us}: {clean} ms");
+            assert!(clean <= 22.0, "phase {phase_us}: {clean} ms");
         }
     }
 

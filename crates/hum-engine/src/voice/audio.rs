@@ -378,8 +378,10 @@ fn playout_loop(
         }
         let now = Instant::now();
         if let Ok(mut r) = remotes.lock() {
-            bufs.retain(|u, _| r.contains_key(u));
-            speaking.retain(|u, _| r.contains_key(u));
+            if !bufs.keys().eq(r.keys()) {
+                bufs.retain(|u, _| r.contains_key(u));
+                speaking.retain(|u, _| r.contains_key(u));
+            }
             for (user, rx) in r.iter_mut() {
                 let b = bufs.entry(*user).or_insert_with(|| vec![0.0; n]);
                 rx.pull(now, b);
