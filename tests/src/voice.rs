@@ -213,3 +213,10 @@ pub fn chirp_file(path: &Path) -> Result<Vec<f32>> {
     write_wav(path, &sig)?;
     Ok(chirp)
 }
+
+/// Writes one second of a sine (loop it with `--play FILE --loop`): a tone quieter than
+/// `--tone`'s 0.3, so that several of them mix without clipping.
+pub fn tone_file(path: &Path, hz: f32, amplitude: f32) -> Result<()> {
+    write_wav(path, &hum_media::synth::tone_samples(hz, amplitude, 48_000))?;
+    Ok(())
+}

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use hum_media::analysis::{find, tone_purity};
-use hum_media::synth::{read_wav, tone_samples, write_wav};
+use hum_media::synth::read_wav;
 use hum_tests::KillOnDrop;
-use hum_tests::voice::{World, chirp_file, s, wait_exit};
+use hum_tests::voice::{World, chirp_file, s, tone_file, wait_exit};
 use serde_json::Value;
 
 fn web_dir() -> PathBuf {
@@ -117,12 +117,6 @@ impl Page {
     }
 }
 
-/// A looped tone file at a low level, so it does not mask the chirp in the other recording.
-fn tone_file(path: &Path, hz: f32) -> Result<()> {
-    write_wav(path, &tone_samples(hz, 0.1, 48_000))?;
-    Ok(())
-}
-
 #[test]
 fn chromium_and_native_clients_hear_each_other_in_a_channel() -> Result<()> {
     check_environment()?;
@@ -139,8 +133,9 @@ fn chromium_and_native_clients_hear_each_other_in_a_channel() -> Result<()> {
 
     let chirp = chirp_file(&w.path("chirp.wav"))?;
     let (low_hz, high_hz) = (440.0, 1000.0);
-    tone_file(&w.path("low.wav"), low_hz)?;
-    tone_file(&w.path("high.wav"), high_hz)?;
+    // Quiet tones, so they do not mask the chirp in the other native client's recording.
+    tone_file(&w.path("low.wav"), low_hz, 0.1)?;
+    tone_file(&w.path("high.wav"), high_hz, 0.1)?;
 
     // The page joins first (the server by invite, then the channel) and stays until both
     // native clients have come and gone.
