@@ -30,7 +30,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step "app: end to end under Xvfb (tauri-driver + WebKitWebDriver)"
 mkdir -p "$HUM_ROOT/tests/artifacts/app"
-timeout 420 xvfb-run -a -s "-screen 0 1280x800x24" \
+timeout 540 xvfb-run -a -s "-screen 0 1280x800x24" \
   dbus-run-session -- python3 "$HUM_ROOT/tests/app/e2e.py" \
   --app "$TARGET/debug/hum-app" --relay-bin "$TARGET/debug/hum-relay" --hum-bin "$TARGET/debug/hum" \
-  --screenshots "$HUM_ROOT/tests/artifacts/app" --deadline 360
+  --screenshots "$HUM_ROOT/tests/artifacts/app" --deadline 480

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
-use crate::commands::{connection, devices, friends, identity, servers, settings, voice};
+use crate::commands::{
+    budget, calls, connection, devices, friends, identity, servers, settings, streams, voice,
+};
 
 pub fn builder() -> Builder<tauri::Wry> {
     Builder::<tauri::Wry>::new()
@@ -28,6 +30,7 @@ pub fn builder() -> Builder<tauri::Wry> {
             servers::servers_list,
             servers::server_create,
             servers::channel_create,
+            servers::channel_configure,
             servers::channel_join,
             servers::channel_leave,
             servers::voice_state_set,
@@ -36,6 +39,18 @@ pub fn builder() -> Builder<tauri::Wry> {
             servers::invite_create,
             servers::invite_join,
             devices::devices_list,
+            devices::device_test_sound,
+            devices::input_monitor_start,
+            devices::input_monitor_stop,
+            streams::levels_subscribe,
+            streams::stats_subscribe,
+            calls::call_start,
+            calls::call_accept,
+            calls::call_decline,
+            calls::call_hangup,
+            calls::call_get,
+            budget::bandwidth_measure,
+            budget::budget_status,
             friends::friends_list,
             friends::friend_request,
             friends::friend_respond,
@@ -47,10 +62,13 @@ pub fn builder() -> Builder<tauri::Wry> {
             connection::ServersChanged,
             connection::FriendsChanged,
             servers::AudioNotice,
-            servers::SelfSpeaking
+            servers::SelfSpeaking,
+            calls::CallChanged,
+            budget::BudgetChanged
         ])
         .typ::<crate::error::CommandError>()
         .typ::<crate::channels::LevelSample>()
+        .typ::<crate::channels::PeerStatsView>()
         // Every u64 here is a bit rate or a Unix time in ms, far below 2^53: safe as a JS number.
         .dangerously_cast_bigints_to_number()
         // One TypeScript type per Rust type: our types serialise and deserialise the same way.

@@ -1,21 +1,118 @@
 //! High-rate streams to the UI over `tauri::ipc::Channel` (not events: Tauri's events are JSON
-//! broadcasts meant for rare state changes, a level meter at 20-50 Hz is not one).
+//! broadcasts meant for rare state changes, a level meter at 20 Hz is not one).
 //!
 //! A hub keeps every subscribed channel and drops the ones whose webview went away (send fails).
+//! Two streams: the input level (from a call's capture thread or, on the settings screen, from
+//! hum-engine's `InputMonitor`) and per-peer link statistics (`VoiceEvent::Stats`, every 2 s).
 
 use std::sync::Mutex;
 
+use hum_engine::voice::{InputLevel, PeerStats};
+use hum_proto::UserId;
 use serde::Serialize;
 use specta::Type;
 use tauri::ipc::Channel;
+use tokio::sync::watch;
 
-/// One input level reading, for the sensitivity meter.
+/// One input level reading, for the sensitivity meter and the in-channel "you are heard" bar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Type)]
 pub struct LevelSample {
-    /// Loudness of the last frame, whole dBFS (-100 = silence, 0 = full scale).
+    /// Loudness over the last ~50 ms, whole dBFS (-100 = silence, 0 = full scale), after noise
+    /// suppression and before the gate (so the meter moves while muted).
     pub rms_dbfs: i16,
-    /// Whether voice activity detection counts this frame as speech.
+    /// Loudest sample in that window, whole dBFS.
+    pub peak_dbfs: i16,
+    /// Whether this audio would be sent right now (mute, push-to-talk or voice activity).
     pub speaking: bool,
+    /// The voice-activity floor for the current sensitivity, whole dBFS (the meter's marker).
+    pub threshold_dbfs: i16,
+    /// False once the source stopped (left the call, closed the settings screen).
+    pub live: bool,
+}
+
+impl LevelSample {
+    /// What the meter shows when nothing is measured.
+    pub const IDLE: LevelSample = LevelSample {
+        rms_dbfs: -100,
+        peak_dbfs: -100,
+        speaking: false,
+        threshold_dbfs: -45,
+        live: false,
+    };
+}
+
+fn whole_db(db: f32) -> i16 {
+    if db.is_finite() {
+        db.round().clamp(-100.0, 0.0) as i16
+    } else {
+        -100
+    }
+}
+
+impl From<InputLevel> for LevelSample {
+    fn from(l: InputLevel) -> Self {
+        Self {
+            rms_dbfs: whole_db(l.level_db),
+            peak_dbfs: whole_db(l.peak_db),
+            speaking: l.gate_open,
+            threshold_dbfs: whole_db(l.threshold_db),
+            live: true,
+        }
+    }
+}
+
+/// Link quality to one peer, as the roster's tooltip and the call panel show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct PeerStatsView {
+    /// Public key, hex.
+    pub user_id: String,
+    /// Round-trip time of the selected ICE pair, ms to 0.1 (null until measured).
+    pub rtt_ms: Option<f32>,
+    /// Frames concealed (lost or late), percent 0-100, one decimal.
+    pub loss_pct: f32,
+    /// Interarrival jitter, ms to 0.1.
+    pub jitter_ms: f32,
+    /// The jitter buffer's playout delay, ms.
+    pub buffer_ms: u32,
+    pub packets_received: u64,
+    /// `good`, `fair` or `poor`: what the dot's colour says.
+    pub quality: String,
+}
+
+/// Good below 150 ms and 2 % loss, poor above 300 ms or 8 %, fair between (the thresholds where
+/// conversation starts to need turn-taking, and where Opus concealment becomes audible).
+pub fn quality(rtt_ms: Option<f32>, loss_pct: f32) -> &'static str {
+    let rtt = rtt_ms.unwrap_or(0.0);
+    if rtt > 300.0 || loss_pct > 8.0 {
+        "poor"
+    } else if rtt > 150.0 || loss_pct > 2.0 {
+        "fair"
+    } else {
+        "good"
+    }
+}
+
+impl PeerStatsView {
+    pub fn new(user: UserId, s: &PeerStats) -> Self {
+        let tenths =
+            |d: std::time::Duration| (d.as_secs_f64() * 10_000.0).round().min(1e9) as f32 / 10.0;
+        let rtt_ms = s.rtt.map(tenths);
+        let loss = if s.loss.is_finite() {
+            s.loss.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let loss_pct = (loss * 1000.0).round() / 10.0;
+        Self {
+            user_id: user.to_string(),
+            rtt_ms,
+            loss_pct,
+            jitter_ms: tenths(s.jitter),
+            buffer_ms: s.jitter_buffer.as_millis().min(u32::MAX as u128) as u32,
+            packets_received: s.packets_received,
+            quality: quality(rtt_ms, loss_pct).into(),
+        }
+    }
 }
 
 /// Subscribers of one stream.
@@ -57,12 +154,49 @@ impl<T: Serialize + Clone + tauri::ipc::IpcResponse> Hub<T> {
 }
 
 pub type LevelHub = Hub<LevelSample>;
+pub type StatsHub = Hub<PeerStatsView>;
+
+/// Forwards one level source (a call's or the monitor's `watch` receiver) into the hub. Only one
+/// source is followed at a time: following a new one stops the old forwarder.
+#[derive(Default)]
+pub struct LevelFollower {
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl LevelFollower {
+    /// Starts forwarding `rx` (must run inside the async runtime). The newest value wins: a slow
+    /// webview never holds up audio.
+    pub fn follow(&self, hub: std::sync::Arc<LevelHub>, mut rx: watch::Receiver<InputLevel>) {
+        let task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let sample = LevelSample::from(*rx.borrow_and_update());
+                hub.publish(&sample);
+            }
+        });
+        if let Ok(mut slot) = self.task.lock()
+            && let Some(old) = slot.replace(task.abort_handle())
+        {
+            old.abort();
+        }
+    }
+
+    /// Stops forwarding and tells the meter the source is gone.
+    pub fn stop(&self, hub: &LevelHub) {
+        if let Ok(mut slot) = self.task.lock()
+            && let Some(old) = slot.take()
+        {
+            old.abort();
+            hub.publish(&LevelSample::IDLE);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     #[test]
     fn publishes_to_every_subscriber() {
@@ -75,11 +209,106 @@ mod tests {
                 Ok(())
             }));
         }
-        let sent = hub.publish(&LevelSample {
-            rms_dbfs: -20,
-            speaking: true,
-        });
+        let sent = hub.publish(&LevelSample::IDLE);
         assert_eq!(sent, 2);
         assert_eq!(got.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn levels_are_whole_db_and_never_nan() {
+        let s = LevelSample::from(InputLevel {
+            level_db: -23.4,
+            peak_db: -19.6,
+            gate_open: true,
+            threshold_db: -45.0,
+        });
+        assert_eq!((s.rms_dbfs, s.peak_dbfs, s.threshold_dbfs), (-23, -20, -45));
+        assert!(s.speaking && s.live);
+        let s = LevelSample::from(InputLevel {
+            level_db: f32::NEG_INFINITY,
+            peak_db: f32::NAN,
+            gate_open: false,
+            threshold_db: -300.0,
+        });
+        assert_eq!(
+            (s.rms_dbfs, s.peak_dbfs, s.threshold_dbfs),
+            (-100, -100, -100)
+        );
+        assert_eq!(
+            serde_json::to_string(&LevelSample::IDLE).expect("json"),
+            r#"{"rms_dbfs":-100,"peak_dbfs":-100,"speaking":false,"threshold_dbfs":-45,"live":false}"#
+        );
+    }
+
+    #[test]
+    fn stats_view_rounds_and_grades() {
+        let stats = PeerStats {
+            rtt: Some(Duration::from_micros(42_600)),
+            loss: 0.0134,
+            jitter: Duration::from_millis(3),
+            jitter_buffer: Duration::from_millis(40),
+            buffered: Duration::from_millis(20),
+            packets_received: 500,
+        };
+        let v = PeerStatsView::new(UserId([3; 32]), &stats);
+        assert_eq!(v.rtt_ms, Some(42.6));
+        assert_eq!(v.loss_pct, 1.3);
+        assert_eq!(
+            (v.jitter_ms, v.buffer_ms, v.packets_received),
+            (3.0, 40, 500)
+        );
+        assert_eq!(v.quality, "good");
+        assert_eq!(quality(Some(200.0), 0.0), "fair");
+        assert_eq!(quality(None, 3.0), "fair");
+        assert_eq!(quality(Some(20.0), 9.0), "poor");
+        assert_eq!(quality(Some(400.0), 0.0), "poor");
+        let sub_ms = PeerStats {
+            rtt: Some(Duration::from_micros(190)),
+            ..PeerStats::default()
+        };
+        assert_eq!(
+            PeerStatsView::new(UserId([3; 32]), &sub_ms).rtt_ms,
+            Some(0.2)
+        );
+        let nan = PeerStats {
+            loss: f32::NAN,
+            ..PeerStats::default()
+        };
+        assert_eq!(PeerStatsView::new(UserId([3; 32]), &nan).loss_pct, 0.0);
+    }
+
+    #[tokio::test]
+    async fn follower_forwards_the_newest_level_and_says_when_it_stops() {
+        let hub = Arc::new(LevelHub::default());
+        let got = Arc::new(Mutex::new(Vec::<String>::new()));
+        {
+            let got = got.clone();
+            hub.subscribe(Channel::new(move |body| {
+                if let tauri::ipc::InvokeResponseBody::Json(j) = body {
+                    got.lock().expect("lock").push(j);
+                }
+                Ok(())
+            }));
+        }
+        let (tx, rx) = watch::channel(InputLevel::SILENT);
+        let follower = LevelFollower::default();
+        follower.follow(hub.clone(), rx);
+        tx.send_replace(InputLevel {
+            level_db: -20.0,
+            peak_db: -10.0,
+            gate_open: true,
+            threshold_db: -45.0,
+        });
+        for _ in 0..100 {
+            if !got.lock().expect("lock").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        follower.stop(&hub);
+        let got = got.lock().expect("lock").clone();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains(r#""rms_dbfs":-20"#) && got[0].contains(r#""live":true"#));
+        assert!(got[1].contains(r#""live":false"#));
     }
 }

@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
-use hum_engine::voice::VoiceSession;
 use hum_engine::voice::link::VoiceLink;
+use hum_engine::voice::{InputMonitor, VoiceSession};
 use hum_engine::{Identity, IdentityError, RelayClient};
 use std::sync::Arc;
 
-use crate::channels::LevelHub;
+use crate::channels::{LevelFollower, LevelHub, StatsHub};
+use crate::commands::budget::{BudgetRuntime, BudgetStatus};
+use crate::commands::calls::{CallMedia, CallTracker};
 use crate::commands::servers::MyVoice;
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::settings_store::Kv;
@@ -20,7 +22,19 @@ pub struct AppState {
     pub data_dir: PathBuf,
     pub identity: RwLock<Option<Identity>>,
     pub kv: Box<dyn Kv>,
-    pub levels: LevelHub,
+    /// Input level stream (meter) and who feeds it now (a call or the settings monitor).
+    pub levels: Arc<LevelHub>,
+    pub level_follower: LevelFollower,
+    /// Per-peer link statistics stream.
+    pub stats: StatsHub,
+    /// The settings screen's microphone monitor, outside calls.
+    pub monitor: Mutex<Option<InputMonitor>>,
+    /// The 1-on-1 call's phase, and its audio while connected.
+    pub call: Mutex<CallTracker>,
+    pub call_media: tokio::sync::Mutex<Option<CallMedia>>,
+    /// hum-engine's bandwidth budget, running next to the relay client.
+    pub budget: Mutex<Option<BudgetRuntime>>,
+    pub budget_status: Mutex<BudgetStatus>,
     relay: Mutex<Option<RelayClient>>,
     my_voice: Mutex<MyVoice>,
     /// The running voice channel (audio + mesh), if any; async because leaving awaits.
@@ -41,7 +55,14 @@ impl AppState {
             data_dir,
             identity: RwLock::new(identity),
             kv,
-            levels: LevelHub::default(),
+            levels: Arc::new(LevelHub::default()),
+            level_follower: LevelFollower::default(),
+            stats: StatsHub::default(),
+            monitor: Mutex::new(None),
+            call: Mutex::new(CallTracker::default()),
+            call_media: tokio::sync::Mutex::new(None),
+            budget: Mutex::new(None),
+            budget_status: Mutex::new(BudgetStatus::default()),
             relay: Mutex::new(None),
             my_voice: Mutex::new(MyVoice::default()),
             link: tokio::sync::Mutex::new(None),

@@ -169,6 +169,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def dataset(session, testid, key):
+    """An element's data-* value (None when the element is absent)."""
+    return session.js(
+        "const el = document.querySelector(`[data-testid='${arguments[0]}']`);"
+        "return el ? (el.dataset[arguments[1]] ?? null) : null;",
+        testid,
+        key,
+    )
+
+
+def wait_gone(session, testid, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not session.exists(testid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def start_relay(binary, port, data, log):
     proc = subprocess.Popen(
         [binary, "--listen", f"127.0.0.1:{port}", "--data", data],
@@ -183,7 +202,7 @@ def main():
     ap.add_argument("--app", required=True)
     ap.add_argument("--screenshots", default=None)
     ap.add_argument("--measure", type=float, default=0, help="seconds of idle CPU/RSS sampling")
-    ap.add_argument("--deadline", type=float, default=300)
+    ap.add_argument("--deadline", type=float, default=420)
     ap.add_argument("--relay-bin", required=True, help="hum-relay binary")
     ap.add_argument("--hum-bin", required=True, help="hum CLI binary (the bot)")
     args = ap.parse_args()
@@ -276,11 +295,143 @@ def main():
             "return m ? m.textContent : '';", lambda v: "muted" in v, 20, "muted badge")
         check("muting shows in my roster entry", "muted" in muted, muted)
         session.click("mute")
+        rtt = session.wait_js(
+            "const q = document.querySelector('[data-testid=\"quality-e2e-bot\"]');"
+            "return q ? q.dataset.rtt : null;", lambda v: v not in (None, ""), 30, "bot link stats")
+        check("link stats (RTT, loss, jitter) shown per participant", rtt not in (None, ""), str(rtt))
+        print(f"measured: RTT to the bot over loopback {rtt} ms "
+              f"({session.attr('quality-e2e-bot', 'title')})")
+        live = session.wait_js(
+            "const m = document.querySelector('[data-testid=level-meter]');"
+            "return m ? m.dataset.live : null;", lambda v: v == "true", 20, "own level meter live")
+        check("my input level meter is live in the channel", live == "true", str(live))
+
+        # --- channel permissions (admin) -------------------------------------------------------
+        session.click("channel-edit-Lobby")
+        session.find("channel-settings-Lobby")
+        session.click("perm-member-join")  # join off while speak stays on: refused
+        session.click("perm-save")
+        err = session.wait_text("perm-error", lambda t: len(t) > 0)
+        check("permissions that cannot work are refused with a message", "may not join" in err, err)
+        session.click("perm-member-join")  # join back on, speak off: members stay but are muted
+        session.click("perm-member-speak")
+        session.click("perm-save")
+        check("permissions saved", wait_gone(session, "channel-settings-Lobby"))
+        muted = session.wait_js(
+            "const m = document.querySelector('[data-testid=\"member-e2e-bot\"]');"
+            "return m ? m.textContent : '';", lambda v: "muted" in v, 20, "bot muted by the relay")
+        check("members without speak are muted by the relay (the bot)", "muted" in muted, muted)
+        session.click("channel-edit-Lobby")
+        session.set_value("perm-max", "1001")
+        session.click("perm-save")
+        err = session.wait_text("perm-error", lambda t: len(t) > 0)
+        check("an out-of-range participant limit is refused", "between 1 and 1000" in err, err)
+        session.set_value("perm-max", "8")
+        for right in ("join", "video", "stream"):
+            session.click(f"perm-member-{right}")
+        if shots:
+            session.screenshot(f"{shots}/channel-permissions.png")
+        session.click("perm-save")
+        check("members without join are removed from the channel (the bot)",
+              wait_gone(session, "member-e2e-bot", 20))
+        check("the owner keeps every right", session.exists("member-e2e-alice"))
+        session.click("channel-edit-Lobby")
+        for right in ("join", "speak", "video", "stream"):
+            session.click(f"perm-member-{right}")
+        session.click("perm-save")
+        check("permissions restored", wait_gone(session, "channel-settings-Lobby"))
         session.click("leave-Lobby")
         session.find("join-Lobby")
         check("leaving the channel", not session.exists("member-e2e-alice"))
         stop(bot)
         bot = None
+
+        # --- 1-on-1 calls with the bot -----------------------------------------------------------
+        session.click("nav-settings")
+        app_key = session.wait_text("public-key", lambda t: len(t) == 64)
+        run("friends", "add", app_key)
+        session.click("nav-friends")
+        session.click("friend-accept-e2e-bot")
+        session.find("friend-e2e-bot")
+        check("friend request from the bot accepted", True)
+        call_log = open(os.path.join(data_dir, "bot-call.jsonl"), "w")
+        bot = subprocess.Popen(
+            [args.hum_bin, "--json", "call", app_key, "--tone", "440", "--duration", "8s", "--ring", "40s"],
+            env=bot_env, stdout=call_log, stderr=log, start_new_session=True,
+        )
+        status = session.wait_text("call-status", lambda t: "calling you" in t, 30)
+        check("an incoming call shows a prompt", status == "e2e-bot is calling you", status)
+        if shots:
+            session.screenshot(f"{shots}/call-incoming.png")
+        session.click("call-accept")
+        phase = session.wait_js("const b = document.querySelector('[data-testid=call-bar]');"
+                                "return b ? b.dataset.phase : null;", lambda v: v == "active", 30, "call active")
+        check("accepting connects the call", phase == "active", str(phase))
+        talking = session.wait_js(
+            "const p = document.querySelector('[data-testid=call-peer]'); return p ? p.dataset.speaking : null;",
+            lambda v: v == "true", 20, "bot talking in the call")
+        check("the caller's voice shows as talking", talking == "true", str(talking))
+        rtt = session.wait_js(
+            "const q = document.querySelector('[data-testid=call-stats]'); return q ? q.dataset.rtt : null;",
+            lambda v: v not in (None, ""), 20, "call stats")
+        check("the call shows its link stats", rtt not in (None, ""), str(rtt))
+        if shots:
+            session.screenshot(f"{shots}/call-active.png")
+        ended = session.wait_text("call-ended", lambda t: len(t) > 0, 30)
+        check("the other side hanging up ends the call cleanly", ended == "e2e-bot hung up.", ended)
+        try:
+            rc = bot.wait(20)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check("the calling bot finished cleanly", rc == 0, str(rc))
+        session.click("call-dismiss")
+        bot = subprocess.Popen(
+            [args.hum_bin, "--json", "call", "--answer", app_key, "--tone", "300", "--duration", "40s",
+             "--ring", "40s"],
+            env=bot_env, stdout=call_log, stderr=log, start_new_session=True,
+        )
+        session.wait_js("const b = document.querySelector('[data-testid=\"call-e2e-bot\"]');"
+                        "return b ? b.disabled : null;", lambda v: v is False, 30, "bot online, call button enabled")
+        session.click("call-e2e-bot")
+        phase = session.wait_js("const b = document.querySelector('[data-testid=call-bar]');"
+                                "return b ? b.dataset.phase : null;", lambda v: v == "active", 30, "outgoing call active")
+        check("calling the bot from the friends screen connects", phase == "active", str(phase))
+        session.click("call-hangup")
+        ended = session.wait_text("call-ended", lambda t: len(t) > 0, 20)
+        check("hanging up ends the call", ended == "You hung up.", ended)
+        deadline = time.monotonic() + 15
+        heard = False
+        while time.monotonic() < deadline and not heard:
+            with open(os.path.join(data_dir, "bot-call.jsonl")) as f:
+                heard = any('"peer_left"' in line for line in f)
+            time.sleep(0.3)
+        if not heard:
+            with open(os.path.join(data_dir, "bot-call.jsonl")) as f:
+                print("--- bot call output (tail) ---\n" + "".join(f.readlines()[-8:]))
+        check("the bot sees the call end when the app hangs up", heard)
+        stop(bot)
+        bot = None
+        call_log.close()
+        session.click("call-dismiss")
+
+        # --- devices: test sound, live input meter ---------------------------------------------
+        session.click("nav-settings")
+        session.find("devices-panel")
+        session.click("test-sound-default")
+        result = session.wait_text("test-result-default", lambda t: t and not t.startswith("Playing"), 20)
+        check("test sound plays or says clearly why not",
+              result.startswith("Played") or "speaker" in result.lower(), result)
+        meter = session.wait_js(
+            "const e = document.querySelector('[data-testid=meter-error]');"
+            "const m = document.querySelector('[data-testid=level-meter]');"
+            "return e ? 'error:' + e.textContent : (m && m.dataset.live === 'true' ? 'live' : null);",
+            lambda v: v is not None, 20, "meter live or explained")
+        check("the sensitivity meter is live, or says the microphone is missing",
+              meter == "live" or "microphone" in meter.lower(), str(meter))
+        if shots:
+            session.js("document.querySelector('[data-testid=devices-panel]').scrollIntoView()")
+            session.screenshot(f"{shots}/settings-devices.png")
+        session.click("nav-voice")
 
         # --- relay down and back ---------------------------------------------------------------
         stop(relay)
@@ -299,6 +450,22 @@ def main():
         session.find("bandwidth-panel")
         pub = session.text("public-key")
         check("settings show the 64-hex public key", len(pub) == 64, pub)
+        try:
+            detected = session.wait_text("total-detected-rate", lambda t: t.endswith("bps"), 40)
+        except TimeoutError:
+            why = session.js("const m = document.querySelector('[data-testid=budget-message]');"
+                             "return m ? m.textContent : 'no message';")
+            raise TimeoutError(f"no measured upload shown ({why})")
+        check("auto-detect shows the measured upload", detected.endswith("bps") and not detected.startswith("0 "),
+              detected)
+        print(f"measured: auto-detected upload to the local relay {detected}")
+        before = session.text("total-detected")
+        session.click("measure-upload")
+        again = session.wait_text("total-detected", lambda t: t != before, 30)
+        check("measure again runs a new test", again != before, again)
+        print(f"measured: again {session.text('total-detected-rate')}")
+        if shots:
+            session.screenshot(f"{shots}/settings-bandwidth-detected.png")
         session.click("total-manual")
         # A controlled number input: set it in one step (typing key by key races its re-renders).
         session.set_value("total-mbps", "20")

@@ -7,6 +7,8 @@ import { SettingsScreen } from "./features/settings/SettingsScreen";
 import { VoiceScreen } from "./features/voice/VoiceScreen";
 import { FriendsScreen } from "./features/friends/FriendsScreen";
 import { RelayBanner } from "./features/voice/RelayBanner";
+import { CallPanel } from "./features/calls/CallPanel";
+import { openStreams } from "./lib/streams";
 
 type Tab = "voice" | "friends" | "settings";
 
@@ -44,6 +46,7 @@ export function App() {
     );
 
   const id = identity.value;
+  openStreams().catch(() => {});
   const navButton = (t: Tab, label: string) => (
     <button class={tab.value === t ? "nav active" : "nav"} data-testid={`nav-${t}`} onClick={() => (tab.value = t)}>
       {label}
@@ -63,6 +66,7 @@ export function App() {
         <RelayBanner />
       </nav>
       <main class="content">
+        <CallPanel />
         {tab.value === "settings" && <SettingsScreen identity={id} />}
         {tab.value === "friends" && <FriendsScreen />}
         {tab.value === "voice" && <VoiceScreen />}

@@ -108,6 +108,23 @@ export function fakeBackend(
           return [];
         case "friends_list":
           return { friends: [], incoming: [], outgoing: [] };
+        case "levels_subscribe":
+        case "stats_subscribe":
+        case "input_monitor_start":
+        case "input_monitor_stop":
+          return null;
+        case "call_get":
+          return { phase: "idle", call: null, peer: null, peer_speaking: false, ended: null };
+        case "budget_status":
+          return {
+            running: true,
+            measuring: false,
+            relay_cap: 0,
+            throttling: false,
+            message: null,
+            game: null,
+            last_probe: null,
+          };
         default:
           throw new Error(`unexpected command ${cmd}`);
       }

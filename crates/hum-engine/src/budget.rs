@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 /// The settings model and the sans-IO pieces, re-exported so the app needs only hum-engine.
 pub use hum_budget as model;
 use hum_budget::{
@@ -707,9 +707,26 @@ pub async fn run_probe(
     loop {
         match upload.poll(Instant::now()) {
             ProbeStep::SendFrame(n) => {
-                ws.send(Message::Binary(frame.slice(..n.min(frame.len()))))
-                    .await
-                    .map_err(|e| ProbeError::Connection(e.to_string()))?;
+                // On a line faster than the relay's size cap allows for the whole test (a relay
+                // on this machine, a LAN), the relay stops reading, reports at once and closes:
+                // take that report rather than failing on the next write.
+                if let Some(Some(Ok(Message::Text(t)))) = ws.next().now_or_never() {
+                    let m = upload.on_report(unix_ms(), t.as_str())?;
+                    let _ = ws.close(None).await;
+                    return Ok((m, upload.sent_bytes()));
+                }
+                let sent = ws
+                    .send(Message::Binary(frame.slice(..n.min(frame.len()))))
+                    .await;
+                if let Err(e) = sent {
+                    return match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) => Ok((
+                            upload.on_report(unix_ms(), t.as_str())?,
+                            upload.sent_bytes(),
+                        )),
+                        _ => Err(ProbeError::Connection(e.to_string())),
+                    };
+                }
             }
             ProbeStep::SendDone => {
                 ws.send(Message::Text("done".into()))
@@ -883,6 +900,52 @@ mod tests {
             let _ = ws.send(Message::Text(report.into())).await;
         });
         format!("ws://{addr}/probe")
+    }
+
+    /// Like the relay's `/probe` when the client is faster than its size cap: stops reading after
+    /// `cap` bytes, reports (`capped`) and closes while the client is still sending.
+    async fn capped_probe_endpoint(cap: u64) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut ws = tokio_tungstenite::accept_async(stream).await.expect("ws");
+            let start = Instant::now();
+            let mut total = 0u64;
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Binary(b) = msg {
+                    total += b.len() as u64;
+                    if total >= cap {
+                        break;
+                    }
+                }
+            }
+            let ms = (start.elapsed().as_millis() as u64).max(1);
+            let mbps = total as f64 * 8.0 / (ms as f64 / 1e3) / 1e6 * 0.99;
+            let report = format!(
+                r#"{{"bytes": {total}, "elapsed_ms": {ms}, "mbps": {mbps}, "capped": true}}"#
+            );
+            let _ = ws.send(Message::Text(report.into())).await;
+            let _ = ws.close(None).await;
+        });
+        format!("ws://{addr}/probe")
+    }
+
+    #[tokio::test]
+    async fn a_test_the_relay_caps_early_still_measures() {
+        let mut config = BudgetConfig::new(settings());
+        config.system_sample_every = None;
+        config.probe_url = Some(capped_probe_endpoint(4 << 20).await);
+        config.probe.full_duration = Duration::from_secs(3);
+        let service = BudgetService::spawn(config);
+        let m = service
+            .run_bandwidth_test(ProbeKind::Full)
+            .await
+            .expect("a capped test is a measurement, not a failure");
+        assert!(m.rate > Bitrate::ZERO, "{}", m.rate);
+        service.shutdown();
     }
 
     #[tokio::test]

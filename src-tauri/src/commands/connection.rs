@@ -133,15 +133,20 @@ pub async fn start(app: &AppHandle) -> CmdResult<RelayStatus> {
     if let Some(old) = state.take_relay()? {
         old.shutdown().await;
     }
-    let client = RelayClient::start(identity, RelayConfig::new(url));
+    let client = RelayClient::start(identity, RelayConfig::new(url.clone()));
     let mut events = client.subscribe();
     let status = RelayStatus::from(&client.state());
     state.set_relay(client.clone())?;
+    super::budget::start(app, &client, &url);
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
-            let nudge = match events.recv().await {
+            let ev = events.recv().await;
+            if let Ok(ev) = &ev {
+                super::calls::on_client_event(&app, ev).await;
+            }
+            let nudge = match ev {
                 Ok(ClientEvent::State(s)) => {
                     let _ = RelayStatusChanged {
                         status: RelayStatus::from(&s),

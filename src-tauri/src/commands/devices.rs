@@ -7,13 +7,16 @@ use hum_engine::voice::hum_media::device::{CpalSink, CpalSource, list_devices};
 use hum_engine::voice::hum_media::pacer::Paced;
 use hum_engine::voice::hum_media::processing::{CaptureControls, VoiceMode};
 use hum_engine::voice::hum_media::synth::{NullSink, SilenceSource};
-use hum_engine::voice::hum_media::{AudioSink, AudioSource};
+use hum_engine::voice::hum_media::{AudioSink, AudioSource, FrameDuration, MediaError};
 use hum_engine::voice::link::AudioIo;
+use hum_engine::voice::{InputMonitor, play_test_sound_on_device};
 use serde::Serialize;
 use specta::Type;
+use tauri::State;
 
 use super::voice::{SENSITIVITY_RANGE_DBFS, TransmitMode, VoiceSettings};
 use crate::error::{CmdResult, CommandError, ErrorCode};
+use crate::state::AppState;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Type)]
 pub struct DeviceView {
@@ -42,6 +45,83 @@ pub fn devices_list() -> CmdResult<Vec<DeviceView>> {
             default_output: d.default_output,
         })
         .collect())
+}
+
+/// A device error in words: which device, what is wrong, what to do.
+pub fn device_error(kind: &str, device: Option<&str>, e: &MediaError) -> CommandError {
+    let which = device.map_or_else(
+        || format!("the default {kind}"),
+        |d| format!("{kind} '{d}'"),
+    );
+    let message = match e {
+        MediaError::NoDevice { .. } if device.is_none() => format!(
+            "No {kind} found. Plug one in (or check that the sound system runs), then try again."
+        ),
+        MediaError::DeviceUnavailable { .. } if device.is_none() => format!(
+            "No {kind} found ({e}). Plug one in (or check that the sound system runs), then try again."
+        ),
+        MediaError::NoDevice { .. } => format!(
+            "The {kind} '{}' is not connected. Plug it in or pick another one above.",
+            device.unwrap_or_default()
+        ),
+        other => format!("Could not use {which}: {other}."),
+    };
+    CommandError::new(ErrorCode::Device, message)
+}
+
+/// Plays a one-second chime on an output device (`None` = the system default).
+#[tauri::command]
+#[specta::specta]
+pub async fn device_test_sound(device: Option<String>) -> CmdResult<()> {
+    let dev = device.clone();
+    tauri::async_runtime::spawn_blocking(move || play_test_sound_on_device(dev.as_deref()))
+        .await
+        .map_err(CommandError::internal)?
+        .map_err(|e| device_error("speaker", device.as_deref(), &e))
+}
+
+/// Stops the settings screen's microphone monitor, if one runs.
+pub fn stop_monitor(state: &AppState) {
+    let monitor = state.monitor.lock().ok().and_then(|mut m| m.take());
+    if let Some(m) = monitor {
+        m.stop();
+        if state.session().is_none() {
+            state.level_follower.stop(&state.levels);
+        }
+    }
+}
+
+/// Starts the live input meter outside a call: monitors the chosen microphone with the voice
+/// settings (sensitivity, noise suppression) and streams its level to `levels_subscribe`'s
+/// channel. In a call the call's own capture already feeds the meter: nothing to start.
+#[tauri::command]
+#[specta::specta]
+pub async fn input_monitor_start(state: State<'_, AppState>) -> CmdResult<()> {
+    if state.session().is_some() {
+        return Ok(());
+    }
+    stop_monitor(&state);
+    let settings = super::voice::load(&state);
+    let controls = CaptureControls::new();
+    apply_controls(&controls, &settings, false);
+    let device = settings.input_device.clone();
+    let monitor = tauri::async_runtime::spawn_blocking(move || {
+        InputMonitor::open_device(device.as_deref(), controls, FrameDuration::Ms20)
+    })
+    .await
+    .map_err(CommandError::internal)?
+    .map_err(|e| device_error("microphone", settings.input_device.as_deref(), &e))?;
+    state
+        .level_follower
+        .follow(state.levels.clone(), monitor.levels());
+    *state.monitor.lock().map_err(CommandError::internal)? = Some(monitor);
+    Ok(())
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn input_monitor_stop(state: State<'_, AppState>) {
+    stop_monitor(&state);
 }
 
 /// hum-media's VAD sensitivity (0..=1, -30..-60 dBFS) for the slider's dBFS threshold.
@@ -119,6 +199,32 @@ mod tests {
         assert_eq!(vad_sensitivity(-60), 1.0);
         assert!((vad_sensitivity(-45) - 0.5).abs() < 1e-6);
         assert_eq!(vad_sensitivity(0), 0.0);
+    }
+
+    #[test]
+    fn missing_devices_are_said_plainly() {
+        let none = MediaError::NoDevice {
+            direction: "output",
+            detail: String::new(),
+        };
+        let e = device_error("speaker", None, &none);
+        assert_eq!(e.code, ErrorCode::Device);
+        assert!(e.message.starts_with("No speaker found."), "{}", e.message);
+        let e = device_error("microphone", Some("USB Mic"), &none);
+        assert_eq!(
+            e.message,
+            "The microphone 'USB Mic' is not connected. Plug it in or pick another one above."
+        );
+        let busy = MediaError::DeviceUnavailable {
+            name: "hw:1".into(),
+            reason: "busy".into(),
+        };
+        let e = device_error("speaker", Some("hw:1"), &busy);
+        assert!(
+            e.message.starts_with("Could not use speaker 'hw:1'"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

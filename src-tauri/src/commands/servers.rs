@@ -3,16 +3,21 @@
 //! The views are shaped for the sidebar (ids as numbers, users as hex keys, voice flags flat);
 //! the data is the relay's, fetched through hum-engine's `RelayClient`.
 
+use hum_engine::ClientError;
 use hum_engine::voice::link::VoiceLink;
 use hum_engine::voice::{VoiceConfig, VoiceEvent};
-use hum_proto::signal::{ChannelInfo, Name, Role, ServerInfo, VoiceStatePatch};
+use hum_proto::signal::{
+    ChannelInfo, ChannelPermissions, ErrorCode as RelayCode, Name, Permissions, Role, ServerInfo,
+    VoiceStatePatch,
+};
 use hum_proto::{ChannelId, ServerId};
 use serde::{Deserialize, Serialize};
 use specta::Type;
-use tauri::{AppHandle, State};
+use tauri::{AppHandle, Manager, State};
 use tauri_specta::Event;
 
 use super::connection::client_error;
+use crate::channels::PeerStatsView;
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::state::AppState;
 
@@ -26,11 +31,54 @@ pub struct MemberVoice {
     pub speaking: bool,
 }
 
+/// What one role may do in a channel (the relay's `Permissions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct RolePermissions {
+    pub join: bool,
+    /// Without it the relay keeps the member muted.
+    pub speak: bool,
+    pub video: bool,
+    pub stream: bool,
+}
+
+/// Per-role permissions of a channel; the owner may always do everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ChannelPermissionsView {
+    pub member: RolePermissions,
+    pub admin: RolePermissions,
+}
+
+impl From<Permissions> for RolePermissions {
+    fn from(p: Permissions) -> Self {
+        Self {
+            join: p.join,
+            speak: p.speak,
+            video: p.video,
+            stream: p.stream,
+        }
+    }
+}
+
+impl From<RolePermissions> for Permissions {
+    fn from(p: RolePermissions) -> Self {
+        Self {
+            join: p.join,
+            speak: p.speak,
+            video: p.video,
+            stream: p.stream,
+        }
+    }
+}
+
+/// The most participants a channel may have (the relay's `max_channel_size` default).
+pub const MAX_CHANNEL_SIZE: u32 = 1000;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Type)]
 pub struct ChannelView {
     pub id: u64,
     pub name: String,
     pub max_participants: u32,
+    pub permissions: ChannelPermissionsView,
     /// Who is in it now, in join order.
     pub roster: Vec<MemberVoice>,
 }
@@ -66,11 +114,13 @@ pub struct SelfSpeaking {
     pub speaking: bool,
 }
 
-async fn leave_voice(state: &AppState) -> bool {
-    state.set_session(None);
+/// Leaves the voice channel's audio, if any (a call's session is not touched).
+pub(crate) async fn leave_voice(state: &AppState) -> bool {
     let link = state.link.lock().await.take();
     match link {
         Some(link) => {
+            state.set_session(None);
+            state.level_follower.stop(&state.levels);
             link.leave().await;
             true
         }
@@ -83,6 +133,10 @@ pub fn channel_view(c: &ChannelInfo) -> ChannelView {
         id: c.id.0,
         name: c.name.to_string(),
         max_participants: c.max_participants,
+        permissions: ChannelPermissionsView {
+            member: c.permissions.member.into(),
+            admin: c.permissions.admin.into(),
+        },
         roster: c
             .roster
             .iter()
@@ -177,10 +231,12 @@ pub async fn channel_create(
     name_text: String,
     max_participants: Option<u32>,
 ) -> CmdResult<ChannelView> {
-    if max_participants == Some(0) {
-        return Err(CommandError::invalid(
-            "A channel must allow at least one participant.",
-        ));
+    if let Some(m) = max_participants
+        && !(1..=MAX_CHANNEL_SIZE).contains(&m)
+    {
+        return Err(CommandError::invalid(format!(
+            "Max participants must be between 1 and {MAX_CHANNEL_SIZE}."
+        )));
     }
     let relay = state.relay()?;
     let info = relay
@@ -195,6 +251,76 @@ pub async fn channel_create(
     Ok(channel_view(&info))
 }
 
+/// Checks a channel's settings before the relay sees them; returns the relay's permissions.
+pub fn validate_channel_config(
+    max_participants: u32,
+    permissions: &ChannelPermissionsView,
+) -> CmdResult<ChannelPermissions> {
+    if !(1..=MAX_CHANNEL_SIZE).contains(&max_participants) {
+        return Err(CommandError::invalid(format!(
+            "Max participants must be between 1 and {MAX_CHANNEL_SIZE}."
+        )));
+    }
+    for (role, p) in [
+        ("Members", permissions.member),
+        ("Admins", permissions.admin),
+    ] {
+        if !p.join && (p.speak || p.video || p.stream) {
+            return Err(CommandError::invalid(format!(
+                "{role} who may not join cannot speak, share video or stream in it: allow Join, \
+                 or clear the other boxes."
+            )));
+        }
+    }
+    Ok(ChannelPermissions {
+        member: permissions.member.into(),
+        admin: permissions.admin.into(),
+    })
+}
+
+/// The relay's refusals of a channel edit, in words.
+pub fn channel_edit_error(e: ClientError) -> CommandError {
+    let code = e.code();
+    let message = e.to_string();
+    match code {
+        Some(RelayCode::Forbidden) => CommandError::new(
+            ErrorCode::Rejected,
+            "Only the server's owner and admins can change a channel's settings.",
+        ),
+        Some(RelayCode::NotFound) => {
+            CommandError::new(ErrorCode::NotFound, "This channel no longer exists.")
+        }
+        Some(RelayCode::NotMember) => CommandError::new(
+            ErrorCode::Rejected,
+            "You are no longer a member of this server.",
+        ),
+        Some(RelayCode::BadRequest) => CommandError::new(
+            ErrorCode::InvalidInput,
+            format!("The relay refused these settings: {message}."),
+        ),
+        _ => client_error(e),
+    }
+}
+
+/// Changes a channel's participant limit and per-role permissions (admins and owners). Lost
+/// permissions apply at once: whoever may no longer join is removed, whoever may no longer speak
+/// is muted (the relay does it and every roster shows it).
+#[tauri::command]
+#[specta::specta]
+pub async fn channel_configure(
+    state: State<'_, AppState>,
+    channel: u64,
+    max_participants: u32,
+    permissions: ChannelPermissionsView,
+) -> CmdResult<()> {
+    let perms = validate_channel_config(max_participants, &permissions)?;
+    state
+        .relay()?
+        .channel_configure(ChannelId(channel), Some(max_participants), Some(perms))
+        .await
+        .map_err(channel_edit_error)
+}
+
 /// Joins a voice channel (leaving any other) with audio: the engine's `VoiceLink` runs the mesh
 /// and publishes my speaking/mute state to every roster.
 #[tauri::command]
@@ -205,8 +331,10 @@ pub async fn channel_join(
     channel: u64,
 ) -> CmdResult<MyVoice> {
     let relay = state.relay()?;
+    super::calls::hang_up_for_channel(&app).await;
     let mut me = state.my_voice()?;
     leave_voice(&state).await;
+    super::devices::stop_monitor(&state);
     let settings = super::voice::load(&state);
     let (io, notices) = super::devices::open_audio(&settings, me.muted || me.deafened)?;
     let (link, mut events) =
@@ -222,6 +350,9 @@ pub async fn channel_join(
         }
     }
     state.set_session(Some(link.session.clone()));
+    state
+        .level_follower
+        .follow(state.levels.clone(), link.input_level());
     *state.link.lock().await = Some(link);
     tauri::async_runtime::spawn(async move {
         while let Some(ev) = events.recv().await {
@@ -234,6 +365,11 @@ pub async fn channel_join(
                 }
                 VoiceEvent::Error(message) => {
                     let _ = AudioNotice { message }.emit(&app);
+                }
+                VoiceEvent::Stats { user, stats } => {
+                    app.state::<AppState>()
+                        .stats
+                        .publish(&PeerStatsView::new(user, &stats));
                 }
                 _ => {}
             }
@@ -340,6 +476,7 @@ mod tests {
         };
         let v = channel_view(&c);
         assert_eq!(v.id, 9);
+        assert!(v.permissions.member.join && v.permissions.admin.stream);
         assert_eq!(
             v.roster
                 .iter()
@@ -350,6 +487,81 @@ mod tests {
         assert!(v.roster[0].speaking && !v.roster[0].muted);
         assert!(!v.roster[1].speaking && v.roster[1].muted);
         assert_eq!(v.roster[0].user_id, "02".repeat(32));
+    }
+
+    #[test]
+    fn channel_config_is_validated_with_clear_messages() {
+        let all = RolePermissions {
+            join: true,
+            speak: true,
+            video: true,
+            stream: true,
+        };
+        let listen_only = RolePermissions {
+            speak: false,
+            video: false,
+            stream: false,
+            ..all
+        };
+        let ok = ChannelPermissionsView {
+            member: listen_only,
+            admin: all,
+        };
+        let p = validate_channel_config(8, &ok).expect("valid");
+        assert!(p.member.join && !p.member.speak);
+        assert_eq!(p.admin, Permissions::ALL);
+        let err = validate_channel_config(0, &ok).expect_err("0");
+        assert_eq!(err.code, ErrorCode::InvalidInput);
+        assert!(
+            err.message.contains("between 1 and 1000"),
+            "{}",
+            err.message
+        );
+        assert!(validate_channel_config(1001, &ok).is_err());
+        assert!(validate_channel_config(1000, &ok).is_ok());
+        let speak_without_join = ChannelPermissionsView {
+            member: RolePermissions { join: false, ..all },
+            admin: all,
+        };
+        let err = validate_channel_config(8, &speak_without_join).expect_err("join");
+        assert!(
+            err.message.starts_with("Members who may not join"),
+            "{}",
+            err.message
+        );
+        let closed = ChannelPermissionsView {
+            member: RolePermissions {
+                join: false,
+                speak: false,
+                video: false,
+                stream: false,
+            },
+            admin: all,
+        };
+        assert!(validate_channel_config(8, &closed).is_ok());
+    }
+
+    #[test]
+    fn relay_refusals_of_an_edit_read_well() {
+        let relay = |code, message: &str| ClientError::Relay {
+            code,
+            message: message.into(),
+        };
+        let e = channel_edit_error(relay(RelayCode::Forbidden, "admin role required"));
+        assert_eq!(e.code, ErrorCode::Rejected);
+        assert!(e.message.contains("owner and admins"), "{}", e.message);
+        let e = channel_edit_error(relay(RelayCode::NotFound, "no such channel"));
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = channel_edit_error(relay(
+            RelayCode::BadRequest,
+            "max_participants must be 1-1000",
+        ));
+        assert_eq!(
+            e.message,
+            "The relay refused these settings: max_participants must be 1-1000."
+        );
+        let e = channel_edit_error(ClientError::Disconnected("reset".into()));
+        assert_eq!(e.code, ErrorCode::RelayUnavailable);
     }
 
     #[test]

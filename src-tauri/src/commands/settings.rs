@@ -178,10 +178,20 @@ fn field_error(e: &SettingsError) -> CmdResult<wire::FieldError> {
     })
 }
 
-/// What the engine measured. ADAPTER: until hum-engine runs the bandwidth probe and watches other
-/// apps' upload, nothing is measured, so auto-detect shows "not measured yet".
-fn measurements(_state: &AppState) -> Measurements {
-    Measurements::default()
+/// What the running budget measured, for previews of edited settings. The measured upload itself
+/// travels in the settings (`last_probe`, saved by `budget::store_probe`). ADAPTER: hum-engine's
+/// `BudgetService` does not expose its other-apps estimate, so a preview's automatic reservation
+/// is the unmeasured estimate (25 % of the total); the service enforces the measured one.
+fn measurements(state: &AppState) -> Measurements {
+    let game_running = state
+        .budget_status
+        .lock()
+        .map(|s| s.game.is_some())
+        .unwrap_or(false);
+    Measurements {
+        other_apps_upload: None,
+        game_running,
+    }
 }
 
 pub fn report(state: &AppState, settings: &Budget) -> CmdResult<wire::BandwidthReport> {
@@ -274,7 +284,11 @@ pub fn save(
     state: &AppState,
     settings: &wire::BandwidthSettings,
 ) -> CmdResult<wire::BandwidthReport> {
-    let budget: Budget = convert(settings)?;
+    let mut budget: Budget = convert(settings)?;
+    // The measured upload belongs to the budget service: a panel opened before the last test
+    // must not overwrite it with its older copy.
+    budget.last_probe =
+        super::budget::newest(load_bandwidth(state).0.last_probe, budget.last_probe);
     if let Err(e) = budget.validate() {
         return Err(CommandError::invalid(e.to_string()));
     }
@@ -314,10 +328,13 @@ pub fn bandwidth_preview(
 #[tauri::command]
 #[specta::specta]
 pub fn bandwidth_save(
+    app: tauri::AppHandle,
     state: State<'_, AppState>,
     settings: wire::BandwidthSettings,
 ) -> CmdResult<wire::BandwidthReport> {
-    save(&state, &settings)
+    let report = save(&state, &settings)?;
+    super::budget::settings_saved(&app, &load_bandwidth(&state).0);
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -159,6 +159,15 @@ pub fn voice_settings_set(
     validate(&settings)?;
     apply_shortcut(&app, &settings)?;
     save(&state, &settings)?;
+    if let Some(m) = state
+        .monitor
+        .lock()
+        .map_err(CommandError::internal)?
+        .as_ref()
+    {
+        // The settings screen's meter moves its threshold and gate with the slider.
+        super::devices::apply_controls(m.controls(), &settings, false);
+    }
     if let Some(session) = state.session() {
         // A call in progress picks up the new mode, sensitivity, suppression and volumes now.
         let muted = session.controls().muted();

@@ -2,6 +2,8 @@ import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import { commands, events, type FriendsView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
+import { currentCall, startCall } from "../calls/CallPanel";
+import { PhoneIcon } from "../voice/icons";
 
 /** Friends with presence; add by public key; accept or decline requests. */
 export function FriendsScreen() {
@@ -70,8 +72,10 @@ export function FriendsScreen() {
           {d.incoming.map((p) => (
             <div class="row" key={p.user_id} data-testid={`incoming-${p.display_name}`}>
               <span style={{ flex: 1 }}>{p.display_name}</span>
-              <button onClick={() => act(() => unwrap(commands.friendRespond(p.user_id, true)))}>Accept</button>
-              <button class="secondary" onClick={() => act(() => unwrap(commands.friendRespond(p.user_id, false)))}>
+              <button data-testid={`friend-accept-${p.display_name}`} onClick={() => act(() => unwrap(commands.friendRespond(p.user_id, true)))}>
+                Accept
+              </button>
+              <button class="secondary" data-testid={`friend-decline-${p.display_name}`} onClick={() => act(() => unwrap(commands.friendRespond(p.user_id, false)))}>
                 Decline
               </button>
             </div>
@@ -87,6 +91,15 @@ export function FriendsScreen() {
               <span class={`dot ${f.online ? "online" : ""}`} />
               {f.display_name}
               <span class="muted">{f.in_call ? "in a call" : f.in_voice ? "in voice" : f.online ? "online" : "offline"}</span>
+              <button
+                class="call-button"
+                data-testid={`call-${f.display_name}`}
+                disabled={!f.online || currentCall.value.phase !== "idle"}
+                title={f.online ? `Call ${f.display_name}` : `${f.display_name} is offline`}
+                onClick={() => startCall(f.user_id)}
+              >
+                <PhoneIcon size={14} /> Call
+              </button>
             </li>
           ))}
         </ul>

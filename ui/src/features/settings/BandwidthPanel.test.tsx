@@ -58,4 +58,58 @@ describe("BandwidthPanel", () => {
     const last = calls.filter((c) => c.cmd === "bandwidth_preview").at(-1)?.args.settings as BandwidthSettings;
     expect(last.relay).toEqual({ level: "custom", rate: 800_000 });
   });
+
+  it("shows the measured upload in auto mode and measures again on request", async () => {
+    const auto: BandwidthSettings = { ...defaultBandwidth, total_upload: { mode: "auto" } };
+    let probe: { rate: number; measured_at_unix_ms: number } | null = null;
+    const status = () => ({
+      running: true,
+      measuring: false,
+      relay_cap: 0,
+      throttling: false,
+      message: null,
+      game: null,
+      last_probe: probe,
+    });
+    const withProbe = (s: BandwidthSettings) => {
+      const r = reportFor(s);
+      if (s.total_upload.mode === "auto" && s.last_probe) {
+        r.effective.total = s.last_probe.rate;
+        r.effective.total_source = { source: "detected", measured_at_unix_ms: s.last_probe.measured_at_unix_ms };
+      }
+      return r;
+    };
+    const calls = fakeBackend({
+      budget_status: status,
+      bandwidth_preview: (a) => withProbe(a.settings as BandwidthSettings),
+      bandwidth_measure: () => {
+        probe = { rate: 48_000_000, measured_at_unix_ms: 1_700_000_000_000 };
+        return withProbe({ ...auto, last_probe: probe });
+      },
+    });
+    render(<BandwidthPanel initial={auto} initialReport={withProbe(auto)} />);
+    expect(screen.getByTestId("total-not-measured")).toBeTruthy();
+    const button = (await screen.findByTestId("measure-upload")) as HTMLButtonElement;
+    await waitFor(() => expect(button.disabled).toBe(false));
+    expect(button.textContent).toBe("Measure now");
+    fireEvent.click(button);
+    expect((await screen.findByTestId("total-detected-rate")).textContent).toBe("48 Mbps");
+    expect(screen.getByTestId("measure-upload").textContent).toBe("Measure again");
+    expect(calls.some((c) => c.cmd === "bandwidth_measure")).toBe(true);
+    // The measurement is not an edit: nothing to save.
+    expect((screen.getByTestId("bandwidth-save") as HTMLButtonElement).disabled).toBe(true);
+  });
+
+  it("shows why a measurement failed", async () => {
+    fakeBackend({
+      bandwidth_measure: () => {
+        throw { code: "relay_unavailable", message: "The bandwidth test could not reach the relay: refused" };
+      },
+    });
+    render(<BandwidthPanel initial={{ ...defaultBandwidth, total_upload: { mode: "auto" } }} initialReport={reportFor(defaultBandwidth)} />);
+    const button = (await screen.findByTestId("measure-upload")) as HTMLButtonElement;
+    await waitFor(() => expect(button.disabled).toBe(false));
+    fireEvent.click(button);
+    expect((await screen.findByTestId("measure-error")).textContent).toContain("could not reach the relay");
+  });
 });

@@ -2,6 +2,8 @@ import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import {
   commands,
+  events,
+  type BudgetStatus,
   type BandwidthReport,
   type BandwidthSettings,
   type DownloadQuality,
@@ -49,6 +51,45 @@ export function BandwidthPanel(props: { initial: BandwidthSettings; initialRepor
   const status = useSignal<string | null>(null);
   const saveError = useSignal<string | null>(null);
   const dirty = useSignal(false);
+  const budget = useSignal<BudgetStatus | null>(null);
+  const measureError = useSignal<string | null>(null);
+
+  function takeStatus(b: BudgetStatus) {
+    budget.value = b;
+    const probe = b.last_probe;
+    const mine = settings.value.last_probe;
+    // A new measurement updates the panel's copy (edits in progress stay).
+    if (probe && (!mine || probe.measured_at_unix_ms > mine.measured_at_unix_ms)) {
+      settings.value = { ...settings.value, last_probe: probe };
+    }
+  }
+
+  useEffect(() => {
+    unwrap(commands.budgetStatus())
+      .then(takeStatus)
+      .catch(() => {});
+    let unlisten: (() => void) | undefined;
+    events.budgetChanged
+      .listen((e) => takeStatus(e.payload.status))
+      .then((u) => (unlisten = u))
+      .catch(() => {});
+    return () => unlisten?.();
+  }, []);
+
+  async function measure() {
+    measureError.value = null;
+    budget.value = budget.value ? { ...budget.value, measuring: true } : budget.value;
+    try {
+      await unwrap(commands.bandwidthMeasure());
+    } catch (e) {
+      measureError.value = messageOf(e);
+    }
+    try {
+      takeStatus(await unwrap(commands.budgetStatus()));
+    } catch {
+      // the status event carries it too
+    }
+  }
 
   useEffect(() => {
     let stale = false;
@@ -130,9 +171,40 @@ export function BandwidthPanel(props: { initial: BandwidthSettings; initialRepor
             Mbps
           </label>
         )}
+        {s.total_upload.mode === "auto" && eff.total_source.source === "detected" && (
+          <p data-testid="total-detected">
+            Measured upload: <strong data-testid="total-detected-rate">{formatRate(eff.total)}</strong>{" "}
+            <span class="muted">
+              (tested {new Date(eff.total_source.measured_at_unix_ms).toLocaleString()} against your relay)
+            </span>
+          </p>
+        )}
         {eff.total_source.source === "not_measured" && (
           <p class="muted" data-testid="total-not-measured">
             Not measured yet: Hum relays nothing until a bandwidth test has run.
+          </p>
+        )}
+        {s.total_upload.mode === "auto" && (
+          <div class="actions">
+            <button
+              class="secondary"
+              data-testid="measure-upload"
+              disabled={!budget.value?.running || budget.value.measuring}
+              title={budget.value?.running ? undefined : "Connect to a relay first"}
+              onClick={measure}
+            >
+              {eff.total_source.source === "detected" ? "Measure again" : "Measure now"}
+            </button>
+            {budget.value?.measuring && (
+              <span class="muted" data-testid="measure-status">
+                Measuring your upload (about 4 s)…
+              </span>
+            )}
+          </div>
+        )}
+        {measureError.value && (
+          <p class="error" role="alert" data-testid="measure-error">
+            {measureError.value}
           </p>
         )}
         {errorsFor(r.errors, "total_upload")}
@@ -226,6 +298,17 @@ export function BandwidthPanel(props: { initial: BandwidthSettings; initialRepor
           Relaying: <strong data-testid="relay-rate">{formatRate(eff.relay)}</strong>
           {eff.conservative && <span class="muted"> (capped at Low while a game runs)</span>}
         </p>
+        {budget.value?.throttling && (
+          <p class="muted" data-testid="throttle-state">
+            Protection: relay allowed {formatRate(budget.value.relay_cap)} now
+            {budget.value.relay_cap < eff.relay ? " (reduced while your connection is busy)" : ""}.
+          </p>
+        )}
+        {budget.value?.message && (
+          <p class="warning" data-testid="budget-message">
+            {budget.value.message}
+          </p>
+        )}
         {errorsFor(r.errors, "relay")}
       </fieldset>
 

@@ -3,15 +3,31 @@ import { useEffect } from "preact/hooks";
 import { commands, type DeviceView, type VoiceSettings } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 
-/** Microphone and speaker choice from cpal (via hum-media); a missing device is said plainly. */
+type TestState = { device: string; state: "playing" | "ok" | "error"; text: string };
+
+/** Microphone and speaker choice from cpal (via hum-media), a test sound per speaker; a missing
+ *  device is said plainly. */
 export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceSettings) => void }) {
   const devices = useSignal<DeviceView[] | null>(null);
   const error = useSignal<string | null>(null);
+  const test = useSignal<TestState | null>(null);
   useEffect(() => {
     unwrap(commands.devicesList())
       .then((d) => (devices.value = d))
       .catch((e) => (error.value = messageOf(e)));
   }, []);
+
+  async function testSound(id: string | null) {
+    const key = id ?? "";
+    test.value = { device: key, state: "playing", text: "Playing a test sound…" };
+    try {
+      await unwrap(commands.deviceTestSound(id));
+      test.value = { device: key, state: "ok", text: "Played. Did you hear a chime?" };
+    } catch (e) {
+      test.value = { device: key, state: "error", text: messageOf(e) };
+    }
+  }
+
   const d = devices.value;
   const inputs = d?.filter((x) => x.input) ?? [];
   const outputs = d?.filter((x) => x.output) ?? [];
@@ -29,9 +45,36 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
             {x.name}
           </option>
         ))}
+        {props.voice[kind] && !list.some((x) => x.id === props.voice[kind]) && (
+          <option value={props.voice[kind] ?? ""}>{props.voice[kind]} (not connected)</option>
+        )}
       </select>
     </label>
   );
+  const missing = (kind: "input_device" | "output_device", list: DeviceView[]) =>
+    d !== null && props.voice[kind] !== null && !list.some((x) => x.id === props.voice[kind]);
+  const testRow = (id: string | null, name: string) => {
+    const key = id ?? "";
+    const t = test.value?.device === key ? test.value : null;
+    return (
+      <li class="device-row" key={key} data-testid={`speaker-${key || "default"}`}>
+        <span style={{ flex: 1 }}>{name}</span>
+        {t && (
+          <span class={t.state === "error" ? "error" : "muted"} data-testid={`test-result-${key || "default"}`} role={t.state === "error" ? "alert" : undefined}>
+            {t.text}
+          </span>
+        )}
+        <button
+          class="secondary"
+          data-testid={`test-sound-${key || "default"}`}
+          disabled={test.value?.state === "playing"}
+          onClick={() => testSound(id)}
+        >
+          Test sound
+        </button>
+      </li>
+    );
+  };
   return (
     <section class="card" data-testid="devices-panel">
       <h2>Devices</h2>
@@ -46,8 +89,22 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
           No speaker or headset found. Plug one in to hear others.
         </p>
       )}
+      {missing("input_device", inputs) && (
+        <p class="warning" data-testid="missing-microphone">
+          The microphone you chose ({props.voice.input_device}) is not connected. Plug it in or pick another.
+        </p>
+      )}
+      {missing("output_device", outputs) && (
+        <p class="warning" data-testid="missing-speaker">
+          The speaker you chose ({props.voice.output_device}) is not connected. Plug it in or pick another.
+        </p>
+      )}
       {select("input_device", inputs, "Microphone")}
       {select("output_device", outputs, "Speaker")}
+      <ul class="device-list">
+        {testRow(null, "System default speaker")}
+        {outputs.map((x) => testRow(x.id, x.name))}
+      </ul>
     </section>
   );
 }

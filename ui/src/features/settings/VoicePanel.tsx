@@ -11,6 +11,21 @@ export function VoicePanel(props: { initial: VoiceSettings }) {
   const error = useSignal<string | null>(null);
   const status = useSignal<string | null>(null);
   const transmitting = useSignal(false);
+  const meterError = useSignal<string | null>(null);
+
+  // The meter is live while this panel is open: the backend monitors the microphone (or, in a
+  // call, the call's capture already feeds it).
+  function startMonitor() {
+    unwrap(commands.inputMonitorStart())
+      .then(() => (meterError.value = null))
+      .catch((e) => (meterError.value = messageOf(e)));
+  }
+  useEffect(() => {
+    startMonitor();
+    return () => {
+      commands.inputMonitorStop().catch(() => {});
+    };
+  }, []);
 
   useEffect(() => {
     let unlisten: (() => void) | undefined;
@@ -22,12 +37,14 @@ export function VoicePanel(props: { initial: VoiceSettings }) {
   }, []);
 
   async function apply(next: VoiceSettings) {
+    const micChanged = next.input_device !== v.value.input_device;
     v.value = next;
     error.value = null;
     status.value = null;
     try {
       v.value = await unwrap(commands.voiceSettingsSet(next));
       status.value = "Saved.";
+      if (micChanged) startMonitor();
     } catch (e) {
       error.value = messageOf(e);
     }
@@ -84,7 +101,14 @@ export function VoicePanel(props: { initial: VoiceSettings }) {
           />
           <span>{s.sensitivity_dbfs} dB</span>
         </div>
-        <LevelMeter thresholdDbfs={s.sensitivity_dbfs} />
+        <LevelMeter thresholdDbfs={s.sensitivity_dbfs} idleNote="Speak to see your level" />
+        {meterError.value ? (
+          <p class="warning" data-testid="meter-error">
+            {meterError.value}
+          </p>
+        ) : (
+          <p class="muted">Green: what you say now is sent. The marker is the sensitivity threshold.</p>
+        )}
       </fieldset>
       <label class="inline">
         <input

@@ -18,6 +18,10 @@ function server(speaking: boolean): ServerView {
         id: 7,
         name: "Lobby",
         max_participants: 8,
+        permissions: {
+          member: { join: true, speak: true, video: true, stream: true },
+          admin: { join: true, speak: true, video: true, stream: true },
+        },
         roster: [{ user_id: "cd".repeat(32), display_name: "bot", muted: false, deafened: false, speaking }],
       },
     ],
@@ -65,6 +69,62 @@ describe("VoiceScreen", () => {
     });
     render(<VoiceScreen />);
     expect((await screen.findByTestId("voice-error")).textContent).toBe("Not connected to a relay yet.");
+  });
+});
+
+describe("channel settings", () => {
+  it("lets an admin edit limits and per-role permissions, with the backend's refusals shown", async () => {
+    let refuse = true;
+    const calls = fakeBackend({
+      servers_list: () => [server(false)],
+      channel_configure: () => {
+        if (refuse) {
+          refuse = false;
+          throw {
+            code: "invalid_input",
+            message: "Members who may not join cannot speak, share video or stream in it: allow Join, or clear the other boxes.",
+          };
+        }
+        return null;
+      },
+    });
+    render(<VoiceScreen />);
+    fireEvent.click(await screen.findByTestId("channel-edit-Lobby"));
+    const join = (await screen.findByTestId("perm-member-join")) as HTMLInputElement;
+    expect(join.checked).toBe(true);
+    fireEvent.click(join);
+    fireEvent.click(screen.getByTestId("perm-save"));
+    expect((await screen.findByTestId("perm-error")).textContent).toContain("Members who may not join");
+    fireEvent.click(screen.getByTestId("perm-member-speak"));
+    fireEvent.click(screen.getByTestId("perm-member-video"));
+    fireEvent.click(screen.getByTestId("perm-member-stream"));
+    fireEvent.input(screen.getByTestId("perm-max"), { target: { value: "4" } });
+    fireEvent.click(screen.getByTestId("perm-save"));
+    await waitFor(() => expect(screen.queryByTestId("channel-settings-Lobby")).toBeNull());
+    const sent = calls.filter((c) => c.cmd === "channel_configure").at(-1)?.args;
+    expect(sent).toEqual({
+      channel: 7,
+      maxParticipants: 4,
+      permissions: {
+        member: { join: false, speak: false, video: false, stream: false },
+        admin: { join: true, speak: true, video: true, stream: true },
+      },
+    });
+  });
+
+  it("members see no settings button", async () => {
+    fakeBackend({ servers_list: () => [{ ...server(false), role: "member" }] });
+    render(<VoiceScreen />);
+    await screen.findByTestId("channel-Lobby");
+    expect(screen.queryByTestId("channel-edit-Lobby")).toBeNull();
+  });
+
+  it("draws the channel icon as SVG, not a font glyph", async () => {
+    fakeBackend({ servers_list: () => [server(false)] });
+    render(<VoiceScreen />);
+    const ch = await screen.findByTestId("channel-Lobby");
+    expect(ch.querySelector(".channel-name svg")).toBeTruthy();
+    expect(ch.querySelector(".channel-name")?.textContent?.trim()).toBe("Lobby");
   });
 });
 

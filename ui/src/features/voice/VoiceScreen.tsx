@@ -2,6 +2,10 @@ import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import { commands, events, type MyVoice, type ServerView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
+import { describeStats, peerStats } from "../../lib/streams";
+import { ChannelSettings } from "./ChannelSettings";
+import { GearIcon, SpeakerIcon } from "./icons";
+import { LevelMeter } from "./LevelMeter";
 
 /** Servers, their voice channels and who is in each (with live speaking / muted indicators). */
 export function VoiceScreen() {
@@ -15,6 +19,7 @@ export function VoiceScreen() {
   const inviteCode = useSignal("");
   const notice = useSignal<string | null>(null);
   const selfSpeaking = useSignal(false);
+  const editing = useSignal<number | null>(null);
 
   async function refresh() {
     try {
@@ -82,9 +87,12 @@ export function VoiceScreen() {
           </button>
         </div>
         {me.value.channel !== null && (
-          <p class="muted" data-testid="self-speaking">
-            {selfSpeaking.value ? "You are speaking" : me.value.muted ? "You are muted" : "In voice"}
-          </p>
+          <div class="self-voice">
+            <p class="muted" data-testid="self-speaking">
+              {selfSpeaking.value ? "You are speaking" : me.value.muted ? "You are muted" : "In voice"}
+            </p>
+            <LevelMeter thresholdDbfs={-45} compact />
+          </div>
         )}
         {(notice.value || me.value.audio_notice) && (
           <p class="warning" data-testid="audio-notice">
@@ -166,10 +174,22 @@ export function VoiceScreen() {
             return (
               <div class={`channel ${here ? "here" : ""}`} key={c.id} data-testid={`channel-${c.name}`}>
                 <div class="row">
-                  <span class="channel-name">{c.name}</span>
+                  <span class="channel-name">
+                    <SpeakerIcon /> {c.name}
+                  </span>
                   <span class="muted">
                     {c.roster.length}/{c.max_participants}
                   </span>
+                  {s.role !== "member" && (
+                    <button
+                      class="secondary icon-button"
+                      title="Channel settings"
+                      data-testid={`channel-edit-${c.name}`}
+                      onClick={() => (editing.value = editing.value === c.id ? null : c.id)}
+                    >
+                      <GearIcon />
+                    </button>
+                  )}
                   {here ? (
                     <button data-testid={`leave-${c.name}`} onClick={() => act(() => unwrap(commands.channelLeave()))}>
                       Leave
@@ -180,8 +200,11 @@ export function VoiceScreen() {
                     </button>
                   )}
                 </div>
+                {editing.value === c.id && <ChannelSettings channel={c} onClose={() => (editing.value = null)} />}
                 <ul class="roster">
-                  {c.roster.map((m) => (
+                  {c.roster.map((m) => {
+                    const st = peerStats.value[m.user_id];
+                    return (
                     <li
                       key={m.user_id}
                       data-testid={`member-${m.display_name}`}
@@ -192,6 +215,14 @@ export function VoiceScreen() {
                         {m.display_name.slice(0, 1).toUpperCase()}
                       </span>
                       {m.display_name}
+                      {here && st && (
+                        <span
+                          class={`quality-dot ${st.quality}`}
+                          title={describeStats(st)}
+                          data-testid={`quality-${m.display_name}`}
+                          data-rtt={st.rtt_ms ?? ""}
+                        />
+                      )}
                       {m.muted && <span class="badge" title="Muted">muted</span>}
                       {m.deafened && <span class="badge" title="Deafened">deafened</span>}
                       {here && (
@@ -210,7 +241,8 @@ export function VoiceScreen() {
                         />
                       )}
                     </li>
-                  ))}
+                    );
+                  })}
                 </ul>
               </div>
             );

@@ -1,0 +1,113 @@
+import { useSignal } from "@preact/signals";
+import { commands, type ChannelPermissionsView, type ChannelView, type RolePermissions } from "../../lib/bindings";
+import { messageOf, unwrap } from "../../lib/api";
+
+const RIGHTS: { key: keyof RolePermissions; label: string; hint: string }[] = [
+  { key: "join", label: "Join", hint: "enter the channel" },
+  { key: "speak", label: "Speak", hint: "without it they stay muted" },
+  { key: "video", label: "Video", hint: "camera" },
+  { key: "stream", label: "Stream", hint: "screen share / livestream" },
+];
+const ROLES: { key: keyof ChannelPermissionsView; label: string }[] = [
+  { key: "member", label: "Members" },
+  { key: "admin", label: "Admins" },
+];
+
+/**
+ * An admin's editor for one channel: participant limit and what members and admins may do (the
+ * owner may always do everything). The backend checks it (and the relay refuses what it must);
+ * either refusal shows here. Changes apply at once to whoever is inside.
+ */
+export function ChannelSettings(props: { channel: ChannelView; onClose: () => void }) {
+  const c = props.channel;
+  const max = useSignal(String(c.max_participants));
+  const perms = useSignal<ChannelPermissionsView>(c.permissions);
+  const error = useSignal<string | null>(null);
+  const saving = useSignal(false);
+
+  function toggle(role: keyof ChannelPermissionsView, right: keyof RolePermissions, on: boolean) {
+    perms.value = { ...perms.value, [role]: { ...perms.value[role], [right]: on } };
+    error.value = null;
+  }
+
+  async function save(e: Event) {
+    e.preventDefault();
+    const n = Number.parseInt(max.value, 10);
+    if (!Number.isFinite(n)) {
+      error.value = "Max participants must be a whole number.";
+      return;
+    }
+    saving.value = true;
+    try {
+      await unwrap(commands.channelConfigure(c.id, n, perms.value));
+      props.onClose();
+    } catch (err) {
+      error.value = messageOf(err);
+    } finally {
+      saving.value = false;
+    }
+  }
+
+  return (
+    <form class="channel-settings" data-testid={`channel-settings-${c.name}`} onSubmit={save} noValidate>
+      <label class="inline">
+        Max participants
+        <input
+          type="number"
+          min="1"
+          max="1000"
+          data-testid="perm-max"
+          value={max.value}
+          onInput={(e) => {
+            max.value = e.currentTarget.value;
+            error.value = null;
+          }}
+        />
+      </label>
+      <table class="perm-table">
+        <thead>
+          <tr>
+            <th />
+            {RIGHTS.map((r) => (
+              <th key={r.key} title={r.hint}>
+                {r.label}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>
+          {ROLES.map((role) => (
+            <tr key={role.key}>
+              <th scope="row">{role.label}</th>
+              {RIGHTS.map((r) => (
+                <td key={r.key}>
+                  <input
+                    type="checkbox"
+                    aria-label={`${role.label}: ${r.label}`}
+                    data-testid={`perm-${role.key}-${r.key}`}
+                    checked={perms.value[role.key][r.key]}
+                    onChange={(e) => toggle(role.key, r.key, e.currentTarget.checked)}
+                  />
+                </td>
+              ))}
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p class="muted">The owner may always do everything. Changes apply at once to whoever is in the channel.</p>
+      {error.value && (
+        <p class="error" role="alert" data-testid="perm-error">
+          {error.value}
+        </p>
+      )}
+      <div class="actions">
+        <button type="submit" data-testid="perm-save" disabled={saving.value}>
+          Save
+        </button>
+        <button type="button" class="secondary" data-testid="perm-cancel" onClick={props.onClose}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}
