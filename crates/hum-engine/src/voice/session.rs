@@ -316,3 +316,322 @@ async fn stats_loop(session: std::sync::Weak<VoiceSession>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! ICE restart (through the API, from either side) and STUN configuration, in process over
+    //! loopback with real WebRTC; signalling in memory, recorded so the SDPs can be inspected.
+
+    use std::sync::Mutex as StdMutex;
+    use std::time::Duration;
+
+    use hum_media::analysis::tone_purity;
+    use hum_media::pacer::Paced;
+    use hum_media::processing::{CaptureControls, VoiceMode};
+    use hum_media::synth::{MemorySink, NullSink, SilenceSource, ToneSource};
+
+    use super::*;
+    use crate::voice::MemorySignalHub;
+
+    type Log = Arc<StdMutex<Vec<(UserId, UserId, SignalPayload)>>>;
+
+    /// Forwards through a [`MemorySignalHub`] and keeps a copy of every message.
+    struct Recording {
+        me: UserId,
+        inner: Arc<dyn Signaller>,
+        log: Log,
+    }
+
+    #[async_trait::async_trait]
+    impl Signaller for Recording {
+        async fn send(&self, to: UserId, payload: SignalPayload) -> Result<(), String> {
+            if let Ok(mut l) = self.log.lock() {
+                l.push((self.me, to, payload.clone()));
+            }
+            self.inner.send(to, payload).await
+        }
+    }
+
+    struct Bot {
+        session: Arc<VoiceSession>,
+        events: mpsc::UnboundedReceiver<VoiceEvent>,
+    }
+
+    fn bot(
+        hub: &MemorySignalHub,
+        log: &Log,
+        me: UserId,
+        cfg: VoiceConfig,
+        source: Box<dyn hum_media::AudioSource>,
+        sink: Box<dyn hum_media::AudioSink>,
+    ) -> Bot {
+        let (inner, mut inbox) = hub.register(me);
+        let signaller = Arc::new(Recording {
+            me,
+            inner,
+            log: log.clone(),
+        });
+        let controls = CaptureControls::new();
+        controls.set_mode(VoiceMode::Open);
+        controls.set_noise_suppression(false);
+        let (session, events) =
+            VoiceSession::start(me, cfg, source, sink, controls, signaller).expect("start");
+        let s = session.clone();
+        tokio::spawn(async move {
+            while let Some((from, payload)) = inbox.recv().await {
+                if let Err(e) = s.handle_signal(from, payload).await {
+                    eprintln!("signal from {from}: {e}");
+                }
+            }
+        });
+        Bot { session, events }
+    }
+
+    fn cfg(stun: Vec<String>) -> VoiceConfig {
+        VoiceConfig {
+            bind: vec!["127.0.0.1:0".into()],
+            stun,
+            ..Default::default()
+        }
+    }
+
+    async fn connected(b: &mut Bot) {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match b.events.recv().await {
+                    Some(VoiceEvent::PeerConnected(_)) => return,
+                    Some(_) => {}
+                    None => panic!("session ended"),
+                }
+            }
+        })
+        .await
+        .expect("connected within 15 s");
+    }
+
+    /// The SDPs of kind `kind` ("offer"/"answer") sent by `from`, in order.
+    fn sdps(log: &Log, from: UserId, kind: &str) -> Vec<String> {
+        log.lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(f, _, _)| *f == from)
+                    .filter_map(|(_, _, p)| match (p, kind) {
+                        (SignalPayload::Offer { sdp }, "offer")
+                        | (SignalPayload::Answer { sdp }, "answer") => Some(sdp.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn ufrag(sdp: &str) -> String {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no ice-ufrag in {sdp}"))
+    }
+
+    async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The share of 100 ms blocks in which `hz` carries most of the energy. Per block, so a
+    /// jitter buffer dropping or concealing one frame (a phase jump) costs one block, where over
+    /// a whole second it could cancel the tone's Goertzel power out.
+    fn tone_share(samples: &[f32], hz: f32) -> f32 {
+        let blocks: Vec<&[f32]> = samples.chunks_exact(4800).collect();
+        let good = blocks.iter().filter(|b| tone_purity(b, hz) > 0.7).count();
+        good as f32 / blocks.len().max(1) as f32
+    }
+
+    /// RMS per 100 ms of the last `secs` seconds, for failure messages.
+    fn timeline(rec: &MemorySink, secs: f32) -> Vec<String> {
+        tail(rec, secs)
+            .chunks(4800)
+            .map(|c| format!("{:.2}", hum_media::analysis::rms(c)))
+            .collect()
+    }
+
+    /// The last `secs` seconds of a recording.
+    fn tail(rec: &MemorySink, secs: f32) -> Vec<f32> {
+        let s = rec.samples();
+        s[s.len().saturating_sub((secs * 48_000.0) as usize)..].to_vec()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ice_restarts_from_either_side_renegotiate_credentials_and_audio_keeps_flowing() {
+        let hub = MemorySignalHub::new();
+        let log: Log = Arc::default();
+        let (a_id, b_id) = (UserId([1; 32]), UserId([2; 32]));
+        let mut a = bot(
+            &hub,
+            &log,
+            a_id,
+            cfg(vec![]),
+            Box::new(Paced::new(ToneSource::new(440.0, 0.3))),
+            Box::new(Paced::new(NullSink)),
+        );
+        let rec = MemorySink::new();
+        let mut b = bot(
+            &hub,
+            &log,
+            b_id,
+            cfg(vec![]),
+            Box::new(Paced::new(SilenceSource::new())),
+            Box::new(Paced::new(rec.clone())),
+        );
+        b.session.add_peer(a_id).await.expect("b waits");
+        a.session
+            .add_peer(b_id)
+            .await
+            .expect("a offers (smaller id)");
+        connected(&mut a).await;
+        connected(&mut b).await;
+        wait_until("first answer", || sdps(&log, b_id, "answer").len() == 1).await;
+
+        // 1. The offering side restarts ICE itself.
+        a.session.restart(b_id).await.expect("restart from a");
+        wait_until("answer to the restart offer", || {
+            sdps(&log, b_id, "answer").len() == 2
+        })
+        .await;
+        // 2. The answering side asks for it (`renegotiate`); the offerer sends a fresh offer.
+        b.session.restart(a_id).await.expect("restart from b");
+        wait_until("answer to the requested restart", || {
+            sdps(&log, b_id, "answer").len() == 3
+        })
+        .await;
+        let asked = log.lock().map(|l| {
+            l.iter()
+                .any(|(f, _, p)| *f == b_id && *p == SignalPayload::Renegotiate)
+        });
+        assert_eq!(asked.ok(), Some(true), "b did not send renegotiate");
+
+        // Every offer and every answer carried fresh ICE credentials.
+        for (who, kind) in [(a_id, "offer"), (b_id, "answer")] {
+            let frags: Vec<String> = sdps(&log, who, kind).iter().map(|s| ufrag(s)).collect();
+            assert_eq!(frags.len(), 3, "{kind}s: {frags:?}");
+            assert!(
+                frags[0] != frags[1] && frags[1] != frags[2] && frags[0] != frags[2],
+                "{kind} ufrags not renewed: {frags:?}"
+            );
+        }
+        // Both ends applied the newest credentials.
+        let pa = a.session.peer(b_id).await.expect("a's peer");
+        let pb = b.session.peer(a_id).await.expect("b's peer");
+        let remote_a = pa.pc.remote_description().await.expect("a remote").sdp;
+        let remote_b = pb.pc.remote_description().await.expect("b remote").sdp;
+        assert_eq!(ufrag(&remote_a), ufrag(&sdps(&log, b_id, "answer")[2]));
+        assert_eq!(ufrag(&remote_b), ufrag(&sdps(&log, a_id, "offer")[2]));
+
+        // And audio still flows after the restarts: the last second at B is A's tone.
+        let before = rec.samples().len();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(rec.samples().len() > before, "b's playout stopped");
+        let p = tone_share(&tail(&rec, 1.0), 440.0);
+        assert!(
+            p >= 0.8,
+            "a's tone not heard after the ICE restarts: {p}; rms per 100 ms: {:?}",
+            timeline(&rec, 4.0)
+        );
+        // No failure on the way.
+        while let Ok(ev) = b.events.try_recv() {
+            assert!(!matches!(ev, VoiceEvent::Error(_)), "{ev:?}");
+        }
+        a.session.leave().await;
+        b.session.leave().await;
+    }
+
+    /// A minimal STUN server (RFC 5389 Binding only): answers every Binding request with the
+    /// sender's address as XOR-MAPPED-ADDRESS, and counts the requests.
+    async fn stun_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = count.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            const COOKIE: u32 = 0x2112_A442;
+            while let Ok((len, from)) = sock.recv_from(&mut buf).await {
+                // Binding request, with the magic cookie.
+                if len < 20 || buf[0..2] != [0x00, 0x01] || buf[4..8] != COOKIE.to_be_bytes() {
+                    continue;
+                }
+                let std::net::SocketAddr::V4(v4) = from else {
+                    continue;
+                };
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut out = Vec::with_capacity(32);
+                out.extend_from_slice(&[0x01, 0x01, 0x00, 12]); // success, 12 bytes of attrs
+                out.extend_from_slice(&buf[4..20]); // cookie + transaction id
+                out.extend_from_slice(&[0x00, 0x20, 0x00, 8, 0x00, 0x01]); // XOR-MAPPED-ADDRESS
+                out.extend_from_slice(&(v4.port() ^ (COOKIE >> 16) as u16).to_be_bytes());
+                out.extend_from_slice(&(u32::from(*v4.ip()) ^ COOKIE).to_be_bytes());
+                let _ = sock.send_to(&out, from).await;
+            }
+        });
+        (format!("stun:{addr}"), count)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn configured_stun_server_is_asked_and_its_answer_becomes_a_srflx_candidate() {
+        let (url, asked) = stun_server().await;
+        let hub = MemorySignalHub::new();
+        let log: Log = Arc::default();
+        let (a_id, b_id) = (UserId([1; 32]), UserId([2; 32]));
+        let a = bot(
+            &hub,
+            &log,
+            a_id,
+            cfg(vec![url.clone()]),
+            Box::new(Paced::new(ToneSource::new(660.0, 0.3))),
+            Box::new(Paced::new(NullSink)),
+        );
+        let rec = MemorySink::new();
+        let mut b = bot(
+            &hub,
+            &log,
+            b_id,
+            cfg(vec![url]),
+            Box::new(Paced::new(SilenceSource::new())),
+            Box::new(Paced::new(rec.clone())),
+        );
+        let t0 = std::time::Instant::now();
+        b.session.add_peer(a_id).await.expect("b waits");
+        a.session.add_peer(b_id).await.expect("a offers");
+        connected(&mut b).await;
+        let setup = t0.elapsed();
+        // Both gathered through the server: the answer came back well before the 5 s gathering
+        // bound, and each side's SDP carries a server-reflexive candidate.
+        assert!(
+            asked.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "the STUN server was asked {} times",
+            asked.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        assert!(setup < Duration::from_secs(4), "setup took {setup:?}");
+        for (who, kind) in [(a_id, "offer"), (b_id, "answer")] {
+            let sdp = sdps(&log, who, kind).pop().expect("sdp");
+            assert!(
+                sdp.contains("typ srflx"),
+                "no srflx candidate in the {kind}: {sdp}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let p = tone_share(&tail(&rec, 1.0), 660.0);
+        assert!(
+            p >= 0.8,
+            "no audio with STUN configured: {p}; rms per 100 ms: {:?}",
+            timeline(&rec, 3.0)
+        );
+        drop(a.events);
+        a.session.leave().await;
+        b.session.leave().await;
+    }
+}
