@@ -10,9 +10,15 @@
 //!   hop of lag.
 //! - **Low RTT and spare upload.** Within a level a few random candidates are scored by spare upload
 //!   over RTT; random sampling keeps the cost O(1) per grant at 100,000 peers and spreads load.
+//! - **Relays outrank leaves.** A leaf (a peer that relays nothing) holding a grant shallower than the
+//!   shallowest spare upload gives it up to a relay that needs a seat, and is refilled deeper. Leaves
+//!   that joined early would otherwise sit on the top levels' upload and push every later relay (and its
+//!   whole subtree) a level down: with one server copy that made a 19-27 level tree at 10k-100k peers;
+//!   with it, 8-9.
 //! - **The root seeds the strongest.** Root grants (bounded by the global cap) go to peers that can
 //!   relay a full stream; when the root is full and a stronger peer arrives, a weak root child is moved
-//!   down (it gets new grants like any orphan). Weak peers never sit at the top of the tree.
+//!   down (it gets new grants like any orphan); a relay left with no upstream takes a free root seat.
+//!   Weak peers never sit at the top of the tree.
 //! - **No cycles.** A peer that already feeds others only gets upstreams from levels above its own.
 //! - **Replace at once.** When a peer leaves, its downstreams are returned as orphans to be refilled.
 //!
