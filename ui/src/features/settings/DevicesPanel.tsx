@@ -57,21 +57,27 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
     const key = id ?? "";
     const t = test.value?.device === key ? test.value : null;
     return (
-      <li class="device-row" key={key} data-testid={`speaker-${key || "default"}`}>
-        <span style={{ flex: 1 }}>{name}</span>
+      <li key={key} data-testid={`speaker-${key || "default"}`}>
+        <div class="device-row">
+          <span style={{ flex: 1 }}>{name}</span>
+          <button
+            class="secondary"
+            data-testid={`test-sound-${key || "default"}`}
+            disabled={test.value?.state === "playing"}
+            onClick={() => testSound(id)}
+          >
+            Test sound
+          </button>
+        </div>
         {t && (
-          <span class={t.state === "error" ? "error" : "muted"} data-testid={`test-result-${key || "default"}`} role={t.state === "error" ? "alert" : undefined}>
+          <p
+            class={t.state === "error" ? "error" : "muted"}
+            data-testid={`test-result-${key || "default"}`}
+            role={t.state === "error" ? "alert" : undefined}
+          >
             {t.text}
-          </span>
+          </p>
         )}
-        <button
-          class="secondary"
-          data-testid={`test-sound-${key || "default"}`}
-          disabled={test.value?.state === "playing"}
-          onClick={() => testSound(id)}
-        >
-          Test sound
-        </button>
       </li>
     );
   };
