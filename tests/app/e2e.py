@@ -494,6 +494,8 @@ def main():
         session.click("bandwidth-save")
         saved = session.wait_text("bandwidth-status", lambda t: t == "Saved.")
         check("bandwidth settings saved", saved == "Saved.", saved)
+        guard = session.wait_text("throttle-state", lambda t: "relay allowed" in t, 20)
+        check("with relaying on, the throttler's relay cap is shown", "relay allowed" in guard, guard)
         if shots:
             session.screenshot(f"{shots}/settings-bandwidth.png")
             session.js("document.querySelector('[data-testid=voice-panel]').scrollIntoView()")
