@@ -325,7 +325,13 @@ impl JitterBuffer {
             }
             self.stats.underruns += 1;
             self.stats.concealed += 1;
-            self.last_samples = self.cfg.frame_samples;
+            // Grow by one pull, not a whole packet, when the player pulls less at a time: the
+            // late packet usually arrives within it, and 10 ms less delay is kept afterwards.
+            self.last_samples = if self.trim_step > 0 && self.trim_step < self.cfg.frame_samples {
+                self.trim_step
+            } else {
+                self.cfg.frame_samples
+            };
             return Playout::Conceal;
         }
         self.underrun_run = 0;
@@ -464,6 +470,35 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn with_sub_packet_pulls_an_underrun_conceals_one_pull_not_a_packet() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        jb.set_trim_step(480);
+        jb.push(ms(0), 0, 960, vec![0]);
+        // Buffering, then the packet plays; the next one is late: conceal 10 ms, in place.
+        let mut t = 0;
+        while !matches!(jb.pop(ms(t)), Playout::Packet(_)) {
+            t += 10;
+            assert!(t < 100, "never started");
+        }
+        assert_eq!(jb.pop(ms(t + 20)), Playout::Conceal);
+        assert_eq!(jb.last_samples(), 480);
+        jb.push(ms(t + 25), 960, 960, vec![1]);
+        assert_eq!(jb.pop(ms(t + 30)), Playout::Packet(vec![1]));
+        assert_eq!(jb.last_samples(), 960);
+        // Without a trim step the same underrun conceals a whole packet.
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        jb.push(ms(0), 0, 960, vec![0]);
+        let mut t = 0;
+        while !matches!(jb.pop(ms(t)), Playout::Packet(_)) {
+            t += 10;
+        }
+        assert_eq!(jb.pop(ms(t + 20)), Playout::Conceal);
+        assert_eq!(jb.last_samples(), 960);
     }
 
     #[test]
