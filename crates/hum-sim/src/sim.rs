@@ -699,6 +699,9 @@ impl World {
                         self.bans_of_honest += 1;
                     }
                     self.tracker.ban(PeerId(nd.0), peer);
+                    for (o, lost) in self.tracker.take_orphans() {
+                        self.notify_orphan(now, o, lost);
+                    }
                 }
                 MeshEvent::NeedUpstreams { .. } => {
                     let net = &self.net;
