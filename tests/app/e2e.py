@@ -387,6 +387,18 @@ def main():
         check("the calling bot finished cleanly", rc == 0, str(rc))
         session.click("call-dismiss")
         bot = subprocess.Popen(
+            [args.hum_bin, "call", app_key, "--tone", "440", "--ring", "40s"],
+            env=bot_env, stdout=log, stderr=log, start_new_session=True,
+        )
+        session.wait_text("call-status", lambda t: "calling you" in t, 30)
+        session.click("call-decline")
+        try:
+            rc = bot.wait(20)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check("declining ends the caller's attempt", rc not in (None, 0), str(rc))
+        check("declining leaves no call bar", wait_gone(session, "call-bar", 10))
+        bot = subprocess.Popen(
             [args.hum_bin, "--json", "call", "--answer", app_key, "--tone", "300", "--duration", "40s",
              "--ring", "40s"],
             env=bot_env, stdout=call_log, stderr=log, start_new_session=True,

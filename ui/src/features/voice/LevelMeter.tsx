@@ -9,6 +9,7 @@ const FLOOR = -70; // the meter shows -70..0 dBFS; the threshold slider spans -6
  * open (what you say is sent), grey below it. `idleNote` is shown while nothing is measured.
  */
 export function LevelMeter(props: { thresholdDbfs: number; idleNote?: string; compact?: boolean }) {
+  // (thresholdDbfs: where to draw the marker until a live level carries the engine's own.)
   const level = inputLevel.value;
   const pct = (db: number) => Math.max(0, Math.min(100, ((db - FLOOR) / -FLOOR) * 100));
   return (
@@ -23,7 +24,8 @@ export function LevelMeter(props: { thresholdDbfs: number; idleNote?: string; co
         class={`meter-fill ${level?.speaking ? "speaking" : ""}`}
         style={{ width: `${level ? pct(level.rms_dbfs) : 0}%` }}
       />
-      <div class="meter-threshold" style={{ left: `${pct(props.thresholdDbfs)}%` }} />
+      {/* The engine's own floor for the current sensitivity once live; the setting before. */}
+      <div class="meter-threshold" style={{ left: `${pct(level?.threshold_dbfs ?? props.thresholdDbfs)}%` }} />
       {!level && props.idleNote && <span class="meter-note">{props.idleNote}</span>}
     </div>
   );
