@@ -339,6 +339,12 @@ impl BudgetService {
         self.lock().settings.clone()
     }
 
+    /// What the service measured (other apps' upload, a listed game running): the app previews
+    /// settings being edited with these, so the panel shows the numbers the service would enforce.
+    pub fn measurements(&self) -> Measurements {
+        self.lock().measurements
+    }
+
     /// The relay cap right now (the user's setting, less what the throttler took off).
     pub fn relay_cap(&self) -> Bitrate {
         self.lock().throttler.relay_cap()
@@ -969,6 +975,11 @@ mod tests {
             eff.total,
             m.rate.min(hum_budget::settings::MAX_TOTAL_UPLOAD)
         );
+        assert_eq!(
+            service.settings().effective(&service.measurements()),
+            eff,
+            "previews from settings + measurements match what the service enforces"
+        );
         assert_eq!(service.settings().last_probe, Some(m));
         service.shutdown();
     }
@@ -1002,6 +1013,11 @@ mod tests {
         service.apply_system_sample(t0 + Duration::from_secs(1), &sample(1_375_000, &["bash"]));
         let eff = service.effective();
         assert_eq!(eff.reserved, Bitrate::from_mbps(4)); // 3 + 10% of the 10 Mbps total
+        assert_eq!(
+            service.settings().effective(&service.measurements()),
+            eff,
+            "the measurements reproduce what the service enforces"
+        );
         assert_eq!(eff.relay, Bitrate::from_mbps(3)); // high = 50% of the 6 left
         // The user starts their game: relaying drops to the "low" preset.
         service.apply_system_sample(
@@ -1010,6 +1026,7 @@ mod tests {
         );
         let eff = service.effective();
         assert!(eff.conservative);
+        assert!(service.measurements().game_running);
         assert_eq!(eff.relay, Bitrate::from_kbps(600));
         let mut saw_game = false;
         while let Ok(ev) = events.try_recv() {

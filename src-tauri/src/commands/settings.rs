@@ -178,20 +178,11 @@ fn field_error(e: &SettingsError) -> CmdResult<wire::FieldError> {
     })
 }
 
-/// What the running budget measured, for previews of edited settings. The measured upload itself
-/// travels in the settings (`last_probe`, saved by `budget::store_probe`). ADAPTER: hum-engine's
-/// `BudgetService` does not expose its other-apps estimate, so a preview's automatic reservation
-/// is the unmeasured estimate (25 % of the total); the service enforces the measured one.
+/// What the running budget measured (other apps' upload, a listed game), so previews of edited
+/// settings show what the service would enforce. The measured upload itself travels in the
+/// settings (`last_probe`, saved by `budget::store_probe`). No service yet: nothing measured.
 fn measurements(state: &AppState) -> Measurements {
-    let game_running = state
-        .budget_status
-        .lock()
-        .map(|s| s.game.is_some())
-        .unwrap_or(false);
-    Measurements {
-        other_apps_upload: None,
-        game_running,
-    }
+    super::budget::service(state).map_or_else(Measurements::default, |s| s.measurements())
 }
 
 pub fn report(state: &AppState, settings: &Budget) -> CmdResult<wire::BandwidthReport> {
