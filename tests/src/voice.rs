@@ -220,3 +220,16 @@ pub fn tone_file(path: &Path, hz: f32, amplitude: f32) -> Result<()> {
     write_wav(path, &hum_media::synth::tone_samples(hz, amplitude, 48_000))?;
     Ok(())
 }
+
+/// The share (0..=1) of 100 ms blocks of `samples` in which `hz` holds more than `min_purity`
+/// of the energy. Judged per block because a jitter buffer dropping or concealing one frame
+/// shifts the tone's phase: over a long window the two sides of such a jump can cancel each
+/// other's Goertzel power although the tone is plainly there; per block it costs one block.
+pub fn tone_share(samples: &[f32], hz: f32, min_purity: f32) -> f32 {
+    let blocks: Vec<&[f32]> = samples.chunks_exact(4_800).collect();
+    let good = blocks
+        .iter()
+        .filter(|b| hum_media::analysis::tone_purity(b, hz) > min_purity)
+        .count();
+    good as f32 / blocks.len().max(1) as f32
+}
