@@ -40,6 +40,9 @@ use std::time::Duration;
 
 pub use hum_proto::mesh::{AbsentReason, ChunkRecord, Layer, MeshMsg};
 
+/// A verified chunk as held for relaying: the root's signed record (shared) and the payload.
+pub type StoredChunk = (std::sync::Arc<ChunkRecord>, std::sync::Arc<[u8]>);
+
 /// A peer in the mesh (the relay's session id). Trackers index by it, so ids should be dense.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerId(pub u32);

@@ -34,7 +34,7 @@ pub struct RootSeed {
     layer: Layer,
     publisher: Publisher,
     window: u64,
-    chunks: Vec<Option<(Arc<ChunkRecord>, Arc<[u8]>)>>,
+    chunks: Vec<Option<crate::StoredChunk>>,
     newest: Option<u64>,
     serve: ServeQueue,
     lookahead: u64,
@@ -101,7 +101,7 @@ impl RootSeed {
         Bitrate::from_bps(self.serve.bucket.rate_bps())
     }
 
-    fn get(&self, seq: u64) -> Option<&(Arc<ChunkRecord>, Arc<[u8]>)> {
+    fn get(&self, seq: u64) -> Option<&crate::StoredChunk> {
         self.chunks[(seq % self.window) as usize]
             .as_ref()
             .filter(|(r, _)| r.seq == seq)

@@ -125,7 +125,7 @@ pub struct Viewer {
     slots: Vec<Slot>,
     /// Chunk bodies, parallel to `slots` (kept apart so scans over slot states stay in cache); valid
     /// only where the record's seq matches.
-    chunks: Vec<Option<(Arc<ChunkRecord>, Arc<[u8]>)>>,
+    chunks: Vec<Option<crate::StoredChunk>>,
     low: u64,
     frontier: u64,
     joined: Option<(Time, u64)>,
@@ -913,9 +913,7 @@ impl Viewer {
         // upstream (it did: more messages than chunks).
         let down = band_of(ms);
         let up = band_of(ms.saturating_sub(250));
-        let band = if self.health_band == u8::MAX {
-            down
-        } else if down < self.health_band {
+        let band = if self.health_band == u8::MAX || down < self.health_band {
             down
         } else if up > self.health_band {
             up
