@@ -119,17 +119,18 @@ impl VoiceSession {
         Ok(())
     }
 
+    /// The connection to `user`, made if there is none yet; `true` if it was just made.
     async fn ensure_peer(
         self: &Arc<Self>,
         user: UserId,
         offerer: bool,
-    ) -> Result<Arc<Peer>, VoiceError> {
+    ) -> Result<(Arc<Peer>, bool), VoiceError> {
         if user == self.me {
             return Err(VoiceError::Signalling("cannot connect to myself".into()));
         }
         let mut peers = self.peers.lock().await;
         if let Some(p) = peers.get(&user) {
-            return Ok(p.clone());
+            return Ok((p.clone(), false));
         }
         // Us plus the existing peers plus this one.
         Self::check_capacity(peers.len() + 1)?;
@@ -142,7 +143,7 @@ impl VoiceSession {
         if let Ok(mut t) = self.tasks.lock() {
             t.push(watcher);
         }
-        Ok(peer)
+        Ok((peer, true))
     }
 
     /// Someone is (now) in the call or channel with us: connect. The smaller id offers; the
@@ -157,8 +158,12 @@ impl VoiceSession {
         user: UserId,
         we_offer: bool,
     ) -> Result<(), VoiceError> {
-        let peer = self.ensure_peer(user, we_offer).await?;
-        if we_offer {
+        // Only a new connection gets an offer. The same user can be reported twice: the
+        // relay sends `roster_join` to every online member of the server, so a join racing
+        // ours shows up both in our `joined` roster and as an event; a second offer on a
+        // live connection would be answered twice ("stable applying answer" errors).
+        let (peer, new) = self.ensure_peer(user, we_offer).await?;
+        if we_offer && new {
             let sdp = peer.offer(false).await?;
             self.send(user, SignalPayload::Offer { sdp }).await?;
         }
@@ -193,7 +198,7 @@ impl VoiceSession {
     ) -> Result<(), VoiceError> {
         match payload {
             SignalPayload::Offer { sdp } => {
-                let peer = self.ensure_peer(from, false).await?;
+                let (peer, _) = self.ensure_peer(from, false).await?;
                 let answer = peer.answer(sdp).await?;
                 self.send(from, SignalPayload::Answer { sdp: answer }).await
             }
@@ -490,9 +495,12 @@ mod tests {
             .add_peer(b_id)
             .await
             .expect("a offers (smaller id)");
+        // Reported again (a roster event racing the join reply): no second offer.
+        a.session.add_peer(b_id).await.expect("again");
         connected(&mut a).await;
         connected(&mut b).await;
         wait_until("first answer", || sdps(&log, b_id, "answer").len() == 1).await;
+        assert_eq!(sdps(&log, a_id, "offer").len(), 1, "a offered twice");
 
         // 1. The offering side restarts ICE itself.
         a.session.restart(b_id).await.expect("restart from a");
@@ -540,8 +548,10 @@ mod tests {
             timeline(&rec, 4.0)
         );
         // No failure on the way.
-        while let Ok(ev) = b.events.try_recv() {
-            assert!(!matches!(ev, VoiceEvent::Error(_)), "{ev:?}");
+        for bot in [&mut a, &mut b] {
+            while let Ok(ev) = bot.events.try_recv() {
+                assert!(!matches!(ev, VoiceEvent::Error(_)), "{ev:?}");
+            }
         }
         a.session.leave().await;
         b.session.leave().await;
