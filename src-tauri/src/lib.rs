@@ -15,6 +15,7 @@ pub mod commands;
 pub mod error;
 pub mod settings_store;
 pub mod state;
+pub mod webview_tuning;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,7 @@ pub fn run() {
     let result = tauri::Builder::default()
         .plugin(tauri_plugin_store::Builder::new().build())
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
+        .plugin(webview_tuning::plugin())
         .invoke_handler(builder.invoke_handler())
         .setup(move |app| {
             builder.mount_events(app);

@@ -146,6 +146,10 @@ class Session:
         )
 
     def screenshot(self, path):
+        # WebKit answers a screenshot after the page's next paint; with accelerated compositing off
+        # (the app's default, docs/app.md "Memory") an idle page never paints, so schedule one.
+        self.js("setTimeout(() => { const s = document.body.style; s.outline = '1px solid transparent';"
+                " requestAnimationFrame(() => { s.outline = ''; }); }, 50)")
         png = base64.b64decode(self.cmd("GET", "/screenshot"))
         with open(path, "wb") as f:
             f.write(png)
