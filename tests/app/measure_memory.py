@@ -127,7 +127,7 @@ def drive(args, data_dir, log, relay_url):
         session.click("create-identity")
         session.wait_text("me", lambda t: "measure" in t)
         state_js = "return document.querySelector('[data-testid=relay-state]').dataset.state"
-        session.wait_js(state_js, lambda v: v == "connected", 30, "relay connected")
+        session.wait_js(state_js, lambda v: v == "connected", 60, "relay connected")
         time.sleep(args.settle)
         snapshot(e2e.app_pid(driver.pid), "idle, connected (WebDriver)", args.seconds, args.top)
 
