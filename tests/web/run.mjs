@@ -5,7 +5,10 @@
 //
 // node tests/web/run.mjs --relay ws://127.0.0.1:PORT/ws --identity id.json --invite CODE
 //   --channel NAME --out DIR [--play signal.wav | --tone HZ] [--duration 20] [--until-peers-left]
-//   [--min-peers N] [--chromium /usr/bin/chromium]
+//   [--min-peers N] [--restart-after SECS] [--chromium /usr/bin/chromium]
+//
+// --restart-after: SECS after each connection is up, restart its ICE (re-offer with fresh
+// credentials where the page offered, send `renegotiate` where it answered).
 //
 // Progress goes to stdout as one JSON object per line ({"event": "joined", ...}); page logs and
 // errors go to stderr. Exit codes: 0 ran (look at result.json), 1 the page failed, 2 usage or
@@ -38,6 +41,7 @@ const { values: args } = parseArgs({
     "min-peers": { type: "string", default: "1" },
     chromium: { type: "string", default: process.env.HUM_CHROMIUM || "/usr/bin/chromium" },
     name: { type: "string", default: "chromium" },
+    "restart-after": { type: "string" },
   },
 });
 for (const k of ["relay", "identity", "invite", "channel", "out"]) {
@@ -114,6 +118,7 @@ try {
     duration: Number(args.duration),
     untilPeersLeft: args["until-peers-left"],
     minPeers: Number(args["min-peers"]),
+    restartAfter: Number(args["restart-after"] ?? 0) || null,
   };
   const result = await page.evaluate((p) => window.humVoice.run(p, window.humReport), params);
   for (const [user, peer] of Object.entries(result.peers)) {

@@ -14,6 +14,7 @@ const unhex = (s) => new Uint8Array(s.match(/../g).map((h) => parseInt(h, 16)));
 const b64urlToBytes = (s) =>
   Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const ufrag = (sdp) => (sdp.match(/^a=ice-ufrag:(.*)$/m) || [])[1]?.trim() ?? null;
 
 function log(...args) {
   console.log("[page]", ...args);
@@ -183,7 +184,7 @@ async function peerStats(pc) {
 
 /**
  * params: { relay, secretKey, displayName, invite, channel (name), playUrl | tone, duration (s),
- *           untilPeersLeft (bool), minPeers }
+ *           untilPeersLeft (bool), minPeers, restartAfter (s after connecting, or null) }
  * report(kind, data): progress callback into run.mjs.
  */
 export async function run(params, report = () => {}) {
@@ -230,6 +231,10 @@ export async function run(params, report = () => {}) {
       candidatesSent: 0,
       candidatesReceived: 0,
       els: [],
+      // ICE credentials of every description applied, in order (ICE restarts renew them).
+      localUfrags: [],
+      remoteUfrags: [],
+      restartedAt: null,
     };
     peers.set(user, p);
     pc.addTrack(outTrack, outStream);
@@ -263,15 +268,35 @@ export async function run(params, report = () => {}) {
       if (pc.connectionState === "connected" && !p.connectedAt) {
         p.connectedAt = performance.now();
         report("peer_connected", { user, offerer: p.offerer });
+        if (params.restartAfter) {
+          setTimeout(() => {
+            chain = chain.then(() => restartIce(p)).catch((e) => fail(`ICE restart with ${user}`, e));
+          }, params.restartAfter * 1000);
+        }
       }
     };
     return p;
   }
 
   async function sendSdp(p, kind) {
+    p.localUfrags.push(ufrag(p.pc.localDescription.sdp));
     await signal(p.user, { kind, sdp: p.pc.localDescription.sdp });
     p.sdpSent = true;
     for (const q of p.queued.splice(0)) signal(p.user, q);
+  }
+
+  /** ICE restart mid-call: the offering side re-offers with fresh credentials; the answering
+   *  side asks the other to (`renegotiate`), as the engine does. */
+  async function restartIce(p) {
+    if (p.left) return;
+    p.restartedAt = performance.now();
+    report("ice_restart", { user: p.user, offerer: p.offerer });
+    if (p.offerer) {
+      await p.pc.setLocalDescription(await p.pc.createOffer({ iceRestart: true }));
+      await sendSdp(p, "offer");
+    } else {
+      await signal(p.user, { kind: "renegotiate" });
+    }
   }
 
   async function offerTo(user) {
@@ -284,14 +309,19 @@ export async function run(params, report = () => {}) {
     switch (payload.kind) {
       case "offer": {
         const p = peer(from, false);
+        p.remoteUfrags.push(ufrag(payload.sdp));
         await p.pc.setRemoteDescription({ type: "offer", sdp: payload.sdp });
         await p.pc.setLocalDescription(await p.pc.createAnswer());
         await sendSdp(p, "answer");
         break;
       }
-      case "answer":
-        await peers.get(from)?.pc.setRemoteDescription({ type: "answer", sdp: payload.sdp });
+      case "answer": {
+        const p = peers.get(from);
+        if (!p) break;
+        p.remoteUfrags.push(ufrag(payload.sdp));
+        await p.pc.setRemoteDescription({ type: "answer", sdp: payload.sdp });
         break;
+      }
       case "ice": {
         const p = peers.get(from);
         if (!p) break;
@@ -381,6 +411,9 @@ export async function run(params, report = () => {}) {
       offerer: p.offerer,
       states: p.states,
       connectedAfter: p.connectedAt ? (p.connectedAt - start) / 1000 : null,
+      restartedAfter: p.restartedAt ? (p.restartedAt - start) / 1000 : null,
+      localUfrags: p.localUfrags,
+      remoteUfrags: p.remoteUfrags,
       candidatesSent: p.candidatesSent,
       candidatesReceived: p.candidatesReceived,
       localSdp: p.pc.localDescription ? p.pc.localDescription.sdp : null,
