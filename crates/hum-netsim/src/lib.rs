@@ -17,6 +17,7 @@
 
 pub mod churn;
 mod net;
+pub mod prefetch;
 mod queue;
 mod time;
 

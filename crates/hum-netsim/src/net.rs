@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::SimTime;
+use crate::prefetch::prefetch;
 use crate::queue::EventQueue;
 
 /// A node in the network. Ids are dense indices, never reused.
@@ -396,6 +397,7 @@ impl<P> Net<P> {
         receiver.down_free = receiver.down_free.max(done);
         self.push(
             done,
+            to.0,
             Pending::Deliver {
                 from,
                 to,
@@ -412,10 +414,14 @@ impl<P> Net<P> {
     /// Fire a timer carrying `payload` at `at` (clamped to now) for `node`, or a global one if `None`.
     pub fn schedule(&mut self, at: SimTime, node: Option<NodeId>, payload: P) {
         let at = at.as_micros().max(self.now);
-        self.push(at, Pending::Timer { node, payload });
+        self.push(
+            at,
+            node.map_or(u32::MAX, |n| n.0),
+            Pending::Timer { node, payload },
+        );
     }
 
-    fn push(&mut self, at: u64, p: Pending<P>) {
+    fn push(&mut self, at: u64, node: u32, p: Pending<P>) {
         let slot = match self.free.pop() {
             Some(s) => {
                 self.slots[s as usize] = Some(p);
@@ -426,13 +432,21 @@ impl<P> Net<P> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.heap.push((at, self.seq, slot));
+        self.heap.push((at, self.seq, slot, node));
         self.seq += 1;
+    }
+
+    /// The node the next event is for, if the queue already knows it cheaply (a hint for prefetching
+    /// the caller's per-node state; `None` says nothing about what is pending).
+    pub fn next_node_hint(&self) -> Option<NodeId> {
+        self.heap
+            .peek_ready()
+            .and_then(|(.., n)| (n != u32::MAX).then_some(NodeId(n)))
     }
 
     /// When the next event is due, if any is pending.
     pub fn peek_time(&mut self) -> Option<SimTime> {
-        self.heap.peek().map(|(t, _, _)| SimTime::from_micros(t))
+        self.heap.peek().map(|(t, ..)| SimTime::from_micros(t))
     }
 
     /// Pending events (including ones that will be dropped because a node left).
@@ -450,13 +464,23 @@ impl<P> Net<P> {
     /// event is later than `until`.
     pub fn next_event_until(&mut self, until: SimTime) -> Option<Event<P>> {
         loop {
-            let (at, _, slot) = self.heap.peek()?;
+            let (at, _, slot, _) = self.heap.peek()?;
             if at > until.as_micros() {
                 self.now = self.now.max(until.as_micros());
                 return None;
             }
             self.heap.pop();
             self.now = at;
+            // Start loading the next event's payload and node while this one is handled (only a
+            // hint: the next event may still change if this one schedules an earlier one).
+            if let Some((_, _, s, n)) = self.heap.peek_ready() {
+                if let Some(p) = self.slots.get(s as usize) {
+                    prefetch(p, 2);
+                }
+                if let Some(nd) = self.nodes.get(n as usize) {
+                    prefetch(nd, 3);
+                }
+            }
             let p = self.slots[slot as usize].take();
             self.free.push(slot);
             match p {

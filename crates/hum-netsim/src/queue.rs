@@ -14,8 +14,10 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// (time µs, insertion sequence, payload slot)
-pub(crate) type Key = (u64, u64, u32);
+/// (time µs, insertion sequence, payload slot, node the event is for or `u32::MAX`). The sequence is
+/// unique, so the last two never decide the order; the node rides along for free (the key is 24 bytes
+/// either way) so the loop can prefetch the next event's state.
+pub(crate) type Key = (u64, u64, u32, u32);
 
 const SHIFT: u32 = 10;
 const BUCKETS: u64 = 4096;
@@ -62,6 +64,11 @@ impl EventQueue {
     /// The smallest key, advancing through empty buckets to find it.
     pub(crate) fn peek(&mut self) -> Option<Key> {
         self.fill();
+        self.cur.peek().map(|Reverse(k)| *k)
+    }
+
+    /// The smallest key if it is already in the drained bucket (no calendar advance), for prefetching.
+    pub(crate) fn peek_ready(&self) -> Option<Key> {
         self.cur.peek().map(|Reverse(k)| *k)
     }
 
@@ -128,7 +135,7 @@ mod tests {
                     1 => rng.gen_range(0..30_000_000),
                     _ => rng.gen_range(0..300_000),
                 };
-                let k = (now + dt, seq, (seq % 7) as u32);
+                let k = (now + dt, seq, (seq % 7) as u32, (seq % 5) as u32);
                 seq += 1;
                 q.push(k);
                 reference.push(Reverse(k));
@@ -153,12 +160,12 @@ mod tests {
     #[test]
     fn a_push_behind_the_drained_bucket_still_comes_first() {
         let mut q = EventQueue::new();
-        q.push((5_000_000, 0, 0));
+        q.push((5_000_000, 0, 0, 0));
         // Peeking advances the calendar to 5 s; an event at 1 s pushed afterwards must come first.
-        assert_eq!(q.peek(), Some((5_000_000, 0, 0)));
-        q.push((1_000_000, 1, 1));
-        assert_eq!(q.pop(), Some((1_000_000, 1, 1)));
-        assert_eq!(q.pop(), Some((5_000_000, 0, 0)));
+        assert_eq!(q.peek(), Some((5_000_000, 0, 0, 0)));
+        q.push((1_000_000, 1, 1, 1));
+        assert_eq!(q.pop(), Some((1_000_000, 1, 1, 1)));
+        assert_eq!(q.pop(), Some((5_000_000, 0, 0, 0)));
         assert_eq!(q.pop(), None);
     }
 }

@@ -283,6 +283,12 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         .and_then(|v| v.parse().ok());
     while let Some(ev) = w.net.next_event_until(end) {
         let now = ev.at;
+        // Memory-bound at scale: start loading the next event's viewer while this one runs.
+        if let Some(nd) = w.net.next_node_hint()
+            && let Some(Some(vs)) = w.viewers.get(nd.index())
+        {
+            hum_netsim::prefetch::prefetch(vs, 16);
+        }
         match ev.kind {
             EventKind::Deliver {
                 from,
