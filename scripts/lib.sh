@@ -43,8 +43,11 @@ ensure_rust() {
 }
 
 ensure_node() {
-  command -v node >/dev/null && command -v npm >/dev/null && return 0
-  ensure_apt nodejs npm
+  command -v node >/dev/null && command -v npm >/dev/null || ensure_apt nodejs npm
+  # vite 7 and playwright-core need Node.js 20 or newer (Debian 12's own nodejs is 18).
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  [ "$major" -ge 20 ] || die "Node.js $(node --version) is too old: the UI build and the browser tests need Node.js 20 or newer"
 }
 
 # cargo install NAME@VERSION unless BIN is already on PATH.
