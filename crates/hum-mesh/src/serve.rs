@@ -132,6 +132,20 @@ pub struct ServeQueue {
 }
 
 impl ServeQueue {
+    /// Where the queues' heap memory is (address, bytes), for prefetching; nothing is read.
+    pub fn hot_memory(&self) -> [(*const u8, usize); 2] {
+        [
+            (
+                self.ready.as_ptr().cast(),
+                std::mem::size_of_val(&self.ready[..]),
+            ),
+            (
+                self.held.as_ptr().cast(),
+                std::mem::size_of_val(&self.held[..]),
+            ),
+        ]
+    }
+
     pub fn new(bucket: TokenBucket, priority: Priority) -> Self {
         ServeQueue {
             bucket,

@@ -222,6 +222,28 @@ impl Viewer {
     pub fn scheduler(&self) -> &Scheduler {
         &self.sched
     }
+    /// Where this viewer's hot heap data is (address, bytes): the slot ring, the upstreams, the serve
+    /// queues and the downstreams. A simulator running many viewers prefetches it before handing the
+    /// viewer its next event (each first touch is otherwise a cache miss); nothing is read here.
+    pub fn hot_memory(&self) -> [(*const u8, usize); 5] {
+        let [ready, held] = self.serve.hot_memory();
+        [
+            (
+                self.slots.as_ptr().cast(),
+                std::mem::size_of_val(&self.slots[..]),
+            ),
+            (
+                self.sched.upstreams().as_ptr().cast(),
+                std::mem::size_of_val(self.sched.upstreams()),
+            ),
+            ready,
+            held,
+            (
+                self.downstreams.as_ptr().cast(),
+                std::mem::size_of_val(&self.downstreams[..]),
+            ),
+        ]
+    }
     pub fn has(&self, seq: u64) -> bool {
         let s = &self.slots[ix(seq, self.cfg.window)];
         s.seq == seq && s.state == SlotState::Have

@@ -444,6 +444,13 @@ impl<P> Net<P> {
             .and_then(|(.., n)| (n != u32::MAX).then_some(NodeId(n)))
     }
 
+    /// Like [`Net::next_node_hint`], for the event after the next one.
+    pub fn second_node_hint(&self) -> Option<NodeId> {
+        self.heap
+            .peek_second_ready()
+            .and_then(|(.., n)| (n != u32::MAX).then_some(NodeId(n)))
+    }
+
     /// When the next event is due, if any is pending.
     pub fn peek_time(&mut self) -> Option<SimTime> {
         self.heap.peek().map(|(t, ..)| SimTime::from_micros(t))

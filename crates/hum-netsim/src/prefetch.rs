@@ -22,6 +22,21 @@ pub fn prefetch<T>(r: &T, max_lines: usize) {
     let _ = (r, max_lines);
 }
 
+/// Ask the CPU to start loading `bytes` (at most `max_lines` lines) from `p`. `p` is never read by
+/// the program: any address, even dangling, is fine.
+#[inline]
+pub fn prefetch_raw(p: *const u8, bytes: usize, max_lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let lines = bytes.div_ceil(64).min(max_lines);
+        for i in 0..lines {
+            hint(p.cast::<i8>().wrapping_add(i * 64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, bytes, max_lines);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(unsafe_code)]

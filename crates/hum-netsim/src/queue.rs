@@ -72,6 +72,17 @@ impl EventQueue {
         self.cur.peek().map(|Reverse(k)| *k)
     }
 
+    /// The second smallest key in the drained bucket, if any (a heap's second is one of the root's
+    /// children), for prefetching two events ahead.
+    pub(crate) fn peek_second_ready(&self) -> Option<Key> {
+        let h = self.cur.as_slice();
+        match (h.get(1), h.get(2)) {
+            (Some(Reverse(a)), Some(Reverse(b))) => Some(*a.min(b)),
+            (Some(Reverse(a)), None) => Some(*a),
+            _ => None,
+        }
+    }
+
     pub(crate) fn pop(&mut self) -> Option<Key> {
         self.fill();
         self.cur.pop().map(|Reverse(k)| k)
@@ -142,6 +153,14 @@ mod tests {
             }
             if round % 3 == 0 {
                 assert_eq!(q.peek(), reference.peek().map(|Reverse(k)| *k));
+                // Every key in the drained bucket is below every key outside it, so its second
+                // (when it has one) is exactly the reference's second.
+                if let Some(got) = q.peek_second_ready()
+                    && let Some(first) = reference.pop()
+                {
+                    assert_eq!(Some(got), reference.peek().map(|Reverse(k)| *k));
+                    reference.push(first);
+                }
             }
             let got = q.pop();
             let want = reference.pop().map(|Reverse(k)| k);

@@ -283,11 +283,23 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         .and_then(|v| v.parse().ok());
     while let Some(ev) = w.net.next_event_until(end) {
         let now = ev.at;
-        // Memory-bound at scale: start loading the next event's viewer while this one runs.
-        if let Some(nd) = w.net.next_node_hint()
-            && let Some(Some(vs)) = w.viewers.get(nd.index())
+        // Memory-bound at scale: a two-stage prefetch while this event runs. The viewer two events
+        // ahead: its state (the slot itself, not `Some(vs)`: reading the discriminant would be the
+        // very miss). The next event's viewer, whose state was requested one event ago: its heap data.
+        if let Some(nd) = w.net.second_node_hint()
+            && let Some(slot) = w.viewers.get(nd.index())
         {
-            hum_netsim::prefetch::prefetch(vs, 16);
+            hum_netsim::prefetch::prefetch(slot, 16);
+        }
+        if let Some(nd) = w.net.next_node_hint()
+            && let Some(slot) = w.viewers.get(nd.index())
+        {
+            hum_netsim::prefetch::prefetch(slot, 16);
+            if let Some(vs) = slot {
+                for (p, bytes) in vs.v.hot_memory() {
+                    hum_netsim::prefetch::prefetch_raw(p, bytes, 24);
+                }
+            }
         }
         match ev.kind {
             EventKind::Deliver {
