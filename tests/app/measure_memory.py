@@ -15,8 +15,8 @@ a GPU process if any) it prints RSS, PSS and USS from /proc/PID/smaps_rollup, an
   them (a page shared with anything outside the tree, e.g. another app, is split with it too); USS
   is what each process alone holds (private pages). The PSS sum is the honest "memory of the app".
 - --top N prints each process's N largest mappings (by RSS), to see where memory goes.
-- --floor also measures WebKitGTK's MiniBrowser showing about:blank under the same environment: the
-  floor any WebKitGTK app pays before loading a page.
+- --floor also measures WebKitGTK's MiniBrowser showing about:blank with the app's WebKit settings
+  (HUM_WEBVIEW_TUNING=0: WebKit's defaults): the floor any WebKitGTK app pays before loading a page.
 - Environment variables given to this script reach the app (e.g. to compare WEBKIT_* settings).
 Bounded: every wait has a timeout; the whole run is capped by --deadline."""
 
@@ -184,7 +184,12 @@ def floor(args, log):
     if not os.path.exists(MINIBROWSER):
         print(f"no {MINIBROWSER}; skipping the floor")
         return
-    proc = subprocess.Popen([MINIBROWSER, "about:blank"], stdout=log, stderr=subprocess.STDOUT,
+    env = dict(os.environ)
+    if env.get("HUM_WEBVIEW_TUNING") != "0":
+        # What the app sets (no compositing through the DMA-BUF renderer); MiniBrowser has no
+        # option for the hardware-acceleration policy, but without this renderer it paints on the CPU.
+        env.setdefault("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+    proc = subprocess.Popen([MINIBROWSER, "about:blank"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         if not wait_tree(proc.pid, ["WebKitWebProces"], 30):
