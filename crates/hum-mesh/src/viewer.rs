@@ -222,11 +222,17 @@ impl Viewer {
     pub fn scheduler(&self) -> &Scheduler {
         &self.sched
     }
-    /// Where this viewer's hot heap data is (address, bytes): the slot ring, the upstreams, the serve
-    /// queues and the downstreams. A simulator running many viewers prefetches it before handing the
-    /// viewer its next event (each first touch is otherwise a cache miss); nothing is read here.
-    pub fn hot_memory(&self) -> [(*const u8, usize); 5] {
+    /// Where this viewer's hot heap data is (address, bytes): the slot ring, the upstreams, the serve queues, the downstreams and the output queue's next free place. A simulator
+    /// running many viewers prefetches it before handing the viewer its next event (each first touch is
+    /// otherwise a cache miss); nothing is read here.
+    pub fn hot_memory(&self) -> [(*const u8, usize); 6] {
         let [ready, held] = self.serve.hot_memory();
+        let (a, b) = self.out.as_slices();
+        let out_end = if b.is_empty() {
+            a.as_ptr_range().end
+        } else {
+            b.as_ptr_range().end
+        };
         [
             (
                 self.slots.as_ptr().cast(),
@@ -242,7 +248,15 @@ impl Viewer {
                 self.downstreams.as_ptr().cast(),
                 std::mem::size_of_val(&self.downstreams[..]),
             ),
+            (out_end.cast(), 2 * std::mem::size_of::<Output>()),
         ]
+    }
+    /// Who the queued outputs are addressed to (a simulator prefetches their network state).
+    pub fn pending_sends(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.out.iter().filter_map(|o| match o {
+            Output::Send { to, .. } => Some(*to),
+            _ => None,
+        })
     }
     pub fn has(&self, seq: u64) -> bool {
         let s = &self.slots[ix(seq, self.cfg.window)];

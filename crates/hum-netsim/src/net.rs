@@ -444,6 +444,13 @@ impl<P> Net<P> {
             .and_then(|(.., n)| (n != u32::MAX).then_some(NodeId(n)))
     }
 
+    /// Start loading `id`'s link state (a hint before a burst of sends to it).
+    pub fn prefetch_node(&self, id: NodeId) {
+        if let Some(n) = self.nodes.get(id.index()) {
+            prefetch(n, 3);
+        }
+    }
+
     /// Like [`Net::next_node_hint`], for the event after the next one.
     pub fn second_node_hint(&self) -> Option<NodeId> {
         self.heap

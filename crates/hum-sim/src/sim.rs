@@ -295,6 +295,12 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
             && let Some(slot) = w.viewers.get(nd.index())
         {
             hum_netsim::prefetch::prefetch(slot, 16);
+            if let Some(x) = w.wake_at.get(nd.index()) {
+                hum_netsim::prefetch::prefetch(x, 1);
+            }
+            if let Some(x) = w.last_wake.get(nd.index()) {
+                hum_netsim::prefetch::prefetch(x, 1);
+            }
             if let Some(vs) = slot {
                 for (p, bytes) in vs.v.hot_memory() {
                     hum_netsim::prefetch::prefetch_raw(p, bytes, 24);
@@ -647,6 +653,11 @@ impl World {
         events.clear();
         let now = self.net.now();
         let joined_at;
+        if let Some(vs) = self.viewers[nd.index()].as_ref() {
+            for to in vs.v.pending_sends() {
+                self.net.prefetch_node(NodeId(to.0));
+            }
+        }
         loop {
             let Some(vs) = self.viewers[nd.index()].as_mut() else {
                 return;
