@@ -24,6 +24,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from webdriver import Session, wait_for_port  # noqa: E402
 
+# tauri-driver's defaults are 4444/4445; main() picks free ports so two runs on one machine
+# (or another WebDriver) never collide.
 DRIVER_PORT = 4444
 NATIVE_PORT = 4445
 
@@ -206,6 +208,8 @@ def main():
     ap.add_argument("--relay-bin", required=True, help="hum-relay binary")
     ap.add_argument("--hum-bin", required=True, help="hum CLI binary (the bot)")
     args = ap.parse_args()
+    global DRIVER_PORT, NATIVE_PORT
+    DRIVER_PORT, NATIVE_PORT = free_port(), free_port()
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("e2e deadline")))
     signal.alarm(int(args.deadline))
 
