@@ -10,6 +10,7 @@
 //! per-message overhead stands in), and the relay's own signalling traffic (the tracker answers after
 //! one RTT).
 
+pub mod layers;
 pub mod population;
 pub mod report;
 mod sim;
@@ -71,6 +72,12 @@ pub struct SimArgs {
     /// `egress-vs-viewers.svg`.
     #[arg(long)]
     pub sweep: Option<String>,
+    /// Publish all four layers (1080p 4.5 / 720p 2 / 480p 0.65 / audio 0.064 Mbit/s; `--bitrate` is
+    /// ignored): each viewer watches the layer its download setting and measured throughput allow
+    /// and relays what its budget affords. Reports per layer (`layers` in the JSON); the top-level
+    /// numbers are totals over the layers. See docs/mesh.md.
+    #[arg(long)]
+    pub layers: bool,
 }
 
 /// Run `hum sim`.
@@ -90,7 +97,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         let mut a = args.clone();
         a.viewers = n;
         let cfg = SimConfig::from_args(&a)?;
-        let rep = simulate(&cfg)?;
+        let rep = if cfg.layered {
+            layers::simulate_layers(&cfg)?
+        } else {
+            simulate(&cfg)?
+        };
         if args.json {
             println!("{}", serde_json::to_string(&rep.json())?);
         } else {

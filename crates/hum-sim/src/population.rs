@@ -187,3 +187,35 @@ pub fn draw<R: Rng>(rng: &mut R, up: &UploadDist, rtt: &RttDist) -> Member {
         access_ms,
     }
 }
+
+/// `--layers`: the viewer's download-quality setting (the design's "Download quality: auto | 1080p |
+/// 720p | 480p | audio-only"), as (share of viewers, cap, name). `None` = auto. Assumed shares, not
+/// measured ones: see docs/sim-population.md.
+pub const DOWNLOAD_SETTINGS: [(f64, Option<hum_mesh::Layer>, &str); 5] = [
+    (0.70, None, "auto"),
+    (0.08, Some(hum_mesh::Layer::High), "1080p"),
+    (0.10, Some(hum_mesh::Layer::Medium), "720p"),
+    (0.08, Some(hum_mesh::Layer::Low), "480p"),
+    (0.04, Some(hum_mesh::Layer::Audio), "audio-only"),
+];
+
+/// The share of a viewer's downlink its throughput measurement sees at join (Wi-Fi, other
+/// household traffic): uniform in this range.
+pub const MEASURED_DOWN_SHARE: (f64, f64) = (0.15, 1.0);
+
+/// Draw a viewer's download setting and the download throughput it measures (Mbit/s). The raw
+/// downlink (before the 8 Mbit/s floor `draw` applies for the single-layer runs) is not kept, so
+/// this uses `down_mbps`.
+pub fn draw_download<R: Rng>(rng: &mut R, m: &Member) -> (Option<hum_mesh::Layer>, f64) {
+    let x: f64 = rng.gen_range(0.0..1.0);
+    let mut acc = 0.0;
+    let mut cap = None;
+    for (share, c, _) in DOWNLOAD_SETTINGS {
+        acc += share;
+        if x < acc {
+            cap = c;
+            break;
+        }
+    }
+    (cap, m.down_mbps * uniform(rng, MEASURED_DOWN_SHARE))
+}

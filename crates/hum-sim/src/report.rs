@@ -37,6 +37,13 @@ impl LagHistogram {
     pub fn count(&self) -> u64 {
         self.count
     }
+    /// Add another histogram's samples.
+    pub fn merge(&mut self, other: &LagHistogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += *b;
+        }
+        self.count += other.count;
+    }
     /// Upper edge of the bucket holding quantile `q`, seconds.
     pub fn quantile(&self, q: f64) -> f64 {
         if self.count == 0 {
@@ -118,6 +125,56 @@ pub struct Report {
     pub egress_series: Vec<(f64, f64)>,
     #[serde(skip)]
     pub lag_cdf: Vec<(f64, f64)>,
+    /// Raw sums behind the ratios above (to combine the layers of a `--layers` run).
+    #[serde(skip)]
+    pub totals: Totals,
+    /// `--layers` only: one entry per layer, best first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerReport>>,
+}
+
+/// The sums a report's ratios come from.
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    pub watch_us: u64,
+    pub stall_us: u64,
+    pub root_bytes: u64,
+    pub delivered_bytes: u64,
+    /// Sorted.
+    pub startup_us: Vec<u64>,
+    pub lag: LagHistogram,
+    /// Chunk bytes each starting member served (by member index; 0 once it left).
+    pub served_by_member: Vec<u64>,
+}
+
+/// One layer of a `--layers` run.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    /// `high`, `medium`, `low` or `audio`.
+    pub layer: String,
+    pub bitrate_mbps: f64,
+    /// Viewers watching this layer.
+    pub viewers: usize,
+    /// Viewers watching a video layer their budget cannot relay, that fetch this (audio) layer only
+    /// to relay it. They are members of this layer's mesh (its demand, continuity and lag include
+    /// them) but not counted in `viewers`.
+    pub relay_only: usize,
+    /// Members whose budget goes to this layer (`hum_mesh::layer::relayable`).
+    pub relays: usize,
+    /// Chunk bytes the relay-only members served in this layer's mesh.
+    pub relay_only_bytes_served: u64,
+    pub server_egress_mbps: f64,
+    pub server_cap_mbps: f64,
+    /// max(r_l, N_l*r_l - usable upload for this layer), N_l = viewers + relay_only.
+    pub lower_bound_mbps: f64,
+    pub usable_peer_upload_mbps: f64,
+    pub peer_share: f64,
+    pub continuity: f64,
+    pub on_time_share: f64,
+    pub startup_s_p50: f64,
+    pub lag_s_p50: f64,
+    pub lag_s_p95: f64,
+    pub max_hops: u8,
 }
 
 impl Report {
@@ -224,6 +281,38 @@ impl Report {
         ];
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<20} {v}");
+        }
+        if let Some(layers) = &self.layers {
+            let _ = writeln!(
+                s,
+                "  {:<7} {:>6} {:>7} {:>6} {:>7} {:>8} {:>8} {:>9} {:>6} {:>6}",
+                "layer",
+                "Mbit/s",
+                "viewers",
+                "+relay",
+                "relays",
+                "egress",
+                "bound",
+                "contin.",
+                "lag50",
+                "lag95"
+            );
+            for l in layers {
+                let _ = writeln!(
+                    s,
+                    "  {:<7} {:>6.3} {:>7} {:>6} {:>7} {:>8.2} {:>8.2} {:>8.3}% {:>6.2} {:>6.2}",
+                    l.layer,
+                    l.bitrate_mbps,
+                    l.viewers,
+                    l.relay_only,
+                    l.relays,
+                    l.server_egress_mbps,
+                    l.lower_bound_mbps,
+                    l.continuity * 100.0,
+                    l.lag_s_p50,
+                    l.lag_s_p95
+                );
+            }
         }
         s
     }

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::SimArgs;
 use crate::population::{self, Member, RttDist, UploadDist};
-use crate::report::{LagHistogram, Report};
+use crate::report::{LagHistogram, Report, Totals};
 
 /// Bytes of transport framing (SCTP/DTLS/UDP/IP) charged per mesh message.
 const FRAMING: u64 = 60;
@@ -38,6 +38,13 @@ pub struct SimConfig {
     pub malicious: f64,
     pub loss: f64,
     pub join_window: Duration,
+    /// The layer this run carries (the single-layer mode: `High`).
+    pub layer: Layer,
+    /// A pre-drawn audience (multi-layer mode: the viewers of one layer); newcomers after churn
+    /// reuse it round-robin. `None`: draw from `upload`/`rtt`.
+    pub members: Option<Arc<Vec<Member>>>,
+    /// `--layers`: run every layer (see `layers.rs`).
+    pub layered: bool,
 }
 
 impl SimConfig {
@@ -76,6 +83,9 @@ impl SimConfig {
             malicious: a.malicious,
             loss: a.loss,
             join_window: Duration::from_secs_f64(a.join_window.clamp(0.0, a.duration)),
+            layer: Layer::High,
+            members: None,
+            layered: a.layers,
         })
     }
 
@@ -94,6 +104,9 @@ impl SimConfig {
             malicious: 0.0,
             loss: 0.0,
             join_window: Duration::from_secs(2),
+            layer: Layer::High,
+            members: None,
+            layered: false,
         }
     }
 }
@@ -175,9 +188,13 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                 .max(cfg.join_window + Duration::from_secs(2)),
     );
     let newcomers = churn.leaves();
-    let members: Vec<Member> = (0..n + newcomers)
-        .map(|_| population::draw(&mut rng, &cfg.upload, &cfg.rtt))
-        .collect();
+    let members: Vec<Member> = match &cfg.members {
+        None => (0..n + newcomers)
+            .map(|_| population::draw(&mut rng, &cfg.upload, &cfg.rtt))
+            .collect(),
+        Some(p) if !p.is_empty() => (0..n + newcomers).map(|i| p[i % p.len()]).collect(),
+        Some(_) => bail!("an empty pre-drawn audience"),
+    };
     let malicious: Vec<bool> = (0..n + newcomers)
         .map(|_| rng.gen_range(0.0..1.0) < cfg.malicious)
         .collect();
@@ -209,7 +226,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
     let publisher = Publisher::from_seed(key_seed);
     let verifier = Verifier::new(publisher.public_key());
     let window = (8_000_000u64.div_ceil(cfg.chunk.as_micros() as u64)).max(32);
-    let root = RootSeed::new(Layer::High, publisher, cap, window, Time::ZERO);
+    let root = RootSeed::new(cfg.layer, publisher, cap, window, Time::ZERO);
 
     let mut net: Net<Ev> = Net::new(cfg.seed ^ 0x6d65_7368);
     net.reserve(n + newcomers + 1, 4 * n + 1024);
@@ -455,7 +472,7 @@ impl World {
         body[..8].copy_from_slice(&seq.to_be_bytes());
         body[8..].copy_from_slice(&self.cfg.seed.to_be_bytes());
         let chunk = Chunk::new(
-            Layer::High,
+            self.cfg.layer,
             seq,
             seq * dur_us,
             dur_us as u32,
@@ -491,7 +508,7 @@ impl World {
             self.newcomer_nodes[idx - self.cfg.viewers] = Some(nd);
         }
         let budget = Bitrate::from_mbps_f64(m.relay_mbps);
-        let vc = ViewerConfig::new(Layer::High, self.cfg.bitrate, self.cfg.chunk, budget);
+        let vc = ViewerConfig::new(self.cfg.layer, self.cfg.bitrate, self.cfg.chunk, budget);
         let v = Viewer::new(peer, PeerId(0), self.verifier.clone(), vc, t(now));
         debug_assert_eq!(self.viewers.len(), nd.index());
         self.viewers.push(Some(VState {
@@ -849,6 +866,23 @@ impl World {
             timer_spins: self.spins,
             egress_series: self.egress_series.clone(),
             lag_cdf: self.lag.cdf(),
+            totals: Totals {
+                watch_us: self.watch_us,
+                stall_us: self.stall_us,
+                root_bytes: self.root.stats.bytes_sent,
+                delivered_bytes: self.data_bytes_delivered,
+                startup_us: startup,
+                lag: self.lag.clone(),
+                served_by_member: self
+                    .initial_nodes
+                    .iter()
+                    .map(|nd| {
+                        nd.and_then(|nd| self.viewers[nd.index()].as_ref())
+                            .map_or(0, |vs| vs.v.stats.bytes_served)
+                    })
+                    .collect(),
+            },
+            layers: None,
         }
     }
 }
