@@ -142,6 +142,19 @@ pub fn apply_controls(controls: &CaptureControls, v: &VoiceSettings, muted: bool
     controls.set_muted(muted);
 }
 
+/// What to add to "No microphone found" for a default device that failed to open: nothing when
+/// the system has no such device (the sentence says it all), the system's reason when it has one
+/// it cannot open (without repeating "audio device ... is not available"), the error otherwise.
+fn missing_detail(e: &MediaError) -> String {
+    match e {
+        MediaError::NoDevice { .. } => String::new(),
+        MediaError::DeviceUnavailable { reason, .. } => {
+            format!(" ({})", reason.trim().trim_end_matches('.'))
+        }
+        other => format!(" ({other})"),
+    }
+}
+
 /// Opens the chosen (or default) devices. Returns the audio and notices for what was missing.
 pub fn open_audio(v: &VoiceSettings, muted: bool) -> CmdResult<(AudioIo, Vec<String>)> {
     let mut notices = Vec::new();
@@ -149,7 +162,8 @@ pub fn open_audio(v: &VoiceSettings, muted: bool) -> CmdResult<(AudioIo, Vec<Str
         Ok(s) => Box::new(s),
         Err(e) if v.input_device.is_none() => {
             notices.push(format!(
-                "No microphone found ({e}). Others will hear silence."
+                "No microphone found{}. Others will hear silence.",
+                missing_detail(&e)
             ));
             Box::new(Paced::new(SilenceSource::new()))
         }
@@ -166,7 +180,8 @@ pub fn open_audio(v: &VoiceSettings, muted: bool) -> CmdResult<(AudioIo, Vec<Str
         Ok(s) => Box::new(s),
         Err(e) if v.output_device.is_none() => {
             notices.push(format!(
-                "No speaker found ({e}). You will not hear the others."
+                "No speaker found{}. You will not hear the others.",
+                missing_detail(&e)
             ));
             Box::new(Paced::new(NullSink))
         }
@@ -224,6 +239,28 @@ mod tests {
             e.message.starts_with("Could not use speaker 'hw:1'"),
             "{}",
             e.message
+        );
+    }
+
+    #[test]
+    fn a_missing_default_device_is_one_plain_sentence() {
+        let none = MediaError::NoDevice {
+            direction: "input",
+            detail: String::new(),
+        };
+        assert_eq!(missing_detail(&none), "");
+        let gone = MediaError::DeviceUnavailable {
+            name: "Default Audio Device".into(),
+            reason: "The requested audio device is not available. It may have been disconnected."
+                .into(),
+        };
+        assert_eq!(
+            missing_detail(&gone),
+            " (The requested audio device is not available. It may have been disconnected)"
+        );
+        assert_eq!(
+            missing_detail(&MediaError::Device("ALSA lib failed".into())),
+            " (audio device error: ALSA lib failed)"
         );
     }
 
