@@ -76,6 +76,9 @@ pub struct JitterStats {
     pub duplicates: u64,
     /// Frames dropped to shrink the buffer.
     pub dropped: u64,
+    /// Frames of a gap of lost packets skipped rather than concealed (the buffer was deep
+    /// enough after an outage).
+    pub skipped: u64,
     /// Times decoded audio was trimmed (by the trim step) to shrink the buffer.
     pub trimmed: u64,
     /// Frames inserted to grow it (underruns).
@@ -378,6 +381,26 @@ impl JitterBuffer {
             }
         }
 
+        // A gap of lost packets (an outage, e.g. while ICE switches paths) after which newer
+        // packets already wait: the underrun that went with the outage has already filled its
+        // time in place, so concealing the gap too would add its length to the delay for good
+        // (shed afterwards one frame per window: seconds of audio played fast). Skip as much
+        // of the gap as the excess over the target allows; a short gap (one lost packet, the
+        // FEC case) is still concealed.
+        if !self.packets.contains_key(&cursor)
+            && let Some((&next, _)) = self.packets.range(cursor..).next()
+        {
+            let frame = self.cfg.frame_samples as i64;
+            let gap = next - cursor;
+            let excess = self.depth_samples() - self.target_samples;
+            if gap >= 2 * frame && excess >= frame {
+                let skip = gap.min(excess - excess % frame);
+                self.cursor = Some(cursor + skip);
+                self.stats.skipped += (skip / frame) as u64;
+                return self.pop(now);
+            }
+        }
+
         let frame = self.frame_at(cursor);
         self.cursor = Some(cursor + frame as i64);
         self.last_samples = frame;
@@ -499,6 +522,35 @@ mod tests {
         }
         assert_eq!(jb.pop(ms(t + 20)), Playout::Conceal);
         assert_eq!(jb.last_samples(), 960);
+    }
+
+    #[test]
+    fn an_outage_with_lost_packets_does_not_leave_its_length_as_extra_delay() {
+        // 280 ms of packets lost at once (ICE switching paths): the underrun conceals the
+        // outage in place; the lost packets must not be concealed a second time once newer
+        // ones are waiting, or the delay grows by the outage and is shed by dropping real
+        // audio one frame per adaptation window for seconds afterwards.
+        let n = 500;
+        let (out, jb) = simulate(
+            n,
+            |_, _| Duration::ZERO,
+            |i, _| (100..114).contains(&i),
+            3,
+            7,
+        );
+        let p = played(&out);
+        let expected: Vec<u32> = (0..n).filter(|i| !(100..114).contains(i)).collect();
+        assert_eq!(p, expected, "real audio dropped: {:?}", jb.stats());
+        let concealed = out[..n as usize]
+            .iter()
+            .filter(|o| matches!(o, Playout::Conceal | Playout::Fec(_)))
+            .count();
+        assert!(
+            concealed <= 16,
+            "concealed {concealed} frames: {:?}",
+            jb.stats()
+        );
+        assert!(jb.stats().skipped >= 12, "{:?}", jb.stats());
     }
 
     #[test]
