@@ -102,10 +102,13 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         } else {
             simulate(&cfg)?
         };
-        if args.json {
-            println!("{}", serde_json::to_string(&rep.json())?);
+        let text = if args.json {
+            format!("{}\n", serde_json::to_string(&rep.json())?)
         } else {
-            print!("{}", rep.table());
+            rep.table()
+        };
+        if !emit(&text)? {
+            return Ok(());
         }
         if let Some(dir) = &args.plot {
             let sub = if args.sweep.is_some() {
@@ -122,8 +125,20 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             report::write_sweep_plot(dir, &reports)?;
         }
         if !args.json {
-            println!("plots written to {}", dir.display());
+            emit(&format!("plots written to {}\n", dir.display()))?;
         }
     }
     Ok(())
+}
+
+/// Writes to stdout. `Ok(false)` when the reader has gone away (`hum sim | head`): the run stops
+/// quietly instead of panicking as `println!` would.
+fn emit(text: &str) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("writing the report: {e}")),
+    }
 }
