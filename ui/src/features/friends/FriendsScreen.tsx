@@ -4,6 +4,7 @@ import { commands, events, type FriendsView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { currentCall, startCall } from "../calls/CallPanel";
 import { PhoneIcon } from "../voice/icons";
+import { TextSubmitRow } from "../shared/TextSubmitRow";
 
 /** Friends with presence; add by public key; accept or decline requests. */
 export function FriendsScreen() {
@@ -40,26 +41,19 @@ export function FriendsScreen() {
     <div data-testid="friends-screen">
       <section class="card">
         <h2>Add a friend</h2>
-        <form
-          class="row"
-          onSubmit={(e) => {
-            e.preventDefault();
+        <TextSubmitRow
+          field={key}
+          placeholder="Their public key (64 hex characters)"
+          inputTestId="friend-key"
+          button="Send request"
+          buttonTestId="friend-add"
+          onSubmit={() =>
             act(async () => {
               await unwrap(commands.friendRequest(key.value));
               key.value = "";
-            });
-          }}
-        >
-          <input
-            placeholder="Their public key (64 hex characters)"
-            data-testid="friend-key"
-            value={key.value}
-            onInput={(e) => (key.value = e.currentTarget.value)}
-          />
-          <button type="submit" data-testid="friend-add">
-            Send request
-          </button>
-        </form>
+            })
+          }
+        />
         {error.value && (
           <p class="error" role="alert" data-testid="friends-error">
             {error.value}

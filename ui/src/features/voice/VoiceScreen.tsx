@@ -6,6 +6,7 @@ import { describeStats, peerStats } from "../../lib/streams";
 import { ChannelSettings } from "./ChannelSettings";
 import { GearIcon, SpeakerIcon } from "./icons";
 import { LevelMeter } from "./LevelMeter";
+import { TextSubmitRow } from "../shared/TextSubmitRow";
 
 /** Servers, their voice channels and who is in each (with live speaking / muted indicators). */
 export function VoiceScreen() {
@@ -104,46 +105,32 @@ export function VoiceScreen() {
             {error.value}
           </p>
         )}
-        <form
-          class="row"
-          onSubmit={(e) => {
-            e.preventDefault();
+        <TextSubmitRow
+          field={newServer}
+          placeholder="New server name"
+          inputTestId="new-server-name"
+          button="Create server"
+          buttonTestId="create-server"
+          onSubmit={() =>
             act(async () => {
               await unwrap(commands.serverCreate(newServer.value));
               newServer.value = "";
-            });
-          }}
-        >
-          <input
-            placeholder="New server name"
-            data-testid="new-server-name"
-            value={newServer.value}
-            onInput={(e) => (newServer.value = e.currentTarget.value)}
-          />
-          <button type="submit" data-testid="create-server">
-            Create server
-          </button>
-        </form>
-        <form
-          class="row"
-          onSubmit={(e) => {
-            e.preventDefault();
+            })
+          }
+        />
+        <TextSubmitRow
+          field={inviteCode}
+          placeholder="Invite code"
+          inputTestId="invite-code-input"
+          button="Join server"
+          buttonTestId="invite-join"
+          onSubmit={() =>
             act(async () => {
               await unwrap(commands.inviteJoin(inviteCode.value));
               inviteCode.value = "";
-            });
-          }}
-        >
-          <input
-            placeholder="Invite code"
-            data-testid="invite-code-input"
-            value={inviteCode.value}
-            onInput={(e) => (inviteCode.value = e.currentTarget.value)}
-          />
-          <button type="submit" data-testid="invite-join">
-            Join server
-          </button>
-        </form>
+            })
+          }
+        />
       </section>
       {list === null && !error.value && <p class="muted">Loading servers…</p>}
       {list?.length === 0 && <p class="muted">No servers yet: create one above.</p>}
