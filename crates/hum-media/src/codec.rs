@@ -332,21 +332,9 @@ mod tests {
 
     #[test]
     fn fec_is_only_encoded_when_loss_is_expected() {
-        let vowel: Vec<f32> = (0..48_000)
-            .map(|i| {
-                let t = i as f32 / 48_000.0;
-                let f0 = 140.0 + 40.0 * (t * 5.0).sin();
-                // Syllables: three a second. A steady vowel would soon count as background
-                // noise to SILK's VAD, and SILK adds FEC only for active speech.
-                let syllable = (2.0 * std::f32::consts::PI * 3.0 * t).sin().max(0.0);
-                syllable
-                    * (1..8)
-                        .map(|h| {
-                            0.3 / h as f32 * (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin()
-                        })
-                        .sum::<f32>()
-            })
-            .collect();
+        // Syllables, not a steady vowel: a steady vowel would soon count as background noise to
+        // SILK's VAD, and SILK adds FEC only for active speech.
+        let vowel = syllables(48_000);
         // Two decoders in the same state lose a frame: one recovers it from the next frame's FEC
         // data, the other conceals. Without FEC data "recovery" is exactly concealment.
         let fec_differs_from_plc = |loss: u8| {
