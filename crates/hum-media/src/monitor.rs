@@ -359,16 +359,7 @@ mod tests {
         c.set_noise_suppression(false);
         c.set_vad_sensitivity(0.5);
         // A voiced "vowel" (140 Hz with harmonics) opens the VAD; silence does not.
-        let vowel: Vec<f32> = (0..48_000)
-            .map(|i| {
-                let t = i as f32 / 48_000.0;
-                (1..8)
-                    .map(|h| {
-                        0.3 / h as f32 * (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin()
-                    })
-                    .sum()
-            })
-            .collect();
+        let vowel = crate::processing::tests::vowel(48_000);
         let mut p = CapturePipeline::new(c.clone(), 960);
         let mut rx = c.input_level();
         for f in vowel.chunks(960).take(10) {

@@ -300,11 +300,25 @@ impl CapturePipeline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::analysis::rms;
     use crate::synth::tone_samples;
     use rand::{Rng, SeedableRng};
+
+    /// A loud voiced "vowel": 140 Hz with six harmonics, `n` samples at 48 kHz. Opens the VAD.
+    pub(crate) fn vowel(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / 48_000.0;
+                (1..8)
+                    .map(|h| {
+                        0.3 / h as f32 * (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin()
+                    })
+                    .sum()
+            })
+            .collect()
+    }
 
     fn noise(n: usize, amp: f32, seed: u64) -> Vec<f32> {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -422,16 +436,7 @@ mod tests {
             .count();
         assert_eq!(opened, 0);
         // A loud harmonic "vowel" opens it.
-        let vowel: Vec<f32> = (0..48_000)
-            .map(|i| {
-                let t = i as f32 / 48_000.0;
-                (1..8)
-                    .map(|h| {
-                        0.3 / h as f32 * (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin()
-                    })
-                    .sum()
-            })
-            .collect();
+        let vowel = vowel(48_000);
         let opened = vowel
             .chunks(960)
             .filter(|f| p.process(&mut f.to_vec()).transmit)
