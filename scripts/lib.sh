@@ -50,13 +50,52 @@ ensure_node() {
   [ "$major" -ge 20 ] || die "Node.js $(node --version) is too old: the UI build and the browser tests need Node.js 20 or newer"
 }
 
-# cargo install NAME@VERSION unless BIN is already on PATH.
+# Tools the scripts install with cargo live in a root the scripts own, one folder per exact spec, and
+# are never taken from PATH: a machine with a hand-installed or older copy still runs, the first time it
+# meets a spec, the very install a new machine runs, so a broken spec fails on every machine, not only on
+# new ones. HUM_TOOLS picks the root (default /var/tmp/hum-tools, kept between runs like the build cache);
+# HUM_FRESH=1 starts from an empty temporary root and an empty npm cache, i.e. installs every tool and
+# package as a new machine would (scripts/test --fresh sets it).
+if [ -n "${HUM_FRESH:-}" ] && [ -z "${HUM_FRESH_ROOT:-}" ]; then
+  HUM_FRESH_ROOT="$(mktemp -d /var/tmp/hum-fresh.XXXXXX)"
+  export HUM_FRESH_ROOT
+fi
+if [ -n "${HUM_FRESH_ROOT:-}" ]; then HUM_TOOLS="$HUM_FRESH_ROOT/tools"; fi
+HUM_TOOLS="${HUM_TOOLS:-/var/tmp/hum-tools}"
+export HUM_TOOLS
+
+# ensure_cargo_tool BIN NAME@X.Y.Z: installs the exact version into $HUM_TOOLS/cargo/NAME@X.Y.Z once and
+# puts its bin/ first on PATH.
 ensure_cargo_tool() {
   local bin="$1" spec="$2"
-  command -v "$bin" >/dev/null && return 0
-  [ -x "$HOME/.cargo/bin/$bin" ] && return 0
-  step "installing $spec (cargo install, once)"
-  cargo install --locked "$spec" >&2
+  [[ "$spec" =~ ^[A-Za-z0-9_-]+@[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
+    die "cargo tool spec '$spec' must pin an exact version (name@X.Y.Z)"
+  local root="$HUM_TOOLS/cargo/$spec"
+  if [ ! -x "$root/bin/$bin" ]; then
+    step "installing $spec into $root (cargo install, once per machine and version)"
+    # Its own build folder: the workspace's CARGO_TARGET_DIR is left alone.
+    CARGO_TARGET_DIR="$HUM_TOOLS/cargo/build" cargo install --locked --root "$root" "$spec" >&2
+    [ -x "$root/bin/$bin" ] || die "cargo install $spec did not produce $bin"
+  fi
+  export PATH="$root/bin:$PATH"
+}
+
+# npm_ci [DIR]: npm ci from the lockfile; under HUM_FRESH with an empty cache, so every package is fetched.
+npm_ci() {
+  local args=(--no-audit --no-fund --loglevel=error)
+  if [ -n "${HUM_FRESH_ROOT:-}" ]; then args+=(--cache "$HUM_FRESH_ROOT/npm-cache" --prefer-online); fi
+  (cd "${1:-.}" && timeout 600 npm ci "${args[@]}")
+}
+
+# Under HUM_FRESH, check that every Debian package the scripts name exists in the archive (a renamed or
+# misspelt package fails here even on a machine that has its files from elsewhere).
+check_apt_names() {
+  [ -n "${HUM_FRESH_ROOT:-}" ] || return 0
+  command -v apt-cache >/dev/null || return 0
+  if [ "$_apt_updated" -eq 0 ]; then as_root apt-get update -q >&2; _apt_updated=1; fi
+  local p bad=()
+  for p in "$@"; do apt-cache show --no-all-versions "$p" >/dev/null 2>&1 || bad+=("$p"); done
+  [ ${#bad[@]} -eq 0 ] || die "Debian packages named by the scripts are not in the archive: ${bad[*]}"
 }
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"

@@ -11,7 +11,7 @@ ensure_rust
 cd "$HUM_ROOT/ui"
 
 step "app: npm ci"
-timeout 600 npm ci --no-audit --no-fund --loglevel=error
+npm_ci .
 step "app: type check and UI unit tests (vitest)"
 timeout 180 npx tsc --noEmit
 timeout 300 npx vitest run
@@ -25,8 +25,7 @@ timeout 1800 cargo build --workspace --bins --locked
 TARGET="${CARGO_TARGET_DIR:-$HUM_ROOT/target}"
 case "$TARGET" in /*) ;; *) TARGET="$HUM_ROOT/$TARGET" ;; esac
 
-ensure_cargo_tool tauri-driver "tauri-driver@2"
-export PATH="$HOME/.cargo/bin:$PATH"
+ensure_cargo_tool tauri-driver tauri-driver@2.1.0
 
 step "app: end to end under Xvfb (tauri-driver + WebKitWebDriver)"
 mkdir -p "$HUM_ROOT/tests/artifacts/app"
