@@ -30,8 +30,8 @@ ensure_apt() {
   if [ ${#missing[@]} -eq 0 ]; then return 0; fi
   command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get: install them by hand"
   step "installing Debian packages: ${missing[*]}"
-  if [ "$_apt_updated" -eq 0 ]; then as_root apt-get update -q >&2; _apt_updated=1; fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  if [ "$_apt_updated" -eq 0 ]; then as_root apt-get -o DPkg::Lock::Timeout=600 update -q >&2; _apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >&2
 }
 
 ensure_rust() {
@@ -92,7 +92,7 @@ npm_ci() {
 check_apt_names() {
   [ -n "${HUM_FRESH_ROOT:-}" ] || return 0
   command -v apt-cache >/dev/null || return 0
-  if [ "$_apt_updated" -eq 0 ]; then as_root apt-get update -q >&2; _apt_updated=1; fi
+  if [ "$_apt_updated" -eq 0 ]; then as_root apt-get -o DPkg::Lock::Timeout=600 update -q >&2; _apt_updated=1; fi
   local p bad=()
   for p in "$@"; do apt-cache show --no-all-versions "$p" >/dev/null 2>&1 || bad+=("$p"); done
   [ ${#bad[@]} -eq 0 ] || die "Debian packages named by the scripts are not in the archive: ${bad[*]}"
