@@ -5,6 +5,18 @@
 //! An announcement is the window as a bitmap (16 bytes for 128 chunks, not a list of numbers).
 
 use hum_proto::mesh::{Layer, MAX_ANNOUNCE_BITS, MeshMsg};
+use thiserror::Error;
+
+/// Why a peer's announcement was refused (it came off the wire: never trusted, never a panic).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AnnounceError {
+    #[error("announcement window {base}+{bits} runs past the largest sequence number")]
+    SeqOverflow { base: u64, bits: u16 },
+    #[error("announcement window of {0} bits exceeds {MAX_ANNOUNCE_BITS}")]
+    Window(u16),
+    #[error("announcement bitmap of {have} bytes does not match {bits} bits")]
+    Bitmap { bits: u16, have: usize },
+}
 
 /// Sequence numbers a have-map covers.
 pub const WINDOW: u64 = 128;
@@ -50,7 +62,8 @@ impl HaveMap {
         if self.bits == 0 {
             None
         } else {
-            Some(self.base + 127 - self.bits.leading_zeros() as u64)
+            // `127 - lz` first: `base + 127` alone overflows for a window near `u64::MAX`.
+            Some(self.base + (127 - self.bits.leading_zeros() as u64))
         }
     }
 
@@ -81,17 +94,29 @@ impl HaveMap {
         }
     }
 
-    /// Read an announcement (as decoded from the wire). Bits beyond our window are ignored.
-    pub fn from_announce(base: u64, bits: u16, bitmap: &[u8]) -> HaveMap {
+    /// Read an announcement (as decoded from the wire). Bits beyond our window are ignored; a window
+    /// whose sequence numbers would pass `u64::MAX`, or whose bitmap does not match its bit count, is
+    /// refused (an honest peer never sends one).
+    pub fn from_announce(base: u64, bits: u16, bitmap: &[u8]) -> Result<HaveMap, AnnounceError> {
+        if bits > MAX_ANNOUNCE_BITS {
+            return Err(AnnounceError::Window(bits));
+        }
+        if bitmap.len() != (bits as usize).div_ceil(8) {
+            return Err(AnnounceError::Bitmap {
+                bits,
+                have: bitmap.len(),
+            });
+        }
+        if bits > 0 && base.checked_add(bits as u64 - 1).is_none() {
+            return Err(AnnounceError::SeqOverflow { base, bits });
+        }
         let mut m = HaveMap::new();
-        let bits = bits.min(MAX_ANNOUNCE_BITS) as u64;
-        for i in 0..bits {
-            let byte = bitmap.get((i / 8) as usize).copied().unwrap_or(0);
-            if (byte >> (i % 8)) & 1 == 1 {
+        for i in 0..bits as u64 {
+            if (bitmap[(i / 8) as usize] >> (i % 8)) & 1 == 1 {
                 m.set(base + i);
             }
         }
-        m
+        Ok(m)
     }
 
     /// Merge another map's knowledge into this one (a peer's announcement plus what it sent us).
@@ -163,10 +188,48 @@ mod tests {
         };
         assert_eq!(bits, 10);
         assert_eq!(bitmap.len(), 2);
-        let back = HaveMap::from_announce(base, bits, bitmap);
+        let back = HaveMap::from_announce(base, bits, bitmap).expect("valid");
         assert_eq!(fixture(&back, 1000, 10), "1011000001");
         let wire = msg.encode().expect("encodes");
         assert!(wire.len() < 20, "{} bytes", wire.len());
+    }
+
+    #[test]
+    fn hostile_windows_are_typed_errors_not_overflows() {
+        assert_eq!(
+            HaveMap::from_announce(u64::MAX, 2, &[0b11]),
+            Err(AnnounceError::SeqOverflow {
+                base: u64::MAX,
+                bits: 2
+            })
+        );
+        assert_eq!(
+            HaveMap::from_announce(u64::MAX - 10, 4096, &[0xff; 512]),
+            Err(AnnounceError::SeqOverflow {
+                base: u64::MAX - 10,
+                bits: 4096
+            })
+        );
+        assert_eq!(
+            HaveMap::from_announce(0, 4097, &[0; 513]),
+            Err(AnnounceError::Window(4097))
+        );
+        assert_eq!(
+            HaveMap::from_announce(0, 9, &[1]),
+            Err(AnnounceError::Bitmap { bits: 9, have: 1 })
+        );
+        // The very last sequence numbers are legal, and the map handles them without overflowing.
+        let m = HaveMap::from_announce(u64::MAX - 1, 2, &[0b11]).expect("fits exactly");
+        assert!(m.has(u64::MAX) && m.has(u64::MAX - 1));
+        assert_eq!(m.newest(), Some(u64::MAX));
+        let mut a = HaveMap::new();
+        a.merge(&m);
+        assert_eq!(a.newest(), Some(u64::MAX));
+        let MeshMsg::Announce { base, bits, .. } = m.announce(Layer::High) else {
+            panic!("announce")
+        };
+        assert_eq!((base, bits), (u64::MAX - 1, 2));
+        assert_eq!(HaveMap::from_announce(5, 0, &[]), Ok(HaveMap::new()));
     }
 
     #[test]

@@ -356,11 +356,15 @@ impl Viewer {
                 base,
                 bits,
                 bitmap,
-            } if layer == self.cfg.layer => {
-                self.sched
-                    .note_announce(from, &HaveMap::from_announce(base, bits, &bitmap));
-                self.pick_missing(now);
-            }
+            } if layer == self.cfg.layer => match HaveMap::from_announce(base, bits, &bitmap) {
+                Ok(map) => {
+                    self.sched.note_announce(from, &map);
+                    self.pick_missing(now);
+                }
+                // Only a broken or hostile peer announces past the last sequence number: a strike,
+                // as for a bad chunk.
+                Err(_) => self.penalise(from),
+            },
             MeshMsg::Announce { .. } => {}
             MeshMsg::BufferHealth { buffered_ms, .. } => self.serve.set_health(from, buffered_ms),
         }
@@ -1019,5 +1023,51 @@ impl Viewer {
             t = t.min(at + self.cfg.chunk * next as u32);
         }
         t.max(self.now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Publisher;
+
+    #[test]
+    fn an_announce_past_the_last_sequence_number_is_a_strike_not_an_overflow() {
+        let publisher = Publisher::from_seed([1; 32]);
+        let cfg = ViewerConfig::new(
+            Layer::High,
+            Bitrate::from_mbps(4),
+            Duration::from_millis(250),
+            Bitrate::from_mbps(4),
+        );
+        let mut v = Viewer::new(
+            PeerId(1),
+            PeerId(0),
+            Verifier::new(publisher.public_key()),
+            cfg,
+            Time::ZERO,
+        );
+        v.join(Time::ZERO, 10);
+        v.add_upstream(Time::ZERO, PeerId(2), Bitrate::from_mbps(4));
+        let hostile = MeshMsg::Announce {
+            layer: Layer::High,
+            base: u64::MAX - 3,
+            bits: 16,
+            bitmap: vec![0xff, 0xff],
+        };
+        let mut events = vec![];
+        for _ in 0..2 {
+            v.handle_input(Time::from_millis(5), PeerId(2), hostile.clone());
+            loop {
+                match v.poll_output() {
+                    Output::Event(e) => events.push(e),
+                    Output::Send { .. } => {}
+                    Output::Timeout(_) => break,
+                }
+            }
+        }
+        assert!(events.contains(&MeshEvent::Penalised { peer: PeerId(2) }));
+        assert!(events.contains(&MeshEvent::Banned { peer: PeerId(2) }));
+        assert!(v.scheduler().is_banned(PeerId(2)));
     }
 }
