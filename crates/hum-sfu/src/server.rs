@@ -1,0 +1,856 @@
+//! The runtime: one UDP socket, one str0m `Rtc` (ICE-lite, RTP mode) per participant, the
+//! session layer in the middle, and a thin tokio loop that feeds them packets and time.
+//!
+//! The relay drives it through [`SfuServer`]: `join(room, who, offer) -> answer`; the SFU makes
+//! its own offers when other participants publish (an [`SfuEvent::Offer`] the relay forwards to
+//! the client, whose answer comes back through [`SfuServer::answer`]).
+//!
+//! Demultiplexing: a datagram goes to the participant last seen at its source address; a new
+//! address is matched by asking each `Rtc` whether it accepts the packet (ICE ufrag in STUN).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hum_proto::units::Bitrate;
+use str0m::bwe::BweKind;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::packet::audio_level::AudioLevel;
+use crate::packet::forwarder::InPacket;
+use crate::packet::layer::{Layer, Quality};
+use crate::packet::rewriter::Rewritten;
+use crate::packet::vp8;
+use crate::session::{
+    ParticipantId, PermissionsHook, RoomId, Session, SessionConfig, SessionError, SessionEvent,
+    TrackId, TrackKind,
+};
+
+/// Largest datagram read; WebRTC keeps packets under ~1,200 bytes.
+const MAX_DATAGRAM: usize = 2048;
+/// How often the session layer's periodic work runs.
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Error)]
+pub enum SfuError {
+    #[error("the SFU has stopped")]
+    Closed,
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("bad SDP: {0}")]
+    Sdp(String),
+    #[error("WebRTC: {0}")]
+    Rtc(String),
+    #[error("no SFU offer is waiting for an answer")]
+    NoPendingOffer,
+    #[error("an SFU offer is waiting for this participant's answer; retry after answering it")]
+    Glare,
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the SFU tells the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// Send this SDP offer to the participant; its answer goes to [`SfuServer::answer`].
+    Offer {
+        who: ParticipantId,
+        sdp: String,
+    },
+    /// The participant's connection ended (ICE timeout, DTLS close); it has left its room.
+    Disconnected {
+        who: ParticipantId,
+    },
+    Session(SessionEvent),
+}
+
+/// Counters; bad input is counted here, never panics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Datagrams that are not STUN, DTLS, RTP or RTCP.
+    pub unparsable: u64,
+    /// Datagrams no participant accepts (unknown ufrag / address).
+    pub unrouted: u64,
+    /// Send failures (socket buffer full): dropped.
+    pub send_dropped: u64,
+    pub rtp_in: u64,
+    pub rtp_forwarded: u64,
+    /// RTP on a stream that maps to no publication.
+    pub unknown_stream: u64,
+    /// Video payloads whose VP8 descriptor does not parse: dropped.
+    pub malformed_vp8: u64,
+    /// Keyframe requests from subscribers.
+    pub keyframe_requests_in: u64,
+    pub rtc_errors: u64,
+    pub participants: u64,
+}
+
+enum Command {
+    Join {
+        room: RoomId,
+        who: ParticipantId,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Offer {
+        who: ParticipantId,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Answer {
+        who: ParticipantId,
+        answer: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Leave {
+        who: ParticipantId,
+    },
+    SetQuality {
+        who: ParticipantId,
+        track: TrackId,
+        quality: Quality,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Metrics {
+        reply: oneshot::Sender<Metrics>,
+    },
+}
+
+/// A running SFU. Dropping it stops the loop.
+pub struct SfuServer {
+    tx: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SfuServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuServer")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Drop for SfuServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SfuServer {
+    /// Binds the UDP socket and starts the loop. `public_addr` is the address clients reach
+    /// (the ICE candidate); `None` uses the bound address.
+    pub async fn bind(
+        bind: SocketAddr,
+        public_addr: Option<SocketAddr>,
+        cfg: SessionConfig,
+        permissions: impl PermissionsHook + 'static,
+    ) -> Result<(SfuServer, mpsc::UnboundedReceiver<SfuEvent>), SfuError> {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let socket = UdpSocket::bind(bind).await?;
+        let local_addr = socket.local_addr()?;
+        let public = public_addr.unwrap_or(local_addr);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let rt = Runtime {
+            socket,
+            public,
+            session: Session::new(cfg, permissions),
+            clients: HashMap::new(),
+            by_user: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_key: 1,
+            events: ev_tx,
+            metrics: Metrics::default(),
+            dirty: Vec::new(),
+            outbox: Vec::new(),
+            track_src: HashMap::new(),
+        };
+        let task = tokio::spawn(rt.run(rx));
+        Ok((
+            SfuServer {
+                tx,
+                local_addr,
+                task,
+            },
+            ev_rx,
+        ))
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| SfuError::Closed)?;
+        rx.await.map_err(|_| SfuError::Closed)
+    }
+
+    /// A participant joins `room` with its first SDP offer (its own tracks); returns the answer.
+    /// Other participants' tracks follow in SFU offers ([`SfuEvent::Offer`]).
+    pub async fn join(
+        &self,
+        room: RoomId,
+        who: ParticipantId,
+        offer: String,
+    ) -> Result<String, SfuError> {
+        self.call(|reply| Command::Join {
+            room,
+            who,
+            offer,
+            reply,
+        })
+        .await?
+    }
+
+    /// A participant renegotiates (publishes or stops a track); returns the answer.
+    pub async fn offer(&self, who: ParticipantId, offer: String) -> Result<String, SfuError> {
+        self.call(|reply| Command::Offer { who, offer, reply })
+            .await?
+    }
+
+    /// The participant's answer to an [`SfuEvent::Offer`].
+    pub async fn answer(&self, who: ParticipantId, answer: String) -> Result<(), SfuError> {
+        self.call(|reply| Command::Answer { who, answer, reply })
+            .await?
+    }
+
+    pub fn leave(&self, who: ParticipantId) {
+        let _ = self.tx.send(Command::Leave { who });
+    }
+
+    /// What `who` shows of `track` (spotlight, thumbnail, hidden).
+    pub async fn set_quality(
+        &self,
+        who: ParticipantId,
+        track: TrackId,
+        quality: Quality,
+    ) -> Result<(), SfuError> {
+        self.call(|reply| Command::SetQuality {
+            who,
+            track,
+            quality,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn metrics(&self) -> Result<Metrics, SfuError> {
+        self.call(|reply| Command::Metrics { reply }).await
+    }
+}
+
+/// Our side of one outgoing (SFU -> participant) track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Waiting to be put in an offer.
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+}
+
+struct Client {
+    who: ParticipantId,
+    room: RoomId,
+    rtc: Rtc,
+    timeout: Instant,
+    pending: Option<SdpPendingOffer>,
+    /// Incoming media (participant -> SFU) by mid.
+    tracks_in: HashMap<Mid, TrackId>,
+    /// Outgoing copies of other participants' tracks.
+    tracks_out: BTreeMap<TrackId, (TrackKind, ParticipantId, OutState)>,
+    mid_out: HashMap<Mid, TrackId>,
+    is_dirty: bool,
+}
+
+struct Runtime {
+    socket: UdpSocket,
+    public: SocketAddr,
+    session: Session,
+    clients: HashMap<u64, Client>,
+    by_user: HashMap<ParticipantId, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    next_key: u64,
+    events: mpsc::UnboundedSender<SfuEvent>,
+    metrics: Metrics,
+    dirty: Vec<u64>,
+    outbox: Vec<(ParticipantId, Rewritten)>,
+    /// Where a publication comes from: (client key, mid, rid per layer).
+    track_src: HashMap<TrackId, (u64, Mid, BTreeMap<Layer, Rid>)>,
+}
+
+fn new_rtc(now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)))
+        .build(now)
+}
+
+impl Runtime {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let now = Instant::now();
+            let wake = self
+                .clients
+                .values()
+                .map(|c| c.timeout)
+                .min()
+                .unwrap_or(next_tick)
+                .min(next_tick)
+                .max(now);
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, src)) = r {
+                        self.on_datagram(&buf[..n], src, Instant::now());
+                        // Drain what is already queued before the timers (cheap batching).
+                        for _ in 0..64 {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, src)) => self.on_datagram(&buf[..n], src, Instant::now()),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    self.on_command(cmd, Instant::now());
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+            let now = Instant::now();
+            let due: Vec<u64> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.timeout <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in due {
+                if let Some(c) = self.clients.get_mut(&k) {
+                    if c.rtc.handle_input(Input::Timeout(now)).is_err() {
+                        self.metrics.rtc_errors += 1;
+                    }
+                    self.mark(k);
+                }
+            }
+            if now >= next_tick {
+                self.session.tick(now);
+                next_tick = now + TICK;
+            }
+            self.pump(now);
+        }
+    }
+
+    fn mark(&mut self, key: u64) {
+        if let Some(c) = self.clients.get_mut(&key)
+            && !c.is_dirty
+        {
+            c.is_dirty = true;
+            self.dirty.push(key);
+        }
+    }
+
+    fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
+        self.metrics.datagrams_in += 1;
+        self.metrics.bytes_in += data.len() as u64;
+        let Ok(recv) = Receive::new(Protocol::Udp, src, self.public, data) else {
+            self.metrics.unparsable += 1;
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        let known = self
+            .by_addr
+            .get(&src)
+            .copied()
+            .filter(|k| self.clients.get(k).is_some_and(|c| c.rtc.accepts(&input)));
+        let key = known.or_else(|| {
+            self.clients
+                .iter()
+                .find(|(_, c)| c.rtc.accepts(&input))
+                .map(|(k, _)| *k)
+        });
+        let Some(key) = key else {
+            self.metrics.unrouted += 1;
+            return;
+        };
+        self.by_addr.insert(src, key);
+        if let Some(c) = self.clients.get_mut(&key)
+            && c.rtc.handle_input(input).is_err()
+        {
+            self.metrics.rtc_errors += 1;
+        }
+        self.mark(key);
+    }
+
+    fn on_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Join {
+                room,
+                who,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.join(room, who, &offer, now));
+            }
+            Command::Offer { who, offer, reply } => {
+                let _ = reply.send(self.renegotiate(who, &offer));
+            }
+            Command::Answer { who, answer, reply } => {
+                let _ = reply.send(self.accept_answer(who, &answer));
+            }
+            Command::Leave { who } => self.leave(who),
+            Command::SetQuality {
+                who,
+                track,
+                quality,
+                reply,
+            } => {
+                let r = self
+                    .session
+                    .set_quality(who, track, quality, now)
+                    .map_err(SfuError::from);
+                let _ = reply.send(r);
+            }
+            Command::Metrics { reply } => {
+                self.metrics.participants = self.clients.len() as u64;
+                let _ = reply.send(self.metrics.clone());
+            }
+        }
+        self.drain_session(now);
+    }
+
+    fn join(
+        &mut self,
+        room: RoomId,
+        who: ParticipantId,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        self.session.join(room, who, now)?;
+        let mut rtc = new_rtc(now);
+        let cand = Candidate::host(self.public, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(cand);
+        let answer = match rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.session.leave(who);
+                return Err(SfuError::Sdp(e.to_string()));
+            }
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let mut tracks_out = BTreeMap::new();
+        // Existing publications of the room go out in the SFU's first offer.
+        if let Some(r) = self.session.room(room) {
+            for t in &r.publications {
+                if let Some(p) = self.session.publication(*t) {
+                    tracks_out.insert(*t, (p.kind, p.owner, OutState::ToOpen));
+                }
+            }
+        }
+        self.clients.insert(
+            key,
+            Client {
+                who,
+                room,
+                rtc,
+                timeout: now,
+                pending: None,
+                tracks_in: HashMap::new(),
+                tracks_out,
+                mid_out: HashMap::new(),
+                is_dirty: false,
+            },
+        );
+        self.by_user.insert(who, key);
+        self.mark(key);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn renegotiate(&mut self, who: ParticipantId, offer: &str) -> Result<String, SfuError> {
+        let key = *self
+            .by_user
+            .get(&who)
+            .ok_or(SfuError::Session(SessionError::NotInRoom))?;
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let c = self.clients.get_mut(&key).ok_or(SfuError::Closed)?;
+        if c.pending.is_some() {
+            return Err(SfuError::Glare);
+        }
+        let answer = c
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        self.mark(key);
+        Ok(answer.to_sdp_string())
+    }
+
+    fn accept_answer(&mut self, who: ParticipantId, answer: &str) -> Result<(), SfuError> {
+        let key = *self
+            .by_user
+            .get(&who)
+            .ok_or(SfuError::Session(SessionError::NotInRoom))?;
+        let answer =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::Sdp(e.to_string()))?;
+        let c = self.clients.get_mut(&key).ok_or(SfuError::Closed)?;
+        let pending = c.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        c.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        for (t, (_, _, st)) in c.tracks_out.iter_mut() {
+            if let OutState::Negotiating(m) = *st {
+                *st = OutState::Open(m);
+                c.mid_out.insert(m, *t);
+            }
+        }
+        self.mark(key);
+        Ok(())
+    }
+
+    fn leave(&mut self, who: ParticipantId) {
+        let Some(key) = self.by_user.remove(&who) else {
+            return;
+        };
+        if let Some(mut c) = self.clients.remove(&key) {
+            c.rtc.disconnect();
+        }
+        self.by_addr.retain(|_, k| *k != key);
+        self.track_src.retain(|_, (k, _, _)| *k != key);
+        let _ = self.session.leave(who);
+        self.drain_session(Instant::now());
+    }
+
+    /// Makes an SFU offer for a client when it has tracks to add or remove and none in flight.
+    fn negotiate(&mut self, key: u64) {
+        let Some(c) = self.clients.get_mut(&key) else {
+            return;
+        };
+        if c.pending.is_some()
+            || !c
+                .tracks_out
+                .values()
+                .any(|(_, _, s)| *s == OutState::ToOpen)
+        {
+            return;
+        }
+        let mut api = c.rtc.sdp_api();
+        let mut added = vec![];
+        for (t, (kind, owner, st)) in c.tracks_out.iter() {
+            if *st == OutState::ToOpen {
+                let mk = match kind {
+                    TrackKind::Audio => MediaKind::Audio,
+                    TrackKind::Video => MediaKind::Video,
+                };
+                let mid = api.add_media(
+                    mk,
+                    Direction::SendOnly,
+                    Some(owner.to_string()),
+                    Some(format!("t{}", t.0)),
+                    None,
+                );
+                added.push((*t, mid));
+            }
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        for (t, mid) in added {
+            if let Some(e) = c.tracks_out.get_mut(&t) {
+                e.2 = OutState::Negotiating(mid);
+            }
+        }
+        c.pending = Some(pending);
+        let _ = self.events.send(SfuEvent::Offer {
+            who: c.who,
+            sdp: offer.to_sdp_string(),
+        });
+    }
+
+    /// Drains every marked client until it only has a timeout left; handles the events.
+    fn pump(&mut self, now: Instant) {
+        while let Some(key) = self.dirty.pop() {
+            self.negotiate(key);
+            let mut events = vec![];
+            let mut dead = false;
+            if let Some(c) = self.clients.get_mut(&key) {
+                c.is_dirty = false;
+                loop {
+                    match c.rtc.poll_output() {
+                        Ok(Output::Timeout(t)) => {
+                            c.timeout = t;
+                            break;
+                        }
+                        Ok(Output::Transmit(t)) => {
+                            match self.socket.try_send_to(&t.contents, t.destination) {
+                                Ok(n) => {
+                                    self.metrics.datagrams_out += 1;
+                                    self.metrics.bytes_out += n as u64;
+                                }
+                                Err(_) => self.metrics.send_dropped += 1,
+                            }
+                        }
+                        Ok(Output::Event(e)) => events.push(e),
+                        Err(_) => {
+                            self.metrics.rtc_errors += 1;
+                            dead = true;
+                            break;
+                        }
+                    }
+                }
+                if !c.rtc.is_alive() {
+                    dead = true;
+                }
+            }
+            for e in events {
+                self.on_event(key, e, now);
+            }
+            if dead && let Some(who) = self.clients.get(&key).map(|c| c.who) {
+                let _ = self.events.send(SfuEvent::Disconnected { who });
+                self.leave(who);
+            }
+            self.drain_session(now);
+        }
+    }
+
+    fn on_event(&mut self, key: u64, e: Event, now: Instant) {
+        match e {
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                if let Some(c) = self.clients.get_mut(&key) {
+                    c.rtc.disconnect();
+                }
+                self.mark(key);
+            }
+            Event::MediaAdded(m) => {
+                if !matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                    return;
+                }
+                let Some(c) = self.clients.get(&key) else {
+                    return;
+                };
+                if c.tracks_in.contains_key(&m.mid) || c.mid_out.contains_key(&m.mid) {
+                    return;
+                }
+                let kind = match m.kind {
+                    MediaKind::Audio => TrackKind::Audio,
+                    MediaKind::Video => TrackKind::Video,
+                };
+                let rids: Vec<Rid> = m
+                    .simulcast
+                    .map(|s| s.send.iter().map(|r| r.rid).collect())
+                    .unwrap_or_default();
+                let mut layers = BTreeMap::new();
+                for r in &rids {
+                    if let Some(l) = Layer::from_rid(r) {
+                        layers.insert(l, *r);
+                    }
+                }
+                match self
+                    .session
+                    .publish(c.who, kind, layers.keys().copied().collect(), now)
+                {
+                    Ok(t) => {
+                        if let Some(c) = self.clients.get_mut(&key) {
+                            c.tracks_in.insert(m.mid, t);
+                        }
+                        self.track_src.insert(t, (key, m.mid, layers));
+                    }
+                    Err(e) => tracing::debug!("publish refused: {e}"),
+                }
+            }
+            Event::RtpPacket(pkt) => self.on_rtp(key, pkt, now),
+            Event::KeyframeRequest(req) => {
+                self.metrics.keyframe_requests_in += 1;
+                let Some(c) = self.clients.get(&key) else {
+                    return;
+                };
+                if let Some(t) = c.mid_out.get(&req.mid).copied() {
+                    let who = c.who;
+                    let _ = self.session.request_keyframe(t, who, now);
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(c) = self.clients.get(&key) {
+                    let who = c.who;
+                    let _ =
+                        self.session
+                            .set_bandwidth(who, Bitrate::from_bps(estimate.as_u64()), now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rtp(&mut self, key: u64, pkt: RtpPacket, now: Instant) {
+        self.metrics.rtp_in += 1;
+        let Some(c) = self.clients.get_mut(&key) else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let (mid, rid) = match c.rtc.direct_api().stream_rx(&ssrc) {
+            Some(s) => (s.mid(), s.rid()),
+            None => {
+                self.metrics.unknown_stream += 1;
+                return;
+            }
+        };
+        let Some(track) = c.tracks_in.get(&mid).copied() else {
+            self.metrics.unknown_stream += 1;
+            return;
+        };
+        let Some(kind) = self.session.publication(track).map(|p| p.kind) else {
+            return;
+        };
+        let layer = rid
+            .as_deref()
+            .and_then(Layer::from_rid)
+            .unwrap_or(Layer::LOW);
+        let keyframe_start = match kind {
+            TrackKind::Audio => false,
+            TrackKind::Video => match vp8::parse(&pkt.payload) {
+                Ok(d) => d.keyframe,
+                Err(_) => {
+                    self.metrics.malformed_vp8 += 1;
+                    return;
+                }
+            },
+        };
+        let level = pkt.header.ext_vals.audio_level.map(AudioLevel::from_dbov);
+        let inp = InPacket {
+            layer,
+            seq: *pkt.seq_no,
+            timestamp: pkt.header.timestamp,
+            keyframe_start,
+            arrival: now,
+        };
+        let mut outbox = std::mem::take(&mut self.outbox);
+        outbox.clear();
+        let _ = self
+            .session
+            .on_packet(track, &inp, pkt.payload.len(), level, |to, rw| {
+                outbox.push((to, rw))
+            });
+        let payload: Arc<[u8]> = pkt.payload.clone();
+        let ext = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            ..Default::default()
+        };
+        for (to, rw) in outbox.iter() {
+            let Some(&k) = self.by_user.get(to) else {
+                continue;
+            };
+            let Some(c) = self.clients.get_mut(&k) else {
+                continue;
+            };
+            let Some((_, _, OutState::Open(mid))) = c.tracks_out.get(&track).copied() else {
+                continue;
+            };
+            let codec = match kind {
+                TrackKind::Audio => Codec::Opus,
+                TrackKind::Video => Codec::Vp8,
+            };
+            let Some(pt) = c
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+            else {
+                continue;
+            };
+            let mut api = c.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, rw.seq.into(), rw.timestamp, now, payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext.clone())
+                    .nackable(kind == TrackKind::Video),
+            );
+            self.metrics.rtp_forwarded += 1;
+            self.mark(k);
+        }
+        self.outbox = outbox;
+    }
+
+    /// Acts on session events (new tracks to offer, keyframe requests upstream) and passes
+    /// them on to the relay.
+    fn drain_session(&mut self, _now: Instant) {
+        while let Some(ev) = self.session.poll_event() {
+            match &ev {
+                SessionEvent::TrackPublished {
+                    room,
+                    track,
+                    owner,
+                    kind,
+                } => {
+                    let keys: Vec<u64> = self
+                        .clients
+                        .iter()
+                        .filter(|(_, c)| c.room == *room && c.who != *owner)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in keys {
+                        if let Some(c) = self.clients.get_mut(&k) {
+                            c.tracks_out
+                                .insert(*track, (*kind, *owner, OutState::ToOpen));
+                        }
+                        self.mark(k);
+                    }
+                }
+                SessionEvent::TrackUnpublished { track, .. } => {
+                    // The m-line stays (inactive) until the next renegotiation; nothing is
+                    // forwarded on it any more.
+                    for c in self.clients.values_mut() {
+                        if let Some((_, _, st)) = c.tracks_out.remove(track)
+                            && let OutState::Open(m) | OutState::Negotiating(m) = st
+                        {
+                            c.mid_out.remove(&m);
+                        }
+                    }
+                    self.track_src.remove(track);
+                }
+                SessionEvent::KeyframeRequest { track, layer } => {
+                    if let Some((k, mid, rids)) = self.track_src.get(track) {
+                        let rid = rids.get(layer).copied();
+                        if let Some(c) = self.clients.get_mut(k)
+                            && let Some(rx) = c.rtc.direct_api().stream_rx_by_mid(*mid, rid)
+                        {
+                            rx.request_keyframe(KeyframeRequestKind::Pli);
+                        }
+                        let k = *k;
+                        self.mark(k);
+                    }
+                }
+                _ => {}
+            }
+            let _ = self.events.send(SfuEvent::Session(ev));
+        }
+    }
+}

@@ -1,0 +1,724 @@
+//! The session layer: rooms, participants, publications, subscriptions, permissions and the
+//! events the relay announces. It owns the packet layer's per-subscription forwarders and the
+//! room's speaker detector, and decides which layer each subscriber gets; it knows nothing of
+//! SDP, ICE or sockets. Time is an input.
+//!
+//! Invariants (checked in tests): a participant is in at most one room; every publication's
+//! owner is a participant of its room; every other participant of that room holds exactly one
+//! subscription to it; a subscription never forwards to the publication's owner.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use hum_proto::signal::Permissions;
+use hum_proto::units::Bitrate;
+use hum_proto::{ChannelId, UserId};
+use thiserror::Error;
+
+use crate::packet::audio_level::AudioLevel;
+use crate::packet::forwarder::{Forwarder, InPacket};
+use crate::packet::layer::{Layer, Quality, choose_layer};
+use crate::packet::pli::PliLimiter;
+use crate::packet::rewriter::Rewritten;
+use crate::packet::speaker::{DominantSpeaker, SpeakerConfig};
+
+/// A room is a voice channel.
+pub type RoomId = ChannelId;
+/// A participant is a user (one connection per user per room).
+pub type ParticipantId = UserId;
+
+/// A publication, unique across the SFU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TrackId(pub u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+impl TrackKind {
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            TrackKind::Audio => 48_000,
+            TrackKind::Video => 90_000,
+        }
+    }
+}
+
+/// What the relay lets a participant do in a room (filled in from its channel permissions).
+pub trait PermissionsHook: Send {
+    fn permissions(&self, room: RoomId, who: ParticipantId) -> Permissions;
+}
+
+impl<F: Fn(RoomId, ParticipantId) -> Permissions + Send> PermissionsHook for F {
+    fn permissions(&self, room: RoomId, who: ParticipantId) -> Permissions {
+        self(room, who)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SessionError {
+    #[error("already in room {0}")]
+    AlreadyInRoom(RoomId),
+    #[error("not in a room")]
+    NotInRoom,
+    #[error("not permitted to publish {0:?} in this room")]
+    NotPermitted(TrackKind),
+    #[error("no such track")]
+    NoSuchTrack,
+    #[error("too many participants in the room (limit {0})")]
+    RoomFull(usize),
+}
+
+/// What the session layer announces (the relay turns these into signalling messages; the
+/// runtime acts on keyframe requests and layer pauses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    ParticipantJoined {
+        room: RoomId,
+        who: ParticipantId,
+    },
+    ParticipantLeft {
+        room: RoomId,
+        who: ParticipantId,
+    },
+    TrackPublished {
+        room: RoomId,
+        track: TrackId,
+        owner: ParticipantId,
+        kind: TrackKind,
+    },
+    TrackUnpublished {
+        room: RoomId,
+        track: TrackId,
+        owner: ParticipantId,
+    },
+    SpeakerChanged {
+        room: RoomId,
+        who: ParticipantId,
+    },
+    /// Ask the publisher for a keyframe of this layer (already rate-limited).
+    KeyframeRequest {
+        track: TrackId,
+        layer: Layer,
+    },
+    /// Whether any subscriber wants this layer; the publisher may stop encoding unwanted ones.
+    LayerWanted {
+        track: TrackId,
+        layer: Layer,
+        wanted: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    pub max_participants: usize,
+    /// The budget a subscriber without a bandwidth estimate gets.
+    pub default_bandwidth: Bitrate,
+    /// What one audio subscription is assumed to cost when splitting a budget.
+    pub audio_cost: Bitrate,
+    /// One keyframe request per publication layer per interval.
+    pub pli_interval: Duration,
+    /// Layer bitrates are measured over this window.
+    pub rate_window: Duration,
+    pub speaker: SpeakerConfig,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_participants: 5_000,
+            default_bandwidth: Bitrate::from_mbps(2),
+            audio_cost: Bitrate::from_kbps(50),
+            pli_interval: Duration::from_millis(500),
+            rate_window: Duration::from_secs(1),
+            speaker: SpeakerConfig::default(),
+        }
+    }
+}
+
+/// A subscriber's copy of one publication.
+#[derive(Debug)]
+pub struct Subscription {
+    pub subscriber: ParticipantId,
+    pub quality: Quality,
+    pub forwarder: Forwarder,
+}
+
+#[derive(Debug)]
+struct LayerRate {
+    bytes: u64,
+    rate: Option<Bitrate>,
+    last_packet: Instant,
+}
+
+#[derive(Debug)]
+pub struct Publication {
+    pub id: TrackId,
+    pub room: RoomId,
+    pub owner: ParticipantId,
+    pub kind: TrackKind,
+    /// Simulcast layers announced (empty: one layer).
+    pub layers: Vec<Layer>,
+    subscribers: Vec<Subscription>,
+    rates: BTreeMap<Layer, LayerRate>,
+    rate_window_start: Option<Instant>,
+    pli: PliLimiter,
+    wanted: BTreeSet<Layer>,
+}
+
+impl Publication {
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscribers
+    }
+
+    /// Live layers with their measured (or, before a measurement, nominal) bitrates.
+    fn live_layers(&self, now: Instant) -> Vec<(Layer, Bitrate)> {
+        let nominal = |l: Layer| match l.0 {
+            0 => Bitrate::from_kbps(150),
+            1 => Bitrate::from_kbps(500),
+            _ => Bitrate::from_kbps(1_500),
+        };
+        let stale = Duration::from_secs(2);
+        self.rates
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.last_packet) < stale)
+            .map(|(l, r)| (*l, r.rate.unwrap_or_else(|| nominal(*l))))
+            .collect()
+    }
+
+    fn new_forwarder(&self, seed: u64) -> Forwarder {
+        // The first outgoing sequence number: spread, below 2^15 (no SRTP rollover to signal).
+        let initial = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 49) as u16;
+        if self.layers.len() > 1 {
+            Forwarder::simulcast(self.kind.clock_rate(), initial)
+        } else {
+            Forwarder::single(self.kind.clock_rate(), initial)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub room: RoomId,
+    pub bandwidth: Option<Bitrate>,
+    pub publications: BTreeSet<TrackId>,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    pub id: RoomId,
+    pub participants: BTreeMap<ParticipantId, Participant>,
+    pub publications: BTreeSet<TrackId>,
+    speaker: DominantSpeaker<ParticipantId>,
+}
+
+impl Room {
+    pub fn dominant_speaker(&self) -> Option<ParticipantId> {
+        self.speaker.dominant()
+    }
+}
+
+/// All rooms of one SFU node.
+pub struct Session {
+    cfg: SessionConfig,
+    rooms: BTreeMap<RoomId, Room>,
+    where_is: BTreeMap<ParticipantId, RoomId>,
+    tracks: BTreeMap<TrackId, Publication>,
+    permissions: Box<dyn PermissionsHook>,
+    events: VecDeque<SessionEvent>,
+    next_track: u64,
+    forwarder_seed: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("rooms", &self.rooms.len())
+            .field("tracks", &self.tracks.len())
+            .finish()
+    }
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig, permissions: impl PermissionsHook + 'static) -> Self {
+        Session {
+            cfg,
+            rooms: BTreeMap::new(),
+            where_is: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            permissions: Box::new(permissions),
+            events: VecDeque::new(),
+            next_track: 1,
+            forwarder_seed: 1,
+        }
+    }
+
+    pub fn room(&self, id: RoomId) -> Option<&Room> {
+        self.rooms.get(&id)
+    }
+
+    pub fn publication(&self, id: TrackId) -> Option<&Publication> {
+        self.tracks.get(&id)
+    }
+
+    pub fn room_of(&self, who: ParticipantId) -> Option<RoomId> {
+        self.where_is.get(&who).copied()
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn join(
+        &mut self,
+        room: RoomId,
+        who: ParticipantId,
+        _now: Instant,
+    ) -> Result<(), SessionError> {
+        if let Some(r) = self.where_is.get(&who) {
+            return Err(SessionError::AlreadyInRoom(*r));
+        }
+        let cfg = self.cfg;
+        let r = self.rooms.entry(room).or_insert_with(|| Room {
+            id: room,
+            participants: BTreeMap::new(),
+            publications: BTreeSet::new(),
+            speaker: DominantSpeaker::new(cfg.speaker),
+        });
+        if r.participants.len() >= cfg.max_participants {
+            return Err(SessionError::RoomFull(cfg.max_participants));
+        }
+        r.participants.insert(
+            who,
+            Participant {
+                id: who,
+                room,
+                bandwidth: None,
+                publications: BTreeSet::new(),
+            },
+        );
+        self.where_is.insert(who, room);
+        let existing: Vec<TrackId> = r.publications.iter().copied().collect();
+        for t in existing {
+            self.subscribe(t, who);
+        }
+        self.events
+            .push_back(SessionEvent::ParticipantJoined { room, who });
+        Ok(())
+    }
+
+    pub fn leave(&mut self, who: ParticipantId) -> Result<(), SessionError> {
+        let room = self.where_is.remove(&who).ok_or(SessionError::NotInRoom)?;
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return Ok(());
+        };
+        let owned = r
+            .participants
+            .remove(&who)
+            .map(|p| p.publications)
+            .unwrap_or_default();
+        r.speaker.remove(who);
+        let pubs: Vec<TrackId> = r.publications.iter().copied().collect();
+        for t in owned {
+            self.unpublish(t)?;
+        }
+        for t in pubs {
+            if let Some(p) = self.tracks.get_mut(&t) {
+                p.subscribers.retain(|s| s.subscriber != who);
+            }
+        }
+        self.events
+            .push_back(SessionEvent::ParticipantLeft { room, who });
+        if self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.participants.is_empty())
+        {
+            self.rooms.remove(&room);
+        }
+        Ok(())
+    }
+
+    /// Publishes a track; every other participant of the room subscribes to it.
+    pub fn publish(
+        &mut self,
+        who: ParticipantId,
+        kind: TrackKind,
+        layers: Vec<Layer>,
+        now: Instant,
+    ) -> Result<TrackId, SessionError> {
+        let room = self.room_of(who).ok_or(SessionError::NotInRoom)?;
+        let perm = self.permissions.permissions(room, who);
+        let allowed = match kind {
+            TrackKind::Audio => perm.speak,
+            TrackKind::Video => perm.video,
+        };
+        if !allowed {
+            return Err(SessionError::NotPermitted(kind));
+        }
+        let id = TrackId(self.next_track);
+        self.next_track += 1;
+        self.tracks.insert(
+            id,
+            Publication {
+                id,
+                room,
+                owner: who,
+                kind,
+                layers,
+                subscribers: Vec::new(),
+                rates: BTreeMap::new(),
+                rate_window_start: Some(now),
+                pli: PliLimiter::new(self.cfg.pli_interval),
+                wanted: BTreeSet::new(),
+            },
+        );
+        let others: Vec<ParticipantId> = match self.rooms.get_mut(&room) {
+            Some(r) => {
+                r.publications.insert(id);
+                if let Some(p) = r.participants.get_mut(&who) {
+                    p.publications.insert(id);
+                }
+                r.participants
+                    .keys()
+                    .copied()
+                    .filter(|p| *p != who)
+                    .collect()
+            }
+            None => vec![],
+        };
+        for o in others {
+            self.subscribe(id, o);
+        }
+        self.events.push_back(SessionEvent::TrackPublished {
+            room,
+            track: id,
+            owner: who,
+            kind,
+        });
+        Ok(id)
+    }
+
+    pub fn unpublish(&mut self, track: TrackId) -> Result<(), SessionError> {
+        let p = self
+            .tracks
+            .remove(&track)
+            .ok_or(SessionError::NoSuchTrack)?;
+        if let Some(r) = self.rooms.get_mut(&p.room) {
+            r.publications.remove(&track);
+            if let Some(o) = r.participants.get_mut(&p.owner) {
+                o.publications.remove(&track);
+            }
+        }
+        self.events.push_back(SessionEvent::TrackUnpublished {
+            room: p.room,
+            track,
+            owner: p.owner,
+        });
+        Ok(())
+    }
+
+    fn subscribe(&mut self, track: TrackId, who: ParticipantId) {
+        self.forwarder_seed += 1;
+        let seed = self.forwarder_seed;
+        if let Some(p) = self.tracks.get_mut(&track) {
+            let forwarder = p.new_forwarder(seed);
+            p.subscribers.push(Subscription {
+                subscriber: who,
+                quality: Quality::default(),
+                forwarder,
+            });
+        }
+    }
+
+    /// What a subscriber asked to see of a track (speaker view, thumbnail, hidden).
+    pub fn set_quality(
+        &mut self,
+        who: ParticipantId,
+        track: TrackId,
+        q: Quality,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let p = self
+            .tracks
+            .get_mut(&track)
+            .ok_or(SessionError::NoSuchTrack)?;
+        let s = p
+            .subscribers
+            .iter_mut()
+            .find(|s| s.subscriber == who)
+            .ok_or(SessionError::NoSuchTrack)?;
+        s.quality = q;
+        self.allocate(who, now);
+        Ok(())
+    }
+
+    /// A subscriber's downlink estimate (from the runtime's bandwidth estimator).
+    pub fn set_bandwidth(
+        &mut self,
+        who: ParticipantId,
+        bw: Bitrate,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        let room = self.room_of(who).ok_or(SessionError::NotInRoom)?;
+        if let Some(p) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.participants.get_mut(&who))
+        {
+            p.bandwidth = Some(bw);
+        }
+        self.allocate(who, now);
+        Ok(())
+    }
+
+    /// Splits a subscriber's budget over its video subscriptions: audio first, then
+    /// spotlighted (High) video, then thumbnails; each gets the best layer that still fits.
+    fn allocate(&mut self, who: ParticipantId, now: Instant) {
+        let Some(room) = self.room_of(who) else {
+            return;
+        };
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        let bw = r
+            .participants
+            .get(&who)
+            .and_then(|p| p.bandwidth)
+            .unwrap_or(self.cfg.default_bandwidth);
+        let subs: Vec<TrackId> = r
+            .publications
+            .iter()
+            .copied()
+            .filter(|t| self.tracks.get(t).is_some_and(|p| p.owner != who))
+            .collect();
+        let audio = subs
+            .iter()
+            .filter(|t| {
+                self.tracks
+                    .get(t)
+                    .is_some_and(|p| p.kind == TrackKind::Audio)
+            })
+            .count() as u64;
+        let mut remaining = bw.saturating_sub(Bitrate::from_bps(self.cfg.audio_cost.bps() * audio));
+        let mut video: Vec<(Quality, TrackId)> = subs
+            .iter()
+            .filter_map(|t| {
+                let p = self.tracks.get(t)?;
+                let s = p.subscribers.iter().find(|s| s.subscriber == who)?;
+                (p.kind == TrackKind::Video).then_some((s.quality, *t))
+            })
+            .collect();
+        video.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (q, t) in video {
+            let Some(p) = self.tracks.get_mut(&t) else {
+                continue;
+            };
+            let live = p.live_layers(now);
+            let target = choose_layer(&live, q, remaining);
+            if let Some(l) = target {
+                let cost = live
+                    .iter()
+                    .find(|(x, _)| *x == l)
+                    .map(|(_, r)| *r)
+                    .unwrap_or_default();
+                remaining = remaining.saturating_sub(cost);
+            }
+            if let Some(s) = p.subscribers.iter_mut().find(|s| s.subscriber == who) {
+                s.forwarder.set_target(target);
+            }
+        }
+    }
+
+    /// One packet from a publication: calls `emit(subscriber, rewritten)` for each subscriber
+    /// that gets it. `level` is the packet's RFC 6464 level (audio).
+    pub fn on_packet(
+        &mut self,
+        track: TrackId,
+        pkt: &InPacket,
+        payload_len: usize,
+        level: Option<AudioLevel>,
+        mut emit: impl FnMut(ParticipantId, Rewritten),
+    ) -> Result<(), SessionError> {
+        let p = self
+            .tracks
+            .get_mut(&track)
+            .ok_or(SessionError::NoSuchTrack)?;
+        let fresh_layer = p.kind == TrackKind::Video && !p.rates.contains_key(&pkt.layer);
+        let r = p.rates.entry(pkt.layer).or_insert(LayerRate {
+            bytes: 0,
+            rate: None,
+            last_packet: pkt.arrival,
+        });
+        r.bytes += payload_len as u64;
+        r.last_packet = pkt.arrival;
+        for s in p.subscribers.iter_mut() {
+            if let Some(out) = s.forwarder.forward(pkt) {
+                emit(s.subscriber, out);
+            }
+        }
+        let (room, owner) = (p.room, p.owner);
+        if let Some(level) = level
+            && let Some(r) = self.rooms.get_mut(&room)
+        {
+            r.speaker.on_level(owner, level, pkt.arrival);
+        }
+        if fresh_layer {
+            // A layer came alive: subscribers waiting for nothing may now get a target.
+            let subs: Vec<ParticipantId> = self
+                .tracks
+                .get(&track)
+                .map(|p| p.subscribers.iter().map(|s| s.subscriber).collect())
+                .unwrap_or_default();
+            for s in subs {
+                self.allocate(s, pkt.arrival);
+            }
+        }
+        Ok(())
+    }
+
+    /// A subscriber lost a picture (PLI/FIR from it): ask the publisher for a keyframe of the
+    /// layer it receives, through the publication's rate limit. Returns whether a request went
+    /// upstream (as a [`SessionEvent::KeyframeRequest`]).
+    pub fn request_keyframe(
+        &mut self,
+        track: TrackId,
+        who: ParticipantId,
+        now: Instant,
+    ) -> Result<bool, SessionError> {
+        let p = self
+            .tracks
+            .get_mut(&track)
+            .ok_or(SessionError::NoSuchTrack)?;
+        if p.kind != TrackKind::Video {
+            return Ok(false);
+        }
+        let s = p
+            .subscribers
+            .iter()
+            .find(|s| s.subscriber == who)
+            .ok_or(SessionError::NoSuchTrack)?;
+        let Some(layer) = s.forwarder.current().or(s.forwarder.awaiting_keyframe()) else {
+            return Ok(false);
+        };
+        let sent = p.pli.request(layer, now);
+        if sent {
+            self.events
+                .push_back(SessionEvent::KeyframeRequest { track, layer });
+        }
+        Ok(sent)
+    }
+
+    /// Keyframe requests (upstream, suppressed) over all publications.
+    pub fn keyframe_request_counts(&self) -> (u64, u64) {
+        self.tracks
+            .values()
+            .fold((0, 0), |(a, b), p| (a + p.pli.sent, b + p.pli.suppressed))
+    }
+
+    /// Periodic work: layer rates, reallocation, keyframe requests, wanted layers, speakers.
+    pub fn tick(&mut self, now: Instant) {
+        let window = self.cfg.rate_window;
+        let mut realloc: BTreeSet<ParticipantId> = BTreeSet::new();
+        for p in self.tracks.values_mut() {
+            if let Some(start) = p.rate_window_start {
+                let dt = now.saturating_duration_since(start);
+                if dt >= window {
+                    for r in p.rates.values_mut() {
+                        r.rate = Some(Bitrate::from_bps(
+                            r.bytes * 8 * 1_000_000 / dt.as_micros().max(1) as u64,
+                        ));
+                        r.bytes = 0;
+                    }
+                    p.rate_window_start = Some(now);
+                    if p.kind == TrackKind::Video {
+                        realloc.extend(p.subscribers.iter().map(|s| s.subscriber));
+                    }
+                }
+            }
+        }
+        for who in realloc {
+            self.allocate(who, now);
+        }
+        for p in self.tracks.values_mut() {
+            if p.kind != TrackKind::Video {
+                continue;
+            }
+            let mut want: BTreeSet<Layer> = BTreeSet::new();
+            let mut key: BTreeSet<Layer> = BTreeSet::new();
+            for s in &p.subscribers {
+                if s.quality != Quality::Paused {
+                    want.extend(s.forwarder.current());
+                }
+                if let Some(l) = s.forwarder.awaiting_keyframe() {
+                    want.insert(l);
+                    key.insert(l);
+                }
+            }
+            for l in key {
+                if p.pli.request(l, now) {
+                    self.events.push_back(SessionEvent::KeyframeRequest {
+                        track: p.id,
+                        layer: l,
+                    });
+                }
+            }
+            for &l in &p.layers {
+                if want.contains(&l) != p.wanted.contains(&l) {
+                    self.events.push_back(SessionEvent::LayerWanted {
+                        track: p.id,
+                        layer: l,
+                        wanted: want.contains(&l),
+                    });
+                }
+            }
+            p.wanted = want;
+        }
+        for r in self.rooms.values_mut() {
+            if let Some(who) = r.speaker.tick(now) {
+                self.events
+                    .push_back(SessionEvent::SpeakerChanged { room: r.id, who });
+            }
+        }
+    }
+
+    /// Checks the invariants in the module doc; returns the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (who, room) in &self.where_is {
+            let in_room = self
+                .rooms
+                .get(room)
+                .is_some_and(|r| r.participants.contains_key(who));
+            if !in_room {
+                return Err(format!("{who:?} indexed in {room} but not there"));
+            }
+        }
+        for (id, p) in &self.tracks {
+            let Some(r) = self.rooms.get(&p.room) else {
+                return Err(format!("track {id:?} in a missing room"));
+            };
+            if !r.participants.contains_key(&p.owner) {
+                return Err(format!("track {id:?} owner not in room"));
+            }
+            let mut subs: Vec<ParticipantId> = p.subscribers.iter().map(|s| s.subscriber).collect();
+            subs.sort();
+            let want: Vec<ParticipantId> = r
+                .participants
+                .keys()
+                .copied()
+                .filter(|k| *k != p.owner)
+                .collect();
+            if subs != want {
+                return Err(format!(
+                    "track {id:?}: subscribers {} vs others {}",
+                    subs.len(),
+                    want.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

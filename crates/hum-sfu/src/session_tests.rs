@@ -1,0 +1,360 @@
+//! Session-layer tests: membership, permissions, fan-out, layer choice, speaker events.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hum_proto::signal::Permissions;
+use hum_proto::units::Bitrate;
+use hum_proto::{ChannelId, UserId};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::packet::audio_level::AudioLevel;
+use crate::packet::forwarder::InPacket;
+use crate::packet::layer::{Layer, Quality};
+use crate::packet::vp8;
+use crate::session::*;
+
+fn user(n: u8) -> UserId {
+    UserId([n; 32])
+}
+
+fn open() -> Session {
+    Session::new(
+        SessionConfig::default(),
+        |_room: RoomId, _who: ParticipantId| Permissions::ALL,
+    )
+}
+
+fn events(s: &mut Session) -> Vec<SessionEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn audio(seq: u64, at: Instant) -> InPacket {
+    InPacket {
+        layer: Layer::LOW,
+        seq,
+        timestamp: seq as u32 * 960,
+        keyframe_start: false,
+        arrival: at,
+    }
+}
+
+#[test]
+fn join_publish_leave_keep_the_invariants() {
+    let t0 = Instant::now();
+    let room = ChannelId(7);
+    let mut s = open();
+    s.join(room, user(1), t0).expect("join");
+    let a = s
+        .publish(user(1), TrackKind::Audio, vec![], t0)
+        .expect("publish");
+    s.join(room, user(2), t0).expect("join");
+    assert_eq!(
+        s.join(room, user(2), t0),
+        Err(SessionError::AlreadyInRoom(room))
+    );
+    s.join(room, user(3), t0).expect("join");
+    let b = s
+        .publish(user(2), TrackKind::Audio, vec![], t0)
+        .expect("publish");
+    s.check_invariants().expect("invariants");
+    assert_eq!(s.publication(a).map(|p| p.subscriptions().len()), Some(2));
+    assert_eq!(
+        events(&mut s),
+        vec![
+            SessionEvent::ParticipantJoined { room, who: user(1) },
+            SessionEvent::TrackPublished {
+                room,
+                track: a,
+                owner: user(1),
+                kind: TrackKind::Audio
+            },
+            SessionEvent::ParticipantJoined { room, who: user(2) },
+            SessionEvent::ParticipantJoined { room, who: user(3) },
+            SessionEvent::TrackPublished {
+                room,
+                track: b,
+                owner: user(2),
+                kind: TrackKind::Audio
+            },
+        ]
+    );
+    s.leave(user(1)).expect("leave");
+    s.check_invariants().expect("invariants");
+    assert!(s.publication(a).is_none());
+    assert_eq!(s.publication(b).map(|p| p.subscriptions().len()), Some(1));
+    assert_eq!(
+        events(&mut s),
+        vec![
+            SessionEvent::TrackUnpublished {
+                room,
+                track: a,
+                owner: user(1)
+            },
+            SessionEvent::ParticipantLeft { room, who: user(1) },
+        ]
+    );
+    assert_eq!(s.leave(user(1)), Err(SessionError::NotInRoom));
+}
+
+#[test]
+fn permissions_hook_decides_what_may_be_published() {
+    let t0 = Instant::now();
+    let mut s = Session::new(
+        SessionConfig::default(),
+        |_room: RoomId, who: ParticipantId| Permissions {
+            speak: who != user(9),
+            video: false,
+            ..Permissions::ALL
+        },
+    );
+    s.join(ChannelId(1), user(9), t0).expect("join");
+    s.join(ChannelId(1), user(2), t0).expect("join");
+    assert_eq!(
+        s.publish(user(9), TrackKind::Audio, vec![], t0),
+        Err(SessionError::NotPermitted(TrackKind::Audio))
+    );
+    assert_eq!(
+        s.publish(user(2), TrackKind::Video, vec![], t0),
+        Err(SessionError::NotPermitted(TrackKind::Video))
+    );
+    assert!(s.publish(user(2), TrackKind::Audio, vec![], t0).is_ok());
+    assert_eq!(
+        s.publish(user(3), TrackKind::Audio, vec![], t0),
+        Err(SessionError::NotInRoom)
+    );
+}
+
+#[test]
+fn audio_reaches_every_other_participant_once_and_in_order() {
+    let t0 = Instant::now();
+    let room = ChannelId(3);
+    let mut s = open();
+    let mut tracks = vec![];
+    for n in 1..=5 {
+        s.join(room, user(n), t0).expect("join");
+        tracks.push(
+            s.publish(user(n), TrackKind::Audio, vec![], t0)
+                .expect("publish"),
+        );
+    }
+    let mut got: BTreeMap<(UserId, usize), Vec<u64>> = BTreeMap::new();
+    for i in 0..50u64 {
+        let at = t0 + Duration::from_millis(20 * i);
+        for (k, &t) in tracks.iter().enumerate() {
+            s.on_packet(
+                t,
+                &audio(1000 + i, at),
+                80,
+                Some(AudioLevel::from_neg_dbov(40)),
+                |to, out| {
+                    got.entry((to, k)).or_default().push(out.seq);
+                },
+            )
+            .expect("known track");
+        }
+    }
+    assert_eq!(got.len(), 5 * 4, "each of 5 sources to each of 4 others");
+    for ((to, k), seqs) in &got {
+        assert_ne!(*to, user(*k as u8 + 1), "never back to the owner");
+        assert_eq!(seqs.len(), 50);
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+    assert_eq!(
+        s.on_packet(TrackId(999), &audio(1, t0), 10, None, |_, _| {}),
+        Err(SessionError::NoSuchTrack)
+    );
+}
+
+/// A publisher sends three simulcast layers; subscribers get layers by what they show and by
+/// their bandwidth; switching waits for keyframes, which the session asks for (rate-limited).
+#[test]
+fn simulcast_layers_follow_quality_and_bandwidth() {
+    let t0 = Instant::now();
+    let room = ChannelId(4);
+    let mut s = open();
+    for n in 1..=4 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    let v = s
+        .publish(
+            user(1),
+            TrackKind::Video,
+            vec![Layer(0), Layer(1), Layer(2)],
+            t0,
+        )
+        .expect("publish");
+    // user 2: spotlight, plenty of bandwidth; user 3: spotlight behind 300 kbit/s; user 4: thumbnail.
+    s.set_bandwidth(user(2), Bitrate::from_mbps(10), t0)
+        .expect("bw");
+    s.set_bandwidth(user(3), Bitrate::from_kbps(300), t0)
+        .expect("bw");
+    s.set_quality(user(4), v, Quality::Low, t0).expect("q");
+    let layer_bytes = [200usize, 700, 2000]; // per frame, ~30 fps: 48/168/480 kbit/s
+    let mut seen: BTreeMap<UserId, BTreeMap<Layer, u32>> = BTreeMap::new();
+    let mut keyframe_requests = 0;
+    let mut asked: std::collections::BTreeSet<Layer> = Default::default();
+    for frame in 0..150u64 {
+        let at = t0 + Duration::from_millis(frame * 33);
+        for l in 0..3u8 {
+            // Keyframes every 100 frames, and on the next frame when the SFU asks (as encoders do).
+            let key = frame % 100 == u64::from(l) * 7 || asked.remove(&Layer(l));
+            let payload =
+                vp8::synthetic_payload(frame as u16, true, key, layer_bytes[usize::from(l)]);
+            let d = vp8::parse(&payload).expect("valid");
+            let p = InPacket {
+                layer: Layer(l),
+                seq: 5000 * u64::from(l) + frame,
+                timestamp: frame as u32 * 3000,
+                keyframe_start: d.keyframe,
+                arrival: at,
+            };
+            s.on_packet(v, &p, payload.len(), None, |to, _| {
+                *seen.entry(to).or_default().entry(Layer(l)).or_default() += 1;
+            })
+            .expect("track");
+        }
+        s.tick(at);
+        for e in events(&mut s) {
+            if let SessionEvent::KeyframeRequest { track, layer } = e {
+                assert_eq!(track, v);
+                asked.insert(layer);
+                keyframe_requests += 1;
+            }
+        }
+    }
+    let top = |u: u8| {
+        seen.get(&user(u))
+            .and_then(|m| m.iter().max_by_key(|(_, n)| **n).map(|(l, _)| *l))
+    };
+    assert_eq!(top(2), Some(Layer(2)), "{seen:?}");
+    // Nominal rates first (only layer 0 fits 300 kbit/s), then the measured 168 kbit/s of
+    // layer 1 fits and 480 kbit/s of layer 2 does not.
+    assert_eq!(
+        top(3),
+        Some(Layer(1)),
+        "300 kbit/s fits the middle layer: {seen:?}"
+    );
+    assert_eq!(
+        seen.get(&user(3)).and_then(|m| m.get(&Layer(2))),
+        None,
+        "{seen:?}"
+    );
+    assert_eq!(top(4), Some(Layer(0)), "{seen:?}");
+    assert!(
+        (3..=6).contains(&keyframe_requests),
+        "one per layer start + one switch: {keyframe_requests}"
+    );
+    // Nobody subscribes: pausing everyone unwants all layers.
+    for n in 2..=4 {
+        s.set_quality(user(n), v, Quality::Paused, t0 + Duration::from_secs(6))
+            .expect("q");
+    }
+    s.tick(t0 + Duration::from_secs(6));
+    let unwanted: Vec<Layer> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::LayerWanted {
+                layer,
+                wanted: false,
+                ..
+            } => Some(layer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unwanted, vec![Layer(0), Layer(1), Layer(2)]);
+}
+
+#[test]
+fn speaker_changes_are_announced() {
+    let t0 = Instant::now();
+    let room = ChannelId(5);
+    let mut s = open();
+    let mut tracks = vec![];
+    for n in 1..=3 {
+        s.join(room, user(n), t0).expect("join");
+        tracks.push(
+            s.publish(user(n), TrackKind::Audio, vec![], t0)
+                .expect("publish"),
+        );
+    }
+    events(&mut s);
+    let mut speakers = vec![];
+    for i in 0..500u64 {
+        let at = t0 + Duration::from_millis(20 * i);
+        // user 1 talks for 5 s, then user 3.
+        let talker = if i < 250 { 0 } else { 2 };
+        for (k, &t) in tracks.iter().enumerate() {
+            // Syllables for the talker (a constant level would be its noise floor).
+            let level = if k == talker && i % 8 < 6 {
+                25
+            } else if k == talker {
+                70
+            } else {
+                90
+            };
+            s.on_packet(
+                t,
+                &audio(i, at),
+                80,
+                Some(AudioLevel::from_neg_dbov(level)),
+                |_, _| {},
+            )
+            .expect("track");
+        }
+        s.tick(at);
+        for e in events(&mut s) {
+            if let SessionEvent::SpeakerChanged { who, .. } = e {
+                speakers.push(who);
+            }
+        }
+    }
+    assert_eq!(speakers, vec![user(1), user(3)]);
+    assert_eq!(
+        s.room(room).and_then(|r| r.dominant_speaker()),
+        Some(user(3))
+    );
+}
+
+/// Random joins, leaves, publishes and unpublishes: the invariants hold after every step.
+#[test]
+fn random_operations_keep_the_invariants() {
+    for seed in 0..10 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let t0 = Instant::now();
+        let mut s = open();
+        let mut tracks: Vec<TrackId> = vec![];
+        for step in 0..400 {
+            let u = user(rng.gen_range(1..12));
+            let room = ChannelId(rng.gen_range(1..3));
+            match rng.gen_range(0..5) {
+                0 | 1 => {
+                    let _ = s.join(room, u, t0);
+                }
+                2 => {
+                    let _ = s.leave(u);
+                }
+                3 => {
+                    let kind = if rng.gen_bool(0.5) {
+                        TrackKind::Audio
+                    } else {
+                        TrackKind::Video
+                    };
+                    if let Ok(t) = s.publish(u, kind, vec![], t0) {
+                        tracks.push(t);
+                    }
+                }
+                _ => {
+                    if !tracks.is_empty() {
+                        let t = tracks.swap_remove(rng.gen_range(0..tracks.len()));
+                        let _ = s.unpublish(t);
+                    }
+                }
+            }
+            if let Err(e) = s.check_invariants() {
+                panic!("seed {seed} step {step}: {e}");
+            }
+        }
+    }
+}
