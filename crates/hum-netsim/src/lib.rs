@@ -22,5 +22,8 @@ mod queue;
 mod time;
 
 pub use churn::{ChurnEvent, ChurnSchedule};
-pub use net::{Event, EventKind, LinkOverride, Net, NodeConfig, NodeId, NodeStats, SendOutcome};
+pub use net::{
+    Delivery, Event, EventKind, FAST_RETRANSMIT_SLACK, LinkOverride, Net, NodeConfig, NodeId,
+    NodeStats, PACKET_BYTES, RTO_MIN, SendOutcome, rto,
+};
 pub use time::SimTime;

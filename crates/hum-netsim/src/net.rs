@@ -85,6 +85,38 @@ pub struct LinkOverride {
     pub loss: f64,
 }
 
+/// How a message rides the transport, as WebRTC data channels offer it (SCTP underneath). Loss is
+/// drawn per packet of [`PACKET_BYTES`] for the two SCTP modes, per message for [`Delivery::Datagram`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The whole message is lost with the link's loss probability and never resent (a datagram; the
+    /// model `send` has always used).
+    Datagram,
+    /// Reliable (SCTP's default): every lost packet is resent until it arrives. A loss followed by
+    /// later packets of the message is seen by the sender one RTT later (a SACK gap: fast
+    /// retransmit, [`FAST_RETRANSMIT_SLACK`] after the RTT); a lost last packet, or a lost
+    /// retransmission, waits for the retransmission timer ([`rto`], doubling per round). Each resent
+    /// packet costs the sender's uplink and the receiver's downlink again.
+    Reliable,
+    /// Partially reliable with a lifetime (SCTP PR-SCTP, `maxPacketLifeTime`): resent as
+    /// [`Delivery::Reliable`] while the resend would still leave within the lifetime of the send;
+    /// otherwise the message is abandoned (lost), having cost what was sent.
+    Lifetime(Duration),
+}
+
+/// The packet size loss is drawn over (an SCTP DATA chunk in a ~1,200-byte DTLS record).
+pub const PACKET_BYTES: u64 = 1200;
+/// What fast retransmit adds to one RTT before a resend leaves (SACK delay, dup-SACK threshold).
+pub const FAST_RETRANSMIT_SLACK: Duration = Duration::from_millis(20);
+/// The retransmission timer's floor (a timer-driven resend waits at least this).
+pub const RTO_MIN: Duration = Duration::from_millis(200);
+
+/// The retransmission timeout for a path of round-trip `rtt`: `max(2 * rtt, RTO_MIN)` (a settled
+/// SRTT + 4 * RTTVAR estimate sits near twice the RTT on a jittery home link).
+pub fn rto(rtt: Duration) -> Duration {
+    (rtt * 2).max(RTO_MIN)
+}
+
 /// Counters per node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
@@ -94,8 +126,12 @@ pub struct NodeStats {
     pub msgs_received: u64,
     /// Messages refused by a full uplink queue, or sent by/to a departed node.
     pub msgs_dropped: u64,
-    /// Messages lost on the wire.
+    /// Messages lost on the wire (a datagram lost, or a partially reliable message abandoned).
     pub msgs_lost: u64,
+    /// Packets resent by the reliable transport (each cost the links [`PACKET_BYTES`] again).
+    pub packets_resent: u64,
+    /// Bytes of those resends (counted in `bytes_sent` too).
+    pub bytes_resent: u64,
 }
 
 /// What happened to a message handed to [`Net::send`].
@@ -334,8 +370,45 @@ impl<P> Net<P> {
         })
     }
 
-    /// Send `bytes` (the size the network charges) carrying `payload` from `from` to `to`, now.
+    /// Send `bytes` (the size the network charges) carrying `payload` from `from` to `to`, now, as a
+    /// datagram (lost whole, never resent: [`Delivery::Datagram`]).
     pub fn send(&mut self, from: NodeId, to: NodeId, bytes: u64, payload: P) -> SendOutcome {
+        self.send_with(from, to, bytes, payload, Delivery::Datagram)
+    }
+
+    /// Lost packets among `n` at loss `p`, and whether the last one was among them. Draws one
+    /// number per loss plus one (geometric gaps), so a 100-packet chunk at 1% loss costs ~2 draws.
+    fn packet_losses(&mut self, n: u64, p: f64) -> (u64, bool) {
+        if p >= 1.0 {
+            return (n, true);
+        }
+        let ln_keep = (1.0 - p).ln();
+        let (mut at, mut lost, mut last) = (0u64, 0u64, false);
+        loop {
+            let u: f64 = self.rng.gen_range(f64::MIN_POSITIVE..1.0);
+            let gap = (u.ln() / ln_keep).floor();
+            if gap.is_nan() || gap >= (n - at) as f64 {
+                return (lost, last);
+            }
+            at += gap as u64;
+            lost += 1;
+            last = at == n - 1;
+            at += 1;
+            if at >= n {
+                return (lost, last);
+            }
+        }
+    }
+
+    /// Like [`Net::send`], with the transport's [`Delivery`] mode.
+    pub fn send_with(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        bytes: u64,
+        payload: P,
+        delivery: Delivery,
+    ) -> SendOutcome {
         let now = self.now;
         let (fi, ti) = (from.index(), to.index());
         if fi >= self.nodes.len()
@@ -372,13 +445,67 @@ impl<P> Net<P> {
 
         let receiver_loss = self.nodes[ti].cfg.loss;
         let link_loss = link.map_or(0.0, |l| l.loss);
+        // Resends: extra bytes on both links, and how much later the last packet arrives.
+        let (mut resent_bytes, mut resend_us) = (0u64, 0u64);
         if sender_loss > 0.0 || receiver_loss > 0.0 || link_loss > 0.0 {
             let keep = (1.0 - sender_loss) * (1.0 - receiver_loss) * (1.0 - link_loss);
-            if self.rng.gen_range(0.0..1.0) >= keep {
-                self.nodes[fi].stats.msgs_lost += 1;
-                return SendOutcome::Queued {
-                    queue_delay: Duration::from_micros(queue_delay),
-                };
+            let lifetime = match delivery {
+                Delivery::Datagram => {
+                    if self.rng.gen_range(0.0..1.0) >= keep {
+                        self.nodes[fi].stats.msgs_lost += 1;
+                        return SendOutcome::Queued {
+                            queue_delay: Duration::from_micros(queue_delay),
+                        };
+                    }
+                    None
+                }
+                Delivery::Reliable => Some(u64::MAX),
+                Delivery::Lifetime(l) => Some(l.as_micros().min(u64::MAX as u128) as u64),
+            };
+            if let Some(lifetime) = lifetime {
+                let packets = bytes.div_ceil(PACKET_BYTES).max(1);
+                let (mut lost, mut tail) = self.packet_losses(packets, 1.0 - keep);
+                let rtt = Duration::from_micros(lat + self.latency_us(to, from));
+                let mut timer = rto(rtt);
+                let mut first = true;
+                let up = self.nodes[fi].cfg.up;
+                // Resends leave after the detection delay, behind whatever the uplink holds.
+                while lost > 0 {
+                    let detect = if first && !tail {
+                        rtt + FAST_RETRANSMIT_SLACK
+                    } else {
+                        let t = timer;
+                        timer = (timer * 2).min(Duration::from_secs(60));
+                        t
+                    };
+                    first = false;
+                    let b = (lost * PACKET_BYTES).min(bytes.max(1));
+                    let wait = (up_done - now) + resend_us + detect.as_micros() as u64;
+                    if wait > lifetime {
+                        // PR-SCTP abandons the message: what was sent is spent, nothing arrives.
+                        let n = &mut self.nodes[fi];
+                        n.stats.msgs_lost += 1;
+                        n.stats.bytes_sent += resent_bytes;
+                        n.up_free = n.up_free.max(up_done + serialise_us(resent_bytes, up));
+                        return SendOutcome::Queued {
+                            queue_delay: Duration::from_micros(queue_delay),
+                        };
+                    }
+                    resend_us += detect.as_micros() as u64 + serialise_us(b, up);
+                    resent_bytes += b;
+                    let n = &mut self.nodes[fi];
+                    n.stats.packets_resent += lost;
+                    n.stats.bytes_resent += b;
+                    (lost, tail) = self.packet_losses(lost, 1.0 - keep);
+                    tail |= lost > 0;
+                }
+                if resent_bytes > 0 {
+                    // The resent packets take uplink time (approximated as queued now: later
+                    // messages on this uplink wait for them).
+                    let n = &mut self.nodes[fi];
+                    n.stats.bytes_sent += resent_bytes;
+                    n.up_free += serialise_us(resent_bytes, up);
+                }
             }
         }
 
@@ -386,9 +513,9 @@ impl<P> Net<P> {
         // a message waits for the backlog present when it arrives. Computing this at send time keeps
         // one event per message; messages are never delayed by another message's *latency*, only by
         // bytes ahead of them (out-of-order arrivals see the backlog as of the latest arrival).
-        let arrive = up_done + lat;
+        let arrive = up_done + resend_us + lat;
         let receiver = &mut self.nodes[ti];
-        let ser = serialise_us(bytes, receiver.cfg.down);
+        let ser = serialise_us(bytes + resent_bytes, receiver.cfg.down);
         let drained = arrive.saturating_sub(receiver.down_last);
         let backlog = receiver.down_backlog.saturating_sub(drained);
         let done = arrive + backlog + ser;

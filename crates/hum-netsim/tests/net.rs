@@ -1,6 +1,9 @@
 use std::time::Duration;
 
-use hum_netsim::{ChurnEvent, ChurnSchedule, EventKind, Net, NodeConfig, SendOutcome, SimTime};
+use hum_netsim::{
+    ChurnEvent, ChurnSchedule, Delivery, EventKind, FAST_RETRANSMIT_SLACK, Net, NodeConfig,
+    NodeStats, PACKET_BYTES, RTO_MIN, SendOutcome, SimTime,
+};
 use hum_proto::Bitrate;
 use rand::SeedableRng;
 
@@ -198,4 +201,86 @@ fn churn_schedule_balances_leaves_and_joins() {
     leavers.sort();
     leavers.dedup();
     assert_eq!(leavers.len(), 10);
+}
+
+/// Deliveries (payload, time) of `msgs` messages of `bytes` from a lossy node, sent at once.
+fn lossy_run(delivery: Delivery, bytes: u64, msgs: u32) -> (Vec<(u32, SimTime)>, NodeStats) {
+    let mut net: Net<u32> = Net::new(9);
+    let a = net.add_node(NodeConfig::unlimited(Duration::from_millis(10)).with_loss(0.05));
+    let b = net.add_node(NodeConfig::unlimited(Duration::from_millis(10)));
+    for i in 0..msgs {
+        net.send_with(a, b, bytes, i, delivery);
+    }
+    let got = std::iter::from_fn(|| net.next_event())
+        .filter_map(|e| match e.kind {
+            EventKind::Deliver { payload, .. } => Some((payload, e.at)),
+            _ => None,
+        })
+        .collect();
+    (got, net.stats(a))
+}
+
+#[test]
+fn reliable_delivery_resends_lost_packets_at_a_cost_in_time_and_bytes() {
+    // 100 messages of 50 packets at 5% packet loss: nearly every message loses a packet.
+    let (got, st) = lossy_run(Delivery::Reliable, 50 * PACKET_BYTES, 100);
+    assert_eq!(got.len(), 100, "reliable: everything arrives");
+    assert_eq!(st.msgs_lost, 0);
+    // Expected resends: 5% of 5,000 packets (plus resends of resends).
+    assert!(
+        (150..=400).contains(&st.packets_resent),
+        "{} packets resent",
+        st.packets_resent
+    );
+    assert_eq!(st.bytes_resent, st.packets_resent * PACKET_BYTES);
+    assert_eq!(st.bytes_sent, 100 * 50 * PACKET_BYTES + st.bytes_resent);
+    // Unlimited links: a clean message arrives after the 20 ms latency; a repaired one after at least
+    // one more RTT (40 ms) plus the fast-retransmit slack, or the RTO for a lost last packet.
+    let clean = SimTime::from_millis(20);
+    let late: Vec<_> = got.iter().filter(|(_, t)| *t > clean).collect();
+    assert!(late.len() > 70, "{} of 100 repaired", late.len());
+    let first_fix = clean + Duration::from_millis(40) + FAST_RETRANSMIT_SLACK;
+    assert!(late.iter().all(|(_, t)| *t >= first_fix));
+    assert!(
+        late.iter().any(|(_, t)| *t >= clean + RTO_MIN),
+        "some message waited for the retransmission timer"
+    );
+}
+
+#[test]
+fn a_lifetime_abandons_what_cannot_be_repaired_in_time() {
+    // A lifetime shorter than one RTT: any loss abandons the message.
+    let (got, st) = lossy_run(
+        Delivery::Lifetime(Duration::from_millis(30)),
+        50 * PACKET_BYTES,
+        100,
+    );
+    assert_eq!(got.len() as u64 + st.msgs_lost, 100);
+    assert!(st.msgs_lost > 70, "{} abandoned", st.msgs_lost);
+    assert!(got.iter().all(|(_, t)| *t == SimTime::from_millis(20)));
+    // A lifetime of a few RTOs repairs (almost) everything.
+    let (got, st) = lossy_run(
+        Delivery::Lifetime(Duration::from_secs(2)),
+        50 * PACKET_BYTES,
+        100,
+    );
+    assert_eq!(got.len(), 100);
+    assert_eq!(st.msgs_lost, 0);
+}
+
+#[test]
+fn a_lost_single_packet_message_waits_for_the_timer() {
+    let (got, st) = lossy_run(Delivery::Reliable, 100, 400);
+    assert_eq!(got.len(), 400);
+    let late: Vec<_> = got
+        .iter()
+        .filter(|(_, t)| *t > SimTime::from_millis(20))
+        .collect();
+    assert!((8..=40).contains(&late.len()), "{} of 400 lost", late.len());
+    assert!(st.packets_resent >= late.len() as u64);
+    // A one-packet message has no later packet to reveal the gap: the RTO (floor 200 ms) decides.
+    assert!(
+        late.iter()
+            .all(|(_, t)| *t >= SimTime::from_millis(20) + RTO_MIN)
+    );
 }

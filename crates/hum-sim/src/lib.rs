@@ -38,8 +38,10 @@ pub struct SimArgs {
     /// Fraction of the audience that leaves during the run (each replaced by a newcomer).
     #[arg(long, default_value_t = 0.0)]
     pub churn: f64,
-    /// Relay budgets: `default` (realistic mix, see docs/sim-population.md), `none`, `fixed:MBPS`, or a
-    /// file of `<relay Mbit/s> <weight>` lines.
+    /// Relay budgets: `default` (realistic mix, see docs/sim-population.md), the presets `optin25`
+    /// (three in four relay nothing), `weak` (every relay 0.3-3 Mbit/s), `mobile` (mobile links, high
+    /// RTT, 1% loss unless `--loss` is given), `none`, `fixed:MBPS`, or a file of `<relay Mbit/s>
+    /// <weight>` lines.
     #[arg(long, default_value = "default")]
     pub upload_dist: String,
     /// Round-trip times: `default`, `fixed:MS`, or a file of `<rtt ms> <weight>` lines.

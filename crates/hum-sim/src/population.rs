@@ -39,6 +39,19 @@ const CONNECTIONS: [(f64, (f64, f64), (f64, f64), &str); 6] = [
 /// (share of viewers, fraction of "available")
 const PRESETS: [(f64, f64); 4] = [(0.25, 0.0), (0.20, 0.10), (0.35, 0.25), (0.20, 0.50)];
 
+/// The mobile class of [`CONNECTIONS`] (the `mobile` preset draws only from it).
+const MOBILE: usize = 4;
+
+/// `weak`: relay budgets, Mbit/s (uniform).
+pub const WEAK_RELAY_MBPS: (f64, f64) = (0.3, 3.0);
+
+/// `optin25`: the share of viewers who relay at all.
+pub const OPTIN_SHARE: f64 = 0.25;
+
+/// `mobile`: one-way access delay, ms (uniform), and the loss the run gets unless `--loss` is given.
+pub const MOBILE_ACCESS_MS: (f64, f64) = (20.0, 60.0);
+pub const MOBILE_LOSS: f64 = 0.01;
+
 /// The auto reserve leaves about this much of the uplink to Hum (hum-budget: 25% reserved before a
 /// measurement; measured use plus 10% headroom after).
 pub const AVAILABLE_FRACTION: f64 = 0.70;
@@ -47,6 +60,15 @@ pub const AVAILABLE_FRACTION: f64 = 0.70;
 pub enum UploadDist {
     /// The realistic mix above.
     Default,
+    /// `optin25`: the default connections, but three viewers in four relay nothing (relaying is
+    /// opt-in and most never opt in); the rest pick low / medium / high as the default's opted-in do.
+    OptIn25,
+    /// `weak`: every viewer relays a uniform 0.3-3 Mbit/s (most spare uploads below the stream rate).
+    Weak,
+    /// `mobile`: every viewer on a mobile link (5-20 Mbit/s up) with the default presets; the run also
+    /// gets high RTTs (see [`RttDist`]: access delay 20-60 ms, so 80-240 ms between two peers) and 1%
+    /// loss unless `--loss` says otherwise.
+    Mobile,
     /// Every viewer relays exactly this (Mbit/s).
     Fixed(f64),
     /// (relay budget Mbit/s, weight) pairs.
@@ -98,10 +120,14 @@ fn parse_table(path: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
 }
 
 impl UploadDist {
-    /// `default`, `none`, `fixed:MBPS`, or a file of `<relay Mbit/s> <weight>` lines.
+    /// `default`, `optin25`, `weak`, `mobile`, `none`, `fixed:MBPS`, or a file of `<relay Mbit/s>
+    /// <weight>` lines.
     pub fn parse(s: &str) -> anyhow::Result<Self> {
         match s {
             "default" | "realistic" => Ok(UploadDist::Default),
+            "optin25" => Ok(UploadDist::OptIn25),
+            "weak" => Ok(UploadDist::Weak),
+            "mobile" => Ok(UploadDist::Mobile),
             "none" => Ok(UploadDist::Fixed(0.0)),
             _ if s.starts_with("fixed:") => {
                 let v: f64 = s[6..].parse().context("--upload-dist fixed:MBPS")?;
@@ -160,19 +186,37 @@ pub fn draw<R: Rng>(rng: &mut R, up: &UploadDist, rtt: &RttDist) -> Member {
             break;
         }
     }
+    if matches!(up, UploadDist::Mobile) {
+        conn = CONNECTIONS[MOBILE];
+    }
     let up_mbps = uniform(rng, conn.1);
     let down_mbps = uniform(rng, conn.2);
     let relay_mbps = match up {
-        UploadDist::Default => {
+        UploadDist::Default | UploadDist::Mobile => {
             let p = weighted(rng, &PRESETS.map(|(share, frac)| (frac, share)));
             up_mbps * AVAILABLE_FRACTION * p
         }
+        UploadDist::OptIn25 => {
+            if rng.gen_range(0.0..1.0) < OPTIN_SHARE {
+                // The opted-in pick among the default's non-off presets, in the default's proportions.
+                let on: Vec<(f64, f64)> = PRESETS
+                    .iter()
+                    .filter(|p| p.1 > 0.0)
+                    .map(|&(share, frac)| (frac, share))
+                    .collect();
+                up_mbps * AVAILABLE_FRACTION * weighted(rng, &on)
+            } else {
+                0.0
+            }
+        }
+        UploadDist::Weak => uniform(rng, WEAK_RELAY_MBPS),
         UploadDist::Fixed(v) => *v,
         UploadDist::Table(t) => weighted(rng, t),
     };
     let up_mbps = up_mbps.max(relay_mbps / AVAILABLE_FRACTION);
     let access_ms = match rtt {
         // Four classes of "how far from the typical peer": same metro, same region, same continent, far.
+        RttDist::Default if matches!(up, UploadDist::Mobile) => uniform(rng, MOBILE_ACCESS_MS),
         RttDist::Default => {
             weighted(rng, &[(5.0, 0.3), (10.0, 0.35), (20.0, 0.25), (40.0, 0.1)])
                 * uniform(rng, (0.8, 1.2))

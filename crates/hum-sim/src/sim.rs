@@ -10,7 +10,9 @@ use hum_mesh::root::RootSeed;
 use hum_mesh::tracker::{Grant, Tracker, TrackerConfig};
 use hum_mesh::viewer::{Viewer, ViewerConfig};
 use hum_mesh::{Layer, MeshEvent, MeshMsg, Output, PeerId, Time};
-use hum_netsim::{ChurnEvent, ChurnSchedule, EventKind, Net, NodeConfig, NodeId, SimTime};
+use hum_netsim::{
+    ChurnEvent, ChurnSchedule, Delivery, EventKind, Net, NodeConfig, NodeId, SimTime,
+};
 use hum_proto::Bitrate;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,6 +23,9 @@ use crate::report::{LagHistogram, Report, Totals};
 
 /// Bytes of transport framing (SCTP/DTLS/UDP/IP) charged per mesh message.
 const FRAMING: u64 = 60;
+/// How long a chunk rides a partially reliable channel: lost packets are resent for this long, then
+/// the chunk is abandoned (by then the viewer's end-game has asked someone else).
+const DATA_LIFETIME: Duration = Duration::from_secs(2);
 /// How long before a peer notices that an upstream or downstream vanished.
 const DETECT: Duration = Duration::from_millis(500);
 
@@ -70,18 +75,24 @@ impl SimConfig {
                 bail!("{name} must be between 0 and 1");
             }
         }
+        let upload = UploadDist::parse(&a.upload_dist)?;
         Ok(SimConfig {
             viewers: a.viewers,
             bitrate: Bitrate::from_mbps_f64(a.bitrate),
             chunk: Duration::from_millis(a.chunk_ms),
             duration: Duration::from_secs_f64(a.duration),
             churn: a.churn,
-            upload: UploadDist::parse(&a.upload_dist)?,
+            upload: upload.clone(),
             rtt: RttDist::parse(&a.rtt_dist)?,
             seed: a.seed,
             server_cap: a.server_cap.map(Bitrate::from_mbps_f64),
             malicious: a.malicious,
-            loss: a.loss,
+            // `mobile` brings its own loss unless `--loss` is given.
+            loss: if matches!(upload, UploadDist::Mobile) && a.loss == 0.0 {
+                population::MOBILE_LOSS
+            } else {
+                a.loss
+            },
             join_window: Duration::from_secs_f64(a.join_window.clamp(0.0, a.duration)),
             layer: Layer::High,
             members: None,
@@ -628,12 +639,24 @@ impl World {
             }
     }
 
+    /// The data channel a message kind rides (WebRTC data channels over SCTP): control messages on a
+    /// reliable one, chunks on a partially reliable one with [`DATA_LIFETIME`]. Without loss both
+    /// behave alike.
+    fn delivery(msg: &MeshMsg) -> Delivery {
+        match msg {
+            MeshMsg::Data { .. } => Delivery::Lifetime(DATA_LIFETIME),
+            _ => Delivery::Reliable,
+        }
+    }
+
     fn drain_root(&mut self) {
         loop {
             match self.root.poll_output() {
                 Output::Send { to, msg } => {
                     let b = Self::wire_bytes(&msg);
-                    self.net.send(NodeId(0), NodeId(to.0), b, Ev::Msg(msg));
+                    let d = Self::delivery(&msg);
+                    self.net
+                        .send_with(NodeId(0), NodeId(to.0), b, Ev::Msg(msg), d);
                 }
                 Output::Event(_) => {}
                 Output::Timeout(at) => {
@@ -690,7 +713,8 @@ impl World {
                         m => m,
                     };
                     let b = Self::wire_bytes(&msg);
-                    self.net.send(nd, NodeId(to.0), b, Ev::Msg(msg));
+                    let d = Self::delivery(&msg);
+                    self.net.send_with(nd, NodeId(to.0), b, Ev::Msg(msg), d);
                 }
                 Output::Event(e) => events.push(e),
                 Output::Timeout(at) => {
