@@ -1,12 +1,15 @@
-//! `hum voice join` and `hum call`: a headless voice participant. Plays a WAV (or a tone, or
+//! `hum voice join` and `hum call`: a headless voice participant (calls through hum-engine's
+//! `calls` service, the same one the app uses). Plays a WAV (or a tone, or
 //! the microphone) into the call and records what it hears (the mix) to a WAV. For bots,
 //! demos, tests and benchmarks.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use hum_engine::calls::{CallEvent, CallPeer, CallState, Calls, MediaIo, MediaProvider};
 use hum_engine::voice::hum_media::device::{CpalSink, CpalSource, list_devices};
 use hum_engine::voice::hum_media::pacer::Paced;
 use hum_engine::voice::hum_media::processing::{CaptureControls, VoiceMode};
@@ -15,7 +18,7 @@ use hum_engine::voice::hum_media::synth::{
 };
 use hum_engine::voice::hum_media::{AudioSink, AudioSource, FrameDuration};
 use hum_engine::voice::link::{AudioIo, VoiceLink};
-use hum_engine::voice::{VoiceConfig, VoiceEvent};
+use hum_engine::voice::{VoiceConfig, VoiceEvent, VoiceSession};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -256,55 +259,188 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
     }
 }
 
+/// Hands the call the devices from the command line (once: `hum call` makes one call).
+struct CliMedia(Mutex<Option<MediaIo>>);
+
+#[hum_engine::calls::async_trait]
+impl MediaProvider for CliMedia {
+    async fn open(&self, _peer: &CallPeer) -> Result<MediaIo, String> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut m| m.take())
+            .ok_or_else(|| "the audio of this run was used by an earlier call".into())
+    }
+}
+
+/// `hum call FRIEND` rings a friend; `hum call --answer [FRIEND]` waits for a call and accepts
+/// it. Both through hum-engine's call service; the process ends when the call does (exit code 0
+/// when it was hung up after connecting, an error when it was declined, missed or failed).
 pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
-    let (io, cfg) = args.audio.io()?;
+    let (audio, config) = args.audio.io()?;
     let client = commands::connect(cli).await?;
     let friend = args.friend.as_deref().map(resolve::user).transpose()?;
-    let (link, events) = if args.answer {
-        VoiceLink::answer(client, friend, args.ring, cfg, io).await?
-    } else {
+    let media = Arc::new(CliMedia(Mutex::new(Some(MediaIo { config, audio }))));
+    let (calls, mut events) = Calls::start(client, media);
+    // Whether "our" call has begun (rung or accepted): only its end ends the run.
+    let mut ours = false;
+    if !args.answer {
         let Some(friend) = friend else {
             bail!("whom to call? give a friend's public key, or --answer to wait for a call");
         };
-        VoiceLink::call(client, friend, args.ring, cfg, io).await?
-    };
-    run_until_done(cli, link, events, &args.audio).await
+        calls.invite(friend).await?;
+        ours = true;
+    }
+    let ring_end = tokio::time::Instant::now() + args.ring;
+    let mut timeline: Option<Timeline> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                calls.hang_up().await?;
+                let _ = calls.decline().await;
+                return Ok(());
+            }
+            _ = tokio::time::sleep_until(ring_end), if timeline.is_none() => {
+                if args.answer && !ours {
+                    bail!("no incoming call within {:?}", args.ring);
+                }
+                if !args.answer {
+                    calls.cancel().await?;
+                    bail!("no answer within {:?}", args.ring);
+                }
+            }
+            _ = tick.tick(), if timeline.is_some() => {
+                if let (Some(t), Some(session)) = (&mut timeline, calls.session())
+                    && t.tick(&session, &args.audio)
+                {
+                    calls.hang_up().await?;
+                }
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { bail!("the call service stopped") };
+                match ev {
+                    CallEvent::State(state) => {
+                        print_call_state(cli, &state);
+                        match &state {
+                            CallState::Incoming { peer, .. } if args.answer && !ours => {
+                                if friend.is_none_or(|f| f == peer.id) {
+                                    ours = true;
+                                    calls.accept().await?;
+                                } else {
+                                    calls.decline().await?;
+                                }
+                            }
+                            CallState::Connecting { .. } | CallState::Active { .. }
+                                if timeline.is_none() =>
+                            {
+                                if let Some(session) = calls.session() {
+                                    timeline = Some(Timeline::start(&session, &args.audio)?);
+                                }
+                            }
+                            CallState::Ended { peer, reason } if ours => {
+                                if timeline.is_some() && reason.is_normal_hang_up() {
+                                    return Ok(());
+                                }
+                                let name = peer.as_ref().map_or("they", |p| p.name.as_str());
+                                bail!(
+                                    "{}",
+                                    reason
+                                        .sentence(name)
+                                        .unwrap_or_else(|| "the call ended".into())
+                                );
+                            }
+                            _ => {}
+                        }
+                    }
+                    CallEvent::Media(ev) => {
+                        if timeline.is_none()
+                            && let Some(session) = calls.session()
+                        {
+                            timeline = Some(Timeline::start(&session, &args.audio)?);
+                        }
+                        print_event(cli, &ev);
+                    }
+                }
+            }
+        }
+    }
 }
 
-/// Prints events until the duration is over, the call ends, or Ctrl-C; then leaves cleanly so
-/// the recording is finalised.
+fn print_call_state(cli: &Cli, state: &CallState) {
+    let peer = state.peer();
+    let mut v = json!({"type": "call", "state": state.name(),
+        "peer": peer.map(|p| p.id.to_string()), "name": peer.map(|p| p.name.clone())});
+    if let CallState::Ended { reason, .. } = state {
+        let name = peer.map_or("they", |p| p.name.as_str());
+        v["reason"] = json!(reason.code());
+        v["message"] = json!(reason.sentence(name));
+    }
+    if cli.json {
+        println!("{v}");
+    } else {
+        eprintln!("{v}");
+    }
+}
+
+/// What `--duration`, `--ptt-held` and `--mute-at` do over time, from when media starts.
+struct Timeline {
+    start: tokio::time::Instant,
+    end: Option<tokio::time::Instant>,
+    ptt: Option<Vec<(Duration, Duration)>>,
+    mutes: Option<Vec<(Duration, Duration)>>,
+    was_muted: bool,
+}
+
+impl Timeline {
+    fn start(session: &VoiceSession, audio: &AudioArgs) -> Result<Self> {
+        let start = tokio::time::Instant::now();
+        if audio.deafened {
+            session.set_deafened(true);
+        }
+        Ok(Self {
+            start,
+            end: audio.duration.map(|d| start + d),
+            ptt: audio.ptt_held.as_deref().map(parse_windows).transpose()?,
+            mutes: audio.mute_at.as_deref().map(parse_windows).transpose()?,
+            was_muted: session.controls().muted(),
+        })
+    }
+
+    /// Applies the windows now; `true` once `--duration` is over.
+    fn tick(&mut self, session: &VoiceSession, audio: &AudioArgs) -> bool {
+        let t = self.start.elapsed();
+        if let Some(w) = &self.ptt {
+            session
+                .controls()
+                .set_ptt_pressed(w.iter().any(|(a, b)| t >= *a && t < *b));
+        }
+        if let Some(w) = &self.mutes {
+            let m = audio.muted || w.iter().any(|(a, b)| t >= *a && t < *b);
+            if m != self.was_muted {
+                session.set_muted(m);
+                self.was_muted = m;
+            }
+        }
+        self.end.is_some_and(|e| tokio::time::Instant::now() >= e)
+    }
+}
+
+/// Prints events until the duration is over, the channel's session ends, or Ctrl-C; then leaves
+/// cleanly so the recording is finalised.
 async fn run_until_done(
     cli: &Cli,
     link: VoiceLink,
     mut events: mpsc::UnboundedReceiver<VoiceEvent>,
     audio: &AudioArgs,
 ) -> Result<()> {
-    let start = tokio::time::Instant::now();
-    let end = audio.duration.map(|d| start + d);
-    let ptt = audio.ptt_held.as_deref().map(parse_windows).transpose()?;
-    let mutes = audio.mute_at.as_deref().map(parse_windows).transpose()?;
-    if audio.deafened {
-        link.session.set_deafened(true);
-    }
-    let controls = link.session.controls().clone();
+    let mut timeline = Timeline::start(&link.session, audio)?;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut was_muted = controls.muted();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
-                let t = start.elapsed();
-                if let Some(w) = &ptt {
-                    controls.set_ptt_pressed(w.iter().any(|(a, b)| t >= *a && t < *b));
-                }
-                if let Some(w) = &mutes {
-                    let m = audio.muted || w.iter().any(|(a, b)| t >= *a && t < *b);
-                    if m != was_muted {
-                        link.session.set_muted(m);
-                        was_muted = m;
-                    }
-                }
-                if end.is_some_and(|e| tokio::time::Instant::now() >= e) {
+                if timeline.tick(&link.session, audio) {
                     break;
                 }
             }

@@ -4,6 +4,7 @@
 //! One module per domain; each exposes an async API plus an event stream.
 
 pub mod budget;
+pub mod calls;
 pub mod voice;
 
 pub mod identity;

@@ -1,14 +1,14 @@
-//! Voice over the relay: a [`Signaller`] that forwards through [`RelayClient`], and the glue
-//! that turns relay events (roster changes, call progress, forwarded signals) into session
-//! calls, and session events (speaking, mute, deafen) into `voice_update`s every roster shows.
+//! Voice channels over the relay: a [`Signaller`] that forwards through [`RelayClient`] (calls
+//! use it too, see [`crate::calls`]), and the glue that turns relay events (roster changes,
+//! forwarded signals) into session calls, and session events (speaking, mute, deafen) into
+//! `voice_update`s every roster shows.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hum_media::processing::CaptureControls;
 use hum_media::{AudioSink, AudioSource};
 use hum_proto::signal::{Event, SignalPayload, SignalScope, VoiceState, VoiceStatePatch};
-use hum_proto::{CallId, ChannelId, UserId};
+use hum_proto::{ChannelId, UserId};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Signaller, VoiceConfig, VoiceError, VoiceEvent, VoiceSession};
@@ -29,6 +29,12 @@ impl std::fmt::Debug for RelaySignaller {
     }
 }
 
+impl RelaySignaller {
+    pub fn new(client: RelayClient, scope: SignalScope) -> Self {
+        Self { client, scope }
+    }
+}
+
 #[async_trait::async_trait]
 impl Signaller for RelaySignaller {
     async fn send(&self, to: UserId, payload: SignalPayload) -> Result<(), String> {
@@ -39,18 +45,19 @@ impl Signaller for RelaySignaller {
     }
 }
 
-/// A running voice channel or call. Dropping it does not leave: call [`VoiceLink::leave`].
+/// A running voice channel. Dropping it does not leave: call [`VoiceLink::leave`]. (1-on-1
+/// calls are [`crate::calls::Calls`].)
 pub struct VoiceLink {
     pub session: Arc<VoiceSession>,
     client: RelayClient,
-    scope: SignalScope,
+    channel: ChannelId,
     pump: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for VoiceLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoiceLink")
-            .field("scope", &self.scope)
+            .field("channel", &self.channel)
             .finish()
     }
 }
@@ -103,11 +110,10 @@ impl VoiceLink {
             let _ = client.channel_leave().await;
             return Err(e);
         }
-        let scope = SignalScope::Channel(channel);
-        let signaller = Arc::new(RelaySignaller {
-            client: client.clone(),
-            scope,
-        });
+        let signaller = Arc::new(RelaySignaller::new(
+            client.clone(),
+            SignalScope::Channel(channel),
+        ));
         let (session, events) =
             VoiceSession::start(me, cfg, io.source, io.sink, io.controls, signaller)?;
         for u in &others {
@@ -119,7 +125,7 @@ impl VoiceLink {
         let pump = tokio::spawn(pump(
             client.clone(),
             session.clone(),
-            scope,
+            channel,
             relay_events,
             events,
             out_tx,
@@ -128,122 +134,7 @@ impl VoiceLink {
             Self {
                 session,
                 client,
-                scope,
-                pump,
-            },
-            out_rx,
-        ))
-    }
-
-    /// Calls `friend` and waits (up to `ring`) for them to accept. The caller offers.
-    pub async fn call(
-        client: RelayClient,
-        friend: UserId,
-        ring: Duration,
-        cfg: VoiceConfig,
-        io: AudioIo,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
-        let mut relay_events = client.subscribe();
-        let call = client.call_invite(friend).await.map_err(relay_err)?;
-        let accepted = tokio::time::timeout(ring, async {
-            loop {
-                match relay_events.recv().await {
-                    Ok(ClientEvent::Relay(Event::CallAccepted { call: c, .. })) if c == call => {
-                        return Ok(());
-                    }
-                    Ok(ClientEvent::Relay(Event::CallEnded { call: c, reason })) if c == call => {
-                        return Err(VoiceError::Signalling(format!("call ended: {reason:?}")));
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return Err(VoiceError::Signalling("relay connection closed".into())),
-                }
-            }
-        })
-        .await;
-        match accepted {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                let _ = client.call_cancel(call).await;
-                return Err(VoiceError::Signalling(format!(
-                    "{friend} did not answer within {ring:?}"
-                )));
-            }
-        }
-        Self::start_call(client, call, friend, true, relay_events, cfg, io).await
-    }
-
-    /// Waits (up to `wait`) for an incoming call (from `from`, if given), accepts it and
-    /// connects. The callee answers the caller's offer.
-    pub async fn answer(
-        client: RelayClient,
-        from: Option<UserId>,
-        wait: Duration,
-        cfg: VoiceConfig,
-        io: AudioIo,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
-        let mut relay_events = client.subscribe();
-        let incoming = tokio::time::timeout(wait, async {
-            loop {
-                match relay_events.recv().await {
-                    Ok(ClientEvent::Relay(Event::CallIncoming { call, from: caller }))
-                        if from.is_none_or(|f| f == caller.id) =>
-                    {
-                        return Some((call, caller.id));
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return None,
-                }
-            }
-        })
-        .await;
-        let Ok(Some((call, caller))) = incoming else {
-            return Err(VoiceError::Signalling(format!(
-                "no incoming call within {wait:?}"
-            )));
-        };
-        client.call_accept(call).await.map_err(relay_err)?;
-        Self::start_call(client, call, caller, false, relay_events, cfg, io).await
-    }
-
-    async fn start_call(
-        client: RelayClient,
-        call: CallId,
-        peer: UserId,
-        we_offer: bool,
-        relay_events: broadcast::Receiver<ClientEvent>,
-        cfg: VoiceConfig,
-        io: AudioIo,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
-        let scope = SignalScope::Call(call);
-        let signaller = Arc::new(RelaySignaller {
-            client: client.clone(),
-            scope,
-        });
-        let (session, events) = VoiceSession::start(
-            client.user_id(),
-            cfg,
-            io.source,
-            io.sink,
-            io.controls,
-            signaller,
-        )?;
-        // Start pumping before offering so the answer is not missed.
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let pump = tokio::spawn(pump(
-            client.clone(),
-            session.clone(),
-            scope,
-            relay_events,
-            events,
-            out_tx,
-        ));
-        session.add_peer_as(peer, we_offer).await?;
-        Ok((
-            Self {
-                session,
-                client,
-                scope,
+                channel,
                 pump,
             },
             out_rx,
@@ -257,16 +148,13 @@ impl VoiceLink {
         self.session.controls().input_level()
     }
 
-    /// Hangs up / leaves the channel, closes every connection and finishes the audio sink.
+    pub fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    /// Leaves the channel, closes every connection and finishes the audio sink.
     pub async fn leave(self) {
-        match self.scope {
-            SignalScope::Channel(_) => {
-                let _ = self.client.channel_leave().await;
-            }
-            SignalScope::Call(call) => {
-                let _ = self.client.call_hangup(call).await;
-            }
-        }
+        let _ = self.client.channel_leave().await;
         self.session.leave().await;
         self.pump.abort();
     }
@@ -276,12 +164,13 @@ impl VoiceLink {
 async fn pump(
     client: RelayClient,
     session: Arc<VoiceSession>,
-    scope: SignalScope,
+    here: ChannelId,
     mut relay: broadcast::Receiver<ClientEvent>,
     mut local: mpsc::UnboundedReceiver<VoiceEvent>,
     out: mpsc::UnboundedSender<VoiceEvent>,
 ) {
     let me = session.me();
+    let scope = SignalScope::Channel(here);
     // One sender task keeps voice updates in order (speaking on, then off).
     let (patch_tx, mut patch_rx) = mpsc::unbounded_channel::<VoiceStatePatch>();
     let publisher = client.clone();
@@ -303,31 +192,25 @@ async fn pump(
                     }
                     Err(_) => return,
                 };
-                let res = match (ev, scope) {
-                    (ClientEvent::Relay(Event::Signal { from, scope: s, payload }), _) if s == scope => {
+                let res = match ev {
+                    ClientEvent::Relay(Event::Signal { from, scope: s, payload }) if s == scope => {
                         session.handle_signal(from, payload).await
                     }
-                    (ClientEvent::Relay(Event::RosterJoin { channel, entry, .. }), SignalScope::Channel(c))
-                        if channel == c && entry.user.id != me =>
+                    ClientEvent::Relay(Event::RosterJoin { channel, entry, .. })
+                        if channel == here && entry.user.id != me =>
                     {
                         session.add_peer(entry.user.id).await
                     }
-                    (ClientEvent::Relay(Event::RosterLeave { channel, user, reason, .. }), SignalScope::Channel(c))
-                        if channel == c =>
+                    ClientEvent::Relay(Event::RosterLeave { channel, user, reason, .. })
+                        if channel == here =>
                     {
                         session.remove_peer(user, &format!("{reason:?}")).await;
                         Ok(())
                     }
-                    (ClientEvent::Rejoined { channel }, SignalScope::Channel(c)) if channel.id == c => {
+                    ClientEvent::Rejoined { channel } if channel.id == here => {
                         // After a relay reconnect: (re)connect to whoever is there now.
                         for e in channel.roster.iter().filter(|e| e.user.id != me) {
                             let _ = session.add_peer(e.user.id).await;
-                        }
-                        Ok(())
-                    }
-                    (ClientEvent::Relay(Event::CallEnded { call, reason }), SignalScope::Call(c)) if call == c => {
-                        for u in session.peers().await {
-                            session.remove_peer(u, &format!("call ended: {reason:?}")).await;
                         }
                         Ok(())
                     }
@@ -339,23 +222,21 @@ async fn pump(
             }
             ev = local.recv() => {
                 let Some(ev) = ev else { return };
-                // Only channels have rosters to publish to.
-                if matches!(scope, SignalScope::Channel(_)) {
-                    let patch = match &ev {
-                        VoiceEvent::Speaking { user: None, speaking } => Some(VoiceStatePatch {
-                            speaking: Some(*speaking),
-                            ..Default::default()
-                        }),
-                        VoiceEvent::LocalState { muted, deafened } => Some(VoiceStatePatch {
-                            muted: Some(*muted),
-                            deafened: Some(*deafened),
-                            ..Default::default()
-                        }),
-                        _ => None,
-                    };
-                    if let Some(p) = patch {
-                        let _ = patch_tx.send(p);
-                    }
+                // Publish my speaking/mute/deafen to the channel's roster.
+                let patch = match &ev {
+                    VoiceEvent::Speaking { user: None, speaking } => Some(VoiceStatePatch {
+                        speaking: Some(*speaking),
+                        ..Default::default()
+                    }),
+                    VoiceEvent::LocalState { muted, deafened } => Some(VoiceStatePatch {
+                        muted: Some(*muted),
+                        deafened: Some(*deafened),
+                        ..Default::default()
+                    }),
+                    _ => None,
+                };
+                if let Some(p) = patch {
+                    let _ = patch_tx.send(p);
                 }
                 if out.send(ev).is_err() {
                     return;
