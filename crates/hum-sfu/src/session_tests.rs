@@ -358,3 +358,49 @@ fn random_operations_keep_the_invariants() {
         }
     }
 }
+
+/// 100 subscribers each flood PLIs for a simulcast video for 2 s: the publisher is asked at most
+/// once per layer per 500 ms, and the flood is counted.
+#[test]
+fn a_pli_flood_reaches_the_publisher_rate_limited() {
+    let t0 = Instant::now();
+    let room = ChannelId(6);
+    let mut s = open();
+    s.join(room, user(1), t0).expect("join");
+    let v = s
+        .publish(user(1), TrackKind::Video, vec![Layer(0), Layer(1)], t0)
+        .expect("publish");
+    for n in 2..102 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    // Both layers flowing, keyframes so everyone is on a layer.
+    for l in 0..2u8 {
+        let p = InPacket {
+            layer: Layer(l),
+            seq: 1,
+            timestamp: 0,
+            keyframe_start: true,
+            arrival: t0,
+        };
+        s.on_packet(v, &p, 100, None, |_, _| {}).expect("track");
+    }
+    events(&mut s);
+    let mut upstream = 0;
+    for ms in (0..2000u64).step_by(10) {
+        let at = t0 + Duration::from_millis(ms);
+        for n in 2..102 {
+            s.request_keyframe(v, user(n), at).expect("track");
+        }
+        upstream += events(&mut s)
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::KeyframeRequest { .. }))
+            .count();
+    }
+    assert!(
+        upstream <= 2 * 4,
+        "at most 2 layers x 4 intervals: {upstream}"
+    );
+    let (sent, suppressed) = s.keyframe_request_counts();
+    assert_eq!(sent as usize, upstream);
+    assert!(suppressed >= 100 * 200 - 8, "{suppressed}");
+}

@@ -325,3 +325,76 @@ async fn sixteen_clients_in_one_room_each_hear_the_other_fifteen() {
         let _ = c.pc.close().await;
     }
 }
+
+/// Garbage at the SFU's port (random bytes, truncated RTP/RTCP headers, STUN with unknown
+/// users, DTLS-looking records) is counted and dropped; a call in progress is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_datagrams_are_counted_and_a_call_goes_on() {
+    let (sfu, clients) = room_of(2, 25).await;
+    let before: Vec<u64> = clients.iter().map(|c| c.counts().values().sum()).collect();
+    let writers = start_writers(&clients);
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = sfu.local_addr();
+    let mut x: u32 = 12345;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let n = 3000;
+    for i in 0..n {
+        let len = (rnd() % 300) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        match i % 5 {
+            // RTP version bits, truncated header.
+            0 => d = vec![0x80, 0x6f, 0, 1],
+            // RTCP-looking (PT 200..206) garbage.
+            1 if d.len() > 2 => {
+                d[0] = 0x81;
+                d[1] = 200 + (i % 7) as u8;
+            }
+            // STUN binding request header with an unknown user.
+            2 => {
+                d = vec![0, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42];
+                d.extend_from_slice(&[7; 12]);
+                d.extend_from_slice(&[0, 6, 0, 8]);
+                d.extend_from_slice(b"nobody:x");
+            }
+            // DTLS record header, random body.
+            3 if d.len() > 13 => {
+                d[0] = 22;
+                d[1] = 0xfe;
+                d[2] = 0xfd;
+            }
+            _ => {}
+        }
+        let _ = attacker.send_to(&d, target).await;
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    // The call goes on: both clients keep receiving.
+    let ok = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let now: Vec<u64> = clients.iter().map(|c| c.counts().values().sum()).collect();
+            if now.iter().zip(&before).all(|(a, b)| *a >= b + 50) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for w in writers {
+        w.abort();
+    }
+    let m = sfu.metrics().await.expect("the SFU still answers");
+    assert!(ok.is_ok(), "audio stopped after the garbage: {m:?}");
+    assert!(
+        m.unparsable + m.unrouted >= n as u64 * 9 / 10,
+        "counted: {m:?}"
+    );
+    assert_eq!(m.participants, 2);
+}
