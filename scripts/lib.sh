@@ -16,7 +16,7 @@ as_root() {
 }
 
 # Debian packages the build and the tests need (see ../shared/PLATFORM.md).
-HUM_APT_BUILD=(pkg-config clang libclang-dev cmake nasm libssl-dev libasound2-dev libvpx-dev)
+HUM_APT_BUILD=(pkg-config clang libclang-dev cmake nasm libssl-dev libasound2-dev libvpx-dev libpipewire-0.3-dev libspa-0.2-dev libgbm-dev)
 HUM_APT_APP=(libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev)
 HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-dejavu-core
   iproute2 sox espeak-ng imagemagick)

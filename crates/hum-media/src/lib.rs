@@ -1,4 +1,4 @@
-//! Hum's audio: everything between a microphone and an RTP payload, and back to a speaker.
+//! Hum's media: everything between a microphone or camera and an RTP payload, and back.
 //!
 //! All audio here is 48 kHz mono `f32` in `[-1, 1]`, moved in frames of 10 or 20 ms
 //! ([`FrameDuration`]). Nothing in this crate knows about WebRTC or the relay.
@@ -15,6 +15,7 @@
 //! - [`monitor`]: the live input level meter, a microphone monitor outside calls, a test sound.
 //! - [`mixer`]: mixes several remote streams with per-user volume and deafen.
 //! - [`analysis`]: Goertzel, cross-correlation and chirp detection, used by tests and benchmarks.
+//! - [`video`]: I420 frames, video sources and sinks, VP8 with simulcast (docs/video.md).
 
 pub mod analysis;
 pub mod codec;
@@ -29,6 +30,7 @@ pub mod pacer;
 pub mod processing;
 pub mod stream;
 pub mod synth;
+pub mod video;
 
 pub use device::{AudioSink, AudioSource};
 pub use error::MediaError;
