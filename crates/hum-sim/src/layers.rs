@@ -231,6 +231,8 @@ fn combine(
         bans_of_honest_peers: sumu(&|r| r.bans_of_honest_peers),
         wall_s: wall.elapsed().as_secs_f64(),
         timer_spins: sumu(&|r| r.timer_spins),
+        corrupt_chunks_stored: sumu(&|r| r.corrupt_chunks_stored),
+        corrupt_chunks_played: sumu(&|r| r.corrupt_chunks_played),
         egress_series,
         lag_cdf: lag.cdf(),
         totals: Totals {

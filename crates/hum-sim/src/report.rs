@@ -121,6 +121,11 @@ pub struct Report {
     pub wall_s: f64,
     /// Times a state machine asked to be woken again at the same instant (should be 0).
     pub timer_spins: u64,
+    /// Chunks viewers stored whose bytes were not the broadcaster's (must be 0: a viewer keeps
+    /// only chunks that verify). Checked by the simulator, apart from the viewer's verification.
+    pub corrupt_chunks_stored: u64,
+    /// Of those, chunks a viewer then played (must be 0).
+    pub corrupt_chunks_played: u64,
     #[serde(skip)]
     pub egress_series: Vec<(f64, f64)>,
     #[serde(skip)]
@@ -272,6 +277,13 @@ impl Report {
                 format!(
                     "{} / {} ({} of honest peers)",
                     self.penalties, self.bans, self.bans_of_honest_peers
+                ),
+            ),
+            (
+                "corrupt chunks",
+                format!(
+                    "{} stored, {} played",
+                    self.corrupt_chunks_stored, self.corrupt_chunks_played
                 ),
             ),
             (

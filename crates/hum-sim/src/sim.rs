@@ -1,5 +1,6 @@
 //! The simulation loop: hum-netsim events in, hum-mesh state machines drained, metrics out.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,6 +141,35 @@ struct VState {
     started_at: Option<Time>,
 }
 
+/// Chunks viewers took from deliveries of forged bytes (not what the broadcaster published), and
+/// how many of those they played. Kept by the simulator apart from the viewers' own verification,
+/// so a viewer that stored or played unverified bytes shows up in the report. Normally empty.
+#[derive(Debug, Default)]
+struct ForgedChunks {
+    /// (viewer node, seq) of forged chunks a viewer holds.
+    held: BTreeSet<(u32, u64)>,
+    stored: u64,
+    played: u64,
+}
+
+impl ForgedChunks {
+    /// Forged bytes for `seq` reached `viewer`; `stored`: it now holds chunk `seq` and did not
+    /// before, so it took them.
+    fn delivered(&mut self, viewer: NodeId, seq: u64, stored: bool) {
+        if stored {
+            self.held.insert((viewer.0, seq));
+            self.stored += 1;
+        }
+    }
+
+    /// `viewer` played chunk `seq`.
+    fn played(&mut self, viewer: NodeId, seq: u64) {
+        if self.held.contains(&(viewer.0, seq)) {
+            self.played += 1;
+        }
+    }
+}
+
 struct World {
     cfg: SimConfig,
     net: Net<Ev>,
@@ -174,6 +204,7 @@ struct World {
     bans_of_honest: u64,
     penalties: u64,
     fallbacks: u64,
+    forged: ForgedChunks,
     scratch: Vec<MeshEvent>,
 }
 
@@ -282,6 +313,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         bans_of_honest: 0,
         penalties: 0,
         fallbacks: 0,
+        forged: ForgedChunks::default(),
         scratch: Vec::new(),
     };
     w.viewers.push(None);
@@ -357,7 +389,21 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                     w.root.handle_input(t(now), PeerId(from.0), msg);
                     w.drain_root();
                 } else if let Some(vs) = w.viewers[to.index()].as_mut() {
+                    // Bytes the broadcaster did not publish (a malicious peer's): checked here,
+                    // apart from the viewer's own verification, by what the viewer then holds.
+                    let forged = match &msg {
+                        MeshMsg::Data {
+                            record, payload, ..
+                        } if **payload != chunk_body(record.seq, cfg.seed) => {
+                            Some((record.seq, vs.v.has(record.seq)))
+                        }
+                        _ => None,
+                    };
                     vs.v.handle_input(t(now), PeerId(from.0), msg);
+                    if let Some((seq, had)) = forged {
+                        let stored = !had && vs.v.has(seq);
+                        w.forged.delivered(to, seq, stored);
+                    }
                     w.drain_viewer(to);
                 }
             }
@@ -476,12 +522,18 @@ pub fn default_cap(r: Bitrate, lower_bound_bps: f64) -> Bitrate {
     Bitrate::from_bps((1.25 * lower_bound_bps.max(r.bps() as f64)) as u64)
 }
 
+/// The bytes the broadcaster publishes as chunk `seq` (the simulation's stand-in for media).
+fn chunk_body(seq: u64, seed: u64) -> [u8; 16] {
+    let mut body = [0u8; 16];
+    body[..8].copy_from_slice(&seq.to_be_bytes());
+    body[8..].copy_from_slice(&seed.to_be_bytes());
+    body
+}
+
 impl World {
     fn produce(&mut self, now: SimTime, seq: u64) {
         let dur_us = self.cfg.chunk.as_micros() as u64;
-        let mut body = [0u8; 16];
-        body[..8].copy_from_slice(&seq.to_be_bytes());
-        body[8..].copy_from_slice(&self.cfg.seed.to_be_bytes());
+        let body = chunk_body(seq, self.cfg.seed);
         let chunk = Chunk::new(
             self.cfg.layer,
             seq,
@@ -746,6 +798,7 @@ impl World {
                     on_time,
                     hops,
                 } => {
+                    self.forged.played(nd, seq);
                     if !mine_malicious {
                         if on_time {
                             self.on_time += 1;
@@ -888,6 +941,8 @@ impl World {
             bans_of_honest_peers: self.bans_of_honest,
             wall_s,
             timer_spins: self.spins,
+            corrupt_chunks_stored: self.forged.stored,
+            corrupt_chunks_played: self.forged.played,
             egress_series: self.egress_series.clone(),
             lag_cdf: self.lag.cdf(),
             totals: Totals {
@@ -908,5 +963,35 @@ impl World {
             },
             layers: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_chunks_count_only_what_a_viewer_took_and_then_played() {
+        let mut f = ForgedChunks::default();
+        // Refused forgeries (the viewer verified them) leave nothing, whatever it plays later.
+        f.delivered(NodeId(1), 7, false);
+        f.played(NodeId(1), 7);
+        assert_eq!((f.stored, f.played), (0, 0));
+        // A taken forgery counts as stored; playing another seq, or another viewer playing the
+        // same seq, is not playing it.
+        f.delivered(NodeId(2), 9, true);
+        f.played(NodeId(2), 8);
+        f.played(NodeId(3), 9);
+        assert_eq!((f.stored, f.played), (1, 0));
+        f.played(NodeId(2), 9);
+        assert_eq!((f.stored, f.played), (1, 1));
+    }
+
+    #[test]
+    fn only_the_broadcasters_bytes_are_genuine() {
+        let body = chunk_body(5, 3);
+        assert_eq!(&body[..8], &5u64.to_be_bytes());
+        assert_ne!(body, chunk_body(6, 3));
+        assert_ne!(body, chunk_body(5, 4));
     }
 }
