@@ -21,9 +21,20 @@ use crate::manifest::Publisher;
 use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket};
 use crate::{Output, PeerId, Time};
 
+/// How often the root's starvation controller looks at its queue (see [`RootSeed::with_ceiling`]).
+pub const POLICY_PERIOD: Duration = Duration::from_millis(500);
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RootStats {
     pub bytes_sent: u64,
+    /// Time (microseconds) the root ran above its cap, and the highest rate it ran at (bit/s).
+    pub over_cap_us: u64,
+    pub peak_rate_bps: u64,
+    /// Periods in which viewers were starved (a `Busy` refusal or a request that expired unserved),
+    /// each of which raised the rate (towards the ceiling).
+    pub starved_periods: u64,
+    /// Requests that expired in the root's queue.
+    pub expired: u64,
     /// Of which to peers holding a root grant (the mesh's feed).
     pub feed_bytes: u64,
     pub chunks_sent: u64,
@@ -39,6 +50,13 @@ pub struct RootSeed {
     serve: ServeQueue,
     lookahead: u64,
     granted: Vec<PeerId>,
+    /// The operator's target (`cap`) and hard ceiling, and the rate the root serves at now.
+    cap_bps: u64,
+    ceiling_bps: u64,
+    rate_bps: u64,
+    /// The starvation controller: busy + expired counts at the start of the current period.
+    period_end: Time,
+    period_pressure: u64,
     now: Time,
     out: VecDeque<Output>,
     scratch: Vec<ServeRequest>,
@@ -73,11 +91,60 @@ impl RootSeed {
             .with_strict_class(1),
             lookahead: 4,
             granted: Vec::new(),
+            cap_bps: cap.bps(),
+            ceiling_bps: cap.bps(),
+            rate_bps: cap.bps(),
+            period_end: now + POLICY_PERIOD,
+            period_pressure: 0,
             now,
             out: VecDeque::new(),
             scratch: Vec::new(),
             stats: RootStats::default(),
         }
+    }
+
+    /// The operator's hard ceiling (at least the cap): when viewers starve (the root refused a request
+    /// as `Busy`, or one expired in its queue) the root raises its rate by a quarter of the cap per
+    /// [`POLICY_PERIOD`], up to this; a period without starvation lowers it by an eighth, back to the
+    /// cap. The cap is the target, never a reason to starve viewers; the ceiling is the promise to the
+    /// operator. `RootStats` says what was spent above the cap and why.
+    pub fn with_ceiling(mut self, ceiling: Bitrate) -> Self {
+        self.ceiling_bps = ceiling.bps().max(self.cap_bps);
+        self
+    }
+
+    /// The rate the root serves at now (between the cap and the ceiling).
+    pub fn rate(&self) -> Bitrate {
+        Bitrate::from_bps(self.rate_bps)
+    }
+
+    /// Evaluate the starvation controller once per period.
+    fn police(&mut self, now: Time) {
+        if now < self.period_end {
+            return;
+        }
+        let elapsed = now.since(self.period_end - POLICY_PERIOD);
+        if self.rate_bps > self.cap_bps {
+            self.stats.over_cap_us += elapsed.as_micros() as u64;
+        }
+        self.period_end = now + POLICY_PERIOD;
+        self.stats.expired = self.serve.expired;
+        let pressure = self.stats.busy + self.serve.expired;
+        let starved = pressure > self.period_pressure;
+        self.period_pressure = pressure;
+        let rate = if starved {
+            self.stats.starved_periods += 1;
+            (self.rate_bps + self.cap_bps / 4).min(self.ceiling_bps)
+        } else {
+            self.rate_bps
+                .saturating_sub(self.cap_bps / 8)
+                .max(self.cap_bps)
+        };
+        if rate != self.rate_bps {
+            self.rate_bps = rate;
+            self.serve.bucket.set_rate(rate, now);
+        }
+        self.stats.peak_rate_bps = self.stats.peak_rate_bps.max(self.rate_bps);
     }
 
     /// `peer` holds (or no longer holds) a grant on the root: its requests are the mesh's feed.
@@ -98,7 +165,7 @@ impl RootSeed {
     }
 
     pub fn cap(&self) -> Bitrate {
-        Bitrate::from_bps(self.serve.bucket.rate_bps())
+        Bitrate::from_bps(self.cap_bps)
     }
 
     fn get(&self, seq: u64) -> Option<&crate::StoredChunk> {
@@ -114,6 +181,7 @@ impl RootSeed {
     /// Publish the next chunk; `bytes` is the size it counts for. Returns its signed record.
     pub fn publish(&mut self, now: Time, chunk: &Chunk, bytes: u32) -> ChunkRecord {
         self.now = now;
+        self.police(now);
         let rec = self.publisher.sign(chunk, bytes);
         self.chunks[(chunk.seq % self.window) as usize] =
             Some((Arc::new(rec), chunk.payload.clone()));
@@ -216,6 +284,7 @@ impl RootSeed {
 
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
+        self.police(now);
         self.release(now);
     }
 
@@ -344,5 +413,84 @@ mod tests {
         }
         assert_eq!(all.iter().map(|x| x.1).collect::<Vec<_>>(), vec![1, 1, 1]);
         assert_eq!(r.stats.feed_bytes, 3 * 125_000);
+    }
+
+    #[test]
+    fn starved_viewers_raise_the_rate_up_to_the_ceiling_and_calm_brings_it_back() {
+        // Cap 4 Mbit/s (chunks of 125 kB = 250 ms each at the cap), ceiling 8.
+        let mut r = RootSeed::new(
+            Layer::High,
+            Publisher::from_seed([3; 32]),
+            Bitrate::from_mbps(4),
+            32,
+            Time::ZERO,
+        )
+        .with_ceiling(Bitrate::from_mbps(8));
+        // Three viewers want every chunk within 300 ms: the cap serves one per chunk time.
+        for seq in 0..20u64 {
+            let now = Time::from_millis(250 * seq);
+            r.publish(now, &chunk(seq), 125_000);
+            for p in 1..=3 {
+                r.handle_input(
+                    now,
+                    PeerId(p),
+                    MeshMsg::Request {
+                        layer: Layer::High,
+                        seq,
+                        deadline_ms: 300,
+                    },
+                );
+            }
+            let (_, wake) = drain(&mut r);
+            if wake < now + Duration::from_millis(250) {
+                r.handle_timeout(wake);
+                drain(&mut r);
+            }
+        }
+        assert!(r.stats.starved_periods > 0);
+        assert_eq!(r.rate(), Bitrate::from_mbps(8), "raised to the ceiling");
+        assert_eq!(r.stats.peak_rate_bps, 8_000_000);
+        assert!(r.stats.over_cap_us > 0);
+        // Calm: nobody asks; the rate falls back to the cap, never below.
+        for seq in 20..60u64 {
+            let now = Time::from_millis(250 * seq);
+            r.publish(now, &chunk(seq), 125_000);
+            drain(&mut r);
+        }
+        assert_eq!(r.rate(), Bitrate::from_mbps(4));
+        assert_eq!(r.cap(), Bitrate::from_mbps(4));
+    }
+
+    #[test]
+    fn without_a_ceiling_the_cap_holds() {
+        let mut r = RootSeed::new(
+            Layer::High,
+            Publisher::from_seed([3; 32]),
+            Bitrate::from_mbps(4),
+            32,
+            Time::ZERO,
+        );
+        for seq in 0..20u64 {
+            let now = Time::from_millis(250 * seq);
+            r.publish(now, &chunk(seq), 125_000);
+            for p in 1..=3 {
+                r.handle_input(
+                    now,
+                    PeerId(p),
+                    MeshMsg::Request {
+                        layer: Layer::High,
+                        seq,
+                        deadline_ms: 300,
+                    },
+                );
+            }
+            drain(&mut r);
+        }
+        assert!(
+            r.stats.busy > 0,
+            "starved, but the operator allowed nothing more"
+        );
+        assert_eq!(r.rate(), Bitrate::from_mbps(4));
+        assert_eq!(r.stats.over_cap_us, 0);
     }
 }

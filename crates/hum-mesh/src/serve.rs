@@ -55,6 +55,15 @@ impl TokenBucket {
         (self.bytes_per_sec * 8.0) as u64
     }
 
+    /// Change the rate from `now` on (tokens earned so far at the old rate are kept; the burst keeps
+    /// its duration).
+    pub fn set_rate(&mut self, rate_bps: u64, now: Time) {
+        self.refill(now);
+        let burst_s = self.burst / self.bytes_per_sec.max(f64::MIN_POSITIVE);
+        self.bytes_per_sec = rate_bps as f64 / 8.0;
+        self.burst = (self.bytes_per_sec * burst_s).max(1.0);
+    }
+
     pub fn refill(&mut self, now: Time) {
         let dt = now.since(self.last).as_secs_f64();
         self.last = self.last.max(now);
@@ -129,6 +138,9 @@ pub struct ServeQueue {
     strict_from: u32,
     /// Bytes the strict request at the head of the queue waits for (0: none waiting).
     strict_need: u32,
+    /// Ready requests dropped unserved because their deadline passed (the budget could not serve
+    /// them in time: a starved requester).
+    pub expired: u64,
 }
 
 impl ServeQueue {
@@ -156,6 +168,7 @@ impl ServeQueue {
             max_held_per_peer: 16,
             strict_from: u32::MAX,
             strict_need: 0,
+            expired: 0,
         }
     }
 
@@ -263,6 +276,7 @@ impl ServeQueue {
         let before = self.ready.len();
         self.ready.retain(|r| r.deadline >= now);
         if self.ready.len() != before {
+            self.expired += (before - self.ready.len()) as u64;
             self.ready_bytes = self.ready.iter().map(|r| bytes(r.seq) as u64).sum();
         }
         if !self.bucket.can_send() {

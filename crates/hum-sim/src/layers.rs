@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::population::{self, Member};
-use crate::report::{LagHistogram, LayerReport, Report, Totals};
+use crate::report::{LagHistogram, LayerReport, Report, RootPolicy, Totals};
 use crate::sim::{SimConfig, simulate};
 
 /// The per-layer audiences of a `--layers` run: (watchers, relay-only members) per layer index.
@@ -191,6 +191,17 @@ fn combine(
         churn: cfg.churn,
         seed: cfg.seed,
         server_cap_mbps: sum(&|r| r.server_cap_mbps),
+        root_policy: RootPolicy {
+            ceiling_mbps: sum(&|r| r.root_policy.ceiling_mbps),
+            peak_mbps: sum(&|r| r.root_policy.peak_mbps),
+            over_cap_s: subs
+                .iter()
+                .map(|r| r.root_policy.over_cap_s)
+                .fold(0.0, f64::max),
+            starved_periods: sumu(&|r| r.root_policy.starved_periods),
+            busy_refusals: sumu(&|r| r.root_policy.busy_refusals),
+            expired_requests: sumu(&|r| r.root_policy.expired_requests),
+        },
         server_egress_mbps: sum(&|r| r.server_egress_mbps),
         lower_bound_mbps: sum(&|r| r.lower_bound_mbps),
         usable_peer_upload_mbps: sum(&|r| r.usable_peer_upload_mbps),

@@ -53,6 +53,10 @@ pub struct SimArgs {
     /// Server mesh egress cap, Mbit/s (default: derived from the population's lower bound).
     #[arg(long)]
     pub server_cap: Option<f64>,
+    /// The operator's hard ceiling on server mesh egress, Mbit/s: while viewers starve the root
+    /// spends above the cap up to this (default: the cap, i.e. never above it).
+    #[arg(long)]
+    pub server_ceiling: Option<f64>,
     /// Fraction of viewers that serve corrupt chunks.
     #[arg(long, default_value_t = 0.0)]
     pub malicious: f64,

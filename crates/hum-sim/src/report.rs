@@ -81,6 +81,22 @@ impl LagHistogram {
     }
 }
 
+/// What the root seed spent above its cap, and why (`hum_mesh::root::RootSeed::with_ceiling`): it
+/// raises its rate while viewers starve (a `Busy` refusal, a request expired in its queue), up to the
+/// operator's ceiling.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RootPolicy {
+    pub ceiling_mbps: f64,
+    /// The highest rate the root ran at.
+    pub peak_mbps: f64,
+    /// Seconds it ran above the cap.
+    pub over_cap_s: f64,
+    /// Policy periods (500 ms) with starved viewers: each raised the rate.
+    pub starved_periods: u64,
+    pub busy_refusals: u64,
+    pub expired_requests: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub viewers: usize,
@@ -90,6 +106,7 @@ pub struct Report {
     pub churn: f64,
     pub seed: u64,
     pub server_cap_mbps: f64,
+    pub root_policy: RootPolicy,
     /// Server mesh egress, steady state (from 5 s after the join window to the end).
     pub server_egress_mbps: f64,
     /// max(r, N*r - usable peer upload).
@@ -272,6 +289,18 @@ impl Report {
                 format!("{} / {:.2}", self.max_hops, self.mean_hops),
             ),
             ("fallback requests", format!("{}", self.fallback_requests)),
+            (
+                "root above cap",
+                format!(
+                    "{:.1} s, peak {:.2} Mbit/s (ceiling {:.2}); starved periods {} ({} busy, {} expired)",
+                    self.root_policy.over_cap_s,
+                    self.root_policy.peak_mbps,
+                    self.root_policy.ceiling_mbps,
+                    self.root_policy.starved_periods,
+                    self.root_policy.busy_refusals,
+                    self.root_policy.expired_requests
+                ),
+            ),
             (
                 "penalties / bans",
                 format!(
