@@ -260,9 +260,11 @@ def main():
             measure(driver.pid, "idle, connected", args.measure)
 
         # --- server, channel, bot in the roster ------------------------------------------------
+        session.click("add-server")  # the rail's "+" opens the add-a-server dialog
         session.type("new-server-name", "E2E Squad")
         session.click("create-server")
         session.find("server-E2E Squad")
+        check("the new server is on the rail and its dialog closed", wait_gone(session, "add-server-dialog"))
         session.type("new-channel-name-E2E Squad", "Lobby")
         session.type("new-channel-max-E2E Squad", "8")
         session.click("create-channel-E2E Squad")
@@ -270,6 +272,7 @@ def main():
         check("server and voice channel created", True)
         session.click("invite-E2E Squad")
         code = session.wait_text("invite-code-E2E Squad", lambda t: len(t) > 0)
+        session.click("invite-dialog-close")
         bot_env = dict(os.environ, HUM_RELAY=relay_url, HUM_IDENTITY=os.path.join(data_dir, "bot.json"))
         run = lambda *a: subprocess.run([args.hum_bin, *a], env=bot_env, stdout=log,
                                         stderr=subprocess.STDOUT, timeout=60, check=True)
@@ -289,6 +292,12 @@ def main():
             "const m = document.querySelector('[data-testid=\"member-e2e-bot\"]');"
             "return m ? m.dataset.speaking : null;", lambda v: v == "true", 30, "bot speaking")
         check("the bot shows a speaking indicator", speaking == "true", str(speaking))
+        tile = session.wait_js(
+            "const t = document.querySelector('[data-testid=\"tile-e2e-bot\"]');"
+            "return t ? t.dataset.speaking : null;", lambda v: v == "true", 30, "bot's tile speaking")
+        check("the stage shows the bot's tile with the speaking ring", tile == "true", str(tile))
+        camera = session.js("const b = document.querySelector('[data-testid=camera]'); return b ? [b.disabled, b.title] : null;")
+        check("camera waits for video (disabled, says why)", camera and camera[0] is True and "Video" in camera[1], str(camera))
         if shots:
             session.screenshot(f"{shots}/voice-channel.png")
         if args.measure and driver:
@@ -420,7 +429,7 @@ def main():
         heard = False
         while time.monotonic() < deadline and not heard:
             with open(os.path.join(data_dir, "bot-call.jsonl")) as f:
-                heard = any('"peer_left"' in line for line in f)
+                heard = any('"state":"ended"' in line for line in f)
             time.sleep(0.3)
         if not heard:
             with open(os.path.join(data_dir, "bot-call.jsonl")) as f:

@@ -3,19 +3,25 @@ import { useEffect } from "preact/hooks";
 import { commands, type IdentityInfo } from "./lib/bindings";
 import { messageOf, unwrap } from "./lib/api";
 import { FirstRun } from "./features/onboarding/FirstRun";
-import { SettingsScreen } from "./features/settings/SettingsScreen";
+import { SettingsOverlay } from "./features/settings/SettingsOverlay";
 import { VoiceScreen } from "./features/voice/VoiceScreen";
 import { FriendsScreen } from "./features/friends/FriendsScreen";
 import { RelayBanner } from "./features/voice/RelayBanner";
 import { CallPanel } from "./features/calls/CallPanel";
+import { ServerRail, type View } from "./features/layout/ServerRail";
+import { useVoiceSync } from "./features/voice/store";
 import { openStreams } from "./lib/streams";
 
-type Tab = "voice" | "friends" | "settings";
-
+/**
+ * The layout of a voice app: the server rail, a side column (the server's channels with who sits
+ * in each, or friends) with my name and the relay's state under it, the main stage with the
+ * control bar, and settings as an overlay.
+ */
 export function App() {
   const identity = useSignal<IdentityInfo | null | undefined>(undefined);
   const defaultRelay = useSignal("ws://127.0.0.1:7700/ws");
-  const tab = useSignal<Tab>("voice");
+  const view = useSignal<View>("voice");
+  const settingsOpen = useSignal(false);
   const error = useSignal<string | null>(null);
 
   useEffect(() => {
@@ -47,30 +53,63 @@ export function App() {
 
   const id = identity.value;
   openStreams().catch(() => {});
-  const navButton = (t: Tab, label: string) => (
-    <button class={tab.value === t ? "nav active" : "nav"} data-testid={`nav-${t}`} onClick={() => (tab.value = t)}>
-      {label}
-    </button>
-  );
   return (
-    <div class="shell">
-      <nav class="sidebar">
+    <Shell
+      identity={id}
+      view={view.value}
+      settingsOpen={settingsOpen.value}
+      onView={(v) => {
+        view.value = v;
+        settingsOpen.value = false;
+      }}
+      onSettings={(open) => (settingsOpen.value = open)}
+    />
+  );
+}
+
+function Shell(props: {
+  identity: IdentityInfo;
+  view: View;
+  settingsOpen: boolean;
+  onView: (v: View) => void;
+  onSettings: (open: boolean) => void;
+}) {
+  useVoiceSync();
+  const id = props.identity;
+  return (
+    <div class="layout">
+      <ServerRail
+        view={props.view}
+        settingsOpen={props.settingsOpen}
+        onView={props.onView}
+        onSettings={() => props.onSettings(!props.settingsOpen)}
+      />
+      {props.view === "voice" ? (
+        <VoiceScreen myId={id.public_key} />
+      ) : (
+        <>
+          <aside class="side">
+            <header class="side-head">
+              <h2>Friends</h2>
+            </header>
+            <p class="muted pad small-text">Add friends by their public key; call the ones who are online.</p>
+          </aside>
+          <main class="main">
+            <CallPanel />
+            <div class="page">
+              <FriendsScreen />
+            </div>
+          </main>
+        </>
+      )}
+      <div class="user-panel">
         <div class="me" data-testid="me">
           <span class="avatar">{id.display_name.slice(0, 1).toUpperCase()}</span>
           {id.display_name}
         </div>
-        {navButton("voice", "Voice")}
-        {navButton("friends", "Friends")}
-        {navButton("settings", "Settings")}
-        <div style={{ flex: 1 }} />
         <RelayBanner />
-      </nav>
-      <main class="content">
-        <CallPanel />
-        {tab.value === "settings" && <SettingsScreen identity={id} />}
-        {tab.value === "friends" && <FriendsScreen />}
-        {tab.value === "voice" && <VoiceScreen />}
-      </main>
+      </div>
+      {props.settingsOpen && <SettingsOverlay identity={id} onClose={() => props.onSettings(false)} />}
     </div>
   );
 }

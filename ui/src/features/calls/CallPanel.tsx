@@ -1,17 +1,17 @@
 import { signal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
-import { commands, events, type CallView, type MyVoice } from "../../lib/bindings";
+import { commands, events, type CallView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
 import { LevelMeter } from "../voice/LevelMeter";
 import { PhoneIcon } from "../voice/icons";
+import { myVoice } from "../voice/store";
 
 const IDLE: CallView = { phase: "idle", call: null, peer: null, peer_speaking: false, ended: null };
 
 /** The 1-on-1 call, shared by the friends list (call buttons) and the call bar. */
 export const currentCall = signal<CallView>(IDLE);
 const callError = signal<string | null>(null);
-const myVoice = signal<MyVoice>({ channel: null, muted: false, deafened: false, audio_notice: null });
 
 /** Runs a call command; its error shows in the call bar. */
 export async function callAction(f: () => Promise<CallView>) {

@@ -38,7 +38,7 @@ export function SettingsScreen(props: { identity: IdentityInfo }) {
   if (!s || !voice.value) return <p class="muted">Loading settings…</p>;
   return (
     <div class="settings" data-testid="settings-screen">
-      <section class="card">
+      <section class="card" data-testid="settings-identity">
         <h2>Identity</h2>
         <p>
           <strong data-testid="settings-name">{props.identity.display_name}</strong>
@@ -48,7 +48,7 @@ export function SettingsScreen(props: { identity: IdentityInfo }) {
           {props.identity.public_key}
         </code>
       </section>
-      <section class="card">
+      <section class="card" data-testid="settings-relay">
         <h2>Relay</h2>
         <form onSubmit={saveRelay} class="row">
           <input

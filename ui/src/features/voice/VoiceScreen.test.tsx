@@ -1,11 +1,13 @@
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/preact";
 import { emit } from "@tauri-apps/api/event";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { VoiceScreen } from "./VoiceScreen";
 import { describe as describeStatus } from "./RelayBanner";
 import { fakeBackend } from "../../test-support";
 import type { ServerView } from "../../lib/bindings";
+import { resetVoiceStore } from "./store";
 
+beforeEach(resetVoiceStore);
 afterEach(cleanup);
 
 function server(speaking: boolean): ServerView {

@@ -1,3 +1,5 @@
+import type { ComponentChildren } from "preact";
+
 // Inline SVG icons: no icon font, so nothing renders as a missing-glyph box.
 
 /** A speaker with sound waves: a voice channel. */
@@ -43,3 +45,110 @@ export function PhoneIcon(props: { size?: number }) {
     </svg>
   );
 }
+
+function Stroke(props: { size?: number; children: ComponentChildren }) {
+  const s = props.size ?? 18;
+  return (
+    <svg
+      class="icon"
+      width={s}
+      height={s}
+      viewBox="0 0 24 24"
+      aria-hidden="true"
+      fill="none"
+      stroke="currentColor"
+      stroke-width="2"
+      stroke-linecap="round"
+      stroke-linejoin="round"
+    >
+      {props.children}
+    </svg>
+  );
+}
+
+/** A microphone (struck through when `off`). */
+export function MicIcon(props: { size?: number; off?: boolean }) {
+  return (
+    <Stroke size={props.size}>
+      <rect x="9" y="3" width="6" height="11" rx="3" />
+      <path d="M5 11a7 7 0 0 0 14 0M12 18v3" />
+      {props.off && <path d="M4 4l16 16" />}
+    </Stroke>
+  );
+}
+
+/** Headphones (struck through when `off`). */
+export function HeadphonesIcon(props: { size?: number; off?: boolean }) {
+  return (
+    <Stroke size={props.size}>
+      <path d="M4 17v-4a8 8 0 0 1 16 0v4" />
+      <rect x="3" y="14" width="4" height="6" rx="1.5" />
+      <rect x="17" y="14" width="4" height="6" rx="1.5" />
+      {props.off && <path d="M4 4l16 16" />}
+    </Stroke>
+  );
+}
+
+export function CameraIcon(props: { size?: number }) {
+  return (
+    <Stroke size={props.size}>
+      <rect x="3" y="6" width="13" height="12" rx="2" />
+      <path d="M16 10l5-3v10l-5-3z" />
+    </Stroke>
+  );
+}
+
+export function ScreenIcon(props: { size?: number }) {
+  return (
+    <Stroke size={props.size}>
+      <rect x="3" y="4" width="18" height="12" rx="2" />
+      <path d="M8 20h8M12 16v4M12 13V7M9 10l3-3 3 3" />
+    </Stroke>
+  );
+}
+
+/** A handset going down: leave or hang up. */
+export function LeaveIcon(props: { size?: number }) {
+  return (
+    <Stroke size={props.size}>
+      <path d="M3 14c5-5 13-5 18 0l-2 3-4-1v-3a10 10 0 0 0-6 0v3l-4 1z" />
+    </Stroke>
+  );
+}
+
+export function PlusIcon(props: { size?: number }) {
+  return (
+    <Stroke size={props.size}>
+      <path d="M12 5v14M5 12h14" />
+    </Stroke>
+  );
+}
+
+export function CloseIcon(props: { size?: number }) {
+  return (
+    <Stroke size={props.size}>
+      <path d="M6 6l12 12M18 6 6 18" />
+    </Stroke>
+  );
+}
+
+/** Two people: friends. */
+export function FriendsIcon(props: { size?: number }) {
+  return (
+    <Stroke size={props.size}>
+      <circle cx="9" cy="8" r="3.5" />
+      <path d="M2.5 20a6.5 6.5 0 0 1 13 0" />
+      <path d="M16 4.5a3.5 3.5 0 0 1 0 7M18 14a6.5 6.5 0 0 1 3.5 6" />
+    </Stroke>
+  );
+}
+
+/** Hum's mark: three bars of a level meter. */
+export function HumIcon(props: { size?: number }) {
+  return (
+    <Stroke size={props.size}>
+      <path d="M6 9v6M12 5v14M18 8v8" />
+    </Stroke>
+  );
+}
+
