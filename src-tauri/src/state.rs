@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
+use hum_engine::calls::Calls;
 use hum_engine::voice::link::VoiceLink;
 use hum_engine::voice::{InputMonitor, VoiceSession};
 use hum_engine::{Identity, IdentityError, RelayClient};
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use crate::channels::{LevelFollower, LevelHub, StatsHub};
 use crate::commands::budget::{BudgetRuntime, BudgetStatus};
-use crate::commands::calls::{CallMedia, CallTracker};
 use crate::commands::servers::MyVoice;
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::settings_store::Kv;
@@ -29,9 +29,8 @@ pub struct AppState {
     pub stats: StatsHub,
     /// The settings screen's microphone monitor, outside calls.
     pub monitor: Mutex<Option<InputMonitor>>,
-    /// The 1-on-1 call's phase, and its audio while connected.
-    pub call: Mutex<CallTracker>,
-    pub call_media: tokio::sync::Mutex<Option<CallMedia>>,
+    /// hum-engine's 1-on-1 call service of the current relay client.
+    calls: Mutex<Option<Calls>>,
     /// hum-engine's bandwidth budget, running next to the relay client.
     pub budget: Mutex<Option<BudgetRuntime>>,
     pub budget_status: Mutex<BudgetStatus>,
@@ -59,8 +58,7 @@ impl AppState {
             level_follower: LevelFollower::default(),
             stats: StatsHub::default(),
             monitor: Mutex::new(None),
-            call: Mutex::new(CallTracker::default()),
-            call_media: tokio::sync::Mutex::new(None),
+            calls: Mutex::new(None),
             budget: Mutex::new(None),
             budget_status: Mutex::new(BudgetStatus::default()),
             relay: Mutex::new(None),
@@ -101,6 +99,22 @@ impl AppState {
 
     pub fn take_relay(&self) -> CmdResult<Option<RelayClient>> {
         Ok(self.relay.lock().map_err(CommandError::internal)?.take())
+    }
+
+    /// The call service, or `relay_unavailable` before the relay client started.
+    pub fn calls(&self) -> CmdResult<Calls> {
+        self.calls
+            .lock()
+            .map_err(CommandError::internal)?
+            .clone()
+            .ok_or_else(|| {
+                CommandError::new(ErrorCode::RelayUnavailable, "Not connected to a relay yet.")
+            })
+    }
+
+    pub fn set_calls(&self, calls: Calls) -> CmdResult<()> {
+        *self.calls.lock().map_err(CommandError::internal)? = Some(calls);
+        Ok(())
     }
 
     pub fn my_voice(&self) -> CmdResult<MyVoice> {

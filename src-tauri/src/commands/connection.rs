@@ -137,15 +137,13 @@ pub async fn start(app: &AppHandle) -> CmdResult<RelayStatus> {
     let mut events = client.subscribe();
     let status = RelayStatus::from(&client.state());
     state.set_relay(client.clone())?;
+    state.set_calls(super::calls::start(app, &client))?;
     super::budget::start(app, &client, &url);
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             let ev = events.recv().await;
-            if let Ok(ev) = &ev {
-                super::calls::on_client_event(&app, ev).await;
-            }
             let nudge = match ev {
                 Ok(ClientEvent::State(s)) => {
                     let _ = RelayStatusChanged {
