@@ -1,8 +1,15 @@
 // Shared fixtures for the UI tests: a fake backend behind Tauri's mockIPC.
 import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
-import type { BandwidthReport, BandwidthSettings, IdentityInfo, VoiceSettings } from "./lib/bindings";
+import type { BandwidthReport, BandwidthSettings, ChannelView, IdentityInfo, MemberVoice, VoiceSettings } from "./lib/bindings";
 
 export const alice: IdentityInfo = { display_name: "alice", public_key: "ab".repeat(32) };
+
+const ALL = { join: true, speak: true, video: true, stream: true };
+
+/** A voice channel where everyone may do everything. */
+export function channelFixture(id: number, name: string, max: number, roster: MemberVoice[]): ChannelView {
+  return { id, name, max_participants: max, permissions: { member: ALL, admin: ALL }, roster };
+}
 
 export const defaultBandwidth: BandwidthSettings = {
   version: 1,

@@ -2,7 +2,7 @@ import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/pr
 import { emit } from "@tauri-apps/api/event";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { App } from "../../App";
-import { alice, fakeBackend } from "../../test-support";
+import { alice, channelFixture, fakeBackend } from "../../test-support";
 import { resetVoiceStore } from "../voice/store";
 import { VoiceScreen } from "../voice/VoiceScreen";
 import { VIDEO_COMING } from "../voice/ControlBar";
@@ -19,28 +19,7 @@ function squad(roster = [bot]): ServerView {
     id: 1,
     name: "Squad",
     role: "owner",
-    channels: [
-      {
-        id: 7,
-        name: "Lobby",
-        max_participants: 8,
-        permissions: {
-          member: { join: true, speak: true, video: true, stream: true },
-          admin: { join: true, speak: true, video: true, stream: true },
-        },
-        roster,
-      },
-      {
-        id: 8,
-        name: "Raid",
-        max_participants: 4,
-        permissions: {
-          member: { join: true, speak: true, video: true, stream: true },
-          admin: { join: true, speak: true, video: true, stream: true },
-        },
-        roster: [],
-      },
-    ],
+    channels: [channelFixture(7, "Lobby", 8, roster), channelFixture(8, "Raid", 4, [])],
   };
 }
 

@@ -1,6 +1,6 @@
-import { useEffect } from "preact/hooks";
 import type { IdentityInfo } from "../../lib/bindings";
 import { CloseIcon } from "../voice/icons";
+import { useEscape } from "../layout/Dialog";
 import { SettingsScreen } from "./SettingsScreen";
 
 const SECTIONS: { id: string; label: string }[] = [
@@ -15,11 +15,7 @@ const SECTIONS: { id: string; label: string }[] = [
  * the page to each panel, the panels on the right; Escape or the close button returns.
  */
 export function SettingsOverlay(props: { identity: IdentityInfo; onClose: () => void }) {
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && props.onClose();
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [props.onClose]);
+  useEscape(props.onClose);
   return (
     <div class="overlay" role="dialog" aria-modal="true" aria-label="Settings" data-testid="settings-overlay">
       <nav class="overlay-nav">

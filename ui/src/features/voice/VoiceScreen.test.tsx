@@ -3,7 +3,7 @@ import { emit } from "@tauri-apps/api/event";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { VoiceScreen } from "./VoiceScreen";
 import { describe as describeStatus } from "./RelayBanner";
-import { fakeBackend } from "../../test-support";
+import { channelFixture, fakeBackend } from "../../test-support";
 import type { ServerView } from "../../lib/bindings";
 import { resetVoiceStore } from "./store";
 
@@ -16,16 +16,9 @@ function server(speaking: boolean): ServerView {
     name: "Squad",
     role: "owner",
     channels: [
-      {
-        id: 7,
-        name: "Lobby",
-        max_participants: 8,
-        permissions: {
-          member: { join: true, speak: true, video: true, stream: true },
-          admin: { join: true, speak: true, video: true, stream: true },
-        },
-        roster: [{ user_id: "cd".repeat(32), display_name: "bot", muted: false, deafened: false, speaking }],
-      },
+      channelFixture(7, "Lobby", 8, [
+        { user_id: "cd".repeat(32), display_name: "bot", muted: false, deafened: false, speaking },
+      ]),
     ],
   };
 }
