@@ -1,6 +1,6 @@
 //! Cameras through nokhwa (V4L2 on Linux, AVFoundation, Media Foundation).
 //!
-//! [`list_cameras`] enumerates devices; [`CameraSource::open`] picks one by index, `/dev/videoN`
+//! [`list_cameras`] enumerates devices; [`CaptureThread::open_camera`] picks one by index, `/dev/videoN`
 //! or name and asks for the closest size and rate it offers. A machine without a camera gets
 //! [`VideoError::NoCamera`] ("no camera found: ..."), never a panic. Frames are decoded by
 //! nokhwa to RGB (MJPEG and YUYV cameras alike) and converted to I420 on the capture thread.
@@ -15,13 +15,13 @@ use nokhwa::utils::{
 };
 
 use super::convert::{PixelLayout, packed_to_i420};
-use super::threaded::{Capture, ThreadedSource};
-use super::{VideoError, VideoFormat, VideoFrame, VideoSource};
+use super::threaded::{Capture, CaptureThread};
+use super::{VideoError, VideoFormat};
 
 /// One camera as the system reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CameraInfo {
-    /// Index (pass it to [`CameraSource::open`]).
+    /// Index (pass it to [`CaptureThread::open_camera`]).
     pub index: String,
     pub name: String,
     pub description: String,
@@ -76,27 +76,14 @@ fn pick(cameras: &[CameraInfo], device: Option<&str>) -> Result<CameraInfo, Vide
         })
 }
 
-/// A camera as a [`VideoSource`]; capture runs on its own thread.
-pub struct CameraSource {
-    inner: ThreadedSource,
-}
-
-impl std::fmt::Debug for CameraSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CameraSource")
-            .field("name", &self.inner.name())
-            .finish_non_exhaustive()
-    }
-}
-
-impl CameraSource {
-    /// Opens `device` asking for the format closest to `want` (the camera decides; read
+impl CaptureThread {
+    /// Opens camera `device` asking for the format closest to `want` (the camera decides; read
     /// [`VideoSource::format`] for what it gave).
-    pub fn open(device: Option<&str>, want: VideoFormat) -> Result<Self, VideoError> {
+    pub fn open_camera(device: Option<&str>, want: VideoFormat) -> Result<Self, VideoError> {
         let info = pick(&list_cameras()?, device)?;
         let name = format!("camera {}", info.name);
         let cam_name = info.name.clone();
-        let inner = ThreadedSource::spawn(name, move || {
+        CaptureThread::spawn(name, move || {
             let err = move |e: nokhwa::NokhwaError| VideoError::Camera {
                 name: cam_name.clone(),
                 reason: e.to_string(),
@@ -130,20 +117,7 @@ impl CameraSource {
                 )
             });
             Ok((format, capture))
-        })?;
-        Ok(Self { inner })
-    }
-}
-
-impl VideoSource for CameraSource {
-    fn read(&mut self) -> Result<VideoFrame, VideoError> {
-        self.inner.read()
-    }
-    fn format(&self) -> VideoFormat {
-        self.inner.format()
-    }
-    fn name(&self) -> String {
-        self.inner.name()
+        })
     }
 }
 
@@ -156,7 +130,7 @@ mod tests {
         let cams = list_cameras().expect("listing cameras works with or without cameras");
         let want = VideoFormat::new(640, 360, 30);
         if cams.is_empty() {
-            let e = CameraSource::open(None, want).expect_err("no camera here");
+            let e = CaptureThread::open_camera(None, want).expect_err("no camera here");
             assert!(matches!(e, VideoError::NoCamera { .. }));
             assert_eq!(
                 e.to_string(),

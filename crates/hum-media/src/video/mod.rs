@@ -26,7 +26,7 @@ pub mod scale;
 pub mod y4m;
 
 #[cfg(any(feature = "camera", feature = "screen"))]
-mod threaded;
+pub mod threaded;
 
 #[cfg(feature = "camera")]
 pub mod camera;
@@ -45,6 +45,9 @@ pub use error::VideoError;
 pub use frame::{VideoFormat, VideoFrame};
 pub use pattern::{PatternCode, PatternSource};
 pub use y4m::{Y4mSink, Y4mSource};
+
+#[cfg(any(feature = "camera", feature = "screen"))]
+pub use threaded::CaptureThread;
 
 #[cfg(feature = "vp8")]
 pub use simulcast::{LayerConfig, LayerFrame, SimulcastEncoder};

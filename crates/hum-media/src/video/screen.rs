@@ -14,8 +14,8 @@ use xcap::{Monitor, Window};
 
 use super::clock::FrameClock;
 use super::convert::{PixelLayout, packed_to_i420};
-use super::threaded::{Capture, ThreadedSource};
-use super::{VideoError, VideoFormat, VideoFrame, VideoSource};
+use super::threaded::{Capture, CaptureThread};
+use super::{VideoError, VideoFormat, VideoFrame};
 
 /// What to capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,28 +111,16 @@ fn rgba_frame(img: &xcap::image::RgbaImage, captured: Instant) -> Result<VideoFr
     )
 }
 
-/// A screen or window as a [`VideoSource`], captured at `fps` on its own thread.
-pub struct ScreenSource {
-    inner: ThreadedSource,
-}
-
-impl std::fmt::Debug for ScreenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScreenSource")
-            .field("name", &self.inner.name())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ScreenSource {
-    pub fn open(target: ScreenTarget, fps: u32) -> Result<Self, VideoError> {
+impl CaptureThread {
+    /// Captures a monitor or window at `fps`.
+    pub fn open_screen(target: ScreenTarget, fps: u32) -> Result<Self, VideoError> {
         check_display()?;
         let name = match target {
             ScreenTarget::Monitor(None) => "screen (primary)".to_string(),
             ScreenTarget::Monitor(Some(id)) => format!("screen {id}"),
             ScreenTarget::Window(id) => format!("window {id}"),
         };
-        let inner = ThreadedSource::spawn(name, move || {
+        CaptureThread::spawn(name, move || {
             let mut clock = FrameClock::realtime(fps);
             let grab: Box<dyn FnMut() -> Result<xcap::image::RgbaImage, VideoError>> = match target
             {
@@ -174,31 +162,14 @@ impl ScreenSource {
                 rgba_frame(&img, at)
             });
             Ok((format, capture))
-        })?;
-        Ok(Self { inner })
-    }
-
-    /// Frames captured but not read in time (replaced by newer ones).
-    pub fn dropped(&self) -> u64 {
-        self.inner.dropped()
-    }
-}
-
-impl VideoSource for ScreenSource {
-    fn read(&mut self) -> Result<VideoFrame, VideoError> {
-        self.inner.read()
-    }
-    fn format(&self) -> VideoFormat {
-        self.inner.format()
-    }
-    fn name(&self) -> String {
-        self.inner.name()
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video::VideoSource;
     use crate::video::clock::WallAnchor;
     use crate::video::convert::i420_to_rgb;
     use crate::video::pattern::{pattern_frame, read_code};
@@ -219,7 +190,8 @@ mod tests {
         };
         let screens = list_screens().expect("list screens");
         assert_eq!(screens.len(), 1, "{screens:?}");
-        let mut src = ScreenSource::open(ScreenTarget::Monitor(None), 10).expect("open screen");
+        let mut src =
+            CaptureThread::open_screen(ScreenTarget::Monitor(None), 10).expect("open screen");
         let format = src.format();
         let mut w =
             Y4mWriter::new(std::fs::File::create(out).expect("create"), format).expect("writer");
@@ -293,7 +265,8 @@ mod tests {
     #[test]
     fn no_display_is_a_sentence() {
         if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
-            let e = ScreenSource::open(ScreenTarget::Monitor(None), 30).expect_err("no display");
+            let e = CaptureThread::open_screen(ScreenTarget::Monitor(None), 30)
+                .expect_err("no display");
             assert!(e.to_string().contains("no display to capture"), "{e}");
         }
     }

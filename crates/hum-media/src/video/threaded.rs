@@ -1,4 +1,7 @@
-//! Runs a capture back end on its own thread and hands its frames to a [`VideoSource`].
+//! [`CaptureThread`]: a capture back end (camera, screen) on its own thread, as a [`VideoSource`].
+//!
+//! Constructors live beside their back ends: `CaptureThread::open_camera` (camera.rs),
+//! `CaptureThread::open_screen` (screen.rs).
 //!
 //! Camera and screen libraries keep handles that are not `Send`, and they block in their own
 //! way; a thread per capture keeps them off the caller's thread. The hand-over holds one frame:
@@ -15,7 +18,8 @@ use super::{VideoError, VideoFormat, VideoFrame, VideoSource};
 /// Produces the next frame on the capture thread.
 pub(crate) type Capture = Box<dyn FnMut() -> Result<VideoFrame, VideoError>>;
 
-pub(crate) struct ThreadedSource {
+/// A live source whose back end runs on its own thread. See the module doc.
+pub struct CaptureThread {
     rx: Receiver<Result<VideoFrame, VideoError>>,
     format: VideoFormat,
     name: String,
@@ -24,10 +28,19 @@ pub(crate) struct ThreadedSource {
     thread: Option<JoinHandle<()>>,
 }
 
-impl ThreadedSource {
+impl std::fmt::Debug for CaptureThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureThread")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaptureThread {
     /// Spawns a thread that runs `open` (its error is returned here) and then its capture
     /// function until the source is dropped or capture fails.
-    pub fn spawn<F>(name: String, open: F) -> Result<Self, VideoError>
+    pub(crate) fn spawn<F>(name: String, open: F) -> Result<Self, VideoError>
     where
         F: FnOnce() -> Result<(VideoFormat, Capture), VideoError> + Send + 'static,
     {
@@ -83,7 +96,7 @@ impl ThreadedSource {
     }
 }
 
-impl VideoSource for ThreadedSource {
+impl VideoSource for CaptureThread {
     fn read(&mut self) -> Result<VideoFrame, VideoError> {
         self.rx.recv().map_err(|_| VideoError::Ended)?
     }
@@ -95,7 +108,7 @@ impl VideoSource for ThreadedSource {
     }
 }
 
-impl Drop for ThreadedSource {
+impl Drop for CaptureThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Unblock a capture thread waiting to hand over a frame, then wait for it.
