@@ -9,7 +9,7 @@
 //! chunk for everyone below them (congestion collapse). Within each class, earliest deadline first; what
 //! the cap cannot serve in time is refused with `Absent(Busy)` at once so the viewer does not wait.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ use crate::{Output, PeerId, Time};
 
 /// How often the root's starvation controller looks at its queue (see [`RootSeed::with_ceiling`]).
 pub const POLICY_PERIOD: Duration = Duration::from_millis(500);
+/// A requester that reports less buffered media than this is about to stall: refusing it is what
+/// the policy calls starving (viewers report buffer health in two bands split here).
+pub const STARVING_MS: u32 = 500;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RootStats {
@@ -30,11 +33,14 @@ pub struct RootStats {
     /// Time (microseconds) the root ran above its cap, and the highest rate it ran at (bit/s).
     pub over_cap_us: u64,
     pub peak_rate_bps: u64,
-    /// Periods in which viewers were starved (a `Busy` refusal or a request that expired unserved),
-    /// each of which raised the rate (towards the ceiling).
+    /// Periods in which viewers were starved (see `starving`), each of which raised the rate
+    /// (towards the ceiling).
     pub starved_periods: u64,
     /// Requests that expired in the root's queue.
     pub expired: u64,
+    /// Of the busy refusals and expired requests, those of peers that reported a buffer under
+    /// [`STARVING_MS`]: the signal the policy acts on.
+    pub starving: u64,
     /// Of which to peers holding a root grant (the mesh's feed).
     pub feed_bytes: u64,
     pub chunks_sent: u64,
@@ -57,6 +63,8 @@ pub struct RootSeed {
     /// The starvation controller: busy + expired counts at the start of the current period.
     period_end: Time,
     period_pressure: u64,
+    /// Peers whose last buffer-health report was under [`STARVING_MS`].
+    health: BTreeMap<PeerId, u32>,
     now: Time,
     out: VecDeque<Output>,
     scratch: Vec<ServeRequest>,
@@ -96,6 +104,7 @@ impl RootSeed {
             rate_bps: cap.bps(),
             period_end: now + POLICY_PERIOD,
             period_pressure: 0,
+            health: BTreeMap::new(),
             now,
             out: VecDeque::new(),
             scratch: Vec::new(),
@@ -104,7 +113,8 @@ impl RootSeed {
     }
 
     /// The operator's hard ceiling (at least the cap): when viewers starve (the root refused a request
-    /// as `Busy`, or one expired in its queue) the root raises its rate by a quarter of the cap per
+    /// as `Busy`, or let one expire in its queue, from a peer that reported less than
+    /// [`STARVING_MS`] of buffer) the root raises its rate by a quarter of the cap per
     /// [`POLICY_PERIOD`], up to this; a period without starvation lowers it by an eighth, back to the
     /// cap. The cap is the target, never a reason to starve viewers; the ceiling is the promise to the
     /// operator. `RootStats` says what was spent above the cap and why.
@@ -129,7 +139,7 @@ impl RootSeed {
         }
         self.period_end = now + POLICY_PERIOD;
         self.stats.expired = self.serve.expired;
-        let pressure = self.stats.busy + self.serve.expired;
+        let pressure = self.stats.starving;
         let starved = pressure > self.period_pressure;
         self.period_pressure = pressure;
         let rate = if starved {
@@ -228,6 +238,7 @@ impl RootSeed {
                         > Duration::from_millis(deadline_ms as u64)
                     {
                         self.stats.busy += 1;
+                        self.note_starving(from);
                         self.out.push_back(Output::Send {
                             to: from,
                             msg: MeshMsg::Absent {
@@ -245,6 +256,7 @@ impl RootSeed {
                 {
                     if !self.serve.push_held(req) {
                         self.stats.busy += 1;
+                        self.note_starving(from);
                         self.out.push_back(Output::Send {
                             to: from,
                             msg: MeshMsg::Absent {
@@ -270,7 +282,13 @@ impl RootSeed {
                 let b = self.bytes_of(seq);
                 self.serve.cancel(from, seq, b);
             }
-            MeshMsg::BufferHealth { .. } => {}
+            MeshMsg::BufferHealth { buffered_ms, .. } => {
+                if buffered_ms < STARVING_MS {
+                    self.health.insert(from, buffered_ms);
+                } else {
+                    self.health.remove(&from);
+                }
+            }
             MeshMsg::Data { .. } | MeshMsg::Announce { .. } | MeshMsg::Absent { .. } => {}
         }
         self.release(now);
@@ -279,6 +297,7 @@ impl RootSeed {
     /// A peer left: drop its pending requests.
     pub fn peer_gone(&mut self, peer: PeerId) {
         self.serve.forget(peer);
+        self.health.remove(&peer);
         self.set_granted(peer, false);
     }
 
@@ -295,9 +314,26 @@ impl RootSeed {
         }
     }
 
+    /// A request from `peer` went unserved: a starvation signal if `peer` says it is about to stall.
+    fn note_starving(&mut self, peer: PeerId) {
+        if self.health.contains_key(&peer) {
+            self.stats.starving += 1;
+        }
+    }
+
     fn release(&mut self, now: Time) {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
+        if !self.health.is_empty() {
+            // Requests about to expire unserved in the queue, from peers about to stall.
+            let n = self
+                .serve
+                .ready_items()
+                .iter()
+                .filter(|r| r.deadline < now && self.health.contains_key(&r.to))
+                .count();
+            self.stats.starving += n as u64;
+        }
         {
             let chunks = &self.chunks;
             let w = self.window;
@@ -426,6 +462,17 @@ mod tests {
             Time::ZERO,
         )
         .with_ceiling(Bitrate::from_mbps(8));
+        // A refusal only counts as starving for a peer about to stall; until they say so, nothing.
+        for p in 1..=3 {
+            r.handle_input(
+                Time::ZERO,
+                PeerId(p),
+                MeshMsg::BufferHealth {
+                    buffered_ms: 100,
+                    playhead: 0,
+                },
+            );
+        }
         // Three viewers want every chunk within 300 ms: the cap serves one per chunk time.
         for seq in 0..20u64 {
             let now = Time::from_millis(250 * seq);
@@ -447,7 +494,7 @@ mod tests {
                 drain(&mut r);
             }
         }
-        assert!(r.stats.starved_periods > 0);
+        assert!(r.stats.starved_periods > 0 && r.stats.starving > 0);
         assert_eq!(r.rate(), Bitrate::from_mbps(8), "raised to the ceiling");
         assert_eq!(r.stats.peak_rate_bps, 8_000_000);
         assert!(r.stats.over_cap_us > 0);
@@ -459,6 +506,37 @@ mod tests {
         }
         assert_eq!(r.rate(), Bitrate::from_mbps(4));
         assert_eq!(r.cap(), Bitrate::from_mbps(4));
+    }
+
+    #[test]
+    fn refusals_of_peers_with_a_healthy_buffer_are_not_starvation() {
+        let mut r = RootSeed::new(
+            Layer::High,
+            Publisher::from_seed([3; 32]),
+            Bitrate::from_mbps(4),
+            32,
+            Time::ZERO,
+        )
+        .with_ceiling(Bitrate::from_mbps(8));
+        for seq in 0..20u64 {
+            let now = Time::from_millis(250 * seq);
+            r.publish(now, &chunk(seq), 125_000);
+            for p in 1..=3 {
+                r.handle_input(
+                    now,
+                    PeerId(p),
+                    MeshMsg::Request {
+                        layer: Layer::High,
+                        seq,
+                        deadline_ms: 300,
+                    },
+                );
+            }
+            drain(&mut r);
+        }
+        assert!(r.stats.busy > 0);
+        assert_eq!(r.stats.starving, 0);
+        assert_eq!(r.rate(), Bitrate::from_mbps(4));
     }
 
     #[test]

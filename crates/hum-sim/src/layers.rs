@@ -201,6 +201,7 @@ fn combine(
             starved_periods: sumu(&|r| r.root_policy.starved_periods),
             busy_refusals: sumu(&|r| r.root_policy.busy_refusals),
             expired_requests: sumu(&|r| r.root_policy.expired_requests),
+            starving_requests: sumu(&|r| r.root_policy.starving_requests),
         },
         server_egress_mbps: sum(&|r| r.server_egress_mbps),
         lower_bound_mbps: sum(&|r| r.lower_bound_mbps),

@@ -95,6 +95,8 @@ pub struct RootPolicy {
     pub starved_periods: u64,
     pub busy_refusals: u64,
     pub expired_requests: u64,
+    /// Of those, the ones of peers that reported under 500 ms of buffer (what raises the rate).
+    pub starving_requests: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -292,13 +294,14 @@ impl Report {
             (
                 "root above cap",
                 format!(
-                    "{:.1} s, peak {:.2} Mbit/s (ceiling {:.2}); starved periods {} ({} busy, {} expired)",
+                    "{:.1} s, peak {:.2} Mbit/s (ceiling {:.2}); starved periods {} ({} busy, {} expired, {} of starving peers)",
                     self.root_policy.over_cap_s,
                     self.root_policy.peak_mbps,
                     self.root_policy.ceiling_mbps,
                     self.root_policy.starved_periods,
                     self.root_policy.busy_refusals,
-                    self.root_policy.expired_requests
+                    self.root_policy.expired_requests,
+                    self.root_policy.starving_requests
                 ),
             ),
             (

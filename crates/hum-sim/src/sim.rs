@@ -916,6 +916,7 @@ impl World {
                 starved_periods: self.root.stats.starved_periods,
                 busy_refusals: self.root.stats.busy,
                 expired_requests: self.root.stats.expired,
+                starving_requests: self.root.stats.starving,
             },
             server_egress_mbps: egress / 1e6,
             lower_bound_mbps: lower_bound / 1e6,
