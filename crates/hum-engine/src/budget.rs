@@ -22,9 +22,9 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 /// The settings model and the sans-IO pieces, re-exported so the app needs only hum-engine.
 pub use hum_budget as model;
 use hum_budget::{
-    Admit, BandwidthSettings, EffectiveBudget, LimiterConfig, MeasuredUpload, Measurements,
-    OtherAppsConfig, OtherAppsEstimator, ProbeConfig, ProbeDecision, ProbeError, ProbeKind,
-    ProbePath, ProbeScheduler, ProbeStep, ProbeUpload, SettingsError, ThrottleEvent,
+    Admit, BandwidthSettings, EffectiveBudget, LimiterConfig, LimiterStats, MeasuredUpload,
+    Measurements, OtherAppsConfig, OtherAppsEstimator, ProbeConfig, ProbeDecision, ProbeError,
+    ProbeKind, ProbePath, ProbeScheduler, ProbeStep, ProbeUpload, SettingsError, ThrottleEvent,
     ThrottleOutput, Throttler, ThrottlerConfig, UploadLimiter,
 };
 use hum_proto::Bitrate;
@@ -348,6 +348,12 @@ impl BudgetService {
     /// The relay cap right now (the user's setting, less what the throttler took off).
     pub fn relay_cap(&self) -> Bitrate {
         self.lock().throttler.relay_cap()
+    }
+
+    /// What the upload limiter has let through so far: own and relayed bytes, and how many relay
+    /// sends had to wait for tokens.
+    pub fn limiter_stats(&self) -> LimiterStats {
+        self.lock().limiter.stats()
     }
 
     /// Validate and apply new settings. On error nothing changes.
@@ -817,12 +823,22 @@ mod tests {
         .await
         .expect("relay cap within 5 s");
         assert_eq!(cap, Bitrate::from_mbps(2));
-        // 100 KB at >= 2 Mbps (250 KB/s) takes well under two seconds.
-        let t = Instant::now();
-        for _ in 0..100 {
-            service.relay_admit(1_000).await;
-        }
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(service.relay_cap(), Bitrate::from_mbps(2));
+        // Relaying is admitted: 100 KB go through the limiter at the 2 Mbps cap (~0.4 s; the
+        // deadline only guards against a relay that never admits).
+        tokio::time::timeout(Duration::from_secs(30), async {
+            for _ in 0..100 {
+                service.relay_admit(1_000).await;
+            }
+        })
+        .await
+        .expect("100 KB of relaying admitted within 30 s at a 2 Mbps cap");
+        let stats = service.limiter_stats();
+        assert_eq!(stats.relay_bytes, 100_000, "every admitted byte is charged");
+        // The cap is enforced, not skipped: the relay bucket holds ~3 KB, so 100 KB sent back
+        // to back must wait for tokens (it cannot pass untouched unless each of ~97 sends
+        // came 4 ms after the last).
+        assert!(stats.relay_deferred > 0, "{stats:?}");
         service.shutdown();
     }
 
@@ -852,18 +868,17 @@ mod tests {
             .await
             .expect("bind");
         let open = listener.local_addr().expect("addr");
-        let rtt = TcpConnectProber::new(open, Duration::from_secs(1))
+        // An answer is an RTT (`Ok`); no answer within the timeout is a `TimedOut` error.
+        TcpConnectProber::new(open, Duration::from_secs(10))
             .probe(0)
             .await
-            .expect("open port");
-        assert!(rtt < Duration::from_secs(1));
+            .expect("the open port answers");
         drop(listener);
-        // Now closed: the RST is an answer too.
-        let rtt = TcpConnectProber::new(open, Duration::from_secs(1))
+        // Now closed: the RST is an answer too, not an error.
+        TcpConnectProber::new(open, Duration::from_secs(10))
             .probe(1)
             .await
-            .expect("closed port");
-        assert!(rtt < Duration::from_secs(1));
+            .expect("the closed port's RST counts as an answer");
     }
 
     /// A stand-in for the relay's `/probe` that follows the documented protocol.
@@ -969,7 +984,8 @@ mod tests {
             .run_bandwidth_test(ProbeKind::Brief)
             .await
             .expect("test runs");
-        assert!(m.rate > Bitrate::from_mbps(1), "{}", m.rate);
+        // How fast loopback is belongs to benchmarks; here: a rate was measured and stored.
+        assert!(m.rate > Bitrate::ZERO, "{}", m.rate);
         let eff = service.effective();
         assert_eq!(
             eff.total,

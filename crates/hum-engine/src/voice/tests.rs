@@ -72,6 +72,74 @@ async fn wait_connected(b: &mut Bot, n: usize) {
     .expect("peers connect within 15 s");
 }
 
+/// What the test tells a [`SteppedMic`].
+enum Step {
+    /// Capture one more frame.
+    Frame,
+    /// From now on run in real time.
+    Release,
+}
+
+/// A microphone whose media clock the test holds: frame `k` is captured only when the test
+/// sends [`Step::Frame`], and the test hears (on `ready`) when the capture thread asks for frame
+/// `k`, i.e. once frame `k - 1` went all the way through the capture chain. After
+/// [`Step::Release`] (or when the test drops its sender) it is an ordinary paced source, its
+/// real-time clock starting then.
+struct SteppedMic {
+    stepping: Option<BufferSource>,
+    paced: Option<Paced<BufferSource>>,
+    ready: mpsc::UnboundedSender<()>,
+    steps: std::sync::mpsc::Receiver<Step>,
+}
+
+impl hum_media::AudioSource for SteppedMic {
+    fn read(&mut self, frame: &mut [f32]) -> Result<(), hum_media::MediaError> {
+        if let Some(p) = self.paced.as_mut() {
+            return p.read(frame);
+        }
+        let _ = self.ready.send(());
+        let Some(mut inner) = self.stepping.take() else {
+            return Err(hum_media::MediaError::Ended);
+        };
+        match self.steps.recv() {
+            Ok(Step::Frame) => {
+                let r = inner.read(frame);
+                self.stepping = Some(inner);
+                r
+            }
+            Ok(Step::Release) | Err(_) => self.paced.insert(Paced::new(inner)).read(frame),
+        }
+    }
+
+    fn name(&self) -> String {
+        "stepped chirp train".into()
+    }
+}
+
+/// Waits for `bot`'s next statistics with received packets from `other`, checking each report.
+async fn stats_with_packets(bot: &mut Bot, other: UserId) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match bot.events.recv().await {
+                Some(VoiceEvent::Stats { user, stats }) => {
+                    assert_eq!(user, other);
+                    assert!(
+                        stats.jitter_buffer < Duration::from_millis(200),
+                        "{stats:?}"
+                    );
+                    if stats.packets_received > 0 {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("session ended"),
+            }
+        }
+    })
+    .await
+    .expect("stats with received packets within 15 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chirp_from_a_arrives_in_b_recording() {
     let hub = MemorySignalHub::new();
@@ -81,13 +149,64 @@ async fn a_chirp_from_a_arrives_in_b_recording() {
     let a_mic = open_mic();
     a_mic.set_mode(VoiceMode::PushToTalk);
     a_mic.set_ptt_pressed(true);
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
+    let (step, steps) = std::sync::mpsc::channel();
     let mut a = bot(
         &hub,
         a_id,
-        Box::new(Paced::new(BufferSource::chirp_train(24_000, 72_000))),
+        Box::new(SteppedMic {
+            stepping: Some(BufferSource::chirp_train(24_000, 72_000)),
+            paced: None,
+            ready: ready_tx,
+            steps,
+        }),
         Box::new(Paced::new(NullSink)),
         a_mic,
     );
+    let mut a_level = a.session.controls().input_level();
+
+    // A's input meter follows its microphone in media time: one level per 60 ms captured
+    // (the 50 ms meter window rounded up to whole 20 ms frames), loud with the gate open while
+    // a chirp plays (-9 dBFS RMS), silent in the gaps. Two whole periods, frame by frame.
+    let frame = loopback().frame.samples();
+    let per_level = hum_media::monitor::METER_WINDOW_SAMPLES.div_ceil(frame);
+    let frames = 2 * 72_000 / frame;
+    let mut levels = Vec::new();
+    for k in 0..=frames {
+        tokio::time::timeout(Duration::from_secs(10), ready.recv())
+            .await
+            .expect("the capture thread asks for the next frame within 10 s")
+            .expect("capture thread alive");
+        let fresh = a_level.has_changed().expect("controls alive");
+        assert_eq!(
+            fresh,
+            k > 0 && k % per_level == 0,
+            "after {k} frames of 20 ms: a new level {}",
+            if fresh { "appeared" } else { "is missing" }
+        );
+        if fresh {
+            levels.push(*a_level.borrow_and_update());
+        }
+        if k < frames {
+            step.send(Step::Frame).expect("capture thread alive");
+        }
+    }
+    step.send(Step::Release).expect("capture thread alive");
+    let window = per_level * frame;
+    assert_eq!(levels.len(), 2 * 72_000 / window);
+    for (w, l) in levels.iter().enumerate() {
+        let (from, to) = ((w * window) % 72_000, (w * window) % 72_000 + window);
+        assert!(l.gate_open, "push-to-talk held: window {w}: {l:?}");
+        if to <= 24_000 {
+            assert!(
+                l.level_db > -12.0 && l.level_db < -6.0,
+                "window {w} ({from}..{to}) is all chirp: {l:?}"
+            );
+        } else if from >= 24_000 {
+            assert_eq!(l.level_db, -100.0, "window {w} ({from}..{to}) is silence");
+        }
+    }
+
     let rec = MemorySink::new();
     let mut b = bot(
         &hub,
@@ -97,7 +216,6 @@ async fn a_chirp_from_a_arrives_in_b_recording() {
         open_mic(),
     );
     // Shaped like a 1-on-1 call: the caller offers, the callee waits for the offer.
-    let mut a_level = a.session.controls().input_level();
     b.session
         .add_peer_as(a_id, false)
         .await
@@ -107,41 +225,19 @@ async fn a_chirp_from_a_arrives_in_b_recording() {
         .await
         .expect("a offers to b");
     wait_connected(&mut b, 1).await;
-    // A's input meter moves while the chirps play (0.5 s at -9 dBFS RMS, then 1 s of silence).
-    let mut loudest = -100.0f32;
-    let mut updates = 0;
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(2) {
-        if a_level.has_changed().unwrap_or(false) {
-            let l = *a_level.borrow_and_update();
-            assert!(l.gate_open, "open mic: {l:?}");
-            loudest = loudest.max(l.level_db);
-            updates += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(loudest > -12.0 && loudest < -6.0, "loudest {loudest} dBFS");
-    assert!(
-        (15..=50).contains(&updates),
-        "{updates} level updates in 2 s"
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Stats flow on both ends of a 1-on-1 call, and report a sane jitter buffer.
-    for (bot, other) in [(&mut a, b_id), (&mut b, a_id)] {
-        let mut got_stats = false;
-        while let Ok(ev) = bot.events.try_recv() {
-            if let VoiceEvent::Stats { user, stats } = ev {
-                assert_eq!(user, other);
-                assert!(
-                    stats.jitter_buffer < Duration::from_millis(200),
-                    "{stats:?}"
-                );
-                got_stats |= stats.packets_received > 0;
-            }
+    stats_with_packets(&mut a, b_id).await;
+    stats_with_packets(&mut b, a_id).await;
+    // Record 4 s of the call (more than two chirp periods) at B.
+    let connected_at = rec.samples().len();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while rec.samples().len() < connected_at + 4 * 48_000 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(got_stats, "no stats with received packets");
-    }
+    })
+    .await
+    .expect("b records 4 s of the call within 30 s");
 
     a.session.leave().await;
     b.session.leave().await;
