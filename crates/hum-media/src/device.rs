@@ -528,11 +528,37 @@ mod tests {
 
     #[test]
     fn default_device_opens_or_fails_cleanly() {
-        // With only ALSA `null` this may open (unpaced) or fail; it must not panic, and a
-        // successful open must deliver frames.
-        if let Ok(mut src) = CpalSource::open(None) {
-            let mut f = vec![0.0; 960];
-            let _ = src.read(&mut f);
+        // Without a sound card there may be no default input (a typed error that says what to
+        // use instead), or only ALSA's `null` device, which opens. Either way no panic, and a
+        // device that opens delivers frames of real samples.
+        match CpalSource::open(None) {
+            Ok(mut src) => {
+                let name = src.name();
+                assert!(!name.is_empty());
+                for k in 0..5 {
+                    let mut f = vec![f32::NAN; 960];
+                    src.read(&mut f)
+                        .unwrap_or_else(|e| panic!("'{name}' opened, but frame {k} failed: {e}"));
+                    assert!(
+                        f.iter().all(|x| x.is_finite() && x.abs() <= 1.0),
+                        "'{name}' frame {k} holds no samples in -1..=1: {:?}",
+                        &f[..8]
+                    );
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                match &e {
+                    MediaError::NoDevice { direction, .. } => {
+                        assert_eq!(*direction, "input", "{msg}");
+                        assert!(msg.contains("WAV file or tone source"), "{msg}");
+                    }
+                    MediaError::DeviceUnavailable { name, reason } => {
+                        assert!(!name.is_empty() && !reason.is_empty(), "{msg}");
+                    }
+                    other => panic!("not a device error: {other:?}"),
+                }
+            }
         }
     }
 }
