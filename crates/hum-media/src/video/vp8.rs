@@ -98,10 +98,12 @@ fn kbps(b: Bitrate) -> u32 {
     (b.bps() / 1000).clamp(1, u32::MAX as u64) as u32
 }
 
-/// Encoder threads for a frame size on this kind of machine (2 cores shared with audio and
-/// the other layers): one below 720p, two from 720p.
-fn threads_for(width: u32, height: u32) -> u32 {
-    if width * height >= 1280 * 720 { 2 } else { 1 }
+/// Encoder threads: one, at every size. libvpx's VP8 row threads busy-wait for each other; on
+/// a 2-core machine shared with audio, the other layers and the app, two threads per encoder
+/// cost 3-5x the CPU time of one (video_bench: 720p30 simulcast 19 % of a core with one
+/// thread per layer, far more with two) and one thread still encodes 1080p at ~77 fps.
+fn threads_for(_width: u32, _height: u32) -> u32 {
+    1
 }
 
 /// Screen-share presets.
