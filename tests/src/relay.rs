@@ -37,8 +37,26 @@ impl Relay {
 
     /// Like [`Relay::start`] on a given address (to restart a relay where clients expect it).
     pub fn start_at(data_dir: &Path, listen: &str, args: &[&str]) -> Result<Relay> {
+        Relay::start_wrapped(&[], data_dir, listen, args)
+    }
+
+    /// Like [`Relay::start_at`], run through a wrapper command (e.g. `prlimit --nofile=128:128`).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        data_dir: &Path,
+        listen: &str,
+        args: &[&str],
+    ) -> Result<Relay> {
         let bin = workspace_bin("hum-relay", "hum-relay")?;
-        let mut child = Command::new(bin)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("--listen")
             .arg(listen)
             .arg("--data")
@@ -92,6 +110,19 @@ impl Relay {
     pub fn kill(mut self) {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
+    }
+
+    /// Send SIGTERM (a polite stop) and wait for the process to exit.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.0.id().to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        Ok(self.child.0.wait()?)
     }
 
     /// True while the process runs.

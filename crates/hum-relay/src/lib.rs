@@ -6,11 +6,13 @@
 //! - [`handshake`] and [`limits`]: per-connection login and rate limiting (sans-IO);
 //! - [`server`] and `probe`: the axum/WebSocket shell and the hub thread.
 
+pub mod accept;
 pub mod handshake;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod outbox;
 mod probe;
 pub mod server;
 pub mod store;

@@ -19,7 +19,8 @@ struct Args {
     /// Directory for the database (default: the platform data dir, e.g. ~/.local/share/hum/relay).
     #[arg(long, env = "HUM_RELAY_DATA")]
     data: Option<PathBuf>,
-    /// Most open WebSocket connections; more get HTTP 503.
+    /// Most open connections (WebSockets and HTTP requests not yet done); more get HTTP 503.
+    /// Lowered at start to fit the open-file limit (the soft limit is raised to the hard one).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     /// Sustained requests per second per connection.
@@ -37,12 +38,18 @@ struct Args {
     /// Drop a connection after this long without hearing from it.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// A new TCP connection must send its complete HTTP request (the WebSocket upgrade) within this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    upgrade_timeout: Duration,
     /// A connection must log in within this long.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     login_timeout: Duration,
     /// A call nobody answers ends after this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     ring_timeout: Duration,
+    /// Bytes queued to one client before it counts as too slow and is dropped (close 4002).
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    outbox_bytes: usize,
     /// Largest max_participants an admin may give a channel.
     #[arg(long, default_value_t = 1_000)]
     max_channel_size: u32,
@@ -76,6 +83,8 @@ async fn main() -> anyhow::Result<()> {
     config.ping_interval = args.ping_interval;
     config.idle_timeout = args.idle_timeout;
     config.login_timeout = args.login_timeout;
+    config.outbox_bytes = args.outbox_bytes;
+    config.upgrade_timeout = args.upgrade_timeout;
     config.hub.ring_timeout_ms = args.ring_timeout.as_millis() as u64;
     config.hub.max_channel_size = args.max_channel_size;
 
@@ -85,13 +94,11 @@ async fn main() -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     tracing::info!(addr = %relay.addr, data = %data.display(), "hum-relay ready: ws://{}/ws", relay.addr);
 
-    tokio::select! {
-        r = async { relay.wait().await } => r,
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
-    }
+    // SIGTERM / Ctrl-C: every client gets a 1001 close frame before the process exits.
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing every connection with 1001");
+    relay.shutdown(Duration::from_secs(3)).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -2,6 +2,7 @@
 //! dozen lines do not need a metrics framework).
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hum_proto::signal::ErrorCode;
@@ -12,8 +13,14 @@ use crate::hub::HubStats;
 pub struct Metrics {
     /// Open WebSocket connections on /ws (logged in or not).
     pub connections: AtomicU64,
+    /// Open TCP connections: WebSockets, plain HTTP and connections still sending their request.
+    pub tcp_connections: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_rejected: AtomicU64,
+    /// The connection cap in force (`--max-connections` lowered to fit the open-file limit).
+    pub max_connections: AtomicU64,
+    /// The soft RLIMIT_NOFILE after raising it at start (0: unknown).
+    pub open_file_limit: AtomicU64,
     pub messages_in: AtomicU64,
     /// Frames queued to clients (a fan-out to N clients counts N).
     pub messages_out: AtomicU64,
@@ -22,6 +29,8 @@ pub struct Metrics {
     pub closed_abuse: AtomicU64,
     pub probes_active: AtomicU64,
     pub probes_total: AtomicU64,
+    /// Bytes queued to clients and not yet written, all connections together.
+    pub outbox_bytes: Arc<AtomicU64>,
     // Gauges copied from the hub after each command.
     pub sessions: AtomicU64,
     pub users: AtomicU64,
@@ -72,6 +81,12 @@ impl Metrics {
             &self.connections,
         );
         metric(
+            "hum_relay_tcp_connections",
+            "gauge",
+            "Open TCP connections (WebSockets, HTTP requests, pending upgrades).",
+            &self.tcp_connections,
+        );
+        metric(
             "hum_relay_connections_total",
             "counter",
             "WebSocket connections accepted.",
@@ -82,6 +97,18 @@ impl Metrics {
             "counter",
             "Connections refused at the connection limit.",
             &self.connections_rejected,
+        );
+        metric(
+            "hum_relay_max_connections",
+            "gauge",
+            "Connection cap in force (fits the open-file limit).",
+            &self.max_connections,
+        );
+        metric(
+            "hum_relay_open_file_limit",
+            "gauge",
+            "Soft open-file limit after raising it at start.",
+            &self.open_file_limit,
         );
         metric(
             "hum_relay_sessions",
@@ -112,6 +139,12 @@ impl Metrics {
             "counter",
             "Connections closed for flooding or oversized frames.",
             &self.closed_abuse,
+        );
+        metric(
+            "hum_relay_outbox_bytes",
+            "gauge",
+            "Bytes queued to clients, not yet written.",
+            &self.outbox_bytes,
         );
         metric("hum_relay_users", "gauge", "Accounts known.", &self.users);
         metric(

@@ -12,8 +12,9 @@
 //!
 //! Decoding and signature checks run on the connection tasks (in parallel); all state lives on
 //! the hub thread (no locks, SQLite writes off the reactor). A fan-out message is encoded once
-//! and shared by reference count. A client that does not read its queue (8192 frames by default)
-//! or blocks writes for too long is disconnected rather than allowed to grow the relay's memory.
+//! and shared by reference count. A client whose queue holds more than `outbox_bytes` (see
+//! [`crate::outbox`]) or that blocks writes for too long is disconnected rather than allowed to
+//! grow the relay's memory.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,10 +46,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
+use crate::accept::{AT_CAPACITY, ConnSlot, SlotCell};
 use crate::handshake::{Handshake, Step};
 use crate::hub::{ConnId, Hub, HubConfig, Output, close};
 use crate::limits::{RateLimiter, Verdict};
 use crate::metrics::Metrics;
+use crate::outbox::{Outbound, OutboxTx, PushError, outbox};
 use crate::store::Store;
 
 /// Everything `hum-relay` can be told on its command line.
@@ -56,8 +59,11 @@ use crate::store::Store;
 pub struct RelayConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Open /ws connections beyond this get HTTP 503.
+    /// Open TCP connections (pending HTTP and WebSockets) beyond this get HTTP 503. Lowered at
+    /// start to what the open-file limit allows.
     pub max_connections: usize,
+    /// A new TCP connection must complete its HTTP request (the WebSocket upgrade) this fast.
+    pub upgrade_timeout: Duration,
     /// Largest text frame handled; larger ones get `too_large`.
     pub max_message_bytes: usize,
     pub rate_per_sec: u32,
@@ -68,8 +74,8 @@ pub struct RelayConfig {
     pub idle_timeout: Duration,
     /// A connection must log in within this long.
     pub login_timeout: Duration,
-    /// Frames queued per client before it counts as too slow and is dropped.
-    pub outbox_frames: usize,
+    /// Bytes queued per client before it counts as too slow and is dropped.
+    pub outbox_bytes: usize,
     /// A write blocked this long (client not reading) drops the client.
     pub write_timeout: Duration,
     pub max_probes: usize,
@@ -85,13 +91,14 @@ impl RelayConfig {
             listen,
             data_dir,
             max_connections: 10_000,
+            upgrade_timeout: Duration::from_secs(10),
             max_message_bytes: hum_proto::signal::MAX_MESSAGE_BYTES,
             rate_per_sec: 50,
             rate_burst: 200,
             ping_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(15),
-            outbox_frames: 8192,
+            outbox_bytes: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_probes: 4,
             probe_max_bytes: 64 * 1024 * 1024,
@@ -119,7 +126,7 @@ enum HubCmd {
         re: RequestId,
         user: UserId,
         display_name: Option<DisplayName>,
-        tx: mpsc::Sender<Outbound>,
+        tx: OutboxTx,
     },
     Request {
         conn: ConnId,
@@ -132,12 +139,6 @@ enum HubCmd {
     Tick,
 }
 
-/// To a connection task from the hub.
-enum Outbound {
-    Text(Utf8Bytes),
-    Close(u16, String),
-}
-
 pub(crate) struct Shared {
     config: RelayConfig,
     hub_tx: mpsc::Sender<HubCmd>,
@@ -146,6 +147,10 @@ pub(crate) struct Shared {
     probe_slots: Arc<Semaphore>,
     hub_alive: Arc<AtomicBool>,
     relay_name: String,
+    /// Set on shutdown: every connection closes with 1001.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// `config.max_connections` capped by the descriptor limit.
+    max_connections: usize,
 }
 
 /// A running relay.
@@ -155,6 +160,7 @@ pub struct RelayHandle {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     shutdown: Option<oneshot::Sender<()>>,
+    stopping: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -167,11 +173,19 @@ impl RelayHandle {
             .context("relay server failed")
     }
 
-    /// Stop accepting and end the server task. Open WebSockets are dropped.
-    pub async fn shutdown(mut self) {
+    /// Stop accepting, close every WebSocket with 1001 ("going away") and wait (at most
+    /// `grace`) until they are closed, then end the server task.
+    pub async fn shutdown(mut self, grace: Duration) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.stopping.send_replace(true);
+        let _ = tokio::time::timeout(grace, async {
+            while self.metrics.connections.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
         self.server.abort();
         let _ = self.server.await;
     }
@@ -224,6 +238,30 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         });
     }
 
+    // Clients past the descriptor limit would time out instead of getting the 503: raise the
+    // soft limit to the hard one, and cap connections below what remains.
+    let nofile = crate::accept::raise_descriptor_limit();
+    let max_connections = crate::accept::descriptor_cap(config.max_connections, nofile);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            open_file_limit = nofile,
+            requested = config.max_connections,
+            max_connections,
+            "the open-file limit allows fewer connections than --max-connections; raise the hard limit (ulimit -Hn) to serve more"
+        );
+    } else {
+        tracing::info!(
+            open_file_limit = nofile,
+            max_connections,
+            "connection limit"
+        );
+    }
+    metrics
+        .max_connections
+        .store(max_connections as u64, Ordering::Relaxed);
+    metrics
+        .open_file_limit
+        .store(nofile.unwrap_or(0), Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -236,25 +274,23 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         next_conn: AtomicU64::new(1),
         hub_alive,
         relay_name: format!("hum-relay/{}", env!("CARGO_PKG_VERSION")),
+        max_connections,
+        stopping: tokio::sync::watch::Sender::new(false),
     });
+    let stopping = shared.stopping.clone();
     let app = Router::new()
         .route("/ws", get(ws_handler))
         .route("/probe", get(crate::probe::probe_handler))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
-        .with_state(shared);
+        .with_state(shared.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let server = tokio::spawn(crate::accept::accept_loop(listener, app, shared, stop_rx));
     Ok(RelayHandle {
         addr,
         metrics,
         shutdown: Some(stop_tx),
+        stopping,
         server,
     })
 }
@@ -262,7 +298,7 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
 // --- the hub thread -------------------------------------------------------------------------------
 
 fn hub_thread(mut hub: Hub, mut rx: mpsc::Receiver<HubCmd>, metrics: &Metrics) {
-    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut conns: HashMap<ConnId, OutboxTx> = HashMap::new();
     while let Some(cmd) = rx.blocking_recv() {
         let now = unix_ms();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| match cmd {
@@ -297,12 +333,7 @@ fn hub_thread(mut hub: Hub, mut rx: mpsc::Receiver<HubCmd>, metrics: &Metrics) {
 
 /// Deliver the hub's outputs. Clients whose queue is full are dropped, which may produce more
 /// outputs (roster changes), so loop until quiet.
-fn dispatch(
-    hub: &mut Hub,
-    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
-    metrics: &Metrics,
-    now: u64,
-) {
+fn dispatch(hub: &mut Hub, conns: &mut HashMap<ConnId, OutboxTx>, metrics: &Metrics, now: u64) {
     loop {
         let outputs = hub.drain();
         if outputs.is_empty() {
@@ -318,28 +349,28 @@ fn dispatch(
                     let text = Utf8Bytes::from(encode(&msg));
                     for c in to {
                         let Some(tx) = conns.get(&c) else { continue };
-                        match tx.try_send(Outbound::Text(text.clone())) {
+                        match tx.push(Outbound::Text(text.clone())) {
                             Ok(()) => {
                                 metrics.messages_out.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(mpsc::error::TrySendError::Full(_)) => {
+                            Err(PushError::Full) => {
                                 metrics.closed_too_slow.fetch_add(1, Ordering::Relaxed);
                                 dropped.push(c);
                             }
-                            Err(mpsc::error::TrySendError::Closed(_)) => dropped.push(c),
+                            Err(PushError::Closed) => dropped.push(c),
                         }
                     }
                 }
                 Output::Close { conn, code, reason } => {
                     if let Some(tx) = conns.remove(&conn) {
-                        // If the queue is full, dropping `tx` closes the connection anyway.
-                        let _ = tx.try_send(Outbound::Close(code, reason));
+                        tx.push_close(code, reason);
                     }
                 }
             }
         }
         for c in dropped {
-            // Dropping the sender ends the connection task's queue: it closes with TOO_SLOW.
+            // The overflowed queue wakes its connection task, which closes with TOO_SLOW and
+            // frees what was queued; dropping the sender also ends the queue.
             if conns.remove(&c).is_some() {
                 hub.disconnect(now, c);
             }
@@ -363,30 +394,6 @@ async fn metrics_handler(State(shared): State<Arc<Shared>>) -> Response {
         shared.metrics.render(),
     )
         .into_response()
-}
-
-/// Counts an open /ws connection for as long as it lives.
-struct ConnSlot(Arc<Shared>);
-
-impl ConnSlot {
-    fn acquire(shared: &Arc<Shared>) -> Option<ConnSlot> {
-        let n = shared.metrics.connections.fetch_add(1, Ordering::SeqCst);
-        if n as usize >= shared.config.max_connections {
-            shared.metrics.connections.fetch_sub(1, Ordering::SeqCst);
-            shared
-                .metrics
-                .connections_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(ConnSlot(shared.clone()))
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.0.metrics.connections.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// `GET /ws`: the upgrade is done by hand (not with axum's `WebSocketUpgrade`) so the relay owns
@@ -439,13 +446,13 @@ async fn ws_handler(
         )
             .into_response();
     };
-    let Some(slot) = ConnSlot::acquire(&shared) else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the relay is at its connection limit; retry later\n",
-        )
-            .into_response();
+    // The TCP connection's slot (counted since `accept`) now belongs to the WebSocket.
+    let Some(mut slot) = req.extensions().get::<SlotCell>().and_then(SlotCell::take) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, AT_CAPACITY).into_response();
     };
+    if !slot.upgrade() {
+        return (StatusCode::SERVICE_UNAVAILABLE, AT_CAPACITY).into_response();
+    }
     let hard = shared.config.hard_frame_limit();
     let config = WebSocketConfig::default()
         .max_message_size(Some(hard))
@@ -474,6 +481,9 @@ async fn ws_handler(
     }
     res
 }
+
+/// The close reason of a client dropped for not reading (close code 4002).
+const TOO_SLOW_REASON: &str = "you did not read messages fast enough";
 
 /// Largest frame payload the relay writes; longer messages go out as continuation frames.
 const FRAGMENT: usize = 4 * 1024;
@@ -509,13 +519,14 @@ async fn connection<S>(socket: WebSocketStream<S>, slot: ConnSlot)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let shared = slot.0.clone();
+    let shared = slot.shared().clone();
     let cfg = &shared.config;
     let metrics = &shared.metrics;
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
 
-    let (tx, mut rx) = mpsc::channel::<Outbound>(cfg.outbox_frames.max(1));
+    let (tx, mut rx) = outbox(cfg.outbox_bytes, shared.metrics.outbox_bytes.clone());
+    let overflow = rx.overflow();
     // Held here until login hands it to the hub; while held, `rx` never reports closed.
     let mut tx = Some(tx);
     let mut handshake = Handshake::new(shared.relay_name.clone());
@@ -524,9 +535,10 @@ where
     let started = Instant::now();
     let mut last_heard = Instant::now();
     let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + cfg.ping_interval.min(cfg.login_timeout),
-        cfg.ping_interval.min(cfg.login_timeout),
+        tokio::time::Instant::now() + cfg.ping_interval,
+        cfg.ping_interval,
     );
+    let mut stopping = shared.stopping.subscribe();
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut sink, mut stream) = socket.split();
 
@@ -632,19 +644,29 @@ where
                     }
                 }
             }
+            _ = overflow.wait() => {
+                break Some((close::TOO_SLOW, TOO_SLOW_REASON.into()));
+            }
             out = rx.recv() => {
                 // Write whatever is queued (up to a batch) with one flush: under a burst of
-                // events this coalesces frames into few TCP writes.
+                // events this coalesces frames into few TCP writes. A frame's bytes are given
+                // back to the queue's budget when it leaves the queue.
                 let mut next = out;
                 let mut batch = 0;
                 let mut closing = None;
                 let mut ok = true;
                 loop {
+                    if let Some(m) = &next {
+                        rx.written(m);
+                    }
                     match next {
                         Some(Outbound::Text(t)) => {
                             for frame in text_frames(t) {
-                                let fed = tokio::time::timeout(cfg.write_timeout, sink.feed(frame)).await;
-                                if !matches!(fed, Ok(Ok(()))) {
+                                let fed = tokio::select! {
+                                    r = tokio::time::timeout(cfg.write_timeout, sink.feed(frame)) => matches!(r, Ok(Ok(()))),
+                                    _ = overflow.wait() => false,
+                                };
+                                if !fed {
                                     ok = false;
                                     break;
                                 }
@@ -658,12 +680,12 @@ where
                             break;
                         }
                         None => {
-                            closing = Some((close::TOO_SLOW, "you did not read messages fast enough".to_string()));
+                            closing = Some((close::TOO_SLOW, TOO_SLOW_REASON.to_string()));
                             break;
                         }
                     }
                     batch += 1;
-                    if batch >= WRITE_BATCH {
+                    if batch >= WRITE_BATCH || overflow.is_set() {
                         break;
                     }
                     match rx.try_recv() {
@@ -672,8 +694,15 @@ where
                         Err(mpsc::error::TryRecvError::Disconnected) => next = None,
                     }
                 }
+                if overflow.is_set() {
+                    break Some((close::TOO_SLOW, TOO_SLOW_REASON.into()));
+                }
                 if ok {
-                    match tokio::time::timeout(cfg.write_timeout, sink.flush()).await {
+                    let flushed = tokio::select! {
+                        r = tokio::time::timeout(cfg.write_timeout, sink.flush()) => r,
+                        _ = overflow.wait() => Ok(Ok(())),
+                    };
+                    match flushed {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => ok = false,
                         Err(_) => {
@@ -682,6 +711,9 @@ where
                         }
                     }
                 }
+                if overflow.is_set() {
+                    break Some((close::TOO_SLOW, TOO_SLOW_REASON.into()));
+                }
                 if !ok {
                     break None;
                 }
@@ -689,19 +721,30 @@ where
                     break closing;
                 }
             }
+            // The deadlines are exact, not checked only when a ping is due.
+            _ = tokio::time::sleep_until((last_heard + cfg.idle_timeout).into()) => {
+                break Some((close::IDLE_TIMEOUT, "nothing heard from you in time".into()));
+            }
+            _ = tokio::time::sleep_until((started + cfg.login_timeout).into()), if !handshake.logged_in() => {
+                break Some((close::LOGIN_TIMEOUT, "log in sooner".into()));
+            }
+            _ = stopping.changed() => {
+                break Some((close::GOING_AWAY, "the relay is shutting down; reconnect in a moment".into()));
+            }
             _ = ping.tick() => {
-                if last_heard.elapsed() > cfg.idle_timeout {
-                    break Some((close::IDLE_TIMEOUT, "nothing heard from you in time".into()));
-                }
-                if !handshake.logged_in() && started.elapsed() > cfg.login_timeout {
-                    break Some((close::LOGIN_TIMEOUT, "log in sooner".into()));
-                }
                 if !write!(Message::Ping(Bytes::new())) {
                     break None;
                 }
             }
         }
     };
+    // Free what is still queued now, not after the closing handshake, and leave rosters and
+    // calls at once (the closing handshake may take a few seconds with a client that does not read).
+    drop(rx);
+    drop(tx);
+    if handshake.logged_in() {
+        let _ = shared.hub_tx.send(HubCmd::Disconnect { conn }).await;
+    }
     if let Some((code, reason)) = close_with {
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -727,14 +770,14 @@ where
             .await;
         }
     }
-    if handshake.logged_in() {
-        let _ = shared.hub_tx.send(HubCmd::Disconnect { conn }).await;
-    }
     drop(slot);
 }
 
 // Used by the probe module.
 impl Shared {
+    pub(crate) fn max_connections(&self) -> usize {
+        self.max_connections
+    }
     pub(crate) fn probe_slots(&self) -> &Arc<Semaphore> {
         &self.probe_slots
     }
@@ -788,20 +831,24 @@ mod tests {
         let mut hub = Hub::new(store, HubConfig::default(), ChaCha8Rng::seed_from_u64(1)).unwrap();
         let metrics = Metrics::default();
         let mut conns = HashMap::new();
-        let (fast_tx, mut fast_rx) = mpsc::channel(64);
-        let (slow_tx, mut slow_rx) = mpsc::channel(1);
+        let total = metrics.outbox_bytes.clone();
+        let (fast_tx, mut fast_rx) = outbox(1 << 20, total.clone());
+        // Room for the welcome and nothing more.
+        let (slow_tx, mut slow_rx) = outbox(1, total.clone());
         conns.insert(1, fast_tx);
         conns.insert(2, slow_tx);
         hub.login(0, 1, RequestId(1), UserId([1; 32]), None);
         hub.login(0, 2, RequestId(1), UserId([2; 32]), None);
         dispatch(&mut hub, &mut conns, &metrics, 0);
-        // The slow client's queue (1 frame) now holds its welcome; more frames overflow it.
+        // The slow client's queue (1 byte) now holds its welcome; more frames overflow it.
         hub.request(0, 2, RequestId(2), Request::Ping);
         dispatch(&mut hub, &mut conns, &metrics, 0);
         assert!(!conns.contains_key(&2), "overflowing client dropped");
         assert_eq!(hub.user_of(2), None, "and logged out of the hub");
         assert_eq!(metrics.closed_too_slow.load(Ordering::Relaxed), 1);
-        // Its queue ends after the frames it had: the connection task then closes with 4002.
+        // Its queue is marked overflowed (the connection task closes with 4002 at once) and
+        // ends after the frames it had.
+        assert!(slow_rx.overflow().is_set());
         assert!(matches!(slow_rx.try_recv(), Ok(Outbound::Text(_))));
         assert!(matches!(
             slow_rx.try_recv(),

@@ -14,6 +14,10 @@ use rand::Rng;
 use super::{Hub, HubResult, db_err, err};
 use crate::model::{InviteRec, ServerRec};
 
+/// The longest `expires_in_secs` an invite may ask for: 30 days (far below JavaScript's
+/// largest safe integer, 2^53 - 1, so every client can hold the resulting `expires_at`).
+pub const MAX_INVITE_EXPIRY_SECS: u64 = 30 * 24 * 3600;
+
 /// Letters and digits minus the easily confused ones (0/O, 1/l/I).
 const CODE_ALPHABET: &[u8] = b"23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ";
 const CODE_LEN: usize = 10;
@@ -302,6 +306,14 @@ impl Hub {
             return Err(err(
                 ErrorCode::BadRequest,
                 "expires_in_secs must be at least 1 (or null: never)",
+            ));
+        }
+        if expires_in_secs.is_some_and(|s| s > MAX_INVITE_EXPIRY_SECS) {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!(
+                    "expires_in_secs is at most {MAX_INVITE_EXPIRY_SECS} (30 days; null: never)"
+                ),
             ));
         }
         // Forget dead invites of this server before counting.

@@ -1261,3 +1261,27 @@ fn every_request_gets_exactly_one_answer_under_random_input() {
         }
     }
 }
+
+#[test]
+fn invite_expiry_is_bounded_to_30_days() {
+    let mut w = World::new();
+    w.login(1);
+    let s = w.server(1, "club");
+    let ask = |secs| Request::InviteCreate {
+        server: s,
+        max_uses: None,
+        expires_in_secs: Some(secs),
+    };
+    assert_eq!(w.code(1, ask(u64::MAX)), ErrorCode::BadRequest);
+    assert_eq!(w.code(1, ask(30 * 24 * 3600 + 1)), ErrorCode::BadRequest);
+    match w.ok(1, ask(30 * 24 * 3600)) {
+        Reply::Invite { invite } => {
+            let at = invite.expires_at.expect("expires");
+            assert!(
+                at < (1u64 << 53),
+                "{at} is beyond JavaScript's safe integers"
+            );
+        }
+        r => panic!("unexpected {r:?}"),
+    }
+}
