@@ -383,6 +383,31 @@ mod tests {
         )
     }
 
+    fn root(cap: Bitrate) -> RootSeed {
+        RootSeed::new(
+            Layer::High,
+            Publisher::from_seed([3; 32]),
+            cap,
+            32,
+            Time::ZERO,
+        )
+    }
+
+    /// Peers 1, 2 and 3 each ask the root for chunk `seq`.
+    fn request_from_three(r: &mut RootSeed, now: Time, seq: u64, deadline_ms: u32) {
+        for p in 1..=3 {
+            r.handle_input(
+                now,
+                PeerId(p),
+                MeshMsg::Request {
+                    layer: Layer::High,
+                    seq,
+                    deadline_ms,
+                },
+            );
+        }
+    }
+
     fn drain(r: &mut RootSeed) -> (Vec<(u32, u64)>, Time) {
         let mut sent = vec![];
         loop {
@@ -400,28 +425,12 @@ mod tests {
     #[test]
     fn the_feed_is_served_at_publish_and_fallbacks_wait_their_turn() {
         // 16 Mbit/s = 2 MB/s; chunks of 125 kB take 62.5 ms each.
-        let mut r = RootSeed::new(
-            Layer::High,
-            Publisher::from_seed([3; 32]),
-            Bitrate::from_mbps(16),
-            32,
-            Time::ZERO,
-        );
+        let mut r = root(Bitrate::from_mbps(16));
         for p in 1..=3 {
             r.set_granted(PeerId(p), true);
         }
         r.publish(Time::ZERO, &chunk(0), 125_000);
-        for p in 1..=3 {
-            r.handle_input(
-                Time::ZERO,
-                PeerId(p),
-                MeshMsg::Request {
-                    layer: Layer::High,
-                    seq: 1,
-                    deadline_ms: 2000,
-                },
-            );
-        }
+        request_from_three(&mut r, Time::ZERO, 1, 2000);
         // A fallback for the old chunk arrives first.
         r.handle_input(
             Time::ZERO,
@@ -454,14 +463,7 @@ mod tests {
     #[test]
     fn starved_viewers_raise_the_rate_up_to_the_ceiling_and_calm_brings_it_back() {
         // Cap 4 Mbit/s (chunks of 125 kB = 250 ms each at the cap), ceiling 8.
-        let mut r = RootSeed::new(
-            Layer::High,
-            Publisher::from_seed([3; 32]),
-            Bitrate::from_mbps(4),
-            32,
-            Time::ZERO,
-        )
-        .with_ceiling(Bitrate::from_mbps(8));
+        let mut r = root(Bitrate::from_mbps(4)).with_ceiling(Bitrate::from_mbps(8));
         // A refusal only counts as starving for a peer about to stall; until they say so, nothing.
         for p in 1..=3 {
             r.handle_input(
@@ -477,17 +479,7 @@ mod tests {
         for seq in 0..20u64 {
             let now = Time::from_millis(250 * seq);
             r.publish(now, &chunk(seq), 125_000);
-            for p in 1..=3 {
-                r.handle_input(
-                    now,
-                    PeerId(p),
-                    MeshMsg::Request {
-                        layer: Layer::High,
-                        seq,
-                        deadline_ms: 300,
-                    },
-                );
-            }
+            request_from_three(&mut r, now, seq, 300);
             let (_, wake) = drain(&mut r);
             if wake < now + Duration::from_millis(250) {
                 r.handle_timeout(wake);
@@ -510,28 +502,11 @@ mod tests {
 
     #[test]
     fn refusals_of_peers_with_a_healthy_buffer_are_not_starvation() {
-        let mut r = RootSeed::new(
-            Layer::High,
-            Publisher::from_seed([3; 32]),
-            Bitrate::from_mbps(4),
-            32,
-            Time::ZERO,
-        )
-        .with_ceiling(Bitrate::from_mbps(8));
+        let mut r = root(Bitrate::from_mbps(4)).with_ceiling(Bitrate::from_mbps(8));
         for seq in 0..20u64 {
             let now = Time::from_millis(250 * seq);
             r.publish(now, &chunk(seq), 125_000);
-            for p in 1..=3 {
-                r.handle_input(
-                    now,
-                    PeerId(p),
-                    MeshMsg::Request {
-                        layer: Layer::High,
-                        seq,
-                        deadline_ms: 300,
-                    },
-                );
-            }
+            request_from_three(&mut r, now, seq, 300);
             drain(&mut r);
         }
         assert!(r.stats.busy > 0);
@@ -541,27 +516,11 @@ mod tests {
 
     #[test]
     fn without_a_ceiling_the_cap_holds() {
-        let mut r = RootSeed::new(
-            Layer::High,
-            Publisher::from_seed([3; 32]),
-            Bitrate::from_mbps(4),
-            32,
-            Time::ZERO,
-        );
+        let mut r = root(Bitrate::from_mbps(4));
         for seq in 0..20u64 {
             let now = Time::from_millis(250 * seq);
             r.publish(now, &chunk(seq), 125_000);
-            for p in 1..=3 {
-                r.handle_input(
-                    now,
-                    PeerId(p),
-                    MeshMsg::Request {
-                        layer: Layer::High,
-                        seq,
-                        deadline_ms: 300,
-                    },
-                );
-            }
+            request_from_three(&mut r, now, seq, 300);
             drain(&mut r);
         }
         assert!(
