@@ -15,80 +15,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+mod common;
+use common::{Conn, rss_mb};
 
-struct Conn {
-    ws: Ws,
-    next: u64,
-    user: String,
-}
-
-impl Conn {
-    async fn login(addr: &str, seed: u64) -> anyhow::Result<Conn> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
-        let mut bytes = [0u8; 32];
-        bytes[..8].copy_from_slice(&seed.to_le_bytes());
-        bytes[31] = 0x77;
-        let key = SigningKey::from_bytes(&bytes);
-        let user = hex(&key.verifying_key().to_bytes());
-        let mut c = Conn { ws, next: 1, user };
-        let ch = c.req("hello", json!({"protocol": 1})).await?;
-        let nonce: hum_proto::Nonce = serde_json::from_value(ch["nonce"].clone())?;
-        let sig = key.sign(&hum_proto::signal::login_signing_bytes(&nonce));
-        let name = format!("load-{seed}");
-        let fields =
-            json!({"public_key": c.user, "signature": hex(&sig.to_bytes()), "display_name": name});
-        let w = c.req("login", fields).await?;
-        anyhow::ensure!(w["type"] == "welcome", "login failed: {w}");
-        Ok(c)
-    }
-
-    /// Send a request and wait for its answer, skipping events.
-    async fn req(&mut self, ty: &str, mut fields: Value) -> anyhow::Result<Value> {
-        let id = self.next;
-        self.next += 1;
-        fields["id"] = json!(id);
-        fields["type"] = json!(ty);
-        self.ws
-            .send(Message::Text(fields.to_string().into()))
-            .await?;
-        loop {
-            let m = self
-                .ws
-                .next()
-                .await
-                .ok_or_else(|| anyhow::anyhow!("closed"))??;
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t)?;
-                if v["re"].as_u64() == Some(id) {
-                    anyhow::ensure!(v["type"] == "reply", "`{ty}` failed: {v}");
-                    return Ok(v["reply"].clone());
-                }
-            }
-        }
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn rss_mb(pid: u32) -> (f64, f64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// A client whose key (and name) follow from `seed`.
+async fn login(addr: &str, seed: u64) -> anyhow::Result<Conn> {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[31] = 0x77;
+    Conn::login(
+        addr,
+        &SigningKey::from_bytes(&bytes),
+        &format!("load-{seed}"),
+    )
+    .await
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -119,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let mut code_of_server = Vec::new();
     let mut owners = Vec::new();
     for s in 0..n_servers {
-        let mut owner = Conn::login(&addr, 1_000_000 + s as u64).await?;
+        let mut owner = login(&addr, 1_000_000 + s as u64).await?;
         let sid = owner
             .req("server_create", json!({"name": format!("load-{s}")}))
             .await?["server"]["id"]
@@ -166,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         let received = received.clone();
         joins.push(tokio::spawn(async move {
             let _p = permit;
-            let mut c = Conn::login(&addr, i as u64).await?;
+            let mut c = login(&addr, i as u64).await?;
             c.req("invite_join", json!({"code": code})).await?;
             c.req("channel_join", json!({"channel": cid})).await?;
             let user = c.user.clone();

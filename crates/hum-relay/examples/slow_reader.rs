@@ -13,75 +13,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+mod common;
+use common::{Conn, rss_mb};
 
-struct Conn {
-    ws: Ws,
-    next: u64,
-    user: String,
-}
-
-impl Conn {
-    async fn login(addr: &str, seed: u8) -> anyhow::Result<Conn> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
-        let key = SigningKey::from_bytes(&[seed; 32]);
-        let user = hex(&key.verifying_key().to_bytes());
-        let mut c = Conn { ws, next: 1, user };
-        let ch = c
-            .req(
-                "hello",
-                json!({"protocol": hum_proto::signal::PROTOCOL_VERSION}),
-            )
-            .await?;
-        let nonce: hum_proto::Nonce = serde_json::from_value(ch["nonce"].clone())?;
-        let sig = key.sign(&hum_proto::signal::login_signing_bytes(&nonce));
-        let fields = json!({"public_key": c.user, "signature": hex(&sig.to_bytes()),
-            "display_name": format!("slow-{seed}")});
-        c.req("login", fields).await?;
-        Ok(c)
-    }
-
-    async fn req(&mut self, ty: &str, mut fields: Value) -> anyhow::Result<Value> {
-        let id = self.next;
-        self.next += 1;
-        fields["id"] = json!(id);
-        fields["type"] = json!(ty);
-        self.ws
-            .send(Message::Text(fields.to_string().into()))
-            .await?;
-        loop {
-            let m = self
-                .ws
-                .next()
-                .await
-                .ok_or_else(|| anyhow::anyhow!("closed"))??;
-            if let Message::Text(t) = m {
-                let v: Value = serde_json::from_str(&t)?;
-                if v["re"].as_u64() == Some(id) {
-                    anyhow::ensure!(v["type"] == "reply", "`{ty}` failed: {v}");
-                    return Ok(v["reply"].clone());
-                }
-            }
-        }
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+/// A client whose key (and name) follow from `seed`.
+async fn login(addr: &str, seed: u8) -> anyhow::Result<Conn> {
+    Conn::login(
+        addr,
+        &SigningKey::from_bytes(&[seed; 32]),
+        &format!("slow-{seed}"),
+    )
+    .await
 }
 
 #[tokio::main]
@@ -93,10 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     println!(
         "t=0.0s relay RSS {:.1} MB (before the scenario)",
-        rss_mb(pid)
+        rss_mb(pid).0
     );
 
-    let mut owner = Conn::login(&addr, 101).await?;
+    let mut owner = login(&addr, 101).await?;
     let sid = owner.req("server_create", json!({"name": "slow"})).await?["server"]["id"].clone();
     let cid = owner
         .req("channel_create", json!({"server": sid, "name": "c"}))
@@ -105,11 +52,11 @@ async fn main() -> anyhow::Result<()> {
     let code = owner.req("invite_create", json!({"server": sid})).await?["invite"]["code"].clone();
     let mut senders = vec![owner];
     for seed in 102..=103 {
-        let mut c = Conn::login(&addr, seed).await?;
+        let mut c = login(&addr, seed).await?;
         c.req("invite_join", json!({"code": code})).await?;
         senders.push(c);
     }
-    let mut slow = Conn::login(&addr, 104).await?;
+    let mut slow = login(&addr, 104).await?;
     slow.req("invite_join", json!({"code": code})).await?;
     for c in senders.iter_mut() {
         c.req("channel_join", json!({"channel": cid})).await?;
@@ -209,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     let mut next_print = 5;
     while t0.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let rss = rss_mb(pid);
+        let rss = rss_mb(pid).0;
         peak = peak.max(rss);
         let el = t0.elapsed().as_secs();
         if el >= next_print {
@@ -236,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!(
         "after: relay RSS {:.1} MB 5 s after the senders stopped (peak {peak:.1} MB); slow member dropped: {}",
-        rss_mb(pid),
+        rss_mb(pid).0,
         slow_done.load(Ordering::SeqCst) || reported_drop
     );
     Ok(())
