@@ -25,6 +25,8 @@ def _request(method, url, body=None, timeout=60, retries=3):
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")
             raise WebDriverError(f"{method} {url} -> {e.code}: {detail[:500]}") from None
+        except TimeoutError:
+            raise TimeoutError(f"{method} {url}: no answer after {timeout}s") from None
         except (http.client.RemoteDisconnected, ConnectionResetError):
             # tauri-driver drops the connection when it could not reach WebKitWebDriver: the
             # command never ran, so sending it again is safe.
@@ -147,9 +149,15 @@ class Session:
 
     def screenshot(self, path):
         # WebKit answers a screenshot after the page's next paint; with accelerated compositing off
-        # (the app's default, docs/app.md "Memory") an idle page never paints, so schedule one.
-        self.js("setTimeout(() => { const s = document.body.style; s.outline = '1px solid transparent';"
-                " requestAnimationFrame(() => { s.outline = ''; }); }, 50)")
-        png = base64.b64decode(self.cmd("GET", "/screenshot"))
+        # (the app's default, docs/app.md "Memory") an idle page never paints. A single scheduled
+        # paint races the request (under load it can land before WebKit starts waiting, and the
+        # screenshot then waits forever), so keep repainting until the screenshot has been taken.
+        self.js("if (!window.__humPaint) { let on = false; window.__humPaint = setInterval(() =>"
+                " { on = !on; document.body.style.outline = on ? '1px solid transparent' : ''; }, 50); }")
+        try:
+            png = base64.b64decode(self.cmd("GET", "/screenshot"))
+        finally:
+            self.js("clearInterval(window.__humPaint); window.__humPaint = null;"
+                    " document.body.style.outline = '';")
         with open(path, "wb") as f:
             f.write(png)

@@ -28,12 +28,16 @@ pub struct DeviceView {
     pub default_output: bool,
 }
 
-/// The host's audio devices; an empty list means none (the UI says so).
+/// The host's audio devices; an empty list means none (the UI says so). Enumerating probes every
+/// ALSA card and can take a while, so it runs off the main thread (a sync command would block the
+/// window while it runs).
 #[tauri::command]
 #[specta::specta]
-pub fn devices_list() -> CmdResult<Vec<DeviceView>> {
-    let devices =
-        list_devices().map_err(|e| CommandError::new(ErrorCode::Device, e.to_string()))?;
+pub async fn devices_list() -> CmdResult<Vec<DeviceView>> {
+    let devices = tauri::async_runtime::spawn_blocking(list_devices)
+        .await
+        .map_err(CommandError::internal)?
+        .map_err(|e| CommandError::new(ErrorCode::Device, e.to_string()))?;
     Ok(devices
         .into_iter()
         .map(|d| DeviceView {
