@@ -10,6 +10,7 @@ pub mod voice;
 
 pub mod identity;
 pub mod relay;
+pub mod stream;
 
 pub use identity::{Identity, IdentityError};
 pub use relay::{ClientError, ClientEvent, ConnectionState, RelayClient, RelayConfig};

@@ -6,13 +6,26 @@
 //! a chunk that starts with a keyframe is a *start point* where a viewer may begin. Each chunk is named
 //! by the BLAKE3 hash of its bytes.
 //!
-//! Chunk bytes are the frames, each as `[ts offset us: u32][keyframe: u8][len: u32][data]`, so a viewer
-//! can split them again with [`Chunk::frames`].
+//! Chunk bytes are the frames, each as `[ts offset us: u32][flags: u8][len: u32][data]`, so a viewer
+//! can split them again with [`Chunk::frames`]. Flags: bit 0 keyframe, bit 1 the audio track (clear:
+//! video); other bits must be zero. Only a video keyframe cuts a chunk or makes a start point, so audio
+//! frames interleave with video in one chunk (docs/stream.md).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hum_proto::mesh::Layer;
+
+/// Which track of a chunk a frame belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Track {
+    #[default]
+    Video,
+    Audio,
+}
+
+const FLAG_KEY: u8 = 1;
+const FLAG_AUDIO: u8 = 2;
 
 /// One encoded frame from the encoder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,7 +33,33 @@ pub struct Frame {
     /// Media time, microseconds since the stream began.
     pub ts_us: u64,
     pub keyframe: bool,
+    pub track: Track,
     pub data: Vec<u8>,
+}
+
+impl Frame {
+    /// A video frame.
+    pub fn video(ts_us: u64, keyframe: bool, data: Vec<u8>) -> Frame {
+        Frame {
+            ts_us,
+            keyframe,
+            track: Track::Video,
+            data,
+        }
+    }
+    /// An audio frame (never a cut point).
+    pub fn audio(ts_us: u64, data: Vec<u8>) -> Frame {
+        Frame {
+            ts_us,
+            keyframe: false,
+            track: Track::Audio,
+            data,
+        }
+    }
+    /// A video keyframe: where a chunk may be cut and a viewer may start.
+    fn cuts(&self) -> bool {
+        self.keyframe && self.track == Track::Video
+    }
 }
 
 /// A finished chunk.
@@ -66,15 +105,23 @@ impl Chunk {
                 return None;
             }
             let off = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as u64;
-            let key = p[4] != 0;
+            let flags = p[4];
+            if flags & !(FLAG_KEY | FLAG_AUDIO) != 0 {
+                return None;
+            }
             let len = u32::from_be_bytes([p[5], p[6], p[7], p[8]]) as usize;
             p = &p[9..];
             if p.len() < len {
                 return None;
             }
             out.push(Frame {
-                ts_us: self.start_us + off,
-                keyframe: key,
+                ts_us: self.start_us.saturating_add(off),
+                keyframe: flags & FLAG_KEY != 0,
+                track: if flags & FLAG_AUDIO != 0 {
+                    Track::Audio
+                } else {
+                    Track::Video
+                },
                 data: p[..len].to_vec(),
             });
             p = &p[len..];
@@ -119,17 +166,22 @@ impl Chunker {
         let mut out = None;
         if let Some(start) = self.start_us {
             let age = frame.ts_us.saturating_sub(start);
-            if age >= self.max_us || (frame.keyframe && age >= self.min_us) {
+            if age >= self.max_us || (frame.cuts() && age >= self.min_us) {
                 out = self.cut(frame.ts_us);
             }
         }
         let start = *self.start_us.get_or_insert_with(|| {
-            self.start_point = frame.keyframe;
+            self.start_point = frame.cuts();
             frame.ts_us
         });
         let off = frame.ts_us.saturating_sub(start).min(u32::MAX as u64) as u32;
         self.buf.extend_from_slice(&off.to_be_bytes());
-        self.buf.push(frame.keyframe as u8);
+        let audio = if frame.track == Track::Audio {
+            FLAG_AUDIO
+        } else {
+            0
+        };
+        self.buf.push(u8::from(frame.keyframe) * FLAG_KEY | audio);
         self.buf
             .extend_from_slice(&(frame.data.len() as u32).to_be_bytes());
         self.buf.extend_from_slice(&frame.data);
@@ -163,11 +215,36 @@ mod tests {
     use super::*;
 
     fn frame(ms: u64, key: bool) -> Frame {
-        Frame {
-            ts_us: ms * 1000,
-            keyframe: key,
-            data: vec![ms as u8; 10],
+        Frame::video(ms * 1000, key, vec![ms as u8; 10])
+    }
+
+    #[test]
+    fn audio_interleaves_and_never_cuts() {
+        let mut c = Chunker::new(
+            Layer::High,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        );
+        let mut chunks = vec![];
+        for ms in (0..600u64).step_by(20) {
+            if ms % 200 == 0 {
+                chunks.extend(c.push(frame(ms, true)));
+            }
+            // An audio frame flagged as a keyframe still does not cut.
+            let mut a = Frame::audio(ms * 1000, vec![1, 2, 3]);
+            a.keyframe = ms == 120;
+            chunks.extend(c.push(a));
         }
+        assert_eq!(chunks.len(), 2);
+        let f = chunks[0].frames().expect("well formed");
+        assert_eq!(f[0], frame(0, true));
+        assert_eq!(f.iter().filter(|f| f.track == Track::Audio).count(), 10);
+        assert!(chunks.iter().all(|c| c.start_point));
+        // Unknown flag bits are refused.
+        let mut raw = chunks[1].payload.to_vec();
+        raw[4] |= 0x80;
+        let bad = Chunk::new(Layer::High, 9, 0, 1, true, Arc::from(raw));
+        assert!(bad.frames().is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! `hum-netsim`).
 //!
 //! - [`chunker`]: encoded frames in, BLAKE3-named chunks of 100-500 ms out, per layer, with start points.
+//! - [`fragment`]: mesh messages split to fit one data-channel message each, and reassembled (bounded).
 //! - [`manifest`]: the root seed signs a [`hum_proto::mesh::ChunkRecord`] per chunk (Ed25519); every
 //!   chunk is checked against it before use.
 //! - [`havemap`]: which chunks a peer holds, over a sliding window; compact announcements.
@@ -24,6 +25,7 @@
 //! - [`layer`]: which layer to watch and which to relay.
 
 pub mod chunker;
+pub mod fragment;
 pub mod havemap;
 pub mod layer;
 pub mod manifest;

@@ -262,6 +262,16 @@ impl Viewer {
         let s = &self.slots[ix(seq, self.cfg.window)];
         s.seq == seq && s.state == SlotState::Have
     }
+    /// The verified chunk `seq` (record and payload) while it is in the window: what a player
+    /// decodes when [`MeshEvent::Played`] names it.
+    pub fn chunk(&self, seq: u64) -> Option<&crate::StoredChunk> {
+        if !self.has(seq) {
+            return None;
+        }
+        self.chunks[ix(seq, self.cfg.window)]
+            .as_ref()
+            .filter(|(r, _)| r.seq == seq)
+    }
 
     // ---- inputs -------------------------------------------------------------------------------
 

@@ -176,6 +176,10 @@ int_id!(
     /// Chosen by the client, echoed in the reply as `re`. Unique per connection is enough.
     RequestId
 );
+int_id!(
+    /// A live stream. Assigned by the relay; lives only while the stream does.
+    StreamId
+);
 
 /// An invite code to a server: 6 to 32 ASCII letters or digits, case-sensitive.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

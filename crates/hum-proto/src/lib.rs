@@ -10,5 +10,7 @@ pub mod mesh;
 pub mod signal;
 pub mod units;
 
-pub use ids::{CallId, ChannelId, InviteCode, Nonce, RequestId, ServerId, Signature, UserId};
+pub use ids::{
+    CallId, ChannelId, InviteCode, Nonce, RequestId, ServerId, Signature, StreamId, UserId,
+};
 pub use units::Bitrate;

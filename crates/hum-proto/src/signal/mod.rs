@@ -50,6 +50,7 @@ mod probe;
 mod reply;
 mod request;
 mod schema;
+mod stream;
 
 pub use error::{ErrorCode, ProtoError};
 pub use model::{
@@ -64,6 +65,7 @@ pub use reply::{
 };
 pub use request::{ClientMessage, REQUEST_TYPES, Request, SignalPayload, SignalScope};
 pub use schema::protocol_schema;
+pub use stream::{MeshGrant, MeshSignal, StreamInfo};
 
 use crate::ids::{Nonce, RequestId};
 

@@ -1,0 +1,795 @@
+//! The runtime around one sans-IO mesh state machine: a tokio task that feeds it time and the
+//! messages of its WebRTC links, and carries out what it asks ("mutate, then drain until Timeout").
+//!
+//! Two roles share the loop: the **root** (the stream's root seed plus its tracker; it runs in the
+//! streamer's process for now) and a **viewer**. Mesh peer ids are local to each process: a root
+//! numbers viewers densely for its tracker; a viewer calls the streamer `PeerId(0)` and numbers the
+//! others as it meets them. Signalling ([`MeshSignal`]) goes out on a channel the caller forwards
+//! (through the relay in the app and the CLI, directly in tests).
+//!
+//! Outside input (a peer's bytes) goes through [`Reassembler`] (bounded) and `MeshMsg::decode`
+//! (size-limited, typed errors) before it reaches the state machine, which verifies every chunk.
+//! Independently of the viewer's own checks, every chunk the player plays is verified again against
+//! the signed record here and counted (`played_verified` / `played_corrupt`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hum_mesh::chunker::Chunk;
+use hum_mesh::fragment::{self, Reassembler};
+use hum_mesh::manifest::{Publisher, Verifier};
+use hum_mesh::root::RootSeed;
+use hum_mesh::tracker::{Grant, Tracker, TrackerConfig};
+use hum_mesh::viewer::{Viewer, ViewerConfig};
+use hum_mesh::{Layer, MeshEvent, MeshMsg, Output, PeerId, Time};
+use hum_proto::signal::{MeshGrant, MeshSignal};
+use hum_proto::{Bitrate, UserId};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::link::{Lane, LinkEvent, MeshLink};
+
+const ROOT: PeerId = PeerId(0);
+/// The tracker does not measure RTT between viewers yet: every pair counts the same.
+const ASSUMED_RTT: Duration = Duration::from_millis(40);
+
+/// Settings shared by both roles.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Local UDP addresses for WebRTC (e.g. `127.0.0.1:0` in tests).
+    pub bind: Vec<String>,
+    pub layer: Layer,
+    pub stream_rate: Bitrate,
+    pub chunk: Duration,
+    /// Upload this node gives to relaying (a viewer's setting; the root's global cap).
+    pub relay_budget: Bitrate,
+    /// Unix ms of the stream's media time 0 (for lag).
+    pub started_ms: u64,
+    /// Tests only: serve every chunk with its payload altered (a hostile relay).
+    pub corrupt: bool,
+}
+
+/// What the caller tells a running node.
+#[derive(Debug)]
+pub enum Command {
+    /// A signal from another member of the stream.
+    Signal { from: UserId, signal: MeshSignal },
+    /// Root: publish a finished chunk.
+    Publish(Chunk),
+    /// Root: a viewer joined (with its relay budget).
+    ViewerJoined { user: UserId, relay: Bitrate },
+    /// Root: a viewer left.
+    ViewerLeft { user: UserId },
+    /// Stop; the final report comes back.
+    Stop(oneshot::Sender<NodeReport>),
+}
+
+/// Counts a node reports (the `hum watch --json` object).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeReport {
+    pub role: &'static str,
+    pub started: bool,
+    /// From the first grant to the first chunk played.
+    pub startup_ms: Option<u64>,
+    pub played: u64,
+    /// Played late (the player stalled for them).
+    pub stalled: u64,
+    pub skipped: u64,
+    /// played / (played + skipped).
+    pub continuity: f64,
+    /// How far behind capture each played chunk was, in ms.
+    pub lag_ms_p50: u64,
+    pub lag_ms_p95: u64,
+    pub lag_ms_max: u64,
+    /// Chunks (and their payload bytes) that verified and were kept, by source.
+    pub chunks_from_root: u64,
+    pub chunks_from_peers: u64,
+    pub bytes_from_root: u64,
+    pub bytes_from_peers: u64,
+    /// Every played chunk checked again against its signed record, independently of the viewer.
+    pub played_verified: u64,
+    pub played_corrupt: u64,
+    /// Played chunks no longer in the window when checked (should stay 0).
+    pub played_unavailable: u64,
+    /// Chunks that failed verification (the sender got a strike).
+    pub penalties: u64,
+    /// Peers this node banned.
+    pub banned: Vec<String>,
+    /// Bytes this node sent on its links (chunks / control), and chunks served.
+    pub bytes_sent_data: u64,
+    pub bytes_sent_ctl: u64,
+    pub chunks_sent: u64,
+    /// Outside input refused before the state machine (bad fragments, undecodable messages).
+    pub wire_errors: u64,
+    pub links: u64,
+    /// Root: chunks published, viewers now, bans reported to the tracker.
+    pub published: u64,
+    pub viewers: u64,
+    pub tracker_bans: u64,
+}
+
+/// A running node: send it commands, read its report.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    report: watch::Receiver<NodeReport>,
+}
+
+impl NodeHandle {
+    pub fn send(&self, c: Command) {
+        let _ = self.tx.send(c);
+    }
+    pub fn signal(&self, from: UserId, signal: MeshSignal) {
+        self.send(Command::Signal { from, signal });
+    }
+    /// The latest report (updated as events happen).
+    pub fn report(&self) -> NodeReport {
+        self.report.borrow().clone()
+    }
+    pub fn report_watch(&self) -> watch::Receiver<NodeReport> {
+        self.report.clone()
+    }
+    /// Stop the node and return its final report.
+    pub async fn stop(&self) -> NodeReport {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stop(tx));
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => self.report(),
+        }
+    }
+}
+
+enum Machine {
+    Root {
+        seed: RootSeed,
+        tracker: Tracker,
+    },
+    Viewer {
+        viewer: Box<Viewer>,
+        joined_at: Option<Instant>,
+        check: Verifier,
+    },
+}
+
+struct Node {
+    me: UserId,
+    cfg: NodeConfig,
+    start: Instant,
+    machine: Machine,
+    ids: BTreeMap<UserId, PeerId>,
+    users: BTreeMap<PeerId, UserId>,
+    next_id: u32,
+    links: BTreeMap<UserId, Arc<MeshLink>>,
+    /// Links we offered (for glare: the lower user id's offer wins).
+    offered: BTreeMap<UserId, bool>,
+    reasm: BTreeMap<UserId, Reassembler>,
+    next_msg: u32,
+    link_tx: mpsc::UnboundedSender<LinkEvent>,
+    signals: mpsc::UnboundedSender<(UserId, MeshSignal)>,
+    report: NodeReport,
+    report_tx: watch::Sender<NodeReport>,
+    lags: Vec<u64>,
+    /// start_us of chunks seen, by seq (for lag), pruned to the last few hundred.
+    starts: BTreeMap<u64, u64>,
+}
+
+/// Start a root: `publisher` signs with the streamer's key (`me`'s). Signals to send come out on
+/// `signals`.
+pub fn spawn_root(
+    me: UserId,
+    publisher: Publisher,
+    cfg: NodeConfig,
+    signals: mpsc::UnboundedSender<(UserId, MeshSignal)>,
+) -> NodeHandle {
+    let start = Instant::now();
+    let seed = RootSeed::new(cfg.layer, publisher, cfg.relay_budget, 64, Time::ZERO);
+    let tracker = Tracker::new(
+        TrackerConfig::new(cfg.stream_rate, cfg.relay_budget),
+        ROOT,
+        u64::from_be_bytes(me.0[..8].try_into().unwrap_or([1; 8])),
+    );
+    spawn(
+        me,
+        me,
+        cfg,
+        start,
+        Machine::Root { seed, tracker },
+        signals,
+        "root",
+    )
+}
+
+/// Start a viewer of `streamer`'s stream (whose key verifies every chunk).
+pub fn spawn_viewer(
+    me: UserId,
+    streamer: UserId,
+    cfg: NodeConfig,
+    signals: mpsc::UnboundedSender<(UserId, MeshSignal)>,
+) -> Result<NodeHandle, super::StreamError> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&streamer.0)
+        .map_err(|_| super::StreamError::BadStreamKey)?;
+    let start = Instant::now();
+    let vc = ViewerConfig::new(cfg.layer, cfg.stream_rate, cfg.chunk, cfg.relay_budget);
+    let viewer = Viewer::new(PeerId(1), ROOT, Verifier::new(key), vc, Time::ZERO);
+    let machine = Machine::Viewer {
+        viewer: Box::new(viewer),
+        joined_at: None,
+        check: Verifier::new(key),
+    };
+    Ok(spawn(me, streamer, cfg, start, machine, signals, "viewer"))
+}
+
+fn spawn(
+    me: UserId,
+    streamer: UserId,
+    cfg: NodeConfig,
+    start: Instant,
+    machine: Machine,
+    signals: mpsc::UnboundedSender<(UserId, MeshSignal)>,
+    role: &'static str,
+) -> NodeHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let report = NodeReport {
+        role,
+        ..NodeReport::default()
+    };
+    let (report_tx, report_rx) = watch::channel(report.clone());
+    let mut node = Node {
+        me,
+        cfg,
+        start,
+        machine,
+        ids: BTreeMap::new(),
+        users: BTreeMap::new(),
+        next_id: 2,
+        links: BTreeMap::new(),
+        offered: BTreeMap::new(),
+        reasm: BTreeMap::new(),
+        next_msg: 0,
+        link_tx,
+        signals,
+        report,
+        report_tx,
+        lags: Vec::new(),
+        starts: BTreeMap::new(),
+    };
+    node.ids.insert(streamer, ROOT);
+    node.users.insert(ROOT, streamer);
+    if role == "viewer" {
+        node.ids.insert(me, PeerId(1));
+        node.users.insert(PeerId(1), me);
+    } else {
+        node.next_id = 1;
+    }
+    tokio::spawn(node.run(rx, link_rx));
+    NodeHandle {
+        tx,
+        report: report_rx,
+    }
+}
+
+impl Node {
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_micros() as u64)
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut link_rx: mpsc::UnboundedReceiver<LinkEvent>,
+    ) {
+        let mut wake = Time::ZERO;
+        loop {
+            let deadline = self.start
+                + Duration::from_micros(wake.0.min(self.now().0 + 1_000_000).max(self.now().0));
+            tokio::select! {
+                c = rx.recv() => match c {
+                    Some(Command::Stop(tx)) => {
+                        self.finish_report();
+                        for l in self.links.values() {
+                            l.close().await;
+                        }
+                        let _ = tx.send(self.report.clone());
+                        return;
+                    }
+                    Some(c) => self.command(c).await,
+                    None => return,
+                },
+                Some(ev) = link_rx.recv() => self.link_event(ev),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = self.now();
+                    match &mut self.machine {
+                        Machine::Root { seed, .. } => seed.handle_timeout(now),
+                        Machine::Viewer { viewer, .. } => viewer.handle_timeout(now),
+                    }
+                }
+            }
+            wake = self.drain().await;
+        }
+    }
+
+    fn peer_of(&mut self, user: UserId) -> PeerId {
+        if let Some(p) = self.ids.get(&user) {
+            return *p;
+        }
+        let p = PeerId(self.next_id);
+        self.next_id += 1;
+        self.ids.insert(user, p);
+        self.users.insert(p, user);
+        p
+    }
+
+    fn sig(&self, to: UserId, s: MeshSignal) {
+        let _ = self.signals.send((to, s));
+    }
+
+    async fn command(&mut self, c: Command) {
+        let now = self.now();
+        match c {
+            Command::Stop(_) => {}
+            Command::Publish(chunk) => {
+                if let Machine::Root { seed, .. } = &mut self.machine {
+                    let len = chunk.payload.len() as u32;
+                    seed.publish(now, &chunk, len);
+                    self.report.published += 1;
+                }
+            }
+            Command::ViewerJoined { user, relay } => {
+                let id = self.peer_of(user);
+                if let Machine::Root { seed, tracker } = &mut self.machine {
+                    let (grants, mut orphans) = tracker.join(id, relay, &|_, _| ASSUMED_RTT);
+                    orphans.extend(tracker.take_orphans());
+                    let live = seed.newest().unwrap_or(0);
+                    self.report.viewers += 1;
+                    self.send_grants(user, id, live, grants);
+                    self.orphans(orphans);
+                }
+            }
+            Command::ViewerLeft { user } => {
+                let Some(&id) = self.ids.get(&user) else {
+                    return;
+                };
+                if let Machine::Root { seed, tracker } = &mut self.machine {
+                    let orphans = tracker.leave(id);
+                    seed.peer_gone(id);
+                    self.report.viewers = self.report.viewers.saturating_sub(1);
+                    for o in orphans {
+                        if let Some(&ou) = self.users.get(&o) {
+                            self.sig(ou, MeshSignal::Gone { user });
+                        }
+                    }
+                }
+                self.drop_link(user).await;
+            }
+            Command::Signal { from, signal } => self.on_signal(now, from, signal).await,
+        }
+    }
+
+    fn send_grants(&mut self, user: UserId, id: PeerId, live: u64, grants: Vec<Grant>) {
+        let Machine::Root { seed, .. } = &mut self.machine else {
+            return;
+        };
+        let mut out = Vec::new();
+        for g in grants {
+            if g.up == ROOT {
+                // Only a real seed (a large root grant) is the root's feed; top-ups are fallback.
+                seed.set_granted(id, g.rate.bps() * 2 >= self.cfg.stream_rate.bps());
+            }
+            if let Some(&u) = self.users.get(&g.up) {
+                out.push(MeshGrant {
+                    user: u,
+                    rate: g.rate,
+                });
+            }
+        }
+        self.sig(
+            user,
+            MeshSignal::Grants {
+                live_seq: live,
+                grants: out,
+            },
+        );
+    }
+
+    /// The tracker moved `o` off `lost`: both ends hear of it.
+    fn orphans(&mut self, orphans: Vec<(PeerId, PeerId)>) {
+        for (o, lost) in orphans {
+            let (Some(&ou), Some(&lu)) = (self.users.get(&o), self.users.get(&lost)) else {
+                continue;
+            };
+            if lost == ROOT {
+                if let Machine::Root { seed, .. } = &mut self.machine {
+                    seed.set_granted(o, false);
+                }
+            } else {
+                self.sig(lu, MeshSignal::Gone { user: ou });
+            }
+            self.sig(ou, MeshSignal::Gone { user: lu });
+        }
+    }
+
+    async fn on_signal(&mut self, now: Time, from: UserId, signal: MeshSignal) {
+        match signal {
+            MeshSignal::Offer { sdp } => {
+                if self.offered.get(&from) == Some(&true) && self.me < from {
+                    // Glare: both offered; the lower id's offer wins, theirs is ignored.
+                    return;
+                }
+                self.drop_link(from).await;
+                self.peer_of(from);
+                let link = match MeshLink::new(from, &self.cfg.bind, self.link_tx.clone()).await {
+                    Ok(l) => Arc::new(l),
+                    Err(e) => {
+                        tracing::warn!(%from, "mesh link: {e}");
+                        return;
+                    }
+                };
+                self.links.insert(from, link.clone());
+                self.offered.insert(from, false);
+                self.reasm.insert(
+                    from,
+                    Reassembler::new(Duration::from_millis(super::link::DATA_LIFETIME_MS.into())),
+                );
+                let signals = self.signals.clone();
+                tokio::spawn(async move {
+                    match link.answer(sdp).await {
+                        Ok(sdp) => {
+                            let _ = signals.send((from, MeshSignal::Answer { sdp }));
+                        }
+                        Err(e) => tracing::warn!(%from, "mesh answer: {e}"),
+                    }
+                });
+            }
+            MeshSignal::Answer { sdp } => {
+                if let Some(l) = self.links.get(&from).cloned() {
+                    tokio::spawn(async move {
+                        if let Err(e) = l.accept_answer(sdp).await {
+                            tracing::warn!("mesh answer rejected: {e}");
+                        }
+                    });
+                }
+            }
+            MeshSignal::Bye => self.drop_link(from).await,
+            MeshSignal::Grants { live_seq, grants } => {
+                if !self.is_from_streamer(from) {
+                    return;
+                }
+                let streamer = self.users[&ROOT];
+                self.ensure_link(streamer).await;
+                let mut ups = Vec::new();
+                for g in grants {
+                    if g.user == self.me {
+                        continue;
+                    }
+                    let p = self.peer_of(g.user);
+                    self.ensure_link(g.user).await;
+                    ups.push((p, g.rate));
+                }
+                if let Machine::Viewer {
+                    viewer, joined_at, ..
+                } = &mut self.machine
+                {
+                    if joined_at.is_none() {
+                        *joined_at = Some(Instant::now());
+                        viewer.join(now, live_seq);
+                    }
+                    for (p, rate) in ups {
+                        viewer.add_upstream(now, p, rate);
+                    }
+                }
+            }
+            MeshSignal::Gone { user } => {
+                if !self.is_from_streamer(from) {
+                    return;
+                }
+                if let (Some(&p), Machine::Viewer { viewer, .. }) =
+                    (self.ids.get(&user), &mut self.machine)
+                {
+                    viewer.peer_gone(now, p);
+                }
+            }
+            MeshSignal::Want { .. } => {
+                let Some(&id) = self.ids.get(&from) else {
+                    return;
+                };
+                if let Machine::Root { tracker, seed } = &mut self.machine {
+                    let grants = tracker.refill(id, &|_, _| ASSUMED_RTT);
+                    let orphans = tracker.take_orphans();
+                    let live = seed.newest().unwrap_or(0);
+                    if !grants.is_empty() {
+                        self.send_grants(from, id, live, grants);
+                    }
+                    self.orphans(orphans);
+                }
+            }
+            MeshSignal::Ban { user } => {
+                let (Some(&down), Some(&up)) = (self.ids.get(&from), self.ids.get(&user)) else {
+                    return;
+                };
+                if let Machine::Root { tracker, .. } = &mut self.machine {
+                    tracker.ban(down, up);
+                    let orphans = tracker.take_orphans();
+                    self.report.tracker_bans += 1;
+                    self.orphans(orphans);
+                }
+            }
+        }
+    }
+
+    fn is_from_streamer(&self, from: UserId) -> bool {
+        self.users.get(&ROOT) == Some(&from) && matches!(self.machine, Machine::Viewer { .. })
+    }
+
+    /// A link to `user`, offering one if there is none (we are the downstream).
+    async fn ensure_link(&mut self, user: UserId) {
+        if self.links.get(&user).is_some_and(|l| !l.is_closed()) {
+            return;
+        }
+        let link = match MeshLink::new(user, &self.cfg.bind, self.link_tx.clone()).await {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                tracing::warn!(%user, "mesh link: {e}");
+                return;
+            }
+        };
+        self.links.insert(user, link.clone());
+        self.offered.insert(user, true);
+        self.reasm.insert(
+            user,
+            Reassembler::new(Duration::from_millis(super::link::DATA_LIFETIME_MS.into())),
+        );
+        self.report.links = self.links.len() as u64;
+        let signals = self.signals.clone();
+        tokio::spawn(async move {
+            match link.offer().await {
+                Ok(sdp) => {
+                    let _ = signals.send((user, MeshSignal::Offer { sdp }));
+                }
+                Err(e) => tracing::warn!(%user, "mesh offer: {e}"),
+            }
+        });
+    }
+
+    async fn drop_link(&mut self, user: UserId) {
+        if let Some(l) = self.links.remove(&user) {
+            l.close().await;
+        }
+        self.reasm.remove(&user);
+        self.offered.remove(&user);
+        self.report.links = self.links.len() as u64;
+    }
+
+    fn link_event(&mut self, ev: LinkEvent) {
+        let now = self.now();
+        match ev {
+            LinkEvent::Open { .. } => {}
+            LinkEvent::Closed { user } => {
+                if let Some(&p) = self.ids.get(&user) {
+                    match &mut self.machine {
+                        Machine::Root { seed, .. } => seed.peer_gone(p),
+                        Machine::Viewer { viewer, .. } => viewer.peer_gone(now, p),
+                    }
+                }
+                self.links.remove(&user);
+                self.reasm.remove(&user);
+                self.report.links = self.links.len() as u64;
+            }
+            LinkEvent::Message { user, bytes, .. } => {
+                let Some(r) = self.reasm.get_mut(&user) else {
+                    return;
+                };
+                let whole = match r.push(now, &bytes) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(%user, "bad mesh fragment: {e}");
+                        self.report.wire_errors += 1;
+                        return;
+                    }
+                };
+                let msg = match MeshMsg::decode(&whole) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::debug!(%user, "bad mesh message: {e}");
+                        self.report.wire_errors += 1;
+                        return;
+                    }
+                };
+                let from = self.peer_of(user);
+                self.input(now, from, msg);
+            }
+        }
+    }
+
+    fn input(&mut self, now: Time, from: PeerId, msg: MeshMsg) {
+        match &mut self.machine {
+            Machine::Root { seed, .. } => seed.handle_input(now, from, msg),
+            Machine::Viewer { viewer, .. } => {
+                let data = match &msg {
+                    MeshMsg::Data {
+                        record, payload, ..
+                    } => Some((record.seq, record.start_us, payload.len() as u64)),
+                    _ => None,
+                };
+                let had = data.is_some_and(|(seq, ..)| viewer.has(seq));
+                viewer.handle_input(now, from, msg);
+                if let Some((seq, start_us, len)) = data
+                    && !had
+                    && viewer.has(seq)
+                {
+                    self.starts.insert(seq, start_us);
+                    while self.starts.len() > 512 {
+                        self.starts.pop_first();
+                    }
+                    if from == ROOT {
+                        self.report.chunks_from_root += 1;
+                        self.report.bytes_from_root += len;
+                    } else {
+                        self.report.chunks_from_peers += 1;
+                        self.report.bytes_from_peers += len;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drain the machine's outputs until its next timeout.
+    async fn drain(&mut self) -> Time {
+        let mut changed = false;
+        loop {
+            let out = match &mut self.machine {
+                Machine::Root { seed, .. } => seed.poll_output(),
+                Machine::Viewer { viewer, .. } => viewer.poll_output(),
+            };
+            match out {
+                Output::Timeout(t) => {
+                    if changed {
+                        self.finish_report();
+                    }
+                    return t;
+                }
+                Output::Send { to, msg } => {
+                    changed = true;
+                    self.transmit(to, msg).await;
+                }
+                Output::Event(ev) => {
+                    changed = true;
+                    self.event(ev).await;
+                }
+            }
+        }
+    }
+
+    async fn transmit(&mut self, to: PeerId, msg: MeshMsg) {
+        let Some(&user) = self.users.get(&to) else {
+            return;
+        };
+        if !self.links.contains_key(&user) && matches!(self.machine, Machine::Viewer { .. }) {
+            self.ensure_link(user).await;
+        }
+        let Some(link) = self.links.get(&user) else {
+            return;
+        };
+        let msg = match msg {
+            MeshMsg::Data {
+                record,
+                hops,
+                payload,
+            } if self.cfg.corrupt => {
+                let mut bad = payload.to_vec();
+                if let Some(b) = bad.first_mut() {
+                    *b ^= 0x5a;
+                } else {
+                    bad.push(0);
+                }
+                MeshMsg::Data {
+                    record,
+                    hops,
+                    payload: Arc::from(bad),
+                }
+            }
+            m => m,
+        };
+        let lane = if matches!(msg, MeshMsg::Data { .. }) {
+            self.report.chunks_sent += 1;
+            Lane::Data
+        } else {
+            Lane::Ctl
+        };
+        let bytes = match msg.encode() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("mesh encode: {e}");
+                return;
+            }
+        };
+        match lane {
+            Lane::Data => self.report.bytes_sent_data += bytes.len() as u64,
+            Lane::Ctl => self.report.bytes_sent_ctl += bytes.len() as u64,
+        }
+        let id = self.next_msg;
+        self.next_msg = self.next_msg.wrapping_add(1);
+        for f in fragment::split(id, &bytes) {
+            link.send(lane, f);
+        }
+    }
+
+    async fn event(&mut self, ev: MeshEvent) {
+        let streamer = self.users[&ROOT];
+        match ev {
+            MeshEvent::Started { .. } => {
+                self.report.started = true;
+                if let Machine::Viewer {
+                    joined_at: Some(j), ..
+                } = &self.machine
+                {
+                    self.report.startup_ms = Some(j.elapsed().as_millis() as u64);
+                }
+            }
+            MeshEvent::Played { seq, on_time, .. } => {
+                self.report.played += 1;
+                if !on_time {
+                    self.report.stalled += 1;
+                }
+                if let Machine::Viewer { viewer, check, .. } = &self.machine {
+                    match viewer.chunk(seq) {
+                        Some((record, payload)) => {
+                            if check.verify_chunk(record, payload).is_ok() {
+                                self.report.played_verified += 1;
+                            } else {
+                                self.report.played_corrupt += 1;
+                            }
+                        }
+                        None => self.report.played_unavailable += 1,
+                    }
+                }
+                if let Some(start_us) = self.starts.get(&seq) {
+                    let captured = self.cfg.started_ms + start_us / 1000;
+                    self.lags.push(unix_ms().saturating_sub(captured));
+                }
+            }
+            MeshEvent::Skipped { .. } => self.report.skipped += 1,
+            MeshEvent::Penalised { .. } => self.report.penalties += 1,
+            MeshEvent::Banned { peer } => {
+                if let Some(&u) = self.users.get(&peer) {
+                    self.report.banned.push(u.to_hex());
+                    self.sig(streamer, MeshSignal::Ban { user: u });
+                    self.sig(u, MeshSignal::Bye);
+                    self.drop_link(u).await;
+                }
+            }
+            MeshEvent::NeedUpstreams { count } => self.sig(streamer, MeshSignal::Want { count }),
+            MeshEvent::Fallback { .. } => {}
+        }
+    }
+
+    fn finish_report(&mut self) {
+        let r = &mut self.report;
+        let total = r.played + r.skipped;
+        r.continuity = if total == 0 {
+            0.0
+        } else {
+            r.played as f64 / total as f64
+        };
+        if !self.lags.is_empty() {
+            let mut l = self.lags.clone();
+            l.sort_unstable();
+            let q = |p: f64| l[((l.len() - 1) as f64 * p).round() as usize];
+            r.lag_ms_p50 = q(0.5);
+            r.lag_ms_p95 = q(0.95);
+            r.lag_ms_max = *l.last().unwrap_or(&0);
+        }
+        self.report_tx.send_replace(r.clone());
+    }
+}
+
+/// Unix time in milliseconds (lag is measured against the streamer's capture clock).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

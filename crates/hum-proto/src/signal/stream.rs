@@ -1,0 +1,64 @@
+//! Live streams: what the relay lists, and the mesh signalling it forwards between a stream's
+//! members (the streamer and its viewers).
+//!
+//! The streamer's process runs the stream's root seed and tracker for now (docs/stream.md), so the
+//! relay only keeps the list of live streams and who watches, and forwards [`MeshSignal`]s between
+//! members of the same stream: WebRTC negotiation for the mesh's data channels, and the tracker's
+//! grants. The streamer's account key is the stream key: every chunk record is signed with it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChannelId, ServerId, StreamId, UserId};
+use crate::signal::model::{Name, UserSummary};
+use crate::units::Bitrate;
+
+/// A live stream as the relay lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StreamInfo {
+    pub id: StreamId,
+    pub server: ServerId,
+    pub channel: ChannelId,
+    /// The streamer; their public key verifies every chunk record of the stream.
+    pub streamer: UserSummary,
+    pub title: Name,
+    /// The stream's bitrate (one layer for now).
+    pub bitrate: Bitrate,
+    /// Nominal chunk duration in milliseconds (100-500).
+    pub chunk_ms: u32,
+    /// Unix milliseconds when the stream's media time 0 was captured (for "behind live").
+    pub started_ms: u64,
+    /// Viewers right now.
+    pub viewers: u32,
+}
+
+/// One grant of the tracker: `user` reserves `rate` of its upload for the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MeshGrant {
+    pub user: UserId,
+    pub rate: Bitrate,
+}
+
+/// Mesh signalling between two members of a stream, opaque to the relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MeshSignal {
+    /// An SDP offer (complete: ICE gathering finished) for a mesh link; the downstream offers.
+    Offer { sdp: String },
+    /// The SDP answer.
+    Answer { sdp: String },
+    /// The sender closed its mesh link to the receiver.
+    Bye,
+    /// Tracker (streamer) to viewer: your upstreams. The first one also carries the live sequence
+    /// number to start from.
+    Grants {
+        live_seq: u64,
+        grants: Vec<MeshGrant>,
+    },
+    /// Tracker to viewer: `user` is no longer your upstream or downstream (it left or was moved).
+    Gone { user: UserId },
+    /// Viewer to tracker: I have fewer upstreams than I want.
+    Want { count: u8 },
+    /// Viewer to tracker: `user` served me chunks that failed verification; I banned it.
+    Ban { user: UserId },
+}
