@@ -10,7 +10,7 @@ use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
 use crate::commands::{
-    budget, calls, connection, devices, friends, identity, servers, settings, streams, voice,
+    budget, calls, connection, devices, friends, identity, servers, settings, streams, video, voice,
 };
 
 pub fn builder() -> Builder<tauri::Wry> {
@@ -55,6 +55,13 @@ pub fn builder() -> Builder<tauri::Wry> {
             friends::friend_request,
             friends::friend_respond,
             friends::friend_remove,
+            video::video_subscribe,
+            video::video_settings_get,
+            video::video_settings_set,
+            video::video_sources_list,
+            video::camera_set,
+            video::video_keyframe,
+            video::video_bench_start,
         ])
         .events(collect_events![
             voice::PttChanged,
@@ -69,6 +76,7 @@ pub fn builder() -> Builder<tauri::Wry> {
         .typ::<crate::error::CommandError>()
         .typ::<crate::channels::LevelSample>()
         .typ::<crate::channels::PeerStatsView>()
+        .typ::<crate::channels::VideoPacket>()
         // Every u64 here is a bit rate or a Unix time in ms, far below 2^53: safe as a JS number.
         .dangerously_cast_bigints_to_number()
         // One TypeScript type per Rust type: our types serialise and deserialise the same way.

@@ -2,16 +2,18 @@
 //! broadcasts meant for rare state changes, a level meter at 20 Hz is not one).
 //!
 //! A hub keeps every subscribed channel and drops the ones whose webview went away (send fails).
-//! Two streams: the input level (from a call's capture thread or, on the settings screen, from
-//! hum-engine's `InputMonitor`) and per-peer link statistics (`VoiceEvent::Stats`, every 2 s).
+//! Three streams: the input level (from a call's capture thread or, on the settings screen, from
+//! hum-engine's `InputMonitor`), per-peer link statistics (`VoiceEvent::Stats`, every 2 s) and
+//! encoded video frames ([`VideoPacket`], raw bytes: an `ArrayBuffer` in JS, never JSON).
 
 use std::sync::Mutex;
 
+use hum_engine::video_preview::PreviewFrame;
 use hum_engine::voice::{InputLevel, PeerStats};
 use hum_proto::UserId;
 use serde::Serialize;
 use specta::Type;
-use tauri::ipc::Channel;
+use tauri::ipc::{Channel, InvokeResponseBody, IpcResponse};
 use tokio::sync::watch;
 
 /// One input level reading, for the sensitivity meter and the in-channel "you are heard" bar.
@@ -116,11 +118,11 @@ impl PeerStatsView {
 }
 
 /// Subscribers of one stream.
-pub struct Hub<T: Serialize + Clone> {
+pub struct Hub<T: Clone> {
     subscribers: Mutex<Vec<Channel<T>>>,
 }
 
-impl<T: Serialize + Clone> Default for Hub<T> {
+impl<T: Clone> Default for Hub<T> {
     fn default() -> Self {
         Self {
             subscribers: Mutex::new(Vec::new()),
@@ -128,7 +130,7 @@ impl<T: Serialize + Clone> Default for Hub<T> {
     }
 }
 
-impl<T: Serialize + Clone + tauri::ipc::IpcResponse> Hub<T> {
+impl<T: Clone + IpcResponse> Hub<T> {
     pub fn subscribe(&self, channel: Channel<T>) {
         if let Ok(mut subs) = self.subscribers.lock() {
             subs.push(channel);
@@ -155,6 +157,66 @@ impl<T: Serialize + Clone + tauri::ipc::IpcResponse> Hub<T> {
 
 pub type LevelHub = Hub<LevelSample>;
 pub type StatsHub = Hub<PeerStatsView>;
+pub type VideoHub = Hub<VideoPacket>;
+
+/// Version byte of [`VideoPacket`]; the UI drops messages of another version.
+pub const VIDEO_WIRE_VERSION: u8 = 1;
+/// Bytes before the stream id.
+pub const VIDEO_HEADER_LEN: usize = 24;
+/// Longest stream id (`self`, `<user hex>/camera`, ...), bytes of UTF-8.
+pub const MAX_STREAM_ID_LEN: usize = 96;
+/// Flag bit: the frame is a keyframe (a decoder may start here).
+pub const VIDEO_FLAG_KEYFRAME: u8 = 1;
+
+/// One encoded video frame for the webview, sent as raw bytes through `ipc::Channel` (JS gets an
+/// `ArrayBuffer`; a `Vec<u8>` would be a JSON array of numbers, ~4x the bytes and a parse).
+///
+/// Layout, little-endian (ui/src/lib/video.ts reads it):
+/// ```text
+///  0  u8   version (1)
+///  1  u8   flags (bit 0: keyframe)
+///  2  u8   stream id length N (1..=96)
+///  3  u8   reserved (0)
+///  4  u16  width          6  u16  height
+///  8  u64  timestamp, µs of media time since the stream started (WebCodecs' unit)
+/// 16  u64  capture time, Unix ms (0 = unknown): latency across processes
+/// 24  N    stream id, UTF-8 ("self" = my camera; remote tracks: "<user hex>/<track>")
+/// 24+N     the VP8 frame
+/// ```
+/// One channel carries every stream; the id routes a frame to its tile, so remote tracks use
+/// the same channel and the same `VideoTile` as the self-view.
+#[derive(Clone, Debug, PartialEq, Eq, Type)]
+#[specta(type = specta_typescript::Unknown)]
+pub struct VideoPacket(pub Vec<u8>);
+
+impl IpcResponse for VideoPacket {
+    fn body(self) -> tauri::Result<InvokeResponseBody> {
+        Ok(InvokeResponseBody::Raw(self.0))
+    }
+}
+
+impl VideoPacket {
+    /// `None` when the id is empty or too long, or the size does not fit 16 bits.
+    pub fn encode(stream_id: &str, f: &PreviewFrame) -> Option<Self> {
+        let id = stream_id.as_bytes();
+        if id.is_empty() || id.len() > MAX_STREAM_ID_LEN {
+            return None;
+        }
+        let (w, h) = (u16::try_from(f.width).ok()?, u16::try_from(f.height).ok()?);
+        let mut b = Vec::with_capacity(VIDEO_HEADER_LEN + id.len() + f.data.len());
+        b.push(VIDEO_WIRE_VERSION);
+        b.push(if f.keyframe { VIDEO_FLAG_KEYFRAME } else { 0 });
+        b.push(id.len() as u8);
+        b.push(0);
+        b.extend_from_slice(&w.to_le_bytes());
+        b.extend_from_slice(&h.to_le_bytes());
+        b.extend_from_slice(&f.timestamp_us.to_le_bytes());
+        b.extend_from_slice(&f.capture_unix_ms.to_le_bytes());
+        b.extend_from_slice(id);
+        b.extend_from_slice(&f.data);
+        Some(Self(b))
+    }
+}
 
 /// Forwards one level source (a call's or the monitor's `watch` receiver) into the hub. Only one
 /// source is followed at a time: following a new one stops the old forwarder.
@@ -212,6 +274,64 @@ mod tests {
         let sent = hub.publish(&LevelSample::IDLE);
         assert_eq!(sent, 2);
         assert_eq!(got.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn video_packets_have_the_documented_layout_and_arrive_raw() {
+        let f = PreviewFrame {
+            data: vec![0x9d, 0x01, 0x2a, 7],
+            keyframe: true,
+            timestamp_us: 0x0102_0304_0506,
+            capture_unix_ms: 1_700_000_000_123,
+            width: 1280,
+            height: 720,
+        };
+        let p = VideoPacket::encode("self", &f).expect("packet");
+        let b = &p.0;
+        assert_eq!(&b[..4], &[VIDEO_WIRE_VERSION, VIDEO_FLAG_KEYFRAME, 4, 0]);
+        assert_eq!(u16::from_le_bytes([b[4], b[5]]), 1280);
+        assert_eq!(u16::from_le_bytes([b[6], b[7]]), 720);
+        assert_eq!(
+            u64::from_le_bytes(b[8..16].try_into().expect("8")),
+            0x0102_0304_0506
+        );
+        assert_eq!(
+            u64::from_le_bytes(b[16..24].try_into().expect("8")),
+            1_700_000_000_123
+        );
+        assert_eq!(&b[24..28], b"self");
+        assert_eq!(&b[28..], &f.data[..]);
+        let delta = PreviewFrame {
+            keyframe: false,
+            ..f.clone()
+        };
+        assert_eq!(
+            VideoPacket::encode("u/camera", &delta).expect("packet").0[1],
+            0
+        );
+        assert!(VideoPacket::encode("", &f).is_none());
+        assert!(VideoPacket::encode(&"x".repeat(MAX_STREAM_ID_LEN + 1), &f).is_none());
+        let huge = PreviewFrame {
+            width: 70_000,
+            ..f.clone()
+        };
+        assert!(VideoPacket::encode("self", &huge).is_none());
+        // Through a channel it is a raw body (an ArrayBuffer in JS), not JSON.
+        let hub = VideoHub::default();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        {
+            let got = got.clone();
+            hub.subscribe(Channel::new(move |body| {
+                got.lock().expect("lock").push(body);
+                Ok(())
+            }));
+        }
+        assert_eq!(hub.publish(&p), 1);
+        let got = got.lock().expect("lock");
+        assert!(
+            matches!(&got[0], InvokeResponseBody::Raw(r) if *r == p.0),
+            "not raw bytes"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod keys {
     pub const RELAY_URL: &str = "relay_url";
     pub const BANDWIDTH: &str = "bandwidth";
     pub const VOICE: &str = "voice";
+    pub const VIDEO: &str = "video";
 }
 
 pub trait Kv: Send + Sync {

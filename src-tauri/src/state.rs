@@ -9,9 +9,10 @@ use hum_engine::voice::{InputMonitor, VoiceSession};
 use hum_engine::{Identity, IdentityError, RelayClient};
 use std::sync::Arc;
 
-use crate::channels::{LevelFollower, LevelHub, StatsHub};
+use crate::channels::{LevelFollower, LevelHub, StatsHub, VideoHub};
 use crate::commands::budget::{BudgetRuntime, BudgetStatus};
 use crate::commands::servers::MyVoice;
+use crate::commands::video::Previews;
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::settings_store::Kv;
 
@@ -27,6 +28,9 @@ pub struct AppState {
     pub level_follower: LevelFollower,
     /// Per-peer link statistics stream.
     pub stats: StatsHub,
+    /// Encoded video frames to the webview, and the local streams feeding it (my camera).
+    pub video: Arc<VideoHub>,
+    pub previews: Previews,
     /// The settings screen's microphone monitor, outside calls.
     pub monitor: Mutex<Option<InputMonitor>>,
     /// hum-engine's 1-on-1 call service of the current relay client.
@@ -57,6 +61,8 @@ impl AppState {
             levels: Arc::new(LevelHub::default()),
             level_follower: LevelFollower::default(),
             stats: StatsHub::default(),
+            video: Arc::new(VideoHub::default()),
+            previews: Previews::default(),
             monitor: Mutex::new(None),
             calls: Mutex::new(None),
             budget: Mutex::new(None),

@@ -10,4 +10,5 @@ pub mod identity;
 pub mod servers;
 pub mod settings;
 pub mod streams;
+pub mod video;
 pub mod voice;

@@ -55,7 +55,11 @@ export const commands = {
 	inviteCreate: (server: number) => typedError<string, CommandError>(__TAURI_INVOKE("invite_create", { server })),
 	/**  Joins a server with an invite code. */
 	inviteJoin: (code: string) => typedError<ServerView, CommandError>(__TAURI_INVOKE("invite_join", { code })),
-	/**  The host's audio devices; an empty list means none (the UI says so). */
+	/**
+	 *  The host's audio devices; an empty list means none (the UI says so). Enumerating probes every
+	 *  ALSA card and can take a while, so it runs off the main thread (a sync command would block the
+	 *  window while it runs).
+	 */
 	devicesList: () => typedError<DeviceView[], CommandError>(__TAURI_INVOKE("devices_list")),
 	/**  Plays a one-second chime on an output device (`None` = the system default). */
 	deviceTestSound: (device: string | null) => typedError<null, CommandError>(__TAURI_INVOKE("device_test_sound", { device })),
@@ -89,6 +93,28 @@ export const commands = {
 	friendRequest: (publicKey: string) => typedError<null, CommandError>(__TAURI_INVOKE("friend_request", { publicKey })),
 	friendRespond: (userId: string, accept: boolean) => typedError<null, CommandError>(__TAURI_INVOKE("friend_respond", { userId, accept })),
 	friendRemove: (userId: string) => typedError<null, CommandError>(__TAURI_INVOKE("friend_remove", { userId })),
+	/**
+	 *  Encoded video frames of every stream, raw bytes (`channels::VideoPacket`). The UI opens one
+	 *  at start and keeps it.
+	 */
+	videoSubscribe: (onFrame: Channel<VideoPacket>) => __TAURI_INVOKE<void>("video_subscribe", { onFrame }),
+	videoSettingsGet: () => __TAURI_INVOKE<VideoSettings>("video_settings_get"),
+	/**  Validates the source and saves. A running camera keeps its source until turned off and on. */
+	videoSettingsSet: (settings: VideoSettings) => typedError<VideoSettings, CommandError>(__TAURI_INVOKE("video_settings_set", { settings })),
+	/**  The cameras the system has (none is an empty list of cameras) and the test pattern. */
+	videoSourcesList: () => typedError<VideoSourceView[], CommandError>(__TAURI_INVOKE("video_sources_list")),
+	/**
+	 *  Turns my camera on (the source setting, or `HUM_VIDEO_SOURCE`) or off. Its frames stream as
+	 *  `self`; a missing camera is a sentence saying what to do.
+	 */
+	cameraSet: (on: boolean) => typedError<CameraView, CommandError>(__TAURI_INVOKE("camera_set", { on })),
+	/**  The next frame of `stream_id` will be a keyframe (a tile's decoder started late or failed). */
+	videoKeyframe: (streamId: string) => __TAURI_INVOKE<void>("video_keyframe", { streamId }),
+	/**
+	 *  Benchmark helper: starts `streams` extra test-pattern streams (`bench-0`…) of the given size
+	 *  at 30 fps, replacing earlier ones; 0 stops them. Returns their ids.
+	 */
+	videoBenchStart: (streams: number, width: number, height: number) => typedError<string[], CommandError>(__TAURI_INVOKE("video_bench_start", { streams, width, height })),
 };
 
 /** Events */
@@ -190,6 +216,18 @@ export type CallView = {
 	peer_speaking: boolean,
 	/**  Why the last call ended, while idle ("Bob hung up.", "No answer from Bob."). */
 	ended: string | null,
+};
+
+/**  My camera's state. */
+export type CameraView = {
+	on: boolean,
+	/**  The stream id its frames carry. */
+	stream_id: string,
+	/**  What it shows ("test pattern 1280x720@30", "camera …"); empty when off. */
+	source: string,
+	width: number,
+	height: number,
+	fps: number,
 };
 
 /**  Per-role permissions of a channel; the owner may always do everything. */
@@ -421,6 +459,49 @@ export type TotalSource = { source: "manual" } | { source: "detected"; measured_
 export type TotalUpload = { mode: "auto" } | { mode: "manual"; rate: number };
 
 export type TransmitMode = "voice_activity" | "push_to_talk";
+
+/**
+ *  One encoded video frame for the webview, sent as raw bytes through `ipc::Channel` (JS gets an
+ *  `ArrayBuffer`; a `Vec<u8>` would be a JSON array of numbers, ~4x the bytes and a parse).
+ * 
+ *  Layout, little-endian (ui/src/lib/video.ts reads it):
+ *  ```text
+ *   0  u8   version (1)
+ *   1  u8   flags (bit 0: keyframe)
+ *   2  u8   stream id length N (1..=96)
+ *   3  u8   reserved (0)
+ *   4  u16  width          6  u16  height
+ *   8  u64  timestamp, µs of media time since the stream started (WebCodecs' unit)
+ *  16  u64  capture time, Unix ms (0 = unknown): latency across processes
+ *  24  N    stream id, UTF-8 ("self" = my camera; remote tracks: "<user hex>/<track>")
+ *  24+N     the VP8 frame
+ *  ```
+ *  One channel carries every stream; the id routes a frame to its tile, so remote tracks use
+ *  the same channel and the same `VideoTile` as the self-view.
+ */
+export type VideoPacket = unknown;
+
+export type VideoQuality = 
+/**  1280x720 at 30 fps, 1.5 Mbit/s (the camera's top simulcast layer). */
+"720p30" | 
+/**  640x360 at 30 fps, 500 kbit/s. */
+"360p30";
+
+export type VideoSettings = {
+	/**
+	 *  `camera` (the first camera), `camera:ID` (an index or `/dev/videoN` from
+	 *  `video_sources_list`), `pattern` (the test pattern) or `file:PATH` (a Y4M file, looped).
+	 */
+	source: string,
+	quality: VideoQuality,
+};
+
+/**  A choice for the source setting. */
+export type VideoSourceView = {
+	/**  The setting's value for it. */
+	id: string,
+	name: string,
+};
 
 export type VoiceSettings = {
 	transmit_mode: TransmitMode,
