@@ -222,8 +222,8 @@ impl CallError {
     }
 }
 
-/// The devices and settings of one call's media session. Audio today; camera and screen
-/// tracks join here.
+/// The devices and settings of one call's media session (audio; video comes from
+/// [`MediaProvider::open_video`], so providers written before video need no change).
 pub struct MediaIo {
     pub config: VoiceConfig,
     pub audio: AudioIo,

@@ -17,7 +17,7 @@ use super::machine::{CallMachine, CallOutput, RelayRequest};
 use super::{CallError, CallPeer, CallState, MediaIo};
 use crate::relay::{ClientEvent, ConnectionState, RelayClient};
 use crate::voice::link::RelaySignaller;
-use crate::voice::{VoiceEvent, VoiceSession};
+use crate::voice::{VideoIo, VoiceEvent, VoiceSession};
 
 /// Opens a call's devices, and hears when its media session starts and stops. The app opens the
 /// user's chosen microphone and speaker (and leaves the voice channel first); `hum call` a WAV
@@ -26,6 +26,11 @@ use crate::voice::{VoiceEvent, VoiceSession};
 pub trait MediaProvider: Send + Sync + 'static {
     /// Called when the call is accepted (either way), before connecting.
     async fn open(&self, peer: &CallPeer) -> Result<MediaIo, String>;
+    /// The call's video (camera or screen to send, whether and how to receive), opened right
+    /// after [`open`](Self::open). Default: none, a voice-only call.
+    async fn open_video(&self, _peer: &CallPeer) -> Result<VideoIo, String> {
+        Ok(VideoIo::default())
+    }
     /// The call's media session runs (before the peer is added).
     async fn started(&self, _session: &Arc<VoiceSession>) {}
     /// The call's media session is about to stop.
@@ -369,16 +374,18 @@ impl Actor {
             name: peer.to_string(),
         });
         let io = self.provider.open(&who).await?;
+        let video = self.provider.open_video(&who).await?;
         let signaller = Arc::new(RelaySignaller::new(
             self.client.clone(),
             SignalScope::Call(call),
         ));
-        let (session, mut rx) = VoiceSession::start(
+        let (session, mut rx) = VoiceSession::start_with_video(
             self.client.user_id(),
             io.config,
             io.audio.source,
             io.audio.sink,
             io.audio.controls,
+            video,
             signaller,
         )
         .map_err(|e| e.to_string())?;

@@ -16,11 +16,13 @@
 //!
 //! Everything user-visible comes out of one event stream ([`VoiceEvent`]).
 
+pub mod assembler;
 pub mod audio;
 pub mod link;
 pub mod peer;
 pub mod session;
 pub mod signalling;
+pub mod video;
 
 use std::time::Duration;
 
@@ -36,6 +38,10 @@ pub use hum_media::monitor::{
 };
 pub use session::VoiceSession;
 pub use signalling::{MemorySignalHub, Signaller};
+pub use video::{
+    EncodedVideoFrame, RemoteVideoStats, RemoteVideoTrack, VideoIo, VideoSinkFactory,
+    video_bitrate_within,
+};
 
 /// A full mesh sends every participant's audio to every other one: fine for a handful of
 /// people, wasteful beyond. Past this, a channel needs the SFU.

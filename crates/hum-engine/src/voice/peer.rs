@@ -1,4 +1,5 @@
-//! One WebRTC connection to one participant: our Opus track out, theirs in.
+//! One WebRTC connection to one participant: our Opus track out, theirs in; with video (see
+//! [`super::video`]) a VP8 track each way too.
 //!
 //! Negotiation is non-trickle on our side: we wait for ICE gathering to finish (instant on
 //! loopback and LANs, bounded by a timeout with STUN) and send one SDP carrying every
@@ -11,16 +12,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hum_proto::UserId;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media::Sample;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use std::collections::VecDeque;
 use tokio::sync::{Mutex, mpsc};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::Track;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -30,6 +38,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::audio::AudioEngine;
+use super::video::SessionVideo;
 use super::{VoiceConfig, VoiceError};
 
 /// Connection-level changes the session reacts to.
@@ -44,6 +53,7 @@ pub enum PeerSignal {
 struct Handler {
     user: UserId,
     engine: Arc<AudioEngine>,
+    video: Arc<SessionVideo>,
     gathered: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
     state_tx: mpsc::UnboundedSender<(UserId, PeerSignal)>,
@@ -70,6 +80,12 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await == RtpCodecKind::Video {
+            if self.video.enabled {
+                tokio::spawn(super::video::receive(track, self.user, self.video.clone()));
+            }
+            return;
+        }
         if track.kind().await != RtpCodecKind::Audio {
             return;
         }
@@ -97,6 +113,8 @@ pub struct Peer {
     pending_ice: Mutex<Vec<RTCIceCandidateInit>>,
     closed: Arc<AtomicBool>,
     writer: tokio::task::JoinHandle<()>,
+    /// The video send loop and the task reading keyframe requests for our video track.
+    video_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -106,15 +124,20 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
-    pub async fn new(
+    pub(crate) async fn new(
         user: UserId,
         offerer: bool,
         cfg: &VoiceConfig,
         engine: Arc<AudioEngine>,
+        video: Arc<SessionVideo>,
         state_tx: mpsc::UnboundedSender<(UserId, PeerSignal)>,
     ) -> Result<Self, VoiceError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
+        // NACK (answered from a send history, asked for on gaps), RTCP reports, and keyframe
+        // requests handed to us (inbound RTCP otherwise stops inside the chain).
+        let registry = register_default_interceptors(Registry::new(), &mut media)?
+            .with(Slot::from(14_000), KeyframeRequests::default());
         let config = RTCConfigurationBuilder::default()
             .with_ice_servers(if cfg.stun.is_empty() {
                 vec![]
@@ -131,9 +154,11 @@ impl Peer {
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(media)
+            .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 user,
                 engine: engine.clone(),
+                video: video.clone(),
                 gathered: gathered.clone(),
                 connected: connected.clone(),
                 state_tx,
@@ -173,9 +198,55 @@ impl Peer {
             engine.subscribe(),
             track,
             sender,
-            connected,
+            connected.clone(),
             closed.clone(),
         ));
+        let mut video_tasks = Vec::new();
+        if let Some(send) = &video.sender {
+            let video_ssrc = ssrc ^ 0x5649_4400;
+            // webrtc-rs routes feedback by track id, looking at received tracks first: an id
+            // the peer's own camera track also has would send its PLIs to that track instead.
+            let track_id = format!("camera-{video_ssrc:08x}");
+            let track = Arc::new(TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    "hum".to_owned(),
+                    track_id,
+                    "camera".to_owned(),
+                    RtpCodecKind::Video,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(video_ssrc),
+                            ..Default::default()
+                        },
+                        codec: vp8_codec(),
+                        ..Default::default()
+                    }],
+                ),
+            )?);
+            let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+            let kf = send.keyframe_flag();
+            video_tasks.push(tokio::spawn(keyframe_requests(track.clone(), kf.clone())));
+            video_tasks.push(tokio::spawn(video_write_loop(
+                send.subscribe(),
+                track,
+                sender,
+                connected.clone(),
+                closed.clone(),
+                kf,
+                send.format.fps.max(1),
+            )));
+        } else if video.enabled {
+            pc.add_transceiver_from_kind(
+                RtpCodecKind::Video,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .await?;
+        }
         Ok(Self {
             user,
             offerer,
@@ -184,6 +255,7 @@ impl Peer {
             pending_ice: Mutex::new(Vec::new()),
             closed,
             writer,
+            video_tasks,
         })
     }
 
@@ -264,6 +336,9 @@ impl Peer {
     pub async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.writer.abort();
+        for t in &self.video_tasks {
+            t.abort();
+        }
         let _ = self.pc.close().await;
     }
 }
@@ -319,4 +394,171 @@ async fn write_loop(
             tracing::trace!("write_sample: {e}");
         }
     }
+}
+
+/// VP8 as we send it: the feedback libwebrtc and webrtc-rs offer (NACK, PLI, FIR, REMB).
+fn vp8_codec() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![
+            fb("goog-remb", ""),
+            fb("ccm", "fir"),
+            fb("nack", ""),
+            fb("nack", "pli"),
+        ],
+    }
+}
+
+/// Sends our encoded video to this peer: nothing before the connection is up, then from a
+/// keyframe on (asked for through `keyframe`, as after falling behind).
+async fn video_write_loop(
+    mut frames: tokio::sync::broadcast::Receiver<Arc<hum_media::video::vp8::EncodedFrame>>,
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    connected: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+    keyframe: Arc<AtomicBool>,
+    fps: u32,
+) {
+    let mut target: Option<(u32, u8)> = None;
+    let mut started = false;
+    let mut prev: Option<Instant> = None;
+    loop {
+        let f = match frames.recv().await {
+            Ok(f) => f,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                // Frames were skipped: the next delta would reference one the peer never got.
+                started = false;
+                keyframe.store(true, Ordering::Relaxed);
+                continue;
+            }
+            Err(_) => return,
+        };
+        if closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if !connected.load(Ordering::SeqCst) {
+            started = false;
+            continue;
+        }
+        if !started && !f.keyframe {
+            keyframe.store(true, Ordering::Relaxed);
+            continue;
+        }
+        if target.is_none() {
+            let pt = match sender.get_parameters().await {
+                Ok(p) => p
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
+                    .map(|c| c.payload_type),
+                Err(_) => None,
+            };
+            let ssrc = track.ssrcs().await.first().copied();
+            match (pt, ssrc) {
+                (Some(pt), Some(ssrc)) => target = Some((ssrc, pt)),
+                _ => continue,
+            }
+        }
+        let Some((ssrc, pt)) = target else { continue };
+        // RTP time advances by the capture interval (the receiver's clock is the sender's).
+        let frame_time = Duration::from_secs(1) / fps;
+        let duration = prev
+            .and_then(|p| f.captured.checked_duration_since(p))
+            .filter(|d| !d.is_zero() && *d < Duration::from_secs(1))
+            .unwrap_or(frame_time);
+        prev = Some(f.captured);
+        let sample = Sample {
+            data: bytes::Bytes::copy_from_slice(&f.data),
+            duration,
+            ..Sample::new(f.captured)
+        };
+        match track.sample_writer(ssrc, pt).write_sample(&sample).await {
+            Ok(()) => started = true,
+            Err(e) => tracing::trace!("video write_sample: {e}"),
+        }
+    }
+}
+
+/// Keyframe requests (PLI, FIR) for our video track from the peer.
+async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, keyframe: Arc<AtomicBool>) {
+    loop {
+        match track.poll().await {
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    keyframe.store(true, Ordering::Relaxed);
+                }
+            }
+            Some(_) => {}
+            // Not bound (yet, or any more).
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let p = packet.as_any();
+    p.is::<PictureLossIndication>() || p.is::<FullIntraRequest>()
+}
+
+/// Marks inbound PLI/FIR for the application: inbound RTCP otherwise ends inside the
+/// interceptor chain (webrtc-rs' `rtcp-processing` example does the same). Last in the chain,
+/// so every interceptor has seen all of the RTCP first; everything else is dropped here.
+#[derive(Default)]
+struct KeyframeRequests {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| is_keyframe_request(p.as_ref()))
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

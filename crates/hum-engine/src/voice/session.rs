@@ -21,6 +21,7 @@ use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::audio::{AudioEngine, AudioSettings};
 use super::peer::{Peer, PeerSignal};
+use super::video::{EncodedVideoFrame, RemoteVideoStats, SessionVideo, VideoIo};
 use super::{MAX_MESH_PARTICIPANTS, Signaller, VoiceConfig, VoiceError, VoiceEvent};
 
 pub struct VoiceSession {
@@ -28,6 +29,7 @@ pub struct VoiceSession {
     cfg: VoiceConfig,
     signaller: Arc<dyn Signaller>,
     engine: Arc<AudioEngine>,
+    video: Arc<SessionVideo>,
     peers: Mutex<BTreeMap<UserId, Arc<Peer>>>,
     events: mpsc::UnboundedSender<VoiceEvent>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -51,7 +53,30 @@ impl VoiceSession {
         controls: CaptureControls,
         signaller: Arc<dyn Signaller>,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
+        Self::start_with_video(
+            me,
+            cfg,
+            source,
+            sink,
+            controls,
+            VideoIo::default(),
+            signaller,
+        )
+    }
+
+    /// [`start`](Self::start) with video: a VP8 track to and from every peer (see
+    /// [`super::video`]). With `VideoIo::default()` it is the voice-only session.
+    pub fn start_with_video(
+        me: UserId,
+        cfg: VoiceConfig,
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+        controls: CaptureControls,
+        video: VideoIo,
+        signaller: Arc<dyn Signaller>,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
         let (events, rx) = mpsc::unbounded_channel();
+        let video = Arc::new(SessionVideo::start(video, events.clone())?);
         let engine = Arc::new(AudioEngine::start(
             source,
             sink,
@@ -67,6 +92,7 @@ impl VoiceSession {
             cfg,
             signaller,
             engine,
+            video,
             peers: Mutex::new(BTreeMap::new()),
             events,
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -107,6 +133,36 @@ impl VoiceSession {
         self.engine.set_volume(user, volume);
     }
 
+    /// Every VP8 frame received from any peer, before decoding (for a front end that decodes
+    /// itself, e.g. WebCodecs in the app). A subscriber that falls 256 frames behind gets
+    /// `Lagged`: it should call [`request_keyframe`](Self::request_keyframe) and skip deltas.
+    pub fn video_frames(&self) -> tokio::sync::broadcast::Receiver<EncodedVideoFrame> {
+        self.video.subscribe()
+    }
+
+    /// Asks `user` for a keyframe of their video (sends a PLI, repeated until it arrives).
+    pub fn request_keyframe(&self, user: UserId) {
+        self.video.request_keyframe(user);
+    }
+
+    /// Counters of the video received from `user`.
+    pub fn video_stats(&self, user: &UserId) -> Option<RemoteVideoStats> {
+        self.video.stats(user)
+    }
+
+    /// Sets the rate of the video we send (the budget or a congestion controller decides);
+    /// applies from the next frame. No-op without a video source.
+    pub fn set_video_bitrate(&self, bitrate: hum_proto::Bitrate) {
+        if let Some(s) = &self.video.sender {
+            s.set_bitrate(bitrate);
+        }
+    }
+
+    /// The rate of the video we send, if we send video.
+    pub fn video_bitrate(&self) -> Option<hum_proto::Bitrate> {
+        self.video.sender.as_ref().map(|s| s.bitrate())
+    }
+
     pub async fn peers(&self) -> Vec<UserId> {
         self.peers.lock().await.keys().copied().collect()
     }
@@ -135,8 +191,17 @@ impl VoiceSession {
         // Us plus the existing peers plus this one.
         Self::check_capacity(peers.len() + 1)?;
         let (state_tx, state_rx) = mpsc::unbounded_channel();
-        let peer =
-            Arc::new(Peer::new(user, offerer, &self.cfg, self.engine.clone(), state_tx).await?);
+        let peer = Arc::new(
+            Peer::new(
+                user,
+                offerer,
+                &self.cfg,
+                self.engine.clone(),
+                self.video.clone(),
+                state_tx,
+            )
+            .await?,
+        );
         peers.insert(user, peer.clone());
         drop(peers);
         let watcher = tokio::spawn(watch_peer(state_rx, Arc::downgrade(self)));
@@ -266,7 +331,12 @@ impl VoiceSession {
             }
         }
         let engine = self.engine.clone();
-        let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+        let video = self.video.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            video.stop();
+            engine.stop()
+        })
+        .await;
     }
 }
 
