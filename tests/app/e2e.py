@@ -6,7 +6,9 @@ WebKitWebDriver.
 
 Steps: first run (create identity, relay address of a real hum-relay started here), connect,
 create a server and a voice channel, invite a headless `hum` bot that joins the channel playing a
-tone, join it from the app and see the bot in the roster with a speaking indicator; relay killed
+tone, join it from the app and see the bot in the roster with a speaking indicator; the camera button
+(no camera: a sentence; the test pattern picked in Settings -> Devices) shows my self-view decoded by
+WebCodecs, the pattern's frame code read from the canvas pixels and advancing; relay killed
 and restarted: the app shows it and reconnects by itself; bandwidth settings changed and saved;
 app restarted: identity, settings and relay connection come back; identity file is 0600.
 Bounded: every wait has a timeout and the whole run is capped (--deadline)."""
@@ -190,6 +192,46 @@ def wait_gone(session, testid, timeout=20):
     return False
 
 
+# Reads hum-media's test-pattern code (docs/video.md, "The pattern code") from a canvas in the page:
+# 72 bits in a 12 x 6 grid of square cells, one cell in from the top-left corner, cell side
+# min(W, H*16/9)/40; the mean luma of each cell's middle half thresholded at 128; 24-bit frame
+# number, 32-bit capture time (Unix ms), CRC-16/CCITT-FALSE of those 7 bytes.
+PATTERN_READER_JS = """
+const c = document.querySelector(`[data-testid='${arguments[0]}']`);
+if (!c || !c.width) return {error: 'no canvas'};
+const w = c.width, h = c.height, cell = Math.min(w, h * 16 / 9) / 40;
+const px = c.getContext('2d').getImageData(0, 0, w, h).data;
+const span = (i) => [Math.round(i * cell), Math.round((i + 1) * cell)];
+const bytes = new Array(9).fill(0);
+for (let bit = 0; bit < 72; bit++) {
+  const [x0, x1] = span(1 + bit % 12), [y0, y1] = span(1 + Math.floor(bit / 12));
+  const qx = Math.floor((x1 - x0) / 4), qy = Math.floor((y1 - y0) / 4);
+  let sum = 0, n = 0;
+  for (let y = y0 + qy; y < Math.max(y1 - qy, y0 + qy + 1); y++)
+    for (let x = x0 + qx; x < Math.max(x1 - qx, x0 + qx + 1); x++) {
+      const i = (y * w + x) * 4;
+      sum += 0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2]; n++;
+    }
+  if (sum / n >= 128) bytes[bit >> 3] |= 0x80 >> (bit % 8);
+}
+let crc = 0xffff;
+for (let i = 0; i < 7; i++) {
+  crc ^= bytes[i] << 8;
+  for (let k = 0; k < 8; k++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+}
+const ok = crc === ((bytes[7] << 8) | bytes[8]);
+return {ok, frame: (bytes[0] << 16) | (bytes[1] << 8) | bytes[2],
+        capture_ms: ((bytes[3] << 24) | (bytes[4] << 16) | (bytes[5] << 8) | bytes[6]) >>> 0,
+        width: w, height: h, frames: Number(c.dataset.frames), latency_ms: c.dataset.latencyMs ?? null};
+"""
+
+
+def read_pattern(session, testid, timeout=20):
+    """The pattern code on a canvas, waiting until one reads with a good checksum."""
+    return session.wait_js(PATTERN_READER_JS.replace("arguments[0]", repr(testid)),
+                           lambda v: isinstance(v, dict) and v.get("ok"), timeout, f"pattern code on {testid}")
+
+
 def start_relay(binary, port, data, log):
     proc = subprocess.Popen(
         [binary, "--listen", f"127.0.0.1:{port}", "--data", data],
@@ -296,12 +338,57 @@ def main():
             "const t = document.querySelector('[data-testid=\"tile-e2e-bot\"]');"
             "return t ? t.dataset.speaking : null;", lambda v: v == "true", 30, "bot's tile speaking")
         check("the stage shows the bot's tile with the speaking ring", tile == "true", str(tile))
-        camera = session.js("const b = document.querySelector('[data-testid=camera]'); return b ? [b.disabled, b.title] : null;")
-        check("camera waits for video (disabled, says why)", camera and camera[0] is True and "Video" in camera[1], str(camera))
+        share = session.js("const b = document.querySelector('[data-testid=share]'); return b ? [b.disabled, b.title] : null;")
+        check("share waits for screen capture (disabled, says why)", share and share[0] is True and "Screen" in share[1], str(share))
         if shots:
             session.screenshot(f"{shots}/voice-channel.png")
         if args.measure and driver:
             measure(driver.pid, "in a voice call with the bot", args.measure)
+
+        # --- camera: self-view through VP8 -> ipc::Channel -> WebCodecs -> canvas ---------------
+        session.click("camera")
+        outcome = session.wait_js(
+            "const e = document.querySelector('[data-testid=camera-error]');"
+            "const v = document.querySelector('[data-testid=video-self]');"
+            "return e ? 'error:' + e.textContent : (v ? 'video' : null);", lambda v: v is not None, 30,
+            "camera on or explained")
+        check("the camera starts, or says why not and what to do (no camera here)",
+              outcome == "video" or ("camera" in outcome.lower() and "test pattern" in outcome), outcome)
+        if outcome == "video":  # a machine with a camera: off again, then the pattern
+            session.click("camera")
+            wait_gone(session, "video-self")
+        session.click("nav-settings")
+        session.find("video-source")
+        session.set_value("video-source", "pattern", event="change")
+        saved = session.wait_text("video-status", lambda t: t.startswith("Saved"), 10)
+        check("the camera source setting offers the test pattern and saves it", saved.startswith("Saved"), saved)
+        session.click("nav-voice")
+        session.click("camera")
+        session.find("video-self", 30)
+        first = read_pattern(session, "video-self", 30)
+        time.sleep(1)
+        second = read_pattern(session, "video-self", 20)
+        check("the self-view decodes in the page: the pattern's frame code reads from the canvas",
+              first["ok"] and (first["width"], first["height"]) == (1280, 720), str(first))
+        check("the self-view moves: frame codes advance",
+              second["frame"] > first["frame"] and second["frames"] > first["frames"], f"{first} -> {second}")
+        print(f"measured: self-view frame {first['frame']} -> {second['frame']} in ~1 s, "
+              f"{second['frames']} frames drawn, capture-to-draw {second['latency_ms']} ms")
+        check("my tile shows video instead of my avatar",
+              dataset(session, "tile-e2e-alice", "video") == "true" and not session.exists("avatar-e2e-alice"))
+        if shots:
+            session.screenshot(f"{shots}/video-self-view.png")
+        if args.measure and driver:
+            measure(driver.pid, "in a voice call, self-view 720p30 (pattern)", args.measure)
+            session.js("window.__humVideoBench(4, 640, 360); return true;")
+            for i in range(4):
+                read_pattern(session, f"video-bench-{i}", 30)
+            measure(driver.pid, "in a voice call, self-view 720p30 + 4 x 360p30 streams", args.measure)
+            session.js("window.__humVideoBench(0); return true;")
+            wait_gone(session, "video-bench-0")
+        session.click("camera")
+        check("turning the camera off brings my avatar back",
+              wait_gone(session, "video-self") and session.exists("avatar-e2e-alice"))
         session.click("mute")
         muted = session.wait_js(
             "const m = document.querySelector('[data-testid=\"member-e2e-alice\"]');"

@@ -5,7 +5,8 @@
       --app target/release/hum-app --relay-bin target/debug/hum-relay --hum-bin target/debug/hum
 
 Runs a real hum-relay, drives the app through tauri-driver + WebKitWebDriver (first run, relay
-connected: "idle"; server + channel, a `hum voice join --tone` bot, the app joins: "call"), then
+connected: "idle"; server + channel, a `hum voice join --tone` bot, the app joins: "call"; the camera
+on with the test pattern as a 720p30 self-view, then 4 more 360p30 streams decoded in 4 tiles), then
 starts the app again directly, without WebDriver, from the same data dir ("idle, no WebDriver": what
 a user runs). For every process of the app's tree (hum-app, WebKitWebProcess, WebKitNetworkProcess,
 a GPU process if any) it prints RSS, PSS and USS from /proc/PID/smaps_rollup, and the sums.
@@ -115,7 +116,8 @@ def wait_tree(root_pid, names, timeout):
 
 
 def drive(args, data_dir, log, relay_url):
-    """Idle and in-call measurements of the app driven through WebDriver."""
+    """Idle, in-call and video measurements of the app driven through WebDriver."""
+    os.environ.setdefault("HUM_VIDEO_SOURCE", "pattern")  # the camera: this machine has none
     driver = e2e.start_driver(data_dir, log)
     session = None
     bot = None
@@ -155,6 +157,20 @@ def drive(args, data_dir, log, relay_url):
                         "return m ? m.dataset.speaking : null;", lambda v: v == "true", 30, "bot speaking")
         time.sleep(args.settle)
         snapshot(e2e.app_pid(driver.pid), "in a voice call with the bot (WebDriver)", args.seconds, args.top)
+        # Video: my camera (the test pattern, HUM_VIDEO_SOURCE) as a 720p30 self-view, then with 4
+        # more 360p30 pattern streams decoded in 4 more tiles (what a 4-person call receives).
+        session.click("camera")
+        e2e.read_pattern(session, "video-self", 30)
+        time.sleep(args.settle)
+        snapshot(e2e.app_pid(driver.pid), "in a call, self-view 720p30 (WebDriver)", args.seconds, args.top)
+        session.js("window.__humVideoBench(4, 640, 360); return true;")
+        for i in range(4):
+            e2e.read_pattern(session, f"video-bench-{i}", 30)
+        time.sleep(args.settle)
+        snapshot(e2e.app_pid(driver.pid), "in a call, self-view 720p30 + 4 x 360p30 decoded (WebDriver)",
+                 args.seconds, args.top)
+        session.js("window.__humVideoBench(0); return true;")
+        session.click("camera")
         session.click("leave-Lobby")
         session.find("join-Lobby")
     finally:

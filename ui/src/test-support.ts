@@ -115,6 +115,18 @@ export function fakeBackend(
           return [];
         case "friends_list":
           return { friends: [], incoming: [], outgoing: [] };
+        case "video_settings_get":
+          return { source: "camera", quality: "720p30" };
+        case "video_settings_set":
+          return args.settings;
+        case "video_sources_list":
+          return [{ id: "pattern", name: "Test pattern (moving, with a frame code)" }];
+        case "camera_set":
+          return args.on
+            ? { on: true, stream_id: "self", source: "test pattern 1280x720@30", width: 1280, height: 720, fps: 30 }
+            : { on: false, stream_id: "self", source: "", width: 0, height: 0, fps: 0 };
+        case "video_subscribe":
+        case "video_keyframe":
         case "levels_subscribe":
         case "stats_subscribe":
         case "input_monitor_start":

@@ -1,6 +1,7 @@
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
-import { commands, type DeviceView, type VoiceSettings } from "../../lib/bindings";
+import { commands, type DeviceView, type VideoSettings, type VideoSourceView, type VoiceSettings } from "../../lib/bindings";
+import { camera } from "../../lib/video";
 import { messageOf, unwrap } from "../../lib/api";
 
 type TestState = { device: string; state: "playing" | "ok" | "error"; text: string };
@@ -11,11 +12,28 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
   const devices = useSignal<DeviceView[] | null>(null);
   const error = useSignal<string | null>(null);
   const test = useSignal<TestState | null>(null);
+  const video = useSignal<VideoSettings | null>(null);
+  const sources = useSignal<VideoSourceView[]>([]);
+  const videoStatus = useSignal<string | null>(null);
   useEffect(() => {
     unwrap(commands.devicesList())
       .then((d) => (devices.value = d))
       .catch((e) => (error.value = messageOf(e)));
+    commands.videoSettingsGet().then((v) => (video.value = v)).catch(() => {});
+    unwrap(commands.videoSourcesList())
+      .then((s) => (sources.value = s))
+      .catch(() => {});
   }, []);
+
+  async function setVideoSource(source: string) {
+    if (!video.value) return;
+    try {
+      video.value = await unwrap(commands.videoSettingsSet({ ...video.value, source }));
+      videoStatus.value = camera.value ? "Saved. Turn the camera off and on to switch." : "Saved.";
+    } catch (e) {
+      videoStatus.value = messageOf(e);
+    }
+  }
 
   async function testSound(id: string | null) {
     const key = id ?? "";
@@ -111,6 +129,38 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
         {testRow(null, "System default speaker")}
         {outputs.map((x) => testRow(x.id, x.name))}
       </ul>
+      {video.value && (
+        <>
+          <label>
+            Camera
+            <select
+              data-testid="video-source"
+              value={video.value.source}
+              onChange={(e) => setVideoSource(e.currentTarget.value)}
+            >
+              <option value="camera">First camera found</option>
+              {sources.value.map((x) => (
+                <option value={x.id} key={x.id}>
+                  {x.name}
+                </option>
+              ))}
+              {!["camera", ...sources.value.map((x) => x.id)].includes(video.value.source) && (
+                <option value={video.value.source}>{video.value.source} (not connected)</option>
+              )}
+            </select>
+          </label>
+          {sources.value.length > 0 && !sources.value.some((x) => x.id.startsWith("camera")) && (
+            <p class="muted" data-testid="no-camera">
+              No camera found. The test pattern shows what others would see.
+            </p>
+          )}
+          {videoStatus.value && (
+            <p class="muted" data-testid="video-status">
+              {videoStatus.value}
+            </p>
+          )}
+        </>
+      )}
     </section>
   );
 }

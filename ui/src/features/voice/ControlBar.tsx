@@ -1,20 +1,29 @@
+import { useEffect } from "preact/hooks";
 import { commands } from "../../lib/bindings";
 import { unwrap } from "../../lib/api";
+import { camera, cameraBusy, cameraError, setCamera } from "../../lib/video";
 import { LevelMeter } from "./LevelMeter";
 import { CameraIcon, HeadphonesIcon, LeaveIcon, MicIcon, ScreenIcon } from "./icons";
 import { myChannel } from "./Stage";
 import { myVoice, selfSpeaking, setMyVoice, voiceAct } from "./store";
 
-/** Why camera and screen share are greyed out. */
-export const VIDEO_COMING = "Video is coming: camera and screen sharing arrive with video calls.";
+/** Why screen share is greyed out. */
+export const SHARE_COMING = "Screen sharing is coming: it arrives with video calls.";
 
 /**
- * The bar under the stage: where I am and my input meter, then mute, deafen, camera and share
- * (disabled until video lands) and leave.
+ * The bar under the stage: where I am and my input meter, then mute, deafen, camera (my
+ * self-view on my tile; in a channel), share (disabled until screen capture lands) and leave.
+ * Leaving turns the camera off.
  */
 export function ControlBar() {
   const me = myVoice.value;
   const here = myChannel(me.channel);
+  const cam = camera.value;
+  const inChannel = here !== null;
+  // The self-view lives on my tile in a channel: leaving (from here or the channel list) stops it.
+  useEffect(() => {
+    if (!inChannel && camera.value) setCamera(false);
+  }, [inChannel, cam !== null]);
   return (
     <footer class="control-bar" data-testid="control-bar">
       <div class="control-status">
@@ -28,6 +37,11 @@ export function ControlBar() {
           </>
         ) : (
           <span class="muted">Not in a voice channel</span>
+        )}
+        {cameraError.value && (
+          <span class="control-error" role="alert" data-testid="camera-error">
+            {cameraError.value}
+          </span>
         )}
       </div>
       <div class="controls">
@@ -51,11 +65,18 @@ export function ControlBar() {
           <HeadphonesIcon off={me.deafened} />
           <span>{me.deafened ? "Undeafen" : "Deafen"}</span>
         </button>
-        <button data-testid="camera" class="control" disabled title={VIDEO_COMING}>
+        <button
+          data-testid="camera"
+          class={`control ${cam ? "on" : ""}`}
+          aria-pressed={cam !== null}
+          disabled={!here || cameraBusy.value}
+          title={!here ? "Join a voice channel to turn your camera on" : cam ? "Turn camera off" : "Turn camera on"}
+          onClick={() => setCamera(!cam)}
+        >
           <CameraIcon />
-          <span>Camera</span>
+          <span>{cam ? "Stop video" : "Camera"}</span>
         </button>
-        <button data-testid="share" class="control" disabled title={VIDEO_COMING}>
+        <button data-testid="share" class="control" disabled title={SHARE_COMING}>
           <ScreenIcon />
           <span>Share</span>
         </button>

@@ -1,6 +1,8 @@
 import { commands, type ChannelView, type MemberVoice } from "../../lib/bindings";
 import { unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
+import { benchStreams, camera } from "../../lib/video";
+import { VideoTile } from "../video/VideoTile";
 import { HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { servers, voiceAct } from "./store";
 
@@ -14,18 +16,27 @@ export function myChannel(channel: number | null): { server: string; channel: Ch
   return null;
 }
 
-/** One participant: a big avatar with the speaking ring, name, mute/deafen badges, link quality. */
+/** One participant: their video (my self-view while my camera is on) or a big avatar with the
+ *  speaking ring; name, mute/deafen badges, link quality. */
 export function Tile(props: { member: MemberVoice; self: boolean }) {
   const m = props.member;
   const st = peerStats.value[m.user_id];
+  const video = props.self && camera.value ? camera.value.stream_id : null;
   return (
     <div
-      class={`tile ${m.speaking ? "speaking" : ""}`}
+      class={`tile ${m.speaking ? "speaking" : ""} ${video ? "video" : ""}`}
       data-testid={`tile-${m.display_name}`}
       data-speaking={m.speaking ? "true" : "false"}
       data-muted={m.muted ? "true" : "false"}
+      data-video={video ? "true" : "false"}
     >
-      <span class={`avatar big ${m.speaking ? "speaking-ring" : ""}`}>{m.display_name.slice(0, 1).toUpperCase()}</span>
+      {video ? (
+        <VideoTile streamId={video} label={`${m.display_name}'s camera`} />
+      ) : (
+        <span class={`avatar big ${m.speaking ? "speaking-ring" : ""}`} data-testid={`avatar-${m.display_name}`}>
+          {m.display_name.slice(0, 1).toUpperCase()}
+        </span>
+      )}
       <div class="tile-foot">
         {!props.self && st && <span class={`quality-dot ${st.quality}`} title={describeStats(st)} />}
         <span class="tile-name">
@@ -75,6 +86,7 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
       </section>
     );
   const roster = here.channel.roster;
+  const bench = benchStreams.value;
   return (
     <section class="stage" data-testid="stage" data-channel={here.channel.name}>
       <header class="stage-head">
@@ -83,9 +95,14 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
           {here.server} · {roster.length} in the channel
         </span>
       </header>
-      <div class={`tiles n${Math.min(roster.length, 9)}`}>
+      <div class={`tiles n${Math.min(roster.length + bench.length, 9)}`}>
         {roster.map((m) => (
           <Tile key={m.user_id} member={m} self={m.user_id === props.myId} />
+        ))}
+        {bench.map((id) => (
+          <div class="tile video" key={id} data-testid={`tile-${id}`}>
+            <VideoTile streamId={id} label={id} />
+          </div>
         ))}
       </div>
     </section>

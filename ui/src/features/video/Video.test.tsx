@@ -1,0 +1,193 @@
+import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/preact";
+import type { Channel } from "@tauri-apps/api/core";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { alice, channelFixture, defaultVoice, fakeBackend } from "../../test-support";
+import { dispatchVideo, parseVideoPacket, resetVideo, subscribeVideo } from "../../lib/video";
+import { resetVoiceStore } from "../voice/store";
+import { VoiceScreen } from "../voice/VoiceScreen";
+import { DevicesPanel } from "../settings/DevicesPanel";
+import { VideoTile } from "./VideoTile";
+import type { MyVoice, ServerView, VideoPacket } from "../../lib/bindings";
+
+/** A packet as src-tauri/src/channels.rs `VideoPacket::encode` lays it out. */
+function packet(streamId: string, keyframe: boolean, ts: number, data = [1, 2, 3], w = 1280, h = 720): ArrayBuffer {
+  const id = new TextEncoder().encode(streamId);
+  const buf = new ArrayBuffer(24 + id.length + data.length);
+  const v = new DataView(buf);
+  v.setUint8(0, 1);
+  v.setUint8(1, keyframe ? 1 : 0);
+  v.setUint8(2, id.length);
+  v.setUint16(4, w, true);
+  v.setUint16(6, h, true);
+  v.setBigUint64(8, BigInt(ts), true);
+  v.setBigUint64(16, 1_700_000_000_123n, true);
+  new Uint8Array(buf, 24).set(id);
+  new Uint8Array(buf, 24 + id.length).set(data);
+  return buf;
+}
+
+/** WebCodecs is not in happy-dom: a decoder that records what it is given and outputs a frame per
+ *  chunk (the real one runs in the e2e test). */
+type Fake = { configs: VideoDecoderConfig[]; chunks: { type: string; timestamp: number }[]; closed: boolean };
+const decoders: Fake[] = [];
+class FakeDecoder {
+  state = "unconfigured";
+  decodeQueueSize = 0;
+  rec: Fake = { configs: [], chunks: [], closed: false };
+  constructor(private init: VideoDecoderInit) {
+    decoders.push(this.rec);
+  }
+  configure(c: VideoDecoderConfig) {
+    this.state = "configured";
+    this.rec.configs.push(c);
+  }
+  decode(c: { type: string; timestamp: number }) {
+    if (this.state !== "configured") throw new Error("not configured");
+    this.rec.chunks.push({ type: c.type, timestamp: c.timestamp });
+    this.init.output({ displayWidth: 320, displayHeight: 180, timestamp: c.timestamp, close() {} } as unknown as VideoFrame);
+  }
+  close() {
+    this.state = "closed";
+    this.rec.closed = true;
+  }
+}
+class FakeChunk {
+  type: string;
+  timestamp: number;
+  constructor(init: { type: string; timestamp: number }) {
+    this.type = init.type;
+    this.timestamp = init.timestamp;
+  }
+}
+
+beforeEach(() => {
+  resetVideo();
+  resetVoiceStore();
+  decoders.length = 0;
+  Object.assign(globalThis, { VideoDecoder: FakeDecoder, EncodedVideoChunk: FakeChunk });
+  HTMLCanvasElement.prototype.getContext = (() => ({ drawImage() {} })) as never;
+});
+afterEach(cleanup);
+
+describe("video packets", () => {
+  it("reads the header the backend writes and refuses malformed ones", () => {
+    const f = parseVideoPacket(packet("self", true, 33_333, [9, 8]))!;
+    expect(f).toMatchObject({ streamId: "self", keyframe: true, width: 1280, height: 720, timestampUs: 33_333, captureUnixMs: 1_700_000_000_123 });
+    expect(Array.from(f.data)).toEqual([9, 8]);
+    expect(parseVideoPacket(new ArrayBuffer(10))).toBeNull();
+    const wrongVersion = packet("self", true, 0);
+    new DataView(wrongVersion).setUint8(0, 2);
+    expect(parseVideoPacket(wrongVersion)).toBeNull();
+    const shortId = packet("self", true, 0, []);
+    new DataView(shortId).setUint8(2, 40);
+    expect(parseVideoPacket(shortId)).toBeNull();
+  });
+
+  it("routes frames by stream id", () => {
+    const got: string[] = [];
+    const off = subscribeVideo("a", (f) => got.push(`a:${f.timestampUs}`));
+    subscribeVideo("b", (f) => got.push(`b:${f.timestampUs}`));
+    dispatchVideo(packet("a", true, 1));
+    dispatchVideo(packet("b", true, 2));
+    off();
+    dispatchVideo(packet("a", false, 3));
+    expect(got).toEqual(["a:1", "b:2"]);
+  });
+});
+
+describe("VideoTile", () => {
+  it("decodes from the first keyframe, asks for one when it starts late, and draws", async () => {
+    const calls = fakeBackend();
+    render(<VideoTile streamId="self" />);
+    const canvas = screen.getByTestId("video-self") as HTMLCanvasElement;
+    await waitFor(() => expect(calls.some((c) => c.cmd === "video_keyframe")).toBe(true));
+    dispatchVideo(packet("self", false, 0)); // a delta before any keyframe: skipped
+    dispatchVideo(packet("self", true, 33_333));
+    dispatchVideo(packet("self", false, 66_666));
+    dispatchVideo(packet("other", true, 1)); // another stream's frame: not mine
+    const d = decoders[0];
+    expect(d.configs).toEqual([{ codec: "vp8", codedWidth: 1280, codedHeight: 720, optimizeForLatency: true }]);
+    expect(d.chunks).toEqual([
+      { type: "key", timestamp: 33_333 },
+      { type: "delta", timestamp: 66_666 },
+    ]);
+    expect(canvas.dataset.frames).toBe("2");
+    expect([canvas.width, canvas.height]).toEqual([320, 180]);
+    expect(calls.find((c) => c.cmd === "video_keyframe")?.args).toEqual({ streamId: "self" });
+    cleanup();
+    expect(d.closed).toBe(true);
+  });
+
+  it("says so when the webview has no WebCodecs", () => {
+    fakeBackend();
+    Object.assign(globalThis, { VideoDecoder: undefined });
+    render(<VideoTile streamId="self" />);
+    expect(screen.getByTestId("video-error-self").textContent).toContain("WebCodecs");
+  });
+});
+
+const me = { user_id: alice.public_key, display_name: "alice", muted: false, deafened: false, speaking: false };
+const squad = (): ServerView => ({ id: 1, name: "Squad", role: "owner", channels: [channelFixture(7, "Lobby", 8, [me])] });
+
+describe("camera button", () => {
+  it("shows my self-view on my tile, and my avatar again when turned off", async () => {
+    let video: Channel<VideoPacket> | null = null;
+    const inLobby: MyVoice = { channel: 7, muted: false, deafened: false, audio_notice: null };
+    const calls = fakeBackend({
+      servers_list: () => [squad()],
+      my_voice: () => inLobby,
+      video_subscribe: (a) => {
+        video = a.onFrame as Channel<VideoPacket>;
+        return null;
+      },
+    });
+    render(<VoiceScreen myId={alice.public_key} />);
+    expect(await screen.findByTestId("avatar-alice")).toBeTruthy();
+    await waitFor(() => expect((screen.getByTestId("camera") as HTMLButtonElement).disabled).toBe(false));
+    fireEvent.click(screen.getByTestId("camera"));
+    const canvas = await screen.findByTestId("video-self");
+    expect(screen.getByTestId("tile-alice").dataset.video).toBe("true");
+    expect(screen.getByTestId("camera").getAttribute("aria-pressed")).toBe("true");
+    // The tile's effect has run once it asked for a keyframe (it joined a running stream).
+    await waitFor(() => expect(calls.some((c) => c.cmd === "video_keyframe")).toBe(true));
+    video!.onmessage(packet("self", true, 0) as unknown as VideoPacket);
+    expect(canvas.dataset.frames).toBe("1");
+    fireEvent.click(screen.getByTestId("camera"));
+    expect(await screen.findByTestId("avatar-alice")).toBeTruthy();
+    expect(screen.queryByTestId("video-self")).toBeNull();
+    expect(calls.filter((c) => c.cmd === "camera_set").map((c) => c.args.on)).toEqual([true, false]);
+  });
+
+  it("says what to do when there is no camera", async () => {
+    fakeBackend({
+      servers_list: () => [squad()],
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+      camera_set: () => {
+        throw { code: "device", message: "No camera found: this machine has no video capture device. Plug in a camera, or pick the test pattern under Settings → Devices → Camera." };
+      },
+    });
+    render(<VoiceScreen myId={alice.public_key} />);
+    await waitFor(() => expect((screen.getByTestId("camera") as HTMLButtonElement).disabled).toBe(false));
+    fireEvent.click(screen.getByTestId("camera"));
+    expect((await screen.findByTestId("camera-error")).textContent).toContain("test pattern");
+    expect(screen.getByTestId("avatar-alice")).toBeTruthy();
+  });
+
+  it("is off outside a channel", async () => {
+    fakeBackend({ servers_list: () => [squad()] });
+    render(<VoiceScreen myId={alice.public_key} />);
+    expect(((await screen.findByTestId("camera")) as HTMLButtonElement).disabled).toBe(true);
+  });
+});
+
+describe("camera source setting", () => {
+  it("lists the test pattern, says when no camera exists, and saves the choice", async () => {
+    const calls = fakeBackend();
+    render(<DevicesPanel voice={defaultVoice} onChange={() => {}} />);
+    const select = (await screen.findByTestId("video-source")) as HTMLSelectElement;
+    await screen.findByTestId("no-camera");
+    fireEvent.change(select, { target: { value: "pattern" } });
+    await waitFor(() => expect(screen.getByTestId("video-status").textContent).toBe("Saved."));
+    expect(calls.find((c) => c.cmd === "video_settings_set")?.args).toEqual({ settings: { source: "pattern", quality: "720p30" } });
+  });
+});

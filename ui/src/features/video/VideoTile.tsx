@@ -1,0 +1,107 @@
+import { useEffect, useRef } from "preact/hooks";
+import { useSignal } from "@preact/signals";
+import { commands } from "../../lib/bindings";
+import { subscribeVideo, type VideoFrameMsg } from "../../lib/video";
+
+/** More undecoded frames than this and the tile skips to the next keyframe (the webview is too
+ *  slow; showing late pictures would only add latency). */
+const MAX_QUEUE = 4;
+
+/**
+ * One video stream drawn on a canvas: encoded VP8 frames of `streamId` from the video channel,
+ * decoded by WebCodecs' `VideoDecoder`. The same component shows my self-view (`self`) and, with
+ * their stream ids, remote tracks. The canvas carries what a test needs: `data-frames` (decoded
+ * so far), `data-width`/`data-height` and `data-latency-ms` (capture to draw of the last frame).
+ */
+export function VideoTile(props: { streamId: string; label?: string }) {
+  const canvas = useRef<HTMLCanvasElement>(null);
+  const unsupported = useSignal<string | null>(null);
+  useEffect(() => {
+    const el = canvas.current;
+    if (!el) return;
+    if (typeof VideoDecoder === "undefined") {
+      unsupported.value = "This window cannot decode video (no WebCodecs VideoDecoder).";
+      return;
+    }
+    const ctx = el.getContext("2d");
+    let decoder: VideoDecoder | null = null;
+    let waitingForKey = true;
+    let asked = false;
+    let frames = 0;
+    const captured = new Map<number, number>();
+    const requestKeyframe = () => {
+      if (asked) return;
+      asked = true;
+      commands.videoKeyframe(props.streamId).catch(() => {});
+    };
+    const fresh = () => {
+      if (decoder && decoder.state !== "closed") decoder.close();
+      decoder = new VideoDecoder({
+        output: (f) => {
+          if (el.width !== f.displayWidth || el.height !== f.displayHeight) {
+            el.width = f.displayWidth;
+            el.height = f.displayHeight;
+          }
+          ctx?.drawImage(f, 0, 0);
+          frames += 1;
+          const at = captured.get(f.timestamp);
+          captured.delete(f.timestamp);
+          el.dataset.frames = String(frames);
+          el.dataset.width = String(f.displayWidth);
+          el.dataset.height = String(f.displayHeight);
+          if (at) el.dataset.latencyMs = String(Date.now() - at);
+          f.close();
+        },
+        error: () => {
+          // A corrupt frame or a decoder failure: start over at the next keyframe.
+          waitingForKey = true;
+          asked = false;
+          decoder = null;
+          requestKeyframe();
+        },
+      });
+    };
+    const onFrame = (m: VideoFrameMsg) => {
+      if (!decoder || decoder.state === "closed") fresh();
+      const d = decoder!;
+      if (!m.keyframe && (waitingForKey || d.decodeQueueSize > MAX_QUEUE)) {
+        waitingForKey = true;
+        requestKeyframe();
+        return;
+      }
+      if (m.keyframe) {
+        if (d.state !== "configured" || waitingForKey) {
+          d.configure({ codec: "vp8", codedWidth: m.width, codedHeight: m.height, optimizeForLatency: true });
+        }
+        waitingForKey = false;
+        asked = false;
+      }
+      if (captured.size > 64) captured.clear();
+      if (m.captureUnixMs) captured.set(m.timestampUs, m.captureUnixMs);
+      try {
+        d.decode(new EncodedVideoChunk({ type: m.keyframe ? "key" : "delta", timestamp: m.timestampUs, data: m.data }));
+      } catch {
+        waitingForKey = true;
+        requestKeyframe();
+      }
+    };
+    const off = subscribeVideo(props.streamId, onFrame);
+    // A tile that opens on a running stream needs a keyframe to start from.
+    requestKeyframe();
+    return () => {
+      off();
+      if (decoder && decoder.state !== "closed") decoder.close();
+    };
+  }, [props.streamId]);
+  return (
+    <div class="video-tile" data-testid={`video-tile-${props.streamId}`}>
+      {unsupported.value ? (
+        <p class="error" data-testid={`video-error-${props.streamId}`}>
+          {unsupported.value}
+        </p>
+      ) : (
+        <canvas ref={canvas} data-testid={`video-${props.streamId}`} data-frames="0" aria-label={props.label} />
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,125 @@
+// Video frames from the backend: one ipc::Channel carries every stream as raw bytes
+// (src-tauri/src/channels.rs `VideoPacket`); frames are routed by stream id to whoever shows that
+// stream (a VideoTile). My camera's on/off state lives here too.
+import { signal } from "@preact/signals";
+import { Channel } from "@tauri-apps/api/core";
+import { commands, type CameraView, type VideoPacket } from "./bindings";
+import { messageOf, unwrap } from "./api";
+
+export const VIDEO_WIRE_VERSION = 1;
+export const VIDEO_HEADER_LEN = 24;
+
+/** One encoded frame as the backend sent it. */
+export type VideoFrameMsg = {
+  streamId: string;
+  keyframe: boolean;
+  width: number;
+  height: number;
+  /** Media time since the stream started, µs (WebCodecs' timestamp). */
+  timestampUs: number;
+  /** Capture time, Unix ms (0 = unknown). */
+  captureUnixMs: number;
+  /** The VP8 frame (a view into the message's buffer). */
+  data: Uint8Array;
+};
+
+const utf8 = new TextDecoder();
+
+/** Reads a VideoPacket; null for anything malformed or of another version (never throws). */
+export function parseVideoPacket(buf: ArrayBuffer): VideoFrameMsg | null {
+  if (!(buf instanceof ArrayBuffer) || buf.byteLength < VIDEO_HEADER_LEN) return null;
+  const v = new DataView(buf);
+  if (v.getUint8(0) !== VIDEO_WIRE_VERSION) return null;
+  const idLen = v.getUint8(2);
+  if (idLen === 0 || buf.byteLength < VIDEO_HEADER_LEN + idLen) return null;
+  return {
+    keyframe: (v.getUint8(1) & 1) === 1,
+    width: v.getUint16(4, true),
+    height: v.getUint16(6, true),
+    timestampUs: Number(v.getBigUint64(8, true)),
+    captureUnixMs: Number(v.getBigUint64(16, true)),
+    streamId: utf8.decode(new Uint8Array(buf, VIDEO_HEADER_LEN, idLen)),
+    data: new Uint8Array(buf, VIDEO_HEADER_LEN + idLen),
+  };
+}
+
+type Listener = (f: VideoFrameMsg) => void;
+const listeners = new Map<string, Set<Listener>>();
+
+/** Routes one message to the listeners of its stream. */
+export function dispatchVideo(buf: ArrayBuffer) {
+  const f = parseVideoPacket(buf);
+  if (!f) return;
+  listeners.get(f.streamId)?.forEach((l) => l(f));
+}
+
+/** Calls `fn` with every frame of `streamId` until the returned function is called. */
+export function subscribeVideo(streamId: string, fn: Listener): () => void {
+  let set = listeners.get(streamId);
+  if (!set) listeners.set(streamId, (set = new Set()));
+  set.add(fn);
+  return () => {
+    set.delete(fn);
+    if (set.size === 0) listeners.delete(streamId);
+  };
+}
+
+let opened = false;
+
+/** Opens the video channel (once; later calls do nothing). */
+export async function openVideo(): Promise<void> {
+  if (opened) return;
+  opened = true;
+  const ch = new Channel<VideoPacket>((m) => dispatchVideo(m as ArrayBuffer));
+  await commands.videoSubscribe(ch);
+}
+
+/** My camera (null = off). */
+export const camera = signal<CameraView | null>(null);
+/** Why the camera did not start. */
+export const cameraError = signal<string | null>(null);
+export const cameraBusy = signal(false);
+
+/** Turns my camera on or off. */
+export async function setCamera(on: boolean): Promise<void> {
+  cameraBusy.value = true;
+  try {
+    if (on) await openVideo();
+    const view = await unwrap(commands.cameraSet(on));
+    camera.value = view.on ? view : null;
+    cameraError.value = null;
+  } catch (e) {
+    cameraError.value = messageOf(e);
+    if (on) camera.value = null;
+  } finally {
+    cameraBusy.value = false;
+  }
+}
+
+/** Extra streams shown as tiles for benchmarks (`video_bench_start`). */
+export const benchStreams = signal<string[]>([]);
+
+/** Starts (n > 0) or stops benchmark streams of w x h pattern video, each shown in a tile. */
+export async function benchVideo(n: number, width = 640, height = 360): Promise<string[]> {
+  await openVideo();
+  const ids = await unwrap(commands.videoBenchStart(n, width, height));
+  benchStreams.value = ids;
+  return ids;
+}
+
+declare global {
+  interface Window {
+    __humVideoBench?: typeof benchVideo;
+  }
+}
+if (typeof window !== "undefined") window.__humVideoBench = benchVideo;
+
+/** For tests. */
+export function resetVideo() {
+  opened = false;
+  listeners.clear();
+  camera.value = null;
+  cameraError.value = null;
+  cameraBusy.value = false;
+  benchStreams.value = [];
+}
