@@ -347,8 +347,9 @@ mod tests {
         assert!(e.to_string().contains("pattern, camera"), "{e}");
     }
 
-    #[test]
-    fn the_pattern_is_encoded_and_every_code_decodes_in_order() {
+    /// A 320x180 pattern preview handing frames over a bounded channel: the thread runs at most
+    /// a few frames ahead of the reader.
+    fn pattern_preview() -> (VideoPreview, mpsc::Receiver<PreviewFrame>) {
         let (tx, rx) = mpsc::sync_channel(2);
         let preview = VideoPreview::start_with(
             virtual_pattern(320, 180),
@@ -356,6 +357,12 @@ mod tests {
             move |f| tx.send(f).is_ok(),
         )
         .expect("start");
+        (preview, rx)
+    }
+
+    #[test]
+    fn the_pattern_is_encoded_and_every_code_decodes_in_order() {
+        let (preview, rx) = pattern_preview();
         assert_eq!(preview.format(), VideoFormat::new(320, 180, 30));
         let frames: Vec<PreviewFrame> = rx.iter().take(40).collect();
         drop(rx); // unblocks the thread's send, so the stop below is seen
@@ -378,14 +385,7 @@ mod tests {
 
     #[test]
     fn a_keyframe_request_makes_the_next_frame_a_keyframe() {
-        // A bounded hand-over: the thread runs at most a few frames ahead of this reader.
-        let (tx, rx) = mpsc::sync_channel(2);
-        let preview = VideoPreview::start_with(
-            virtual_pattern(320, 180),
-            Bitrate::from_kbps(300),
-            move |f| tx.send(f).is_ok(),
-        )
-        .expect("start");
+        let (preview, rx) = pattern_preview();
         let mut rx = rx.into_iter();
         let first: Vec<bool> = rx.by_ref().take(5).map(|f| f.keyframe).collect();
         assert_eq!(first, [true, false, false, false, false]);
