@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::StreamId;
 use crate::ids::{CallId, ChannelId, Nonce, RequestId, ServerId, UserId};
 use crate::signal::error::{ErrorCode, ProtoError};
 use crate::signal::model::{
@@ -10,6 +11,8 @@ use crate::signal::model::{
     ServerInfo, ServerSummary, UserSummary, VoiceState,
 };
 use crate::signal::request::{SignalPayload, SignalScope};
+use crate::signal::stream::{MeshSignal, StreamInfo};
+use crate::units::Bitrate;
 
 /// One frame from the relay. `type` is `reply`, `error` or `event`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -99,6 +102,10 @@ pub enum Reply {
         channel: ChannelInfo,
         permissions: Permissions,
     },
+    /// To `stream_start` and `stream_join`.
+    Stream { stream: StreamInfo },
+    /// To `stream_list`.
+    Streams { streams: Vec<StreamInfo> },
 }
 
 /// Why a call ended.
@@ -272,6 +279,31 @@ pub enum Event {
     // --- session -------------------------------------------------------------------------------
     /// The same key logged in on another connection; the relay closes this one next.
     SessionReplaced,
+
+    // --- live streams ---------------------------------------------------------------------------
+    /// A stream went live in a channel of a server you are in.
+    StreamStarted {
+        stream: StreamInfo,
+    },
+    /// A stream ended (its streamer ended it or went offline); sent to the server's members.
+    StreamEnded {
+        stream: StreamId,
+        server: ServerId,
+        channel: ChannelId,
+    },
+    /// To the streamer: `user` started (`joined`) or stopped watching, offering `relay` upload.
+    StreamViewer {
+        stream: StreamId,
+        user: UserId,
+        relay: Bitrate,
+        joined: bool,
+    },
+    /// Mesh signalling from another member of a stream.
+    StreamSignal {
+        stream: StreamId,
+        from: UserId,
+        signal: MeshSignal,
+    },
 }
 
 impl Event {
@@ -300,6 +332,10 @@ impl Event {
             Event::RosterLeave { .. } => "roster_leave",
             Event::RosterUpdate { .. } => "roster_update",
             Event::SessionReplaced => "session_replaced",
+            Event::StreamStarted { .. } => "stream_started",
+            Event::StreamEnded { .. } => "stream_ended",
+            Event::StreamViewer { .. } => "stream_viewer",
+            Event::StreamSignal { .. } => "stream_signal",
         }
     }
 }

@@ -3,6 +3,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::StreamId;
+use crate::signal::stream::MeshSignal;
+use crate::units::Bitrate;
+
 use crate::ids::{CallId, ChannelId, InviteCode, RequestId, ServerId, Signature, UserId};
 use crate::signal::model::{
     ChannelPermissions, DisplayName, Name, Role, VoiceState, VoiceStatePatch,
@@ -195,6 +199,42 @@ pub enum Request {
     /// Update your voice state in the channel you are in. Reply: `ok`; members get
     /// `roster_update`.
     VoiceUpdate { voice: VoiceStatePatch },
+
+    // --- live streams (docs/stream.md) ------------------------------------------------------
+    /// Go live in a channel (needs the `stream` permission there). The streamer's process is the
+    /// stream's root seed and tracker; its account key signs every chunk. Reply: `stream`; every
+    /// online member of the server gets `stream_started`.
+    StreamStart {
+        channel: ChannelId,
+        title: Name,
+        /// The stream's bitrate (one layer for now).
+        bitrate: Bitrate,
+        /// Nominal chunk duration, 100-500 ms.
+        chunk_ms: u32,
+        /// Unix milliseconds of the stream's media time 0; absent: now.
+        #[serde(default)]
+        started_ms: Option<u64>,
+    },
+    /// End your stream. Reply: `ok`; members get `stream_ended`.
+    StreamEnd { stream: StreamId },
+    /// The live streams in a server's channels. Reply: `streams`.
+    StreamList { server: ServerId },
+    /// Watch a stream (needs `join` in its channel), offering `relay` of your upload to relay it
+    /// (absent: none). Reply: `stream`; the streamer gets `stream_viewer`.
+    StreamJoin {
+        stream: StreamId,
+        #[serde(default)]
+        relay: Option<Bitrate>,
+    },
+    /// Stop watching. Reply: `ok`; the streamer gets `stream_viewer` with `joined: false`.
+    StreamLeave { stream: StreamId },
+    /// Forward mesh signalling to `to`, another member (streamer or viewer) of the same stream.
+    /// Reply: `ok`; `to` gets `stream_signal`.
+    StreamSignal {
+        stream: StreamId,
+        to: UserId,
+        signal: MeshSignal,
+    },
 }
 
 impl Request {
@@ -235,6 +275,12 @@ impl Request {
             Request::ChannelJoin { .. } => "channel_join",
             Request::ChannelLeave => "channel_leave",
             Request::VoiceUpdate { .. } => "voice_update",
+            Request::StreamStart { .. } => "stream_start",
+            Request::StreamEnd { .. } => "stream_end",
+            Request::StreamList { .. } => "stream_list",
+            Request::StreamJoin { .. } => "stream_join",
+            Request::StreamLeave { .. } => "stream_leave",
+            Request::StreamSignal { .. } => "stream_signal",
         }
     }
 }
@@ -275,4 +321,10 @@ pub const REQUEST_TYPES: &[&str] = &[
     "channel_join",
     "channel_leave",
     "voice_update",
+    "stream_start",
+    "stream_end",
+    "stream_list",
+    "stream_join",
+    "stream_leave",
+    "stream_signal",
 ];

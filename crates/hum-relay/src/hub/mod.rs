@@ -18,6 +18,7 @@
 
 mod community;
 mod social;
+mod stream;
 mod voice;
 
 #[cfg(test)]
@@ -182,6 +183,7 @@ pub struct Hub {
     calls: BTreeMap<CallId, CallRec>,
     next_call: u64,
     rng: ChaCha8Rng,
+    streams: stream::Streams,
     out: Vec<Output>,
 }
 
@@ -206,6 +208,7 @@ impl Hub {
             calls: BTreeMap::new(),
             next_call: 1,
             rng,
+            streams: stream::Streams::default(),
             out: Vec::new(),
         })
     }
@@ -238,6 +241,7 @@ impl Hub {
     /// Check the model's invariants plus the live ones (tests).
     pub fn check(&self) -> Result<(), String> {
         self.model.check()?;
+        self.streams.check()?;
         for (u, o) in &self.online {
             if self.conns.get(&o.conn) != Some(u) {
                 return Err(format!("{u:?} online on a connection not mapped back"));
@@ -356,6 +360,7 @@ impl Hub {
             return;
         }
         self.leave_channel(&user, hum_proto::signal::RosterLeaveReason::Disconnected);
+        self.streams_session_ended(&user);
         let calls: Vec<CallId> = self
             .online
             .get(&user)
@@ -468,6 +473,20 @@ impl Hub {
             Request::ChannelJoin { channel, voice } => self.channel_join(user, channel, voice),
             Request::ChannelLeave => self.channel_leave(user),
             Request::VoiceUpdate { voice } => self.voice_update(user, voice),
+            Request::StreamStart {
+                channel,
+                title,
+                bitrate,
+                chunk_ms,
+                started_ms,
+            } => self.stream_start(now_ms, user, channel, title, bitrate, chunk_ms, started_ms),
+            Request::StreamEnd { stream } => self.stream_end(user, stream),
+            Request::StreamList { server } => self.stream_list(user, server),
+            Request::StreamJoin { stream, relay } => self.stream_join(user, stream, relay),
+            Request::StreamLeave { stream } => self.stream_leave(user, stream),
+            Request::StreamSignal { stream, to, signal } => {
+                self.stream_signal(user, stream, to, signal)
+            }
         }
     }
 

@@ -1,0 +1,566 @@
+//! Live streams: the list of streams per channel, who watches, and the mesh signalling forwarder.
+//!
+//! The streamer's process runs the stream's root seed and tracker for now (docs/stream.md): the
+//! relay does not see a chunk. It checks who may stream (`stream` permission in the channel) and
+//! watch (`join`), tells the streamer who joins and leaves (with the upload they offer to relay),
+//! and forwards [`MeshSignal`]s only between members of the same stream (`from` set by the hub).
+//! A stream ends when its streamer ends it or goes offline; a viewer going offline leaves.
+//!
+//! Invariants (checked by [`Hub::check`] through [`Streams::check`]): a user streams at most one
+//! stream; `watching` is exactly the inverse of every stream's viewer set; a streamer never
+//! watches its own stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hum_proto::signal::{ErrorCode, Event, MeshSignal, Name, Reply, ServerMessage, StreamInfo};
+use hum_proto::{Bitrate, ChannelId, StreamId, UserId};
+
+use super::{Hub, HubResult, err};
+
+/// Streams one relay hosts at once.
+pub const MAX_STREAMS: usize = 10_000;
+/// Viewers of one stream.
+pub const MAX_VIEWERS: usize = 100_000;
+
+#[derive(Clone, Debug)]
+pub(super) struct StreamRec {
+    info: StreamInfo,
+    viewers: BTreeMap<UserId, Bitrate>,
+}
+
+/// The relay's live-stream state (not persisted: a stream lives with its streamer's session).
+#[derive(Debug, Default)]
+pub(super) struct Streams {
+    by_id: BTreeMap<StreamId, StreamRec>,
+    next: u64,
+    streaming: BTreeMap<UserId, StreamId>,
+    watching: BTreeMap<UserId, BTreeSet<StreamId>>,
+}
+
+impl Streams {
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        for (u, s) in &self.streaming {
+            if self.by_id.get(s).map(|r| r.info.streamer.id) != Some(*u) {
+                return Err(format!("{u:?} streams {s} which is not theirs"));
+            }
+        }
+        let mut inverse: BTreeMap<UserId, BTreeSet<StreamId>> = BTreeMap::new();
+        for (id, r) in &self.by_id {
+            if r.viewers.contains_key(&r.info.streamer.id) {
+                return Err(format!("the streamer of {id} watches it"));
+            }
+            for v in r.viewers.keys() {
+                inverse.entry(*v).or_default().insert(*id);
+            }
+        }
+        let watching: BTreeMap<_, _> = self
+            .watching
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(u, s)| (*u, s.clone()))
+            .collect();
+        if inverse != watching {
+            return Err("watching is not the inverse of the viewer sets".into());
+        }
+        Ok(())
+    }
+
+    fn info(&self, id: StreamId) -> Option<StreamInfo> {
+        let r = self.by_id.get(&id)?;
+        Some(StreamInfo {
+            viewers: r.viewers.len() as u32,
+            ..r.info.clone()
+        })
+    }
+
+    fn member(&self, id: StreamId, u: &UserId) -> bool {
+        self.by_id
+            .get(&id)
+            .is_some_and(|r| r.info.streamer.id == *u || r.viewers.contains_key(u))
+    }
+}
+
+impl Hub {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stream_start(
+        &mut self,
+        now_ms: u64,
+        user: UserId,
+        channel: ChannelId,
+        title: Name,
+        bitrate: Bitrate,
+        chunk_ms: u32,
+        started_ms: Option<u64>,
+    ) -> HubResult {
+        let (server, perms) = {
+            let ch = self
+                .model
+                .channels
+                .get(&channel)
+                .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
+            let role = self.role_in(ch.server, &user)?;
+            (ch.server, ch.permissions.for_role(role))
+        };
+        if !perms.stream {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you may not stream in this channel (the `stream` permission)",
+            ));
+        }
+        if !(100..=500).contains(&chunk_ms) {
+            return Err(err(ErrorCode::BadRequest, "chunk_ms must be 100-500"));
+        }
+        if bitrate == Bitrate::ZERO {
+            return Err(err(ErrorCode::BadRequest, "bitrate must be above zero"));
+        }
+        if self.streams.streaming.contains_key(&user) {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "you are already streaming: end that stream first",
+            ));
+        }
+        if self.streams.by_id.len() >= MAX_STREAMS {
+            return Err(err(
+                ErrorCode::LimitReached,
+                "this relay hosts as many streams as it can; try again later",
+            ));
+        }
+        self.streams.next += 1;
+        let id = StreamId(self.streams.next);
+        let info = StreamInfo {
+            id,
+            server,
+            channel,
+            streamer: self.summary(&user),
+            title,
+            bitrate,
+            chunk_ms,
+            started_ms: started_ms.unwrap_or(now_ms),
+            viewers: 0,
+        };
+        self.streams.by_id.insert(
+            id,
+            StreamRec {
+                info: info.clone(),
+                viewers: BTreeMap::new(),
+            },
+        );
+        self.streams.streaming.insert(user, id);
+        self.event_to_server(
+            server,
+            Event::StreamStarted {
+                stream: info.clone(),
+            },
+        );
+        Ok(Reply::Stream { stream: info })
+    }
+
+    pub(super) fn stream_end(&mut self, user: UserId, stream: StreamId) -> HubResult {
+        if self.streams.streaming.get(&user) != Some(&stream) {
+            return Err(err(
+                ErrorCode::NotFound,
+                "you are not streaming that stream",
+            ));
+        }
+        self.end_stream(stream);
+        Ok(Reply::Ok)
+    }
+
+    /// Remove a stream and tell the server's members (viewers are members, so they hear it too).
+    pub(super) fn end_stream(&mut self, stream: StreamId) {
+        let Some(r) = self.streams.by_id.remove(&stream) else {
+            return;
+        };
+        self.streams.streaming.remove(&r.info.streamer.id);
+        for v in r.viewers.keys() {
+            if let Some(w) = self.streams.watching.get_mut(v) {
+                w.remove(&stream);
+                if w.is_empty() {
+                    self.streams.watching.remove(v);
+                }
+            }
+        }
+        self.event_to_server(
+            r.info.server,
+            Event::StreamEnded {
+                stream,
+                server: r.info.server,
+                channel: r.info.channel,
+            },
+        );
+    }
+
+    pub(super) fn stream_list(&self, user: UserId, server: hum_proto::ServerId) -> HubResult {
+        self.role_in(server, &user)?;
+        let streams = self
+            .streams
+            .by_id
+            .values()
+            .filter(|r| r.info.server == server)
+            .filter_map(|r| self.streams.info(r.info.id))
+            .collect();
+        Ok(Reply::Streams { streams })
+    }
+
+    pub(super) fn stream_join(
+        &mut self,
+        user: UserId,
+        stream: StreamId,
+        relay: Option<Bitrate>,
+    ) -> HubResult {
+        let (channel, streamer) = {
+            let r =
+                self.streams.by_id.get(&stream).ok_or_else(|| {
+                    err(ErrorCode::NotFound, "no such stream (it may have ended)")
+                })?;
+            (r.info.channel, r.info.streamer.id)
+        };
+        if streamer == user {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "you cannot watch your own stream",
+            ));
+        }
+        let perms = {
+            let ch = self
+                .model
+                .channels
+                .get(&channel)
+                .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
+            let role = self.role_in(ch.server, &user)?;
+            ch.permissions.for_role(role)
+        };
+        if !perms.join {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you may not join that stream's channel",
+            ));
+        }
+        let relay = relay.unwrap_or(Bitrate::ZERO);
+        let r = self.streams.by_id.get_mut(&stream).expect("checked above");
+        if !r.viewers.contains_key(&user) && r.viewers.len() >= MAX_VIEWERS {
+            return Err(err(
+                ErrorCode::LimitReached,
+                "this stream has as many viewers as it can take",
+            ));
+        }
+        r.viewers.insert(user, relay);
+        self.streams
+            .watching
+            .entry(user)
+            .or_default()
+            .insert(stream);
+        self.event_to_user(
+            &streamer,
+            Event::StreamViewer {
+                stream,
+                user,
+                relay,
+                joined: true,
+            },
+        );
+        let info = self.streams.info(stream).expect("present");
+        Ok(Reply::Stream { stream: info })
+    }
+
+    pub(super) fn stream_leave(&mut self, user: UserId, stream: StreamId) -> HubResult {
+        let left = self.leave_stream(&user, stream);
+        if !left {
+            return Err(err(ErrorCode::NotFound, "you are not watching that stream"));
+        }
+        Ok(Reply::Ok)
+    }
+
+    fn leave_stream(&mut self, user: &UserId, stream: StreamId) -> bool {
+        let Some(r) = self.streams.by_id.get_mut(&stream) else {
+            return false;
+        };
+        if r.viewers.remove(user).is_none() {
+            return false;
+        }
+        let streamer = r.info.streamer.id;
+        if let Some(w) = self.streams.watching.get_mut(user) {
+            w.remove(&stream);
+            if w.is_empty() {
+                self.streams.watching.remove(user);
+            }
+        }
+        self.event_to_user(
+            &streamer,
+            Event::StreamViewer {
+                stream,
+                user: *user,
+                relay: Bitrate::ZERO,
+                joined: false,
+            },
+        );
+        true
+    }
+
+    /// `user`'s session ended: its stream ends, and it leaves every stream it watched.
+    pub(super) fn streams_session_ended(&mut self, user: &UserId) {
+        if let Some(s) = self.streams.streaming.get(user).copied() {
+            self.end_stream(s);
+        }
+        let watched: Vec<StreamId> = self
+            .streams
+            .watching
+            .get(user)
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default();
+        for s in watched {
+            self.leave_stream(user, s);
+        }
+    }
+
+    pub(super) fn stream_signal(
+        &mut self,
+        user: UserId,
+        stream: StreamId,
+        to: UserId,
+        signal: MeshSignal,
+    ) -> HubResult {
+        if to == user {
+            return Err(err(ErrorCode::BadRequest, "you cannot signal yourself"));
+        }
+        if !self.streams.member(stream, &user) {
+            return Err(err(ErrorCode::Forbidden, "you are not in that stream"));
+        }
+        if !self.streams.member(stream, &to) {
+            return Err(err(ErrorCode::NotFound, "that user is not in that stream"));
+        }
+        let conn = self
+            .conn_of(&to)
+            .ok_or_else(|| err(ErrorCode::NotFound, "that user is offline"))?;
+        self.send(
+            vec![conn],
+            ServerMessage::event(Event::StreamSignal {
+                stream,
+                from: user,
+                signal,
+            }),
+        );
+        Ok(Reply::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use hum_proto::signal::{ChannelPermissions, DisplayName, Permissions, Request};
+    use hum_proto::{RequestId, ServerId};
+    use rand::SeedableRng;
+
+    use super::super::{ConnId, HubConfig, Output};
+    use super::*;
+    use crate::store::Store;
+
+    /// A hub with users 1..=n logged in on connection n (its own small harness: the hub's
+    /// shared one is private to its tests module).
+    struct W {
+        hub: Hub,
+        re: u64,
+        inbox: HashMap<ConnId, Vec<ServerMessage>>,
+    }
+
+    fn user(n: u8) -> UserId {
+        UserId([n; 32])
+    }
+
+    impl W {
+        fn new(n: u8) -> W {
+            let store = Store::open_in_memory().unwrap();
+            let hub = Hub::new(
+                store,
+                HubConfig::default(),
+                rand_chacha::ChaCha8Rng::seed_from_u64(1),
+            )
+            .unwrap();
+            let mut w = W {
+                hub,
+                re: 0,
+                inbox: HashMap::new(),
+            };
+            for u in 1..=n {
+                w.re += 1;
+                let name = DisplayName::new(format!("user{u}")).unwrap();
+                w.hub
+                    .login(1_000, u as ConnId, RequestId(w.re), user(u), Some(name));
+                w.pump();
+            }
+            w
+        }
+        fn pump(&mut self) {
+            for out in self.hub.drain() {
+                if let Output::Send { to, msg } = out {
+                    for c in to {
+                        self.inbox.entry(c).or_default().push(msg.clone());
+                    }
+                }
+            }
+            self.hub.check().unwrap();
+        }
+        fn req(&mut self, n: u8, req: Request) -> Result<Reply, ErrorCode> {
+            self.re += 1;
+            let re = RequestId(self.re);
+            self.hub.request(2_000, n as ConnId, re, req);
+            self.pump();
+            let inbox = self.inbox.entry(n as ConnId).or_default();
+            let pos = inbox
+                .iter()
+                .position(|m| matches!(m, ServerMessage::Reply { re: r, .. } | ServerMessage::Error { re: Some(r), .. } if *r == re))
+                .expect("every request gets an answer");
+            match inbox.remove(pos) {
+                ServerMessage::Reply { reply, .. } => Ok(reply),
+                ServerMessage::Error { code, .. } => Err(code),
+                ServerMessage::Event { .. } => unreachable!(),
+            }
+        }
+        fn events(&mut self, n: u8) -> Vec<Event> {
+            self.inbox
+                .remove(&(n as ConnId))
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| match m {
+                    ServerMessage::Event { event } => Some(event),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn stream_lifecycle_permissions_and_signal_scope() {
+        // 1 owns the server, 2 is a member, 3 is not.
+        let mut w = W::new(3);
+        let server: ServerId = match w.req(
+            1,
+            Request::ServerCreate {
+                name: Name::new("s").unwrap(),
+            },
+        ) {
+            Ok(Reply::Server { server }) => server.id,
+            r => panic!("{r:?}"),
+        };
+        let code = match w.req(
+            1,
+            Request::InviteCreate {
+                server,
+                max_uses: None,
+                expires_in_secs: None,
+            },
+        ) {
+            Ok(Reply::Invite { invite }) => invite.code,
+            r => panic!("{r:?}"),
+        };
+        w.req(2, Request::InviteJoin { code }).unwrap();
+        let mut perms = ChannelPermissions::default();
+        perms.member = Permissions {
+            stream: false,
+            ..perms.member
+        };
+        let chan = match w.req(
+            1,
+            Request::ChannelCreate {
+                server,
+                name: Name::new("live").unwrap(),
+                max_participants: None,
+                permissions: Some(perms),
+            },
+        ) {
+            Ok(Reply::Channel { channel }) => channel.id,
+            r => panic!("{r:?}"),
+        };
+        let start_ms = |title: &str, chunk_ms| Request::StreamStart {
+            channel: chan,
+            title: Name::new(title).unwrap(),
+            bitrate: Bitrate::from_kbps(500),
+            chunk_ms,
+            started_ms: None,
+        };
+        let start = |title: &str| start_ms(title, 250);
+        // A member without `stream` may not go live.
+        assert_eq!(w.req(2, start("no")), Err(ErrorCode::Forbidden));
+        w.events(2);
+        let info = match w.req(1, start("hello")) {
+            Ok(Reply::Stream { stream }) => stream,
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(info.started_ms, 2_000);
+        assert!(
+            w.events(2)
+                .iter()
+                .any(|e| matches!(e, Event::StreamStarted { .. }))
+        );
+        assert_eq!(w.req(1, start("again")), Err(ErrorCode::InvalidState));
+        assert_eq!(w.req(1, start_ms("short", 50)), Err(ErrorCode::BadRequest));
+        // A non-member can neither watch nor signal.
+        let join = |relay| Request::StreamJoin {
+            stream: info.id,
+            relay,
+        };
+        assert_eq!(w.req(3, join(None)), Err(ErrorCode::NotMember));
+        assert_eq!(w.req(1, join(None)), Err(ErrorCode::BadRequest));
+        match w.req(2, join(Some(Bitrate::from_mbps(2)))) {
+            Ok(Reply::Stream { stream }) => assert_eq!(stream.viewers, 1),
+            r => panic!("{r:?}"),
+        }
+        assert!(w.events(1).iter().any(|e| matches!(
+            e,
+            Event::StreamViewer { joined: true, relay, .. } if *relay == Bitrate::from_mbps(2)
+        )));
+        // Signals flow between members of the stream only, `from` set by the relay.
+        let sig = |to| Request::StreamSignal {
+            stream: info.id,
+            to,
+            signal: MeshSignal::Want { count: 1 },
+        };
+        assert_eq!(w.req(2, sig(user(1))), Ok(Reply::Ok));
+        assert!(w.events(1).iter().any(|e| matches!(
+            e,
+            Event::StreamSignal { from, signal: MeshSignal::Want { count: 1 }, .. } if *from == user(2)
+        )));
+        assert_eq!(w.req(3, sig(user(1))), Err(ErrorCode::Forbidden));
+        assert_eq!(w.req(1, sig(user(3))), Err(ErrorCode::NotFound));
+        assert_eq!(w.req(2, sig(user(2))), Err(ErrorCode::BadRequest));
+        match w.req(2, Request::StreamList { server }) {
+            Ok(Reply::Streams { streams }) => assert_eq!(streams.len(), 1),
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(
+            w.req(3, Request::StreamList { server }),
+            Err(ErrorCode::NotMember)
+        );
+        // Leaving tells the streamer; watching again works.
+        assert_eq!(
+            w.req(2, Request::StreamLeave { stream: info.id }),
+            Ok(Reply::Ok)
+        );
+        assert!(
+            w.events(1)
+                .iter()
+                .any(|e| matches!(e, Event::StreamViewer { joined: false, .. }))
+        );
+        assert_eq!(
+            w.req(2, Request::StreamLeave { stream: info.id }),
+            Err(ErrorCode::NotFound)
+        );
+        w.req(2, join(None)).unwrap();
+        // The streamer going offline ends the stream for everyone.
+        w.hub.disconnect(3_000, 1);
+        w.pump();
+        assert!(
+            w.events(2)
+                .iter()
+                .any(|e| matches!(e, Event::StreamEnded { .. }))
+        );
+        assert_eq!(w.hub.streams.len(), 0);
+        assert_eq!(w.req(2, join(None)), Err(ErrorCode::NotFound));
+    }
+}
