@@ -189,9 +189,26 @@ pub const VIDEO_FLAG_KEYFRAME: u8 = 1;
 #[specta(type = specta_typescript::Unknown)]
 pub struct VideoPacket(pub Vec<u8>);
 
+/// `HUM_VIDEO_IPC=json` sends [`VideoPacket`]s as JSON arrays of numbers instead of raw bytes:
+/// only to measure what the raw path saves (docs/app.md, "Video: numbers"); the UI reads both.
+pub const VIDEO_IPC_ENV: &str = "HUM_VIDEO_IPC";
+
+static VIDEO_AS_JSON: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var(VIDEO_IPC_ENV).is_ok_and(|v| v == "json"));
+
+impl VideoPacket {
+    fn into_body(self, json: bool) -> tauri::Result<InvokeResponseBody> {
+        if json {
+            Ok(InvokeResponseBody::Json(serde_json::to_string(&self.0)?))
+        } else {
+            Ok(InvokeResponseBody::Raw(self.0))
+        }
+    }
+}
+
 impl IpcResponse for VideoPacket {
     fn body(self) -> tauri::Result<InvokeResponseBody> {
-        Ok(InvokeResponseBody::Raw(self.0))
+        self.into_body(*VIDEO_AS_JSON)
     }
 }
 
@@ -332,6 +349,9 @@ mod tests {
             matches!(&got[0], InvokeResponseBody::Raw(r) if *r == p.0),
             "not raw bytes"
         );
+        // The comparison path: the same bytes as a JSON array.
+        let json = VideoPacket(vec![1, 0, 255]).into_body(true).expect("json");
+        assert!(matches!(json, InvokeResponseBody::Json(j) if j == "[1,0,255]"));
     }
 
     #[test]

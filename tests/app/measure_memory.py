@@ -75,22 +75,26 @@ def mappings(pid):
 def snapshot(root_pid, label, seconds, top):
     """Per-process RSS/PSS/USS of root_pid's tree and the tree's CPU over `seconds`."""
     tree = e2e.process_tree(root_pid)
+    before = {p: e2e.cpu_ticks([p]) for p in tree}
     c0, t0 = e2e.cpu_ticks(tree), time.monotonic()
     time.sleep(seconds)
     tree = e2e.process_tree(root_pid)
-    cpu = (e2e.cpu_ticks(tree) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0) * 100
+    elapsed = time.monotonic() - t0
+    pct = lambda ticks: ticks / os.sysconf("SC_CLK_TCK") / elapsed * 100
+    cpu = pct(e2e.cpu_ticks(tree) - c0)
     rows = []
     for p in tree:
         r = rollup(p)
         if not r:
             continue
         uss = r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)
-        rows.append((e2e.comm(p), p, r.get("Rss", 0), r.get("Pss", 0), uss, r.get("Anonymous", 0)))
+        rows.append((e2e.comm(p), p, r.get("Rss", 0), r.get("Pss", 0), uss, r.get("Anonymous", 0),
+                     pct(e2e.cpu_ticks([p]) - before.get(p, 0))))
     mib = lambda k: f"{k / 1024:7.1f}"
     print(f"\n== {label}: CPU {cpu:.2f}% of one core over {seconds:.0f}s")
-    print(f"   {'process':<18} {'pid':>7} {'RSS MiB':>8} {'PSS MiB':>8} {'USS MiB':>8} {'anon MiB':>8}")
-    for name, pid, rss, pss, uss, anon in rows:
-        print(f"   {name:<18} {pid:>7} {mib(rss)} {mib(pss)} {mib(uss)} {mib(anon)}")
+    print(f"   {'process':<18} {'pid':>7} {'RSS MiB':>8} {'PSS MiB':>8} {'USS MiB':>8} {'anon MiB':>8} {'CPU %':>6}")
+    for name, pid, rss, pss, uss, anon, pcpu in rows:
+        print(f"   {name:<18} {pid:>7} {mib(rss)} {mib(pss)} {mib(uss)} {mib(anon)} {pcpu:6.1f}")
     tot = [sum(r[i] for r in rows) for i in (2, 3, 4, 5)]
     print(f"   {'total':<18} {'':>7} {mib(tot[0])} {mib(tot[1])} {mib(tot[2])} {mib(tot[3])}")
     if top:
@@ -100,7 +104,8 @@ def snapshot(root_pid, label, seconds, top):
             for path, (rss, pss) in maps:
                 print(f"      {rss / 1024:6.1f} {pss / 1024:6.1f}  {path}")
     print(f"MEASURE {label}: rss={tot[0] / 1024:.1f} pss={tot[1] / 1024:.1f} uss={tot[2] / 1024:.1f} MiB "
-          f"cpu={cpu:.2f}% " + " ".join(f"{n}={rss / 1024:.0f}/{pss / 1024:.0f}" for n, _, rss, pss, *_ in rows))
+          f"cpu={cpu:.2f}% " + " ".join(f"{n}={rss / 1024:.0f}/{pss / 1024:.0f}/{c:.1f}%"
+                                         for n, _, rss, pss, _u, _a, c in rows))
     sys.stdout.flush()
 
 
@@ -133,6 +138,7 @@ def drive(args, data_dir, log, relay_url):
         time.sleep(args.settle)
         snapshot(e2e.app_pid(driver.pid), "idle, connected (WebDriver)", args.seconds, args.top)
 
+        session.click("add-server")  # the rail's "+" opens the add-a-server dialog
         session.type("new-server-name", "M")
         session.click("create-server")
         session.find("server-M")
@@ -142,6 +148,7 @@ def drive(args, data_dir, log, relay_url):
         session.find("channel-Lobby")
         session.click("invite-M")
         code = session.wait_text("invite-code-M", lambda t: len(t) > 0)
+        session.click("invite-dialog-close")
         env = dict(os.environ, HUM_RELAY=relay_url, HUM_IDENTITY=os.path.join(data_dir, "bot.json"))
         for cmd in (["identity", "create", "--name", "bot"], ["server", "join", code]):
             subprocess.run([args.hum_bin, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -46,8 +46,10 @@ export function parseVideoPacket(buf: ArrayBuffer): VideoFrameMsg | null {
 type Listener = (f: VideoFrameMsg) => void;
 const listeners = new Map<string, Set<Listener>>();
 
-/** Routes one message to the listeners of its stream. */
-export function dispatchVideo(buf: ArrayBuffer) {
+/** Routes one message to the listeners of its stream. Raw bytes arrive as an ArrayBuffer; the
+ *  comparison path (HUM_VIDEO_IPC=json, docs/app.md) sends a JSON array of numbers. */
+export function dispatchVideo(msg: ArrayBuffer | number[]) {
+  const buf = Array.isArray(msg) ? new Uint8Array(msg).buffer : msg;
   const f = parseVideoPacket(buf);
   if (!f) return;
   listeners.get(f.streamId)?.forEach((l) => l(f));
@@ -70,7 +72,7 @@ let opened = false;
 export async function openVideo(): Promise<void> {
   if (opened) return;
   opened = true;
-  const ch = new Channel<VideoPacket>((m) => dispatchVideo(m as ArrayBuffer));
+  const ch = new Channel<VideoPacket>((m) => dispatchVideo(m as ArrayBuffer | number[]));
   await commands.videoSubscribe(ch);
 }
 

@@ -88,7 +88,7 @@ describe("video packets", () => {
     const off = subscribeVideo("a", (f) => got.push(`a:${f.timestampUs}`));
     subscribeVideo("b", (f) => got.push(`b:${f.timestampUs}`));
     dispatchVideo(packet("a", true, 1));
-    dispatchVideo(packet("b", true, 2));
+    dispatchVideo(Array.from(new Uint8Array(packet("b", true, 2)))); // the JSON comparison path
     off();
     dispatchVideo(packet("a", false, 3));
     expect(got).toEqual(["a:1", "b:2"]);
