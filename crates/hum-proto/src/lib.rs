@@ -3,10 +3,12 @@
 //! - [`ids`]: users (Ed25519 public keys), servers, channels, calls, requests and invites as
 //!   newtypes.
 //! - [`signal`]: the JSON signalling protocol between clients and the relay.
+//! - [`names`]: what display, server and channel names may contain (one home for client and relay).
 //! - [`units`]: bitrates and byte counts as newtypes, so a kbps is never mistaken for a bps.
 
 pub mod ids;
 pub mod mesh;
+pub mod names;
 pub mod signal;
 pub mod units;
 

@@ -121,6 +121,24 @@ fn user_from_blob(table: &'static str, b: Vec<u8>) -> Result<UserId> {
     Ok(UserId(arr))
 }
 
+/// A name as stored. Names written before the naming rules got stricter (bidi controls,
+/// invisible characters, mixed scripts: `hum_proto::names`) are repaired in memory, or replaced
+/// by `fallback` when nothing valid is left, rather than refusing to start.
+fn stored_name<N: std::fmt::Display>(
+    stored: &str,
+    repaired: impl Fn(&str) -> Option<N>,
+    fallback: impl Fn() -> std::result::Result<N, hum_proto::signal::NameError>,
+) -> std::result::Result<N, hum_proto::signal::NameError> {
+    let name = match repaired(stored) {
+        Some(n) => n,
+        None => fallback()?,
+    };
+    if name.to_string() != stored {
+        tracing::warn!(stored = ?stored, now = %name, "a stored name breaks the naming rules; serving it repaired");
+    }
+    Ok(name)
+}
+
 fn corrupt(table: &'static str, what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         table,
@@ -209,7 +227,10 @@ impl Store {
             for row in rows {
                 let (id, name) = row?;
                 let id = user_from_blob("users", id)?;
-                let name = DisplayName::new(name).map_err(|e| corrupt("users", e))?;
+                let name = stored_name(&name, DisplayName::repaired, || {
+                    DisplayName::new(format!("user-{}", &id.to_hex()[..8]))
+                })
+                .map_err(|e| corrupt("users", e))?;
                 m.users.insert(id, UserRec { display_name: name });
             }
         }
@@ -254,7 +275,8 @@ impl Store {
             })?;
             for row in rows {
                 let (id, name, owner) = row?;
-                let name = Name::new(name).map_err(|e| corrupt("servers", e))?;
+                let name = stored_name(&name, Name::repaired, || Name::new(format!("server {id}")))
+                    .map_err(|e| corrupt("servers", e))?;
                 let owner = user_from_blob("servers", owner)?;
                 m.servers
                     .insert(ServerId(id as u64), ServerRec::new(name, owner));
@@ -293,7 +315,9 @@ impl Store {
             })?;
             for row in rows {
                 let (id, server, name, max, perms) = row?;
-                let name = Name::new(name).map_err(|e| corrupt("channels", e))?;
+                let name =
+                    stored_name(&name, Name::repaired, || Name::new(format!("channel {id}")))
+                        .map_err(|e| corrupt("channels", e))?;
                 let permissions: ChannelPermissions =
                     serde_json::from_str(&perms).map_err(|e| corrupt("channels", e))?;
                 let rec = ChannelRec {
@@ -664,5 +688,44 @@ mod tests {
             Err(StoreError::TooNew { found: 999, .. }) => {}
             other => panic!("expected TooNew, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn names_stored_before_the_stricter_rules_load_repaired() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.upsert_user(&u(1), &dn("Ada"), 1).unwrap();
+        s.upsert_user(&u(2), &dn("Bob"), 1).unwrap();
+        let sid = s
+            .create_server(&Name::new("club").unwrap(), &u(1), 2)
+            .unwrap();
+        // As an older relay would have stored them.
+        s.conn
+            .execute(
+                "UPDATE users SET display_name = ?1 WHERE id = ?2",
+                rusqlite::params!["\u{202E}Ada\u{200B}", u(1).as_bytes().to_vec()],
+            )
+            .unwrap();
+        s.conn
+            .execute(
+                "UPDATE users SET display_name = ?1 WHERE id = ?2",
+                rusqlite::params!["\u{200B}\u{FEFF}", u(2).as_bytes().to_vec()],
+            )
+            .unwrap();
+        s.conn
+            .execute(
+                "UPDATE servers SET name = ?1 WHERE id = ?2",
+                rusqlite::params!["\u{3164}", sid.get() as i64],
+            )
+            .unwrap();
+        let m = s.load().unwrap();
+        assert_eq!(m.users[&u(1)].display_name.as_str(), "Ada");
+        assert_eq!(
+            m.users[&u(2)].display_name.as_str(),
+            format!("user-{}", &u(2).to_hex()[..8])
+        );
+        assert_eq!(
+            m.servers[&sid].name.as_str(),
+            format!("server {}", sid.get())
+        );
     }
 }

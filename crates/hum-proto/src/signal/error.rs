@@ -55,6 +55,10 @@ pub enum ErrorCode {
     LimitReached,
     /// Something failed inside the relay; the request may be retried.
     Internal,
+    /// A display, server or channel name breaks the naming rules (invisible or bidirectional
+    /// control characters, nothing visible, scripts mixed inside a word, too long...); the
+    /// message says which field and why. See docs/protocol.md, "Names".
+    InvalidName,
 }
 
 impl ErrorCode {
@@ -82,6 +86,7 @@ impl ErrorCode {
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Internal => "internal",
+            ErrorCode::InvalidName => "invalid_name",
         }
     }
 
@@ -108,6 +113,7 @@ impl ErrorCode {
         ErrorCode::InvalidState,
         ErrorCode::LimitReached,
         ErrorCode::Internal,
+        ErrorCode::InvalidName,
     ];
 }
 

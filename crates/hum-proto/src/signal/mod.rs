@@ -171,11 +171,30 @@ pub fn decode_client_message_limited(
             format!("unknown request type `{shown}`"),
         ));
     }
+    if let Some(e) = name_error(obj) {
+        return Err(DecodeError::new(re, ErrorCode::InvalidName, e));
+    }
     Err(DecodeError::new(
         re,
         ErrorCode::BadRequest,
         format!("invalid `{kind}` request: {first_err}"),
     ))
+}
+
+/// If a name field of a request that failed to decode breaks the naming rules, say which and
+/// why (answered as `invalid_name` rather than a generic `bad_request`).
+fn name_error(obj: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    for (field, max) in [
+        ("display_name", DisplayName::MAX_CHARS),
+        ("name", Name::MAX_CHARS),
+    ] {
+        if let Some(s) = obj.get(field).and_then(serde_json::Value::as_str)
+            && let Err(e) = crate::names::normalize_name(s, max)
+        {
+            return Some(format!("`{field}`: {e}"));
+        }
+    }
+    None
 }
 
 /// The `id` of a request frame, if it is a JSON object with a readable one, without decoding
@@ -267,6 +286,41 @@ mod tests {
             "x".repeat(MAX_MESSAGE_BYTES)
         );
         assert_eq!(code(&big), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn bad_names_are_answered_invalid_name() {
+        let e = decode_client_message(
+            r#"{"id":5,"type":"set_profile","display_name":"abc\u202egpj.exe"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.re, Some(RequestId(5)));
+        assert_eq!(e.error.code, ErrorCode::InvalidName);
+        assert!(
+            e.error.message.contains("display_name"),
+            "{}",
+            e.error.message
+        );
+        assert!(e.error.message.contains("U+202E"), "{}", e.error.message);
+        let e = decode_client_message(r#"{"id":6,"type":"server_create","name":"\u200b\ufeff"}"#)
+            .unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::InvalidName);
+        let e = decode_client_message(
+            r#"{"id":7,"type":"channel_rename","channel":1,"name":"P\u0430ypal"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::InvalidName);
+        assert!(e.error.message.contains("scripts"), "{}", e.error.message);
+        // Names arrive normalised to NFC.
+        let m =
+            decode_client_message(r#"{"id":8,"type":"set_profile","display_name":"Zoe\u0308"}"#)
+                .unwrap();
+        assert_eq!(
+            m.request,
+            Request::SetProfile {
+                display_name: DisplayName::new("Zo\u{eb}").unwrap()
+            }
+        );
     }
 
     #[test]

@@ -9,33 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChannelId, InviteCode, ServerId, UserId};
 
-/// Why a name was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    #[error("name must be 1-{max} characters, got {got}")]
-    Length { max: usize, got: usize },
-    #[error("name must not start or end with whitespace")]
-    Untrimmed,
-    #[error("name must not contain control characters")]
-    Control,
-}
-
-fn check_name(s: &str, max_chars: usize) -> Result<(), NameError> {
-    let n = s.chars().count();
-    if n == 0 || n > max_chars {
-        return Err(NameError::Length {
-            max: max_chars,
-            got: n,
-        });
-    }
-    if s.trim() != s {
-        return Err(NameError::Untrimmed);
-    }
-    if s.chars().any(char::is_control) {
-        return Err(NameError::Control);
-    }
-    Ok(())
-}
+pub use crate::names::NameError;
 
 macro_rules! name_type {
     ($(#[$meta:meta])* $name:ident, $max:expr, $schema_name:literal) => {
@@ -48,10 +22,15 @@ macro_rules! name_type {
             /// Longest allowed, in Unicode scalar values.
             pub const MAX_CHARS: usize = $max;
 
+            /// Normalised to NFC and checked by [`crate::names::normalize_name`].
             pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
                 let s = s.into();
-                check_name(&s, $max)?;
-                Ok($name(s))
+                crate::names::normalize_name(&s, $max).map($name)
+            }
+            /// A name stored by an older, laxer relay, with what is now refused taken out
+            /// ([`crate::names::repair_name`]); `None` if nothing valid is left.
+            pub fn repaired(s: &str) -> Option<Self> {
+                crate::names::repair_name(s, $max).map($name)
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -88,7 +67,7 @@ macro_rules! name_type {
                     "maxLength": $max,
                     "description": concat!(
                         "1-", stringify!($max),
-                        " characters; no control characters, no leading or trailing whitespace."
+                        " characters (Unicode scalar values, NFC); no leading or trailing whitespace; no control, bidirectional-control or invisible format characters; something visible; no word mixing scripts (UTS #39). See docs/protocol.md, Names."
                     ),
                 })
             }
