@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod resolve;
+mod video;
 mod voice;
 
 use std::path::PathBuf;
@@ -63,7 +64,7 @@ pub enum Command {
     /// Voice channels with audio: `hum voice join --server S --channel C --play in.wav --record out.wav`.
     #[command(subcommand)]
     Voice(voice::VoiceCmd),
-    /// Call a friend (or `--answer` a call) with audio.
+    /// Call a friend (or `--answer` a call) with audio, and video with --video.
     Call(voice::CallArgs),
 }
 

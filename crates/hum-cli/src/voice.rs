@@ -18,7 +18,7 @@ use hum_engine::voice::hum_media::synth::{
 };
 use hum_engine::voice::hum_media::{AudioSink, AudioSource, FrameDuration};
 use hum_engine::voice::link::{AudioIo, VoiceLink};
-use hum_engine::voice::{VoiceConfig, VoiceEvent, VoiceSession};
+use hum_engine::voice::{VideoIo, VoiceConfig, VoiceEvent, VoiceSession};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -51,6 +51,8 @@ pub struct CallArgs {
     pub ring: Duration,
     #[command(flatten)]
     pub audio: AudioArgs,
+    #[command(flatten)]
+    pub video: crate::video::VideoArgs,
 }
 
 #[derive(Args, Debug)]
@@ -260,7 +262,7 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
 }
 
 /// Hands the call the devices from the command line (once: `hum call` makes one call).
-struct CliMedia(Mutex<Option<MediaIo>>);
+struct CliMedia(Mutex<Option<MediaIo>>, Mutex<Option<VideoIo>>);
 
 #[hum_engine::calls::async_trait]
 impl MediaProvider for CliMedia {
@@ -271,6 +273,15 @@ impl MediaProvider for CliMedia {
             .and_then(|mut m| m.take())
             .ok_or_else(|| "the audio of this run was used by an earlier call".into())
     }
+
+    async fn open_video(&self, _peer: &CallPeer) -> Result<VideoIo, String> {
+        Ok(self
+            .1
+            .lock()
+            .ok()
+            .and_then(|mut m| m.take())
+            .unwrap_or_default())
+    }
 }
 
 /// `hum call FRIEND` rings a friend; `hum call --answer [FRIEND]` waits for a call and accepts
@@ -278,9 +289,15 @@ impl MediaProvider for CliMedia {
 /// when it was hung up after connecting, an error when it was declined, missed or failed).
 pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
     let (audio, config) = args.audio.io()?;
+    crate::video::check(&args.video)?;
+    // Opened before dialling: a missing camera or file is an error now, not mid-call.
+    let video = args.video.io()?;
     let client = commands::connect(cli).await?;
     let friend = args.friend.as_deref().map(resolve::user).transpose()?;
-    let media = Arc::new(CliMedia(Mutex::new(Some(MediaIo { config, audio }))));
+    let media = Arc::new(CliMedia(
+        Mutex::new(Some(MediaIo { config, audio })),
+        Mutex::new(Some(video)),
+    ));
     let (calls, mut events) = Calls::start(client, media);
     // Whether "our" call has begun (rung or accepted): only its end ends the run.
     let mut ours = false;
@@ -360,6 +377,13 @@ pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
                             timeline = Some(Timeline::start(&session, &args.audio)?);
                         }
                         print_event(cli, &ev);
+                        if let VoiceEvent::Stats { user, .. } = &ev
+                            && let Some(v) = calls.session().and_then(|s| s.video_stats(user))
+                        {
+                            print_line(cli, json!({"type": "video_stats", "user": user.to_string(),
+                                "packets": v.packets, "frames": v.frames, "keyframes": v.keyframes,
+                                "losses": v.losses, "plis_sent": v.plis_sent, "decoded": v.decoded}));
+                        }
                     }
                 }
             }
@@ -472,6 +496,10 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
             "packets": stats.packets_received}),
         VoiceEvent::Error(e) => json!({"type": "error", "message": e}),
     };
+    print_line(cli, v);
+}
+
+fn print_line(cli: &Cli, v: serde_json::Value) {
     if cli.json {
         println!("{v}");
     } else {

@@ -160,6 +160,9 @@ pub(crate) struct SessionVideo {
     want_key: Mutex<BTreeMap<UserId, Arc<AtomicBool>>>,
     stats: Mutex<BTreeMap<UserId, RemoteVideoStats>>,
     events: mpsc::UnboundedSender<VoiceEvent>,
+    /// Decode threads end (and finish their sinks) when this is set.
+    closing: Arc<AtomicBool>,
+    decoders: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl SessionVideo {
@@ -180,6 +183,8 @@ impl SessionVideo {
             want_key: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(BTreeMap::new()),
             events,
+            closing: Arc::new(AtomicBool::new(false)),
+            decoders: Mutex::new(Vec::new()),
         })
     }
 
@@ -199,9 +204,20 @@ impl SessionVideo {
         self.stats.lock().ok()?.get(user).copied()
     }
 
+    /// Stops sending and receiving: the capture thread ends, every decode thread finishes its
+    /// sink (a recording is complete when this returns). Blocking.
     pub(crate) fn stop(&self) {
         if let Some(s) = &self.sender {
             s.stop();
+        }
+        self.closing.store(true, Ordering::SeqCst);
+        let threads = self
+            .decoders
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
         }
     }
 
@@ -350,18 +366,32 @@ struct DecodeThread {
 }
 
 impl DecodeThread {
-    fn start(track: &RemoteVideoTrack, mut sink: Box<dyn VideoSink>) -> Result<Self, String> {
+    fn start(
+        track: &RemoteVideoTrack,
+        mut sink: Box<dyn VideoSink>,
+        closing: Arc<AtomicBool>,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), String> {
         let mut decoder = Vp8Decoder::new().map_err(|e| e.to_string())?;
         let (tx, rx) = sync_channel::<(Bytes, Instant)>(30);
         let want_key = Arc::new(AtomicBool::new(false));
         let decoded = Arc::new(AtomicU64::new(0));
         let (want, count) = (want_key.clone(), decoded.clone());
         let name = format!("video decode {}", track.user);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
                 let mut sink_failed = false;
-                while let Ok((data, arrival)) = rx.recv() {
+                loop {
+                    let (data, arrival) = match rx.recv_timeout(Duration::from_millis(50)) {
+                        Ok(m) => m,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if closing.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     if data.is_empty() {
                         // The transport lost frames before the next one.
                         decoder.frame_lost();
@@ -383,11 +413,14 @@ impl DecodeThread {
                 }
             })
             .map_err(|e| e.to_string())?;
-        Ok(Self {
-            tx,
-            want_key,
-            decoded,
-        })
+        Ok((
+            Self {
+                tx,
+                want_key,
+                decoded,
+            },
+            thread,
+        ))
     }
 
     /// Hands a frame over (an empty one says "lost"); a full queue drops it and reports a loss.
@@ -427,9 +460,14 @@ pub(crate) async fn receive(track: Arc<dyn TrackRemote>, user: UserId, video: Ar
     let decode = match &video.sinks {
         Some(factory) => match factory
             .open(&info)
-            .and_then(|sink| DecodeThread::start(&info, sink))
+            .and_then(|sink| DecodeThread::start(&info, sink, video.closing.clone()))
         {
-            Ok(d) => Some(d),
+            Ok((d, thread)) => {
+                if let Ok(mut t) = video.decoders.lock() {
+                    t.push(thread);
+                }
+                Some(d)
+            }
             Err(e) => {
                 let _ = video
                     .events
