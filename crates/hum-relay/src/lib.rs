@@ -15,6 +15,7 @@ pub mod model;
 pub mod outbox;
 mod probe;
 pub mod server;
+mod sfu;
 pub mod store;
 
 pub use server::{RelayConfig, RelayHandle, start};

@@ -53,6 +53,30 @@ struct Args {
     /// Largest max_participants an admin may give a channel.
     #[arg(long, default_value_t = 1_000)]
     max_channel_size: u32,
+    /// UDP address of the embedded SFU (voice channels past --mesh-limit members use it).
+    /// Default: the IP of --listen with a free port (printed at start and in /metrics);
+    /// `off`: no SFU, every channel stays a mesh (at most 8 people).
+    #[arg(long, env = "HUM_SFU_BIND")]
+    sfu_bind: Option<String>,
+    /// The address clients reach the SFU at, put in its ICE candidate (behind NAT or in a
+    /// container: the public IP and port). Default: the bound address.
+    #[arg(long, env = "HUM_SFU_PUBLIC_ADDR")]
+    sfu_public_addr: Option<SocketAddr>,
+    /// A voice channel is a full mesh up to this many members and moves to the SFU beyond
+    /// (back at 2 fewer). At most 8; 0 puts every channel on the SFU.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=8))]
+    mesh_limit: u8,
+}
+
+/// `--sfu-bind`: `off`, or an address; absent: the listen IP with a free port.
+fn sfu_bind(arg: Option<&str>, listen: SocketAddr) -> anyhow::Result<Option<SocketAddr>> {
+    match arg {
+        Some("off") => Ok(None),
+        Some(a) => a.parse().map(Some).with_context(|| {
+            format!("--sfu-bind {a:?}: expected `off` or an address like 0.0.0.0:7701")
+        }),
+        None => Ok(Some(SocketAddr::new(listen.ip(), 0))),
+    }
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -87,12 +111,27 @@ async fn main() -> anyhow::Result<()> {
     config.upgrade_timeout = args.upgrade_timeout;
     config.hub.ring_timeout_ms = args.ring_timeout.as_millis() as u64;
     config.hub.max_channel_size = args.max_channel_size;
+    config.hub.mode.mesh_max = usize::from(args.mesh_limit);
+    config.sfu_bind = sfu_bind(args.sfu_bind.as_deref(), args.listen)?;
+    config.sfu_public_addr = args.sfu_public_addr;
+    if let Some(b) = config.sfu_bind
+        && b.ip().is_unspecified()
+        && config.sfu_public_addr.is_none()
+    {
+        tracing::warn!(
+            "the SFU binds {b} but has no --sfu-public-addr: its ICE candidate names an unspecified address and clients cannot reach it; pass --sfu-public-addr IP:PORT"
+        );
+    }
 
     let relay = start(config).await?;
     // Tests and scripts read this line to learn the port.
     println!("listening on {}", relay.addr);
     std::io::stdout().flush()?;
     tracing::info!(addr = %relay.addr, data = %data.display(), "hum-relay ready: ws://{}/ws", relay.addr);
+    match relay.sfu_addr {
+        Some(a) => tracing::info!("SFU on udp://{a}"),
+        None => tracing::info!("no SFU (--sfu-bind off): voice channels stay meshes of at most 8"),
+    }
 
     // SIGTERM / Ctrl-C: every client gets a 1001 close frame before the process exits.
     shutdown_signal().await;

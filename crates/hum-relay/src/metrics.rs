@@ -38,9 +38,103 @@ pub struct Metrics {
     pub channels: AtomicU64,
     pub voice_participants: AtomicU64,
     pub calls: AtomicU64,
+    /// The embedded SFU's counters, refreshed once a second (`None`: no SFU).
+    pub sfu: std::sync::Mutex<Option<hum_sfu::Metrics>>,
 }
 
 const ERROR_SLOTS: usize = 32;
+
+/// The embedded SFU's counters as `hum_sfu_*` lines.
+fn render_sfu(out: &mut String, m: &hum_sfu::Metrics) {
+    let rows: [(&str, &str, &str, u64); 15] = [
+        (
+            "participants",
+            "gauge",
+            "Participants connected to the SFU.",
+            m.participants,
+        ),
+        (
+            "datagrams_in_total",
+            "counter",
+            "UDP datagrams received.",
+            m.datagrams_in,
+        ),
+        (
+            "datagrams_out_total",
+            "counter",
+            "UDP datagrams sent.",
+            m.datagrams_out,
+        ),
+        (
+            "bytes_in_total",
+            "counter",
+            "UDP bytes received.",
+            m.bytes_in,
+        ),
+        ("bytes_out_total", "counter", "UDP bytes sent.", m.bytes_out),
+        (
+            "rtp_in_total",
+            "counter",
+            "RTP packets received from publishers.",
+            m.rtp_in,
+        ),
+        (
+            "rtp_forwarded_total",
+            "counter",
+            "RTP packets forwarded to subscribers.",
+            m.rtp_forwarded,
+        ),
+        (
+            "unparsable_total",
+            "counter",
+            "Datagrams that are not STUN, DTLS, RTP or RTCP.",
+            m.unparsable,
+        ),
+        (
+            "unrouted_total",
+            "counter",
+            "Datagrams no participant accepts.",
+            m.unrouted,
+        ),
+        (
+            "send_dropped_total",
+            "counter",
+            "Datagrams dropped on a full socket buffer.",
+            m.send_dropped,
+        ),
+        (
+            "unknown_stream_total",
+            "counter",
+            "RTP of no publication.",
+            m.unknown_stream,
+        ),
+        (
+            "malformed_vp8_total",
+            "counter",
+            "Video payloads whose VP8 descriptor does not parse.",
+            m.malformed_vp8,
+        ),
+        (
+            "keyframe_requests_in_total",
+            "counter",
+            "Keyframe requests from subscribers.",
+            m.keyframe_requests_in,
+        ),
+        (
+            "rtc_errors_total",
+            "counter",
+            "WebRTC errors (a participant's connection failed).",
+            m.rtc_errors,
+        ),
+        ("up", "gauge", "1: the SFU runs.", 1),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP hum_sfu_{name} {help}\n# TYPE hum_sfu_{name} {kind}\nhum_sfu_{name} {v}"
+        );
+    }
+}
 
 fn slot(code: ErrorCode) -> usize {
     ErrorCode::ALL
@@ -195,6 +289,9 @@ impl Metrics {
                 "hum_relay_errors_total{{code=\"{}\"}} {v}",
                 code.as_str()
             );
+        }
+        if let Some(m) = self.sfu.lock().ok().and_then(|g| g.clone()) {
+            render_sfu(&mut out, &m);
         }
         out
     }

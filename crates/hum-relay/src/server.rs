@@ -48,11 +48,12 @@ use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use crate::accept::{AT_CAPACITY, ConnSlot, SlotCell};
 use crate::handshake::{Handshake, Step};
-use crate::hub::{ConnId, Hub, HubConfig, Output, close};
+use crate::hub::{ConnId, Hub, HubConfig, Output, SfuCmd, close};
 use crate::limits::{RateLimiter, Verdict};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbound, OutboxTx, PushError, outbox};
 use crate::store::Store;
+use hum_sfu::SfuEvent;
 
 /// Everything `hum-relay` can be told on its command line.
 #[derive(Clone, Debug)]
@@ -82,6 +83,11 @@ pub struct RelayConfig {
     pub probe_max_bytes: u64,
     pub probe_max_duration: Duration,
     pub hub: HubConfig,
+    /// Where the embedded SFU binds its UDP socket (`None`: no SFU, every channel a mesh).
+    /// Port 0 picks a free port.
+    pub sfu_bind: Option<SocketAddr>,
+    /// The address clients reach the SFU at (its ICE candidate); `None`: the bound address.
+    pub sfu_public_addr: Option<SocketAddr>,
 }
 
 impl RelayConfig {
@@ -104,6 +110,8 @@ impl RelayConfig {
             probe_max_bytes: 64 * 1024 * 1024,
             probe_max_duration: Duration::from_secs(10),
             hub: HubConfig::default(),
+            sfu_bind: None,
+            sfu_public_addr: None,
         }
     }
 
@@ -120,7 +128,7 @@ const WRITE_BATCH: usize = 64;
 const WRITE_BUFFER: usize = 4 * 1024;
 
 /// What the hub thread is asked to do.
-enum HubCmd {
+pub(crate) enum HubCmd {
     Login {
         conn: ConnId,
         re: RequestId,
@@ -137,6 +145,16 @@ enum HubCmd {
         conn: ConnId,
     },
     Tick,
+    /// The SFU finished a request (`Ok(Some(sdp))`: an SDP answer for the client).
+    SfuDone {
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        joining: bool,
+        result: Result<Option<String>, String>,
+    },
+    /// Something the SFU reports.
+    SfuEvent(SfuEvent),
 }
 
 pub(crate) struct Shared {
@@ -158,6 +176,8 @@ pub(crate) struct Shared {
 pub struct RelayHandle {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The embedded SFU's UDP address, if it runs.
+    pub sfu_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     shutdown: Option<oneshot::Sender<()>>,
     stopping: tokio::sync::watch::Sender<bool>,
@@ -208,19 +228,32 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         u32::try_from(config.max_message_bytes).unwrap_or(u32::MAX);
     config.hub.limits.rate_per_sec = config.rate_per_sec;
     config.hub.limits.rate_burst = config.rate_burst;
-    let hub = Hub::new(store, config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?)
-        .context("loading the database")?;
-
     let metrics = Arc::new(Metrics::default());
     let hub_alive = Arc::new(AtomicBool::new(true));
     let (hub_tx, hub_rx) = mpsc::channel(8192);
+    let sfu = match config.sfu_bind {
+        Some(bind) => Some(
+            crate::sfu::SfuLink::start(
+                bind,
+                config.sfu_public_addr,
+                hub_tx.clone(),
+                metrics.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let sfu_addr = sfu.as_ref().map(|s| s.local_addr());
+    config.hub.mode.sfu_enabled = sfu.is_some();
+    let hub = Hub::new(store, config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?)
+        .context("loading the database")?;
     {
         let metrics = metrics.clone();
         let alive = hub_alive.clone();
         std::thread::Builder::new()
             .name("hum-hub".into())
             .spawn(move || {
-                hub_thread(hub, hub_rx, &metrics);
+                hub_thread(hub, hub_rx, &metrics, sfu.as_ref());
                 alive.store(false, Ordering::SeqCst);
             })
             .context("spawning the hub thread")?;
@@ -288,6 +321,7 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     let server = tokio::spawn(crate::accept::accept_loop(listener, app, shared, stop_rx));
     Ok(RelayHandle {
         addr,
+        sfu_addr,
         metrics,
         shutdown: Some(stop_tx),
         stopping,
@@ -297,7 +331,12 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
 
 // --- the hub thread -------------------------------------------------------------------------------
 
-fn hub_thread(mut hub: Hub, mut rx: mpsc::Receiver<HubCmd>, metrics: &Metrics) {
+fn hub_thread(
+    mut hub: Hub,
+    mut rx: mpsc::Receiver<HubCmd>,
+    metrics: &Metrics,
+    sfu: Option<&crate::sfu::SfuLink>,
+) {
     let mut conns: HashMap<ConnId, OutboxTx> = HashMap::new();
     while let Some(cmd) = rx.blocking_recv() {
         let now = unix_ms();
@@ -320,24 +359,47 @@ fn hub_thread(mut hub: Hub, mut rx: mpsc::Receiver<HubCmd>, metrics: &Metrics) {
             HubCmd::Tick => {
                 hub.tick(now);
                 metrics.set_hub(hub.stats());
+                if let Some(s) = sfu {
+                    s.refresh_metrics();
+                }
             }
+            HubCmd::SfuDone {
+                conn,
+                re,
+                user,
+                joining,
+                result,
+            } => hub.sfu_done(conn, re, user, joining, result),
+            HubCmd::SfuEvent(ev) => crate::sfu::on_event(&mut hub, ev),
         }));
         if result.is_err() {
             // A bug, not bad input: keep serving everyone else.
             tracing::error!("the hub panicked while handling a command; continuing");
         }
-        dispatch(&mut hub, &mut conns, metrics, now);
+        let sfu_cmds = dispatch(&mut hub, &mut conns, metrics, now);
+        for cmd in sfu_cmds {
+            match sfu {
+                Some(s) => s.exec(cmd),
+                None => tracing::error!("the hub asked for an SFU that does not run"),
+            }
+        }
     }
     tracing::info!("hub thread stopped");
 }
 
 /// Deliver the hub's outputs. Clients whose queue is full are dropped, which may produce more
-/// outputs (roster changes), so loop until quiet.
-fn dispatch(hub: &mut Hub, conns: &mut HashMap<ConnId, OutboxTx>, metrics: &Metrics, now: u64) {
+/// outputs (roster changes), so loop until quiet. Returns what the SFU should do, in order.
+fn dispatch(
+    hub: &mut Hub,
+    conns: &mut HashMap<ConnId, OutboxTx>,
+    metrics: &Metrics,
+    now: u64,
+) -> Vec<SfuCmd> {
+    let mut sfu = Vec::new();
     loop {
         let outputs = hub.drain();
         if outputs.is_empty() {
-            return;
+            return sfu;
         }
         let mut dropped = Vec::new();
         for out in outputs {
@@ -366,6 +428,7 @@ fn dispatch(hub: &mut Hub, conns: &mut HashMap<ConnId, OutboxTx>, metrics: &Metr
                         tx.push_close(code, reason);
                     }
                 }
+                Output::Sfu(cmd) => sfu.push(cmd),
             }
         }
         for c in dropped {

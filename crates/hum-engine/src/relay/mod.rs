@@ -19,7 +19,7 @@ use std::time::Duration;
 use hum_proto::signal::{
     ChannelInfo, ChannelPermissions, ErrorCode, Friend, InviteInfo, Limits, Name, Permissions,
     Reply, Request, ServerInfo, ServerSummary, SignalPayload, SignalScope, UserSummary, VoiceState,
-    VoiceStatePatch,
+    VoiceStatePatch, VoiceTopology,
 };
 use hum_proto::signal::{DisplayName, Event};
 use hum_proto::{CallId, ChannelId, InviteCode, ServerId, UserId};
@@ -466,6 +466,16 @@ impl RelayClient {
         channel: ChannelId,
         voice: VoiceState,
     ) -> Result<(ChannelInfo, Permissions), ClientError> {
+        let (channel, permissions, _) = self.channel_join_mode(channel, voice).await?;
+        Ok((channel, permissions))
+    }
+
+    /// [`RelayClient::channel_join`], plus how the channel carries audio now (mesh or SFU).
+    pub async fn channel_join_mode(
+        &self,
+        channel: ChannelId,
+        voice: VoiceState,
+    ) -> Result<(ChannelInfo, Permissions, VoiceTopology), ClientError> {
         let request = Request::ChannelJoin {
             channel,
             voice: Some(voice),
@@ -474,8 +484,36 @@ impl RelayClient {
             Reply::Joined {
                 channel,
                 permissions,
-            } => Ok((channel, permissions)),
+                mode,
+            } => Ok((channel, permissions, mode)),
             other => Err(unexpected("joined", &other)),
+        }
+    }
+
+    /// Connect to the SFU of the channel we are in with our SDP offer; returns its answer.
+    pub async fn sfu_join(&self, channel: ChannelId, sdp: String) -> Result<String, ClientError> {
+        self.expect_sdp(Request::SfuJoin { channel, sdp }).await
+    }
+
+    /// Our answer to the SFU's last `sfu_offer`.
+    pub async fn sfu_answer(&self, sdp: String) -> Result<(), ClientError> {
+        self.expect_ok(Request::SfuAnswer { sdp }).await
+    }
+
+    /// Renegotiate our own tracks with the SFU; returns its answer.
+    pub async fn sfu_offer(&self, sdp: String) -> Result<String, ClientError> {
+        self.expect_sdp(Request::SfuOffer { sdp }).await
+    }
+
+    /// Disconnect from the SFU, staying in the channel.
+    pub async fn sfu_leave(&self) -> Result<(), ClientError> {
+        self.expect_ok(Request::SfuLeave).await
+    }
+
+    async fn expect_sdp(&self, request: Request) -> Result<String, ClientError> {
+        match self.request(request).await? {
+            Reply::Sdp { sdp } => Ok(sdp),
+            other => Err(unexpected("sdp", &other)),
         }
     }
     pub async fn channel_leave(&self) -> Result<(), ClientError> {

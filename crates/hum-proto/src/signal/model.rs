@@ -334,6 +334,19 @@ pub struct Limits {
     pub rate_burst: u32,
 }
 
+/// How a voice channel carries its audio: a full mesh of peer connections while it is small,
+/// or one connection per member to the relay's SFU beyond that. The relay decides (see
+/// docs/sfu.md, "Mode switch") and announces it in `joined` and `channel_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VoiceTopology {
+    /// Every member connects to every other one (signalling with `signal`).
+    #[default]
+    Mesh,
+    /// Every member connects once to the SFU (signalling with `sfu_join` / `sfu_answer`).
+    Sfu,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use crate::ids::{CallId, ChannelId, Nonce, RequestId, ServerId, UserId};
 use crate::signal::error::{ErrorCode, ProtoError};
 use crate::signal::model::{
     ChannelInfo, Friend, InviteInfo, Limits, Member, Name, Permissions, Presence, RosterEntry,
-    ServerInfo, ServerSummary, UserSummary, VoiceState,
+    ServerInfo, ServerSummary, UserSummary, VoiceState, VoiceTopology,
 };
 use crate::signal::request::{SignalPayload, SignalScope};
 use crate::signal::stream::{MeshSignal, StreamInfo};
@@ -101,11 +101,17 @@ pub enum Reply {
     Joined {
         channel: ChannelInfo,
         permissions: Permissions,
+        /// How the channel carries audio now: `mesh` (send offers to the others) or `sfu`
+        /// (send `sfu_join`). Absent from older relays: `mesh`.
+        #[serde(default)]
+        mode: VoiceTopology,
     },
     /// To `stream_start` and `stream_join`.
     Stream { stream: StreamInfo },
     /// To `stream_list`.
     Streams { streams: Vec<StreamInfo> },
+    /// To `sfu_join` and `sfu_offer`: the SFU's SDP answer.
+    Sdp { sdp: String },
 }
 
 /// Why a call ended.
@@ -304,6 +310,28 @@ pub enum Event {
         from: UserId,
         signal: MeshSignal,
     },
+
+    // --- SFU ----------------------------------------------------------------------------------
+    /// A voice channel of a server you are in switched between `mesh` and `sfu` (also sent to
+    /// you alone right after you join a channel). Members move: to `sfu`, send `sfu_join`; to
+    /// `mesh`, send `sfu_leave` and offers as in a mesh.
+    ChannelMode {
+        server: ServerId,
+        channel: ChannelId,
+        mode: VoiceTopology,
+    },
+    /// The SFU offers you other members' tracks (one send-only m-line per track, `msid` = the
+    /// owner's user id). Answer with `sfu_answer`.
+    SfuOffer {
+        channel: ChannelId,
+        sdp: String,
+    },
+    /// The dominant speaker of an SFU channel changed (sent to the channel's members).
+    SfuSpeaker {
+        server: ServerId,
+        channel: ChannelId,
+        user: UserId,
+    },
 }
 
 impl Event {
@@ -336,6 +364,9 @@ impl Event {
             Event::StreamEnded { .. } => "stream_ended",
             Event::StreamViewer { .. } => "stream_viewer",
             Event::StreamSignal { .. } => "stream_signal",
+            Event::ChannelMode { .. } => "channel_mode",
+            Event::SfuOffer { .. } => "sfu_offer",
+            Event::SfuSpeaker { .. } => "sfu_speaker",
         }
     }
 }

@@ -235,6 +235,20 @@ pub enum Request {
         to: UserId,
         signal: MeshSignal,
     },
+
+    // --- SFU (voice channels in mode `sfu`) ------------------------------------------------
+    /// Connect to the SFU for the voice channel you are in (its mode must be `sfu`), with an
+    /// SDP offer carrying your own tracks (send-only or send-receive Opus). Reply: `sdp` with
+    /// the SFU's answer. Others' tracks follow in `sfu_offer` events.
+    SfuJoin { channel: ChannelId, sdp: String },
+    /// Your answer to the last `sfu_offer` event. Reply: `ok`.
+    SfuAnswer { sdp: String },
+    /// Renegotiate your own tracks with the SFU (e.g. add a camera). Reply: `sdp` with the
+    /// answer; `invalid_state` while an `sfu_offer` waits for your answer (answer it, retry).
+    SfuOffer { sdp: String },
+    /// Disconnect from the SFU but stay in the channel (it went back to mesh). Reply: `ok`.
+    /// Leaving the channel does this by itself.
+    SfuLeave,
 }
 
 impl Request {
@@ -281,6 +295,10 @@ impl Request {
             Request::StreamJoin { .. } => "stream_join",
             Request::StreamLeave { .. } => "stream_leave",
             Request::StreamSignal { .. } => "stream_signal",
+            Request::SfuJoin { .. } => "sfu_join",
+            Request::SfuAnswer { .. } => "sfu_answer",
+            Request::SfuOffer { .. } => "sfu_offer",
+            Request::SfuLeave => "sfu_leave",
         }
     }
 }
@@ -327,4 +345,8 @@ pub const REQUEST_TYPES: &[&str] = &[
     "stream_join",
     "stream_leave",
     "stream_signal",
+    "sfu_join",
+    "sfu_answer",
+    "sfu_offer",
+    "sfu_leave",
 ];

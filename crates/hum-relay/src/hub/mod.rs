@@ -17,6 +17,7 @@
 //! - one session per account: a new login with the same key replaces the old session.
 
 mod community;
+mod mode;
 mod social;
 mod stream;
 mod voice;
@@ -69,6 +70,39 @@ pub enum Output {
         code: u16,
         reason: String,
     },
+    /// Ask the embedded SFU to do something (the server module carries it out).
+    Sfu(SfuCmd),
+}
+
+/// What the hub asks of the SFU. Requests carry the connection and request id so the SFU's
+/// answer can be returned with [`Hub::sfu_done`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum SfuCmd {
+    /// `user` joins `channel`'s SFU room with an offer; `permissions` bound what it may publish.
+    Join {
+        conn: ConnId,
+        re: RequestId,
+        channel: ChannelId,
+        user: UserId,
+        sdp: String,
+        permissions: hum_proto::signal::Permissions,
+    },
+    /// `user` renegotiates its own tracks.
+    Offer {
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        sdp: String,
+    },
+    /// `user` answers the SFU's offer.
+    Answer {
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        sdp: String,
+    },
+    /// `user` leaves the SFU.
+    Leave { user: UserId },
 }
 
 /// Tunables. The defaults are the relay's defaults.
@@ -90,6 +124,8 @@ pub struct HubConfig {
     /// Ringing plus active calls.
     pub max_calls_per_user: usize,
     pub max_invites_per_server: usize,
+    /// When a voice channel is a mesh and when it uses the SFU.
+    pub mode: mode::ModePolicy,
 }
 
 impl Default for HubConfig {
@@ -109,6 +145,7 @@ impl Default for HubConfig {
             max_friends: 2_000,
             max_calls_per_user: 4,
             max_invites_per_server: 100,
+            mode: mode::ModePolicy::default(),
         }
     }
 }
@@ -181,6 +218,8 @@ pub struct Hub {
     online: HashMap<UserId, Online>,
     conns: HashMap<ConnId, UserId>,
     calls: BTreeMap<CallId, CallRec>,
+    /// Mesh or SFU, per voice channel with members.
+    voice: BTreeMap<ChannelId, mode::ChannelVoice>,
     next_call: u64,
     rng: ChaCha8Rng,
     streams: stream::Streams,
@@ -206,6 +245,7 @@ impl Hub {
             online: HashMap::new(),
             conns: HashMap::new(),
             calls: BTreeMap::new(),
+            voice: BTreeMap::new(),
             next_call: 1,
             rng,
             streams: stream::Streams::default(),
@@ -411,6 +451,15 @@ impl Hub {
             self.reply(conn, re, Err(e));
             return;
         };
+        // SFU requests are answered when the SFU is done (`sfu_done`), unless refused now.
+        match self.sfu_request(conn, re, user, &req) {
+            Some(Ok(())) => return,
+            Some(Err(e)) => {
+                self.reply(conn, re, Err(e));
+                return;
+            }
+            None => {}
+        }
         let result = self.dispatch(now_ms, user, req);
         self.reply(conn, re, result);
     }
@@ -487,6 +536,13 @@ impl Hub {
             Request::StreamSignal { stream, to, signal } => {
                 self.stream_signal(user, stream, to, signal)
             }
+            Request::SfuJoin { .. } | Request::SfuOffer { .. } | Request::SfuAnswer { .. } => {
+                Err(err(
+                    ErrorCode::Internal,
+                    "SFU requests are handled before dispatch",
+                ))
+            }
+            Request::SfuLeave => self.sfu_leave(user),
         }
     }
 

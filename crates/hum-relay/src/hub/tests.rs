@@ -22,6 +22,8 @@ struct World {
     /// Everything delivered per connection, in order.
     inbox: HashMap<ConnId, Vec<ServerMessage>>,
     closed: Vec<(ConnId, u16)>,
+    /// What the hub asked of the SFU, in order.
+    sfu: Vec<super::SfuCmd>,
 }
 
 fn user(n: u8) -> UserId {
@@ -47,6 +49,7 @@ impl World {
             next_req: 1,
             inbox: HashMap::new(),
             closed: Vec::new(),
+            sfu: Vec::new(),
         }
     }
 
@@ -59,6 +62,7 @@ impl World {
                     }
                 }
                 Output::Close { conn, code, .. } => self.closed.push((conn, code)),
+                Output::Sfu(cmd) => self.sfu.push(cmd),
             }
         }
         self.hub.check().unwrap();
@@ -709,6 +713,7 @@ fn channel_join_roster_and_voice_state() {
         Reply::Joined {
             channel,
             permissions,
+            ..
         } => {
             assert_eq!(channel.roster.len(), 1);
             assert!(channel.roster[0].voice.muted);
@@ -1094,6 +1099,7 @@ fn data_survives_a_restart_but_presence_does_not() {
             next_req: 1,
             inbox: HashMap::new(),
             closed: vec![],
+            sfu: vec![],
         };
         (s, c) = w.community(2);
         w.befriend(1, 2);
@@ -1113,6 +1119,7 @@ fn data_survives_a_restart_but_presence_does_not() {
         next_req: 1,
         inbox: HashMap::new(),
         closed: vec![],
+        sfu: vec![],
     };
     assert!(matches!(
         w.login(1),
@@ -1284,4 +1291,173 @@ fn invite_expiry_is_bounded_to_30_days() {
         }
         r => panic!("unexpected {r:?}"),
     }
+}
+
+// --- mesh or SFU --------------------------------------------------------------------------------
+
+fn sfu_world() -> World {
+    let mut config = HubConfig::default();
+    config.mode.sfu_enabled = true;
+    World::with_config(config)
+}
+
+fn join(w: &mut World, n: u8, channel: ChannelId) -> hum_proto::signal::VoiceTopology {
+    match w.ok(
+        n,
+        Request::ChannelJoin {
+            channel,
+            voice: None,
+        },
+    ) {
+        Reply::Joined { mode, .. } => mode,
+        r => panic!("unexpected {r:?}"),
+    }
+}
+
+fn modes_seen(w: &mut World, n: u8) -> Vec<hum_proto::signal::VoiceTopology> {
+    w.events(n)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ChannelMode { mode, .. } => Some(mode),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_ninth_joiner_moves_the_channel_to_the_sfu_and_six_move_it_back() {
+    use hum_proto::signal::VoiceTopology::{Mesh, Sfu};
+    let mut w = sfu_world();
+    let (_, c) = w.community(10);
+    for n in 1..=8 {
+        assert_eq!(join(&mut w, n, c), Mesh, "member {n}");
+    }
+    // Each joiner heard the mode once (to it alone); nobody heard a change.
+    assert_eq!(modes_seen(&mut w, 1), vec![Mesh]);
+    w.clear();
+    assert_eq!(join(&mut w, 9, c), Sfu);
+    // Everyone on the server (member 10 too, not in the channel) hears the switch.
+    for n in [1, 5, 9, 10] {
+        assert_eq!(modes_seen(&mut w, n), vec![Sfu], "member {n}");
+    }
+    assert_eq!(join(&mut w, 10, c), Sfu);
+    assert_eq!(modes_seen(&mut w, 10), vec![Sfu]);
+    // 10 -> 7 members: still the SFU (hysteresis); at 6 it is a mesh again.
+    for n in [10, 9, 8] {
+        w.ok(n, Request::ChannelLeave);
+    }
+    assert!(modes_seen(&mut w, 1).is_empty());
+    w.ok(7, Request::ChannelLeave);
+    assert_eq!(modes_seen(&mut w, 1), vec![Mesh]);
+}
+
+#[test]
+fn sfu_requests_are_checked_and_answered_once_the_sfu_is_done() {
+    use super::SfuCmd;
+    let mut w = sfu_world();
+    w.hub.config.mode.mesh_max = 1;
+    let (_, c) = w.community(3);
+    join(&mut w, 1, c);
+    let sfu_join = |channel| Request::SfuJoin {
+        channel,
+        sdp: "v=0 offer".into(),
+    };
+    // One member: still a mesh.
+    assert_eq!(w.code(1, sfu_join(c)), ErrorCode::InvalidState);
+    join(&mut w, 2, c);
+    assert_eq!(w.code(3, sfu_join(c)), ErrorCode::NotInChannel);
+    assert_eq!(
+        w.code(2, Request::SfuAnswer { sdp: "v=0".into() }),
+        ErrorCode::InvalidState,
+        "an answer before joining the SFU"
+    );
+    // Accepted: no reply yet, the SFU is asked with the channel permissions.
+    let re = RequestId(9_000);
+    w.hub.request(w.now_ms, conn(2), re, sfu_join(c));
+    w.pump();
+    assert!(w.inbox.get(&conn(2)).is_none_or(|m| {
+        m.iter()
+            .all(|m| !matches!(m, ServerMessage::Reply { re: r, .. } if *r == re))
+    }));
+    match w.sfu.pop() {
+        Some(SfuCmd::Join {
+            conn: cn,
+            re: r,
+            channel,
+            user: u,
+            permissions,
+            ..
+        }) => {
+            assert_eq!((cn, r, channel, u), (conn(2), re, c, user(2)));
+            assert!(permissions.speak);
+        }
+        other => panic!("expected a join for the SFU, got {other:?}"),
+    }
+    w.hub
+        .sfu_done(conn(2), re, user(2), true, Ok(Some("v=0 answer".into())));
+    w.pump();
+    assert_eq!(
+        w.take_reply(conn(2), re),
+        Ok(Reply::Sdp {
+            sdp: "v=0 answer".into()
+        })
+    );
+    // The SFU's offers reach the member as events; speaker changes reach the channel.
+    w.hub.sfu_offer(user(2), "v=0 sfu".into());
+    w.hub.sfu_speaker(c, user(2));
+    w.pump();
+    let ev = w.events(2);
+    assert!(ev.contains(&Event::SfuOffer {
+        channel: c,
+        sdp: "v=0 sfu".into()
+    }));
+    assert!(
+        w.events(1)
+            .iter()
+            .any(|e| matches!(e, Event::SfuSpeaker { user: u, .. } if *u == user(2)))
+    );
+    assert!(
+        !w.events(3)
+            .iter()
+            .any(|e| matches!(e, Event::SfuSpeaker { .. } | Event::SfuOffer { .. })),
+        "a server member outside the channel"
+    );
+    // Leaving the channel takes the member off the SFU.
+    w.ok(2, Request::ChannelLeave);
+    assert_eq!(w.sfu.pop(), Some(SfuCmd::Leave { user: user(2) }));
+    // A failed join forgets the member again.
+    join(&mut w, 3, c);
+    let re = RequestId(9_001);
+    w.hub.request(w.now_ms, conn(3), re, sfu_join(c));
+    w.hub
+        .sfu_done(conn(3), re, user(3), true, Err("bad SDP".into()));
+    w.pump();
+    assert_eq!(
+        w.take_reply(conn(3), re).unwrap_err().0,
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        w.code(3, Request::SfuOffer { sdp: "v=0".into() }),
+        ErrorCode::InvalidState
+    );
+}
+
+#[test]
+fn without_an_sfu_channels_stay_meshes_and_sfu_join_is_refused() {
+    use hum_proto::signal::VoiceTopology::Mesh;
+    let mut w = World::new();
+    let (_, c) = w.community(10);
+    for n in 1..=10 {
+        assert_eq!(join(&mut w, n, c), Mesh);
+    }
+    assert_eq!(
+        w.code(
+            1,
+            Request::SfuJoin {
+                channel: c,
+                sdp: "v=0".into()
+            }
+        ),
+        ErrorCode::InvalidState
+    );
 }

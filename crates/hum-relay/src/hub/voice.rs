@@ -8,12 +8,13 @@
 //! removes those who lost `join`).
 
 use hum_proto::signal::{
-    ChannelPermissions, ErrorCode, Event, Name, Permissions, ProtoError, Reply, Role, RosterEntry,
-    RosterLeaveReason, SignalPayload, SignalScope, VoiceState, VoiceStatePatch,
+    ChannelPermissions, ErrorCode, Event, Name, Permissions, ProtoError, Reply, Request, Role,
+    RosterEntry, RosterLeaveReason, SignalPayload, SignalScope, VoiceState, VoiceStatePatch,
+    VoiceTopology,
 };
-use hum_proto::{ChannelId, ServerId, UserId};
+use hum_proto::{ChannelId, RequestId, ServerId, UserId};
 
-use super::{Hub, HubResult, db_err, err};
+use super::{ConnId, Hub, HubResult, Output, SfuCmd, db_err, err};
 use crate::model::ChannelRec;
 
 /// Clamp a voice state to what `perms` allow.
@@ -232,6 +233,7 @@ impl Hub {
         self.store.delete_channel(channel).map_err(db_err)?;
         self.clear_roster(channel, RosterLeaveReason::Deleted);
         self.model.remove_channel(channel);
+        self.voice.remove(&channel);
         self.event_to_server(server, Event::ChannelDeleted { server, channel });
         Ok(Reply::Ok)
     }
@@ -302,6 +304,20 @@ impl Hub {
             if let Some(ch) = self.model.channels.get_mut(&channel) {
                 ch.roster.push(user);
             }
+            // The mode first: members that move to the SFU must not offer a mesh connection to
+            // the newcomer announced next.
+            if !self.update_mode(channel) {
+                // Unchanged: the joiner alone hears the mode (the others know it).
+                let mode = self.mode_of(channel);
+                self.event_to_user(
+                    &user,
+                    Event::ChannelMode {
+                        server,
+                        channel,
+                        mode,
+                    },
+                );
+            }
             let entry = RosterEntry {
                 user: self.summary(&user),
                 voice: v,
@@ -316,12 +332,14 @@ impl Hub {
             );
             self.push_presence(&user);
         }
+        let mode = self.mode_of(channel);
         let channel = self
             .channel_info(channel)
             .ok_or_else(|| err(ErrorCode::Internal, "channel vanished"))?;
         Ok(Reply::Joined {
             channel,
             permissions: perms,
+            mode,
         })
     }
 
@@ -362,6 +380,219 @@ impl Hub {
         if reason != RosterLeaveReason::Disconnected {
             self.push_presence(u);
         }
+        if let Some(v) = self.voice.get_mut(&channel)
+            && v.sfu.remove(u)
+        {
+            self.out.push(Output::Sfu(SfuCmd::Leave { user: *u }));
+        }
+        self.update_mode(channel);
+    }
+
+    // --- mesh or SFU ----------------------------------------------------------------------------
+
+    /// The channel's mode now.
+    pub(super) fn mode_of(&self, channel: ChannelId) -> VoiceTopology {
+        self.voice
+            .get(&channel)
+            .map_or(VoiceTopology::Mesh, |v| v.mode)
+    }
+
+    /// Re-applies the mode rule after the roster of `channel` changed; announces a change to
+    /// the server's members. Returns whether the mode changed.
+    pub(super) fn update_mode(&mut self, channel: ChannelId) -> bool {
+        let Some(ch) = self.model.channels.get(&channel) else {
+            self.voice.remove(&channel);
+            return false;
+        };
+        let (server, members) = (ch.server, ch.roster.len());
+        let current = self.mode_of(channel);
+        let next = self.config.mode.next(current, members);
+        if members == 0 {
+            self.voice.remove(&channel);
+        } else {
+            self.voice.entry(channel).or_default().mode = next;
+        }
+        if next == current {
+            return false;
+        }
+        tracing::info!(%channel, members, ?next, "voice channel changes mode");
+        self.event_to_server(
+            server,
+            Event::ChannelMode {
+                server,
+                channel,
+                mode: next,
+            },
+        );
+        true
+    }
+
+    /// `sfu_join`, `sfu_offer`, `sfu_answer`: checked here, answered by the SFU later
+    /// (`Some(Ok(()))`), or refused now. `None`: not an SFU request.
+    pub(super) fn sfu_request(
+        &mut self,
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        req: &Request,
+    ) -> Option<Result<(), ProtoError>> {
+        let r = match req {
+            Request::SfuJoin { channel, sdp } => self.sfu_join(conn, re, user, *channel, sdp),
+            Request::SfuOffer { sdp } => self.in_sfu(&user).map(|_| {
+                self.out.push(Output::Sfu(SfuCmd::Offer {
+                    conn,
+                    re,
+                    user,
+                    sdp: sdp.clone(),
+                }))
+            }),
+            Request::SfuAnswer { sdp } => self.in_sfu(&user).map(|_| {
+                self.out.push(Output::Sfu(SfuCmd::Answer {
+                    conn,
+                    re,
+                    user,
+                    sdp: sdp.clone(),
+                }))
+            }),
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    fn in_sfu(&self, user: &UserId) -> Result<ChannelId, ProtoError> {
+        let channel = self
+            .online
+            .get(user)
+            .and_then(|o| o.channel)
+            .ok_or_else(|| err(ErrorCode::NotInChannel, "you are not in a voice channel"))?;
+        if !self
+            .voice
+            .get(&channel)
+            .is_some_and(|v| v.sfu.contains(user))
+        {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "you are not connected to the SFU: send sfu_join first",
+            ));
+        }
+        Ok(channel)
+    }
+
+    fn sfu_join(
+        &mut self,
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        channel: ChannelId,
+        sdp: &str,
+    ) -> Result<(), ProtoError> {
+        if !self.config.mode.sfu_enabled {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "this relay runs no SFU (started with --sfu-bind off)",
+            ));
+        }
+        if self.online.get(&user).and_then(|o| o.channel) != Some(channel) {
+            return Err(err(ErrorCode::NotInChannel, "you are not in that channel"));
+        }
+        if self.mode_of(channel) != VoiceTopology::Sfu {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the channel is in mesh mode: send offers to the other members",
+            ));
+        }
+        let ch = self
+            .model
+            .channels
+            .get(&channel)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
+        let role = self.model.role(ch.server, &user).unwrap_or(Role::Member);
+        let permissions = ch.permissions.for_role(role);
+        let v = self.voice.entry(channel).or_default();
+        if !v.sfu.insert(user) {
+            // A second join replaces the first connection (e.g. after an ICE failure).
+            self.out.push(Output::Sfu(SfuCmd::Leave { user }));
+        }
+        self.out.push(Output::Sfu(SfuCmd::Join {
+            conn,
+            re,
+            channel,
+            user,
+            sdp: sdp.to_string(),
+            permissions,
+        }));
+        Ok(())
+    }
+
+    pub(super) fn sfu_leave(&mut self, user: UserId) -> HubResult {
+        let channel = self
+            .online
+            .get(&user)
+            .and_then(|o| o.channel)
+            .ok_or_else(|| err(ErrorCode::NotInChannel, "you are not in a voice channel"))?;
+        if let Some(v) = self.voice.get_mut(&channel)
+            && v.sfu.remove(&user)
+        {
+            self.out.push(Output::Sfu(SfuCmd::Leave { user }));
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// The SFU finished a request of `user` (`Ok(Some(sdp))`: an answer to return).
+    pub fn sfu_done(
+        &mut self,
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        joining: bool,
+        result: Result<Option<String>, String>,
+    ) {
+        let reply = match result {
+            Ok(Some(sdp)) => Ok(Reply::Sdp { sdp }),
+            Ok(None) => Ok(Reply::Ok),
+            Err(message) => {
+                if joining {
+                    self.sfu_forget(&user);
+                }
+                Err(err(ErrorCode::BadRequest, format!("SFU: {message}")))
+            }
+        };
+        self.reply(conn, re, reply);
+    }
+
+    fn sfu_forget(&mut self, user: &UserId) {
+        for v in self.voice.values_mut() {
+            v.sfu.remove(user);
+        }
+    }
+
+    /// The SFU offers `user` new tracks.
+    pub fn sfu_offer(&mut self, user: UserId, sdp: String) {
+        let Some(channel) = self.online.get(&user).and_then(|o| o.channel) else {
+            return;
+        };
+        self.event_to_user(&user, Event::SfuOffer { channel, sdp });
+    }
+
+    /// The SFU's connection to `user` ended (ICE timeout, DTLS close).
+    pub fn sfu_disconnected(&mut self, user: UserId) {
+        self.sfu_forget(&user);
+    }
+
+    /// The dominant speaker of an SFU room changed: tell the channel's members.
+    pub fn sfu_speaker(&mut self, channel: ChannelId, user: UserId) {
+        let Some(ch) = self.model.channels.get(&channel) else {
+            return;
+        };
+        let (server, roster) = (ch.server, ch.roster.clone());
+        self.event_to_users(
+            roster.iter(),
+            Event::SfuSpeaker {
+                server,
+                channel,
+                user,
+            },
+        );
     }
 
     pub(super) fn channel_leave(&mut self, user: UserId) -> HubResult {
