@@ -6,7 +6,8 @@
 
 Runs a real hum-relay, drives the app through tauri-driver + WebKitWebDriver (first run, relay
 connected: "idle"; server + channel, a `hum voice join --tone` bot, the app joins: "call"; the camera
-on with the test pattern as a 720p30 self-view, then 4 more 360p30 streams decoded in 4 tiles), then
+on with the test pattern as a 720p30 self-view; camera off and 4 pattern streams of 360p30 decoded in
+4 tiles: what a 4-person call shows), then
 starts the app again directly, without WebDriver, from the same data dir ("idle, no WebDriver": what
 a user runs). For every process of the app's tree (hum-app, WebKitWebProcess, WebKitNetworkProcess,
 a GPU process if any) it prints RSS, PSS and USS from /proc/PID/smaps_rollup, and the sums.
@@ -120,6 +121,17 @@ def wait_tree(root_pid, names, timeout):
     return False
 
 
+def tiles(session, streams):
+    """Per video tile: frames drawn, drawImage time per frame, capture-to-draw latency of the last one."""
+    for s in streams:
+        v = session.js("const c = document.querySelector(`[data-testid='video-${arguments[0]}']`);"
+                       "return c ? [c.dataset.frames, c.dataset.drawMs, c.dataset.latencyMs] : null;", s)
+        if v:
+            frames, draw, lat = int(v[0] or 0), float(v[1] or 0), v[2]
+            print(f"TILE {s}: {frames} frames, drawImage {draw / max(frames, 1):.2f} ms/frame, "
+                  f"capture-to-draw {lat} ms (last frame)")
+
+
 def drive(args, data_dir, log, relay_url):
     """Idle, in-call and video measurements of the app driven through WebDriver."""
     os.environ.setdefault("HUM_VIDEO_SOURCE", "pattern")  # the camera: this machine has none
@@ -164,20 +176,25 @@ def drive(args, data_dir, log, relay_url):
                         "return m ? m.dataset.speaking : null;", lambda v: v == "true", 30, "bot speaking")
         time.sleep(args.settle)
         snapshot(e2e.app_pid(driver.pid), "in a voice call with the bot (WebDriver)", args.seconds, args.top)
-        # Video: my camera (the test pattern, HUM_VIDEO_SOURCE) as a 720p30 self-view, then with 4
-        # more 360p30 pattern streams decoded in 4 more tiles (what a 4-person call receives).
+        # Video: my camera (the test pattern, HUM_VIDEO_SOURCE) as a 720p30 self-view; then 4 360p30
+        # pattern streams decoded in 4 tiles (what a 4-person call receives; here hum-app also encodes
+        # them, which a receiver does not: see docs/app.md for the split).
         session.click("camera")
         e2e.read_pattern(session, "video-self", 30)
         time.sleep(args.settle)
         snapshot(e2e.app_pid(driver.pid), "in a call, self-view 720p30 (WebDriver)", args.seconds, args.top)
+        tiles(session, ["self"])
+        session.click("camera")
+        e2e.wait_gone(session, "video-self")
         session.js("window.__humVideoBench(4, 640, 360); return true;")
         for i in range(4):
             e2e.read_pattern(session, f"video-bench-{i}", 30)
         time.sleep(args.settle)
-        snapshot(e2e.app_pid(driver.pid), "in a call, self-view 720p30 + 4 x 360p30 decoded (WebDriver)",
+        snapshot(e2e.app_pid(driver.pid), "in a call, 4 x 360p30 streams decoded in 4 tiles (WebDriver)",
                  args.seconds, args.top)
+        tiles(session, [f"bench-{i}" for i in range(4)])
         session.js("window.__humVideoBench(0); return true;")
-        session.click("camera")
+        e2e.wait_gone(session, "video-bench-0")
         session.click("leave-Lobby")
         session.find("join-Lobby")
     finally:

@@ -11,7 +11,8 @@ const MAX_QUEUE = 4;
  * One video stream drawn on a canvas: encoded VP8 frames of `streamId` from the video channel,
  * decoded by WebCodecs' `VideoDecoder`. The same component shows my self-view (`self`) and, with
  * their stream ids, remote tracks. The canvas carries what a test needs: `data-frames` (decoded
- * so far), `data-width`/`data-height` and `data-latency-ms` (capture to draw of the last frame).
+ * so far), `data-width`/`data-height`, `data-latency-ms` (capture to draw of the last frame) and
+ * `data-draw-ms` (time spent in drawImage so far: the benchmark's split of the web process).
  */
 export function VideoTile(props: { streamId: string; label?: string }) {
   const canvas = useRef<HTMLCanvasElement>(null);
@@ -28,6 +29,7 @@ export function VideoTile(props: { streamId: string; label?: string }) {
     let waitingForKey = true;
     let asked = false;
     let frames = 0;
+    let drawMs = 0;
     const captured = new Map<number, number>();
     const requestKeyframe = () => {
       if (asked) return;
@@ -42,11 +44,14 @@ export function VideoTile(props: { streamId: string; label?: string }) {
             el.width = f.displayWidth;
             el.height = f.displayHeight;
           }
+          const t0 = performance.now();
           ctx?.drawImage(f, 0, 0);
+          drawMs += performance.now() - t0;
           frames += 1;
           const at = captured.get(f.timestamp);
           captured.delete(f.timestamp);
           el.dataset.frames = String(frames);
+          el.dataset.drawMs = drawMs.toFixed(1);
           el.dataset.width = String(f.displayWidth);
           el.dataset.height = String(f.displayHeight);
           if (at) el.dataset.latencyMs = String(Date.now() - at);
