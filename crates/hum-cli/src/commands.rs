@@ -338,6 +338,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Voice(cmd) => crate::voice::run_voice(&cli, cmd).await?,
         Command::Call(args) => crate::voice::run_call(&cli, args).await?,
+        Command::Stream(cmd) => crate::stream::run_stream(&cli, cmd).await?,
+        Command::Watch(args) => crate::stream::run_watch(&cli, args).await?,
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod resolve;
+mod stream;
 mod video;
 mod voice;
 
@@ -66,6 +67,11 @@ pub enum Command {
     Voice(voice::VoiceCmd),
     /// Call a friend (or `--answer` a call) with audio, and video with --video.
     Call(voice::CallArgs),
+    /// Livestreams: `hum stream start --server S --channel C --source pattern`.
+    #[command(subcommand)]
+    Stream(stream::StreamCmd),
+    /// Watch a livestream headless, relaying it to others; reports lag, continuity, verified chunks.
+    Watch(stream::WatchArgs),
 }
 
 fn main() -> ExitCode {

@@ -87,6 +87,12 @@ impl Identity {
         self.display_name = name;
     }
 
+    /// The signer of this account's livestreams: the account key signs every chunk record, so
+    /// viewers verify a stream against the streamer's user id (docs/stream.md).
+    pub fn stream_publisher(&self) -> hum_mesh::manifest::Publisher {
+        hum_mesh::manifest::Publisher::from_seed(self.key.to_bytes())
+    }
+
     /// The signature the relay's login challenge asks for.
     pub fn sign_login(&self, nonce: &Nonce) -> Signature {
         Signature(self.key.sign(&login_signing_bytes(nonce)).to_bytes())

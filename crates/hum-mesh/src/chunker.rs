@@ -181,7 +181,7 @@ impl Chunker {
         } else {
             0
         };
-        self.buf.push(u8::from(frame.keyframe) * FLAG_KEY | audio);
+        self.buf.push((u8::from(frame.keyframe) * FLAG_KEY) | audio);
         self.buf
             .extend_from_slice(&(frame.data.len() as u32).to_be_bytes());
         self.buf.extend_from_slice(&frame.data);

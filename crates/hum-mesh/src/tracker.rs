@@ -654,6 +654,17 @@ impl Tracker {
                 self.peers[d as usize].ups.retain(|&(x, _)| x != up.0);
                 self.orphans.push((PeerId(d), up));
             }
+            // A root seat is for a relay: an evicted one gives it back, so an orphaned relay can take
+            // it (with one server copy, the whole audience hung below a malicious seed otherwise).
+            let root = self.root;
+            if self.peers[up.0 as usize]
+                .ups
+                .iter()
+                .any(|&(x, _)| x == root.0)
+            {
+                self.drop_edge(up, root);
+                self.orphans.push((up, root));
+            }
         }
     }
 
@@ -835,10 +846,22 @@ mod tests {
         t.ban(PeerId(2), PeerId(1));
         t.ban(PeerId(3), PeerId(1));
         assert!(t.take_orphans().is_empty(), "two distinct bans: not yet");
+        let spare = t.root_spare();
         t.ban(PeerId(4), PeerId(1));
-        let mut moved: Vec<u32> = t.take_orphans().iter().map(|(d, _)| d.0).collect();
+        let orphans = t.take_orphans();
+        let mut moved: Vec<u32> = orphans
+            .iter()
+            .filter(|(_, lost)| *lost == PeerId(1))
+            .map(|(d, _)| d.0)
+            .collect();
         moved.sort_unstable();
         assert_eq!(moved, vec![5, 6], "its remaining downstreams are moved");
+        assert!(
+            orphans.contains(&(PeerId(1), PeerId(0))),
+            "and it gives its root seat back"
+        );
+        assert!(t.root_spare() > spare);
+        assert!(t.upstreams(PeerId(1)).iter().all(|g| g.up != PeerId(0)));
         assert!(t.refill(PeerId(5), &rtt).iter().all(|g| g.up != PeerId(1)));
         let (g, _) = t.join(PeerId(7), Bitrate::ZERO, &rtt);
         assert!(

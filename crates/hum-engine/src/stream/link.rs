@@ -118,14 +118,12 @@ async fn attach(
                     }
                 }
                 DataChannelEvent::OnMessage(m) => {
-                    if events
-                        .send(LinkEvent::Message {
-                            user,
-                            lane,
-                            bytes: m.data,
-                        })
-                        .is_err()
-                    {
+                    let sent = events.send(LinkEvent::Message {
+                        user,
+                        lane,
+                        bytes: m.data,
+                    });
+                    if sent.is_err() {
                         break;
                     }
                 }

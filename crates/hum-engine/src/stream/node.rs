@@ -100,11 +100,15 @@ pub struct NodeReport {
     pub bytes_sent_data: u64,
     pub bytes_sent_ctl: u64,
     pub chunks_sent: u64,
+    /// Messages sent, by kind.
+    pub msgs_sent: BTreeMap<&'static str, u64>,
     /// Outside input refused before the state machine (bad fragments, undecodable messages).
     pub wire_errors: u64,
     pub links: u64,
     /// Root: chunks published, viewers now, bans reported to the tracker.
     pub published: u64,
+    /// Root: payload bytes published (one copy of the stream).
+    pub published_bytes: u64,
     pub viewers: u64,
     pub tracker_bans: u64,
 }
@@ -143,7 +147,7 @@ impl NodeHandle {
 
 enum Machine {
     Root {
-        seed: RootSeed,
+        seed: Box<RootSeed>,
         tracker: Tracker,
     },
     Viewer {
@@ -195,7 +199,10 @@ pub fn spawn_root(
         me,
         cfg,
         start,
-        Machine::Root { seed, tracker },
+        Machine::Root {
+            seed: Box::new(seed),
+            tracker,
+        },
         signals,
         "root",
     )
@@ -335,6 +342,7 @@ impl Node {
                     let len = chunk.payload.len() as u32;
                     seed.publish(now, &chunk, len);
                     self.report.published += 1;
+                    self.report.published_bytes += u64::from(len);
                 }
             }
             Command::ViewerJoined { user, relay } => {
@@ -693,6 +701,15 @@ impl Node {
             }
             m => m,
         };
+        let kind = match &msg {
+            MeshMsg::Announce { .. } => "announce",
+            MeshMsg::Request { .. } => "request",
+            MeshMsg::Data { .. } => "data",
+            MeshMsg::Cancel { .. } => "cancel",
+            MeshMsg::Absent { .. } => "absent",
+            MeshMsg::BufferHealth { .. } => "buffer_health",
+        };
+        *self.report.msgs_sent.entry(kind).or_default() += 1;
         let lane = if matches!(msg, MeshMsg::Data { .. }) {
             self.report.chunks_sent += 1;
             Lane::Data

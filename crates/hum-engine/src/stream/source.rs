@@ -74,6 +74,14 @@ impl StreamEncoder {
                 "chunk duration {ms} ms is outside 100-500 ms"
             )));
         }
+        // Viewers play chunks back to back at the nominal duration, so a chunk must be a whole
+        // number of frames (250 ms at 20 fps: 5; at 15 fps it would be 3.75 and drift).
+        if !(cfg.chunk.as_micros() * u128::from(cfg.fps)).is_multiple_of(1_000_000) {
+            return Err(StreamError::Media(format!(
+                "a {ms} ms chunk is not a whole number of frames at {} fps",
+                cfg.fps
+            )));
+        }
         let enc = EncoderConfig::camera(cfg.width, cfg.height, cfg.fps, cfg.video_bitrate)
             .without_frame_drops();
         let vp8 = Vp8Encoder::new(enc).map_err(|e| StreamError::Media(e.to_string()))?;
@@ -255,6 +263,10 @@ mod tests {
                 Layer::High
             )
             .is_err()
+        );
+        assert!(
+            StreamEncoder::new(SourceConfig { fps: 15, ..cfg }, Layer::High).is_err(),
+            "3.75 frames per chunk"
         );
     }
 }
