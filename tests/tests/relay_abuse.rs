@@ -300,3 +300,220 @@ async fn the_silence_timeout_does_not_wait_for_the_ping_tick() -> anyhow::Result
     );
     Ok(())
 }
+
+/// The login of a new key from the same address as earlier new keys, as a raw client: returns
+/// the error code of `login` (or "ok").
+async fn new_account(relay: &Relay, seed: u8) -> anyhow::Result<String> {
+    let mut c = Client::connect(relay.addr).await?;
+    c.key = hum_tests::relay::key(seed);
+    match c.login_with_name(Some(&format!("New{seed}"))).await {
+        Ok(_) => Ok("ok".into()),
+        Err(e) => {
+            let text = e.to_string();
+            let v: Value = text
+                .find('{')
+                .and_then(|i| serde_json::from_str(&text[i..]).ok())
+                .ok_or_else(|| anyhow::anyhow!("unexpected: {text}"))?;
+            Ok(v["code"].as_str().unwrap_or_default().to_string())
+        }
+    }
+}
+
+/// New accounts per source address: a burst of 2, then refused with `rate_limited` (counted in
+/// logins, not time); existing keys still log in. `--limit-loopback` because the test's clients
+/// all come from 127.0.0.1, which is exempt by default.
+#[tokio::test]
+async fn new_accounts_from_one_address_are_limited() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(
+        dir.path(),
+        &[
+            "--limit-loopback",
+            "--new-accounts-burst",
+            "2",
+            "--new-accounts-per-hour",
+            "1",
+        ],
+    )?;
+    assert_eq!(new_account(&relay, 1).await?, "ok");
+    assert_eq!(new_account(&relay, 2).await?, "ok");
+    assert_eq!(new_account(&relay, 3).await?, "rate_limited");
+    assert_eq!(new_account(&relay, 4).await?, "rate_limited");
+    // Known keys are not new accounts.
+    assert_eq!(new_account(&relay, 1).await?, "ok");
+    // The gauge follows the hub once a second: read until it shows, then it must be exactly 2.
+    let mut users = 0;
+    for _ in 0..200 {
+        users = metric(&relay, "hum_relay_users")?;
+        if users > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(users, 2, "only the two allowed keys were stored");
+    Ok(())
+}
+
+/// Without `--limit-loopback` local clients are not limited (benchmarks, tests, one-host setups).
+#[tokio::test]
+async fn loopback_clients_are_exempt_by_default() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path(), &["--new-accounts-burst", "1"])?;
+    for seed in 1..=4 {
+        assert_eq!(new_account(&relay, seed).await?, "ok");
+    }
+    Ok(())
+}
+
+/// One address may hold one probe slot (default); a second probe from it gets HTTP 429 and is
+/// counted, while the relay-wide slots stay free for others.
+#[tokio::test]
+async fn one_address_holds_one_probe_slot() -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path(), &["--limit-loopback"])?;
+    let url = format!("ws://{}/probe", relay.addr);
+    let (mut first, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    first.send(Message::Binary(vec![0u8; 1024].into())).await?;
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 429),
+        other => anyhow::bail!("second probe from one address: {other:?}"),
+    }
+    assert_eq!(
+        metric(&relay, "hum_relay_probes_refused_per_address_total")?,
+        1
+    );
+    // The first one finishes normally; then the address may probe again.
+    first.send(Message::Text("done".into())).await?;
+    drop(first);
+    let mut again = None;
+    for _ in 0..200 {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => {
+                again = Some(ws);
+                break;
+            }
+            Err(WsError::Http(r)) if r.status().as_u16() == 429 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::ensure!(again.is_some(), "the slot was never given back");
+    Ok(())
+}
+
+/// Bans over the real binary: an admin bans a member, who is removed at once and cannot rejoin
+/// with the old invite or a new one; the ban outlives a restart; after `member_unban` the old
+/// invite works again.
+#[tokio::test]
+async fn a_banned_member_cannot_rejoin_until_unbanned() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path(), &[])?;
+    let mut owner = Client::login(relay.addr, 1, "Owner").await?;
+    let (sid, _cid, code) = server_with_channel(&mut owner).await?;
+    let mut bad = Client::login(relay.addr, 2, "Troll").await?;
+    bad.ok("invite_join", json!({"code": code})).await?;
+    let troll = bad.user();
+    // A member cannot ban.
+    assert_eq!(
+        bad.err("member_ban", json!({"server": sid, "user": owner.user()}))
+            .await?,
+        "forbidden"
+    );
+    owner
+        .ok("member_ban", json!({"server": sid, "user": troll}))
+        .await?;
+    let removed = bad.event("server_removed").await?;
+    assert_eq!(removed["reason"], "kicked", "{removed}");
+    assert_eq!(
+        bad.err("invite_join", json!({"code": code})).await?,
+        "banned"
+    );
+    let bans = owner.ok("ban_list", json!({"server": sid})).await?;
+    assert_eq!(bans["users"][0]["id"], troll, "{bans}");
+
+    // Stored: still banned after a restart.
+    drop(owner);
+    drop(bad);
+    relay.terminate()?;
+    let relay = Relay::start(dir.path(), &[])?;
+    let mut owner = Client::login(relay.addr, 1, "Owner").await?;
+    let mut bad = Client::login(relay.addr, 2, "Troll").await?;
+    let fresh = owner.ok("invite_create", json!({"server": sid})).await?["invite"]["code"].clone();
+    assert_eq!(
+        bad.err("invite_join", json!({"code": fresh})).await?,
+        "banned"
+    );
+    owner
+        .ok("member_unban", json!({"server": sid, "user": troll}))
+        .await?;
+    bad.ok("invite_join", json!({"code": code})).await?;
+    Ok(())
+}
+
+/// A declined friend request cannot be sent again during the cooldown.
+#[tokio::test]
+async fn a_declined_friend_request_cannot_be_resent_at_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path(), &[])?;
+    let mut a = Client::login(relay.addr, 1, "Ada").await?;
+    let mut b = Client::login(relay.addr, 2, "Bob").await?;
+    a.ok("friend_request", json!({"user": b.user()})).await?;
+    b.event("friend_request_received").await?;
+    b.ok("friend_decline", json!({"user": a.user()})).await?;
+    a.event("friend_declined").await?;
+    for _ in 0..3 {
+        assert_eq!(
+            a.err("friend_request", json!({"user": b.user()})).await?,
+            "rate_limited"
+        );
+    }
+    b.no_event("friend_request_received", Duration::from_millis(200))
+        .await?;
+    Ok(())
+}
+
+/// Names from the report are refused with `invalid_name`, before and after login.
+#[tokio::test]
+async fn invisible_bidi_and_mixed_script_names_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = Relay::start(dir.path(), &[])?;
+    for bad in [
+        "abc\u{202E}gpj.exe",
+        "\u{200B}\u{FEFF}",
+        "Ada\u{2028}",
+        "P\u{0430}ypal",
+    ] {
+        let mut c = Client::connect(relay.addr).await?;
+        c.key = hum_tests::relay::key(7);
+        let e = c.login_with_name(Some(bad)).await.unwrap_err().to_string();
+        assert!(e.contains("invalid_name"), "{bad:?}: {e}");
+    }
+    let mut c = Client::login(relay.addr, 1, "Ada").await?;
+    assert_eq!(
+        c.err("set_profile", json!({"display_name": "\u{200B}"}))
+            .await?,
+        "invalid_name"
+    );
+    assert_eq!(
+        c.err("server_create", json!({"name": "Hum Supp\u{043E}rt"}))
+            .await?,
+        "invalid_name"
+    );
+    // NFC: "Zoe" + combining diaeresis comes back as the precomposed "Zoë".
+    c.ok("set_profile", json!({"display_name": "Zoe\u{0308}"}))
+        .await?;
+    let sid = c
+        .ok("server_create", json!({"name": "Zoe\u{0308}'s"}))
+        .await?["server"]["id"]
+        .clone();
+    let info = c.ok("server_info", json!({"server": sid})).await?;
+    assert_eq!(info["server"]["name"], "Zo\u{00EB}'s");
+    assert_eq!(
+        info["server"]["members"][0]["user"]["display_name"],
+        "Zo\u{00EB}"
+    );
+    Ok(())
+}

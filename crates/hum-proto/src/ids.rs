@@ -98,7 +98,9 @@ macro_rules! hex_bytes {
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
                 json_schema!({
                     "type": "string",
-                    "pattern": concat!("^[0-9a-f]{", stringify!($len), "}$"),
+                    // Two hex characters per byte (this once said `{32}` for 32 bytes, which no
+                    // real key matched: the schema test validates real frames now).
+                    "pattern": format!("^[0-9a-f]{{{}}}$", $len * 2),
                     "minLength": $len * 2,
                     "maxLength": $len * 2,
                     "description": $desc,

@@ -131,6 +131,10 @@ impl Drop for ConnSlot {
     }
 }
 
+/// The client's address, as a request extension (for per-address limits).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerAddr(pub SocketAddr);
+
 /// A TCP connection's slot, reachable from its HTTP requests: `/ws` takes it and keeps it for
 /// the WebSocket's life; otherwise it is released when the TCP connection ends.
 #[derive(Clone)]
@@ -193,6 +197,7 @@ async fn serve_connection(
     let cell = SlotCell(Arc::new(Mutex::new(Some(slot))));
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(cell.clone());
+        req.extensions_mut().insert(PeerAddr(peer));
         let mut router = router.clone();
         async move { router.call(req).await }
     });

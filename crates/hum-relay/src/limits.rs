@@ -1,6 +1,7 @@
-//! Per-connection rate limiting: a token bucket, plus a strike count so a client that keeps
-//! flooding after being told `rate_limited` is eventually disconnected. Sans-IO: time is an
-//! input in milliseconds.
+//! Rate limits: the relay's one token bucket ([`TokenBucket`]), per connection with a strike
+//! count ([`RateLimiter`]: a client that keeps flooding after `rate_limited` is disconnected) and
+//! per source address ([`AddressLimiter`]: new accounts). Sans-IO: time is an input in
+//! milliseconds.
 
 /// What to do with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,13 +14,74 @@ pub enum Verdict {
     Disconnect,
 }
 
-/// A token bucket refilled at `rate_per_sec` up to `burst`, one token per frame.
+/// The relay's token bucket: `burst` tokens, refilled at one token per `refill_ms`
+/// milliseconds, time given in milliseconds. Used per connection (requests, in
+/// [`RateLimiter`]) and per source address (new accounts, in [`AddressLimiter`]).
 #[derive(Clone, Debug)]
-pub struct RateLimiter {
-    rate_per_sec: f64,
+pub struct TokenBucket {
+    /// Milliseconds per token.
+    refill_ms: f64,
     burst: f64,
     tokens: f64,
     last_ms: u64,
+}
+
+impl TokenBucket {
+    /// A full bucket at `now_ms`.
+    pub fn new(refill_ms: f64, burst: u32, now_ms: u64) -> Self {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            refill_ms: refill_ms.max(f64::MIN_POSITIVE),
+            burst,
+            tokens: burst,
+            last_ms: now_ms,
+        }
+    }
+
+    /// `per_sec` tokens per second.
+    pub fn per_second(per_sec: u32, burst: u32, now_ms: u64) -> Self {
+        TokenBucket::new(1000.0 / f64::from(per_sec.max(1)), burst, now_ms)
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
+        self.last_ms = self.last_ms.max(now_ms);
+        self.tokens = (self.tokens + elapsed / self.refill_ms).min(self.burst);
+    }
+
+    /// Take a token if there is one.
+    pub fn try_take(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Milliseconds until a token is available (0: now).
+    pub fn wait_ms(&mut self, now_ms: u64) -> u64 {
+        self.refill(now_ms);
+        if self.tokens >= 1.0 {
+            0
+        } else {
+            ((1.0 - self.tokens) * self.refill_ms).ceil() as u64
+        }
+    }
+
+    /// Full again at `now_ms` (holds no information worth keeping).
+    pub fn is_full(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        self.tokens >= self.burst
+    }
+}
+
+/// A [`TokenBucket`] of requests per connection, plus a strike count so a client that keeps
+/// flooding after being told `rate_limited` is eventually disconnected.
+#[derive(Clone, Debug)]
+pub struct RateLimiter {
+    bucket: TokenBucket,
     strikes: u32,
     max_strikes: u32,
 }
@@ -28,23 +90,15 @@ impl RateLimiter {
     /// A full bucket at `now_ms`. After `max_strikes` rejected frames in a row without the client
     /// slowing down enough to earn a token, [`Verdict::Disconnect`].
     pub fn new(rate_per_sec: u32, burst: u32, max_strikes: u32, now_ms: u64) -> Self {
-        let burst = f64::from(burst.max(1));
         RateLimiter {
-            rate_per_sec: f64::from(rate_per_sec.max(1)),
-            burst,
-            tokens: burst,
-            last_ms: now_ms,
+            bucket: TokenBucket::per_second(rate_per_sec, burst, now_ms),
             strikes: 0,
             max_strikes,
         }
     }
 
     pub fn check(&mut self, now_ms: u64) -> Verdict {
-        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
-        self.last_ms = self.last_ms.max(now_ms);
-        self.tokens = (self.tokens + elapsed * self.rate_per_sec).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.bucket.try_take(now_ms) {
             self.strikes = 0;
             Verdict::Allow
         } else {
@@ -55,6 +109,83 @@ impl RateLimiter {
                 Verdict::Reject
             }
         }
+    }
+}
+
+/// Who a source address is, for per-address limits: the IPv4 address, or the /64 prefix of an
+/// IPv6 address (one host usually holds a whole /64, so per-address would be no limit at all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceKey(u128);
+
+impl SourceKey {
+    pub fn of(ip: std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(v4) => SourceKey(u128::from(u32::from(v4))),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => SourceKey(u128::from(u32::from(v4))),
+                None => SourceKey((u128::from(v6) >> 64 << 64) | (1 << 32)),
+            },
+        }
+    }
+}
+
+/// One [`TokenBucket`] per source address, in bounded memory: buckets that have refilled
+/// completely hold nothing worth keeping and are forgotten when the map reaches `max_entries`;
+/// if every entry is still draining, the oldest-keyed half is forgotten (those addresses get a
+/// fresh bucket: under a flood from that many addresses the limit loosens rather than the
+/// relay's memory growing).
+#[derive(Clone, Debug)]
+pub struct AddressLimiter {
+    refill_ms: f64,
+    burst: u32,
+    max_entries: usize,
+    buckets: std::collections::BTreeMap<SourceKey, TokenBucket>,
+}
+
+impl AddressLimiter {
+    /// `per_hour` tokens an hour per address, `burst` at once.
+    pub fn per_hour(per_hour: u32, burst: u32, max_entries: usize) -> Self {
+        AddressLimiter {
+            refill_ms: 3_600_000.0 / f64::from(per_hour.max(1)),
+            burst,
+            max_entries: max_entries.max(1),
+            buckets: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Take a token for `key`; `Err(ms)` says how long until one is available.
+    pub fn try_take(&mut self, key: SourceKey, now_ms: u64) -> Result<(), u64> {
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_entries {
+            self.buckets.retain(|_, b| !b.is_full(now_ms));
+            if self.buckets.len() >= self.max_entries {
+                let drop: Vec<SourceKey> = self
+                    .buckets
+                    .keys()
+                    .take(self.max_entries.div_ceil(2))
+                    .copied()
+                    .collect();
+                for k in drop {
+                    self.buckets.remove(&k);
+                }
+            }
+        }
+        let bucket = self
+            .buckets
+            .entry(key)
+            .or_insert_with(|| TokenBucket::new(self.refill_ms, self.burst, now_ms));
+        if bucket.try_take(now_ms) {
+            Ok(())
+        } else {
+            Err(bucket.wait_ms(now_ms))
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }
 
@@ -99,5 +230,42 @@ mod tests {
         assert_eq!(r.check(0), Verdict::Reject);
         assert_eq!(r.check(5_050), Verdict::Reject);
         assert_eq!(r.check(5_100), Verdict::Allow);
+    }
+
+    #[test]
+    fn per_address_buckets_are_separate_and_refill() {
+        let ip = |s: &str| SourceKey::of(s.parse().unwrap());
+        let mut l = AddressLimiter::per_hour(2, 2, 100);
+        assert_eq!(l.try_take(ip("10.0.0.1"), 0), Ok(()));
+        assert_eq!(l.try_take(ip("10.0.0.1"), 0), Ok(()));
+        // Empty: the next token in half an hour.
+        assert_eq!(l.try_take(ip("10.0.0.1"), 0), Err(1_800_000));
+        assert_eq!(l.try_take(ip("10.0.0.1"), 1_000_000), Err(800_000));
+        // Another address has its own bucket.
+        assert_eq!(l.try_take(ip("10.0.0.2"), 0), Ok(()));
+        assert_eq!(l.try_take(ip("10.0.0.1"), 1_800_000), Ok(()));
+        // One IPv6 /64 is one source; an IPv4-mapped address is its IPv4 address.
+        assert_eq!(ip("2001:db8::1"), ip("2001:db8::ffff:2"));
+        assert_ne!(ip("2001:db8::1"), ip("2001:db8:0:1::1"));
+        assert_eq!(ip("::ffff:10.0.0.1"), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn per_address_memory_is_bounded() {
+        let mut l = AddressLimiter::per_hour(1, 1, 64);
+        for i in 0..10_000u32 {
+            let key = SourceKey::of(std::net::IpAddr::V4(i.into()));
+            assert_eq!(l.try_take(key, u64::from(i)), Ok(()));
+            assert!(l.len() <= 64);
+        }
+        // Hours later every bucket has refilled: the next new address clears them all.
+        for i in 0..64u32 {
+            let key = SourceKey::of(std::net::IpAddr::V4((1_000_000 + i).into()));
+            let _ = l.try_take(key, 100 * 3_600_000);
+        }
+        assert!(l.len() <= 64);
+        let key = SourceKey::of(std::net::IpAddr::V4(u32::MAX.into()));
+        assert_eq!(l.try_take(key, 200 * 3_600_000), Ok(()));
+        assert_eq!(l.len(), 1);
     }
 }

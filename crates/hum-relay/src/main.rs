@@ -66,6 +66,38 @@ struct Args {
     /// (back at 2 fewer). At most 8; 0 puts every channel on the SFU.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(0..=8))]
     mesh_limit: u8,
+    /// New accounts (first login of a key) per source address (IPv4, or IPv6 /64) and hour.
+    #[arg(long, default_value_t = 10)]
+    new_accounts_per_hour: u32,
+    /// New accounts one source address may create at once before the hourly rate applies.
+    #[arg(long, default_value_t = 5)]
+    new_accounts_burst: u32,
+    /// Servers one account may own.
+    #[arg(long, default_value_t = 20)]
+    max_owned_servers: usize,
+    /// Voice channels per server.
+    #[arg(long, default_value_t = 1_000)]
+    max_channels_per_server: usize,
+    /// Live invites per server.
+    #[arg(long, default_value_t = 100)]
+    max_invites_per_server: usize,
+    /// Live invites one account may hold across all servers.
+    #[arg(long, default_value_t = 200)]
+    max_invites_per_user: usize,
+    /// Bandwidth probes (/probe) running at once, in total...
+    #[arg(long, default_value_t = 4)]
+    max_probes: usize,
+    /// ...and per source address (more get HTTP 429).
+    #[arg(long, default_value_t = 1)]
+    probes_per_address: usize,
+    /// After a friend request is declined, how long before the same user may ask again.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    friend_request_cooldown: Duration,
+    /// Apply the per-address limits (new accounts, probes) to loopback clients too (off: local
+    /// tools and benchmarks open many accounts from 127.0.0.1; behind a reverse proxy on the
+    /// same host every client is loopback, so these limits need the proxy's own).
+    #[arg(long)]
+    limit_loopback: bool,
 }
 
 /// `--sfu-bind`: `off`, or an address; absent: the listen IP with a free port.
@@ -111,6 +143,16 @@ async fn main() -> anyhow::Result<()> {
     config.upgrade_timeout = args.upgrade_timeout;
     config.hub.ring_timeout_ms = args.ring_timeout.as_millis() as u64;
     config.hub.max_channel_size = args.max_channel_size;
+    config.hub.new_accounts_per_hour = args.new_accounts_per_hour;
+    config.hub.new_accounts_burst = args.new_accounts_burst;
+    config.hub.max_owned_servers_per_user = args.max_owned_servers;
+    config.hub.max_channels_per_server = args.max_channels_per_server;
+    config.hub.max_invites_per_server = args.max_invites_per_server;
+    config.hub.max_invites_per_user = args.max_invites_per_user;
+    config.hub.friend_request_cooldown_secs = args.friend_request_cooldown.as_secs();
+    config.max_probes = args.max_probes;
+    config.probes_per_address = args.probes_per_address;
+    config.limit_loopback = args.limit_loopback;
     config.hub.mode.mesh_max = usize::from(args.mesh_limit);
     config.sfu_bind = sfu_bind(args.sfu_bind.as_deref(), args.listen)?;
     config.sfu_public_addr = args.sfu_public_addr;

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub closed_abuse: AtomicU64,
     pub probes_active: AtomicU64,
     pub probes_total: AtomicU64,
+    /// Probes refused because their source address already runs its share.
+    pub probes_refused_per_address: AtomicU64,
     /// Bytes queued to clients and not yet written, all connections together.
     pub outbox_bytes: Arc<AtomicU64>,
     // Gauges copied from the hub after each command.
@@ -276,6 +278,12 @@ impl Metrics {
             "counter",
             "Bandwidth probes started.",
             &self.probes_total,
+        );
+        metric(
+            "hum_relay_probes_refused_per_address_total",
+            "counter",
+            "Bandwidth probes refused (HTTP 429): their address already runs --probes-per-address.",
+            &self.probes_refused_per_address,
         );
         let _ = writeln!(
             out,

@@ -8,7 +8,8 @@
 //! - membership mirrors: `u ∈ servers[s].members` ⇔ `s ∈ user_servers[u]`; every server has
 //!   exactly one owner, its `owner`;
 //! - `c ∈ servers[s].channels` ⇔ `channels[c].server == s`;
-//! - every rostered user is a member of the channel's server and appears in one roster at most.
+//! - every rostered user is a member of the channel's server and appears in one roster at most;
+//! - a banned user is not a member of the server; bans of a deleted server are gone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -52,6 +53,8 @@ pub struct ChannelRec {
 #[derive(Clone, Debug)]
 pub struct InviteRec {
     pub server: ServerId,
+    /// Who made it (counted against their `max_invites_per_user`).
+    pub created_by: UserId,
     pub uses: u32,
     pub max_uses: Option<u32>,
     pub expires_at: Option<u64>,
@@ -74,6 +77,11 @@ pub struct Model {
     pub user_servers: HashMap<UserId, BTreeSet<ServerId>>,
     pub channels: BTreeMap<ChannelId, ChannelRec>,
     pub invites: HashMap<InviteCode, InviteRec>,
+    /// Who is banned from which server: they cannot rejoin (by invite) until unbanned.
+    pub bans: BTreeMap<ServerId, BTreeSet<UserId>>,
+    /// `(from, to)` -> when `to` last declined `from`'s friend request (Unix seconds): `from`
+    /// may not ask again during the cooldown.
+    pub declined: HashMap<(UserId, UserId), u64>,
 }
 
 fn remove_from<K: std::hash::Hash + Eq, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, k: &K, v: &V) {
@@ -122,6 +130,10 @@ impl Model {
         remove_from(&mut self.requests_in, to, from);
     }
 
+    pub fn is_banned(&self, server: ServerId, user: &UserId) -> bool {
+        self.bans.get(&server).is_some_and(|b| b.contains(user))
+    }
+
     pub fn role(&self, server: ServerId, user: &UserId) -> Option<Role> {
         self.servers.get(&server)?.members.get(user).copied()
     }
@@ -166,11 +178,20 @@ impl Model {
             remove_from(&mut self.user_servers, u, &id);
         }
         self.invites.retain(|_, inv| inv.server != id);
+        self.bans.remove(&id);
         Some(rec)
     }
 
     /// Verify the invariants in the module doc; `Err` names the first one broken.
     pub fn check(&self) -> Result<(), String> {
+        for (s, banned) in &self.bans {
+            let Some(srv) = self.servers.get(s) else {
+                return Err(format!("bans kept for deleted server {s}"));
+            };
+            if let Some(u) = banned.iter().find(|u| srv.members.contains_key(u)) {
+                return Err(format!("{u:?} is banned from {s} and a member of it"));
+            }
+        }
         for (a, fs) in &self.friends {
             for b in fs {
                 if !self.are_friends(b, a) {

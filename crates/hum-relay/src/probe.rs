@@ -6,7 +6,8 @@
 //! setup and the client's reaction time are not counted; the first frame's bytes are therefore
 //! not counted in the rate either. Each probe is capped in time and bytes (the report then says
 //! `capped: true`), and only a few run at once (others get HTTP 503), so a probe cannot starve
-//! signalling.
+//! signalling. One source address may run only `probes_per_address` of them at once (default
+//! 1; more get HTTP 429), so one client cannot hold every slot.
 
 use std::sync::atomic::Ordering;
 
@@ -18,15 +19,88 @@ use hum_proto::signal::{ProbeReport, encode};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::accept::PeerAddr;
+use crate::limits::SourceKey;
 use crate::server::SharedState;
 
 /// Largest single probe frame.
 const PROBE_FRAME_MAX: usize = 1 << 20;
 
+/// A probe slot of one source address, given back on drop.
+pub(crate) struct SourceSlot {
+    sources: Arc<Mutex<HashMap<SourceKey, usize>>>,
+    key: SourceKey,
+}
+
+impl SourceSlot {
+    /// One of the `max` probe slots of `key`, or `None` if all are taken.
+    pub(crate) fn acquire(
+        sources: &Arc<Mutex<HashMap<SourceKey, usize>>>,
+        key: SourceKey,
+        max: usize,
+    ) -> Option<SourceSlot> {
+        let mut map = sources.lock().ok()?;
+        let n = map.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: sources.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.sources.lock()
+            && let Some(n) = map.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 pub(crate) async fn probe_handler(
     ws: WebSocketUpgrade,
     State(shared): State<SharedState>,
+    req_parts: axum::http::request::Parts,
 ) -> Response {
+    // Per address first, so one client cannot hold the relay-wide slots.
+    let key = req_parts
+        .extensions
+        .get::<PeerAddr>()
+        .and_then(|peer| shared.config().source_key(peer.0));
+    let source = match key {
+        Some(key) => {
+            let max = shared.config().probes_per_address;
+            match SourceSlot::acquire(shared.probe_sources(), key, max) {
+                Some(slot) => Some(slot),
+                None => {
+                    shared
+                        .metrics()
+                        .probes_refused_per_address
+                        .fetch_add(1, Ordering::Relaxed);
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(axum::http::header::RETRY_AFTER, "10")],
+                        format!(
+                            "at most {max} bandwidth probe(s) at once from one address; finish the running one first\n"
+                        ),
+                    )
+                        .into_response();
+                }
+            }
+        }
+        None => None,
+    };
     let Ok(permit) = shared.probe_slots().clone().try_acquire_owned() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -37,10 +111,14 @@ pub(crate) async fn probe_handler(
     ws.max_message_size(PROBE_FRAME_MAX)
         .max_frame_size(PROBE_FRAME_MAX)
         .read_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| run_probe(socket, shared, permit))
+        .on_upgrade(move |socket| run_probe(socket, shared, (permit, source)))
 }
 
-async fn run_probe(mut socket: WebSocket, shared: SharedState, _permit: OwnedSemaphorePermit) {
+async fn run_probe(
+    mut socket: WebSocket,
+    shared: SharedState,
+    _slots: (OwnedSemaphorePermit, Option<SourceSlot>),
+) {
     let m = shared.metrics();
     m.probes_total.fetch_add(1, Ordering::Relaxed);
     m.probes_active.fetch_add(1, Ordering::Relaxed);

@@ -49,7 +49,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use crate::accept::{AT_CAPACITY, ConnSlot, SlotCell};
 use crate::handshake::{Handshake, Step};
 use crate::hub::{ConnId, Hub, HubConfig, Output, SfuCmd, close};
-use crate::limits::{RateLimiter, Verdict};
+use crate::limits::{RateLimiter, SourceKey, Verdict};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbound, OutboxTx, PushError, outbox};
 use crate::store::Store;
@@ -80,6 +80,11 @@ pub struct RelayConfig {
     /// A write blocked this long (client not reading) drops the client.
     pub write_timeout: Duration,
     pub max_probes: usize,
+    /// Bandwidth probes one source address (IPv4, or IPv6 /64) may run at once.
+    pub probes_per_address: usize,
+    /// Apply the per-address limits (new accounts, probes) to loopback clients too. Off by
+    /// default: local tools, benchmarks and tests open many accounts from 127.0.0.1.
+    pub limit_loopback: bool,
     pub probe_max_bytes: u64,
     pub probe_max_duration: Duration,
     pub hub: HubConfig,
@@ -107,12 +112,26 @@ impl RelayConfig {
             outbox_bytes: 4 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_probes: 4,
+            probes_per_address: 1,
+            limit_loopback: false,
             probe_max_bytes: 64 * 1024 * 1024,
             probe_max_duration: Duration::from_secs(10),
             hub: HubConfig::default(),
             sfu_bind: None,
             sfu_public_addr: None,
         }
+    }
+
+    /// The key per-address limits count `peer` under, or `None` if they do not apply to it
+    /// (loopback, unless `limit_loopback`).
+    pub(crate) fn source_key(&self, peer: SocketAddr) -> Option<SourceKey> {
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            ip => ip,
+        };
+        (self.limit_loopback || !ip.is_loopback()).then(|| SourceKey::of(ip))
     }
 
     /// Frames above this are not even read into memory: the connection is closed (1009).
@@ -135,6 +154,8 @@ pub(crate) enum HubCmd {
         user: UserId,
         display_name: Option<DisplayName>,
         tx: OutboxTx,
+        /// The client's address, for per-address limits (new accounts).
+        source: Option<SourceKey>,
     },
     Request {
         conn: ConnId,
@@ -163,6 +184,8 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     next_conn: AtomicU64,
     probe_slots: Arc<Semaphore>,
+    /// Probes running per source address.
+    probe_sources: Arc<std::sync::Mutex<HashMap<SourceKey, usize>>>,
     hub_alive: Arc<AtomicBool>,
     relay_name: String,
     /// Set on shutdown: every connection closes with 1001.
@@ -301,6 +324,7 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         probe_slots: Arc::new(Semaphore::new(config.max_probes)),
+        probe_sources: Arc::default(),
         config,
         hub_tx,
         metrics: metrics.clone(),
@@ -347,9 +371,10 @@ fn hub_thread(
                 user,
                 display_name,
                 tx,
+                source,
             } => {
                 conns.insert(conn, tx);
-                hub.login(now, conn, re, user, display_name);
+                hub.login_from(now, conn, re, user, display_name, source);
             }
             HubCmd::Request { conn, re, req } => hub.request(now, conn, re, req),
             HubCmd::Disconnect { conn } => {
@@ -509,6 +534,10 @@ async fn ws_handler(
         )
             .into_response();
     };
+    let peer = req
+        .extensions()
+        .get::<crate::accept::PeerAddr>()
+        .map(|p| p.0);
     // The TCP connection's slot (counted since `accept`) now belongs to the WebSocket.
     let Some(mut slot) = req.extensions().get::<SlotCell>().and_then(SlotCell::take) else {
         return (StatusCode::SERVICE_UNAVAILABLE, AT_CAPACITY).into_response();
@@ -529,7 +558,7 @@ async fn ws_handler(
             Ok(upgraded) => {
                 let io = hyper_util::rt::TokioIo::new(upgraded);
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                connection(ws, slot).await;
+                connection(ws, slot, peer).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -578,7 +607,7 @@ fn error_frame(re: Option<RequestId>, code: ErrorCode, message: impl Into<String
     ))))
 }
 
-async fn connection<S>(socket: WebSocketStream<S>, slot: ConnSlot)
+async fn connection<S>(socket: WebSocketStream<S>, slot: ConnSlot, peer: Option<SocketAddr>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -694,7 +723,8 @@ where
                     }
                     Step::Login { re, user, display_name } => {
                         let Some(tx) = tx.take() else { break None };
-                        let cmd = HubCmd::Login { conn, re, user, display_name, tx };
+                        let source = peer.and_then(|p| cfg.source_key(p));
+                        let cmd = HubCmd::Login { conn, re, user, display_name, tx, source };
                         if shared.hub_tx.send(cmd).await.is_err() {
                             break Some((close::GOING_AWAY, "relay stopping".into()));
                         }
@@ -843,6 +873,9 @@ impl Shared {
     }
     pub(crate) fn probe_slots(&self) -> &Arc<Semaphore> {
         &self.probe_slots
+    }
+    pub(crate) fn probe_sources(&self) -> &Arc<std::sync::Mutex<HashMap<SourceKey, usize>>> {
+        &self.probe_sources
     }
     pub(crate) fn config(&self) -> &RelayConfig {
         &self.config

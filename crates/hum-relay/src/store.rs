@@ -87,6 +87,23 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 2: bans (a kicked and banned user cannot rejoin until unbanned) and declined friend
+    // requests (the cooldown before asking again). Banned users need not have an account yet.
+    r#"
+    CREATE TABLE bans (
+        server INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+        user BLOB NOT NULL CHECK (length(user) = 32),
+        banned_by BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (server, user)
+    );
+    CREATE TABLE friend_declines (
+        from_user BLOB NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        to_user BLOB NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        declined_at INTEGER NOT NULL,
+        PRIMARY KEY (from_user, to_user)
+    );
+    "#,
 ];
 
 /// The SQLite database behind the relay.
@@ -331,9 +348,9 @@ impl Store {
             }
         }
         {
-            let mut st = self
-                .conn
-                .prepare("SELECT code, server, uses, max_uses, expires_at FROM invites")?;
+            let mut st = self.conn.prepare(
+                "SELECT code, server, uses, max_uses, expires_at, created_by FROM invites",
+            )?;
             let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -341,15 +358,17 @@ impl Store {
                     r.get::<_, i64>(2)?,
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
                 ))
             })?;
             for row in rows {
-                let (code, server, uses, max_uses, expires_at) = row?;
+                let (code, server, uses, max_uses, expires_at, created_by) = row?;
                 let code = InviteCode::new(code).map_err(|e| corrupt("invites", e))?;
                 m.invites.insert(
                     code,
                     InviteRec {
                         server: ServerId(server as u64),
+                        created_by: user_from_blob("invites", created_by)?,
                         uses: u32::try_from(uses).unwrap_or(u32::MAX),
                         max_uses: max_uses.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
                         expires_at: expires_at.map(|v| v.max(0) as u64),
@@ -357,7 +376,97 @@ impl Store {
                 );
             }
         }
+        {
+            let mut st = self.conn.prepare("SELECT server, user FROM bans")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            for row in rows {
+                let (server, user) = row?;
+                m.bans
+                    .entry(ServerId(server as u64))
+                    .or_default()
+                    .insert(user_from_blob("bans", user)?);
+            }
+        }
+        {
+            let mut st = self
+                .conn
+                .prepare("SELECT from_user, to_user, declined_at FROM friend_declines")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (a, b, at) = row?;
+                m.declined.insert(
+                    (
+                        user_from_blob("friend_declines", a)?,
+                        user_from_blob("friend_declines", b)?,
+                    ),
+                    at.max(0) as u64,
+                );
+            }
+        }
         Ok(m)
+    }
+
+    /// Ban `user` from `server` (removing the membership, if any, in the same transaction).
+    pub fn ban(
+        &mut self,
+        server: ServerId,
+        user: &UserId,
+        by: &UserId,
+        now_secs: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM members WHERE server = ?1 AND user = ?2",
+            params![server.get() as i64, &user.0[..]],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO bans (server, user, banned_by, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![server.get() as i64, &user.0[..], &by.0[..], now_secs as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn unban(&self, server: ServerId, user: &UserId) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM bans WHERE server = ?1 AND user = ?2",
+            params![server.get() as i64, &user.0[..]],
+        )?;
+        Ok(())
+    }
+
+    /// `to` declined `from`'s friend request at `now_secs` (deletes the request too).
+    pub fn decline_friend_request(
+        &mut self,
+        from: &UserId,
+        to: &UserId,
+        now_secs: u64,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM friend_requests WHERE from_user = ?1 AND to_user = ?2",
+            params![&from.0[..], &to.0[..]],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO friend_declines (from_user, to_user, declined_at) VALUES (?1, ?2, ?3)",
+            params![&from.0[..], &to.0[..], now_secs as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn forget_decline(&self, from: &UserId, to: &UserId) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM friend_declines WHERE from_user = ?1 AND to_user = ?2",
+            params![&from.0[..], &to.0[..]],
+        )?;
+        Ok(())
     }
 
     pub fn upsert_user(&self, id: &UserId, name: &DisplayName, now_secs: u64) -> Result<()> {

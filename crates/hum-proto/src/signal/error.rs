@@ -59,6 +59,8 @@ pub enum ErrorCode {
     /// control characters, nothing visible, scripts mixed inside a word, too long...); the
     /// message says which field and why. See docs/protocol.md, "Names".
     InvalidName,
+    /// You are banned from that server: you cannot join it until an admin lifts the ban.
+    Banned,
 }
 
 impl ErrorCode {
@@ -87,6 +89,7 @@ impl ErrorCode {
             ErrorCode::LimitReached => "limit_reached",
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::Banned => "banned",
         }
     }
 
@@ -114,6 +117,7 @@ impl ErrorCode {
         ErrorCode::LimitReached,
         ErrorCode::Internal,
         ErrorCode::InvalidName,
+        ErrorCode::Banned,
     ];
 }
 

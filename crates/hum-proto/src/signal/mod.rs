@@ -253,6 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn unknown_payload_fields_are_dropped_not_forwarded() {
+        let m = decode_client_message(
+            r#"{"id":1,"type":"signal","to":"0101010101010101010101010101010101010101010101010101010101010101","scope":{"call":1},"payload":{"kind":"offer","sdp":"v=0","smuggled":"x"}}"#,
+        )
+        .unwrap();
+        let Request::Signal { payload, .. } = m.request else {
+            panic!("not a signal")
+        };
+        let forwarded = encode(&payload);
+        assert_eq!(forwarded, r#"{"kind":"offer","sdp":"v=0"}"#);
+    }
+
+    #[test]
     fn unit_requests_need_only_id_and_type() {
         let m = decode_client_message(r#"{"id":1,"type":"ping"}"#).unwrap();
         assert_eq!(m.request, Request::Ping);

@@ -106,6 +106,12 @@ pub enum Reply {
         #[serde(default)]
         mode: VoiceTopology,
     },
+    /// To `ban_list`: the users banned from `server` (those without an account show as
+    /// `user-` and the first 8 hex digits of their key).
+    Bans {
+        server: ServerId,
+        users: Vec<UserSummary>,
+    },
     /// To `stream_start` and `stream_join`.
     Stream { stream: StreamInfo },
     /// To `stream_list`.

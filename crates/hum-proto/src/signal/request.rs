@@ -249,6 +249,16 @@ pub enum Request {
     /// Disconnect from the SFU but stay in the channel (it went back to mesh). Reply: `ok`.
     /// Leaving the channel does this by itself.
     SfuLeave,
+
+    // --- moderation --------------------------------------------------------------------------
+    /// Ban `user` from `server`: removed if a member (as `member_kick`, same role rules: admins
+    /// ban members, the owner anyone but itself) and unable to join again by invite until
+    /// unbanned. `user` need not be a member or even have an account. Reply: `ok`.
+    MemberBan { server: ServerId, user: UserId },
+    /// Lift a ban (admin or owner). Reply: `ok`.
+    MemberUnban { server: ServerId, user: UserId },
+    /// Who is banned from `server` (admin or owner). Reply: `bans`.
+    BanList { server: ServerId },
 }
 
 impl Request {
@@ -299,6 +309,9 @@ impl Request {
             Request::SfuAnswer { .. } => "sfu_answer",
             Request::SfuOffer { .. } => "sfu_offer",
             Request::SfuLeave => "sfu_leave",
+            Request::MemberBan { .. } => "member_ban",
+            Request::MemberUnban { .. } => "member_unban",
+            Request::BanList { .. } => "ban_list",
         }
     }
 }
@@ -349,4 +362,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "sfu_answer",
     "sfu_offer",
     "sfu_leave",
+    "member_ban",
+    "member_unban",
+    "ban_list",
 ];

@@ -59,6 +59,19 @@ impl Hub {
     }
 
     pub(super) fn server_create(&mut self, now_secs: u64, user: UserId, name: Name) -> HubResult {
+        let owned = self.model.user_servers.get(&user).map_or(0, |ids| {
+            ids.iter()
+                .filter(|id| self.model.servers.get(id).is_some_and(|s| s.owner == user))
+                .count()
+        });
+        if owned >= self.config.max_owned_servers_per_user {
+            return Err(err(
+                ErrorCode::LimitReached,
+                format!(
+                    "you own {owned} servers, the most one account may create; delete one first",
+                ),
+            ));
+        }
         let mine = self.model.user_servers.get(&user).map_or(0, |s| s.len());
         if mine >= self.config.max_servers_per_user {
             return Err(err(
@@ -259,6 +272,79 @@ impl Hub {
         Ok(Reply::Ok)
     }
 
+    // --- bans -----------------------------------------------------------------------------------
+
+    pub(super) fn member_ban(
+        &mut self,
+        now_secs: u64,
+        user: UserId,
+        server: ServerId,
+        target: UserId,
+    ) -> HubResult {
+        let mine = self.require_role(server, &user, Role::Admin)?;
+        if target == user {
+            return Err(err(ErrorCode::BadRequest, "you cannot ban yourself"));
+        }
+        let theirs = self.model.role(server, &target);
+        if theirs.is_some_and(|r| r >= mine) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you can only ban members below your role",
+            ));
+        }
+        if self.model.is_banned(server, &target) {
+            return Ok(Reply::Ok);
+        }
+        if theirs.is_some() {
+            // Out of the voice channel and the server first (events as for a kick)...
+            self.remove_member(server, &target, MemberLeftReason::Kicked)?;
+            self.event_to_user(
+                &target,
+                Event::ServerRemoved {
+                    server,
+                    reason: ServerRemovedReason::Kicked,
+                },
+            );
+        }
+        // ...then the ban (which also deletes any membership row, in one transaction).
+        self.store
+            .ban(server, &target, &user, now_secs)
+            .map_err(db_err)?;
+        self.model.bans.entry(server).or_default().insert(target);
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn member_unban(
+        &mut self,
+        user: UserId,
+        server: ServerId,
+        target: UserId,
+    ) -> HubResult {
+        self.require_role(server, &user, Role::Admin)?;
+        if !self.model.is_banned(server, &target) {
+            return Err(err(ErrorCode::NotFound, "that user is not banned"));
+        }
+        self.store.unban(server, &target).map_err(db_err)?;
+        if let Some(b) = self.model.bans.get_mut(&server) {
+            b.remove(&target);
+            if b.is_empty() {
+                self.model.bans.remove(&server);
+            }
+        }
+        Ok(Reply::Ok)
+    }
+
+    pub(super) fn ban_list(&self, user: UserId, server: ServerId) -> HubResult {
+        self.require_role(server, &user, Role::Admin)?;
+        let users = self
+            .model
+            .bans
+            .get(&server)
+            .map(|b| b.iter().map(|u| self.summary(u)).collect())
+            .unwrap_or_default();
+        Ok(Reply::Bans { server, users })
+    }
+
     // --- invites --------------------------------------------------------------------------------
 
     fn new_code(&mut self) -> Option<InviteCode> {
@@ -328,6 +414,32 @@ impl Hub {
             self.store.delete_invite(&c).map_err(db_err)?;
             self.model.invites.remove(&c);
         }
+        // And this user's dead invites elsewhere, so only live ones count against them.
+        let dead_mine: Vec<InviteCode> = self
+            .model
+            .invites
+            .iter()
+            .filter(|(_, i)| i.created_by == user && !i.is_valid(now_secs))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in dead_mine {
+            self.store.delete_invite(&c).map_err(db_err)?;
+            self.model.invites.remove(&c);
+        }
+        let mine = self
+            .model
+            .invites
+            .values()
+            .filter(|i| i.created_by == user)
+            .count();
+        if mine >= self.config.max_invites_per_user {
+            return Err(err(
+                ErrorCode::LimitReached,
+                format!(
+                    "you have {mine} live invites, the most one account may hold; revoke some first"
+                ),
+            ));
+        }
         let live = self
             .model
             .invites
@@ -354,6 +466,7 @@ impl Hub {
             code.clone(),
             InviteRec {
                 server,
+                created_by: user,
                 uses: 0,
                 max_uses,
                 expires_at,
@@ -386,6 +499,12 @@ impl Hub {
             .max_uses
             .is_some_and(|m| inv.uses.saturating_add(1) >= m);
         let srv = self.model.servers.get(&server).ok_or_else(invalid)?;
+        if self.model.is_banned(server, &user) {
+            return Err(err(
+                ErrorCode::Banned,
+                "you are banned from that server; an admin must lift the ban before you can rejoin",
+            ));
+        }
         if srv.members.contains_key(&user) {
             return Err(err(
                 ErrorCode::AlreadyMember,

@@ -23,6 +23,8 @@ mod stream;
 mod voice;
 
 #[cfg(test)]
+mod abuse_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,6 +37,7 @@ use hum_proto::signal::{
 use hum_proto::{CallId, ChannelId, RequestId, ServerId, UserId};
 use rand_chacha::ChaCha8Rng;
 
+use crate::limits::{AddressLimiter, SourceKey};
 use crate::model::Model;
 use crate::store::{Store, StoreError};
 
@@ -126,6 +129,16 @@ pub struct HubConfig {
     pub max_invites_per_server: usize,
     /// When a voice channel is a mesh and when it uses the SFU.
     pub mode: mode::ModePolicy,
+    /// New accounts per source address (IPv4 address or IPv6 /64): sustained per hour...
+    pub new_accounts_per_hour: u32,
+    /// ...and at once.
+    pub new_accounts_burst: u32,
+    /// Servers one account may own (create) at a time.
+    pub max_owned_servers_per_user: usize,
+    /// Live invites one account may have created, across all servers.
+    pub max_invites_per_user: usize,
+    /// After a declined friend request, how long before the same user may ask again.
+    pub friend_request_cooldown_secs: u64,
 }
 
 impl Default for HubConfig {
@@ -146,6 +159,11 @@ impl Default for HubConfig {
             max_calls_per_user: 4,
             max_invites_per_server: 100,
             mode: mode::ModePolicy::default(),
+            new_accounts_per_hour: 10,
+            new_accounts_burst: 5,
+            max_owned_servers_per_user: 20,
+            max_invites_per_user: 200,
+            friend_request_cooldown_secs: 24 * 3600,
         }
     }
 }
@@ -224,7 +242,12 @@ pub struct Hub {
     rng: ChaCha8Rng,
     streams: stream::Streams,
     out: Vec<Output>,
+    /// New accounts per source address.
+    new_accounts: AddressLimiter,
 }
+
+/// Source addresses whose new-account budget is remembered at once (a few MB at most).
+const NEW_ACCOUNT_SOURCES: usize = 65_536;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,6 +261,11 @@ impl Hub {
     /// Load the persistent model from `store`. `rng` makes invite codes.
     pub fn new(store: Store, config: HubConfig, rng: ChaCha8Rng) -> Result<Hub, StoreError> {
         let model = store.load()?;
+        let new_accounts = AddressLimiter::per_hour(
+            config.new_accounts_per_hour,
+            config.new_accounts_burst,
+            NEW_ACCOUNT_SOURCES,
+        );
         Ok(Hub {
             store,
             model,
@@ -250,6 +278,7 @@ impl Hub {
             rng,
             streams: stream::Streams::default(),
             out: Vec::new(),
+            new_accounts,
         })
     }
 
@@ -331,6 +360,20 @@ impl Hub {
         user: UserId,
         display_name: Option<DisplayName>,
     ) {
+        self.login_from(now_ms, conn, re, user, display_name, None);
+    }
+
+    /// [`Hub::login`] from a known source address: a new account counts against that address's
+    /// budget of new accounts (`new_accounts_per_hour`, `new_accounts_burst`).
+    pub fn login_from(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        display_name: Option<DisplayName>,
+        source: Option<SourceKey>,
+    ) {
         if self.conns.contains_key(&conn) {
             self.reply(
                 conn,
@@ -341,6 +384,20 @@ impl Hub {
         }
         let existing = self.model.users.get(&user).map(|u| u.display_name.clone());
         let new_account = existing.is_none();
+        if new_account
+            && let Some(source) = source
+            && let Err(wait_ms) = self.new_accounts.try_take(source, now_ms)
+        {
+            let minutes = wait_ms.div_ceil(60_000).max(1);
+            let e = err(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many new accounts from your address; log in with an existing key or try again in {minutes} min"
+                ),
+            );
+            self.reply(conn, re, Err(e));
+            return;
+        }
         let name = match (display_name, existing.clone()) {
             (Some(n), _) => n,
             (None, Some(n)) => n,
@@ -474,7 +531,7 @@ impl Hub {
             Request::SetProfile { display_name } => self.set_profile(user, display_name),
             Request::FriendRequest { user: to } => self.friend_request(now_secs, user, to),
             Request::FriendAccept { user: from } => self.friend_accept(now_secs, user, from),
-            Request::FriendDecline { user: from } => self.friend_decline(user, from),
+            Request::FriendDecline { user: from } => self.friend_decline(now_secs, user, from),
             Request::FriendRemove { user: other } => self.friend_remove(user, other),
             Request::FriendList => Ok(self.friend_list(&user)),
             Request::CallInvite { user: to } => self.call_invite(now_ms, user, to),
@@ -543,6 +600,15 @@ impl Hub {
                 ))
             }
             Request::SfuLeave => self.sfu_leave(user),
+            Request::MemberBan {
+                server,
+                user: target,
+            } => self.member_ban(now_secs, user, server, target),
+            Request::MemberUnban {
+                server,
+                user: target,
+            } => self.member_unban(user, server, target),
+            Request::BanList { server } => self.ban_list(user, server),
         }
     }
 

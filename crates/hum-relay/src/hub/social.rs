@@ -76,6 +76,18 @@ impl Hub {
             // They asked first: asking back is accepting.
             return self.friend_accept(now_secs, user, to);
         }
+        if let Some(&at) = self.model.declined.get(&(user, to)) {
+            let until = at.saturating_add(self.config.friend_request_cooldown_secs);
+            if now_secs < until {
+                let hours = (until - now_secs).div_ceil(3600);
+                return Err(err(
+                    ErrorCode::RateLimited,
+                    format!("they declined your last request; you can ask again in {hours} h"),
+                ));
+            }
+            self.store.forget_decline(&user, &to).map_err(db_err)?;
+            self.model.declined.remove(&(user, to));
+        }
         let max = self.config.max_friends;
         if self.model.friend_count(&user) >= max || self.model.friend_count(&to) >= max {
             return Err(err(
@@ -113,17 +125,24 @@ impl Hub {
         Ok(Reply::Ok)
     }
 
-    pub(super) fn friend_decline(&mut self, user: UserId, from: UserId) -> HubResult {
+    pub(super) fn friend_decline(
+        &mut self,
+        now_secs: u64,
+        user: UserId,
+        from: UserId,
+    ) -> HubResult {
         if !self.model.has_request(&from, &user) {
             return Err(err(
                 ErrorCode::NotFound,
                 "no pending friend request from that user",
             ));
         }
+        // `from` may not ask again for `friend_request_cooldown_secs`.
         self.store
-            .delete_friend_request(&from, &user)
+            .decline_friend_request(&from, &user, now_secs)
             .map_err(db_err)?;
         self.model.remove_request(&from, &user);
+        self.model.declined.insert((from, user), now_secs);
         self.event_to_user(&from, Event::FriendDeclined { user });
         Ok(Reply::Ok)
     }
