@@ -35,7 +35,12 @@ impl World {
     /// one more member (index `n`) who only observes (a second login with a participant's key
     /// would replace that participant's session).
     pub fn new(n: usize) -> Result<World> {
-        let mut w = World::empty()?;
+        World::with_relay_args(n, &[])
+    }
+
+    /// [`World::new`] with extra `hum-relay` arguments (e.g. `--mesh-limit 0`).
+    pub fn with_relay_args(n: usize, relay_args: &[&str]) -> Result<World> {
+        let mut w = World::empty_with(relay_args)?;
         w.create_users(n + 1)?;
         w.create_server(0)?;
         for i in 1..=n {
@@ -46,9 +51,14 @@ impl World {
 
     /// Just the relay (and the serial lock).
     pub fn empty() -> Result<World> {
+        World::empty_with(&[])
+    }
+
+    /// Just the relay, started with extra arguments.
+    pub fn empty_with(relay_args: &[&str]) -> Result<World> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir()?;
-        let relay = Relay::start(&dir.path().join("relay"), &[])?;
+        let relay = Relay::start(&dir.path().join("relay"), relay_args)?;
         let url = relay.ws_url();
         let hum = workspace_bin("hum-cli", "hum")?;
         Ok(World {

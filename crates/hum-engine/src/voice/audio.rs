@@ -50,9 +50,72 @@ pub const PLAYOUT_BLOCK: FrameDuration = FrameDuration::Ms10;
 /// How often the encoder's expected loss (and so its FEC) is re-estimated.
 const LOSS_WINDOW_SAMPLES: usize = hum_media::SAMPLE_RATE as usize;
 
+/// Which connection a remote participant's audio comes over: a mesh peer connection or the
+/// channel's one connection to the SFU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AudioPath {
+    #[default]
+    Mesh,
+    Sfu,
+}
+
+/// What to do with a packet that arrived over some path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Play,
+    /// The first packet over the preferred path: start a fresh jitter buffer, then play.
+    Switch,
+    Drop,
+}
+
+/// While a channel moves between mesh and SFU, a participant's audio arrives over both for a
+/// moment (make before break). Each participant is played from one path: the one it was heard
+/// on first, until the first packet over the preferred path (the channel's mode) takes over.
+/// Packets over the other path are dropped, so nobody is heard twice, and the switch costs one
+/// jitter buffer refill instead of the time to tear one connection down and set up the other.
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    preferred: AudioPath,
+    active: BTreeMap<UserId, AudioPath>,
+}
+
+impl Router {
+    pub(crate) fn on_packet(&mut self, user: UserId, path: AudioPath) -> Route {
+        match self.active.get(&user) {
+            Some(p) if *p == path => Route::Play,
+            Some(_) if path == self.preferred => {
+                self.active.insert(user, path);
+                Route::Switch
+            }
+            Some(_) => Route::Drop,
+            None => {
+                self.active.insert(user, path);
+                Route::Play
+            }
+        }
+    }
+
+    /// Whether the connection over `path` may drop `user`'s audio state (it is not playing
+    /// from the other path).
+    pub(crate) fn release(&mut self, user: &UserId, path: AudioPath) -> bool {
+        match self.active.get(user) {
+            Some(p) if *p != path => false,
+            _ => {
+                self.active.remove(user);
+                true
+            }
+        }
+    }
+
+    pub(crate) fn path(&self, user: &UserId) -> Option<AudioPath> {
+        self.active.get(user).copied()
+    }
+}
+
 pub struct AudioEngine {
     packets: broadcast::Sender<EncodedFrame>,
     remotes: Remotes,
+    router: Mutex<Router>,
     uplink_loss: UplinkLoss,
     mixer: Arc<Mutex<Mixer<UserId>>>,
     controls: CaptureControls,
@@ -123,6 +186,7 @@ impl AudioEngine {
         Ok(Self {
             packets,
             remotes,
+            router: Mutex::new(Router::default()),
             uplink_loss,
             mixer,
             controls: settings.controls,
@@ -147,17 +211,34 @@ impl AudioEngine {
 
     pub fn add_remote(&self, user: UserId) {
         if let Ok(mut r) = self.remotes.lock() {
-            r.entry(user).or_insert_with(|| {
-                RemoteAudio::new(JitterConfig {
-                    frame_samples: self.frame.samples() as u32,
-                    ..JitterConfig::default()
-                })
-                .expect("an Opus decoder always builds")
-            });
+            r.entry(user).or_insert_with(|| self.new_remote());
         }
     }
 
+    fn new_remote(&self) -> RemoteAudio {
+        RemoteAudio::new(JitterConfig {
+            frame_samples: self.frame.samples() as u32,
+            ..JitterConfig::default()
+        })
+        .expect("an Opus decoder always builds")
+    }
+
+    /// The mesh connection to `user` is gone: forget its audio, unless it plays over the SFU.
     pub fn remove_remote(&self, user: &UserId) {
+        self.remove_remote_via(user, AudioPath::Mesh);
+    }
+
+    /// The connection over `path` no longer carries `user`: forget its audio unless it is
+    /// played from the other path.
+    pub fn remove_remote_via(&self, user: &UserId, path: AudioPath) {
+        let released = self
+            .router
+            .lock()
+            .map(|mut r| r.release(user, path))
+            .unwrap_or(true);
+        if !released {
+            return;
+        }
         if let Ok(mut r) = self.remotes.lock() {
             r.remove(user);
         }
@@ -181,15 +262,62 @@ impl AudioEngine {
         }
     }
 
-    /// An RTP packet from `user` arrived now.
+    /// An RTP packet from `user` arrived now over a mesh connection.
     pub fn push(&self, user: &UserId, rtp_timestamp: u32, payload: Vec<u8>) {
-        let now = Instant::now();
+        self.push_via(user, AudioPath::Mesh, rtp_timestamp, payload);
+    }
 
-        if let Ok(mut r) = self.remotes.lock()
-            && let Some(rx) = r.get_mut(user)
-        {
-            rx.push(now, rtp_timestamp, payload);
+    /// An RTP packet from `user` arrived now over `path`; played or dropped as the
+    /// [`Router`] decides. Returns whether it was played.
+    pub fn push_via(
+        &self,
+        user: &UserId,
+        path: AudioPath,
+        rtp_timestamp: u32,
+        payload: Vec<u8>,
+    ) -> bool {
+        let now = Instant::now();
+        let route = match self.router.lock() {
+            Ok(mut r) => r.on_packet(*user, path),
+            Err(_) => Route::Play,
+        };
+        if route == Route::Drop {
+            return false;
         }
+        let Ok(mut r) = self.remotes.lock() else {
+            return false;
+        };
+        match path {
+            // A mesh peer registers its remote when the connection is made.
+            AudioPath::Mesh if route == Route::Play => {}
+            _ if route == Route::Switch => {
+                r.insert(*user, self.new_remote());
+            }
+            _ => {
+                if !r.contains_key(user) {
+                    r.insert(*user, self.new_remote());
+                }
+            }
+        }
+        match r.get_mut(user) {
+            Some(rx) => {
+                rx.push(now, rtp_timestamp, payload);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Which connections a participant switching over should be played from from now on.
+    pub fn prefer(&self, path: AudioPath) {
+        if let Ok(mut r) = self.router.lock() {
+            r.preferred = path;
+        }
+    }
+
+    /// The path `user` is played from now, if heard at all.
+    pub fn path_of(&self, user: &UserId) -> Option<AudioPath> {
+        self.router.lock().ok().and_then(|r| r.path(user))
     }
 
     /// Receive-side statistics for `user` (RTT is filled in by the peer connection).
@@ -408,5 +536,34 @@ fn playout_loop(
     }
     if let Err(e) = sink.finish() {
         let _ = events.send(VoiceEvent::Error(format!("closing '{}': {e}", sink.name())));
+    }
+}
+
+#[cfg(test)]
+mod router_tests {
+    use super::*;
+
+    #[test]
+    fn the_preferred_path_takes_over_at_its_first_packet_and_the_other_is_dropped() {
+        let (a, b) = (UserId([1; 32]), UserId([2; 32]));
+        let mut r = Router::default();
+        assert_eq!(r.on_packet(a, AudioPath::Mesh), Route::Play);
+        assert_eq!(r.on_packet(b, AudioPath::Mesh), Route::Play);
+        // The channel moves to the SFU: mesh audio plays until the SFU delivers.
+        r.preferred = AudioPath::Sfu;
+        assert_eq!(r.on_packet(a, AudioPath::Mesh), Route::Play);
+        assert_eq!(r.on_packet(a, AudioPath::Sfu), Route::Switch);
+        assert_eq!(r.on_packet(a, AudioPath::Mesh), Route::Drop);
+        assert_eq!(r.on_packet(a, AudioPath::Sfu), Route::Play);
+        assert_eq!(r.path(&b), Some(AudioPath::Mesh));
+        // Closing the mesh connection to a does not drop a's SFU audio; to b it does.
+        assert!(!r.release(&a, AudioPath::Mesh));
+        assert!(r.release(&b, AudioPath::Mesh));
+        assert_eq!(r.path(&b), None);
+        // Someone first heard over the non-preferred path is played from it.
+        r.preferred = AudioPath::Mesh;
+        assert_eq!(r.on_packet(b, AudioPath::Sfu), Route::Play);
+        assert_eq!(r.on_packet(b, AudioPath::Mesh), Route::Switch);
+        assert_eq!(r.on_packet(b, AudioPath::Sfu), Route::Drop);
     }
 }

@@ -2,15 +2,27 @@
 //! use it too, see [`crate::calls`]), and the glue that turns relay events (roster changes,
 //! forwarded signals) into session calls, and session events (speaking, mute, deafen) into
 //! `voice_update`s every roster shows.
+//!
+//! Mesh or SFU: the relay says which in `joined` and `channel_mode`. Moving from one to the
+//! other is make-before-break: the new path (the SFU connection, or the mesh connections) is
+//! opened while the old one still plays; each member's audio switches over at its first packet
+//! on the new path ([`super::audio::Router`]); the old path is closed once everyone is heard
+//! over the new one (plus a grace second for the others to hear us), or after 4 s.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hum_media::processing::CaptureControls;
 use hum_media::{AudioSink, AudioSource};
-use hum_proto::signal::{Event, SignalPayload, SignalScope, VoiceState, VoiceStatePatch};
+use hum_proto::signal::{
+    Event, SignalPayload, SignalScope, VoiceState, VoiceStatePatch, VoiceTopology,
+};
 use hum_proto::{ChannelId, UserId};
 use tokio::sync::{broadcast, mpsc};
 
+use super::audio::AudioPath;
+use super::sfu::{SfuPeer, SfuSignal};
 use super::{Signaller, VoiceConfig, VoiceError, VoiceEvent, VoiceSession};
 use crate::relay::{ClientEvent, RelayClient};
 
@@ -83,7 +95,9 @@ fn relay_err(e: impl std::fmt::Display) -> VoiceError {
 }
 
 impl VoiceLink {
-    /// Joins voice channel `channel` and connects to everyone in it.
+    /// Joins voice channel `channel` and connects to everyone in it: a mesh connection to each
+    /// member, or one connection to the relay's SFU when the channel is in SFU mode; and
+    /// moves between the two when the relay switches the channel's mode.
     pub async fn join_channel(
         client: RelayClient,
         channel: ChannelId,
@@ -96,8 +110,8 @@ impl VoiceLink {
             muted: io.controls.muted(),
             ..Default::default()
         };
-        let (info, _perms) = client
-            .channel_join(channel, initial)
+        let (info, _perms, mode) = client
+            .channel_join_mode(channel, initial)
             .await
             .map_err(relay_err)?;
         let others: Vec<UserId> = info
@@ -106,7 +120,9 @@ impl VoiceLink {
             .map(|e| e.user.id)
             .filter(|u| *u != me)
             .collect();
-        if let Err(e) = VoiceSession::check_capacity(others.len()) {
+        if mode == VoiceTopology::Mesh
+            && let Err(e) = VoiceSession::check_capacity(others.len())
+        {
             let _ = client.channel_leave().await;
             return Err(e);
         }
@@ -115,21 +131,40 @@ impl VoiceLink {
             SignalScope::Channel(channel),
         ));
         let (session, events) =
-            VoiceSession::start(me, cfg, io.source, io.sink, io.controls, signaller)?;
-        for u in &others {
-            if let Err(e) = session.add_peer(*u).await {
-                tracing::warn!(user = %u, "connecting: {e}");
+            VoiceSession::start(me, cfg.clone(), io.source, io.sink, io.controls, signaller)?;
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (sfu_tx, sfu_rx) = mpsc::unbounded_channel();
+        let mut state = LinkState {
+            client: client.clone(),
+            session: session.clone(),
+            here: channel,
+            cfg,
+            out: out_tx,
+            mode,
+            roster: others.iter().copied().collect(),
+            sfu: None,
+            generation: 0,
+            sfu_tx,
+            moving_since: None,
+        };
+        match mode {
+            VoiceTopology::Mesh => {
+                for u in &others {
+                    if let Err(e) = session.add_peer(*u).await {
+                        tracing::warn!(user = %u, "connecting: {e}");
+                    }
+                }
+            }
+            VoiceTopology::Sfu => {
+                session.audio().prefer(AudioPath::Sfu);
+                if let Err(e) = state.connect_sfu().await {
+                    session.leave().await;
+                    let _ = client.channel_leave().await;
+                    return Err(e);
+                }
             }
         }
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
-        let pump = tokio::spawn(pump(
-            client.clone(),
-            session.clone(),
-            channel,
-            relay_events,
-            events,
-            out_tx,
-        ));
+        let pump = tokio::spawn(pump(state, relay_events, events, sfu_rx));
         Ok((
             Self {
                 session,
@@ -160,17 +195,247 @@ impl VoiceLink {
     }
 }
 
-/// Relay events -> session; session events -> relay (voice state) and the caller.
-async fn pump(
+/// How long a move between mesh and SFU may take before the old connections are closed
+/// anyway (someone who never arrives over the new path is not waited for).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Once everyone is heard over the new path, the old one stays this long, so that the others,
+/// who may still be hearing us over it, have time to hear us over the new one too.
+const MOVE_GRACE: Duration = Duration::from_secs(1);
+
+/// The voice link's own state: the channel's mode, who is in it, and the SFU connection.
+struct LinkState {
     client: RelayClient,
     session: Arc<VoiceSession>,
     here: ChannelId,
+    cfg: VoiceConfig,
+    out: mpsc::UnboundedSender<VoiceEvent>,
+    mode: VoiceTopology,
+    /// The other members.
+    roster: BTreeSet<UserId>,
+    sfu: Option<Arc<SfuPeer>>,
+    /// Bumped per SFU connection, so signals of a closed one are ignored.
+    generation: u64,
+    sfu_tx: mpsc::UnboundedSender<(u64, SfuSignal)>,
+    /// Moving to `mode` since then; the old path closes once everyone is heard over the new
+    /// one (plus [`MOVE_GRACE`]) or after [`MOVE_TIMEOUT`].
+    moving_since: Option<Instant>,
+}
+
+impl LinkState {
+    /// Opens a (new) connection to the SFU: our offer in `sfu_join`, its answer back.
+    async fn connect_sfu(&mut self) -> Result<(), VoiceError> {
+        self.close_sfu().await;
+        self.generation += 1;
+        let (peer, mut signals) =
+            SfuPeer::new(self.session.me(), &self.cfg, self.session.audio()).await?;
+        let (tx, generation) = (self.sfu_tx.clone(), self.generation);
+        tokio::spawn(async move {
+            while let Some(s) = signals.recv().await {
+                if tx.send((generation, s)).is_err() {
+                    return;
+                }
+            }
+        });
+        let peer = Arc::new(peer);
+        self.sfu = Some(peer.clone());
+        let offer = peer.offer().await?;
+        let answer = self
+            .client
+            .sfu_join(self.here, offer)
+            .await
+            .map_err(relay_err)?;
+        peer.accept_answer(answer).await
+    }
+
+    async fn close_sfu(&mut self) {
+        if let Some(p) = self.sfu.take() {
+            p.close().await;
+            let audio = self.session.audio();
+            for u in &self.roster {
+                audio.remove_remote_via(u, AudioPath::Sfu);
+            }
+        }
+    }
+
+    /// Whether every other member is heard over the path of the current mode.
+    fn all_moved(&self) -> bool {
+        let want = match self.mode {
+            VoiceTopology::Mesh => AudioPath::Mesh,
+            VoiceTopology::Sfu => AudioPath::Sfu,
+        };
+        let audio = self.session.audio();
+        self.roster.iter().all(|u| audio.path_of(u) == Some(want))
+    }
+
+    /// The relay switched the channel's mode: open the new path, keep the old one until the
+    /// new one carries everyone.
+    async fn switch(&mut self, mode: VoiceTopology) -> Result<(), VoiceError> {
+        if mode == self.mode {
+            return Ok(());
+        }
+        tracing::info!(?mode, "the channel changes mode");
+        self.mode = mode;
+        self.moving_since = Some(Instant::now());
+        let audio = self.session.audio();
+        match mode {
+            VoiceTopology::Sfu => {
+                audio.prefer(AudioPath::Sfu);
+                self.connect_sfu().await
+            }
+            VoiceTopology::Mesh => {
+                audio.prefer(AudioPath::Mesh);
+                for u in self.roster.clone() {
+                    if let Err(e) = self.session.add_peer(u).await {
+                        tracing::warn!(user = %u, "connecting: {e}");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes the old path once the move is done (or has taken too long).
+    async fn finish_move(&mut self, now: Instant) {
+        let Some(since) = self.moving_since else {
+            return;
+        };
+        let waited = now.duration_since(since);
+        if waited < MOVE_TIMEOUT && !(self.all_moved() && waited >= MOVE_GRACE) {
+            return;
+        }
+        self.moving_since = None;
+        match self.mode {
+            VoiceTopology::Sfu => {
+                for u in self.session.peers().await {
+                    self.session.remove_peer(u, "moved to the SFU").await;
+                }
+            }
+            VoiceTopology::Mesh => {
+                self.close_sfu().await;
+                if let Err(e) = self.client.sfu_leave().await {
+                    tracing::debug!("sfu_leave: {e}");
+                }
+            }
+        }
+        tracing::info!(mode = ?self.mode, after = ?waited, "move done; old connections closed");
+    }
+
+    async fn on_relay(&mut self, ev: ClientEvent) -> Result<(), VoiceError> {
+        let me = self.session.me();
+        let here = self.here;
+        match ev {
+            ClientEvent::Relay(Event::Signal {
+                from,
+                scope: SignalScope::Channel(c),
+                payload,
+            }) if c == here => {
+                // On the SFU, a mesh offer from someone we have no connection to is a member
+                // that had not seen the switch yet: not worth a connection.
+                if self.mode == VoiceTopology::Sfu
+                    && matches!(payload, SignalPayload::Offer { .. })
+                    && !self.session.peers().await.contains(&from)
+                {
+                    return Ok(());
+                }
+                self.session.handle_signal(from, payload).await
+            }
+            ClientEvent::Relay(Event::ChannelMode { channel, mode, .. }) if channel == here => {
+                self.switch(mode).await
+            }
+            ClientEvent::Relay(Event::SfuOffer { channel, sdp }) if channel == here => {
+                let Some(peer) = self.sfu.clone() else {
+                    return Ok(());
+                };
+                let answer = peer.answer(sdp).await?;
+                self.client.sfu_answer(answer).await.map_err(relay_err)
+            }
+            ClientEvent::Relay(Event::RosterJoin { channel, entry, .. })
+                if channel == here && entry.user.id != me =>
+            {
+                self.roster.insert(entry.user.id);
+                match self.mode {
+                    VoiceTopology::Mesh => self.session.add_peer(entry.user.id).await,
+                    // The SFU offers the newcomer's track when it publishes.
+                    VoiceTopology::Sfu => Ok(()),
+                }
+            }
+            ClientEvent::Relay(Event::RosterLeave {
+                channel,
+                user,
+                reason,
+                ..
+            }) if channel == here => {
+                self.roster.remove(&user);
+                self.session.remove_peer(user, &format!("{reason:?}")).await;
+                if self.sfu.is_some() && self.session.audio().path_of(&user) == Some(AudioPath::Sfu)
+                {
+                    self.session
+                        .audio()
+                        .remove_remote_via(&user, AudioPath::Sfu);
+                    let _ = self.out.send(VoiceEvent::PeerLeft {
+                        user,
+                        reason: format!("{reason:?}"),
+                    });
+                }
+                Ok(())
+            }
+            ClientEvent::Rejoined { channel } if channel.id == here => {
+                // After a relay reconnect: (re)connect to whoever is there now.
+                self.roster = channel
+                    .roster
+                    .iter()
+                    .map(|e| e.user.id)
+                    .filter(|u| *u != me)
+                    .collect();
+                match self.mode {
+                    VoiceTopology::Mesh => {
+                        for u in self.roster.clone() {
+                            let _ = self.session.add_peer(u).await;
+                        }
+                        Ok(())
+                    }
+                    VoiceTopology::Sfu => self.connect_sfu().await,
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_sfu(&mut self, generation: u64, s: SfuSignal) {
+        if generation != self.generation {
+            return;
+        }
+        match s {
+            SfuSignal::Heard(user) => {
+                let _ = self.out.send(VoiceEvent::PeerConnected(user));
+            }
+            SfuSignal::Connected => tracing::debug!("connected to the SFU"),
+            SfuSignal::Failed if self.mode == VoiceTopology::Sfu && self.sfu.is_some() => {
+                let _ = self.out.send(VoiceEvent::Error(
+                    "the connection to the SFU failed; reconnecting".into(),
+                ));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Err(e) = self.connect_sfu().await {
+                    let _ = self
+                        .out
+                        .send(VoiceEvent::Error(format!("reconnecting to the SFU: {e}")));
+                }
+            }
+            SfuSignal::Failed => {}
+        }
+    }
+}
+
+/// Relay events -> session / SFU connection; session events -> relay (voice state) and the
+/// caller.
+async fn pump(
+    mut state: LinkState,
     mut relay: broadcast::Receiver<ClientEvent>,
     mut local: mpsc::UnboundedReceiver<VoiceEvent>,
-    out: mpsc::UnboundedSender<VoiceEvent>,
+    mut sfu: mpsc::UnboundedReceiver<(u64, SfuSignal)>,
 ) {
-    let me = session.me();
-    let scope = SignalScope::Channel(here);
+    let client = state.client.clone();
+    let out = state.out.clone();
     // One sender task keeps voice updates in order (speaking on, then off).
     let (patch_tx, mut patch_rx) = mpsc::unbounded_channel::<VoiceStatePatch>();
     let publisher = client.clone();
@@ -181,6 +446,7 @@ async fn pump(
             }
         }
     });
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             ev = relay.recv() => {
@@ -192,33 +458,16 @@ async fn pump(
                     }
                     Err(_) => return,
                 };
-                let res = match ev {
-                    ClientEvent::Relay(Event::Signal { from, scope: s, payload }) if s == scope => {
-                        session.handle_signal(from, payload).await
-                    }
-                    ClientEvent::Relay(Event::RosterJoin { channel, entry, .. })
-                        if channel == here && entry.user.id != me =>
-                    {
-                        session.add_peer(entry.user.id).await
-                    }
-                    ClientEvent::Relay(Event::RosterLeave { channel, user, reason, .. })
-                        if channel == here =>
-                    {
-                        session.remove_peer(user, &format!("{reason:?}")).await;
-                        Ok(())
-                    }
-                    ClientEvent::Rejoined { channel } if channel.id == here => {
-                        // After a relay reconnect: (re)connect to whoever is there now.
-                        for e in channel.roster.iter().filter(|e| e.user.id != me) {
-                            let _ = session.add_peer(e.user.id).await;
-                        }
-                        Ok(())
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(e) = res {
+                if let Err(e) = state.on_relay(ev).await {
                     let _ = out.send(VoiceEvent::Error(e.to_string()));
                 }
+            }
+            s = sfu.recv() => {
+                let Some((generation, s)) = s else { return };
+                state.on_sfu(generation, s).await;
+            }
+            _ = tick.tick(), if state.moving_since.is_some() => {
+                state.finish_move(Instant::now()).await;
             }
             ev = local.recv() => {
                 let Some(ev) = ev else { return };

@@ -21,6 +21,7 @@ pub mod audio;
 pub mod link;
 pub mod peer;
 pub mod session;
+pub mod sfu;
 pub mod signalling;
 pub mod video;
 

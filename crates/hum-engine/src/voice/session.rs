@@ -108,6 +108,12 @@ impl VoiceSession {
         self.me
     }
 
+    /// The audio engine (capture, encoder, mixer) this session's connections share; the SFU
+    /// connection of a channel (`voice::sfu`) uses it too.
+    pub(crate) fn audio(&self) -> Arc<AudioEngine> {
+        self.engine.clone()
+    }
+
     pub fn controls(&self) -> &CaptureControls {
         self.engine.controls()
     }

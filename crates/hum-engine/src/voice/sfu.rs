@@ -1,0 +1,319 @@
+//! The client side of a voice channel on the SFU: one WebRTC connection to the relay's SFU
+//! carrying our Opus track out (with the RFC 6464 audio level the SFU's speaker detection
+//! reads) and one Opus track in per other member, mixed exactly as mesh peers are (the same
+//! [`AudioEngine`], keyed by the track owner's user id, which the SFU puts in `msid`).
+//!
+//! Negotiation: we offer our track (`sfu_join`), the SFU answers; then the SFU offers the
+//! others' tracks whenever they change (`sfu_offer` events) and we answer. Non-trickle, as in
+//! the mesh: the SFU is ICE-lite and sends its one candidate in its SDP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hum_proto::UserId;
+use rtc::media::Sample;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
+};
+use tokio::sync::mpsc;
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::audio::{AudioEngine, AudioPath};
+use super::{VoiceConfig, VoiceError};
+
+/// RFC 6464: client-to-mixer audio level.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// What the SFU connection reports to the voice link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SfuSignal {
+    Connected,
+    /// ICE/DTLS failed or closed.
+    Failed,
+    /// The first packet of `user`'s audio arrived over the SFU.
+    Heard(UserId),
+}
+
+struct Handler {
+    engine: Arc<AudioEngine>,
+    gathered: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+    tx: mpsc::UnboundedSender<SfuSignal>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        self.gathered
+            .store(state == RTCIceGatheringState::Complete, Ordering::SeqCst);
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let up = state == RTCPeerConnectionState::Connected;
+        self.connected.store(up, Ordering::SeqCst);
+        let s = match state {
+            RTCPeerConnectionState::Connected => SfuSignal::Connected,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => SfuSignal::Failed,
+            _ => return,
+        };
+        let _ = self.tx.send(s);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await != RtpCodecKind::Audio {
+            return;
+        }
+        // The SFU names each forwarded track's stream after its owner.
+        let stream = track.stream_id().await;
+        let Ok(user) = stream.parse::<UserId>() else {
+            tracing::debug!(%stream, "SFU track with no owner id; ignored");
+            return;
+        };
+        let (engine, tx) = (self.engine.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let mut heard = false;
+            while let Some(ev) = track.poll().await {
+                match ev {
+                    TrackRemoteEvent::OnRtpPacket(pkt) => {
+                        let played = engine.push_via(
+                            &user,
+                            AudioPath::Sfu,
+                            pkt.header.timestamp,
+                            pkt.payload.to_vec(),
+                        );
+                        if played && !heard {
+                            heard = true;
+                            let _ = tx.send(SfuSignal::Heard(user));
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+/// Our one connection to the SFU.
+pub struct SfuPeer {
+    pc: Arc<dyn PeerConnection>,
+    gathered: Arc<AtomicBool>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SfuPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuPeer").finish_non_exhaustive()
+    }
+}
+
+impl SfuPeer {
+    /// Builds the connection with our audio track; nothing is sent before [`SfuPeer::offer`].
+    pub async fn new(
+        me: UserId,
+        cfg: &VoiceConfig,
+        engine: Arc<AudioEngine>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<SfuSignal>), VoiceError> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )?;
+        let gathered = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::default().build())
+            .with_media_engine(media)
+            .with_handler(Arc::new(Handler {
+                engine: engine.clone(),
+                gathered: gathered.clone(),
+                connected: connected.clone(),
+                tx,
+            }))
+            .with_udp_addrs(cfg.bind.clone())
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let b = me.0;
+        let ssrc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) ^ 0x5346_5500;
+        let track = Arc::new(TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                me.to_string(),
+                "hum-voice".to_owned(),
+                "voice".to_owned(),
+                RtpCodecKind::Audio,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: RTCRtpCodec {
+                        mime_type: MIME_TYPE_OPUS.to_owned(),
+                        clock_rate: 48_000,
+                        channels: 2,
+                        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                        rtcp_feedback: vec![],
+                    },
+                    ..Default::default()
+                }],
+            ),
+        )?);
+        let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+        let writer = tokio::spawn(write_loop(engine, track, sender, connected));
+        Ok((
+            Self {
+                pc,
+                gathered,
+                writer,
+            },
+            rx,
+        ))
+    }
+
+    async fn gathered_sdp(&self) -> Result<String, VoiceError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.gathered.load(Ordering::SeqCst) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| VoiceError::WebRtc("no local description".into()))
+    }
+
+    /// Our offer for `sfu_join`.
+    pub async fn offer(&self) -> Result<String, VoiceError> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        self.gathered_sdp().await
+    }
+
+    /// The SFU's answer to our offer.
+    pub async fn accept_answer(&self, sdp: String) -> Result<(), VoiceError> {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(sdp)?)
+            .await?;
+        Ok(())
+    }
+
+    /// An offer from the SFU (others' tracks); returns our answer for `sfu_answer`.
+    pub async fn answer(&self, sdp: String) -> Result<String, VoiceError> {
+        self.pc
+            .set_remote_description(RTCSessionDescription::offer(sdp)?)
+            .await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.gathered.store(false, Ordering::SeqCst);
+        self.pc.set_local_description(answer).await?;
+        self.gathered_sdp().await
+    }
+
+    pub async fn close(&self) {
+        self.writer.abort();
+        let _ = self.pc.close().await;
+    }
+}
+
+impl Drop for SfuPeer {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+/// Our encoded frames onto the SFU track, each packet with the frame's audio level.
+async fn write_loop(
+    engine: Arc<AudioEngine>,
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    connected: Arc<AtomicBool>,
+) {
+    let mut frames = engine.subscribe();
+    let level = engine.input_level();
+    let mut target: Option<(u32, u8)> = None;
+    loop {
+        let f = match frames.recv().await {
+            Ok(f) => f,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        // As in the mesh: frames from before the connection is up are stale, not queued.
+        if !connected.load(Ordering::SeqCst) {
+            continue;
+        }
+        if target.is_none() {
+            let pt = match sender.get_parameters().await {
+                Ok(p) => p.rtp_parameters.codecs.first().map(|c| c.payload_type),
+                Err(_) => None,
+            };
+            let ssrc = track.ssrcs().await.first().copied();
+            match (pt, ssrc) {
+                (Some(pt), Some(ssrc)) => target = Some((ssrc, pt)),
+                _ => continue,
+            }
+        }
+        let Some((ssrc, pt)) = target else { continue };
+        let (db, voice) = {
+            let l = level.borrow();
+            (l.level_db, l.gate_open)
+        };
+        let sample = Sample {
+            data: f.data,
+            duration: f.frame.duration(),
+            ..Sample::new(Instant::now())
+        };
+        let ext = AudioLevelExtension {
+            level: dbov(db, voice),
+            voice,
+        };
+        if let Err(e) = track
+            .sample_writer(ssrc, pt)
+            .with_audio_level(ext)
+            .write_sample(&sample)
+            .await
+        {
+            tracing::trace!("write_sample: {e}");
+        }
+    }
+}
+
+/// RFC 6464 level (0 = loudest, 127 = silence, in -dBov) from the meter's dBFS; a closed gate
+/// sends silence (the frame is muted or below the VAD).
+fn dbov(level_db: f32, gate_open: bool) -> u8 {
+    if !gate_open || !level_db.is_finite() {
+        return 127;
+    }
+    (-level_db).round().clamp(0.0, 127.0) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dbov;
+
+    #[test]
+    fn levels_map_to_rfc6464() {
+        assert_eq!(dbov(0.0, true), 0);
+        assert_eq!(dbov(-20.4, true), 20);
+        assert_eq!(dbov(-300.0, true), 127);
+        assert_eq!(dbov(f32::NEG_INFINITY, true), 127);
+        assert_eq!(dbov(-10.0, false), 127);
+    }
+}

@@ -1,0 +1,247 @@
+//! Voice channels on the relay's embedded SFU, with real `hum voice join` processes: every
+//! process sends its own tone and records the mix it hears.
+//!
+//! 1. Sixteen processes in one channel (the relay started with `--mesh-limit 0`, so the channel
+//!    is on the SFU from the first member): each plays packets of each of the other fifteen
+//!    (received over its one SFU connection) and never hears its own tone; the SFU counts 16
+//!    participants. How much of each tone survives is printed, not asserted: on a 2-core box the
+//!    16 debug-build processes starve each other's audio threads.
+//! 2. A mesh of eight, then a ninth joins: the relay moves the channel to the SFU, every member
+//!    moves (mesh connections closed, one SFU connection), and audio goes on. The longest gap
+//!    of each tone in each recording around the switch is measured and printed (the number in
+//!    docs/sfu.md); the test asserts that every tone is heard again after the switch, not a
+//!    wall-clock bound.
+//!
+//! Bounded for a small machine: short durations, quiet tones.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use hum_media::analysis::{rms, tone_purity};
+use hum_media::synth::read_wav;
+use hum_tests::voice::{World, s, tone_file, tone_share, wait_exit, wait_for};
+
+/// 80 Hz apart (8 bins of a 100 ms block), none a low multiple of another.
+const TONES16: [f32; 16] = [
+    330.0, 410.0, 490.0, 570.0, 650.0, 730.0, 810.0, 890.0, 970.0, 1050.0, 1130.0, 1210.0, 1370.0,
+    1450.0, 1530.0, 1610.0,
+];
+
+/// Users `i` saw as connected (over the mesh or the SFU).
+fn heard_users(w: &World, i: usize) -> BTreeSet<String> {
+    w.events(i)
+        .iter()
+        .filter(|e| e["type"] == "peer_connected")
+        .filter_map(|e| e["user"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn start(
+    w: &World,
+    i: usize,
+    hz: f32,
+    amplitude: f32,
+    duration: &str,
+) -> Result<hum_tests::KillOnDrop> {
+    let tone = w.path(&format!("tone{i}.wav"));
+    tone_file(&tone, hz, amplitude)?;
+    let rec = w.path(&format!("rec{i}.wav"));
+    w.voice(
+        i,
+        &[
+            "--play",
+            s(&tone),
+            "--loop",
+            "--record",
+            s(&rec),
+            "--duration",
+            duration,
+        ],
+    )
+}
+
+#[test]
+fn sixteen_processes_through_the_sfu_each_receive_the_other_fifteen() -> Result<()> {
+    let w = World::with_relay_args(16, &["--mesh-limit", "0"])?;
+    let started = Instant::now();
+    let mut procs = Vec::new();
+    for (i, hz) in TONES16.iter().enumerate() {
+        procs.push(start(&w, i, *hz, 0.05, "12s")?);
+    }
+    wait_for("everyone hears 15 others", Duration::from_secs(30), || {
+        Ok((0..16).all(|i| heard_users(&w, i).len() == 15))
+    })?;
+    let connected = started.elapsed();
+    ensure!(w.roster()?.len() == 16, "roster: {:?}", w.roster()?);
+    // The relay refreshes the SFU's counters once a second.
+    let mut metrics = String::new();
+    wait_for(
+        "the SFU's counters on /metrics",
+        Duration::from_secs(5),
+        || {
+            metrics = w.relay.get("/metrics")?.1;
+            Ok(metrics.contains("hum_sfu_participants 16"))
+        },
+    )
+    .ok();
+    ensure!(
+        metrics.contains("hum_sfu_participants 16"),
+        "the SFU does not show 16 participants:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("hum_sfu"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for p in &mut procs {
+        wait_exit(p, Duration::from_secs(60))?;
+    }
+    eprintln!(
+        "16 through the SFU: everyone heard the 15 others after {:.1} s; processes done after {:.1} s",
+        connected.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut worst = f32::MAX;
+    let mut results = Vec::new();
+    for (i, own) in TONES16.iter().enumerate() {
+        let heard = read_wav(&w.path(&format!("rec{i}.wav")))?;
+        ensure!(
+            heard.len() > 48_000 * 8,
+            "rec{i}: only {} samples",
+            heard.len()
+        );
+        let end = heard.len() - 48_000;
+        let window = &heard[end - 3 * 48_000..end];
+        // Fifteen equal tones hold ~1/15 of the energy each: count the 100 ms blocks where a
+        // tone has at least 40 % of that.
+        let shares: Vec<f32> = TONES16
+            .iter()
+            .map(|hz| tone_share(window, *hz, 0.027))
+            .collect();
+        let purities: Vec<f32> = TONES16.iter().map(|hz| tone_purity(window, *hz)).collect();
+        eprintln!(
+            "rec{i}: rms {:.3}, purity per tone {purities:.3?}, share of blocks {shares:.2?}",
+            rms(window)
+        );
+        results.push((i, *own, purities, shares));
+    }
+    // Measured, not asserted: on 2 shared cores, 16 debug-build processes decoding 15 streams
+    // each (240 decoders) plus the relay's debug SFU forwarding 240 streams starve the audio
+    // threads, and the recordings are mostly concealment (docs/sfu.md). What is asserted:
+    // each process played packets of each of the 15 others (above) and never its own.
+    for (i, own, purities, shares) in &results {
+        assert!(
+            purities[*i] < 0.01,
+            "{i} hears its own {own} Hz tone: {}",
+            purities[*i]
+        );
+        for (j, share) in shares.iter().enumerate() {
+            if j != *i {
+                worst = worst.min(*share);
+            }
+        }
+    }
+    eprintln!(
+        "weakest tone in any recording: present in {:.0}% of the blocks",
+        worst * 100.0
+    );
+    Ok(())
+}
+
+/// The same eight tones as the 8-way mesh test, plus one for the ninth.
+const TONES9: [f32; 9] = [
+    350.0, 490.0, 630.0, 770.0, 910.0, 1190.0, 1330.0, 1610.0, 1470.0,
+];
+
+/// The longest run (in 20 ms blocks) in which `hz` is missing from `samples`.
+fn longest_gap_blocks(samples: &[f32], hz: f32) -> usize {
+    let (mut run, mut longest) = (0, 0);
+    for b in samples.chunks_exact(960) {
+        // Eight tones hold ~1/8 of the energy each; "missing" is under a fifth of that.
+        if tone_purity(b, hz) < 0.025 {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest
+}
+
+#[test]
+fn a_ninth_member_moves_a_mesh_of_eight_to_the_sfu_and_audio_goes_on() -> Result<()> {
+    let w = World::new(9)?;
+    let mut procs = Vec::new();
+    let mut starts = Vec::new();
+    for (i, hz) in TONES9.iter().take(8).enumerate() {
+        starts.push(Instant::now());
+        procs.push(start(&w, i, *hz, 0.08, "16s")?);
+    }
+    wait_for("the 8-way mesh", Duration::from_secs(30), || {
+        Ok((0..8).all(|i| heard_users(&w, i).len() == 7))
+    })?;
+    // Let the mesh play a moment, then the ninth joins.
+    std::thread::sleep(Duration::from_secs(2));
+    let ninth_at = Instant::now();
+    procs.push(start(&w, 8, TONES9[8], 0.08, "14s")?);
+    wait_for("everyone on the SFU", Duration::from_secs(30), || {
+        Ok((0..9).all(|i| heard_users(&w, i).len() == 8)
+            && (0..8).all(|i| {
+                w.events(i)
+                    .iter()
+                    .filter(|e| e["type"] == "peer_left" && e["reason"] == "moved to the SFU")
+                    .count()
+                    == 7
+            }))
+    })?;
+    let moved = ninth_at.elapsed();
+    ensure!(w.roster()?.len() == 9, "roster: {:?}", w.roster()?);
+    for p in &mut procs {
+        wait_exit(p, Duration::from_secs(60))?;
+    }
+    eprintln!(
+        "9th joined: everyone on the SFU and the mesh closed after {:.1} s",
+        moved.as_secs_f64()
+    );
+
+    // Per listener of the first eight: from 0.5 s before the ninth joined to the end (minus
+    // the fade-out second), the longest gap of each other original member's tone.
+    let mut gaps_ms = Vec::new();
+    for (i, own) in TONES9.iter().take(8).enumerate() {
+        let heard = read_wav(&w.path(&format!("rec{i}.wav")))?;
+        let switch = ninth_at.duration_since(starts[i]).as_secs_f64() - 0.5;
+        let from = ((switch * 48_000.0) as usize).min(heard.len());
+        let end = heard.len().saturating_sub(48_000);
+        ensure!(
+            end > from + 3 * 48_000,
+            "rec{i}: too short after the switch"
+        );
+        let after = &heard[from..end];
+        let tail = &heard[end - 2 * 48_000..end];
+        for (j, hz) in TONES9.iter().enumerate() {
+            if i == j {
+                assert!(tone_purity(tail, *own) < 0.01, "{i} hears itself");
+                continue;
+            }
+            // Audio resumes: the last 2 s hold every other tone, the ninth's too.
+            let share = tone_share(tail, *hz, 0.05);
+            assert!(
+                share >= 0.8,
+                "{i} does not hear {j}'s {hz} Hz tone after the switch: {share:.2} of the blocks"
+            );
+            if j < 8 {
+                gaps_ms.push(longest_gap_blocks(after, *hz) * 20);
+            }
+        }
+    }
+    gaps_ms.sort_unstable();
+    let median = gaps_ms[gaps_ms.len() / 2];
+    let p90 = gaps_ms[gaps_ms.len() * 9 / 10];
+    let max = gaps_ms[gaps_ms.len() - 1];
+    eprintln!(
+        "audio gap at the mesh -> SFU switch over {} listener/speaker pairs: median {median} ms, p90 {p90} ms, max {max} ms (20 ms resolution)",
+        gaps_ms.len()
+    );
+    Ok(())
+}
