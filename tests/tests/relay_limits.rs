@@ -65,12 +65,14 @@ async fn garbage_and_wrong_types_get_typed_errors() -> anyhow::Result<()> {
         (
             "{\"id\": 12, \"type\": \"server_create\", \"name\": \"\"}",
             Some(12),
-            "bad_request",
+            // A name breaking the naming rules has its own code (hum_proto::names).
+            "invalid_name",
         ),
         (
             "{\"id\": 13, \"type\": \"server_create\", \"name\": \"   padded   \"}",
             Some(13),
-            "bad_request",
+            // A name breaking the naming rules has its own code (hum_proto::names).
+            "invalid_name",
         ),
         (
             "{\"id\": 14, \"type\": \"signal\", \"to\": \"00\", \"scope\": {}, \"payload\": {}}",
