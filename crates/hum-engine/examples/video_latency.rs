@@ -85,7 +85,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kbps: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1500);
     let hub = MemorySignalHub::new();
     let (a_id, b_id) = (UserId([1; 32]), UserId([2; 32]));
-    let analyser = Shared(Arc::new(Mutex::new(PatternAnalyser::new(WallAnchor::now()))));
+    let analyser = Shared(Arc::new(Mutex::new(
+        PatternAnalyser::new(WallAnchor::now()),
+    )));
     let a = session(
         &hub,
         a_id,
