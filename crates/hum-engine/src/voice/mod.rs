@@ -120,7 +120,7 @@ pub enum VoiceEvent {
 pub enum VoiceError {
     #[error(
         "this channel already has {MAX_MESH_PARTICIPANTS} participants: a full mesh cannot grow \
-         further; larger channels need the SFU (not available yet)"
+         further; larger channels need the relay's SFU, which this relay runs without (--sfu-bind off)"
     )]
     NeedsSfu,
     #[error("WebRTC: {0}")]
