@@ -13,14 +13,9 @@ use std::time::{Duration, Instant};
 
 use hum_proto::UserId;
 use rtc::media::Sample;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use tokio::sync::mpsc;
-use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::Track;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -154,29 +149,7 @@ impl SfuPeer {
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let b = me.0;
         let ssrc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) ^ 0x5346_5500;
-        let track = Arc::new(TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                me.to_string(),
-                "hum-voice".to_owned(),
-                "voice".to_owned(),
-                RtpCodecKind::Audio,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: MIME_TYPE_OPUS.to_owned(),
-                        clock_rate: 48_000,
-                        channels: 2,
-                        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                        rtcp_feedback: vec![],
-                    },
-                    ..Default::default()
-                }],
-            ),
-        )?);
+        let track = super::peer::opus_track(me.to_string(), ssrc)?;
         let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
         let writer = tokio::spawn(write_loop(engine, track, sender, connected));
         Ok((
