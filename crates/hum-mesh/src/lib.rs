@@ -22,11 +22,13 @@
 //! - [`viewer`]: a viewer peer, composing the above.
 //! - [`root`]: the root seed, whose egress is a global cap.
 //! - [`tracker`]: the relay's peer introduction (low RTT, spare upload, shallow first).
+//! - [`host`]: root seed + tracker keyed by account, as the relay hosts a live stream.
 //! - [`layer`]: which layer to watch and which to relay.
 
 pub mod chunker;
 pub mod fragment;
 pub mod havemap;
+pub mod host;
 pub mod layer;
 pub mod manifest;
 pub mod picker;

@@ -49,7 +49,8 @@ pub struct RootStats {
 
 pub struct RootSeed {
     layer: Layer,
-    publisher: Publisher,
+    /// None for a root that serves chunks someone else signed ([`RootSeed::relayed`]).
+    publisher: Option<Publisher>,
     window: u64,
     chunks: Vec<Option<crate::StoredChunk>>,
     newest: Option<u64>,
@@ -83,6 +84,23 @@ impl std::fmt::Debug for RootSeed {
 impl RootSeed {
     /// `cap` is the server's total mesh egress.
     pub fn new(layer: Layer, publisher: Publisher, cap: Bitrate, window: u64, now: Time) -> Self {
+        Self::build(layer, Some(publisher), cap, window, now)
+    }
+
+    /// A root that does not sign: it serves chunks the streamer signed and uploaded once (the
+    /// relay as root seed, [`crate::host::RootHost`]); publish them with
+    /// [`RootSeed::publish_signed`].
+    pub fn relayed(layer: Layer, cap: Bitrate, window: u64, now: Time) -> Self {
+        Self::build(layer, None, cap, window, now)
+    }
+
+    fn build(
+        layer: Layer,
+        publisher: Option<Publisher>,
+        cap: Bitrate,
+        window: u64,
+        now: Time,
+    ) -> Self {
         let window = window.max(8);
         RootSeed {
             layer,
@@ -189,16 +207,29 @@ impl RootSeed {
     }
 
     /// Publish the next chunk; `bytes` is the size it counts for. Returns its signed record.
+    ///
+    /// # Panics
+    /// On a [`RootSeed::relayed`] root, which has no key to sign with (a programming error).
     pub fn publish(&mut self, now: Time, chunk: &Chunk, bytes: u32) -> ChunkRecord {
+        let rec = self
+            .publisher
+            .as_ref()
+            .expect("publish needs a root built with a Publisher; use publish_signed")
+            .sign(chunk, bytes);
+        self.publish_signed(now, rec, chunk.payload.clone());
+        rec
+    }
+
+    /// Publish a chunk whose record is already signed (the caller has verified it: the relay's
+    /// [`crate::host::RootHost`] checks signature and hash before it calls this).
+    pub fn publish_signed(&mut self, now: Time, rec: ChunkRecord, payload: Arc<[u8]>) {
         self.now = now;
         self.police(now);
-        let rec = self.publisher.sign(chunk, bytes);
-        self.chunks[(chunk.seq % self.window) as usize] =
-            Some((Arc::new(rec), chunk.payload.clone()));
-        self.newest = Some(self.newest.map_or(chunk.seq, |n| n.max(chunk.seq)));
-        self.serve.on_have(chunk.seq, bytes);
+        let (seq, bytes) = (rec.seq, rec.bytes);
+        self.chunks[(seq % self.window) as usize] = Some((Arc::new(rec), payload));
+        self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
+        self.serve.on_have(seq, bytes);
         self.release(now);
-        rec
     }
 
     pub fn handle_input(&mut self, now: Time, from: PeerId, msg: MeshMsg) {
