@@ -124,6 +124,12 @@ enum Command {
         quality: Quality,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    SetQualityOf {
+        who: ParticipantId,
+        owner: ParticipantId,
+        quality: Option<Quality>,
+        reply: oneshot::Sender<Result<usize, SfuError>>,
+    },
     Metrics {
         reply: oneshot::Sender<Metrics>,
     },
@@ -247,6 +253,24 @@ impl SfuServer {
         self.call(|reply| Command::SetQuality {
             who,
             track,
+            quality,
+            reply,
+        })
+        .await?
+    }
+
+    /// What `who` shows of every video `owner` publishes (`None`: automatic, the speaker high
+    /// and others low); the signalled form of [`SfuServer::set_quality`]. Returns how many
+    /// tracks it applied to.
+    pub async fn set_quality_of(
+        &self,
+        who: ParticipantId,
+        owner: ParticipantId,
+        quality: Option<Quality>,
+    ) -> Result<usize, SfuError> {
+        self.call(|reply| Command::SetQualityOf {
+            who,
+            owner,
             quality,
             reply,
         })
@@ -431,6 +455,18 @@ impl Runtime {
                 let r = self
                     .session
                     .set_quality(who, track, quality, now)
+                    .map_err(SfuError::from);
+                let _ = reply.send(r);
+            }
+            Command::SetQualityOf {
+                who,
+                owner,
+                quality,
+                reply,
+            } => {
+                let r = self
+                    .session
+                    .set_quality_of(who, owner, quality, now)
                     .map_err(SfuError::from);
                 let _ = reply.send(r);
             }

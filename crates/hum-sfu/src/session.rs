@@ -142,6 +142,10 @@ impl Default for SessionConfig {
 #[derive(Debug)]
 pub struct Subscription {
     pub subscriber: ParticipantId,
+    /// What the subscriber asked for (`sfu_quality`); `None`: automatic (see
+    /// [`Session::effective_quality`]).
+    pub asked: Option<Quality>,
+    /// What it gets aimed at now (asked, or automatic), before the bandwidth cap.
     pub quality: Quality,
     pub forwarder: Forwarder,
 }
@@ -428,6 +432,7 @@ impl Session {
             let forwarder = p.new_forwarder(seed);
             p.subscribers.push(Subscription {
                 subscriber: who,
+                asked: None,
                 quality: Quality::default(),
                 forwarder,
             });
@@ -442,6 +447,17 @@ impl Session {
         q: Quality,
         now: Instant,
     ) -> Result<(), SessionError> {
+        self.ask(who, track, Some(q))?;
+        self.allocate(who, now);
+        Ok(())
+    }
+
+    fn ask(
+        &mut self,
+        who: ParticipantId,
+        track: TrackId,
+        q: Option<Quality>,
+    ) -> Result<(), SessionError> {
         let p = self
             .tracks
             .get_mut(&track)
@@ -451,9 +467,57 @@ impl Session {
             .iter_mut()
             .find(|s| s.subscriber == who)
             .ok_or(SessionError::NoSuchTrack)?;
-        s.quality = q;
-        self.allocate(who, now);
+        s.asked = q;
         Ok(())
+    }
+
+    /// What `who` asks to see of every video `owner` publishes (the signalled form: clients
+    /// know members, not track ids); `None` goes back to automatic. Returns how many tracks
+    /// it applied to (0: `owner` publishes no video, which is not an error: a camera may
+    /// come later and starts automatic).
+    pub fn set_quality_of(
+        &mut self,
+        who: ParticipantId,
+        owner: ParticipantId,
+        q: Option<Quality>,
+        now: Instant,
+    ) -> Result<usize, SessionError> {
+        let room = self.room_of(who).ok_or(SessionError::NotInRoom)?;
+        let tracks: Vec<TrackId> = self
+            .rooms
+            .get(&room)
+            .and_then(|r| r.participants.get(&owner))
+            .map(|p| p.publications.iter().copied().collect())
+            .unwrap_or_default();
+        let mut n = 0;
+        for t in tracks {
+            if self
+                .tracks
+                .get(&t)
+                .is_some_and(|p| p.kind == TrackKind::Video)
+                && self.ask(who, t, q).is_ok()
+            {
+                n += 1;
+            }
+        }
+        self.allocate(who, now);
+        Ok(n)
+    }
+
+    /// The quality a subscription aims at: what the subscriber asked, else automatic: the
+    /// room's dominant speaker high and everyone else low (thumbnails); before anyone has
+    /// spoken, everyone high (the bandwidth cap still applies).
+    pub fn effective_quality(
+        asked: Option<Quality>,
+        owner: ParticipantId,
+        dominant: Option<ParticipantId>,
+    ) -> Quality {
+        match (asked, dominant) {
+            (Some(q), _) => q,
+            (None, None) => Quality::High,
+            (None, Some(d)) if d == owner => Quality::High,
+            (None, Some(_)) => Quality::Low,
+        }
     }
 
     /// A subscriber's downlink estimate (from the runtime's bandwidth estimator).
@@ -504,12 +568,14 @@ impl Session {
             })
             .count() as u64;
         let mut remaining = bw.saturating_sub(Bitrate::from_bps(self.cfg.audio_cost.bps() * audio));
+        let dominant = r.dominant_speaker();
         let mut video: Vec<(Quality, TrackId)> = subs
             .iter()
             .filter_map(|t| {
                 let p = self.tracks.get(t)?;
                 let s = p.subscribers.iter().find(|s| s.subscriber == who)?;
-                (p.kind == TrackKind::Video).then_some((s.quality, *t))
+                let q = Self::effective_quality(s.asked, p.owner, dominant);
+                (p.kind == TrackKind::Video).then_some((q, *t))
             })
             .collect();
         video.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -528,6 +594,7 @@ impl Session {
                 remaining = remaining.saturating_sub(cost);
             }
             if let Some(s) = p.subscribers.iter_mut().find(|s| s.subscriber == who) {
+                s.quality = q;
                 s.forwarder.set_target(target);
             }
         }
@@ -677,11 +744,17 @@ impl Session {
             }
             p.wanted = want;
         }
+        let mut changed: Vec<ParticipantId> = Vec::new();
         for r in self.rooms.values_mut() {
             if let Some(who) = r.speaker.tick(now) {
                 self.events
                     .push_back(SessionEvent::SpeakerChanged { room: r.id, who });
+                changed.extend(r.participants.keys().copied());
             }
+        }
+        // Automatic qualities follow the speaker.
+        for who in changed {
+            self.allocate(who, now);
         }
     }
 

@@ -404,3 +404,167 @@ fn a_pli_flood_reaches_the_publisher_rate_limited() {
     assert_eq!(sent as usize, upstream);
     assert!(suppressed >= 100 * 200 - 8, "{suppressed}");
 }
+
+/// Feeds `frames` of a three-layer publication (only the layers in `live`), answering the
+/// session's keyframe requests on the next frame as an encoder does; returns per subscriber
+/// the layers it got, in order of arrival (one entry per frame).
+fn feed_simulcast(
+    s: &mut Session,
+    v: TrackId,
+    frames: std::ops::Range<u64>,
+    live: &[u8],
+    t0: Instant,
+) -> BTreeMap<UserId, Vec<Layer>> {
+    let mut got: BTreeMap<UserId, Vec<Layer>> = BTreeMap::new();
+    let mut asked: std::collections::BTreeSet<Layer> = Default::default();
+    for frame in frames {
+        let at = t0 + Duration::from_millis(frame * 33);
+        for &l in live {
+            // No periodic keyframes: only the first frame and those the SFU asks for.
+            let key = frame == 0 || asked.remove(&Layer(l));
+            let payload =
+                vp8::synthetic_payload(frame as u16, true, key, 100 + 300 * usize::from(l));
+            let d = vp8::parse(&payload).expect("valid");
+            let p = InPacket {
+                layer: Layer(l),
+                seq: 5000 * u64::from(l) + frame,
+                timestamp: frame as u32 * 3000,
+                keyframe_start: d.keyframe,
+                arrival: at,
+            };
+            s.on_packet(v, &p, payload.len(), None, |to, _| {
+                got.entry(to).or_default().push(Layer(l));
+            })
+            .expect("track");
+        }
+        s.tick(at);
+        for e in events(s) {
+            if let SessionEvent::KeyframeRequest { track, layer } = e {
+                assert_eq!(track, v);
+                asked.insert(layer);
+            }
+        }
+    }
+    got
+}
+
+/// `sfu_quality` by owner: one subscriber asks high, one low, one medium; then the low one
+/// asks high and gets it from the next keyframe of the top layer, which the session asks for.
+#[test]
+fn quality_asked_per_owner_picks_the_layer_and_a_change_waits_for_a_keyframe() {
+    let t0 = Instant::now();
+    let room = ChannelId(7);
+    let mut s = open();
+    for n in 1..=4 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    let v = s
+        .publish(
+            user(1),
+            TrackKind::Video,
+            vec![Layer(0), Layer(1), Layer(2)],
+            t0,
+        )
+        .expect("publish");
+    for n in 2..=4 {
+        s.set_bandwidth(user(n), Bitrate::from_mbps(10), t0)
+            .expect("bw");
+    }
+    assert_eq!(
+        s.set_quality_of(user(2), user(1), Some(Quality::High), t0),
+        Ok(1)
+    );
+    assert_eq!(
+        s.set_quality_of(user(3), user(1), Some(Quality::Low), t0),
+        Ok(1)
+    );
+    assert_eq!(
+        s.set_quality_of(user(4), user(1), Some(Quality::Medium), t0),
+        Ok(1)
+    );
+    // Asking about someone without video is fine (nothing to apply yet).
+    assert_eq!(
+        s.set_quality_of(user(2), user(3), Some(Quality::Low), t0),
+        Ok(0)
+    );
+    let got = feed_simulcast(&mut s, v, 0..60, &[0, 1, 2], t0);
+    let only = |u: u8| -> Vec<Layer> {
+        let mut l = got.get(&user(u)).cloned().unwrap_or_default();
+        l.dedup();
+        l
+    };
+    assert_eq!(only(2), vec![Layer(2)]);
+    assert_eq!(only(3), vec![Layer(0)]);
+    assert_eq!(only(4), vec![Layer(1)]);
+    assert_eq!(
+        got.get(&user(1)),
+        None,
+        "the owner never gets its own video"
+    );
+
+    // user 3 now asks high: it keeps layer 0 until layer 2's keyframe, then only layer 2.
+    let t1 = t0 + Duration::from_millis(60 * 33);
+    s.set_quality_of(user(3), user(1), Some(Quality::High), t1)
+        .expect("q");
+    let got = feed_simulcast(&mut s, v, 60..120, &[0, 1, 2], t0);
+    let mut l3 = got.get(&user(3)).cloned().unwrap_or_default();
+    l3.dedup();
+    assert_eq!(l3, vec![Layer(0), Layer(2)], "one switch, up: {l3:?}");
+}
+
+/// Automatic quality: the dominant speaker's video high, the others' low.
+#[test]
+fn automatic_quality_follows_the_speaker() {
+    let owner = user(1);
+    assert_eq!(Session::effective_quality(None, owner, None), Quality::High);
+    assert_eq!(
+        Session::effective_quality(None, owner, Some(owner)),
+        Quality::High
+    );
+    assert_eq!(
+        Session::effective_quality(None, owner, Some(user(2))),
+        Quality::Low
+    );
+    assert_eq!(
+        Session::effective_quality(Some(Quality::Medium), owner, Some(user(2))),
+        Quality::Medium,
+        "what the client asked wins"
+    );
+    assert_eq!(
+        Session::effective_quality(Some(Quality::Paused), owner, Some(owner)),
+        Quality::Paused
+    );
+}
+
+/// The forwarded top layer stops at the publisher: subscribers fall back to the best live
+/// layer at its next keyframe (asked for) and the stream goes on.
+#[test]
+fn a_layer_that_stops_falls_back_to_the_next_live_one() {
+    let t0 = Instant::now();
+    let room = ChannelId(8);
+    let mut s = open();
+    for n in 1..=2 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    let v = s
+        .publish(
+            user(1),
+            TrackKind::Video,
+            vec![Layer(0), Layer(1), Layer(2)],
+            t0,
+        )
+        .expect("publish");
+    s.set_bandwidth(user(2), Bitrate::from_mbps(10), t0)
+        .expect("bw");
+    let got = feed_simulcast(&mut s, v, 0..60, &[0, 1, 2], t0);
+    assert_eq!(got.get(&user(2)).and_then(|l| l.last()), Some(&Layer(2)));
+    // Layer 2 stops; after the staleness window the session retargets to layer 1.
+    let got = feed_simulcast(&mut s, v, 60..240, &[0, 1], t0);
+    let mut l = got.get(&user(2)).cloned().unwrap_or_default();
+    l.dedup();
+    assert_eq!(l, vec![Layer(1)], "{l:?}");
+    assert!(
+        got.get(&user(2)).map_or(0, |l| l.len()) > 60,
+        "frames keep coming after the fallback"
+    );
+}

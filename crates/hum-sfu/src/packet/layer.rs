@@ -37,6 +37,8 @@ pub enum Quality {
     Paused,
     /// A thumbnail: the lowest layer.
     Low,
+    /// A middle-sized tile: at most the middle layer (640x360 of a camera).
+    Medium,
     /// The spotlight: the best layer the bandwidth allows.
     #[default]
     High,
@@ -48,6 +50,7 @@ pub fn choose_layer(layers: &[(Layer, Bitrate)], want: Quality, budget: Bitrate)
     let cap = match want {
         Quality::Paused => return None,
         Quality::Low => Layer::LOW,
+        Quality::Medium => Layer(1),
         Quality::High => Layer(u8::MAX),
     };
     let lowest = layers.iter().map(|(l, _)| *l).min()?;
@@ -194,6 +197,25 @@ mod tests {
             choose_layer(&[], Quality::High, Bitrate::from_mbps(5)),
             None
         );
+        assert_eq!(
+            choose_layer(&l, Quality::Medium, Bitrate::from_mbps(5)),
+            Some(Layer(1))
+        );
+        assert_eq!(
+            choose_layer(&l, Quality::Medium, Bitrate::from_kbps(200)),
+            Some(Layer(0)),
+            "the budget caps a medium tile too"
+        );
+        // The top layer stopped (the publisher's uplink dropped it): high falls back to the
+        // best layer still live.
+        let without_top = [
+            (Layer(0), Bitrate::from_kbps(150)),
+            (Layer(1), Bitrate::from_kbps(500)),
+        ];
+        assert_eq!(
+            choose_layer(&without_top, Quality::High, Bitrate::from_mbps(5)),
+            Some(Layer(1))
+        );
         // Only the high layer live (others paused at the publisher): take it even for a thumbnail.
         let only_high = [(Layer(2), Bitrate::from_kbps(1_500))];
         assert_eq!(
@@ -237,6 +259,48 @@ mod tests {
         s.set_target(None);
         assert_eq!(s.on_packet(Layer(2), true), Verdict::Drop);
         assert_eq!(s.current(), None);
+    }
+
+    /// A layer that stops while forwarded: the next target (the fallback `choose_layer` gives)
+    /// is taken at its first keyframe, never on a delta; until then nothing else leaks through.
+    #[test]
+    fn simulcast_falls_back_when_the_forwarded_layer_stops() {
+        let mut s = SimulcastSelector::default();
+        s.set_target(Some(Layer(2)));
+        assert_eq!(s.on_packet(Layer(2), true), Verdict::ForwardSwitched);
+        assert_eq!(s.on_packet(Layer(2), false), Verdict::Forward);
+        // Layer 2 goes silent; the session retargets to layer 1.
+        s.set_target(Some(Layer(1)));
+        assert_eq!(s.current(), Some(Layer(2)), "kept until the new keyframe");
+        assert_eq!(s.awaiting_keyframe(), Some(Layer(1)));
+        for _ in 0..5 {
+            assert_eq!(
+                s.on_packet(Layer(1), false),
+                Verdict::Drop,
+                "delta of layer 1"
+            );
+            assert_eq!(s.on_packet(Layer(0), true), Verdict::Drop, "not the target");
+        }
+        assert_eq!(s.on_packet(Layer(1), true), Verdict::ForwardSwitched);
+        assert_eq!(s.on_packet(Layer(1), false), Verdict::Forward);
+        assert_eq!(s.awaiting_keyframe(), None);
+        // Layer 2 comes back: a late packet of it is not forwarded any more.
+        assert_eq!(s.on_packet(Layer(2), false), Verdict::Drop);
+        assert_eq!(s.on_packet(Layer(2), true), Verdict::Drop, "not targeted");
+    }
+
+    /// Audio (and single-layer video) never waits for a keyframe, whatever a packet says.
+    #[test]
+    fn null_selector_ignores_keyframes_and_never_asks_for_one() {
+        let mut s = NullSelector::default();
+        for i in 0..10 {
+            let v = s.on_packet(Layer(0), i % 3 == 0);
+            assert_ne!(v, Verdict::Drop);
+            assert_eq!(s.awaiting_keyframe(), None);
+        }
+        s.set_target(Some(Layer(2)));
+        assert_eq!(s.current(), Some(Layer::LOW));
+        assert_eq!(s.on_packet(Layer(0), false), Verdict::Forward);
     }
 
     #[test]
