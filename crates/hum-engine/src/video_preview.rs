@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use hum_media::video::{
-    EncoderConfig, PatternSource, VideoError, VideoFormat, VideoSource, Vp8Encoder, WallAnchor,
-    Y4mSource,
+    EncoderConfig, PatternSource, VideoError, VideoFormat, VideoFrame, VideoSource, Vp8Encoder,
+    WallAnchor, Y4mSource,
 };
 use hum_proto::units::Bitrate;
 use thiserror::Error;
@@ -311,6 +311,145 @@ impl Run {
     }
 }
 
+/// One camera for two consumers: the self-view preview reads the camera and [`tap`]s every frame
+/// into the share; a call's video track reads them back through a [`reader`] (a [`VideoSource`]
+/// that blocks while the camera is off). So a camera that can be opened once serves both, the
+/// call's media session can start before the camera is turned on, and turning it on or off
+/// mid-call needs no renegotiation (the track is there, silent while off).
+///
+/// One reader at a time: a new reader, or [`close_readers`], ends the previous one (its `read`
+/// returns [`VideoError::Ended`], which ends the session's capture thread).
+///
+/// [`tap`]: Self::tap
+/// [`reader`]: Self::reader
+/// [`close_readers`]: Self::close_readers
+#[derive(Default)]
+pub struct CameraShare {
+    state: std::sync::Mutex<ShareState>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct ShareState {
+    /// The newest frame not yet read (a slow reader skips to the newest, like a camera does).
+    frame: Option<VideoFrame>,
+    /// Generation of the live reader (0: none).
+    reader: u64,
+    last: u64,
+}
+
+impl std::fmt::Debug for CameraShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CameraShare").finish_non_exhaustive()
+    }
+}
+
+impl CameraShare {
+    /// Wraps the camera's source: every frame read from it is also offered to the reader.
+    pub fn tap(self: &Arc<Self>, source: Box<dyn VideoSource>) -> Box<dyn VideoSource> {
+        Box::new(TapSource {
+            inner: source,
+            share: self.clone(),
+        })
+    }
+
+    /// A source of the tapped frames, nominally `format` (frames come at whatever size the
+    /// camera gives). Ends the previous reader.
+    pub fn reader(self: &Arc<Self>, format: VideoFormat) -> Box<dyn VideoSource> {
+        let generation = match self.state.lock() {
+            Ok(mut s) => {
+                s.last += 1;
+                s.reader = s.last;
+                s.frame = None;
+                s.reader
+            }
+            Err(_) => 0,
+        };
+        self.ready.notify_all();
+        Box::new(SharedSource {
+            share: self.clone(),
+            generation,
+            format,
+        })
+    }
+
+    /// Ends the live reader (a call's session is about to stop and joins its capture thread).
+    pub fn close_readers(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.reader = 0;
+            s.frame = None;
+        }
+        self.ready.notify_all();
+    }
+
+    /// Whether a reader is live (a call takes the camera's frames).
+    pub fn has_reader(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.reader != 0)
+    }
+
+    fn offer(&self, frame: &VideoFrame) {
+        if let Ok(mut s) = self.state.lock()
+            && s.reader != 0
+        {
+            s.frame = Some(frame.clone());
+            drop(s);
+            self.ready.notify_all();
+        }
+    }
+}
+
+struct TapSource {
+    inner: Box<dyn VideoSource>,
+    share: Arc<CameraShare>,
+}
+
+impl VideoSource for TapSource {
+    fn read(&mut self) -> Result<VideoFrame, VideoError> {
+        let frame = self.inner.read()?;
+        self.share.offer(&frame);
+        Ok(frame)
+    }
+    fn format(&self) -> VideoFormat {
+        self.inner.format()
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
+struct SharedSource {
+    share: Arc<CameraShare>,
+    generation: u64,
+    format: VideoFormat,
+}
+
+impl VideoSource for SharedSource {
+    fn read(&mut self) -> Result<VideoFrame, VideoError> {
+        let mut s = self.share.state.lock().map_err(|_| VideoError::Ended)?;
+        loop {
+            if s.reader != self.generation {
+                return Err(VideoError::Ended);
+            }
+            if let Some(f) = s.frame.take() {
+                return Ok(f);
+            }
+            // Woken by a frame or by close_readers; the timeout only bounds a missed wake-up.
+            s = self
+                .share
+                .ready
+                .wait_timeout(s, std::time::Duration::from_millis(250))
+                .map_err(|_| VideoError::Ended)?
+                .0;
+        }
+    }
+    fn format(&self) -> VideoFormat {
+        self.format
+    }
+    fn name(&self) -> String {
+        "shared camera".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +467,32 @@ mod tests {
             )
             .expect("pattern"),
         )
+    }
+
+    #[test]
+    fn a_shared_camera_feeds_the_reader_only_while_tapped_and_closing_ends_it() {
+        let share = Arc::new(CameraShare::default());
+        let mut tapped = share.tap(virtual_pattern(160, 90));
+        // No reader: frames pass through and nothing is kept.
+        tapped.read().expect("frame");
+        assert!(!share.has_reader());
+        let mut reader = share.reader(VideoFormat::new(160, 90, 30));
+        assert_eq!(reader.format(), VideoFormat::new(160, 90, 30));
+        let sent = tapped.read().expect("frame");
+        let got = reader.read().expect("the tapped frame");
+        assert_eq!(got, sent);
+        // The newest wins when the reader is slow.
+        tapped.read().expect("frame");
+        let newest = tapped.read().expect("frame");
+        assert_eq!(reader.read().expect("newest"), newest);
+        // A reader blocked on a camera that is off ends when the share closes it.
+        let t = std::thread::spawn(move || reader.read().err());
+        share.close_readers();
+        assert!(matches!(t.join().expect("join"), Some(VideoError::Ended)));
+        // A new reader ends the old one.
+        let mut first = share.reader(VideoFormat::new(160, 90, 30));
+        let _second = share.reader(VideoFormat::new(160, 90, 30));
+        assert!(matches!(first.read(), Err(VideoError::Ended)));
     }
 
     #[test]
