@@ -235,6 +235,9 @@ pub struct Session {
     events: VecDeque<SessionEvent>,
     next_track: u64,
     forwarder_seed: u64,
+    /// (subscriber, publisher) -> what the subscriber asked for the publisher's video, kept
+    /// for cameras published later.
+    asks: BTreeMap<(ParticipantId, ParticipantId), Quality>,
 }
 
 impl std::fmt::Debug for Session {
@@ -257,6 +260,7 @@ impl Session {
             events: VecDeque::new(),
             next_track: 1,
             forwarder_seed: 1,
+            asks: BTreeMap::new(),
         }
     }
 
@@ -316,6 +320,7 @@ impl Session {
 
     pub fn leave(&mut self, who: ParticipantId) -> Result<(), SessionError> {
         let room = self.where_is.remove(&who).ok_or(SessionError::NotInRoom)?;
+        self.asks.retain(|(s, o), _| *s != who && *o != who);
         let Some(r) = self.rooms.get_mut(&room) else {
             return Ok(());
         };
@@ -430,9 +435,13 @@ impl Session {
         let seed = self.forwarder_seed;
         if let Some(p) = self.tracks.get_mut(&track) {
             let forwarder = p.new_forwarder(seed);
+            let asked = match p.kind {
+                TrackKind::Video => self.asks.get(&(who, p.owner)).copied(),
+                TrackKind::Audio => None,
+            };
             p.subscribers.push(Subscription {
                 subscriber: who,
-                asked: None,
+                asked,
                 quality: Quality::default(),
                 forwarder,
             });
@@ -483,6 +492,10 @@ impl Session {
         now: Instant,
     ) -> Result<usize, SessionError> {
         let room = self.room_of(who).ok_or(SessionError::NotInRoom)?;
+        match q {
+            Some(q) => self.asks.insert((who, owner), q),
+            None => self.asks.remove(&(who, owner)),
+        };
         let tracks: Vec<TrackId> = self
             .rooms
             .get(&room)

@@ -482,11 +482,32 @@ fn quality_asked_per_owner_picks_the_layer_and_a_change_waits_for_a_keyframe() {
         s.set_quality_of(user(4), user(1), Some(Quality::Medium), t0),
         Ok(1)
     );
-    // Asking about someone without video is fine (nothing to apply yet).
+    // Asking about someone without video is fine (nothing to apply yet) and is kept for the
+    // camera they publish later.
     assert_eq!(
         s.set_quality_of(user(2), user(3), Some(Quality::Low), t0),
         Ok(0)
     );
+    let later = s
+        .publish(
+            user(3),
+            TrackKind::Video,
+            vec![Layer(0), Layer(1), Layer(2)],
+            t0,
+        )
+        .expect("publish");
+    let asked: Vec<Option<Quality>> = s
+        .publication(later)
+        .map(|p| {
+            p.subscriptions()
+                .iter()
+                .filter(|x| x.subscriber == user(2))
+                .map(|x| x.asked)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(asked, vec![Some(Quality::Low)]);
+    s.unpublish(later).expect("unpublish");
     let got = feed_simulcast(&mut s, v, 0..60, &[0, 1, 2], t0);
     let only = |u: u8| -> Vec<Layer> {
         let mut l = got.get(&user(u)).cloned().unwrap_or_default();
