@@ -17,6 +17,7 @@
 //! - [`havemap`]: which chunks a peer holds, over a sliding window; compact announcements.
 //! - [`picker`]: what to fetch next (sequential near the deadline, rarest-first for older, drop late).
 //! - [`scheduler`]: who to ask and when (weighted upstreams, timeouts, re-requests, end-game, root fallback).
+//! - [`slice`]: BLAKE3 verified streaming below the chunk (16 KiB slices checked against the chunk hash).
 //! - [`serve`]: a token-bucket upload budget and a queue that favours low-buffer-health peers.
 //! - [`player`]: the playout clock, buffer health, stalls and skips (continuity).
 //! - [`viewer`]: a viewer peer, composing the above.
@@ -36,6 +37,7 @@ pub mod player;
 pub mod root;
 pub mod scheduler;
 pub mod serve;
+pub mod slice;
 pub mod tracker;
 pub mod viewer;
 

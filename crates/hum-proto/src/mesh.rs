@@ -96,6 +96,24 @@ impl ChunkRecord {
         out
     }
 
+    /// The record alone on the wire (body then signature, as inside `Data`): for messages outside
+    /// [`MeshMsg`] that carry a record, such as hum-mesh's slices.
+    pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut w = Writer {
+            buf: Vec::with_capacity(Self::ENCODED_LEN),
+        };
+        self.write_body(&mut w);
+        w.bytes(&self.signature);
+        let mut out = [0u8; Self::ENCODED_LEN];
+        out.copy_from_slice(&w.buf);
+        out
+    }
+
+    /// Reads a record written by [`ChunkRecord::to_bytes`] from the front of `buf`.
+    pub fn from_bytes(buf: &[u8]) -> Result<Self, MeshDecodeError> {
+        Self::read(&mut Reader { buf, at: 0 })
+    }
+
     fn write_body(&self, w: &mut Writer) {
         w.u8(self.layer as u8);
         w.u64(self.seq);
@@ -548,6 +566,17 @@ mod tests {
             m.encode(),
             Err(MeshEncodeError::Bitmap { bits: 20, have: 2 })
         );
+    }
+
+    #[test]
+    fn record_bytes_round_trip_and_refuse_short_input() {
+        let r = record();
+        let b = r.to_bytes();
+        assert_eq!(ChunkRecord::from_bytes(&b), Ok(r));
+        assert!(matches!(
+            ChunkRecord::from_bytes(&b[..b.len() - 1]),
+            Err(MeshDecodeError::Truncated { .. })
+        ));
     }
 
     #[test]
