@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 
 use hum_engine::video_preview::PreviewFrame;
-use hum_engine::voice::{InputLevel, PeerStats};
+use hum_engine::voice::{EncodedVideoFrame, InputLevel, PeerStats};
 use hum_proto::UserId;
 use serde::Serialize;
 use specta::Type;
@@ -167,6 +167,8 @@ pub const VIDEO_HEADER_LEN: usize = 24;
 pub const MAX_STREAM_ID_LEN: usize = 96;
 /// Flag bit: the frame is a keyframe (a decoder may start here).
 pub const VIDEO_FLAG_KEYFRAME: u8 = 1;
+/// Flag bit: frames before this one were lost; a decoder must wait for a keyframe.
+pub const VIDEO_FLAG_AFTER_LOSS: u8 = 2;
 
 /// One encoded video frame for the webview, sent as raw bytes through `ipc::Channel` (JS gets an
 /// `ArrayBuffer`; a `Vec<u8>` would be a JSON array of numbers, ~4x the bytes and a parse).
@@ -174,7 +176,7 @@ pub const VIDEO_FLAG_KEYFRAME: u8 = 1;
 /// Layout, little-endian (ui/src/lib/video.ts reads it):
 /// ```text
 ///  0  u8   version (1)
-///  1  u8   flags (bit 0: keyframe)
+///  1  u8   flags (bit 0: keyframe, bit 1: after a loss)
 ///  2  u8   stream id length N (1..=96)
 ///  3  u8   reserved (0)
 ///  4  u16  width          6  u16  height
@@ -212,25 +214,87 @@ impl IpcResponse for VideoPacket {
     }
 }
 
+/// The header fields of one [`VideoPacket`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoMeta {
+    pub keyframe: bool,
+    /// Frames before this one were lost (a remote track): a decoder waits for a keyframe.
+    pub after_loss: bool,
+    pub width: u32,
+    pub height: u32,
+    pub timestamp_us: u64,
+    pub capture_unix_ms: u64,
+}
+
+/// The stream id of a remote track: `<user hex>/camera` or `<user hex>/screen` (the sender's
+/// track ids carry an SSRC that changes per call; the UI wants one id per person and kind).
+pub fn remote_stream_id(user: &UserId, track: &str) -> String {
+    let kind = if track.starts_with("screen") {
+        "screen"
+    } else {
+        "camera"
+    };
+    format!("{user}/{kind}")
+}
+
 impl VideoPacket {
     /// `None` when the id is empty or too long, or the size does not fit 16 bits.
     pub fn encode(stream_id: &str, f: &PreviewFrame) -> Option<Self> {
+        Self::build(
+            stream_id,
+            VideoMeta {
+                keyframe: f.keyframe,
+                after_loss: false,
+                width: f.width,
+                height: f.height,
+                timestamp_us: f.timestamp_us,
+                capture_unix_ms: f.capture_unix_ms,
+            },
+            &f.data,
+        )
+    }
+
+    /// A frame received from a peer, under [`remote_stream_id`].
+    pub fn remote(f: &EncodedVideoFrame) -> Option<Self> {
+        Self::build(
+            &remote_stream_id(&f.user, &f.track),
+            VideoMeta {
+                keyframe: f.keyframe,
+                after_loss: f.after_loss,
+                width: f.width,
+                height: f.height,
+                timestamp_us: f.timestamp_us,
+                capture_unix_ms: 0,
+            },
+            &f.data,
+        )
+    }
+
+    /// `None` when the id is empty or too long, or the size does not fit 16 bits.
+    pub fn build(stream_id: &str, m: VideoMeta, data: &[u8]) -> Option<Self> {
         let id = stream_id.as_bytes();
         if id.is_empty() || id.len() > MAX_STREAM_ID_LEN {
             return None;
         }
-        let (w, h) = (u16::try_from(f.width).ok()?, u16::try_from(f.height).ok()?);
-        let mut b = Vec::with_capacity(VIDEO_HEADER_LEN + id.len() + f.data.len());
+        let (w, h) = (u16::try_from(m.width).ok()?, u16::try_from(m.height).ok()?);
+        let mut b = Vec::with_capacity(VIDEO_HEADER_LEN + id.len() + data.len());
         b.push(VIDEO_WIRE_VERSION);
-        b.push(if f.keyframe { VIDEO_FLAG_KEYFRAME } else { 0 });
+        let mut flags = 0;
+        if m.keyframe {
+            flags |= VIDEO_FLAG_KEYFRAME;
+        }
+        if m.after_loss {
+            flags |= VIDEO_FLAG_AFTER_LOSS;
+        }
+        b.push(flags);
         b.push(id.len() as u8);
         b.push(0);
         b.extend_from_slice(&w.to_le_bytes());
         b.extend_from_slice(&h.to_le_bytes());
-        b.extend_from_slice(&f.timestamp_us.to_le_bytes());
-        b.extend_from_slice(&f.capture_unix_ms.to_le_bytes());
+        b.extend_from_slice(&m.timestamp_us.to_le_bytes());
+        b.extend_from_slice(&m.capture_unix_ms.to_le_bytes());
         b.extend_from_slice(id);
-        b.extend_from_slice(&f.data);
+        b.extend_from_slice(data);
         Some(Self(b))
     }
 }
@@ -325,6 +389,29 @@ mod tests {
         assert_eq!(
             VideoPacket::encode("u/camera", &delta).expect("packet").0[1],
             0
+        );
+        let remote = EncodedVideoFrame {
+            user: UserId([0xab; 32]),
+            track: "camera-1234abcd".into(),
+            layer: None,
+            data: vec![1u8, 2, 3].into(),
+            keyframe: false,
+            timestamp: 90,
+            timestamp_us: 1000,
+            width: 640,
+            height: 360,
+            arrival: std::time::Instant::now(),
+            after_loss: true,
+        };
+        let r = VideoPacket::remote(&remote).expect("remote packet").0;
+        let id = format!("{}/camera", "ab".repeat(32));
+        assert_eq!(r[1], VIDEO_FLAG_AFTER_LOSS);
+        assert_eq!(usize::from(r[2]), id.len());
+        assert_eq!(&r[24..24 + id.len()], id.as_bytes());
+        assert_eq!(&r[24 + id.len()..], &[1, 2, 3]);
+        assert_eq!(
+            remote_stream_id(&remote.user, "screen-9"),
+            format!("{}/screen", "ab".repeat(32))
         );
         assert!(VideoPacket::encode("", &f).is_none());
         assert!(VideoPacket::encode(&"x".repeat(MAX_STREAM_ID_LEN + 1), &f).is_none());

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
 use hum_engine::calls::Calls;
+use hum_engine::video_preview::CameraShare;
 use hum_engine::voice::link::VoiceLink;
 use hum_engine::voice::{InputMonitor, VoiceSession};
 use hum_engine::{Identity, IdentityError, RelayClient};
@@ -31,6 +32,10 @@ pub struct AppState {
     /// Encoded video frames to the webview, and the local streams feeding it (my camera).
     pub video: Arc<VideoHub>,
     pub previews: Previews,
+    /// My camera's frames for a call's video track (the self-view preview taps them).
+    pub camera_share: Arc<CameraShare>,
+    /// Forwards the running call's received video to `video`.
+    pub call_video: Mutex<Option<tokio::task::AbortHandle>>,
     /// The settings screen's microphone monitor, outside calls.
     pub monitor: Mutex<Option<InputMonitor>>,
     /// hum-engine's 1-on-1 call service of the current relay client.
@@ -63,6 +68,8 @@ impl AppState {
             stats: StatsHub::default(),
             video: Arc::new(VideoHub::default()),
             previews: Previews::default(),
+            camera_share: Arc::new(CameraShare::default()),
+            call_video: Mutex::new(None),
             monitor: Mutex::new(None),
             calls: Mutex::new(None),
             budget: Mutex::new(None),

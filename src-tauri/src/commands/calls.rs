@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hum_engine::RelayClient;
 use hum_engine::calls::{self, CallError, CallEvent, CallState, Calls, MediaIo, MediaProvider};
-use hum_engine::voice::{VoiceConfig, VoiceEvent, VoiceSession};
+use hum_engine::voice::{VideoIo, VoiceConfig, VoiceEvent, VoiceSession};
 use serde::{Deserialize, Serialize};
 use specta::Type;
 use tauri::{AppHandle, Manager, State};
@@ -152,8 +152,13 @@ impl MediaProvider for AppMedia {
         })
     }
 
+    async fn open_video(&self, _peer: &calls::CallPeer) -> Result<VideoIo, String> {
+        Ok(super::video::call_video_io(&self.app.state::<AppState>()))
+    }
+
     async fn started(&self, session: &Arc<VoiceSession>) {
         let state = self.app.state::<AppState>();
+        super::video::follow_call_video(&state, session);
         let settings = super::voice::load(&state);
         if state.my_voice().is_ok_and(|m| m.deafened) {
             session.set_deafened(true);
@@ -171,6 +176,8 @@ impl MediaProvider for AppMedia {
 
     async fn stopped(&self, session: &Arc<VoiceSession>) {
         let state = self.app.state::<AppState>();
+        // Before the session stops: its capture thread waits on my camera's frames.
+        super::video::stop_call_video(&state);
         // A voice channel joined since has its own session: leave that one alone.
         if state.session().is_some_and(|s| Arc::ptr_eq(&s, session)) {
             state.set_session(None);

@@ -3,14 +3,18 @@
 //!
 //! Every running preview is a stream with an id: `self` is my camera (the control bar's camera
 //! button); `bench-N` are extra pattern streams a benchmark starts (`video_bench_start`) to
-//! measure decoding several tiles at once. Remote tracks will arrive on the same channel under
-//! their own ids.
+//! measure decoding several tiles at once. Remote tracks of a call arrive on the same channel as
+//! `<user hex>/camera` (`follow_call_video`); a call's video track reads my camera through
+//! `AppState::camera_share`, which the self-view's preview taps.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hum_engine::video_preview::{PreviewConfig, PreviewSource, VideoPreview};
+use hum_engine::video_preview::{
+    CameraShare, PreviewConfig, PreviewSource, VideoPreview, open_source,
+};
 use hum_engine::voice::hum_media::video::VideoFormat;
+use hum_engine::voice::{VideoIo, VoiceSession};
 use hum_proto::units::Bitrate;
 use serde::{Deserialize, Serialize};
 use specta::Type;
@@ -169,14 +173,80 @@ fn capitalise(s: &str) -> String {
 
 /// Starts a preview streaming to the hub under `id`.
 fn start(hub: Arc<VideoHub>, id: &str, config: PreviewConfig) -> CmdResult<VideoPreview> {
+    start_tapped(hub, id, config, None)
+}
+
+/// Like [`start`]; with a share, a call's video track gets the same camera frames.
+fn start_tapped(
+    hub: Arc<VideoHub>,
+    id: &str,
+    config: PreviewConfig,
+    share: Option<Arc<CameraShare>>,
+) -> CmdResult<VideoPreview> {
     let stream = id.to_owned();
-    VideoPreview::start(config, move |frame| {
+    let mut source = open_source(&config).map_err(|e| camera_error(&e))?;
+    if let Some(share) = share {
+        source = share.tap(source);
+    }
+    VideoPreview::start_with(source, config.bitrate, move |frame| {
         if let Some(p) = VideoPacket::encode(&stream, &frame) {
             hub.publish(&p);
         }
         true
     })
     .map_err(|e| camera_error(&e))
+}
+
+/// The video of a call: my camera through the share (silent while it is off, so turning it on
+/// mid-call needs no renegotiation), at the quality setting's size and rate; video is always
+/// negotiated so the friend's camera shows whenever they turn it on.
+pub fn call_video_io(state: &AppState) -> VideoIo {
+    let settings = load(state);
+    let cfg = config(PreviewSource::Pattern, settings.quality);
+    VideoIo {
+        source: Some(state.camera_share.reader(cfg.format)),
+        bitrate: cfg.bitrate,
+        receive: true,
+        sinks: None,
+    }
+}
+
+/// Forwards a call's received video frames to the webview (as `<user hex>/camera`) until
+/// [`stop_call_video`].
+pub fn follow_call_video(state: &AppState, session: &Arc<VoiceSession>) {
+    let mut rx = session.video_frames();
+    let hub = state.video.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(f) => {
+                    if let Some(p) = VideoPacket::remote(&f) {
+                        hub.publish(&p);
+                    }
+                }
+                // Frames were skipped: the tile notices the gap and asks for a keyframe.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!("call video: {n} frames skipped");
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    if let Ok(mut slot) = state.call_video.lock()
+        && let Some(old) = slot.replace(task.abort_handle())
+    {
+        old.abort();
+    }
+}
+
+/// The call stops: its video track stops reading my camera, its frames stop flowing.
+pub fn stop_call_video(state: &AppState) {
+    state.camera_share.close_readers();
+    if let Ok(mut slot) = state.call_video.lock()
+        && let Some(old) = slot.take()
+    {
+        old.abort();
+    }
 }
 
 /// Encoded video frames of every stream, raw bytes (`channels::VideoPacket`). The UI opens one
@@ -251,10 +321,13 @@ pub async fn camera_set(state: State<'_, AppState>, on: bool) -> CmdResult<Camer
     let source = effective_source(&settings, std::env::var(SOURCE_ENV).ok())?;
     let hub = state.video.clone();
     let cfg = config(source, settings.quality);
+    let share = state.camera_share.clone();
     // Opening a camera can take a moment: off the main thread.
-    let preview = tauri::async_runtime::spawn_blocking(move || start(hub, SELF_STREAM, cfg))
-        .await
-        .map_err(CommandError::internal)??;
+    let preview = tauri::async_runtime::spawn_blocking(move || {
+        start_tapped(hub, SELF_STREAM, cfg, Some(share))
+    })
+    .await
+    .map_err(CommandError::internal)??;
     let view = view_of(&preview);
     state.previews.insert(SELF_STREAM, preview)?;
     Ok(view)
@@ -276,9 +349,21 @@ fn view_of(p: &VideoPreview) -> CameraView {
 #[tauri::command]
 #[specta::specta]
 pub fn video_keyframe(state: State<'_, AppState>, stream_id: String) {
-    state
+    if state
         .previews
-        .with(&stream_id, VideoPreview::request_keyframe);
+        .with(&stream_id, VideoPreview::request_keyframe)
+        .is_some()
+    {
+        return;
+    }
+    // A remote track (`<user hex>/camera`): a PLI to its sender.
+    if let Some(user) = stream_id
+        .split_once('/')
+        .and_then(|(u, _)| u.parse::<hum_proto::UserId>().ok())
+        && let Some(session) = state.session()
+    {
+        session.request_keyframe(user);
+    }
 }
 
 /// Benchmark helper: starts `streams` extra test-pattern streams (`bench-0`…) of the given size

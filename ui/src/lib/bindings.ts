@@ -467,7 +467,7 @@ export type TransmitMode = "voice_activity" | "push_to_talk";
  *  Layout, little-endian (ui/src/lib/video.ts reads it):
  *  ```text
  *   0  u8   version (1)
- *   1  u8   flags (bit 0: keyframe)
+ *   1  u8   flags (bit 0: keyframe, bit 1: after a loss)
  *   2  u8   stream id length N (1..=96)
  *   3  u8   reserved (0)
  *   4  u16  width          6  u16  height

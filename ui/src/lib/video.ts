@@ -13,6 +13,8 @@ export const VIDEO_HEADER_LEN = 24;
 export type VideoFrameMsg = {
   streamId: string;
   keyframe: boolean;
+  /** Frames before this one were lost (a remote track): wait for a keyframe. */
+  afterLoss: boolean;
   width: number;
   height: number;
   /** Media time since the stream started, µs (WebCodecs' timestamp). */
@@ -34,6 +36,7 @@ export function parseVideoPacket(buf: ArrayBuffer): VideoFrameMsg | null {
   if (idLen === 0 || buf.byteLength < VIDEO_HEADER_LEN + idLen) return null;
   return {
     keyframe: (v.getUint8(1) & 1) === 1,
+    afterLoss: (v.getUint8(1) & 2) === 2,
     width: v.getUint16(4, true),
     height: v.getUint16(6, true),
     timestampUs: Number(v.getBigUint64(8, true)),
@@ -52,7 +55,43 @@ export function dispatchVideo(msg: ArrayBuffer | number[]) {
   const buf = Array.isArray(msg) ? new Uint8Array(msg).buffer : msg;
   const f = parseVideoPacket(buf);
   if (!f) return;
+  noteActive(f.streamId);
   listeners.get(f.streamId)?.forEach((l) => l(f));
+}
+
+/** A remote stream (`<user hex>/camera`) with no frame for this long is shown as stopped (their
+ *  camera went off: the sender just stops sending, there is no message for it). */
+export const STREAM_IDLE_MS = 2000;
+
+/** Streams that delivered a frame within the last STREAM_IDLE_MS, by id: which tiles show
+ *  video. Updated on the first frame of a stream and when one goes idle, not on every frame. */
+export const activeStreams = signal<ReadonlySet<string>>(new Set());
+const lastFrame = new Map<string, number>();
+let idleTimer: ReturnType<typeof setInterval> | null = null;
+
+function noteActive(id: string) {
+  lastFrame.set(id, Date.now());
+  if (!activeStreams.value.has(id)) {
+    activeStreams.value = new Set([...activeStreams.value, id]);
+    if (!idleTimer) idleTimer = setInterval(pruneIdle, 500);
+  }
+}
+
+/** Drops streams idle for STREAM_IDLE_MS (exported for tests). */
+export function pruneIdle(now = Date.now()) {
+  const gone = [...activeStreams.value].filter((id) => now - (lastFrame.get(id) ?? 0) > STREAM_IDLE_MS);
+  if (gone.length === 0) return;
+  gone.forEach((id) => lastFrame.delete(id));
+  activeStreams.value = new Set([...activeStreams.value].filter((id) => !gone.includes(id)));
+  if (activeStreams.value.size === 0 && idleTimer) {
+    clearInterval(idleTimer);
+    idleTimer = null;
+  }
+}
+
+/** The stream id of someone's camera in a call (src-tauri `remote_stream_id`). */
+export function cameraStreamOf(userId: string): string {
+  return `${userId}/camera`;
 }
 
 /** Calls `fn` with every frame of `streamId` until the returned function is called. */
@@ -124,4 +163,8 @@ export function resetVideo() {
   cameraError.value = null;
   cameraBusy.value = false;
   benchStreams.value = [];
+  activeStreams.value = new Set();
+  lastFrame.clear();
+  if (idleTimer) clearInterval(idleTimer);
+  idleTimer = null;
 }

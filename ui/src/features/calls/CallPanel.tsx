@@ -3,8 +3,10 @@ import { useEffect } from "preact/hooks";
 import { commands, events, type CallView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
+import { activeStreams, camera, cameraBusy, cameraError, cameraStreamOf, setCamera } from "../../lib/video";
+import { VideoTile } from "../video/VideoTile";
 import { LevelMeter } from "../voice/LevelMeter";
-import { PhoneIcon } from "../voice/icons";
+import { CameraIcon, PhoneIcon } from "../voice/icons";
 import { myVoice } from "../voice/store";
 
 const IDLE: CallView = { phase: "idle", call: null, peer: null, peer_speaking: false, ended: null };
@@ -56,6 +58,11 @@ export function CallPanel() {
 
   const c = currentCall.value;
   const name = c.peer?.display_name ?? "";
+  const inMedia = c.phase === "active" || c.phase === "connecting";
+  // My camera in a call stops with the call (in a channel it stays on my tile there).
+  useEffect(() => {
+    if (!inMedia && camera.value && !myVoice.value.channel) setCamera(false);
+  }, [inMedia]);
   const stats = c.peer ? peerStats.value[c.peer.user_id] : undefined;
 
   async function setVoice(muted: boolean, deafened: boolean) {
@@ -86,7 +93,11 @@ export function CallPanel() {
     );
   }
 
+  const theirCamera = c.peer ? cameraStreamOf(c.peer.user_id) : null;
+  const showTheirs = inMedia && theirCamera !== null && activeStreams.value.has(theirCamera);
+  const showMine = inMedia && camera.value !== null;
   return (
+    <>
     <div class={`call-bar ${c.phase}`} data-testid="call-bar" data-phase={c.phase} role={c.phase === "incoming" ? "alertdialog" : undefined}>
       <span class={`avatar ${c.peer_speaking ? "speaking-ring" : ""}`} data-testid="call-peer" data-speaking={c.peer_speaking ? "true" : "false"}>
         {name.slice(0, 1).toUpperCase()}
@@ -144,6 +155,17 @@ export function CallPanel() {
           >
             {myVoice.value.deafened ? "Undeafen" : "Deafen"}
           </button>
+          <button
+            data-testid="call-camera"
+            class={camera.value ? "toggle on" : "toggle"}
+            aria-pressed={camera.value !== null}
+            disabled={cameraBusy.value}
+            title={camera.value ? "Turn camera off" : `Turn camera on: ${name} sees you`}
+            onClick={() => setCamera(!camera.value)}
+          >
+            <CameraIcon />
+            {camera.value ? " Stop video" : " Camera"}
+          </button>
         </>
       )}
       {c.phase !== "incoming" && (
@@ -152,5 +174,27 @@ export function CallPanel() {
         </button>
       )}
     </div>
+    {inMedia && cameraError.value && (
+      <p class="error call-camera-error" role="alert" data-testid="call-camera-error">
+        {cameraError.value}
+      </p>
+    )}
+    {(showTheirs || showMine) && (
+      <div class="call-video" data-testid="call-video">
+        {showTheirs && theirCamera && (
+          <div class="call-video-tile" data-testid="call-video-peer">
+            <VideoTile streamId={theirCamera} label={`${name}'s camera`} />
+            <span class="call-video-name">{name}</span>
+          </div>
+        )}
+        {showMine && camera.value && (
+          <div class="call-video-tile mine" data-testid="call-video-self">
+            <VideoTile streamId={camera.value.stream_id} label="My camera" />
+            <span class="call-video-name">You</span>
+          </div>
+        )}
+      </div>
+    )}
+    </>
   );
 }

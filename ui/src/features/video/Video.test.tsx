@@ -2,7 +2,8 @@ import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/pr
 import type { Channel } from "@tauri-apps/api/core";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { alice, channelFixture, defaultVoice, fakeBackend } from "../../test-support";
-import { dispatchVideo, parseVideoPacket, resetVideo, subscribeVideo } from "../../lib/video";
+import { activeStreams, dispatchVideo, parseVideoPacket, pruneIdle, resetVideo, STREAM_IDLE_MS, subscribeVideo } from "../../lib/video";
+import { CallPanel, currentCall } from "../calls/CallPanel";
 import { resetVoiceStore } from "../voice/store";
 import { VoiceScreen } from "../voice/VoiceScreen";
 import { DevicesPanel } from "../settings/DevicesPanel";
@@ -93,9 +94,35 @@ describe("video packets", () => {
     dispatchVideo(packet("a", false, 3));
     expect(got).toEqual(["a:1", "b:2"]);
   });
+
+  it("reads the after-loss flag and keeps which streams are live", () => {
+    const lossy = packet("u/camera", false, 5);
+    new DataView(lossy).setUint8(1, 2);
+    expect(parseVideoPacket(lossy)).toMatchObject({ keyframe: false, afterLoss: true });
+    expect(parseVideoPacket(packet("u/camera", true, 5))).toMatchObject({ keyframe: true, afterLoss: false });
+    const t0 = Date.now();
+    dispatchVideo(packet("u/camera", true, 1));
+    expect(activeStreams.value.has("u/camera")).toBe(true);
+    pruneIdle(t0 + STREAM_IDLE_MS / 2);
+    expect(activeStreams.value.has("u/camera")).toBe(true);
+    pruneIdle(t0 + STREAM_IDLE_MS + 1000);
+    expect(activeStreams.value.has("u/camera")).toBe(false);
+  });
 });
 
 describe("VideoTile", () => {
+  it("waits for a keyframe after a loss", async () => {
+    fakeBackend();
+    render(<VideoTile streamId="u/camera" />);
+    dispatchVideo(packet("u/camera", true, 1));
+    const lossy = packet("u/camera", false, 2);
+    new DataView(lossy).setUint8(1, 2);
+    dispatchVideo(lossy);
+    dispatchVideo(packet("u/camera", false, 3));
+    dispatchVideo(packet("u/camera", true, 4));
+    expect(decoders[0].chunks.map((c) => c.timestamp)).toEqual([1, 4]);
+  });
+
   it("decodes from the first keyframe, asks for one when it starts late, and draws", async () => {
     const calls = fakeBackend();
     render(<VideoTile streamId="self" />);
@@ -189,5 +216,44 @@ describe("camera source setting", () => {
     fireEvent.change(select, { target: { value: "pattern" } });
     await waitFor(() => expect(screen.getByTestId("video-status").textContent).toBe("Saved."));
     expect(calls.find((c) => c.cmd === "video_settings_set")?.args).toEqual({ settings: { source: "pattern", quality: "720p30" } });
+  });
+});
+
+describe("video in a call", () => {
+  const bob = { user_id: "b0".repeat(32), display_name: "bob" };
+  const active = { phase: "active" as const, call: 3, peer: bob, peer_speaking: false, ended: null };
+
+  it("shows the friend's camera while its frames arrive, and sends mine with the call's camera button", async () => {
+    let video: Channel<VideoPacket> | null = null;
+    currentCall.value = active;
+    const calls = fakeBackend({
+      call_get: () => active,
+      call_hangup: () => ({ phase: "idle", call: null, peer: null, peer_speaking: false, ended: "You hung up." }),
+      video_subscribe: (a) => {
+        video = a.onFrame as Channel<VideoPacket>;
+        return null;
+      },
+    });
+    render(<CallPanel />);
+    await screen.findByTestId("call-camera");
+    expect(screen.queryByTestId("call-video")).toBeNull();
+    // My camera: on in the call, shown beside theirs; the video channel opens with it.
+    fireEvent.click(screen.getByTestId("call-camera"));
+    await screen.findByTestId("call-video-self");
+    expect(calls.filter((c) => c.cmd === "camera_set").map((c) => c.args.on)).toEqual([true]);
+    // Their camera shows once its frames arrive, under their stream id.
+    const theirs = `${bob.user_id}/camera`;
+    video!.onmessage(packet(theirs, true, 0) as unknown as VideoPacket);
+    const canvas = await screen.findByTestId(`video-${theirs}`);
+    await waitFor(() => expect(calls.some((c) => c.cmd === "video_keyframe" && c.args.streamId === theirs)).toBe(true));
+    video!.onmessage(packet(theirs, true, 33_333) as unknown as VideoPacket);
+    expect(Number(canvas.dataset.frames)).toBeGreaterThanOrEqual(1);
+    // Their camera went off (no frames): the tile goes.
+    pruneIdle(Date.now() + STREAM_IDLE_MS + 1000);
+    await waitFor(() => expect(screen.queryByTestId("call-video-peer")).toBeNull());
+    // Hanging up turns my camera off (I am in no channel).
+    fireEvent.click(screen.getByTestId("call-hangup"));
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "camera_set").map((c) => c.args.on)).toEqual([true, false]));
+    expect(screen.queryByTestId("call-video")).toBeNull();
   });
 });

@@ -69,7 +69,7 @@ export function VideoTile(props: { streamId: string; label?: string }) {
     const onFrame = (m: VideoFrameMsg) => {
       if (!decoder || decoder.state === "closed") fresh();
       const d = decoder!;
-      if (!m.keyframe && (waitingForKey || d.decodeQueueSize > MAX_QUEUE)) {
+      if (!m.keyframe && (waitingForKey || m.afterLoss || d.decodeQueueSize > MAX_QUEUE)) {
         waitingForKey = true;
         requestKeyframe();
         return;

@@ -5,6 +5,7 @@ import { camera, cameraBusy, cameraError, setCamera } from "../../lib/video";
 import { LevelMeter } from "./LevelMeter";
 import { CameraIcon, HeadphonesIcon, LeaveIcon, MicIcon, ScreenIcon } from "./icons";
 import { myChannel } from "./Stage";
+import { currentCall } from "../calls/CallPanel";
 import { myVoice, selfSpeaking, setMyVoice, voiceAct } from "./store";
 
 /** Why screen share is greyed out. */
@@ -20,10 +21,13 @@ export function ControlBar() {
   const here = myChannel(me.channel);
   const cam = camera.value;
   const inChannel = here !== null;
-  // The self-view lives on my tile in a channel: leaving (from here or the channel list) stops it.
+  const phase = currentCall.value.phase;
+  const inCall = phase === "active" || phase === "connecting";
+  // The self-view lives on my tile in a channel, or in the call's video: leaving the channel or
+  // ending the call (from here, the channel list or the call bar) stops it.
   useEffect(() => {
-    if (!inChannel && camera.value) setCamera(false);
-  }, [inChannel, cam !== null]);
+    if (!inChannel && !inCall && camera.value) setCamera(false);
+  }, [inChannel, inCall, cam !== null]);
   return (
     <footer class="control-bar" data-testid="control-bar">
       <div class="control-status">
@@ -69,8 +73,8 @@ export function ControlBar() {
           data-testid="camera"
           class={`control ${cam ? "on" : ""}`}
           aria-pressed={cam !== null}
-          disabled={!here || cameraBusy.value}
-          title={!here ? "Join a voice channel to turn your camera on" : cam ? "Turn camera off" : "Turn camera on"}
+          disabled={(!here && !inCall) || cameraBusy.value}
+          title={!here && !inCall ? "Join a voice channel or call a friend to turn your camera on" : cam ? "Turn camera off" : "Turn camera on"}
           onClick={() => setCamera(!cam)}
         >
           <CameraIcon />
