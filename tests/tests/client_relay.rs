@@ -11,7 +11,10 @@ use hum_tests::workspace_bin;
 use serde_json::Value;
 
 fn identity(seed: u8, name: &str) -> Identity {
-    Identity::from_seed([seed; 32], DisplayName::new(name).unwrap())
+    Identity::from_seed(
+        [seed; 32],
+        DisplayName::new(name).expect("test names are valid"),
+    )
 }
 
 fn config(relay: &Relay) -> RelayConfig {

@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use hum_media::analysis::{find, rms, tone_purity};
 use hum_media::synth::read_wav;
 use hum_tests::KillOnDrop;
@@ -94,14 +94,20 @@ fn three_clients_mute_and_push_to_talk_really_silence() -> Result<()> {
         2,
         &["--tone", "1700", "--record", s(&rec), "--duration", "9s"],
     )?;
-    // While muted, the roster everyone sees says so.
-    std::thread::sleep(Duration::from_millis(6500));
-    let roster = w.roster()?;
-    let muted_a = roster
-        .iter()
-        .find(|e| e["user"]["id"] == w.users[0])
-        .context("0 in roster")?;
-    assert_eq!(muted_a["voice"]["muted"], true, "{roster:?}");
+    // While muted (from 4.5 s of its 9 s), the roster everyone sees says so: read it until it
+    // does (each read is a `hum channel list` process, so no fixed sleep guesses the moment).
+    let mut last = Vec::new();
+    let seen = wait_for(
+        "0 shown muted in the roster",
+        Duration::from_secs(30),
+        || {
+            last = w.roster()?;
+            Ok(last
+                .iter()
+                .any(|e| e["user"]["id"] == w.users[0] && e["voice"]["muted"] == true))
+        },
+    );
+    ensure!(seen.is_ok(), "0 never shown muted; last roster: {last:?}");
     for p in [&mut a, &mut b, &mut c] {
         wait_exit(p, Duration::from_secs(30))?;
     }
