@@ -26,6 +26,15 @@ pub const POLICY_PERIOD: Duration = Duration::from_millis(500);
 /// A requester that reports less buffered media than this is about to stall: refusing it is what
 /// the policy calls starving (viewers report buffer health in two bands split here).
 pub const STARVING_MS: u32 = 500;
+/// The rate comes down (by an eighth of the cap) only after this many calm periods in a row: a
+/// starving audience that the raised rate just fed is calm *because* of it, and stepping down at
+/// once starved it again.
+pub const CALM_PERIODS: u32 = 4;
+/// A period counts as starved when more starving requests went unserved in it than one per this
+/// many viewers of the audience (at least one): a healthy audience of 10,000 has a few busy
+/// refusals every period (end-game requests that the mesh answers anyway), an audience the cap
+/// really starves has hundreds.
+pub const STARVING_PER_VIEWERS: u32 = 500;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RootStats {
@@ -64,6 +73,10 @@ pub struct RootSeed {
     /// The starvation controller: busy + expired counts at the start of the current period.
     period_end: Time,
     period_pressure: u64,
+    /// Viewers in the stream (the tracker knows; see [`RootSeed::set_audience`]).
+    audience: u32,
+    /// Calm periods in a row (see [`CALM_PERIODS`]).
+    calm: u32,
     /// Peers whose last buffer-health report was under [`STARVING_MS`].
     health: BTreeMap<PeerId, u32>,
     now: Time,
@@ -122,6 +135,8 @@ impl RootSeed {
             rate_bps: cap.bps(),
             period_end: now + POLICY_PERIOD,
             period_pressure: 0,
+            audience: 0,
+            calm: 0,
             health: BTreeMap::new(),
             now,
             out: VecDeque::new(),
@@ -130,15 +145,22 @@ impl RootSeed {
         }
     }
 
-    /// The operator's hard ceiling (at least the cap): when viewers starve (the root refused a request
-    /// as `Busy`, or let one expire in its queue, from a peer that reported less than
-    /// [`STARVING_MS`] of buffer) the root raises its rate by a quarter of the cap per
-    /// [`POLICY_PERIOD`], up to this; a period without starvation lowers it by an eighth, back to the
-    /// cap. The cap is the target, never a reason to starve viewers; the ceiling is the promise to the
-    /// operator. `RootStats` says what was spent above the cap and why.
+    /// The operator's hard ceiling (at least the cap): when viewers starve (in a [`POLICY_PERIOD`],
+    /// more than one per [`STARVING_PER_VIEWERS`] of the audience had a request refused as `Busy`
+    /// or expired in the queue while reporting under [`STARVING_MS`] of buffer) the root raises its
+    /// rate by a quarter of the cap, up to this; it holds the rate while any starving request is
+    /// seen and lowers it by an eighth after [`CALM_PERIODS`] quiet periods, back to the cap. The cap
+    /// is the target, never a reason to starve viewers; the ceiling is the promise to the operator.
+    /// `RootStats` says what was spent above the cap and why.
     pub fn with_ceiling(mut self, ceiling: Bitrate) -> Self {
         self.ceiling_bps = ceiling.bps().max(self.cap_bps);
         self
+    }
+
+    /// How many viewers watch (the tracker's count): the starvation threshold scales with it
+    /// ([`STARVING_PER_VIEWERS`]). Zero (never set) means any starving request starves the period.
+    pub fn set_audience(&mut self, viewers: u32) {
+        self.audience = viewers;
     }
 
     /// The rate the root serves at now (between the cap and the ceiling).
@@ -158,11 +180,17 @@ impl RootSeed {
         self.period_end = now + POLICY_PERIOD;
         self.stats.expired = self.serve.expired;
         let pressure = self.stats.starving;
-        let starved = pressure > self.period_pressure;
+        let threshold = u64::from(self.audience / STARVING_PER_VIEWERS);
+        let starved = pressure - self.period_pressure > threshold;
+        // Calm means no starving request at all: below the threshold holds a raised rate.
+        let quiet = pressure == self.period_pressure;
         self.period_pressure = pressure;
+        self.calm = if quiet { self.calm + 1 } else { 0 };
         let rate = if starved {
             self.stats.starved_periods += 1;
             (self.rate_bps + self.cap_bps / 4).min(self.ceiling_bps)
+        } else if self.calm < CALM_PERIODS {
+            self.rate_bps
         } else {
             self.rate_bps
                 .saturating_sub(self.cap_bps / 8)
@@ -529,6 +557,51 @@ mod tests {
         }
         assert_eq!(r.rate(), Bitrate::from_mbps(4));
         assert_eq!(r.cap(), Bitrate::from_mbps(4));
+    }
+
+    #[test]
+    fn a_few_starving_requests_in_a_large_audience_do_not_raise_the_rate() {
+        // The same three starving viewers as above, but among 10,000: under one starving request
+        // per 1,000 viewers per period is the end-game's ordinary noise, not the cap starving anyone.
+        let mut r = root(Bitrate::from_mbps(4)).with_ceiling(Bitrate::from_mbps(8));
+        r.set_audience(10_000);
+        for p in 1..=3 {
+            r.handle_input(
+                Time::ZERO,
+                PeerId(p),
+                MeshMsg::BufferHealth {
+                    buffered_ms: 100,
+                    playhead: 0,
+                },
+            );
+        }
+        for seq in 0..20u64 {
+            let now = Time::from_millis(250 * seq);
+            r.publish(now, &chunk(seq), 125_000);
+            request_from_three(&mut r, now, seq, 300);
+            let (_, wake) = drain(&mut r);
+            if wake < now + Duration::from_millis(250) {
+                r.handle_timeout(wake);
+                drain(&mut r);
+            }
+        }
+        assert!(r.stats.starving > 0, "the refusals were seen");
+        assert_eq!(r.stats.starved_periods, 0);
+        assert_eq!(r.rate(), Bitrate::from_mbps(4));
+        // With 1,000 viewers the threshold is one per period, and the three are over it.
+        r.set_audience(1_000);
+        for seq in 20..40u64 {
+            let now = Time::from_millis(250 * seq);
+            r.publish(now, &chunk(seq), 125_000);
+            request_from_three(&mut r, now, seq, 300);
+            let (_, wake) = drain(&mut r);
+            if wake < now + Duration::from_millis(250) {
+                r.handle_timeout(wake);
+                drain(&mut r);
+            }
+        }
+        assert!(r.stats.starved_periods > 0);
+        assert!(r.rate() > Bitrate::from_mbps(4));
     }
 
     #[test]

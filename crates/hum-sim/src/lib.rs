@@ -54,7 +54,7 @@ pub struct SimArgs {
     #[arg(long)]
     pub server_cap: Option<f64>,
     /// The operator's hard ceiling on server mesh egress, Mbit/s: while viewers starve the root
-    /// spends above the cap up to this (default: the cap, i.e. never above it).
+    /// spends above the cap up to this (default: twice the cap; equal to the cap: never above it).
     #[arg(long)]
     pub server_ceiling: Option<f64>,
     /// Fraction of viewers that serve corrupt chunks.

@@ -29,6 +29,8 @@ const FRAMING: u64 = 60;
 const DATA_LIFETIME: Duration = Duration::from_secs(2);
 /// How long before a peer notices that an upstream or downstream vanished.
 const DETECT: Duration = Duration::from_millis(500);
+/// The root's default hard ceiling, as a multiple of its cap (see `RootSeed::with_ceiling`).
+pub const DEFAULT_CEILING_X: u64 = 2;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -178,6 +180,8 @@ struct World {
     net: Net<Ev>,
     root: RootSeed,
     tracker: Tracker,
+    /// Viewers in the stream now (the root's starvation threshold scales with it).
+    audience: u32,
     viewers: Vec<Option<VState>>,
     wake_at: Vec<u64>,
     last_wake: Vec<u64>,
@@ -271,10 +275,13 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
     let publisher = Publisher::from_seed(key_seed);
     let verifier = Verifier::new(publisher.public_key());
     let window = (8_000_000u64.div_ceil(cfg.chunk.as_micros() as u64)).max(32);
-    // No ceiling given: the cap is the ceiling. The starvation signal also fires in a healthy
-    // audience (busy refusals and expired end-game requests every period at 10k), so spending above
-    // the cap is the operator's explicit choice for now; see docs/mesh.md.
-    let ceiling = cfg.server_ceiling.unwrap_or(cap).max(cap);
+    // The cap is a target, never a reason to starve viewers: with no ceiling given the root may
+    // spend up to twice the cap while viewers starve (the report says how much and why);
+    // `--server-ceiling` equal to the cap turns that off.
+    let ceiling = cfg
+        .server_ceiling
+        .unwrap_or(Bitrate::from_bps(cap.bps() * DEFAULT_CEILING_X))
+        .max(cap);
     let root = RootSeed::new(cfg.layer, publisher, cap, window, Time::ZERO).with_ceiling(ceiling);
 
     let mut net: Net<Ev> = Net::new(cfg.seed ^ 0x6d65_7368);
@@ -295,6 +302,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         wake_at: Vec::with_capacity(n + newcomers + 1),
         last_wake: Vec::with_capacity(n + newcomers + 1),
         spins: 0,
+        audience: 0,
         trace: std::env::var("HUM_SIM_TRACE")
             .ok()
             .and_then(|v| v.parse().ok()),
@@ -577,6 +585,8 @@ impl World {
         } else {
             self.newcomer_nodes[idx - self.cfg.viewers] = Some(nd);
         }
+        self.audience += 1;
+        self.root.set_audience(self.audience);
         let budget = Bitrate::from_mbps_f64(m.relay_mbps);
         let vc = ViewerConfig::new(self.cfg.layer, self.cfg.bitrate, self.cfg.chunk, budget);
         let v = Viewer::new(peer, PeerId(0), self.verifier.clone(), vc, t(now));
@@ -630,6 +640,8 @@ impl World {
         self.account(nd, now);
         self.viewers[nd.index()] = None;
         self.root.peer_gone(peer);
+        self.audience = self.audience.saturating_sub(1);
+        self.root.set_audience(self.audience);
     }
 
     fn on_node_timer(&mut self, now: SimTime, nd: NodeId, ev: Ev) {
