@@ -26,7 +26,7 @@ pub const POLICY_PERIOD: Duration = Duration::from_millis(500);
 /// A requester that reports less buffered media than this is about to stall: refusing it is what
 /// the policy calls starving (viewers report buffer health in two bands split here).
 pub const STARVING_MS: u32 = 500;
-/// The rate comes down (by an eighth of the cap) only after this many calm periods in a row: a
+/// The rate comes down (by an eighth of the cap) only after this many quiet periods in a row: a
 /// starving audience that the raised rate just fed is calm *because* of it, and stepping down at
 /// once starved it again.
 pub const CALM_PERIODS: u32 = 4;
@@ -34,7 +34,7 @@ pub const CALM_PERIODS: u32 = 4;
 /// many viewers of the audience (at least one): a healthy audience of 10,000 has a few busy
 /// refusals every period (end-game requests that the mesh answers anyway), an audience the cap
 /// really starves has hundreds.
-pub const STARVING_PER_VIEWERS: u32 = 500;
+pub const STARVING_PER_VIEWERS: u32 = 250;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RootStats {
@@ -148,8 +148,8 @@ impl RootSeed {
     /// The operator's hard ceiling (at least the cap): when viewers starve (in a [`POLICY_PERIOD`],
     /// more than one per [`STARVING_PER_VIEWERS`] of the audience had a request refused as `Busy`
     /// or expired in the queue while reporting under [`STARVING_MS`] of buffer) the root raises its
-    /// rate by a quarter of the cap, up to this; it holds the rate while any starving request is
-    /// seen and lowers it by an eighth after [`CALM_PERIODS`] quiet periods, back to the cap. The cap
+    /// rate by a quarter of the cap, up to this; it holds the rate while more than a quarter of that
+    /// threshold starve and lowers it by an eighth after [`CALM_PERIODS`] quiet periods, back to the cap. The cap
     /// is the target, never a reason to starve viewers; the ceiling is the promise to the operator.
     /// `RootStats` says what was spent above the cap and why.
     pub fn with_ceiling(mut self, ceiling: Bitrate) -> Self {
@@ -182,8 +182,10 @@ impl RootSeed {
         let pressure = self.stats.starving;
         let threshold = u64::from(self.audience / STARVING_PER_VIEWERS);
         let starved = pressure - self.period_pressure > threshold;
-        // Calm means no starving request at all: below the threshold holds a raised rate.
-        let quiet = pressure == self.period_pressure;
+        // Quiet means at most a quarter of the threshold: between that and the threshold holds a
+        // raised rate (the audience it feeds is still hungry); the end-game's trickle of a lossy
+        // but healthy audience is quiet.
+        let quiet = pressure - self.period_pressure <= threshold / 4;
         self.period_pressure = pressure;
         self.calm = if quiet { self.calm + 1 } else { 0 };
         let rate = if starved {
@@ -562,7 +564,7 @@ mod tests {
     #[test]
     fn a_few_starving_requests_in_a_large_audience_do_not_raise_the_rate() {
         // The same three starving viewers as above, but among 10,000: under one starving request
-        // per 1,000 viewers per period is the end-game's ordinary noise, not the cap starving anyone.
+        // per 250 viewers per period is the end-game's ordinary noise, not the cap starving anyone.
         let mut r = root(Bitrate::from_mbps(4)).with_ceiling(Bitrate::from_mbps(8));
         r.set_audience(10_000);
         for p in 1..=3 {
@@ -588,8 +590,8 @@ mod tests {
         assert!(r.stats.starving > 0, "the refusals were seen");
         assert_eq!(r.stats.starved_periods, 0);
         assert_eq!(r.rate(), Bitrate::from_mbps(4));
-        // With 1,000 viewers the threshold is one per period, and the three are over it.
-        r.set_audience(1_000);
+        // With 500 viewers the threshold is two per period, and the three are over it.
+        r.set_audience(500);
         for seq in 20..40u64 {
             let now = Time::from_millis(250 * seq);
             r.publish(now, &chunk(seq), 125_000);
