@@ -19,7 +19,7 @@ as_root() {
 HUM_APT_BUILD=(pkg-config clang libclang-dev cmake nasm libssl-dev libasound2-dev libvpx-dev libpipewire-0.3-dev libspa-0.2-dev libgbm-dev)
 HUM_APT_APP=(libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev)
 HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-dejavu-core
-  iproute2 sox espeak-ng imagemagick)
+  iproute2 sox espeak-ng imagemagick coturn)
 
 _apt_updated=0
 ensure_apt() {

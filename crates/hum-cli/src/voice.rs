@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use hum_engine::RelayClient;
 use hum_engine::calls::{CallEvent, CallPeer, CallState, Calls, MediaIo, MediaProvider};
 use hum_engine::voice::hum_media::device::{CpalSink, CpalSource, list_devices};
 use hum_engine::voice::hum_media::pacer::Paced;
@@ -112,6 +113,28 @@ pub struct AudioArgs {
     /// Local UDP address for media (default 0.0.0.0:0).
     #[arg(long)]
     pub bind: Option<String>,
+    /// Hide my IP: media only through the relay's TURN server (ICE transport policy relay);
+    /// no host or server-reflexive address is sent to anyone. Costs latency (an extra hop).
+    #[arg(long)]
+    pub relay_only: bool,
+}
+
+impl AudioArgs {
+    /// Adds the relay's TURN server (if it has one) to `cfg`, and relay-only mode if asked;
+    /// relay-only without a TURN server is refused here, before anything is dialled.
+    pub async fn add_turn(&self, client: &RelayClient, cfg: &mut VoiceConfig) -> Result<()> {
+        cfg.turn = client
+            .turn_credentials()
+            .await
+            .context("asking the relay for TURN credentials")?
+            .into_iter()
+            .collect();
+        cfg.relay_only = self.relay_only;
+        if self.relay_only && cfg.turn.is_empty() {
+            return Err(hum_engine::ice::IceError::NoTurnServer.into());
+        }
+        Ok(())
+    }
 }
 
 fn parse_frame(s: &str) -> Result<FrameDuration, String> {
@@ -242,8 +265,9 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
             channel,
             audio,
         } => {
-            let (io, cfg) = audio.io()?;
+            let (io, mut cfg) = audio.io()?;
             let client = commands::connect(cli).await?;
+            audio.add_turn(&client, &mut cfg).await?;
             let s = resolve::server(&client, server).await?;
             let c = resolve::channel(&client, s.id, channel).await?;
             let (link, events) = VoiceLink::join_channel(client, c.id, cfg, io)
@@ -288,11 +312,12 @@ impl MediaProvider for CliMedia {
 /// it. Both through hum-engine's call service; the process ends when the call does (exit code 0
 /// when it was hung up after connecting, an error when it was declined, missed or failed).
 pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
-    let (audio, config) = args.audio.io()?;
+    let (audio, mut config) = args.audio.io()?;
     crate::video::check(&args.video)?;
     // Opened before dialling: a missing camera or file is an error now, not mid-call.
     let video = args.video.io()?;
     let client = commands::connect(cli).await?;
+    args.audio.add_turn(&client, &mut config).await?;
     let friend = args.friend.as_deref().map(resolve::user).transpose()?;
     let media = Arc::new(CliMedia(
         Mutex::new(Some(MediaIo { config, audio })),
@@ -495,6 +520,9 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
             "jitter_buffer_ms": stats.jitter_buffer.as_secs_f64() * 1000.0,
             "packets": stats.packets_received}),
         VoiceEvent::Error(e) => json!({"type": "error", "message": e}),
+        VoiceEvent::Route { user, route } => json!({"type": "route", "user": user.to_string(),
+            "local": route.local.name(), "remote": route.remote.name(),
+            "relayed": route.relayed()}),
     };
     print_line(cli, v);
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use hum_proto::signal::{
     ChannelPermissions, ClientMessage, DisplayName, ErrorCode, Event, Limits, Name, ProtoError,
-    Reply, Request, ServerMessage, SignalPayload, SignalScope, UserSummary, encode,
+    Reply, Request, ServerMessage, SignalPayload, SignalScope, TurnServer, UserSummary, encode,
 };
 use hum_proto::{ChannelId, InviteCode, Nonce, RequestId, ServerId, Signature, UserId};
 use serde_json::Value;
@@ -64,6 +64,7 @@ fn frames_hum_proto_encodes_validate() {
             },
         ),
         client(3, Request::Ping),
+        client(4, Request::TurnCredentials),
         client(4, Request::FriendRequest { user: ada }),
         client(
             5,
@@ -114,6 +115,12 @@ fn frames_hum_proto_encodes_validate() {
                     rate_per_sec: 50,
                     rate_burst: 200,
                 },
+                turn: Some(TurnServer {
+                    urls: vec!["turn:relay.example:3478?transport=udp".into()],
+                    username: "1764930000:a1a1a1a1".into(),
+                    credential: "c2VjcmV0LWhtYWMtc2hhMS0yMGJ5dGVz".into(),
+                    expires_at: 1_764_930_000,
+                }),
             },
         )),
         encode(&ServerMessage::error(

@@ -17,5 +17,6 @@ mod probe;
 pub mod server;
 mod sfu;
 pub mod store;
+pub mod turn;
 
 pub use server::{RelayConfig, RelayHandle, start};

@@ -98,6 +98,17 @@ struct Args {
     /// same host every client is loopback, so these limits need the proxy's own).
     #[arg(long)]
     limit_loopback: bool,
+    /// A TURN server for relaying media (`turn:host:port?transport=udp`, repeatable). Clients
+    /// get time-limited credentials for it at login; needs --turn-secret.
+    #[arg(long, env = "HUM_TURN_URL")]
+    turn_url: Vec<String>,
+    /// The secret shared with the TURN server (coturn `use-auth-secret` +
+    /// `static-auth-secret`).
+    #[arg(long, env = "HUM_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// How long handed-out TURN credentials stay valid.
+    #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
+    turn_ttl: Duration,
 }
 
 /// `--sfu-bind`: `off`, or an address; absent: the listen IP with a free port.
@@ -154,6 +165,20 @@ async fn main() -> anyhow::Result<()> {
     config.probes_per_address = args.probes_per_address;
     config.limit_loopback = args.limit_loopback;
     config.hub.mode.mesh_max = usize::from(args.mesh_limit);
+    config.hub.turn = match (args.turn_url.is_empty(), args.turn_secret) {
+        (true, None) => None,
+        (false, Some(secret)) if !secret.is_empty() => Some(hum_relay::turn::TurnConfig {
+            urls: args.turn_url,
+            secret,
+            ttl_secs: args.turn_ttl.as_secs().max(60),
+        }),
+        _ => anyhow::bail!(
+            "--turn-url and --turn-secret go together (the URL clients use and the secret shared with the TURN server)"
+        ),
+    };
+    if let Some(t) = &config.hub.turn {
+        tracing::info!(urls = ?t.urls, ttl_secs = t.ttl_secs, "clients get TURN credentials at login");
+    }
     config.sfu_bind = sfu_bind(args.sfu_bind.as_deref(), args.listen)?;
     config.sfu_public_addr = args.sfu_public_addr;
     if let Some(b) = config.sfu_bind

@@ -202,6 +202,7 @@ impl Task {
                 user,
                 new_account,
                 limits,
+                ..
             } => Ok((
                 ws,
                 ConnectionState::Connected {

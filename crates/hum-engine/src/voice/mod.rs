@@ -58,6 +58,21 @@ pub struct VoiceConfig {
     pub bind: Vec<String>,
     /// How often per-peer statistics are emitted.
     pub stats_interval: Duration,
+    /// TURN servers with credentials (from the relay's `turn_credentials`).
+    pub turn: Vec<hum_proto::signal::TurnServer>,
+    /// "Hide my IP": media only through TURN (ICE transport policy `relay`); see [`crate::ice`].
+    pub relay_only: bool,
+}
+
+impl VoiceConfig {
+    /// The ICE settings every connection of the session uses.
+    pub fn ice(&self) -> crate::ice::IceConfig {
+        crate::ice::IceConfig {
+            stun: self.stun.clone(),
+            turn: self.turn.clone(),
+            relay_only: self.relay_only,
+        }
+    }
 }
 
 impl Default for VoiceConfig {
@@ -68,6 +83,8 @@ impl Default for VoiceConfig {
             stun: Vec::new(),
             bind: vec!["0.0.0.0:0".into()],
             stats_interval: Duration::from_secs(2),
+            turn: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -112,6 +129,12 @@ pub enum VoiceEvent {
         user: UserId,
         stats: PeerStats,
     },
+    /// The path media to this peer takes (the selected ICE candidate pair), once connected:
+    /// relayed through TURN or direct.
+    Route {
+        user: UserId,
+        route: crate::ice::IceRoute,
+    },
     /// Something went wrong that the user should see (device lost, negotiation failed…).
     Error(String),
 }
@@ -131,6 +154,8 @@ pub enum VoiceError {
     Signalling(String),
     #[error("unknown peer {0}")]
     UnknownPeer(UserId),
+    #[error("{0}")]
+    Ice(#[from] crate::ice::IceError),
 }
 
 impl From<webrtc::error::Error> for VoiceError {

@@ -32,8 +32,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
-    RTCPeerConnectionState, RTCSessionDescription,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -109,6 +108,7 @@ pub struct Peer {
     /// Whether we make the offers (and ICE restarts) on this connection.
     pub offerer: bool,
     pub(crate) pc: Arc<dyn PeerConnection>,
+    ice: crate::ice::IceConfig,
     gathered: Arc<AtomicBool>,
     pending_ice: Mutex<Vec<RTCIceCandidateInit>>,
     closed: Arc<AtomicBool>,
@@ -138,16 +138,8 @@ impl Peer {
         // requests handed to us (inbound RTCP otherwise stops inside the chain).
         let registry = register_default_interceptors(Registry::new(), &mut media)?
             .with(Slot::from(14_000), KeyframeRequests::default());
-        let config = RTCConfigurationBuilder::default()
-            .with_ice_servers(if cfg.stun.is_empty() {
-                vec![]
-            } else {
-                vec![RTCIceServer {
-                    urls: cfg.stun.clone(),
-                    ..Default::default()
-                }]
-            })
-            .build();
+        let ice = cfg.ice();
+        let config = ice.rtc_configuration()?;
         let gathered = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
         engine.add_remote(user);
@@ -229,6 +221,7 @@ impl Peer {
             user,
             offerer,
             pc,
+            ice,
             gathered,
             pending_ice: Mutex::new(Vec::new()),
             closed,
@@ -243,11 +236,19 @@ impl Peer {
         while !self.gathered.load(Ordering::SeqCst) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.pc
+        let sdp = self
+            .pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .ok_or_else(|| VoiceError::WebRtc("no local description".into()))
+            .ok_or_else(|| VoiceError::WebRtc("no local description".into()))?;
+        self.ice.check_local_sdp(&sdp)?;
+        Ok(sdp)
+    }
+
+    /// The path media takes to this peer (the selected candidate pair), once connected.
+    pub async fn route(&self) -> Option<crate::ice::IceRoute> {
+        crate::ice::selected_route(&self.pc).await
     }
 
     /// Makes an offer (with `ice_restart` fresh ICE credentials).

@@ -357,6 +357,13 @@ async fn watch_peer(
         match s {
             PeerSignal::Connected => {
                 let _ = session.events.send(VoiceEvent::PeerConnected(user));
+                let peer = session.peers.lock().await.get(&user).cloned();
+                if let Some(route) = match peer {
+                    Some(p) => p.route().await,
+                    None => None,
+                } {
+                    let _ = session.events.send(VoiceEvent::Route { user, route });
+                }
             }
             PeerSignal::Disconnected => {
                 tracing::info!(%user, "connection interrupted; restarting ICE");

@@ -22,7 +22,7 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -105,6 +105,7 @@ impl PeerConnectionEventHandler for Handler {
 /// Our one connection to the SFU.
 pub struct SfuPeer {
     pc: Arc<dyn PeerConnection>,
+    ice: crate::ice::IceConfig,
     gathered: Arc<AtomicBool>,
     writer: tokio::task::JoinHandle<()>,
 }
@@ -131,11 +132,12 @@ impl SfuPeer {
             RtpCodecKind::Audio,
             None,
         )?;
+        let ice = cfg.ice();
         let gathered = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::default().build())
+            .with_configuration(ice.rtc_configuration()?)
             .with_media_engine(media)
             .with_handler(Arc::new(Handler {
                 engine: engine.clone(),
@@ -155,6 +157,7 @@ impl SfuPeer {
         Ok((
             Self {
                 pc,
+                ice,
                 gathered,
                 writer,
             },
@@ -167,11 +170,14 @@ impl SfuPeer {
         while !self.gathered.load(Ordering::SeqCst) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.pc
+        let sdp = self
+            .pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .ok_or_else(|| VoiceError::WebRtc("no local description".into()))
+            .ok_or_else(|| VoiceError::WebRtc("no local description".into()))?;
+        self.ice.check_local_sdp(&sdp)?;
+        Ok(sdp)
     }
 
     /// Our offer for `sfu_join`.
