@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::channels::{LevelFollower, LevelHub, StatsHub, VideoHub};
 use crate::commands::budget::{BudgetRuntime, BudgetStatus};
-use crate::commands::servers::MyVoice;
+use crate::commands::servers::{MyVoice, VoiceRooms};
 use crate::commands::video::Previews;
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::settings_store::Kv;
@@ -34,6 +34,8 @@ pub struct AppState {
     pub previews: Previews,
     /// My camera's frames for a call's video track (the self-view preview taps them).
     pub camera_share: Arc<CameraShare>,
+    /// Channels' voice mode and dominant speaker, as the relay announced them.
+    pub rooms: VoiceRooms,
     /// Forwards the running call's received video to `video`.
     pub call_video: Mutex<Option<tokio::task::AbortHandle>>,
     /// The settings screen's microphone monitor, outside calls.
@@ -70,6 +72,7 @@ impl AppState {
             previews: Previews::default(),
             camera_share: Arc::new(CameraShare::default()),
             call_video: Mutex::new(None),
+            rooms: VoiceRooms::default(),
             monitor: Mutex::new(None),
             calls: Mutex::new(None),
             budget: Mutex::new(None),

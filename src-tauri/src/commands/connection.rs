@@ -144,6 +144,10 @@ pub async fn start(app: &AppHandle) -> CmdResult<RelayStatus> {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             let ev = events.recv().await;
+            // Mode and speaker announcements change what the channel list and stage show.
+            let rooms_changed = ev
+                .as_ref()
+                .is_ok_and(|e| app.state::<AppState>().rooms.observe(e));
             let nudge = match ev {
                 Ok(ClientEvent::State(s)) => {
                     let _ = RelayStatusChanged {
@@ -158,6 +162,11 @@ pub async fn start(app: &AppHandle) -> CmdResult<RelayStatus> {
                 Ok(ev) => nudge_for(&ev),
                 Err(RecvError::Lagged(_)) => Nudge::Both,
                 Err(RecvError::Closed) => break,
+            };
+            let nudge = match nudge {
+                Nudge::None if rooms_changed => Nudge::Servers,
+                Nudge::Friends if rooms_changed => Nudge::Both,
+                n => n,
             };
             if matches!(nudge, Nudge::Servers | Nudge::Both) {
                 let _ = ServersChanged.emit(&app);

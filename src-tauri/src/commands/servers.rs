@@ -73,6 +73,83 @@ impl From<RolePermissions> for Permissions {
 /// The most participants a channel may have (the relay's `max_channel_size` default).
 pub const MAX_CHANNEL_SIZE: u32 = 1000;
 
+/// How a channel carries audio now (the relay's `VoiceTopology`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Type)]
+#[serde(rename_all = "snake_case")]
+pub enum VoiceMode {
+    /// Everyone connects to everyone (small channels).
+    #[default]
+    Mesh,
+    /// Everyone connects once to the relay's SFU (past the mesh limit).
+    Sfu,
+}
+
+/// What the relay announces about channels' voice that `channel_list` does not carry: the mode
+/// (`channel_mode`, to every member of the server) and the SFU's dominant speaker
+/// (`sfu_speaker`). Forgotten when the connection drops (the relay re-announces on join).
+#[derive(Debug, Default)]
+pub struct VoiceRooms(std::sync::Mutex<std::collections::BTreeMap<u64, RoomLive>>);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RoomLive {
+    mode: VoiceMode,
+    speaker: Option<hum_proto::UserId>,
+}
+
+impl VoiceRooms {
+    /// Takes what a relay event says; whether a channel's view changed.
+    pub fn observe(&self, ev: &hum_engine::ClientEvent) -> bool {
+        use hum_engine::ClientEvent;
+        use hum_proto::signal::{Event, VoiceTopology};
+        let Ok(mut rooms) = self.0.lock() else {
+            return false;
+        };
+        let (channel, next) = match ev {
+            ClientEvent::State(_) => {
+                let changed = !rooms.is_empty();
+                rooms.clear();
+                return changed;
+            }
+            ClientEvent::Relay(Event::ChannelMode { channel, mode, .. }) => {
+                let mode = match mode {
+                    VoiceTopology::Mesh => VoiceMode::Mesh,
+                    VoiceTopology::Sfu => VoiceMode::Sfu,
+                };
+                let old = rooms.get(&channel.0).copied().unwrap_or_default();
+                // A mesh has no dominant speaker of the SFU's.
+                let speaker = if mode == VoiceMode::Sfu {
+                    old.speaker
+                } else {
+                    None
+                };
+                (channel.0, RoomLive { mode, speaker })
+            }
+            // Only an SFU channel has a dominant speaker.
+            ClientEvent::Relay(Event::SfuSpeaker { channel, user, .. }) => (
+                channel.0,
+                RoomLive {
+                    mode: VoiceMode::Sfu,
+                    speaker: Some(*user),
+                },
+            ),
+            ClientEvent::Relay(Event::ChannelDeleted { channel, .. }) => {
+                return rooms.remove(&channel.0).is_some();
+            }
+            _ => return false,
+        };
+        let old = rooms.insert(channel, next);
+        old != Some(next) && !(old.is_none() && next == RoomLive::default())
+    }
+
+    /// Fills in the mode and speaker of a channel's view.
+    pub fn apply(&self, view: &mut ChannelView) {
+        if let Some(r) = self.0.lock().ok().and_then(|m| m.get(&view.id).copied()) {
+            view.mode = r.mode;
+            view.speaker = r.speaker.map(|u| u.to_string());
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Type)]
 pub struct ChannelView {
     pub id: u64,
@@ -81,6 +158,10 @@ pub struct ChannelView {
     pub permissions: ChannelPermissionsView,
     /// Who is in it now, in join order.
     pub roster: Vec<MemberVoice>,
+    /// Mesh or SFU, as the relay last announced (mesh until it says otherwise).
+    pub mode: VoiceMode,
+    /// On the SFU: the dominant speaker (public key, hex), the one the stage spotlights.
+    pub speaker: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Type)]
@@ -148,6 +229,8 @@ pub fn channel_view(c: &ChannelInfo) -> ChannelView {
                 speaking: e.voice.speaking,
             })
             .collect(),
+        mode: VoiceMode::Mesh,
+        speaker: None,
     }
 }
 
@@ -176,9 +259,11 @@ pub async fn servers_list(state: State<'_, AppState>) -> CmdResult<Vec<ServerVie
     let relay = state.relay()?;
     let mut out = Vec::new();
     for s in relay.servers().await.map_err(client_error)? {
-        out.push(server_view(
-            &relay.server_info(s.id).await.map_err(client_error)?,
-        ));
+        let mut view = server_view(&relay.server_info(s.id).await.map_err(client_error)?);
+        for c in &mut view.channels {
+            state.rooms.apply(c);
+        }
+        out.push(view);
     }
     Ok(out)
 }
@@ -487,6 +572,53 @@ mod tests {
         assert!(v.roster[0].speaking && !v.roster[0].muted);
         assert!(!v.roster[1].speaking && v.roster[1].muted);
         assert_eq!(v.roster[0].user_id, "02".repeat(32));
+    }
+
+    #[test]
+    fn channel_modes_and_speakers_follow_the_relay() {
+        use hum_engine::ClientEvent;
+        use hum_proto::signal::{Event, VoiceTopology};
+        let rooms = VoiceRooms::default();
+        let c = ChannelInfo {
+            id: ChannelId(9),
+            server: ServerId(1),
+            name: Name::new("Big").expect("name"),
+            max_participants: 30,
+            permissions: ChannelPermissions::default(),
+            roster: vec![],
+        };
+        let view = |rooms: &VoiceRooms| {
+            let mut v = channel_view(&c);
+            rooms.apply(&mut v);
+            (v.mode, v.speaker)
+        };
+        assert_eq!(view(&rooms), (VoiceMode::Mesh, None));
+        let mode = |m| {
+            ClientEvent::Relay(Event::ChannelMode {
+                server: ServerId(1),
+                channel: ChannelId(9),
+                mode: m,
+            })
+        };
+        assert!(rooms.observe(&mode(VoiceTopology::Sfu)));
+        assert!(
+            !rooms.observe(&mode(VoiceTopology::Sfu)),
+            "no change, no nudge"
+        );
+        let speaker = ClientEvent::Relay(Event::SfuSpeaker {
+            server: ServerId(1),
+            channel: ChannelId(9),
+            user: UserId([5; 32]),
+        });
+        assert!(rooms.observe(&speaker));
+        assert_eq!(view(&rooms), (VoiceMode::Sfu, Some("05".repeat(32))));
+        // Back to mesh: no dominant speaker any more.
+        assert!(rooms.observe(&mode(VoiceTopology::Mesh)));
+        assert_eq!(view(&rooms), (VoiceMode::Mesh, None));
+        assert!(rooms.observe(&speaker));
+        // A dropped connection forgets everything (the relay re-announces).
+        assert!(rooms.observe(&ClientEvent::State(hum_engine::ConnectionState::Stopped)));
+        assert_eq!(view(&rooms), (VoiceMode::Mesh, None));
     }
 
     #[test]

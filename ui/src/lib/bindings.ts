@@ -243,6 +243,10 @@ export type ChannelView = {
 	permissions: ChannelPermissionsView,
 	/**  Who is in it now, in join order. */
 	roster: MemberVoice[],
+	/**  Mesh or SFU, as the relay last announced (mesh until it says otherwise). */
+	mode: VoiceMode,
+	/**  On the SFU: the dominant speaker (public key, hex), the one the stage spotlights. */
+	speaker: string | null,
 };
 
 /**  `{ "code": "invalid_input", "message": "..." }` on the wire. */
@@ -502,6 +506,13 @@ export type VideoSourceView = {
 	id: string,
 	name: string,
 };
+
+/**  How a channel carries audio now (the relay's `VoiceTopology`). */
+export type VoiceMode = 
+/**  Everyone connects to everyone (small channels). */
+"mesh" | 
+/**  Everyone connects once to the relay's SFU (past the mesh limit). */
+"sfu";
 
 export type VoiceSettings = {
 	transmit_mode: TransmitMode,

@@ -46,6 +46,11 @@ export function ChannelList(props: { server: ServerView }) {
               <span class="channel-name">
                 <SpeakerIcon /> {c.name}
               </span>
+              {c.mode === "sfu" && (
+                <span class="mode-badge sfu" data-testid={`channel-mode-${c.name}`} title="On the relay's SFU (a big channel)">
+                  SFU
+                </span>
+              )}
               <span class="muted count">
                 {c.roster.length}/{c.max_participants}
               </span>

@@ -1,3 +1,4 @@
+import { useSignal } from "@preact/signals";
 import { commands, type ChannelView, type MemberVoice } from "../../lib/bindings";
 import { unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
@@ -71,11 +72,24 @@ export function Tile(props: { member: MemberVoice; self: boolean }) {
   );
 }
 
+/** Tiles on one page of a big room's grid (past this the stage pages). */
+export const PAGE_SIZE = 24;
+
+/** Grid density by how many tiles share the stage. */
+function density(n: number): string {
+  if (n > 16) return "crowd";
+  if (n > 8) return "many";
+  return `n${Math.min(n, 9)}`;
+}
+
 /**
- * The main stage: everyone in my voice channel as a tile (the video grid to come), or how to
- * get into one.
+ * The main stage: everyone in my voice channel as a tile, or how to get into one. On the SFU
+ * the dominant speaker the relay announces is spotlighted (a large tile above the others); a
+ * room bigger than one page of thumbnails pages. The header says whether the channel is a mesh
+ * or on the relay's SFU.
  */
 export function Stage(props: { channel: number | null; myId: string | null }) {
+  const page = useSignal(0);
   const here = myChannel(props.channel);
   if (!here)
     return (
@@ -87,16 +101,57 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
     );
   const roster = here.channel.roster;
   const bench = benchStreams.value;
+  const sfu = here.channel.mode === "sfu";
+  const spot = sfu ? roster.find((m) => m.user_id === here.channel.speaker) ?? null : null;
+  const rest = spot ? roster.filter((m) => m !== spot) : roster;
+  const pages = Math.max(1, Math.ceil(rest.length / PAGE_SIZE));
+  const p = Math.min(page.value, pages - 1);
+  const shown = rest.slice(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
   return (
-    <section class="stage" data-testid="stage" data-channel={here.channel.name}>
+    <section
+      class={`stage ${spot ? "with-spotlight" : ""}`}
+      data-testid="stage"
+      data-channel={here.channel.name}
+      data-mode={here.channel.mode}
+      data-spotlight={spot?.display_name ?? ""}
+    >
       <header class="stage-head">
         <SpeakerIcon /> <strong>{here.channel.name}</strong>
         <span class="muted">
           {here.server} · {roster.length} in the channel
         </span>
+        <span
+          class={`mode-badge ${sfu ? "sfu" : ""}`}
+          data-testid="stage-mode"
+          title={
+            sfu
+              ? "On the relay's SFU: you send your audio once and the relay forwards it to everyone (big channels)."
+              : "Mesh: everyone connects to everyone directly (small channels)."
+          }
+        >
+          {sfu ? "SFU" : "Mesh"}
+        </span>
+        {pages > 1 && (
+          <span class="stage-pager">
+            <button class="small secondary" data-testid="stage-prev" disabled={p === 0} onClick={() => (page.value = p - 1)}>
+              ‹
+            </button>
+            <span data-testid="stage-page">
+              {p + 1}/{pages}
+            </span>
+            <button class="small secondary" data-testid="stage-next" disabled={p >= pages - 1} onClick={() => (page.value = p + 1)}>
+              ›
+            </button>
+          </span>
+        )}
       </header>
-      <div class={`tiles n${Math.min(roster.length + bench.length, 9)}`}>
-        {roster.map((m) => (
+      {spot && (
+        <div class="spotlight" data-testid="spotlight">
+          <Tile key={spot.user_id} member={spot} self={spot.user_id === props.myId} />
+        </div>
+      )}
+      <div class={`tiles ${density(shown.length + bench.length)} ${spot ? "thumbs" : ""}`} data-testid="stage-grid" data-tiles={shown.length}>
+        {shown.map((m) => (
           <Tile key={m.user_id} member={m} self={m.user_id === props.myId} />
         ))}
         {bench.map((id) => (

@@ -132,3 +132,46 @@ describe("relay status text", () => {
     expect(describeStatus({ state: "connecting", attempt: 3 }).text).toBe("Reconnecting (attempt 3)…");
   });
 });
+
+describe("big rooms", () => {
+  const member = (i: number) => ({
+    user_id: i.toString(16).padStart(2, "0").repeat(32),
+    display_name: `m${i}`,
+    muted: false,
+    deafened: false,
+    speaking: false,
+  });
+
+  it("badges SFU channels, spotlights the dominant speaker and pages the rest", async () => {
+    const roster = Array.from({ length: 30 }, (_, i) => member(i + 1));
+    let mode: "mesh" | "sfu" = "mesh";
+    let speaker: string | null = null;
+    fakeBackend({
+      servers_list: () => [
+        { id: 1, name: "Squad", role: "owner", channels: [{ ...channelFixture(7, "Big", 50, roster), mode, speaker }] },
+      ],
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+    });
+    render(<VoiceScreen myId={roster[0].user_id} />);
+    const stage = await screen.findByTestId("stage");
+    await waitFor(() => expect(stage.dataset.channel).toBe("Big"));
+    expect(screen.getByTestId("stage-mode").textContent).toBe("Mesh");
+    expect(screen.queryByTestId("channel-mode-Big")).toBeNull();
+    expect(screen.getByTestId("stage-grid").dataset.tiles).toBe("24");
+    expect(screen.getByTestId("stage-page").textContent).toBe("1/2");
+
+    mode = "sfu";
+    speaker = roster[27].user_id;
+    await emit("servers-changed", null);
+    await waitFor(() => expect(screen.getByTestId("stage-mode").textContent).toBe("SFU"));
+    expect(screen.getByTestId("channel-mode-Big").textContent).toBe("SFU");
+    expect(screen.getByTestId("stage").dataset.spotlight).toBe("m28");
+    expect(screen.getByTestId("spotlight").querySelector("[data-testid='tile-m28']")).toBeTruthy();
+    // 29 others: 24 on the first page, 5 on the second; the speaker is not repeated.
+    expect(screen.getByTestId("stage-grid").dataset.tiles).toBe("24");
+    fireEvent.click(screen.getByTestId("stage-next"));
+    await waitFor(() => expect(screen.getByTestId("stage-page").textContent).toBe("2/2"));
+    expect(screen.getByTestId("stage-grid").dataset.tiles).toBe("5");
+    expect(screen.getAllByTestId("tile-m28")).toHaveLength(1);
+  });
+});
