@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use hum_engine::{ClientEvent, ConnectionState, Identity, RelayClient, RelayConfig};
-use hum_proto::signal::{ChannelInfo, ChannelPermissions, DisplayName, Name, VoiceState};
+use hum_proto::links::HumLink;
+use hum_proto::signal::{ChannelInfo, ChannelPermissions, DisplayName, Handle, Name, VoiceState};
 use hum_proto::{InviteCode, ServerId};
 use serde_json::json;
 
@@ -29,14 +30,29 @@ pub enum IdentityCmd {
 pub enum FriendsCmd {
     /// Friends with presence, and pending requests.
     List,
-    /// Send a friend request to a public key.
+    /// Send a friend request: `@handle`, a `hum://friend/...` link or a public key.
     Add { user: String },
+    /// Print your friend link (`hum://friend/KEY`) for others to paste or click.
+    Link,
     /// Accept a pending request.
     Accept { user: String },
     /// Decline a pending request.
     Decline { user: String },
     /// End a friendship or withdraw your request.
     Remove { user: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HandleCmd {
+    /// Your handle on this relay (or `user`'s: a public key).
+    Show { user: Option<String> },
+    /// Take a handle (`@ada` or `ada`), replacing yours; refused if someone holds it or a
+    /// look-alike.
+    Set { handle: String },
+    /// Give your handle up.
+    Clear,
+    /// Who holds a handle.
+    Lookup { handle: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,7 +72,7 @@ pub enum ServerCmd {
         #[arg(long, value_parser = humantime::parse_duration)]
         expires: Option<Duration>,
     },
-    /// Join a server with an invite code.
+    /// Join a server with an invite code or a `hum://invite/CODE` link.
     Join { code: String },
     /// Leave a server.
     Leave { server: String },
@@ -320,6 +336,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             client.shutdown().await;
         }
         Command::Friends(cmd) => friends(&cli, cmd).await?,
+        Command::Handle(cmd) => handle(&cli, cmd).await?,
         Command::Server(cmd) => server(&cli, cmd).await?,
         Command::Channel(cmd) => channel(&cli, cmd).await?,
         Command::Events { duration } => {
@@ -378,10 +395,60 @@ async fn friends(cli: &Cli, cmd: &FriendsCmd) -> Result<()> {
                 }
             }
         }
-        FriendsCmd::Add { user } => client.friend_request(resolve::user(user)?).await?,
+        FriendsCmd::Add { user } => {
+            let who = resolve::friend(&client, user).await?;
+            client.friend_request(who).await?;
+            if !cli.json {
+                println!("friend request sent to {who}");
+            }
+        }
+        FriendsCmd::Link => {
+            let link = HumLink::Friend(load_identity(cli)?.user_id()).to_string();
+            if cli.json {
+                print_json(&json!({ "link": link }));
+            } else {
+                println!("{link}");
+            }
+        }
         FriendsCmd::Accept { user } => client.friend_accept(resolve::user(user)?).await?,
         FriendsCmd::Decline { user } => client.friend_decline(resolve::user(user)?).await?,
         FriendsCmd::Remove { user } => client.friend_remove(resolve::user(user)?).await?,
+    }
+    client.shutdown().await;
+    Ok(())
+}
+
+async fn handle(cli: &Cli, cmd: &HandleCmd) -> Result<()> {
+    let parse = |s: &str| Handle::parse(s).map_err(|e| anyhow::anyhow!("`{s}`: {e}"));
+    let client = connect(cli).await?;
+    let (user, handle) = match cmd {
+        HandleCmd::Show { user } => {
+            let user = match user {
+                Some(u) => resolve::user(u)?,
+                None => load_identity(cli)?.user_id(),
+            };
+            (user, client.handle_get(user).await?)
+        }
+        HandleCmd::Set { handle } => {
+            let me = load_identity(cli)?.user_id();
+            (me, client.handle_set(Some(parse(handle)?)).await?)
+        }
+        HandleCmd::Clear => (
+            load_identity(cli)?.user_id(),
+            client.handle_set(None).await?,
+        ),
+        HandleCmd::Lookup { handle } => {
+            let (who, h) = client.handle_lookup(parse(handle)?).await?;
+            (who.id, h)
+        }
+    };
+    if cli.json {
+        print_json(&json!({ "user": user, "handle": handle }));
+    } else {
+        match handle {
+            Some(h) => println!("{h} {user}"),
+            None => println!("(no handle) {user}"),
+        }
     }
     client.shutdown().await;
     Ok(())
@@ -448,10 +515,7 @@ async fn server(cli: &Cli, cmd: &ServerCmd) -> Result<()> {
             }
         }
         ServerCmd::Join { code } => {
-            let code: InviteCode = code
-                .trim()
-                .parse()
-                .map_err(|e| anyhow::anyhow!("`{code}` is not an invite code: {e}"))?;
+            let code: InviteCode = resolve::invite(code)?;
             let s = client.invite_join(code).await?;
             if cli.json {
                 print_json(&s);

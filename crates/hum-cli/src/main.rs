@@ -42,9 +42,12 @@ pub enum Command {
     Whoami,
     /// Change your display name on the relay (and in the identity file).
     SetName { name: String },
-    /// Friends: requests, list, presence.
-    #[command(subcommand)]
+    /// Friends: requests (by @handle, link or key), list, presence, your friend link.
+    #[command(subcommand, visible_alias = "friend")]
     Friends(commands::FriendsCmd),
+    /// Your @handle on the relay: show, set, clear, look one up.
+    #[command(subcommand)]
+    Handle(commands::HandleCmd),
     /// Servers (communities) and their invites.
     #[command(subcommand)]
     Server(commands::ServerCmd),

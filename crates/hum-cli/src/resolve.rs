@@ -2,8 +2,9 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use hum_engine::RelayClient;
-use hum_proto::signal::{ChannelInfo, Permissions, ServerSummary};
-use hum_proto::{ChannelId, ServerId, UserId};
+use hum_proto::links::HumLink;
+use hum_proto::signal::{ChannelInfo, Handle, Permissions, ServerSummary};
+use hum_proto::{ChannelId, InviteCode, ServerId, UserId};
 
 /// A server by id or by exact name (among the servers you are a member of).
 pub async fn server(client: &RelayClient, spec: &str) -> Result<ServerSummary> {
@@ -55,6 +56,46 @@ pub fn user(spec: &str) -> Result<UserId> {
         .map_err(|e| anyhow!("`{spec}` is not a user's public key: {e}"))
 }
 
+/// A person to befriend: `@handle` (looked up on the relay), a `hum://friend/...` link, or a
+/// public key.
+pub async fn friend(client: &RelayClient, spec: &str) -> Result<UserId> {
+    let spec = spec.trim();
+    let handle = if spec.starts_with('@') {
+        Some(Handle::parse(spec).map_err(|e| anyhow!("`{spec}` is not a handle: {e}"))?)
+    } else if spec.contains("://") {
+        match HumLink::parse(spec).map_err(|e| anyhow!("`{spec}`: {e}"))? {
+            HumLink::Friend(key) => return Ok(key),
+            HumLink::FriendHandle(h) => Some(h),
+            HumLink::Invite(_) => bail!("`{spec}` is an invite link: use `hum server join`"),
+        }
+    } else {
+        None
+    };
+    match handle {
+        Some(h) => {
+            let (who, _) = client
+                .handle_lookup(h.clone())
+                .await
+                .with_context(|| format!("looking up {h}"))?;
+            Ok(who.id)
+        }
+        None => user(spec),
+    }
+}
+
+/// An invite code, or a `hum://invite/CODE` link.
+pub fn invite(spec: &str) -> Result<InviteCode> {
+    let spec = spec.trim();
+    if spec.contains("://") {
+        return match HumLink::parse(spec).map_err(|e| anyhow!("`{spec}`: {e}"))? {
+            HumLink::Invite(code) => Ok(code),
+            _ => bail!("`{spec}` is a friend link: use `hum friends add`"),
+        };
+    }
+    spec.parse()
+        .map_err(|e| anyhow!("`{spec}` is not an invite code: {e}"))
+}
+
 /// `join,speak,video,stream` (any subset), `all` or `none`.
 pub fn permissions(spec: &str) -> Result<Permissions> {
     let mut p = Permissions {
@@ -90,6 +131,17 @@ mod tests {
         assert_eq!(permissions("all").unwrap(), Permissions::ALL);
         assert!(!permissions("none").unwrap().join);
         assert!(permissions("fly").is_err());
+    }
+
+    #[test]
+    fn invites_are_codes_or_links() {
+        assert_eq!(invite(" Ab12Cd34 ").unwrap().as_str(), "Ab12Cd34");
+        assert_eq!(
+            invite("hum://invite/Ab12Cd34").unwrap().as_str(),
+            "Ab12Cd34"
+        );
+        assert!(invite(&format!("hum://friend/{}", "ab".repeat(32))).is_err());
+        assert!(invite("hum://invite/").is_err());
     }
 
     #[test]

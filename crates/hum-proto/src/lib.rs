@@ -4,9 +4,11 @@
 //!   newtypes.
 //! - [`signal`]: the JSON signalling protocol between clients and the relay.
 //! - [`names`]: what display, server and channel names may contain (one home for client and relay).
+//! - [`links`]: `hum://friend/KEY` and `hum://invite/CODE` links.
 //! - [`units`]: bitrates and byte counts as newtypes, so a kbps is never mistaken for a bps.
 
 pub mod ids;
+pub mod links;
 pub mod mesh;
 pub mod names;
 pub mod signal;

@@ -236,6 +236,113 @@ pub fn repair_name(s: &str, max_chars: usize) -> Option<String> {
     normalize_name(cut.trim(), max_chars).ok()
 }
 
+/// Longest handle, in Unicode scalar values (after NFC).
+pub const HANDLE_MAX_CHARS: usize = 32;
+/// Shortest handle.
+pub const HANDLE_MIN_CHARS: usize = 2;
+
+/// Handles nobody may take: they would pass for the relay or its staff. Compared by
+/// [`handle_key`], so look-alikes and other cases are refused too.
+pub const RESERVED_HANDLES: &[&str] = &[
+    "admin",
+    "administrator",
+    "hum",
+    "moderator",
+    "mod",
+    "relay",
+    "root",
+    "staff",
+    "support",
+    "system",
+];
+
+/// Why a handle was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    #[error("handle: {0}")]
+    Name(NameError),
+    #[error("a handle must be {min}-{max} characters, got {got}")]
+    Length { min: usize, max: usize, got: usize },
+    #[error(
+        "a handle may contain letters, digits and `_`, `.` or `-` (not {ch}); leave out the leading @"
+    )]
+    Character { ch: CodePoint },
+    #[error("a handle must start and end with a letter or digit")]
+    Edge,
+    #[error("a handle must not have two of `_`, `.`, `-` in a row")]
+    Separators,
+    #[error("the handle `{0}` is reserved")]
+    Reserved(String),
+}
+
+fn is_handle_separator(c: char) -> bool {
+    matches!(c, '_' | '.' | '-')
+}
+
+/// Normalise and check a handle: one word of letters and digits (any script, one script per
+/// handle as for names) with single `_`, `.` or `-` between them, 2-32 characters, none of
+/// [`RESERVED_HANDLES`]. A leading `@` is how people write a handle, not part of it: the caller
+/// strips it ([`strip_at`]). Returns the NFC form; its uniqueness key is [`handle_key`].
+pub fn normalize_handle(s: &str) -> Result<String, HandleError> {
+    let h = normalize_name(s, HANDLE_MAX_CHARS).map_err(|e| match e {
+        NameError::Length { got, .. } => HandleError::Length {
+            min: HANDLE_MIN_CHARS,
+            max: HANDLE_MAX_CHARS,
+            got,
+        },
+        other => HandleError::Name(other),
+    })?;
+    let chars: Vec<char> = h.chars().collect();
+    if chars.len() < HANDLE_MIN_CHARS {
+        return Err(HandleError::Length {
+            min: HANDLE_MIN_CHARS,
+            max: HANDLE_MAX_CHARS,
+            got: chars.len(),
+        });
+    }
+    for (i, &c) in chars.iter().enumerate() {
+        let ok = c.is_alphanumeric()
+            || is_handle_separator(c)
+            || (i > 0 && is_combining_mark(c) && !is_handle_separator(chars[i - 1]));
+        if !ok {
+            return Err(HandleError::Character { ch: CodePoint(c) });
+        }
+    }
+    // The loop above lets a combining mark follow only a letter or digit, so a last mark is fine.
+    let first_ok = chars[0].is_alphanumeric();
+    let last = chars[chars.len() - 1];
+    if !first_ok || is_handle_separator(last) {
+        return Err(HandleError::Edge);
+    }
+    if chars
+        .windows(2)
+        .any(|w| is_handle_separator(w[0]) && is_handle_separator(w[1]))
+    {
+        return Err(HandleError::Separators);
+    }
+    let key = handle_key(&h);
+    if RESERVED_HANDLES.iter().any(|r| handle_key(r) == key) {
+        return Err(HandleError::Reserved(h));
+    }
+    Ok(h)
+}
+
+/// `@ada` -> `ada`: what people type, without the one leading `@`.
+pub fn strip_at(s: &str) -> &str {
+    let s = s.trim();
+    s.strip_prefix('@').unwrap_or(s)
+}
+
+/// The key under which a handle is unique: lower case, then the UTS #39 skeleton, then lower
+/// case again (the skeleton maps some characters to capitals, e.g. `0` to `O`). So `Ada`, `ADA`,
+/// the all-Cyrillic `Аԁа`, `ada` and `αda`... share one key, as do `rn` and `m`, `l`, `I` and
+/// `1`: whoever holds one holds them all, and a look-alike of a handle cannot be registered.
+/// Case folding is `to_lowercase` (not full Unicode case folding: `ß` and `ss` stay apart).
+pub fn handle_key(handle: &str) -> String {
+    let lower = handle.to_lowercase();
+    skeleton(&lower).to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +491,80 @@ mod tests {
     }
 
     #[test]
+    fn handles_are_one_word_of_letters_and_digits() {
+        for h in [
+            "ada",
+            "Ada_L",
+            "ada.lovelace",
+            "x-1",
+            "zoë",
+            "иван",
+            "東京",
+            "a1",
+        ] {
+            assert_eq!(normalize_handle(h).as_deref(), Ok(h), "{h:?}");
+        }
+        // NFD input comes back NFC.
+        assert_eq!(normalize_handle("zoe\u{0308}").as_deref(), Ok("zoë"));
+        assert!(matches!(
+            normalize_handle("a"),
+            Err(HandleError::Length { got: 1, .. })
+        ));
+        assert!(matches!(
+            normalize_handle(&"a".repeat(33)),
+            Err(HandleError::Length { got: 33, .. })
+        ));
+        assert!(matches!(
+            normalize_handle(""),
+            Err(HandleError::Length { .. })
+        ));
+        for bad in ["@ada", "ada lovelace", "ada!", "ada😀", "a/b"] {
+            assert!(
+                matches!(normalize_handle(bad), Err(HandleError::Character { .. })),
+                "{bad:?}: {:?}",
+                normalize_handle(bad)
+            );
+        }
+        for bad in ["_ada", "ada.", "-ada"] {
+            assert_eq!(normalize_handle(bad), Err(HandleError::Edge), "{bad:?}");
+        }
+        assert_eq!(normalize_handle("ada__l"), Err(HandleError::Separators));
+        // The names rules still apply: invisible characters, mixed scripts.
+        assert!(matches!(
+            normalize_handle("ad\u{200B}a"),
+            Err(HandleError::Name(NameError::Invisible { .. }))
+        ));
+        assert!(matches!(
+            normalize_handle("p\u{0430}ypal"),
+            Err(HandleError::Name(NameError::MixedScript { .. }))
+        ));
+        assert!(matches!(
+            normalize_handle("Admin"),
+            Err(HandleError::Reserved(_))
+        ));
+        assert!(matches!(
+            normalize_handle("supp0rt"),
+            Err(HandleError::Reserved(_))
+        ));
+        assert_eq!(strip_at(" @ada "), "ada");
+        assert_eq!(strip_at("ada"), "ada");
+    }
+
+    #[test]
+    fn handle_keys_fold_case_and_look_alikes() {
+        let key = handle_key("ada");
+        assert_eq!(handle_key("ADA"), key);
+        assert_eq!(handle_key("Ada"), key);
+        // All-Cyrillic "Аԁа" is a valid handle on its own but holds the same key.
+        let fake = "\u{0410}\u{0501}\u{0430}";
+        assert_eq!(normalize_handle(fake).as_deref(), Ok(fake));
+        assert_eq!(handle_key(fake), key);
+        assert_eq!(handle_key("b0b"), handle_key("bob"));
+        assert_eq!(handle_key("rn"), handle_key("m"));
+        assert_ne!(handle_key("ada"), handle_key("eve"));
+    }
+
+    #[test]
     fn stored_names_from_older_relays_are_repaired() {
         assert_eq!(repair_name("Ada", 32).as_deref(), Some("Ada"));
         assert_eq!(
@@ -459,6 +640,18 @@ mod props {
             }
             if let Some(r) = repair_name(&s, 32) {
                 prop_assert_eq!(normalize_name(&r, 32), Ok(r.clone()));
+            }
+        }
+
+        /// An accepted handle is an accepted name without whitespace, is accepted again
+        /// unchanged, and its key is stable under re-normalising and case changes of ASCII.
+        #[test]
+        fn accepted_handles_keep_the_rules(s in tricky()) {
+            if let Ok(h) = normalize_handle(&s) {
+                prop_assert_eq!(normalize_name(&h, HANDLE_MAX_CHARS), Ok(h.clone()));
+                prop_assert!(!h.chars().any(char::is_whitespace));
+                prop_assert_eq!(normalize_handle(&h), Ok(h.clone()));
+                prop_assert_eq!(handle_key(&h.to_ascii_uppercase()), handle_key(&h));
             }
         }
     }

@@ -9,11 +9,13 @@
 //!   exactly one owner, its `owner`;
 //! - `c ∈ servers[s].channels` ⇔ `channels[c].server == s`;
 //! - every rostered user is a member of the channel's server and appears in one roster at most;
-//! - a banned user is not a member of the server; bans of a deleted server are gone.
+//! - a banned user is not a member of the server; bans of a deleted server are gone;
+//! - handles mirror: `handles[u] = h` ⇔ `handle_owners[h.key()] = u`, for known users only, so
+//!   no two users hold handles with the same key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use hum_proto::signal::{ChannelPermissions, DisplayName, Name, Role};
+use hum_proto::signal::{ChannelPermissions, DisplayName, Handle, Name, Role};
 use hum_proto::{ChannelId, InviteCode, ServerId, UserId};
 
 #[derive(Clone, Debug)]
@@ -82,6 +84,10 @@ pub struct Model {
     /// `(from, to)` -> when `to` last declined `from`'s friend request (Unix seconds): `from`
     /// may not ask again during the cooldown.
     pub declined: HashMap<(UserId, UserId), u64>,
+    /// Each user's handle, if they took one.
+    pub handles: HashMap<UserId, Handle>,
+    /// Who holds the handle with a given [`Handle::key`] (case and look-alikes folded).
+    pub handle_owners: HashMap<String, UserId>,
 }
 
 fn remove_from<K: std::hash::Hash + Eq, V: Ord>(map: &mut HashMap<K, BTreeSet<V>>, k: &K, v: &V) {
@@ -128,6 +134,22 @@ impl Model {
     pub fn remove_request(&mut self, from: &UserId, to: &UserId) {
         remove_from(&mut self.requests_out, from, to);
         remove_from(&mut self.requests_in, to, from);
+    }
+
+    /// Who holds `h` or a handle with the same key.
+    pub fn handle_owner(&self, h: &Handle) -> Option<UserId> {
+        self.handle_owners.get(&h.key()).copied()
+    }
+
+    /// Give `user` the handle `h` (or none), releasing their old one.
+    pub fn set_handle(&mut self, user: UserId, h: Option<Handle>) {
+        if let Some(old) = self.handles.remove(&user) {
+            self.handle_owners.remove(&old.key());
+        }
+        if let Some(h) = h {
+            self.handle_owners.insert(h.key(), user);
+            self.handles.insert(user, h);
+        }
     }
 
     pub fn is_banned(&self, server: ServerId, user: &UserId) -> bool {
@@ -184,6 +206,17 @@ impl Model {
 
     /// Verify the invariants in the module doc; `Err` names the first one broken.
     pub fn check(&self) -> Result<(), String> {
+        if self.handles.len() != self.handle_owners.len() {
+            return Err("handles and handle_owners differ in size".into());
+        }
+        for (u, h) in &self.handles {
+            if self.handle_owners.get(&h.key()) != Some(u) {
+                return Err(format!("handle {h} of {u:?} is not owned by it"));
+            }
+            if !self.users.contains_key(u) {
+                return Err(format!("handle {h} belongs to unknown user {u:?}"));
+            }
+        }
         for (s, banned) in &self.bans {
             let Some(srv) = self.servers.get(s) else {
                 return Err(format!("bans kept for deleted server {s}"));

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use hum_proto::signal::{ChannelPermissions, DisplayName, Name, Role};
+use hum_proto::signal::{ChannelPermissions, DisplayName, Handle, Name, Role};
 use hum_proto::{ChannelId, InviteCode, ServerId, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -102,6 +102,16 @@ const MIGRATIONS: &[&str] = &[
         to_user BLOB NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         declined_at INTEGER NOT NULL,
         PRIMARY KEY (from_user, to_user)
+    );
+    "#,
+    // 3: handles (`@ada`): one per user, unique by key (lower case + UTS #39 skeleton, computed
+    // by hum_proto::names::handle_key; recomputed at load in case the rules change).
+    r#"
+    CREATE TABLE handles (
+        user BLOB PRIMARY KEY NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        handle TEXT NOT NULL,
+        handle_key TEXT NOT NULL UNIQUE,
+        set_at INTEGER NOT NULL
     );
     "#,
 ];
@@ -409,7 +419,71 @@ impl Store {
                 );
             }
         }
+        self.load_handles(&mut m)?;
         Ok(m)
+    }
+
+    /// Handles into `m`. One that the current rules refuse, or whose key another (set earlier)
+    /// already holds, is dropped with a warning rather than refusing to start; stored keys are
+    /// brought up to date with [`hum_proto::names::handle_key`].
+    fn load_handles(&self, m: &mut Model) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare("SELECT user, handle, handle_key FROM handles ORDER BY set_at, user")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut drop = Vec::new();
+        let mut rekey = Vec::new();
+        for row in rows {
+            let (user, stored, stored_key) = row?;
+            let user = user_from_blob("handles", user)?;
+            let handle = match Handle::new(stored.clone()) {
+                Ok(h) if h.as_str() == stored && m.handle_owner(&h).is_none() => h,
+                other => {
+                    tracing::warn!(handle = ?stored, result = ?other.map(|h| h.to_string()), "a stored handle breaks the current rules or collides; dropping it");
+                    drop.push(user);
+                    continue;
+                }
+            };
+            if handle.key() != stored_key {
+                rekey.push((user, handle.key()));
+            }
+            m.set_handle(user, Some(handle));
+        }
+        for user in drop {
+            self.conn
+                .execute("DELETE FROM handles WHERE user = ?1", params![&user.0[..]])?;
+        }
+        for (user, key) in rekey {
+            self.conn.execute(
+                "UPDATE handles SET handle_key = ?2 WHERE user = ?1",
+                params![&user.0[..], key],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Give `user` the handle `h`, or none. The caller checked that nobody else holds its key;
+    /// the UNIQUE constraint makes sure.
+    pub fn set_handle(&self, user: &UserId, h: Option<&Handle>, now_secs: u64) -> Result<()> {
+        match h {
+            Some(h) => self.conn.execute(
+                "INSERT INTO handles (user, handle, handle_key, set_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(user) DO UPDATE SET handle = excluded.handle,
+                                                 handle_key = excluded.handle_key,
+                                                 set_at = excluded.set_at",
+                params![&user.0[..], h.as_str(), h.key(), now_secs as i64],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM handles WHERE user = ?1", params![&user.0[..]])?,
+        };
+        Ok(())
     }
 
     /// Ban `user` from `server` (removing the membership, if any, in the same transaction).
@@ -782,6 +856,59 @@ mod tests {
         s.delete_server(sid).unwrap();
         let m = s.load().unwrap();
         assert!(m.servers.is_empty() && m.channels.is_empty());
+    }
+
+    #[test]
+    fn handles_persist_unique_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = |s: &str| Handle::new(s).unwrap();
+        {
+            let s = Store::open_dir(dir.path()).unwrap();
+            s.upsert_user(&u(1), &dn("ada"), 10).unwrap();
+            s.upsert_user(&u(2), &dn("bob"), 10).unwrap();
+            s.set_handle(&u(1), Some(&h("Ada")), 11).unwrap();
+            // The database refuses a second holder of the same key whatever the caller checked.
+            assert!(s.set_handle(&u(2), Some(&h("ADA")), 12).is_err());
+            s.set_handle(&u(2), Some(&h("bob")), 12).unwrap();
+            // A change replaces; giving up deletes.
+            s.set_handle(&u(2), Some(&h("bobby")), 13).unwrap();
+            s.set_handle(&u(1), None, 14).unwrap();
+            s.set_handle(&u(1), Some(&h("ada_l")), 15).unwrap();
+        }
+        let s = Store::open_dir(dir.path()).unwrap();
+        let m = s.load().unwrap();
+        m.check().unwrap();
+        assert_eq!(m.handles.get(&u(1)), Some(&h("ada_l")));
+        assert_eq!(m.handles.get(&u(2)), Some(&h("bobby")));
+        assert_eq!(m.handle_owner(&h("BOBBY")), Some(u(2)));
+        assert_eq!(m.handle_owner(&h("bob")), None);
+    }
+
+    #[test]
+    fn stored_handles_the_rules_refuse_are_dropped_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open_dir(dir.path()).unwrap();
+            s.upsert_user(&u(1), &dn("ada"), 10).unwrap();
+            s.upsert_user(&u(2), &dn("bob"), 10).unwrap();
+            // Written by an imagined older relay: a refused handle, and a stale key.
+            s.conn
+                .execute(
+                    "INSERT INTO handles VALUES (?1, 'ad a', 'ad a', 1), (?2, 'Bob', 'stale', 2)",
+                    params![&u(1).0[..], &u(2).0[..]],
+                )
+                .unwrap();
+        }
+        let s = Store::open_dir(dir.path()).unwrap();
+        let m = s.load().unwrap();
+        m.check().unwrap();
+        assert_eq!(m.handles.len(), 1);
+        assert_eq!(m.handles.get(&u(2)).map(Handle::as_str), Some("Bob"));
+        // The stale key was rewritten, so the database now refuses a look-alike as well.
+        assert!(
+            s.set_handle(&u(1), Some(&Handle::new("bob").unwrap()), 3)
+                .is_err()
+        );
     }
 
     #[test]

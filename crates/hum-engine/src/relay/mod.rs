@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hum_proto::signal::Handle;
 use hum_proto::signal::{
     ChannelInfo, ChannelPermissions, ErrorCode, Friend, InviteInfo, Limits, Name, Permissions,
     Reply, Request, ServerInfo, ServerSummary, SignalPayload, SignalScope, UserSummary, VoiceState,
     VoiceStatePatch, VoiceTopology,
 };
-use hum_proto::signal::{DisplayName, Event, TurnServer};
+use hum_proto::signal::{DisplayName, Event};
 use hum_proto::{CallId, ChannelId, InviteCode, ServerId, UserId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -330,6 +331,32 @@ impl RelayClient {
         self.expect_ok(Request::FriendRemove { user }).await
     }
 
+    async fn handle_request(
+        &self,
+        request: Request,
+    ) -> Result<(UserSummary, Option<Handle>), ClientError> {
+        match self.request(request).await? {
+            Reply::Handle { user, handle } => Ok((user, handle)),
+            other => Err(unexpected("handle", &other)),
+        }
+    }
+    /// Take `handle` on this relay (`None`: give yours up); returns what the relay stored.
+    /// Refused with `handle_taken` when someone holds it or a look-alike.
+    pub async fn handle_set(&self, handle: Option<Handle>) -> Result<Option<Handle>, ClientError> {
+        Ok(self.handle_request(Request::HandleSet { handle }).await?.1)
+    }
+    /// `user`'s handle, if they took one.
+    pub async fn handle_get(&self, user: UserId) -> Result<Option<Handle>, ClientError> {
+        Ok(self.handle_request(Request::HandleGet { user }).await?.1)
+    }
+    /// Who holds `handle` (ignoring case and look-alikes); `not_found` if nobody.
+    pub async fn handle_lookup(
+        &self,
+        handle: Handle,
+    ) -> Result<(UserSummary, Option<Handle>), ClientError> {
+        self.handle_request(Request::HandleLookup { handle }).await
+    }
+
     /// Ring a mutual friend; returns the new call's id.
     pub async fn call_invite(&self, user: UserId) -> Result<CallId, ClientError> {
         match self.request(Request::CallInvite { user }).await? {
@@ -508,18 +535,6 @@ impl RelayClient {
     /// Disconnect from the SFU, staying in the channel.
     pub async fn sfu_leave(&self) -> Result<(), ClientError> {
         self.expect_ok(Request::SfuLeave).await
-    }
-
-    /// Fresh credentials for the relay's TURN server; `None` when the relay has none.
-    pub async fn turn_credentials(&self) -> Result<Option<TurnServer>, ClientError> {
-        match self.request(Request::TurnCredentials).await {
-            Ok(Reply::Turn { turn }) => Ok(Some(turn)),
-            Ok(other) => Err(unexpected("turn", &other)),
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(None),
-            // Relays older than this request: no TURN either.
-            Err(e) if e.code() == Some(ErrorCode::UnknownType) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     async fn expect_sdp(&self, request: Request) -> Result<String, ClientError> {

@@ -61,6 +61,9 @@ pub enum ErrorCode {
     InvalidName,
     /// You are banned from that server: you cannot join it until an admin lifts the ban.
     Banned,
+    /// Someone else holds that handle, or one that differs only in case or look-alike
+    /// characters (`handle_set`).
+    HandleTaken,
 }
 
 impl ErrorCode {
@@ -90,6 +93,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidName => "invalid_name",
             ErrorCode::Banned => "banned",
+            ErrorCode::HandleTaken => "handle_taken",
         }
     }
 
@@ -118,6 +122,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::InvalidName,
         ErrorCode::Banned,
+        ErrorCode::HandleTaken,
     ];
 }
 

@@ -54,9 +54,9 @@ mod stream;
 
 pub use error::{ErrorCode, ProtoError};
 pub use model::{
-    ChannelInfo, ChannelPermissions, DisplayName, Friend, InviteInfo, Limits, Member, Name,
+    ChannelInfo, ChannelPermissions, DisplayName, Friend, Handle, InviteInfo, Limits, Member, Name,
     NameError, Permissions, Presence, Role, RosterEntry, ServerInfo, ServerSummary, Status,
-    TurnServer, UserSummary, VoiceLocation, VoiceState, VoiceStatePatch, VoiceTopology,
+    UserSummary, VoiceLocation, VoiceState, VoiceStatePatch, VoiceTopology,
 };
 pub use probe::ProbeReport;
 pub use reply::{
@@ -193,6 +193,11 @@ fn name_error(obj: &serde_json::Map<String, serde_json::Value>) -> Option<String
         {
             return Some(format!("`{field}`: {e}"));
         }
+    }
+    if let Some(s) = obj.get("handle").and_then(serde_json::Value::as_str)
+        && let Err(e) = crate::names::normalize_handle(s)
+    {
+        return Some(format!("`handle`: {e}"));
     }
     None
 }

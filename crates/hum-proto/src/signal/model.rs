@@ -88,6 +88,67 @@ name_type!(
     "Name"
 );
 
+/// A user's handle on a relay, written `@ada` by people and `"ada"` on the wire: unique per relay
+/// by [`crate::names::handle_key`] (case and look-alikes folded), chosen and changed by its
+/// user; the key ([`UserId`]) stays the account. Rules: [`crate::names::normalize_handle`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Handle(String);
+
+impl Handle {
+    pub const MAX_CHARS: usize = crate::names::HANDLE_MAX_CHARS;
+
+    /// Normalised to NFC and checked; no leading `@` (see [`Handle::parse`]).
+    pub fn new(s: impl Into<String>) -> Result<Self, crate::names::HandleError> {
+        crate::names::normalize_handle(&s.into()).map(Handle)
+    }
+    /// What a person typed: `@ada` or `ada`.
+    pub fn parse(s: &str) -> Result<Self, crate::names::HandleError> {
+        Handle::new(crate::names::strip_at(s))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The uniqueness key ([`crate::names::handle_key`]).
+    pub fn key(&self) -> String {
+        crate::names::handle_key(&self.0)
+    }
+}
+
+impl TryFrom<String> for Handle {
+    type Error = crate::names::HandleError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Handle::new(s)
+    }
+}
+
+impl From<Handle> for String {
+    fn from(h: Handle) -> String {
+        h.0
+    }
+}
+
+/// `@ada`, as people write it.
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "@{}", self.0)
+    }
+}
+
+impl JsonSchema for Handle {
+    fn schema_name() -> Cow<'static, str> {
+        "Handle".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "minLength": crate::names::HANDLE_MIN_CHARS,
+            "maxLength": crate::names::HANDLE_MAX_CHARS,
+            "description": "A handle without its @: 2-32 letters and digits (one script, NFC) with single `_`, `.` or `-` between them; unique per relay ignoring case and look-alike characters. See docs/protocol.md, Handles.",
+        })
+    }
+}
+
 /// A user as others see them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserSummary {
@@ -345,22 +406,6 @@ pub enum VoiceTopology {
     Mesh,
     /// Every member connects once to the SFU (signalling with `sfu_join` / `sfu_answer`).
     Sfu,
-}
-
-/// Time-limited credentials for the relay's TURN server (coturn's shared-secret "REST API"
-/// scheme: `username` is `<expiry unix seconds>:<user id>`, `credential` the base64 HMAC-SHA1
-/// of `username` under the secret coturn and the relay share). Put them in the ICE server
-/// list of every peer connection; with "hide my IP" (ICE transport policy `relay`) they are
-/// the only way media flows. See docs/security.md.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct TurnServer {
-    /// `turn:host:port?transport=udp` (and possibly more).
-    pub urls: Vec<String>,
-    pub username: String,
-    pub credential: String,
-    /// Unix time in seconds after which the TURN server refuses them; ask `turn_credentials`
-    /// again before that.
-    pub expires_at: u64,
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use crate::ids::StreamId;
 use crate::ids::{CallId, ChannelId, Nonce, RequestId, ServerId, UserId};
 use crate::signal::error::{ErrorCode, ProtoError};
 use crate::signal::model::{
-    ChannelInfo, Friend, InviteInfo, Limits, Member, Name, Permissions, Presence, RosterEntry,
-    ServerInfo, ServerSummary, TurnServer, UserSummary, VoiceState, VoiceTopology,
+    ChannelInfo, Friend, Handle, InviteInfo, Limits, Member, Name, Permissions, Presence,
+    RosterEntry, ServerInfo, ServerSummary, UserSummary, VoiceState, VoiceTopology,
 };
 use crate::signal::request::{SignalPayload, SignalScope};
 use crate::signal::stream::{MeshSignal, StreamInfo};
@@ -67,10 +67,6 @@ pub enum Reply {
         /// True the first time this key logged in.
         new_account: bool,
         limits: Limits,
-        /// TURN credentials for relaying media, when the relay has a TURN server
-        /// (`--turn-url`, `--turn-secret`). Absent otherwise.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        turn: Option<TurnServer>,
     },
     /// Done; nothing to return.
     Ok,
@@ -84,6 +80,11 @@ pub enum Reply {
         incoming: Vec<UserSummary>,
         /// Users you asked who have not answered.
         outgoing: Vec<UserSummary>,
+    },
+    /// To `handle_set`, `handle_get` and `handle_lookup`: a user and their handle (`null`: none).
+    Handle {
+        user: UserSummary,
+        handle: Option<Handle>,
     },
     /// To `call_invite`: the new call, now ringing.
     Call { call: CallId },
@@ -122,8 +123,6 @@ pub enum Reply {
     Streams { streams: Vec<StreamInfo> },
     /// To `sfu_join` and `sfu_offer`: the SFU's SDP answer.
     Sdp { sdp: String },
-    /// To `turn_credentials`: fresh TURN credentials.
-    Turn { turn: TurnServer },
 }
 
 /// Why a call ended.

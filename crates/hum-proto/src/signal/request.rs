@@ -9,7 +9,7 @@ use crate::units::Bitrate;
 
 use crate::ids::{CallId, ChannelId, InviteCode, RequestId, ServerId, Signature, UserId};
 use crate::signal::model::{
-    ChannelPermissions, DisplayName, Name, Role, VoiceState, VoiceStatePatch,
+    ChannelPermissions, DisplayName, Handle, Name, Role, VoiceState, VoiceStatePatch,
 };
 
 /// One frame from a client: `{"id": 7, "type": "...", ...fields of the request}`.
@@ -99,6 +99,19 @@ pub enum Request {
     FriendRemove { user: UserId },
     /// Reply: `friends`.
     FriendList,
+
+    // --- handles (docs/protocol.md, "Handles") ------------------------------------------------
+    /// Take `handle` (without the `@`) as yours on this relay, replacing your old one; `null`
+    /// gives yours up. Reply: `handle`; `handle_taken` if someone holds it or a look-alike.
+    HandleSet {
+        #[serde(default)]
+        handle: Option<Handle>,
+    },
+    /// The handle of `user` (any user who ever logged in). Reply: `handle`.
+    HandleGet { user: UserId },
+    /// Who holds `handle` (matched ignoring case and look-alikes). Reply: `handle`;
+    /// `not_found` if nobody does. Send `friend_request` to the `user` it names.
+    HandleLookup { handle: Handle },
 
     // --- 1-on-1 calls (mutual friends only) ------------------------------------------------
     /// Ring a mutual friend. Reply: `call` with the new call id.
@@ -259,11 +272,6 @@ pub enum Request {
     MemberUnban { server: ServerId, user: UserId },
     /// Who is banned from `server` (admin or owner). Reply: `bans`.
     BanList { server: ServerId },
-
-    // --- media relaying ------------------------------------------------------------------------
-    /// Fresh TURN credentials (those in `welcome` expire). Reply: `turn`; `not_found` when the
-    /// relay has no TURN server.
-    TurnCredentials,
 }
 
 impl Request {
@@ -279,6 +287,9 @@ impl Request {
             Request::FriendDecline { .. } => "friend_decline",
             Request::FriendRemove { .. } => "friend_remove",
             Request::FriendList => "friend_list",
+            Request::HandleSet { .. } => "handle_set",
+            Request::HandleGet { .. } => "handle_get",
+            Request::HandleLookup { .. } => "handle_lookup",
             Request::CallInvite { .. } => "call_invite",
             Request::CallAccept { .. } => "call_accept",
             Request::CallDecline { .. } => "call_decline",
@@ -317,7 +328,6 @@ impl Request {
             Request::MemberBan { .. } => "member_ban",
             Request::MemberUnban { .. } => "member_unban",
             Request::BanList { .. } => "ban_list",
-            Request::TurnCredentials => "turn_credentials",
         }
     }
 }
@@ -333,6 +343,9 @@ pub const REQUEST_TYPES: &[&str] = &[
     "friend_decline",
     "friend_remove",
     "friend_list",
+    "handle_set",
+    "handle_get",
+    "handle_lookup",
     "call_invite",
     "call_accept",
     "call_decline",
@@ -371,5 +384,4 @@ pub const REQUEST_TYPES: &[&str] = &[
     "member_ban",
     "member_unban",
     "ban_list",
-    "turn_credentials",
 ];

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use hum_proto::signal::{CallEndReason, DisplayName, ErrorCode, Event, Friend, Reply};
+use hum_proto::signal::{CallEndReason, DisplayName, ErrorCode, Event, Friend, Handle, Reply};
 use hum_proto::{CallId, UserId};
 
 use super::{CallRec, CallState, ConnId, Hub, HubResult, db_err, err};
@@ -205,6 +205,58 @@ impl Hub {
             friends,
             incoming: list(self.model.requests_in.get(user)),
             outgoing: list(self.model.requests_out.get(user)),
+        }
+    }
+
+    // --- handles --------------------------------------------------------------------------------
+
+    fn handle_reply(&self, user: &UserId) -> Reply {
+        Reply::Handle {
+            user: self.summary(user),
+            handle: self.model.handles.get(user).cloned(),
+        }
+    }
+
+    /// Take `handle` (or give yours up with `None`). Unique by key: nobody else may hold the
+    /// same handle in another case or spelled with look-alike characters; your own old handle is
+    /// released in the same step, so changing only the case of yours is allowed.
+    pub(super) fn handle_set(
+        &mut self,
+        now_secs: u64,
+        user: UserId,
+        handle: Option<Handle>,
+    ) -> HubResult {
+        if let Some(h) = &handle
+            && let Some(owner) = self.model.handle_owner(h)
+            && owner != user
+        {
+            return Err(err(
+                ErrorCode::HandleTaken,
+                format!("{h} (or a handle that looks like it) is taken on this relay"),
+            ));
+        }
+        if self.model.handles.get(&user) == handle.as_ref() {
+            return Ok(self.handle_reply(&user));
+        }
+        self.store
+            .set_handle(&user, handle.as_ref(), now_secs)
+            .map_err(db_err)?;
+        self.model.set_handle(user, handle);
+        Ok(self.handle_reply(&user))
+    }
+
+    pub(super) fn handle_get(&self, user: UserId) -> HubResult {
+        self.known_user(&user)?;
+        Ok(self.handle_reply(&user))
+    }
+
+    pub(super) fn handle_lookup(&self, handle: &Handle) -> HubResult {
+        match self.model.handle_owner(handle) {
+            Some(owner) => Ok(self.handle_reply(&owner)),
+            None => Err(err(
+                ErrorCode::NotFound,
+                format!("nobody on this relay has the handle {handle}"),
+            )),
         }
     }
 

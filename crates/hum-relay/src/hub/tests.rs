@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use hum_proto::signal::{
-    CallEndReason, ChannelPermissions, DisplayName, ErrorCode, Event, Name, Permissions, Reply,
-    Request, RosterLeaveReason, ServerMessage, SignalPayload, SignalScope, VoiceState,
+    CallEndReason, ChannelPermissions, DisplayName, ErrorCode, Event, Handle, Name, Permissions,
+    Reply, Request, RosterLeaveReason, ServerMessage, SignalPayload, SignalScope, VoiceState,
     VoiceStatePatch,
 };
 use hum_proto::{CallId, ChannelId, InviteCode, RequestId, ServerId, UserId};
@@ -207,9 +207,7 @@ fn login_creates_account_and_relogin_resumes_it() {
             user: u,
             new_account,
             limits,
-            turn,
         } => {
-            assert_eq!(turn, None, "no TURN server configured");
             assert_eq!(u.id, user(1));
             assert_eq!(u.display_name.as_str(), "user1");
             assert!(new_account);
@@ -1196,7 +1194,9 @@ fn every_request_gets_exactly_one_answer_under_random_input() {
         } else {
             ChannelId(rng.gen_range(1..4))
         };
-        let req = match rng.gen_range(0..16) {
+        let handles = ["ada", "ADA", "bob", "b0b"];
+        let handle = Handle::new(handles[rng.gen_range(0..handles.len())]).unwrap();
+        let req = match rng.gen_range(0..18) {
             0 => Request::FriendRequest { user: other },
             1 => Request::FriendAccept { user: other },
             2 => Request::FriendRemove { user: other },
@@ -1240,6 +1240,10 @@ fn every_request_gets_exactly_one_answer_under_random_input() {
                 max_participants: Some(rng.gen_range(1..4)),
                 permissions: None,
             },
+            15 => Request::HandleSet {
+                handle: rng.gen_bool(0.8).then_some(handle),
+            },
+            16 => Request::HandleLookup { handle },
             _ => Request::FriendList,
         };
         let before = w.inbox.get(&conn(me)).map_or(0, |v| v.len());
@@ -1465,33 +1469,80 @@ fn without_an_sfu_channels_stay_meshes_and_sfu_join_is_refused() {
 }
 
 #[test]
-fn turn_credentials_at_login_and_on_request() {
-    // Without a TURN server: nothing at login, not_found on request.
+fn handles_are_unique_ignoring_case_and_look_alikes() {
     let mut w = World::new();
-    w.login(1);
-    assert_eq!(w.code(1, Request::TurnCredentials), ErrorCode::NotFound);
-
-    let mut w = World::with_config(HubConfig {
-        turn: Some(crate::turn::TurnConfig {
-            urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
-            secret: "shared".into(),
-            ttl_secs: 600,
-        }),
-        ..HubConfig::default()
-    });
-    let now_secs = w.now_ms / 1000;
-    let Reply::Welcome { turn: Some(t), .. } = w.login(1) else {
-        panic!("no TURN credentials in welcome");
+    for n in 1..=3 {
+        w.login(n);
+    }
+    let h = |s: &str| Handle::new(s).unwrap();
+    let set = |w: &mut World, n: u8, s: Option<&str>| {
+        w.req(
+            n,
+            Request::HandleSet {
+                handle: s.map(|s| Handle::new(s).unwrap()),
+            },
+        )
     };
-    assert_eq!(t.expires_at, now_secs + 600);
-    assert_eq!(t.username, format!("{}:{}", now_secs + 600, user(1)));
+    // Nobody has one yet.
+    match w.ok(1, Request::HandleGet { user: user(2) }) {
+        Reply::Handle { user: u, handle } => {
+            assert_eq!(u.id, user(2));
+            assert_eq!(handle, None);
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
-        t.credential,
-        crate::turn::rest_password("shared", &t.username)
+        w.code(1, Request::HandleLookup { handle: h("ada") }),
+        ErrorCode::NotFound
     );
-    w.now_ms += 60_000;
-    let Reply::Turn { turn: fresh } = w.ok(1, Request::TurnCredentials) else {
-        panic!("no turn reply");
-    };
-    assert_eq!(fresh.expires_at, now_secs + 660);
+    // Ada takes @Ada; case and a Cyrillic look-alike are hers too.
+    match set(&mut w, 1, Some("Ada")).unwrap() {
+        Reply::Handle { user: u, handle } => {
+            assert_eq!(u.id, user(1));
+            assert_eq!(handle, Some(h("Ada")));
+        }
+        other => panic!("{other:?}"),
+    }
+    for taken in ["ada", "ADA", "\u{0410}\u{0501}\u{0430}"] {
+        assert_eq!(
+            set(&mut w, 2, Some(taken)).unwrap_err().0,
+            ErrorCode::HandleTaken,
+            "{taken}"
+        );
+    }
+    for lookup in ["ada", "ADA", "Ada"] {
+        match w.ok(3, Request::HandleLookup { handle: h(lookup) }) {
+            Reply::Handle { user: u, handle } => {
+                assert_eq!(u.id, user(1));
+                assert_eq!(u.display_name.as_str(), "user1");
+                assert_eq!(handle, Some(h("Ada")), "the holder's spelling");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Re-setting your own handle in another case is a change, not a clash.
+    set(&mut w, 1, Some("ada")).unwrap();
+    assert_eq!(w.hub.model.handles.get(&user(1)), Some(&h("ada")));
+    // Changing releases the old one at once.
+    set(&mut w, 1, Some("ada_l")).unwrap();
+    set(&mut w, 2, Some("ADA")).unwrap();
+    assert!(matches!(
+        w.ok(3, Request::HandleLookup { handle: h("ada") }),
+        Reply::Handle { user: u, .. } if u.id == user(2)
+    ));
+    // Giving up.
+    set(&mut w, 2, None).unwrap();
+    assert_eq!(
+        w.code(3, Request::HandleLookup { handle: h("ada") }),
+        ErrorCode::NotFound
+    );
+    // Unknown users have no handle to get.
+    assert_eq!(
+        w.code(1, Request::HandleGet { user: user(9) }),
+        ErrorCode::NotFound
+    );
+    // The handle survives in SQLite: a fresh model loaded from the same store matches.
+    let m = w.hub.store.load().unwrap();
+    assert_eq!(m.handles, w.hub.model.handles);
+    assert_eq!(m.handle_owners, w.hub.model.handle_owners);
 }
