@@ -696,9 +696,14 @@ impl Runtime {
                     MediaKind::Audio => TrackKind::Audio,
                     MediaKind::Video => TrackKind::Video,
                 };
+                // str0m keeps simulcast from our side: the layers the participant sends are
+                // the ones we receive (`a=simulcast:send q;h;f` in its offer is our `recv`).
                 let rids: Vec<Rid> = m
                     .simulcast
-                    .map(|s| s.send.iter().map(|r| r.rid).collect())
+                    .map(|s| {
+                        let layers = if s.recv.is_empty() { s.send } else { s.recv };
+                        layers.iter().map(|r| r.rid).collect()
+                    })
                     .unwrap_or_default();
                 let mut layers = BTreeMap::new();
                 for r in &rids {
