@@ -166,10 +166,42 @@ pub async fn selected_route(pc: &Arc<dyn PeerConnection>) -> Option<IceRoute> {
         Some(E::LocalCandidate(c)) | Some(E::RemoteCandidate(c)) => c.candidate_type.into(),
         _ => CandidateKind::Unknown,
     };
-    Some(IceRoute {
+    let mut route = IceRoute {
         local: kind(&pair.local_candidate_id),
         remote: kind(&pair.remote_candidate_id),
-    })
+    };
+    // webrtc-rs 0.21 registers no candidate entries for relayed (TURN) or remote candidates,
+    // so the pair's ends may not resolve; then the SDPs tell, when every candidate of that
+    // side has one type (always so in relay-only mode, which checks its own SDP).
+    if route.local == CandidateKind::Unknown
+        && let Some(d) = pc.local_description().await
+    {
+        route.local = sdp_kind(&d.sdp);
+    }
+    if route.remote == CandidateKind::Unknown
+        && let Some(d) = pc.remote_description().await
+    {
+        route.remote = sdp_kind(&d.sdp);
+    }
+    Some(route)
+}
+
+/// The one candidate type of an SDP, or `Unknown` when it has none or several.
+fn sdp_kind(sdp: &str) -> CandidateKind {
+    let types = candidate_types(sdp);
+    let Some(first) = types.first() else {
+        return CandidateKind::Unknown;
+    };
+    if types.iter().any(|t| t != first) {
+        return CandidateKind::Unknown;
+    }
+    match *first {
+        "host" => CandidateKind::Host,
+        "srflx" => CandidateKind::ServerReflexive,
+        "prflx" => CandidateKind::PeerReflexive,
+        "relay" => CandidateKind::Relay,
+        _ => CandidateKind::Unknown,
+    }
 }
 
 #[cfg(test)]

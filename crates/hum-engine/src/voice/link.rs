@@ -152,6 +152,9 @@ impl VoiceLink {
                 for u in &others {
                     if let Err(e) = session.add_peer(*u).await {
                         tracing::warn!(user = %u, "connecting: {e}");
+                        let _ = state
+                            .out
+                            .send(VoiceEvent::Error(format!("connecting to {u}: {e}")));
                     }
                 }
             }

@@ -1,0 +1,238 @@
+//! "Hide my IP" (relay-only) for real: coturn on loopback (started by this test with its own
+//! config, shared-secret auth), a hum-relay that hands out TURN credentials (`--turn-url`,
+//! `--turn-secret`), and `hum` processes with `--relay-only`: the media path is TURN on both
+//! sides (the selected candidate pair, from webrtc-rs stats), the audio arrives, and without a
+//! TURN server a relay-only join fails with a sentence that says why.
+//!
+//! coturn refuses to relay to loopback peers unless `allow-loopback-peers` is set (here both
+//! peers' relayed addresses are 127.0.0.1). Needs Debian's `coturn` (scripts/setup --test).
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hum_media::synth::read_wav;
+use hum_tests::KillOnDrop;
+use hum_tests::voice::{World, s, tone_share, wait_exit};
+
+const SECRET: &str = "relay-only-test-secret";
+
+/// A coturn process on 127.0.0.1 with shared-secret auth; killed on drop.
+struct Coturn {
+    _child: KillOnDrop,
+    port: u16,
+}
+
+impl Coturn {
+    fn start(dir: &Path) -> Result<Coturn> {
+        // A free UDP port: bind, read, release (coturn binds it right after).
+        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = dir.join("turnserver.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listening-ip=127.0.0.1\nlistening-port={port}\nrelay-ip=127.0.0.1\n\
+                 min-port=40000\nmax-port=45000\nuse-auth-secret\nstatic-auth-secret={SECRET}\n\
+                 realm=hum.test\nallow-loopback-peers\nno-multicast-peers\nfingerprint\n\
+                 no-cli\nno-tls\nno-dtls\nno-tcp\nsimple-log\nlog-file={log}\n\
+                 pidfile={pid}\nuserdb={db}\n",
+                log = dir.join("turn.log").display(),
+                pid = dir.join("turn.pid").display(),
+                db = dir.join("turndb").display(),
+            ),
+        )?;
+        let child = Command::new("turnserver")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context(
+                "starting turnserver (Debian package coturn; scripts/setup --test installs it)",
+            )?;
+        let turn = Coturn {
+            _child: KillOnDrop(child),
+            port,
+        };
+        turn.wait_ready()?;
+        Ok(turn)
+    }
+
+    /// Ready when it answers a STUN binding request (an event, not a sleep).
+    fn wait_ready(&self) -> Result<()> {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        // Binding request: type 0x0001, length 0, magic cookie, 12-byte transaction id.
+        let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        req.extend_from_slice(b"hum-ready-01");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 512];
+        while Instant::now() < deadline {
+            sock.send_to(&req, ("127.0.0.1", self.port))?;
+            if let Ok((n, _)) = sock.recv_from(&mut buf)
+                && n >= 20
+                && buf[0..2] == [0x01, 0x01]
+                && buf[8..20] == req[8..20]
+            {
+                return Ok(());
+            }
+        }
+        bail!("coturn did not answer STUN on 127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self) -> String {
+        format!("turn:127.0.0.1:{}?transport=udp", self.port)
+    }
+}
+
+fn relay_args(url: &str) -> Vec<String> {
+    vec![
+        "--turn-url".into(),
+        url.into(),
+        "--turn-secret".into(),
+        SECRET.into(),
+    ]
+}
+
+/// The `route` events user `i` printed: (local, remote) candidate types per peer.
+fn routes(w: &World, i: usize) -> Vec<(String, String)> {
+    w.events(i)
+        .iter()
+        .filter(|e| e["type"] == "route")
+        .map(|e| {
+            (
+                e["local"].as_str().unwrap_or("").to_owned(),
+                e["remote"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn relay_only_mesh_goes_through_turn_and_audio_arrives() -> Result<()> {
+    let turn_dir = tempfile::tempdir()?;
+    let turn = Coturn::start(turn_dir.path())?;
+    let args = relay_args(&turn.url());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let w = World::with_relay_args(2, &refs)?;
+
+    let (rec0, rec1) = (w.path("rec0.wav"), w.path("rec1.wav"));
+    let mut a = w.voice(
+        0,
+        &[
+            "--tone",
+            "600",
+            "--record",
+            s(&rec0),
+            "--duration",
+            "9s",
+            "--relay-only",
+        ],
+    )?;
+    let mut b = w.voice(
+        1,
+        &[
+            "--tone",
+            "900",
+            "--record",
+            s(&rec1),
+            "--duration",
+            "9s",
+            "--relay-only",
+        ],
+    )?;
+    wait_exit(&mut a, Duration::from_secs(40))?;
+    wait_exit(&mut b, Duration::from_secs(40))?;
+
+    for (i, rec, hz) in [(0, &rec0, 900.0), (1, &rec1, 600.0)] {
+        let r = routes(&w, i);
+        eprintln!("user {i}: routes {r:?}");
+        assert!(
+            !r.is_empty(),
+            "user {i} reported no route: {:?}",
+            w.events(i)
+        );
+        for (local, remote) in &r {
+            assert_eq!(
+                (local.as_str(), remote.as_str()),
+                ("relay", "relay"),
+                "user {i}: media not relayed through TURN on both sides"
+            );
+        }
+        let heard = read_wav(rec)?;
+        let tail = &heard[heard.len() / 2..];
+        let share = tone_share(tail, hz, 0.7);
+        eprintln!(
+            "user {i}: {hz} Hz in {:.0} % of 100 ms blocks",
+            share * 100.0
+        );
+        assert!(
+            share > 0.8,
+            "user {i} does not hear the other's tone: {share}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn relay_only_without_turn_server_fails_clearly() -> Result<()> {
+    // A relay that hands out no TURN credentials.
+    let w = World::new(1)?;
+    let out = w
+        .cmd(
+            0,
+            &[
+                "voice",
+                "join",
+                "--server",
+                "Guild",
+                "--channel",
+                "Lounge",
+                "--bind",
+                "127.0.0.1:0",
+                "--tone",
+                "600",
+                "--duration",
+                "2s",
+                "--relay-only",
+            ],
+        )
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "relay-only joined without TURN");
+    assert!(
+        err.contains("needs a TURN server"),
+        "unclear refusal: {err}"
+    );
+
+    // A relay that names a TURN server that is not running: no relayed address, said so.
+    let dead = UdpSocket::bind("127.0.0.1:0")?;
+    let url = format!("turn:127.0.0.1:{}?transport=udp", dead.local_addr()?.port());
+    drop(dead);
+    let args = relay_args(&url);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    drop(w);
+    let w = World::with_relay_args(2, &refs)?;
+    // The second member must exist for an offer to be made: it joins first and waits.
+    let mut b = w.voice(1, &["--tone", "900", "--duration", "8s", "--relay-only"])?;
+    let mut a = w.voice(0, &["--tone", "600", "--duration", "6s", "--relay-only"])?;
+    let _ = wait_exit(&mut a, Duration::from_secs(40));
+    let _ = wait_exit(&mut b, Duration::from_secs(40));
+    let said: Vec<String> = (0..2)
+        .flat_map(|i| w.events(i))
+        .filter(|e| e["type"] == "error")
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        said.iter()
+            .any(|m| m.contains("no relayed address could be obtained from the TURN server")),
+        "no clear error about the unreachable TURN server: {said:?}"
+    );
+    assert!(
+        (0..2).all(|i| w.events(i).iter().all(|e| e["type"] != "peer_connected")),
+        "a relay-only peer connected without TURN"
+    );
+    Ok(())
+}
