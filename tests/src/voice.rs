@@ -114,7 +114,11 @@ impl World {
             .arg(self.identity(i))
             .arg("--json")
             .args(args)
-            .env("HUM_LOG", "error");
+            // HUM_TEST_LOG=debug (or a filter) shows the processes' logs when a test fails.
+            .env(
+                "HUM_LOG",
+                std::env::var("HUM_TEST_LOG").unwrap_or_else(|_| "error".into()),
+            );
         c
     }
 
