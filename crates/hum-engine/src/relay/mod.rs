@@ -22,7 +22,7 @@ use hum_proto::signal::{
     Reply, Request, ServerInfo, ServerSummary, SignalPayload, SignalScope, UserSummary, VoiceState,
     VoiceStatePatch, VoiceTopology,
 };
-use hum_proto::signal::{DisplayName, Event};
+use hum_proto::signal::{DisplayName, Event, TurnServer};
 use hum_proto::{CallId, ChannelId, InviteCode, ServerId, UserId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -535,6 +535,18 @@ impl RelayClient {
     /// Disconnect from the SFU, staying in the channel.
     pub async fn sfu_leave(&self) -> Result<(), ClientError> {
         self.expect_ok(Request::SfuLeave).await
+    }
+
+    /// Fresh credentials for the relay's TURN server; `None` when the relay has none.
+    pub async fn turn_credentials(&self) -> Result<Option<TurnServer>, ClientError> {
+        match self.request(Request::TurnCredentials).await {
+            Ok(Reply::Turn { turn }) => Ok(Some(turn)),
+            Ok(other) => Err(unexpected("turn", &other)),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(None),
+            // Relays older than this request: no TURN either.
+            Err(e) if e.code() == Some(ErrorCode::UnknownType) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn expect_sdp(&self, request: Request) -> Result<String, ClientError> {

@@ -408,6 +408,22 @@ pub enum VoiceTopology {
     Sfu,
 }
 
+/// Time-limited credentials for the relay's TURN server (coturn's shared-secret "REST API"
+/// scheme: `username` is `<expiry unix seconds>:<user id>`, `credential` the base64 HMAC-SHA1
+/// of `username` under the secret coturn and the relay share). Put them in the ICE server
+/// list of every peer connection; with "hide my IP" (ICE transport policy `relay`) they are
+/// the only way media flows. See docs/security.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TurnServer {
+    /// `turn:host:port?transport=udp` (and possibly more).
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+    /// Unix time in seconds after which the TURN server refuses them; ask `turn_credentials`
+    /// again before that.
+    pub expires_at: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
