@@ -18,6 +18,8 @@ as_root() {
 # Debian packages the build and the tests need (see ../shared/PLATFORM.md).
 HUM_APT_BUILD=(pkg-config clang libclang-dev cmake nasm libssl-dev libasound2-dev libvpx-dev libpipewire-0.3-dev libspa-0.2-dev libgbm-dev)
 HUM_APT_APP=(libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev)
+# scripts/package: dpkg-shlibdeps (dpkg-dev) computes the packages' library dependencies.
+HUM_APT_PACKAGE=(dpkg-dev)
 HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-dejavu-core
   iproute2 sox espeak-ng imagemagick coturn)
 
@@ -78,6 +80,26 @@ ensure_cargo_tool() {
     [ -x "$root/bin/$bin" ] || die "cargo install $spec did not produce $bin"
   fi
   export PATH="$root/bin:$PATH"
+}
+
+# ensure_npm_tool BIN PACKAGE@X.Y.Z: installs the exact npm package version into
+# $HUM_TOOLS/npm/PACKAGE@X.Y.Z once (as ensure_cargo_tool does for cargo tools) and puts its
+# node_modules/.bin first on PATH. The Tauri CLI ships a prebuilt binary this way (seconds, where
+# `cargo install tauri-cli` takes ~10 minutes on 2 cores).
+ensure_npm_tool() {
+  local bin="$1" spec="$2"
+  [[ "$spec" =~ ^(@[a-z0-9-]+/)?[a-z0-9-]+@[0-9]+\.[0-9]+\.[0-9]+$ ]] ||
+    die "npm tool spec '$spec' must pin an exact version (name@X.Y.Z)"
+  local root="$HUM_TOOLS/npm/${spec//\//+}"
+  if [ ! -x "$root/node_modules/.bin/$bin" ]; then
+    step "installing $spec into $root (npm, once per machine and version)"
+    mkdir -p "$root"
+    local args=(--no-audit --no-fund --loglevel=error --no-save --prefix "$root")
+    if [ -n "${HUM_FRESH_ROOT:-}" ]; then args+=(--cache "$HUM_FRESH_ROOT/npm-cache" --prefer-online); fi
+    timeout 600 npm install "${args[@]}" "$spec" >&2
+    [ -x "$root/node_modules/.bin/$bin" ] || die "npm install $spec did not produce $bin"
+  fi
+  export PATH="$root/node_modules/.bin:$PATH"
 }
 
 # npm_ci [DIR]: npm ci from the lockfile; under HUM_FRESH with an empty cache, so every package is fetched.
