@@ -112,6 +112,15 @@ impl Relay {
         let _ = self.child.0.wait();
     }
 
+    /// SIGKILL the relay, then start it again on the same address and data directory with
+    /// `args` (a crash and a restart, as far as its clients and its files can tell).
+    pub fn kill_and_restart(&mut self, args: &[&str]) -> Result<()> {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        *self = Relay::start_at(&self.data_dir.clone(), &self.addr.to_string(), args)?;
+        Ok(())
+    }
+
     /// Send SIGTERM (a polite stop) and wait for the process to exit.
     pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
         let status = Command::new("kill")

@@ -1,13 +1,15 @@
-//! `hum stream start` (go live with a test pattern; this process is the stream's root seed and
-//! tracker for now) and `hum watch STREAM` (a headless viewer that relays to others and reports).
+//! `hum stream start` (go live with a test pattern: each chunk is signed and uploaded once to the
+//! relay, which is the stream's root seed and tracker), `hum watch STREAM` (a headless viewer
+//! that relays to others and reports), and recordings (`hum stream recordings|play|delete`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hum_engine::stream::node::unix_ms;
+use hum_engine::stream::playback::fetch_recording;
 use hum_engine::stream::source::{PatternStream, SourceConfig};
-use hum_engine::stream::{Command, NodeConfig, NodeHandle, spawn_root, spawn_viewer};
+use hum_engine::stream::{Command, NodeConfig, NodeHandle, spawn_uploader, spawn_viewer};
 use hum_engine::{ClientEvent, RelayClient};
 use hum_mesh::Layer;
 use hum_proto::signal::{Event, MeshSignal, Name, Reply, Request, StreamInfo};
@@ -27,6 +29,18 @@ pub enum StreamCmd {
         #[arg(long)]
         server: String,
     },
+    /// The recordings kept in a server.
+    Recordings {
+        #[arg(long)]
+        server: String,
+    },
+    /// Fetch a recording from the relay, verifying every chunk against the streamer's key.
+    Play {
+        /// The recording id (from `hum stream recordings`).
+        recording: u64,
+    },
+    /// Delete one of your recordings.
+    DeleteRecording { recording: u64 },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,9 +75,9 @@ pub struct StartArgs {
     /// No audio track.
     #[arg(long)]
     pub no_audio: bool,
-    /// The root seed's upload cap in kbit/s (default: 1.25x the stream, one copy plus fallback).
+    /// Let the relay keep a recording (viewers see that it does).
     #[arg(long)]
-    pub cap_kbps: Option<u64>,
+    pub record: bool,
     /// Stop after this long (e.g. 60s); default: until interrupted.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -132,6 +146,7 @@ async fn pump(
                     node.signal(from, signal);
                 }
                 Ok(ClientEvent::Relay(Event::StreamViewer { stream: s, user, relay, joined })) if s == stream && streamer => {
+                    // The relay's root already knows; this feeds an in-process root if any.
                     node.send(if joined {
                         Command::ViewerJoined { user, relay }
                     } else {
@@ -182,7 +197,108 @@ pub async fn run_stream(cli: &Cli, cmd: &StreamCmd) -> Result<()> {
             Ok(())
         }
         StreamCmd::Start(args) => start(cli, args).await,
+        StreamCmd::Recordings { server } => {
+            let client = connect(cli).await?;
+            let s = crate::resolve::server(&client, server).await?;
+            match client
+                .request(Request::RecordingList { server: s.id })
+                .await?
+            {
+                Reply::Recordings { recordings } => {
+                    for r in &recordings {
+                        if cli.json {
+                            println!("{}", json!({ "recording": r }));
+                        } else {
+                            println!(
+                                "recording {} \"{}\" by {}: {} chunks, {} bytes{}",
+                                r.id,
+                                r.title,
+                                r.streamer.display_name,
+                                r.chunks,
+                                r.bytes,
+                                if r.ended { "" } else { " (live)" }
+                            );
+                        }
+                    }
+                }
+                r => bail!("unexpected reply {r:?}"),
+            }
+            client.shutdown().await;
+            Ok(())
+        }
+        StreamCmd::Play { recording } => play(cli, *recording).await,
+        StreamCmd::DeleteRecording { recording } => {
+            let client = connect(cli).await?;
+            client
+                .request(Request::RecordingDelete {
+                    recording: *recording,
+                })
+                .await
+                .context("deleting the recording")?;
+            client.shutdown().await;
+            Ok(())
+        }
     }
+}
+
+/// `ws://HOST/mesh?ticket=T` from the relay's `/ws` URL.
+fn mesh_url(relay: &str, ticket: &str) -> String {
+    let base = relay.trim_end_matches('/');
+    let base = base.strip_suffix("/ws").unwrap_or(base);
+    format!("{base}/mesh?ticket={ticket}")
+}
+
+async fn mesh_ticket(client: &RelayClient, req: Request) -> Result<String> {
+    match client
+        .request(req)
+        .await
+        .context("asking for a /mesh ticket")?
+    {
+        Reply::MeshTicket { ticket } => Ok(ticket),
+        r => bail!("unexpected reply {r:?}"),
+    }
+}
+
+async fn play(cli: &Cli, recording: u64) -> Result<()> {
+    let client = connect(cli).await?;
+    // Its server is not known here: find it among ours.
+    let servers = match client.request(Request::ServerList).await? {
+        Reply::Servers { servers } => servers,
+        r => bail!("unexpected reply {r:?}"),
+    };
+    let mut info = None;
+    for s in servers {
+        if let Reply::Recordings { recordings } = client
+            .request(Request::RecordingList { server: s.id })
+            .await?
+        {
+            info = recordings.into_iter().find(|r| r.id == recording).or(info);
+        }
+    }
+    let info = info.with_context(|| format!("no recording {recording} in your servers"))?;
+    let ticket = mesh_ticket(&client, Request::RecordingOpen { recording }).await?;
+    let report = fetch_recording(
+        &mesh_url(&cli.relay, &ticket),
+        info.streamer.id,
+        info.chunks,
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    if cli.json {
+        println!("{}", json!({ "recording": info, "playback": report }));
+    } else {
+        println!(
+            "recording {recording}: {} of {} chunks verified ({} corrupt, {} missing), {} bytes, {:.1} s of media",
+            report.verified,
+            report.chunks,
+            report.corrupt,
+            report.missing,
+            report.bytes,
+            report.media_ms as f64 / 1000.0
+        );
+    }
+    client.shutdown().await;
+    Ok(())
 }
 
 async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
@@ -199,10 +315,6 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
         audio: !args.no_audio,
     };
     let rate = source.planned_rate();
-    let cap = args
-        .cap_kbps
-        .map(Bitrate::from_kbps)
-        .unwrap_or(Bitrate::from_bps(rate.bps() * 5 / 4));
     // Subscribe before going live so no join is missed.
     let mut events = client.subscribe();
     let started_ms = unix_ms();
@@ -213,6 +325,7 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
             bitrate: rate,
             chunk_ms: args.chunk_ms,
             started_ms: Some(started_ms),
+            record: args.record,
         })
         .await
         .context("going live")?
@@ -223,7 +336,8 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
     print_info(cli, &info);
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     forward_signals(client.clone(), info.id, sig_rx);
-    let root = spawn_root(
+    let ticket = mesh_ticket(&client, Request::StreamMesh { stream: info.id }).await?;
+    let root = spawn_uploader(
         client.user_id(),
         identity.stream_publisher(),
         NodeConfig {
@@ -231,9 +345,10 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
             layer: Layer::High,
             stream_rate: rate,
             chunk: source.chunk,
-            relay_budget: cap,
+            relay_budget: Bitrate::ZERO,
             started_ms,
             corrupt: false,
+            root_url: Some(mesh_url(&cli.relay, &ticket)),
         },
         sig_tx,
     );
@@ -249,29 +364,30 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
     )
     .await;
     let chunks = media.stop().unwrap_or(0);
-    let _ = client.request(Request::StreamEnd { stream: info.id }).await;
+    // Flush the uploads (the relay has read them all when this returns), then end the stream.
     let report = root.stop().await;
+    let _ = client.request(Request::StreamEnd { stream: info.id }).await;
     let secs = began.elapsed().as_secs_f64();
-    let egress = report.bytes_sent_data + report.bytes_sent_ctl;
+    // Everything this process sent on mesh links (to the relay's /mesh: it has no other).
+    let upload = report.bytes_sent_data + report.bytes_sent_ctl;
     if cli.json {
         println!(
             "{}",
             json!({
                 "stream": info.id, "ended": why, "seconds": secs, "chunks": chunks,
-                "stream_kbps": rate.bps() / 1000, "cap_kbps": cap.bps() / 1000,
-                "root_egress_bytes": egress, "root_egress_kbps": egress as f64 * 8.0 / secs / 1000.0,
+                "stream_kbps": rate.bps() / 1000,
+                "upload_bytes": upload, "upload_kbps": upload as f64 * 8.0 / secs / 1000.0,
                 "stream_bytes": report.published_bytes,
-                "root_copies": egress as f64 / (report.published_bytes.max(1)) as f64,
-                "root": report,
+                "upload_copies": upload as f64 / (report.published_bytes.max(1)) as f64,
+                "uploader": report,
             })
         );
     } else {
         println!(
-            "stream {} ended ({why}) after {secs:.1} s: {chunks} chunks; root seed sent {:.0} kbit/s ({} chunks) to {} viewers",
+            "stream {} ended ({why}) after {secs:.1} s: {chunks} chunks; uploaded {:.0} kbit/s ({:.2} copies of the stream) to the relay",
             info.id,
-            egress as f64 * 8.0 / secs / 1000.0,
-            report.chunks_sent,
-            report.viewers
+            upload as f64 * 8.0 / secs / 1000.0,
+            upload as f64 / (report.published_bytes.max(1)) as f64,
         );
     }
     client.shutdown().await;
@@ -298,6 +414,7 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
     }
     let (sig_tx, sig_rx) = mpsc::unbounded_channel();
     forward_signals(client.clone(), stream, sig_rx);
+    let ticket = mesh_ticket(&client, Request::StreamMesh { stream }).await?;
     let viewer = spawn_viewer(
         client.user_id(),
         info.streamer.id,
@@ -309,6 +426,7 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
             relay_budget: Bitrate::from_kbps(args.relay_kbps),
             started_ms: info.started_ms,
             corrupt: args.corrupt,
+            root_url: Some(mesh_url(&cli.relay, &ticket)),
         },
         sig_tx,
     )

@@ -23,6 +23,7 @@ fn cfg(source: &SourceConfig, budget: Bitrate, corrupt: bool) -> NodeConfig {
         relay_budget: budget,
         started_ms: hum_engine::stream::node::unix_ms(),
         corrupt,
+        root_url: None,
     }
 }
 

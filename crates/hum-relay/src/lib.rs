@@ -4,16 +4,19 @@
 //! - [`hub`]: the sans-IO state machine (sessions, friends, calls, servers, channels, signalling);
 //! - [`model`] and [`store`]: the persistent data in memory and in SQLite;
 //! - [`handshake`] and [`limits`]: per-connection login and rate limiting (sans-IO);
-//! - [`server`] and `probe`: the axum/WebSocket shell and the hub thread.
+//! - [`server`] and `probe`: the axum/WebSocket shell and the hub thread;
+//! - `live` and [`recording`]: every live stream's root seed + tracker (`/mesh`), and recordings.
 
 pub mod accept;
 pub mod handshake;
 pub mod hub;
 pub mod limits;
+mod live;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
 mod probe;
+pub mod recording;
 pub mod server;
 mod sfu;
 pub mod store;

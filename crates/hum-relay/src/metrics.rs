@@ -40,6 +40,19 @@ pub struct Metrics {
     pub channels: AtomicU64,
     pub voice_participants: AtomicU64,
     pub calls: AtomicU64,
+    /// Live streams whose root seed + tracker this relay hosts now.
+    pub streams_hosted: AtomicU64,
+    /// Chunk payload bytes streamers uploaded (accepted), and uploads refused.
+    pub stream_upload_bytes: AtomicU64,
+    pub stream_uploads_refused: AtomicU64,
+    /// Chunk bytes the root seeds sent to viewers (fragments of `data`).
+    pub stream_root_bytes: AtomicU64,
+    /// Messages to a viewer dropped because its /mesh queue was full.
+    pub stream_frames_dropped: AtomicU64,
+    /// /mesh frames that did not reassemble or decode.
+    pub stream_wire_errors: AtomicU64,
+    /// Bans viewers reported to the trackers (a peer served them chunks that failed verification).
+    pub stream_tracker_bans: AtomicU64,
     /// The embedded SFU's counters, refreshed once a second (`None`: no SFU).
     pub sfu: std::sync::Mutex<Option<hum_sfu::Metrics>>,
 }
@@ -284,6 +297,48 @@ impl Metrics {
             "counter",
             "Bandwidth probes refused (HTTP 429): their address already runs --probes-per-address.",
             &self.probes_refused_per_address,
+        );
+        metric(
+            "hum_relay_streams_hosted",
+            "gauge",
+            "Live streams whose root seed and tracker run in this relay.",
+            &self.streams_hosted,
+        );
+        metric(
+            "hum_relay_stream_upload_bytes_total",
+            "counter",
+            "Chunk payload bytes streamers uploaded to their root seed (accepted).",
+            &self.stream_upload_bytes,
+        );
+        metric(
+            "hum_relay_stream_uploads_refused_total",
+            "counter",
+            "Uploaded chunks refused (signature, hash, layer, size or order).",
+            &self.stream_uploads_refused,
+        );
+        metric(
+            "hum_relay_stream_root_bytes_total",
+            "counter",
+            "Chunk bytes the root seeds sent to viewers.",
+            &self.stream_root_bytes,
+        );
+        metric(
+            "hum_relay_stream_frames_dropped_total",
+            "counter",
+            "Mesh messages dropped because a viewer's /mesh queue was full.",
+            &self.stream_frames_dropped,
+        );
+        metric(
+            "hum_relay_stream_wire_errors_total",
+            "counter",
+            "/mesh frames that did not reassemble or decode.",
+            &self.stream_wire_errors,
+        );
+        metric(
+            "hum_relay_stream_tracker_bans_total",
+            "counter",
+            "Bans viewers reported to the trackers (a peer served chunks that failed verification).",
+            &self.stream_tracker_bans,
         );
         let _ = writeln!(
             out,

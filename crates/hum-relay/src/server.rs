@@ -176,6 +176,12 @@ pub(crate) enum HubCmd {
     },
     /// Something the SFU reports.
     SfuEvent(SfuEvent),
+    /// A stream's root (crate::live) signals a viewer.
+    LiveSignal {
+        stream: hum_proto::StreamId,
+        to: UserId,
+        signal: hum_proto::signal::MeshSignal,
+    },
 }
 
 pub(crate) struct Shared {
@@ -192,6 +198,8 @@ pub(crate) struct Shared {
     stopping: tokio::sync::watch::Sender<bool>,
     /// `config.max_connections` capped by the descriptor limit.
     max_connections: usize,
+    /// Live streams' root seeds and trackers, and `/mesh` tickets.
+    live: Arc<crate::live::Live>,
 }
 
 /// A running relay.
@@ -268,15 +276,28 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     };
     let sfu_addr = sfu.as_ref().map(|s| s.local_addr());
     config.hub.mode.sfu_enabled = sfu.is_some();
-    let hub = Hub::new(store, config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?)
+    let mut hub = Hub::new(store, config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?)
         .context("loading the database")?;
+    let recordings = crate::recording::Recordings::open(&config.data_dir).with_context(|| {
+        format!(
+            "opening the recordings in {}",
+            config.data_dir.join("recordings").display()
+        )
+    })?;
+    hub.set_recordings(recordings.clone());
+    let live = Arc::new(crate::live::Live::new(
+        hub_tx.clone(),
+        metrics.clone(),
+        Some(recordings),
+    ));
     {
         let metrics = metrics.clone();
         let alive = hub_alive.clone();
+        let live = live.clone();
         std::thread::Builder::new()
             .name("hum-hub".into())
             .spawn(move || {
-                hub_thread(hub, hub_rx, &metrics, sfu.as_ref());
+                hub_thread(hub, hub_rx, &metrics, sfu.as_ref(), &live);
                 alive.store(false, Ordering::SeqCst);
             })
             .context("spawning the hub thread")?;
@@ -333,11 +354,13 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         relay_name: format!("hum-relay/{}", env!("CARGO_PKG_VERSION")),
         max_connections,
         stopping: tokio::sync::watch::Sender::new(false),
+        live,
     });
     let stopping = shared.stopping.clone();
     let app = Router::new()
         .route("/ws", get(ws_handler))
         .route("/probe", get(crate::probe::probe_handler))
+        .route("/mesh", get(crate::live::mesh_handler))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .with_state(shared.clone());
@@ -360,6 +383,7 @@ fn hub_thread(
     mut rx: mpsc::Receiver<HubCmd>,
     metrics: &Metrics,
     sfu: Option<&crate::sfu::SfuLink>,
+    live: &crate::live::Live,
 ) {
     let mut conns: HashMap<ConnId, OutboxTx> = HashMap::new();
     while let Some(cmd) = rx.blocking_recv() {
@@ -396,12 +420,13 @@ fn hub_thread(
                 result,
             } => hub.sfu_done(conn, re, user, joining, result),
             HubCmd::SfuEvent(ev) => crate::sfu::on_event(&mut hub, ev),
+            HubCmd::LiveSignal { stream, to, signal } => hub.live_signal(stream, to, signal),
         }));
         if result.is_err() {
             // A bug, not bad input: keep serving everyone else.
             tracing::error!("the hub panicked while handling a command; continuing");
         }
-        let sfu_cmds = dispatch(&mut hub, &mut conns, metrics, now);
+        let sfu_cmds = dispatch(&mut hub, &mut conns, metrics, now, Some(live));
         for cmd in sfu_cmds {
             match sfu {
                 Some(s) => s.exec(cmd),
@@ -419,6 +444,7 @@ fn dispatch(
     conns: &mut HashMap<ConnId, OutboxTx>,
     metrics: &Metrics,
     now: u64,
+    live: Option<&crate::live::Live>,
 ) -> Vec<SfuCmd> {
     let mut sfu = Vec::new();
     loop {
@@ -454,6 +480,11 @@ fn dispatch(
                     }
                 }
                 Output::Sfu(cmd) => sfu.push(cmd),
+                Output::Live(cmd) => {
+                    if let Some(l) = live {
+                        l.exec(cmd);
+                    }
+                }
             }
         }
         for c in dropped {
@@ -883,6 +914,9 @@ impl Shared {
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+    pub(crate) fn live(&self) -> &crate::live::Live {
+        &self.live
+    }
 }
 
 pub(crate) type SharedState = Arc<Shared>;
@@ -935,10 +969,10 @@ mod tests {
         conns.insert(2, slow_tx);
         hub.login(0, 1, RequestId(1), UserId([1; 32]), None);
         hub.login(0, 2, RequestId(1), UserId([2; 32]), None);
-        dispatch(&mut hub, &mut conns, &metrics, 0);
+        dispatch(&mut hub, &mut conns, &metrics, 0, None);
         // The slow client's queue (1 byte) now holds its welcome; more frames overflow it.
         hub.request(0, 2, RequestId(2), Request::Ping);
-        dispatch(&mut hub, &mut conns, &metrics, 0);
+        dispatch(&mut hub, &mut conns, &metrics, 0, None);
         assert!(!conns.contains_key(&2), "overflowing client dropped");
         assert_eq!(hub.user_of(2), None, "and logged out of the hub");
         assert_eq!(metrics.closed_too_slow.load(Ordering::Relaxed), 1);
@@ -952,7 +986,7 @@ mod tests {
         ));
         // The other client is untouched.
         hub.request(0, 1, RequestId(2), Request::Ping);
-        dispatch(&mut hub, &mut conns, &metrics, 0);
+        dispatch(&mut hub, &mut conns, &metrics, 0, None);
         let mut got = 0;
         while let Ok(Outbound::Text(t)) = fast_rx.try_recv() {
             assert!(

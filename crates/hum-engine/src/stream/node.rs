@@ -29,6 +29,35 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::link::{Lane, LinkEvent, MeshLink};
+use super::relay_link::RelayLink;
+
+/// A link to one mesh neighbour: WebRTC to a peer, or the relay's `/mesh` to a relay-hosted root.
+#[derive(Clone)]
+enum Link {
+    Rtc(Arc<MeshLink>),
+    Relay(Arc<RelayLink>),
+}
+
+impl Link {
+    fn send(&self, lane: Lane, bytes: Vec<u8>) {
+        match self {
+            Link::Rtc(l) => l.send(lane, bytes),
+            Link::Relay(l) => l.send(lane, bytes),
+        }
+    }
+    fn is_closed(&self) -> bool {
+        match self {
+            Link::Rtc(l) => l.is_closed(),
+            Link::Relay(l) => l.is_closed(),
+        }
+    }
+    async fn close(&self) {
+        match self {
+            Link::Rtc(l) => l.close().await,
+            Link::Relay(l) => l.close().await,
+        }
+    }
+}
 
 const ROOT: PeerId = PeerId(0);
 /// The tracker does not measure RTT between viewers yet: every pair counts the same.
@@ -48,6 +77,9 @@ pub struct NodeConfig {
     pub started_ms: u64,
     /// Tests only: serve every chunk with its payload altered (a hostile relay).
     pub corrupt: bool,
+    /// The relay hosts the root: its `/mesh` URL with a ticket (`stream_mesh`). The link to the
+    /// root (`PeerId(0)`, the streamer's id) goes there instead of over WebRTC.
+    pub root_url: Option<String>,
 }
 
 /// What the caller tells a running node.
@@ -155,6 +187,8 @@ enum Machine {
         joined_at: Option<Instant>,
         check: Verifier,
     },
+    /// The streamer when the relay is the root: sign each chunk, upload it once.
+    Upload { publisher: Publisher },
 }
 
 struct Node {
@@ -165,7 +199,7 @@ struct Node {
     ids: BTreeMap<UserId, PeerId>,
     users: BTreeMap<PeerId, UserId>,
     next_id: u32,
-    links: BTreeMap<UserId, Arc<MeshLink>>,
+    links: BTreeMap<UserId, Link>,
     /// Links we offered (for glare: the lower user id's offer wins).
     offered: BTreeMap<UserId, bool>,
     reasm: BTreeMap<UserId, Reassembler>,
@@ -226,6 +260,26 @@ pub fn spawn_viewer(
         check: Verifier::new(key),
     };
     Ok(spawn(me, streamer, cfg, start, machine, signals, "viewer"))
+}
+
+/// Start the streamer's uploader (the relay hosts the root: `cfg.root_url` must be set): each
+/// published chunk is signed with `publisher` and sent to the relay once.
+pub fn spawn_uploader(
+    me: UserId,
+    publisher: Publisher,
+    cfg: NodeConfig,
+    signals: mpsc::UnboundedSender<(UserId, MeshSignal)>,
+) -> NodeHandle {
+    let start = Instant::now();
+    spawn(
+        me,
+        me,
+        cfg,
+        start,
+        Machine::Upload { publisher },
+        signals,
+        "uploader",
+    )
 }
 
 fn spawn(
@@ -311,6 +365,7 @@ impl Node {
                     match &mut self.machine {
                         Machine::Root { seed, .. } => seed.handle_timeout(now),
                         Machine::Viewer { viewer, .. } => viewer.handle_timeout(now),
+                        Machine::Upload { .. } => {}
                     }
                 }
             }
@@ -338,12 +393,24 @@ impl Node {
         match c {
             Command::Stop(_) => {}
             Command::Publish(chunk) => {
-                if let Machine::Root { seed, .. } = &mut self.machine {
-                    let len = chunk.payload.len() as u32;
-                    seed.publish(now, &chunk, len);
-                    self.report.published += 1;
-                    self.report.published_bytes += u64::from(len);
+                let len = chunk.payload.len() as u32;
+                match &mut self.machine {
+                    Machine::Root { seed, .. } => {
+                        seed.publish(now, &chunk, len);
+                    }
+                    Machine::Upload { publisher } => {
+                        let record = Arc::new(publisher.sign(&chunk, len));
+                        let msg = MeshMsg::Data {
+                            record,
+                            hops: 0,
+                            payload: chunk.payload.clone(),
+                        };
+                        self.transmit(ROOT, msg).await;
+                    }
+                    Machine::Viewer { .. } => return,
                 }
+                self.report.published += 1;
+                self.report.published_bytes += u64::from(len);
             }
             Command::ViewerJoined { user, relay } => {
                 let id = self.peer_of(user);
@@ -435,7 +502,7 @@ impl Node {
                         return;
                     }
                 };
-                self.links.insert(from, link.clone());
+                self.links.insert(from, Link::Rtc(link.clone()));
                 self.offered.insert(from, false);
                 self.reasm.insert(
                     from,
@@ -452,7 +519,7 @@ impl Node {
                 });
             }
             MeshSignal::Answer { sdp } => {
-                if let Some(l) = self.links.get(&from).cloned() {
+                if let Some(Link::Rtc(l)) = self.links.get(&from).cloned() {
                     tokio::spawn(async move {
                         if let Err(e) = l.accept_answer(sdp).await {
                             tracing::warn!("mesh answer rejected: {e}");
@@ -536,6 +603,29 @@ impl Node {
         if self.links.get(&user).is_some_and(|l| !l.is_closed()) {
             return;
         }
+        if self.users.get(&ROOT) == Some(&user)
+            && let Some(url) = self.cfg.root_url.clone()
+        {
+            // The relay hosts the root: one WebSocket, opened once with the ticket (a closed
+            // one stays closed: the mesh and the root's fallback through peers carry on).
+            if self.links.contains_key(&user) {
+                return;
+            }
+            match RelayLink::connect(&url, user, self.link_tx.clone()).await {
+                Ok(l) => {
+                    self.links.insert(user, Link::Relay(Arc::new(l)));
+                    self.reasm.insert(
+                        user,
+                        Reassembler::new(Duration::from_millis(
+                            super::link::DATA_LIFETIME_MS.into(),
+                        )),
+                    );
+                    self.report.links = self.links.len() as u64;
+                }
+                Err(e) => tracing::warn!("the root's link: {e}"),
+            }
+            return;
+        }
         let link = match MeshLink::new(user, &self.cfg.bind, self.link_tx.clone()).await {
             Ok(l) => Arc::new(l),
             Err(e) => {
@@ -543,7 +633,7 @@ impl Node {
                 return;
             }
         };
-        self.links.insert(user, link.clone());
+        self.links.insert(user, Link::Rtc(link.clone()));
         self.offered.insert(user, true);
         self.reasm.insert(
             user,
@@ -579,9 +669,12 @@ impl Node {
                     match &mut self.machine {
                         Machine::Root { seed, .. } => seed.peer_gone(p),
                         Machine::Viewer { viewer, .. } => viewer.peer_gone(now, p),
+                        Machine::Upload { .. } => {}
                     }
                 }
-                self.links.remove(&user);
+                if self.cfg.root_url.is_none() || self.users.get(&ROOT) != Some(&user) {
+                    self.links.remove(&user);
+                }
                 self.reasm.remove(&user);
                 self.report.links = self.links.len() as u64;
             }
@@ -615,6 +708,7 @@ impl Node {
     fn input(&mut self, now: Time, from: PeerId, msg: MeshMsg) {
         match &mut self.machine {
             Machine::Root { seed, .. } => seed.handle_input(now, from, msg),
+            Machine::Upload { .. } => {}
             Machine::Viewer { viewer, .. } => {
                 let data = match &msg {
                     MeshMsg::Data {
@@ -651,6 +745,7 @@ impl Node {
             let out = match &mut self.machine {
                 Machine::Root { seed, .. } => seed.poll_output(),
                 Machine::Viewer { viewer, .. } => viewer.poll_output(),
+                Machine::Upload { .. } => Output::Timeout(Time::MAX),
             };
             match out {
                 Output::Timeout(t) => {
@@ -675,7 +770,12 @@ impl Node {
         let Some(&user) = self.users.get(&to) else {
             return;
         };
-        if !self.links.contains_key(&user) && matches!(self.machine, Machine::Viewer { .. }) {
+        if !self.links.contains_key(&user)
+            && matches!(
+                self.machine,
+                Machine::Viewer { .. } | Machine::Upload { .. }
+            )
+        {
             self.ensure_link(user).await;
         }
         let Some(link) = self.links.get(&user) else {

@@ -56,7 +56,7 @@ pub use error::{ErrorCode, ProtoError};
 pub use model::{
     ChannelInfo, ChannelPermissions, DisplayName, Friend, Handle, InviteInfo, Limits, Member, Name,
     NameError, Permissions, Presence, Role, RosterEntry, ServerInfo, ServerSummary, Status,
-    TurnServer, UserSummary, VoiceLocation, VoiceState, VoiceStatePatch, VoiceTopology,
+    UserSummary, VoiceLocation, VoiceState, VoiceStatePatch, VoiceTopology,
 };
 pub use probe::ProbeReport;
 pub use reply::{
@@ -65,7 +65,7 @@ pub use reply::{
 };
 pub use request::{ClientMessage, REQUEST_TYPES, Request, SignalPayload, SignalScope};
 pub use schema::protocol_schema;
-pub use stream::{MeshGrant, MeshSignal, StreamInfo};
+pub use stream::{MeshGrant, MeshSignal, RecordingInfo, StreamInfo};
 
 use crate::ids::{Nonce, RequestId};
 

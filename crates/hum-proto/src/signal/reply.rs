@@ -8,10 +8,10 @@ use crate::ids::{CallId, ChannelId, Nonce, RequestId, ServerId, UserId};
 use crate::signal::error::{ErrorCode, ProtoError};
 use crate::signal::model::{
     ChannelInfo, Friend, Handle, InviteInfo, Limits, Member, Name, Permissions, Presence,
-    RosterEntry, ServerInfo, ServerSummary, TurnServer, UserSummary, VoiceState, VoiceTopology,
+    RosterEntry, ServerInfo, ServerSummary, UserSummary, VoiceState, VoiceTopology,
 };
 use crate::signal::request::{SignalPayload, SignalScope};
-use crate::signal::stream::{MeshSignal, StreamInfo};
+use crate::signal::stream::{MeshSignal, RecordingInfo, StreamInfo};
 use crate::units::Bitrate;
 
 /// One frame from the relay. `type` is `reply`, `error` or `event`.
@@ -67,10 +67,6 @@ pub enum Reply {
         /// True the first time this key logged in.
         new_account: bool,
         limits: Limits,
-        /// TURN credentials for relaying media, when the relay has a TURN server
-        /// (`--turn-url`, `--turn-secret`). Absent otherwise.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        turn: Option<TurnServer>,
     },
     /// Done; nothing to return.
     Ok,
@@ -125,10 +121,12 @@ pub enum Reply {
     Stream { stream: StreamInfo },
     /// To `stream_list`.
     Streams { streams: Vec<StreamInfo> },
+    /// To `stream_mesh` and `recording_open`: connect to `ws://RELAY/mesh?ticket=TICKET`.
+    MeshTicket { ticket: String },
+    /// To `recording_list`.
+    Recordings { recordings: Vec<RecordingInfo> },
     /// To `sfu_join` and `sfu_offer`: the SFU's SDP answer.
     Sdp { sdp: String },
-    /// To `turn_credentials`: fresh TURN credentials.
-    Turn { turn: TurnServer },
 }
 
 /// Why a call ended.

@@ -214,8 +214,9 @@ pub enum Request {
     VoiceUpdate { voice: VoiceStatePatch },
 
     // --- live streams (docs/stream.md) ------------------------------------------------------
-    /// Go live in a channel (needs the `stream` permission there). The streamer's process is the
-    /// stream's root seed and tracker; its account key signs every chunk. Reply: `stream`; every
+    /// Go live in a channel (needs the `stream` permission there). The relay is the stream's root
+    /// seed and tracker (the streamer uploads each chunk once, `stream_mesh`); the streamer's
+    /// account key signs every chunk. Reply: `stream`; every
     /// online member of the server gets `stream_started`.
     StreamStart {
         channel: ChannelId,
@@ -227,6 +228,9 @@ pub enum Request {
         /// Unix milliseconds of the stream's media time 0; absent: now.
         #[serde(default)]
         started_ms: Option<u64>,
+        /// Keep a recording on the relay (shown to viewers as `recording`); absent: no.
+        #[serde(default)]
+        record: bool,
     },
     /// End your stream. Reply: `ok`; members get `stream_ended`.
     StreamEnd { stream: StreamId },
@@ -248,6 +252,17 @@ pub enum Request {
         to: UserId,
         signal: MeshSignal,
     },
+    /// A ticket for the relay's `/mesh` WebSocket, where the relay is the stream's root seed: the
+    /// streamer uploads chunks there, a viewer fetches from the root there. Streamer or viewer of
+    /// `stream` only. Reply: `mesh_ticket`.
+    StreamMesh { stream: StreamId },
+    /// The recordings kept in a server (members). Reply: `recordings`.
+    RecordingList { server: ServerId },
+    /// A ticket to fetch a recording's chunks from `/mesh` (needs `join` in its channel).
+    /// Reply: `mesh_ticket`.
+    RecordingOpen { recording: u64 },
+    /// Delete your recording (its streamer only; not while live). Reply: `ok`.
+    RecordingDelete { recording: u64 },
 
     // --- SFU (voice channels in mode `sfu`) ------------------------------------------------
     /// Connect to the SFU for the voice channel you are in (its mode must be `sfu`), with an
@@ -272,11 +287,6 @@ pub enum Request {
     MemberUnban { server: ServerId, user: UserId },
     /// Who is banned from `server` (admin or owner). Reply: `bans`.
     BanList { server: ServerId },
-
-    // --- media relaying ------------------------------------------------------------------------
-    /// Fresh TURN credentials (those in `welcome` expire). Reply: `turn`; `not_found` when the
-    /// relay has no TURN server.
-    TurnCredentials,
 }
 
 impl Request {
@@ -326,6 +336,10 @@ impl Request {
             Request::StreamJoin { .. } => "stream_join",
             Request::StreamLeave { .. } => "stream_leave",
             Request::StreamSignal { .. } => "stream_signal",
+            Request::StreamMesh { .. } => "stream_mesh",
+            Request::RecordingList { .. } => "recording_list",
+            Request::RecordingOpen { .. } => "recording_open",
+            Request::RecordingDelete { .. } => "recording_delete",
             Request::SfuJoin { .. } => "sfu_join",
             Request::SfuAnswer { .. } => "sfu_answer",
             Request::SfuOffer { .. } => "sfu_offer",
@@ -333,7 +347,6 @@ impl Request {
             Request::MemberBan { .. } => "member_ban",
             Request::MemberUnban { .. } => "member_unban",
             Request::BanList { .. } => "ban_list",
-            Request::TurnCredentials => "turn_credentials",
         }
     }
 }
@@ -383,6 +396,10 @@ pub const REQUEST_TYPES: &[&str] = &[
     "stream_join",
     "stream_leave",
     "stream_signal",
+    "stream_mesh",
+    "recording_list",
+    "recording_open",
+    "recording_delete",
     "sfu_join",
     "sfu_answer",
     "sfu_offer",
@@ -390,5 +407,4 @@ pub const REQUEST_TYPES: &[&str] = &[
     "member_ban",
     "member_unban",
     "ban_list",
-    "turn_credentials",
 ];

@@ -30,6 +30,30 @@ pub struct StreamInfo {
     pub started_ms: u64,
     /// Viewers right now.
     pub viewers: u32,
+    /// The relay keeps a recording of this stream (the streamer opted in).
+    #[serde(default)]
+    pub recording: bool,
+}
+
+/// A recording the relay keeps: the chunks of a stream with their signed records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordingInfo {
+    pub id: u64,
+    /// The stream it recorded (ids restart with the relay; the recording's id does not).
+    pub stream: StreamId,
+    pub server: ServerId,
+    pub channel: ChannelId,
+    /// Whose key signed every chunk.
+    pub streamer: UserSummary,
+    pub title: Name,
+    pub bitrate: Bitrate,
+    pub chunk_ms: u32,
+    pub started_ms: u64,
+    /// Chunks kept so far (sequence numbers 0..chunks), and their payload bytes.
+    pub chunks: u64,
+    pub bytes: u64,
+    /// False while the stream is live.
+    pub ended: bool,
 }
 
 /// One grant of the tracker: `user` reserves `rate` of its upload for the receiver.

@@ -75,7 +75,11 @@ pub enum Output {
     },
     /// Ask the embedded SFU to do something (the server module carries it out).
     Sfu(SfuCmd),
+    /// Tell the live-stream host (root seeds, tracker, recordings) something.
+    Live(LiveCmd),
 }
+
+pub use stream::LiveCmd;
 
 /// What the hub asks of the SFU. Requests carry the connection and request id so the SFU's
 /// answer can be returned with [`Hub::sfu_done`].
@@ -139,8 +143,6 @@ pub struct HubConfig {
     pub max_invites_per_user: usize,
     /// After a declined friend request, how long before the same user may ask again.
     pub friend_request_cooldown_secs: u64,
-    /// The TURN server whose credentials clients get at login (`None`: no TURN).
-    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 impl Default for HubConfig {
@@ -166,7 +168,6 @@ impl Default for HubConfig {
             max_owned_servers_per_user: 20,
             max_invites_per_user: 200,
             friend_request_cooldown_secs: 24 * 3600,
-            turn: None,
         }
     }
 }
@@ -244,6 +245,8 @@ pub struct Hub {
     next_call: u64,
     rng: ChaCha8Rng,
     streams: stream::Streams,
+    /// Where recordings are kept (`None`: this relay keeps none).
+    recordings: Option<crate::recording::Recordings>,
     out: Vec<Output>,
     /// New accounts per source address.
     new_accounts: AddressLimiter,
@@ -280,9 +283,15 @@ impl Hub {
             next_call: 1,
             rng,
             streams: stream::Streams::default(),
+            recordings: None,
             out: Vec::new(),
             new_accounts,
         })
+    }
+
+    /// Keep recordings there (the server module opens them beside the database).
+    pub fn set_recordings(&mut self, r: crate::recording::Recordings) {
+        self.recordings = Some(r);
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -439,11 +448,6 @@ impl Hub {
             user: self.summary(&user),
             new_account,
             limits: self.config.limits,
-            turn: self
-                .config
-                .turn
-                .as_ref()
-                .map(|t| t.credentials(&user, now_ms / 1000)),
         };
         self.reply(conn, re, Ok(welcome));
         if renamed {
@@ -596,7 +600,10 @@ impl Hub {
                 bitrate,
                 chunk_ms,
                 started_ms,
-            } => self.stream_start(now_ms, user, channel, title, bitrate, chunk_ms, started_ms),
+                record,
+            } => self.stream_start(
+                now_ms, user, channel, title, bitrate, chunk_ms, started_ms, record,
+            ),
             Request::StreamEnd { stream } => self.stream_end(user, stream),
             Request::StreamList { server } => self.stream_list(user, server),
             Request::StreamJoin { stream, relay } => self.stream_join(user, stream, relay),
@@ -604,6 +611,10 @@ impl Hub {
             Request::StreamSignal { stream, to, signal } => {
                 self.stream_signal(user, stream, to, signal)
             }
+            Request::StreamMesh { stream } => self.stream_mesh(user, stream),
+            Request::RecordingList { server } => self.recording_list(user, server),
+            Request::RecordingOpen { recording } => self.recording_open(user, recording),
+            Request::RecordingDelete { recording } => self.recording_delete(user, recording),
             Request::SfuJoin { .. } | Request::SfuOffer { .. } | Request::SfuAnswer { .. } => {
                 Err(err(
                     ErrorCode::Internal,
@@ -620,15 +631,6 @@ impl Hub {
                 user: target,
             } => self.member_unban(user, server, target),
             Request::BanList { server } => self.ban_list(user, server),
-            Request::TurnCredentials => match &self.config.turn {
-                Some(t) => Ok(Reply::Turn {
-                    turn: t.credentials(&user, now_secs),
-                }),
-                None => Err(err(
-                    ErrorCode::NotFound,
-                    "this relay has no TURN server (--turn-url, --turn-secret)",
-                )),
-            },
         }
     }
 

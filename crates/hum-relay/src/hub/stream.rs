@@ -1,10 +1,13 @@
-//! Live streams: the list of streams per channel, who watches, and the mesh signalling forwarder.
+//! Live streams: the list of streams per channel, who watches, the mesh signalling forwarder, and
+//! the commands to the stream's root seed + tracker, which the relay hosts (`crate::live`).
 //!
-//! The streamer's process runs the stream's root seed and tracker for now (docs/stream.md): the
-//! relay does not see a chunk. It checks who may stream (`stream` permission in the channel) and
-//! watch (`join`), tells the streamer who joins and leaves (with the upload they offer to relay),
-//! and forwards [`MeshSignal`]s only between members of the same stream (`from` set by the hub).
-//! A stream ends when its streamer ends it or goes offline; a viewer going offline leaves.
+//! The hub checks who may stream (`stream` permission in the channel) and watch (`join`), hands
+//! out tickets for the `/mesh` WebSocket (the streamer uploads there, viewers fetch from the root
+//! there), tells the root who joins and leaves (with the upload they offer to relay), gives it the
+//! viewers' `want` and `ban` signals (addressed to the streamer, whose key is the stream key), and
+//! forwards other [`MeshSignal`]s only between members of the same stream (`from` set by the
+//! hub). A stream ends when its streamer ends it or goes offline; a viewer going offline leaves.
+//! Recordings (the streamer's opt-in) are kept by `crate::recording`.
 //!
 //! Invariants (checked by [`Hub::check`] through [`Streams::check`]): a user streams at most one
 //! stream; `watching` is exactly the inverse of every stream's viewer set; a streamer never
@@ -12,10 +15,54 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hum_proto::signal::{ErrorCode, Event, MeshSignal, Name, Reply, ServerMessage, StreamInfo};
+use hum_proto::signal::{
+    ErrorCode, Event, MeshSignal, Name, RecordingInfo, Reply, ServerMessage, StreamInfo,
+};
 use hum_proto::{Bitrate, ChannelId, StreamId, UserId};
 
-use super::{Hub, HubResult, err};
+use super::{Hub, HubResult, Output, err};
+
+/// What the hub asks of the live-stream host (`crate::live`), which runs each stream's
+/// [`hum_mesh::host::RootHost`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum LiveCmd {
+    /// Host a new stream: the root seed + tracker, and a recording if `recording` is set.
+    Start {
+        stream: StreamId,
+        streamer: UserId,
+        bitrate: Bitrate,
+        recording: Option<u64>,
+    },
+    End {
+        stream: StreamId,
+    },
+    Joined {
+        stream: StreamId,
+        user: UserId,
+        relay: Bitrate,
+    },
+    Left {
+        stream: StreamId,
+        user: UserId,
+    },
+    /// A viewer's `want` or `ban` for the tracker.
+    Signal {
+        stream: StreamId,
+        from: UserId,
+        signal: MeshSignal,
+    },
+    /// `ticket` lets `user` open `/mesh` for `stream` (to upload if it is the streamer).
+    Ticket {
+        ticket: String,
+        stream: StreamId,
+        user: UserId,
+    },
+    /// `ticket` lets its holder fetch recording `recording` from `/mesh`.
+    PlayTicket {
+        ticket: String,
+        recording: u64,
+    },
+}
 
 /// Streams one relay hosts at once.
 pub const MAX_STREAMS: usize = 10_000;
@@ -26,6 +73,7 @@ pub const MAX_VIEWERS: usize = 100_000;
 pub(super) struct StreamRec {
     info: StreamInfo,
     viewers: BTreeMap<UserId, Bitrate>,
+    recording: Option<u64>,
 }
 
 /// The relay's live-stream state (not persisted: a stream lives with its streamer's session).
@@ -96,6 +144,7 @@ impl Hub {
         bitrate: Bitrate,
         chunk_ms: u32,
         started_ms: Option<u64>,
+        record: bool,
     ) -> HubResult {
         let (server, perms) = {
             let ch = self
@@ -130,6 +179,12 @@ impl Hub {
                 "this relay hosts as many streams as it can; try again later",
             ));
         }
+        if record && self.recordings.is_none() {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "this relay does not keep recordings",
+            ));
+        }
         self.streams.next += 1;
         let id = StreamId(self.streams.next);
         let info = StreamInfo {
@@ -142,15 +197,48 @@ impl Hub {
             chunk_ms,
             started_ms: started_ms.unwrap_or(now_ms),
             viewers: 0,
+            recording: record,
+        };
+        let recording = match (&self.recordings, record) {
+            (Some(r), true) => {
+                let m = r
+                    .create(RecordingInfo {
+                        id: 0,
+                        stream: id,
+                        server,
+                        channel,
+                        streamer: info.streamer.clone(),
+                        title: info.title.clone(),
+                        bitrate,
+                        chunk_ms,
+                        started_ms: info.started_ms,
+                        chunks: 0,
+                        bytes: 0,
+                        ended: false,
+                    })
+                    .map_err(|e| {
+                        tracing::error!("creating a recording: {e}");
+                        err(ErrorCode::Internal, "could not create the recording")
+                    })?;
+                Some(m.id)
+            }
+            _ => None,
         };
         self.streams.by_id.insert(
             id,
             StreamRec {
                 info: info.clone(),
                 viewers: BTreeMap::new(),
+                recording,
             },
         );
         self.streams.streaming.insert(user, id);
+        self.out.push(Output::Live(LiveCmd::Start {
+            stream: id,
+            streamer: user,
+            bitrate,
+            recording,
+        }));
         self.event_to_server(
             server,
             Event::StreamStarted {
@@ -177,6 +265,12 @@ impl Hub {
             return;
         };
         self.streams.streaming.remove(&r.info.streamer.id);
+        self.out.push(Output::Live(LiveCmd::End { stream }));
+        if let (Some(recs), Some(id)) = (&self.recordings, r.recording)
+            && let Err(e) = recs.end(id)
+        {
+            tracing::warn!("ending recording {id}: {e}");
+        }
         for v in r.viewers.keys() {
             if let Some(w) = self.streams.watching.get_mut(v) {
                 w.remove(&stream);
@@ -249,12 +343,20 @@ impl Hub {
                 "this stream has as many viewers as it can take",
             ));
         }
-        r.viewers.insert(user, relay);
+        let again = r.viewers.insert(user, relay).is_some();
         self.streams
             .watching
             .entry(user)
             .or_default()
             .insert(stream);
+        if again {
+            self.out.push(Output::Live(LiveCmd::Left { stream, user }));
+        }
+        self.out.push(Output::Live(LiveCmd::Joined {
+            stream,
+            user,
+            relay,
+        }));
         self.event_to_user(
             &streamer,
             Event::StreamViewer {
@@ -284,6 +386,10 @@ impl Hub {
             return false;
         }
         let streamer = r.info.streamer.id;
+        self.out.push(Output::Live(LiveCmd::Left {
+            stream,
+            user: *user,
+        }));
         if let Some(w) = self.streams.watching.get_mut(user) {
             w.remove(&stream);
             if w.is_empty() {
@@ -334,6 +440,24 @@ impl Hub {
         if !self.streams.member(stream, &to) {
             return Err(err(ErrorCode::NotFound, "that user is not in that stream"));
         }
+        let streamer = self.streams.by_id.get(&stream).map(|r| r.info.streamer.id);
+        if streamer == Some(to) {
+            // The streamer's key names the root, which the relay hosts.
+            return match signal {
+                MeshSignal::Want { .. } | MeshSignal::Ban { .. } => {
+                    self.out.push(Output::Live(LiveCmd::Signal {
+                        stream,
+                        from: user,
+                        signal,
+                    }));
+                    Ok(Reply::Ok)
+                }
+                _ => Err(err(
+                    ErrorCode::BadRequest,
+                    "the relay is this stream's root: fetch from it on /mesh (stream_mesh)",
+                )),
+            };
+        }
         let conn = self
             .conn_of(&to)
             .ok_or_else(|| err(ErrorCode::NotFound, "that user is offline"))?;
@@ -345,6 +469,127 @@ impl Hub {
                 signal,
             }),
         );
+        Ok(Reply::Ok)
+    }
+}
+
+impl Hub {
+    /// A ticket for `/mesh` (the streamer's upload or a viewer's link to the root).
+    pub(super) fn stream_mesh(&mut self, user: UserId, stream: StreamId) -> HubResult {
+        if !self.streams.member(stream, &user) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you are not the streamer or a viewer of that stream",
+            ));
+        }
+        let ticket = self.ticket();
+        self.out.push(Output::Live(LiveCmd::Ticket {
+            ticket: ticket.clone(),
+            stream,
+            user,
+        }));
+        Ok(Reply::MeshTicket { ticket })
+    }
+
+    fn ticket(&mut self) -> String {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        self.rng.fill_bytes(&mut b);
+        hex::encode(b)
+    }
+
+    /// The root (in `crate::live`) signals a viewer: it comes from the streamer's id, which
+    /// names the root.
+    pub fn live_signal(&mut self, stream: StreamId, to: UserId, signal: MeshSignal) {
+        let Some(r) = self.streams.by_id.get(&stream) else {
+            return;
+        };
+        let from = r.info.streamer.id;
+        if !r.viewers.contains_key(&to) {
+            return;
+        }
+        if let Some(conn) = self.conn_of(&to) {
+            self.send(
+                vec![conn],
+                ServerMessage::event(Event::StreamSignal {
+                    stream,
+                    from,
+                    signal,
+                }),
+            );
+        }
+    }
+
+    fn recordings_or_err(
+        &self,
+    ) -> Result<&crate::recording::Recordings, hum_proto::signal::ProtoError> {
+        self.recordings
+            .as_ref()
+            .ok_or_else(|| err(ErrorCode::NotFound, "this relay does not keep recordings"))
+    }
+
+    pub(super) fn recording_list(&self, user: UserId, server: hum_proto::ServerId) -> HubResult {
+        self.role_in(server, &user)?;
+        let recordings = self.recordings_or_err()?.list(server);
+        Ok(Reply::Recordings { recordings })
+    }
+
+    /// The recording, if `user` may watch it (`join` in its channel).
+    fn recording_for(
+        &self,
+        user: UserId,
+        id: u64,
+    ) -> Result<RecordingInfo, hum_proto::signal::ProtoError> {
+        let info = self
+            .recordings_or_err()?
+            .info(id)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such recording"))?;
+        let role = self.role_in(info.server, &user)?;
+        let join = self
+            .model
+            .channels
+            .get(&info.channel)
+            .is_none_or(|ch| ch.permissions.for_role(role).join);
+        if !join {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you may not join that recording's channel",
+            ));
+        }
+        Ok(info)
+    }
+
+    pub(super) fn recording_open(&mut self, user: UserId, id: u64) -> HubResult {
+        self.recording_for(user, id)?;
+        let ticket = self.ticket();
+        self.out.push(Output::Live(LiveCmd::PlayTicket {
+            ticket: ticket.clone(),
+            recording: id,
+        }));
+        Ok(Reply::MeshTicket { ticket })
+    }
+
+    pub(super) fn recording_delete(&mut self, user: UserId, id: u64) -> HubResult {
+        let info = self
+            .recordings_or_err()?
+            .info(id)
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such recording"))?;
+        if info.streamer.id != user {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "only the streamer may delete a recording",
+            ));
+        }
+        if !info.ended {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the stream is still live: end it first",
+            ));
+        }
+        self.recordings_or_err()?.delete(id).map_err(|e| {
+            tracing::error!("deleting recording {id}: {e}");
+            err(ErrorCode::Internal, "could not delete the recording")
+        })?;
         Ok(Reply::Ok)
     }
 }
@@ -367,6 +612,7 @@ mod tests {
         hub: Hub,
         re: u64,
         inbox: HashMap<ConnId, Vec<ServerMessage>>,
+        live: Vec<LiveCmd>,
     }
 
     fn user(n: u8) -> UserId {
@@ -386,6 +632,7 @@ mod tests {
                 hub,
                 re: 0,
                 inbox: HashMap::new(),
+                live: Vec::new(),
             };
             for u in 1..=n {
                 w.re += 1;
@@ -398,10 +645,14 @@ mod tests {
         }
         fn pump(&mut self) {
             for out in self.hub.drain() {
-                if let Output::Send { to, msg } = out {
-                    for c in to {
-                        self.inbox.entry(c).or_default().push(msg.clone());
+                match out {
+                    Output::Send { to, msg } => {
+                        for c in to {
+                            self.inbox.entry(c).or_default().push(msg.clone());
+                        }
                     }
+                    Output::Live(cmd) => self.live.push(cmd),
+                    _ => {}
                 }
             }
             self.hub.check().unwrap();
@@ -483,6 +734,7 @@ mod tests {
             bitrate: Bitrate::from_kbps(500),
             chunk_ms,
             started_ms: None,
+            record: false,
         };
         let start = |title: &str| start_ms(title, 250);
         // A member without `stream` may not go live.
@@ -521,11 +773,47 @@ mod tests {
             to,
             signal: MeshSignal::Want { count: 1 },
         };
+        // The root (hosted by the relay, named by the streamer's key) gets viewers' `want`s.
         assert_eq!(w.req(2, sig(user(1))), Ok(Reply::Ok));
-        assert!(w.events(1).iter().any(|e| matches!(
-            e,
-            Event::StreamSignal { from, signal: MeshSignal::Want { count: 1 }, .. } if *from == user(2)
+        assert!(w.live.iter().any(|c| matches!(
+            c,
+            LiveCmd::Signal { from, signal: MeshSignal::Want { count: 1 }, .. } if *from == user(2)
         )));
+        assert!(
+            w.live
+                .iter()
+                .any(|c| matches!(c, LiveCmd::Joined { user: u, .. } if *u == user(2)))
+        );
+        // Its replies come from the streamer's id, to viewers only.
+        w.hub
+            .live_signal(info.id, user(2), MeshSignal::Gone { user: user(1) });
+        w.hub
+            .live_signal(info.id, user(3), MeshSignal::Gone { user: user(1) });
+        w.pump();
+        assert!(w.events(2).iter().any(|e| matches!(
+            e,
+            Event::StreamSignal { from, signal: MeshSignal::Gone { .. }, .. } if *from == user(1)
+        )));
+        assert!(w.events(3).is_empty());
+        // Tickets for /mesh: the stream's members only.
+        assert!(matches!(
+            w.req(2, Request::StreamMesh { stream: info.id }),
+            Ok(Reply::MeshTicket { .. })
+        ));
+        assert_eq!(
+            w.req(3, Request::StreamMesh { stream: info.id }),
+            Err(ErrorCode::Forbidden)
+        );
+        assert!(
+            w.live
+                .iter()
+                .any(|c| matches!(c, LiveCmd::Ticket { user: u, .. } if *u == user(2)))
+        );
+        assert!(
+            !w.live
+                .iter()
+                .any(|c| matches!(c, LiveCmd::Ticket { user: u, .. } if *u == user(3)))
+        );
         assert_eq!(w.req(3, sig(user(1))), Err(ErrorCode::Forbidden));
         assert_eq!(w.req(1, sig(user(3))), Err(ErrorCode::NotFound));
         assert_eq!(w.req(2, sig(user(2))), Err(ErrorCode::BadRequest));
@@ -561,6 +849,7 @@ mod tests {
                 .any(|e| matches!(e, Event::StreamEnded { .. }))
         );
         assert_eq!(w.hub.streams.len(), 0);
+        assert!(w.live.iter().any(|c| matches!(c, LiveCmd::End { .. })));
         assert_eq!(w.req(2, join(None)), Err(ErrorCode::NotFound));
     }
 }
