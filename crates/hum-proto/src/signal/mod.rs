@@ -56,7 +56,7 @@ pub use error::{ErrorCode, ProtoError};
 pub use model::{
     ChannelInfo, ChannelPermissions, DisplayName, Friend, Handle, InviteInfo, Limits, Member, Name,
     NameError, Permissions, Presence, Role, RosterEntry, ServerInfo, ServerSummary, Status,
-    UserSummary, VoiceLocation, VoiceState, VoiceStatePatch, VoiceTopology,
+    TurnServer, UserSummary, VoiceLocation, VoiceState, VoiceStatePatch, VoiceTopology,
 };
 pub use probe::ProbeReport;
 pub use reply::{

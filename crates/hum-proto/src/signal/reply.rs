@@ -8,7 +8,7 @@ use crate::ids::{CallId, ChannelId, Nonce, RequestId, ServerId, UserId};
 use crate::signal::error::{ErrorCode, ProtoError};
 use crate::signal::model::{
     ChannelInfo, Friend, Handle, InviteInfo, Limits, Member, Name, Permissions, Presence,
-    RosterEntry, ServerInfo, ServerSummary, UserSummary, VoiceState, VoiceTopology,
+    RosterEntry, ServerInfo, ServerSummary, TurnServer, UserSummary, VoiceState, VoiceTopology,
 };
 use crate::signal::request::{SignalPayload, SignalScope};
 use crate::signal::stream::{MeshSignal, RecordingInfo, StreamInfo};
@@ -67,6 +67,10 @@ pub enum Reply {
         /// True the first time this key logged in.
         new_account: bool,
         limits: Limits,
+        /// TURN credentials for relaying media, when the relay has a TURN server
+        /// (`--turn-url`, `--turn-secret`). Absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        turn: Option<TurnServer>,
     },
     /// Done; nothing to return.
     Ok,
@@ -127,6 +131,8 @@ pub enum Reply {
     Recordings { recordings: Vec<RecordingInfo> },
     /// To `sfu_join` and `sfu_offer`: the SFU's SDP answer.
     Sdp { sdp: String },
+    /// To `turn_credentials`: fresh TURN credentials.
+    Turn { turn: TurnServer },
 }
 
 /// Why a call ended.

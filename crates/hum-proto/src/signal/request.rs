@@ -287,6 +287,11 @@ pub enum Request {
     MemberUnban { server: ServerId, user: UserId },
     /// Who is banned from `server` (admin or owner). Reply: `bans`.
     BanList { server: ServerId },
+
+    // --- media relaying ------------------------------------------------------------------------
+    /// Fresh TURN credentials (those in `welcome` expire). Reply: `turn`; `not_found` when the
+    /// relay has no TURN server.
+    TurnCredentials,
 }
 
 impl Request {
@@ -347,6 +352,7 @@ impl Request {
             Request::MemberBan { .. } => "member_ban",
             Request::MemberUnban { .. } => "member_unban",
             Request::BanList { .. } => "ban_list",
+            Request::TurnCredentials => "turn_credentials",
         }
     }
 }
@@ -407,4 +413,5 @@ pub const REQUEST_TYPES: &[&str] = &[
     "member_ban",
     "member_unban",
     "ban_list",
+    "turn_credentials",
 ];

@@ -143,6 +143,8 @@ pub struct HubConfig {
     pub max_invites_per_user: usize,
     /// After a declined friend request, how long before the same user may ask again.
     pub friend_request_cooldown_secs: u64,
+    /// The TURN server whose credentials clients get at login (`None`: no TURN).
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 impl Default for HubConfig {
@@ -168,6 +170,7 @@ impl Default for HubConfig {
             max_owned_servers_per_user: 20,
             max_invites_per_user: 200,
             friend_request_cooldown_secs: 24 * 3600,
+            turn: None,
         }
     }
 }
@@ -448,6 +451,11 @@ impl Hub {
             user: self.summary(&user),
             new_account,
             limits: self.config.limits,
+            turn: self
+                .config
+                .turn
+                .as_ref()
+                .map(|t| t.credentials(&user, now_ms / 1000)),
         };
         self.reply(conn, re, Ok(welcome));
         if renamed {
@@ -631,6 +639,15 @@ impl Hub {
                 user: target,
             } => self.member_unban(user, server, target),
             Request::BanList { server } => self.ban_list(user, server),
+            Request::TurnCredentials => match &self.config.turn {
+                Some(t) => Ok(Reply::Turn {
+                    turn: t.credentials(&user, now_secs),
+                }),
+                None => Err(err(
+                    ErrorCode::NotFound,
+                    "this relay has no TURN server (--turn-url, --turn-secret)",
+                )),
+            },
         }
     }
 

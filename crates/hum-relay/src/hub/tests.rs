@@ -208,7 +208,9 @@ fn login_creates_account_and_relogin_resumes_it() {
             user: u,
             new_account,
             limits,
+            turn,
         } => {
+            assert_eq!(turn, None, "no TURN server configured");
             assert_eq!(u.id, user(1));
             assert_eq!(u.display_name.as_str(), "user1");
             assert!(new_account);
@@ -1467,6 +1469,38 @@ fn without_an_sfu_channels_stay_meshes_and_sfu_join_is_refused() {
         ),
         ErrorCode::InvalidState
     );
+}
+
+#[test]
+fn turn_credentials_at_login_and_on_request() {
+    // Without a TURN server: nothing at login, not_found on request.
+    let mut w = World::new();
+    w.login(1);
+    assert_eq!(w.code(1, Request::TurnCredentials), ErrorCode::NotFound);
+
+    let mut w = World::with_config(HubConfig {
+        turn: Some(crate::turn::TurnConfig {
+            urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            secret: "shared".into(),
+            ttl_secs: 600,
+        }),
+        ..HubConfig::default()
+    });
+    let now_secs = w.now_ms / 1000;
+    let Reply::Welcome { turn: Some(t), .. } = w.login(1) else {
+        panic!("no TURN credentials in welcome");
+    };
+    assert_eq!(t.expires_at, now_secs + 600);
+    assert_eq!(t.username, format!("{}:{}", now_secs + 600, user(1)));
+    assert_eq!(
+        t.credential,
+        crate::turn::rest_password("shared", &t.username)
+    );
+    w.now_ms += 60_000;
+    let Reply::Turn { turn: fresh } = w.ok(1, Request::TurnCredentials) else {
+        panic!("no turn reply");
+    };
+    assert_eq!(fresh.expires_at, now_secs + 660);
 }
 
 #[test]
