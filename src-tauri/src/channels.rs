@@ -169,6 +169,9 @@ pub const MAX_STREAM_ID_LEN: usize = 96;
 pub const VIDEO_FLAG_KEYFRAME: u8 = 1;
 /// Flag bit: frames before this one were lost; a decoder must wait for a keyframe.
 pub const VIDEO_FLAG_AFTER_LOSS: u8 = 2;
+/// Flag bit: no frame; the sender turned this stream off (their camera went off): the tile
+/// goes now instead of freezing on the last picture.
+pub const VIDEO_FLAG_ENDED: u8 = 4;
 
 /// One encoded video frame for the webview, sent as raw bytes through `ipc::Channel` (JS gets an
 /// `ArrayBuffer`; a `Vec<u8>` would be a JSON array of numbers, ~4x the bytes and a parse).
@@ -176,7 +179,7 @@ pub const VIDEO_FLAG_AFTER_LOSS: u8 = 2;
 /// Layout, little-endian (ui/src/lib/video.ts reads it):
 /// ```text
 ///  0  u8   version (1)
-///  1  u8   flags (bit 0: keyframe, bit 1: after a loss)
+///  1  u8   flags (bit 0: keyframe, bit 1: after a loss, bit 2: ended - no frame follows)
 ///  2  u8   stream id length N (1..=96)
 ///  3  u8   reserved (0)
 ///  4  u16  width          6  u16  height
@@ -268,6 +271,24 @@ impl VideoPacket {
             },
             &f.data,
         )
+    }
+
+    /// The sender turned `stream_id` off (no frame in it).
+    pub fn ended(stream_id: &str) -> Option<Self> {
+        let mut p = Self::build(
+            stream_id,
+            VideoMeta {
+                keyframe: false,
+                after_loss: false,
+                width: 0,
+                height: 0,
+                timestamp_us: 0,
+                capture_unix_ms: 0,
+            },
+            &[],
+        )?;
+        p.0[1] = VIDEO_FLAG_ENDED;
+        Some(p)
     }
 
     /// `None` when the id is empty or too long, or the size does not fit 16 bits.
@@ -413,6 +434,12 @@ mod tests {
             remote_stream_id(&remote.user, "screen-9"),
             format!("{}/screen", "ab".repeat(32))
         );
+        // Camera off: the ended flag alone, the id, no frame.
+        let e = VideoPacket::ended(&id).expect("ended").0;
+        assert_eq!(e[1], VIDEO_FLAG_ENDED);
+        assert_eq!(e.len(), VIDEO_HEADER_LEN + id.len());
+        assert_eq!(&e[24..], id.as_bytes());
+        assert!(VideoPacket::ended("").is_none());
         assert!(VideoPacket::encode("", &f).is_none());
         assert!(VideoPacket::encode(&"x".repeat(MAX_STREAM_ID_LEN + 1), &f).is_none());
         let huge = PreviewFrame {

@@ -11,6 +11,7 @@ import { CallPanel } from "./features/calls/CallPanel";
 import { ServerRail, type View } from "./features/layout/ServerRail";
 import { useVoiceSync } from "./features/voice/store";
 import { openStreams } from "./lib/streams";
+import { openVideo } from "./lib/video";
 
 /**
  * The layout of a voice app: the server rail, a side column (the server's channels with who sits
@@ -53,6 +54,8 @@ export function App() {
 
   const id = identity.value;
   openStreams().catch(() => {});
+  // Remote cameras (a call, a voice channel) show whether or not mine was ever on.
+  openVideo().catch(() => {});
   return (
     <Shell
       identity={id}

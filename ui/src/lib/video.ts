@@ -15,6 +15,8 @@ export type VideoFrameMsg = {
   keyframe: boolean;
   /** Frames before this one were lost (a remote track): wait for a keyframe. */
   afterLoss: boolean;
+  /** No frame: the sender turned this stream off (their camera went off). */
+  ended: boolean;
   width: number;
   height: number;
   /** Media time since the stream started, µs (WebCodecs' timestamp). */
@@ -37,6 +39,7 @@ export function parseVideoPacket(buf: ArrayBuffer): VideoFrameMsg | null {
   return {
     keyframe: (v.getUint8(1) & 1) === 1,
     afterLoss: (v.getUint8(1) & 2) === 2,
+    ended: (v.getUint8(1) & 4) === 4,
     width: v.getUint16(4, true),
     height: v.getUint16(6, true),
     timestampUs: Number(v.getBigUint64(8, true)),
@@ -55,13 +58,28 @@ export function dispatchVideo(msg: ArrayBuffer | number[]) {
   const buf = Array.isArray(msg) ? new Uint8Array(msg).buffer : msg;
   const f = parseVideoPacket(buf);
   if (!f) return;
+  if (f.ended) {
+    endStream(f.streamId);
+    return;
+  }
   noteActive(f.streamId);
   listeners.get(f.streamId)?.forEach((l) => l(f));
 }
 
-/** A remote stream (`<user hex>/camera`) with no frame for this long is shown as stopped (their
- *  camera went off: the sender just stops sending, there is no message for it). */
+/** A remote stream (`<user hex>/camera`) with no frame for this long is shown as stopped. The
+ *  sender says when its camera goes off (an `ended` packet: the tile goes at once); this timeout
+ *  covers a sender that vanished without saying so. */
 export const STREAM_IDLE_MS = 2000;
+
+/** Streams whose sender said they ended (camera off), until their next frame. */
+export const endedStreams = signal<ReadonlySet<string>>(new Set());
+
+/** The sender turned `id` off: no tile for it from now on (not a frozen last picture). */
+function endStream(id: string) {
+  lastFrame.delete(id);
+  if (activeStreams.value.has(id)) activeStreams.value = new Set([...activeStreams.value].filter((s) => s !== id));
+  if (!endedStreams.value.has(id)) endedStreams.value = new Set([...endedStreams.value, id]);
+}
 
 /** Streams that delivered a frame within the last STREAM_IDLE_MS, by id: which tiles show
  *  video. Updated on the first frame of a stream and when one goes idle, not on every frame. */
@@ -71,6 +89,7 @@ let idleTimer: ReturnType<typeof setInterval> | null = null;
 
 function noteActive(id: string) {
   lastFrame.set(id, Date.now());
+  if (endedStreams.value.has(id)) endedStreams.value = new Set([...endedStreams.value].filter((s) => s !== id));
   if (!activeStreams.value.has(id)) {
     activeStreams.value = new Set([...activeStreams.value, id]);
     if (!idleTimer) idleTimer = setInterval(pruneIdle, 500);
@@ -164,6 +183,7 @@ export function resetVideo() {
   cameraBusy.value = false;
   benchStreams.value = [];
   activeStreams.value = new Set();
+  endedStreams.value = new Set();
   lastFrame.clear();
   if (idleTimer) clearInterval(idleTimer);
   idleTimer = null;

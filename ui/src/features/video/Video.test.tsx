@@ -185,6 +185,46 @@ describe("camera button", () => {
     expect(calls.filter((c) => c.cmd === "camera_set").map((c) => c.args.on)).toEqual([true, false]);
   });
 
+  it("shows each member's camera on their tile while it runs, and their avatar the moment they turn it off", async () => {
+    let video: Channel<VideoPacket> | null = null;
+    const bob = { user_id: "b0".repeat(32), display_name: "bob", muted: false, deafened: false, speaking: false };
+    const carol = { user_id: "c0".repeat(32), display_name: "carol", muted: false, deafened: false, speaking: false };
+    fakeBackend({
+      servers_list: () => [{ ...squad(), channels: [channelFixture(7, "Lobby", 8, [me, bob, carol])] }],
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+      video_subscribe: (a) => {
+        video = a.onFrame as Channel<VideoPacket>;
+        return null;
+      },
+    });
+    render(<VoiceScreen myId={alice.public_key} />);
+    expect(await screen.findByTestId("avatar-bob")).toBeTruthy();
+    // The channel's video opens with the camera button; here the test opens it.
+    await waitFor(() => expect((screen.getByTestId("camera") as HTMLButtonElement).disabled).toBe(false));
+    fireEvent.click(screen.getByTestId("camera"));
+    await screen.findByTestId("video-self");
+    const [bobs, carols] = [`${bob.user_id}/camera`, `${carol.user_id}/camera`];
+    video!.onmessage(packet(bobs, true, 0) as unknown as VideoPacket);
+    video!.onmessage(packet(carols, true, 0) as unknown as VideoPacket);
+    await screen.findByTestId(`video-${bobs}`);
+    await screen.findByTestId(`video-${carols}`);
+    expect(screen.getByTestId("tile-bob").dataset.camera).toBe("on");
+    expect(screen.queryByTestId("avatar-bob")).toBeNull();
+    // Bob says his camera is off: his tile shows his avatar now, not a frozen picture; carol's runs on.
+    const ended = packet(bobs, false, 0, []);
+    new DataView(ended).setUint8(1, 4);
+    expect(parseVideoPacket(ended)).toMatchObject({ ended: true });
+    video!.onmessage(ended as unknown as VideoPacket);
+    await screen.findByTestId("avatar-bob");
+    expect(screen.getByTestId("tile-bob").dataset.camera).toBe("off");
+    expect(screen.queryByTestId(`video-${bobs}`)).toBeNull();
+    expect(screen.getByTestId("tile-carol").dataset.camera).toBe("on");
+    // On again: his next frame brings the tile back.
+    video!.onmessage(packet(bobs, true, 99) as unknown as VideoPacket);
+    await screen.findByTestId(`video-${bobs}`);
+    expect(screen.getByTestId("tile-bob").dataset.camera).toBe("on");
+  });
+
   it("says what to do when there is no camera", async () => {
     fakeBackend({
       servers_list: () => [squad()],

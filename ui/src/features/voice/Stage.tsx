@@ -2,7 +2,7 @@ import { useSignal } from "@preact/signals";
 import { commands, type ChannelView, type MemberVoice } from "../../lib/bindings";
 import { unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
-import { benchStreams, camera } from "../../lib/video";
+import { activeStreams, benchStreams, camera, cameraStreamOf, endedStreams } from "../../lib/video";
 import { VideoTile } from "../video/VideoTile";
 import { HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { servers, voiceAct } from "./store";
@@ -17,12 +17,22 @@ export function myChannel(channel: number | null): { server: string; channel: Ch
   return null;
 }
 
+/** The stream a member's tile shows: my self-view while my camera is on; someone else's camera
+ *  while its frames arrive (it goes the moment they say their camera is off). */
+export function tileStream(m: MemberVoice, self: boolean): string | null {
+  if (self) return camera.value ? camera.value.stream_id : null;
+  const id = cameraStreamOf(m.user_id);
+  return activeStreams.value.has(id) ? id : null;
+}
+
 /** One participant: their video (my self-view while my camera is on) or a big avatar with the
- *  speaking ring; name, mute/deafen badges, link quality. */
+ *  speaking ring; name, mute/deafen badges, link quality. `data-camera` says why there is no
+ *  video: `off` (they said so), else `none`. */
 export function Tile(props: { member: MemberVoice; self: boolean }) {
   const m = props.member;
   const st = peerStats.value[m.user_id];
-  const video = props.self && camera.value ? camera.value.stream_id : null;
+  const video = tileStream(m, props.self);
+  const said = !props.self && endedStreams.value.has(cameraStreamOf(m.user_id));
   return (
     <div
       class={`tile ${m.speaking ? "speaking" : ""} ${video ? "video" : ""}`}
@@ -30,6 +40,7 @@ export function Tile(props: { member: MemberVoice; self: boolean }) {
       data-speaking={m.speaking ? "true" : "false"}
       data-muted={m.muted ? "true" : "false"}
       data-video={video ? "true" : "false"}
+      data-camera={video ? "on" : said ? "off" : "none"}
     >
       {video ? (
         <VideoTile streamId={video} label={`${m.display_name}'s camera`} />
