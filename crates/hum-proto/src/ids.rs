@@ -132,6 +132,15 @@ hex_bytes!(
     "An Ed25519 signature: 64 bytes as 128 lowercase hex characters."
 );
 
+hex_bytes!(
+    /// An end-to-end media key sealed for one member (the `e2ee_key` signal, docs/e2ee.md): one
+    /// SFrame header byte, the 32-byte key encrypted with AES-GCM and the 16-byte tag.
+    SealedMediaKey,
+    49,
+    "SealedMediaKey",
+    "A media key sealed for one member (SFrame header, AES-GCM ciphertext, tag): 49 bytes as 98 lowercase hex characters."
+);
+
 /// Integer ids chosen by the relay (or, for requests, by the client).
 macro_rules! int_id {
     ($(#[$meta:meta])* $name:ident) => {

@@ -15,6 +15,7 @@ pub mod signal;
 pub mod units;
 
 pub use ids::{
-    CallId, ChannelId, InviteCode, Nonce, RequestId, ServerId, Signature, StreamId, UserId,
+    CallId, ChannelId, InviteCode, Nonce, RequestId, SealedMediaKey, ServerId, Signature, StreamId,
+    UserId,
 };
 pub use units::Bitrate;
