@@ -21,7 +21,9 @@ HUM_APT_APP=(libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librs
 # scripts/package: dpkg-shlibdeps (dpkg-dev) computes the packages' library dependencies.
 HUM_APT_PACKAGE=(dpkg-dev)
 HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-dejavu-core
-  iproute2 sox espeak-ng imagemagick coturn)
+  iproute2 sox espeak-ng imagemagick coturn
+  # hum-relay's PostgreSQL store: its tests start a throwaway server with initdb/pg_ctl (docs/cluster.md).
+  postgresql)
 
 _apt_updated=0
 ensure_apt() {

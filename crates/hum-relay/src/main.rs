@@ -19,6 +19,11 @@ struct Args {
     /// Directory for the database (default: the platform data dir, e.g. ~/.local/share/hum/relay).
     #[arg(long, env = "HUM_RELAY_DATA")]
     data: Option<PathBuf>,
+    /// Where accounts, friends and servers are stored: `sqlite` (the default: relay.sqlite3 in
+    /// --data) or a PostgreSQL URL, `postgres://USER:PASSWORD@HOST:PORT/DB` or
+    /// `postgresql:///DB?host=/run/postgresql` (a Unix socket). See docs/cluster.md.
+    #[arg(long, env = "HUM_RELAY_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Most open connections (WebSockets and HTTP requests not yet done); more get HTTP 503.
     /// Lowered at start to fit the open-file limit (the soft limit is raised to the hard one).
     #[arg(long, default_value_t = 10_000)]
@@ -143,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
         None => default_data_dir()?,
     };
     let mut config = RelayConfig::new(args.listen, data.clone());
+    config.store = Some(hum_relay::store::Location::parse(
+        args.store.as_deref(),
+        &data,
+    )?);
     config.max_connections = args.max_connections;
     config.rate_per_sec = args.rate;
     config.rate_burst = args.burst;

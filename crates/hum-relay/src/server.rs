@@ -60,6 +60,8 @@ use hum_sfu::SfuEvent;
 pub struct RelayConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where the persistent data lives (`--store`); `None`: SQLite in `data_dir`.
+    pub store: Option<crate::store::Location>,
     /// Open TCP connections (pending HTTP and WebSockets) beyond this get HTTP 503. Lowered at
     /// start to what the open-file limit allows.
     pub max_connections: usize,
@@ -101,6 +103,7 @@ impl RelayConfig {
         RelayConfig {
             listen,
             data_dir,
+            store: None,
             max_connections: 10_000,
             upgrade_timeout: Duration::from_secs(10),
             max_message_bytes: hum_proto::signal::MAX_MESSAGE_BYTES,
@@ -253,8 +256,20 @@ pub fn unix_ms() -> u64 {
 pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let store = Store::open_dir(&config.data_dir)
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let location = config
+        .store
+        .clone()
+        .unwrap_or_else(|| crate::store::Location::SqliteIn(config.data_dir.clone()));
+    // Opening and loading block (the PostgreSQL client runs its own runtime, which tokio
+    // forbids on a task): blocking threads do both.
+    let store = tokio::task::spawn_blocking(move || {
+        let store =
+            Store::open(&location).with_context(|| format!("opening the database ({location})"))?;
+        tracing::info!(store = %location, "database open");
+        anyhow::Ok(store)
+    })
+    .await
+    .context("the thread opening the database")??;
     config.hub.limits.max_message_bytes =
         u32::try_from(config.max_message_bytes).unwrap_or(u32::MAX);
     config.hub.limits.rate_per_sec = config.rate_per_sec;
@@ -276,7 +291,10 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     };
     let sfu_addr = sfu.as_ref().map(|s| s.local_addr());
     config.hub.mode.sfu_enabled = sfu.is_some();
-    let mut hub = Hub::new(store, config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?)
+    let (hub_config, rng) = (config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?);
+    let mut hub = tokio::task::spawn_blocking(move || Hub::new(store, hub_config, rng))
+        .await
+        .context("the thread loading the database")?
         .context("loading the database")?;
     let recordings = crate::recording::Recordings::open(&config.data_dir).with_context(|| {
         format!(
