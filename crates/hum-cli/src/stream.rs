@@ -6,16 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use hum_engine::stream::node::unix_ms;
 use hum_engine::stream::playback::fetch_recording;
-use hum_engine::stream::source::{PatternStream, SourceConfig};
-use hum_engine::stream::{Command, NodeConfig, NodeHandle, spawn_uploader, spawn_viewer};
-use hum_engine::{ClientEvent, RelayClient};
-use hum_mesh::Layer;
-use hum_proto::signal::{Event, MeshSignal, Name, Reply, Request, StreamInfo};
-use hum_proto::{Bitrate, StreamId, UserId};
+use hum_engine::stream::session::{mesh_ticket, mesh_url};
+use hum_engine::stream::source::{AudioInput, SourceConfig, VideoInput};
+use hum_engine::stream::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession};
+use hum_proto::signal::{Name, Reply, Request, StreamInfo};
+use hum_proto::{Bitrate, StreamId};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
 
 use crate::Cli;
 use crate::commands::connect;
@@ -47,6 +44,12 @@ pub enum StreamCmd {
 pub enum Source {
     /// hum-media's test pattern (moving boxes and a frame code) through VP8, and a 440 Hz tone.
     Pattern,
+    /// A Y4M file (`--file`), looped.
+    File,
+    /// The first camera.
+    Camera,
+    /// The primary screen.
+    Screen,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +62,12 @@ pub struct StartArgs {
     pub title: String,
     #[arg(long, value_enum, default_value = "pattern")]
     pub source: Source,
+    /// The Y4M file of `--source file`.
+    #[arg(long)]
+    pub file: Option<std::path::PathBuf>,
+    /// Sound from the default microphone instead of the tone.
+    #[arg(long)]
+    pub mic: bool,
     #[arg(long, default_value_t = 320)]
     pub width: u32,
     #[arg(long, default_value_t = 180)]
@@ -104,30 +113,9 @@ pub struct WatchArgs {
     pub corrupt: bool,
 }
 
-/// Forward the node's outgoing signals through the relay, in order.
-fn forward_signals(
-    client: RelayClient,
-    stream: StreamId,
-    mut rx: mpsc::UnboundedReceiver<(UserId, MeshSignal)>,
-) {
-    tokio::spawn(async move {
-        while let Some((to, signal)) = rx.recv().await {
-            if let Err(e) = client
-                .request(Request::StreamSignal { stream, to, signal })
-                .await
-            {
-                tracing::debug!(%to, "stream signal not delivered: {e}");
-            }
-        }
-    });
-}
-
-/// What a node hears from the relay, until the stream ends or `until` passes.
-async fn pump(
-    events: &mut broadcast::Receiver<ClientEvent>,
-    stream: StreamId,
-    node: &NodeHandle,
-    streamer: bool,
+/// Waits for the stream to end, the duration to pass or an interrupt.
+async fn until_end(
+    ended: &mut tokio::sync::watch::Receiver<Option<EndReason>>,
     until: Option<Instant>,
 ) -> &'static str {
     let sleep = async {
@@ -136,30 +124,20 @@ async fn pump(
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            _ = &mut sleep => return "duration",
-            _ = tokio::signal::ctrl_c() => return "interrupted",
-            ev = events.recv() => match ev {
-                Ok(ClientEvent::Relay(Event::StreamSignal { stream: s, from, signal })) if s == stream => {
-                    node.signal(from, signal);
-                }
-                Ok(ClientEvent::Relay(Event::StreamViewer { stream: s, user, relay, joined })) if s == stream && streamer => {
-                    // The relay's root already knows; this feeds an in-process root if any.
-                    node.send(if joined {
-                        Command::ViewerJoined { user, relay }
-                    } else {
-                        Command::ViewerLeft { user }
-                    });
-                }
-                Ok(ClientEvent::Relay(Event::StreamEnded { stream: s, .. })) if s == stream => {
-                    return "stream ended";
-                }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return "relay client stopped",
+    let end = async {
+        loop {
+            if let Some(r) = *ended.borrow_and_update() {
+                return r.as_str();
+            }
+            if ended.changed().await.is_err() {
+                return EndReason::ClientStopped.as_str();
             }
         }
+    };
+    tokio::select! {
+        _ = sleep => "duration",
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        why = end => why,
     }
 }
 
@@ -241,24 +219,6 @@ pub async fn run_stream(cli: &Cli, cmd: &StreamCmd) -> Result<()> {
     }
 }
 
-/// `ws://HOST/mesh?ticket=T` from the relay's `/ws` URL.
-fn mesh_url(relay: &str, ticket: &str) -> String {
-    let base = relay.trim_end_matches('/');
-    let base = base.strip_suffix("/ws").unwrap_or(base);
-    format!("{base}/mesh?ticket={ticket}")
-}
-
-async fn mesh_ticket(client: &RelayClient, req: Request) -> Result<String> {
-    match client
-        .request(req)
-        .await
-        .context("asking for a /mesh ticket")?
-    {
-        Reply::MeshTicket { ticket } => Ok(ticket),
-        r => bail!("unexpected reply {r:?}"),
-    }
-}
-
 async fn play(cli: &Cli, recording: u64) -> Result<()> {
     let client = connect(cli).await?;
     // Its server is not known here: find it among ours.
@@ -276,7 +236,9 @@ async fn play(cli: &Cli, recording: u64) -> Result<()> {
         }
     }
     let info = info.with_context(|| format!("no recording {recording} in your servers"))?;
-    let ticket = mesh_ticket(&client, Request::RecordingOpen { recording }).await?;
+    let ticket = mesh_ticket(&client, Request::RecordingOpen { recording })
+        .await
+        .map_err(|e| anyhow!("asking for a /mesh ticket: {e}"))?;
     let report = fetch_recording(
         &mesh_url(&cli.relay, &ticket),
         info.streamer.id,
@@ -314,80 +276,45 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
         chunk: Duration::from_millis(u64::from(args.chunk_ms)),
         audio: !args.no_audio,
     };
-    let rate = source.planned_rate();
-    // Subscribe before going live so no join is missed.
-    let mut events = client.subscribe();
-    let started_ms = unix_ms();
-    let info = match client
-        .request(Request::StreamStart {
+    let video = match (&args.source, &args.file) {
+        (Source::Pattern, _) => VideoInput::Pattern,
+        (Source::File, Some(path)) => VideoInput::File(path.clone()),
+        (Source::File, None) => bail!("--source file needs --file PATH (a .y4m file)"),
+        (Source::Camera, _) => VideoInput::Camera(None),
+        (Source::Screen, _) => VideoInput::Screen,
+    };
+    let audio = if args.mic {
+        AudioInput::Microphone(None)
+    } else {
+        AudioInput::Tone
+    };
+    let session = LiveSession::start(
+        &client,
+        identity.stream_publisher(),
+        LiveOptions {
             channel: channel.id,
             title: Name::new(args.title.clone()).context("invalid title")?,
-            bitrate: rate,
-            chunk_ms: args.chunk_ms,
-            started_ms: Some(started_ms),
+            video,
+            audio,
+            source,
             record: args.record,
-        })
-        .await
-        .context("going live")?
-    {
-        Reply::Stream { stream } => stream,
-        r => bail!("unexpected reply {r:?}"),
-    };
-    print_info(cli, &info);
-    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
-    forward_signals(client.clone(), info.id, sig_rx);
-    let ticket = mesh_ticket(&client, Request::StreamMesh { stream: info.id }).await?;
-    let root = spawn_uploader(
-        client.user_id(),
-        identity.stream_publisher(),
-        NodeConfig {
             bind: vec![args.bind.clone()],
-            layer: Layer::High,
-            stream_rate: rate,
-            chunk: source.chunk,
-            relay_budget: Bitrate::ZERO,
-            started_ms,
-            corrupt: false,
-            root_url: Some(mesh_url(&cli.relay, &ticket)),
         },
-        sig_tx,
-    );
-    let media = PatternStream::start(source, Layer::High, root.clone())
-        .map_err(|e| anyhow!("starting the pattern source: {e}"))?;
-    let began = Instant::now();
-    let why = pump(
-        &mut events,
-        info.id,
-        &root,
-        true,
-        args.duration.map(|d| began + d),
     )
-    .await;
-    let chunks = media.stop().unwrap_or(0);
-    // Flush the uploads (the relay has read them all when this returns), then end the stream.
-    let report = root.stop().await;
-    let _ = client.request(Request::StreamEnd { stream: info.id }).await;
-    let secs = began.elapsed().as_secs_f64();
-    // Everything this process sent on mesh links (to the relay's /mesh: it has no other).
-    let upload = report.bytes_sent_data + report.bytes_sent_ctl;
+    .await
+    .map_err(|e| anyhow!("going live: {e}"))?;
+    print_info(cli, session.info());
+    let began = Instant::now();
+    let why = until_end(&mut session.ended_watch(), args.duration.map(|d| began + d)).await;
+    let s = session.stop().await;
     if cli.json {
-        println!(
-            "{}",
-            json!({
-                "stream": info.id, "ended": why, "seconds": secs, "chunks": chunks,
-                "stream_kbps": rate.bps() / 1000,
-                "upload_bytes": upload, "upload_kbps": upload as f64 * 8.0 / secs / 1000.0,
-                "stream_bytes": report.published_bytes,
-                "upload_copies": upload as f64 / (report.published_bytes.max(1)) as f64,
-                "uploader": report,
-            })
-        );
+        let mut v = serde_json::to_value(&s)?;
+        v["ended"] = json!(why);
+        println!("{v}");
     } else {
         println!(
-            "stream {} ended ({why}) after {secs:.1} s: {chunks} chunks; uploaded {:.0} kbit/s ({:.2} copies of the stream) to the relay",
-            info.id,
-            upload as f64 * 8.0 / secs / 1000.0,
-            upload as f64 / (report.published_bytes.max(1)) as f64,
+            "stream {} ended ({why}) after {:.1} s: {} chunks; uploaded {:.0} kbit/s ({:.2} copies of the stream) to the relay",
+            s.stream, s.seconds, s.chunks, s.upload_kbps, s.upload_copies,
         );
     }
     client.shutdown().await;
@@ -397,51 +324,24 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
 pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
     let client = connect(cli).await?;
     let stream = StreamId(args.stream);
-    let mut events = client.subscribe();
-    let info = match client
-        .request(Request::StreamJoin {
-            stream,
-            relay: Some(Bitrate::from_kbps(args.relay_kbps)),
-        })
-        .await
-        .context("joining the stream")?
-    {
-        Reply::Stream { stream } => stream,
-        r => bail!("unexpected reply {r:?}"),
-    };
-    if !cli.json {
-        print_info(cli, &info);
-    }
-    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
-    forward_signals(client.clone(), stream, sig_rx);
-    let ticket = mesh_ticket(&client, Request::StreamMesh { stream }).await?;
-    let viewer = spawn_viewer(
-        client.user_id(),
-        info.streamer.id,
-        NodeConfig {
-            bind: vec![args.bind.clone()],
-            layer: Layer::High,
-            stream_rate: info.bitrate,
-            chunk: Duration::from_millis(u64::from(info.chunk_ms)),
-            relay_budget: Bitrate::from_kbps(args.relay_kbps),
-            started_ms: info.started_ms,
-            corrupt: args.corrupt,
-            root_url: Some(mesh_url(&cli.relay, &ticket)),
-        },
-        sig_tx,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
-    let began = Instant::now();
-    let why = pump(
-        &mut events,
+    let session = WatchSession::join(
+        &client,
         stream,
-        &viewer,
-        false,
-        args.duration.map(|d| began + d),
+        WatchOptions {
+            relay: Bitrate::from_kbps(args.relay_kbps),
+            bind: vec![args.bind.clone()],
+            corrupt: args.corrupt,
+            played: None,
+        },
     )
-    .await;
-    let report = viewer.stop().await;
-    let _ = client.request(Request::StreamLeave { stream }).await;
+    .await
+    .map_err(|e| anyhow!("joining the stream: {e}"))?;
+    if !cli.json {
+        print_info(cli, session.info());
+    }
+    let began = Instant::now();
+    let why = until_end(&mut session.ended_watch(), args.duration.map(|d| began + d)).await;
+    let report = session.stop().await;
     let secs = began.elapsed().as_secs_f64();
     if cli.json {
         println!(

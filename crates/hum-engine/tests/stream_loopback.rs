@@ -24,6 +24,7 @@ fn cfg(source: &SourceConfig, budget: Bitrate, corrupt: bool) -> NodeConfig {
         started_ms: hum_engine::stream::node::unix_ms(),
         corrupt,
         root_url: None,
+        played: None,
     }
 }
 

@@ -7,17 +7,25 @@
 //!   and tracker), or an in-process root seed + tracker (tests without a relay).
 //! - [`relay_link`]: the WebSocket to the relay's `/mesh`, the link to a relay-hosted root.
 //! - [`playback`]: fetching a recording from the relay, every chunk verified.
-//! - [`source`]: the streamer's media: a test pattern through VP8 plus Opus audio, cut into chunks.
+//! - [`source`]: the streamer's media (pattern, Y4M file, camera or screen through VP8; a tone or
+//!   the microphone through Opus), cut into chunks.
+//! - [`session`]: going live and watching (relay requests + node + source + relay events), what
+//!   the CLI and the app both run.
+//! - [`player`]: a viewer's played chunks as paced VP8 frames for a decoder.
 
 pub mod link;
 pub mod node;
 pub mod playback;
+pub mod player;
 pub mod relay_link;
+pub mod session;
 pub mod source;
 
 pub use node::{
-    Command, NodeConfig, NodeHandle, NodeReport, spawn_root, spawn_uploader, spawn_viewer,
+    Command, NodeConfig, NodeHandle, NodeReport, PlayedChunk, spawn_root, spawn_uploader,
+    spawn_viewer,
 };
+pub use session::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession};
 
 /// What can go wrong setting up a stream.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +36,8 @@ pub enum StreamError {
     BadStreamKey,
     #[error("media: {0}")]
     Media(String),
+    #[error("{0}")]
+    Relay(#[from] crate::ClientError),
 }
 
 impl From<webrtc::error::Error> for StreamError {

@@ -80,6 +80,20 @@ pub struct NodeConfig {
     /// The relay hosts the root: its `/mesh` URL with a ticket (`stream_mesh`). The link to the
     /// root (`PeerId(0)`, the streamer's id) goes there instead of over WebRTC.
     pub root_url: Option<String>,
+    /// Viewer: every chunk the player plays (verified), for a decoder or a player; a full queue
+    /// drops the chunk for that consumer (the mesh never waits for it).
+    pub played: Option<mpsc::Sender<PlayedChunk>>,
+}
+
+/// A chunk the viewer's player reached, verified against the streamer's signed record.
+#[derive(Clone, Debug)]
+pub struct PlayedChunk {
+    pub seq: u64,
+    /// Media time of the chunk's start, µs since the stream began.
+    pub start_us: u64,
+    pub duration_us: u32,
+    /// The frames (docs/stream.md, "Chunk format"; `hum_mesh::chunker::Chunk::frames` reads it).
+    pub payload: Arc<[u8]>,
 }
 
 /// What the caller tells a running node.
@@ -808,9 +822,11 @@ impl Node {
             MeshMsg::Cancel { .. } => "cancel",
             MeshMsg::Absent { .. } => "absent",
             MeshMsg::BufferHealth { .. } => "buffer_health",
+            MeshMsg::SliceRequest { .. } => "slice_request",
+            MeshMsg::Slice { .. } => "slice",
         };
         *self.report.msgs_sent.entry(kind).or_default() += 1;
-        let lane = if matches!(msg, MeshMsg::Data { .. }) {
+        let lane = if matches!(msg, MeshMsg::Data { .. } | MeshMsg::Slice { .. }) {
             self.report.chunks_sent += 1;
             Lane::Data
         } else {
@@ -856,6 +872,14 @@ impl Node {
                         Some((record, payload)) => {
                             if check.verify_chunk(record, payload).is_ok() {
                                 self.report.played_verified += 1;
+                                if let Some(tx) = &self.cfg.played {
+                                    let _ = tx.try_send(PlayedChunk {
+                                        seq,
+                                        start_us: record.start_us,
+                                        duration_us: record.duration_us,
+                                        payload: payload.clone(),
+                                    });
+                                }
                             } else {
                                 self.report.played_corrupt += 1;
                             }
