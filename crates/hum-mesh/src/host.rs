@@ -40,6 +40,9 @@ pub struct HostConfig {
     pub cap: Bitrate,
     /// Largest chunk payload accepted from the streamer.
     pub max_chunk_bytes: usize,
+    /// The root's hard ceiling: it serves above the cap only while viewers starve (the root
+    /// policy, `RootSeed::with_ceiling`); twice the cap by default, as `hum sim`.
+    pub ceiling: Bitrate,
 }
 
 impl HostConfig {
@@ -49,6 +52,7 @@ impl HostConfig {
             stream_rate,
             cap: Bitrate::from_bps(stream_rate.bps().saturating_mul(5) / 4),
             max_chunk_bytes: hum_proto::mesh::MAX_MESSAGE_BYTES,
+            ceiling: Bitrate::from_bps(stream_rate.bps().saturating_mul(5) / 2),
         }
     }
 }
@@ -121,7 +125,7 @@ impl RootHost {
         seed: u64,
         now: Time,
     ) -> Self {
-        let root = RootSeed::relayed(cfg.layer, cfg.cap, WINDOW, now);
+        let root = RootSeed::relayed(cfg.layer, cfg.cap, WINDOW, now).with_ceiling(cfg.ceiling);
         // As in `hum sim`: the tracker may grant 80% of the cap, the rest is kept for fallbacks.
         let tracker = Tracker::new(
             TrackerConfig::new(cfg.stream_rate, cfg.cap.scale(0.8)),
@@ -224,6 +228,8 @@ impl RootHost {
         let (grants, mut orphans) = self.tracker.join(id, relay, &|_, _| ASSUMED_RTT);
         orphans.extend(self.tracker.take_orphans());
         self.stats.viewers += 1;
+        // The starvation threshold scales with the audience (one starving request per 250).
+        self.seed.set_audience(self.stats.viewers as u32);
         self.send_grants(user, id, grants);
         self.orphans(orphans);
         self.seed.handle_timeout(now);
@@ -241,6 +247,7 @@ impl RootHost {
         let orphans = self.tracker.leave(id);
         self.seed.peer_gone(id);
         self.stats.viewers = self.stats.viewers.saturating_sub(1);
+        self.seed.set_audience(self.stats.viewers as u32);
         for o in orphans {
             // Each hears it and asks for more (`want`) when it needs to.
             if let Some(&ou) = self.users.get(&o) {
@@ -419,6 +426,13 @@ mod tests {
         let cfg = HostConfig::new(Layer::High, Bitrate::from_kbps(400));
         let h = RootHost::new(cfg, streamer, Verifier::new(p.public_key()), 1, Time::ZERO);
         (h, p)
+    }
+
+    #[test]
+    fn the_root_policy_is_on_with_the_simulators_ceiling() {
+        let cfg = HostConfig::new(Layer::High, Bitrate::from_kbps(400));
+        assert_eq!(cfg.cap, Bitrate::from_kbps(500));
+        assert_eq!(cfg.ceiling, Bitrate::from_kbps(1000), "twice the cap");
     }
 
     #[test]
