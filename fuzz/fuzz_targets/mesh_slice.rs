@@ -1,19 +1,21 @@
-//! Slice messages off the wire (hum_mesh::slice), decoded and then verified as a viewer would: the
-//! decoded slice is checked against its record's hash and fed to an assembler. Properties: nothing
-//! panics; a decoded message re-encodes to the same bytes; an accepted slice really is part of the
-//! chunk (it verifies again against the hash).
+//! Slice messages off the wire (`MeshMsg::Slice` / `SliceRequest`, hum-proto mesh.rs), decoded and
+//! then verified as a viewer would (hum_mesh::slice): the decoded slice is checked against its
+//! record's hash and fed to an assembler. Properties: nothing panics; a decoded message re-encodes
+//! to the same bytes; an accepted slice really is part of the chunk (it verifies again against the
+//! hash).
 #![no_main]
 
 use hum_mesh::PeerId;
-use hum_mesh::slice::{SliceAssembler, SliceMsg, verify_slice};
+use hum_mesh::slice::{SliceAssembler, verify_slice};
+use hum_proto::mesh::MeshMsg;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(msg) = SliceMsg::decode(data) else {
+    let Ok(msg) = MeshMsg::decode(data) else {
         return;
     };
-    assert_eq!(msg.encode(), data);
-    if let SliceMsg::Slice {
+    assert_eq!(msg.encode().as_deref(), Ok(data));
+    if let MeshMsg::Slice {
         record,
         index,
         encoded,

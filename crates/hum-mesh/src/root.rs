@@ -18,7 +18,8 @@ use hum_proto::mesh::{AbsentReason, ChunkRecord, Layer, MeshMsg};
 
 use crate::chunker::Chunk;
 use crate::manifest::Publisher;
-use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket};
+use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE};
+use crate::slice::{SliceOutboard, SliceProof, encode_slice, encoded_slice_len};
 use crate::{Output, PeerId, Time};
 
 /// How often the root's starvation controller looks at its queue (see [`RootSeed::with_ceiling`]).
@@ -54,6 +55,8 @@ pub struct RootStats {
     pub feed_bytes: u64,
     pub chunks_sent: u64,
     pub busy: u64,
+    /// Slices sent (answers to `SliceRequest`).
+    pub slices_sent: u64,
 }
 
 pub struct RootSeed {
@@ -79,6 +82,10 @@ pub struct RootSeed {
     calm: u32,
     /// Peers whose last buffer-health report was under [`STARVING_MS`].
     health: BTreeMap<PeerId, u32>,
+    /// How slices (`SliceRequest`) are answered, and the hash trees of held chunks (made on the
+    /// first slice request for a chunk, [`SliceProof::Bao`] only).
+    proof: SliceProof,
+    outboards: Vec<Option<(u64, Arc<SliceOutboard>)>>,
     now: Time,
     out: VecDeque<Output>,
     scratch: Vec<ServeRequest>,
@@ -138,6 +145,8 @@ impl RootSeed {
             audience: 0,
             calm: 0,
             health: BTreeMap::new(),
+            proof: SliceProof::Bao,
+            outboards: vec![None; window as usize],
             now,
             out: VecDeque::new(),
             scratch: Vec::new(),
@@ -154,6 +163,12 @@ impl RootSeed {
     /// `RootStats` says what was spent above the cap and why.
     pub fn with_ceiling(mut self, ceiling: Bitrate) -> Self {
         self.ceiling_bps = ceiling.bps().max(self.cap_bps);
+        self
+    }
+
+    /// How slice requests are answered: real BLAKE3 proofs (the default) or `hum sim`'s stand-ins.
+    pub fn with_slice_proof(mut self, proof: SliceProof) -> Self {
+        self.proof = proof;
         self
     }
 
@@ -258,7 +273,8 @@ impl RootSeed {
         let (seq, bytes) = (rec.seq, rec.bytes);
         self.chunks[(seq % self.window) as usize] = Some((Arc::new(rec), payload));
         self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
-        self.serve.on_have(seq, bytes);
+        self.serve
+            .on_have(seq, bytes, |i| encoded_slice_len(bytes, i) as u32);
         self.release(now);
     }
 
@@ -269,79 +285,16 @@ impl RootSeed {
                 layer,
                 seq,
                 deadline_ms,
-            } => {
-                let deadline = now + Duration::from_millis(deadline_ms as u64);
-                // The serve queue orders by "buffer health" first: 0 for the feed (a granted seed
-                // asking ahead for a chunk not yet published), 1 for everything else (fallbacks,
-                // catch-up, end-game), so fallbacks never delay the feed that whole subtrees wait on.
-                let feed = self.granted.contains(&from) && self.newest.is_none_or(|n| seq > n);
-                let req = ServeRequest {
-                    to: from,
-                    seq,
-                    deadline,
-                    buffer_ms: if feed { 0 } else { 1 },
-                };
-                if layer != self.layer {
-                    self.out.push_back(Output::Send {
-                        to: from,
-                        msg: MeshMsg::Absent {
-                            layer,
-                            seq,
-                            reason: AbsentReason::NotHeld,
-                        },
-                    });
-                } else if self.get(seq).is_some() {
-                    let b = self.bytes_of(seq);
-                    if self
-                        .serve
-                        .bucket
-                        .wait_for(self.serve.backlog_bytes() + b as u64)
-                        > Duration::from_millis(deadline_ms as u64)
-                    {
-                        self.stats.busy += 1;
-                        self.note_starving(from);
-                        self.out.push_back(Output::Send {
-                            to: from,
-                            msg: MeshMsg::Absent {
-                                layer,
-                                seq,
-                                reason: AbsentReason::Busy,
-                            },
-                        });
-                    } else {
-                        self.serve.push_ready(req, b);
-                    }
-                } else if self
-                    .newest
-                    .is_none_or(|n| seq > n && seq <= n + self.lookahead)
-                {
-                    if !self.serve.push_held(req) {
-                        self.stats.busy += 1;
-                        self.note_starving(from);
-                        self.out.push_back(Output::Send {
-                            to: from,
-                            msg: MeshMsg::Absent {
-                                layer,
-                                seq,
-                                reason: AbsentReason::Busy,
-                            },
-                        });
-                    }
-                } else {
-                    let reason = if self.newest.is_some_and(|n| seq <= n) {
-                        AbsentReason::TooOld
-                    } else {
-                        AbsentReason::NotHeld
-                    };
-                    self.out.push_back(Output::Send {
-                        to: from,
-                        msg: MeshMsg::Absent { layer, seq, reason },
-                    });
-                }
-            }
+            } => self.on_request(now, from, layer, seq, deadline_ms, None),
+            MeshMsg::SliceRequest {
+                layer,
+                seq,
+                part,
+                parts,
+                deadline_ms,
+            } => self.on_request(now, from, layer, seq, deadline_ms, Some((part, parts))),
             MeshMsg::Cancel { seq, .. } => {
-                let b = self.bytes_of(seq);
-                self.serve.cancel(from, seq, b);
+                self.serve.cancel(from, seq);
             }
             MeshMsg::BufferHealth { buffered_ms, .. } => {
                 if buffered_ms < STARVING_MS {
@@ -350,9 +303,118 @@ impl RootSeed {
                     self.health.remove(&from);
                 }
             }
-            MeshMsg::Data { .. } | MeshMsg::Announce { .. } | MeshMsg::Absent { .. } => {}
+            MeshMsg::Data { .. }
+            | MeshMsg::Announce { .. }
+            | MeshMsg::Absent { .. }
+            | MeshMsg::Slice { .. } => {}
         }
         self.release(now);
+    }
+
+    /// A request for chunk `seq`, whole or (`share`: part, parts) a share of its slices.
+    fn on_request(
+        &mut self,
+        now: Time,
+        from: PeerId,
+        layer: Layer,
+        seq: u64,
+        deadline_ms: u32,
+        share: Option<(u8, u8)>,
+    ) {
+        let deadline = now + Duration::from_millis(deadline_ms as u64);
+        // The serve queue orders by "buffer health" first: 0 for the feed (a granted seed
+        // asking ahead for a chunk not yet published), 1 for everything else (fallbacks,
+        // catch-up, end-game), so fallbacks never delay the feed that whole subtrees wait on.
+        let feed = self.granted.contains(&from) && self.newest.is_none_or(|n| seq > n);
+        let buffer_ms = if feed { 0 } else { 1 };
+        let req = match share {
+            None => ServeRequest::whole(from, seq, deadline, buffer_ms),
+            Some((part, parts)) => ServeRequest::part(from, seq, deadline, buffer_ms, part, parts),
+        };
+        if layer != self.layer {
+            self.out.push_back(Output::Send {
+                to: from,
+                msg: MeshMsg::Absent {
+                    layer,
+                    seq,
+                    reason: AbsentReason::NotHeld,
+                },
+            });
+        } else if self.get(seq).is_some() {
+            let whole = self.bytes_of(seq);
+            let b = match share {
+                None => whole,
+                Some((_, parts)) => whole / parts.max(1) as u32,
+            };
+            if self
+                .serve
+                .bucket
+                .wait_for(self.serve.backlog_bytes() + b as u64)
+                > Duration::from_millis(deadline_ms as u64)
+            {
+                self.stats.busy += 1;
+                self.note_starving(from);
+                self.out.push_back(Output::Send {
+                    to: from,
+                    msg: MeshMsg::Absent {
+                        layer,
+                        seq,
+                        reason: AbsentReason::Busy,
+                    },
+                });
+            } else if share.is_some() {
+                self.serve
+                    .push_ready_part(req, whole, |i| encoded_slice_len(whole, i) as u32);
+            } else {
+                self.serve.push_ready(req, b);
+            }
+        } else if self
+            .newest
+            .is_none_or(|n| seq > n && seq <= n + self.lookahead)
+        {
+            if !self.serve.push_held(req) {
+                self.stats.busy += 1;
+                self.note_starving(from);
+                self.out.push_back(Output::Send {
+                    to: from,
+                    msg: MeshMsg::Absent {
+                        layer,
+                        seq,
+                        reason: AbsentReason::Busy,
+                    },
+                });
+            }
+        } else {
+            let reason = if self.newest.is_some_and(|n| seq <= n) {
+                AbsentReason::TooOld
+            } else {
+                AbsentReason::NotHeld
+            };
+            self.out.push_back(Output::Send {
+                to: from,
+                msg: MeshMsg::Absent { layer, seq, reason },
+            });
+        }
+    }
+
+    /// The encoded slice `index` of held chunk `seq`.
+    fn encoded(&mut self, seq: u64, index: u32) -> Option<Arc<[u8]>> {
+        let (_, payload) = self.get(seq)?.clone();
+        match self.proof {
+            SliceProof::StandIn => Some(payload),
+            SliceProof::Bao => {
+                let i = (seq % self.window) as usize;
+                let ob = match &self.outboards[i] {
+                    Some((s, ob)) if *s == seq => ob.clone(),
+                    _ => {
+                        let ob = Arc::new(SliceOutboard::new(&payload).ok()?);
+                        self.outboards[i] = Some((seq, ob.clone()));
+                        ob
+                    }
+                };
+                encode_slice(&payload, &ob, index).ok().map(Arc::from)
+            }
+        }
     }
 
     /// A peer left: drop its pending requests.
@@ -391,26 +453,35 @@ impl RootSeed {
                 .serve
                 .ready_items()
                 .iter()
-                .filter(|r| r.deadline < now && self.health.contains_key(&r.to))
+                .filter(|r| r.deadline < now && r.is_head() && self.health.contains_key(&r.to))
                 .count();
             self.stats.starving += n as u64;
         }
-        {
-            let chunks = &self.chunks;
-            let w = self.window;
-            self.serve.release(
-                now,
-                |seq| {
-                    chunks[(seq % w) as usize]
-                        .as_ref()
-                        .filter(|(r, _)| r.seq == seq)
-                        .map_or(0, |(r, _)| r.bytes)
-                },
-                &mut out,
-            );
-        }
+        self.serve.release(now, &mut out);
         for r in out.iter() {
-            if let Some((rec, payload)) = self.get(r.seq) {
+            if r.slice != WHOLE {
+                let Some(rec) = self.get(r.seq).map(|(rec, _)| rec.clone()) else {
+                    continue;
+                };
+                let Some(encoded) = self.encoded(r.seq, r.slice as u32) else {
+                    continue;
+                };
+                let bytes = encoded_slice_len(rec.bytes, r.slice as u32) as u64;
+                self.stats.bytes_sent += bytes;
+                if self.granted.contains(&r.to) {
+                    self.stats.feed_bytes += bytes;
+                }
+                self.stats.slices_sent += 1;
+                self.out.push_back(Output::Send {
+                    to: r.to,
+                    msg: MeshMsg::Slice {
+                        record: rec,
+                        hops: 0,
+                        index: r.slice,
+                        encoded,
+                    },
+                });
+            } else if let Some((rec, payload)) = self.get(r.seq) {
                 let bytes = rec.bytes as u64;
                 let msg = MeshMsg::Data {
                     record: rec.clone(),

@@ -20,6 +20,66 @@ pub struct ServeRequest {
     pub deadline: Time,
     /// The requester's last reported buffer health.
     pub buffer_ms: u32,
+    /// What to send: the whole chunk ([`WHOLE`]) or one slice (its index). A *held* slice request
+    /// stays `WHOLE` here and names its share in `part`/`parts`; each slice of that share becomes a
+    /// ready request of its own as it is verified ([`ServeQueue::on_slice`]).
+    pub slice: u16,
+    /// A slice request's share: slices `i % parts == part` (`parts` 0: a whole-chunk request).
+    pub part: u8,
+    pub parts: u8,
+    /// Slices of this held request already made ready (bit `i` = slice `i`).
+    pub sent: u128,
+    /// Bytes a ready request costs the budget (set when it becomes ready).
+    pub cost: u32,
+}
+
+/// [`ServeRequest::slice`] of a whole-chunk request.
+pub const WHOLE: u16 = u16::MAX;
+
+impl ServeRequest {
+    /// A request for the whole chunk `seq`.
+    pub fn whole(to: PeerId, seq: u64, deadline: Time, buffer_ms: u32) -> Self {
+        ServeRequest {
+            to,
+            seq,
+            deadline,
+            buffer_ms,
+            slice: WHOLE,
+            part: 0,
+            parts: 0,
+            sent: 0,
+            cost: 0,
+        }
+    }
+
+    /// A request for the slices `i % parts == part` of chunk `seq`.
+    pub fn part(to: PeerId, seq: u64, deadline: Time, buffer_ms: u32, part: u8, parts: u8) -> Self {
+        ServeRequest {
+            part,
+            parts: parts.max(1),
+            ..Self::whole(to, seq, deadline, buffer_ms)
+        }
+    }
+
+    /// The request itself rather than one of many slices of it: a whole-chunk request, or the
+    /// first slice of a share (what counts once when requests are counted).
+    pub fn is_head(&self) -> bool {
+        self.slice == WHOLE || self.slice == self.part as u16
+    }
+
+    fn wants(&self, index: u32) -> bool {
+        self.parts > 0 && index < 128 && index % self.parts as u32 == self.part as u32
+    }
+
+    /// The ready request for slice `index` of this part request.
+    fn slice_item(&self, index: u32, cost: u32) -> ServeRequest {
+        ServeRequest {
+            slice: index as u16,
+            sent: 0,
+            cost,
+            ..*self
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +199,7 @@ pub struct ServeQueue {
     /// Bytes the strict request at the head of the queue waits for (0: none waiting).
     strict_need: u32,
     /// Ready requests dropped unserved because their deadline passed (the budget could not serve
-    /// them in time: a starved requester).
+    /// them in time: a starved requester); a slice request counts once ([`ServeRequest::is_head`]).
     pub expired: u64,
 }
 
@@ -201,16 +261,51 @@ impl ServeQueue {
     }
 
     /// A request for a chunk we hold (`bytes` long).
-    pub fn push_ready(&mut self, r: ServeRequest, bytes: u32) {
-        self.ready.retain(|x| !(x.to == r.to && x.seq == r.seq));
+    pub fn push_ready(&mut self, mut r: ServeRequest, bytes: u32) {
+        self.ready
+            .retain(|x| !(x.to == r.to && x.seq == r.seq && x.slice == r.slice));
+        r.cost = bytes;
         self.ready.push(r);
         self.ready_bytes += bytes as u64;
+    }
+
+    /// A slice request (`r` from [`ServeRequest::part`]) for a chunk we hold whole, of `bytes`
+    /// bytes: each slice of its share is ready at once; `cost(i)` is slice `i`'s size on the wire.
+    pub fn push_ready_part(&mut self, r: ServeRequest, bytes: u32, cost: impl Fn(u32) -> u32) {
+        for i in 0..hum_proto::mesh::slice_count(bytes) {
+            if r.wants(i) {
+                self.push_ready(r.slice_item(i, 0), cost(i));
+            }
+        }
+    }
+
+    /// Slice `index` of chunk `seq` (`cost` bytes on the wire) was verified: held slice requests
+    /// whose share includes it get it (forwarded before the rest of the chunk is in).
+    pub fn on_slice(&mut self, seq: u64, index: u32, cost: u32) {
+        for i in 0..self.held.len() {
+            let h = self.held[i];
+            if h.seq == seq && h.wants(index) && h.sent & (1u128 << index) == 0 {
+                self.held[i].sent |= 1u128 << index;
+                self.ready.push(h.slice_item(index, cost));
+                self.ready_bytes += cost as u64;
+            }
+        }
     }
 
     /// A request for a chunk we expect to hold. Returns false (refused) if the requester already has too
     /// many held requests.
     pub fn push_held(&mut self, r: ServeRequest) -> bool {
-        if self.held.iter().any(|x| x.to == r.to && x.seq == r.seq) {
+        if let Some(x) = self
+            .held
+            .iter_mut()
+            .find(|x| x.to == r.to && x.seq == r.seq)
+        {
+            if x.parts != r.parts || x.part != r.part {
+                // Asked again for another share (an end-game request for the whole chunk after a
+                // part): the new share, minus what was already sent.
+                let sent = x.sent;
+                *x = ServeRequest { sent, ..r };
+            }
             return true;
         }
         if self.held.iter().filter(|x| x.to == r.to).count() >= self.max_held_per_peer {
@@ -220,28 +315,43 @@ impl ServeQueue {
         true
     }
 
-    /// We now hold `seq` (`bytes` long): its held requests become ready.
-    pub fn on_have(&mut self, seq: u64, bytes: u32) {
+    /// We now hold `seq` (`bytes` long) whole: its held requests become ready (a slice request's
+    /// slices not yet sent; `cost(i)` is slice `i`'s size on the wire).
+    pub fn on_have(&mut self, seq: u64, bytes: u32, cost: impl Fn(u32) -> u32) {
         let mut i = 0;
         while i < self.held.len() {
             if self.held[i].seq == seq {
                 let r = self.held.swap_remove(i);
-                self.ready.push(r);
-                self.ready_bytes += bytes as u64;
+                if r.parts == 0 {
+                    self.ready.push(ServeRequest { cost: bytes, ..r });
+                    self.ready_bytes += bytes as u64;
+                } else {
+                    for s in 0..hum_proto::mesh::slice_count(bytes) {
+                        if r.wants(s) && r.sent & (1u128 << s) == 0 {
+                            let c = cost(s);
+                            self.ready.push(r.slice_item(s, c));
+                            self.ready_bytes += c as u64;
+                        }
+                    }
+                }
             } else {
                 i += 1;
             }
         }
     }
 
-    /// The requester no longer wants it.
-    pub fn cancel(&mut self, to: PeerId, seq: u64, bytes: u32) {
+    /// The requester no longer wants it (the whole chunk or any of its slices).
+    pub fn cancel(&mut self, to: PeerId, seq: u64) {
         self.held.retain(|x| !(x.to == to && x.seq == seq));
-        let before = self.ready.len();
-        self.ready.retain(|x| !(x.to == to && x.seq == seq));
-        if self.ready.len() != before {
-            self.ready_bytes = self.ready_bytes.saturating_sub(bytes as u64);
-        }
+        let mut removed = 0u64;
+        self.ready.retain(|x| {
+            let gone = x.to == to && x.seq == seq;
+            if gone {
+                removed += x.cost as u64;
+            }
+            !gone
+        });
+        self.ready_bytes = self.ready_bytes.saturating_sub(removed);
     }
 
     /// Forget everything for a departed peer.
@@ -266,34 +376,39 @@ impl ServeQueue {
     }
 
     /// Release what the budget allows now, in priority order, into `out`; expired requests (past their
-    /// deadline) and held requests older than `held_horizon` are dropped. `bytes` gives a chunk's size.
-    pub fn release(&mut self, now: Time, bytes: impl Fn(u64) -> u32, out: &mut Vec<ServeRequest>) {
+    /// deadline) are dropped. Each costs what it was made ready with (a chunk's or a slice's bytes).
+    pub fn release(&mut self, now: Time, out: &mut Vec<ServeRequest>) {
         self.bucket.refill(now);
         self.held.retain(|r| r.deadline >= now);
         if self.ready.is_empty() {
             return;
         }
         let before = self.ready.len();
-        self.ready.retain(|r| r.deadline >= now);
+        let mut heads = 0;
+        self.ready.retain(|r| {
+            let keep = r.deadline >= now;
+            heads += u64::from(!keep && r.is_head());
+            keep
+        });
         if self.ready.len() != before {
-            self.expired += (before - self.ready.len()) as u64;
-            self.ready_bytes = self.ready.iter().map(|r| bytes(r.seq) as u64).sum();
+            self.expired += heads;
+            self.ready_bytes = self.ready.iter().map(|r| r.cost as u64).sum();
         }
         if !self.bucket.can_send() {
             return;
         }
         match self.priority {
-            Priority::BufferHealth => self
-                .ready
-                .sort_by_key(|r| std::cmp::Reverse((r.buffer_ms, r.deadline, r.seq, r.to))),
-            Priority::Deadline => self
-                .ready
-                .sort_by_key(|r| std::cmp::Reverse((r.deadline, r.buffer_ms, r.seq, r.to))),
+            Priority::BufferHealth => self.ready.sort_by_key(|r| {
+                std::cmp::Reverse((r.buffer_ms, r.deadline, r.seq, r.slice, r.to))
+            }),
+            Priority::Deadline => self.ready.sort_by_key(|r| {
+                std::cmp::Reverse((r.deadline, r.buffer_ms, r.seq, r.slice, r.to))
+            }),
         }
         // Sorted descending, so the best is at the end: pop from there.
         while self.bucket.can_send() {
             let Some(r) = self.ready.pop() else { break };
-            let b = bytes(r.seq);
+            let b = r.cost;
             if r.buffer_ms >= self.strict_from && self.bucket.tokens() < b as f64 {
                 self.ready.push(r);
                 break;
@@ -304,7 +419,7 @@ impl ServeQueue {
         }
         // What the best waiting request needs, if it is strict (`next_wake` has no sizes).
         self.strict_need = match self.ready.last() {
-            Some(r) if r.buffer_ms >= self.strict_from => bytes(r.seq),
+            Some(r) if r.buffer_ms >= self.strict_from => r.cost,
             _ => 0,
         };
     }
@@ -332,12 +447,7 @@ mod tests {
     use super::*;
 
     fn req(to: u32, seq: u64, deadline_ms: u64, buffer_ms: u32) -> ServeRequest {
-        ServeRequest {
-            to: PeerId(to),
-            seq,
-            deadline: Time::from_millis(deadline_ms),
-            buffer_ms,
-        }
+        ServeRequest::whole(PeerId(to), seq, Time::from_millis(deadline_ms), buffer_ms)
     }
 
     #[test]
@@ -375,13 +485,13 @@ mod tests {
         q.push_ready(req(2, 5, 5000, 200), 100_000);
         q.push_ready(req(3, 5, 5000, 1500), 100_000);
         let mut out = vec![];
-        q.release(Time::ZERO, |_| 100_000, &mut out);
+        q.release(Time::ZERO, &mut out);
         // A full bucket (100 kB) releases one chunk and goes into debt with the second.
         assert_eq!(out.iter().map(|r| r.to.0).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(100)));
-        q.release(Time::from_millis(50), |_| 100_000, &mut out);
+        q.release(Time::from_millis(50), &mut out);
         assert_eq!(out.len(), 2, "still in debt");
-        q.release(Time::from_millis(100), |_| 100_000, &mut out);
+        q.release(Time::from_millis(100), &mut out);
         assert_eq!(
             out.iter().map(|r| r.to.0).collect::<Vec<_>>(),
             vec![2, 3, 1]
@@ -397,11 +507,11 @@ mod tests {
         assert!(q.push_held(req(2, 9, 300, 0)));
         assert!(q.push_held(req(3, 10, 100, 0)));
         let mut out = vec![];
-        q.release(Time::from_millis(200), |_| 1000, &mut out);
+        q.release(Time::from_millis(200), &mut out);
         assert!(out.is_empty());
         assert_eq!(q.held_len(), 2, "seq 10's request expired");
-        q.on_have(9, 1000);
-        q.release(Time::from_millis(200), |_| 1000, &mut out);
+        q.on_have(9, 1000, |_| 0);
+        q.release(Time::from_millis(200), &mut out);
         assert_eq!(
             out.iter().map(|r| r.to.0).collect::<Vec<_>>(),
             vec![2, 1],
@@ -417,18 +527,53 @@ mod tests {
         q.push_ready(req(1, 5, 5000, 1), 200_000);
         q.push_ready(req(2, 5, 5000, 1), 200_000);
         let mut out = vec![];
-        q.release(Time::ZERO, |_| 200_000, &mut out);
+        q.release(Time::ZERO, &mut out);
         assert_eq!(out.len(), 1, "100 kB left: the second fallback waits");
         assert_eq!(q.bucket.tokens(), 100_000.0);
         assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(100)));
         // The feed (class 0) may still spend into debt at once.
         q.push_ready(req(3, 6, 5000, 0), 200_000);
-        q.release(Time::ZERO, |_| 200_000, &mut out);
+        q.release(Time::ZERO, &mut out);
         assert_eq!(out.iter().map(|r| r.to.0).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(300)));
-        q.release(Time::from_millis(300), |_| 200_000, &mut out);
+        q.release(Time::from_millis(300), &mut out);
         assert_eq!(out.len(), 3, "paid from tokens in hand once they are back");
         assert_eq!(q.bucket.tokens(), 0.0);
+    }
+
+    #[test]
+    fn a_held_slice_request_gets_each_slice_of_its_share_as_it_verifies() {
+        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(500), Time::ZERO);
+        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        let dl = Time::from_millis(5000);
+        // Peer 1 wants the even slices of chunk 4, peer 2 the odd ones, peer 3 the whole chunk.
+        assert!(q.push_held(ServeRequest::part(PeerId(1), 4, dl, 0, 0, 2)));
+        assert!(q.push_held(ServeRequest::part(PeerId(2), 4, dl, 0, 1, 2)));
+        assert!(q.push_held(ServeRequest::whole(PeerId(3), 4, dl, 0)));
+        let mut out = vec![];
+        for i in [2u32, 1, 2] {
+            q.on_slice(4, i, 100);
+        }
+        q.release(Time::ZERO, &mut out);
+        let got: Vec<_> = out.iter().map(|r| (r.to.0, r.slice)).collect();
+        assert_eq!(got, vec![(2, 1), (1, 2)], "each slice once, to its share");
+        // The rest arrives whole (5 slices: 40 kB... here 4 x 16 KiB + 1): what was not sent yet.
+        out.clear();
+        q.on_have(4, 4 * 16_384 + 1, |i| 1000 + i);
+        q.release(Time::ZERO, &mut out);
+        let mut got: Vec<_> = out.iter().map(|r| (r.to.0, r.slice, r.cost)).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (1, 0, 1000),
+                (1, 4, 1004),
+                (2, 3, 1003),
+                (3, WHOLE, 4 * 16_384 + 1)
+            ]
+        );
+        assert_eq!(q.held_len(), 0);
+        assert_eq!(q.backlog_bytes(), 0);
     }
 
     #[test]
@@ -440,7 +585,7 @@ mod tests {
         }
         assert!(!q.push_held(req(1, 99, 10_000, 0)));
         assert!(q.push_held(req(2, 99, 10_000, 0)));
-        q.cancel(PeerId(1), 3, 10);
+        q.cancel(PeerId(1), 3);
         assert_eq!(q.held_len(), 16);
         q.forget(PeerId(1));
         assert_eq!(q.held_len(), 1);

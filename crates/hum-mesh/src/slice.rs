@@ -11,9 +11,10 @@
 //! - [`SliceOutboard`]: the hash tree of a held chunk (what serving slices needs beside the bytes).
 //! - [`encode_slice`] / [`verify_slice`]: one slice with its proof; checked against hash and size.
 //! - [`SliceAssembler`]: one chunk rebuilt from verified slices, from any senders, in any order.
-//! - [`SliceMsg`]: the two messages (ask for a share of a chunk's slices; one slice), their wire
-//!   format (own leading byte, so they can share a data channel with [`hum_proto::mesh::MeshMsg`]),
-//!   typed errors and size limits; fuzzed by `fuzz/fuzz_targets/mesh_slice.rs`.
+//! - The messages are [`hum_proto::mesh::MeshMsg::SliceRequest`] (ask for a share of a chunk's
+//!   slices) and [`hum_proto::mesh::MeshMsg::Slice`] (one slice); slice geometry lives there too.
+//!   Decoding + verification are fuzzed by `fuzz/fuzz_targets/mesh_slice.rs`.
+//! - [`SliceProof`]: real bao proofs, or the simulator's stand-in bodies.
 //!
 //! The encoded slice is forwarded unchanged: its proof runs from the chunk's root, so every hop
 //! checks it against the signed record alone, without the rest of the chunk.
@@ -25,7 +26,7 @@ use bao_tree::io::outboard::PreOrderMemOutboard;
 use bao_tree::io::sync::{DecodeResponseIter, encode_ranges_validated};
 use bao_tree::io::{BaoContentItem, Leaf};
 use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
-use hum_proto::mesh::{ChunkRecord, Layer, MeshDecodeError};
+use hum_proto::mesh::ChunkRecord;
 use thiserror::Error;
 
 use crate::PeerId;
@@ -33,53 +34,11 @@ use crate::PeerId;
 /// Slices are BLAKE3 chunk groups of 2^4 x 1 KiB.
 const SLICE_LOG: u8 = 4;
 const BLOCK: BlockSize = BlockSize::from_chunk_log(SLICE_LOG);
-/// Payload bytes per slice (the last slice of a chunk may be shorter).
-pub const SLICE_BYTES: u32 = 16 * 1024;
-/// The most slices a chunk may have: 2 MiB, the mesh's message limit.
-pub const MAX_SLICES: u32 = 128;
+pub use hum_proto::mesh::{MAX_SLICES, SLICE_BYTES, encoded_slice_len, slice_count, slice_len};
 /// The largest chunk that can be sliced.
-pub const MAX_CHUNK_BYTES: u32 = SLICE_BYTES * MAX_SLICES;
+pub const MAX_CHUNK_BYTES: u32 = hum_proto::mesh::MAX_SLICED_CHUNK;
 /// The largest encoded slice: its bytes plus one hash pair per level of a 128-slice tree.
 pub const MAX_ENCODED_SLICE: usize = SLICE_BYTES as usize + 64 * 8;
-/// Leading byte of a slice message (a [`hum_proto::mesh::MeshMsg`] starts with its version, 1).
-pub const SLICE_CODEC: u8 = 0x81;
-/// The largest slice message on the wire.
-pub const MAX_SLICE_MSG: usize = 2 + ChunkRecord::ENCODED_LEN + 1 + 2 + 4 + MAX_ENCODED_SLICE;
-
-/// How many slices a chunk of `bytes` has (an empty chunk is one empty slice).
-pub fn slice_count(bytes: u32) -> u32 {
-    bytes.div_ceil(SLICE_BYTES).max(1)
-}
-
-/// The payload bytes slice `index` of a `bytes`-byte chunk carries.
-pub fn slice_len(bytes: u32, index: u32) -> u32 {
-    bytes
-        .saturating_sub(index.saturating_mul(SLICE_BYTES))
-        .min(SLICE_BYTES)
-}
-
-/// The size of slice `index` on the wire, proof included, without encoding it (a simulator charges
-/// the network this).
-pub fn encoded_slice_len(bytes: u32, index: u32) -> usize {
-    slice_len(bytes, index) as usize + 64 * depth(slice_count(bytes), index) as usize
-}
-
-/// How many parents slice `index` has in BLAKE3's tree of `n` slices: the left subtree holds the
-/// largest power of two below `n`, the rest is the right subtree.
-fn depth(mut n: u32, mut index: u32) -> u32 {
-    let mut d = 0;
-    while n > 1 {
-        let left = 1 << (31 - (n - 1).leading_zeros());
-        if index < left {
-            n = left;
-        } else {
-            n -= left;
-            index -= left;
-        }
-        d += 1;
-    }
-    d
-}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SliceError {
@@ -297,168 +256,45 @@ impl SliceAssembler {
     }
 }
 
-/// The slice messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SliceMsg {
-    /// "Send me the slices `i` of chunk `seq` with `i % parts == part`, as you get them." Several
-    /// upstreams asked for different parts carry one chunk together; an upstream that does not hold
-    /// the chunk yet holds the request and forwards each slice as it verifies.
-    Request {
-        layer: Layer,
-        seq: u64,
-        part: u8,
-        parts: u8,
-        deadline_ms: u32,
-    },
-    /// Slice `index` of the chunk `record` names, with its proof (bao pre-order encoding).
-    Slice {
-        record: Arc<ChunkRecord>,
-        hops: u8,
-        index: u16,
-        encoded: Arc<[u8]>,
-    },
+/// How a peer makes and checks the `encoded` bytes of a [`hum_proto::mesh::MeshMsg::Slice`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SliceProof {
+    /// The real format: the slice's bytes with its BLAKE3 proof ([`encode_slice`] /
+    /// [`verify_slice`] against the signed record's hash).
+    Bao,
+    /// `hum sim`'s media are a few stand-in bytes that count for `record.bytes`: a slice carries the
+    /// whole stand-in body, checked against the record's hash like a chunk (a forged slice still
+    /// fails on arrival, before it is forwarded or played), and the network is charged
+    /// [`encoded_slice_len`] for it.
+    StandIn,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum SliceDecodeError {
-    #[error("slice message of {0} bytes exceeds the {MAX_SLICE_MSG}-byte limit")]
-    TooLarge(usize),
-    #[error("not a slice message (leading byte {0:#04x})")]
-    Codec(u8),
-    #[error("unknown slice message type {0}")]
-    UnknownType(u8),
-    #[error("truncated slice message")]
-    Truncated,
-    #[error("bad chunk record: {0}")]
-    Record(#[from] MeshDecodeError),
-    #[error("bad layer {0}")]
-    Layer(u8),
-    #[error("part {part} of {parts}")]
-    Part { part: u8, parts: u8 },
-    #[error("slice index {index} of a {bytes}-byte chunk")]
-    Index { index: u16, bytes: u32 },
-    #[error("encoded slice of {len} bytes, expected {expected}")]
-    Length { len: usize, expected: usize },
-    #[error("{0} trailing bytes")]
-    Trailing(usize),
-}
-
-impl SliceMsg {
-    pub fn encoded_len(&self) -> usize {
-        2 + match self {
-            SliceMsg::Request { .. } => 1 + 8 + 1 + 1 + 4,
-            SliceMsg::Slice { encoded, .. } => ChunkRecord::ENCODED_LEN + 1 + 2 + 4 + encoded.len(),
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Vec::with_capacity(self.encoded_len());
-        w.push(SLICE_CODEC);
+impl SliceProof {
+    /// Checks slice `index` of `record` (whose signature the caller checked); returns the slice's
+    /// payload bytes for [`SliceProof::Bao`], the stand-in body for [`SliceProof::StandIn`].
+    pub fn check(self, record: &ChunkRecord, index: u32, encoded: &[u8]) -> Result<(), SliceError> {
         match self {
-            SliceMsg::Request {
-                layer,
-                seq,
-                part,
-                parts,
-                deadline_ms,
-            } => {
-                w.push(1);
-                w.push(*layer as u8);
-                w.extend_from_slice(&seq.to_be_bytes());
-                w.push(*part);
-                w.push(*parts);
-                w.extend_from_slice(&deadline_ms.to_be_bytes());
-            }
-            SliceMsg::Slice {
-                record,
-                hops,
-                index,
-                encoded,
-            } => {
-                w.push(2);
-                w.extend_from_slice(&record.to_bytes());
-                w.push(*hops);
-                w.extend_from_slice(&index.to_be_bytes());
-                w.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-                w.extend_from_slice(encoded);
-            }
-        }
-        w
-    }
-
-    /// Decodes a slice message. Checks the shape (sizes, index within the chunk); whether the slice
-    /// verifies is the receiver's job ([`verify_slice`] / [`SliceAssembler::accept`]).
-    pub fn decode(buf: &[u8]) -> Result<SliceMsg, SliceDecodeError> {
-        if buf.len() > MAX_SLICE_MSG {
-            return Err(SliceDecodeError::TooLarge(buf.len()));
-        }
-        let mut r = buf;
-        let mut take = |n: usize| -> Result<&[u8], SliceDecodeError> {
-            if r.len() < n {
-                return Err(SliceDecodeError::Truncated);
-            }
-            let (a, b) = r.split_at(n);
-            r = b;
-            Ok(a)
-        };
-        let codec = take(1)?[0];
-        if codec != SLICE_CODEC {
-            return Err(SliceDecodeError::Codec(codec));
-        }
-        let msg = match take(1)?[0] {
-            1 => {
-                let l = take(1)?[0];
-                let layer = Layer::from_u8(l).ok_or(SliceDecodeError::Layer(l))?;
-                let seq = u64::from_be_bytes(take(8)?.try_into().unwrap_or_default());
-                let part = take(1)?[0];
-                let parts = take(1)?[0];
-                if parts == 0 || part >= parts {
-                    return Err(SliceDecodeError::Part { part, parts });
-                }
-                let deadline_ms = u32::from_be_bytes(take(4)?.try_into().unwrap_or_default());
-                SliceMsg::Request {
-                    layer,
-                    seq,
-                    part,
-                    parts,
-                    deadline_ms,
-                }
-            }
-            2 => {
-                let record = ChunkRecord::from_bytes(take(ChunkRecord::ENCODED_LEN)?)?;
-                let hops = take(1)?[0];
-                let index = u16::from_be_bytes(take(2)?.try_into().unwrap_or_default());
-                if record.bytes > MAX_CHUNK_BYTES || index as u32 >= slice_count(record.bytes) {
-                    return Err(SliceDecodeError::Index {
+            SliceProof::Bao => verify_slice(&record.hash, record.bytes, index, encoded).map(|_| ()),
+            SliceProof::StandIn => {
+                if index >= slice_count(record.bytes) {
+                    Err(SliceError::Index {
                         index,
-                        bytes: record.bytes,
-                    });
-                }
-                let len = u32::from_be_bytes(take(4)?.try_into().unwrap_or_default()) as usize;
-                let expected = encoded_slice_len(record.bytes, index as u32);
-                if len != expected {
-                    return Err(SliceDecodeError::Length { len, expected });
-                }
-                let encoded: Arc<[u8]> = take(len)?.into();
-                SliceMsg::Slice {
-                    record: Arc::new(record),
-                    hops,
-                    index,
-                    encoded,
+                        count: slice_count(record.bytes),
+                    })
+                } else if blake3::hash(encoded).as_bytes() == &record.hash {
+                    Ok(())
+                } else {
+                    Err(SliceError::Mismatch(index))
                 }
             }
-            t => return Err(SliceDecodeError::UnknownType(t)),
-        };
-        if !r.is_empty() {
-            return Err(SliceDecodeError::Trailing(r.len()));
         }
-        Ok(msg)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hum_proto::mesh::Layer;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -478,6 +314,68 @@ mod tests {
             flags: 1,
             signature: [0; 64],
         })
+    }
+
+    /// Writes the fuzz seeds of `mesh_slice` (and the slice messages of `mesh_decode`) from real
+    /// encodings: `cargo test -p hum-mesh write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        use hum_proto::mesh::MeshMsg;
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds");
+        let p = payload(40_000, 4);
+        let rec = record_for(&p);
+        let ob = SliceOutboard::new(&p).unwrap();
+        let mut seeds = vec![(
+            "request".to_string(),
+            MeshMsg::SliceRequest {
+                layer: Layer::Medium,
+                seq: 99,
+                part: 1,
+                parts: 3,
+                deadline_ms: 1500,
+            },
+        )];
+        for i in 0..3u32 {
+            seeds.push((
+                format!("slice{i}"),
+                MeshMsg::Slice {
+                    record: rec.clone(),
+                    hops: 3,
+                    index: i as u16,
+                    encoded: encode_slice(&p, &ob, i).unwrap().into(),
+                },
+            ));
+        }
+        for (name, m) in &seeds {
+            let b = m.encode().unwrap();
+            std::fs::write(format!("{root}/mesh_slice/{name}"), &b).unwrap();
+        }
+        std::fs::write(
+            format!("{root}/mesh_decode/slice_request"),
+            seeds[0].1.encode().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            format!("{root}/mesh_decode/slice"),
+            seeds[1].1.encode().unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn stand_in_proofs_check_the_body_against_the_hash() {
+        let body = b"stand-in".to_vec();
+        let mut rec = *record_for(&body);
+        rec.bytes = 125_000;
+        assert_eq!(SliceProof::StandIn.check(&rec, 7, &body), Ok(()));
+        assert_eq!(
+            SliceProof::StandIn.check(&rec, 3, b"forged"),
+            Err(SliceError::Mismatch(3))
+        );
+        assert!(SliceProof::StandIn.check(&rec, 8, &body).is_err());
+        // The real proof refuses the stand-in.
+        assert!(SliceProof::Bao.check(&rec, 0, &body).is_err());
     }
 
     #[test]
@@ -572,52 +470,5 @@ mod tests {
         // Nothing bad was kept: only the one good slice is in.
         assert_eq!(asm.received(), 1);
         assert!(asm.missing().eq([0, 1, 3, 4, 5, 6, 7]));
-    }
-
-    #[test]
-    fn messages_round_trip_and_refuse_bad_shapes() {
-        let p = payload(40_000, 4);
-        let rec = record_for(&p);
-        let ob = SliceOutboard::new(&p).unwrap();
-        let msgs = [
-            SliceMsg::Request {
-                layer: Layer::Medium,
-                seq: 99,
-                part: 1,
-                parts: 3,
-                deadline_ms: 1500,
-            },
-            SliceMsg::Slice {
-                record: rec.clone(),
-                hops: 3,
-                index: 2,
-                encoded: encode_slice(&p, &ob, 2).unwrap().into(),
-            },
-        ];
-        for m in &msgs {
-            let b = m.encode();
-            assert_eq!(b.len(), m.encoded_len());
-            assert_eq!(SliceMsg::decode(&b).as_ref(), Ok(m));
-            for cut in 0..b.len() {
-                assert!(SliceMsg::decode(&b[..cut]).is_err(), "prefix {cut}");
-            }
-            let mut t = b.clone();
-            t.push(0);
-            assert!(SliceMsg::decode(&t).is_err());
-        }
-        let mut b = msgs[0].encode();
-        b[11] = 3; // part 3 of 3
-        assert_eq!(
-            SliceMsg::decode(&b),
-            Err(SliceDecodeError::Part { part: 3, parts: 3 })
-        );
-        let mut b = msgs[1].encode();
-        let at = 2 + ChunkRecord::ENCODED_LEN + 1;
-        b[at..at + 2].copy_from_slice(&3u16.to_be_bytes()); // a 40 kB chunk has 3 slices
-        assert!(matches!(
-            SliceMsg::decode(&b),
-            Err(SliceDecodeError::Index { index: 3, .. })
-        ));
-        assert_eq!(SliceMsg::decode(&[1, 2]), Err(SliceDecodeError::Codec(1)));
     }
 }

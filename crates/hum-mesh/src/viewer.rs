@@ -29,7 +29,11 @@ use crate::manifest::Verifier;
 use crate::picker::{Pick, PickSlot, Picker, SlotState};
 use crate::player::Player;
 use crate::scheduler::Scheduler;
-use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket};
+use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE};
+use crate::slice::{
+    Accepted, SliceAssembler, SliceOutboard, SliceProof, encode_slice, encoded_slice_len,
+    slice_count,
+};
 use crate::{MeshEvent, Output, PeerId, Time};
 
 /// How often a viewer short of upstream grants asks the tracker again.
@@ -69,6 +73,12 @@ pub struct ViewerConfig {
     pub min_fetch: Duration,
     pub max_strikes: u8,
     pub announce_interval: Duration,
+    /// Fetch chunks as verified slices (`SliceRequest`/`Slice`) and forward each slice as soon as
+    /// it verifies, with this proof; `None`: whole chunks (`Request`/`Data`). Either way the viewer
+    /// answers both kinds of request.
+    pub slices: Option<SliceProof>,
+    /// In slice mode, how many upstreams share each chunk's slices (each asked for a part).
+    pub slice_parts: u8,
 }
 
 impl ViewerConfig {
@@ -88,6 +98,8 @@ impl ViewerConfig {
             min_fetch: Duration::from_millis(60),
             max_strikes: 2,
             announce_interval: Duration::from_secs(4),
+            slices: None,
+            slice_parts: 2,
         }
     }
 }
@@ -101,6 +113,10 @@ pub struct ViewerStats {
     pub chunks_served: u64,
     pub fallback_requests: u64,
     pub escalations: u64,
+    /// Slices verified and kept, forwarded, and refused (a bad proof: the sender was struck).
+    pub slices_received: u64,
+    pub slices_served: u64,
+    pub bad_slices: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -108,9 +124,11 @@ struct Slot {
     seq: u64,
     state: SlotState,
     hops: u8,
-    asked: [Option<PeerId>; 2],
+    asked: [Option<PeerId>; 3],
     sent_at: Time,
     escalated: bool,
+    /// Slices verified so far (slice mode; bit `i` = slice `i`).
+    got: u128,
 }
 
 impl Slot {
@@ -119,14 +137,24 @@ impl Slot {
             seq: u64::MAX,
             state: SlotState::Dropped,
             hops: 0,
-            asked: [None; 2],
+            asked: [None; 3],
             sent_at: Time::ZERO,
             escalated: false,
+            got: 0,
         }
     }
     fn asked(&self, p: PeerId) -> bool {
         self.asked.contains(&Some(p))
     }
+}
+
+/// A chunk's slices with their proofs ([`SliceProof::Bao`]): the assembler while it is incomplete,
+/// the encoded slices for serving (kept once complete).
+#[derive(Debug)]
+struct BaoSlot {
+    seq: u64,
+    asm: Option<SliceAssembler>,
+    enc: Vec<Option<Arc<[u8]>>>,
 }
 
 pub struct Viewer {
@@ -138,6 +166,8 @@ pub struct Viewer {
     /// Chunk bodies, parallel to `slots` (kept apart so scans over slot states stay in cache); valid
     /// only where the record's seq matches.
     chunks: Vec<Option<crate::StoredChunk>>,
+    /// Slices with their proofs, parallel to `slots` ([`SliceProof::Bao`] only; empty until used).
+    bao: Vec<Option<Box<BaoSlot>>>,
     low: u64,
     frontier: u64,
     joined: Option<(Time, u64)>,
@@ -186,6 +216,7 @@ impl Viewer {
             verifier,
             slots: vec![Slot::empty(); window as usize],
             chunks: vec![None; window as usize],
+            bao: Vec::new(),
             low: 0,
             frontier: 0,
             joined: None,
@@ -356,10 +387,7 @@ impl Viewer {
                     reason: AbsentReason::NotHeld,
                 },
             ),
-            MeshMsg::Cancel { seq, .. } => {
-                let b = self.bytes_of(seq);
-                self.serve.cancel(from, seq, b);
-            }
+            MeshMsg::Cancel { seq, .. } => self.serve.cancel(from, seq),
             MeshMsg::Absent { seq, .. } => self.on_absent(now, from, seq),
             MeshMsg::Announce {
                 layer,
@@ -377,6 +405,29 @@ impl Viewer {
             },
             MeshMsg::Announce { .. } => {}
             MeshMsg::BufferHealth { buffered_ms, .. } => self.serve.set_health(from, buffered_ms),
+            MeshMsg::SliceRequest {
+                layer,
+                seq,
+                part,
+                parts,
+                deadline_ms,
+            } if layer == self.cfg.layer => {
+                self.on_request_share(now, from, seq, deadline_ms, Some((part, parts)))
+            }
+            MeshMsg::SliceRequest { layer, seq, .. } => self.send(
+                from,
+                MeshMsg::Absent {
+                    layer,
+                    seq,
+                    reason: AbsentReason::NotHeld,
+                },
+            ),
+            MeshMsg::Slice {
+                record,
+                hops,
+                index,
+                encoded,
+            } => self.on_slice(now, from, record, hops, index as u32, encoded),
         }
         self.release(now);
     }
@@ -433,7 +484,7 @@ impl Viewer {
             let w = self.cfg.window;
             let s = &mut self.slots[ix(record.seq, w)];
             if s.seq == record.seq && s.state == SlotState::Requested && s.asked(from) {
-                s.asked = [None; 2];
+                s.asked = [None; 3];
                 s.state = SlotState::Missing;
                 s.escalated = false;
             }
@@ -461,23 +512,44 @@ impl Viewer {
             self.sched.note_have(from, seq);
             return;
         }
+        if self.cfg.slices == Some(SliceProof::Bao) {
+            self.bao_from_payload(seq, &payload);
+        }
+        let slot = &mut self.slots[idx];
+        slot.hops = hops.saturating_add(1);
+        self.complete(now, from, record, payload, true);
+    }
+
+    /// Chunk `record` is in and verified (whole, or its last slice from `from`): store it, cancel
+    /// the other requests, serve what waits for it, and move the player on.
+    fn complete(
+        &mut self,
+        now: Time,
+        from: PeerId,
+        record: Arc<ChunkRecord>,
+        payload: Arc<[u8]>,
+        cancel_others: bool,
+    ) {
+        let seq = record.seq;
+        let idx = ix(seq, self.cfg.window);
         let slot = &mut self.slots[idx];
         let elapsed = now.since(slot.sent_at);
         let asked_from = slot.asked(from);
-        let others: [Option<PeerId>; 2] = slot.asked.map(|a| a.filter(|p| *p != from));
+        let others: [Option<PeerId>; 3] = slot.asked.map(|a| a.filter(|p| *p != from));
         slot.state = SlotState::Have;
-        slot.hops = hops.saturating_add(1);
-        slot.asked = [None; 2];
+        slot.asked = [None; 3];
         let bytes = record.bytes;
         self.chunks[idx] = Some((record, payload));
-        for p in others.into_iter().flatten() {
-            self.send(
-                p,
-                MeshMsg::Cancel {
-                    layer: self.cfg.layer,
-                    seq,
-                },
-            );
+        if cancel_others {
+            for p in others.into_iter().flatten() {
+                self.send(
+                    p,
+                    MeshMsg::Cancel {
+                        layer: self.cfg.layer,
+                        seq,
+                    },
+                );
+            }
         }
         if asked_from {
             self.sched.on_delivery(from, bytes, elapsed);
@@ -493,7 +565,8 @@ impl Viewer {
                 self.frontier = self.frontier.max(seq + 1);
             }
         }
-        self.serve.on_have(seq, bytes);
+        self.serve
+            .on_have(seq, bytes, |i| encoded_slice_len(bytes, i) as u32);
         self.advance_player(now);
         self.slide();
         self.fill(now);
@@ -501,7 +574,207 @@ impl Viewer {
         self.health(now);
     }
 
+    /// The slices of a chunk that came whole, encoded for serving slice requests later.
+    fn bao_from_payload(&mut self, seq: u64, payload: &[u8]) {
+        let Ok(ob) = SliceOutboard::new(payload) else {
+            return;
+        };
+        let enc = (0..ob.slices())
+            .map(|i| encode_slice(payload, &ob, i).ok().map(Arc::from))
+            .collect();
+        let idx = ix(seq, self.cfg.window);
+        self.bao_init();
+        self.bao[idx] = Some(Box::new(BaoSlot {
+            seq,
+            asm: None,
+            enc,
+        }));
+    }
+
+    fn bao_init(&mut self) {
+        if self.bao.is_empty() {
+            self.bao.resize_with(self.slots.len(), || None);
+        }
+    }
+
+    /// The record of chunk `seq` if we hold any verified part of it.
+    fn record_of(&self, seq: u64) -> Option<Arc<ChunkRecord>> {
+        let idx = ix(seq, self.cfg.window);
+        if let Some((r, _)) = self.chunks[idx].as_ref().filter(|(r, _)| r.seq == seq) {
+            return Some(r.clone());
+        }
+        match self.bao.get(idx) {
+            Some(Some(b)) if b.seq == seq => b.asm.as_ref().map(|a| a.record().clone()),
+            _ => None,
+        }
+    }
+
+    /// The encoded slice `index` of chunk `seq`, if we have it verified.
+    fn encoded_of(&mut self, seq: u64, index: u32) -> Option<Arc<[u8]>> {
+        let idx = ix(seq, self.cfg.window);
+        let proof = self.cfg.slices.unwrap_or(SliceProof::Bao);
+        match proof {
+            SliceProof::StandIn => self.chunks[idx]
+                .as_ref()
+                .filter(|(r, _)| r.seq == seq)
+                .map(|(_, p)| p.clone()),
+            SliceProof::Bao => {
+                if let Some(Some(b)) = self.bao.get(idx)
+                    && b.seq == seq
+                {
+                    return b.enc.get(index as usize).cloned().flatten();
+                }
+                if !self.has(seq) {
+                    return None;
+                }
+                let payload = self.chunks[idx].as_ref()?.1.clone();
+                self.bao_from_payload(seq, &payload);
+                self.bao[idx]
+                    .as_ref()
+                    .and_then(|b| b.enc.get(index as usize).cloned().flatten())
+            }
+        }
+    }
+
+    /// A slice from `from`: checked (signature, then its proof) before anything else; kept, and
+    /// forwarded at once to whoever waits for it; the chunk completes with its last slice.
+    fn on_slice(
+        &mut self,
+        now: Time,
+        from: PeerId,
+        record: Arc<ChunkRecord>,
+        hops: u8,
+        index: u32,
+        encoded: Arc<[u8]>,
+    ) {
+        if record.layer != self.cfg.layer {
+            return;
+        }
+        let seq = record.seq;
+        let proof = self.cfg.slices.unwrap_or(SliceProof::Bao);
+        let w = self.cfg.window;
+        let idx = ix(seq, w);
+        let in_window = seq >= self.low && seq < self.low + w;
+        let ok = self.verifier.verify_record(&record).is_ok()
+            && index < slice_count(record.bytes)
+            && match proof {
+                SliceProof::StandIn => proof.check(&record, index, &encoded).is_ok(),
+                // The assembler checks the proof (below); outside the window only the proof.
+                SliceProof::Bao if !in_window => proof.check(&record, index, &encoded).is_ok(),
+                SliceProof::Bao => true,
+            };
+        if !ok {
+            self.bad_slice(now, from, seq);
+            return;
+        }
+        if !in_window {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if self.slots[idx].seq != seq {
+            self.slots[idx] = Slot {
+                seq,
+                state: SlotState::Missing,
+                ..Slot::empty()
+            };
+        }
+        let bit = 1u128 << index;
+        if self.slots[idx].state == SlotState::Have || self.slots[idx].got & bit != 0 {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if proof == SliceProof::Bao {
+            self.bao_init();
+            let fresh = !matches!(&self.bao[idx], Some(b) if b.seq == seq && b.asm.is_some());
+            if fresh {
+                let Ok(asm) = SliceAssembler::new(record.clone()) else {
+                    self.bad_slice(now, from, seq);
+                    return;
+                };
+                let n = asm.count() as usize;
+                self.bao[idx] = Some(Box::new(BaoSlot {
+                    seq,
+                    asm: Some(asm),
+                    enc: vec![None; n],
+                }));
+            }
+            let Some(b) = self.bao[idx].as_mut() else {
+                return;
+            };
+            let Some(asm) = b.asm.as_mut() else { return };
+            match asm.accept(from, &record, index, &encoded) {
+                Ok(Accepted::New) => b.enc[index as usize] = Some(encoded.clone()),
+                Ok(Accepted::Duplicate) => {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                Err(_) => {
+                    self.bad_slice(now, from, seq);
+                    return;
+                }
+            }
+        } else if self.chunks[idx].as_ref().is_none_or(|(r, _)| r.seq != seq) {
+            // The stand-in body is the chunk's bytes (checked against the hash above).
+            self.chunks[idx] = Some((record.clone(), encoded.clone()));
+        }
+        self.stats.slices_received += 1;
+        let slot = &mut self.slots[idx];
+        slot.got |= bit;
+        slot.hops = slot.hops.max(hops.saturating_add(1));
+        let done = slot.got.count_ones() >= slice_count(record.bytes);
+        let escalated = slot.escalated;
+        self.serve
+            .on_slice(seq, index, encoded_slice_len(record.bytes, index) as u32);
+        if done {
+            let payload = match proof {
+                SliceProof::StandIn => encoded,
+                SliceProof::Bao => {
+                    let asm = self.bao[idx].as_mut().and_then(|b| b.asm.take());
+                    match asm.and_then(|a| a.finish()) {
+                        Some(p) => p,
+                        None => return,
+                    }
+                }
+            };
+            self.sched.note_have(from, seq);
+            self.complete(now, from, record, payload, escalated);
+        }
+    }
+
+    /// A slice that does not verify: refused before it is kept or forwarded; its sender is struck
+    /// as for a bad chunk and asked for nothing more of this chunk.
+    fn bad_slice(&mut self, now: Time, from: PeerId, seq: u64) {
+        self.stats.bad_slices += 1;
+        let w = self.cfg.window;
+        let s = &mut self.slots[ix(seq, w)];
+        if s.seq == seq && s.state == SlotState::Requested && s.asked(from) {
+            for a in s.asked.iter_mut() {
+                if *a == Some(from) {
+                    *a = None;
+                }
+            }
+            if s.asked.iter().all(|a| a.is_none()) {
+                s.state = SlotState::Missing;
+                s.escalated = false;
+            }
+        }
+        self.penalise(from);
+        self.pick_missing(now);
+    }
+
     fn on_request(&mut self, now: Time, from: PeerId, seq: u64, deadline_ms: u32) {
+        self.on_request_share(now, from, seq, deadline_ms, None)
+    }
+
+    /// A request for chunk `seq`, whole or (`share`: part, parts) a share of its slices.
+    fn on_request_share(
+        &mut self,
+        now: Time,
+        from: PeerId,
+        seq: u64,
+        deadline_ms: u32,
+        share: Option<(u8, u8)>,
+    ) {
         match self.downstreams.iter_mut().find(|(p, _)| *p == from) {
             Some(d) => d.1 = now,
             None => {
@@ -511,11 +784,11 @@ impl Viewer {
             }
         }
         let deadline = now + Duration::from_millis(deadline_ms as u64);
-        let req = ServeRequest {
-            to: from,
-            seq,
-            deadline,
-            buffer_ms: u32::MAX / 2,
+        let req = match share {
+            None => ServeRequest::whole(from, seq, deadline, u32::MAX / 2),
+            Some((part, parts)) => {
+                ServeRequest::part(from, seq, deadline, u32::MAX / 2, part, parts)
+            }
         };
         let layer = self.cfg.layer;
         if seq < self.low {
@@ -528,7 +801,11 @@ impl Viewer {
                 },
             );
         } else if self.has(seq) {
-            let b = self.bytes_of(seq);
+            let whole = self.bytes_of(seq);
+            let b = match share {
+                None => whole,
+                Some((_, parts)) => whole / parts.max(1) as u32,
+            };
             if self
                 .serve
                 .bucket
@@ -543,13 +820,34 @@ impl Viewer {
                         reason: AbsentReason::Busy,
                     },
                 );
+            } else if share.is_some() {
+                self.serve
+                    .push_ready_part(req, whole, |i| encoded_slice_len(whole, i) as u32);
             } else {
                 self.serve.push_ready(req, b);
             }
         } else if seq < self.low + self.cfg.window
             && seq <= self.live_estimate(now) + self.cfg.lookahead + 2
         {
-            if !self.serve.push_held(req) {
+            let got = {
+                let s = &self.slots[ix(seq, self.cfg.window)];
+                if s.seq == seq { s.got } else { 0 }
+            };
+            if self.serve.push_held(req) {
+                // Slices of it we already verified go at once; the rest as they arrive.
+                if share.is_some()
+                    && got != 0
+                    && let Some(rec) = self.record_of(seq)
+                {
+                    let whole = rec.bytes;
+                    for i in 0..slice_count(whole) {
+                        if got & (1u128 << i) != 0 {
+                            self.serve
+                                .on_slice(seq, i, encoded_slice_len(whole, i) as u32);
+                        }
+                    }
+                }
+            } else {
                 self.send(
                     from,
                     MeshMsg::Absent {
@@ -722,9 +1020,12 @@ impl Viewer {
         if s.asked(to) {
             return;
         }
-        match s.asked.iter_mut().find(|a| a.is_none()) {
+        // Whole chunks: two askers at most (the frontier's and the end-game's); slices: the parts'
+        // upstreams plus the end-game's.
+        let cap = if self.cfg.slices.is_some() { 3 } else { 2 };
+        match s.asked[..cap].iter_mut().find(|a| a.is_none()) {
             Some(a) => *a = Some(to),
-            None => s.asked[1] = Some(to),
+            None => s.asked[cap - 1] = Some(to),
         }
         if s.state != SlotState::Requested {
             s.sent_at = now;
@@ -735,14 +1036,77 @@ impl Viewer {
             self.out
                 .push_back(Output::Event(MeshEvent::Fallback { seq }));
         }
-        self.send(
-            to,
-            MeshMsg::Request {
+        let msg = match self.cfg.slices {
+            // In slice mode a single upstream is asked for all of the chunk's slices.
+            Some(_) => MeshMsg::SliceRequest {
+                layer: self.cfg.layer,
+                seq,
+                part: 0,
+                parts: 1,
+                deadline_ms,
+            },
+            None => MeshMsg::Request {
                 layer: self.cfg.layer,
                 seq,
                 deadline_ms,
             },
-        );
+        };
+        self.send(to, msg);
+    }
+
+    /// Slice mode: ask up to `slice_parts` different upstreams (weighted as for whole chunks) for
+    /// one part each of chunk `seq`'s slices, so weak upstreams carry a share of every chunk.
+    fn request_split(&mut self, now: Time, seq: u64) {
+        let want = self.cfg.slice_parts.clamp(1, 3) as usize;
+        let mut ups: [Option<PeerId>; 3] = [None; 3];
+        let mut k = 0;
+        for _ in 0..want * 2 {
+            let Some(u) = self.sched.choose(None) else {
+                break;
+            };
+            if !ups.contains(&Some(u)) {
+                ups[k] = Some(u);
+                k += 1;
+                if k == want {
+                    break;
+                }
+            }
+        }
+        if k <= 1 {
+            let up = ups[0].unwrap_or(self.root);
+            self.request(now, seq, up);
+            return;
+        }
+        let deadline_ms = self.deadline_ms(now, seq);
+        let w = self.cfg.window;
+        let s = &mut self.slots[ix(seq, w)];
+        if s.seq != seq {
+            *s = Slot {
+                seq,
+                ..Slot::empty()
+            };
+        }
+        s.asked = ups;
+        s.sent_at = now;
+        s.state = SlotState::Requested;
+        for (j, up) in ups[..k].iter().enumerate() {
+            let Some(to) = *up else { continue };
+            if to == self.root {
+                self.stats.fallback_requests += 1;
+                self.out
+                    .push_back(Output::Event(MeshEvent::Fallback { seq }));
+            }
+            self.send(
+                to,
+                MeshMsg::SliceRequest {
+                    layer: self.cfg.layer,
+                    seq,
+                    part: j as u8,
+                    parts: k as u8,
+                    deadline_ms,
+                },
+            );
+        }
     }
 
     /// Open frontier requests up to the live edge plus lookahead.
@@ -759,11 +1123,22 @@ impl Viewer {
             if self.slots[idx].seq == seq && self.slots[idx].state == SlotState::Have {
                 continue;
             }
+            // Slices that arrived before we asked (forwarded ahead) are kept.
+            let got = if self.slots[idx].seq == seq {
+                self.slots[idx].got
+            } else {
+                0
+            };
             self.slots[idx] = Slot {
                 seq,
                 state: SlotState::Missing,
+                got,
                 ..Slot::empty()
             };
+            if self.cfg.slices.is_some() && self.cfg.slice_parts > 1 {
+                self.request_split(now, seq);
+                continue;
+            }
             // No upstream at all (the tracker had nothing): the root seed is the fallback.
             let up = self.sched.choose(None).unwrap_or(self.root);
             self.request(now, seq, up);
@@ -868,19 +1243,34 @@ impl Viewer {
     fn release(&mut self, now: Time) {
         let mut out = std::mem::take(&mut self.scratch_serve);
         out.clear();
-        {
-            let chunks = &self.chunks;
-            let w = self.cfg.window;
-            self.serve.release(
-                now,
-                |seq| match &chunks[ix(seq, w)] {
-                    Some((r, _)) if r.seq == seq => r.bytes,
-                    _ => 0,
-                },
-                &mut out,
-            );
-        }
+        self.serve.release(now, &mut out);
         for r in out.iter() {
+            if r.slice != WHOLE {
+                let s = &self.slots[ix(r.seq, self.cfg.window)];
+                let held = s.state == SlotState::Have || s.got & (1u128 << r.slice) != 0;
+                if s.seq != r.seq || !held {
+                    continue;
+                }
+                let hops = s.hops;
+                let Some(record) = self.record_of(r.seq) else {
+                    continue;
+                };
+                let Some(encoded) = self.encoded_of(r.seq, r.slice as u32) else {
+                    continue;
+                };
+                self.stats.bytes_served += r.cost as u64;
+                self.stats.slices_served += 1;
+                self.out.push_back(Output::Send {
+                    to: r.to,
+                    msg: MeshMsg::Slice {
+                        record,
+                        hops,
+                        index: r.slice,
+                        encoded,
+                    },
+                });
+                continue;
+            }
             let s = &self.slots[ix(r.seq, self.cfg.window)];
             if s.seq != r.seq || s.state != SlotState::Have {
                 continue;
@@ -1039,7 +1429,192 @@ impl Viewer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunker::Chunk;
     use crate::manifest::Publisher;
+    use crate::root::RootSeed;
+    use crate::slice::{SliceOutboard, encode_slice};
+
+    fn slice_viewer(id: u32, publisher: &Publisher) -> Viewer {
+        let mut cfg = ViewerConfig::new(
+            Layer::High,
+            Bitrate::from_mbps(4),
+            Duration::from_millis(250),
+            Bitrate::from_mbps(20),
+        );
+        cfg.slices = Some(SliceProof::Bao);
+        cfg.slice_parts = 1;
+        Viewer::new(
+            PeerId(id),
+            PeerId(0),
+            Verifier::new(publisher.public_key()),
+            cfg,
+            Time::ZERO,
+        )
+    }
+
+    /// Every message sent by the root (peer 0) or a viewer, delivered at once, in order, until
+    /// nothing moves; returns (from, to, msg, whether the sender then held the chunk `watch`).
+    fn pump(
+        now: Time,
+        root: &mut RootSeed,
+        vs: &mut [Viewer],
+        watch: u64,
+    ) -> Vec<(u32, u32, MeshMsg, bool)> {
+        let mut log = vec![];
+        let mut queue = VecDeque::new();
+        loop {
+            while let Output::Send { to, msg } = root.poll_output() {
+                queue.push_back((0u32, to, msg, true));
+            }
+            for v in vs.iter_mut() {
+                loop {
+                    match v.poll_output() {
+                        Output::Send { to, msg } => {
+                            queue.push_back((v.id().0, to, msg, v.has(watch)))
+                        }
+                        Output::Event(_) => {}
+                        Output::Timeout(_) => break,
+                    }
+                }
+            }
+            // One message at a time, so a relay's answer to it is seen before the next arrives.
+            let Some((from, to, msg, had)) = queue.pop_front() else {
+                return log;
+            };
+            if to.0 == 0 {
+                root.handle_input(now, PeerId(from), msg.clone());
+            } else if let Some(v) = vs.iter_mut().find(|v| v.id() == to) {
+                v.handle_input(now, PeerId(from), msg.clone());
+            }
+            log.push((from, to.0, msg, had));
+        }
+    }
+
+    #[test]
+    fn a_relay_forwards_each_verified_slice_before_its_chunk_is_complete() {
+        let publisher = Publisher::from_seed([4; 32]);
+        let mut root = RootSeed::new(
+            Layer::High,
+            Publisher::from_seed([4; 32]),
+            Bitrate::from_mbps(100),
+            32,
+            Time::ZERO,
+        );
+        root.set_granted(PeerId(1), true);
+        // A (1) is fed by the root, B (2) by A only.
+        let mut vs = [slice_viewer(1, &publisher), slice_viewer(2, &publisher)];
+        let t0 = Time::from_millis(1);
+        vs[0].add_upstream(t0, PeerId(0), Bitrate::from_mbps(4));
+        vs[0].join(t0, 0);
+        vs[1].add_upstream(t0, PeerId(1), Bitrate::from_mbps(4));
+        vs[1].join(t0, 0);
+        let asked = pump(t0, &mut root, &mut vs, 1);
+        assert!(
+            asked.iter().any(|(f, t, m, _)| *f == 2
+                && *t == 1
+                && matches!(m, MeshMsg::SliceRequest { seq: 1, .. })),
+            "B asks A for chunk 1's slices before A has any"
+        );
+        let body: Vec<u8> = (0..125_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let chunk = Chunk::new(
+            Layer::High,
+            1,
+            250_000,
+            250_000,
+            true,
+            Arc::from(body.clone()),
+        );
+        let t1 = Time::from_millis(250);
+        root.publish(t1, &chunk, body.len() as u32);
+        let log = pump(t1, &mut root, &mut vs, 1);
+        let a_to_b: Vec<_> = log
+            .iter()
+            .filter(|(f, t, m, _)| *f == 1 && *t == 2 && matches!(m, MeshMsg::Slice { .. }))
+            .collect();
+        assert_eq!(a_to_b.len(), 8, "A forwards each of the 8 slices once");
+        assert!(
+            !a_to_b[0].3,
+            "the first slice left A before A had the whole chunk (cut-through)"
+        );
+        assert!(vs[0].has(1) && vs[1].has(1));
+        assert_eq!(&vs[1].chunk(1).unwrap().1[..], &body[..]);
+        assert_eq!(vs[1].stats.slices_received, 8);
+        assert_eq!(vs[0].stats.slices_served, 8);
+        assert!(
+            !log.iter()
+                .any(|(_, _, m, _)| matches!(m, MeshMsg::Data { .. }))
+        );
+    }
+
+    #[test]
+    fn a_bad_slice_is_refused_before_it_is_kept_or_forwarded_and_its_sender_struck() {
+        let publisher = Publisher::from_seed([5; 32]);
+        let body: Vec<u8> = (0..60_000u32).map(|i| (i % 253) as u8).collect();
+        let chunk = Chunk::new(
+            Layer::High,
+            1,
+            250_000,
+            250_000,
+            true,
+            Arc::from(body.clone()),
+        );
+        let record = Arc::new(publisher.sign(&chunk, body.len() as u32));
+        let ob = SliceOutboard::new(&body).unwrap();
+        let mut c = slice_viewer(3, &publisher);
+        let t0 = Time::from_millis(1);
+        c.add_upstream(t0, PeerId(9), Bitrate::from_mbps(4));
+        c.join(t0, 0);
+        // A downstream (4) waits on C for the whole chunk's slices.
+        c.handle_input(
+            t0,
+            PeerId(4),
+            MeshMsg::SliceRequest {
+                layer: Layer::High,
+                seq: 1,
+                part: 0,
+                parts: 1,
+                deadline_ms: 3000,
+            },
+        );
+        while !matches!(c.poll_output(), Output::Timeout(_)) {}
+        let slice = |i: u32, flip: bool| {
+            let mut e = encode_slice(&body, &ob, i).unwrap();
+            if flip {
+                let n = e.len();
+                e[n - 1] ^= 1;
+            }
+            MeshMsg::Slice {
+                record: record.clone(),
+                hops: 1,
+                index: i as u16,
+                encoded: e.into(),
+            }
+        };
+        let t1 = Time::from_millis(300);
+        c.handle_input(t1, PeerId(9), slice(0, false));
+        c.handle_input(t1, PeerId(9), slice(1, true));
+        let mut fwd = vec![];
+        let mut events = vec![];
+        loop {
+            match c.poll_output() {
+                Output::Send {
+                    to,
+                    msg: MeshMsg::Slice { index, .. },
+                } => fwd.push((to.0, index)),
+                Output::Send { .. } => {}
+                Output::Event(e) => events.push(e),
+                Output::Timeout(_) => break,
+            }
+        }
+        assert_eq!(
+            fwd,
+            vec![(4, 0)],
+            "the good slice went on, the bad one did not"
+        );
+        assert!(events.contains(&MeshEvent::Penalised { peer: PeerId(9) }));
+        assert_eq!((c.stats.slices_received, c.stats.bad_slices), (1, 1));
+        assert!(!c.has(1));
+    }
 
     #[test]
     fn an_announce_past_the_last_sequence_number_is_a_strike_not_an_overflow() {

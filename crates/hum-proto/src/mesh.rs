@@ -14,6 +14,14 @@
 //! | 4 | Cancel | layer u8, seq u64 |
 //! | 5 | Absent | layer u8, seq u64, reason u8 (0 not held, 1 busy, 2 too old) |
 //! | 6 | BufferHealth | buffered ms u32, playhead seq u64 |
+//! | 7 | SliceRequest | layer u8, seq u64, part u8, parts u8 (part < parts), deadline ms u32 |
+//! | 8 | Slice | record (as in Data), hops u8, index u16, encoded len u32, encoded (slice bytes with its BLAKE3 proof: exactly [`encoded_slice_len`]) |
+//!
+//! Slices (types 7 and 8) are the chunk's 16 KiB BLAKE3 chunk groups ([`SLICE_BYTES`]), each sent
+//! with the sibling hashes on its path from the root (the bao pre-order encoding), so a receiver
+//! checks one slice against the signed record's hash on arrival and forwards it at once
+//! (hum-mesh `slice`). Decoding checks the shape (index within the chunk, exact encoded length);
+//! whether the bytes verify is the receiver's job.
 
 use std::sync::Arc;
 
@@ -25,6 +33,48 @@ pub const MESH_VERSION: u8 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 /// The largest have-map window an announcement may carry.
 pub const MAX_ANNOUNCE_BITS: u16 = 4096;
+
+/// Payload bytes per slice: BLAKE3 chunk groups of 16 x 1 KiB (the last slice may be shorter).
+pub const SLICE_BYTES: u32 = 16 * 1024;
+/// The most slices a chunk may have (a 2 MiB chunk).
+pub const MAX_SLICES: u32 = 128;
+/// The largest chunk that can be sliced.
+pub const MAX_SLICED_CHUNK: u32 = SLICE_BYTES * MAX_SLICES;
+
+/// How many slices a chunk of `bytes` has (an empty chunk is one empty slice).
+pub fn slice_count(bytes: u32) -> u32 {
+    bytes.div_ceil(SLICE_BYTES).max(1)
+}
+
+/// The payload bytes slice `index` of a `bytes`-byte chunk carries.
+pub fn slice_len(bytes: u32, index: u32) -> u32 {
+    bytes
+        .saturating_sub(index.saturating_mul(SLICE_BYTES))
+        .min(SLICE_BYTES)
+}
+
+/// The size of slice `index` on the wire, proof included (64 bytes per parent in BLAKE3's tree of
+/// the chunk's slices), without encoding it.
+pub fn encoded_slice_len(bytes: u32, index: u32) -> usize {
+    slice_len(bytes, index) as usize + 64 * slice_depth(slice_count(bytes), index) as usize
+}
+
+/// How many parents slice `index` has in BLAKE3's tree of `n` slices: the left subtree holds the
+/// largest power of two below `n`, the rest is the right subtree.
+fn slice_depth(mut n: u32, mut index: u32) -> u32 {
+    let mut d = 0;
+    while n > 1 {
+        let left = 1 << (31 - (n - 1).leading_zeros());
+        if index < left {
+            n = left;
+        } else {
+            n -= left;
+            index -= left;
+        }
+        d += 1;
+    }
+    d
+}
 
 /// A quality layer. Each is its own chunk stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -180,6 +230,23 @@ pub enum MeshMsg {
     },
     /// "I have `buffered_ms` of media ahead of my playhead": low values get served first.
     BufferHealth { buffered_ms: u32, playhead: u64 },
+    /// "Send me the slices `i` of chunk `seq` with `i % parts == part`, each as soon as you have it
+    /// verified." Several upstreams asked for different parts carry one chunk together; one that does
+    /// not hold the chunk yet keeps the request and forwards slices as they arrive.
+    SliceRequest {
+        layer: Layer,
+        seq: u64,
+        part: u8,
+        parts: u8,
+        deadline_ms: u32,
+    },
+    /// Slice `index` of the chunk `record` names, with its proof; forwarded unchanged by relays.
+    Slice {
+        record: Arc<ChunkRecord>,
+        hops: u8,
+        index: u16,
+        encoded: Arc<[u8]>,
+    },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -200,6 +267,12 @@ pub enum MeshDecodeError {
     Window(u16),
     #[error("{0} unexpected bytes after the message")]
     Trailing(usize),
+    #[error("slice request for part {part} of {parts}")]
+    Part { part: u8, parts: u8 },
+    #[error("slice {index} of a {bytes}-byte chunk does not exist")]
+    SliceIndex { index: u16, bytes: u32 },
+    #[error("encoded slice of {len} bytes, expected {expected}")]
+    SliceLength { len: usize, expected: usize },
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -220,6 +293,8 @@ impl MeshMsg {
             MeshMsg::Cancel { .. } => 1 + 8,
             MeshMsg::Absent { .. } => 1 + 8 + 1,
             MeshMsg::BufferHealth { .. } => 4 + 8,
+            MeshMsg::SliceRequest { .. } => 1 + 8 + 1 + 1 + 4,
+            MeshMsg::Slice { encoded, .. } => ChunkRecord::ENCODED_LEN + 1 + 2 + 4 + encoded.len(),
         }
     }
 
@@ -292,6 +367,34 @@ impl MeshMsg {
                 w.u32(*buffered_ms);
                 w.u64(*playhead);
             }
+            MeshMsg::SliceRequest {
+                layer,
+                seq,
+                part,
+                parts,
+                deadline_ms,
+            } => {
+                w.u8(7);
+                w.u8(*layer as u8);
+                w.u64(*seq);
+                w.u8(*part);
+                w.u8(*parts);
+                w.u32(*deadline_ms);
+            }
+            MeshMsg::Slice {
+                record,
+                hops,
+                index,
+                encoded,
+            } => {
+                w.u8(8);
+                record.write_body(&mut w);
+                w.bytes(&record.signature);
+                w.u8(*hops);
+                w.u16(*index);
+                w.u32(encoded.len() as u32);
+                w.bytes(encoded);
+            }
         }
         debug_assert_eq!(w.buf.len(), len);
         Ok(w.buf)
@@ -357,6 +460,45 @@ impl MeshMsg {
                 buffered_ms: r.u32()?,
                 playhead: r.u64()?,
             },
+            7 => {
+                let layer = r.layer()?;
+                let seq = r.u64()?;
+                let part = r.u8()?;
+                let parts = r.u8()?;
+                if parts == 0 || part >= parts {
+                    return Err(MeshDecodeError::Part { part, parts });
+                }
+                MeshMsg::SliceRequest {
+                    layer,
+                    seq,
+                    part,
+                    parts,
+                    deadline_ms: r.u32()?,
+                }
+            }
+            8 => {
+                let record = Arc::new(ChunkRecord::read(&mut r)?);
+                let hops = r.u8()?;
+                let index = r.u16()?;
+                if record.bytes > MAX_SLICED_CHUNK || index as u32 >= slice_count(record.bytes) {
+                    return Err(MeshDecodeError::SliceIndex {
+                        index,
+                        bytes: record.bytes,
+                    });
+                }
+                let len = r.u32()? as usize;
+                let expected = encoded_slice_len(record.bytes, index as u32);
+                if len != expected {
+                    return Err(MeshDecodeError::SliceLength { len, expected });
+                }
+                let encoded: Arc<[u8]> = Arc::from(r.take(len)?);
+                MeshMsg::Slice {
+                    record,
+                    hops,
+                    index,
+                    encoded,
+                }
+            }
             t => return Err(MeshDecodeError::UnknownType(t)),
         };
         let rest = buf.len() - r.at;
@@ -478,7 +620,78 @@ mod tests {
                 buffered_ms: 2500,
                 playhead: 77,
             },
+            MeshMsg::SliceRequest {
+                layer: Layer::High,
+                seq: 9,
+                part: 2,
+                parts: 3,
+                deadline_ms: 700,
+            },
+            MeshMsg::Slice {
+                record: Arc::new(ChunkRecord {
+                    bytes: 40_000,
+                    ..record()
+                }),
+                hops: 2,
+                index: 2,
+                // 40 kB = 3 slices; slice 2 is the right child of the root: 1 parent, 7,232 bytes.
+                encoded: vec![5u8; 64 + 40_000 - 2 * 16_384].into(),
+            },
         ]
+    }
+
+    #[test]
+    fn slice_geometry_matches_blake3s_tree() {
+        assert_eq!(slice_count(0), 1);
+        assert_eq!(slice_count(125_000), 8);
+        assert_eq!(slice_len(125_000, 7), 125_000 - 7 * 16_384);
+        // 8 slices: a full tree of depth 3.
+        assert_eq!(encoded_slice_len(125_000, 0), 16_384 + 3 * 64);
+        // 3 slices: 0 and 1 under the left child, 2 is the root's right child.
+        assert_eq!(encoded_slice_len(40_000, 0), 16_384 + 2 * 64);
+        assert_eq!(encoded_slice_len(40_000, 2), 40_000 - 2 * 16_384 + 64);
+        assert_eq!(encoded_slice_len(100, 0), 100);
+    }
+
+    #[test]
+    fn slice_messages_refuse_bad_shapes() {
+        let m = MeshMsg::SliceRequest {
+            layer: Layer::High,
+            seq: 1,
+            part: 0,
+            parts: 2,
+            deadline_ms: 1,
+        };
+        let mut b = m.encode().unwrap();
+        b[11] = 2; // part 2 of 2
+        assert_eq!(
+            MeshMsg::decode(&b),
+            Err(MeshDecodeError::Part { part: 2, parts: 2 })
+        );
+        b[11] = 0;
+        b[12] = 0; // of 0 parts
+        assert_eq!(
+            MeshMsg::decode(&b),
+            Err(MeshDecodeError::Part { part: 0, parts: 0 })
+        );
+        let s = all().pop().unwrap();
+        let b = s.encode().unwrap();
+        let at = 2 + ChunkRecord::ENCODED_LEN + 1;
+        let mut bad = b.clone();
+        bad[at..at + 2].copy_from_slice(&3u16.to_be_bytes());
+        assert_eq!(
+            MeshMsg::decode(&bad),
+            Err(MeshDecodeError::SliceIndex {
+                index: 3,
+                bytes: 40_000
+            })
+        );
+        let mut bad = b.clone();
+        bad[at + 2..at + 6].copy_from_slice(&7_000u32.to_be_bytes());
+        assert!(matches!(
+            MeshMsg::decode(&bad),
+            Err(MeshDecodeError::SliceLength { len: 7_000, .. })
+        ));
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub struct SimArgs {
     /// numbers are totals over the layers. See docs/mesh.md.
     #[arg(long)]
     pub layers: bool,
+    /// Many seeds, small slices: viewers fetch each chunk as 16 KiB verified slices, split over up
+    /// to this many upstreams (1-3), and forward each slice as soon as it verifies; 0: whole
+    /// chunks (store-and-forward, as before). See docs/mesh.md.
+    #[arg(long, default_value_t = 0)]
+    pub slices: u8,
 }
 
 /// Run `hum sim`.

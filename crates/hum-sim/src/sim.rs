@@ -8,6 +8,7 @@ use anyhow::bail;
 use hum_mesh::chunker::Chunk;
 use hum_mesh::manifest::{Publisher, Verifier};
 use hum_mesh::root::RootSeed;
+use hum_mesh::slice::{SliceProof, encoded_slice_len};
 use hum_mesh::tracker::{Grant, Tracker, TrackerConfig};
 use hum_mesh::viewer::{Viewer, ViewerConfig};
 use hum_mesh::{Layer, MeshEvent, MeshMsg, Output, PeerId, Time};
@@ -54,6 +55,8 @@ pub struct SimConfig {
     pub members: Option<Arc<Vec<Member>>>,
     /// `--layers`: run every layer (see `layers.rs`).
     pub layered: bool,
+    /// `--slices`: upstreams sharing each chunk's slices (0: whole chunks).
+    pub slice_parts: u8,
 }
 
 impl SimConfig {
@@ -102,6 +105,7 @@ impl SimConfig {
             layer: Layer::High,
             members: None,
             layered: a.layers,
+            slice_parts: a.slices.min(3),
         })
     }
 
@@ -124,6 +128,7 @@ impl SimConfig {
             layer: Layer::High,
             members: None,
             layered: false,
+            slice_parts: 0,
         }
     }
 }
@@ -282,7 +287,9 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         .server_ceiling
         .unwrap_or(Bitrate::from_bps(cap.bps() * DEFAULT_CEILING_X))
         .max(cap);
-    let root = RootSeed::new(cfg.layer, publisher, cap, window, Time::ZERO).with_ceiling(ceiling);
+    let root = RootSeed::new(cfg.layer, publisher, cap, window, Time::ZERO)
+        .with_ceiling(ceiling)
+        .with_slice_proof(SliceProof::StandIn);
 
     let mut net: Net<Ev> = Net::new(cfg.seed ^ 0x6d65_7368);
     net.reserve(n + newcomers + 1, 4 * n + 1024);
@@ -397,8 +404,13 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                 if trace == Some(to.0) || trace == Some(from.0) {
                     eprintln!("{now} {} -> {}: {}", from.0, to.0, brief(&msg));
                 }
-                if let MeshMsg::Data { record, .. } = &msg {
-                    w.data_bytes_delivered += record.bytes as u64;
+                match &msg {
+                    MeshMsg::Data { record, .. } => w.data_bytes_delivered += record.bytes as u64,
+                    MeshMsg::Slice { record, index, .. } => {
+                        w.data_bytes_delivered +=
+                            hum_mesh::slice::slice_len(record.bytes, *index as u32) as u64
+                    }
+                    _ => {}
                 }
                 if to == root_node {
                     w.root.handle_input(t(now), PeerId(from.0), msg);
@@ -410,6 +422,11 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                         MeshMsg::Data {
                             record, payload, ..
                         } if **payload != chunk_body(record.seq, cfg.seed) => {
+                            Some((record.seq, vs.v.has(record.seq)))
+                        }
+                        MeshMsg::Slice {
+                            record, encoded, ..
+                        } if **encoded != chunk_body(record.seq, cfg.seed) => {
                             Some((record.seq, vs.v.has(record.seq)))
                         }
                         _ => None,
@@ -527,6 +544,10 @@ fn brief(m: &MeshMsg) -> String {
         MeshMsg::Cancel { seq, .. } => format!("cancel {seq}"),
         MeshMsg::Announce { base, bits, .. } => format!("announce {base}+{bits}"),
         MeshMsg::BufferHealth { buffered_ms, .. } => format!("health {buffered_ms}"),
+        MeshMsg::SliceRequest {
+            seq, part, parts, ..
+        } => format!("slice req {seq} {part}/{parts}"),
+        MeshMsg::Slice { record, index, .. } => format!("slice {} #{index}", record.seq),
     }
 }
 
@@ -588,7 +609,11 @@ impl World {
         self.audience += 1;
         self.root.set_audience(self.audience);
         let budget = Bitrate::from_mbps_f64(m.relay_mbps);
-        let vc = ViewerConfig::new(self.cfg.layer, self.cfg.bitrate, self.cfg.chunk, budget);
+        let mut vc = ViewerConfig::new(self.cfg.layer, self.cfg.bitrate, self.cfg.chunk, budget);
+        if self.cfg.slice_parts > 0 {
+            vc.slices = Some(SliceProof::StandIn);
+            vc.slice_parts = self.cfg.slice_parts;
+        }
         let v = Viewer::new(peer, PeerId(0), self.verifier.clone(), vc, t(now));
         debug_assert_eq!(self.viewers.len(), nd.index());
         self.viewers.push(Some(VState {
@@ -706,16 +731,24 @@ impl World {
                 MeshMsg::Data { record, .. } => {
                     record.bytes as u64 + hum_mesh::ChunkRecord::ENCODED_LEN as u64 + 8
                 }
+                // The stand-in body counts for the slice with its proof.
+                MeshMsg::Slice { record, index, .. } => {
+                    encoded_slice_len(record.bytes, *index as u32) as u64
+                        + hum_mesh::ChunkRecord::ENCODED_LEN as u64
+                        + 9
+                }
                 m => m.encoded_len() as u64,
             }
     }
 
-    /// The data channel a message kind rides (WebRTC data channels over SCTP): control messages on a
-    /// reliable one, chunks on a partially reliable one with [`DATA_LIFETIME`]. Without loss both
-    /// behave alike.
+    /// The data channel a message kind rides (WebRTC data channels over SCTP): control messages
+    /// (requests, slice requests, cancels, announcements, absents, buffer health) on a reliable
+    /// ordered one; chunks and slices on an unordered partially reliable one with
+    /// [`DATA_LIFETIME`] (a repair after that is useless: the end-game has asked someone else).
+    /// Without loss both behave alike.
     fn delivery(msg: &MeshMsg) -> Delivery {
         match msg {
-            MeshMsg::Data { .. } => Delivery::Lifetime(DATA_LIFETIME),
+            MeshMsg::Data { .. } | MeshMsg::Slice { .. } => Delivery::Lifetime(DATA_LIFETIME),
             _ => Delivery::Reliable,
         }
     }
@@ -780,6 +813,17 @@ impl World {
                             record,
                             hops,
                             payload: Arc::from(&b"not the chunk you asked for"[..]),
+                        },
+                        MeshMsg::Slice {
+                            record,
+                            hops,
+                            index,
+                            ..
+                        } if vs.malicious => MeshMsg::Slice {
+                            record,
+                            hops,
+                            index,
+                            encoded: Arc::from(&b"not the slice you asked for"[..]),
                         },
                         m => m,
                     };
