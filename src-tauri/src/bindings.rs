@@ -10,7 +10,8 @@ use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
 use crate::commands::{
-    budget, calls, connection, devices, friends, identity, servers, settings, streams, video, voice,
+    budget, calls, connection, devices, friends, identity, live, servers, settings, streams, video,
+    voice,
 };
 
 pub fn builder() -> Builder<tauri::Wry> {
@@ -62,6 +63,13 @@ pub fn builder() -> Builder<tauri::Wry> {
             video::camera_set,
             video::video_keyframe,
             video::video_bench_start,
+            live::live_list,
+            live::live_status,
+            live::live_start,
+            live::live_stop,
+            live::live_watch,
+            live::live_leave,
+            live::live_dismiss,
         ])
         .events(collect_events![
             voice::PttChanged,
@@ -71,7 +79,9 @@ pub fn builder() -> Builder<tauri::Wry> {
             servers::AudioNotice,
             servers::SelfSpeaking,
             calls::CallChanged,
-            budget::BudgetChanged
+            budget::BudgetChanged,
+            live::LiveStatusChanged,
+            live::LiveChanged
         ])
         .typ::<crate::error::CommandError>()
         .typ::<crate::channels::LevelSample>()

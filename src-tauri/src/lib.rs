@@ -66,6 +66,7 @@ pub fn run() {
             }
             let has_identity = state.identity().is_ok();
             app.manage(state);
+            app.manage(commands::live::LiveState::default());
             if has_identity {
                 let handle = app.handle().clone();
                 tauri::async_runtime::spawn(async move {

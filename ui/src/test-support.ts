@@ -132,6 +132,10 @@ export function fakeBackend(
         case "input_monitor_start":
         case "input_monitor_stop":
           return null;
+        case "live_list":
+          return [];
+        case "live_status":
+          return { streaming: null, watching: null, notice: null };
         case "call_get":
           return { phase: "idle", call: null, peer: null, peer_speaking: false, ended: null };
         case "budget_status":

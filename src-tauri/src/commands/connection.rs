@@ -139,6 +139,7 @@ pub async fn start(app: &AppHandle) -> CmdResult<RelayStatus> {
     state.set_relay(client.clone())?;
     state.set_calls(super::calls::start(app, &client))?;
     super::budget::start(app, &client, &url);
+    super::live::start(app, &client);
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;

@@ -115,6 +115,23 @@ export const commands = {
 	 *  at 30 fps, replacing earlier ones; 0 stops them. Returns their ids.
 	 */
 	videoBenchStart: (streams: number, width: number, height: number) => typedError<string[], CommandError>(__TAURI_INVOKE("video_bench_start", { streams, width, height })),
+	/**  The live streams of a server. */
+	liveList: (server: number) => typedError<LiveStreamView[], CommandError>(__TAURI_INVOKE("live_list", { server })),
+	/**  The live panel's state now. */
+	liveStatus: () => typedError<LiveStatus, CommandError>(__TAURI_INVOKE("live_status")),
+	/**  Goes live in a channel (the `stream` permission); ends a stream I was already sending. */
+	liveStart: (request: GoLive) => typedError<LiveStatus, CommandError>(__TAURI_INVOKE("live_start", { request })),
+	/**  Ends the stream I send (nothing if none). */
+	liveStop: () => typedError<null, CommandError>(__TAURI_INVOKE("live_stop")),
+	/**
+	 *  Watches a stream (leaving one I watched): its frames arrive on the video channel under
+	 *  `live/<id>`; I relay to other viewers up to my bandwidth settings' relay share.
+	 */
+	liveWatch: (stream: number) => typedError<LiveStatus, CommandError>(__TAURI_INVOKE("live_watch", { stream })),
+	/**  Stops watching (nothing if I watch nothing). */
+	liveLeave: () => typedError<null, CommandError>(__TAURI_INVOKE("live_leave")),
+	/**  Clears the notice (the user closed it). */
+	liveDismiss: () => __TAURI_INVOKE<void>("live_dismiss"),
 };
 
 /** Events */
@@ -123,6 +140,8 @@ export const events = {
 	budgetChanged: makeEvent<BudgetChanged, BudgetChanged>("budget-changed"),
 	callChanged: makeEvent<CallChanged, CallChanged>("call-changed"),
 	friendsChanged: makeEvent<FriendsChanged, FriendsChanged>("friends-changed"),
+	liveChanged: makeEvent<LiveChanged, LiveChanged>("live-changed"),
+	liveStatusChanged: makeEvent<LiveStatusChanged, LiveStatusChanged>("live-status-changed"),
 	pttChanged: makeEvent<PttChanged, PttChanged>("ptt-changed"),
 	relayStatusChanged: makeEvent<RelayStatusChanged, RelayStatusChanged>("relay-status-changed"),
 	selfSpeaking: makeEvent<SelfSpeaking, SelfSpeaking>("self-speaking"),
@@ -327,6 +346,19 @@ export type FriendsView = {
 	outgoing: Person[],
 };
 
+/**  The Go Live dialog's answer. */
+export type GoLive = {
+	channel: number,
+	title: string,
+	source: LiveSource,
+	/**  The Y4M file of `source: file`. */
+	file: string | null,
+	/**  Sound from the microphone (else a quiet tone, so viewers hear the stream is alive). */
+	microphone: boolean,
+	/**  Let the relay keep a recording (viewers see it). */
+	record: boolean,
+};
+
 /**  What the UI may know about the identity (never the secret). */
 export type IdentityInfo = {
 	display_name: string,
@@ -349,6 +381,45 @@ export type LevelSample = {
 	threshold_dbfs: number,
 	/**  False once the source stopped (left the call, closed the settings screen). */
 	live: boolean,
+};
+
+/**  A stream started or ended in one of my servers, or its audience changed: refetch `live_list`. */
+export type LiveChanged = {
+	server: number | null,
+};
+
+/**  Where a stream's picture comes from. */
+export type LiveSource = "pattern" | "camera" | "screen" | "file";
+
+/**  Everything the live panel shows. */
+export type LiveStatus = {
+	streaming: StreamingView | null,
+	watching: WatchingView | null,
+	/**  Something that ended under me ("The stream ended.", a source that failed). */
+	notice: string | null,
+};
+
+/**  The live panel's state changed. */
+export type LiveStatusChanged = {
+	status: LiveStatus,
+};
+
+/**  A live stream as the channel list shows it. */
+export type LiveStreamView = {
+	id: number,
+	server: number,
+	channel: number,
+	title: string,
+	/**  Public key, hex. */
+	streamer_id: string,
+	streamer_name: string,
+	/**  Bits per second. */
+	bitrate: number,
+	viewers: number,
+	/**  The relay keeps a recording (the streamer opted in): shown to viewers. */
+	recording: boolean,
+	/**  Unix ms of the stream's media time 0. */
+	started_ms: number,
 };
 
 export type MeasuredUpload = {
@@ -458,6 +529,16 @@ export type ServersChanged = null;
 
 export type SettingsField = "file" | "total_upload" | "reserved" | "relay" | "protection";
 
+/**  The stream I send. */
+export type StreamingView = {
+	stream: LiveStreamView,
+	source: LiveSource,
+	viewers: number,
+	chunks: number,
+	/**  Bytes uploaded to the relay (one copy of the stream, however many watch). */
+	uploaded_bytes: number,
+};
+
 export type TotalSource = { source: "manual" } | { source: "detected"; measured_at_unix_ms: number } | { source: "not_measured" };
 
 export type TotalUpload = { mode: "auto" } | { mode: "manual"; rate: number };
@@ -471,7 +552,7 @@ export type TransmitMode = "voice_activity" | "push_to_talk";
  *  Layout, little-endian (ui/src/lib/video.ts reads it):
  *  ```text
  *   0  u8   version (1)
- *   1  u8   flags (bit 0: keyframe, bit 1: after a loss)
+ *   1  u8   flags (bit 0: keyframe, bit 1: after a loss, bit 2: ended - no frame follows)
  *   2  u8   stream id length N (1..=96)
  *   3  u8   reserved (0)
  *   4  u16  width          6  u16  height
@@ -526,6 +607,34 @@ export type VoiceSettings = {
 	output_device: string | null,
 	/**  Public key (hex) to volume percent (0-200); absent = 100. */
 	user_volumes: { [key in string]: number },
+};
+
+/**  The stream I watch, and what I give back. */
+export type WatchingView = {
+	stream: LiveStreamView,
+	/**  The `VideoTile` stream id its frames arrive under. */
+	video_id: string,
+	started: boolean,
+	played: number,
+	skipped: number,
+	/**  Played / (played + skipped), percent. */
+	continuity_pct: number | null,
+	/**  How far behind capture the newest played chunk was, ms. */
+	behind_live_ms: number | null,
+	bytes_from_root: number,
+	bytes_from_peers: number,
+	/**  Relay upload I offer (bandwidth settings, less what the throttler took), bits/s. */
+	relay_budget: number,
+	/**  Chunk bytes I sent to other viewers so far: what the server did not have to send. */
+	relayed_bytes: number,
+	/**  Chunks I sent to other viewers. */
+	chunks_relayed: number,
+	/**  My relay upload over the last second, bits/s. */
+	relay_now: number,
+	/**  The last 60 seconds of `relay_now`, oldest first. */
+	relay_history: number[],
+	/**  Mesh links open (the relay's root and peers). */
+	links: number,
 };
 
 /* Tauri Specta runtime */

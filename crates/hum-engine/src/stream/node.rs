@@ -425,6 +425,10 @@ impl Node {
                 }
                 self.report.published += 1;
                 self.report.published_bytes += u64::from(len);
+                // The uploader has no outputs to drain: its counts go out here.
+                if matches!(self.machine, Machine::Upload { .. }) {
+                    self.finish_report();
+                }
             }
             Command::ViewerJoined { user, relay } => {
                 let id = self.peer_of(user);

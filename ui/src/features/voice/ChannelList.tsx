@@ -4,6 +4,7 @@ import { unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
 import { Dialog } from "../layout/Dialog";
 import { ChannelSettings } from "./ChannelSettings";
+import { ChannelStreams } from "../stream/ChannelStreams";
 import { GearIcon, HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { myVoice, voiceAct } from "./store";
 
@@ -110,6 +111,7 @@ export function ChannelList(props: { server: ServerView }) {
                 );
               })}
             </ul>
+            <ChannelStreams server={s.id} channel={c.id} channelName={c.name} />
           </div>
         );
       })}

@@ -2,6 +2,8 @@ import { CallPanel } from "../calls/CallPanel";
 import { ChannelList } from "./ChannelList";
 import { ControlBar } from "./ControlBar";
 import { Stage } from "./Stage";
+import { LivePanel } from "../stream/LivePanel";
+import { useLiveSync } from "../stream/store";
 import { audioNotice, currentServer, myVoice, servers, useVoiceSync, voiceError } from "./store";
 
 /**
@@ -13,6 +15,7 @@ export function VoiceScreen(props: { myId?: string }) {
   const list = servers.value;
   const server = currentServer();
   const me = myVoice.value;
+  useLiveSync(server?.id ?? null);
   return (
     <>
       <aside class="side" data-testid="voice-screen">
@@ -36,6 +39,7 @@ export function VoiceScreen(props: { myId?: string }) {
             {voiceError.value}
           </p>
         )}
+        <LivePanel />
         <Stage channel={me.channel} myId={props.myId ?? null} />
         <ControlBar />
       </main>

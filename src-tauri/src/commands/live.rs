@@ -1,0 +1,598 @@
+//! Livestreams in the app: go live (pattern, camera, screen or a Y4M file, with the microphone or
+//! a tone), the live streams of a server, watching one (its frames go to the webview as
+//! `VideoPacket`s under `live/<id>`, decoded by the same `VideoTile` as calls) and what watching
+//! gives back (relay upload from the bandwidth settings).
+//!
+//! hum-engine's `stream::session` does the work (the CLI runs the same code); this module keeps
+//! one stream I send and one I watch, and reports both as [`LiveStatus`] (a `LiveStatusChanged`
+//! event every second while either runs, and when one starts or ends). Stream starts and ends
+//! in my servers are `LiveChanged` (refetch `live_list`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hum_engine::ClientEvent;
+use hum_engine::RelayClient;
+use hum_engine::stream::player::spawn_player;
+use hum_engine::stream::session::EndReason;
+use hum_engine::stream::source::{AudioInput, SourceConfig, VideoInput};
+use hum_engine::stream::{LiveOptions, LiveSession, NodeReport, WatchOptions, WatchSession};
+use hum_proto::signal::{Event, Name, Reply, Request, StreamInfo};
+use hum_proto::{Bitrate, ChannelId, ServerId, StreamId};
+use serde::{Deserialize, Serialize};
+use specta::Type;
+use tauri::{AppHandle, Manager, State};
+use tauri_specta::Event as _;
+
+use super::connection::client_error;
+use crate::channels::{VideoMeta, VideoPacket};
+use crate::error::{CmdResult, CommandError, ErrorCode};
+use crate::state::AppState;
+
+/// A live stream as the channel list shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Type)]
+pub struct LiveStreamView {
+    pub id: u64,
+    pub server: u64,
+    pub channel: u64,
+    pub title: String,
+    /// Public key, hex.
+    pub streamer_id: String,
+    pub streamer_name: String,
+    /// Bits per second.
+    pub bitrate: u64,
+    pub viewers: u32,
+    /// The relay keeps a recording (the streamer opted in): shown to viewers.
+    pub recording: bool,
+    /// Unix ms of the stream's media time 0.
+    pub started_ms: u64,
+}
+
+impl From<&StreamInfo> for LiveStreamView {
+    fn from(s: &StreamInfo) -> Self {
+        Self {
+            id: s.id.0,
+            server: s.server.0,
+            channel: s.channel.0,
+            title: s.title.as_str().to_owned(),
+            streamer_id: s.streamer.id.to_string(),
+            streamer_name: s.streamer.display_name.as_str().to_owned(),
+            bitrate: s.bitrate.bps(),
+            viewers: s.viewers,
+            recording: s.recording,
+            started_ms: s.started_ms,
+        }
+    }
+}
+
+/// Where a stream's picture comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveSource {
+    Pattern,
+    Camera,
+    Screen,
+    File,
+}
+
+/// The Go Live dialog's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct GoLive {
+    pub channel: u64,
+    pub title: String,
+    pub source: LiveSource,
+    /// The Y4M file of `source: file`.
+    pub file: Option<String>,
+    /// Sound from the microphone (else a quiet tone, so viewers hear the stream is alive).
+    pub microphone: bool,
+    /// Let the relay keep a recording (viewers see it).
+    pub record: bool,
+}
+
+/// The stream I send.
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct StreamingView {
+    pub stream: LiveStreamView,
+    pub source: LiveSource,
+    pub viewers: u32,
+    pub chunks: u64,
+    /// Bytes uploaded to the relay (one copy of the stream, however many watch).
+    pub uploaded_bytes: u64,
+}
+
+/// The stream I watch, and what I give back.
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct WatchingView {
+    pub stream: LiveStreamView,
+    /// The `VideoTile` stream id its frames arrive under.
+    pub video_id: String,
+    pub started: bool,
+    pub played: u64,
+    pub skipped: u64,
+    /// Played / (played + skipped), percent.
+    pub continuity_pct: f64,
+    /// How far behind capture the newest played chunk was, ms.
+    pub behind_live_ms: Option<u64>,
+    pub bytes_from_root: u64,
+    pub bytes_from_peers: u64,
+    /// Relay upload I offer (bandwidth settings, less what the throttler took), bits/s.
+    pub relay_budget: u64,
+    /// Chunk bytes I sent to other viewers so far: what the server did not have to send.
+    pub relayed_bytes: u64,
+    /// Chunks I sent to other viewers.
+    pub chunks_relayed: u64,
+    /// My relay upload over the last second, bits/s.
+    pub relay_now: u64,
+    /// The last 60 seconds of `relay_now`, oldest first.
+    pub relay_history: Vec<u64>,
+    /// Mesh links open (the relay's root and peers).
+    pub links: u64,
+}
+
+/// Everything the live panel shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Type)]
+pub struct LiveStatus {
+    pub streaming: Option<StreamingView>,
+    pub watching: Option<WatchingView>,
+    /// Something that ended under me ("The stream ended.", a source that failed).
+    pub notice: Option<String>,
+}
+
+/// The live panel's state changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Type, tauri_specta::Event)]
+pub struct LiveStatusChanged {
+    pub status: LiveStatus,
+}
+
+/// A stream started or ended in one of my servers, or its audience changed: refetch `live_list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type, tauri_specta::Event)]
+pub struct LiveChanged {
+    pub server: Option<u64>,
+}
+
+struct Sending {
+    session: LiveSession,
+    source: LiveSource,
+    ticker: Task,
+}
+
+/// A task of Tauri's runtime.
+type Task = tauri::async_runtime::JoinHandle<()>;
+
+struct Watching {
+    session: WatchSession,
+    player: tokio::task::JoinHandle<()>,
+    ticker: Task,
+    behind: Arc<AtomicU64>,
+    relay_budget: u64,
+    history: VecDeque<u64>,
+    last_sent: u64,
+}
+
+/// The app's livestream state (`app.manage`d beside `AppState`).
+#[derive(Default)]
+pub struct LiveState {
+    sending: tokio::sync::Mutex<Option<Sending>>,
+    watching: tokio::sync::Mutex<Option<Watching>>,
+    notice: std::sync::Mutex<Option<String>>,
+}
+
+/// The stream id frames of stream `id` reach the webview under.
+pub fn video_id(id: u64) -> String {
+    format!("live/{id}")
+}
+
+fn no_behind() -> u64 {
+    u64::MAX
+}
+
+const HISTORY: usize = 60;
+
+/// The size and rate the app streams at: 640x360 at 20 fps, 700 kbit/s of VP8 (+ 32 kbit/s
+/// Opus), 250 ms chunks of 5 frames.
+pub fn app_source() -> SourceConfig {
+    SourceConfig {
+        width: 640,
+        height: 360,
+        fps: 20,
+        video_bitrate: Bitrate::from_kbps(700),
+        chunk: Duration::from_millis(250),
+        audio: true,
+    }
+}
+
+/// What the relay upload offered to a stream's mesh is: the bandwidth settings' relay share,
+/// never above the throttler's cap while the budget service runs.
+pub fn relay_budget(state: &AppState) -> u64 {
+    let (settings, _) = super::settings::load_bandwidth(state);
+    let eff = super::settings::report(state, &settings)
+        .map(|r| r.effective.relay)
+        .unwrap_or(0);
+    match state.budget_status.lock() {
+        Ok(s) if s.running => eff.min(s.relay_cap),
+        _ => eff,
+    }
+}
+
+fn live_state(app: &AppHandle) -> tauri::State<'_, LiveState> {
+    app.state::<LiveState>()
+}
+
+fn watching_view(w: &Watching, r: &NodeReport) -> WatchingView {
+    let total = r.played + r.skipped;
+    let behind = w.behind.load(Ordering::Relaxed);
+    WatchingView {
+        stream: LiveStreamView::from(w.session.info()),
+        video_id: video_id(w.session.info().id.0),
+        started: r.started,
+        played: r.played,
+        skipped: r.skipped,
+        continuity_pct: if total == 0 {
+            100.0
+        } else {
+            (r.played as f64 * 1000.0 / total as f64).round() / 10.0
+        },
+        behind_live_ms: (behind != no_behind()).then_some(behind),
+        bytes_from_root: r.bytes_from_root,
+        bytes_from_peers: r.bytes_from_peers,
+        relay_budget: w.relay_budget,
+        relayed_bytes: r.bytes_sent_data,
+        chunks_relayed: r.chunks_sent,
+        relay_now: w.history.back().copied().unwrap_or(0),
+        relay_history: w.history.iter().copied().collect(),
+        links: r.links,
+    }
+}
+
+/// The status now (and, for the watcher, one more second of relay history when `tick`).
+async fn status(app: &AppHandle, tick: bool) -> LiveStatus {
+    let live = live_state(app);
+    let streaming = live.sending.lock().await.as_ref().map(|s| {
+        let r = s.session.report();
+        let mut stream = LiveStreamView::from(s.session.info());
+        stream.viewers = s.session.viewers();
+        StreamingView {
+            stream,
+            source: s.source,
+            viewers: s.session.viewers(),
+            chunks: r.published,
+            uploaded_bytes: r.bytes_sent_data + r.bytes_sent_ctl,
+        }
+    });
+    let watching = {
+        let mut guard = live.watching.lock().await;
+        guard.as_mut().map(|w| {
+            let r = w.session.report();
+            if tick {
+                let now = r.bytes_sent_data;
+                w.history
+                    .push_back(now.saturating_sub(w.last_sent).saturating_mul(8));
+                w.last_sent = now;
+                while w.history.len() > HISTORY {
+                    w.history.pop_front();
+                }
+            }
+            watching_view(w, &r)
+        })
+    };
+    let notice = live.notice.lock().ok().and_then(|n| n.clone());
+    LiveStatus {
+        streaming,
+        watching,
+        notice,
+    }
+}
+
+async fn emit_status(app: &AppHandle, tick: bool) {
+    let status = status(app, tick).await;
+    if let Err(e) = (LiveStatusChanged { status }).emit(app) {
+        tracing::debug!("live status not delivered: {e}");
+    }
+}
+
+fn set_notice(app: &AppHandle, n: Option<String>) {
+    if let Ok(mut slot) = live_state(app).notice.lock() {
+        *slot = n;
+    }
+}
+
+/// Every second while a session runs: the status, and the end when the relay ends it.
+fn ticker(
+    app: AppHandle,
+    mut ended: tokio::sync::watch::Receiver<Option<EndReason>>,
+    watching: bool,
+) -> Task {
+    tauri::async_runtime::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = every.tick() => emit_status(&app, watching).await,
+                r = ended.changed() => {
+                    let why = if r.is_err() { Some(EndReason::ClientStopped) } else { *ended.borrow() };
+                    if let Some(why) = why {
+                        let live = live_state(&app);
+                        if watching {
+                            if let Some(w) = live.watching.lock().await.take() {
+                                set_notice(&app, Some(format!(
+                                    "\"{}\" ended.",
+                                    w.session.info().title.as_str()
+                                )));
+                                finish_watch(w, false).await;
+                            }
+                        } else if let Some(s) = live.sending.lock().await.take() {
+                            set_notice(&app, Some(match why {
+                                EndReason::StreamEnded => "Your stream was ended by the relay.".into(),
+                                EndReason::ClientStopped => "Your stream stopped: the relay connection closed.".into(),
+                            }));
+                            s.session.stop().await;
+                        }
+                        emit_status(&app, false).await;
+                        let _ = LiveChanged { server: None }.emit(&app);
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn finish_watch(w: Watching, abort_ticker: bool) {
+    w.player.abort();
+    if abort_ticker {
+        w.ticker.abort();
+    }
+    w.session.stop().await;
+}
+
+/// Starts forwarding stream starts/ends (and, to the streamer, joins) as `LiveChanged`. Runs
+/// beside the relay client (connection::start).
+pub fn start(app: &AppHandle, client: &RelayClient) {
+    let mut events = client.subscribe();
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let server = match events.recv().await {
+                Ok(ClientEvent::Relay(Event::StreamStarted { stream })) => Some(stream.server.0),
+                Ok(ClientEvent::Relay(Event::StreamEnded { server, .. })) => Some(server.0),
+                Ok(ClientEvent::Relay(Event::StreamViewer { .. })) | Ok(ClientEvent::State(_)) => {
+                    None
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => None,
+                Err(RecvError::Closed) => return,
+            };
+            let _ = LiveChanged { server }.emit(&app);
+        }
+    });
+}
+
+/// The live streams of a server.
+#[tauri::command]
+#[specta::specta]
+pub async fn live_list(state: State<'_, AppState>, server: u64) -> CmdResult<Vec<LiveStreamView>> {
+    match state
+        .relay()?
+        .request(Request::StreamList {
+            server: ServerId(server),
+        })
+        .await
+        .map_err(client_error)?
+    {
+        Reply::Streams { streams } => Ok(streams.iter().map(LiveStreamView::from).collect()),
+        r => Err(CommandError::internal(format!("unexpected reply {r:?}"))),
+    }
+}
+
+/// The live panel's state now.
+#[tauri::command]
+#[specta::specta]
+pub async fn live_status(app: AppHandle) -> CmdResult<LiveStatus> {
+    Ok(status(&app, false).await)
+}
+
+fn stream_error(e: hum_engine::stream::StreamError) -> CommandError {
+    match e {
+        hum_engine::stream::StreamError::Relay(e) => client_error(e),
+        hum_engine::stream::StreamError::Media(m) => CommandError::new(ErrorCode::Device, m),
+        e => CommandError::internal(e),
+    }
+}
+
+/// Goes live in a channel (the `stream` permission); ends a stream I was already sending.
+#[tauri::command]
+#[specta::specta]
+pub async fn live_start(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    request: GoLive,
+) -> CmdResult<LiveStatus> {
+    let relay = state.relay()?;
+    let title = Name::new(request.title.trim().to_owned())
+        .map_err(|e| CommandError::invalid(format!("Title: {e}")))?;
+    let video = match request.source {
+        LiveSource::Pattern => VideoInput::Pattern,
+        LiveSource::Camera => VideoInput::Camera(None),
+        LiveSource::Screen => VideoInput::Screen,
+        LiveSource::File => match request.file.as_deref().map(str::trim) {
+            Some(f) if !f.is_empty() => VideoInput::File(f.into()),
+            _ => return Err(CommandError::invalid("Choose a .y4m file to stream.")),
+        },
+    };
+    let audio = if request.microphone {
+        AudioInput::Microphone(None)
+    } else {
+        AudioInput::Tone
+    };
+    live_stop(app.clone()).await?;
+    let session = LiveSession::start(
+        &relay,
+        state.identity()?.stream_publisher(),
+        LiveOptions {
+            channel: ChannelId(request.channel),
+            title,
+            video,
+            audio,
+            source: app_source(),
+            record: request.record,
+            bind: vec!["0.0.0.0:0".into()],
+        },
+    )
+    .await
+    .map_err(stream_error)?;
+    let ticker = ticker(app.clone(), session.ended_watch(), false);
+    set_notice(&app, None);
+    *live_state(&app).sending.lock().await = Some(Sending {
+        session,
+        source: request.source,
+        ticker,
+    });
+    let _ = LiveChanged { server: None }.emit(&app);
+    let s = status(&app, false).await;
+    emit_status(&app, false).await;
+    Ok(s)
+}
+
+/// Ends the stream I send (nothing if none).
+#[tauri::command]
+#[specta::specta]
+pub async fn live_stop(app: AppHandle) -> CmdResult<()> {
+    let taken = live_state(&app).sending.lock().await.take();
+    if let Some(s) = taken {
+        s.ticker.abort();
+        s.session.stop().await;
+        emit_status(&app, false).await;
+        let _ = LiveChanged { server: None }.emit(&app);
+    }
+    Ok(())
+}
+
+/// Watches a stream (leaving one I watched): its frames arrive on the video channel under
+/// `live/<id>`; I relay to other viewers up to my bandwidth settings' relay share.
+#[tauri::command]
+#[specta::specta]
+pub async fn live_watch(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    stream: u64,
+) -> CmdResult<LiveStatus> {
+    let relay = state.relay()?;
+    live_leave(app.clone()).await?;
+    let budget = relay_budget(&state);
+    let (played_tx, played_rx) = tokio::sync::mpsc::channel(16);
+    let session = WatchSession::join(
+        &relay,
+        StreamId(stream),
+        WatchOptions {
+            relay: Bitrate::from_bps(budget),
+            bind: vec!["0.0.0.0:0".into()],
+            corrupt: false,
+            played: Some(played_tx),
+        },
+    )
+    .await
+    .map_err(stream_error)?;
+    let id = video_id(stream);
+    let behind = Arc::new(AtomicU64::new(no_behind()));
+    let (hub, behind2) = (state.video.clone(), behind.clone());
+    let player = spawn_player(played_rx, session.info().started_ms, move |f| {
+        let now = hum_engine::stream::node::unix_ms();
+        behind2.store(now.saturating_sub(f.capture_unix_ms), Ordering::Relaxed);
+        if let Some(p) = VideoPacket::build(
+            &id,
+            VideoMeta {
+                keyframe: f.keyframe,
+                after_loss: false,
+                width: f.width,
+                height: f.height,
+                timestamp_us: f.timestamp_us,
+                capture_unix_ms: f.capture_unix_ms,
+            },
+            &f.data,
+        ) {
+            hub.publish(&p);
+        }
+        true
+    });
+    let ticker = ticker(app.clone(), session.ended_watch(), true);
+    set_notice(&app, None);
+    *live_state(&app).watching.lock().await = Some(Watching {
+        session,
+        player,
+        ticker,
+        behind,
+        relay_budget: budget,
+        history: VecDeque::new(),
+        last_sent: 0,
+    });
+    let s = status(&app, false).await;
+    emit_status(&app, false).await;
+    Ok(s)
+}
+
+/// Stops watching (nothing if I watch nothing).
+#[tauri::command]
+#[specta::specta]
+pub async fn live_leave(app: AppHandle) -> CmdResult<()> {
+    let taken = live_state(&app).watching.lock().await.take();
+    if let Some(w) = taken {
+        finish_watch(w, true).await;
+        emit_status(&app, false).await;
+    }
+    Ok(())
+}
+
+/// Clears the notice (the user closed it).
+#[tauri::command]
+#[specta::specta]
+pub fn live_dismiss(app: AppHandle) {
+    set_notice(&app, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hum_proto::UserId;
+    use hum_proto::signal::{DisplayName, UserSummary};
+
+    #[test]
+    fn stream_view_and_wire_shapes() {
+        let info = StreamInfo {
+            id: StreamId(7),
+            server: ServerId(1),
+            channel: ChannelId(2),
+            streamer: UserSummary {
+                id: UserId([0xab; 32]),
+                display_name: DisplayName::new("ada").expect("name"),
+            },
+            title: Name::new("speedrun").expect("title"),
+            bitrate: Bitrate::from_kbps(760),
+            chunk_ms: 250,
+            started_ms: 1_700_000_000_000,
+            viewers: 3,
+            recording: true,
+        };
+        let v = LiveStreamView::from(&info);
+        assert_eq!((v.id, v.server, v.channel, v.viewers), (7, 1, 2, 3));
+        assert_eq!(v.streamer_id, "ab".repeat(32));
+        assert!(v.recording);
+        assert_eq!(video_id(7), "live/7");
+        let go: GoLive = serde_json::from_str(
+            r#"{"channel":2,"title":"t","source":"pattern","file":null,"microphone":false,"record":true}"#,
+        )
+        .expect("go live json");
+        assert_eq!(go.source, LiveSource::Pattern);
+        assert_eq!(
+            serde_json::to_string(&LiveSource::Screen).expect("json"),
+            r#""screen""#
+        );
+        let s = app_source();
+        assert_eq!(
+            (s.chunk.as_micros() * u128::from(s.fps)) % 1_000_000,
+            0,
+            "whole frames per chunk"
+        );
+    }
+}
