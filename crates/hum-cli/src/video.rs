@@ -16,7 +16,8 @@ use hum_engine::voice::hum_media::video::{
     VideoError, VideoFormat, VideoFrame, VideoSink, WallAnchor, Y4mSink,
 };
 use hum_engine::voice::{RemoteVideoTrack, VideoIo, VideoSinkFactory};
-use hum_proto::Bitrate;
+use hum_proto::signal::VideoQuality;
+use hum_proto::{Bitrate, UserId};
 use serde_json::json;
 
 #[derive(Args, Debug, Clone)]
@@ -41,6 +42,67 @@ pub struct VideoArgs {
     /// Accept (and decode) video without sending or recording any.
     #[arg(long)]
     pub receive_video: bool,
+    /// On the SFU (`hum voice join`): the layer wanted of every other member's camera:
+    /// high, medium, low, off or auto (the SFU's default: the speaker high, others low).
+    #[arg(long, value_parser = parse_quality)]
+    pub video_quality: Option<VideoQuality>,
+    /// Change the wanted layer for everyone at a time since joining, e.g. `4s=high`.
+    #[arg(long, value_parser = parse_quality_at)]
+    pub video_quality_at: Option<(std::time::Duration, VideoQuality)>,
+}
+
+fn parse_quality(s: &str) -> Result<VideoQuality, String> {
+    Ok(match s {
+        "high" => VideoQuality::High,
+        "medium" => VideoQuality::Medium,
+        "low" => VideoQuality::Low,
+        "off" => VideoQuality::Off,
+        "auto" => VideoQuality::Auto,
+        _ => return Err(format!("`{s}`: use high, medium, low, off or auto")),
+    })
+}
+
+fn parse_quality_at(s: &str) -> Result<(std::time::Duration, VideoQuality), String> {
+    let (t, q) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected TIME=QUALITY, e.g. 4s=high"))?;
+    let t = humantime::parse_duration(t.trim()).map_err(|e| format!("`{t}`: {e}"))?;
+    Ok((t, parse_quality(q.trim())?))
+}
+
+/// When to ask the SFU for which layer (`--video-quality`, `--video-quality-at`): each member
+/// is asked for when first heard, everyone again when the timed change is due.
+#[derive(Debug)]
+pub struct QualityPlan {
+    now: Option<VideoQuality>,
+    later: Option<(std::time::Duration, VideoQuality)>,
+    known: std::collections::BTreeSet<UserId>,
+}
+
+impl QualityPlan {
+    pub fn new(args: &VideoArgs) -> Self {
+        Self {
+            now: args.video_quality,
+            later: args.video_quality_at,
+            known: Default::default(),
+        }
+    }
+
+    /// A member was heard (connected): what to ask for it, if anything.
+    pub fn on_peer(&mut self, user: UserId) -> Option<VideoQuality> {
+        self.known.insert(user).then_some(self.now).flatten()
+    }
+
+    /// At `elapsed` since joining: the timed change, once, for every member heard so far.
+    pub fn due(&mut self, elapsed: std::time::Duration) -> Option<(VideoQuality, Vec<UserId>)> {
+        let (at, q) = self.later?;
+        if elapsed < at {
+            return None;
+        }
+        self.later = None;
+        self.now = Some(q);
+        Some((q, self.known.iter().copied().collect()))
+    }
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -127,6 +189,8 @@ impl VideoSinkFactory for Recorder {
         let file = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         Ok(Box::new(FrameLog {
             y4m: Y4mSink::create(&y4m, 30).map_err(|e| e.to_string())?,
+            stem: self.dir.join(stem),
+            size: None,
             log: BufWriter::new(file),
             layer: track.layer.clone(),
             anchor: self.anchor,
@@ -135,9 +199,12 @@ impl VideoSinkFactory for Recorder {
     }
 }
 
-/// A Y4M file plus one JSON line per frame.
+/// A Y4M file plus one JSON line per frame. A stream that changes size (the SFU switched its
+/// simulcast layer) goes on in `<stem>.<W>x<H>.y4m` (a Y4M file has one size).
 struct FrameLog {
     y4m: Y4mSink,
+    stem: PathBuf,
+    size: Option<(u32, u32)>,
     log: BufWriter<File>,
     layer: Option<String>,
     anchor: WallAnchor,
@@ -163,6 +230,14 @@ impl VideoSink for FrameLog {
         });
         self.frames += 1;
         writeln!(self.log, "{line}").map_err(VideoError::Io)?;
+        let size = (frame.width(), frame.height());
+        if self.size.is_some_and(|s| s != size) {
+            self.y4m.finish()?;
+            let mut name = self.stem.clone().into_os_string();
+            name.push(format!(".{}x{}.y4m", size.0, size.1));
+            self.y4m = Y4mSink::create(Path::new(&name), 30)?;
+        }
+        self.size = Some(size);
         self.y4m.write(frame)
     }
 

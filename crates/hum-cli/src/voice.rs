@@ -35,6 +35,8 @@ pub enum VoiceCmd {
         channel: String,
         #[command(flatten)]
         audio: Box<AudioArgs>,
+        #[command(flatten)]
+        video: Box<crate::video::VideoArgs>,
     },
     /// List audio devices.
     Devices,
@@ -264,15 +266,20 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
             server,
             channel,
             audio,
+            video,
         } => {
+            crate::video::check(video)?;
+            // Opened before joining: a missing camera or file is an error now.
+            let video_io = video.io()?;
             let (io, mut cfg) = audio.io()?;
             let client = commands::connect(cli).await?;
             audio.add_turn(&client, &mut cfg).await?;
             let s = resolve::server(&client, server).await?;
             let c = resolve::channel(&client, s.id, channel).await?;
-            let (link, events) = VoiceLink::join_channel(client, c.id, cfg, io)
-                .await
-                .with_context(|| format!("joining voice channel {}", c.name.as_str()))?;
+            let (link, events) =
+                VoiceLink::join_channel_with_video(client, c.id, cfg, io, video_io)
+                    .await
+                    .with_context(|| format!("joining voice channel {}", c.name.as_str()))?;
             if !cli.json {
                 eprintln!(
                     "in voice channel {} ({} others)",
@@ -280,7 +287,7 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
                     c.roster.len()
                 );
             }
-            run_until_done(cli, link, events, audio).await
+            run_until_done(cli, link, events, audio, video).await
         }
     }
 }
@@ -482,8 +489,27 @@ async fn run_until_done(
     link: VoiceLink,
     mut events: mpsc::UnboundedReceiver<VoiceEvent>,
     audio: &AudioArgs,
+    video: &crate::video::VideoArgs,
 ) -> Result<()> {
     let mut timeline = Timeline::start(&link.session, audio)?;
+    let mut quality = crate::video::QualityPlan::new(video);
+    let started = tokio::time::Instant::now();
+    let link = Arc::new(link);
+    let ask = |user: hum_proto::UserId, q: hum_proto::signal::VideoQuality| {
+        let (link, json) = (link.clone(), cli.json);
+        tokio::spawn(async move {
+            // In a mesh there is nothing to choose (the relay says so): not worth a line.
+            match link.set_video_quality(user, q).await {
+                Ok(()) if json => println!(
+                    "{}",
+                    json!({"type": "video_quality", "user": user.to_string(), "quality": q})
+                ),
+                Ok(()) => {}
+                Err(e) => tracing::debug!(%user, "sfu_quality: {e}"),
+            }
+        })
+    };
+    let mut asks = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     loop {
         tokio::select! {
@@ -492,13 +518,29 @@ async fn run_until_done(
                 if timeline.tick(&link.session, audio) {
                     break;
                 }
+                if let Some((q, users)) = quality.due(started.elapsed()) {
+                    for u in users {
+                        asks.push(ask(u, q));
+                    }
+                }
             }
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
+                if let VoiceEvent::PeerConnected(u) = &ev
+                    && let Some(q) = quality.on_peer(*u)
+                {
+                    asks.push(ask(*u, q));
+                }
                 print_event(cli, &ev);
             }
         }
     }
+    for a in asks {
+        let _ = a.await;
+    }
+    let Ok(link) = Arc::try_unwrap(link) else {
+        anyhow::bail!("a quality request still holds the voice link");
+    };
     link.leave().await;
     Ok(())
 }

@@ -170,6 +170,39 @@ impl SfuLink {
                         .await;
                 });
             }
+            SfuCmd::Quality {
+                conn,
+                re,
+                user,
+                owner,
+                quality,
+            } => {
+                use hum_proto::signal::VideoQuality;
+                use hum_sfu::packet::layer::Quality;
+                let q = match quality {
+                    VideoQuality::Auto => None,
+                    VideoQuality::High => Some(Quality::High),
+                    VideoQuality::Medium => Some(Quality::Medium),
+                    VideoQuality::Low => Some(Quality::Low),
+                    VideoQuality::Off => Some(Quality::Paused),
+                };
+                self.rt.spawn(async move {
+                    let result = sfu
+                        .set_quality_of(user, owner, q)
+                        .await
+                        .map(|_| None)
+                        .map_err(|e| e.to_string());
+                    let _ = tx
+                        .send(HubCmd::SfuDone {
+                            conn,
+                            re,
+                            user,
+                            joining: false,
+                            result,
+                        })
+                        .await;
+                });
+            }
             SfuCmd::Leave { user } => {
                 if let Ok(mut m) = self.perms.lock() {
                     m.retain(|(_, u), _| *u != user);

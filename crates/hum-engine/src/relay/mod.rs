@@ -537,6 +537,15 @@ impl RelayClient {
         self.expect_ok(Request::SfuLeave).await
     }
 
+    /// Which simulcast layer of `user`'s video we want from the SFU (`sfu_quality`).
+    pub async fn sfu_quality(
+        &self,
+        user: UserId,
+        quality: hum_proto::signal::VideoQuality,
+    ) -> Result<(), ClientError> {
+        self.expect_ok(Request::SfuQuality { user, quality }).await
+    }
+
     /// Fresh credentials for the relay's TURN server; `None` when the relay has none.
     pub async fn turn_credentials(&self) -> Result<Option<TurnServer>, ClientError> {
         match self.request(Request::TurnCredentials).await {

@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::audio::AudioPath;
 use super::sfu::{SfuPeer, SfuSignal};
-use super::{Signaller, VoiceConfig, VoiceError, VoiceEvent, VoiceSession};
+use super::{Signaller, VideoIo, VoiceConfig, VoiceError, VoiceEvent, VoiceSession};
 use crate::relay::{ClientEvent, RelayClient};
 
 /// Sends SDP/ICE through the relay, scoped to a call or a channel.
@@ -104,6 +104,19 @@ impl VoiceLink {
         cfg: VoiceConfig,
         io: AudioIo,
     ) -> Result<(Self, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
+        Self::join_channel_with_video(client, channel, cfg, io, VideoIo::default()).await
+    }
+
+    /// [`join_channel`](Self::join_channel) with video: our camera to every mesh peer (one
+    /// VP8 layer) or to the SFU (three simulcast layers), and everyone's cameras received (see
+    /// [`super::video`], [`super::sfu_video`]).
+    pub async fn join_channel_with_video(
+        client: RelayClient,
+        channel: ChannelId,
+        cfg: VoiceConfig,
+        io: AudioIo,
+        video: VideoIo,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
         let me = client.user_id();
         let relay_events = client.subscribe();
         let initial = VoiceState {
@@ -130,8 +143,15 @@ impl VoiceLink {
             client.clone(),
             SignalScope::Channel(channel),
         ));
-        let (session, events) =
-            VoiceSession::start(me, cfg.clone(), io.source, io.sink, io.controls, signaller)?;
+        let (session, events) = VoiceSession::start_with_video(
+            me,
+            cfg.clone(),
+            io.source,
+            io.sink,
+            io.controls,
+            video,
+            signaller,
+        )?;
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (sfu_tx, sfu_rx) = mpsc::unbounded_channel();
         let mut state = LinkState {
@@ -190,6 +210,20 @@ impl VoiceLink {
         self.channel
     }
 
+    /// On the SFU: which layer of `user`'s camera we want (the spotlight high, thumbnails low,
+    /// hidden off; `Auto` lets the SFU follow the dominant speaker). Kept by the SFU for a
+    /// camera `user` turns on later. In a mesh every peer sends one layer: nothing to choose.
+    pub async fn set_video_quality(
+        &self,
+        user: UserId,
+        quality: hum_proto::signal::VideoQuality,
+    ) -> Result<(), VoiceError> {
+        self.client
+            .sfu_quality(user, quality)
+            .await
+            .map_err(relay_err)
+    }
+
     /// Leaves the channel, closes every connection and finishes the audio sink.
     pub async fn leave(self) {
         let _ = self.client.channel_leave().await;
@@ -229,8 +263,13 @@ impl LinkState {
     async fn connect_sfu(&mut self) -> Result<(), VoiceError> {
         self.close_sfu().await;
         self.generation += 1;
-        let (peer, mut signals) =
-            SfuPeer::new(self.session.me(), &self.cfg, self.session.audio()).await?;
+        let (peer, mut signals) = SfuPeer::new(
+            self.session.me(),
+            &self.cfg,
+            self.session.audio(),
+            self.session.video(),
+        )
+        .await?;
         let (tx, generation) = (self.sfu_tx.clone(), self.generation);
         tokio::spawn(async move {
             while let Some(s) = signals.recv().await {

@@ -22,6 +22,7 @@ pub mod link;
 pub mod peer;
 pub mod session;
 pub mod sfu;
+pub mod sfu_video;
 pub mod signalling;
 pub mod video;
 

@@ -134,10 +134,7 @@ impl Peer {
     ) -> Result<Self, VoiceError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
-        // NACK (answered from a send history, asked for on gaps), RTCP reports, and keyframe
-        // requests handed to us (inbound RTCP otherwise stops inside the chain).
-        let registry = register_default_interceptors(Registry::new(), &mut media)?
-            .with(Slot::from(14_000), KeyframeRequests::default());
+        let registry = interceptors(&mut media)?;
         let ice = cfg.ice();
         let config = ice.rtc_configuration()?;
         let gathered = Arc::new(AtomicBool::new(false));
@@ -376,7 +373,7 @@ async fn write_loop(
 }
 
 /// VP8 as we send it: the feedback libwebrtc and webrtc-rs offer (NACK, PLI, FIR, REMB).
-fn vp8_codec() -> RTCRtpCodec {
+pub(crate) fn vp8_codec() -> RTCRtpCodec {
     let fb = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),
@@ -483,7 +480,7 @@ async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, keyframe: Arc<Ato
     }
 }
 
-fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let p = packet.as_any();
     p.is::<PictureLossIndication>() || p.is::<FullIntraRequest>()
 }
@@ -492,7 +489,7 @@ fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
 /// interceptor chain (webrtc-rs' `rtcp-processing` example does the same). Last in the chain,
 /// so every interceptor has seen all of the RTCP first; everything else is dropped here.
 #[derive(Default)]
-struct KeyframeRequests {
+pub(crate) struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -571,4 +568,12 @@ pub(crate) fn opus_track(
             }],
         ),
     )?))
+}
+
+/// The interceptors of every connection we make (mesh peers and the SFU): NACK (answered from a
+/// send history, asked for on gaps), RTCP reports, TWCC feedback, and keyframe requests handed
+/// to us (inbound RTCP otherwise stops inside the chain).
+pub(crate) fn interceptors(media: &mut MediaEngine) -> Result<Registry, VoiceError> {
+    Ok(register_default_interceptors(Registry::new(), media)?
+        .with(Slot::from(14_000), KeyframeRequests::default()))
 }

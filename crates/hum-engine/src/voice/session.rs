@@ -110,6 +110,10 @@ impl VoiceSession {
 
     /// The audio engine (capture, encoder, mixer) this session's connections share; the SFU
     /// connection of a channel (`voice::sfu`) uses it too.
+    pub(crate) fn video(&self) -> Arc<SessionVideo> {
+        self.video.clone()
+    }
+
     pub(crate) fn audio(&self) -> Arc<AudioEngine> {
         self.engine.clone()
     }

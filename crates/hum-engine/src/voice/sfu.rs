@@ -27,6 +27,8 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::audio::{AudioEngine, AudioPath};
+use super::sfu_video::SimulcastTrack;
+use super::video::SessionVideo;
 use super::{VoiceConfig, VoiceError};
 
 /// RFC 6464: client-to-mixer audio level.
@@ -44,6 +46,7 @@ pub enum SfuSignal {
 
 struct Handler {
     engine: Arc<AudioEngine>,
+    video: Arc<SessionVideo>,
     gathered: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<SfuSignal>,
@@ -68,15 +71,21 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        if track.kind().await != RtpCodecKind::Audio {
-            return;
-        }
         // The SFU names each forwarded track's stream after its owner.
         let stream = track.stream_id().await;
         let Ok(user) = stream.parse::<UserId>() else {
             tracing::debug!(%stream, "SFU track with no owner id; ignored");
             return;
         };
+        if track.kind().await == RtpCodecKind::Video {
+            if self.video.enabled {
+                tokio::spawn(super::video::receive(track, user, self.video.clone()));
+            }
+            return;
+        }
+        if track.kind().await != RtpCodecKind::Audio {
+            return;
+        }
         let (engine, tx) = (self.engine.clone(), self.tx.clone());
         tokio::spawn(async move {
             let mut heard = false;
@@ -108,6 +117,8 @@ pub struct SfuPeer {
     ice: crate::ice::IceConfig,
     gathered: Arc<AtomicBool>,
     writer: tokio::task::JoinHandle<()>,
+    /// Our camera as simulcast layers (when the session sends video).
+    camera: Option<SimulcastTrack>,
 }
 
 impl std::fmt::Debug for SfuPeer {
@@ -117,11 +128,13 @@ impl std::fmt::Debug for SfuPeer {
 }
 
 impl SfuPeer {
-    /// Builds the connection with our audio track; nothing is sent before [`SfuPeer::offer`].
-    pub async fn new(
+    /// Builds the connection with our audio track (and our camera's simulcast layers when the
+    /// session sends video); nothing is sent before [`SfuPeer::offer`].
+    pub(crate) async fn new(
         me: UserId,
         cfg: &VoiceConfig,
         engine: Arc<AudioEngine>,
+        video: Arc<SessionVideo>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<SfuSignal>), VoiceError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
@@ -132,6 +145,10 @@ impl SfuPeer {
             RtpCodecKind::Audio,
             None,
         )?;
+        if video.enabled {
+            super::sfu_video::register_extensions(&mut media)?;
+        }
+        let registry = super::peer::interceptors(&mut media)?;
         let ice = cfg.ice();
         let gathered = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
@@ -139,8 +156,10 @@ impl SfuPeer {
         let pc = PeerConnectionBuilder::new()
             .with_configuration(ice.rtc_configuration()?)
             .with_media_engine(media)
+            .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 engine: engine.clone(),
+                video: video.clone(),
                 gathered: gathered.clone(),
                 connected: connected.clone(),
                 tx,
@@ -153,13 +172,20 @@ impl SfuPeer {
         let ssrc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) ^ 0x5346_5500;
         let track = super::peer::opus_track(me.to_string(), ssrc)?;
         let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-        let writer = tokio::spawn(write_loop(engine, track, sender, connected));
+        let writer = tokio::spawn(write_loop(engine, track, sender, connected.clone()));
+        let camera = match &video.sender {
+            Some(send) => {
+                Some(SimulcastTrack::add(&pc, me.to_string(), ssrc, send, connected).await?)
+            }
+            None => None,
+        };
         Ok((
             Self {
                 pc,
                 ice,
                 gathered,
                 writer,
+                camera,
             },
             rx,
         ))
@@ -184,7 +210,13 @@ impl SfuPeer {
     pub async fn offer(&self) -> Result<String, VoiceError> {
         let offer = self.pc.create_offer(None).await?;
         self.pc.set_local_description(offer).await?;
-        self.gathered_sdp().await
+        let sdp = self.gathered_sdp().await?;
+        if let Some(c) = &self.camera
+            && let Ok(mut m) = c.mid.lock()
+        {
+            *m = super::sfu_video::video_mid(&sdp);
+        }
+        Ok(sdp)
     }
 
     /// The SFU's answer to our offer.
@@ -208,6 +240,9 @@ impl SfuPeer {
 
     pub async fn close(&self) {
         self.writer.abort();
+        if let Some(c) = &self.camera {
+            c.stop();
+        }
         let _ = self.pc.close().await;
     }
 }

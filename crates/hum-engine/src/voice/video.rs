@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hum_media::video::simulcast::{LayerConfig, LayerFrame, SimulcastEncoder};
 use hum_media::video::vp8::EncodedFrame;
 use hum_media::video::{
     EncoderConfig, VideoError, VideoFormat, VideoSink, VideoSource, Vp8Decoder, Vp8Encoder,
@@ -228,9 +229,47 @@ impl SessionVideo {
     }
 }
 
-/// The capture + encode thread of the video we send.
+/// Simulcast layers sent to the SFU, low to high (RIDs `q`, `h`, `f`).
+pub const SIMULCAST_LAYERS: usize = 3;
+
+/// The simulcast ladder for a source of `width` x `height`: a quarter, a half and the full
+/// size (1280x720 gives 320x180 / 640x360 / 1280x720, the camera ladder of docs/video.md),
+/// sizes even; `total` split 10 / 25 / 65 % (150 / 375 / 975 kbit/s of 1.5 Mbit/s), each at
+/// least 30 kbit/s.
+pub fn simulcast_ladder(
+    width: u32,
+    height: u32,
+    total: Bitrate,
+) -> [LayerConfig; SIMULCAST_LAYERS] {
+    let even = |v: u32| (v & !1).max(2);
+    let share = |pct: u64| Bitrate::from_bps((total.bps() * pct / 100).max(30_000));
+    [
+        LayerConfig {
+            width: even(width / 4),
+            height: even(height / 4),
+            bitrate: share(10),
+        },
+        LayerConfig {
+            width: even(width / 2),
+            height: even(height / 2),
+            bitrate: share(25),
+        },
+        LayerConfig {
+            width: even(width),
+            height: even(height),
+            bitrate: share(65),
+        },
+    ]
+}
+
+/// The capture + encode thread of the video we send: one layer for mesh peers and, while an
+/// SFU connection listens, the three simulcast layers (encoded from the same captured frame).
 pub(crate) struct VideoSender {
     frames: broadcast::Sender<Arc<EncodedFrame>>,
+    /// Simulcast layers (to the SFU); encoded only while someone subscribes.
+    layers: broadcast::Sender<Arc<LayerFrame>>,
+    /// Per simulcast layer: a keyframe is wanted (the SFU's PLI names the layer's SSRC).
+    layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
     keyframe: Arc<AtomicBool>,
     bitrate_bps: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -246,6 +285,10 @@ impl VideoSender {
     ) -> Result<Self, VoiceError> {
         let format = source.format();
         let (frames, _) = broadcast::channel(16);
+        let (layers, _) = broadcast::channel::<Arc<LayerFrame>>(48);
+        let layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]> =
+            Arc::new(std::array::from_fn(|_| AtomicBool::new(true)));
+        let (layer_tx, layer_kf) = (layers.clone(), layer_keyframes.clone());
         let keyframe = Arc::new(AtomicBool::new(true));
         let bitrate_bps = Arc::new(AtomicU64::new(bitrate.bps()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -282,12 +325,52 @@ impl VideoSender {
                     tracing::warn!("{what}");
                     let _ = events.send(VoiceEvent::Error(what));
                 };
+                let mut simulcast: Option<SimulcastEncoder> = None;
                 while !halt.load(Ordering::Relaxed) {
                     let frame = match source.read() {
                         Ok(f) => f,
                         Err(VideoError::Ended) => return,
                         Err(e) => return fail(format!("video source {name}: {e}")),
                     };
+                    if layer_tx.receiver_count() == 0 {
+                        // No SFU connection: free the three encoders; the next starts on keyframes.
+                        simulcast = None;
+                    } else {
+                        let size = (frame.width(), frame.height());
+                        let total = Bitrate::from_bps(rate.load(Ordering::Relaxed));
+                        if simulcast
+                            .as_ref()
+                            .and_then(|e| e.layer(SIMULCAST_LAYERS - 1))
+                            .is_none_or(|l| (l.width, l.height) != size)
+                        {
+                            let ladder = simulcast_ladder(size.0, size.1, total);
+                            simulcast = match SimulcastEncoder::new(&ladder, format.fps.max(1)) {
+                                Ok(e) => Some(e),
+                                Err(e) => return fail(format!("simulcast encoder: {e}")),
+                            };
+                        }
+                        if let Some(enc) = simulcast.as_mut() {
+                            for (i, l) in simulcast_ladder(size.0, size.1, total).iter().enumerate()
+                            {
+                                if enc.layer(i).is_some_and(|c| c.bitrate != l.bitrate)
+                                    && let Err(e) = enc.set_bitrate(i, l.bitrate)
+                                {
+                                    tracing::debug!("simulcast bitrate: {e}");
+                                }
+                                if layer_kf[i].swap(false, Ordering::Relaxed) {
+                                    enc.request_keyframe(i);
+                                }
+                            }
+                            match enc.encode(&frame) {
+                                Ok(out) => {
+                                    for l in out {
+                                        let _ = layer_tx.send(Arc::new(l));
+                                    }
+                                }
+                                Err(e) => return fail(format!("simulcast encoder: {e}")),
+                            }
+                        }
+                    }
                     if tx.receiver_count() == 0 {
                         // Nobody to send to: do not encode, start the next peer on a keyframe.
                         kf.store(true, Ordering::Relaxed);
@@ -323,6 +406,8 @@ impl VideoSender {
             .map_err(|e| VoiceError::WebRtc(format!("video encoder: {e}")))?;
         Ok(Self {
             frames,
+            layers,
+            layer_keyframes,
             keyframe,
             bitrate_bps,
             stop,
@@ -337,6 +422,16 @@ impl VideoSender {
 
     pub(crate) fn keyframe_flag(&self) -> Arc<AtomicBool> {
         self.keyframe.clone()
+    }
+
+    /// The simulcast layers (encoding starts with the first subscriber).
+    pub(crate) fn subscribe_layers(&self) -> broadcast::Receiver<Arc<LayerFrame>> {
+        self.layers.subscribe()
+    }
+
+    /// Per layer: set to get a keyframe of it at the next frame.
+    pub(crate) fn layer_keyframe_flags(&self) -> Arc<[AtomicBool; SIMULCAST_LAYERS]> {
+        self.layer_keyframes.clone()
     }
 
     pub(crate) fn set_bitrate(&self, b: Bitrate) {

@@ -63,7 +63,9 @@ pub use reply::{
     CallEndReason, Event, MemberLeftReason, Reply, RosterLeaveReason, ServerMessage,
     ServerRemovedReason,
 };
-pub use request::{ClientMessage, REQUEST_TYPES, Request, SignalPayload, SignalScope};
+pub use request::{
+    ClientMessage, REQUEST_TYPES, Request, SignalPayload, SignalScope, VideoQuality,
+};
 pub use schema::protocol_schema;
 pub use stream::{MeshGrant, MeshSignal, RecordingInfo, StreamInfo};
 

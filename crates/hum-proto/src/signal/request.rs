@@ -277,6 +277,12 @@ pub enum Request {
     /// Disconnect from the SFU but stay in the channel (it went back to mesh). Reply: `ok`.
     /// Leaving the channel does this by itself.
     SfuLeave,
+    /// Which simulcast layer of `user`'s video you want from the SFU: `high` (the spotlight: the
+    /// best layer your bandwidth allows), `medium` (at most the middle layer), `low` (a
+    /// thumbnail), `off` (none: hidden), `auto` (the default: the dominant speaker high,
+    /// others low). The SFU still caps by its bandwidth estimate for you, and switches at the
+    /// next keyframe. Kept for cameras `user` publishes later. Reply: `ok`.
+    SfuQuality { user: UserId, quality: VideoQuality },
 
     // --- moderation --------------------------------------------------------------------------
     /// Ban `user` from `server`: removed if a member (as `member_kick`, same role rules: admins
@@ -349,6 +355,7 @@ impl Request {
             Request::SfuAnswer { .. } => "sfu_answer",
             Request::SfuOffer { .. } => "sfu_offer",
             Request::SfuLeave => "sfu_leave",
+            Request::SfuQuality { .. } => "sfu_quality",
             Request::MemberBan { .. } => "member_ban",
             Request::MemberUnban { .. } => "member_unban",
             Request::BanList { .. } => "ban_list",
@@ -410,8 +417,23 @@ pub const REQUEST_TYPES: &[&str] = &[
     "sfu_answer",
     "sfu_offer",
     "sfu_leave",
+    "sfu_quality",
     "member_ban",
     "member_unban",
     "ban_list",
     "turn_credentials",
 ];
+
+/// What a subscriber wants of one member's video on the SFU (`sfu_quality`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoQuality {
+    /// The SFU decides: the dominant speaker high, everyone else low.
+    #[default]
+    Auto,
+    High,
+    Medium,
+    Low,
+    /// Not shown: nothing is forwarded.
+    Off,
+}

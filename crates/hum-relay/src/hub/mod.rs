@@ -110,6 +110,14 @@ pub enum SfuCmd {
     },
     /// `user` leaves the SFU.
     Leave { user: UserId },
+    /// `user` wants `quality` of `owner`'s video (`sfu_quality`).
+    Quality {
+        conn: ConnId,
+        re: RequestId,
+        user: UserId,
+        owner: UserId,
+        quality: hum_proto::signal::VideoQuality,
+    },
 }
 
 /// Tunables. The defaults are the relay's defaults.
@@ -623,12 +631,13 @@ impl Hub {
             Request::RecordingList { server } => self.recording_list(user, server),
             Request::RecordingOpen { recording } => self.recording_open(user, recording),
             Request::RecordingDelete { recording } => self.recording_delete(user, recording),
-            Request::SfuJoin { .. } | Request::SfuOffer { .. } | Request::SfuAnswer { .. } => {
-                Err(err(
-                    ErrorCode::Internal,
-                    "SFU requests are handled before dispatch",
-                ))
-            }
+            Request::SfuJoin { .. }
+            | Request::SfuOffer { .. }
+            | Request::SfuAnswer { .. }
+            | Request::SfuQuality { .. } => Err(err(
+                ErrorCode::Internal,
+                "SFU requests are handled before dispatch",
+            )),
             Request::SfuLeave => self.sfu_leave(user),
             Request::MemberBan {
                 server,

@@ -427,7 +427,7 @@ impl Hub {
         true
     }
 
-    /// `sfu_join`, `sfu_offer`, `sfu_answer`: checked here, answered by the SFU later
+    /// `sfu_join`, `sfu_offer`, `sfu_answer`, `sfu_quality`: checked here, answered by the SFU later
     /// (`Some(Ok(()))`), or refused now. `None`: not an SFU request.
     pub(super) fn sfu_request(
         &mut self,
@@ -452,6 +452,18 @@ impl Hub {
                     re,
                     user,
                     sdp: sdp.clone(),
+                }))
+            }),
+            Request::SfuQuality {
+                user: owner,
+                quality,
+            } => self.in_sfu(&user).map(|_| {
+                self.out.push(Output::Sfu(SfuCmd::Quality {
+                    conn,
+                    re,
+                    user,
+                    owner: *owner,
+                    quality: *quality,
                 }))
             }),
             _ => return None,
