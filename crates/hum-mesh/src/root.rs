@@ -273,8 +273,7 @@ impl RootSeed {
         let (seq, bytes) = (rec.seq, rec.bytes);
         self.chunks[(seq % self.window) as usize] = Some((Arc::new(rec), payload));
         self.newest = Some(self.newest.map_or(seq, |n| n.max(seq)));
-        self.serve
-            .on_have(seq, bytes, |i| encoded_slice_len(bytes, i) as u32);
+        self.serve.on_have(seq, bytes);
         self.release(now);
     }
 
@@ -363,8 +362,7 @@ impl RootSeed {
                     },
                 });
             } else if share.is_some() {
-                self.serve
-                    .push_ready_part(req, whole, |i| encoded_slice_len(whole, i) as u32);
+                self.serve.push_ready_part(req, whole);
             } else {
                 self.serve.push_ready(req, b);
             }
@@ -453,7 +451,7 @@ impl RootSeed {
                 .serve
                 .ready_items()
                 .iter()
-                .filter(|r| r.deadline < now && r.is_head() && self.health.contains_key(&r.to))
+                .filter(|r| r.deadline < now && self.health.contains_key(&r.to))
                 .count();
             self.stats.starving += n as u64;
         }

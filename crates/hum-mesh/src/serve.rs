@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use hum_proto::mesh::{encoded_slice_len, slice_count};
+
 use crate::{PeerId, Time};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,16 +22,20 @@ pub struct ServeRequest {
     pub deadline: Time,
     /// The requester's last reported buffer health.
     pub buffer_ms: u32,
-    /// What to send: the whole chunk ([`WHOLE`]) or one slice (its index). A *held* slice request
-    /// stays `WHOLE` here and names its share in `part`/`parts`; each slice of that share becomes a
-    /// ready request of its own as it is verified ([`ServeQueue::on_slice`]).
+    /// What to send: the whole chunk ([`WHOLE`]) or, for a slice request, the next slice (its
+    /// index; in what [`ServeQueue::release`] hands out: the slice to send now).
     pub slice: u16,
     /// A slice request's share: slices `i % parts == part` (`parts` 0: a whole-chunk request).
     pub part: u8,
     pub parts: u8,
-    /// Slices of this held request already made ready (bit `i` = slice `i`).
+    /// Held: slices of the share already made ready. Ready: slices still to send (bit `i` =
+    /// slice `i`). One ready entry per request, however many slices it waits to send, so the
+    /// queue stays as long as with whole chunks.
     pub sent: u128,
-    /// Bytes a ready request costs the budget (set when it becomes ready).
+    pub pending: u128,
+    /// The chunk's size (a slice's cost on the wire follows from it and the index).
+    pub chunk_bytes: u32,
+    /// Bytes the next send costs the budget (set when it becomes ready).
     pub cost: u32,
 }
 
@@ -48,6 +54,8 @@ impl ServeRequest {
             part: 0,
             parts: 0,
             sent: 0,
+            pending: 0,
+            chunk_bytes: 0,
             cost: 0,
         }
     }
@@ -61,24 +69,38 @@ impl ServeRequest {
         }
     }
 
-    /// The request itself rather than one of many slices of it: a whole-chunk request, or the
-    /// first slice of a share (what counts once when requests are counted).
-    pub fn is_head(&self) -> bool {
-        self.slice == WHOLE || self.slice == self.part as u16
-    }
-
     fn wants(&self, index: u32) -> bool {
         self.parts > 0 && index < 128 && index % self.parts as u32 == self.part as u32
     }
 
-    /// The ready request for slice `index` of this part request.
-    fn slice_item(&self, index: u32, cost: u32) -> ServeRequest {
-        ServeRequest {
-            slice: index as u16,
+    /// The ready entry of this slice request for the slices in `pending` of a `bytes`-byte chunk.
+    fn slices_ready(&self, pending: u128, bytes: u32) -> ServeRequest {
+        let mut r = ServeRequest {
             sent: 0,
-            cost,
+            pending,
+            chunk_bytes: bytes,
             ..*self
+        };
+        r.next_slice();
+        r
+    }
+
+    /// Point `slice`/`cost` at the lowest pending slice.
+    fn next_slice(&mut self) {
+        let i = self.pending.trailing_zeros();
+        self.slice = i.min(127) as u16;
+        self.cost = encoded_slice_len(self.chunk_bytes, i) as u32;
+    }
+
+    /// Bytes this ready entry still costs.
+    fn remaining(&self) -> u64 {
+        if self.parts == 0 {
+            return self.cost as u64;
         }
+        (0..128u32)
+            .filter(|i| self.pending & (1u128 << i) != 0)
+            .map(|i| encoded_slice_len(self.chunk_bytes, i) as u64)
+            .sum()
     }
 }
 
@@ -199,7 +221,7 @@ pub struct ServeQueue {
     /// Bytes the strict request at the head of the queue waits for (0: none waiting).
     strict_need: u32,
     /// Ready requests dropped unserved because their deadline passed (the budget could not serve
-    /// them in time: a starved requester); a slice request counts once ([`ServeRequest::is_head`]).
+    /// them in time: a starved requester; a slice request counts once).
     pub expired: u64,
 }
 
@@ -270,24 +292,51 @@ impl ServeQueue {
     }
 
     /// A slice request (`r` from [`ServeRequest::part`]) for a chunk we hold whole, of `bytes`
-    /// bytes: each slice of its share is ready at once; `cost(i)` is slice `i`'s size on the wire.
-    pub fn push_ready_part(&mut self, r: ServeRequest, bytes: u32, cost: impl Fn(u32) -> u32) {
-        for i in 0..hum_proto::mesh::slice_count(bytes) {
+    /// bytes: every slice of its share is ready at once (one entry).
+    pub fn push_ready_part(&mut self, r: ServeRequest, bytes: u32) {
+        let mut pending = 0u128;
+        for i in 0..slice_count(bytes) {
             if r.wants(i) {
-                self.push_ready(r.slice_item(i, 0), cost(i));
+                pending |= 1u128 << i;
             }
         }
+        self.add_pending(r, pending, bytes);
     }
 
-    /// Slice `index` of chunk `seq` (`cost` bytes on the wire) was verified: held slice requests
-    /// whose share includes it get it (forwarded before the rest of the chunk is in).
-    pub fn on_slice(&mut self, seq: u64, index: u32, cost: u32) {
+    /// Make the slices `pending` of `r`'s chunk ready for `r.to` (merged into its ready entry).
+    fn add_pending(&mut self, r: ServeRequest, pending: u128, bytes: u32) {
+        if pending == 0 {
+            return;
+        }
+        if let Some(x) = self
+            .ready
+            .iter_mut()
+            .find(|x| x.to == r.to && x.seq == r.seq && x.parts > 0)
+        {
+            let new = pending & !x.pending;
+            x.pending |= new;
+            x.next_slice();
+            let add = ServeRequest {
+                pending: new,
+                chunk_bytes: bytes,
+                ..r
+            };
+            self.ready_bytes += add.remaining();
+            return;
+        }
+        let e = r.slices_ready(pending, bytes);
+        self.ready_bytes += e.remaining();
+        self.ready.push(e);
+    }
+
+    /// Slice `index` of chunk `seq` (`bytes` long) was verified: held slice requests whose share
+    /// includes it get it (forwarded before the rest of the chunk is in).
+    pub fn on_slice(&mut self, seq: u64, bytes: u32, index: u32) {
         for i in 0..self.held.len() {
             let h = self.held[i];
             if h.seq == seq && h.wants(index) && h.sent & (1u128 << index) == 0 {
                 self.held[i].sent |= 1u128 << index;
-                self.ready.push(h.slice_item(index, cost));
-                self.ready_bytes += cost as u64;
+                self.add_pending(h, 1u128 << index, bytes);
             }
         }
     }
@@ -316,8 +365,8 @@ impl ServeQueue {
     }
 
     /// We now hold `seq` (`bytes` long) whole: its held requests become ready (a slice request's
-    /// slices not yet sent; `cost(i)` is slice `i`'s size on the wire).
-    pub fn on_have(&mut self, seq: u64, bytes: u32, cost: impl Fn(u32) -> u32) {
+    /// slices not yet made ready).
+    pub fn on_have(&mut self, seq: u64, bytes: u32) {
         let mut i = 0;
         while i < self.held.len() {
             if self.held[i].seq == seq {
@@ -326,13 +375,13 @@ impl ServeQueue {
                     self.ready.push(ServeRequest { cost: bytes, ..r });
                     self.ready_bytes += bytes as u64;
                 } else {
-                    for s in 0..hum_proto::mesh::slice_count(bytes) {
+                    let mut pending = 0u128;
+                    for s in 0..slice_count(bytes) {
                         if r.wants(s) && r.sent & (1u128 << s) == 0 {
-                            let c = cost(s);
-                            self.ready.push(r.slice_item(s, c));
-                            self.ready_bytes += c as u64;
+                            pending |= 1u128 << s;
                         }
                     }
+                    self.add_pending(r, pending, bytes);
                 }
             } else {
                 i += 1;
@@ -347,7 +396,7 @@ impl ServeQueue {
         self.ready.retain(|x| {
             let gone = x.to == to && x.seq == seq;
             if gone {
-                removed += x.cost as u64;
+                removed += x.remaining();
             }
             !gone
         });
@@ -384,15 +433,10 @@ impl ServeQueue {
             return;
         }
         let before = self.ready.len();
-        let mut heads = 0;
-        self.ready.retain(|r| {
-            let keep = r.deadline >= now;
-            heads += u64::from(!keep && r.is_head());
-            keep
-        });
+        self.ready.retain(|r| r.deadline >= now);
         if self.ready.len() != before {
-            self.expired += heads;
-            self.ready_bytes = self.ready.iter().map(|r| r.cost as u64).sum();
+            self.expired += (before - self.ready.len()) as u64;
+            self.ready_bytes = self.ready.iter().map(|r| r.remaining()).sum();
         }
         if !self.bucket.can_send() {
             return;
@@ -407,7 +451,7 @@ impl ServeQueue {
         }
         // Sorted descending, so the best is at the end: pop from there.
         while self.bucket.can_send() {
-            let Some(r) = self.ready.pop() else { break };
+            let Some(mut r) = self.ready.pop() else { break };
             let b = r.cost;
             if r.buffer_ms >= self.strict_from && self.bucket.tokens() < b as f64 {
                 self.ready.push(r);
@@ -416,6 +460,15 @@ impl ServeQueue {
             self.bucket.take(b);
             self.ready_bytes = self.ready_bytes.saturating_sub(b as u64);
             out.push(r);
+            if r.parts > 0 {
+                // The request's next slice, if any, stays first in line: one requester's share
+                // goes out back to back, so it completes (and can play) as early as it can.
+                r.pending &= !(1u128 << r.slice);
+                if r.pending != 0 {
+                    r.next_slice();
+                    self.ready.push(r);
+                }
+            }
         }
         // What the best waiting request needs, if it is strict (`next_wake` has no sizes).
         self.strict_need = match self.ready.last() {
@@ -510,7 +563,7 @@ mod tests {
         q.release(Time::from_millis(200), &mut out);
         assert!(out.is_empty());
         assert_eq!(q.held_len(), 2, "seq 10's request expired");
-        q.on_have(9, 1000, |_| 0);
+        q.on_have(9, 1000);
         q.release(Time::from_millis(200), &mut out);
         assert_eq!(
             out.iter().map(|r| r.to.0).collect::<Vec<_>>(),
@@ -551,26 +604,24 @@ mod tests {
         assert!(q.push_held(ServeRequest::part(PeerId(2), 4, dl, 0, 1, 2)));
         assert!(q.push_held(ServeRequest::whole(PeerId(3), 4, dl, 0)));
         let mut out = vec![];
+        // A chunk of 5 slices (4 x 16 KiB + 1 byte); a slice's cost follows from its tree.
+        let bytes = 4 * 16_384 + 1;
         for i in [2u32, 1, 2] {
-            q.on_slice(4, i, 100);
+            q.on_slice(4, bytes, i);
         }
         q.release(Time::ZERO, &mut out);
         let got: Vec<_> = out.iter().map(|r| (r.to.0, r.slice)).collect();
         assert_eq!(got, vec![(2, 1), (1, 2)], "each slice once, to its share");
-        // The rest arrives whole (5 slices: 40 kB... here 4 x 16 KiB + 1): what was not sent yet.
+        // The rest arrives whole: what was not sent yet.
         out.clear();
-        q.on_have(4, 4 * 16_384 + 1, |i| 1000 + i);
+        q.on_have(4, bytes);
         q.release(Time::ZERO, &mut out);
         let mut got: Vec<_> = out.iter().map(|r| (r.to.0, r.slice, r.cost)).collect();
         got.sort();
+        let c = |i| encoded_slice_len(bytes, i) as u32;
         assert_eq!(
             got,
-            vec![
-                (1, 0, 1000),
-                (1, 4, 1004),
-                (2, 3, 1003),
-                (3, WHOLE, 4 * 16_384 + 1)
-            ]
+            vec![(1, 0, c(0)), (1, 4, c(4)), (2, 3, c(3)), (3, WHOLE, bytes)]
         );
         assert_eq!(q.held_len(), 0);
         assert_eq!(q.backlog_bytes(), 0);

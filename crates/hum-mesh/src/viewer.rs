@@ -31,8 +31,7 @@ use crate::player::Player;
 use crate::scheduler::Scheduler;
 use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE};
 use crate::slice::{
-    Accepted, SliceAssembler, SliceOutboard, SliceProof, encode_slice, encoded_slice_len,
-    slice_count,
+    Accepted, SliceAssembler, SliceOutboard, SliceProof, encode_slice, slice_count,
 };
 use crate::{MeshEvent, Output, PeerId, Time};
 
@@ -565,8 +564,7 @@ impl Viewer {
                 self.frontier = self.frontier.max(seq + 1);
             }
         }
-        self.serve
-            .on_have(seq, bytes, |i| encoded_slice_len(bytes, i) as u32);
+        self.serve.on_have(seq, bytes);
         self.advance_player(now);
         self.slide();
         self.fill(now);
@@ -723,8 +721,7 @@ impl Viewer {
         slot.hops = slot.hops.max(hops.saturating_add(1));
         let done = slot.got.count_ones() >= slice_count(record.bytes);
         let escalated = slot.escalated;
-        self.serve
-            .on_slice(seq, index, encoded_slice_len(record.bytes, index) as u32);
+        self.serve.on_slice(seq, record.bytes, index);
         if done {
             let payload = match proof {
                 SliceProof::StandIn => encoded,
@@ -821,8 +818,7 @@ impl Viewer {
                     },
                 );
             } else if share.is_some() {
-                self.serve
-                    .push_ready_part(req, whole, |i| encoded_slice_len(whole, i) as u32);
+                self.serve.push_ready_part(req, whole);
             } else {
                 self.serve.push_ready(req, b);
             }
@@ -842,8 +838,7 @@ impl Viewer {
                     let whole = rec.bytes;
                     for i in 0..slice_count(whole) {
                         if got & (1u128 << i) != 0 {
-                            self.serve
-                                .on_slice(seq, i, encoded_slice_len(whole, i) as u32);
+                            self.serve.on_slice(seq, whole, i);
                         }
                     }
                 }
