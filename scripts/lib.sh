@@ -22,8 +22,9 @@ HUM_APT_APP=(libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librs
 HUM_APT_PACKAGE=(dpkg-dev)
 HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-dejavu-core
   iproute2 sox espeak-ng imagemagick coturn
-  # hum-relay's PostgreSQL store: its tests start a throwaway server with initdb/pg_ctl (docs/cluster.md).
-  postgresql)
+  # hum-relay's PostgreSQL store and Redis cluster membership: their tests start throwaway
+  # servers (initdb/pg_ctl, redis-server) on Unix sockets (docs/cluster.md).
+  postgresql redis-server)
 
 _apt_updated=0
 ensure_apt() {

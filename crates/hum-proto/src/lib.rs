@@ -5,8 +5,10 @@
 //! - [`signal`]: the JSON signalling protocol between clients and the relay.
 //! - [`names`]: what display, server and channel names may contain (one home for client and relay).
 //! - [`links`]: `hum://friend/KEY` and `hum://invite/CODE` links.
+//! - [`cluster`]: relay cluster nodes (node ids, what a node announces).
 //! - [`units`]: bitrates and byte counts as newtypes, so a kbps is never mistaken for a bps.
 
+pub mod cluster;
 pub mod ids;
 pub mod links;
 pub mod mesh;
