@@ -93,6 +93,12 @@ impl Identity {
         hum_mesh::manifest::Publisher::from_seed(self.key.to_bytes())
     }
 
+    /// This account's key for end-to-end media encryption ([`crate::e2ee`]): agreeing pairwise
+    /// secrets with other accounts and signing the media keys sealed for them.
+    pub fn e2ee_keys(&self) -> hum_e2ee::LocalKeys {
+        hum_e2ee::LocalKeys::new(self.key.clone())
+    }
+
     /// The signature the relay's login challenge asks for.
     pub fn sign_login(&self, nonce: &Nonce) -> Signature {
         Signature(self.key.sign(&login_signing_bytes(nonce)).to_bytes())
