@@ -245,6 +245,8 @@ fn combine(
         timer_spins: sumu(&|r| r.timer_spins),
         corrupt_chunks_stored: sumu(&|r| r.corrupt_chunks_stored),
         corrupt_chunks_played: sumu(&|r| r.corrupt_chunks_played),
+        slice_parts: cfg.slice_parts,
+        slices_delivered: sumu(&|r| r.slices_delivered),
         egress_series,
         lag_cdf: lag.cdf(),
         totals: Totals {

@@ -145,6 +145,9 @@ pub struct Report {
     pub corrupt_chunks_stored: u64,
     /// Of those, chunks a viewer then played (must be 0).
     pub corrupt_chunks_played: u64,
+    /// `--slices`: upstreams sharing each chunk (0: whole chunks), and slice messages delivered.
+    pub slice_parts: u8,
+    pub slices_delivered: u64,
     #[serde(skip)]
     pub egress_series: Vec<(f64, f64)>,
     #[serde(skip)]
@@ -317,6 +320,17 @@ impl Report {
                     "{} stored, {} played",
                     self.corrupt_chunks_stored, self.corrupt_chunks_played
                 ),
+            ),
+            (
+                "slices",
+                if self.slice_parts == 0 {
+                    "off (whole chunks)".to_string()
+                } else {
+                    format!(
+                        "{} delivered, up to {} upstreams per chunk",
+                        self.slices_delivered, self.slice_parts
+                    )
+                },
             ),
             (
                 "wall time",

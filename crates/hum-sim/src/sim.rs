@@ -217,6 +217,7 @@ struct World {
     penalties: u64,
     fallbacks: u64,
     forged: ForgedChunks,
+    slices_delivered: u64,
     scratch: Vec<MeshEvent>,
 }
 
@@ -336,6 +337,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         penalties: 0,
         fallbacks: 0,
         forged: ForgedChunks::default(),
+        slices_delivered: 0,
         scratch: Vec::new(),
     };
     w.viewers.push(None);
@@ -407,6 +409,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                 match &msg {
                     MeshMsg::Data { record, .. } => w.data_bytes_delivered += record.bytes as u64,
                     MeshMsg::Slice { record, index, .. } => {
+                        w.slices_delivered += 1;
                         w.data_bytes_delivered +=
                             hum_mesh::slice::slice_len(record.bytes, *index as u32) as u64
                     }
@@ -1016,6 +1019,8 @@ impl World {
             timer_spins: self.spins,
             corrupt_chunks_stored: self.forged.stored,
             corrupt_chunks_played: self.forged.played,
+            slice_parts: self.cfg.slice_parts,
+            slices_delivered: self.slices_delivered,
             egress_series: self.egress_series.clone(),
             lag_cdf: self.lag.cdf(),
             totals: Totals {

@@ -90,3 +90,28 @@ fn the_same_seed_gives_the_same_report() {
         simulate(&d).expect("runs").deterministic_json()
     );
 }
+
+#[test]
+fn slices_from_several_upstreams_play_and_forged_slices_are_never_played() {
+    let mut c = cfg(4);
+    c.slice_parts = 2;
+    c.malicious = 0.2;
+    let r = simulate(&c).expect("runs");
+    assert!(
+        r.slices_delivered > 50 * 20 * 8,
+        "chunks travel as slices: {} delivered",
+        r.slices_delivered
+    );
+    assert!(r.bans > 0, "malicious slice senders are struck and banned");
+    assert_eq!(r.bans_of_honest_peers, 0);
+    assert_eq!(r.corrupt_chunks_played, 0);
+    assert_eq!(r.corrupt_chunks_stored, 0);
+    assert!(r.continuity > 0.95, "continuity {}", r.continuity);
+    assert!(r.peer_share > 0.5, "peer share {}", r.peer_share);
+    // Deterministic like whole-chunk runs.
+    let again = simulate(&c).expect("runs");
+    assert_eq!(
+        (again.slices_delivered, again.chunks_on_time, again.bans),
+        (r.slices_delivered, r.chunks_on_time, r.bans)
+    );
+}
