@@ -46,6 +46,10 @@ pub struct VideoArgs {
     /// high, medium, low, off or auto (the SFU's default: the speaker high, others low).
     #[arg(long, value_parser = parse_quality)]
     pub video_quality: Option<VideoQuality>,
+    /// In a voice channel: the camera is off while this file exists and on again once it is
+    /// gone (a switch another program flips: tests, demos); the others' tiles follow.
+    #[arg(long)]
+    pub video_off_file: Option<PathBuf>,
     /// Change the wanted layer for everyone at a time since joining, e.g. `4s=high`.
     #[arg(long, value_parser = parse_quality_at)]
     pub video_quality_at: Option<(std::time::Duration, VideoQuality)>,

@@ -518,6 +518,12 @@ async fn run_until_done(
                 if timeline.tick(&link.session, audio) {
                     break;
                 }
+                if let Some(path) = &video.video_off_file {
+                    let on = !path.exists();
+                    if link.session.camera().is_some_and(|c| c != on) {
+                        link.session.set_camera(on);
+                    }
+                }
                 if let Some((q, users)) = quality.due(started.elapsed()) {
                     for u in users {
                         asks.push(ask(u, q));
@@ -562,6 +568,13 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
             "jitter_buffer_ms": stats.jitter_buffer.as_secs_f64() * 1000.0,
             "packets": stats.packets_received}),
         VoiceEvent::Error(e) => json!({"type": "error", "message": e}),
+        // `at_unix_ms`: when this was printed, after the camera changed (ours: nothing captured
+        // later than this was sent while off).
+        VoiceEvent::Video { user, camera } => json!({"type": "video",
+            "user": user.map(|u| u.to_string()), "camera": camera,
+            "at_unix_ms": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)}),
         VoiceEvent::Route { user, route } => json!({"type": "route", "user": user.to_string(),
             "local": route.local.name(), "remote": route.remote.name(),
             "relayed": route.relayed()}),

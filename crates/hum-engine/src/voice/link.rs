@@ -119,8 +119,12 @@ impl VoiceLink {
     ) -> Result<(Self, mpsc::UnboundedReceiver<VoiceEvent>), VoiceError> {
         let me = client.user_id();
         let relay_events = client.subscribe();
+        // Our camera is in the roster (`video`): the others' engines hold back our frames while
+        // it says off, and the relay may refuse it (the channel's `video` permission).
+        let sends_video = video.source.is_some();
         let initial = VoiceState {
             muted: io.controls.muted(),
+            video: sends_video,
             ..Default::default()
         };
         let (info, _perms, mode) = client
@@ -153,6 +157,19 @@ impl VoiceLink {
             signaller,
         )?;
         let (out_tx, out_rx) = mpsc::unbounded_channel();
+        for e in &info.roster {
+            if e.user.id == me {
+                if sends_video && !e.voice.video {
+                    // The relay cleared our camera: no `video` permission here.
+                    session.set_camera(false);
+                    let _ = out_tx.send(VoiceEvent::Error(
+                        "you may not send video in this channel: your camera stays off".into(),
+                    ));
+                }
+            } else {
+                session.set_remote_camera(e.user.id, e.voice.video);
+            }
+        }
         let (sfu_tx, sfu_rx) = mpsc::unbounded_channel();
         let mut state = LinkState {
             client: client.clone(),
@@ -395,6 +412,8 @@ impl LinkState {
                 if channel == here && entry.user.id != me =>
             {
                 self.roster.insert(entry.user.id);
+                self.session
+                    .set_remote_camera(entry.user.id, entry.voice.video);
                 match self.mode {
                     VoiceTopology::Mesh => self.session.add_peer(entry.user.id).await,
                     // The SFU offers the newcomer's track when it publishes.
@@ -408,6 +427,7 @@ impl LinkState {
                 ..
             }) if channel == here => {
                 self.roster.remove(&user);
+                self.session.forget_remote_camera(&user);
                 self.session.remove_peer(user, &format!("{reason:?}")).await;
                 if self.sfu.is_some() && self.session.audio().path_of(&user) == Some(AudioPath::Sfu)
                 {
@@ -421,7 +441,29 @@ impl LinkState {
                 }
                 Ok(())
             }
+            ClientEvent::Relay(Event::RosterUpdate {
+                channel,
+                user,
+                voice,
+                ..
+            }) if channel == here => {
+                if user != me {
+                    self.session.set_remote_camera(user, voice.video);
+                } else if !voice.video && self.session.camera() == Some(true) {
+                    // The relay turned our camera off (the `video` permission was taken away).
+                    self.session.set_camera(false);
+                    let _ = self.out.send(VoiceEvent::Error(
+                        "you may no longer send video in this channel: your camera is off".into(),
+                    ));
+                }
+                Ok(())
+            }
             ClientEvent::Rejoined { channel } if channel.id == here => {
+                for e in &channel.roster {
+                    if e.user.id != me {
+                        self.session.set_remote_camera(e.user.id, e.voice.video);
+                    }
+                }
                 // After a relay reconnect: (re)connect to whoever is there now.
                 self.roster = channel
                     .roster
@@ -481,10 +523,16 @@ async fn pump(
     // One sender task keeps voice updates in order (speaking on, then off).
     let (patch_tx, mut patch_rx) = mpsc::unbounded_channel::<VoiceStatePatch>();
     let publisher = client.clone();
+    let (session, errors) = (state.session.clone(), out.clone());
     tokio::spawn(async move {
         while let Some(p) = patch_rx.recv().await {
             if let Err(e) = publisher.voice_update(p).await {
                 tracing::debug!("voice_update: {e}");
+                if p.video == Some(true) {
+                    // Refused (no `video` permission): the camera goes off again.
+                    session.set_camera(false);
+                    let _ = errors.send(VoiceEvent::Error(format!("camera: {e}")));
+                }
             }
         }
     });
@@ -522,6 +570,10 @@ async fn pump(
                     VoiceEvent::LocalState { muted, deafened } => Some(VoiceStatePatch {
                         muted: Some(*muted),
                         deafened: Some(*deafened),
+                        ..Default::default()
+                    }),
+                    VoiceEvent::Video { user: None, camera } => Some(VoiceStatePatch {
+                        video: Some(*camera),
                         ..Default::default()
                     }),
                     _ => None,

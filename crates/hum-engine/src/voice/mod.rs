@@ -41,7 +41,7 @@ pub use hum_media::monitor::{
 pub use session::VoiceSession;
 pub use signalling::{MemorySignalHub, Signaller};
 pub use video::{
-    EncodedVideoFrame, RemoteVideoStats, RemoteVideoTrack, VideoIo, VideoSinkFactory,
+    CameraChange, EncodedVideoFrame, RemoteVideoStats, RemoteVideoTrack, VideoIo, VideoSinkFactory,
     video_bitrate_within,
 };
 
@@ -138,6 +138,13 @@ pub enum VoiceEvent {
     },
     /// Something went wrong that the user should see (device lost, negotiation failed…).
     Error(String),
+    /// A camera went on or off: ours (`user: None`, [`VoiceSession::set_camera`]) or another
+    /// member's (in a channel, from the roster's `video` flag). While a member's camera is off
+    /// their frames are not passed on: a front end hides the tile instead of freezing it.
+    Video {
+        user: Option<UserId>,
+        camera: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

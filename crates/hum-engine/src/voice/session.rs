@@ -21,7 +21,7 @@ use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::audio::{AudioEngine, AudioSettings};
 use super::peer::{Peer, PeerSignal};
-use super::video::{EncodedVideoFrame, RemoteVideoStats, SessionVideo, VideoIo};
+use super::video::{CameraChange, EncodedVideoFrame, RemoteVideoStats, SessionVideo, VideoIo};
 use super::{MAX_MESH_PARTICIPANTS, Signaller, VoiceConfig, VoiceError, VoiceEvent};
 
 pub struct VoiceSession {
@@ -166,6 +166,35 @@ impl VoiceSession {
         if let Some(s) = &self.video.sender {
             s.set_bitrate(bitrate);
         }
+    }
+
+    /// Turns the video we send on or off (the camera button). Off, nothing is encoded or sent
+    /// (the track stays: on again needs no renegotiation, and starts on a keyframe). Reported
+    /// as `VoiceEvent::Video { user: None, .. }`; in a channel the link publishes it in the
+    /// roster, where the others' engines read it. `false` without a video source.
+    pub fn set_camera(&self, on: bool) -> bool {
+        self.video.set_local_camera(on)
+    }
+
+    /// Whether the video we send is on (`None`: this session sends no video).
+    pub fn camera(&self) -> Option<bool> {
+        self.video.local_camera()
+    }
+
+    /// Members' cameras going on and off (in a channel, from the roster), for a front end that
+    /// hides a tile the moment its camera goes off.
+    pub fn camera_changes(&self) -> tokio::sync::broadcast::Receiver<CameraChange> {
+        self.video.camera_changes()
+    }
+
+    /// What `user` says of their camera (the roster's `video` flag): while off, their frames are
+    /// held back.
+    pub(crate) fn set_remote_camera(&self, user: UserId, camera: bool) {
+        self.video.set_remote_camera(user, camera);
+    }
+
+    pub(crate) fn forget_remote_camera(&self, user: &UserId) {
+        self.video.forget_remote_camera(user);
     }
 
     /// The rate of the video we send, if we send video.

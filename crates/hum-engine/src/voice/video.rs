@@ -140,6 +140,13 @@ pub struct EncodedVideoFrame {
     pub after_loss: bool,
 }
 
+/// A member's camera went on or off (in a channel: the roster's `video` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CameraChange {
+    pub user: UserId,
+    pub camera: bool,
+}
+
 /// Counters of one remote video track.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RemoteVideoStats {
@@ -160,6 +167,9 @@ pub(crate) struct SessionVideo {
     /// Per remote user: a front end asked for a keyframe.
     want_key: Mutex<BTreeMap<UserId, Arc<AtomicBool>>>,
     stats: Mutex<BTreeMap<UserId, RemoteVideoStats>>,
+    /// What each member said of their camera (the roster's `video` flag); absent: not known.
+    cameras: Mutex<BTreeMap<UserId, bool>>,
+    changes: broadcast::Sender<CameraChange>,
     events: mpsc::UnboundedSender<VoiceEvent>,
     /// Decode threads end (and finish their sinks) when this is set.
     closing: Arc<AtomicBool>,
@@ -183,6 +193,8 @@ impl SessionVideo {
             frames: broadcast::channel(FRAME_CHANNEL).0,
             want_key: Mutex::new(BTreeMap::new()),
             stats: Mutex::new(BTreeMap::new()),
+            cameras: Mutex::new(BTreeMap::new()),
+            changes: broadcast::channel(64).0,
             events,
             closing: Arc::new(AtomicBool::new(false)),
             decoders: Mutex::new(Vec::new()),
@@ -203,6 +215,61 @@ impl SessionVideo {
 
     pub(crate) fn stats(&self, user: &UserId) -> Option<RemoteVideoStats> {
         self.stats.lock().ok()?.get(user).copied()
+    }
+
+    /// What `user` says of their camera now. A change is reported (a [`VoiceEvent::Video`]
+    /// and a [`CameraChange`]); the first word of a member is reported only if their camera is
+    /// on (a member without one is not news). While off, their frames are held back.
+    pub(crate) fn set_remote_camera(&self, user: UserId, camera: bool) {
+        let before = match self.cameras.lock() {
+            Ok(mut m) => m.insert(user, camera),
+            Err(_) => return,
+        };
+        if before == Some(camera) || (before.is_none() && !camera) {
+            return;
+        }
+        let _ = self.events.send(VoiceEvent::Video {
+            user: Some(user),
+            camera,
+        });
+        let _ = self.changes.send(CameraChange { user, camera });
+    }
+
+    /// Forgets what `user` said of their camera (they left).
+    pub(crate) fn forget_remote_camera(&self, user: &UserId) {
+        if let Ok(mut m) = self.cameras.lock() {
+            m.remove(user);
+        }
+    }
+
+    /// Whether `user` said their camera is off.
+    fn camera_off(&self, user: &UserId) -> bool {
+        self.cameras
+            .lock()
+            .is_ok_and(|m| m.get(user) == Some(&false))
+    }
+
+    pub(crate) fn camera_changes(&self) -> broadcast::Receiver<CameraChange> {
+        self.changes.subscribe()
+    }
+
+    /// Turns the video we send on or off (reported as `VoiceEvent::Video { user: None }`);
+    /// `false` without a source.
+    pub(crate) fn set_local_camera(&self, on: bool) -> bool {
+        let Some(s) = &self.sender else {
+            return false;
+        };
+        s.on.store(on, Ordering::SeqCst);
+        let _ = self.events.send(VoiceEvent::Video {
+            user: None,
+            camera: on,
+        });
+        true
+    }
+
+    /// Whether the video we send is on (`None`: we send none).
+    pub(crate) fn local_camera(&self) -> Option<bool> {
+        self.sender.as_ref().map(|s| s.on.load(Ordering::SeqCst))
     }
 
     /// Stops sending and receiving: the capture thread ends, every decode thread finishes its
@@ -272,6 +339,9 @@ pub(crate) struct VideoSender {
     layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
     keyframe: Arc<AtomicBool>,
     bitrate_bps: Arc<AtomicU64>,
+    /// The camera is on: while off the source is still read (and dropped) but nothing is
+    /// encoded or sent, and every stream starts again on a keyframe.
+    on: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) format: VideoFormat,
@@ -292,11 +362,13 @@ impl VideoSender {
         let keyframe = Arc::new(AtomicBool::new(true));
         let bitrate_bps = Arc::new(AtomicU64::new(bitrate.bps()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, kf, rate, halt) = (
+        let on = Arc::new(AtomicBool::new(true));
+        let (tx, kf, rate, halt, live) = (
             frames.clone(),
             keyframe.clone(),
             bitrate_bps.clone(),
             stop.clone(),
+            on.clone(),
         );
         let (ready_tx, ready_rx) = sync_channel(1);
         let thread = std::thread::Builder::new()
@@ -332,6 +404,14 @@ impl VideoSender {
                         Err(VideoError::Ended) => return,
                         Err(e) => return fail(format!("video source {name}: {e}")),
                     };
+                    if !live.load(Ordering::SeqCst) {
+                        // Camera off: nothing leaves; each stream restarts on a keyframe.
+                        kf.store(true, Ordering::Relaxed);
+                        for f in layer_kf.iter() {
+                            f.store(true, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
                     if layer_tx.receiver_count() == 0 {
                         // No SFU connection: free the three encoders; the next starts on keyframes.
                         simulcast = None;
@@ -410,6 +490,7 @@ impl VideoSender {
             layer_keyframes,
             keyframe,
             bitrate_bps,
+            on,
             stop,
             thread: Mutex::new(Some(thread)),
             format,
@@ -578,6 +659,8 @@ pub(crate) async fn receive(track: Arc<dyn TrackRemote>, user: UserId, video: Ar
     let started = Instant::now();
     let mut last_pli: Option<Instant> = None;
     let mut after_loss = false;
+    // Frames were held back while the sender's camera was off (or before we knew it was on).
+    let mut held_back = false;
     let mut size = (0, 0);
     // (first RTP timestamp, last raw, last unwrapped) for timestamp_us.
     let mut clock: Option<(i64, u32, i64)> = None;
@@ -612,6 +695,18 @@ pub(crate) async fn receive(track: Arc<dyn TrackRemote>, user: UserId, video: Ar
                     }
                 }
                 Assembled::Frame(f) => {
+                    if video.camera_off(&user) {
+                        held_back = true;
+                        continue;
+                    }
+                    if std::mem::take(&mut held_back) && !f.keyframe {
+                        // The first frame after a pause may reference one we dropped.
+                        after_loss = true;
+                        awaiting_key = true;
+                        if let Some(d) = &decode {
+                            d.send(Bytes::new(), Instant::now());
+                        }
+                    }
                     if let Some(wh) = keyframe_size(&f.data) {
                         size = wh;
                     }

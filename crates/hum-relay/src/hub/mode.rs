@@ -8,6 +8,11 @@
 //! otherwise move everyone back and forth each time. An empty channel is a mesh again. Without
 //! an SFU (`--sfu-bind off`) every channel is a mesh.
 //!
+//! Video lowers the limit: while any member's camera is on (the roster's `video` flag) a mesh
+//! holds at most [`ModePolicy::VIDEO_MESH_LIMIT`] (6) members, since each of them uploads its
+//! camera once per other member ([`ModePolicy::with_video`]). A camera turned on in a mesh of 7
+//! moves it to the SFU; turned off, the usual hysteresis applies (back to mesh at 6 or fewer).
+//!
 //! Invariants (checked by the tests): the mode changes only when the member count crosses a
 //! threshold in the direction of the change; between `back_to_mesh_at + 1` and `mesh_max`
 //! members the mode is whatever it was (no flapping); with no SFU the mode is always mesh.
@@ -38,6 +43,20 @@ impl Default for ModePolicy {
 impl ModePolicy {
     /// The largest mesh the clients support (hum-engine's `MAX_MESH_PARTICIPANTS`).
     pub const MESH_LIMIT: usize = 8;
+
+    /// The largest mesh while any member sends video (each camera goes up once per peer).
+    pub const VIDEO_MESH_LIMIT: usize = 6;
+
+    /// The policy for a channel where `video` says whether any member's camera is on.
+    pub fn with_video(self, video: bool) -> ModePolicy {
+        if !video {
+            return self;
+        }
+        ModePolicy {
+            mesh_max: self.mesh_max.min(Self::VIDEO_MESH_LIMIT),
+            ..self
+        }
+    }
 
     /// An SFU channel goes back to mesh at this many members or fewer.
     pub fn back_to_mesh_at(&self) -> usize {
@@ -125,6 +144,33 @@ mod tests {
             sfu_enabled: true,
         };
         assert_eq!(walk(p, &[1, 2, 1, 0, 1]), [Sfu, Sfu, Sfu, Mesh, Sfu]);
+    }
+
+    #[test]
+    fn with_a_camera_on_a_mesh_holds_six_and_a_camera_turned_on_in_a_mesh_of_seven_moves_it() {
+        let p = on();
+        // (members, any camera on) -> mode
+        let steps = [
+            (6, true, Mesh),
+            (7, false, Mesh), // voice only: 7 is fine
+            (7, true, Sfu),   // a camera goes on: too many uploads for a mesh
+            (7, false, Sfu),  // and off again: hysteresis (back to mesh at 6)
+            (6, false, Mesh),
+            (7, true, Sfu), // the 7th joins a video mesh of 6
+        ];
+        let mut m = Mesh;
+        for (n, video, want) in steps {
+            m = p.with_video(video).next(m, n);
+            assert_eq!(m, want, "{n} members, video {video}");
+        }
+        // A lower operator limit stays the lower one; without video nothing changes.
+        let low = ModePolicy {
+            mesh_max: 4,
+            sfu_enabled: true,
+        };
+        assert_eq!(low.with_video(true), low);
+        assert_eq!(p.with_video(false), p);
+        assert_eq!(p.with_video(true).mesh_max, ModePolicy::VIDEO_MESH_LIMIT);
     }
 
     #[test]

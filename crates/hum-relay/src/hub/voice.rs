@@ -405,8 +405,13 @@ impl Hub {
             return false;
         };
         let (server, members) = (ch.server, ch.roster.len());
+        // A camera on anywhere in the channel lowers the mesh's limit (ModePolicy::with_video).
+        let video = ch
+            .roster
+            .iter()
+            .any(|u| self.online.get(u).is_some_and(|o| o.voice.video));
         let current = self.mode_of(channel);
-        let next = self.config.mode.next(current, members);
+        let next = self.config.mode.with_video(video).next(current, members);
         if members == 0 {
             self.voice.remove(&channel);
         } else {
@@ -658,6 +663,7 @@ impl Hub {
         };
         let new = constrain(patch.apply(o.voice), perms);
         if new != o.voice {
+            let camera_changed = new.video != o.voice.video;
             o.voice = new;
             self.event_to_server(
                 server,
@@ -668,6 +674,10 @@ impl Hub {
                     voice: new,
                 },
             );
+            if camera_changed {
+                // A camera turned on in a mesh past the video limit moves it to the SFU.
+                self.update_mode(channel);
+            }
         }
         Ok(Reply::Ok)
     }
