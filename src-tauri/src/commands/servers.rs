@@ -202,6 +202,8 @@ pub(crate) async fn leave_voice(state: &AppState) -> bool {
         Some(link) => {
             state.set_session(None);
             state.level_follower.stop(&state.levels);
+            // Before the session stops: its capture thread waits on my camera's frames.
+            super::video::stop_call_video(state);
             link.leave().await;
             true
         }
@@ -406,8 +408,9 @@ pub async fn channel_configure(
         .map_err(channel_edit_error)
 }
 
-/// Joins a voice channel (leaving any other) with audio: the engine's `VoiceLink` runs the mesh
-/// and publishes my speaking/mute state to every roster.
+/// Joins a voice channel (leaving any other) with audio and video: the engine's `VoiceLink` runs
+/// the mesh (or the SFU connection) and publishes my speaking/mute/camera state to every roster;
+/// my camera goes to everyone while it is on, everyone's cameras come to the webview.
 #[tauri::command]
 #[specta::specta]
 pub async fn channel_join(
@@ -422,10 +425,23 @@ pub async fn channel_join(
     super::devices::stop_monitor(&state);
     let settings = super::voice::load(&state);
     let (io, notices) = super::devices::open_audio(&settings, me.muted || me.deafened)?;
-    let (link, mut events) =
-        VoiceLink::join_channel(relay, ChannelId(channel), VoiceConfig::default(), io)
-            .await
-            .map_err(|e| CommandError::new(ErrorCode::Rejected, e.to_string()))?;
+    let video = super::video::call_video_io(&state);
+    let joined = VoiceLink::join_channel_with_video(
+        relay,
+        ChannelId(channel),
+        VoiceConfig::default(),
+        io,
+        video,
+    )
+    .await;
+    let (link, mut events) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            // The video track's reader of my camera goes with the session that never started.
+            super::video::stop_call_video(&state);
+            return Err(CommandError::new(ErrorCode::Rejected, e.to_string()));
+        }
+    };
     if me.deafened {
         link.session.set_deafened(true);
     }
@@ -435,6 +451,7 @@ pub async fn channel_join(
         }
     }
     state.set_session(Some(link.session.clone()));
+    super::video::follow_call_video(&state, &link.session);
     state
         .level_follower
         .follow(state.levels.clone(), link.input_level());

@@ -21,7 +21,7 @@ use specta::Type;
 use tauri::State;
 use tauri::ipc::Channel;
 
-use crate::channels::{VideoHub, VideoPacket};
+use crate::channels::{VideoHub, VideoPacket, remote_stream_id};
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::settings_store::keys;
 use crate::state::AppState;
@@ -211,24 +211,38 @@ pub fn call_video_io(state: &AppState) -> VideoIo {
     }
 }
 
-/// Forwards a call's received video frames to the webview (as `<user hex>/camera`) until
-/// [`stop_call_video`].
+/// Forwards a session's (a call's or a voice channel's) received video frames to the webview
+/// (as `<user hex>/camera`) until [`stop_call_video`], and a member's camera going off as an
+/// `ended` packet (their tile shows their avatar at once). The session's camera starts as my
+/// camera is now (on or off).
 pub fn follow_call_video(state: &AppState, session: &Arc<VoiceSession>) {
+    session.set_camera(state.previews.with(SELF_STREAM, |_| ()).is_some());
     let mut rx = session.video_frames();
+    let mut cameras = session.camera_changes();
     let hub = state.video.clone();
     let task = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
         loop {
-            match rx.recv().await {
-                Ok(f) => {
-                    if let Some(p) = VideoPacket::remote(&f) {
-                        hub.publish(&p);
+            tokio::select! {
+                f = rx.recv() => match f {
+                    Ok(f) => {
+                        if let Some(p) = VideoPacket::remote(&f) {
+                            hub.publish(&p);
+                        }
                     }
-                }
-                // Frames were skipped: the tile notices the gap and asks for a keyframe.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!("call video: {n} frames skipped");
-                }
-                Err(_) => return,
+                    // Frames were skipped: the tile notices the gap and asks for a keyframe.
+                    Err(RecvError::Lagged(n)) => tracing::debug!("call video: {n} frames skipped"),
+                    Err(_) => return,
+                },
+                c = cameras.recv() => match c {
+                    Ok(c) if !c.camera => {
+                        if let Some(p) = VideoPacket::ended(&remote_stream_id(&c.user, "camera")) {
+                            hub.publish(&p);
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
             }
         }
     });
@@ -312,6 +326,10 @@ pub async fn video_sources_list() -> CmdResult<Vec<VideoSourceView>> {
 pub async fn camera_set(state: State<'_, AppState>, on: bool) -> CmdResult<CameraView> {
     if !on {
         state.previews.remove(|id| id == SELF_STREAM);
+        if let Some(session) = state.session() {
+            // Nothing leaves, and the others' tiles go (in a channel: through the roster).
+            session.set_camera(false);
+        }
         return Ok(CameraView::off());
     }
     if let Some(view) = state.previews.with(SELF_STREAM, view_of) {
@@ -330,6 +348,9 @@ pub async fn camera_set(state: State<'_, AppState>, on: bool) -> CmdResult<Camer
     .map_err(CommandError::internal)??;
     let view = view_of(&preview);
     state.previews.insert(SELF_STREAM, preview)?;
+    if let Some(session) = state.session() {
+        session.set_camera(true);
+    }
     Ok(view)
 }
 
