@@ -738,6 +738,7 @@ impl Runtime {
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(c) = self.clients.get(&key) {
                     let who = c.who;
+                    tracing::trace!(%who, %estimate, "bandwidth estimate");
                     let _ =
                         self.session
                             .set_bandwidth(who, Bitrate::from_bps(estimate.as_u64()), now);

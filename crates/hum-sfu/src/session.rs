@@ -607,6 +607,9 @@ impl Session {
                 remaining = remaining.saturating_sub(cost);
             }
             if let Some(s) = p.subscribers.iter_mut().find(|s| s.subscriber == who) {
+                if s.forwarder.target() != target {
+                    tracing::debug!(subscriber = %who, track = t.0, ?q, ?target, budget = %bw, ?live, "layer target");
+                }
                 s.quality = q;
                 s.forwarder.set_target(target);
             }
@@ -636,8 +639,12 @@ impl Session {
         r.bytes += payload_len as u64;
         r.last_packet = pkt.arrival;
         for s in p.subscribers.iter_mut() {
+            let switches = s.forwarder.stats.switches;
             if let Some(out) = s.forwarder.forward(pkt) {
                 emit(s.subscriber, out);
+            }
+            if s.forwarder.stats.switches != switches {
+                tracing::debug!(subscriber = %s.subscriber, track = track.0, layer = pkt.layer.0, "switched layer");
             }
         }
         let (room, owner) = (p.room, p.owner);
@@ -686,6 +693,7 @@ impl Session {
         };
         let sent = p.pli.request(layer, now);
         if sent {
+            tracing::debug!(track = track.0, layer = layer.0, subscriber = %who, "keyframe request (subscriber PLI)");
             self.events
                 .push_back(SessionEvent::KeyframeRequest { track, layer });
         }
@@ -740,6 +748,7 @@ impl Session {
             }
             for l in key {
                 if p.pli.request(l, now) {
+                    tracing::debug!(track = p.id.0, layer = l.0, "keyframe request (switch)");
                     self.events.push_back(SessionEvent::KeyframeRequest {
                         track: p.id,
                         layer: l,

@@ -28,6 +28,7 @@ pub struct ForwarderStats {
 pub struct Forwarder {
     selector: Box<dyn LayerSelector + Send>,
     rewriter: Rewriter,
+    target: Option<Layer>,
     pub stats: ForwarderStats,
 }
 
@@ -46,6 +47,7 @@ impl Forwarder {
         Forwarder {
             selector: Box::new(NullSelector::default()),
             rewriter: Rewriter::new(clock_rate, initial_seq),
+            target: None,
             stats: ForwarderStats::default(),
         }
     }
@@ -55,12 +57,19 @@ impl Forwarder {
         Forwarder {
             selector: Box::new(SimulcastSelector::default()),
             rewriter: Rewriter::new(clock_rate, initial_seq),
+            target: None,
             stats: ForwarderStats::default(),
         }
     }
 
     pub fn set_target(&mut self, target: Option<Layer>) {
+        self.target = target;
         self.selector.set_target(target);
+    }
+
+    /// The layer aimed at (the last [`Forwarder::set_target`]).
+    pub fn target(&self) -> Option<Layer> {
+        self.target
     }
 
     pub fn current(&self) -> Option<Layer> {
