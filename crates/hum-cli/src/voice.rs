@@ -119,6 +119,12 @@ pub struct AudioArgs {
     /// no host or server-reflexive address is sent to anyone. Costs latency (an extra hop).
     #[arg(long)]
     pub relay_only: bool,
+    /// End-to-end encrypt our audio through the SFU (SFrame, docs/e2ee.md): the relay and its
+    /// SFU forward frames they cannot decrypt; keys go to each member sealed with their
+    /// identity key, and change when someone leaves. Members without it cannot hear us, and we
+    /// do not play their unencrypted audio. Voice channels only; video is not covered yet.
+    #[arg(long)]
+    pub e2ee: bool,
 }
 
 impl AudioArgs {
@@ -276,6 +282,21 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
             audio.add_turn(&client, &mut cfg).await?;
             let s = resolve::server(&client, server).await?;
             let c = resolve::channel(&client, s.id, channel).await?;
+            // Started before joining, to see the keys of those already there.
+            let e2ee = if audio.e2ee {
+                anyhow::ensure!(
+                    video_io.source.is_none() && !video_io.receive,
+                    "--e2ee covers audio only so far: leave out the video options"
+                );
+                let keys = commands::load_identity(cli)?.e2ee_keys();
+                let (channel, events) =
+                    hum_engine::e2ee::E2eeChannel::start(client.clone(), keys, c.id)?;
+                cfg.frame_transform = Some(channel.transform());
+                spawn_e2ee_printer(cli.json, events);
+                Some(channel)
+            } else {
+                None
+            };
             let (link, events) =
                 VoiceLink::join_channel_with_video(client, c.id, cfg, io, video_io)
                     .await
@@ -287,7 +308,14 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
                     c.roster.len()
                 );
             }
-            run_until_done(cli, link, events, audio, video).await
+            let done = run_until_done(cli, link, events, audio, video).await;
+            if let Some(e) = e2ee {
+                print_line(
+                    cli,
+                    json!({"type": "e2ee_stats", "refused_frames": e.refused_frames()}),
+                );
+            }
+            done
         }
     }
 }
@@ -580,6 +608,33 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
             "relayed": route.relayed()}),
     };
     print_line(cli, v);
+}
+
+/// The key exchange's events as lines: `e2ee_key` (a member's key arrived), `e2ee_rotated` (we
+/// encrypt with a new key), `e2ee_key_refused`.
+fn spawn_e2ee_printer(
+    json: bool,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<hum_engine::e2ee::E2eeEvent>,
+) {
+    use hum_engine::e2ee::E2eeEvent;
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let v = match ev {
+                E2eeEvent::KeyReceived { from, epoch } => {
+                    json!({"type": "e2ee_key", "user": from.to_string(), "epoch": epoch})
+                }
+                E2eeEvent::Rotated { epoch } => json!({"type": "e2ee_rotated", "epoch": epoch}),
+                E2eeEvent::KeyRefused { from, reason } => {
+                    json!({"type": "e2ee_key_refused", "user": from.to_string(), "reason": reason})
+                }
+            };
+            if json {
+                println!("{v}");
+            } else {
+                eprintln!("{v}");
+            }
+        }
+    });
 }
 
 fn print_line(cli: &Cli, v: serde_json::Value) {

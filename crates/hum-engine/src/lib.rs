@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod calls;
+pub mod e2ee;
 pub mod ice;
 pub mod video_preview;
 pub mod voice;

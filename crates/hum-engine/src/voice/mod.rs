@@ -63,6 +63,10 @@ pub struct VoiceConfig {
     pub turn: Vec<hum_proto::signal::TurnServer>,
     /// "Hide my IP": media only through TURN (ICE transport policy `relay`); see [`crate::ice`].
     pub relay_only: bool,
+    /// End-to-end encryption through the SFU (docs/e2ee.md, [`crate::e2ee`]): every audio
+    /// frame sent over the SFU is encrypted with it and every frame received over the SFU
+    /// decrypted (what does not decrypt is dropped). `None`: off.
+    pub frame_transform: Option<std::sync::Arc<dyn hum_e2ee::FrameTransform>>,
 }
 
 impl VoiceConfig {
@@ -86,6 +90,7 @@ impl Default for VoiceConfig {
             stats_interval: Duration::from_secs(2),
             turn: Vec::new(),
             relay_only: false,
+            frame_transform: None,
         }
     }
 }

@@ -332,6 +332,8 @@ impl VoiceSession {
                 self.remove_peer(from, "hung up").await;
                 Ok(())
             }
+            // End-to-end keys: read by the key exchange (crate::e2ee) from the relay's events.
+            SignalPayload::E2eeKey { .. } => Ok(()),
         }
     }
 

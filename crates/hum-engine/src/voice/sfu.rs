@@ -46,6 +46,8 @@ pub enum SfuSignal {
 
 struct Handler {
     engine: Arc<AudioEngine>,
+    /// End-to-end decryption of received audio frames (docs/e2ee.md).
+    transform: Option<Arc<dyn hum_e2ee::FrameTransform>>,
     video: Arc<SessionVideo>,
     gathered: Arc<AtomicBool>,
     connected: Arc<AtomicBool>,
@@ -87,17 +89,20 @@ impl PeerConnectionEventHandler for Handler {
             return;
         }
         let (engine, tx) = (self.engine.clone(), self.tx.clone());
+        let transform = self.transform.clone();
         tokio::spawn(async move {
             let mut heard = false;
             while let Some(ev) = track.poll().await {
                 match ev {
                     TrackRemoteEvent::OnRtpPacket(pkt) => {
-                        let played = engine.push_via(
-                            &user,
-                            AudioPath::Sfu,
-                            pkt.header.timestamp,
-                            pkt.payload.to_vec(),
-                        );
+                        // End to end (docs/e2ee.md): what does not decrypt is dropped.
+                        let Some(payload) =
+                            crate::e2ee::open_audio(transform.as_deref(), &user, &pkt.payload)
+                        else {
+                            continue;
+                        };
+                        let played =
+                            engine.push_via(&user, AudioPath::Sfu, pkt.header.timestamp, payload);
                         if played && !heard {
                             heard = true;
                             let _ = tx.send(SfuSignal::Heard(user));
@@ -159,6 +164,7 @@ impl SfuPeer {
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 engine: engine.clone(),
+                transform: cfg.frame_transform.clone(),
                 video: video.clone(),
                 gathered: gathered.clone(),
                 connected: connected.clone(),
@@ -172,7 +178,13 @@ impl SfuPeer {
         let ssrc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) ^ 0x5346_5500;
         let track = super::peer::opus_track(me.to_string(), ssrc)?;
         let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-        let writer = tokio::spawn(write_loop(engine, track, sender, connected.clone()));
+        let writer = tokio::spawn(write_loop(
+            engine,
+            track,
+            sender,
+            connected.clone(),
+            cfg.frame_transform.clone(),
+        ));
         let camera = match &video.sender {
             Some(send) => {
                 Some(SimulcastTrack::add(&pc, me.to_string(), ssrc, send, connected).await?)
@@ -259,6 +271,7 @@ async fn write_loop(
     track: Arc<TrackLocalStaticSample>,
     sender: Arc<dyn RtpSender>,
     connected: Arc<AtomicBool>,
+    transform: Option<Arc<dyn hum_e2ee::FrameTransform>>,
 ) {
     let mut frames = engine.subscribe();
     let level = engine.input_level();
@@ -289,8 +302,12 @@ async fn write_loop(
             let l = level.borrow();
             (l.level_db, l.gate_open)
         };
+        // End to end (docs/e2ee.md): encrypted before the packetiser sees it.
+        let Some(data) = crate::e2ee::seal_audio(transform.as_deref(), f.data) else {
+            continue;
+        };
         let sample = Sample {
-            data: f.data,
+            data,
             duration: f.frame.duration(),
             ..Sample::new(Instant::now())
         };

@@ -7,7 +7,9 @@ use crate::ids::StreamId;
 use crate::signal::stream::MeshSignal;
 use crate::units::Bitrate;
 
-use crate::ids::{CallId, ChannelId, InviteCode, RequestId, ServerId, Signature, UserId};
+use crate::ids::{
+    CallId, ChannelId, InviteCode, Nonce, RequestId, SealedMediaKey, ServerId, Signature, UserId,
+};
 use crate::signal::model::{
     ChannelPermissions, DisplayName, Handle, Name, Role, VoiceState, VoiceStatePatch,
 };
@@ -54,6 +56,19 @@ pub enum SignalPayload {
     Renegotiate,
     /// The sender is tearing down its peer connection to the receiver in this scope.
     Bye,
+    /// End-to-end media encryption (docs/e2ee.md): the sender's media key for `epoch`, sealed
+    /// for the receiver alone (X25519 of the two identity keys, AES-GCM) and signed by the
+    /// sender. Opaque to the relay, which forwards it as any signal.
+    E2eeKey {
+        epoch: u32,
+        /// Fresh random bytes per message.
+        salt: Nonce,
+        // Boxed, as is `signature`: keeps every request small (clippy's large_enum_variant).
+        /// The sender key, sealed.
+        sealed: Box<SealedMediaKey>,
+        /// The sender's Ed25519 signature over the sealed key, both parties, channel, epoch and salt.
+        signature: Box<Signature>,
+    },
 }
 
 /// What a client asks of the relay.
