@@ -41,6 +41,17 @@ fn run(w: &World, n: usize, corrupt: Option<usize>) -> Result<Run> {
 }
 
 fn run_with(w: &World, n: usize, corrupt: Option<usize>, extra: &[&str]) -> Result<Run> {
+    run_full(w, n, corrupt, extra, &[])
+}
+
+/// `viewer_args`: extra `hum watch` arguments for some viewers, by viewer index.
+fn run_full(
+    w: &World,
+    n: usize,
+    corrupt: Option<usize>,
+    extra: &[&str],
+    viewer_args: &[(usize, &[&str])],
+) -> Result<Run> {
     let secs = WATCH_SECS + n as u64 / 2 + 4;
     let dur = format!("{secs}s");
     let mut args = vec![
@@ -99,6 +110,9 @@ fn run_with(w: &World, n: usize, corrupt: Option<usize>, extra: &[&str]) -> Resu
         if Some(i) == corrupt {
             // The strongest upload: the tracker gives it the root's seat and others' grants.
             args.extend(["--corrupt", "--relay-kbps", "20000"]);
+        }
+        for (_, more) in viewer_args.iter().filter(|(v, _)| *v == i) {
+            args.extend_from_slice(more);
         }
         procs.push(KillOnDrop(w.cmd(i, &args).stdout(out).spawn()?));
         std::thread::sleep(Duration::from_millis(300));
@@ -174,6 +188,37 @@ fn eight_viewers_play_only_verified_chunks_mostly_from_each_other() -> Result<()
         upload as f64 / stream_bytes as f64,
         root as f64 / stream_bytes as f64,
     );
+    Ok(())
+}
+
+#[test]
+fn a_viewer_whose_root_link_drops_reopens_it_and_keeps_playing() -> Result<()> {
+    // Two viewers that relay nothing: the root feeds both, so viewer 1 has no other source while
+    // its /mesh link is down; it asks for a fresh ticket and reopens it.
+    let w = World::new(2)?;
+    let relay0: &[&str] = &["--relay-kbps", "0"];
+    let r = run_full(
+        &w,
+        2,
+        None,
+        &[],
+        &[
+            (1, &["--relay-kbps", "0", "--drop-root-after", "5s"]),
+            (2, relay0),
+        ],
+    )?;
+    let v = &r.viewers[0];
+    ensure!(
+        u(v, "root_link_drops") == 1 && u(v, "root_reconnects") == 1,
+        "the dropped /mesh link was not reopened: {v}"
+    );
+    ensure!(u(v, "played_verified") == u(v, "played"), "{v}");
+    // Nobody else relays: without the root's link back it would skip everything after 5 s.
+    ensure!(u(v, "played") >= 40, "it stopped playing: {v}");
+    let continuity = v["continuity"].as_f64().unwrap_or(0.0);
+    ensure!(continuity >= 0.95, "continuity {continuity}: {v}");
+    let other = &r.viewers[1];
+    ensure!(u(other, "root_link_drops") == 0, "{other}");
     Ok(())
 }
 

@@ -111,6 +111,9 @@ pub struct WatchArgs {
     /// Testing only: serve every chunk to other viewers with its payload altered.
     #[arg(long, hide = true)]
     pub corrupt: bool,
+    /// Testing only: close the link to the relay's root after this long (it is reopened).
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    pub drop_root_after: Option<Duration>,
 }
 
 /// Waits for the stream to end, the duration to pass or an interrupt.
@@ -340,7 +343,15 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
         print_info(cli, session.info());
     }
     let began = Instant::now();
-    let why = until_end(&mut session.ended_watch(), args.duration.map(|d| began + d)).await;
+    let mut ended = session.ended_watch();
+    let until = args.duration.map(|d| began + d);
+    if let Some(d) = args.drop_root_after {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => session.drop_root_link(),
+            _ = ended.changed() => {}
+        }
+    }
+    let why = until_end(&mut ended, until).await;
     let report = session.stop().await;
     let secs = began.elapsed().as_secs_f64();
     if cli.json {

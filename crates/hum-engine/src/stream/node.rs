@@ -109,6 +109,10 @@ pub enum Command {
     ViewerLeft { user: UserId },
     /// Stop; the final report comes back.
     Stop(oneshot::Sender<NodeReport>),
+    /// The relay-hosted root's `/mesh` with a fresh ticket: reopen the root's link if it closed.
+    RootUrl(String),
+    /// Tests only: close the link to the relay-hosted root (as a network drop would).
+    DropRootLink,
 }
 
 /// Counts a node reports (the `hum watch --json` object).
@@ -157,6 +161,10 @@ pub struct NodeReport {
     pub published_bytes: u64,
     pub viewers: u64,
     pub tracker_bans: u64,
+    /// Viewer: times the relay's `/mesh` link (the root) closed under us, and times it was
+    /// opened again with a fresh ticket ([`Command::RootUrl`]).
+    pub root_link_drops: u64,
+    pub root_reconnects: u64,
 }
 
 /// A running node: send it commands, read its report.
@@ -225,6 +233,8 @@ struct Node {
     lags: Vec<u64>,
     /// start_us of chunks seen, by seq (for lag), pruned to the last few hundred.
     starts: BTreeMap<u64, u64>,
+    /// Viewer: what the root granted us last (restored when its link is reopened).
+    root_grant: Bitrate,
 }
 
 /// Start a root: `publisher` signs with the streamer's key (`me`'s). Signals to send come out on
@@ -330,6 +340,7 @@ fn spawn(
         report_tx,
         lags: Vec::new(),
         starts: BTreeMap::new(),
+        root_grant: Bitrate::ZERO,
     };
     node.ids.insert(streamer, ROOT);
     node.users.insert(ROOT, streamer);
@@ -406,6 +417,34 @@ impl Node {
         let now = self.now();
         match c {
             Command::Stop(_) => {}
+            Command::RootUrl(url) => {
+                let streamer = self.users[&ROOT];
+                self.cfg.root_url = Some(url);
+                if self.links.get(&streamer).is_some_and(|l| l.is_closed()) {
+                    self.links.remove(&streamer);
+                }
+                if self.links.contains_key(&streamer) {
+                    return;
+                }
+                self.ensure_link(streamer).await;
+                if self.links.contains_key(&streamer) {
+                    self.report.root_reconnects += 1;
+                    if let Machine::Viewer { viewer, .. } = &mut self.machine
+                        && self.root_grant > Bitrate::ZERO
+                    {
+                        viewer.add_upstream(now, ROOT, self.root_grant);
+                    }
+                    self.finish_report();
+                }
+            }
+            Command::DropRootLink => {
+                let streamer = self.users[&ROOT];
+                if let Some(l) = self.links.get(&streamer).cloned() {
+                    // A close of our own reports nothing: handle it as the drop it stands for.
+                    l.close().await;
+                    self.link_event(LinkEvent::Closed { user: streamer });
+                }
+            }
             Command::Publish(chunk) => {
                 let len = chunk.payload.len() as u32;
                 match &mut self.machine {
@@ -558,6 +597,9 @@ impl Node {
                         continue;
                     }
                     let p = self.peer_of(g.user);
+                    if p == ROOT {
+                        self.root_grant = g.rate;
+                    }
                     self.ensure_link(g.user).await;
                     ups.push((p, g.rate));
                 }
@@ -692,6 +734,10 @@ impl Node {
                 }
                 if self.cfg.root_url.is_none() || self.users.get(&ROOT) != Some(&user) {
                     self.links.remove(&user);
+                } else {
+                    // The relay's /mesh closed: the session asks for a new ticket (RootUrl).
+                    self.report.root_link_drops += 1;
+                    self.finish_report();
                 }
                 self.reasm.remove(&user);
                 self.report.links = self.links.len() as u64;

@@ -128,6 +128,45 @@ fn pump(
     })
 }
 
+/// Reopens a viewer's `/mesh` link to the relay's root when it closes under us (a network drop,
+/// a relay-side close): a fresh single-use ticket from `stream_mesh`, retried with backoff
+/// (250 ms doubling to 10 s) until the node says the link is open again or the stream ended.
+fn reopen_root(
+    client: RelayClient,
+    stream: StreamId,
+    node: NodeHandle,
+    ended: watch::Receiver<Option<EndReason>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reports = node.report_watch();
+        loop {
+            if reports.changed().await.is_err() {
+                return;
+            }
+            let (drops, reopened) = {
+                let r = reports.borrow_and_update();
+                (r.root_link_drops, r.root_reconnects)
+            };
+            if drops <= reopened {
+                continue;
+            }
+            let mut wait = Duration::from_millis(250);
+            while node.report().root_reconnects < drops {
+                if ended.borrow().is_some() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+                match mesh_ticket(&client, Request::StreamMesh { stream }).await {
+                    Ok(t) => node.send(Command::RootUrl(mesh_url(&client.config().url, &t))),
+                    Err(e) => tracing::debug!(%stream, "no new /mesh ticket yet: {e}"),
+                }
+            }
+            tracing::info!(%stream, "the root's /mesh link is open again");
+        }
+    })
+}
+
 /// What a streamer sends and how.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -342,6 +381,7 @@ pub struct WatchSession {
     node: NodeHandle,
     ended: watch::Receiver<Option<EndReason>>,
     events: tokio::task::JoinHandle<()>,
+    reconnect: tokio::task::JoinHandle<()>,
     began: Instant,
 }
 
@@ -411,12 +451,14 @@ impl WatchSession {
             Arc::new(AtomicU32::new(0)),
             ended_tx,
         );
+        let reconnect = reopen_root(client.clone(), stream, node.clone(), ended.clone());
         Ok(WatchSession {
             client: client.clone(),
             info,
             node,
             ended,
             events,
+            reconnect,
             began: Instant::now(),
         })
     }
@@ -457,6 +499,7 @@ impl WatchSession {
 
     /// Stops watching (leaves the stream at the relay); the final report.
     pub async fn stop(self) -> NodeReport {
+        self.reconnect.abort();
         let report = self.node.stop().await;
         let _ = self
             .client
@@ -466,6 +509,12 @@ impl WatchSession {
             .await;
         self.events.abort();
         report
+    }
+
+    /// Tests only: close the link to the relay's root, as a network drop would (the session
+    /// reopens it with a fresh ticket).
+    pub fn drop_root_link(&self) {
+        self.node.send(Command::DropRootLink);
     }
 }
 
