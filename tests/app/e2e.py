@@ -654,6 +654,80 @@ def main():
         check("ending the call turns my camera off", wait_gone(session, "video-self", 10))
         session.click("call-dismiss")
 
+        # --- video in a voice channel (mesh): the bot's camera on its tile, mine reaches it, the
+        # bot's "camera off" message turns its tile back into its avatar ---------------------------
+        chan_rec = os.path.join(data_dir, "bot-channel-video")
+        off_file = os.path.join(data_dir, "bot-camera-off")
+        chan_log_path = os.path.join(data_dir, "bot-channel-video.jsonl")
+        chan_log = open(chan_log_path, "w")
+        bot = subprocess.Popen(
+            [args.hum_bin, "--json", "voice", "join", "--server", "E2E Squad", "--channel", "Lobby",
+             "--tone", "440", "--duration", "120s", "--video", "pattern", "--video-size", "640x360",
+             "--video-kbps", "500", "--record-video", chan_rec, "--video-off-file", off_file],
+            env=bot_env, stdout=chan_log, stderr=log, start_new_session=True,
+        )
+        session.click("nav-voice")
+        session.find("member-e2e-bot", timeout=30)
+        session.click("join-Lobby")
+        session.find("member-e2e-alice", timeout=30)
+        bot_canvas = session.wait_js(
+            "const c = document.querySelector('[data-testid=\"tile-e2e-bot\"] canvas');"
+            "return c ? c.dataset.testid : null;", lambda v: bool(v), 30, "the bot's camera on its tile")
+        check("in a voice channel the bot's camera shows on its tile", bot_canvas.endswith("/camera"), str(bot_canvas))
+        first = read_pattern(session, bot_canvas, 30)
+        second = session.wait_js(PATTERN_READER_JS.replace("arguments[0]", repr(bot_canvas)),
+                                 lambda v: isinstance(v, dict) and v.get("ok") and v["frame"] > first["frame"],
+                                 20, "the bot's pattern advancing on its tile")
+        check("the bot's channel video decodes on its tile: codes read from the canvas and advance",
+              second["frame"] > first["frame"] and (second["width"], second["height"]) == (640, 360),
+              f"frames {first['frame']} -> {second['frame']}, {second['width']}x{second['height']}")
+        session.click("camera")
+        read_pattern(session, "video-self", 30)
+
+        def channel_codes():
+            codes = []
+            for name in sorted(os.listdir(chan_rec)) if os.path.isdir(chan_rec) else []:
+                if name.endswith(".jsonl"):
+                    with open(os.path.join(chan_rec, name)) as f:
+                        for line in f:
+                            try:
+                                codes.append(json.loads(line).get("code"))
+                            except ValueError:
+                                pass  # a line being written
+            return codes
+
+        deadline = time.monotonic() + 30
+        codes = channel_codes()
+        while time.monotonic() < deadline and len([c for c in codes if c is not None]) < 30:
+            time.sleep(0.3)
+            codes = channel_codes()
+        readable = [c for c in codes if c is not None]
+        check("my camera reaches the bot in the channel: readable codes, in order",
+              len(readable) >= 30 and all(b > a for a, b in zip(readable, readable[1:])),
+              f"{len(readable)}/{len(codes)} readable")
+        if shots:
+            session.screenshot(f"{shots}/voice-channel-video.png")
+        with open(off_file, "w"):
+            pass  # the bot turns its camera off (and says so)
+        camera_state = session.wait_js(
+            "const t = document.querySelector('[data-testid=\"tile-e2e-bot\"]');"
+            "return t ? t.dataset.camera : null;", lambda v: v == "off", 20, "the bot's tile says camera off")
+        check("the bot's camera off: its tile shows its avatar (told, not timed out), no frozen picture",
+              camera_state == "off" and session.exists("avatar-e2e-bot")
+              and not session.js("return !!document.querySelector('[data-testid=\"tile-e2e-bot\"] canvas');"),
+              str(camera_state))
+        os.remove(off_file)  # on again: the tile comes back
+        back = session.wait_js(
+            "const t = document.querySelector('[data-testid=\"tile-e2e-bot\"]');"
+            "return t ? t.dataset.camera : null;", lambda v: v == "on", 30, "the bot's camera back on")
+        check("the bot's camera on again shows on its tile", back == "on", str(back))
+        session.click("camera")
+        session.click("leave-Lobby")
+        session.find("join-Lobby")
+        stop(bot)
+        bot = None
+        chan_log.close()
+
         # --- devices: test sound, live input meter ---------------------------------------------
         session.click("nav-settings")
         session.find("devices-panel")
