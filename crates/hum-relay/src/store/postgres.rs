@@ -12,11 +12,12 @@
 //! APPEND, to both lists together; never renumber or edit an existing one.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use hum_proto::signal::{ChannelPermissions, DisplayName, Handle, Name, Role};
 use hum_proto::{ChannelId, InviteCode, ServerId, UserId};
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, NoTls, Row, Statement};
 
 use super::{Kind, RawData, Result, StoreBackend, StoreError, corrupt};
 
@@ -116,6 +117,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct PgStore {
     /// `None` only while dropping.
     client: RefCell<Option<Client>>,
+    /// Statements prepared once per connection: a write is then one round trip, not two.
+    prepared: RefCell<HashMap<&'static str, Statement>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -162,6 +165,7 @@ impl PgStore {
         }
         let store = PgStore {
             client: RefCell::new(Some(client)),
+            prepared: RefCell::new(HashMap::new()),
         };
         store.migrate()?;
         Ok(store)
@@ -176,9 +180,24 @@ impl PgStore {
         f(client)
     }
 
-    fn exec(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<()> {
+    /// `sql` prepared on this connection (once; then from the cache).
+    fn stmt(&self, c: &mut Client, sql: &'static str) -> Result<Statement> {
+        if let Some(st) = self.prepared.borrow().get(sql) {
+            return Ok(st.clone());
+        }
+        let st = c.prepare(sql)?;
+        self.prepared.borrow_mut().insert(sql, st.clone());
+        Ok(st)
+    }
+
+    fn exec(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<()> {
         self.with(|c| {
-            c.execute(sql, params)?;
+            let st = self.stmt(c, sql)?;
+            c.execute(&st, params)?;
             Ok(())
         })
     }
@@ -355,15 +374,20 @@ impl StoreBackend for PgStore {
 
     fn ban(&mut self, server: ServerId, user: &UserId, by: &UserId, now_secs: u64) -> Result<()> {
         self.with(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute(
+            let s1 = self.stmt(
+                c,
                 r#"DELETE FROM members WHERE server = $1 AND "user" = $2"#,
-                &[&(server.get() as i64), &b(user)],
             )?;
-            tx.execute(
+            let s2 = self.stmt(
+                c,
                 r#"INSERT INTO bans (server, "user", banned_by, created_at) VALUES ($1, $2, $3, $4)
                    ON CONFLICT (server, "user") DO UPDATE SET banned_by = EXCLUDED.banned_by,
                                                               created_at = EXCLUDED.created_at"#,
+            )?;
+            let mut tx = c.transaction()?;
+            tx.execute(&s1, &[&(server.get() as i64), &b(user)])?;
+            tx.execute(
+                &s2,
                 &[&(server.get() as i64), &b(user), &b(by), &(now_secs as i64)],
             )?;
             tx.commit()?;
@@ -380,16 +404,18 @@ impl StoreBackend for PgStore {
 
     fn decline_friend_request(&mut self, from: &UserId, to: &UserId, now_secs: u64) -> Result<()> {
         self.with(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute(
+            let s1 = self.stmt(
+                c,
                 "DELETE FROM friend_requests WHERE from_user = $1 AND to_user = $2",
-                &[&b(from), &b(to)],
             )?;
-            tx.execute(
+            let s2 = self.stmt(
+                c,
                 "INSERT INTO friend_declines (from_user, to_user, declined_at) VALUES ($1, $2, $3)
                  ON CONFLICT (from_user, to_user) DO UPDATE SET declined_at = EXCLUDED.declined_at",
-                &[&b(from), &b(to), &(now_secs as i64)],
             )?;
+            let mut tx = c.transaction()?;
+            tx.execute(&s1, &[&b(from), &b(to)])?;
+            tx.execute(&s2, &[&b(from), &b(to), &(now_secs as i64)])?;
             tx.commit()?;
             Ok(())
         })
@@ -436,17 +462,19 @@ impl StoreBackend for PgStore {
     fn add_friendship(&mut self, a: &UserId, b_: &UserId, now_secs: u64) -> Result<()> {
         let (lo, hi) = if a < b_ { (a, b_) } else { (b_, a) };
         self.with(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute(
+            let s1 = self.stmt(
+                c,
                 "DELETE FROM friend_requests WHERE (from_user = $1 AND to_user = $2)
                                               OR (from_user = $2 AND to_user = $1)",
-                &[&b(lo), &b(hi)],
             )?;
-            tx.execute(
+            let s2 = self.stmt(
+                c,
                 "INSERT INTO friendships (user_a, user_b, since) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
-                &[&b(lo), &b(hi), &(now_secs as i64)],
             )?;
+            let mut tx = c.transaction()?;
+            tx.execute(&s1, &[&b(lo), &b(hi)])?;
+            tx.execute(&s2, &[&b(lo), &b(hi), &(now_secs as i64)])?;
             tx.commit()?;
             Ok(())
         })
@@ -462,6 +490,7 @@ impl StoreBackend for PgStore {
 
     fn create_server(&mut self, name: &Name, owner: &UserId, now_secs: u64) -> Result<ServerId> {
         self.with(|c| {
+            let s1 = self.stmt(c, r#"INSERT INTO members (server, "user", role, joined_at) VALUES ($1, $2, 'owner', $3)"#)?;
             let mut tx = c.transaction()?;
             let id: i64 = tx
                 .query_one(
@@ -470,7 +499,7 @@ impl StoreBackend for PgStore {
                 )?
                 .try_get(0)?;
             tx.execute(
-                r#"INSERT INTO members (server, "user", role, joined_at) VALUES ($1, $2, 'owner', $3)"#,
+                &s1,
                 &[&id, &b(owner), &(now_secs as i64)],
             )?;
             tx.commit()?;
@@ -527,10 +556,14 @@ impl StoreBackend for PgStore {
     ) -> Result<ChannelId> {
         let perms = serde_json::to_string(permissions).map_err(|e| corrupt("channels", e))?;
         self.with(|c| {
+            let st = self.stmt(
+                c,
+                "INSERT INTO channels (server, name, max_participants, permissions, created_at)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )?;
             let id: i64 = c
                 .query_one(
-                    "INSERT INTO channels (server, name, max_participants, permissions, created_at)
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &st,
                     &[
                         &(server.0 as i64),
                         &name.as_str(),
@@ -598,15 +631,17 @@ impl StoreBackend for PgStore {
         now_secs: u64,
     ) -> Result<()> {
         self.with(|c| {
+            let s1 = self.stmt(c, "UPDATE invites SET uses = uses + 1 WHERE code = $1")?;
+            let s2 = self.stmt(c, r#"INSERT INTO members (server, "user", role, joined_at) VALUES ($1, $2, 'member', $3)
+                   ON CONFLICT (server, "user") DO UPDATE SET role = EXCLUDED.role,
+                                                              joined_at = EXCLUDED.joined_at"#)?;
             let mut tx = c.transaction()?;
             tx.execute(
-                "UPDATE invites SET uses = uses + 1 WHERE code = $1",
+                &s1,
                 &[&code.as_str()],
             )?;
             tx.execute(
-                r#"INSERT INTO members (server, "user", role, joined_at) VALUES ($1, $2, 'member', $3)
-                   ON CONFLICT (server, "user") DO UPDATE SET role = EXCLUDED.role,
-                                                              joined_at = EXCLUDED.joined_at"#,
+                &s2,
                 &[&(server.0 as i64), &b(user), &(now_secs as i64)],
             )?;
             tx.commit()?;
@@ -620,8 +655,8 @@ impl StoreBackend for PgStore {
 
     fn has_user(&self, id: &UserId) -> Result<bool> {
         self.with(|c| {
-            Ok(c.query_opt("SELECT 1 FROM users WHERE id = $1", &[&b(id)])?
-                .is_some())
+            let st = self.stmt(c, "SELECT 1 FROM users WHERE id = $1")?;
+            Ok(c.query_opt(&st, &[&b(id)])?.is_some())
         })
     }
 
