@@ -246,6 +246,90 @@ def start_relay(binary, port, data, log):
     return proc
 
 
+def livestream_checks(session, args, bot_env, log, shots):
+    """Issue 14 in the app: go live with the pattern while a `hum watch` bot verifies chunks and
+    the app counts it as a viewer; then the bot streams and the app's player decodes it (pattern
+    codes advance on the canvas), shows its contribution panel, and the stream's end."""
+    session.click("go-live-Lobby")
+    session.find("go-live-dialog")
+    session.type("go-live-title", "apptest")
+    session.click("go-live-source-pattern")
+    if session.js("return document.querySelector('[data-testid=go-live-mic]').checked"):
+        session.click("go-live-mic")  # no microphone here: the tone
+    session.click("go-live-record")
+    session.click("go-live-start")
+    check("go live from the app: the dialog closes and my stream shows",
+          wait_gone(session, "go-live-dialog", 30) and session.exists("live-sending"))
+    stream_id = dataset(session, "live-sending", "streamId")
+    listed = session.wait_js("const s = document.querySelector('[data-testid=\"stream-apptest\"]');"
+                             "return s ? s.dataset.streamId : null;", lambda v: v is not None, 20,
+                             "my stream in the channel list")
+    check("my stream is listed in its channel, marked REC", listed == stream_id and session.exists("stream-rec-apptest"),
+          f"{listed} vs {stream_id}")
+    watcher = subprocess.Popen([args.hum_bin, "--json", "watch", str(stream_id), "--duration", "30s",
+                                "--relay-kbps", "0", "--bind", "127.0.0.1:0"],
+                               env=bot_env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
+    try:
+        viewers = session.wait_js("const s = document.querySelector('[data-testid=live-sending-viewers]');"
+                                  "return s ? s.dataset.viewers : null;", lambda v: v == "1", 30, "one viewer")
+        check("the bot watching shows as 1 viewer of my stream", viewers == "1", str(viewers))
+        # Let the bot play a few seconds of chunks (it reports what it played when the stream ends).
+        chunks_js = ("const s = document.querySelector('[data-testid=live-sending-chunks]');"
+                     "return s ? Number(s.dataset.chunks) : 0;")
+        at_join = session.js(chunks_js)
+        session.wait_js(chunks_js, lambda v: v >= at_join + 20, 30, "20 more chunks sent")
+        if shots:
+            session.screenshot(f"{shots}/live-sending.png")
+        session.click("live-stop")
+        check("ending my stream removes it", wait_gone(session, "live-sending", 20))
+        out, _ = watcher.communicate(timeout=40)
+    finally:
+        stop(watcher)
+    rep = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    v = rep.get("viewer", {})
+    check("a hum CLI viewer of the app's stream played verified chunks, none corrupt, and saw the end",
+          v.get("played_verified", 0) >= 8 and v.get("played_corrupt", 1) == 0 and rep.get("ended") == "stream ended",
+          f"ended={rep.get('ended')} played={v.get('played')} verified={v.get('played_verified')} "
+          f"corrupt={v.get('played_corrupt')} continuity={v.get('continuity')}")
+    print(f"measured: CLI viewer of the app's stream: {v.get('played')} chunks played, continuity "
+          f"{v.get('continuity')}, lag p50 {v.get('lag_ms_p50')} ms, startup {v.get('startup_ms')} ms")
+
+    streamer = subprocess.Popen([args.hum_bin, "stream", "start", "--server", "E2E Squad", "--channel", "Lobby",
+                                 "--title", "botcast", "--width", "640", "--height", "360", "--video-kbps", "600",
+                                 "--duration", "25s", "--bind", "127.0.0.1:0"],
+                                env=bot_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        session.find("stream-watch-botcast", timeout=30)
+        session.click("stream-watch-botcast")
+        session.find("live-player", timeout=20)
+        canvas = session.wait_js("const c = document.querySelector('[data-testid=live-player] canvas');"
+                                 "return c ? c.dataset.testid : null;", lambda v: bool(v), 20, "the player's canvas")
+        first = read_pattern(session, canvas, 30)
+        second = session.wait_js(PATTERN_READER_JS.replace("arguments[0]", repr(canvas)),
+                                 lambda v: isinstance(v, dict) and v.get("ok") and v["frame"] >= first["frame"] + 10,
+                                 20, "the stream's pattern advancing in the player")
+        check("the app plays the bot's stream: pattern codes read from the player's canvas and advance",
+              (second["width"], second["height"]) == (640, 360) and second["frames"] > first["frames"],
+              f"frames {first['frame']} -> {second['frame']}, {second['width']}x{second['height']}")
+        stats = session.wait_js("const s = document.querySelector('[data-testid=live-player-stats]');"
+                                "return s ? s.textContent : '';", lambda t: "behind live" in t, 20, "behind live")
+        check("the player says how far behind live it is", "behind live" in stats, stats)
+        budget = dataset(session, "live-contribution", "budget")
+        check("the contribution panel shows my relay share from the bandwidth settings",
+              budget is not None and (budget != "0" or session.exists("relay-off")), str(budget))
+        print(f"measured: app player of the bot's stream: {stats}; relay budget {budget} bit/s, "
+              f"relayed {dataset(session, 'live-contribution', 'relayed')} bytes; "
+              f"capture-to-draw {second.get('latency_ms')} ms")
+        if shots:
+            session.screenshot(f"{shots}/live-player.png")
+        notice = session.wait_text("live-notice", lambda t: "ended" in t, 40)
+        check("the stream's end is shown (the bot's stream ran out)", "ended" in notice and
+              not session.exists("live-player"), notice)
+        streamer.wait(timeout=30)
+    finally:
+        stop(streamer)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--app", required=True)
@@ -499,6 +583,9 @@ def main():
             for b in big_bots:
                 stop(b)
         check("an empty channel is a mesh again (badge gone)", wait_gone(session, "channel-mode-Big", 20))
+
+        # --- livestreams (issue 14): go live from the app, a CLI viewer; a CLI streamer, the app plays
+        livestream_checks(session, args, bot_env, log, shots)
 
         # --- 1-on-1 calls with the bot -----------------------------------------------------------
         session.click("nav-settings")
