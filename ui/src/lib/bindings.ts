@@ -41,8 +41,9 @@ export const commands = {
 	 */
 	channelConfigure: (channel: number, maxParticipants: number, permissions: ChannelPermissionsView) => typedError<null, CommandError>(__TAURI_INVOKE("channel_configure", { channel, maxParticipants, permissions })),
 	/**
-	 *  Joins a voice channel (leaving any other) with audio: the engine's `VoiceLink` runs the mesh
-	 *  and publishes my speaking/mute state to every roster.
+	 *  Joins a voice channel (leaving any other) with audio and video: the engine's `VoiceLink` runs
+	 *  the mesh (or the SFU connection) and publishes my speaking/mute/camera state to every roster;
+	 *  my camera goes to everyone while it is on, everyone's cameras come to the webview.
 	 */
 	channelJoin: (channel: number) => typedError<MyVoice, CommandError>(__TAURI_INVOKE("channel_join", { channel })),
 	channelLeave: () => typedError<MyVoice, CommandError>(__TAURI_INVOKE("channel_leave")),
