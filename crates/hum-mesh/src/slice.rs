@@ -316,11 +316,11 @@ mod tests {
         })
     }
 
-    /// Writes the fuzz seeds of `mesh_slice` (and the slice messages of `mesh_decode`) from real
-    /// encodings: `cargo test -p hum-mesh write_fuzz_seeds -- --ignored`.
+    /// The fuzz seeds of `mesh_slice` (and the slice messages of `mesh_decode`) are real encodings:
+    /// this test fails when a checked-in seed differs from what the code encodes today, and
+    /// `HUM_BLESS=1 cargo test -p hum-mesh fuzz_seeds` rewrites them.
     #[test]
-    #[ignore]
-    fn write_fuzz_seeds() {
+    fn fuzz_seeds_are_current() {
         use hum_proto::mesh::MeshMsg;
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds");
         let p = payload(40_000, 4);
@@ -347,20 +347,29 @@ mod tests {
                 },
             ));
         }
-        for (name, m) in &seeds {
-            let b = m.encode().unwrap();
-            std::fs::write(format!("{root}/mesh_slice/{name}"), &b).unwrap();
-        }
-        std::fs::write(
-            format!("{root}/mesh_decode/slice_request"),
+        let mut files: Vec<(String, Vec<u8>)> = seeds
+            .iter()
+            .map(|(name, m)| (format!("mesh_slice/{name}"), m.encode().unwrap()))
+            .collect();
+        files.push((
+            "mesh_decode/slice_request".into(),
             seeds[0].1.encode().unwrap(),
-        )
-        .unwrap();
-        std::fs::write(
-            format!("{root}/mesh_decode/slice"),
-            seeds[1].1.encode().unwrap(),
-        )
-        .unwrap();
+        ));
+        files.push(("mesh_decode/slice".into(), seeds[1].1.encode().unwrap()));
+        let bless = std::env::var_os("HUM_BLESS").is_some();
+        for (name, bytes) in files {
+            let path = format!("{root}/{name}");
+            if bless {
+                std::fs::write(&path, &bytes).unwrap();
+            } else {
+                let stored = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("fuzz seed {name}: {e} (HUM_BLESS=1 writes it)"));
+                assert!(
+                    stored == bytes,
+                    "fuzz seed {name} is stale (HUM_BLESS=1 rewrites it)"
+                );
+            }
+        }
     }
 
     #[test]
