@@ -4,17 +4,14 @@
 //! sealed key (epoch, salt, sealed, signature) to open. Nothing may panic; whatever decrypts
 //! must have carried an SFrame header and tag. The seeds (fuzz/seeds/e2ee_frame, written by
 //! `HUM_BLESS=1 cargo test -p hum-e2ee`) really decrypt, so mutations start inside the AEAD.
+//! A fresh ring per input: a ring remembers the counters it accepted (anti-replay), so a shared
+//! one would refuse every mutation of a seed before the AEAD.
 #![no_main]
 
-use std::sync::OnceLock;
-
-use hum_e2ee::KeyRing;
 use hum_e2ee::fixture;
 use libfuzzer_sys::fuzz_target;
 
-static RING: OnceLock<KeyRing> = OnceLock::new();
-
 fuzz_target!(|data: &[u8]| {
-    let ring = RING.get_or_init(|| fixture::receiving_ring().expect("fixture keys derive"));
-    fixture::exercise(data, ring);
+    let ring = fixture::receiving_ring().expect("fixture keys derive");
+    fixture::exercise(data, &ring);
 });

@@ -11,6 +11,10 @@
 //!   key before the first frame that needs it. The one who left keeps only old keys: nothing
 //!   sent after the switch decrypts for it. Its keys are dropped at once on our side.
 //! - Someone joining while a rotation is pending gets both the current and the next key.
+//! - After our relay link dropped and we re-joined ([`KeyAgent::rejoined`]), the others saw us
+//!   leave (they rotated and dropped our keys) and join again: we hand our keys to everyone in the
+//!   re-joined roster at once, and treat members missing from it as gone (we missed their
+//!   `roster_leave`), which rotates our key.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -144,6 +148,30 @@ impl KeyAgent {
         };
         self.next = Some((next, at));
         self.handle_timeout(now);
+        out
+    }
+
+    /// We are in the room again after our link to the relay dropped, with `roster` (the relay's
+    /// answer to the re-join; may include us). Everyone there gets our keys now (they dropped
+    /// them when they saw us leave); whoever we knew and is not there left while we were away:
+    /// their keys go and ours rotate, as for [`KeyAgent::member_left`].
+    pub fn rejoined(
+        &mut self,
+        roster: impl IntoIterator<Item = UserId>,
+        now: Instant,
+    ) -> Vec<Outgoing> {
+        let me = self.me();
+        let here: BTreeSet<UserId> = roster.into_iter().filter(|u| *u != me).collect();
+        let gone: Vec<UserId> = self.members.difference(&here).copied().collect();
+        for u in &gone {
+            // Its output (the next key for those still here) is covered by `keys_for` below.
+            let _ = self.member_left(u, now);
+        }
+        self.members = here.clone();
+        let mut out = Vec::new();
+        for u in here {
+            out.extend(self.keys_for(u));
+        }
         out
     }
 
@@ -362,6 +390,78 @@ mod tests {
         // Alone: switched at once to the latest epoch.
         assert_eq!(room.agents[&a].epoch(), 3);
         assert_eq!(room.agents[&a].poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_member_whose_link_dropped_is_heard_and_hears_after_rejoining() {
+        let mut room = Room::new();
+        let (a, b, c) = (room.join(1), room.join(2), room.join(3));
+        // c's relay link drops: the relay tells a and b that c left; c hears of nothing.
+        let mut queue = Vec::new();
+        for (u, other) in room.agents.iter_mut().filter(|(u, _)| **u != c) {
+            queue.extend(other.member_left(&c, room.now).into_iter().map(|o| (*u, o)));
+        }
+        room.flush(queue);
+        room.advance(ROTATION_DELAY);
+        assert_eq!(room.agents[&a].epoch(), 2);
+        // Meanwhile b left for good; c missed that too.
+        let gone = room.agents.remove(&b).unwrap_or_else(|| panic!("b"));
+        let queue: Vec<_> = room
+            .agents
+            .get_mut(&a)
+            .map(|x| x.member_left(&b, room.now))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (a, o))
+            .collect();
+        room.flush(queue);
+        room.advance(ROTATION_DELAY);
+        // c re-joins: a sees roster_join(c), c gets the roster [a, c] in its answer.
+        let mut queue: Vec<_> = room
+            .agents
+            .get_mut(&a)
+            .map(|x| x.member_joined(c))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (a, o))
+            .collect();
+        let before = room.agents[&c].epoch();
+        let now = room.now;
+        queue.extend(
+            room.agents
+                .get_mut(&c)
+                .map(|x| x.rejoined([a, c], now))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| (c, o)),
+        );
+        room.flush(queue);
+        room.advance(ROTATION_DELAY);
+        // c missed b's leave and rotated for it; b cannot read what c sends now.
+        assert!(room.agents[&c].epoch() > before);
+        assert_eq!(
+            room.agents[&c]
+                .members()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![a]
+        );
+        let from_c = room.send(&c, b"back again");
+        assert_eq!(
+            room.agents[&a]
+                .ring()
+                .decrypt(&c, MediaKind::Audio, &from_c),
+            Ok(b"back again".to_vec())
+        );
+        assert!(gone.ring().decrypt(&c, MediaKind::Audio, &from_c).is_err());
+        let from_a = room.send(&a, b"welcome back");
+        assert_eq!(
+            room.agents[&c]
+                .ring()
+                .decrypt(&a, MediaKind::Audio, &from_a),
+            Ok(b"welcome back".to_vec())
+        );
     }
 
     #[test]

@@ -88,7 +88,9 @@ pub fn seeds() -> Result<Vec<(String, Vec<u8>)>, E2eeError> {
     Ok(out)
 }
 
-/// What the fuzz target does with one input; panics only on a broken invariant.
+/// What the fuzz target does with one input; panics only on a broken invariant. Give it a fresh
+/// [`receiving_ring`] per input: a ring that opened a frame refuses its counter again (anti-replay),
+/// so a shared one would keep the fuzzer's mutations of a seed out of the AEAD.
 pub fn exercise(data: &[u8], ring: &KeyRing) {
     let from: UserId = sender().user_id();
     for kind in [MediaKind::Audio, MediaKind::Vp8] {
@@ -124,8 +126,16 @@ mod tests {
                     MediaKind::Audio
                 };
                 assert!(ring.decrypt(&from, kind, bytes).is_ok(), "{name}");
+                // Once: the second time is a replay.
+                assert!(
+                    matches!(
+                        ring.decrypt(&from, kind, bytes),
+                        Err(E2eeError::Replayed { .. })
+                    ),
+                    "{name} opened twice"
+                );
             }
-            exercise(bytes, &ring);
+            exercise(bytes, &receiving_ring().unwrap_or_else(|e| panic!("{e}")));
         }
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/e2ee_frame");

@@ -16,6 +16,7 @@ use hum_proto::UserId;
 use sframe::frame::{EncryptedFrameView, MediaFrameView, MonotonicCounter};
 use sframe::key::{DecryptionKey, EncryptionKey};
 
+use crate::replay::{Replay, ReplayWindow};
 use crate::{E2eeError, MAX_FRAME, SUITE, SenderKey};
 
 /// What a frame is, for how much of it stays in clear.
@@ -75,13 +76,25 @@ struct Sending {
 /// epoch before a rotation decrypt).
 pub const EPOCHS_KEPT: usize = 2;
 
+/// One sender's key of one epoch, with the counters already accepted under it.
+struct Receiving {
+    epoch: u32,
+    /// To tell a re-sent key from a new one of the same epoch.
+    fingerprint: [u8; 32],
+    key: DecryptionKey,
+    replay: ReplayWindow,
+}
+
 /// Per-sender SFrame keys of one room: ours to encrypt, the other members' to decrypt.
 pub struct KeyRing {
     sending: Mutex<Sending>,
-    /// Per sender, (epoch, key) in arrival order, at most [`EPOCHS_KEPT`].
-    receiving: Mutex<BTreeMap<UserId, Vec<(u32, DecryptionKey)>>>,
-    /// Frames [`FrameTransform::decrypt`] refused (no key yet, wrong key, altered, plaintext).
+    /// Per sender, its keys in arrival order, at most [`EPOCHS_KEPT`].
+    receiving: Mutex<BTreeMap<UserId, Vec<Receiving>>>,
+    /// Frames [`FrameTransform::decrypt`] refused (no key yet, wrong key, altered, plaintext,
+    /// replayed).
     refused: AtomicU64,
+    /// Frames [`FrameTransform::decrypt`] opened.
+    opened: AtomicU64,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -103,6 +116,7 @@ impl KeyRing {
             sending: Mutex::new(Self::sending(ours)?),
             receiving: Mutex::new(BTreeMap::new()),
             refused: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
         })
     }
 
@@ -136,8 +150,23 @@ impl KeyRing {
         })?;
         let mut r = lock(&self.receiving);
         let keys = r.entry(from).or_default();
-        keys.retain(|(e, _)| *e != k.epoch);
-        keys.push((k.epoch, key));
+        let fingerprint = *blake3::hash(&k.secret).as_bytes();
+        let replay = match keys.iter().position(|x| x.epoch == k.epoch) {
+            // The same key again (re-sent after a reconnect): the counters it accepted stay
+            // accepted, or a replay of its old frames would open again.
+            Some(i) if keys[i].fingerprint == fingerprint => keys.remove(i).replay,
+            Some(i) => {
+                keys.remove(i);
+                ReplayWindow::default()
+            }
+            None => ReplayWindow::default(),
+        };
+        keys.push(Receiving {
+            epoch: k.epoch,
+            fingerprint,
+            key,
+            replay,
+        });
         while keys.len() > EPOCHS_KEPT {
             keys.remove(0);
         }
@@ -159,11 +188,16 @@ impl KeyRing {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// How many received frames decrypted so far.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
     /// The epochs of `user` we can decrypt.
     pub fn epochs_of(&self, user: &UserId) -> Vec<u32> {
         lock(&self.receiving)
             .get(user)
-            .map(|v| v.iter().map(|(e, _)| *e).collect())
+            .map(|v| v.iter().map(|x| x.epoch).collect())
             .unwrap_or_default()
     }
 }
@@ -189,9 +223,12 @@ impl FrameTransform for KeyRing {
 
     fn decrypt(&self, from: &UserId, kind: MediaKind, data: &[u8]) -> Result<Vec<u8>, E2eeError> {
         let r = self.open(from, kind, data);
-        if r.is_err() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-        }
+        let n = if r.is_ok() {
+            &self.opened
+        } else {
+            &self.refused
+        };
+        n.fetch_add(1, Ordering::Relaxed);
         r
     }
 }
@@ -210,15 +247,28 @@ impl KeyRing {
             }
         })?;
         let kid = enc.header().key_id();
-        let r = lock(&self.receiving);
-        let key = r
-            .get(from)
-            .and_then(|keys| keys.iter().find(|(e, _)| key_id(*e) == kid).map(|(_, k)| k))
+        let counter = enc.header().counter();
+        let mut r = lock(&self.receiving);
+        let rx = r
+            .get_mut(from)
+            .and_then(|keys| keys.iter_mut().find(|x| key_id(x.epoch) == kid))
             .ok_or(E2eeError::NoKey {
                 from: *from,
                 key_id: kid,
             })?;
-        let media = enc.decrypt(key).map_err(|_| E2eeError::Decrypt(*from))?;
+        // Checked before, marked after authenticating (crate::replay).
+        rx.replay
+            .check(counter)
+            .map_err(|why| E2eeError::Replayed {
+                from: *from,
+                key_id: kid,
+                counter,
+                too_old: why == Replay::TooOld,
+            })?;
+        let media = enc
+            .decrypt(&rx.key)
+            .map_err(|_| E2eeError::Decrypt(*from))?;
+        rx.replay.accept(counter);
         let mut out = Vec::with_capacity(n + media.payload().len());
         out.extend_from_slice(clear);
         out.extend_from_slice(media.payload());
@@ -318,14 +368,15 @@ mod tests {
         let ct = ok(alice.encrypt(MediaKind::Vp8, &kf));
         assert_eq!(&ct[..10], &kf[..10], "the SFU reads the keyframe header");
         assert_ne!(&ct[11..21], &kf[10..20]);
-        assert_eq!(bob.decrypt(&A, MediaKind::Vp8, &ct), Ok(kf.clone()));
-        // The clear header is authenticated.
+        // The clear header is authenticated (tried first: after the real frame opened, its
+        // counter is a replay).
         let mut altered = ct.clone();
         altered[7] ^= 1;
         assert_eq!(
             bob.decrypt(&A, MediaKind::Vp8, &altered),
             Err(E2eeError::Decrypt(A))
         );
+        assert_eq!(bob.decrypt(&A, MediaKind::Vp8, &ct), Ok(kf.clone()));
         // A delta frame keeps 3 bytes.
         let delta = vec![0x31, 0x10, 0x00, 1, 2, 3, 4, 5];
         let ct = ok(alice.encrypt(MediaKind::Vp8, &delta));
@@ -380,6 +431,83 @@ mod tests {
         bob.remove(&A);
         assert!(bob.decrypt(&A, MediaKind::Audio, &e3).is_err());
         assert!(bob.senders().is_empty());
+    }
+
+    #[test]
+    fn replayed_frames_are_refused_per_sender_and_key() {
+        let alice = ring(&key(1, 7));
+        let bob = ring(&key(1, 8));
+        let carol = ring(&key(1, 9));
+        ok(carol.add_receiving(A, &key(1, 7)));
+        ok(carol.add_receiving(B, &key(1, 8)));
+        let f1 = ok(alice.encrypt(MediaKind::Audio, b"one"));
+        let f2 = ok(alice.encrypt(MediaKind::Audio, b"two"));
+        // Bob's first frame has the same key id and counter as Alice's: another sender, its
+        // own window.
+        let g1 = ok(bob.encrypt(MediaKind::Audio, b"bob"));
+        assert_eq!(
+            carol.decrypt(&A, MediaKind::Audio, &f2),
+            Ok(b"two".to_vec())
+        );
+        // Out of order inside the window: fine, once.
+        assert_eq!(
+            carol.decrypt(&A, MediaKind::Audio, &f1),
+            Ok(b"one".to_vec())
+        );
+        assert_eq!(
+            carol.decrypt(&B, MediaKind::Audio, &g1),
+            Ok(b"bob".to_vec())
+        );
+        assert_eq!(
+            carol.decrypt(&A, MediaKind::Audio, &f1),
+            Err(E2eeError::Replayed {
+                from: A,
+                key_id: 1,
+                counter: 0,
+                too_old: false
+            })
+        );
+        assert!(matches!(
+            carol.decrypt(&A, MediaKind::Audio, &f2),
+            Err(E2eeError::Replayed { counter: 1, .. })
+        ));
+        // A forged frame with a fresh counter does not authenticate and burns nothing: the
+        // real frame with that counter still opens.
+        let f3 = ok(alice.encrypt(MediaKind::Audio, b"three"));
+        let mut forged = f3.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(
+            carol.decrypt(&A, MediaKind::Audio, &forged),
+            Err(E2eeError::Decrypt(A))
+        );
+        assert_eq!(
+            carol.decrypt(&A, MediaKind::Audio, &f3),
+            Ok(b"three".to_vec())
+        );
+        // The same key handed again (a reconnect) keeps the window; a new epoch has its own.
+        ok(carol.add_receiving(A, &key(1, 7)));
+        assert!(carol.decrypt(&A, MediaKind::Audio, &f3).is_err());
+        ok(alice.set_sending(&key(2, 17)));
+        ok(carol.add_receiving(A, &key(2, 17)));
+        let e2 = ok(alice.encrypt(MediaKind::Audio, b"epoch two"));
+        assert_eq!(
+            carol.decrypt(&A, MediaKind::Audio, &e2),
+            Ok(b"epoch two".to_vec())
+        );
+        assert!(carol.decrypt(&A, MediaKind::Audio, &e2).is_err());
+        // Far behind the window: refused as too old, not decrypted.
+        let old = ok(alice.encrypt(MediaKind::Audio, b"old"));
+        for _ in 0..crate::replay::REPLAY_WINDOW {
+            let f = ok(alice.encrypt(MediaKind::Audio, b"x"));
+            ok(carol.decrypt(&A, MediaKind::Audio, &f));
+        }
+        assert!(matches!(
+            carol.decrypt(&A, MediaKind::Audio, &old),
+            Err(E2eeError::Replayed { too_old: true, .. })
+        ));
+        assert_eq!(carol.refused(), 6);
+        assert_eq!(carol.opened(), 5 + crate::replay::REPLAY_WINDOW);
     }
 
     #[test]

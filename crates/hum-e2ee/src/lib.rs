@@ -20,6 +20,7 @@ pub mod agent;
 #[doc(hidden)]
 pub mod fixture;
 pub mod frame;
+pub mod replay;
 pub mod seal;
 
 pub use agent::{KeyAgent, Outgoing};
@@ -51,6 +52,18 @@ pub enum E2eeError {
     Encrypt(String),
     #[error("an end-to-end key from {from} was refused: {reason}")]
     BadKey { from: UserId, reason: &'static str },
+    /// RFC 9605 9.3: a frame whose counter was already accepted under this key (a copy), or that
+    /// is older than the anti-replay window ([`replay::REPLAY_WINDOW`]).
+    #[error(
+        "a frame from {from} (key id {key_id}, counter {counter}) was refused as a replay{}",
+        if *too_old { ": older than the anti-replay window" } else { "" }
+    )]
+    Replayed {
+        from: UserId,
+        key_id: u64,
+        counter: u64,
+        too_old: bool,
+    },
 }
 
 /// A sender's media key for one epoch: 32 random bytes. The SFrame key id of its frames is the
