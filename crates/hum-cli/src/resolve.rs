@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use hum_engine::RelayClient;
-use hum_proto::links::HumLink;
-use hum_proto::signal::{ChannelInfo, Handle, Permissions, ServerSummary};
+use hum_proto::links::{self, PersonRef};
+use hum_proto::signal::{ChannelInfo, Permissions, ServerSummary};
 use hum_proto::{ChannelId, InviteCode, ServerId, UserId};
 
 /// A server by id or by exact name (among the servers you are a member of).
@@ -59,41 +59,21 @@ pub fn user(spec: &str) -> Result<UserId> {
 /// A person to befriend: `@handle` (looked up on the relay), a `hum://friend/...` link, or a
 /// public key.
 pub async fn friend(client: &RelayClient, spec: &str) -> Result<UserId> {
-    let spec = spec.trim();
-    let handle = if spec.starts_with('@') {
-        Some(Handle::parse(spec).map_err(|e| anyhow!("`{spec}` is not a handle: {e}"))?)
-    } else if spec.contains("://") {
-        match HumLink::parse(spec).map_err(|e| anyhow!("`{spec}`: {e}"))? {
-            HumLink::Friend(key) => return Ok(key),
-            HumLink::FriendHandle(h) => Some(h),
-            HumLink::Invite(_) => bail!("`{spec}` is an invite link: use `hum server join`"),
-        }
-    } else {
-        None
-    };
-    match handle {
-        Some(h) => {
+    match PersonRef::parse(spec).map_err(|e| anyhow!("`{}`: {e}", spec.trim()))? {
+        PersonRef::Key(key) => Ok(key),
+        PersonRef::Handle(h) => {
             let (who, _) = client
                 .handle_lookup(h.clone())
                 .await
                 .with_context(|| format!("looking up {h}"))?;
             Ok(who.id)
         }
-        None => user(spec),
     }
 }
 
 /// An invite code, or a `hum://invite/CODE` link.
 pub fn invite(spec: &str) -> Result<InviteCode> {
-    let spec = spec.trim();
-    if spec.contains("://") {
-        return match HumLink::parse(spec).map_err(|e| anyhow!("`{spec}`: {e}"))? {
-            HumLink::Invite(code) => Ok(code),
-            _ => bail!("`{spec}` is a friend link: use `hum friends add`"),
-        };
-    }
-    spec.parse()
-        .map_err(|e| anyhow!("`{spec}` is not an invite code: {e}"))
+    links::parse_invite(spec).map_err(|e| anyhow!("`{}`: {e}", spec.trim()))
 }
 
 /// `join,speak,video,stream` (any subset), `all` or `none`.

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod calls;
 pub mod e2ee;
 pub mod ice;
+pub mod instance;
 pub mod video_preview;
 pub mod voice;
 

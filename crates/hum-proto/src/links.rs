@@ -102,6 +102,73 @@ impl HumLink {
     }
 }
 
+/// Someone to befriend, as a person types or pastes them: `@handle`, a `hum://friend/...` link or a
+/// bare public key. A handle still has to be looked up on the relay (`handle_lookup`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersonRef {
+    Key(UserId),
+    Handle(Handle),
+}
+
+/// Why typed or pasted text is not a person or not an invite.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("that is an invite link: open it (or paste it under Join a server) to join the server")]
+    InviteNotPerson,
+    #[error("that is a friend link, not an invite")]
+    PersonNotInvite,
+    #[error("not a valid handle: {0}")]
+    Handle(String),
+    #[error("expected @handle, a hum://friend/ link or a public key (64 hexadecimal characters)")]
+    NotPerson,
+    #[error("not a valid invite code: {0}")]
+    Invite(String),
+}
+
+impl PersonRef {
+    /// `@handle`, `hum://friend/KEY`, `hum://friend/@handle` or `KEY` (any case, whitespace
+    /// around it ignored).
+    pub fn parse(spec: &str) -> Result<PersonRef, SpecError> {
+        if spec.len() > MAX_LINK_BYTES {
+            return Err(LinkError::TooLong.into());
+        }
+        let spec = spec.trim();
+        if let Some(h) = spec.strip_prefix('@') {
+            return Handle::new(h)
+                .map(PersonRef::Handle)
+                .map_err(|e| SpecError::Handle(e.to_string()));
+        }
+        if spec.contains("://") {
+            return match HumLink::parse(spec)? {
+                HumLink::Friend(k) => Ok(PersonRef::Key(k)),
+                HumLink::FriendHandle(h) => Ok(PersonRef::Handle(h)),
+                HumLink::Invite(_) => Err(SpecError::InviteNotPerson),
+            };
+        }
+        spec.to_ascii_lowercase()
+            .parse()
+            .map(PersonRef::Key)
+            .map_err(|_| SpecError::NotPerson)
+    }
+}
+
+/// An invite code as typed, or a `hum://invite/CODE` link.
+pub fn parse_invite(spec: &str) -> Result<InviteCode, SpecError> {
+    if spec.len() > MAX_LINK_BYTES {
+        return Err(LinkError::TooLong.into());
+    }
+    let spec = spec.trim();
+    if spec.contains("://") {
+        return match HumLink::parse(spec)? {
+            HumLink::Invite(code) => Ok(code),
+            _ => Err(SpecError::PersonNotInvite),
+        };
+    }
+    InviteCode::new(spec).map_err(|e| SpecError::Invite(e.to_string()))
+}
+
 /// `%XX` escapes to bytes, then UTF-8 (a browser hands `hum://friend/@zoë` over as `@zo%C3%AB`).
 fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
@@ -185,6 +252,44 @@ mod tests {
             HumLink::parse("hum://friend/@Ada"),
             Ok(HumLink::FriendHandle(Handle::new("Ada").unwrap()))
         );
+    }
+
+    #[test]
+    fn people_and_invites_as_typed() {
+        let k = "AB".repeat(32);
+        assert_eq!(
+            PersonRef::parse(&format!(" {k} ")),
+            Ok(PersonRef::Key(key()))
+        );
+        assert_eq!(
+            PersonRef::parse(&format!("hum://friend/{k}")),
+            Ok(PersonRef::Key(key()))
+        );
+        let ada = PersonRef::Handle(Handle::new("ada").unwrap());
+        assert_eq!(PersonRef::parse("@ada"), Ok(ada.clone()));
+        assert_eq!(PersonRef::parse("hum://friend/@ada"), Ok(ada));
+        assert_eq!(
+            PersonRef::parse("hum://invite/Ab12Cd34"),
+            Err(SpecError::InviteNotPerson)
+        );
+        assert_eq!(PersonRef::parse("ada"), Err(SpecError::NotPerson));
+        assert!(matches!(PersonRef::parse("@"), Err(SpecError::Handle(_))));
+        assert!(matches!(
+            PersonRef::parse("hum://friend/zz"),
+            Err(SpecError::Link(LinkError::Key(_)))
+        ));
+        let code = InviteCode::new("Ab12Cd34").unwrap();
+        assert_eq!(parse_invite(" Ab12Cd34\n"), Ok(code.clone()));
+        assert_eq!(parse_invite("hum://invite/Ab12Cd34"), Ok(code));
+        assert_eq!(
+            parse_invite(&format!("hum://friend/{k}")),
+            Err(SpecError::PersonNotInvite)
+        );
+        assert!(matches!(parse_invite("a!"), Err(SpecError::Invite(_))));
+        assert!(matches!(
+            parse_invite(&"x".repeat(MAX_LINK_BYTES + 1)),
+            Err(SpecError::Link(LinkError::TooLong))
+        ));
     }
 
     #[test]
