@@ -80,9 +80,29 @@ impl E2eeChannel {
         self.ring.clone()
     }
 
-    /// Received frames that did not decrypt so far.
+    /// Received frames that did not decrypt so far (no key, wrong key, altered, plaintext,
+    /// replayed).
     pub fn refused_frames(&self) -> u64 {
         self.ring.refused()
+    }
+
+    /// Received frames that decrypted so far.
+    pub fn decrypted_frames(&self) -> u64 {
+        self.ring.opened()
+    }
+
+    /// The epoch of the key we encrypt with now.
+    pub fn sending_epoch(&self) -> u32 {
+        self.ring.sending_epoch()
+    }
+
+    /// Every member whose key we hold, with the newest epoch of it.
+    pub fn keys_held(&self) -> Vec<(UserId, u32)> {
+        self.ring
+            .senders()
+            .into_iter()
+            .filter_map(|u| Some((u, self.ring.epochs_of(&u).into_iter().max()?)))
+            .collect()
     }
 }
 
@@ -162,6 +182,26 @@ async fn run(
         };
         let ev = match ev {
             Ok(ClientEvent::Relay(ev)) => ev,
+            Ok(ClientEvent::Rejoined { channel: info }) if info.id == channel => {
+                let before = agent.epoch();
+                let out = agent.rejoined(
+                    info.roster.iter().map(|e| e.user.id),
+                    std::time::Instant::now(),
+                );
+                // Our link dropped and we are back: the others dropped our keys when they saw
+                // us leave, so they get them again (and send theirs: `KeyReceived`).
+                tracing::debug!(
+                    members = agent.members().len(),
+                    "e2ee: re-joined, keys re-sent"
+                );
+                if agent.epoch() != before {
+                    let _ = tx.send(E2eeEvent::Rotated {
+                        epoch: agent.epoch(),
+                    });
+                }
+                send_all(&client, channel, out).await;
+                continue;
+            }
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 // A missed roster_leave would skip a rotation: say so loudly.
