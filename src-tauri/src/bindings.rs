@@ -10,8 +10,8 @@ use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
 use crate::commands::{
-    budget, calls, connection, devices, friends, identity, live, servers, settings, streams, video,
-    voice,
+    budget, calls, connection, devices, friends, identity, links, live, servers, settings, streams,
+    video, voice,
 };
 
 pub fn builder() -> Builder<tauri::Wry> {
@@ -57,6 +57,9 @@ pub fn builder() -> Builder<tauri::Wry> {
             friends::friend_respond,
             friends::friend_remove,
             video::video_subscribe,
+            friends::friend_card,
+            friends::handle_set,
+            links::links_take,
             video::video_settings_get,
             video::video_settings_set,
             video::video_sources_list,
@@ -81,6 +84,7 @@ pub fn builder() -> Builder<tauri::Wry> {
             calls::CallChanged,
             budget::BudgetChanged,
             live::LiveStatusChanged,
+            links::LinkOpened,
             live::LiveChanged
         ])
         .typ::<crate::error::CommandError>()

@@ -4,6 +4,7 @@
 //! - `channels`: `ipc::Channel` streams (levels, stats).
 //! - `error`: the one error every command returns.
 //! - `bindings`: the tauri-specta builder; generates ui/src/lib/bindings.ts.
+//! - `desktop`: one app per data directory; `hum://` links handed over by later launches.
 //! - `settings_store`: settings persistence (tauri-plugin-store); the identity file is hum-engine's.
 //!
 //! The app data dir is the platform's (e.g. ~/.local/share/chat.hum.desktop) unless `HUM_DATA_DIR`
@@ -12,6 +13,7 @@
 pub mod bindings;
 pub mod channels;
 pub mod commands;
+pub mod desktop;
 pub mod error;
 pub mod settings_store;
 pub mod state;
@@ -25,7 +27,7 @@ use tauri_plugin_store::StoreExt;
 use crate::settings_store::PluginKv;
 use crate::state::AppState;
 
-fn data_dir(app: &tauri::AppHandle) -> Result<PathBuf, Box<dyn std::error::Error>> {
+pub(crate) fn data_dir(app: &tauri::AppHandle) -> Result<PathBuf, Box<dyn std::error::Error>> {
     match std::env::var_os("HUM_DATA_DIR") {
         Some(dir) => Ok(PathBuf::from(dir)),
         None => Ok(app.path().app_data_dir()?),
@@ -49,6 +51,7 @@ pub fn run() {
     }
 
     let result = tauri::Builder::default()
+        .plugin(desktop::instance_plugin())
         .plugin(tauri_plugin_store::Builder::new().build())
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
         .plugin(webview_tuning::plugin())

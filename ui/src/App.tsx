@@ -6,6 +6,7 @@ import { FirstRun } from "./features/onboarding/FirstRun";
 import { SettingsOverlay } from "./features/settings/SettingsOverlay";
 import { VoiceScreen } from "./features/voice/VoiceScreen";
 import { FriendsScreen } from "./features/friends/FriendsScreen";
+import { LinkPrompt } from "./features/links/LinkPrompt";
 import { RelayBanner } from "./features/voice/RelayBanner";
 import { CallPanel } from "./features/calls/CallPanel";
 import { ServerRail, type View } from "./features/layout/ServerRail";
@@ -95,7 +96,7 @@ function Shell(props: {
             <header class="side-head">
               <h2>Friends</h2>
             </header>
-            <p class="muted pad small-text">Add friends by their public key; call the ones who are online.</p>
+            <p class="muted pad small-text">Add friends by @handle, friend link or public key; call the ones who are online.</p>
           </aside>
           <main class="main">
             <CallPanel />
@@ -113,6 +114,7 @@ function Shell(props: {
         <RelayBanner />
       </div>
       {props.settingsOpen && <SettingsOverlay identity={id} onClose={() => props.onSettings(false)} />}
+      <LinkPrompt onJoined={() => props.onView("voice")} />
     </div>
   );
 }

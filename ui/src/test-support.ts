@@ -115,6 +115,10 @@ export function fakeBackend(
           return [];
         case "friends_list":
           return { friends: [], incoming: [], outgoing: [] };
+        case "friend_card":
+          return { public_key: alice.public_key, handle: null, friend_link: `hum://friend/${alice.public_key}` };
+        case "links_take":
+          return [];
         case "video_settings_get":
           return { source: "camera", quality: "720p30" };
         case "video_settings_set":

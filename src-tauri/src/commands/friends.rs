@@ -1,7 +1,9 @@
-//! Friends: list with presence, add by public key, accept or decline requests, remove.
+//! Friends: list with presence, add by @handle, friend link or public key, accept or decline
+//! requests, remove; your own handle and friend link.
 
 use hum_proto::UserId;
-use hum_proto::signal::{Friend, Status, UserSummary};
+use hum_proto::links::{HumLink, PersonRef};
+use hum_proto::signal::{Friend, Handle, Status, UserSummary};
 use serde::Serialize;
 use specta::Type;
 use tauri::State;
@@ -67,19 +69,73 @@ pub async fn friends_list(state: State<'_, AppState>) -> CmdResult<FriendsView> 
     })
 }
 
-/// Sends a friend request to a public key (hex).
+/// Sends a friend request to `who`: `@handle` (looked up on your relay), a `hum://friend/...` link
+/// or a public key (64 hex characters).
 #[tauri::command]
 #[specta::specta]
-pub async fn friend_request(state: State<'_, AppState>, public_key: String) -> CmdResult<()> {
-    let user = parse_user(&public_key)?;
+pub async fn friend_request(state: State<'_, AppState>, who: String) -> CmdResult<()> {
+    let relay = state.relay()?;
+    let user = match PersonRef::parse(&who)
+        .map_err(|e| CommandError::invalid(capitalise(&e.to_string())))?
+    {
+        PersonRef::Key(k) => k,
+        PersonRef::Handle(h) => relay.handle_lookup(h).await.map_err(client_error)?.0.id,
+    };
     if user == state.identity()?.user_id() {
-        return Err(CommandError::invalid("That is your own public key."));
+        return Err(CommandError::invalid("That is you."));
     }
-    state
+    relay.friend_request(user).await.map_err(client_error)
+}
+
+/// How others find you: your public key (the account), your handle on this relay if you took one,
+/// and the friend link to share (it carries the key, which never changes hands).
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct FriendCard {
+    pub public_key: String,
+    pub handle: Option<String>,
+    pub friend_link: String,
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn friend_card(state: State<'_, AppState>) -> CmdResult<FriendCard> {
+    let me = state.identity()?.user_id();
+    let handle = state.relay()?.handle_get(me).await.map_err(client_error)?;
+    Ok(FriendCard {
+        public_key: me.to_hex(),
+        handle: handle.map(|h| h.to_string()),
+        friend_link: HumLink::Friend(me).to_string(),
+    })
+}
+
+/// Takes `handle` on this relay (with or without the `@`), or gives yours up (`null` or empty).
+/// Returns the handle as the relay stored it.
+#[tauri::command]
+#[specta::specta]
+pub async fn handle_set(
+    state: State<'_, AppState>,
+    handle: Option<String>,
+) -> CmdResult<Option<String>> {
+    let handle = match handle.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        None => None,
+        Some(h) => Some(
+            Handle::parse(h).map_err(|e| CommandError::invalid(format!("Not a handle: {e}.")))?,
+        ),
+    };
+    let set = state
         .relay()?
-        .friend_request(user)
+        .handle_set(handle)
         .await
-        .map_err(client_error)
+        .map_err(client_error)?;
+    Ok(set.map(|h| h.to_string()))
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect::<String>() + ".",
+        None => String::new(),
+    }
 }
 
 #[tauri::command]

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod devices;
 pub mod friends;
 pub mod identity;
+pub mod links;
 pub mod live;
 pub mod servers;
 pub mod settings;

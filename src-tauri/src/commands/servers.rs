@@ -293,14 +293,12 @@ pub async fn invite_create(state: State<'_, AppState>, server: u64) -> CmdResult
     Ok(invite.code.to_string())
 }
 
-/// Joins a server with an invite code.
+/// Joins a server with an invite code or a `hum://invite/CODE` link.
 #[tauri::command]
 #[specta::specta]
 pub async fn invite_join(state: State<'_, AppState>, code: String) -> CmdResult<ServerView> {
-    let code = code
-        .trim()
-        .parse()
-        .map_err(|_| CommandError::invalid("That is not an invite code."))?;
+    let code = hum_proto::links::parse_invite(&code)
+        .map_err(|e| CommandError::invalid(format!("That is not an invite: {e}.")))?;
     let info = state
         .relay()?
         .invite_join(code)

@@ -54,7 +54,7 @@ export const commands = {
 	userVolumeSet: (userId: string, percent: number) => typedError<null, CommandError>(__TAURI_INVOKE("user_volume_set", { userId, percent })),
 	/**  Makes an invite code for a server (give it to a friend or a bot: `hum server join CODE`). */
 	inviteCreate: (server: number) => typedError<string, CommandError>(__TAURI_INVOKE("invite_create", { server })),
-	/**  Joins a server with an invite code. */
+	/**  Joins a server with an invite code or a `hum://invite/CODE` link. */
 	inviteJoin: (code: string) => typedError<ServerView, CommandError>(__TAURI_INVOKE("invite_join", { code })),
 	/**
 	 *  The host's audio devices; an empty list means none (the UI says so). Enumerating probes every
@@ -90,10 +90,21 @@ export const commands = {
 	bandwidthMeasure: () => typedError<BandwidthReport, CommandError>(__TAURI_INVOKE("bandwidth_measure")),
 	budgetStatus: () => typedError<BudgetStatus, CommandError>(__TAURI_INVOKE("budget_status")),
 	friendsList: () => typedError<FriendsView, CommandError>(__TAURI_INVOKE("friends_list")),
-	/**  Sends a friend request to a public key (hex). */
-	friendRequest: (publicKey: string) => typedError<null, CommandError>(__TAURI_INVOKE("friend_request", { publicKey })),
+	/**
+	 *  Sends a friend request to `who`: `@handle` (looked up on your relay), a `hum://friend/...` link
+	 *  or a public key (64 hex characters).
+	 */
+	friendRequest: (who: string) => typedError<null, CommandError>(__TAURI_INVOKE("friend_request", { who })),
 	friendRespond: (userId: string, accept: boolean) => typedError<null, CommandError>(__TAURI_INVOKE("friend_respond", { userId, accept })),
 	friendRemove: (userId: string) => typedError<null, CommandError>(__TAURI_INVOKE("friend_remove", { userId })),
+	friendCard: () => typedError<FriendCard, CommandError>(__TAURI_INVOKE("friend_card")),
+	/**
+	 *  Takes `handle` on this relay (with or without the `@`), or gives yours up (`null` or empty).
+	 *  Returns the handle as the relay stored it.
+	 */
+	handleSet: (handle: string | null) => typedError<string | null, CommandError>(__TAURI_INVOKE("handle_set", { handle })),
+	/**  The links opened since the last call (also those given to the app at start). */
+	linksTake: () => __TAURI_INVOKE<LinkView[]>("links_take"),
 	/**
 	 *  Encoded video frames of every stream, raw bytes (`channels::VideoPacket`). The UI opens one
 	 *  at start and keeps it.
@@ -147,6 +158,7 @@ export const events = {
 	relayStatusChanged: makeEvent<RelayStatusChanged, RelayStatusChanged>("relay-status-changed"),
 	selfSpeaking: makeEvent<SelfSpeaking, SelfSpeaking>("self-speaking"),
 	serversChanged: makeEvent<ServersChanged, ServersChanged>("servers-changed"),
+	linkOpened: makeEvent<LinkOpened, LinkOpened>("link-opened"),
 };
 
 /* Types */
@@ -336,6 +348,16 @@ export type FriendView = {
 	/**  The voice channel they are in, if they share a server with you. */
 	in_voice: boolean,
 	in_call: boolean,
+/**
+ *  How others find you: your public key (the account), your handle on this relay if you took one,
+ *  and the friend link to share (it carries the key, which never changes hands).
+ */
+export type FriendCard = {
+	public_key: string,
+	handle: string | null,
+	friend_link: string,
+};
+
 };
 
 /**  Friends, requests or presence changed: refetch `friends_list`. */
@@ -391,6 +413,16 @@ export type LiveChanged = {
 
 /**  Where a stream's picture comes from. */
 export type LiveSource = "pattern" | "camera" | "screen" | "file";
+/**  New links arrived: call `links_take`. */
+export type LinkOpened = null;
+
+/**  A link for the UI to confirm. */
+export type LinkView = 
+/**  Join the server behind invite `code`. */
+{ kind: "invite"; code: string; link: string } | 
+/**  Befriend `who` (`@handle` or a public key). */
+{ kind: "friend"; who: string; link: string };
+
 
 /**  Everything the live panel shows. */
 export type LiveStatus = {

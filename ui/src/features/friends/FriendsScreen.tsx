@@ -1,12 +1,12 @@
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
-import { commands, events, type FriendsView } from "../../lib/bindings";
+import { commands, events, type FriendCard, type FriendsView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { currentCall, startCall } from "../calls/CallPanel";
 import { PhoneIcon } from "../voice/icons";
 import { TextSubmitRow } from "../shared/TextSubmitRow";
 
-/** Friends with presence; add by public key; accept or decline requests. */
+/** Friends with presence; add by @handle, friend link or public key; accept or decline requests. */
 export function FriendsScreen() {
   const data = useSignal<FriendsView | null>(null);
   const key = useSignal("");
@@ -39,11 +39,12 @@ export function FriendsScreen() {
   const d = data.value;
   return (
     <div data-testid="friends-screen">
+      <MyCard />
       <section class="card">
         <h2>Add a friend</h2>
         <TextSubmitRow
           field={key}
-          placeholder="Their public key (64 hex characters)"
+          placeholder="@handle, hum://friend/ link or public key"
           inputTestId="friend-key"
           button="Send request"
           buttonTestId="friend-add"
@@ -102,5 +103,85 @@ export function FriendsScreen() {
         )}
       </section>
     </div>
+  );
+}
+
+/** How others find me: my handle on this relay (editable), my friend link to copy, my key. */
+function MyCard() {
+  const card = useSignal<FriendCard | null>(null);
+  const handle = useSignal("");
+  const status = useSignal<string | null>(null);
+  const error = useSignal<string | null>(null);
+
+  async function load() {
+    try {
+      const c = await unwrap(commands.friendCard());
+      card.value = c;
+      handle.value = c.handle ?? "";
+    } catch (e) {
+      error.value = messageOf(e);
+    }
+  }
+  useEffect(() => {
+    load();
+  }, []);
+
+  async function save() {
+    error.value = null;
+    status.value = null;
+    try {
+      const set = await unwrap(commands.handleSet(handle.value.trim() === "" ? null : handle.value));
+      handle.value = set ?? "";
+      if (card.value) card.value = { ...card.value, handle: set };
+      status.value = set ? `Others can add you as ${set}.` : "Handle removed.";
+    } catch (e) {
+      error.value = messageOf(e);
+    }
+  }
+  async function copy() {
+    const link = card.value?.friend_link;
+    if (!link) return;
+    try {
+      await navigator.clipboard.writeText(link);
+      status.value = "Friend link copied.";
+    } catch {
+      // No clipboard permission in this webview: select the text so Ctrl+C copies it.
+      const field = document.querySelector<HTMLInputElement>("[data-testid=friend-link]");
+      field?.select();
+      status.value = "Press Ctrl+C to copy the selected link.";
+    }
+  }
+
+  const c = card.value;
+  return (
+    <section class="card" data-testid="my-card">
+      <h2>You</h2>
+      <TextSubmitRow
+        field={handle}
+        placeholder="@handle (unique on this relay)"
+        inputTestId="my-handle"
+        button="Save handle"
+        buttonTestId="my-handle-save"
+        onSubmit={save}
+      />
+      <div class="row">
+        <input readOnly value={c?.friend_link ?? ""} data-testid="friend-link" aria-label="Your friend link" style={{ flex: 1 }} />
+        <button class="secondary" data-testid="friend-link-copy" disabled={!c} onClick={copy}>
+          Copy my friend link
+        </button>
+      </div>
+      {c && (
+        <p class="muted small-text">
+          Your public key (what a friend link carries; compare it with a friend to be sure it is you):{" "}
+          <code class="key" data-testid="my-key">{c.public_key}</code>
+        </p>
+      )}
+      {status.value && <p class="muted" data-testid="my-card-status">{status.value}</p>}
+      {error.value && (
+        <p class="error" role="alert" data-testid="my-card-error">
+          {error.value}
+        </p>
+      )}
+    </section>
   );
 }
