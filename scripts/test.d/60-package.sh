@@ -66,6 +66,13 @@ if [ -f "$app_deb" ]; then
   check_deb "$app_deb" hum /usr/bin/hum-app /usr/share/applications/Hum.desktop \
     /usr/share/icons/hicolor/32x32/apps/hum-app.png /usr/share/icons/hicolor/128x128/apps/hum-app.png
   field "$app_deb" Depends | grep -q libwebkit2gtk-4.1-0 || fail "the app does not depend on WebKitGTK"
+  # hum:// links open in the app (`hum-app %u`; a second launch hands the link to the running one).
+  dpkg-deb --fsys-tarfile "$app_deb" | tar -xO ./usr/share/applications/Hum.desktop >"$work/Hum.desktop"
+  grep -qx 'MimeType=x-scheme-handler/hum;' "$work/Hum.desktop" || fail "the desktop entry does not claim hum:// links"
+  grep -q '^Exec=hum-app %u$' "$work/Hum.desktop" || fail "the desktop entry does not pass the link (Exec=hum-app %u)"
+  if command -v desktop-file-validate >/dev/null; then
+    desktop-file-validate "$work/Hum.desktop" || fail "desktop-file-validate refuses Hum.desktop"
+  fi
 else
   note "no app package ($app_deb): the app check is skipped"
 fi
