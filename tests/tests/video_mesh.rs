@@ -196,3 +196,221 @@ fn three_cameras_in_a_mesh_everyone_sees_everyone_and_camera_off_is_announced() 
     }
     Ok(())
 }
+
+/// `(width, height)` of a recorded frame.
+fn size(f: &Value) -> (u64, u64) {
+    (
+        f["width"].as_u64().unwrap_or(0),
+        f["height"].as_u64().unwrap_or(0),
+    )
+}
+
+/// The sender's `video_send` lines (frames captured, encoded per layer, layers running).
+fn video_send(w: &World, i: usize) -> Vec<Value> {
+    w.events(i)
+        .into_iter()
+        .filter(|e| e["type"] == "video_send")
+        .collect()
+}
+
+fn active(v: &Value) -> Vec<bool> {
+    v["active"]
+        .as_array()
+        .map(|a| a.iter().map(|b| b.as_bool().unwrap_or(false)).collect())
+        .unwrap_or_default()
+}
+
+/// Simulcast in a mesh, real processes: member 0 sends the 640x360 pattern (layers 160x90,
+/// 320x180, 640x360); members 1 and 2 only receive and both ask for `low` (a thumbnail).
+///
+/// - Only the low layer runs at the sender (`video_send`: active low only), and both
+///   receivers decode 160x90 frames.
+/// - Member 1 then asks for `high` (`--video-quality-file`): its stream of member 0 switches to
+///   640x360 on the same track (codes readable, in order), member 2 stays at 160x90, and the
+///   sender runs low + high, never medium (nobody asked for it).
+/// - Each layer is encoded once per captured frame however many peers receive it: with two
+///   peers on the low layer, encoded(low) <= captured.
+#[test]
+fn mesh_receivers_choose_layers_and_each_layer_is_encoded_once() -> Result<()> {
+    let w = World::new(3)?;
+    let recs: Vec<_> = (0..3).map(|i| w.path(&format!("rec-{i}"))).collect();
+    let quality_file = w.path("member-1-quality");
+    let common = |tone: &str| -> Vec<String> {
+        ["--tone", tone, "--duration", "120s"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let mut sender = common("440");
+    sender.extend(
+        [
+            "--video",
+            "pattern",
+            "--video-size",
+            "640x360",
+            "--video-kbps",
+            "600",
+        ]
+        .iter()
+        .map(|a| a.to_string()),
+    );
+    let mut thumb_then_high = common("550");
+    thumb_then_high.extend([
+        "--record-video".to_string(),
+        s(&recs[1]).to_string(),
+        "--video-quality".to_string(),
+        "low".to_string(),
+        "--video-quality-file".to_string(),
+        s(&quality_file).to_string(),
+    ]);
+    let mut thumb = common("660");
+    thumb.extend([
+        "--record-video".to_string(),
+        s(&recs[2]).to_string(),
+        "--video-quality".to_string(),
+        "low".to_string(),
+    ]);
+    let mut procs = Vec::new();
+    for (i, args) in [sender, thumb_then_high, thumb].iter().enumerate() {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        procs.push(w.voice(i, &refs)?);
+    }
+    let of_sender = |i: usize| -> Result<Vec<Value>> {
+        let st = streams(&recs[i])?;
+        let got = of_user(&st, &w.users[0]);
+        ensure!(
+            got.len() <= 1,
+            "member {i}: {} streams of member 0",
+            got.len()
+        );
+        Ok(got.first().map(|f| (*f).clone()).unwrap_or_default())
+    };
+    let count = |frames: &[Value], wh: (u64, u64)| frames.iter().filter(|f| size(f) == wh).count();
+    let dump = |e: anyhow::Error| -> anyhow::Error {
+        for i in 0..3 {
+            let f = of_sender(i).unwrap_or_default();
+            eprintln!(
+                "member {i}: {} frames of member 0 ({} low, {} high); last video_send {:?}",
+                f.len(),
+                count(&f, (160, 90)),
+                count(&f, (640, 360)),
+                video_send(&w, i).last()
+            );
+        }
+        e
+    };
+
+    // Both ask for low: only the low layer runs, both decode thumbnails.
+    wait_for(
+        "both receivers decode 20 thumbnails and only the low layer runs",
+        Duration::from_secs(90),
+        || {
+            Ok(count(&of_sender(1)?, (160, 90)) >= 20
+                && count(&of_sender(2)?, (160, 90)) >= 20
+                && video_send(&w, 0)
+                    .last()
+                    .is_some_and(|v| active(v) == [true, false, false]))
+        },
+    )
+    .map_err(dump)?;
+
+    // Member 1 puts member 0 in its spotlight.
+    std::fs::write(&quality_file, b"high")?;
+    wait_for(
+        "member 1 decodes 30 frames of member 0 at 640x360 and the sender runs low + high",
+        Duration::from_secs(90),
+        || {
+            let f = of_sender(1)?;
+            let after = f
+                .iter()
+                .rposition(|f| size(f) == (160, 90))
+                .map_or(0, |p| p + 1);
+            Ok(
+                f[after..].iter().filter(|f| size(f) == (640, 360)).count() >= 30
+                    && video_send(&w, 0)
+                        .last()
+                        .is_some_and(|v| active(v) == [true, false, true]),
+            )
+        },
+    )
+    .map_err(dump)?;
+    let switched_at = of_sender(1)?
+        .iter()
+        .rev()
+        .take_while(|f| size(f) == (640, 360))
+        .last()
+        .and_then(|f| f["arrival_unix_ms"].as_u64())
+        .context("arrival_unix_ms")?;
+    // Member 2 keeps getting thumbnails after member 1's switch.
+    wait_for(
+        "member 2 decodes 20 more thumbnails after member 1's switch",
+        Duration::from_secs(60),
+        || {
+            Ok(of_sender(2)?
+                .iter()
+                .filter(|f| f["arrival_unix_ms"].as_u64() > Some(switched_at))
+                .count()
+                >= 20)
+        },
+    )
+    .map_err(dump)?;
+    let stats = video_send(&w, 0)
+        .last()
+        .cloned()
+        .context("no video_send line")?;
+    drop(procs);
+
+    // Member 1: thumbnails, then the full picture on the same stream; every code it can read
+    // (the code's cells are 4 px at 160x90, so mostly in the high layer) in order.
+    let f1 = of_sender(1)?;
+    let first_low = f1
+        .iter()
+        .position(|f| size(f) == (160, 90))
+        .context("no low frame")?;
+    let tail = &f1[first_low..];
+    let low_end = tail
+        .iter()
+        .position(|f| size(f) != (160, 90))
+        .context("never left the low layer")?;
+    ensure!(low_end >= 20, "member 1: {low_end} low frames first");
+    let high = &tail[low_end..];
+    ensure!(
+        high.iter().all(|f| size(f) == (640, 360)),
+        "member 1: after the switch, frames not at 640x360: {:?}",
+        high.iter()
+            .map(size)
+            .filter(|s| *s != (640, 360))
+            .collect::<Vec<_>>()
+    );
+    let codes = readable_codes("member 1 (high)", high, (640, 360))?;
+    ensure!(codes.len() >= 30, "member 1: {} high frames", codes.len());
+    // Member 2 only ever asked for low: after its first low frame, only low frames.
+    let f2 = of_sender(2)?;
+    let first_low = f2
+        .iter()
+        .position(|f| size(f) == (160, 90))
+        .context("member 2: no low frame")?;
+    ensure!(
+        f2[first_low..].iter().all(|f| size(f) == (160, 90)),
+        "member 2 got a layer it did not ask for"
+    );
+
+    // The sender: medium never ran; each layer at most once per captured frame.
+    let n = |k: usize| stats["encoded"][k].as_u64().unwrap_or(u64::MAX);
+    let captured = stats["captured"].as_u64().context("captured")?;
+    eprintln!(
+        "sender: {stats}; member 1 {low_end} low then {} high; member 2 {} low",
+        high.len(),
+        f2.len() - first_low
+    );
+    ensure!(
+        n(1) == 0,
+        "the medium layer nobody asked for was encoded: {stats}"
+    );
+    ensure!(
+        n(0) <= captured && n(2) <= captured,
+        "a layer was encoded more than once per frame (per peer?): {stats}"
+    );
+    ensure!(n(0) >= 40 && n(2) >= 30, "{stats}");
+    Ok(())
+}

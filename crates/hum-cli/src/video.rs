@@ -42,8 +42,9 @@ pub struct VideoArgs {
     /// Accept (and decode) video without sending or recording any.
     #[arg(long)]
     pub receive_video: bool,
-    /// On the SFU (`hum voice join`): the layer wanted of every other member's camera:
-    /// high, medium, low, off or auto (the SFU's default: the speaker high, others low).
+    /// In a voice channel (`hum voice join`): the layer wanted of every other member's camera:
+    /// high, medium, low, off or auto (in a mesh the sender's default, its full picture; on
+    /// the SFU the SFU's: the speaker high, others low).
     #[arg(long, value_parser = parse_quality)]
     pub video_quality: Option<VideoQuality>,
     /// In a voice channel: the camera is off while this file exists and on again once it is
@@ -53,6 +54,10 @@ pub struct VideoArgs {
     /// Change the wanted layer for everyone at a time since joining, e.g. `4s=high`.
     #[arg(long, value_parser = parse_quality_at)]
     pub video_quality_at: Option<(std::time::Duration, VideoQuality)>,
+    /// Change the wanted layer for everyone to what this file says (`high`, `low`, ...) when
+    /// it appears or changes (a switch another program flips: tests, demos).
+    #[arg(long)]
+    pub video_quality_file: Option<PathBuf>,
 }
 
 fn parse_quality(s: &str) -> Result<VideoQuality, String> {
@@ -80,6 +85,7 @@ fn parse_quality_at(s: &str) -> Result<(std::time::Duration, VideoQuality), Stri
 pub struct QualityPlan {
     now: Option<VideoQuality>,
     later: Option<(std::time::Duration, VideoQuality)>,
+    file: Option<PathBuf>,
     known: std::collections::BTreeSet<UserId>,
 }
 
@@ -88,6 +94,7 @@ impl QualityPlan {
         Self {
             now: args.video_quality,
             later: args.video_quality_at,
+            file: args.video_quality_file.clone(),
             known: Default::default(),
         }
     }
@@ -98,7 +105,18 @@ impl QualityPlan {
     }
 
     /// At `elapsed` since joining: the timed change, once, for every member heard so far.
+    /// Or what `--video-quality-file` says, when it says something new.
     pub fn due(&mut self, elapsed: std::time::Duration) -> Option<(VideoQuality, Vec<UserId>)> {
+        if let Some(q) = self
+            .file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| parse_quality(t.trim()).ok())
+            .filter(|q| self.now != Some(*q))
+        {
+            self.now = Some(q);
+            return Some((q, self.known.iter().copied().collect()));
+        }
         let (at, q) = self.later?;
         if elapsed < at {
             return None;

@@ -437,6 +437,9 @@ pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
                             timeline = Some(Timeline::start(&session, &args.audio)?);
                         }
                         print_event(cli, &ev);
+                        if let (VoiceEvent::Stats { .. }, Some(s)) = (&ev, calls.session()) {
+                            print_video_send(cli, &s);
+                        }
                         if let VoiceEvent::Stats { user, .. } = &ev
                             && let Some(v) = calls.session().and_then(|s| s.video_stats(user))
                         {
@@ -566,6 +569,9 @@ async fn run_until_done(
                     asks.push(ask(*u, q));
                 }
                 print_event(cli, &ev);
+                if let VoiceEvent::Stats { .. } = &ev {
+                    print_video_send(cli, &link.session);
+                }
             }
         }
     }
@@ -577,6 +583,19 @@ async fn run_until_done(
     };
     link.leave().await;
     Ok(())
+}
+
+/// What the video we send cost so far (`--json`, with each `stats` line): frames captured,
+/// frames encoded per layer (low, medium, high: each at most once per captured frame, however
+/// many peers get it) and the layers running now.
+fn print_video_send(cli: &Cli, session: &VoiceSession) {
+    if let Some(v) = session.video_send_stats().filter(|_| cli.json) {
+        print_line(
+            cli,
+            json!({"type": "video_send", "captured": v.captured, "encoded": v.encoded,
+                "active": v.active}),
+        );
+    }
 }
 
 fn print_event(cli: &Cli, ev: &VoiceEvent) {

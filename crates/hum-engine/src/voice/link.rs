@@ -227,18 +227,23 @@ impl VoiceLink {
         self.channel
     }
 
-    /// On the SFU: which layer of `user`'s camera we want (the spotlight high, thumbnails low,
-    /// hidden off; `Auto` lets the SFU follow the dominant speaker). Kept by the SFU for a
-    /// camera `user` turns on later. In a mesh every peer sends one layer: nothing to choose.
+    /// Which layer of `user`'s camera we want (the spotlight high, thumbnails low, hidden
+    /// off). In a mesh it goes to `user` (the `video_quality` signal: they encode the layers
+    /// someone wants, once each); on the SFU to the relay (`sfu_quality`; `Auto` lets the SFU
+    /// follow the dominant speaker), which keeps it for a camera `user` turns on later.
     pub async fn set_video_quality(
         &self,
         user: UserId,
         quality: hum_proto::signal::VideoQuality,
     ) -> Result<(), VoiceError> {
-        self.client
-            .sfu_quality(user, quality)
-            .await
-            .map_err(relay_err)
+        self.session.set_video_quality(user, quality).await?;
+        let in_mesh = !self.session.peers().await.is_empty();
+        match self.client.sfu_quality(user, quality).await {
+            Ok(()) => Ok(()),
+            // In a mesh the relay has nothing to choose; the peer was told.
+            Err(_) if in_mesh => Ok(()),
+            Err(e) => Err(relay_err(e)),
+        }
     }
 
     /// Leaves the channel, closes every connection and finishes the audio sink.

@@ -41,8 +41,8 @@ pub use hum_media::monitor::{
 pub use session::VoiceSession;
 pub use signalling::{MemorySignalHub, Signaller};
 pub use video::{
-    CameraChange, EncodedVideoFrame, RemoteVideoStats, RemoteVideoTrack, VideoIo, VideoSinkFactory,
-    video_bitrate_within,
+    CameraChange, EncodedVideoFrame, RemoteVideoStats, RemoteVideoTrack, VideoIo, VideoSendStats,
+    VideoSinkFactory, mesh_layer, video_bitrate_within,
 };
 
 /// A full mesh sends every participant's audio to every other one: fine for a handful of

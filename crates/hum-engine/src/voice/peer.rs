@@ -8,7 +8,7 @@
 //! the remote description is set.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use hum_proto::UserId;
@@ -37,8 +37,9 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::audio::AudioEngine;
-use super::video::SessionVideo;
+use super::video::{SIMULCAST_LAYERS, SessionVideo};
 use super::{VoiceConfig, VoiceError};
+use hum_media::video::simulcast::LayerFrame;
 
 /// Connection-level changes the session reacts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,16 +193,23 @@ impl Peer {
                 ),
             )?);
             let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-            let kf = send.keyframe_flag();
-            video_tasks.push(tokio::spawn(keyframe_requests(track.clone(), kf.clone())));
+            let pli = Arc::new(AtomicBool::new(false));
+            video_tasks.push(tokio::spawn(keyframe_requests(track.clone(), pli.clone())));
+            let (frames, demand) = send.subscribe_mesh();
             video_tasks.push(tokio::spawn(video_write_loop(
-                send.subscribe(),
-                track,
-                sender,
-                connected.clone(),
-                closed.clone(),
-                kf,
-                send.format.fps.max(1),
+                VideoOut {
+                    user,
+                    track,
+                    sender,
+                    connected: connected.clone(),
+                    closed: closed.clone(),
+                    wish: video.wish(user),
+                    demand,
+                    pli,
+                    layer_keyframes: send.layer_keyframe_flags(),
+                    fps: send.format.fps.max(1),
+                },
+                frames,
             )));
         } else if video.enabled {
             pc.add_transceiver_from_kind(
@@ -392,40 +400,119 @@ pub(crate) fn vp8_codec() -> RTCRtpCodec {
     }
 }
 
-/// Sends our encoded video to this peer: nothing before the connection is up, then from a
-/// keyframe on (asked for through `keyframe`, as after falling behind).
-async fn video_write_loop(
-    mut frames: tokio::sync::broadcast::Receiver<Arc<hum_media::video::vp8::EncodedFrame>>,
+/// What a peer's video send loop works with.
+struct VideoOut {
+    user: UserId,
     track: Arc<TrackLocalStaticSample>,
     sender: Arc<dyn RtpSender>,
     connected: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
-    keyframe: Arc<AtomicBool>,
+    /// The layer the peer asked for (`NO_LAYER`: none, or it never asked).
+    wish: Arc<AtomicU8>,
+    /// The layers this loop needs encoded now (the capture thread ORs every peer's).
+    demand: Arc<AtomicU8>,
+    /// The peer sent a PLI/FIR.
+    pli: Arc<AtomicBool>,
+    layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
     fps: u32,
+}
+
+/// Sends this peer the layer of our video it asked for, on our one video track: nothing before
+/// the connection is up or before it asks (a peer that did not take video costs no encoding),
+/// then from a keyframe on. A change of layer keeps sending the old one until the new one's
+/// keyframe (asked for) arrives, then switches: the receiver's decoder sees a keyframe of a new
+/// size, on the same stream.
+async fn video_write_loop(
+    out: VideoOut,
+    mut frames: tokio::sync::broadcast::Receiver<Arc<LayerFrame>>,
 ) {
+    let VideoOut {
+        user,
+        track,
+        sender,
+        connected,
+        closed,
+        wish,
+        demand,
+        pli,
+        layer_keyframes,
+        fps,
+    } = out;
     let mut target: Option<(u32, u8)> = None;
+    // The layer sent now, and whether the peer got a keyframe of it since the last gap.
+    let mut current: Option<usize> = None;
     let mut started = false;
+    let mut asked_key = false;
     let mut prev: Option<Instant> = None;
+    // Wakes the loop while no frames come (nothing wanted yet), to notice a new wish.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ask_key = |layer: usize| {
+        if let Some(f) = layer_keyframes.get(layer) {
+            f.store(true, Ordering::Relaxed);
+        }
+    };
     loop {
-        let f = match frames.recv().await {
-            Ok(f) => f,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                // Frames were skipped: the next delta would reference one the peer never got.
-                started = false;
-                keyframe.store(true, Ordering::Relaxed);
-                continue;
-            }
-            Err(_) => return,
+        let frame = tokio::select! {
+            f = frames.recv() => match f {
+                Ok(f) => Some(f),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Frames were skipped: the next delta would reference one the peer never got.
+                    started = false;
+                    asked_key = false;
+                    None
+                }
+                Err(_) => return,
+            },
+            _ = tick.tick() => None,
         };
         if closed.load(Ordering::SeqCst) {
+            demand.store(0, Ordering::Relaxed);
             return;
         }
-        if !connected.load(Ordering::SeqCst) {
+        let up = connected.load(Ordering::SeqCst);
+        let wanted = match wish.load(Ordering::SeqCst) {
+            l if up && usize::from(l) < SIMULCAST_LAYERS => Some(usize::from(l)),
+            _ => None,
+        };
+        if wanted.is_none() {
+            if current.take().is_some() {
+                tracing::debug!(%user, "video to peer paused");
+            }
             started = false;
+        }
+        // What must be encoded for this peer: the wanted layer, and the one sent now until
+        // the wanted one's keyframe arrives.
+        let mut mask = wanted.map_or(0, |l| 1u8 << l);
+        if let (Some(c), Some(_)) = (current, wanted) {
+            mask |= 1 << c;
+        }
+        demand.store(mask, Ordering::Relaxed);
+        if pli.swap(false, Ordering::Relaxed)
+            && let Some(l) = current.or(wanted)
+        {
+            ask_key(l);
+        }
+        let Some(f) = frame else { continue };
+        let Some(want) = wanted else { continue };
+        if current != Some(want) {
+            if f.layer == want && f.frame.keyframe {
+                tracing::debug!(%user, from = ?current, to = want, "video layer switched");
+                current = Some(want);
+                started = false;
+            } else if !asked_key {
+                ask_key(want);
+                asked_key = true;
+            }
+        }
+        if Some(f.layer) != current {
             continue;
         }
-        if !started && !f.keyframe {
-            keyframe.store(true, Ordering::Relaxed);
+        if !started && !f.frame.keyframe {
+            if !asked_key {
+                ask_key(f.layer);
+                asked_key = true;
+            }
             continue;
         }
         if target.is_none() {
@@ -447,18 +534,22 @@ async fn video_write_loop(
         let Some((ssrc, pt)) = target else { continue };
         // RTP time advances by the capture interval (the receiver's clock is the sender's).
         let frame_time = Duration::from_secs(1) / fps;
+        let captured = f.frame.captured;
         let duration = prev
-            .and_then(|p| f.captured.checked_duration_since(p))
+            .and_then(|p| captured.checked_duration_since(p))
             .filter(|d| !d.is_zero() && *d < Duration::from_secs(1))
             .unwrap_or(frame_time);
-        prev = Some(f.captured);
+        prev = Some(captured);
         let sample = Sample {
-            data: bytes::Bytes::copy_from_slice(&f.data),
+            data: bytes::Bytes::copy_from_slice(&f.frame.data),
             duration,
-            ..Sample::new(f.captured)
+            ..Sample::new(captured)
         };
         match track.sample_writer(ssrc, pt).write_sample(&sample).await {
-            Ok(()) => started = true,
+            Ok(()) => {
+                started = true;
+                asked_key = false;
+            }
             Err(e) => tracing::trace!("video write_sample: {e}"),
         }
     }

@@ -197,6 +197,44 @@ impl VoiceSession {
         self.video.forget_remote_camera(user);
     }
 
+    /// Which layer of `user`'s video we want (mesh: the `video_quality` signal): `High` for
+    /// the speaker, a pinned tile or a screen share, `Low` for a thumbnail, `Off` when not
+    /// shown. Kept for the connection's life and said again when it (re)connects; the default
+    /// is `Auto` (the sender's choice, its full picture).
+    pub async fn set_video_quality(
+        &self,
+        user: UserId,
+        quality: hum_proto::signal::VideoQuality,
+    ) -> Result<(), VoiceError> {
+        let mut asks = self.video.asks.lock().await;
+        asks.insert(user, quality);
+        if self.peers.lock().await.contains_key(&user) {
+            self.send(user, SignalPayload::VideoQuality { quality })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Says what we want of `user`'s video (after a connection came up), if we show video.
+    async fn send_video_quality(&self, user: UserId) {
+        if !self.video.receiving {
+            return;
+        }
+        let asks = self.video.asks.lock().await;
+        let quality = asks.get(&user).copied().unwrap_or_default();
+        if let Err(e) = self
+            .send(user, SignalPayload::VideoQuality { quality })
+            .await
+        {
+            tracing::debug!(%user, "video_quality: {e}");
+        }
+    }
+
+    /// What the video we send cost so far (frames captured, encoded per layer), if we send.
+    pub fn video_send_stats(&self) -> Option<super::video::VideoSendStats> {
+        self.video.sender.as_ref().map(|s| s.stats())
+    }
+
     /// The rate of the video we send, if we send video.
     pub fn video_bitrate(&self) -> Option<hum_proto::Bitrate> {
         self.video.sender.as_ref().map(|s| s.bitrate())
@@ -277,6 +315,7 @@ impl VoiceSession {
     /// Someone left: close their connection and forget their audio.
     pub async fn remove_peer(&self, user: UserId, reason: &str) {
         let peer = self.peers.lock().await.remove(&user);
+        self.video.forget_wish(&user);
         if let Some(p) = peer {
             p.close().await;
             self.engine.remove_remote(&user);
@@ -334,6 +373,10 @@ impl VoiceSession {
             }
             // End-to-end keys: read by the key exchange (crate::e2ee) from the relay's events.
             SignalPayload::E2eeKey { .. } => Ok(()),
+            SignalPayload::VideoQuality { quality } => {
+                self.video.set_wish(from, quality);
+                Ok(())
+            }
         }
     }
 
@@ -392,6 +435,7 @@ async fn watch_peer(
         match s {
             PeerSignal::Connected => {
                 let _ = session.events.send(VoiceEvent::PeerConnected(user));
+                session.send_video_quality(user).await;
                 let peer = session.peers.lock().await.get(&user).cloned();
                 if let Some(route) = match peer {
                     Some(p) => p.route().await,

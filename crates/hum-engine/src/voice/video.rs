@@ -20,19 +20,19 @@
 //!   repeated every [`PLI_INTERVAL`] until a keyframe arrives.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hum_media::video::simulcast::{LayerConfig, LayerFrame, SimulcastEncoder};
-use hum_media::video::vp8::EncodedFrame;
 use hum_media::video::{
     EncoderConfig, VideoError, VideoFormat, VideoSink, VideoSource, Vp8Decoder, Vp8Encoder,
 };
 use hum_proto::Bitrate;
 use hum_proto::UserId;
+use hum_proto::signal::VideoQuality;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use tokio::sync::{broadcast, mpsc};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -162,6 +162,13 @@ pub struct RemoteVideoStats {
 pub(crate) struct SessionVideo {
     pub(crate) sender: Option<VideoSender>,
     pub(crate) enabled: bool,
+    /// We show what we receive (a sink or a front end): we ask each mesh peer for a layer.
+    pub(crate) receiving: bool,
+    /// Per mesh peer: the layer they asked us for ([`NO_LAYER`]: none; they get no video).
+    wishes: Mutex<BTreeMap<UserId, Arc<AtomicU8>>>,
+    /// What we ask each mesh peer for (default `Auto`); held while a request is sent, so the
+    /// last one said is the last one sent.
+    pub(crate) asks: tokio::sync::Mutex<BTreeMap<UserId, VideoQuality>>,
     sinks: Option<Arc<dyn VideoSinkFactory>>,
     frames: broadcast::Sender<EncodedVideoFrame>,
     /// Per remote user: a front end asked for a keyframe.
@@ -189,6 +196,9 @@ impl SessionVideo {
         Ok(Self {
             sender,
             enabled,
+            receiving: io.receive || io.sinks.is_some(),
+            wishes: Mutex::new(BTreeMap::new()),
+            asks: tokio::sync::Mutex::new(BTreeMap::new()),
             sinks: io.sinks,
             frames: broadcast::channel(FRAME_CHANNEL).0,
             want_key: Mutex::new(BTreeMap::new()),
@@ -203,6 +213,33 @@ impl SessionVideo {
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<EncodedVideoFrame> {
         self.frames.subscribe()
+    }
+
+    /// The layer `user` wants of our video, shared with their connection's send loop.
+    pub(crate) fn wish(&self, user: UserId) -> Arc<AtomicU8> {
+        match self.wishes.lock() {
+            Ok(mut m) => m
+                .entry(user)
+                .or_insert_with(|| Arc::new(AtomicU8::new(NO_LAYER)))
+                .clone(),
+            Err(_) => Arc::new(AtomicU8::new(NO_LAYER)),
+        }
+    }
+
+    /// `user` (a mesh peer) asked for `quality` of our video.
+    pub(crate) fn set_wish(&self, user: UserId, quality: VideoQuality) {
+        let layer = mesh_layer(quality).map_or(NO_LAYER, |l| l as u8);
+        tracing::debug!(%user, ?quality, layer, "video layer asked for");
+        self.wish(user).store(layer, Ordering::SeqCst);
+    }
+
+    /// `user`'s connection is gone: they get nothing until they ask again.
+    pub(crate) fn forget_wish(&self, user: &UserId) {
+        if let Ok(m) = self.wishes.lock()
+            && let Some(w) = m.get(user)
+        {
+            w.store(NO_LAYER, Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn request_keyframe(&self, user: UserId) {
@@ -296,8 +333,40 @@ impl SessionVideo {
     }
 }
 
-/// Simulcast layers sent to the SFU, low to high (RIDs `q`, `h`, `f`).
+/// Simulcast layers, low to high (RIDs `q`, `h`, `f`): all three to the SFU, the one each
+/// mesh peer asks for to that peer.
 pub const SIMULCAST_LAYERS: usize = 3;
+
+/// "No layer" in a wish or a send loop's state.
+pub(crate) const NO_LAYER: u8 = u8::MAX;
+
+/// The simulcast layer a mesh receiver's `quality` asks for (`None`: nothing). `Auto` is the
+/// sender's default: the full picture, as before layers were chosen.
+pub fn mesh_layer(quality: VideoQuality) -> Option<usize> {
+    match quality {
+        VideoQuality::High | VideoQuality::Auto => Some(SIMULCAST_LAYERS - 1),
+        VideoQuality::Medium => Some(1),
+        VideoQuality::Low => Some(0),
+        VideoQuality::Off => None,
+    }
+}
+
+/// What the video we send cost so far: frames captured while the camera was on, and frames
+/// encoded per layer (each layer is encoded once per captured frame at most, however many
+/// peers receive it), and which layers run now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoSendStats {
+    pub captured: u64,
+    pub encoded: [u64; SIMULCAST_LAYERS],
+    pub active: [bool; SIMULCAST_LAYERS],
+}
+
+#[derive(Default)]
+struct SendCounters {
+    captured: AtomicU64,
+    encoded: [AtomicU64; SIMULCAST_LAYERS],
+    active: AtomicU8,
+}
 
 /// The simulcast ladder for a source of `width` x `height`: a quarter, a half and the full
 /// size (1280x720 gives 320x180 / 640x360 / 1280x720, the camera ladder of docs/video.md),
@@ -329,15 +398,20 @@ pub fn simulcast_ladder(
     ]
 }
 
-/// The capture + encode thread of the video we send: one layer for mesh peers and, while an
-/// SFU connection listens, the three simulcast layers (encoded from the same captured frame).
+/// The capture + encode thread of the video we send: one [`SimulcastEncoder`] whose layers run
+/// while someone wants them — all three while an SFU connection listens, and each layer a mesh
+/// peer asked for (a peer gets one layer on its one track). A captured frame is encoded once
+/// per running layer, whatever the number of peers; layers nobody wants are paused.
 pub(crate) struct VideoSender {
-    frames: broadcast::Sender<Arc<EncodedFrame>>,
-    /// Simulcast layers (to the SFU); encoded only while someone subscribes.
+    /// Simulcast layers to the SFU (all three run while someone subscribes).
     layers: broadcast::Sender<Arc<LayerFrame>>,
-    /// Per simulcast layer: a keyframe is wanted (the SFU's PLI names the layer's SSRC).
+    /// The same frames for mesh peers' send loops (each picks its layer).
+    mesh: broadcast::Sender<Arc<LayerFrame>>,
+    /// Per mesh send loop: the mask of layers it needs now (dead entries are pruned).
+    demand: Arc<Mutex<Vec<Weak<AtomicU8>>>>,
+    /// Per simulcast layer: a keyframe is wanted (a PLI, a peer switching to the layer).
     layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
-    keyframe: Arc<AtomicBool>,
+    counters: Arc<SendCounters>,
     bitrate_bps: Arc<AtomicU64>,
     /// The camera is on: while off the source is still read (and dropped) but nothing is
     /// encoded or sent, and every stream starts again on a keyframe.
@@ -347,6 +421,21 @@ pub(crate) struct VideoSender {
     pub(crate) format: VideoFormat,
 }
 
+/// The layers someone needs: all while the SFU listens, plus every mesh send loop's mask.
+fn wanted_layers(sfu: bool, demand: &Mutex<Vec<Weak<AtomicU8>>>) -> u8 {
+    let mut mask = if sfu { (1 << SIMULCAST_LAYERS) - 1 } else { 0 };
+    if let Ok(mut d) = demand.lock() {
+        d.retain(|w| match w.upgrade() {
+            Some(m) => {
+                mask |= m.load(Ordering::Relaxed);
+                true
+            }
+            None => false,
+        });
+    }
+    mask
+}
+
 impl VideoSender {
     fn start(
         mut source: Box<dyn VideoSource>,
@@ -354,50 +443,43 @@ impl VideoSender {
         events: mpsc::UnboundedSender<VoiceEvent>,
     ) -> Result<Self, VoiceError> {
         let format = source.format();
-        let (frames, _) = broadcast::channel(16);
+        // Checked before the thread starts: a source whose size libvpx refuses fails here.
+        Vp8Encoder::new(EncoderConfig::camera(
+            format.width,
+            format.height,
+            format.fps.max(1),
+            bitrate,
+        ))
+        .map_err(|e| VoiceError::WebRtc(format!("video encoder: {e}")))?;
         let (layers, _) = broadcast::channel::<Arc<LayerFrame>>(48);
+        let (mesh, _) = broadcast::channel::<Arc<LayerFrame>>(48);
+        let demand: Arc<Mutex<Vec<Weak<AtomicU8>>>> = Arc::default();
         let layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]> =
             Arc::new(std::array::from_fn(|_| AtomicBool::new(true)));
-        let (layer_tx, layer_kf) = (layers.clone(), layer_keyframes.clone());
-        let keyframe = Arc::new(AtomicBool::new(true));
+        let counters = Arc::new(SendCounters::default());
         let bitrate_bps = Arc::new(AtomicU64::new(bitrate.bps()));
         let stop = Arc::new(AtomicBool::new(false));
         let on = Arc::new(AtomicBool::new(true));
-        let (tx, kf, rate, halt, live) = (
-            frames.clone(),
-            keyframe.clone(),
+        let (sfu_tx, mesh_tx, wanted, layer_kf, count, rate, halt, live) = (
+            layers.clone(),
+            mesh.clone(),
+            demand.clone(),
+            layer_keyframes.clone(),
+            counters.clone(),
             bitrate_bps.clone(),
             stop.clone(),
             on.clone(),
         );
-        let (ready_tx, ready_rx) = sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("video capture".into())
             .spawn(move || {
                 let name = source.name();
-                let config = |w, h| {
-                    EncoderConfig::camera(
-                        w,
-                        h,
-                        format.fps.max(1),
-                        Bitrate::from_bps(rate.load(Ordering::Relaxed)),
-                    )
-                };
-                let mut enc = match Vp8Encoder::new(config(format.width, format.height)) {
-                    Ok(e) => {
-                        let _ = ready_tx.send(Ok(()));
-                        e
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
                 let fail = |what: String| {
                     tracing::warn!("{what}");
                     let _ = events.send(VoiceEvent::Error(what));
                 };
                 let mut simulcast: Option<SimulcastEncoder> = None;
+                let mut last_mask = 0u8;
                 while !halt.load(Ordering::Relaxed) {
                     let frame = match source.read() {
                         Ok(f) => f,
@@ -406,89 +488,79 @@ impl VideoSender {
                     };
                     if !live.load(Ordering::SeqCst) {
                         // Camera off: nothing leaves; each stream restarts on a keyframe.
-                        kf.store(true, Ordering::Relaxed);
                         for f in layer_kf.iter() {
                             f.store(true, Ordering::Relaxed);
                         }
                         continue;
                     }
-                    if layer_tx.receiver_count() == 0 {
-                        // No SFU connection: free the three encoders; the next starts on keyframes.
-                        simulcast = None;
-                    } else {
-                        let size = (frame.width(), frame.height());
-                        let total = Bitrate::from_bps(rate.load(Ordering::Relaxed));
-                        if simulcast
-                            .as_ref()
-                            .and_then(|e| e.layer(SIMULCAST_LAYERS - 1))
-                            .is_none_or(|l| (l.width, l.height) != size)
-                        {
-                            let ladder = simulcast_ladder(size.0, size.1, total);
-                            simulcast = match SimulcastEncoder::new(&ladder, format.fps.max(1)) {
-                                Ok(e) => Some(e),
-                                Err(e) => return fail(format!("simulcast encoder: {e}")),
-                            };
-                        }
-                        if let Some(enc) = simulcast.as_mut() {
-                            for (i, l) in simulcast_ladder(size.0, size.1, total).iter().enumerate()
-                            {
-                                if enc.layer(i).is_some_and(|c| c.bitrate != l.bitrate)
-                                    && let Err(e) = enc.set_bitrate(i, l.bitrate)
-                                {
-                                    tracing::debug!("simulcast bitrate: {e}");
-                                }
-                                if layer_kf[i].swap(false, Ordering::Relaxed) {
-                                    enc.request_keyframe(i);
-                                }
-                            }
-                            match enc.encode(&frame) {
-                                Ok(out) => {
-                                    for l in out {
-                                        let _ = layer_tx.send(Arc::new(l));
-                                    }
-                                }
-                                Err(e) => return fail(format!("simulcast encoder: {e}")),
-                            }
-                        }
+                    count.captured.fetch_add(1, Ordering::Relaxed);
+                    let mask = wanted_layers(sfu_tx.receiver_count() > 0, &wanted);
+                    if mask != last_mask {
+                        tracing::info!(
+                            "video layers wanted: {}{}{} (low, medium, high)",
+                            mask & 1,
+                            (mask >> 1) & 1,
+                            (mask >> 2) & 1
+                        );
+                        last_mask = mask;
                     }
-                    if tx.receiver_count() == 0 {
-                        // Nobody to send to: do not encode, start the next peer on a keyframe.
-                        kf.store(true, Ordering::Relaxed);
+                    count.active.store(mask, Ordering::Relaxed);
+                    if mask == 0 {
+                        // Nobody wants any layer: free the encoders; the next start on keyframes.
+                        simulcast = None;
                         continue;
                     }
-                    let c = enc.config();
-                    if (c.width, c.height) != (frame.width(), frame.height()) {
-                        enc = match Vp8Encoder::new(config(frame.width(), frame.height())) {
-                            Ok(e) => e,
-                            Err(e) => return fail(format!("video encoder: {e}")),
+                    let size = (frame.width(), frame.height());
+                    let total = Bitrate::from_bps(rate.load(Ordering::Relaxed));
+                    let ladder = simulcast_ladder(size.0, size.1, total);
+                    if simulcast
+                        .as_ref()
+                        .and_then(|e| e.layer(SIMULCAST_LAYERS - 1))
+                        .is_none_or(|l| (l.width, l.height) != size)
+                    {
+                        simulcast = match SimulcastEncoder::new(&ladder, format.fps.max(1)) {
+                            Ok(e) => Some(e),
+                            Err(e) => return fail(format!("simulcast encoder: {e}")),
                         };
                     }
-                    let want = Bitrate::from_bps(rate.load(Ordering::Relaxed));
-                    if let Err(e) = enc.set_bitrate(want) {
-                        tracing::debug!("video bitrate {want}: {e}");
-                    }
-                    if kf.swap(false, Ordering::Relaxed) {
-                        enc.request_keyframe();
+                    let Some(enc) = simulcast.as_mut() else {
+                        continue;
+                    };
+                    for (i, l) in ladder.iter().enumerate() {
+                        enc.set_active(i, mask & (1 << i) != 0);
+                        if enc.layer(i).is_some_and(|c| c.bitrate != l.bitrate)
+                            && let Err(e) = enc.set_bitrate(i, l.bitrate)
+                        {
+                            tracing::debug!("simulcast bitrate: {e}");
+                        }
+                        if layer_kf[i].swap(false, Ordering::Relaxed) {
+                            enc.request_keyframe(i);
+                        }
                     }
                     match enc.encode(&frame) {
-                        Ok(Some(e)) => {
-                            let _ = tx.send(Arc::new(e));
+                        Ok(out) => {
+                            for l in out {
+                                if let Some(c) = count.encoded.get(l.layer) {
+                                    c.fetch_add(1, Ordering::Relaxed);
+                                }
+                                let l = Arc::new(l);
+                                if sfu_tx.receiver_count() > 0 {
+                                    let _ = sfu_tx.send(l.clone());
+                                }
+                                let _ = mesh_tx.send(l);
+                            }
                         }
-                        Ok(None) => {}
-                        Err(e) => return fail(format!("video encoder: {e}")),
+                        Err(e) => return fail(format!("simulcast encoder: {e}")),
                     }
                 }
             })
             .map_err(|e| VoiceError::WebRtc(format!("video thread: {e}")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| VoiceError::WebRtc("the video thread died".into()))?
-            .map_err(|e| VoiceError::WebRtc(format!("video encoder: {e}")))?;
         Ok(Self {
-            frames,
             layers,
+            mesh,
+            demand,
             layer_keyframes,
-            keyframe,
+            counters,
             bitrate_bps,
             on,
             stop,
@@ -497,12 +569,14 @@ impl VideoSender {
         })
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<EncodedFrame>> {
-        self.frames.subscribe()
-    }
-
-    pub(crate) fn keyframe_flag(&self) -> Arc<AtomicBool> {
-        self.keyframe.clone()
+    /// The encoded layers for a mesh peer's send loop, and the mask through which it says
+    /// which layers it needs (a layer runs while some mask has its bit).
+    pub(crate) fn subscribe_mesh(&self) -> (broadcast::Receiver<Arc<LayerFrame>>, Arc<AtomicU8>) {
+        let mask = Arc::new(AtomicU8::new(0));
+        if let Ok(mut d) = self.demand.lock() {
+            d.push(Arc::downgrade(&mask));
+        }
+        (self.mesh.subscribe(), mask)
     }
 
     /// The simulcast layers (encoding starts with the first subscriber).
@@ -513,6 +587,16 @@ impl VideoSender {
     /// Per layer: set to get a keyframe of it at the next frame.
     pub(crate) fn layer_keyframe_flags(&self) -> Arc<[AtomicBool; SIMULCAST_LAYERS]> {
         self.layer_keyframes.clone()
+    }
+
+    pub(crate) fn stats(&self) -> VideoSendStats {
+        let c = &self.counters;
+        let active = c.active.load(Ordering::Relaxed);
+        VideoSendStats {
+            captured: c.captured.load(Ordering::Relaxed),
+            encoded: std::array::from_fn(|i| c.encoded[i].load(Ordering::Relaxed)),
+            active: std::array::from_fn(|i| active & (1 << i) != 0),
+        }
     }
 
     pub(crate) fn set_bitrate(&self, b: Bitrate) {
@@ -820,10 +904,18 @@ mod tests {
     }
 
     fn party(hub: &MemorySignalHub, me: UserId) -> (Arc<VoiceSession>, Shared) {
+        party_sized(hub, me, (320, 180))
+    }
+
+    fn party_sized(
+        hub: &MemorySignalHub,
+        me: UserId,
+        (w, h): (u32, u32),
+    ) -> (Arc<VoiceSession>, Shared) {
         let analyser = Shared(Arc::new(StdMutex::new(PatternAnalyser::new(
             WallAnchor::now(),
         ))));
-        let source = PatternSource::realtime(VideoFormat::new(320, 180, 30)).expect("pattern");
+        let source = PatternSource::realtime(VideoFormat::new(w, h, 30)).expect("pattern");
         let controls = CaptureControls::new();
         controls.set_mode(VoiceMode::Open);
         controls.set_noise_suppression(false);
@@ -906,6 +998,80 @@ mod tests {
         let stats = b.video_stats(&a_id).expect("stats");
         assert!(stats.plis_sent >= 1, "{stats:?}");
         assert_eq!(stats.losses, 0, "{stats:?}");
+        a.leave().await;
+        b.leave().await;
+    }
+
+    /// Waits (a hang guard only) until `b` gets a keyframe of `a`'s video at `size`.
+    async fn keyframe_of_size(
+        frames: &mut broadcast::Receiver<EncodedVideoFrame>,
+        from: UserId,
+        size: (u32, u32),
+    ) -> u64 {
+        let mut seen = 0;
+        loop {
+            let f = tokio::time::timeout(Duration::from_secs(20), frames.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no keyframe at {size:?} within 20 s"));
+            match f {
+                Ok(f) if f.user == from => {
+                    seen += 1;
+                    if f.keyframe && (f.width, f.height) == size {
+                        return seen;
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_switches_layers_and_unwanted_layers_are_not_encoded() {
+        let hub = MemorySignalHub::new();
+        let (a_id, b_id) = (UserId([1; 32]), UserId([2; 32]));
+        let (a, _) = party_sized(&hub, a_id, (640, 360));
+        let (b, _) = party_sized(&hub, b_id, (320, 180));
+        let mut at_b = b.video_frames();
+        b.set_video_quality(a_id, VideoQuality::Low)
+            .await
+            .expect("ask");
+        b.add_peer(a_id).await.expect("b waits");
+        a.add_peer(b_id).await.expect("a offers");
+        // B asked for low before connecting: A's thumbnails arrive (160x90 of 640x360).
+        keyframe_of_size(&mut at_b, a_id, (160, 90)).await;
+        let stats = a.video_send_stats().expect("a sends");
+        assert_eq!(stats.active, [true, false, false], "{stats:?}");
+        assert_eq!(stats.encoded[1], 0, "{stats:?}");
+        // Spotlight: the full picture, on the same track.
+        b.set_video_quality(a_id, VideoQuality::High)
+            .await
+            .expect("ask");
+        keyframe_of_size(&mut at_b, a_id, (640, 360)).await;
+        // Low is no longer wanted by anyone: it pauses.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = a.video_send_stats().expect("a sends");
+            if s.active == [false, false, true] {
+                assert_eq!(s.encoded[1], 0, "{s:?}");
+                assert!(
+                    s.encoded[0] <= s.captured && s.encoded[2] <= s.captured,
+                    "{s:?}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "layers {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Off: nothing is encoded for B (A has no other peer).
+        b.set_video_quality(a_id, VideoQuality::Off)
+            .await
+            .expect("ask");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.video_send_stats().expect("a sends").active != [false, false, false] {
+            assert!(Instant::now() < deadline, "still encoding for nobody");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         a.leave().await;
         b.leave().await;
     }

@@ -69,6 +69,12 @@ pub enum SignalPayload {
         /// The sender's Ed25519 signature over the sealed key, both parties, channel, epoch and salt.
         signature: Box<Signature>,
     },
+    /// In a mesh (call or channel): which layer of the sender's video the receiver wants
+    /// (`high` for the speaker, a pinned tile or a screen share, `low` for a thumbnail, `off`
+    /// when not shown; `auto` = the sender's default, high). The sender encodes each layer
+    /// once for everyone who wants it and pauses layers nobody wants; a receiver that never
+    /// asks is sent no video. Opaque to the relay.
+    VideoQuality { quality: VideoQuality },
 }
 
 /// What a client asks of the relay.
