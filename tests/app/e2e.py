@@ -246,6 +246,58 @@ def start_relay(binary, port, data, log):
     return proc
 
 
+def desktop_link_checks(session, args, app, data_dir, bot_env, log):
+    """Issue 19: a second launch of the app with a hum:// link (what the desktop runs when a link is
+    clicked: `hum-app %u`) hands the link to the running app and exits; the app asks before joining
+    the invited server or sending the friend request. Plus my handle and friend link."""
+    env2 = dict(bot_env, HUM_IDENTITY=os.path.join(data_dir, "linkbot.json"))
+    run2 = lambda *a: subprocess.run([args.hum_bin, *a], env=env2, stdout=subprocess.PIPE,
+                                     stderr=log, timeout=60, check=True, text=True).stdout.strip()
+    run2("identity", "create", "--name", "e2e-linkbot")
+    run2("handle", "set", "@linkbot")
+    run2("server", "create", "Link Den")
+    code = run2("server", "invite", "Link Den")
+
+    def launch(link):
+        env = dict(os.environ, HUM_DATA_DIR=data_dir, HUM_NO_BINDINGS_EXPORT="1")
+        return subprocess.run([app, link], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=90, text=True)
+
+    second = launch(f"hum://invite/{code}")
+    check("a second launch with an invite link hands it over and exits 0",
+          second.returncode == 0 and "already running" in second.stdout,
+          f"rc={second.returncode} {second.stdout[-300:]!r}")
+    what = session.wait_text("link-what", lambda t: code in t, 30)
+    check("the running app asks before joining the invited server", code in what, what)
+    session.click("link-accept")
+    session.find("server-Link Den", timeout=30)
+    check("accepting the invite link joins the server (it is on the rail)", wait_gone(session, "link-dialog"))
+
+    second = launch("hum://friend/@linkbot")
+    check("a second launch with a friend link hands it over", second.returncode == 0, f"rc={second.returncode}")
+    what = session.wait_text("link-what", lambda t: "@linkbot" in t, 30)
+    session.click("link-accept")
+    check("accepting the friend link closes the dialog", wait_gone(session, "link-dialog"), what)
+    session.click("nav-friends")
+    app_key = session.wait_js("return document.querySelector('[data-testid=my-key]')?.textContent",
+                              lambda v: v is not None and len(v) == 64, 20, "my key on the friends screen")
+    link = session.wait_js("return document.querySelector('[data-testid=friend-link]').value",
+                           lambda v: v.startswith("hum://"), 20, "my friend link")
+    check("the friends screen shows my friend link with my key", link == f"hum://friend/{app_key}", link)
+    accepted = subprocess.run([args.hum_bin, "friends", "accept", app_key], env=env2, stdout=log,
+                              stderr=subprocess.STDOUT, timeout=60).returncode
+    check("the friend request sent from the link reached @linkbot (who accepts it)", accepted == 0, str(accepted))
+    session.find("friend-e2e-linkbot", timeout=30)
+    session.type("my-handle", "e2e-alice")
+    session.click("my-handle-save")
+    status = session.wait_text("my-card-status", lambda t: "@e2e-alice" in t)
+    check("I take a handle on the relay", "@e2e-alice" in status, status)
+    found = json.loads(subprocess.run([args.hum_bin, "--json", "handle", "lookup", "@E2E-Alice"], env=env2,
+                                      stdout=subprocess.PIPE, stderr=log, timeout=60, text=True).stdout or "{}")
+    check("others find me by my handle", json.dumps(found).find(app_key) >= 0, json.dumps(found)[:200])
+    session.click("nav-voice")
+
+
 def livestream_checks(session, args, bot_env, log, shots):
     """Issue 14 in the app: go live with the pattern while a `hum watch` bot verifies chunks and
     the app counts it as a viewer; then the bot streams and the app's player decodes it (pattern
@@ -586,6 +638,9 @@ def main():
 
         # --- livestreams (issue 14): go live from the app, a CLI viewer; a CLI streamer, the app plays
         livestream_checks(session, args, bot_env, log, shots)
+
+        # --- desktop links (issue 19): a second launch hands hum:// links to this app --------------
+        desktop_link_checks(session, args, app, data_dir, bot_env, log)
 
         # --- 1-on-1 calls with the bot -----------------------------------------------------------
         session.click("nav-settings")
