@@ -349,11 +349,21 @@ impl Runtime {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, src)) = r {
+                        // str0m's rule: every mutation of an `Rtc` (here `handle_input`) is
+                        // followed by a full drain of its output before the next one. In RTP
+                        // mode it holds ONE received packet for the next `poll_output`: feeding
+                        // a second datagram first overwrote the first (session 7: a burst of a
+                        // 640x360 keyframe lost most of its packets). So each datagram is
+                        // pumped before the next is read.
                         self.on_datagram(&buf[..n], src, Instant::now());
-                        // Drain what is already queued before the timers (cheap batching).
+                        self.pump(Instant::now());
+                        // Then what is already queued, one at a time, before the timers.
                         for _ in 0..64 {
                             match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, src)) => self.on_datagram(&buf[..n], src, Instant::now()),
+                                Ok((n, src)) => {
+                                    self.on_datagram(&buf[..n], src, Instant::now());
+                                    self.pump(Instant::now());
+                                }
                                 Err(_) => break,
                             }
                         }
