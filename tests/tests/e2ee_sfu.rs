@@ -9,10 +9,18 @@
 //! - d leaves: a and b each make a new key (epoch 2), hand it to the other, switch to it
 //!   (`e2ee_rotated`), and still hear each other at the end, long after the switch: the new
 //!   keys went through and only the new keys are in use.
+//!
+//! And a reconnect: c reaches the relay through a TCP proxy the test cuts. The relay sees c leave
+//! (a and b rotate and drop c's keys), c's client reconnects and re-joins by itself, the keys go
+//! both ways again, and at the end all three hear each other with E2EE on.
 
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use hum_media::synth::read_wav;
 use hum_tests::KillOnDrop;
 use hum_tests::voice::{World, s, tone_file, tone_share, wait_exit, wait_for};
@@ -158,5 +166,185 @@ fn the_sfu_forwards_ciphertext_members_hear_each_other_and_keys_rotate_on_leave(
         refused(a),
         refused(b)
     );
+    Ok(())
+}
+
+/// A TCP proxy in front of the relay for one client, whose connections the test can cut (both
+/// ends see the connection close, as when a network drops).
+struct Proxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let kept = conns.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(up) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let (Ok(c2), Ok(u2), Ok(c3), Ok(u3)) = (
+                    client.try_clone(),
+                    up.try_clone(),
+                    client.try_clone(),
+                    up.try_clone(),
+                ) else {
+                    continue;
+                };
+                kept.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend([c3, u3]);
+                pump(client, u2);
+                pump(up, c2);
+            }
+        });
+        Ok(Proxy { addr, conns })
+    }
+
+    /// Closes every connection made so far; new ones go through.
+    fn cut(&self) -> usize {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for s in conns.iter() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let n = conns.len() / 2;
+        conns.clear();
+        n
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+/// How many times `i` received `from`'s key of `epoch`.
+fn keys_from(w: &World, i: usize, from: usize, epoch: u64) -> usize {
+    w.events(i)
+        .iter()
+        .filter(|e| {
+            e["type"] == "e2ee_key" && e["user"] == w.users[from].as_str() && e["epoch"] == epoch
+        })
+        .count()
+}
+
+#[test]
+fn a_member_whose_relay_link_drops_rejoins_and_keys_go_both_ways_again() -> Result<()> {
+    let w = World::with_relay_args(3, &["--mesh-limit", "0"])?;
+    let (a, b, c) = (0, 1, 2);
+    let relay: SocketAddr = w
+        .url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .context("relay address")?
+        .parse()?;
+    let proxy = Proxy::start(relay)?;
+    let mut pa = start(&w, a, "26s", true)?;
+    let mut pb = start(&w, b, "26s", true)?;
+    // c as `start` would, but through the proxy.
+    let tone = w.path(&format!("tone{c}.wav"));
+    tone_file(&tone, TONES[c], 0.1)?;
+    let rec = w.path(&format!("rec{c}.wav"));
+    let log = std::fs::File::create(w.path(&format!("events{c}.jsonl")))?;
+    let mut pc = KillOnDrop(
+        std::process::Command::new(&w.hum)
+            .args(["--relay", &format!("ws://{}/ws", proxy.addr), "--identity"])
+            .arg(w.identity(c))
+            .args([
+                "--json",
+                "voice",
+                "join",
+                "--server",
+                "Guild",
+                "--channel",
+                "Lounge",
+                "--bind",
+                "127.0.0.1:0",
+                "--play",
+            ])
+            .arg(&tone)
+            .args(["--loop", "--record"])
+            .arg(&rec)
+            .args(["--duration", "26s", "--e2ee"])
+            .env(
+                "HUM_LOG",
+                std::env::var("HUM_TEST_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning c's hum voice join")?,
+    );
+    let pairs = [(a, b), (a, c), (b, a), (b, c), (c, a), (c, b)];
+    wait_for(
+        "everyone to hold everyone's key",
+        Duration::from_secs(30),
+        || Ok(pairs.iter().all(|(i, from)| key_from(&w, *i, *from, 1))),
+    )?;
+    // Heard over the SFU before the cut, so the cut happens mid-call.
+    wait_for("c to hear a and b", Duration::from_secs(20), || {
+        Ok(connected(&w, c, a) && connected(&w, c, b))
+    })?;
+    let cut = proxy.cut();
+    ensure!(cut == 1, "c had {cut} relay connections through the proxy");
+    // The relay saw c leave: a and b rotate to epoch 2 and hand it to each other; c comes back,
+    // gets their current keys (2) and they get c's key again.
+    wait_for(
+        "keys to go both ways again after c's reconnect",
+        Duration::from_secs(30),
+        || {
+            Ok(key_from(&w, a, b, 2)
+                && key_from(&w, b, a, 2)
+                && key_from(&w, c, a, 2)
+                && key_from(&w, c, b, 2)
+                && keys_from(&w, a, c, 1) >= 2
+                && keys_from(&w, b, c, 1) >= 2)
+        },
+    )?;
+    for p in [&mut pa, &mut pb, &mut pc] {
+        wait_exit(p, Duration::from_secs(40))?;
+    }
+    let mut shares = Vec::new();
+    for (i, from) in pairs {
+        shares.push((i, from, heard(&w, i, TONES[from])?));
+    }
+    eprintln!(
+        "after c's reconnect (last 3 s): {}",
+        shares
+            .iter()
+            .map(|(i, f, s)| format!(
+                "{} hears {} {:.0}%",
+                ["a", "b", "c"][*i],
+                ["a", "b", "c"][*f],
+                s * 100.0
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (i, from, share) in shares {
+        ensure!(
+            share > 0.6,
+            "after the reconnect {i} hears {from} in only {:.0}% of blocks",
+            share * 100.0
+        );
+    }
     Ok(())
 }
