@@ -10,8 +10,8 @@ use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
 use crate::commands::{
-    budget, calls, connection, devices, friends, identity, links, live, servers, settings, streams,
-    video, voice,
+    budget, calls, connection, devices, friends, identity, links, live, privacy, servers, settings,
+    streams, video, voice,
 };
 
 pub fn builder() -> Builder<tauri::Wry> {
@@ -73,6 +73,10 @@ pub fn builder() -> Builder<tauri::Wry> {
             live::live_watch,
             live::live_leave,
             live::live_dismiss,
+            privacy::privacy_get,
+            privacy::privacy_set,
+            privacy::privacy_status,
+            privacy::safety_number,
         ])
         .events(collect_events![
             voice::PttChanged,
@@ -85,7 +89,8 @@ pub fn builder() -> Builder<tauri::Wry> {
             budget::BudgetChanged,
             live::LiveStatusChanged,
             links::LinkOpened,
-            live::LiveChanged
+            live::LiveChanged,
+            privacy::PrivacyChanged
         ])
         .typ::<crate::error::CommandError>()
         .typ::<crate::channels::LevelSample>()

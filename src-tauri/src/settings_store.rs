@@ -15,7 +15,10 @@ pub mod keys {
     pub const RELAY_URL: &str = "relay_url";
     pub const BANDWIDTH: &str = "bandwidth";
     pub const VOICE: &str = "voice";
+    pub const DESKTOP: &str = "desktop";
     pub const VIDEO: &str = "video";
+    /// "Hide my IP" and end-to-end encryption (commands::privacy).
+    pub const PRIVACY: &str = "privacy";
 }
 
 pub trait Kv: Send + Sync {

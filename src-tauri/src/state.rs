@@ -51,6 +51,8 @@ pub struct AppState {
     pub link: tokio::sync::Mutex<Option<VoiceLink>>,
     /// Its session, for the sync paths (push-to-talk hotkey, mute, volume).
     session: Mutex<Option<Arc<VoiceSession>>>,
+    /// The running channel's end-to-end keys and media routes ("Hide my IP", E2EE).
+    pub privacy: crate::commands::privacy::PrivacyRuntime,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             my_voice: Mutex::new(MyVoice::default()),
             link: tokio::sync::Mutex::new(None),
             session: Mutex::new(None),
+            privacy: Default::default(),
         })
     }
 

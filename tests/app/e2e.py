@@ -382,6 +382,109 @@ def livestream_checks(session, args, bot_env, log, shots):
         stop(streamer)
 
 
+def privacy_checks(session, args, bot_envs, log, data_dir, shots):
+    """Issue 16 in the app: Settings -> Privacy persists both switches; "Hide my IP" on a relay
+    without TURN refuses the join with a sentence; end-to-end encryption in a channel on the SFU
+    with two `hum voice join --e2ee` bots: the stage's lock counts both bots' keys, the bots got
+    the app's key, the app decrypts their audio, and the safety-number screen shows 60 digits per
+    member. Both switches are off again at the end (later steps join channels)."""
+    def privacy_saved():
+        try:
+            with open(os.path.join(data_dir, "settings.json")) as f:
+                return json.load(f).get("privacy")
+        except (OSError, ValueError):
+            return None
+
+    def toggle(testid, want):
+        session.click("nav-settings")
+        session.find("privacy-panel")
+        if session.prop(testid, "checked") != want:
+            session.js(f"document.querySelector('[data-testid={testid}]').scrollIntoView()")
+            session.click(testid)
+        session.wait_text("privacy-status", lambda t: t.startswith("Saved"), 10)
+        session.wait_js(f"return document.querySelector('[data-testid={testid}]').checked",
+                        lambda v: v is want, 10, f"{testid} {want}")
+
+    toggle("privacy-e2ee", True)
+    toggle("privacy-hide-ip", True)
+    saved = privacy_saved()
+    check("privacy switches saved to the settings file", saved == {"hide_ip": True, "e2ee": True}, str(saved))
+    cost = session.text("privacy-hide-ip-cost")
+    check("'Hide my IP' says what it costs (latency)", "latency" in cost, cost)
+    app_key = session.wait_text("public-key", lambda t: len(t) == 64)
+    if shots:
+        session.js("document.querySelector('[data-testid=privacy-panel]').scrollIntoView()")
+        session.screenshot(f"{shots}/settings-privacy.png")
+    session.click("nav-voice")
+    session.type("new-channel-name-E2E Squad", "Secret")
+    session.type("new-channel-max-E2E Squad", "30")
+    session.click("create-channel-E2E Squad")
+    session.find("channel-Secret")
+    outs = [os.path.join(data_dir, f"e2ee-bot{i}.jsonl") for i in range(len(bot_envs))]
+    bots = []
+    try:
+        for env, tone, out in zip(bot_envs, ("440", "660"), outs):
+            bots.append(subprocess.Popen(
+                [args.hum_bin, "--json", "voice", "join", "--server", "E2E Squad", "--channel", "Secret",
+                 "--tone", tone, "--duration", "120s", "--e2ee"],
+                env=env, stdout=open(out, "w"), stderr=log, start_new_session=True))
+        session.find("member-e2e-bot", timeout=30)
+        session.find("member-e2e-bot2", timeout=30)
+        # This relay has no TURN server: "Hide my IP" cannot work, and says so before joining.
+        session.click("join-Secret")
+        err = session.wait_text("voice-error", lambda t: "Hide my IP" in t, 20)
+        check("'Hide my IP' without a TURN server refuses the join and says why",
+              "TURN" in err and not session.exists("leave-Secret"), err)
+        toggle("privacy-hide-ip", False)
+        session.click("nav-voice")
+        session.click("join-Secret")
+        mode = session.wait_js("const s = document.querySelector('[data-testid=stage]');"
+                               "return s ? s.dataset.mode : null;", lambda v: v == "sfu", 30, "stage on the SFU")
+        check("three members: the E2EE channel runs on the SFU", mode == "sfu", str(mode))
+        keys = session.wait_js(
+            "const b = document.querySelector('[data-testid=stage-e2ee]');"
+            "return b ? b.dataset.keys + '/' + b.dataset.members : null;", lambda v: v == "2/2", 30,
+            "both bots' keys")
+        check("the stage's lock shows keys from both bots", keys == "2/2", str(keys))
+
+        def bot_has_app_key(out):
+            try:
+                with open(out) as f:
+                    return any(json.loads(l).get("type") == "e2ee_key" and json.loads(l).get("user") == app_key
+                               for l in f if l.startswith("{"))
+            except OSError:
+                return False
+        deadline = time.time() + 20
+        while time.time() < deadline and not all(bot_has_app_key(o) for o in outs):
+            time.sleep(0.2)
+        check("both bots received and opened the app's key", all(bot_has_app_key(o) for o in outs))
+        session.click("stage-e2ee")
+        session.find("safety-dialog")
+        number = session.wait_text("safety-number-e2ee-bot", lambda t: len(t.split()) == 12, 10)
+        check("the safety-number screen shows 12 groups of 5 digits per member",
+              all(len(g) == 5 and g.isdigit() for g in number.split()), number)
+        state = session.text("safety-state-e2ee-bot2")
+        check("each bot shows as encrypted with its key", state.startswith("Encrypted"), state)
+        decrypted = session.wait_js(
+            "document.querySelector('[data-testid=e2ee-refresh]').click();"
+            "return Number(document.querySelector('[data-testid=e2ee-frames]').dataset.decrypted);",
+            lambda v: v and v > 50, 30, "frames decrypted")
+        check("the app decrypts the bots' audio from the SFU", decrypted and decrypted > 50, str(decrypted))
+        print(f"measured: app decrypted {decrypted} E2EE frames; safety number with e2e-bot {number}")
+        if shots:
+            session.screenshot(f"{shots}/e2ee-safety-numbers.png")
+        session.click("safety-dialog-close")
+        session.click("leave-Secret")
+        session.find("join-Secret")
+    finally:
+        for b in bots:
+            stop(b)
+    toggle("privacy-e2ee", False)
+    saved = privacy_saved()
+    check("privacy switches off again, saved", saved == {"hide_ip": False, "e2ee": False}, str(saved))
+    session.click("nav-voice")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--app", required=True)
@@ -635,6 +738,9 @@ def main():
             for b in big_bots:
                 stop(b)
         check("an empty channel is a mesh again (badge gone)", wait_gone(session, "channel-mode-Big", 20))
+
+        # --- privacy (issue 16): the switches, 'Hide my IP' without TURN, E2EE on the SFU ---------
+        privacy_checks(session, args, (bot_env, bot2_env), log, data_dir, shots)
 
         # --- livestreams (issue 14): go live from the app, a CLI viewer; a CLI streamer, the app plays
         livestream_checks(session, args, bot_env, log, shots)

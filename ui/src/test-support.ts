@@ -119,6 +119,10 @@ export function fakeBackend(
           return { public_key: alice.public_key, handle: null, friend_link: `hum://friend/${alice.public_key}` };
         case "links_take":
           return [];
+        case "tray_sync":
+          return false;
+        case "desktop_settings_get":
+          return { settings: { start_on_login: false, close_to_tray: false }, tray: false, autostart_error: null };
         case "video_settings_get":
           return { source: "camera", quality: "720p30" };
         case "video_settings_set":
@@ -136,6 +140,20 @@ export function fakeBackend(
         case "input_monitor_start":
         case "input_monitor_stop":
           return null;
+        case "privacy_get":
+          return { hide_ip: false, e2ee: false };
+        case "privacy_set":
+          return args.settings;
+        case "privacy_status":
+          return {
+            channel: null,
+            hide_ip: false,
+            e2ee: false,
+            epoch: null,
+            decrypted_frames: 0,
+            refused_frames: 0,
+            members: [],
+          };
         case "live_list":
           return [];
         case "live_status":

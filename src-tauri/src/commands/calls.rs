@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hum_engine::RelayClient;
 use hum_engine::calls::{self, CallError, CallEvent, CallState, Calls, MediaIo, MediaProvider};
-use hum_engine::voice::{VideoIo, VoiceConfig, VoiceEvent, VoiceSession};
+use hum_engine::voice::{VideoIo, VoiceEvent, VoiceSession};
 use serde::{Deserialize, Serialize};
 use specta::Type;
 use tauri::{AppHandle, Manager, State};
@@ -146,10 +146,12 @@ impl MediaProvider for AppMedia {
             .map_err(|e| e.message)?;
         me.audio_notice = (!notices.is_empty()).then(|| notices.join(" "));
         state.set_my_voice(me).map_err(|e| e.message)?;
-        Ok(MediaIo {
-            config: VoiceConfig::default(),
-            audio,
-        })
+        // "Hide my IP" (Settings -> Privacy): media through TURN only.
+        let relay = state.relay().map_err(|e| e.message)?;
+        let config = super::privacy::voice_config(state.kv.as_ref(), &relay)
+            .await
+            .map_err(|e| e.message)?;
+        Ok(MediaIo { config, audio })
     }
 
     async fn open_video(&self, _peer: &calls::CallPeer) -> Result<VideoIo, String> {

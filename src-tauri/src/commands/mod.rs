@@ -9,6 +9,7 @@ pub mod friends;
 pub mod identity;
 pub mod links;
 pub mod live;
+pub mod privacy;
 pub mod servers;
 pub mod settings;
 pub mod streams;

@@ -4,8 +4,8 @@
 //! the data is the relay's, fetched through hum-engine's `RelayClient`.
 
 use hum_engine::ClientError;
+use hum_engine::voice::VoiceEvent;
 use hum_engine::voice::link::VoiceLink;
-use hum_engine::voice::{VoiceConfig, VoiceEvent};
 use hum_proto::signal::{
     ChannelInfo, ChannelPermissions, ErrorCode as RelayCode, Name, Permissions, Role, ServerInfo,
     VoiceStatePatch,
@@ -200,6 +200,7 @@ pub(crate) async fn leave_voice(state: &AppState) -> bool {
     let link = state.link.lock().await.take();
     match link {
         Some(link) => {
+            state.privacy.stop();
             state.set_session(None);
             state.level_follower.stop(&state.levels);
             // Before the session stops: its capture thread waits on my camera's frames.
@@ -422,19 +423,27 @@ pub async fn channel_join(
     leave_voice(&state).await;
     super::devices::stop_monitor(&state);
     let settings = super::voice::load(&state);
-    let (io, notices) = super::devices::open_audio(&settings, me.muted || me.deafened)?;
+    // "Hide my IP" and E2EE (Settings -> Privacy): before the devices open, so a relay without
+    // TURN is refused with a sentence and nothing to undo.
+    let mut config = super::privacy::voice_config(state.kv.as_ref(), &relay).await?;
+    // The key exchange starts before the join: the others' keys arrive right after it.
+    state
+        .privacy
+        .start(&app, &state, &relay, ChannelId(channel), &mut config)?;
+    let (io, notices) = match super::devices::open_audio(&settings, me.muted || me.deafened) {
+        Ok(x) => x,
+        Err(e) => {
+            state.privacy.stop();
+            return Err(e);
+        }
+    };
     let video = super::video::call_video_io(&state);
-    let joined = VoiceLink::join_channel_with_video(
-        relay,
-        ChannelId(channel),
-        VoiceConfig::default(),
-        io,
-        video,
-    )
-    .await;
+    let joined =
+        VoiceLink::join_channel_with_video(relay, ChannelId(channel), config, io, video).await;
     let (link, mut events) = match joined {
         Ok(j) => j,
         Err(e) => {
+            state.privacy.stop();
             // The video track's reader of my camera goes with the session that never started.
             super::video::stop_call_video(&state);
             return Err(CommandError::new(ErrorCode::Rejected, e.to_string()));
@@ -470,6 +479,10 @@ pub async fn channel_join(
                     app.state::<AppState>()
                         .stats
                         .publish(&PeerStatsView::new(user, &stats));
+                }
+                VoiceEvent::Route { user, route } => {
+                    app.state::<AppState>().privacy.route(user, route.relayed());
+                    let _ = super::privacy::PrivacyChanged {}.emit(&app);
                 }
                 _ => {}
             }

@@ -144,6 +144,12 @@ export const commands = {
 	liveLeave: () => typedError<null, CommandError>(__TAURI_INVOKE("live_leave")),
 	/**  Clears the notice (the user closed it). */
 	liveDismiss: () => __TAURI_INVOKE<void>("live_dismiss"),
+	privacyGet: () => __TAURI_INVOKE<PrivacySettings>("privacy_get"),
+	/**  Saves the switches; they apply from the next channel join or call. */
+	privacySet: (settings: PrivacySettings) => typedError<PrivacySettings, CommandError>(__TAURI_INVOKE("privacy_set", { settings })),
+	privacyStatus: () => __TAURI_INVOKE<PrivacyStatus>("privacy_status"),
+	/**  The safety number I share with `user_id` (the same on their screen when no key was swapped). */
+	safetyNumber: (userId: string) => typedError<string, CommandError>(__TAURI_INVOKE("safety_number", { userId })),
 };
 
 /** Events */
@@ -154,6 +160,7 @@ export const events = {
 	friendsChanged: makeEvent<FriendsChanged, FriendsChanged>("friends-changed"),
 	liveChanged: makeEvent<LiveChanged, LiveChanged>("live-changed"),
 	liveStatusChanged: makeEvent<LiveStatusChanged, LiveStatusChanged>("live-status-changed"),
+	privacyChanged: makeEvent<PrivacyChanged, PrivacyChanged>("privacy-changed"),
 	pttChanged: makeEvent<PttChanged, PttChanged>("ptt-changed"),
 	relayStatusChanged: makeEvent<RelayStatusChanged, RelayStatusChanged>("relay-status-changed"),
 	selfSpeaking: makeEvent<SelfSpeaking, SelfSpeaking>("self-speaking"),
@@ -460,6 +467,22 @@ export type MeasuredUpload = {
 	measured_at_unix_ms: number,
 };
 
+/**  One other member, as far as privacy goes. */
+export type MemberPrivacy = {
+	user_id: string,
+	/**
+	 *  The epoch of their media key we hold; none: we cannot decrypt them (no E2EE on their
+	 *  side, or their key has not arrived).
+	 */
+	key_epoch: number | null,
+	/**  Their key arrived but was refused (altered, not for us, bad signature): why. */
+	key_refused: string | null,
+	/**  Media to them goes through TURN (true) or directly (false); none: not connected yet. */
+	relayed: boolean | null,
+	/**  60 digits both of us see the same when nobody swapped a key (hum_e2ee::safety_number). */
+	safety_number: string | null,
+};
+
 export type MemberVoice = {
 	/**  Public key, hex. */
 	user_id: string,
@@ -498,6 +521,40 @@ export type PeerStatsView = {
 export type Person = {
 	user_id: string,
 	display_name: string,
+};
+
+/**  The key exchange or the route of someone changed: the stage refetches `privacy_status`. */
+export type PrivacyChanged = Record<string, never>;
+
+/**
+ *  The two switches. Both off for a fresh install: relaying costs latency, and a member with
+ *  E2EE on does not hear members without it on the SFU.
+ */
+export type PrivacySettings = {
+	/**  Media only through TURN: peers, the SFU and the relay's signalling never see my address. */
+	hide_ip?: boolean,
+	/**
+	 *  SFrame on my channel's media when it runs on the relay's SFU (a mesh is already end to
+	 *  end): the relay and its SFU forward what they cannot decrypt.
+	 */
+	e2ee?: boolean,
+};
+
+/**  The running channel's privacy: what the stage badges and the safety-number screen show. */
+export type PrivacyStatus = {
+	/**  The channel this is about; none when not in one. */
+	channel: number | null,
+	/**  Joined with "Hide my IP" (media through TURN only). */
+	hide_ip: boolean,
+	/**  Joined with end-to-end encryption on. */
+	e2ee: boolean,
+	/**  The epoch of the key I encrypt with now (it changes when someone leaves). */
+	epoch: number | null,
+	decrypted_frames: number,
+	/**  Frames that did not decrypt (from members without E2EE, altered, replayed). */
+	refused_frames: number,
+	/**  Other members I hold a key of, or a route to (the UI adds those of the roster it has). */
+	members: MemberPrivacy[],
 };
 
 export type ProtectionSettings = {

@@ -8,6 +8,7 @@ const SECTIONS: { id: string; label: string }[] = [
   { id: "settings-relay", label: "Relay" },
   { id: "bandwidth-panel", label: "Bandwidth" },
   { id: "voice-panel", label: "Voice & devices" },
+  { id: "privacy-panel", label: "Privacy" },
 ];
 
 /**

@@ -3,6 +3,8 @@ import { useEffect } from "preact/hooks";
 import { commands, type AppSettings, type IdentityInfo, type VoiceSettings } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { BandwidthPanel } from "./BandwidthPanel";
+import { DesktopPanel } from "../desktop/DesktopPanel";
+import { PrivacyPanel } from "./PrivacyPanel";
 import { VoicePanel } from "./VoicePanel";
 
 export function SettingsScreen(props: { identity: IdentityInfo }) {
@@ -67,6 +69,8 @@ export function SettingsScreen(props: { identity: IdentityInfo }) {
       {s.bandwidth_notice && <p class="warning">{s.bandwidth_notice}</p>}
       <BandwidthPanel initial={s.bandwidth} initialReport={s.bandwidth_report} />
       <VoicePanel initial={voice.value} />
+      <DesktopPanel />
+      <PrivacyPanel />
     </div>
   );
 }

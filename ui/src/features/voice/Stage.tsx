@@ -6,6 +6,7 @@ import { activeStreams, benchStreams, camera, cameraStreamOf, endedStreams } fro
 import { VideoTile } from "../video/VideoTile";
 import { HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { servers, voiceAct } from "./store";
+import { ChannelPrivacy } from "../settings/ChannelPrivacy";
 
 /** The voice channel I am in, and its server's name. */
 export function myChannel(channel: number | null): { server: string; channel: ChannelView } | null {
@@ -142,6 +143,7 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
         >
           {sfu ? "SFU" : "Mesh"}
         </span>
+        <ChannelPrivacy channel={here.channel.id} sfu={sfu} roster={roster} myId={props.myId} />
         {pages > 1 && (
           <span class="stage-pager">
             <button class="small secondary" data-testid="stage-prev" disabled={p === 0} onClick={() => (page.value = p - 1)}>
