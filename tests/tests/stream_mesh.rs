@@ -223,6 +223,129 @@ fn a_viewer_whose_root_link_drops_reopens_it_and_keeps_playing() -> Result<()> {
 }
 
 #[test]
+fn a_streamer_whose_upload_link_drops_reopens_it_and_viewers_keep_playing() -> Result<()> {
+    // The streamer's /mesh to the relay closes after 5 s; the session gets a fresh ticket and
+    // reopens it, and the chunks published meanwhile go up from the uploader's backlog. The
+    // viewer relays nothing: everything it plays came through the relay from the streamer.
+    let w = World::new(1)?;
+    let r = run_full(
+        &w,
+        1,
+        None,
+        &["--drop-root-after", "5s"],
+        &[(1, &["--relay-kbps", "0"])],
+    )?;
+    let up = &r.streamer["uploader"];
+    ensure!(
+        u(up, "root_link_drops") == 1 && u(up, "root_reconnects") == 1,
+        "the streamer's upload link was not reopened: {}",
+        r.streamer
+    );
+    let v = &r.viewers[0];
+    ensure!(u(v, "played_verified") == u(v, "played"), "{v}");
+    // Without the uplink back the viewer would have nothing to play after 5 s of its 15.
+    ensure!(u(v, "played") >= 40, "it stopped playing: {v}");
+    let continuity = v["continuity"].as_f64().unwrap_or(0.0);
+    ensure!(continuity >= 0.95, "continuity {continuity}: {v}");
+    ensure!(metric(&w, "hum_relay_stream_uploads_refused_total")? == 0);
+    Ok(())
+}
+
+/// Layers: the streamer publishes three (320x180 `high`, 160x90 `low`, audio only; a small
+/// ladder for a debug build on two cores), each its own chunk sequence and swarm. Viewer 1
+/// watches `high` and switches to `low` after 6 s; viewers 2 and 3 watch `low` and `audio` from
+/// the start. Every chunk each plays verifies against the streamer's record of its layer; the
+/// switching viewer plays chunks of both layers, every sequence number once, none skipped.
+#[test]
+fn a_viewer_switches_layers_at_a_chunk_boundary_and_keeps_continuity() -> Result<()> {
+    let w = World::new(3)?;
+    let r = run_full(
+        &w,
+        3,
+        None,
+        &["--layer", "low:160x90@100", "--layer", "audio"],
+        &[
+            (
+                1,
+                &[
+                    "--quality",
+                    "high",
+                    "--switch-to",
+                    "low",
+                    "--switch-after",
+                    "6s",
+                ],
+            ),
+            (2, &["--quality", "low"]),
+            (3, &["--quality", "audio"]),
+        ],
+    )?;
+    let first = std::fs::read_to_string(w.path("streamer.jsonl"))?;
+    let info: Value = serde_json::from_str(first.lines().next().context("no stream line")?)?;
+    let layers: Vec<&str> = info["stream"]["layers"]
+        .as_array()
+        .context("the stream lists its layers")?
+        .iter()
+        .filter_map(|l| l["layer"].as_str())
+        .collect();
+    ensure!(layers == ["high", "low", "audio"], "layers: {info}");
+    for (i, v) in r.viewers.iter().enumerate() {
+        ensure!(
+            u(v, "played_verified") == u(v, "played") && u(v, "played_corrupt") == 0,
+            "viewer {} played a chunk that does not verify: {v}",
+            i + 1
+        );
+        ensure!(u(v, "played") >= 30, "viewer {} played little: {v}", i + 1);
+        ensure!(u(v, "wire_errors") == 0, "viewer {}: {v}", i + 1);
+    }
+    let by = |v: &Value, l: &str| u(&v["played_by_layer"], l);
+    let v = &r.viewers[0];
+    ensure!(
+        v["layer"] == "low" && u(v, "layer_switches") == 1,
+        "viewer 1 did not switch to low: {v}"
+    );
+    ensure!(
+        by(v, "high") >= 10 && by(v, "low") >= 10 && by(v, "high") + by(v, "low") == u(v, "played"),
+        "viewer 1 did not play both layers: {v}"
+    );
+    ensure!(
+        u(v, "skipped") == 0 && u(v, "played_unavailable") == 0,
+        "viewer 1 lost chunks across the switch: {v}"
+    );
+    let (v2, v3) = (&r.viewers[1], &r.viewers[2]);
+    ensure!(
+        v2["layer"] == "low" && by(v2, "low") == u(v2, "played"),
+        "{v2}"
+    );
+    ensure!(
+        v3["layer"] == "audio" && by(v3, "audio") == u(v3, "played"),
+        "{v3}"
+    );
+    for v in [v2, v3] {
+        let continuity = v["continuity"].as_f64().unwrap_or(0.0);
+        ensure!(continuity >= 0.99, "continuity {continuity}: {v}");
+    }
+    // The streamer uploaded each layer once (three layers' chunks, one copy each).
+    let up = &r.streamer["uploader"];
+    ensure!(
+        u(up, "links") == 1 && u(up, "chunks_sent") == u(up, "published"),
+        "{}",
+        r.streamer
+    );
+    ensure!(metric(&w, "hum_relay_stream_uploads_refused_total")? == 0);
+    eprintln!(
+        "layers: viewer 1 played {} high + {} low chunks (continuity {}, lag p50 {} ms); low viewer {} chunks, audio viewer {} chunks",
+        by(v, "high"),
+        by(v, "low"),
+        v["continuity"],
+        u(v, "lag_ms_p50"),
+        u(v2, "played"),
+        u(v3, "played"),
+    );
+    Ok(())
+}
+
+#[test]
 fn a_viewer_serving_corrupt_chunks_is_banned_and_nothing_corrupt_plays() -> Result<()> {
     let w = World::new(5)?;
     let r = run(&w, 5, Some(1))?;

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hum_engine::stream::playback::fetch_recording;
+use hum_engine::stream::player::{AudioPlayout, spawn_player};
 use hum_engine::stream::session::{mesh_ticket, mesh_url};
-use hum_engine::stream::source::{AudioInput, SourceConfig, VideoInput};
+use hum_engine::stream::source::{AudioInput, LayerSpec, SourceConfig, VideoInput};
 use hum_engine::stream::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession};
+use hum_mesh::Layer;
 use hum_proto::signal::{Name, Reply, Request, StreamInfo};
 use hum_proto::{Bitrate, StreamId};
 use serde_json::json;
@@ -93,6 +95,55 @@ pub struct StartArgs {
     /// Local UDP address for the mesh's WebRTC links.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub bind: String,
+    /// A layer below the top one (the --width/--height/--video-kbps picture, `high`), best
+    /// first: `NAME:WxH@KBPS` (NAME medium or low) or `audio` (audio only). Repeat for several.
+    #[arg(long = "layer", value_parser = parse_layer)]
+    pub layers: Vec<LayerSpec>,
+    /// Your measured upload in kbit/s: the best layers are left out while the ladder would not
+    /// fit in it (with 20% headroom).
+    #[arg(long)]
+    pub upload_kbps: Option<u64>,
+    /// Testing only: close the upload link to the relay after this long (it is reopened).
+    #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+    pub drop_root_after: Option<Duration>,
+}
+
+/// `low:160x90@100` or `audio`.
+fn parse_layer(s: &str) -> Result<LayerSpec, String> {
+    if s == "audio" {
+        return Ok(LayerSpec::audio_only());
+    }
+    let bad = || format!("{s}: expected NAME:WxH@KBPS (NAME medium or low) or audio");
+    let (name, rest) = s.split_once(':').ok_or_else(bad)?;
+    let layer = match name {
+        "medium" => Layer::Medium,
+        "low" => Layer::Low,
+        _ => return Err(bad()),
+    };
+    let (size, kbps) = rest.split_once('@').ok_or_else(bad)?;
+    let (w, h) = size.split_once('x').ok_or_else(bad)?;
+    let num = |v: &str| v.parse::<u32>().map_err(|_| bad());
+    let (width, height) = (num(w)?, num(h)?);
+    if width == 0 || height == 0 || width % 2 == 1 || height % 2 == 1 {
+        return Err(format!("{s}: the picture must be even and not empty"));
+    }
+    Ok(LayerSpec {
+        layer,
+        width,
+        height,
+        video_bitrate: Bitrate::from_kbps(u64::from(num(kbps)?)),
+    })
+}
+
+/// `high`, `medium`, `low`, `audio`.
+fn parse_quality(s: &str) -> Result<Layer, String> {
+    Ok(match s {
+        "high" => Layer::High,
+        "medium" => Layer::Medium,
+        "low" => Layer::Low,
+        "audio" => Layer::Audio,
+        _ => return Err(format!("{s}: expected high, medium, low or audio")),
+    })
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +165,26 @@ pub struct WatchArgs {
     /// Testing only: close the link to the relay's root after this long (it is reopened).
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
     pub drop_root_after: Option<Duration>,
+    /// The layer to watch (high, medium, low, audio); default: the best the stream has.
+    #[arg(long, value_parser = parse_quality)]
+    pub quality: Option<Layer>,
+    /// Auto quality: move between --quality (default the best) and the layers below it as the
+    /// player stalls (down) or plays cleanly for a while (up).
+    #[arg(long)]
+    pub auto: bool,
+    /// Switch to this layer after `--switch-after` (at a chunk boundary, without a gap).
+    #[arg(long, value_parser = parse_quality, requires = "switch_after")]
+    pub switch_to: Option<Layer>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub switch_after: Option<Duration>,
+    /// Play what arrives: the sound decoded into a paced sink (a WAV file with --audio-wav,
+    /// else nowhere) and the picture's frames paced as the app's player paces them; the report
+    /// gains `audio` and `video_frames`.
+    #[arg(long)]
+    pub play: bool,
+    /// With --play: write the stream's sound here (48 kHz mono WAV).
+    #[arg(long, requires = "play")]
+    pub audio_wav: Option<std::path::PathBuf>,
 }
 
 /// Waits for the stream to end, the duration to pass or an interrupt.
@@ -278,6 +349,16 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
         video_bitrate: Bitrate::from_kbps(args.video_kbps),
         chunk: Duration::from_millis(u64::from(args.chunk_ms)),
         audio: !args.no_audio,
+        lower: {
+            if args.layers.len() > 3 {
+                bail!("at most 3 --layer below the top one");
+            }
+            let mut l = [None; 3];
+            for (i, x) in args.layers.iter().enumerate() {
+                l[i] = Some(*x);
+            }
+            l
+        },
     };
     let video = match (&args.source, &args.file) {
         (Source::Pattern, _) => VideoInput::Pattern,
@@ -302,13 +383,21 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
             source,
             record: args.record,
             bind: vec![args.bind.clone()],
+            upload: args.upload_kbps.map(Bitrate::from_kbps),
         },
     )
     .await
     .map_err(|e| anyhow!("going live: {e}"))?;
     print_info(cli, session.info());
     let began = Instant::now();
-    let why = until_end(&mut session.ended_watch(), args.duration.map(|d| began + d)).await;
+    let mut ended = session.ended_watch();
+    if let Some(d) = args.drop_root_after {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => session.drop_root_link(),
+            _ = ended.changed() => {}
+        }
+    }
+    let why = until_end(&mut ended, args.duration.map(|d| began + d)).await;
     let s = session.stop().await;
     if cli.json {
         let mut v = serde_json::to_value(&s)?;
@@ -327,6 +416,12 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
 pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
     let client = connect(cli).await?;
     let stream = StreamId(args.stream);
+    let (played_tx, played_rx) = if args.play {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let session = WatchSession::join(
         &client,
         stream,
@@ -334,13 +429,41 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
             relay: Bitrate::from_kbps(args.relay_kbps),
             bind: vec![args.bind.clone()],
             corrupt: args.corrupt,
-            played: None,
+            played: played_tx,
+            layer: args.quality,
+            auto: args.auto,
         },
     )
     .await
     .map_err(|e| anyhow!("joining the stream: {e}"))?;
     if !cli.json {
         print_info(cli, session.info());
+    }
+    let video_frames = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut playing = None;
+    if let Some(rx) = played_rx {
+        use hum_engine::voice::hum_media::pacer::Paced;
+        use hum_engine::voice::hum_media::synth::{NullSink, WavSink};
+        let sink: Box<dyn hum_engine::voice::hum_media::AudioSink> = match &args.audio_wav {
+            Some(p) => Box::new(Paced::new(
+                WavSink::create(p).context("opening --audio-wav")?,
+            )),
+            None => Box::new(Paced::new(NullSink)),
+        };
+        let audio = std::sync::Arc::new(
+            AudioPlayout::start(sink).map_err(|e| anyhow!("stream sound: {e}"))?,
+        );
+        let frames = video_frames.clone();
+        let task = spawn_player(
+            rx,
+            session.info().started_ms,
+            Some(audio.clone()),
+            move |_| {
+                frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            },
+        );
+        playing = Some((task, audio));
     }
     let began = Instant::now();
     let mut ended = session.ended_watch();
@@ -351,18 +474,46 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
             _ = ended.changed() => {}
         }
     }
+    if let (Some(layer), Some(d)) = (args.switch_to, args.switch_after) {
+        tokio::select! {
+            _ = tokio::time::sleep_until((began + d).into()) => {
+                session
+                    .switch_layer(layer)
+                    .await
+                    .map_err(|e| anyhow!("switching layers: {e}"))?;
+            }
+            _ = ended.changed() => {}
+        }
+    }
     let why = until_end(&mut ended, until).await;
     let report = session.stop().await;
     let secs = began.elapsed().as_secs_f64();
+    let audio = match playing {
+        Some((task, audio)) => {
+            task.abort();
+            let _ = task.await;
+            // The player's handle is gone: stopping finishes the sink (the WAV header).
+            Some(match std::sync::Arc::try_unwrap(audio) {
+                Ok(a) => a.stop(),
+                Err(a) => a.report(),
+            })
+        }
+        None => None,
+    };
+    let video_frames = video_frames.load(std::sync::atomic::Ordering::Relaxed);
     if cli.json {
-        println!(
-            "{}",
-            json!({"stream": stream, "ended": why, "seconds": secs, "viewer": report})
-        );
+        let mut v = json!({"stream": stream, "ended": why, "seconds": secs, "viewer": report});
+        if let Some(a) = audio {
+            v["audio"] = serde_json::to_value(a)?;
+            v["video_frames"] = json!(video_frames);
+        }
+        println!("{v}");
     } else {
         let total = report.bytes_from_root + report.bytes_from_peers;
         println!(
-            "watched {secs:.1} s ({why}): played {} chunks ({} verified, {} corrupt), skipped {}, continuity {:.2}%, lag p50 {} ms / p95 {} ms; {} of {} bytes from peers; banned {}",
+            "watched {secs:.1} s ({why}), layer {} ({} switches): played {} chunks ({} verified, {} corrupt), skipped {}, continuity {:.2}%, lag p50 {} ms / p95 {} ms; {} of {} bytes from peers; banned {}",
+            report.layer,
+            report.layer_switches,
             report.played,
             report.played_verified,
             report.played_corrupt,

@@ -37,6 +37,7 @@ async fn run(viewers: &[(Bitrate, bool)], chunks: u64) -> (NodeReport, Vec<NodeR
         video_bitrate: Bitrate::from_kbps(200),
         chunk: Duration::from_millis(250),
         audio: true,
+        lower: [None; 3],
     };
     let publisher = Publisher::from_seed([3; 32]);
     let streamer = UserId(publisher.public_key().to_bytes());

@@ -16,7 +16,7 @@
 //! Outgoing frames go through a bounded queue per connection: when a viewer does not read, its
 //! chunks are dropped (it asks someone else), never buffered without bound.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,6 +113,7 @@ impl Live {
                 streamer,
                 bitrate,
                 recording,
+                layers,
             } => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 inner.streams.insert(stream, tx);
@@ -126,11 +127,17 @@ impl Live {
                     },
                     _ => None,
                 };
+                let layers = if layers.is_empty() {
+                    vec![(Layer::High, bitrate)]
+                } else {
+                    layers
+                };
                 let task = StreamTask {
                     stream,
-                    host: None,
+                    hosts: BTreeMap::new(),
+                    layers,
+                    members: HashMap::new(),
                     streamer,
-                    bitrate,
                     start: Instant::now(),
                     conns: HashMap::new(),
                     hub_tx: self.hub_tx.clone(),
@@ -186,13 +193,18 @@ impl Live {
     }
 }
 
-/// One stream's root: the host state machine, the members' `/mesh` connections, the recording.
+/// One stream's root: a host state machine per layer (each layer is its own swarm: its own
+/// tracker, window and cap), the members' `/mesh` connections (one per member, whatever layer it
+/// watches), the recording (the best layer).
 struct StreamTask {
     stream: StreamId,
-    /// Built at once; `None` only if the streamer's id is not a valid key.
-    host: Option<RootHost>,
+    /// One per layer, built at once; empty only if the streamer's id is not a valid key.
+    hosts: BTreeMap<Layer, RootHost>,
+    /// The published layers, best first, with their planned rates.
+    layers: Vec<(Layer, Bitrate)>,
+    /// The layer each viewer watches.
+    members: HashMap<UserId, Layer>,
     streamer: UserId,
-    bitrate: Bitrate,
     start: Instant,
     conns: HashMap<UserId, (u64, mpsc::Sender<Vec<u8>>)>,
     hub_tx: mpsc::Sender<HubCmd>,
@@ -212,13 +224,18 @@ impl StreamTask {
             return;
         };
         let seed = u64::from_be_bytes(self.streamer.0[..8].try_into().unwrap_or([1; 8]));
-        self.host = Some(RootHost::new(
-            HostConfig::new(Layer::High, self.bitrate),
-            self.streamer,
-            Verifier::new(key),
-            seed,
-            Time::ZERO,
-        ));
+        for (i, (layer, rate)) in self.layers.iter().enumerate() {
+            self.hosts.insert(
+                *layer,
+                RootHost::new(
+                    HostConfig::new(*layer, *rate),
+                    self.streamer,
+                    Verifier::new(key),
+                    seed.wrapping_add(i as u64),
+                    Time::ZERO,
+                ),
+            );
+        }
         self.metrics.streams_hosted.fetch_add(1, Ordering::Relaxed);
         let mut wake = Time::ZERO;
         loop {
@@ -232,7 +249,7 @@ impl StreamTask {
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let now = self.now();
-                    if let Some(h) = &mut self.host {
+                    for h in self.hosts.values_mut() {
                         h.handle_timeout(now);
                     }
                 }
@@ -246,13 +263,41 @@ impl StreamTask {
 
     fn input(&mut self, m: StreamMsg) {
         let now = self.now();
-        let Some(host) = &mut self.host else { return };
+        if self.hosts.is_empty() {
+            return;
+        }
+        let best = self.layers[0].0;
         match m {
-            StreamMsg::Cmd(LiveCmd::Joined { user, relay, .. }) => {
-                host.viewer_joined(now, user, relay)
+            StreamMsg::Cmd(LiveCmd::Joined {
+                user, relay, layer, ..
+            }) => {
+                let layer = if self.hosts.contains_key(&layer) {
+                    layer
+                } else {
+                    best
+                };
+                // A join again (a layer switch) leaves the old layer's swarm first.
+                if let Some(old) = self.members.insert(user, layer)
+                    && let Some(h) = self.hosts.get_mut(&old)
+                {
+                    h.viewer_left(now, user);
+                }
+                if let Some(h) = self.hosts.get_mut(&layer) {
+                    h.viewer_joined(now, user, relay);
+                }
             }
-            StreamMsg::Cmd(LiveCmd::Left { user, .. }) => host.viewer_left(now, user),
+            StreamMsg::Cmd(LiveCmd::Left { user, .. }) => {
+                if let Some(old) = self.members.remove(&user)
+                    && let Some(h) = self.hosts.get_mut(&old)
+                {
+                    h.viewer_left(now, user);
+                }
+            }
             StreamMsg::Cmd(LiveCmd::Signal { from, signal, .. }) => {
+                let layer = self.members.get(&from).copied().unwrap_or(best);
+                let Some(host) = self.hosts.get_mut(&layer) else {
+                    return;
+                };
                 let before = host.stats.bans;
                 host.signal_in(now, from, signal);
                 let bans = host.stats.bans - before;
@@ -267,7 +312,9 @@ impl StreamTask {
             StreamMsg::Detach { user, conn } => {
                 if self.conns.get(&user).is_some_and(|(c, _)| *c == conn) {
                     self.conns.remove(&user);
-                    host.link_closed(user);
+                    for h in self.hosts.values_mut() {
+                        h.link_closed(user);
+                    }
                 }
             }
             StreamMsg::FromMember { user, msg } if user == self.streamer => {
@@ -278,12 +325,21 @@ impl StreamTask {
                     return;
                 };
                 let len = payload.len() as u64;
+                let layer = record.layer;
+                let Some(host) = self.hosts.get_mut(&layer) else {
+                    self.metrics
+                        .stream_uploads_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
                 match host.upload(now, *record, payload.clone()) {
                     Ok(()) => {
                         self.metrics
                             .stream_upload_bytes
                             .fetch_add(len, Ordering::Relaxed);
-                        if let Some(w) = &mut self.writer
+                        // The recording keeps the best layer.
+                        if layer == best
+                            && let Some(w) = &mut self.writer
                             && let Err(e) = w.append(&record, &payload)
                         {
                             tracing::error!(stream = %self.stream, "recording: {e}; recording stops");
@@ -298,35 +354,55 @@ impl StreamTask {
                     }
                 }
             }
-            StreamMsg::FromMember { user, msg } => match msg {
-                MeshMsg::Request { .. } | MeshMsg::Cancel { .. } | MeshMsg::BufferHealth { .. } => {
-                    host.handle_input(now, user, msg)
+            StreamMsg::FromMember { user, msg } => {
+                // A viewer talks to the root of the layer it watches (and only that one).
+                let layer = self.members.get(&user).copied().unwrap_or(best);
+                let Some(host) = self.hosts.get_mut(&layer) else {
+                    return;
+                };
+                match msg {
+                    MeshMsg::Request { layer: l, .. } | MeshMsg::Cancel { layer: l, .. }
+                        if l == layer =>
+                    {
+                        host.handle_input(now, user, msg)
+                    }
+                    MeshMsg::BufferHealth { .. } => host.handle_input(now, user, msg),
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
         }
     }
 
     async fn drain(&mut self) -> Time {
-        loop {
-            let Some(host) = &mut self.host else {
-                return Time::MAX;
-            };
-            match host.poll_output() {
-                HostOutput::Timeout(t) => return t,
-                HostOutput::Signal { to, signal } => {
-                    let _ = self
-                        .hub_tx
-                        .send(HubCmd::LiveSignal {
-                            stream: self.stream,
-                            to,
-                            signal,
-                        })
-                        .await;
+        let mut wake = Time::MAX;
+        let layers: Vec<Layer> = self.hosts.keys().copied().collect();
+        for layer in layers {
+            while let Some(host) = self.hosts.get_mut(&layer) {
+                match host.poll_output() {
+                    HostOutput::Timeout(t) => {
+                        wake = wake.min(t);
+                        break;
+                    }
+                    HostOutput::Signal { to, signal } => {
+                        // A layer the viewer has left says nothing more to it (its `gone`s
+                        // and grants belong to the old swarm).
+                        if self.members.get(&to).is_some_and(|l| *l != layer) {
+                            continue;
+                        }
+                        let _ = self
+                            .hub_tx
+                            .send(HubCmd::LiveSignal {
+                                stream: self.stream,
+                                to,
+                                signal,
+                            })
+                            .await;
+                    }
+                    HostOutput::Send { to, msg } => self.send(to, &msg),
                 }
-                HostOutput::Send { to, msg } => self.send(to, &msg),
             }
         }
+        wake
     }
 
     fn send(&mut self, to: UserId, msg: &MeshMsg) {

@@ -15,10 +15,15 @@ use std::time::Duration;
 
 use hum_engine::ClientEvent;
 use hum_engine::RelayClient;
-use hum_engine::stream::player::spawn_player;
+use hum_engine::stream::player::{AudioPlayout, spawn_player};
 use hum_engine::stream::session::EndReason;
-use hum_engine::stream::source::{AudioInput, SourceConfig, VideoInput};
+use hum_engine::stream::source::{AudioInput, LayerSpec, SourceConfig, VideoInput};
 use hum_engine::stream::{LiveOptions, LiveSession, NodeReport, WatchOptions, WatchSession};
+use hum_engine::voice::hum_media::AudioSink;
+use hum_engine::voice::hum_media::device::CpalSink;
+use hum_engine::voice::hum_media::pacer::Paced;
+use hum_engine::voice::hum_media::synth::NullSink;
+use hum_proto::mesh::Layer;
 use hum_proto::signal::{Event, Name, Reply, Request, StreamInfo};
 use hum_proto::{Bitrate, ChannelId, ServerId, StreamId};
 use serde::{Deserialize, Serialize};
@@ -164,6 +169,8 @@ type Task = tauri::async_runtime::JoinHandle<()>;
 struct Watching {
     session: WatchSession,
     player: tokio::task::JoinHandle<()>,
+    /// The stream's sound (to the chosen speaker; a paced null sink when there is none).
+    audio: Option<Arc<AudioPlayout>>,
     ticker: Task,
     behind: Arc<AtomicU64>,
     relay_budget: u64,
@@ -190,8 +197,9 @@ fn no_behind() -> u64 {
 
 const HISTORY: usize = 60;
 
-/// The size and rate the app streams at: 640x360 at 20 fps, 700 kbit/s of VP8 (+ 32 kbit/s
-/// Opus), 250 ms chunks of 5 frames.
+/// The layers the app streams: 640x360 at 20 fps, 700 kbit/s of VP8 (`high`), 320x180 at 200
+/// kbit/s (`low`) and audio only, each with 32 kbit/s Opus, 250 ms chunks of 5 frames; fewer
+/// when the bandwidth settings' available upload cannot carry them.
 pub fn app_source() -> SourceConfig {
     SourceConfig {
         width: 640,
@@ -200,6 +208,56 @@ pub fn app_source() -> SourceConfig {
         video_bitrate: Bitrate::from_kbps(700),
         chunk: Duration::from_millis(250),
         audio: true,
+        lower: [
+            Some(LayerSpec {
+                layer: Layer::Low,
+                width: 320,
+                height: 180,
+                video_bitrate: Bitrate::from_kbps(200),
+            }),
+            Some(LayerSpec::audio_only()),
+            None,
+        ],
+    }
+}
+
+/// The upload Hum may use (the bandwidth settings' total less the reservation), when known.
+fn available_upload(state: &AppState) -> Option<Bitrate> {
+    let (settings, _) = super::settings::load_bandwidth(state);
+    let r = super::settings::report(state, &settings).ok()?;
+    (r.effective.available > 0).then(|| Bitrate::from_bps(r.effective.available))
+}
+
+/// The stream's sound goes to the speaker chosen in the voice settings (the system's default
+/// if none), or to a paced null sink on a machine without one (as calls do).
+fn stream_audio(state: &AppState) -> Option<Arc<AudioPlayout>> {
+    let settings = super::voice::load(state);
+    let sink: Box<dyn AudioSink> = match CpalSink::open(settings.output_device.as_deref()) {
+        Ok(s) => Box::new(s),
+        Err(e) => {
+            tracing::info!("stream sound: no speaker ({e}); a null sink plays it");
+            Box::new(Paced::new(NullSink))
+        }
+    };
+    match AudioPlayout::start(sink) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            tracing::warn!("stream sound: {e}");
+            None
+        }
+    }
+}
+
+/// The best layer the bandwidth settings' download quality allows (`None`: auto, the best).
+fn download_layer(state: &AppState) -> Option<Layer> {
+    use hum_budget::DownloadQuality as Q;
+    let (settings, _) = super::settings::load_bandwidth(state);
+    match settings.download_quality {
+        Q::Auto => None,
+        Q::P1080 => Some(Layer::High),
+        Q::P720 => Some(Layer::Medium),
+        Q::P480 => Some(Layer::Low),
+        Q::AudioOnly => Some(Layer::Audio),
     }
 }
 
@@ -344,6 +402,8 @@ async fn finish_watch(w: Watching, abort_ticker: bool) {
         w.ticker.abort();
     }
     w.session.stop().await;
+    // The player task held the other handle: the sound thread stops with the last one.
+    drop(w.audio);
 }
 
 /// Starts forwarding stream starts/ends (and, to the streamer, joins) as `LiveChanged`. Runs
@@ -438,6 +498,7 @@ pub async fn live_start(
             source: app_source(),
             record: request.record,
             bind: vec!["0.0.0.0:0".into()],
+            upload: available_upload(&state),
         },
     )
     .await
@@ -490,6 +551,9 @@ pub async fn live_watch(
             bind: vec!["0.0.0.0:0".into()],
             corrupt: false,
             played: Some(played_tx),
+            layer: download_layer(&state),
+            // Auto: the best layer first, then by the player's stalls.
+            auto: download_layer(&state).is_none(),
         },
     )
     .await
@@ -497,30 +561,37 @@ pub async fn live_watch(
     let id = video_id(stream);
     let behind = Arc::new(AtomicU64::new(no_behind()));
     let (hub, behind2) = (state.video.clone(), behind.clone());
-    let player = spawn_player(played_rx, session.info().started_ms, move |f| {
-        let now = hum_engine::stream::node::unix_ms();
-        behind2.store(now.saturating_sub(f.capture_unix_ms), Ordering::Relaxed);
-        if let Some(p) = VideoPacket::build(
-            &id,
-            VideoMeta {
-                keyframe: f.keyframe,
-                after_loss: false,
-                width: f.width,
-                height: f.height,
-                timestamp_us: f.timestamp_us,
-                capture_unix_ms: f.capture_unix_ms,
-            },
-            &f.data,
-        ) {
-            hub.publish(&p);
-        }
-        true
-    });
+    let audio = stream_audio(&state);
+    let player = spawn_player(
+        played_rx,
+        session.info().started_ms,
+        audio.clone(),
+        move |f| {
+            let now = hum_engine::stream::node::unix_ms();
+            behind2.store(now.saturating_sub(f.capture_unix_ms), Ordering::Relaxed);
+            if let Some(p) = VideoPacket::build(
+                &id,
+                VideoMeta {
+                    keyframe: f.keyframe,
+                    after_loss: false,
+                    width: f.width,
+                    height: f.height,
+                    timestamp_us: f.timestamp_us,
+                    capture_unix_ms: f.capture_unix_ms,
+                },
+                &f.data,
+            ) {
+                hub.publish(&p);
+            }
+            true
+        },
+    );
     let ticker = ticker(app.clone(), session.ended_watch(), true);
     set_notice(&app, None);
     *live_state(&app).watching.lock().await = Some(Watching {
         session,
         player,
+        audio,
         ticker,
         behind,
         relay_budget: budget,
@@ -573,6 +644,7 @@ mod tests {
             started_ms: 1_700_000_000_000,
             viewers: 3,
             recording: true,
+            layers: vec![],
         };
         let v = LiveStreamView::from(&info);
         assert_eq!((v.id, v.server, v.channel, v.viewers), (7, 1, 2, 3));

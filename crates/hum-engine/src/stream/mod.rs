@@ -20,6 +20,7 @@ pub mod player;
 pub mod relay_link;
 pub mod session;
 pub mod source;
+pub mod splice;
 
 pub use node::{
     Command, NodeConfig, NodeHandle, NodeReport, PlayedChunk, spawn_root, spawn_uploader,

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::link::{Lane, LinkEvent, MeshLink};
 use super::relay_link::RelayLink;
+use super::splice::{Pick, Splicer};
 
 /// A link to one mesh neighbour: WebRTC to a peer, or the relay's `/mesh` to a relay-hosted root.
 #[derive(Clone)]
@@ -88,12 +89,40 @@ pub struct NodeConfig {
 /// A chunk the viewer's player reached, verified against the streamer's signed record.
 #[derive(Clone, Debug)]
 pub struct PlayedChunk {
+    /// The layer it came from (a layer switch changes it at a chunk boundary).
+    pub layer: Layer,
     pub seq: u64,
     /// Media time of the chunk's start, µs since the stream began.
     pub start_us: u64,
     pub duration_us: u32,
     /// The frames (docs/stream.md, "Chunk format"; `hum_mesh::chunker::Chunk::frames` reads it).
     pub payload: Arc<[u8]>,
+}
+
+impl PlayedChunk {
+    /// A chunk as played (tests, and anything that plays chunks it made itself).
+    pub fn from_chunk(c: &Chunk) -> Self {
+        PlayedChunk {
+            layer: c.layer,
+            seq: c.seq,
+            start_us: c.start_us,
+            duration_us: c.duration_us,
+            payload: c.payload.clone(),
+        }
+    }
+
+    /// Its frames, in order; `None` if the payload is not a well-formed chunk body.
+    pub fn frames(&self) -> Option<Vec<hum_mesh::chunker::Frame>> {
+        Chunk::new(
+            self.layer,
+            self.seq,
+            self.start_us,
+            self.duration_us,
+            true,
+            self.payload.clone(),
+        )
+        .frames()
+    }
 }
 
 /// What the caller tells a running node.
@@ -113,6 +142,10 @@ pub enum Command {
     RootUrl(String),
     /// Tests only: close the link to the relay-hosted root (as a network drop would).
     DropRootLink,
+    /// Viewer: move to `layer` (planned at `rate`). A second machine joins that layer's swarm
+    /// (the next grants are its) from the end of what the current one holds; the player cuts
+    /// over at a chunk boundary ([`Splicer`]) and the old machine goes.
+    SwitchLayer { layer: Layer, rate: Bitrate },
 }
 
 /// Counts a node reports (the `hum watch --json` object).
@@ -165,6 +198,15 @@ pub struct NodeReport {
     /// opened again with a fresh ticket ([`Command::RootUrl`]).
     pub root_link_drops: u64,
     pub root_reconnects: u64,
+    /// Viewer: the layer playing now, chunks played from each layer, switches done.
+    pub layer: &'static str,
+    pub played_by_layer: BTreeMap<&'static str, u64>,
+    pub layer_switches: u64,
+}
+
+/// A layer's name as reports and the CLI write it.
+pub fn layer_name(l: Layer) -> &'static str {
+    hum_proto::signal::StreamLayerName::from_mesh(l).as_str()
 }
 
 /// A running node: send it commands, read its report.
@@ -205,7 +247,12 @@ enum Machine {
         tracker: Tracker,
     },
     Viewer {
+        /// The machine of the layer playing now.
         viewer: Box<Viewer>,
+        layer: Layer,
+        /// During a layer switch: the new layer's machine, and whether it has joined its swarm.
+        next: Option<(Layer, Box<Viewer>, bool)>,
+        splice: Splicer,
         joined_at: Option<Instant>,
         check: Verifier,
     },
@@ -235,7 +282,13 @@ struct Node {
     starts: BTreeMap<u64, u64>,
     /// Viewer: what the root granted us last (restored when its link is reopened).
     root_grant: Bitrate,
+    /// Uploader: chunks published while the relay's link was down, sent when it is reopened
+    /// (at most the root's window: older ones could not be served any more).
+    backlog: std::collections::VecDeque<MeshMsg>,
 }
+
+/// Chunks an uploader keeps while its link to the relay is down (the root's window).
+const UPLOAD_BACKLOG: usize = 64;
 
 /// Start a root: `publisher` signs with the streamer's key (`me`'s). Signals to send come out on
 /// `signals`.
@@ -280,6 +333,9 @@ pub fn spawn_viewer(
     let viewer = Viewer::new(PeerId(1), ROOT, Verifier::new(key), vc, Time::ZERO);
     let machine = Machine::Viewer {
         viewer: Box::new(viewer),
+        layer: cfg.layer,
+        next: None,
+        splice: Splicer::new(cfg.layer),
         joined_at: None,
         check: Verifier::new(key),
     };
@@ -319,6 +375,7 @@ fn spawn(
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let report = NodeReport {
         role,
+        layer: layer_name(cfg.layer),
         ..NodeReport::default()
     };
     let (report_tx, report_rx) = watch::channel(report.clone());
@@ -341,6 +398,7 @@ fn spawn(
         lags: Vec::new(),
         starts: BTreeMap::new(),
         root_grant: Bitrate::ZERO,
+        backlog: std::collections::VecDeque::new(),
     };
     node.ids.insert(streamer, ROOT);
     node.users.insert(ROOT, streamer);
@@ -389,7 +447,12 @@ impl Node {
                     let now = self.now();
                     match &mut self.machine {
                         Machine::Root { seed, .. } => seed.handle_timeout(now),
-                        Machine::Viewer { viewer, .. } => viewer.handle_timeout(now),
+                        Machine::Viewer { viewer, next, .. } => {
+                            viewer.handle_timeout(now);
+                            if let Some((_, n, _)) = next {
+                                n.handle_timeout(now);
+                            }
+                        }
                         Machine::Upload { .. } => {}
                     }
                 }
@@ -434,7 +497,34 @@ impl Node {
                     {
                         viewer.add_upstream(now, ROOT, self.root_grant);
                     }
+                    // The uploader sends what it published meanwhile, in order.
+                    while let Some(m) = self.backlog.pop_front() {
+                        self.transmit(ROOT, m).await;
+                    }
                     self.finish_report();
+                }
+            }
+            Command::SwitchLayer { layer, rate } => {
+                let cfg = &self.cfg;
+                if let Machine::Viewer {
+                    layer: cur,
+                    next,
+                    splice,
+                    ..
+                } = &mut self.machine
+                {
+                    splice.switch_to(layer);
+                    if layer == *cur {
+                        *next = None;
+                    } else {
+                        let vc = ViewerConfig::new(layer, rate, cfg.chunk, cfg.relay_budget);
+                        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.users[&ROOT].0);
+                        if let Ok(key) = key {
+                            let v = Viewer::new(PeerId(1), ROOT, Verifier::new(key), vc, now);
+                            *next = Some((layer, Box::new(v), false));
+                        }
+                    }
+                    self.root_grant = Bitrate::ZERO;
                 }
             }
             Command::DropRootLink => {
@@ -449,6 +539,10 @@ impl Node {
                 let len = chunk.payload.len() as u32;
                 match &mut self.machine {
                     Machine::Root { seed, .. } => {
+                        // An in-process root carries one layer.
+                        if chunk.layer != self.cfg.layer {
+                            return;
+                        }
                         seed.publish(now, &chunk, len);
                     }
                     Machine::Upload { publisher } => {
@@ -604,9 +698,34 @@ impl Node {
                     ups.push((p, g.rate));
                 }
                 if let Machine::Viewer {
-                    viewer, joined_at, ..
+                    viewer,
+                    next,
+                    joined_at,
+                    ..
                 } = &mut self.machine
                 {
+                    // During a switch the grants are the new layer's swarm's.
+                    if let Some((_, n, joined)) = next {
+                        if !*joined {
+                            *joined = true;
+                            // From the end of what the old layer holds (chunks still in the
+                            // root's window), so the two overlap and the cut loses nothing.
+                            let from = if viewer.player().is_started() {
+                                let mut s = viewer.player().next_seq();
+                                while viewer.has(s) {
+                                    s += 1;
+                                }
+                                s.saturating_sub(1).min(live_seq)
+                            } else {
+                                live_seq
+                            };
+                            n.join(now, from);
+                        }
+                        for (p, rate) in ups {
+                            n.add_upstream(now, p, rate);
+                        }
+                        return;
+                    }
                     if joined_at.is_none() {
                         *joined_at = Some(Instant::now());
                         viewer.join(now, live_seq);
@@ -620,10 +739,13 @@ impl Node {
                 if !self.is_from_streamer(from) {
                     return;
                 }
-                if let (Some(&p), Machine::Viewer { viewer, .. }) =
+                if let (Some(&p), Machine::Viewer { viewer, next, .. }) =
                     (self.ids.get(&user), &mut self.machine)
                 {
                     viewer.peer_gone(now, p);
+                    if let Some((_, n, _)) = next {
+                        n.peer_gone(now, p);
+                    }
                 }
             }
             MeshSignal::Want { .. } => {
@@ -728,7 +850,12 @@ impl Node {
                 if let Some(&p) = self.ids.get(&user) {
                     match &mut self.machine {
                         Machine::Root { seed, .. } => seed.peer_gone(p),
-                        Machine::Viewer { viewer, .. } => viewer.peer_gone(now, p),
+                        Machine::Viewer { viewer, next, .. } => {
+                            viewer.peer_gone(now, p);
+                            if let Some((_, n, _)) = next {
+                                n.peer_gone(now, p);
+                            }
+                        }
                         Machine::Upload { .. } => {}
                     }
                 }
@@ -773,7 +900,18 @@ impl Node {
         match &mut self.machine {
             Machine::Root { seed, .. } => seed.handle_input(now, from, msg),
             Machine::Upload { .. } => {}
-            Machine::Viewer { viewer, .. } => {
+            Machine::Viewer {
+                viewer,
+                layer,
+                next,
+                ..
+            } => {
+                // Each layer is its own swarm: a message goes to the machine of its layer.
+                let viewer = match (msg_layer(&msg), next) {
+                    (Some(l), Some((nl, n, _))) if l == *nl => n,
+                    _ => viewer,
+                };
+                let _ = layer;
                 let data = match &msg {
                     MeshMsg::Data {
                         record, payload, ..
@@ -802,32 +940,44 @@ impl Node {
         }
     }
 
-    /// Drain the machine's outputs until its next timeout.
+    /// Drain the machines' outputs until their next timeout (a viewer switching layers runs
+    /// two).
     async fn drain(&mut self) -> Time {
         let mut changed = false;
-        loop {
-            let out = match &mut self.machine {
-                Machine::Root { seed, .. } => seed.poll_output(),
-                Machine::Viewer { viewer, .. } => viewer.poll_output(),
-                Machine::Upload { .. } => Output::Timeout(Time::MAX),
-            };
-            match out {
-                Output::Timeout(t) => {
-                    if changed {
-                        self.finish_report();
+        let mut wake = Time::MAX;
+        for second in [false, true] {
+            loop {
+                let (out, from) = match &mut self.machine {
+                    Machine::Root { seed, .. } if !second => (seed.poll_output(), self.cfg.layer),
+                    Machine::Viewer { viewer, layer, .. } if !second => {
+                        (viewer.poll_output(), *layer)
                     }
-                    return t;
-                }
-                Output::Send { to, msg } => {
-                    changed = true;
-                    self.transmit(to, msg).await;
-                }
-                Output::Event(ev) => {
-                    changed = true;
-                    self.event(ev).await;
+                    Machine::Viewer {
+                        next: Some((l, n, _)),
+                        ..
+                    } => (n.poll_output(), *l),
+                    _ => (Output::Timeout(Time::MAX), self.cfg.layer),
+                };
+                match out {
+                    Output::Timeout(t) => {
+                        wake = wake.min(t);
+                        break;
+                    }
+                    Output::Send { to, msg } => {
+                        changed = true;
+                        self.transmit(to, msg).await;
+                    }
+                    Output::Event(ev) => {
+                        changed = true;
+                        self.event(ev, from).await;
+                    }
                 }
             }
         }
+        if changed {
+            self.finish_report();
+        }
+        wake
     }
 
     async fn transmit(&mut self, to: PeerId, msg: MeshMsg) {
@@ -845,6 +995,14 @@ impl Node {
         let Some(link) = self.links.get(&user) else {
             return;
         };
+        if matches!(self.machine, Machine::Upload { .. }) && link.is_closed() {
+            // The relay's link is down: keep the chunk until the session reopens it.
+            self.backlog.push_back(msg);
+            while self.backlog.len() > UPLOAD_BACKLOG {
+                self.backlog.pop_front();
+            }
+            return;
+        }
         let msg = match msg {
             MeshMsg::Data {
                 record,
@@ -900,10 +1058,13 @@ impl Node {
         }
     }
 
-    async fn event(&mut self, ev: MeshEvent) {
+    async fn event(&mut self, ev: MeshEvent, from: Layer) {
         let streamer = self.users[&ROOT];
         match ev {
             MeshEvent::Started { .. } => {
+                if self.report.started {
+                    return;
+                }
                 self.report.started = true;
                 if let Machine::Viewer {
                     joined_at: Some(j), ..
@@ -912,37 +1073,8 @@ impl Node {
                     self.report.startup_ms = Some(j.elapsed().as_millis() as u64);
                 }
             }
-            MeshEvent::Played { seq, on_time, .. } => {
-                self.report.played += 1;
-                if !on_time {
-                    self.report.stalled += 1;
-                }
-                if let Machine::Viewer { viewer, check, .. } = &self.machine {
-                    match viewer.chunk(seq) {
-                        Some((record, payload)) => {
-                            if check.verify_chunk(record, payload).is_ok() {
-                                self.report.played_verified += 1;
-                                if let Some(tx) = &self.cfg.played {
-                                    let _ = tx.try_send(PlayedChunk {
-                                        seq,
-                                        start_us: record.start_us,
-                                        duration_us: record.duration_us,
-                                        payload: payload.clone(),
-                                    });
-                                }
-                            } else {
-                                self.report.played_corrupt += 1;
-                            }
-                        }
-                        None => self.report.played_unavailable += 1,
-                    }
-                }
-                if let Some(start_us) = self.starts.get(&seq) {
-                    let captured = self.cfg.started_ms + start_us / 1000;
-                    self.lags.push(unix_ms().saturating_sub(captured));
-                }
-            }
-            MeshEvent::Skipped { .. } => self.report.skipped += 1,
+            MeshEvent::Played { seq, on_time, .. } => self.reached(from, seq, Some(on_time)),
+            MeshEvent::Skipped { seq, .. } => self.reached(from, seq, None),
             MeshEvent::Penalised { .. } => self.report.penalties += 1,
             MeshEvent::Banned { peer } => {
                 if let Some(&u) = self.users.get(&peer) {
@@ -952,8 +1084,98 @@ impl Node {
                     self.drop_link(u).await;
                 }
             }
-            MeshEvent::NeedUpstreams { count } => self.sig(streamer, MeshSignal::Want { count }),
+            MeshEvent::NeedUpstreams { count } => {
+                // While switching, the old layer's machine asks nothing of the new swarm.
+                if let Machine::Viewer {
+                    layer,
+                    next: Some(_),
+                    ..
+                } = &self.machine
+                    && *layer == from
+                {
+                    return;
+                }
+                self.sig(streamer, MeshSignal::Want { count })
+            }
             MeshEvent::Fallback { .. } => {}
+        }
+    }
+
+    /// A layer's player reached `seq`: played (`Some(on_time)`) or given up. Through the
+    /// [`Splicer`], which decides what the viewer plays (one layer at a time, each sequence
+    /// number once); every chunk played is verified again here and handed to the decoder.
+    fn reached(&mut self, from: Layer, seq: u64, played: Option<bool>) {
+        let Machine::Viewer {
+            viewer,
+            layer,
+            next,
+            splice,
+            check,
+            ..
+        } = &mut self.machine
+        else {
+            return;
+        };
+        let (cur_layer, cur) = (*layer, &**viewer);
+        let machine = |l: Layer| -> Option<&Viewer> {
+            if l == cur_layer {
+                Some(cur)
+            } else {
+                next.as_ref()
+                    .filter(|(nl, ..)| *nl == l)
+                    .map(|(_, n, _)| &**n)
+            }
+        };
+        let (picks, cut) = splice.reached(from, seq, played.is_some(), |l, s| {
+            machine(l).is_some_and(|m| m.has(s))
+        });
+        for p in picks {
+            let (l, s) = match p {
+                Pick::Skip { .. } => {
+                    self.report.skipped += 1;
+                    continue;
+                }
+                Pick::Play { layer, seq } => (layer, seq),
+            };
+            self.report.played += 1;
+            // Late: the player waited for it.
+            if played == Some(false) && s == seq && l == from {
+                self.report.stalled += 1;
+            }
+            *self
+                .report
+                .played_by_layer
+                .entry(layer_name(l))
+                .or_default() += 1;
+            match machine(l).and_then(|m| m.chunk(s)) {
+                Some((record, payload)) => {
+                    if record.layer == l && check.verify_chunk(record, payload).is_ok() {
+                        self.report.played_verified += 1;
+                        if let Some(tx) = &self.cfg.played {
+                            let _ = tx.try_send(PlayedChunk {
+                                layer: l,
+                                seq: s,
+                                start_us: record.start_us,
+                                duration_us: record.duration_us,
+                                payload: payload.clone(),
+                            });
+                        }
+                    } else {
+                        self.report.played_corrupt += 1;
+                    }
+                }
+                None => self.report.played_unavailable += 1,
+            }
+            if let Some(start_us) = self.starts.get(&s) {
+                let captured = self.cfg.started_ms + start_us / 1000;
+                self.lags.push(unix_ms().saturating_sub(captured));
+            }
+        }
+        if cut && let Some((nl, n, _)) = next.take() {
+            *viewer = n;
+            *layer = nl;
+            self.report.layer = layer_name(nl);
+            self.report.layer_switches += 1;
         }
     }
 
@@ -983,4 +1205,17 @@ pub fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The layer a mesh message is about (`None`: buffer health, about the link).
+fn msg_layer(msg: &MeshMsg) -> Option<Layer> {
+    match msg {
+        MeshMsg::Data { record, .. } | MeshMsg::Slice { record, .. } => Some(record.layer),
+        MeshMsg::Request { layer, .. }
+        | MeshMsg::Cancel { layer, .. }
+        | MeshMsg::Absent { layer, .. }
+        | MeshMsg::Announce { layer, .. }
+        | MeshMsg::SliceRequest { layer, .. } => Some(*layer),
+        MeshMsg::BufferHealth { .. } => None,
+    }
 }

@@ -1,13 +1,19 @@
-//! A viewer's picture: the chunks its player plays (verified, [`PlayedChunk`]) split into their
-//! VP8 frames, each handed on at its media time within the chunk, so a decoder downstream (the
-//! app's WebCodecs tile) shows motion at the stream's rate rather than a burst per chunk.
-//!
-//! Audio frames are not handed on yet (no audio output for streams).
+//! A viewer's picture and sound: the chunks its player plays (verified, [`PlayedChunk`]) split
+//! into their VP8 frames, each handed on at its media time within the chunk, so a decoder
+//! downstream (the app's WebCodecs tile) shows motion at the stream's rate rather than a burst
+//! per chunk; and their Opus frames, decoded on a thread of their own into an [`AudioSink`] (the
+//! speaker, or a synthetic sink), which paces them ([`AudioPlayout`]).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use hum_mesh::Layer;
-use hum_mesh::chunker::{Chunk, Track};
+use hum_media::AudioSink;
+use hum_media::codec::OpusDecoder;
+use serde::Serialize;
+
+use hum_mesh::chunker::Track;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -44,15 +50,7 @@ pub fn video_frames(
     started_ms: u64,
     size: &mut Option<(u32, u32)>,
 ) -> Vec<PlayerFrame> {
-    let chunk = Chunk::new(
-        Layer::High,
-        c.seq,
-        c.start_us,
-        c.duration_us,
-        true,
-        c.payload.clone(),
-    );
-    let Some(frames) = chunk.frames() else {
+    let Some(frames) = c.frames() else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -77,16 +75,183 @@ pub fn video_frames(
     out
 }
 
+/// The Opus packets of one played chunk, in order.
+pub fn audio_packets(c: &PlayedChunk) -> Vec<Vec<u8>> {
+    c.frames()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.track == Track::Audio)
+        .map(|f| f.data)
+        .collect()
+}
+
+/// Opus samples per 20 ms frame at 48 kHz (the stream's audio: docs/stream.md).
+const AUDIO_FRAME: usize = 960;
+/// Packets queued for the sink before the oldest is dropped (1 s: a burst of a few chunks).
+const AUDIO_QUEUE: usize = 50;
+
+/// What the audio playout did (the `hum watch --json` `audio` object).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AudioReport {
+    /// Packets decoded and written to the sink.
+    pub frames_played: u64,
+    /// Frames the sink needed with no packet queued (the decoder's concealment, or silence).
+    pub frames_concealed: u64,
+    /// Packets that did not decode (skipped: concealment takes their place).
+    pub decode_errors: u64,
+    /// Packets dropped because the queue was full (playout fell a second behind).
+    pub dropped: u64,
+}
+
+#[derive(Default)]
+struct AudioShared {
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    ready: Condvar,
+    stop: AtomicBool,
+    played: AtomicU64,
+    concealed: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The stream's sound: Opus packets in, decoded 20 ms at a time into a sink on a thread of its
+/// own. The sink sets the pace (a device, or `hum_media::Paced` around a synthetic sink); while
+/// packets come (a played chunk brings ~12 at once) they are decoded in order, and when none is
+/// queued at the sink's turn the decoder conceals. Starts once the first packet arrives, so a
+/// stream is not preceded by concealment.
+pub struct AudioPlayout {
+    shared: Arc<AudioShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AudioPlayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioPlayout")
+            .field("report", &self.report())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AudioPlayout {
+    pub fn start(mut sink: Box<dyn AudioSink>) -> Result<Self, super::StreamError> {
+        let mut dec = OpusDecoder::new().map_err(|e| super::StreamError::Media(e.to_string()))?;
+        let shared = Arc::new(AudioShared::default());
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("hum-stream-audio".into())
+            .spawn(move || {
+                let mut pcm = vec![0f32; AUDIO_FRAME];
+                let mut started = false;
+                while !sh.stop.load(Ordering::SeqCst) {
+                    let packet = {
+                        let Ok(mut q) = sh.queue.lock() else { return };
+                        if !started {
+                            // Wait for the first packet (or the stop).
+                            while q.is_empty() && !sh.stop.load(Ordering::SeqCst) {
+                                q = match sh.ready.wait_timeout(q, Duration::from_millis(100)) {
+                                    Ok((q, _)) => q,
+                                    Err(_) => return,
+                                };
+                            }
+                            started = true;
+                        }
+                        q.pop_front()
+                    };
+                    let decoded = match packet {
+                        Some(p) => match dec.decode(&p, &mut pcm) {
+                            Ok(_) => {
+                                sh.played.fetch_add(1, Ordering::Relaxed);
+                                true
+                            }
+                            Err(_) => {
+                                sh.errors.fetch_add(1, Ordering::Relaxed);
+                                false
+                            }
+                        },
+                        None => false,
+                    };
+                    if !decoded {
+                        sh.concealed.fetch_add(1, Ordering::Relaxed);
+                        if dec.conceal(&mut pcm).is_err() {
+                            pcm.fill(0.0);
+                        }
+                    }
+                    if sink.write(&pcm).is_err() {
+                        return;
+                    }
+                }
+                let _ = sink.finish();
+            })
+            .map_err(|e| super::StreamError::Media(e.to_string()))?;
+        Ok(AudioPlayout {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue a played chunk's audio.
+    pub fn push(&self, c: &PlayedChunk) {
+        let packets = audio_packets(c);
+        if packets.is_empty() {
+            return;
+        }
+        if let Ok(mut q) = self.shared.queue.lock() {
+            for p in packets {
+                q.push_back(p);
+            }
+            while q.len() > AUDIO_QUEUE {
+                q.pop_front();
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.shared.ready.notify_one();
+    }
+
+    pub fn report(&self) -> AudioReport {
+        let s = &self.shared;
+        AudioReport {
+            frames_played: s.played.load(Ordering::Relaxed),
+            frames_concealed: s.concealed.load(Ordering::Relaxed),
+            decode_errors: s.errors.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops (the sink is finished) and returns the counts.
+    pub fn stop(mut self) -> AudioReport {
+        self.halt();
+        self.report()
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.ready.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AudioPlayout {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
 /// Plays chunks from `rx` until it closes or `on_frame` returns false: each video frame goes to
-/// `on_frame` at its offset from the time its chunk was played.
+/// `on_frame` at its offset from the time its chunk was played; its audio goes to `audio`.
 pub fn spawn_player(
     mut rx: mpsc::Receiver<PlayedChunk>,
     started_ms: u64,
+    audio: Option<Arc<AudioPlayout>>,
     mut on_frame: impl FnMut(PlayerFrame) -> bool + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut size = None;
         while let Some(c) = rx.recv().await {
+            if let Some(a) = &audio {
+                a.push(&c);
+            }
             let at = Instant::now();
             for f in video_frames(&c, started_ms, &mut size) {
                 let off = f.timestamp_us.saturating_sub(c.start_us);
@@ -103,18 +268,11 @@ pub fn spawn_player(
 mod tests {
     use super::*;
     use crate::stream::source::{SourceConfig, StreamEncoder};
-    use hum_proto::Bitrate;
+    use hum_mesh::Layer;
 
     #[test]
     fn played_chunks_become_sized_frames_in_order() {
-        let cfg = SourceConfig {
-            width: 160,
-            height: 96,
-            fps: 20,
-            video_bitrate: Bitrate::from_kbps(300),
-            chunk: Duration::from_millis(250),
-            audio: true,
-        };
+        let cfg = SourceConfig::small_for_tests();
         let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
         let mut chunks = Vec::new();
         for _ in 0..11 {
@@ -124,12 +282,7 @@ mod tests {
         let mut size = None;
         let mut all = Vec::new();
         for c in &chunks {
-            let played = PlayedChunk {
-                seq: c.seq,
-                start_us: c.start_us,
-                duration_us: c.duration_us,
-                payload: c.payload.clone(),
-            };
+            let played = PlayedChunk::from_chunk(c);
             all.extend(video_frames(&played, 1_000, &mut size));
         }
         assert_eq!(all.len(), 10, "5 video frames a chunk, audio left out");
@@ -148,11 +301,52 @@ mod tests {
             None
         );
         let bad = PlayedChunk {
+            layer: Layer::High,
             seq: 0,
             start_us: 0,
             duration_us: 1,
             payload: vec![0xffu8; 5].into(),
         };
         assert!(video_frames(&bad, 0, &mut None).is_empty());
+    }
+
+    #[test]
+    fn the_streams_opus_track_is_decoded_into_the_sink() {
+        let cfg = SourceConfig::small_for_tests();
+        let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
+        let mut chunks = Vec::new();
+        for _ in 0..21 {
+            chunks.extend(enc.next_frame().expect("encode"));
+        }
+        assert_eq!(chunks.len(), 4);
+        let sink = hum_media::synth::MemorySink::new();
+        // Paced as a device is (1 s of sound takes 1 s), so concealment after the last packet
+        // does not spin.
+        let audio = AudioPlayout::start(Box::new(hum_media::pacer::Paced::new(sink.clone())))
+            .expect("decoder");
+        let mut packets = 0;
+        for c in &chunks {
+            let played = PlayedChunk::from_chunk(c);
+            packets += audio_packets(&played).len() as u64;
+            audio.push(&played);
+        }
+        // Wait for the packets (an event: the count), not for time.
+        while audio.report().frames_played < packets {
+            std::thread::yield_now();
+        }
+        let r = audio.stop();
+        assert_eq!(
+            (r.frames_played, r.decode_errors, r.dropped),
+            (packets, 0, 0)
+        );
+        // 1 s of the 440 Hz tone at 0.1: the decoded sound is not silence.
+        let pcm = sink.samples();
+        assert!(pcm.len() >= packets as usize * AUDIO_FRAME);
+        let energy: f32 = pcm[..packets as usize * AUDIO_FRAME]
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            / (packets as f32 * AUDIO_FRAME as f32);
+        assert!(energy > 0.001, "rms^2 {energy}");
     }
 }

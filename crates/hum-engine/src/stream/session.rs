@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use hum_mesh::Layer;
 use hum_mesh::manifest::Publisher;
-use hum_proto::signal::{Event, MeshSignal, Name, Reply, Request, StreamInfo};
+use hum_proto::signal::{
+    Event, MeshSignal, Name, Reply, Request, StreamInfo, StreamLayer, StreamLayerName, pick_layer,
+};
 use hum_proto::{Bitrate, ChannelId, StreamId, UserId};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -128,9 +130,11 @@ fn pump(
     })
 }
 
-/// Reopens a viewer's `/mesh` link to the relay's root when it closes under us (a network drop,
+/// Reopens a member's `/mesh` link to the relay's root when it closes under us (a network drop,
 /// a relay-side close): a fresh single-use ticket from `stream_mesh`, retried with backoff
 /// (250 ms doubling to 10 s) until the node says the link is open again or the stream ended.
+/// The same for a viewer (its root is one of its upstreams) and the streamer (its uploads wait
+/// in the node's backlog meanwhile).
 fn reopen_root(
     client: RelayClient,
     stream: StreamId,
@@ -167,6 +171,86 @@ fn reopen_root(
     })
 }
 
+type SignalTx = mpsc::UnboundedSender<(UserId, MeshSignal)>;
+type SignalRx = mpsc::UnboundedReceiver<(UserId, MeshSignal)>;
+
+/// What going live and watching share once the node runs: the relay client, the stream, the
+/// node, the task carrying the relay's events for the stream to it, the one reopening the root's
+/// link, and how it ended.
+struct Member {
+    client: RelayClient,
+    info: StreamInfo,
+    node: NodeHandle,
+    ended: watch::Receiver<Option<EndReason>>,
+    events: tokio::task::JoinHandle<()>,
+    reconnect: tokio::task::JoinHandle<()>,
+    began: Instant,
+}
+
+impl Member {
+    /// Asks for the first `/mesh` ticket; on failure `undo` (leave or end) is sent.
+    async fn ticket(
+        client: &RelayClient,
+        stream: StreamId,
+        undo: Request,
+    ) -> Result<(String, SignalTx, SignalRx), StreamError> {
+        match mesh_ticket(client, Request::StreamMesh { stream }).await {
+            Ok(t) => {
+                let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+                Ok((mesh_url(&client.config().url, &t), sig_tx, sig_rx))
+            }
+            Err(e) => {
+                let _ = client.request(undo).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs the stream's event pump and root-link reopening around a started `node`.
+    fn start(
+        client: &RelayClient,
+        info: StreamInfo,
+        node: NodeHandle,
+        events: broadcast::Receiver<ClientEvent>,
+        signals: SignalRx,
+        viewers: Arc<AtomicU32>,
+    ) -> Member {
+        forward_signals(client.clone(), info.id, signals);
+        let (ended_tx, ended) = watch::channel(None);
+        let events = pump(events, info.id, node.clone(), viewers, ended_tx);
+        let reconnect = reopen_root(client.clone(), info.id, node.clone(), ended.clone());
+        Member {
+            client: client.clone(),
+            info,
+            node,
+            ended,
+            events,
+            reconnect,
+            began: Instant::now(),
+        }
+    }
+
+    async fn ended(&mut self) -> EndReason {
+        loop {
+            if let Some(r) = *self.ended.borrow_and_update() {
+                return r;
+            }
+            if self.ended.changed().await.is_err() {
+                return EndReason::ClientStopped;
+            }
+        }
+    }
+
+    /// Stops the node, then tells the relay (`stream_end` or `stream_leave`).
+    async fn stop(self, last: Request) -> (NodeReport, f64) {
+        self.reconnect.abort();
+        let report = self.node.stop().await;
+        let _ = self.client.request(last).await;
+        self.events.abort();
+        (report, self.began.elapsed().as_secs_f64().max(1e-3))
+    }
+}
+
 /// What a streamer sends and how.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -179,6 +263,9 @@ pub struct LiveOptions {
     pub record: bool,
     /// Local UDP addresses for the mesh's WebRTC links.
     pub bind: Vec<String>,
+    /// The streamer's measured upload (the bandwidth service's): the best layers are left out
+    /// while the whole ladder would not fit ([`SourceConfig::fit_upload`]); `None`: all.
+    pub upload: Option<Bitrate>,
 }
 
 /// What a stream did, from the streamer's side.
@@ -200,20 +287,15 @@ pub struct LiveSummary {
 /// A stream this process sends: the relay hosts its root seed and tracker; each chunk is signed
 /// here and uploaded once.
 pub struct LiveSession {
-    client: RelayClient,
-    info: StreamInfo,
-    node: NodeHandle,
+    m: Member,
     media: MediaStream,
     viewers: Arc<AtomicU32>,
-    ended: watch::Receiver<Option<EndReason>>,
-    events: tokio::task::JoinHandle<()>,
-    began: Instant,
 }
 
 impl std::fmt::Debug for LiveSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LiveSession")
-            .field("stream", &self.info.id)
+            .field("stream", &self.m.info.id)
             .finish_non_exhaustive()
     }
 }
@@ -227,7 +309,22 @@ impl LiveSession {
         publisher: Publisher,
         opts: LiveOptions,
     ) -> Result<Self, StreamError> {
-        let rate = opts.source.planned_rate();
+        let (source, top) = match opts.upload {
+            Some(u) => opts.source.fit_upload(Layer::High, u),
+            None => (opts.source, Layer::High),
+        };
+        let ladder = source.ladder(top);
+        let rate = source.planned_rate();
+        let layers: Vec<StreamLayer> = ladder
+            .iter()
+            .map(|(l, rate, w, h)| StreamLayer {
+                layer: StreamLayerName::from_mesh(*l),
+                bitrate: *rate,
+                width: *w,
+                height: *h,
+            })
+            .collect();
+        let total = Bitrate::from_bps(ladder.iter().map(|l| l.1.bps()).sum());
         // Subscribe before going live so no join is missed.
         let events = client.subscribe();
         let started_ms = unix_ms();
@@ -240,71 +337,52 @@ impl LiveSession {
                 chunk_ms,
                 started_ms: Some(started_ms),
                 record: opts.record,
+                layers,
             })
             .await?
         {
             Reply::Stream { stream } => stream,
             r => return Err(unexpected("stream", r)),
         };
-        let end = |client: RelayClient, id| async move {
-            let _ = client.request(Request::StreamEnd { stream: id }).await;
-        };
-        let ticket = match mesh_ticket(client, Request::StreamMesh { stream: info.id }).await {
-            Ok(t) => t,
-            Err(e) => {
-                end(client.clone(), info.id).await;
-                return Err(e);
-            }
-        };
-        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
-        forward_signals(client.clone(), info.id, sig_rx);
+        let end = Request::StreamEnd { stream: info.id };
+        let (url, sig_tx, sig_rx) = Member::ticket(client, info.id, end.clone()).await?;
         let node = spawn_uploader(
             client.user_id(),
             publisher,
             NodeConfig {
                 bind: opts.bind.clone(),
-                layer: Layer::High,
-                stream_rate: rate,
-                chunk: opts.source.chunk,
+                layer: top,
+                stream_rate: total,
+                chunk: source.chunk,
                 relay_budget: Bitrate::ZERO,
                 started_ms,
                 corrupt: false,
-                root_url: Some(mesh_url(&client.config().url, &ticket)),
+                root_url: Some(url),
                 played: None,
             },
             sig_tx,
         );
         let media = match MediaStream::start_with(
-            opts.source,
+            source,
             opts.video.clone(),
             opts.audio.clone(),
-            Layer::High,
+            top,
             node.clone(),
         ) {
             Ok(m) => m,
             Err(e) => {
                 node.stop().await;
-                end(client.clone(), info.id).await;
+                let _ = client.request(end).await;
                 return Err(e);
             }
         };
         let viewers = Arc::new(AtomicU32::new(0));
-        let (ended_tx, ended) = watch::channel(None);
-        let events = pump(events, info.id, node.clone(), viewers.clone(), ended_tx);
-        Ok(LiveSession {
-            client: client.clone(),
-            info,
-            node,
-            media,
-            viewers,
-            ended,
-            events,
-            began: Instant::now(),
-        })
+        let m = Member::start(client, info, node, events, sig_rx, viewers.clone());
+        Ok(LiveSession { m, media, viewers })
     }
 
     pub fn info(&self) -> &StreamInfo {
-        &self.info
+        &self.m.info
     }
 
     /// Viewers now (from the relay's `stream_viewer` events).
@@ -314,45 +392,37 @@ impl LiveSession {
 
     /// The uploader's counts so far.
     pub fn report(&self) -> NodeReport {
-        self.node.report()
+        self.m.node.report()
+    }
+
+    /// Tests only: close the upload link to the relay, as a network drop would (the session
+    /// reopens it with a fresh ticket; chunks published meanwhile wait in the node).
+    pub fn drop_root_link(&self) {
+        self.m.node.send(Command::DropRootLink);
     }
 
     /// Why the stream ended without us (the relay ended it), once it has.
     pub fn ended_watch(&self) -> watch::Receiver<Option<EndReason>> {
-        self.ended.clone()
+        self.m.ended.clone()
     }
 
     /// Waits until the relay ends the stream or the client stops.
     pub async fn ended(&mut self) -> EndReason {
-        loop {
-            if let Some(r) = *self.ended.borrow_and_update() {
-                return r;
-            }
-            if self.ended.changed().await.is_err() {
-                return EndReason::ClientStopped;
-            }
-        }
+        self.m.ended().await
     }
 
     /// Stops the source, flushes the uploads (the relay has read them all when the uploader
     /// stops), then ends the stream.
     pub async fn stop(self) -> LiveSummary {
         let chunks = self.media.stop().unwrap_or(0);
-        let report = self.node.stop().await;
-        let _ = self
-            .client
-            .request(Request::StreamEnd {
-                stream: self.info.id,
-            })
-            .await;
-        self.events.abort();
-        let seconds = self.began.elapsed().as_secs_f64().max(1e-3);
+        let (stream, kbps) = (self.m.info.id, self.m.info.bitrate.bps() / 1000);
+        let (report, seconds) = self.m.stop(Request::StreamEnd { stream }).await;
         let upload = report.bytes_sent_data + report.bytes_sent_ctl;
         LiveSummary {
-            stream: self.info.id,
+            stream,
             seconds,
             chunks,
-            stream_kbps: self.info.bitrate.bps() / 1000,
+            stream_kbps: kbps,
             upload_bytes: upload,
             upload_kbps: upload as f64 * 8.0 / seconds / 1000.0,
             stream_bytes: report.published_bytes,
@@ -372,23 +442,121 @@ pub struct WatchOptions {
     pub corrupt: bool,
     /// Every verified chunk the player plays (for a decoder); bounded, never blocks the mesh.
     pub played: Option<mpsc::Sender<PlayedChunk>>,
+    /// The best layer to watch (`None`: the best the stream has; a layer the stream lacks: the
+    /// best below it).
+    pub layer: Option<Layer>,
+    /// Auto quality: start at `layer` and move between it and the layers below by the player's
+    /// stalls ([`super::splice::AutoQuality`]).
+    pub auto: bool,
+}
+
+/// The layers of a stream as published, best first (one `high` layer for a stream that lists
+/// none).
+pub fn stream_layers(info: &StreamInfo) -> Vec<StreamLayer> {
+    if info.layers.is_empty() {
+        vec![StreamLayer {
+            layer: StreamLayerName::High,
+            bitrate: info.bitrate,
+            width: 0,
+            height: 0,
+        }]
+    } else {
+        info.layers.clone()
+    }
 }
 
 /// A stream this process watches (and relays to other viewers).
 pub struct WatchSession {
+    m: Member,
+    switch: Switch,
+    auto: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What a layer switch needs (shared with the auto-quality task).
+#[derive(Clone)]
+struct Switch {
     client: RelayClient,
     info: StreamInfo,
     node: NodeHandle,
-    ended: watch::Receiver<Option<EndReason>>,
-    events: tokio::task::JoinHandle<()>,
-    reconnect: tokio::task::JoinHandle<()>,
-    began: Instant,
+    relay: Bitrate,
+    layer: Arc<std::sync::Mutex<Layer>>,
+}
+
+impl Switch {
+    async fn to(&self, layer: Layer) -> Result<(), StreamError> {
+        let want = pick_layer(&self.info.layers, Some(StreamLayerName::from_mesh(layer)));
+        let Some(spec) = stream_layers(&self.info)
+            .into_iter()
+            .find(|l| l.layer == want)
+        else {
+            return Ok(());
+        };
+        let layer = spec.layer.mesh();
+        {
+            let Ok(mut cur) = self.layer.lock() else {
+                return Ok(());
+            };
+            if *cur == layer {
+                return Ok(());
+            }
+            *cur = layer;
+        }
+        self.node.send(Command::SwitchLayer {
+            layer,
+            rate: spec.bitrate,
+        });
+        match self
+            .client
+            .request(Request::StreamJoin {
+                stream: self.info.id,
+                relay: Some(self.relay),
+                layer: Some(spec.layer),
+            })
+            .await?
+        {
+            Reply::Stream { .. } => Ok(()),
+            r => Err(unexpected("stream", r)),
+        }
+    }
+
+    /// Auto quality: follows the player's stalls and skips (each report change) between `cap`
+    /// and the layers below it.
+    fn auto(self, cap: StreamLayerName) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let layers: Vec<Layer> = stream_layers(&self.info)
+                .iter()
+                .filter(|l| l.layer >= cap)
+                .map(|l| l.layer.mesh())
+                .collect();
+            let start = Instant::now();
+            let now_layer = self.layer.lock().map(|l| *l).unwrap_or(Layer::High);
+            let mut q = super::splice::AutoQuality::new(layers, now_layer, Duration::ZERO);
+            let mut reports = self.node.report_watch();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = reports.changed() => if r.is_err() { return },
+                    _ = tick.tick() => {}
+                }
+                let trouble = {
+                    let r = reports.borrow_and_update();
+                    r.stalled + r.skipped
+                };
+                if let Some(l) = q.update(start.elapsed(), trouble) {
+                    tracing::info!(stream = %self.info.id, "auto quality: {}", super::node::layer_name(l));
+                    if let Err(e) = self.to(l).await {
+                        tracing::warn!("auto quality switch: {e}");
+                    }
+                }
+            }
+        })
+    }
 }
 
 impl std::fmt::Debug for WatchSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchSession")
-            .field("stream", &self.info.id)
+            .field("stream", &self.m.info.id)
             .finish_non_exhaustive()
     }
 }
@@ -406,115 +574,109 @@ impl WatchSession {
             .request(Request::StreamJoin {
                 stream,
                 relay: Some(opts.relay),
+                layer: opts.layer.map(StreamLayerName::from_mesh),
             })
             .await?
         {
             Reply::Stream { stream } => stream,
             r => return Err(unexpected("stream", r)),
         };
-        let ticket = match mesh_ticket(client, Request::StreamMesh { stream }).await {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = client.request(Request::StreamLeave { stream }).await;
-                return Err(e);
-            }
-        };
-        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
-        forward_signals(client.clone(), stream, sig_rx);
+        let leave = Request::StreamLeave { stream };
+        let (url, sig_tx, sig_rx) = Member::ticket(client, stream, leave.clone()).await?;
+        let layers = stream_layers(&info);
+        let want = pick_layer(&info.layers, opts.layer.map(StreamLayerName::from_mesh));
+        let watch = layers
+            .iter()
+            .find(|x| x.layer == want)
+            .copied()
+            .unwrap_or(layers[0]);
         let node = match spawn_viewer(
             client.user_id(),
             info.streamer.id,
             NodeConfig {
                 bind: opts.bind,
-                layer: Layer::High,
-                stream_rate: info.bitrate,
+                layer: watch.layer.mesh(),
+                stream_rate: watch.bitrate,
                 chunk: Duration::from_millis(u64::from(info.chunk_ms)),
                 relay_budget: opts.relay,
                 started_ms: info.started_ms,
                 corrupt: opts.corrupt,
-                root_url: Some(mesh_url(&client.config().url, &ticket)),
+                root_url: Some(url),
                 played: opts.played,
             },
             sig_tx,
         ) {
             Ok(n) => n,
             Err(e) => {
-                let _ = client.request(Request::StreamLeave { stream }).await;
+                let _ = client.request(leave).await;
                 return Err(e);
             }
         };
-        let (ended_tx, ended) = watch::channel(None);
-        let events = pump(
-            events,
-            stream,
-            node.clone(),
-            Arc::new(AtomicU32::new(0)),
-            ended_tx,
-        );
-        let reconnect = reopen_root(client.clone(), stream, node.clone(), ended.clone());
-        Ok(WatchSession {
+        let viewers = Arc::new(AtomicU32::new(0));
+        let switch = Switch {
             client: client.clone(),
-            info,
-            node,
-            ended,
-            events,
-            reconnect,
-            began: Instant::now(),
-        })
+            info: info.clone(),
+            node: node.clone(),
+            relay: opts.relay,
+            layer: Arc::new(std::sync::Mutex::new(watch.layer.mesh())),
+        };
+        let m = Member::start(client, info, node, events, sig_rx, viewers);
+        let auto = opts.auto.then(|| switch.clone().auto(want));
+        Ok(WatchSession { m, switch, auto })
     }
 
     pub fn info(&self) -> &StreamInfo {
-        &self.info
+        &self.m.info
     }
 
     /// The viewer's counts so far (played, from root/peers, relayed).
     pub fn report(&self) -> NodeReport {
-        self.node.report()
+        self.m.node.report()
     }
 
     pub fn report_watch(&self) -> watch::Receiver<NodeReport> {
-        self.node.report_watch()
+        self.m.node.report_watch()
     }
 
     pub fn ended_watch(&self) -> watch::Receiver<Option<EndReason>> {
-        self.ended.clone()
+        self.m.ended.clone()
     }
 
     /// Waits until the stream ends or the client stops.
     pub async fn ended(&mut self) -> EndReason {
-        loop {
-            if let Some(r) = *self.ended.borrow_and_update() {
-                return r;
-            }
-            if self.ended.changed().await.is_err() {
-                return EndReason::ClientStopped;
-            }
-        }
+        self.m.ended().await
     }
 
     /// Seconds since joining.
     pub fn seconds(&self) -> f64 {
-        self.began.elapsed().as_secs_f64()
+        self.m.began.elapsed().as_secs_f64()
     }
 
     /// Stops watching (leaves the stream at the relay); the final report.
     pub async fn stop(self) -> NodeReport {
-        self.reconnect.abort();
-        let report = self.node.stop().await;
-        let _ = self
-            .client
-            .request(Request::StreamLeave {
-                stream: self.info.id,
-            })
-            .await;
-        self.events.abort();
-        report
+        if let Some(a) = &self.auto {
+            a.abort();
+        }
+        let stream = self.m.info.id;
+        self.m.stop(Request::StreamLeave { stream }).await.0
+    }
+
+    /// The layer watched now (or being switched to).
+    pub fn layer(&self) -> Layer {
+        self.switch.layer.lock().map(|l| *l).unwrap_or(Layer::High)
+    }
+
+    /// Watch `layer` from now on (the best published one no better than it): the node starts a
+    /// machine for that layer's swarm, the relay moves us there (`stream_join` again with the
+    /// layer), and the player cuts over at a chunk boundary without a gap (`stream::splice`).
+    pub async fn switch_layer(&self, layer: Layer) -> Result<(), StreamError> {
+        self.switch.to(layer).await
     }
 
     /// Tests only: close the link to the relay's root, as a network drop would (the session
     /// reopens it with a fresh ticket).
     pub fn drop_root_link(&self) {
-        self.node.send(Command::DropRootLink);
+        self.m.node.send(Command::DropRootLink);
     }
 }
 

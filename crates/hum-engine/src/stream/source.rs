@@ -30,7 +30,7 @@ const AUDIO_FRAME_US: u64 = 20_000;
 const AUDIO_SAMPLES: usize = 960;
 
 /// What the pattern source makes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SourceConfig {
     pub width: u32,
     pub height: u32,
@@ -39,21 +39,172 @@ pub struct SourceConfig {
     /// Chunk duration (100-500 ms): one keyframe per chunk.
     pub chunk: Duration,
     pub audio: bool,
+    /// Layers below the top one (the picture above), best first; each its own encoder, chunk
+    /// sequence and swarm (docs/stream.md, "Layers").
+    pub lower: [Option<LayerSpec>; 3],
 }
+
+/// A layer below the stream's top one: its picture size and video rate (`width == 0`: audio
+/// only, which needs `audio`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerSpec {
+    pub layer: Layer,
+    pub width: u32,
+    pub height: u32,
+    pub video_bitrate: Bitrate,
+}
+
+impl LayerSpec {
+    pub fn audio_only() -> Self {
+        LayerSpec {
+            layer: Layer::Audio,
+            width: 0,
+            height: 0,
+            video_bitrate: Bitrate::ZERO,
+        }
+    }
+    pub fn is_audio_only(&self) -> bool {
+        self.width == 0
+    }
+}
+
+/// Audio as the tracker plans it (Opus 32 kbit/s plus the chunk framing, rounded up).
+const AUDIO_PLANNED_BPS: u64 = 40_000;
 
 impl SourceConfig {
     /// The stream's bitrate as the tracker should plan it: video, audio and the keyframe per chunk
     /// (a VP8 keyframe of the pattern is several times a delta frame).
     pub fn planned_rate(&self) -> Bitrate {
-        let audio = if self.audio { 40_000 } else { 0 };
-        Bitrate::from_bps(self.video_bitrate.bps() * 3 / 2 + audio)
+        Self::planned(self.video_bitrate, self.audio)
     }
+
+    fn planned(video: Bitrate, audio: bool) -> Bitrate {
+        let audio = if audio { AUDIO_PLANNED_BPS } else { 0 };
+        Bitrate::from_bps(video.bps() * 3 / 2 + audio)
+    }
+
+    /// Every layer published, best first: `(layer, planned rate, width, height)`; the top one is
+    /// `top` at this config's picture.
+    pub fn ladder(&self, top: Layer) -> Vec<(Layer, Bitrate, u32, u32)> {
+        let mut out = vec![(top, self.planned_rate(), self.width, self.height)];
+        for l in self.lower.iter().flatten() {
+            if l.is_audio_only() && !self.audio {
+                continue;
+            }
+            out.push((
+                l.layer,
+                Self::planned(l.video_bitrate, self.audio),
+                l.width,
+                l.height,
+            ));
+        }
+        out
+    }
+
+    /// 160x96 at 20 fps, 300 kbit/s, 250 ms chunks, audio, one layer: cheap enough for unit
+    /// tests in a debug build.
+    pub fn small_for_tests() -> SourceConfig {
+        SourceConfig {
+            width: 160,
+            height: 96,
+            fps: 20,
+            video_bitrate: Bitrate::from_kbps(300),
+            chunk: Duration::from_millis(250),
+            audio: true,
+            lower: [None; 3],
+        }
+    }
+
+    /// The design's ladder for a 1920x1080 source: 1080p ~4.5 Mbit/s, 720p ~2, 480p ~0.65,
+    /// audio only 64 kbit/s (video rates here are the encoder's targets; the planned rates
+    /// add the keyframe per chunk and audio).
+    pub fn design_ladder(fps: u32, chunk: Duration) -> SourceConfig {
+        SourceConfig {
+            width: 1920,
+            height: 1080,
+            fps,
+            video_bitrate: Bitrate::from_kbps(3000),
+            chunk,
+            audio: true,
+            lower: [
+                Some(LayerSpec {
+                    layer: Layer::Medium,
+                    width: 1280,
+                    height: 720,
+                    video_bitrate: Bitrate::from_kbps(1300),
+                }),
+                Some(LayerSpec {
+                    layer: Layer::Low,
+                    width: 854,
+                    height: 480,
+                    video_bitrate: Bitrate::from_kbps(400),
+                }),
+                Some(LayerSpec::audio_only()),
+            ],
+        }
+    }
+
+    /// Fewer layers when the streamer's measured upload cannot carry them all (with 20%
+    /// headroom): the best layers go first; the lowest layer always stays. Returns the config
+    /// and the name of its (new) top layer.
+    pub fn fit_upload(&self, top: Layer, upload: Bitrate) -> (SourceConfig, Layer) {
+        let ladder = self.ladder(top);
+        let need =
+            |from: usize| -> u64 { ladder[from..].iter().map(|l| l.1.bps()).sum::<u64>() * 6 / 5 };
+        let mut first = 0;
+        while first + 1 < ladder.len() && need(first) > upload.bps() {
+            first += 1;
+        }
+        if first == 0 {
+            return (*self, top);
+        }
+        let lower: Vec<LayerSpec> = self.lower.iter().flatten().copied().collect();
+        // The new top is lower[first - 1]; what stays below it shifts up.
+        let new_top = lower[first - 1];
+        let mut rest = [None; 3];
+        for (i, l) in lower[first..].iter().enumerate() {
+            rest[i] = Some(*l);
+        }
+        if new_top.is_audio_only() {
+            // Only audio fits: an audio-only stream (no picture).
+            return (
+                SourceConfig {
+                    width: 0,
+                    height: 0,
+                    video_bitrate: Bitrate::ZERO,
+                    lower: [None; 3],
+                    ..*self
+                },
+                Layer::Audio,
+            );
+        }
+        (
+            SourceConfig {
+                width: new_top.width,
+                height: new_top.height,
+                video_bitrate: new_top.video_bitrate,
+                lower: rest,
+                ..*self
+            },
+            new_top.layer,
+        )
+    }
+}
+
+/// One extra layer's encoder and chunker (video: its own VP8 at its size; audio only: the
+/// stream's Opus frames, cut at the video layers' chunk boundaries so sequence numbers match).
+struct LowerEnc {
+    spec: LayerSpec,
+    vp8: Option<Vp8Encoder>,
+    chunker: Chunker,
 }
 
 /// Pattern frames in, chunks out; no clock of its own (the caller paces it).
 pub struct StreamEncoder {
     cfg: SourceConfig,
-    vp8: Vp8Encoder,
+    /// The top layer's encoder (`None`: an audio-only stream).
+    vp8: Option<Vp8Encoder>,
+    lower: Vec<LowerEnc>,
     opus: Option<OpusEncoder>,
     chunker: Chunker,
     anchor: WallAnchor,
@@ -90,9 +241,43 @@ impl StreamEncoder {
                 cfg.fps
             )));
         }
-        let enc = EncoderConfig::camera(cfg.width, cfg.height, cfg.fps, cfg.video_bitrate)
-            .without_frame_drops();
-        let vp8 = Vp8Encoder::new(enc).map_err(|e| StreamError::Media(e.to_string()))?;
+        let vp8_at = |w: u32, h: u32, rate: Bitrate| {
+            Vp8Encoder::new(EncoderConfig::camera(w, h, cfg.fps, rate).without_frame_drops())
+                .map_err(|e| StreamError::Media(e.to_string()))
+        };
+        let audio_only = cfg.width == 0;
+        if audio_only && !cfg.audio {
+            return Err(StreamError::Media(
+                "a stream needs a picture or audio".into(),
+            ));
+        }
+        let vp8 = if audio_only {
+            None
+        } else {
+            Some(vp8_at(cfg.width, cfg.height, cfg.video_bitrate)?)
+        };
+        let mut lower = Vec::new();
+        for spec in cfg.lower.iter().flatten() {
+            if spec.layer == layer || lower.iter().any(|l: &LowerEnc| l.spec.layer == spec.layer) {
+                return Err(StreamError::Media(format!(
+                    "layer {:?} twice in the ladder",
+                    spec.layer
+                )));
+            }
+            let vp8 = if spec.is_audio_only() {
+                if !cfg.audio {
+                    continue;
+                }
+                None
+            } else {
+                Some(vp8_at(spec.width, spec.height, spec.video_bitrate)?)
+            };
+            lower.push(LowerEnc {
+                spec: *spec,
+                vp8,
+                chunker: Chunker::new(spec.layer, cfg.chunk, cfg.chunk * 2),
+            });
+        }
         let opus = if cfg.audio {
             Some(
                 OpusEncoder::new(OpusConfig {
@@ -111,6 +296,7 @@ impl StreamEncoder {
         Ok(StreamEncoder {
             cfg,
             vp8,
+            lower,
             opus,
             chunker,
             anchor: WallAnchor::now(),
@@ -135,21 +321,23 @@ impl StreamEncoder {
     pub fn next_frame(&mut self) -> Result<Vec<Chunk>, StreamError> {
         let ts = self.video_ts(self.frame);
         let captured = self.epoch + Duration::from_micros(ts);
-        let img = pattern_frame(
-            self.cfg.width,
-            self.cfg.height,
-            self.frame,
-            captured,
-            &self.anchor,
-        )
-        .map_err(|e| StreamError::Media(e.to_string()))?;
+        // An audio-only stream draws a token picture nobody encodes (the clock still ticks).
+        let (w, h) = if self.cfg.width == 0 {
+            (16, 16)
+        } else {
+            (self.cfg.width, self.cfg.height)
+        };
+        let img = pattern_frame(w, h, self.frame, captured, &self.anchor)
+            .map_err(|e| StreamError::Media(e.to_string()))?;
         self.encode(&img)
     }
 
     /// Encode `picture` as the next video frame (scaled to the stream's size when it differs),
     /// with the audio up to it; returns the chunks it closed.
     pub fn push_picture(&mut self, picture: &VideoFrame) -> Result<Vec<Chunk>, StreamError> {
-        if picture.width() == self.cfg.width && picture.height() == self.cfg.height {
+        if self.cfg.width == 0
+            || (picture.width() == self.cfg.width && picture.height() == self.cfg.height)
+        {
             self.encode(picture)
         } else {
             let scaled = hum_media::video::scale::scale(picture, self.cfg.width, self.cfg.height)
@@ -179,6 +367,7 @@ impl StreamEncoder {
     }
 
     fn encode(&mut self, img: &VideoFrame) -> Result<Vec<Chunk>, StreamError> {
+        let media = |e: VideoError| StreamError::Media(e.to_string());
         let k = self.frame;
         self.frame += 1;
         let ts = self.video_ts(k);
@@ -192,22 +381,42 @@ impl StreamEncoder {
                 let data = opus
                     .encode(&pcm)
                     .map_err(|e| StreamError::Media(e.to_string()))?;
-                out.extend(
-                    self.chunker
-                        .push(Frame::audio(self.audio_frame * AUDIO_FRAME_US, data)),
-                );
+                let at = self.audio_frame * AUDIO_FRAME_US;
+                for l in &mut self.lower {
+                    out.extend(l.chunker.push(Frame::audio(at, data.clone())));
+                }
+                out.extend(self.chunker.push(Frame::audio(at, data)));
                 self.audio_frame += 1;
             }
         }
-        if k.is_multiple_of(self.frames_per_chunk()) {
-            self.vp8.request_keyframe();
+        let boundary = k.is_multiple_of(self.frames_per_chunk());
+        if let Some(vp8) = &mut self.vp8 {
+            if boundary {
+                vp8.request_keyframe();
+            }
+            if let Some(e) = vp8.encode(img).map_err(media)? {
+                out.extend(self.chunker.push(Frame::video(ts, e.keyframe, e.data)));
+            }
+        } else if boundary {
+            out.extend(self.chunker.flush(ts));
         }
-        if let Some(e) = self
-            .vp8
-            .encode(img)
-            .map_err(|e| StreamError::Media(e.to_string()))?
-        {
-            out.extend(self.chunker.push(Frame::video(ts, e.keyframe, e.data)));
+        for l in &mut self.lower {
+            match &mut l.vp8 {
+                Some(vp8) => {
+                    if boundary {
+                        vp8.request_keyframe();
+                    }
+                    let scaled = hum_media::video::scale::scale(img, l.spec.width, l.spec.height)
+                        .map_err(media)?;
+                    if let Some(e) = vp8.encode(&scaled).map_err(media)? {
+                        out.extend(l.chunker.push(Frame::video(ts, e.keyframe, e.data)));
+                    }
+                }
+                // Audio only: cut where the video layers cut (their keyframes), so chunk `n` of
+                // every layer covers the same media time.
+                None if boundary => out.extend(l.chunker.flush(ts)),
+                None => {}
+            }
         }
         Ok(out)
     }
@@ -425,14 +634,7 @@ mod tests {
 
     #[test]
     fn every_chunk_starts_with_a_keyframe_and_carries_audio() {
-        let cfg = SourceConfig {
-            width: 160,
-            height: 96,
-            fps: 20,
-            video_bitrate: Bitrate::from_kbps(300),
-            chunk: Duration::from_millis(250),
-            audio: true,
-        };
+        let cfg = SourceConfig::small_for_tests();
         let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
         let mut chunks = Vec::new();
         for _ in 0..41 {
@@ -470,5 +672,96 @@ mod tests {
             StreamEncoder::new(SourceConfig { fps: 15, ..cfg }, Layer::High).is_err(),
             "3.75 frames per chunk"
         );
+    }
+
+    #[test]
+    fn every_layer_cuts_at_the_same_media_times_and_video_layers_start_on_keyframes() {
+        let cfg = SourceConfig {
+            lower: [
+                Some(LayerSpec {
+                    layer: Layer::Low,
+                    width: 80,
+                    height: 48,
+                    video_bitrate: Bitrate::from_kbps(100),
+                }),
+                Some(LayerSpec::audio_only()),
+                None,
+            ],
+            ..SourceConfig::small_for_tests()
+        };
+        let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
+        let mut by_layer: std::collections::BTreeMap<Layer, Vec<Chunk>> = Default::default();
+        for _ in 0..41 {
+            for c in enc.next_frame().expect("encode") {
+                by_layer.entry(c.layer).or_default().push(c);
+            }
+        }
+        assert_eq!(by_layer.len(), 3);
+        for (layer, chunks) in &by_layer {
+            assert_eq!(chunks.len(), 8, "{layer:?}");
+            for (i, c) in chunks.iter().enumerate() {
+                assert_eq!(c.seq, i as u64);
+                let frames = c.frames().expect("well formed");
+                let video: Vec<_> = frames.iter().filter(|f| f.track == Track::Video).collect();
+                let audio = frames.len() - video.len();
+                assert!(
+                    (12..=13).contains(&audio),
+                    "{layer:?} {i}: {audio} audio frames"
+                );
+                if *layer == Layer::Audio {
+                    assert!(video.is_empty());
+                    // Its first audio frame is within 20 ms of the video layers' cut.
+                    assert!(c.start_us >= i as u64 * 250_000);
+                    assert!(c.start_us < i as u64 * 250_000 + 20_000);
+                } else {
+                    assert_eq!(c.start_us, i as u64 * 250_000);
+                    assert!(c.start_point);
+                    assert_eq!(video.len(), 5);
+                    assert!(hum_media::video::vp8::is_keyframe(&video[0].data));
+                }
+            }
+        }
+        // The lower layer is smaller than the top one.
+        let bytes = |l| by_layer[&l].iter().map(|c| c.payload.len()).sum::<usize>();
+        assert!(bytes(Layer::Low) < bytes(Layer::High));
+        assert!(bytes(Layer::Audio) < bytes(Layer::Low));
+        let ladder = cfg.ladder(Layer::High);
+        assert_eq!(
+            ladder.iter().map(|l| l.0).collect::<Vec<_>>(),
+            vec![Layer::High, Layer::Low, Layer::Audio]
+        );
+    }
+
+    #[test]
+    fn a_weak_upload_publishes_fewer_layers() {
+        let full = SourceConfig::design_ladder(30, Duration::from_millis(250));
+        let rates: Vec<u64> = full
+            .ladder(Layer::High)
+            .iter()
+            .map(|l| l.1.bps() / 1000)
+            .collect();
+        // 1080p ~4.5, 720p ~2, 480p ~0.65 Mbit/s, audio ~64 kbit/s, as planned by the tracker.
+        assert_eq!(rates, vec![4540, 1990, 640, 40]);
+        let (c, top) = full.fit_upload(Layer::High, Bitrate::from_mbps(20));
+        assert_eq!((top, c), (Layer::High, full));
+        // 8.6 Mbit/s with headroom do not fit in 5; 720p and below (3.2 with headroom) do.
+        let (c, top) = full.fit_upload(Layer::High, Bitrate::from_mbps(5));
+        assert_eq!(top, Layer::Medium);
+        assert_eq!((c.width, c.height), (1280, 720));
+        assert_eq!(
+            c.ladder(top).iter().map(|l| l.0).collect::<Vec<_>>(),
+            vec![Layer::Medium, Layer::Low, Layer::Audio]
+        );
+        let (c, top) = full.fit_upload(Layer::High, Bitrate::from_kbps(500));
+        assert_eq!(top, Layer::Audio);
+        assert_eq!(c.ladder(top).len(), 1);
+        let mut enc =
+            StreamEncoder::new(SourceConfig { fps: 20, ..c }, top).expect("an audio-only encoder");
+        let mut chunks = Vec::new();
+        for _ in 0..11 {
+            chunks.extend(enc.next_frame().expect("encode"));
+        }
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|c| c.layer == Layer::Audio));
     }
 }

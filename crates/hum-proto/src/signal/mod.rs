@@ -67,7 +67,9 @@ pub use request::{
     ClientMessage, REQUEST_TYPES, Request, SignalPayload, SignalScope, VideoQuality,
 };
 pub use schema::protocol_schema;
-pub use stream::{MeshGrant, MeshSignal, RecordingInfo, StreamInfo};
+pub use stream::{
+    MeshGrant, MeshSignal, RecordingInfo, StreamInfo, StreamLayer, StreamLayerName, pick_layer,
+};
 
 use crate::ids::{Nonce, RequestId};
 

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::StreamId;
-use crate::signal::stream::MeshSignal;
+use crate::signal::stream::{MeshSignal, StreamLayer, StreamLayerName};
 use crate::units::Bitrate;
 
 use crate::ids::{
@@ -252,6 +252,10 @@ pub enum Request {
         /// Keep a recording on the relay (shown to viewers as `recording`); absent: no.
         #[serde(default)]
         record: bool,
+        /// The layers published, best first (at most 4, distinct, each with a nonzero rate);
+        /// absent: one layer, `high` at `bitrate`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        layers: Vec<StreamLayer>,
     },
     /// End your stream. Reply: `ok`; members get `stream_ended`.
     StreamEnd { stream: StreamId },
@@ -263,6 +267,10 @@ pub enum Request {
         stream: StreamId,
         #[serde(default)]
         relay: Option<Bitrate>,
+        /// The layer to watch (absent: the best one). Joining again with another layer while
+        /// watching switches layers (the viewer leaves that layer's swarm for the new one's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layer: Option<StreamLayerName>,
     },
     /// Stop watching. Reply: `ok`; the streamer gets `stream_viewer` with `joined: false`.
     StreamLeave { stream: StreamId },

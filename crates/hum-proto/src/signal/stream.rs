@@ -33,6 +33,77 @@ pub struct StreamInfo {
     /// The relay keeps a recording of this stream (the streamer opted in).
     #[serde(default)]
     pub recording: bool,
+    /// The layers the streamer publishes, best first (each its own chunk sequence, swarm and
+    /// signed records); absent or empty: one layer, `high` at `bitrate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<StreamLayer>,
+}
+
+/// One quality layer of a stream (docs/stream.md, "Layers").
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamLayerName {
+    High,
+    Medium,
+    Low,
+    /// Audio only.
+    Audio,
+}
+
+impl StreamLayerName {
+    /// The mesh's layer (the `layer` byte of every chunk record).
+    pub fn mesh(self) -> crate::mesh::Layer {
+        match self {
+            StreamLayerName::High => crate::mesh::Layer::High,
+            StreamLayerName::Medium => crate::mesh::Layer::Medium,
+            StreamLayerName::Low => crate::mesh::Layer::Low,
+            StreamLayerName::Audio => crate::mesh::Layer::Audio,
+        }
+    }
+    pub fn from_mesh(l: crate::mesh::Layer) -> Self {
+        match l {
+            crate::mesh::Layer::High => StreamLayerName::High,
+            crate::mesh::Layer::Medium => StreamLayerName::Medium,
+            crate::mesh::Layer::Low => StreamLayerName::Low,
+            crate::mesh::Layer::Audio => StreamLayerName::Audio,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamLayerName::High => "high",
+            StreamLayerName::Medium => "medium",
+            StreamLayerName::Low => "low",
+            StreamLayerName::Audio => "audio",
+        }
+    }
+}
+
+/// A layer the streamer publishes: its name, planned rate and picture size (0x0: audio only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StreamLayer {
+    pub layer: StreamLayerName,
+    pub bitrate: Bitrate,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+}
+
+/// The layer a viewer asking for `want` watches: the best published layer no better than it
+/// (`None`: the best; nothing that low: the lowest). A stream that lists no layers has `high`.
+pub fn pick_layer(layers: &[StreamLayer], want: Option<StreamLayerName>) -> StreamLayerName {
+    let Some(lowest) = layers.iter().map(|l| l.layer).max() else {
+        return StreamLayerName::High;
+    };
+    let want = want.unwrap_or(StreamLayerName::High);
+    layers
+        .iter()
+        .map(|l| l.layer)
+        .filter(|l| *l >= want)
+        .min()
+        .unwrap_or(lowest)
 }
 
 /// A recording the relay keeps: the chunks of a stream with their signed records.

@@ -617,12 +617,17 @@ impl Hub {
                 chunk_ms,
                 started_ms,
                 record,
+                layers,
             } => self.stream_start(
-                now_ms, user, channel, title, bitrate, chunk_ms, started_ms, record,
+                now_ms, user, channel, title, bitrate, chunk_ms, started_ms, record, layers,
             ),
             Request::StreamEnd { stream } => self.stream_end(user, stream),
             Request::StreamList { server } => self.stream_list(user, server),
-            Request::StreamJoin { stream, relay } => self.stream_join(user, stream, relay),
+            Request::StreamJoin {
+                stream,
+                relay,
+                layer,
+            } => self.stream_join(user, stream, relay, layer),
             Request::StreamLeave { stream } => self.stream_leave(user, stream),
             Request::StreamSignal { stream, to, signal } => {
                 self.stream_signal(user, stream, to, signal)

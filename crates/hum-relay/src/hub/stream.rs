@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hum_proto::signal::{
     ErrorCode, Event, MeshSignal, Name, RecordingInfo, Reply, ServerMessage, StreamInfo,
+    StreamLayer, StreamLayerName, pick_layer,
 };
 use hum_proto::{Bitrate, ChannelId, StreamId, UserId};
 
@@ -32,6 +33,8 @@ pub enum LiveCmd {
         streamer: UserId,
         bitrate: Bitrate,
         recording: Option<u64>,
+        /// Every layer published, best first (at least one), with its planned rate.
+        layers: Vec<(hum_proto::mesh::Layer, Bitrate)>,
     },
     End {
         stream: StreamId,
@@ -40,6 +43,8 @@ pub enum LiveCmd {
         stream: StreamId,
         user: UserId,
         relay: Bitrate,
+        /// The layer whose swarm the viewer joins.
+        layer: hum_proto::mesh::Layer,
     },
     Left {
         stream: StreamId,
@@ -73,6 +78,8 @@ pub const MAX_VIEWERS: usize = 100_000;
 pub(super) struct StreamRec {
     info: StreamInfo,
     viewers: BTreeMap<UserId, Bitrate>,
+    /// The layer each viewer watches.
+    layer_of: BTreeMap<UserId, StreamLayerName>,
     recording: Option<u64>,
 }
 
@@ -145,6 +152,7 @@ impl Hub {
         chunk_ms: u32,
         started_ms: Option<u64>,
         record: bool,
+        layers: Vec<StreamLayer>,
     ) -> HubResult {
         let (server, perms) = {
             let ch = self
@@ -166,6 +174,20 @@ impl Hub {
         }
         if bitrate == Bitrate::ZERO {
             return Err(err(ErrorCode::BadRequest, "bitrate must be above zero"));
+        }
+        if layers.len() > 4
+            || layers.iter().any(|l| l.bitrate == Bitrate::ZERO)
+            || layers
+                .iter()
+                .map(|l| l.layer)
+                .collect::<BTreeSet<_>>()
+                .len()
+                != layers.len()
+        {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "layers: at most 4, distinct, each with a rate above zero",
+            ));
         }
         if self.streams.streaming.contains_key(&user) {
             return Err(err(
@@ -198,6 +220,7 @@ impl Hub {
             started_ms: started_ms.unwrap_or(now_ms),
             viewers: 0,
             recording: record,
+            layers: layers.clone(),
         };
         let recording = match (&self.recordings, record) {
             (Some(r), true) => {
@@ -229,6 +252,7 @@ impl Hub {
             StreamRec {
                 info: info.clone(),
                 viewers: BTreeMap::new(),
+                layer_of: BTreeMap::new(),
                 recording,
             },
         );
@@ -238,6 +262,11 @@ impl Hub {
             streamer: user,
             bitrate,
             recording,
+            layers: if layers.is_empty() {
+                vec![(hum_proto::mesh::Layer::High, bitrate)]
+            } else {
+                layers.iter().map(|l| (l.layer.mesh(), l.bitrate)).collect()
+            },
         }));
         self.event_to_server(
             server,
@@ -306,13 +335,15 @@ impl Hub {
         user: UserId,
         stream: StreamId,
         relay: Option<Bitrate>,
+        layer: Option<StreamLayerName>,
     ) -> HubResult {
-        let (channel, streamer) = {
+        let (channel, streamer, layer) = {
             let r =
                 self.streams.by_id.get(&stream).ok_or_else(|| {
                     err(ErrorCode::NotFound, "no such stream (it may have ended)")
                 })?;
-            (r.info.channel, r.info.streamer.id)
+            let layer = pick_layer(&r.info.layers, layer);
+            (r.info.channel, r.info.streamer.id, layer)
         };
         if streamer == user {
             return Err(err(
@@ -344,6 +375,7 @@ impl Hub {
             ));
         }
         let again = r.viewers.insert(user, relay).is_some();
+        r.layer_of.insert(user, layer);
         self.streams
             .watching
             .entry(user)
@@ -356,16 +388,20 @@ impl Hub {
             stream,
             user,
             relay,
+            layer: layer.mesh(),
         }));
-        self.event_to_user(
-            &streamer,
-            Event::StreamViewer {
-                stream,
-                user,
-                relay,
-                joined: true,
-            },
-        );
+        // A join again (another layer, another relay share) is not a new viewer.
+        if !again {
+            self.event_to_user(
+                &streamer,
+                Event::StreamViewer {
+                    stream,
+                    user,
+                    relay,
+                    joined: true,
+                },
+            );
+        }
         let info = self.streams.info(stream).expect("present");
         Ok(Reply::Stream { stream: info })
     }
@@ -385,6 +421,7 @@ impl Hub {
         if r.viewers.remove(user).is_none() {
             return false;
         }
+        r.layer_of.remove(user);
         let streamer = r.info.streamer.id;
         self.out.push(Output::Live(LiveCmd::Left {
             stream,
@@ -605,6 +642,7 @@ mod tests {
     use super::super::{ConnId, HubConfig, Output};
     use super::*;
     use crate::store::Store;
+    use hum_proto::mesh::Layer;
 
     /// A hub with users 1..=n logged in on connection n (its own small harness: the hub's
     /// shared one is private to its tests module).
@@ -686,10 +724,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stream_lifecycle_permissions_and_signal_scope() {
-        // 1 owns the server, 2 is a member, 3 is not.
-        let mut w = W::new(3);
+    /// A server owned by user 1 with user 2 as a member.
+    fn server_with_member(w: &mut W) -> ServerId {
         let server: ServerId = match w.req(
             1,
             Request::ServerCreate {
@@ -711,23 +747,39 @@ mod tests {
             r => panic!("{r:?}"),
         };
         w.req(2, Request::InviteJoin { code }).unwrap();
-        let mut perms = ChannelPermissions::default();
-        perms.member = Permissions {
-            stream: false,
-            ..perms.member
-        };
-        let chan = match w.req(
+        server
+    }
+
+    fn live_channel(
+        w: &mut W,
+        server: ServerId,
+        permissions: Option<ChannelPermissions>,
+    ) -> ChannelId {
+        match w.req(
             1,
             Request::ChannelCreate {
                 server,
                 name: Name::new("live").unwrap(),
                 max_participants: None,
-                permissions: Some(perms),
+                permissions,
             },
         ) {
             Ok(Reply::Channel { channel }) => channel.id,
             r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn stream_lifecycle_permissions_and_signal_scope() {
+        // 1 owns the server, 2 is a member, 3 is not.
+        let mut w = W::new(3);
+        let server = server_with_member(&mut w);
+        let mut perms = ChannelPermissions::default();
+        perms.member = Permissions {
+            stream: false,
+            ..perms.member
         };
+        let chan = live_channel(&mut w, server, Some(perms));
         let start_ms = |title: &str, chunk_ms| Request::StreamStart {
             channel: chan,
             title: Name::new(title).unwrap(),
@@ -735,6 +787,7 @@ mod tests {
             chunk_ms,
             started_ms: None,
             record: false,
+            layers: vec![],
         };
         let start = |title: &str| start_ms(title, 250);
         // A member without `stream` may not go live.
@@ -756,6 +809,7 @@ mod tests {
         let join = |relay| Request::StreamJoin {
             stream: info.id,
             relay,
+            layer: None,
         };
         assert_eq!(w.req(3, join(None)), Err(ErrorCode::NotMember));
         assert_eq!(w.req(1, join(None)), Err(ErrorCode::BadRequest));
@@ -779,11 +833,27 @@ mod tests {
             c,
             LiveCmd::Signal { from, signal: MeshSignal::Want { count: 1 }, .. } if *from == user(2)
         )));
-        assert!(
-            w.live
-                .iter()
-                .any(|c| matches!(c, LiveCmd::Joined { user: u, .. } if *u == user(2)))
-        );
+        assert!(w.live.iter().any(
+            |c| matches!(c, LiveCmd::Joined { user: u, layer: Layer::High, .. } if *u == user(2))
+        ));
+        // A one-layer stream has only `high`, whatever a viewer asks.
+        w.live.clear();
+        w.req(
+            2,
+            Request::StreamJoin {
+                stream: info.id,
+                relay: Some(Bitrate::from_mbps(2)),
+                layer: Some(StreamLayerName::Audio),
+            },
+        )
+        .unwrap();
+        assert!(w.live.iter().any(|c| matches!(
+            c,
+            LiveCmd::Joined {
+                layer: Layer::High,
+                ..
+            }
+        )));
         // Its replies come from the streamer's id, to viewers only.
         w.hub
             .live_signal(info.id, user(2), MeshSignal::Gone { user: user(1) });
@@ -851,5 +921,113 @@ mod tests {
         assert_eq!(w.hub.streams.len(), 0);
         assert!(w.live.iter().any(|c| matches!(c, LiveCmd::End { .. })));
         assert_eq!(w.req(2, join(None)), Err(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn a_viewer_picks_a_layer_and_switches_without_counting_twice() {
+        let mut w = W::new(2);
+        let server = server_with_member(&mut w);
+        let chan = live_channel(&mut w, server, None);
+        let layer = |layer, kbps| StreamLayer {
+            layer,
+            bitrate: Bitrate::from_kbps(kbps),
+            width: 0,
+            height: 0,
+        };
+        let start = |layers| Request::StreamStart {
+            channel: chan,
+            title: Name::new("t").unwrap(),
+            bitrate: Bitrate::from_kbps(500),
+            chunk_ms: 250,
+            started_ms: None,
+            record: false,
+            layers,
+        };
+        let twice = vec![
+            layer(StreamLayerName::Low, 100),
+            layer(StreamLayerName::Low, 90),
+        ];
+        assert_eq!(w.req(1, start(twice)), Err(ErrorCode::BadRequest));
+        let info = match w.req(
+            1,
+            start(vec![
+                layer(StreamLayerName::High, 500),
+                layer(StreamLayerName::Low, 150),
+                layer(StreamLayerName::Audio, 40),
+            ]),
+        ) {
+            Ok(Reply::Stream { stream }) => stream,
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(info.layers.len(), 3);
+        assert!(w.live.iter().any(|c| matches!(
+            c,
+            LiveCmd::Start { layers, .. } if layers.len() == 3 && layers[1] == (Layer::Low, Bitrate::from_kbps(150))
+        )));
+        w.events(1);
+        let join = |layer| Request::StreamJoin {
+            stream: info.id,
+            relay: None,
+            layer,
+        };
+        // No medium layer: the best below it.
+        w.live.clear();
+        w.req(2, join(Some(StreamLayerName::Medium))).unwrap();
+        assert!(w.live.iter().any(|c| matches!(
+            c,
+            LiveCmd::Joined {
+                layer: Layer::Low,
+                ..
+            }
+        )));
+        w.live.clear();
+        w.req(2, join(Some(StreamLayerName::Low))).unwrap();
+        assert!(w.live.iter().any(|c| matches!(
+            c,
+            LiveCmd::Joined {
+                layer: Layer::Low,
+                ..
+            }
+        )));
+        assert!(matches!(
+            w.live.as_slice(),
+            [
+                LiveCmd::Left { .. },
+                LiveCmd::Joined {
+                    layer: Layer::Low,
+                    ..
+                }
+            ]
+        ));
+        w.live.clear();
+        w.req(2, join(Some(StreamLayerName::Audio))).unwrap();
+        assert!(matches!(
+            w.live.as_slice(),
+            [
+                LiveCmd::Left { .. },
+                LiveCmd::Joined {
+                    layer: Layer::Audio,
+                    ..
+                }
+            ]
+        ));
+        // The streamer heard one viewer, once.
+        let joins = w
+            .events(1)
+            .iter()
+            .filter(|e| matches!(e, Event::StreamViewer { joined: true, .. }))
+            .count();
+        assert_eq!(joins, 1);
+        match w.req(2, join(None)) {
+            Ok(Reply::Stream { stream }) => assert_eq!(stream.viewers, 1),
+            r => panic!("{r:?}"),
+        }
+        assert!(w.live.iter().any(|c| matches!(
+            c,
+            LiveCmd::Joined {
+                layer: Layer::High,
+                ..
+            }
+        )));
     }
 }
