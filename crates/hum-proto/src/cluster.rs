@@ -173,3 +173,119 @@ mod tests {
         );
     }
 }
+
+/// The relay cluster's log records (docs/cluster.md; the ordering rules are in hum-relay's
+/// `bus` module). Each record is one JSON value in a Redis stream shared by the nodes: outside
+/// input, so [`log::Record::decode`] is size-limited and fuzzed
+/// (fuzz/fuzz_targets/cluster_record.rs).
+pub mod log {
+    use serde::{Deserialize, Serialize};
+
+    use crate::RequestId;
+    use crate::UserId;
+    use crate::signal::{DisplayName, Request};
+
+    /// A relay connection, numbered cluster-wide (the node's number in the top bits).
+    pub type Conn = u64;
+
+    /// A log record larger than this is refused (a request is at most 64 KiB of JSON; a login's
+    /// fields are small; results are a few per entry).
+    pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+
+    /// A hub input, as the log carries it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "t", rename_all = "snake_case")]
+    pub enum Input {
+        Login {
+            conn: Conn,
+            re: RequestId,
+            user: UserId,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            display_name: Option<DisplayName>,
+            /// The client's source-address key (for per-address limits), in decimal: JSON
+            /// numbers in internally tagged enums stop at 64 bits.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            source: Option<String>,
+        },
+        Request {
+            conn: Conn,
+            re: RequestId,
+            req: Request,
+        },
+        Disconnect {
+            conn: Conn,
+        },
+        /// Time passes (ring timeouts). Every node ticks the log once a second.
+        Tick,
+        /// Node number `node` is dead: its sessions end everywhere.
+        NodeDown {
+            node: u64,
+        },
+    }
+
+    /// One input with its origin and time.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Entry {
+        /// The origin's node number.
+        pub node: u64,
+        /// The origin's counter (per incarnation), which its results name.
+        pub seq: u64,
+        /// The origin's clock when it logged the input (Unix ms): every hub uses this time.
+        pub now_ms: u64,
+        pub input: Input,
+    }
+
+    /// The result of one store call made by the origin's hub.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(tag = "t", rename_all = "snake_case")]
+    pub enum Effect {
+        Done,
+        /// A new row's id (server, channel).
+        Id {
+            id: u64,
+        },
+        Failed {
+            error: String,
+        },
+    }
+
+    /// The results of entry (`node`, `seq`), in call order.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Results {
+        pub node: u64,
+        pub seq: u64,
+        pub effects: Vec<Effect>,
+    }
+
+    /// What one log record holds.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "k", rename_all = "snake_case")]
+    pub enum Record {
+        Entry(Entry),
+        Results(Results),
+    }
+
+    /// A log record that cannot be read (Redis is shared: outside input).
+    #[derive(Debug, thiserror::Error)]
+    pub enum RecordError {
+        #[error("log record of {0} bytes is over the limit")]
+        TooLarge(usize),
+        #[error("log record does not decode: {0}")]
+        Json(String),
+    }
+
+    impl Record {
+        pub fn encode(&self) -> String {
+            // Plain data; serializing it cannot fail.
+            serde_json::to_string(self).unwrap_or_default()
+        }
+
+        /// Parse a record (size-limited; fuzzed by `fuzz/fuzz_targets/cluster_record.rs`).
+        pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+            if bytes.len() > MAX_RECORD_BYTES {
+                return Err(RecordError::TooLarge(bytes.len()));
+            }
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Json(e.to_string()))
+        }
+    }
+}

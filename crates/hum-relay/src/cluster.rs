@@ -1,5 +1,5 @@
-//! Cluster node membership with liveness, in Redis (docs/cluster.md). The first piece of the
-//! relay cluster; nothing in the relay uses it yet.
+//! The relay cluster's Redis side (docs/cluster.md): node membership with liveness, and the
+//! ordered log the nodes' hubs share ([`Log`]; the ordering rules are in [`crate::bus`]).
 //!
 //! Each node writes its [`NodeInfo`] to `hum:CLUSTER:node:ID` with a time to live
 //! ([`Membership::announce`]) and refreshes it well within that time; a node whose key expired
@@ -30,6 +30,12 @@ pub enum ClusterError {
         "this Redis does not allow enabling keyspace notifications (CONFIG SET notify-keyspace-events): {0}; set notify-keyspace-events to include K, g, $ and x in its configuration"
     )]
     Notifications(redis::RedisError),
+    #[error(
+        "this cluster is running with live state; a node cannot join it yet (docs/cluster.md): stop every node, then start them together"
+    )]
+    Running,
+    #[error("the cluster's RNG seed in Redis is not 64 hex digits")]
+    BadSeed,
 }
 
 pub type Result<T> = std::result::Result<T, ClusterError>;
@@ -115,6 +121,268 @@ impl Membership {
             }
         }
         Ok(nodes)
+    }
+}
+
+/// The key of a cluster's log (a Redis stream).
+fn log_key(cluster: &str) -> Result<String> {
+    if !is_label(cluster) {
+        return Err(ClusterError::BadCluster(cluster.to_string()));
+    }
+    Ok(format!("hum:{cluster}:log"))
+}
+
+/// How this node joined: its number (the top bits of its connection ids, never reused within
+/// a cluster) and the seed every node's hub RNG starts from (invite codes, tickets).
+#[derive(Clone, Debug)]
+pub struct Joined {
+    pub number: u64,
+    pub seed: [u8; 32],
+}
+
+/// Join `cluster` as node `id`: take a node number, and either start a fresh log (no other
+/// node is live: a cluster (re)start) or join one that holds nothing but ticks. A running
+/// cluster with state is refused: a new node would need the others' live state, which is not
+/// transferred yet (docs/cluster.md).
+pub fn join(url: &str, cluster: &str, id: &NodeId) -> Result<Joined> {
+    let log = log_key(cluster)?;
+    let mut members = Membership::connect(url, cluster)?;
+    let others = members.live_nodes()?.into_keys().any(|n| n != *id);
+    let conn = &mut members.conn;
+    let number: u64 = conn.incr(format!("hum:{cluster}:node-numbers"), 1)?;
+    let _: () = conn.hset(format!("hum:{cluster}:node-number"), id.as_str(), number)?;
+    let seed_key = format!("hum:{cluster}:seed");
+    let fresh: [u8; 32] = rand::random();
+    if others {
+        // Only ticks and death marks may be in the log: they change no state.
+        let records: Vec<StreamRecord> = read_range(conn, &log, 10_000)?;
+        let stateful = records.iter().any(|(_, fields)| {
+            fields.iter().any(|(_, v)| {
+                !matches!(
+                    crate::bus::Record::decode(v),
+                    Ok(crate::bus::Record::Results(_))
+                        | Ok(crate::bus::Record::Entry(crate::bus::Entry {
+                            input: crate::bus::Input::Tick | crate::bus::Input::NodeDown { .. },
+                            ..
+                        }))
+                )
+            })
+        });
+        if stateful {
+            return Err(ClusterError::Running);
+        }
+        let _: bool = redis::cmd("SET")
+            .arg(&seed_key)
+            .arg(hex::encode(fresh))
+            .arg("NX")
+            .query(conn)
+            .map(|v: Option<String>| v.is_some())?;
+    } else {
+        let _: usize = conn.del(&log)?;
+        let _: () = conn.set(&seed_key, hex::encode(fresh))?;
+    }
+    let seed_hex: String = conn.get(&seed_key)?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(seed_hex.trim(), &mut seed).map_err(|_| ClusterError::BadSeed)?;
+    Ok(Joined { number, seed })
+}
+
+/// The node number `id` took when it joined (`None`: never joined, or the key is gone).
+pub fn node_number(
+    conn: &mut redis::Connection,
+    cluster: &str,
+    id: &NodeId,
+) -> Result<Option<u64>> {
+    Ok(conn.hget(format!("hum:{cluster}:node-number"), id.as_str())?)
+}
+
+/// A stream record: its id and its (field, value) pairs.
+type StreamRecord = (String, Vec<(String, Vec<u8>)>);
+
+/// Up to `count` records from the start of stream `key`: (id, [(field, value)]).
+fn read_range(conn: &mut redis::Connection, key: &str, count: usize) -> Result<Vec<StreamRecord>> {
+    let v: redis::Value = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query(conn)?;
+    Ok(stream_records(v))
+}
+
+/// Parse a list of stream records `[[id, [field, value, ...]], ...]`; anything else is empty.
+fn stream_records(v: redis::Value) -> Vec<StreamRecord> {
+    use redis::Value;
+    fn text(v: Value) -> Option<Vec<u8>> {
+        match v {
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) => Some(s.into_bytes()),
+            _ => None,
+        }
+    }
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut pair) = item else {
+                return None;
+            };
+            if pair.len() != 2 {
+                return None;
+            }
+            let fields = pair.pop()?;
+            let id = String::from_utf8(text(pair.pop()?)?).ok()?;
+            let Value::Array(fields) = fields else {
+                return None;
+            };
+            let mut out = Vec::new();
+            let mut it = fields.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((String::from_utf8(text(k)?).ok()?, text(v)?));
+            }
+            Some((id, out))
+        })
+        .collect()
+}
+
+/// Appends to the cluster's log (the hub thread's connection).
+pub struct Log {
+    conn: redis::Connection,
+    key: String,
+    me: u64,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("key", &self.key)
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The log is trimmed to about this many records (a node reads it within moments; the rest
+/// is history nobody replays).
+const LOG_MAXLEN: usize = 1_000_000;
+
+impl Log {
+    pub fn connect(url: &str, cluster: &str, me: u64) -> Result<Log> {
+        let key = log_key(cluster)?;
+        let conn = redis::Client::open(url)?.get_connection()?;
+        Ok(Log {
+            conn,
+            key,
+            me,
+            seq: 0,
+        })
+    }
+
+    fn add(&mut self, r: &crate::bus::Record) -> Result<()> {
+        let _: String = redis::cmd("XADD")
+            .arg(&self.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(LOG_MAXLEN)
+            .arg("*")
+            .arg("r")
+            .arg(r.encode())
+            .query(&mut self.conn)?;
+        Ok(())
+    }
+
+    /// Log one of this node's inputs.
+    pub fn entry(&mut self, now_ms: u64, input: crate::bus::Input) -> Result<()> {
+        self.seq += 1;
+        self.add(&crate::bus::Record::Entry(crate::bus::Entry {
+            node: self.me,
+            seq: self.seq,
+            now_ms,
+            input,
+        }))
+    }
+
+    /// Log the results of this node's entry `seq`.
+    pub fn results(&mut self, seq: u64, effects: Vec<crate::bus::Effect>) -> Result<()> {
+        self.add(&crate::bus::Record::Results(crate::bus::Results {
+            node: self.me,
+            seq,
+            effects,
+        }))
+    }
+}
+
+/// Reads the cluster's log from the start, in order, and hands each record to `on` until it
+/// breaks. Reconnects (from where it was) when Redis fails.
+pub fn read_log(
+    url: &str,
+    cluster: &str,
+    mut on: impl FnMut(crate::bus::Record) -> ControlFlow<()>,
+) -> Result<()> {
+    let key = log_key(cluster)?;
+    let client = redis::Client::open(url)?;
+    let mut last = "0-0".to_string();
+    let mut conn: Option<redis::Connection> = None;
+    loop {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match client.get_connection() {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: cannot reach Redis to read the log; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            },
+        };
+        let v: redis::Value = match redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(1000)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&last)
+            .query(c)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: reading the log failed; reconnecting");
+                conn = None;
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        // [[key, [records]]] (RESP2), or a map of key to records (RESP3), or nil on timeout.
+        let records = match v {
+            redis::Value::Array(mut streams) if !streams.is_empty() => match streams.swap_remove(0)
+            {
+                redis::Value::Array(mut kv) if kv.len() == 2 => stream_records(kv.swap_remove(1)),
+                _ => Vec::new(),
+            },
+            redis::Value::Map(mut streams) if !streams.is_empty() => {
+                stream_records(streams.swap_remove(0).1)
+            }
+            _ => Vec::new(),
+        };
+        for (id, fields) in records {
+            last = id;
+            for (_, value) in fields {
+                match crate::bus::Record::decode(&value) {
+                    Ok(r) => {
+                        if on(r).is_break() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, id = %last, "cluster: a log record that does not decode; skipped")
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -3,12 +3,13 @@
 //!
 //! - [`hub`]: the sans-IO state machine (sessions, friends, calls, servers, channels, signalling);
 //! - [`model`] and [`store`]: the persistent data in memory and in SQLite or PostgreSQL;
-//! - [`cluster`]: node membership with liveness in Redis (docs/cluster.md; not wired in yet);
+//! - [`cluster`] and [`bus`]: a cluster of relays over Redis + PostgreSQL (docs/cluster.md);
 //! - [`handshake`] and [`limits`]: per-connection login and rate limiting (sans-IO);
 //! - [`server`] and `probe`: the axum/WebSocket shell and the hub thread;
 //! - `live` and [`recording`]: every live stream's root seed + tracker (`/mesh`), and recordings.
 
 pub mod accept;
+pub mod bus;
 pub mod cluster;
 pub mod handshake;
 pub mod hub;

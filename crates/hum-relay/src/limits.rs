@@ -118,6 +118,16 @@ impl RateLimiter {
 pub struct SourceKey(u128);
 
 impl SourceKey {
+    /// As the cluster's log carries it (decimal).
+    pub fn to_log(self) -> String {
+        self.0.to_string()
+    }
+
+    /// From the cluster's log (`None` if it is not a key).
+    pub fn from_log(s: &str) -> Option<SourceKey> {
+        s.parse().ok().map(SourceKey)
+    }
+
     pub fn of(ip: std::net::IpAddr) -> Self {
         match ip {
             std::net::IpAddr::V4(v4) => SourceKey(u128::from(u32::from(v4))),

@@ -114,6 +114,24 @@ struct Args {
     /// How long handed-out TURN credentials stay valid.
     #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
     turn_ttl: Duration,
+    /// Run as one node of a cluster sharing this Redis (`redis://HOST:PORT`,
+    /// `redis+unix:///PATH`) and the --store PostgreSQL database with the other nodes
+    /// (docs/cluster.md). Absent: a single relay.
+    #[arg(long, env = "HUM_RELAY_REDIS", hide_env_values = true)]
+    redis: Option<String>,
+    /// The cluster's name (several clusters may share one Redis): a-z, 0-9 and '-'.
+    #[arg(long, default_value = "hum", env = "HUM_RELAY_CLUSTER")]
+    cluster: String,
+    /// This node's name in the cluster (a-z, 0-9 and '-'); default: `node-` and the process id.
+    #[arg(long, env = "HUM_RELAY_NODE")]
+    node_id: Option<String>,
+    /// The URL clients reach this node at, handed to clients in the node list; default
+    /// `ws://LISTEN/ws`.
+    #[arg(long, env = "HUM_RELAY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A cluster node silent this long is dead: its sessions end on the other nodes.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    node_ttl: Duration,
 }
 
 /// `--sfu-bind`: `off`, or an address; absent: the listen IP with a free port.
@@ -197,6 +215,20 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(
             "the SFU binds {b} but has no --sfu-public-addr: its ICE candidate names an unspecified address and clients cannot reach it; pass --sfu-public-addr IP:PORT"
         );
+    }
+
+    if let Some(redis) = args.redis {
+        let node = args
+            .node_id
+            .unwrap_or_else(|| format!("node-{}", std::process::id()));
+        config.cluster = Some(hum_relay::server::ClusterConfig {
+            redis,
+            node: hum_proto::cluster::NodeId::new(node.clone())
+                .map_err(|e| anyhow::anyhow!("--node-id {node:?}: {e}"))?,
+            cluster: args.cluster,
+            public_url: args.public_url,
+            ttl: args.node_ttl.max(Duration::from_millis(300)),
+        });
     }
 
     let relay = start(config).await?;

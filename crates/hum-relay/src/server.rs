@@ -95,6 +95,23 @@ pub struct RelayConfig {
     pub sfu_bind: Option<SocketAddr>,
     /// The address clients reach the SFU at (its ICE candidate); `None`: the bound address.
     pub sfu_public_addr: Option<SocketAddr>,
+    /// Run as one node of a cluster (`--redis`; docs/cluster.md). `None`: a single relay.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// One node of a relay cluster: the nodes share a PostgreSQL database (`store`) and a Redis.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT` or `redis+unix:///PATH`.
+    pub redis: String,
+    /// The cluster's name (several clusters may share a Redis).
+    pub cluster: String,
+    /// This node's name within the cluster.
+    pub node: hum_proto::cluster::NodeId,
+    /// The URL clients reach this node's WebSocket at; `None`: `ws://LISTEN/ws`.
+    pub public_url: Option<String>,
+    /// A node that stops refreshing its announcement for this long is dead.
+    pub ttl: Duration,
 }
 
 impl RelayConfig {
@@ -122,6 +139,7 @@ impl RelayConfig {
             hub: HubConfig::default(),
             sfu_bind: None,
             sfu_public_addr: None,
+            cluster: None,
         }
     }
 
@@ -184,6 +202,12 @@ pub(crate) enum HubCmd {
         stream: hum_proto::StreamId,
         to: UserId,
         signal: hum_proto::signal::MeshSignal,
+    },
+    /// The next record of the cluster's log (crate::bus).
+    Log(crate::bus::Record),
+    /// The membership watcher saw node number `node` die or leave.
+    NodeGone {
+        node: u64,
     },
 }
 
@@ -262,14 +286,32 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         .unwrap_or_else(|| crate::store::Location::SqliteIn(config.data_dir.clone()));
     // Opening and loading block (the PostgreSQL client runs its own runtime, which tokio
     // forbids on a task): blocking threads do both.
-    let store = tokio::task::spawn_blocking(move || {
-        let store =
-            Store::open(&location).with_context(|| format!("opening the database ({location})"))?;
-        tracing::info!(store = %location, "database open");
-        anyhow::Ok(store)
+    let cluster_cfg = config.cluster.clone();
+    let (store, joined) = tokio::task::spawn_blocking(move || {
+        let Some(c) = cluster_cfg else {
+            let store = Store::open(&location)
+                .with_context(|| format!("opening the database ({location})"))?;
+            tracing::info!(store = %location, "database open");
+            return anyhow::Ok((store, None));
+        };
+        let store = Store::open_for_cluster(&location)
+            .with_context(|| format!("opening the cluster's database ({location})"))?;
+        let joined = crate::cluster::join(&c.redis, &c.cluster, &c.node)
+            .with_context(|| format!("joining cluster {} in Redis", c.cluster))?;
+        tracing::info!(store = %location, cluster = %c.cluster, node = %c.node, number = joined.number, "database open; joined the cluster");
+        let tape = crate::store::tape::TapeControl::default();
+        let store = Store::new(crate::store::tape::TapeStore::new(store, tape.clone()));
+        let log = crate::cluster::Log::connect(&c.redis, &c.cluster, joined.number)?;
+        anyhow::Ok((store, Some((c, joined, tape, log))))
     })
     .await
     .context("the thread opening the database")??;
+    if joined.is_some() && config.sfu_bind.is_some() {
+        tracing::warn!(
+            "a cluster node runs no SFU yet (rooms across nodes need the cascade, docs/cluster.md): voice channels stay meshes"
+        );
+        config.sfu_bind = None;
+    }
     config.hub.limits.max_message_bytes =
         u32::try_from(config.max_message_bytes).unwrap_or(u32::MAX);
     config.hub.limits.rate_per_sec = config.rate_per_sec;
@@ -291,7 +333,12 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     };
     let sfu_addr = sfu.as_ref().map(|s| s.local_addr());
     config.hub.mode.sfu_enabled = sfu.is_some();
-    let (hub_config, rng) = (config.hub.clone(), ChaCha8Rng::from_rng(OsRng)?);
+    // Every node of a cluster runs the same hub on the same inputs: same RNG seed too.
+    let rng = match &joined {
+        Some((_, j, _, _)) => ChaCha8Rng::from_seed(j.seed),
+        None => ChaCha8Rng::from_rng(OsRng)?,
+    };
+    let hub_config = config.hub.clone();
     let mut hub = tokio::task::spawn_blocking(move || Hub::new(store, hub_config, rng))
         .await
         .context("the thread loading the database")?
@@ -308,6 +355,23 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         metrics.clone(),
         Some(recordings),
     ));
+    let stopping = tokio::sync::watch::Sender::new(false);
+    let mut first_conn = 1;
+    let mut node = None;
+    let link = match joined {
+        Some((c, joined, tape, log)) => {
+            first_conn = crate::bus::conn_base(joined.number) + 1;
+            start_log_reader(&c, hub_tx.clone())?;
+            node = Some((c, joined.number));
+            Some(ClusterLink {
+                me: joined.number,
+                log,
+                seq: crate::bus::Sequencer::new(joined.number),
+                tape,
+            })
+        }
+        None => None,
+    };
     {
         let metrics = metrics.clone();
         let alive = hub_alive.clone();
@@ -315,7 +379,7 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         std::thread::Builder::new()
             .name("hum-hub".into())
             .spawn(move || {
-                hub_thread(hub, hub_rx, &metrics, sfu.as_ref(), &live);
+                hub_thread(hub, hub_rx, &metrics, sfu.as_ref(), &live, link);
                 alive.store(false, Ordering::SeqCst);
             })
             .context("spawning the hub thread")?;
@@ -361,17 +425,20 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    if let Some((c, number)) = node {
+        start_membership(&c, number, addr, hub_tx.clone(), stopping.subscribe())?;
+    }
     let shared = Arc::new(Shared {
         probe_slots: Arc::new(Semaphore::new(config.max_probes)),
         probe_sources: Arc::default(),
         config,
         hub_tx,
         metrics: metrics.clone(),
-        next_conn: AtomicU64::new(1),
+        next_conn: AtomicU64::new(first_conn),
         hub_alive,
         relay_name: format!("hum-relay/{}", env!("CARGO_PKG_VERSION")),
         max_connections,
-        stopping: tokio::sync::watch::Sender::new(false),
+        stopping,
         live,
     });
     let stopping = shared.stopping.clone();
@@ -396,55 +463,130 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
 
 // --- the hub thread -------------------------------------------------------------------------------
 
+/// The hub thread's side of the cluster (crate::bus): where it logs inputs, the order it takes
+/// them in, and the store's tape.
+struct ClusterLink {
+    me: u64,
+    log: crate::cluster::Log,
+    seq: crate::bus::Sequencer,
+    tape: crate::store::tape::TapeControl,
+}
+
+/// Read the cluster's log on a thread of its own, handing each record to the hub thread.
+fn start_log_reader(c: &ClusterConfig, tx: mpsc::Sender<HubCmd>) -> anyhow::Result<()> {
+    let (url, cluster) = (c.redis.clone(), c.cluster.clone());
+    std::thread::Builder::new()
+        .name("hum-cluster-log".into())
+        .spawn(move || {
+            let r = crate::cluster::read_log(&url, &cluster, |rec| {
+                match tx.blocking_send(HubCmd::Log(rec)) {
+                    Ok(()) => std::ops::ControlFlow::Continue(()),
+                    Err(_) => std::ops::ControlFlow::Break(()),
+                }
+            });
+            if let Err(e) = r {
+                tracing::error!(error = %e, "cluster: the log reader stopped");
+            }
+        })
+        .context("spawning the cluster log reader")?;
+    Ok(())
+}
+
+/// Announce this node (refreshing well within its TTL; leaving on shutdown) and watch the
+/// others: a node that expires or leaves is reported to the hub thread, which logs its death.
+fn start_membership(
+    c: &ClusterConfig,
+    number: u64,
+    addr: SocketAddr,
+    tx: mpsc::Sender<HubCmd>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let url = c
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{addr}/ws"));
+    let me = hum_proto::cluster::NodeInfo::new(c.node.clone(), url, unix_ms())
+        .context("the node's public URL (--public-url)")?;
+    let mut members = crate::cluster::Membership::connect(&c.redis, &c.cluster)?;
+    members.announce(&me, c.ttl)?;
+    let ttl = c.ttl;
+    std::thread::Builder::new()
+        .name("hum-cluster-beat".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(ttl / 3);
+                if *stopping.borrow_and_update() {
+                    let _ = members.leave(&me.id);
+                    return;
+                }
+                if let Err(e) = members.announce(&me, ttl) {
+                    tracing::warn!(error = %e, "cluster: could not refresh this node's announcement");
+                }
+            }
+        })
+        .context("spawning the cluster heartbeat")?;
+    let watcher = crate::cluster::Watcher::connect(&c.redis, &c.cluster)?;
+    let mut lookup = redis::Client::open(c.redis.as_str())?.get_connection()?;
+    let (cluster, me_id) = (c.cluster.clone(), c.node.clone());
+    std::thread::Builder::new()
+        .name("hum-cluster-watch".into())
+        .spawn(move || {
+            let r = watcher.run(Duration::from_millis(500), |change| {
+                use crate::cluster::Change;
+                let gone = match change {
+                    Some(Change::Expired(id) | Change::Left(id)) if id != me_id => id,
+                    _ => return std::ops::ControlFlow::Continue(()),
+                };
+                match crate::cluster::node_number(&mut lookup, &cluster, &gone) {
+                    Ok(Some(node)) if node != number => {
+                        tracing::warn!(node = %gone, number = node, "cluster: a node is gone; ending its sessions");
+                        if tx.blocking_send(HubCmd::NodeGone { node }).is_err() {
+                            return std::ops::ControlFlow::Break(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, node = %gone, "cluster: cannot look up a gone node's number"),
+                }
+                std::ops::ControlFlow::Continue(())
+            });
+            if let Err(e) = r {
+                tracing::error!(error = %e, "cluster: the membership watcher stopped");
+            }
+        })
+        .context("spawning the cluster watcher")?;
+    Ok(())
+}
+
 fn hub_thread(
     mut hub: Hub,
     mut rx: mpsc::Receiver<HubCmd>,
     metrics: &Metrics,
     sfu: Option<&crate::sfu::SfuLink>,
     live: &crate::live::Live,
+    mut cluster: Option<ClusterLink>,
 ) {
     let mut conns: HashMap<ConnId, OutboxTx> = HashMap::new();
     while let Some(cmd) = rx.blocking_recv() {
-        let now = unix_ms();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| match cmd {
-            HubCmd::Login {
-                conn,
-                re,
-                user,
-                display_name,
-                tx,
-                source,
-            } => {
-                conns.insert(conn, tx);
-                hub.login_from(now, conn, re, user, display_name, source);
-            }
-            HubCmd::Request { conn, re, req } => hub.request(now, conn, re, req),
-            HubCmd::Disconnect { conn } => {
-                conns.remove(&conn);
-                hub.disconnect(now, conn);
-            }
-            HubCmd::Tick => {
-                hub.tick(now);
-                metrics.set_hub(hub.stats());
-                if let Some(s) = sfu {
-                    s.refresh_metrics();
-                }
-            }
-            HubCmd::SfuDone {
-                conn,
-                re,
-                user,
-                joining,
-                result,
-            } => hub.sfu_done(conn, re, user, joining, result),
-            HubCmd::SfuEvent(ev) => crate::sfu::on_event(&mut hub, ev),
-            HubCmd::LiveSignal { stream, to, signal } => hub.live_signal(stream, to, signal),
+        let mut now = unix_ms();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| match cluster.as_mut() {
+            None => apply_local(&mut hub, &mut conns, cmd, now, metrics, sfu),
+            Some(link) => apply_clustered(
+                &mut hub, &mut conns, link, cmd, &mut now, metrics, sfu, live,
+            ),
         }));
         if result.is_err() {
             // A bug, not bad input: keep serving everyone else.
             tracing::error!("the hub panicked while handling a command; continuing");
         }
-        let sfu_cmds = dispatch(&mut hub, &mut conns, metrics, now, Some(live));
+        let sfu_cmds = match cluster.as_mut() {
+            None => dispatch(&mut hub, &mut conns, metrics, now, Some(live)),
+            Some(link) => {
+                let log = &mut link.log;
+                dispatch_with(&mut hub, &mut conns, metrics, Some(live), &mut |_, c| {
+                    log_input(log, now, crate::bus::Input::Disconnect { conn: c });
+                })
+            }
+        };
         for cmd in sfu_cmds {
             match sfu {
                 Some(s) => s.exec(cmd),
@@ -455,14 +597,219 @@ fn hub_thread(
     tracing::info!("hub thread stopped");
 }
 
-/// Deliver the hub's outputs. Clients whose queue is full are dropped, which may produce more
-/// outputs (roster changes), so loop until quiet. Returns what the SFU should do, in order.
+/// A single relay: every command goes straight to the hub.
+fn apply_local(
+    hub: &mut Hub,
+    conns: &mut HashMap<ConnId, OutboxTx>,
+    cmd: HubCmd,
+    now: u64,
+    metrics: &Metrics,
+    sfu: Option<&crate::sfu::SfuLink>,
+) {
+    match cmd {
+        HubCmd::Login {
+            conn,
+            re,
+            user,
+            display_name,
+            tx,
+            source,
+        } => {
+            conns.insert(conn, tx);
+            hub.login_from(now, conn, re, user, display_name, source);
+        }
+        HubCmd::Request { conn, re, req } => hub.request(now, conn, re, req),
+        HubCmd::Disconnect { conn } => {
+            conns.remove(&conn);
+            hub.disconnect(now, conn);
+        }
+        HubCmd::Tick => {
+            hub.tick(now);
+            metrics.set_hub(hub.stats());
+            if let Some(s) = sfu {
+                s.refresh_metrics();
+            }
+        }
+        HubCmd::SfuDone {
+            conn,
+            re,
+            user,
+            joining,
+            result,
+        } => hub.sfu_done(conn, re, user, joining, result),
+        HubCmd::SfuEvent(ev) => crate::sfu::on_event(hub, ev),
+        HubCmd::LiveSignal { stream, to, signal } => hub.live_signal(stream, to, signal),
+        HubCmd::Log(_) | HubCmd::NodeGone { .. } => {
+            tracing::error!("a cluster command reached a relay that is not in a cluster")
+        }
+    }
+}
+
+/// Log `input`; a failure is logged (the caller answers the client when it can).
+fn log_input(log: &mut crate::cluster::Log, now: u64, input: crate::bus::Input) -> bool {
+    match log.entry(now, input) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cluster: cannot append to the log");
+            false
+        }
+    }
+}
+
+/// A cluster node: this node's clients' inputs go to the log; the log's entries, in order,
+/// go to the hub (crate::bus). `now` becomes the entry's time.
+#[allow(clippy::too_many_arguments)]
+fn apply_clustered(
+    hub: &mut Hub,
+    conns: &mut HashMap<ConnId, OutboxTx>,
+    link: &mut ClusterLink,
+    cmd: HubCmd,
+    now: &mut u64,
+    metrics: &Metrics,
+    sfu: Option<&crate::sfu::SfuLink>,
+    live: &crate::live::Live,
+) {
+    use crate::bus::Input;
+    let unavailable = |conns: &HashMap<ConnId, OutboxTx>, conn: ConnId, re: RequestId| {
+        if let Some(tx) = conns.get(&conn) {
+            let msg = ServerMessage::error(
+                Some(re),
+                ProtoError::new(
+                    ErrorCode::Internal,
+                    "the relay cluster's bus is unavailable; try again",
+                ),
+            );
+            let _ = tx.push(Outbound::Text(Utf8Bytes::from(encode(&msg))));
+        }
+    };
+    match cmd {
+        HubCmd::Login {
+            conn,
+            re,
+            user,
+            display_name,
+            tx,
+            source,
+        } => {
+            conns.insert(conn, tx);
+            let input = Input::Login {
+                conn,
+                re,
+                user,
+                display_name,
+                source: source.map(SourceKey::to_log),
+            };
+            if !log_input(&mut link.log, *now, input) {
+                unavailable(conns, conn, re);
+            }
+        }
+        HubCmd::Request { conn, re, req } => {
+            if !log_input(&mut link.log, *now, Input::Request { conn, re, req }) {
+                unavailable(conns, conn, re);
+            }
+        }
+        HubCmd::Disconnect { conn } => {
+            conns.remove(&conn);
+            log_input(&mut link.log, *now, Input::Disconnect { conn });
+        }
+        HubCmd::Tick => {
+            log_input(&mut link.log, *now, Input::Tick);
+            metrics.set_hub(hub.stats());
+        }
+        HubCmd::NodeGone { node } => {
+            log_input(&mut link.log, *now, Input::NodeDown { node });
+        }
+        HubCmd::Log(record) => {
+            link.seq.push(record);
+            while let Some(ready) = link.seq.next_ready() {
+                let entry = ready.entry;
+                match ready.results {
+                    None => link.tape.record(),
+                    Some(r) => link.tape.replay(r),
+                }
+                *now = entry.now_ms;
+                match entry.input {
+                    Input::Login {
+                        conn,
+                        re,
+                        user,
+                        display_name,
+                        source,
+                    } => {
+                        let source = source.as_deref().and_then(SourceKey::from_log);
+                        hub.login_from(entry.now_ms, conn, re, user, display_name, source)
+                    }
+                    Input::Request { conn, re, req } => hub.request(entry.now_ms, conn, re, req),
+                    Input::Disconnect { conn } => hub.disconnect(entry.now_ms, conn),
+                    Input::Tick => hub.tick(entry.now_ms),
+                    Input::NodeDown { node } if node == link.me => {
+                        // Cut off from Redis for longer than the TTL: the others have ended
+                        // this node's sessions and dropped what it had not finished. Its state
+                        // can no longer be trusted; clients reconnect to a live node.
+                        tracing::error!(
+                            "cluster: the other nodes declared this node dead; stopping"
+                        );
+                        std::process::exit(75);
+                    }
+                    Input::NodeDown { node } => {
+                        hub.disconnect_where(entry.now_ms, |c| crate::bus::node_of(c) == node)
+                    }
+                }
+                let effects = link.tape.take();
+                if entry.node == link.me
+                    && let Err(e) = link.log.results(entry.seq, effects)
+                {
+                    // The others wait for these results; without them they stall until this
+                    // node is declared dead.
+                    tracing::error!(error = %e, "cluster: cannot log an entry's results");
+                }
+                // Deliver as we go: outputs address this moment's connections.
+                let cmds = dispatch_with(hub, conns, metrics, Some(live), &mut |_, c| {
+                    log_input(&mut link.log, entry.now_ms, Input::Disconnect { conn: c });
+                });
+                for cmd in cmds {
+                    if let Some(s) = sfu {
+                        s.exec(cmd);
+                    }
+                }
+            }
+        }
+        // Not replicated: no SFU runs in a cluster yet, and a root's signal only goes to this
+        // node's viewers.
+        HubCmd::SfuDone {
+            conn,
+            re,
+            user,
+            joining,
+            result,
+        } => hub.sfu_done(conn, re, user, joining, result),
+        HubCmd::SfuEvent(ev) => crate::sfu::on_event(hub, ev),
+        HubCmd::LiveSignal { stream, to, signal } => hub.live_signal(stream, to, signal),
+    }
+}
+
+/// Deliver the hub's outputs (a single relay: a dropped client leaves the hub at once).
 fn dispatch(
     hub: &mut Hub,
     conns: &mut HashMap<ConnId, OutboxTx>,
     metrics: &Metrics,
     now: u64,
     live: Option<&crate::live::Live>,
+) -> Vec<SfuCmd> {
+    dispatch_with(hub, conns, metrics, live, &mut |hub, c| {
+        hub.disconnect(now, c)
+    })
+}
+
+/// Deliver the hub's outputs to this relay's connections (in a cluster, other nodes deliver
+/// the rest). Clients whose queue is full are dropped (`drop_client`), which may produce more
+/// outputs (roster changes), so loop until quiet. Returns what the SFU should do, in order.
+fn dispatch_with(
+    hub: &mut Hub,
+    conns: &mut HashMap<ConnId, OutboxTx>,
+    metrics: &Metrics,
+    live: Option<&crate::live::Live>,
+    drop_client: &mut dyn FnMut(&mut Hub, ConnId),
 ) -> Vec<SfuCmd> {
     let mut sfu = Vec::new();
     loop {
@@ -474,6 +821,10 @@ fn dispatch(
         for out in outputs {
             match out {
                 Output::Send { to, msg } => {
+                    // Encode only what someone here receives.
+                    if !to.iter().any(|c| conns.contains_key(c)) {
+                        continue;
+                    }
                     if let ServerMessage::Error { code, .. } = &msg {
                         metrics.error(*code);
                     }
@@ -509,7 +860,7 @@ fn dispatch(
             // The overflowed queue wakes its connection task, which closes with TOO_SLOW and
             // frees what was queued; dropping the sender also ends the queue.
             if conns.remove(&c).is_some() {
-                hub.disconnect(now, c);
+                drop_client(hub, c);
             }
         }
     }

@@ -477,6 +477,16 @@ impl Hub {
         self.end_session(now_ms, conn, true);
     }
 
+    /// Every connection `lost` picks (a dead cluster node's) closed, in connection order so
+    /// every node's hub does the same.
+    pub fn disconnect_where(&mut self, now_ms: u64, lost: impl Fn(ConnId) -> bool) {
+        let mut gone: Vec<ConnId> = self.conns.keys().copied().filter(|c| lost(*c)).collect();
+        gone.sort_unstable();
+        for conn in gone {
+            self.end_session(now_ms, conn, true);
+        }
+    }
+
     fn end_session(&mut self, _now_ms: u64, conn: ConnId, announce_offline: bool) {
         let Some(user) = self.conns.remove(&conn) else {
             return;

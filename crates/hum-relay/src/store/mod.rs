@@ -28,6 +28,7 @@ use crate::model::{ChannelRec, InviteRec, Model, ServerRec, UserRec};
 
 pub mod postgres;
 pub mod sqlite;
+pub mod tape;
 pub mod testing;
 
 #[cfg(test)]
@@ -52,6 +53,9 @@ pub enum StoreError {
         "another relay is using this PostgreSQL database; until the cluster bus lands (docs/cluster.md) one relay per database"
     )]
     InUse,
+    /// Another cluster node's write failed; this node replays the failure (crate::bus).
+    #[error("replayed from the node that wrote: {0}")]
+    Replayed(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -288,6 +292,17 @@ impl Store {
         match location {
             Location::SqliteIn(dir) => Store::open_dir(dir),
             Location::Postgres(url) => Ok(Store::new(postgres::PgStore::connect(url)?)),
+        }
+    }
+
+    /// Open the store for one node of a cluster: every node of the cluster shares the
+    /// database (PostgreSQL only; no one-relay lock, the bus keeps the nodes in step).
+    pub fn open_for_cluster(location: &Location) -> Result<Store> {
+        match location {
+            Location::Postgres(url) => Ok(Store::new(postgres::PgStore::connect_shared(url)?)),
+            Location::SqliteIn(_) => Err(StoreError::BadLocation(
+                "a cluster (--redis) needs --store postgres://...: SQLite is one node's".into(),
+            )),
         }
     }
 

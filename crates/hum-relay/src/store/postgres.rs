@@ -112,6 +112,8 @@ const RELAY_LOCK: i64 = 0x6875_6d72_656c_6179;
 /// How long to wait for the lock at start: a relay that was just killed holds it until the
 /// server notices the closed connection.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Held by a cluster node while it migrates ("hummigr").
+const MIGRATE_LOCK: i64 = 0x0068_756d_6d69_6772;
 
 /// A PostgreSQL database behind the relay: one connection, owned by the hub thread.
 pub struct PgStore {
@@ -119,6 +121,8 @@ pub struct PgStore {
     client: RefCell<Option<Client>>,
     /// Statements prepared once per connection: a write is then one round trip, not two.
     prepared: RefCell<HashMap<&'static str, Statement>>,
+    /// Holds the one-relay lock (not a cluster node).
+    locked: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -147,6 +151,29 @@ impl PgStore {
         Self::connect_waiting(url, LOCK_WAIT)
     }
 
+    /// Connect without the one-relay lock: a cluster node, one of several sharing the
+    /// database (docs/cluster.md). Migrations run under a transaction-scoped advisory lock so
+    /// nodes starting together apply each one once.
+    pub fn connect_shared(url: &str) -> Result<PgStore> {
+        let client = Client::connect(url, NoTls)?;
+        let store = PgStore {
+            client: RefCell::new(Some(client)),
+            prepared: RefCell::new(HashMap::new()),
+            locked: false,
+        };
+        store.with(|c| {
+            let _ = c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
+            Ok(())
+        })?;
+        let migrated = store.migrate();
+        store.with(|c| {
+            let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK])?;
+            Ok(())
+        })?;
+        migrated?;
+        Ok(store)
+    }
+
     /// [`PgStore::connect`], waiting at most `lock_wait` for another relay to let go.
     pub fn connect_waiting(url: &str, lock_wait: Duration) -> Result<PgStore> {
         let mut client = Client::connect(url, NoTls)?;
@@ -166,6 +193,7 @@ impl PgStore {
         let store = PgStore {
             client: RefCell::new(Some(client)),
             prepared: RefCell::new(HashMap::new()),
+            locked: true,
         };
         store.migrate()?;
         Ok(store)
@@ -250,8 +278,11 @@ impl Drop for PgStore {
             return;
         };
         // Release the lock before closing, so a relay started right after finds it free.
+        let locked = self.locked;
         let close = move || {
-            let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&RELAY_LOCK]);
+            if locked {
+                let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&RELAY_LOCK]);
+            }
             drop(client);
         };
         // The client blocks on its own runtime, which tokio forbids inside a runtime: a store
