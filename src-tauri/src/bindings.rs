@@ -65,6 +65,7 @@ pub fn builder() -> Builder<tauri::Wry> {
             video::video_sources_list,
             video::camera_set,
             video::video_keyframe,
+            video::video_quality_set,
             video::video_bench_start,
             live::live_list,
             live::live_status,

@@ -387,6 +387,54 @@ pub fn video_keyframe(state: State<'_, AppState>, stream_id: String) {
     }
 }
 
+/// How big a remote camera is shown, which decides the layer asked of its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+#[serde(rename_all = "snake_case")]
+pub enum TileQuality {
+    /// The spotlight: the speaker, a pinned tile, a screen share (the full picture).
+    High,
+    /// A thumbnail (a quarter of the picture's size: 320x180 of a 720p camera).
+    Low,
+    /// Not on screen: nothing is sent.
+    Off,
+}
+
+/// The layer of a remote camera (`<user hex>/camera`) the app wants for how it shows it: in a
+/// mesh its sender is asked (`video_quality`; it encodes each layer once for everyone and pauses
+/// the ones nobody shows), on the SFU the relay (`sfu_quality`). Unknown streams are ignored.
+#[tauri::command]
+#[specta::specta]
+pub async fn video_quality_set(
+    state: State<'_, AppState>,
+    stream_id: String,
+    quality: TileQuality,
+) -> CmdResult<()> {
+    let Some(user) = stream_id
+        .split_once('/')
+        .and_then(|(u, _)| u.parse::<hum_proto::UserId>().ok())
+    else {
+        return Ok(());
+    };
+    let q = match quality {
+        TileQuality::High => hum_proto::signal::VideoQuality::High,
+        TileQuality::Low => hum_proto::signal::VideoQuality::Low,
+        TileQuality::Off => hum_proto::signal::VideoQuality::Off,
+    };
+    let link = state.link.lock().await;
+    let result = match link.as_ref() {
+        Some(link) => link.set_video_quality(user, q).await,
+        None => match state.session() {
+            Some(session) => session.set_video_quality(user, q).await,
+            None => Ok(()),
+        },
+    };
+    // Asking is best effort: the tile shows whatever layer arrives.
+    if let Err(e) = result {
+        tracing::debug!(%user, "video quality: {e}");
+    }
+    Ok(())
+}
+
 /// Benchmark helper: starts `streams` extra test-pattern streams (`bench-0`…) of the given size
 /// at 30 fps, replacing earlier ones; 0 stops them. Returns their ids.
 #[tauri::command]

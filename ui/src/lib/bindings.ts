@@ -123,6 +123,12 @@ export const commands = {
 	/**  The next frame of `stream_id` will be a keyframe (a tile's decoder started late or failed). */
 	videoKeyframe: (streamId: string) => __TAURI_INVOKE<void>("video_keyframe", { streamId }),
 	/**
+	 *  The layer of a remote camera (`<user hex>/camera`) the app wants for how it shows it: in a
+	 *  mesh its sender is asked (`video_quality`; it encodes each layer once for everyone and pauses
+	 *  the ones nobody shows), on the SFU the relay (`sfu_quality`). Unknown streams are ignored.
+	 */
+	videoQualitySet: (streamId: string, quality: TileQuality) => typedError<null, CommandError>(__TAURI_INVOKE("video_quality_set", { streamId, quality })),
+	/**
 	 *  Benchmark helper: starts `streams` extra test-pattern streams (`bench-0`…) of the given size
 	 *  at 30 fps, replacing earlier ones; 0 stops them. Returns their ids.
 	 */
@@ -348,13 +354,6 @@ export type FieldError = {
 	message: string,
 };
 
-export type FriendView = {
-	user_id: string,
-	display_name: string,
-	online: boolean,
-	/**  The voice channel they are in, if they share a server with you. */
-	in_voice: boolean,
-	in_call: boolean,
 /**
  *  How others find you: your public key (the account), your handle on this relay if you took one,
  *  and the friend link to share (it carries the key, which never changes hands).
@@ -365,6 +364,13 @@ export type FriendCard = {
 	friend_link: string,
 };
 
+export type FriendView = {
+	user_id: string,
+	display_name: string,
+	online: boolean,
+	/**  The voice channel they are in, if they share a server with you. */
+	in_voice: boolean,
+	in_call: boolean,
 };
 
 /**  Friends, requests or presence changed: refetch `friends_list`. */
@@ -413,13 +419,6 @@ export type LevelSample = {
 	live: boolean,
 };
 
-/**  A stream started or ended in one of my servers, or its audience changed: refetch `live_list`. */
-export type LiveChanged = {
-	server: number | null,
-};
-
-/**  Where a stream's picture comes from. */
-export type LiveSource = "pattern" | "camera" | "screen" | "file";
 /**  New links arrived: call `links_take`. */
 export type LinkOpened = null;
 
@@ -430,6 +429,14 @@ export type LinkView =
 /**  Befriend `who` (`@handle` or a public key). */
 { kind: "friend"; who: string; link: string };
 
+
+/**  A stream started or ended in one of my servers, or its audience changed: refetch `live_list`. */
+export type LiveChanged = {
+	server: number | null,
+};
+
+/**  Where a stream's picture comes from. */
+export type LiveSource = "pattern" | "camera" | "screen" | "file";
 
 /**  Everything the live panel shows. */
 export type LiveStatus = {
@@ -628,6 +635,15 @@ export type StreamingView = {
 	/**  Bytes uploaded to the relay (one copy of the stream, however many watch). */
 	uploaded_bytes: number,
 };
+
+/**  How big a remote camera is shown, which decides the layer asked of its sender. */
+export type TileQuality = 
+/**  The spotlight: the speaker, a pinned tile, a screen share (the full picture). */
+"high" | 
+/**  A thumbnail (a quarter of the picture's size: 320x180 of a 720p camera). */
+"low" | 
+/**  Not on screen: nothing is sent. */
+"off";
 
 export type TotalSource = { source: "manual" } | { source: "detected"; measured_at_unix_ms: number } | { source: "not_measured" };
 

@@ -113,6 +113,54 @@ export function cameraStreamOf(userId: string): string {
   return `${userId}/camera`;
 }
 
+/** How big a remote camera is shown, which decides the layer its sender sends us (src-tauri
+ *  `TileQuality`): the spotlight `high`, thumbnails `low`, not on screen `off`. */
+export type TileQuality = "high" | "low" | "off";
+
+/** Past this many camera tiles in a grid without a spotlight, they are thumbnails. */
+export const FULL_TILES = 2;
+
+/**
+ * The layer to ask of each remote member (by user id): the spotlight high and everyone else on
+ * the page low; with no spotlight, high while at most FULL_TILES cameras share the grid (the
+ * tiles are big), else low; members not on the page off.
+ */
+export function layerPlan(
+  remotes: string[],
+  shown: ReadonlySet<string>,
+  spotlight: string | null,
+  cameras: number,
+): Map<string, TileQuality> {
+  const plan = new Map<string, TileQuality>();
+  for (const id of remotes) {
+    let q: TileQuality;
+    if (id === spotlight) q = "high";
+    else if (!shown.has(id)) q = "off";
+    else if (spotlight === null && cameras <= FULL_TILES) q = "high";
+    else q = "low";
+    plan.set(id, q);
+  }
+  return plan;
+}
+
+/** What each sender was last asked for (by user id), so a change is asked once. */
+const asked = new Map<string, TileQuality>();
+
+/** Asks each sender in `plan` for its layer if that changed; returns the users asked. */
+export function askLayers(plan: Map<string, TileQuality>): string[] {
+  const changed: string[] = [];
+  for (const [id, q] of plan) {
+    if (asked.get(id) === q) continue;
+    asked.set(id, q);
+    changed.push(id);
+    commands.videoQualitySet(cameraStreamOf(id), q).catch(() => asked.delete(id));
+  }
+  return changed;
+}
+
+/** A member pinned to the spotlight by a click on their tile (null: the speaker). */
+export const pinned = signal<string | null>(null);
+
 /** Calls `fn` with every frame of `streamId` until the returned function is called. */
 export function subscribeVideo(streamId: string, fn: Listener): () => void {
   let set = listeners.get(streamId);
@@ -185,6 +233,8 @@ export function resetVideo() {
   activeStreams.value = new Set();
   endedStreams.value = new Set();
   lastFrame.clear();
+  asked.clear();
+  pinned.value = null;
   if (idleTimer) clearInterval(idleTimer);
   idleTimer = null;
 }

@@ -1,8 +1,18 @@
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/preact";
 import type { Channel } from "@tauri-apps/api/core";
+import { emit } from "@tauri-apps/api/event";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { alice, channelFixture, defaultVoice, fakeBackend } from "../../test-support";
-import { activeStreams, dispatchVideo, parseVideoPacket, pruneIdle, resetVideo, STREAM_IDLE_MS, subscribeVideo } from "../../lib/video";
+import {
+  activeStreams,
+  dispatchVideo,
+  layerPlan,
+  parseVideoPacket,
+  pruneIdle,
+  resetVideo,
+  STREAM_IDLE_MS,
+  subscribeVideo,
+} from "../../lib/video";
 import { CallPanel, currentCall } from "../calls/CallPanel";
 import { resetVoiceStore } from "../voice/store";
 import { VoiceScreen } from "../voice/VoiceScreen";
@@ -223,6 +233,68 @@ describe("camera button", () => {
     video!.onmessage(packet(bobs, true, 99) as unknown as VideoPacket);
     await screen.findByTestId(`video-${bobs}`);
     expect(screen.getByTestId("tile-bob").dataset.camera).toBe("on");
+  });
+
+  it("asks each sender for the layer its tile needs: the spotlight high, thumbnails low", async () => {
+    let video: Channel<VideoPacket> | null = null;
+    const member = (hex: string, name: string, speaking = false) => ({
+      user_id: hex.repeat(32),
+      display_name: name,
+      muted: false,
+      deafened: false,
+      speaking,
+    });
+    const [bob, carol, dave] = [member("b0", "bob"), member("c0", "carol"), member("d0", "dave")];
+    let roster = [me, bob, carol];
+    const calls = fakeBackend({
+      servers_list: () => [{ ...squad(), channels: [channelFixture(7, "Lobby", 8, roster)] }],
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+      video_subscribe: (a) => {
+        video = a.onFrame as Channel<VideoPacket>;
+        return null;
+      },
+      video_quality_set: () => null,
+    });
+    const asked = () =>
+      Object.fromEntries(
+        calls
+          .filter((c) => c.cmd === "video_quality_set")
+          .map((c) => [String(c.args.streamId).slice(0, 2), c.args.quality]),
+      );
+    render(<VoiceScreen myId={alice.public_key} />);
+    await screen.findByTestId("avatar-bob");
+    await waitFor(() => expect((screen.getByTestId("camera") as HTMLButtonElement).disabled).toBe(false));
+    fireEvent.click(screen.getByTestId("camera"));
+    await screen.findByTestId("video-self");
+    for (const m of [bob, carol]) video!.onmessage(packet(`${m.user_id}/camera`, true, 0) as unknown as VideoPacket);
+    // Two cameras in a grid: both tiles are big, both high.
+    await waitFor(() => expect(asked()).toEqual({ b0: "high", c0: "high" }));
+    expect(screen.getByTestId("tile-bob").dataset.quality).toBe("high");
+    // Bob pinned: the spotlight, high; carol a thumbnail, low.
+    fireEvent.click(screen.getByTestId("pin-bob"));
+    await waitFor(() => expect(asked()).toEqual({ b0: "high", c0: "low" }));
+    expect(screen.getByTestId("spotlight").querySelector("[data-testid='tile-bob']")).toBeTruthy();
+    expect(screen.getByTestId("tile-carol").dataset.quality).toBe("low");
+    // My own tile pinned: every remote camera is a thumbnail.
+    fireEvent.click(screen.getByTestId("pin-alice"));
+    await waitFor(() => expect(asked()).toEqual({ b0: "low", c0: "low" }));
+    fireEvent.click(screen.getByTestId("pin-alice"));
+    await waitFor(() => expect(asked()).toEqual({ b0: "high", c0: "high" }));
+    // A third camera and dave speaks: dave is the spotlight (high), the others thumbnails.
+    roster = [me, bob, carol, { ...dave, speaking: true }];
+    video!.onmessage(packet(`${dave.user_id}/camera`, true, 0) as unknown as VideoPacket);
+    await emit("servers-changed", null);
+    await waitFor(() => expect(asked()).toEqual({ b0: "low", c0: "low", d0: "high" }));
+    expect(screen.getByTestId("stage").dataset.spotlight).toBe("dave");
+    // Each change was asked once.
+    expect(calls.filter((c) => c.cmd === "video_quality_set")).toHaveLength(9);
+  });
+
+  it("plans layers: the spotlight high, the page low, off-page off", () => {
+    const shown = new Set(["a", "b"]);
+    expect(Object.fromEntries(layerPlan(["a", "b", "c"], shown, null, 2))).toEqual({ a: "high", b: "high", c: "off" });
+    expect(Object.fromEntries(layerPlan(["a", "b", "c"], shown, null, 3))).toEqual({ a: "low", b: "low", c: "off" });
+    expect(Object.fromEntries(layerPlan(["a", "b", "c"], shown, "c", 3))).toEqual({ a: "low", b: "low", c: "high" });
   });
 
   it("says what to do when there is no camera", async () => {

@@ -1,8 +1,20 @@
 import { useSignal } from "@preact/signals";
+import { useEffect, useRef } from "preact/hooks";
 import { commands, type ChannelView, type MemberVoice } from "../../lib/bindings";
 import { unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
-import { activeStreams, benchStreams, camera, cameraStreamOf, endedStreams } from "../../lib/video";
+import {
+  FULL_TILES,
+  activeStreams,
+  askLayers,
+  benchStreams,
+  camera,
+  cameraStreamOf,
+  endedStreams,
+  layerPlan,
+  pinned,
+  type TileQuality,
+} from "../../lib/video";
 import { VideoTile } from "../video/VideoTile";
 import { HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { servers, voiceAct } from "./store";
@@ -27,9 +39,10 @@ export function tileStream(m: MemberVoice, self: boolean): string | null {
 }
 
 /** One participant: their video (my self-view while my camera is on) or a big avatar with the
- *  speaking ring; name, mute/deafen badges, link quality. `data-camera` says why there is no
- *  video: `off` (they said so), else `none`. */
-export function Tile(props: { member: MemberVoice; self: boolean }) {
+ *  speaking ring; name, mute/deafen badges, link quality, a pin button (pinned: the spotlight).
+ *  `data-camera` says why there is no video: `off` (they said so), else `none`;
+ *  `data-quality` the layer asked of their camera (high, low, off). */
+export function Tile(props: { member: MemberVoice; self: boolean; quality?: TileQuality }) {
   const m = props.member;
   const st = peerStats.value[m.user_id];
   const video = tileStream(m, props.self);
@@ -42,6 +55,7 @@ export function Tile(props: { member: MemberVoice; self: boolean }) {
       data-muted={m.muted ? "true" : "false"}
       data-video={video ? "true" : "false"}
       data-camera={video ? "on" : said ? "off" : "none"}
+      data-quality={props.quality}
     >
       {video ? (
         <VideoTile streamId={video} label={`${m.display_name}'s camera`} />
@@ -66,6 +80,15 @@ export function Tile(props: { member: MemberVoice; self: boolean }) {
             <HeadphonesIcon size={14} off />
           </span>
         )}
+        <button
+          class={`tile-pin small secondary ${pinned.value === m.user_id ? "on" : ""}`}
+          data-testid={`pin-${m.display_name}`}
+          aria-pressed={pinned.value === m.user_id}
+          title={pinned.value === m.user_id ? "Unpin" : "Pin to the spotlight"}
+          onClick={() => (pinned.value = pinned.value === m.user_id ? null : m.user_id)}
+        >
+          📌
+        </button>
       </div>
       {!props.self && (
         <input
@@ -87,6 +110,23 @@ export function Tile(props: { member: MemberVoice; self: boolean }) {
 /** Tiles on one page of a big room's grid (past this the stage pages). */
 export const PAGE_SIZE = 24;
 
+/** The stage's layout: the spotlight, the page of tiles shown, and the layer each remote
+ *  camera needs for it. */
+function stageLayout(channel: ChannelView, myId: string | null, last: { current: string | null }, page: number) {
+  const roster = channel.roster;
+  const sfu = channel.mode === "sfu";
+  const spotId = spotlightOf(channel, myId, last);
+  const spot = spotId ? roster.find((m) => m.user_id === spotId) ?? null : null;
+  const rest = spot ? roster.filter((m) => m !== spot) : roster;
+  const pages = Math.max(1, Math.ceil(rest.length / PAGE_SIZE));
+  const p = Math.min(page, pages - 1);
+  const shown = rest.slice(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+  const remotes = roster.filter((m) => m.user_id !== myId).map((m) => m.user_id);
+  const cameras = remotes.filter((u) => activeStreams.value.has(cameraStreamOf(u))).length;
+  const plan = layerPlan(remotes, new Set(shown.map((m) => m.user_id)), spot?.user_id ?? null, cameras);
+  return { sfu, spot, pages, p, shown, plan };
+}
+
 /** Grid density by how many tiles share the stage. */
 function density(n: number): string {
   if (n > 16) return "crowd";
@@ -94,16 +134,42 @@ function density(n: number): string {
   return `n${Math.min(n, 9)}`;
 }
 
+/** Who is in the spotlight: a pinned member; else on the SFU the dominant speaker the relay
+ *  announces; else in a mesh with more than FULL_TILES cameras the last remote member who
+ *  spoke with their camera on (`last` keeps them between words). */
+export function spotlightOf(
+  channel: ChannelView,
+  myId: string | null,
+  last: { current: string | null },
+): string | null {
+  const roster = channel.roster;
+  const pin = pinned.value;
+  if (pin && roster.some((m) => m.user_id === pin)) return pin;
+  if (channel.mode === "sfu") return channel.speaker;
+  const withCamera = (m: MemberVoice) => m.user_id !== myId && activeStreams.value.has(cameraStreamOf(m.user_id));
+  const talking = roster.find((m) => m.speaking && withCamera(m));
+  if (talking) last.current = talking.user_id;
+  if (!roster.some((m) => m.user_id === last.current)) last.current = null;
+  return roster.filter(withCamera).length > FULL_TILES ? last.current : null;
+}
+
 /**
- * The main stage: everyone in my voice channel as a tile, or how to get into one. On the SFU
- * the dominant speaker the relay announces is spotlighted (a large tile above the others); a
- * room bigger than one page of thumbnails pages. The header says whether the channel is a mesh
- * or on the relay's SFU.
+ * The main stage: everyone in my voice channel as a tile, or how to get into one. The spotlight
+ * (a large tile above the others, see `spotlightOf`) is a pinned member or the speaker; a room
+ * bigger than one page of thumbnails pages. In a mesh each sender is asked for the layer its
+ * tile needs (`layerPlan`: the spotlight high, thumbnails low, off-page off). The header says
+ * whether the channel is a mesh or on the relay's SFU.
  */
 export function Stage(props: { channel: number | null; myId: string | null }) {
   const page = useSignal(0);
+  const lastSpeaker = useRef<string | null>(null);
   const here = myChannel(props.channel);
-  if (!here)
+  const layout = here ? stageLayout(here.channel, props.myId, lastSpeaker, page.value) : null;
+  const planKey = layout ? [...layout.plan].map(([u, q]) => `${u}=${q}`).join(",") : "";
+  useEffect(() => {
+    if (layout && !layout.sfu) askLayers(layout.plan);
+  }, [planKey]);
+  if (!here || !layout)
     return (
       <section class="stage empty" data-testid="stage">
         <SpeakerIcon size={40} />
@@ -113,12 +179,8 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
     );
   const roster = here.channel.roster;
   const bench = benchStreams.value;
-  const sfu = here.channel.mode === "sfu";
-  const spot = sfu ? roster.find((m) => m.user_id === here.channel.speaker) ?? null : null;
-  const rest = spot ? roster.filter((m) => m !== spot) : roster;
-  const pages = Math.max(1, Math.ceil(rest.length / PAGE_SIZE));
-  const p = Math.min(page.value, pages - 1);
-  const shown = rest.slice(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+  const { sfu, spot, pages, p, shown, plan } = layout;
+  const quality = (m: MemberVoice) => (sfu || m.user_id === props.myId ? undefined : plan.get(m.user_id));
   return (
     <section
       class={`stage ${spot ? "with-spotlight" : ""}`}
@@ -160,12 +222,12 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
       </header>
       {spot && (
         <div class="spotlight" data-testid="spotlight">
-          <Tile key={spot.user_id} member={spot} self={spot.user_id === props.myId} />
+          <Tile key={spot.user_id} member={spot} self={spot.user_id === props.myId} quality={quality(spot)} />
         </div>
       )}
       <div class={`tiles ${density(shown.length + bench.length)} ${spot ? "thumbs" : ""}`} data-testid="stage-grid" data-tiles={shown.length}>
         {shown.map((m) => (
-          <Tile key={m.user_id} member={m} self={m.user_id === props.myId} />
+          <Tile key={m.user_id} member={m} self={m.user_id === props.myId} quality={quality(m)} />
         ))}
         {bench.map((id) => (
           <div class="tile video" key={id} data-testid={`tile-${id}`}>
