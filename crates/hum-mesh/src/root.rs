@@ -18,7 +18,7 @@ use hum_proto::mesh::{AbsentReason, ChunkRecord, Layer, MeshMsg};
 
 use crate::chunker::Chunk;
 use crate::manifest::Publisher;
-use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE};
+use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE, share_bytes};
 use crate::slice::{SliceOutboard, SliceProof, encode_slice, encoded_slice_len};
 use crate::{Output, PeerId, Time};
 
@@ -291,7 +291,15 @@ impl RootSeed {
                 part,
                 parts,
                 deadline_ms,
-            } => self.on_request(now, from, layer, seq, deadline_ms, Some((part, parts))),
+                mask,
+            } => self.on_request(
+                now,
+                from,
+                layer,
+                seq,
+                deadline_ms,
+                Some((part, parts, mask)),
+            ),
             MeshMsg::Cancel { seq, .. } => {
                 self.serve.cancel(from, seq);
             }
@@ -310,7 +318,7 @@ impl RootSeed {
         self.release(now);
     }
 
-    /// A request for chunk `seq`, whole or (`share`: part, parts) a share of its slices.
+    /// A request for chunk `seq`, whole or (`share`: part, parts, mask) a share of its slices.
     fn on_request(
         &mut self,
         now: Time,
@@ -318,7 +326,7 @@ impl RootSeed {
         layer: Layer,
         seq: u64,
         deadline_ms: u32,
-        share: Option<(u8, u8)>,
+        share: Option<(u8, u8, u128)>,
     ) {
         let deadline = now + Duration::from_millis(deadline_ms as u64);
         // The serve queue orders by "buffer health" first: 0 for the feed (a granted seed
@@ -328,7 +336,9 @@ impl RootSeed {
         let buffer_ms = if feed { 0 } else { 1 };
         let req = match share {
             None => ServeRequest::whole(from, seq, deadline, buffer_ms),
-            Some((part, parts)) => ServeRequest::part(from, seq, deadline, buffer_ms, part, parts),
+            Some((part, parts, mask)) => {
+                ServeRequest::part(from, seq, deadline, buffer_ms, part, parts).with_mask(mask)
+            }
         };
         if layer != self.layer {
             self.out.push_back(Output::Send {
@@ -343,7 +353,7 @@ impl RootSeed {
             let whole = self.bytes_of(seq);
             let b = match share {
                 None => whole,
-                Some((_, parts)) => whole / parts.max(1) as u32,
+                Some(_) => share_bytes(req.share_mask(), whole),
             };
             if self
                 .serve
@@ -445,17 +455,17 @@ impl RootSeed {
     fn release(&mut self, now: Time) {
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
+        self.serve.release(now, &mut out);
         if !self.health.is_empty() {
-            // Requests about to expire unserved in the queue, from peers about to stall.
+            // Requests that expired unserved in the queue, from peers about to stall.
             let n = self
                 .serve
-                .ready_items()
+                .expired_to()
                 .iter()
-                .filter(|r| r.deadline < now && self.health.contains_key(&r.to))
+                .filter(|to| self.health.contains_key(to))
                 .count();
             self.stats.starving += n as u64;
         }
-        self.serve.release(now, &mut out);
         for r in out.iter() {
             if r.slice != WHOLE {
                 let Some(rec) = self.get(r.seq).map(|(rec, _)| rec.clone()) else {

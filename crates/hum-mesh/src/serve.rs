@@ -8,6 +8,7 @@
 //! reported buffer health (lowest first: the peer closest to a stall), then deadline; the root seed
 //! orders by deadline (earliest first), since everything it serves is someone's last resort.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use hum_proto::mesh::{encoded_slice_len, slice_count};
@@ -28,6 +29,9 @@ pub struct ServeRequest {
     /// A slice request's share: slices `i % parts == part` (`parts` 0: a whole-chunk request).
     pub part: u8,
     pub parts: u8,
+    /// Of that share, only the slices whose bit is set (`SliceRequest::mask`; all ones: the whole
+    /// share).
+    pub mask: u128,
     /// Held: slices of the share already made ready. Ready: slices still to send (bit `i` =
     /// slice `i`). One ready entry per request, however many slices it waits to send, so the
     /// queue stays as long as with whole chunks.
@@ -39,8 +43,38 @@ pub struct ServeRequest {
     pub cost: u32,
 }
 
+/// About how many bytes the slices `share` (bit `i` = slice `i`) of a `whole`-byte chunk are
+/// (what a busy check adds to the backlog).
+pub fn share_bytes(share: u128, whole: u32) -> u32 {
+    let n = slice_count(whole).min(128);
+    let all = if n >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << n) - 1
+    };
+    let k = (share & all).count_ones() as u64;
+    (whole as u64 * k / n as u64) as u32
+}
+
 /// [`ServeRequest::slice`] of a whole-chunk request.
 pub const WHOLE: u16 = u16::MAX;
+
+/// The slices `i % parts == part` (of 128) that are also in `mask`; `parts` 0: none.
+pub fn share_mask(part: u8, parts: u8, mask: u128) -> u128 {
+    if parts == 0 {
+        return 0;
+    }
+    if parts == 1 {
+        return mask;
+    }
+    let mut m = 0u128;
+    let mut i = part as u32;
+    while i < 128 {
+        m |= 1u128 << i;
+        i += parts as u32;
+    }
+    m & mask
+}
 
 impl ServeRequest {
     /// A request for the whole chunk `seq`.
@@ -53,6 +87,7 @@ impl ServeRequest {
             slice: WHOLE,
             part: 0,
             parts: 0,
+            mask: u128::MAX,
             sent: 0,
             pending: 0,
             chunk_bytes: 0,
@@ -69,8 +104,22 @@ impl ServeRequest {
         }
     }
 
+    /// Only the slices of the share whose bit is set in `mask` (the end-game's re-ask of the
+    /// slices a late part is missing).
+    pub fn with_mask(self, mask: u128) -> Self {
+        ServeRequest { mask, ..self }
+    }
+
     fn wants(&self, index: u32) -> bool {
-        self.parts > 0 && index < 128 && index % self.parts as u32 == self.part as u32
+        self.parts > 0
+            && index < 128
+            && index % self.parts as u32 == self.part as u32
+            && self.mask & (1u128 << index) != 0
+    }
+
+    /// The slices this (slice) request asks for, as a mask (bit `i` = slice `i`).
+    pub fn share_mask(&self) -> u128 {
+        share_mask(self.part, self.parts, self.mask)
     }
 
     /// The ready entry of this slice request for the slices in `pending` of a `bytes`-byte chunk.
@@ -211,8 +260,18 @@ pub struct ServeQueue {
     pub bucket: TokenBucket,
     priority: Priority,
     held: Vec<ServeRequest>,
-    ready: Vec<ServeRequest>,
+    /// Kept in release order (best first, see [`ServeQueue::key`]): an insert is a binary search
+    /// and a move of the shorter side, so the root's queue of thousands is never sorted whole
+    /// (it was, on every release: a quarter of a sliced run's CPU).
+    ready: VecDeque<ServeRequest>,
     ready_bytes: u64,
+    /// No ready (held) request has a deadline before this: expiry scans only run after it.
+    ready_expiry: Time,
+    held_expiry: Time,
+    /// Ready requests below the strict class (`next_wake` needs "are all strict?").
+    loose: usize,
+    /// Whose ready requests expired in the last `release`.
+    expired_to: Vec<PeerId>,
     /// At most this many held requests per requester (a bound on what a peer can make us remember).
     max_held_per_peer: usize,
     /// Requests whose `buffer_ms` is at least this are released only from tokens in hand, never
@@ -228,11 +287,9 @@ pub struct ServeQueue {
 impl ServeQueue {
     /// Where the queues' heap memory is (address, bytes), for prefetching; nothing is read.
     pub fn hot_memory(&self) -> [(*const u8, usize); 2] {
+        let (ready, _) = self.ready.as_slices();
         [
-            (
-                self.ready.as_ptr().cast(),
-                std::mem::size_of_val(&self.ready[..]),
-            ),
+            (ready.as_ptr().cast(), std::mem::size_of_val(ready)),
             (
                 self.held.as_ptr().cast(),
                 std::mem::size_of_val(&self.held[..]),
@@ -245,8 +302,12 @@ impl ServeQueue {
             bucket,
             priority,
             held: Vec::new(),
-            ready: Vec::new(),
+            ready: VecDeque::new(),
             ready_bytes: 0,
+            ready_expiry: Time::MAX,
+            held_expiry: Time::MAX,
+            loose: 0,
+            expired_to: Vec::new(),
             max_held_per_peer: 16,
             strict_from: u32::MAX,
             strict_need: 0,
@@ -264,9 +325,53 @@ impl ServeQueue {
         self
     }
 
-    /// Requests ready to be served (in no particular order).
-    pub fn ready_items(&self) -> &[ServeRequest] {
-        &self.ready
+    /// Requests ready to be served, best first.
+    pub fn ready_items(&self) -> impl Iterator<Item = &ServeRequest> {
+        self.ready.iter()
+    }
+
+    /// Whose ready requests the last [`ServeQueue::release`] dropped at their deadline.
+    pub fn expired_to(&self) -> &[PeerId] {
+        &self.expired_to
+    }
+
+    /// Release order, smallest first: lowest buffer health then earliest deadline (viewers), or
+    /// the other way round (the root); then chunk, slice and requester.
+    fn key(&self, r: &ServeRequest) -> (u64, u64, u64, u16, u32) {
+        match self.priority {
+            Priority::BufferHealth => (r.buffer_ms as u64, r.deadline.0, r.seq, r.slice, r.to.0),
+            Priority::Deadline => (r.deadline.0, r.buffer_ms as u64, r.seq, r.slice, r.to.0),
+        }
+    }
+
+    /// Insert `r` in release order (before equal keys: the newest of equals goes first, as the
+    /// stable sort this replaced did).
+    fn insert_ready(&mut self, r: ServeRequest) {
+        let k = self.key(&r);
+        let i = self.ready.partition_point(|x| self.key(x) < k);
+        self.ready_expiry = self.ready_expiry.min(r.deadline);
+        if r.buffer_ms < self.strict_from {
+            self.loose += 1;
+        }
+        self.ready.insert(i, r);
+    }
+
+    /// Drop the ready requests `gone` picks; returns the bytes they still cost.
+    fn remove_ready(&mut self, mut gone: impl FnMut(&ServeRequest) -> bool) -> u64 {
+        let strict_from = self.strict_from;
+        let (mut removed, mut loose, mut expiry) = (0u64, 0usize, Time::MAX);
+        self.ready.retain(|x| {
+            if gone(x) {
+                removed += x.remaining();
+                return false;
+            }
+            loose += usize::from(x.buffer_ms < strict_from);
+            expiry = expiry.min(x.deadline);
+            true
+        });
+        self.loose = loose;
+        self.ready_expiry = expiry;
+        removed
     }
 
     pub fn held_len(&self) -> usize {
@@ -284,10 +389,15 @@ impl ServeQueue {
 
     /// A request for a chunk we hold (`bytes` long).
     pub fn push_ready(&mut self, mut r: ServeRequest, bytes: u32) {
-        self.ready
-            .retain(|x| !(x.to == r.to && x.seq == r.seq && x.slice == r.slice));
+        if self
+            .ready
+            .iter()
+            .any(|x| x.to == r.to && x.seq == r.seq && x.slice == r.slice)
+        {
+            self.remove_ready(|x| x.to == r.to && x.seq == r.seq && x.slice == r.slice);
+        }
         r.cost = bytes;
-        self.ready.push(r);
+        self.insert_ready(r);
         self.ready_bytes += bytes as u64;
     }
 
@@ -308,14 +418,24 @@ impl ServeQueue {
         if pending == 0 {
             return;
         }
-        if let Some(x) = self
+        if let Some(i) = self
             .ready
-            .iter_mut()
-            .find(|x| x.to == r.to && x.seq == r.seq && x.parts > 0)
+            .iter()
+            .position(|x| x.to == r.to && x.seq == r.seq && x.parts > 0)
         {
+            let x = &mut self.ready[i];
             let new = pending & !x.pending;
+            let slice = x.slice;
             x.pending |= new;
             x.next_slice();
+            if x.slice != slice {
+                // Its place in line moved with its next slice.
+                let x = self.ready.remove(i).expect("found above");
+                if x.buffer_ms < self.strict_from {
+                    self.loose -= 1;
+                }
+                self.insert_ready(x);
+            }
             let add = ServeRequest {
                 pending: new,
                 chunk_bytes: bytes,
@@ -326,7 +446,7 @@ impl ServeQueue {
         }
         let e = r.slices_ready(pending, bytes);
         self.ready_bytes += e.remaining();
-        self.ready.push(e);
+        self.insert_ready(e);
     }
 
     /// Slice `index` of chunk `seq` (`bytes` long) was verified: held slice requests whose share
@@ -349,17 +469,28 @@ impl ServeQueue {
             .iter_mut()
             .find(|x| x.to == r.to && x.seq == r.seq)
         {
-            if x.parts != r.parts || x.part != r.part {
-                // Asked again for another share (an end-game request for the whole chunk after a
-                // part): the new share, minus what was already sent.
+            if x.parts == 0 || r.parts == 0 {
+                // A whole-chunk request and a slice request: the newer one stands.
+                *x = r;
+            } else if (x.parts, x.part, x.mask) != (r.parts, r.part, r.mask) {
+                // Asked again for another share (the end-game re-asking a late part's missing
+                // slices from us): both shares, minus what was already sent.
+                let union = x.share_mask() | r.share_mask();
                 let sent = x.sent;
-                *x = ServeRequest { sent, ..r };
+                *x = ServeRequest {
+                    sent,
+                    part: 0,
+                    parts: 1,
+                    mask: union,
+                    ..r
+                };
             }
             return true;
         }
         if self.held.iter().filter(|x| x.to == r.to).count() >= self.max_held_per_peer {
             return false;
         }
+        self.held_expiry = self.held_expiry.min(r.deadline);
         self.held.push(r);
         true
     }
@@ -372,7 +503,7 @@ impl ServeQueue {
             if self.held[i].seq == seq {
                 let r = self.held.swap_remove(i);
                 if r.parts == 0 {
-                    self.ready.push(ServeRequest { cost: bytes, ..r });
+                    self.insert_ready(ServeRequest { cost: bytes, ..r });
                     self.ready_bytes += bytes as u64;
                 } else {
                     let mut pending = 0u128;
@@ -392,21 +523,17 @@ impl ServeQueue {
     /// The requester no longer wants it (the whole chunk or any of its slices).
     pub fn cancel(&mut self, to: PeerId, seq: u64) {
         self.held.retain(|x| !(x.to == to && x.seq == seq));
-        let mut removed = 0u64;
-        self.ready.retain(|x| {
-            let gone = x.to == to && x.seq == seq;
-            if gone {
-                removed += x.remaining();
-            }
-            !gone
-        });
+        if !self.ready.iter().any(|x| x.to == to && x.seq == seq) {
+            return;
+        }
+        let removed = self.remove_ready(|x| x.to == to && x.seq == seq);
         self.ready_bytes = self.ready_bytes.saturating_sub(removed);
     }
 
     /// Forget everything for a departed peer.
     pub fn forget(&mut self, to: PeerId) {
         self.held.retain(|x| x.to != to);
-        self.ready.retain(|x| x.to != to);
+        self.remove_ready(|x| x.to == to);
         if self.ready.is_empty() {
             self.ready_bytes = 0;
         }
@@ -414,13 +541,25 @@ impl ServeQueue {
 
     /// Update the buffer health of a requester's pending requests.
     pub fn set_health(&mut self, to: PeerId, buffer_ms: u32) {
-        for r in self
-            .held
-            .iter_mut()
-            .chain(self.ready.iter_mut())
-            .filter(|r| r.to == to)
-        {
+        for r in self.held.iter_mut().filter(|r| r.to == to) {
             r.buffer_ms = buffer_ms;
+        }
+        let mut moved = false;
+        for r in self.ready.iter_mut().filter(|r| r.to == to) {
+            moved |= r.buffer_ms != buffer_ms;
+            r.buffer_ms = buffer_ms;
+        }
+        if moved {
+            // Keys changed: back into release order (stable, as the sort on every release was).
+            let mut v = std::mem::take(&mut self.ready);
+            v.make_contiguous().sort_by_key(|r| self.key(r));
+            self.ready = v;
+            let strict_from = self.strict_from;
+            self.loose = self
+                .ready
+                .iter()
+                .filter(|r| r.buffer_ms < strict_from)
+                .count();
         }
     }
 
@@ -428,34 +567,52 @@ impl ServeQueue {
     /// deadline) are dropped. Each costs what it was made ready with (a chunk's or a slice's bytes).
     pub fn release(&mut self, now: Time, out: &mut Vec<ServeRequest>) {
         self.bucket.refill(now);
-        self.held.retain(|r| r.deadline >= now);
+        self.expired_to.clear();
+        if self.held_expiry < now {
+            self.held.retain(|r| r.deadline >= now);
+            self.held_expiry = self
+                .held
+                .iter()
+                .map(|r| r.deadline)
+                .min()
+                .unwrap_or(Time::MAX);
+        }
         if self.ready.is_empty() {
             return;
         }
-        let before = self.ready.len();
-        self.ready.retain(|r| r.deadline >= now);
-        if self.ready.len() != before {
-            self.expired += (before - self.ready.len()) as u64;
-            self.ready_bytes = self.ready.iter().map(|r| r.remaining()).sum();
+        if self.ready_expiry < now {
+            let before = self.ready.len();
+            let mut expired = std::mem::take(&mut self.expired_to);
+            self.remove_ready(|r| {
+                if r.deadline < now {
+                    expired.push(r.to);
+                }
+                r.deadline < now
+            });
+            self.expired_to = expired;
+            if self.ready.len() != before {
+                self.expired += (before - self.ready.len()) as u64;
+                self.ready_bytes = self.ready.iter().map(|r| r.remaining()).sum();
+            }
         }
         if !self.bucket.can_send() {
             return;
         }
-        match self.priority {
-            Priority::BufferHealth => self.ready.sort_by_key(|r| {
-                std::cmp::Reverse((r.buffer_ms, r.deadline, r.seq, r.slice, r.to))
-            }),
-            Priority::Deadline => self.ready.sort_by_key(|r| {
-                std::cmp::Reverse((r.deadline, r.buffer_ms, r.seq, r.slice, r.to))
-            }),
-        }
-        // Sorted descending, so the best is at the end: pop from there.
+        // In release order already: serve from the front.
+        let strict_from = self.strict_from;
+        let mut front_moved = false;
         while self.bucket.can_send() {
-            let Some(mut r) = self.ready.pop() else { break };
-            let b = r.cost;
-            if r.buffer_ms >= self.strict_from && self.bucket.tokens() < b as f64 {
-                self.ready.push(r);
+            let Some(mut r) = self.ready.pop_front() else {
                 break;
+            };
+            let b = r.cost;
+            if r.buffer_ms >= strict_from && self.bucket.tokens() < b as f64 {
+                self.ready.push_front(r);
+                break;
+            }
+            front_moved = false;
+            if r.buffer_ms < strict_from {
+                self.loose -= 1;
             }
             self.bucket.take(b);
             self.ready_bytes = self.ready_bytes.saturating_sub(b as u64);
@@ -466,23 +623,34 @@ impl ServeQueue {
                 r.pending &= !(1u128 << r.slice);
                 if r.pending != 0 {
                     r.next_slice();
-                    self.ready.push(r);
+                    if r.buffer_ms < strict_from {
+                        self.loose += 1;
+                    }
+                    self.ready.push_front(r);
+                    front_moved = true;
                 }
             }
         }
         // What the best waiting request needs, if it is strict (`next_wake` has no sizes).
-        self.strict_need = match self.ready.last() {
-            Some(r) if r.buffer_ms >= self.strict_from => r.cost,
+        self.strict_need = match self.ready.front() {
+            Some(r) if r.buffer_ms >= strict_from => r.cost,
             _ => 0,
         };
+        if front_moved {
+            // Its next slice moved its key: back to its place in line for the next release.
+            let r = self.ready.pop_front().expect("pushed above");
+            if r.buffer_ms < strict_from {
+                self.loose -= 1;
+            }
+            self.insert_ready(r);
+        }
     }
 
     /// When `release` could next send something (if anything is ready).
     pub fn next_wake(&self, now: Time) -> Option<Time> {
         if self.ready.is_empty() {
             None
-        } else if self.strict_need > 0 && self.ready.iter().all(|r| r.buffer_ms >= self.strict_from)
-        {
+        } else if self.strict_need > 0 && self.loose == 0 {
             Some(self.bucket.ready_for(now, self.strict_need).max(now))
         } else {
             Some(self.bucket.ready_at(now).max(now))
@@ -501,6 +669,32 @@ mod tests {
 
     fn req(to: u32, seq: u64, deadline_ms: u64, buffer_ms: u32) -> ServeRequest {
         ServeRequest::whole(PeerId(to), seq, Time::from_millis(deadline_ms), buffer_ms)
+    }
+
+    #[test]
+    fn a_masked_share_asks_only_its_slices_and_a_second_share_adds_to_the_first() {
+        let bucket = TokenBucket::new(800_000_000, Duration::from_millis(100), Time::ZERO);
+        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        let part = |part, parts, mask| {
+            ServeRequest::part(PeerId(1), 3, Time::from_millis(900), 100, part, parts)
+                .with_mask(mask)
+        };
+        assert_eq!(share_mask(1, 2, u128::MAX) & 0xff, 0b1010_1010);
+        assert_eq!(share_bytes(0b1010_1010, 125_000), 62_500);
+        // Held: part 0 of 2 (slices 0, 2, 4, 6), then the end-game's re-ask of slice 3 alone.
+        assert!(q.push_held(part(0, 2, u128::MAX)));
+        assert!(q.push_held(part(0, 1, 1 << 3)));
+        q.on_have(3, 125_000);
+        let mut out = vec![];
+        q.release(Time::ZERO, &mut out);
+        let sent: Vec<u16> = out.iter().map(|r| r.slice).collect();
+        assert_eq!(sent, vec![0, 2, 3, 4, 6]);
+        // Ready at once (a chunk held whole): the mask narrows the share.
+        q.push_ready_part(part(1, 2, (1 << 5) | (1 << 6)), 125_000);
+        out.clear();
+        q.release(Time::from_millis(10), &mut out);
+        assert_eq!(out.iter().map(|r| r.slice).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(q.backlog_bytes(), 0);
     }
 
     #[test]

@@ -334,6 +334,7 @@ mod tests {
                 part: 1,
                 parts: 3,
                 deadline_ms: 1500,
+                mask: hum_proto::mesh::ALL_SLICES,
             },
         )];
         for i in 0..3u32 {
@@ -347,6 +348,18 @@ mod tests {
                 },
             ));
         }
+        // The end-game's re-ask of two missing slices (type 9).
+        seeds.push((
+            "request_mask".to_string(),
+            MeshMsg::SliceRequest {
+                layer: Layer::High,
+                seq: 99,
+                part: 0,
+                parts: 1,
+                deadline_ms: 300,
+                mask: 0b1010,
+            },
+        ));
         let mut files: Vec<(String, Vec<u8>)> = seeds
             .iter()
             .map(|(name, m)| (format!("mesh_slice/{name}"), m.encode().unwrap()))

@@ -29,7 +29,9 @@ use crate::manifest::Verifier;
 use crate::picker::{Pick, PickSlot, Picker, SlotState};
 use crate::player::Player;
 use crate::scheduler::Scheduler;
-use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE};
+use crate::serve::{
+    Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE, share_bytes, share_mask,
+};
 use crate::slice::{
     Accepted, SliceAssembler, SliceOutboard, SliceProof, encode_slice, slice_count,
 };
@@ -78,6 +80,9 @@ pub struct ViewerConfig {
     pub slices: Option<SliceProof>,
     /// In slice mode, how many upstreams share each chunk's slices (each asked for a part).
     pub slice_parts: u8,
+    /// In slice mode with parts: when one part is complete and another has sent nothing, ask the
+    /// quick upstream for the late part's slices (a failed part is re-asked at once either way).
+    pub repair_late_parts: bool,
 }
 
 impl ViewerConfig {
@@ -99,6 +104,7 @@ impl ViewerConfig {
             announce_interval: Duration::from_secs(4),
             slices: None,
             slice_parts: 2,
+            repair_late_parts: true,
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct ViewerStats {
     pub slices_received: u64,
     pub slices_served: u64,
     pub bad_slices: u64,
+    /// Per-part end-game: a late or failed part's missing slices re-asked from another upstream.
+    pub part_repairs: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +136,11 @@ struct Slot {
     escalated: bool,
     /// Slices verified so far (slice mode; bit `i` = slice `i`).
     got: u128,
+    /// Split over this many upstreams (slice mode): `asked[j]` carries the slices `i % parts ==
+    /// j`; 0: not split (`asked` are whole-chunk or all-missing-slices askers).
+    parts: u8,
+    /// A late part's missing slices were re-asked from another upstream (cancel the rest once in).
+    repaired: bool,
 }
 
 impl Slot {
@@ -140,6 +153,8 @@ impl Slot {
             sent_at: Time::ZERO,
             escalated: false,
             got: 0,
+            parts: 0,
+            repaired: false,
         }
     }
     fn asked(&self, p: PeerId) -> bool {
@@ -344,6 +359,10 @@ impl Viewer {
         self.downstreams.retain(|(p, _)| *p != peer);
         if was_up {
             for i in 0..self.slots.len() {
+                let seq = self.slots[i].seq;
+                if self.repair_parts(now, seq, peer, None) {
+                    continue;
+                }
                 let s = &mut self.slots[i];
                 if s.state == SlotState::Requested && s.asked(peer) {
                     for a in s.asked.iter_mut() {
@@ -410,8 +429,9 @@ impl Viewer {
                 part,
                 parts,
                 deadline_ms,
+                mask,
             } if layer == self.cfg.layer => {
-                self.on_request_share(now, from, seq, deadline_ms, Some((part, parts)))
+                self.on_request_share(now, from, seq, deadline_ms, Some((part, parts, mask)))
             }
             MeshMsg::SliceRequest { layer, seq, .. } => self.send(
                 from,
@@ -533,7 +553,8 @@ impl Viewer {
         let idx = ix(seq, self.cfg.window);
         let slot = &mut self.slots[idx];
         let elapsed = now.since(slot.sent_at);
-        let asked_from = slot.asked(from);
+        // A split chunk's upstreams were credited part by part (`on_slice`).
+        let asked_from = slot.asked(from) && slot.parts < 2;
         let others: [Option<PeerId>; 3] = slot.asked.map(|a| a.filter(|p| *p != from));
         slot.state = SlotState::Have;
         slot.asked = [None; 3];
@@ -719,9 +740,32 @@ impl Viewer {
         let slot = &mut self.slots[idx];
         slot.got |= bit;
         slot.hops = slot.hops.max(hops.saturating_add(1));
-        let done = slot.got.count_ones() >= slice_count(record.bytes);
-        let escalated = slot.escalated;
+        let n = slice_count(record.bytes);
+        let done = slot.got.count_ones() >= n;
+        if slot.parts > 1 && slot.state == SlotState::Requested {
+            // The part this slice belongs to is complete: its upstream delivered its share (a
+            // per-part throughput sample, so a slow part's upstream is asked for less).
+            let j = (index % slot.parts as u32) as usize;
+            let all = if n >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << n) - 1
+            };
+            let share = share_mask(j as u8, slot.parts, all);
+            if share & !slot.got == 0
+                && let Some(up) = slot.asked[j]
+            {
+                let elapsed = now.since(slot.sent_at);
+                let bytes = share_bytes(share, record.bytes);
+                self.sched.on_delivery(up, bytes, elapsed);
+            }
+        }
+        let slot = &self.slots[idx];
+        let escalated = slot.escalated || slot.repaired;
         self.serve.on_slice(seq, record.bytes, index);
+        if !done && self.cfg.repair_late_parts {
+            self.repair_lagging_part(now, seq, index);
+        }
         if done {
             let payload = match proof {
                 SliceProof::StandIn => encoded,
@@ -738,10 +782,46 @@ impl Viewer {
         }
     }
 
+    /// Per-part end-game, early: slice `index` completed its part of split chunk `seq`, and
+    /// another part has not sent a single slice yet. That part's upstream is a whole share
+    /// behind; the quick one is asked for what the late part misses (whichever comes first is
+    /// kept; the rest is cancelled when the chunk completes).
+    fn repair_lagging_part(&mut self, now: Time, seq: u64, index: u32) {
+        let s = &self.slots[ix(seq, self.cfg.window)];
+        if s.parts < 2 || s.repaired || s.escalated || s.state != SlotState::Requested {
+            return;
+        }
+        let (parts, asked, got) = (s.parts, s.asked, s.got);
+        let missing = self.missing_slices(seq);
+        let all = missing | got;
+        let j = (index % parts as u32) as usize;
+        let Some(quick) = asked[j] else {
+            return;
+        };
+        if share_mask(j as u8, parts, missing) != 0 {
+            return;
+        }
+        for (k, up) in asked[..parts as usize].iter().enumerate() {
+            let share = share_mask(k as u8, parts, all);
+            if k != j
+                && share & got == 0
+                && let Some(late) = up.filter(|p| *p != quick)
+            {
+                self.repair_parts(now, seq, late, Some(quick));
+                return;
+            }
+        }
+    }
+
     /// A slice that does not verify: refused before it is kept or forwarded; its sender is struck
     /// as for a bad chunk and asked for nothing more of this chunk.
     fn bad_slice(&mut self, now: Time, from: PeerId, seq: u64) {
         self.stats.bad_slices += 1;
+        if self.repair_parts(now, seq, from, None) {
+            self.penalise(from);
+            self.pick_missing(now);
+            return;
+        }
         let w = self.cfg.window;
         let s = &mut self.slots[ix(seq, w)];
         if s.seq == seq && s.state == SlotState::Requested && s.asked(from) {
@@ -763,14 +843,14 @@ impl Viewer {
         self.on_request_share(now, from, seq, deadline_ms, None)
     }
 
-    /// A request for chunk `seq`, whole or (`share`: part, parts) a share of its slices.
+    /// A request for chunk `seq`, whole or (`share`: part, parts, mask) a share of its slices.
     fn on_request_share(
         &mut self,
         now: Time,
         from: PeerId,
         seq: u64,
         deadline_ms: u32,
-        share: Option<(u8, u8)>,
+        share: Option<(u8, u8, u128)>,
     ) {
         match self.downstreams.iter_mut().find(|(p, _)| *p == from) {
             Some(d) => d.1 = now,
@@ -783,8 +863,8 @@ impl Viewer {
         let deadline = now + Duration::from_millis(deadline_ms as u64);
         let req = match share {
             None => ServeRequest::whole(from, seq, deadline, u32::MAX / 2),
-            Some((part, parts)) => {
-                ServeRequest::part(from, seq, deadline, u32::MAX / 2, part, parts)
+            Some((part, parts, mask)) => {
+                ServeRequest::part(from, seq, deadline, u32::MAX / 2, part, parts).with_mask(mask)
             }
         };
         let layer = self.cfg.layer;
@@ -801,7 +881,7 @@ impl Viewer {
             let whole = self.bytes_of(seq);
             let b = match share {
                 None => whole,
-                Some((_, parts)) => whole / parts.max(1) as u32,
+                Some(_) => share_bytes(req.share_mask(), whole),
             };
             if self
                 .serve
@@ -865,6 +945,11 @@ impl Viewer {
     }
 
     fn on_absent(&mut self, now: Time, from: PeerId, seq: u64) {
+        if from != self.root && self.repair_parts(now, seq, from, None) {
+            self.sched.on_failure(from);
+            self.pick_missing(now);
+            return;
+        }
         let w = self.cfg.window;
         let s = &mut self.slots[ix(seq, w)];
         if s.seq == seq && s.state == SlotState::Requested && s.asked(from) {
@@ -1026,19 +1111,23 @@ impl Viewer {
             s.sent_at = now;
         }
         s.state = SlotState::Requested;
+        // From here on the askers are not parts: each was asked for every slice still missing.
+        s.parts = 0;
+        let missing = !s.got;
         if to == self.root {
             self.stats.fallback_requests += 1;
             self.out
                 .push_back(Output::Event(MeshEvent::Fallback { seq }));
         }
         let msg = match self.cfg.slices {
-            // In slice mode a single upstream is asked for all of the chunk's slices.
+            // In slice mode a single upstream is asked for all of the chunk's slices we miss.
             Some(_) => MeshMsg::SliceRequest {
                 layer: self.cfg.layer,
                 seq,
                 part: 0,
                 parts: 1,
                 deadline_ms,
+                mask: missing,
             },
             None => MeshMsg::Request {
                 layer: self.cfg.layer,
@@ -1084,6 +1173,9 @@ impl Viewer {
         s.asked = ups;
         s.sent_at = now;
         s.state = SlotState::Requested;
+        s.parts = k as u8;
+        s.repaired = false;
+        let missing = !s.got;
         for (j, up) in ups[..k].iter().enumerate() {
             let Some(to) = *up else { continue };
             if to == self.root {
@@ -1099,9 +1191,103 @@ impl Viewer {
                     part: j as u8,
                     parts: k as u8,
                     deadline_ms,
+                    mask: missing,
                 },
             );
         }
+    }
+
+    /// The slices of chunk `seq` we still miss (bit `i` = slice `i`; all ones while its size is
+    /// unknown).
+    fn missing_slices(&self, seq: u64) -> u128 {
+        let s = &self.slots[ix(seq, self.cfg.window)];
+        let got = if s.seq == seq { s.got } else { 0 };
+        let all = match self.record_of(seq) {
+            Some(r) if slice_count(r.bytes) < 128 => (1u128 << slice_count(r.bytes)) - 1,
+            _ => u128::MAX,
+        };
+        all & !got
+    }
+
+    /// Per-part end-game: the upstream `from` of one or more parts of split chunk `seq` failed
+    /// (absent, busy, gone, banned) or lags: ask `to` (or, if `None`, another upstream) for just
+    /// the slices those parts still miss, at once, instead of waiting for the chunk's end-game
+    /// near its deadline. False if nobody else can be asked (the caller falls back to the
+    /// whole-chunk rules).
+    fn repair_parts(&mut self, now: Time, seq: u64, from: PeerId, to: Option<PeerId>) -> bool {
+        let w = self.cfg.window;
+        let s = &self.slots[ix(seq, w)];
+        if s.seq != seq || s.state != SlotState::Requested || s.parts < 2 || !s.asked(from) {
+            return false;
+        }
+        let (parts, asked) = (s.parts, s.asked);
+        let missing = self.missing_slices(seq);
+        let mut want = 0u128;
+        for (j, up) in asked[..parts as usize].iter().enumerate() {
+            if *up == Some(from) {
+                want |= share_mask(j as u8, parts, missing);
+            }
+        }
+        if want == 0 {
+            return true;
+        }
+        let alt = to.or_else(|| {
+            // A sibling part's upstream that delivered its whole share is quick and has the
+            // chunk flowing; otherwise any other upstream (weighted as for fresh requests).
+            let done = (0..parts as usize).find(|&j| {
+                asked[j].is_some_and(|p| p != from && p != self.root)
+                    && share_mask(j as u8, parts, missing) == 0
+            });
+            done.and_then(|j| asked[j])
+                .or_else(|| {
+                    (0..4)
+                        .filter_map(|_| self.sched.choose(Some(from)))
+                        .find(|p| !asked.contains(&Some(*p)))
+                })
+                // Else a sibling part's upstream, still busy with its own share.
+                .or_else(|| {
+                    asked[..parts as usize]
+                        .iter()
+                        .flatten()
+                        .copied()
+                        .find(|p| *p != from)
+                })
+        });
+        let Some(alt) = alt.filter(|p| *p != from) else {
+            return false;
+        };
+        let s = &mut self.slots[ix(seq, w)];
+        for a in s.asked[..parts as usize].iter_mut() {
+            if *a == Some(from) {
+                *a = Some(alt);
+            }
+        }
+        if to.is_some() {
+            // Merely late, still serving: keep it where the chunk's completion cancels it.
+            if let Some(spare) = s.asked[parts as usize..].iter_mut().find(|a| a.is_none()) {
+                *spare = Some(from);
+            }
+        }
+        s.repaired = true;
+        if alt == self.root {
+            self.stats.fallback_requests += 1;
+            self.out
+                .push_back(Output::Event(MeshEvent::Fallback { seq }));
+        }
+        self.stats.part_repairs += 1;
+        let deadline_ms = self.deadline_ms(now, seq);
+        self.send(
+            alt,
+            MeshMsg::SliceRequest {
+                layer: self.cfg.layer,
+                seq,
+                part: 0,
+                parts: 1,
+                deadline_ms,
+                mask: want,
+            },
+        );
+        true
     }
 
     /// Open frontier requests up to the live edge plus lookahead.
@@ -1223,8 +1409,21 @@ impl Viewer {
             {
                 continue;
             }
-            let first = s.asked[0].or(s.asked[1]);
-            if let Some(f) = first {
+            let mut first = s.asked[0].or(s.asked[1]);
+            if s.parts > 1 {
+                // Split: only the upstreams of parts still missing slices were slow.
+                let (parts, asked) = (s.parts, s.asked);
+                let missing = self.missing_slices(seq);
+                first = None;
+                for (j, up) in asked[..parts as usize].iter().enumerate() {
+                    if share_mask(j as u8, parts, missing) != 0
+                        && let Some(p) = *up
+                    {
+                        first = first.or(Some(p));
+                        self.sched.on_failure(p);
+                    }
+                }
+            } else if let Some(f) = first {
                 self.sched.on_failure(f);
             }
             self.stats.escalations += 1;
@@ -1541,6 +1740,149 @@ mod tests {
         );
     }
 
+    /// C (3) splits chunk 1 over upstreams 8 and 9; returns C, the chunk's slices, and which
+    /// part each upstream was asked for.
+    fn split_viewer() -> (Viewer, Vec<MeshMsg>, [(u32, u8); 2]) {
+        let publisher = Publisher::from_seed([6; 32]);
+        let body: Vec<u8> = (0..125_000u32).map(|i| (i % 251) as u8).collect();
+        let chunk = Chunk::new(
+            Layer::High,
+            1,
+            250_000,
+            250_000,
+            true,
+            Arc::from(body.clone()),
+        );
+        let record = Arc::new(publisher.sign(&chunk, body.len() as u32));
+        let ob = SliceOutboard::new(&body).unwrap();
+        let slices = (0..8)
+            .map(|i| MeshMsg::Slice {
+                record: record.clone(),
+                hops: 1,
+                index: i as u16,
+                encoded: encode_slice(&body, &ob, i).unwrap().into(),
+            })
+            .collect();
+        let mut c = slice_viewer(3, &publisher);
+        c.cfg.slice_parts = 2;
+        let t0 = Time::from_millis(1);
+        c.add_upstream(t0, PeerId(8), Bitrate::from_mbps(2));
+        c.add_upstream(t0, PeerId(9), Bitrate::from_mbps(2));
+        c.join(t0, 0);
+        let mut parts = vec![];
+        for (to, m) in drain_sends(&mut c) {
+            if let MeshMsg::SliceRequest {
+                seq: 1,
+                part,
+                parts: 2,
+                mask: hum_proto::mesh::ALL_SLICES,
+                ..
+            } = m
+            {
+                parts.push((to, part));
+            }
+        }
+        parts.sort();
+        assert_eq!(
+            parts.len(),
+            2,
+            "chunk 1 is split over both upstreams: {parts:?}"
+        );
+        (c, slices, [parts[0], parts[1]])
+    }
+
+    fn drain_sends(v: &mut Viewer) -> Vec<(u32, MeshMsg)> {
+        let mut out = vec![];
+        loop {
+            match v.poll_output() {
+                Output::Send { to, msg } => out.push((to.0, msg)),
+                Output::Event(_) => {}
+                Output::Timeout(_) => return out,
+            }
+        }
+    }
+
+    /// The slices `i % 2 == part` of an 8-slice chunk.
+    fn share_of(part: u8) -> u128 {
+        (0..8)
+            .filter(|i| i % 2 == part as u32)
+            .map(|i| 1u128 << i)
+            .sum()
+    }
+
+    #[test]
+    fn a_part_late_by_a_whole_share_is_re_asked_from_the_quick_upstream_by_mask() {
+        let (mut c, slices, [(p8, part8), (p9, part9)]) = split_viewer();
+        assert_eq!((p8, p9), (8, 9));
+        let t1 = Time::from_millis(300);
+        // Upstream 8 delivers its whole share; 9 has sent nothing.
+        for i in (0..8).filter(|i| i % 2 == part8 as usize) {
+            c.handle_input(t1, PeerId(8), slices[i].clone());
+        }
+        let asked: Vec<_> = drain_sends(&mut c)
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                MeshMsg::SliceRequest {
+                    seq: 1,
+                    part: 0,
+                    parts: 1,
+                    mask,
+                    ..
+                } => Some((to, mask)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            asked,
+            vec![(8, share_of(part9))],
+            "only the late part's slices, from the quick upstream"
+        );
+        assert_eq!(c.stats.part_repairs, 1);
+        for i in (0..8).filter(|i| i % 2 == part9 as usize) {
+            c.handle_input(t1, PeerId(8), slices[i].clone());
+        }
+        assert!(c.has(1));
+        let sent = drain_sends(&mut c);
+        assert!(
+            sent.iter()
+                .any(|(to, m)| *to == 9 && matches!(m, MeshMsg::Cancel { seq: 1, .. })),
+            "the late upstream is told to stop: {sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_busy_part_is_re_asked_at_once_for_just_its_missing_slices() {
+        let (mut c, slices, [(_, part8), (_, part9)]) = split_viewer();
+        let t1 = Time::from_millis(300);
+        // 9 sent one slice of its share, then says it is busy.
+        let first = (0..8).find(|i| i % 2 == part9 as usize).unwrap();
+        c.handle_input(t1, PeerId(9), slices[first].clone());
+        c.handle_input(
+            t1,
+            PeerId(9),
+            MeshMsg::Absent {
+                layer: Layer::High,
+                seq: 1,
+                reason: AbsentReason::Busy,
+            },
+        );
+        let asked: Vec<_> = drain_sends(&mut c)
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                MeshMsg::SliceRequest { seq: 1, mask, .. } => Some((to, mask)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(asked, vec![(8, share_of(part9) & !(1u128 << first))]);
+        assert_ne!(part8, part9);
+        for (i, s) in slices.iter().enumerate() {
+            if i != first {
+                c.handle_input(t1, PeerId(8), s.clone());
+            }
+        }
+        assert!(c.has(1));
+    }
+
     #[test]
     fn a_bad_slice_is_refused_before_it_is_kept_or_forwarded_and_its_sender_struck() {
         let publisher = Publisher::from_seed([5; 32]);
@@ -1569,6 +1911,7 @@ mod tests {
                 part: 0,
                 parts: 1,
                 deadline_ms: 3000,
+                mask: hum_proto::mesh::ALL_SLICES,
             },
         );
         while !matches!(c.poll_output(), Output::Timeout(_)) {}

@@ -16,12 +16,16 @@
 //! | 6 | BufferHealth | buffered ms u32, playhead seq u64 |
 //! | 7 | SliceRequest | layer u8, seq u64, part u8, parts u8 (part < parts), deadline ms u32 |
 //! | 8 | Slice | record (as in Data), hops u8, index u16, encoded len u32, encoded (slice bytes with its BLAKE3 proof: exactly [`encoded_slice_len`]) |
+//! | 9 | SliceRequest with a mask | as type 7, then mask u128 (bit i = slice i; only slices in both the share and the mask are asked for) |
 //!
 //! Slices (types 7 and 8) are the chunk's 16 KiB BLAKE3 chunk groups ([`SLICE_BYTES`]), each sent
 //! with the sibling hashes on its path from the root (the bao pre-order encoding), so a receiver
 //! checks one slice against the signed record's hash on arrival and forwards it at once
 //! (hum-mesh `slice`). Decoding checks the shape (index within the chunk, exact encoded length);
 //! whether the bytes verify is the receiver's job.
+//!
+//! A `SliceRequest` whose mask is [`ALL_SLICES`] is sent as type 7 (what session-6 peers speak);
+//! any other mask (the end-game re-asking only the missing slices of a late part) as type 9.
 
 use std::sync::Arc;
 
@@ -40,6 +44,8 @@ pub const SLICE_BYTES: u32 = 16 * 1024;
 pub const MAX_SLICES: u32 = 128;
 /// The largest chunk that can be sliced.
 pub const MAX_SLICED_CHUNK: u32 = SLICE_BYTES * MAX_SLICES;
+/// A [`MeshMsg::SliceRequest`] mask that restricts nothing (every slice of the share).
+pub const ALL_SLICES: u128 = u128::MAX;
 
 /// How many slices a chunk of `bytes` has (an empty chunk is one empty slice).
 pub fn slice_count(bytes: u32) -> u32 {
@@ -232,13 +238,16 @@ pub enum MeshMsg {
     BufferHealth { buffered_ms: u32, playhead: u64 },
     /// "Send me the slices `i` of chunk `seq` with `i % parts == part`, each as soon as you have it
     /// verified." Several upstreams asked for different parts carry one chunk together; one that does
-    /// not hold the chunk yet keeps the request and forwards slices as they arrive.
+    /// not hold the chunk yet keeps the request and forwards slices as they arrive. Only slices
+    /// whose bit is set in `mask` are asked for ([`ALL_SLICES`]: the whole share): the end-game
+    /// re-asks just the missing slices of a late part from another peer.
     SliceRequest {
         layer: Layer,
         seq: u64,
         part: u8,
         parts: u8,
         deadline_ms: u32,
+        mask: u128,
     },
     /// Slice `index` of the chunk `record` names, with its proof; forwarded unchanged by relays.
     Slice {
@@ -293,7 +302,9 @@ impl MeshMsg {
             MeshMsg::Cancel { .. } => 1 + 8,
             MeshMsg::Absent { .. } => 1 + 8 + 1,
             MeshMsg::BufferHealth { .. } => 4 + 8,
-            MeshMsg::SliceRequest { .. } => 1 + 8 + 1 + 1 + 4,
+            MeshMsg::SliceRequest { mask, .. } => {
+                1 + 8 + 1 + 1 + 4 + if *mask == ALL_SLICES { 0 } else { 16 }
+            }
             MeshMsg::Slice { encoded, .. } => ChunkRecord::ENCODED_LEN + 1 + 2 + 4 + encoded.len(),
         }
     }
@@ -373,13 +384,17 @@ impl MeshMsg {
                 part,
                 parts,
                 deadline_ms,
+                mask,
             } => {
-                w.u8(7);
+                w.u8(if *mask == ALL_SLICES { 7 } else { 9 });
                 w.u8(*layer as u8);
                 w.u64(*seq);
                 w.u8(*part);
                 w.u8(*parts);
                 w.u32(*deadline_ms);
+                if *mask != ALL_SLICES {
+                    w.bytes(&mask.to_be_bytes());
+                }
             }
             MeshMsg::Slice {
                 record,
@@ -460,7 +475,7 @@ impl MeshMsg {
                 buffered_ms: r.u32()?,
                 playhead: r.u64()?,
             },
-            7 => {
+            t @ (7 | 9) => {
                 let layer = r.layer()?;
                 let seq = r.u64()?;
                 let part = r.u8()?;
@@ -468,12 +483,19 @@ impl MeshMsg {
                 if parts == 0 || part >= parts {
                     return Err(MeshDecodeError::Part { part, parts });
                 }
+                let deadline_ms = r.u32()?;
+                let mask = if t == 9 {
+                    u128::from_be_bytes(r.take(16)?.try_into().expect("16 bytes"))
+                } else {
+                    ALL_SLICES
+                };
                 MeshMsg::SliceRequest {
                     layer,
                     seq,
                     part,
                     parts,
-                    deadline_ms: r.u32()?,
+                    deadline_ms,
+                    mask,
                 }
             }
             8 => {
@@ -626,6 +648,15 @@ mod tests {
                 part: 2,
                 parts: 3,
                 deadline_ms: 700,
+                mask: ALL_SLICES,
+            },
+            MeshMsg::SliceRequest {
+                layer: Layer::Low,
+                seq: 10,
+                part: 0,
+                parts: 1,
+                deadline_ms: 300,
+                mask: (1 << 5) | (1 << 127),
             },
             MeshMsg::Slice {
                 record: Arc::new(ChunkRecord {
@@ -654,6 +685,29 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_request_for_the_whole_share_keeps_session_6s_bytes() {
+        let m = |mask| MeshMsg::SliceRequest {
+            layer: Layer::High,
+            seq: 1,
+            part: 1,
+            parts: 2,
+            deadline_ms: 9,
+            mask,
+        };
+        let all = m(ALL_SLICES).encode().unwrap();
+        assert_eq!((all[1], all.len()), (7, 2 + 15));
+        let some = m(0b1010).encode().unwrap();
+        assert_eq!((some[1], some.len()), (9, 2 + 15 + 16));
+        assert_eq!(&some[2..17], &all[2..17]);
+        assert_eq!(MeshMsg::decode(&some), Ok(m(0b1010)));
+        // A mask cut short is an error, not a panic.
+        assert!(matches!(
+            MeshMsg::decode(&some[..some.len() - 1]),
+            Err(MeshDecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
     fn slice_messages_refuse_bad_shapes() {
         let m = MeshMsg::SliceRequest {
             layer: Layer::High,
@@ -661,6 +715,7 @@ mod tests {
             part: 0,
             parts: 2,
             deadline_ms: 1,
+            mask: ALL_SLICES,
         };
         let mut b = m.encode().unwrap();
         b[11] = 2; // part 2 of 2

@@ -247,6 +247,7 @@ fn combine(
         corrupt_chunks_played: sumu(&|r| r.corrupt_chunks_played),
         slice_parts: cfg.slice_parts,
         slices_delivered: sumu(&|r| r.slices_delivered),
+        part_repairs: sumu(&|r| r.part_repairs),
         egress_series,
         lag_cdf: lag.cdf(),
         totals: Totals {

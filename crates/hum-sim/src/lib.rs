@@ -89,6 +89,11 @@ pub struct SimArgs {
     /// chunks (store-and-forward, as before). See docs/mesh.md.
     #[arg(long, default_value_t = 0)]
     pub slices: u8,
+    /// With `--slices 2` or `3`: when one part of a chunk is in and another has sent nothing, ask
+    /// the quick upstream for the late part's slices (`off` leaves late parts to the chunk's
+    /// end-game near its deadline; failed parts are re-asked at once either way).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub late_part_repair: String,
 }
 
 /// Run `hum sim`.

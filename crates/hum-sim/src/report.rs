@@ -148,6 +148,8 @@ pub struct Report {
     /// `--slices`: upstreams sharing each chunk (0: whole chunks), and slice messages delivered.
     pub slice_parts: u8,
     pub slices_delivered: u64,
+    /// Per-part end-game: missing slices of a late or failed part re-asked from another upstream.
+    pub part_repairs: u64,
     #[serde(skip)]
     pub egress_series: Vec<(f64, f64)>,
     #[serde(skip)]
@@ -327,8 +329,8 @@ impl Report {
                     "off (whole chunks)".to_string()
                 } else {
                     format!(
-                        "{} delivered, up to {} upstreams per chunk",
-                        self.slices_delivered, self.slice_parts
+                        "{} delivered, up to {} upstreams per chunk; {} part repairs",
+                        self.slices_delivered, self.slice_parts, self.part_repairs
                     )
                 },
             ),

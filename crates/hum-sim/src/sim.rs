@@ -57,6 +57,8 @@ pub struct SimConfig {
     pub layered: bool,
     /// `--slices`: upstreams sharing each chunk's slices (0: whole chunks).
     pub slice_parts: u8,
+    /// `--late-part-repair`: re-ask a late part's slices from a quick sibling part's upstream.
+    pub late_part_repair: bool,
 }
 
 impl SimConfig {
@@ -106,6 +108,7 @@ impl SimConfig {
             members: None,
             layered: a.layers,
             slice_parts: a.slices.min(3),
+            late_part_repair: a.late_part_repair == "on",
         })
     }
 
@@ -129,6 +132,7 @@ impl SimConfig {
             members: None,
             layered: false,
             slice_parts: 0,
+            late_part_repair: true,
         }
     }
 }
@@ -218,6 +222,8 @@ struct World {
     fallbacks: u64,
     forged: ForgedChunks,
     slices_delivered: u64,
+    /// `part_repairs` of viewers that left.
+    part_repairs_gone: u64,
     scratch: Vec<MeshEvent>,
 }
 
@@ -338,6 +344,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         fallbacks: 0,
         forged: ForgedChunks::default(),
         slices_delivered: 0,
+        part_repairs_gone: 0,
         scratch: Vec::new(),
     };
     w.viewers.push(None);
@@ -616,6 +623,7 @@ impl World {
         if self.cfg.slice_parts > 0 {
             vc.slices = Some(SliceProof::StandIn);
             vc.slice_parts = self.cfg.slice_parts;
+            vc.repair_late_parts = self.cfg.late_part_repair;
         }
         let v = Viewer::new(peer, PeerId(0), self.verifier.clone(), vc, t(now));
         debug_assert_eq!(self.viewers.len(), nd.index());
@@ -666,7 +674,9 @@ impl World {
         }
         self.net.remove_node(nd);
         self.account(nd, now);
-        self.viewers[nd.index()] = None;
+        if let Some(v) = self.viewers[nd.index()].take() {
+            self.part_repairs_gone += v.v.stats.part_repairs;
+        }
         self.root.peer_gone(peer);
         self.audience = self.audience.saturating_sub(1);
         self.root.set_audience(self.audience);
@@ -1021,6 +1031,13 @@ impl World {
             corrupt_chunks_played: self.forged.played,
             slice_parts: self.cfg.slice_parts,
             slices_delivered: self.slices_delivered,
+            part_repairs: self
+                .viewers
+                .iter()
+                .flatten()
+                .map(|v| v.v.stats.part_repairs)
+                .sum::<u64>()
+                + self.part_repairs_gone,
             egress_series: self.egress_series.clone(),
             lag_cdf: self.lag.cdf(),
             totals: Totals {
