@@ -10,9 +10,10 @@ use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
 use crate::commands::{
-    budget, calls, connection, devices, friends, identity, links, live, privacy, servers, settings,
-    streams, video, voice,
+    budget, calls, connection, desktop, devices, friends, identity, links, live, privacy, servers,
+    settings, streams, video, voice,
 };
+use crate::tray;
 
 pub fn builder() -> Builder<tauri::Wry> {
     Builder::<tauri::Wry>::new()
@@ -59,6 +60,9 @@ pub fn builder() -> Builder<tauri::Wry> {
             friends::friend_card,
             friends::handle_set,
             links::links_take,
+            tray::tray_sync,
+            desktop::desktop_settings_get,
+            desktop::desktop_settings_set,
             video::video_subscribe,
             video::video_settings_get,
             video::video_settings_set,
@@ -84,12 +88,13 @@ pub fn builder() -> Builder<tauri::Wry> {
             connection::RelayStatusChanged,
             connection::ServersChanged,
             connection::FriendsChanged,
+            links::LinkOpened,
+            tray::TrayClicked,
             servers::AudioNotice,
             servers::SelfSpeaking,
             calls::CallChanged,
             budget::BudgetChanged,
             live::LiveStatusChanged,
-            links::LinkOpened,
             live::LiveChanged,
             privacy::PrivacyChanged
         ])

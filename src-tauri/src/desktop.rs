@@ -60,12 +60,17 @@ pub fn instance_plugin() -> TauriPlugin<tauri::Wry> {
 /// A later launch: bring the window forward and tell the UI about any link it carried.
 fn arrived<R: Runtime>(app: &AppHandle<R>, args: &[String]) {
     tracing::info!(?args, "a second launch handed over");
+    focus_main(app);
+    if app.state::<LinkInbox>().push_args(args) > 0 {
+        let _ = LinkOpened.emit(app);
+    }
+}
+
+/// Brings the app's window forward (shown if hidden, restored if minimised, focused).
+pub fn focus_main<R: Runtime>(app: &AppHandle<R>) {
     if let Some(w) = app.webview_windows().values().next() {
         let _ = w.unminimize();
         let _ = w.show();
         let _ = w.set_focus();
-    }
-    if app.state::<LinkInbox>().push_args(args) > 0 {
-        let _ = LinkOpened.emit(app);
     }
 }

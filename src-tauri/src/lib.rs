@@ -5,6 +5,8 @@
 //! - `error`: the one error every command returns.
 //! - `bindings`: the tauri-specta builder; generates ui/src/lib/bindings.ts.
 //! - `desktop`: one app per data directory; `hum://` links handed over by later launches.
+//! - `notifications`: an incoming call, a reduced relay, while the window is in the background.
+//! - `tray`: the tray icon (mute, deafen, leave, relay on/off) over the UI's own actions.
 //! - `settings_store`: settings persistence (tauri-plugin-store); the identity file is hum-engine's.
 //!
 //! The app data dir is the platform's (e.g. ~/.local/share/chat.hum.desktop) unless `HUM_DATA_DIR`
@@ -15,8 +17,10 @@ pub mod channels;
 pub mod commands;
 pub mod desktop;
 pub mod error;
+pub mod notifications;
 pub mod settings_store;
 pub mod state;
+pub mod tray;
 pub mod webview_tuning;
 
 use std::path::PathBuf;
@@ -56,6 +60,22 @@ pub fn run() {
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
         .plugin(webview_tuning::plugin())
         .invoke_handler(builder.invoke_handler())
+        .on_window_event(|window, event| {
+            // Close to tray (a setting, off by default; only with a tray to come back from).
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                let app = window.app_handle();
+                let to_tray = app
+                    .try_state::<AppState>()
+                    .is_some_and(|s| commands::desktop::load(&s).close_to_tray)
+                    && app
+                        .try_state::<tray::TrayState>()
+                        .is_some_and(|t| t.present());
+                if to_tray {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
         .setup(move |app| {
             builder.mount_events(app);
             let dir = data_dir(app.handle())?;
@@ -67,6 +87,23 @@ pub fn run() {
             if let Err(e) = commands::voice::apply_shortcut(app.handle(), &voice) {
                 tracing::warn!("push-to-talk hotkey not registered: {}", e.message);
             }
+            let tray = tray::TrayState::default();
+            match tray::install(app.handle(), &tray) {
+                Ok(true) => tracing::info!("tray icon installed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("no tray icon: {e}"),
+            }
+            let minimized = std::env::args().any(|a| a == commands::desktop::MINIMIZED_ARG);
+            if minimized && let Some(w) = app.webview_windows().values().next() {
+                // Started at login: out of the way, to the tray when there is one.
+                let _ = if tray.present() {
+                    w.hide()
+                } else {
+                    w.minimize()
+                };
+            }
+            app.manage(tray);
+            notifications::install(app.handle());
             let has_identity = state.identity().is_ok();
             app.manage(state);
             app.manage(commands::live::LiveState::default());

@@ -7,6 +7,7 @@ import { SettingsOverlay } from "./features/settings/SettingsOverlay";
 import { VoiceScreen } from "./features/voice/VoiceScreen";
 import { FriendsScreen } from "./features/friends/FriendsScreen";
 import { LinkPrompt } from "./features/links/LinkPrompt";
+import { useTray } from "./features/desktop/tray";
 import { RelayBanner } from "./features/voice/RelayBanner";
 import { CallPanel } from "./features/calls/CallPanel";
 import { ServerRail, type View } from "./features/layout/ServerRail";
@@ -79,6 +80,7 @@ function Shell(props: {
   onSettings: (open: boolean) => void;
 }) {
   useVoiceSync();
+  useTray();
   const id = props.identity;
   return (
     <div class="layout">

@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod calls;
 pub mod connection;
+pub mod desktop;
 pub mod devices;
 pub mod friends;
 pub mod identity;

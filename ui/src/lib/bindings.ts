@@ -105,6 +105,11 @@ export const commands = {
 	handleSet: (handle: string | null) => typedError<string | null, CommandError>(__TAURI_INVOKE("handle_set", { handle })),
 	/**  The links opened since the last call (also those given to the app at start). */
 	linksTake: () => __TAURI_INVOKE<LinkView[]>("links_take"),
+	/**  Shows `view` in the tray. Returns whether there is a tray. */
+	traySync: (view: TrayView) => __TAURI_INVOKE<boolean>("tray_sync", { view }),
+	desktopSettingsGet: () => __TAURI_INVOKE<DesktopView>("desktop_settings_get"),
+	/**  Saves the settings and adds or removes the login entry. */
+	desktopSettingsSet: (settings: DesktopSettings) => typedError<DesktopView, CommandError>(__TAURI_INVOKE("desktop_settings_set", { settings })),
 	/**
 	 *  Encoded video frames of every stream, raw bytes (`channels::VideoPacket`). The UI opens one
 	 *  at start and keeps it.
@@ -164,6 +169,7 @@ export const events = {
 	budgetChanged: makeEvent<BudgetChanged, BudgetChanged>("budget-changed"),
 	callChanged: makeEvent<CallChanged, CallChanged>("call-changed"),
 	friendsChanged: makeEvent<FriendsChanged, FriendsChanged>("friends-changed"),
+	linkOpened: makeEvent<LinkOpened, LinkOpened>("link-opened"),
 	liveChanged: makeEvent<LiveChanged, LiveChanged>("live-changed"),
 	liveStatusChanged: makeEvent<LiveStatusChanged, LiveStatusChanged>("live-status-changed"),
 	privacyChanged: makeEvent<PrivacyChanged, PrivacyChanged>("privacy-changed"),
@@ -171,7 +177,7 @@ export const events = {
 	relayStatusChanged: makeEvent<RelayStatusChanged, RelayStatusChanged>("relay-status-changed"),
 	selfSpeaking: makeEvent<SelfSpeaking, SelfSpeaking>("self-speaking"),
 	serversChanged: makeEvent<ServersChanged, ServersChanged>("servers-changed"),
-	linkOpened: makeEvent<LinkOpened, LinkOpened>("link-opened"),
+	trayClicked: makeEvent<TrayClicked, TrayClicked>("tray-clicked"),
 };
 
 /* Types */
@@ -298,6 +304,22 @@ export type ChannelView = {
 export type CommandError = {
 	code: ErrorCode,
 	message: string,
+};
+
+export type DesktopSettings = {
+	/**  Start Hum when I log in (to the tray, or minimised). */
+	start_on_login?: boolean,
+	/**  The window's close button hides Hum to the tray instead of quitting (needs a tray). */
+	close_to_tray?: boolean,
+};
+
+/**  The settings plus what this desktop offers. */
+export type DesktopView = {
+	settings: DesktopSettings,
+	/**  A tray icon is shown (libayatana-appindicator is installed). */
+	tray: boolean,
+	/**  Why start on login cannot be changed here, if it cannot. */
+	autostart_error: string | null,
 };
 
 export type DeviceView = {
@@ -428,7 +450,6 @@ export type LinkView =
 { kind: "invite"; code: string; link: string } | 
 /**  Befriend `who` (`@handle` or a public key). */
 { kind: "friend"; who: string; link: string };
-
 
 /**  A stream started or ended in one of my servers, or its audience changed: refetch `live_list`. */
 export type LiveChanged = {
@@ -650,6 +671,24 @@ export type TotalSource = { source: "manual" } | { source: "detected"; measured_
 export type TotalUpload = { mode: "auto" } | { mode: "manual"; rate: number };
 
 export type TransmitMode = "voice_activity" | "push_to_talk";
+
+/**  A tray click for the UI to carry out. */
+export type TrayAction = "mute" | "deafen" | "leave" | "relay";
+
+/**  The user clicked a tray entry. */
+export type TrayClicked = {
+	action: TrayAction,
+};
+
+/**  What the tray shows, as the UI knows it. */
+export type TrayView = {
+	/**  The voice channel I am in (its name), if any. */
+	channel: string | null,
+	muted: boolean,
+	deafened: boolean,
+	/**  Relaying livestream chunks for other viewers is on (bandwidth settings' relay level). */
+	relay_on: boolean,
+};
 
 /**
  *  One encoded video frame for the webview, sent as raw bytes through `ipc::Channel` (JS gets an
