@@ -66,6 +66,8 @@ if [ -f "$app_deb" ]; then
   check_deb "$app_deb" hum /usr/bin/hum-app /usr/share/applications/Hum.desktop \
     /usr/share/icons/hicolor/32x32/apps/hum-app.png /usr/share/icons/hicolor/128x128/apps/hum-app.png
   field "$app_deb" Depends | grep -q libwebkit2gtk-4.1-0 || fail "the app does not depend on WebKitGTK"
+  field "$app_deb" Recommends | grep -q libayatana-appindicator3-1 ||
+    fail "the app does not recommend libayatana-appindicator3-1 (its tray is loaded at run time)"
   # hum:// links open in the app (`hum-app %u`; a second launch hands the link to the running one).
   dpkg-deb --fsys-tarfile "$app_deb" | tar -xO ./usr/share/applications/Hum.desktop >"$work/Hum.desktop"
   grep -qx 'MimeType=x-scheme-handler/hum;' "$work/Hum.desktop" || fail "the desktop entry does not claim hum:// links"
