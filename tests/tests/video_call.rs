@@ -190,3 +190,171 @@ fn video_call_both_ways_with_the_pattern() -> Result<()> {
     }
     Ok(())
 }
+
+/// The JSON lines a `hum call` printed so far.
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Polls `f` every 100 ms until it says yes (a hang guard, not a measured bound).
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out waiting for {what}")
+}
+
+/// Camera off in a 1-on-1 call is said (the `camera` signal), not guessed from frames stopping:
+/// the caller sends the pattern and turns its camera off (`--video-off-file`) once the callee
+/// decodes it; the callee prints the caller's `video` event with `camera: false`, and no frame
+/// captured after the caller turned it off reaches the callee. On again is said too.
+#[test]
+fn camera_off_in_a_call_is_said_not_timed_out() -> Result<()> {
+    let mut w = World::empty()?;
+    w.create_users(2)?;
+    let (a, b) = (w.users[0].clone(), w.users[1].clone());
+    w.run(1, &["friends", "list"])?;
+    for (i, args) in [(0, ["friends", "add", &b]), (1, ["friends", "accept", &a])] {
+        if !w.cmd(i, &args).status()?.success() {
+            bail!("hum {args:?} failed");
+        }
+    }
+    let rec_b = w.path("rec-b");
+    let off_a = w.path("camera-a-off");
+    let spawn = |i: usize, args: &[&str], log: &str| -> Result<KillOnDrop> {
+        let out = std::fs::File::create(w.path(log))?;
+        Ok(KillOnDrop(
+            w.cmd(i, args)
+                .stdout(out)
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("spawning hum call")?,
+        ))
+    };
+    let rec = rec_b.display().to_string();
+    let _callee = spawn(
+        1,
+        &[
+            "call",
+            "--answer",
+            &a,
+            "--tone",
+            "440",
+            "--bind",
+            "127.0.0.1:0",
+            "--record-video",
+            &rec,
+        ],
+        "b.jsonl",
+    )?;
+    wait_until("the callee online", Duration::from_secs(30), || {
+        Ok(w.run(0, &["friends", "list"])?["friends"][0]["presence"]["status"] == "online")
+    })?;
+    let off = off_a.display().to_string();
+    let _caller = spawn(
+        0,
+        &[
+            "call",
+            &b,
+            "--tone",
+            "660",
+            "--duration",
+            "60s",
+            "--bind",
+            "127.0.0.1:0",
+            "--video",
+            "pattern",
+            "--video-size",
+            "320x180",
+            "--video-kbps",
+            "300",
+            "--video-off-file",
+            &off,
+        ],
+        "a.jsonl",
+    )?;
+    // The decoded frames so far (the last line may be half written while the callee runs).
+    let frames = || -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&rec_b) {
+            for e in rd {
+                let p = e?.path();
+                if p.extension().and_then(|x| x.to_str()) == Some("jsonl") {
+                    out.extend(
+                        std::fs::read_to_string(&p)?
+                            .lines()
+                            .filter_map(|l| serde_json::from_str::<Value>(l).ok()),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    };
+    wait_until(
+        "the callee decodes 30 frames",
+        Duration::from_secs(60),
+        || Ok(frames()?.len() >= 30),
+    )?;
+    let a_key = a.as_str();
+    let a_said = |camera: bool| {
+        move |e: &Value| e["type"] == "video" && e["camera"] == camera && e["user"] == a_key
+    };
+    // Said once the connection is up (the caller's camera is on).
+    ensure_event(&w.path("b.jsonl"), a_said(true), "the caller's camera on")?;
+
+    std::fs::write(&off_a, b"")?;
+    wait_until(
+        "the callee hears that the caller's camera is off",
+        Duration::from_secs(30),
+        || Ok(lines(&w.path("b.jsonl")).iter().any(a_said(false))),
+    )?;
+    let turned_off = lines(&w.path("a.jsonl"))
+        .into_iter()
+        .find(|e| e["type"] == "video" && e["user"].is_null() && e["camera"] == false)
+        .context("the caller did not report its own camera off")?;
+    let off_ms = turned_off["at_unix_ms"].as_u64().context("at_unix_ms")? as u32;
+    let before = frames()?;
+    let last = before
+        .last()
+        .and_then(|f| f["capture_ms"].as_u64())
+        .context("capture_ms")? as u32;
+    // (Codes carry the low 32 bits of the capture time in Unix ms.)
+    if (last.wrapping_sub(off_ms) as i32) > 0 {
+        bail!("a frame captured at {last} arrived after the camera went off at {off_ms}");
+    }
+
+    // On again: said, and frames flow again.
+    std::fs::remove_file(&off_a)?;
+    wait_until(
+        "the callee hears the caller's camera on again and decodes 10 more frames",
+        Duration::from_secs(30),
+        || {
+            Ok(lines(&w.path("b.jsonl"))
+                .iter()
+                .filter(|e| a_said(true)(e))
+                .count()
+                >= 2
+                && frames()?.len() >= before.len() + 10)
+        },
+    )?;
+    eprintln!(
+        "camera off at {off_ms}: last frame before captured at {last}; {} frames before, {} after",
+        before.len(),
+        frames()?.len()
+    );
+    Ok(())
+}
+
+fn ensure_event(path: &Path, f: impl Fn(&Value) -> bool, what: &str) -> Result<()> {
+    wait_until(what, Duration::from_secs(30), || {
+        Ok(lines(path).iter().any(&f))
+    })
+}

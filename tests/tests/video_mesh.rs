@@ -414,3 +414,97 @@ fn mesh_receivers_choose_layers_and_each_layer_is_encoded_once() -> Result<()> {
     ensure!(n(0) >= 40 && n(2) >= 30, "{stats}");
     Ok(())
 }
+
+/// CPU of one process (user + system) in clock ticks, from /proc.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+/// Benchmark, not a check (`--ignored`): the sender's CPU in a mesh of `HUM_MEMBERS` (default
+/// 4) where member 0 sends the 1280x720 pattern at 1.5 Mbit/s and the others receive it asking
+/// `HUM_LAYERS`: `high` (everyone high: what every peer got before simulcast, one full-size
+/// layer), `speaker` (member 1 high, the rest low: a spotlight and thumbnails) or `low`.
+/// Prints the share of one core over 10 s once the layers asked for run.
+///
+/// `HUM_MEMBERS=4 HUM_LAYERS=speaker cargo test -p hum-tests --test video_mesh sender_cpu -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn sender_cpu() -> Result<()> {
+    let n: usize = std::env::var("HUM_MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let layers = std::env::var("HUM_LAYERS").unwrap_or_else(|_| "speaker".into());
+    let w = World::new(n)?;
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let tone = format!("{}", 300 + 50 * i);
+        let mut args: Vec<String> = ["--tone", &tone, "--duration", "90s"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        if i == 0 {
+            args.extend(
+                [
+                    "--video",
+                    "pattern",
+                    "--video-size",
+                    "1280x720",
+                    "--video-kbps",
+                    "1500",
+                ]
+                .iter()
+                .map(|a| a.to_string()),
+            );
+        } else {
+            let q = match (layers.as_str(), i) {
+                ("high", _) | ("speaker", 1) => "high",
+                _ => "low",
+            };
+            args.extend(
+                ["--receive-video", "--video-quality", q]
+                    .iter()
+                    .map(|a| a.to_string()),
+            );
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        procs.push(w.voice(i, &refs)?);
+    }
+    let want: Vec<bool> = match layers.as_str() {
+        "high" => vec![false, false, true],
+        "low" => vec![true, false, false],
+        _ => vec![true, false, n > 2],
+    };
+    let peers = |v: &Value| v["encoded"].as_array().is_some();
+    wait_for(
+        "the sender runs the layers asked for, with every peer connected",
+        Duration::from_secs(120),
+        || {
+            let connected = w
+                .events(0)
+                .iter()
+                .filter(|e| e["type"] == "peer_connected")
+                .count();
+            Ok(connected >= n - 1
+                && video_send(&w, 0)
+                    .last()
+                    .is_some_and(|v| peers(v) && active(v) == want))
+        },
+    )?;
+    let pid = procs[0].0.id();
+    let first = video_send(&w, 0).last().cloned().context("video_send")?;
+    let (t0, c0) = (std::time::Instant::now(), cpu_ticks(pid)?);
+    std::thread::sleep(Duration::from_secs(10));
+    let (t1, c1) = (std::time::Instant::now(), cpu_ticks(pid)?);
+    let last = video_send(&w, 0).last().cloned().context("video_send")?;
+    let hz = 100.0;
+    let share = (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64() * 100.0;
+    eprintln!(
+        "members {n}, layers {layers}: sender CPU {share:.1} % of one core; video_send before {first}, after {last}"
+    );
+    drop(procs);
+    Ok(())
+}

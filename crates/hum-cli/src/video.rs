@@ -47,8 +47,9 @@ pub struct VideoArgs {
     /// the SFU the SFU's: the speaker high, others low).
     #[arg(long, value_parser = parse_quality)]
     pub video_quality: Option<VideoQuality>,
-    /// In a voice channel: the camera is off while this file exists and on again once it is
-    /// gone (a switch another program flips: tests, demos); the others' tiles follow.
+    /// In a call or a voice channel: the camera is off while this file exists and on again
+    /// once it is gone (a switch another program flips: tests, demos); the others' tiles
+    /// follow.
     #[arg(long)]
     pub video_off_file: Option<PathBuf>,
     /// Change the wanted layer for everyone at a time since joining, e.g. `4s=high`.

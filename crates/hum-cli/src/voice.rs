@@ -388,6 +388,12 @@ pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
                 }
             }
             _ = tick.tick(), if timeline.is_some() => {
+                if let (Some(path), Some(session)) = (&args.video.video_off_file, calls.session()) {
+                    let on = !path.exists();
+                    if session.camera().is_some_and(|c| c != on) {
+                        session.set_camera(on);
+                    }
+                }
                 if let (Some(t), Some(session)) = (&mut timeline, calls.session())
                     && t.tick(&session, &args.audio)
                 {

@@ -172,8 +172,24 @@ impl VoiceSession {
     /// (the track stays: on again needs no renegotiation, and starts on a keyframe). Reported
     /// as `VoiceEvent::Video { user: None, .. }`; in a channel the link publishes it in the
     /// roster, where the others' engines read it. `false` without a video source.
-    pub fn set_camera(&self, on: bool) -> bool {
-        self.video.set_local_camera(on)
+    ///
+    /// Every peer is told (the `camera` signal), so its tile follows at once in a 1-on-1 call
+    /// too, where there is no roster.
+    pub fn set_camera(self: &Arc<Self>, on: bool) -> bool {
+        if !self.video.set_local_camera(on) {
+            return false;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let me = self.clone();
+            rt.spawn(async move {
+                for user in me.peers().await {
+                    if let Err(e) = me.send(user, SignalPayload::Camera { on }).await {
+                        tracing::debug!(%user, "camera: {e}");
+                    }
+                }
+            });
+        }
+        true
     }
 
     /// Whether the video we send is on (`None`: this session sends no video).
@@ -213,6 +229,15 @@ impl VoiceSession {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Says whether our camera is on (after a connection came up), if we send video.
+    async fn send_camera(&self, user: UserId) {
+        if let Some(on) = self.video.local_camera()
+            && let Err(e) = self.send(user, SignalPayload::Camera { on }).await
+        {
+            tracing::debug!(%user, "camera: {e}");
+        }
     }
 
     /// Says what we want of `user`'s video (after a connection came up), if we show video.
@@ -377,6 +402,10 @@ impl VoiceSession {
                 self.video.set_wish(from, quality);
                 Ok(())
             }
+            SignalPayload::Camera { on } => {
+                self.video.set_remote_camera(from, on);
+                Ok(())
+            }
         }
     }
 
@@ -436,6 +465,7 @@ async fn watch_peer(
             PeerSignal::Connected => {
                 let _ = session.events.send(VoiceEvent::PeerConnected(user));
                 session.send_video_quality(user).await;
+                session.send_camera(user).await;
                 let peer = session.peers.lock().await.get(&user).cloned();
                 if let Some(route) = match peer {
                     Some(p) => p.route().await,

@@ -75,6 +75,10 @@ pub enum SignalPayload {
     /// once for everyone who wants it and pauses layers nobody wants; a receiver that never
     /// asks is sent no video. Opaque to the relay.
     VideoQuality { quality: VideoQuality },
+    /// The sender's camera went on or off (also said once its connection is up): the receiver
+    /// shows its avatar at once instead of a frozen last picture. In a channel the roster's
+    /// `video` flag says the same; in a 1-on-1 call this is the only word. Opaque to the relay.
+    Camera { on: bool },
 }
 
 /// What a client asks of the relay.
