@@ -395,19 +395,25 @@ def privacy_checks(session, args, bot_envs, log, data_dir, shots):
         except (OSError, ValueError):
             return None
 
+    def saved_as(want, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline and privacy_saved() != want:
+            time.sleep(0.1)
+        return privacy_saved()
+
     def toggle(testid, want):
-        session.click("nav-settings")
+        if not session.exists("privacy-panel"):  # nav-settings toggles the overlay
+            session.click("nav-settings")
         session.find("privacy-panel")
         if session.prop(testid, "checked") != want:
             session.js(f"document.querySelector('[data-testid={testid}]').scrollIntoView()")
             session.click(testid)
-        session.wait_text("privacy-status", lambda t: t.startswith("Saved"), 10)
         session.wait_js(f"return document.querySelector('[data-testid={testid}]').checked",
                         lambda v: v is want, 10, f"{testid} {want}")
 
     toggle("privacy-e2ee", True)
     toggle("privacy-hide-ip", True)
-    saved = privacy_saved()
+    saved = saved_as({"hide_ip": True, "e2ee": True})
     check("privacy switches saved to the settings file", saved == {"hide_ip": True, "e2ee": True}, str(saved))
     cost = session.text("privacy-hide-ip-cost")
     check("'Hide my IP' says what it costs (latency)", "latency" in cost, cost)
@@ -436,6 +442,7 @@ def privacy_checks(session, args, bot_envs, log, data_dir, shots):
         check("'Hide my IP' without a TURN server refuses the join and says why",
               "TURN" in err and not session.exists("leave-Secret"), err)
         toggle("privacy-hide-ip", False)
+        saved_as({"hide_ip": False, "e2ee": True})
         session.click("nav-voice")
         session.click("join-Secret")
         mode = session.wait_js("const s = document.querySelector('[data-testid=stage]');"
@@ -480,7 +487,7 @@ def privacy_checks(session, args, bot_envs, log, data_dir, shots):
         for b in bots:
             stop(b)
     toggle("privacy-e2ee", False)
-    saved = privacy_saved()
+    saved = saved_as({"hide_ip": False, "e2ee": False})
     check("privacy switches off again, saved", saved == {"hide_ip": False, "e2ee": False}, str(saved))
     session.click("nav-voice")
 
