@@ -146,10 +146,16 @@ impl ServeRequest {
         if self.parts == 0 {
             return self.cost as u64;
         }
-        (0..128u32)
-            .filter(|i| self.pending & (1u128 << i) != 0)
-            .map(|i| encoded_slice_len(self.chunk_bytes, i) as u64)
-            .sum()
+        // Only the set bits (a 100k run spent 90% of its time looping over all 128 here when
+        // the root re-added its queue's bytes after an expiry).
+        let mut left = self.pending;
+        let mut sum = 0u64;
+        while left != 0 {
+            let i = left.trailing_zeros();
+            sum += encoded_slice_len(self.chunk_bytes, i) as u64;
+            left &= left - 1;
+        }
+        sum
     }
 }
 
