@@ -1,0 +1,247 @@
+//! Video through the relay's embedded SFU with simulcast, real processes: one `hum voice join`
+//! publishes the moving test pattern (its frame number drawn into the pixels) as three
+//! simulcast layers (640x360 / 320x180 / 160x90 from a 640x360 source: the debug-build sizes
+//! of the 1280x720 ladder); two others record what they receive (`--record-video`: one JSON
+//! line per decoded frame with its size and pattern code).
+//!
+//! - The one asking `high` decodes 640x360 frames whose codes advance.
+//! - The one asking `low` decodes 160x90 frames; when it asks `high` (at a time of its own,
+//!   `--video-quality-at`), the SFU switches it at a keyframe of the top layer (the decoded
+//!   size changes, which VP8 can only do on a keyframe) and the codes go on advancing.
+//!
+//! Checked from the recordings and the events, not from wall-clock bounds.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use hum_tests::voice::{World, s, wait_exit, wait_for};
+use serde_json::Value;
+
+/// Every decoded frame recorded in `dir` (one received stream expected).
+fn frames(dir: &Path) -> Result<Vec<Value>> {
+    let mut logs = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd {
+            let p = e?.path();
+            if p.extension().and_then(|x| x.to_str()) == Some("jsonl") {
+                logs.push(p);
+            }
+        }
+    }
+    ensure!(
+        logs.len() <= 1,
+        "expected one received stream in {}, found {logs:?}",
+        dir.display()
+    );
+    let Some(log) = logs.first() else {
+        return Ok(vec![]);
+    };
+    let text = std::fs::read_to_string(log)?;
+    // The last line may be half written while the process runs.
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+fn size(f: &Value) -> (u64, u64) {
+    (
+        f["width"].as_u64().unwrap_or(0),
+        f["height"].as_u64().unwrap_or(0),
+    )
+}
+
+/// The readable pattern codes, checked to increase (no repeats, nothing out of order).
+fn increasing_codes(who: &str, frames: &[&Value]) -> Result<Vec<u64>> {
+    let codes: Vec<u64> = frames.iter().filter_map(|f| f["code"].as_u64()).collect();
+    for w in codes.windows(2) {
+        if w[1] <= w[0] {
+            bail!("{who}: code {} after {}", w[1], w[0]);
+        }
+    }
+    Ok(codes)
+}
+
+#[test]
+fn simulcast_through_the_sfu_high_and_low_subscribers_and_a_switch() -> Result<()> {
+    // --mesh-limit 0: the channel is on the SFU from its first member.
+    let w = World::with_relay_args(3, &["--mesh-limit", "0"])?;
+    let (rec_high, rec_low) = (w.path("rec-high"), w.path("rec-low"));
+    let mut publisher = w.voice(
+        0,
+        &[
+            "--tone",
+            "440",
+            "--video",
+            "pattern",
+            "--video-size",
+            "640x360",
+            "--video-fps",
+            "15",
+            "--video-kbps",
+            "900",
+            "--duration",
+            "16s",
+        ],
+    )?;
+    let mut high = w.voice(
+        1,
+        &[
+            "--tone",
+            "550",
+            "--record-video",
+            s(&rec_high),
+            "--video-quality",
+            "high",
+            "--duration",
+            "14s",
+        ],
+    )?;
+    let mut low = w.voice(
+        2,
+        &[
+            "--tone",
+            "660",
+            "--record-video",
+            s(&rec_low),
+            "--video-quality",
+            "low",
+            "--video-quality-at",
+            "8s=high",
+            "--duration",
+            "14s",
+        ],
+    )?;
+    // The low subscriber must have seen the low layer before its switch (a hang guard, not a
+    // timing assertion: on a loaded machine the first frames may come late).
+    let seen_low = wait_for(
+        "the low subscriber decodes 160x90 frames",
+        Duration::from_secs(30),
+        || {
+            Ok(frames(&rec_low)?
+                .iter()
+                .filter(|f| size(f) == (160, 90))
+                .count()
+                >= 10)
+        },
+    );
+    if let Err(e) = seen_low {
+        let metrics = w.relay.get("/metrics").map(|m| m.1).unwrap_or_default();
+        let sfu: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("hum_sfu"))
+            .collect();
+        for i in 0..3 {
+            eprintln!("events of {i}: {:?}", w.events(i));
+        }
+        eprintln!(
+            "SFU: {sfu:?}\nlow: {:?}",
+            frames(&rec_low)?.iter().map(size).collect::<Vec<_>>()
+        );
+        return Err(e);
+    }
+    wait_exit(&mut high, Duration::from_secs(60)).context("high subscriber")?;
+    wait_exit(&mut low, Duration::from_secs(60)).context("low subscriber")?;
+    wait_exit(&mut publisher, Duration::from_secs(60)).context("publisher")?;
+
+    // The SFU's counters, for the log (send_dropped, rtp_forwarded, keyframe requests).
+    let metrics = w.relay.get("/metrics").map(|m| m.1).unwrap_or_default();
+    for l in metrics.lines().filter(|l| l.starts_with("hum_sfu")) {
+        eprintln!("{l}");
+    }
+    // Both asked through the relay (`sfu_quality` answered ok).
+    for i in [1, 2] {
+        let asked: Vec<String> = w
+            .events(i)
+            .iter()
+            .filter(|e| e["type"] == "video_quality")
+            .filter_map(|e| e["quality"].as_str().map(str::to_string))
+            .collect();
+        ensure!(
+            !asked.is_empty(),
+            "subscriber {i}: no sfu_quality went through"
+        );
+    }
+
+    // High: the top layer, codes advancing.
+    let hi = frames(&rec_high)?;
+    let hi_top: Vec<&Value> = hi.iter().filter(|f| size(f) == (640, 360)).collect();
+    eprintln!(
+        "high subscriber: {} frames decoded, {} at 640x360",
+        hi.len(),
+        hi_top.len()
+    );
+    ensure!(
+        hi_top.len() >= 30,
+        "high subscriber: {} frames at 640x360 of {} (sizes {:?})",
+        hi_top.len(),
+        hi.len(),
+        hi.iter()
+            .map(size)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    let codes = increasing_codes("high", &hi_top)?;
+    ensure!(
+        codes.len() * 10 >= hi_top.len() * 9,
+        "high subscriber: only {} of {} codes readable",
+        codes.len(),
+        hi_top.len()
+    );
+
+    // Low, then high: a different size first, one switch up at a keyframe, frames go on.
+    let lo = frames(&rec_low)?;
+    let first_top = lo
+        .iter()
+        .position(|f| size(f) == (640, 360))
+        .with_context(|| {
+            format!(
+                "low subscriber never switched to 640x360 (sizes {:?})",
+                lo.iter()
+                    .map(size)
+                    .collect::<std::collections::BTreeSet<_>>()
+            )
+        })?;
+    let before: Vec<&Value> = lo[..first_top].iter().collect();
+    let after: Vec<&Value> = lo[first_top..].iter().collect();
+    ensure!(
+        before.iter().all(|f| size(f) == (160, 90)),
+        "low subscriber: frames before the switch are not all 160x90"
+    );
+    ensure!(
+        after.iter().all(|f| size(f) == (640, 360)),
+        "low subscriber: it went back down after the switch"
+    );
+    ensure!(
+        after.len() >= 15,
+        "low subscriber: only {} frames after the switch",
+        after.len()
+    );
+    let after_codes = increasing_codes("low after the switch", &after)?;
+    ensure!(
+        after_codes.len() >= 10,
+        "low subscriber: {} readable codes after the switch",
+        after_codes.len()
+    );
+    // Across the switch the frame numbers never go back (the 160x90 codes may be unreadable:
+    // 4-pixel cells after VP8 at ~90 kbit/s). The first 640x360 frame may show the same
+    // captured frame as the last 160x90 one: every layer encodes each capture, and the
+    // publisher sends a capture's layers low to high, so the top layer's keyframe for capture
+    // N arrives just after the low layer's frame N (the same picture, now sharper).
+    let before_codes = increasing_codes("low before the switch", &before)?;
+    if let (Some(b), Some(a)) = (before_codes.last(), after_codes.first()) {
+        ensure!(a >= b, "code {a} after the switch follows {b} before it");
+    }
+    eprintln!(
+        "high: {} frames at 640x360 ({} codes, {}..{}); low: {} frames at 160x90 ({} codes readable), then {} at 640x360 from code {:?}",
+        hi_top.len(),
+        codes.len(),
+        codes.first().unwrap_or(&0),
+        codes.last().unwrap_or(&0),
+        before.len(),
+        before_codes.len(),
+        after.len(),
+        after_codes.first()
+    );
+    Ok(())
+}
