@@ -467,10 +467,10 @@ def privacy_checks(session, args, bot_envs, log, data_dir, shots):
         check("both bots received and opened the app's key", all(bot_has_app_key(o) for o in outs))
         session.click("stage-e2ee")
         session.find("safety-dialog")
-        number = session.wait_text("safety-number-e2ee-bot", lambda t: len(t.split()) == 12, 10)
+        number = session.wait_text("safety-number-e2e-bot", lambda t: len(t.split()) == 12, 10)
         check("the safety-number screen shows 12 groups of 5 digits per member",
               all(len(g) == 5 and g.isdigit() for g in number.split()), number)
-        state = session.text("safety-state-e2ee-bot2")
+        state = session.text("safety-state-e2e-bot2")
         check("each bot shows as encrypted with its key", state.startswith("Encrypted"), state)
         decrypted = session.wait_js(
             "document.querySelector('[data-testid=e2ee-refresh]').click();"
