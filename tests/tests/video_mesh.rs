@@ -431,7 +431,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
 ///
 /// `HUM_MEMBERS=4 HUM_LAYERS=speaker cargo test -p hum-tests --test video_mesh sender_cpu -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "benchmark: prints the sender CPU for docs/video.md"]
 fn sender_cpu() -> Result<()> {
     let n: usize = std::env::var("HUM_MEMBERS")
         .ok()
