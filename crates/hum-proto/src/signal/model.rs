@@ -366,8 +366,12 @@ pub struct ServerInfo {
     pub owner: UserId,
     /// The requesting user's role in it.
     pub role: Role,
+    /// All members, or (to a session that sent `subscribe`) the first page of them.
     pub members: Vec<Member>,
     pub channels: Vec<ChannelInfo>,
+    /// How many members the server has (absent from older relays: count `members`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<u32>,
 }
 
 /// An invite to a server.

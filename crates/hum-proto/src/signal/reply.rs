@@ -133,6 +133,14 @@ pub enum Reply {
     Sdp { sdp: String },
     /// To `turn_credentials`: fresh TURN credentials.
     Turn { turn: TurnServer },
+    /// To `member_list`: one page of members; `next` is the `after` of the next page (absent:
+    /// this was the last).
+    Members {
+        server: ServerId,
+        members: Vec<Member>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<UserId>,
+    },
 }
 
 /// Why a call ended.

@@ -331,6 +331,26 @@ pub enum Request {
     /// Fresh TURN credentials (those in `welcome` expire). Reply: `turn`; `not_found` when the
     /// relay has no TURN server.
     TurnCredentials,
+
+    // --- lazy subscriptions (big servers) -------------------------------------------------------
+    /// The servers this session is looking at. Member changes (`member_joined`, `member_left`,
+    /// `member_updated`) and voice activity (`roster_join`, `roster_leave`, `roster_update`,
+    /// `channel_mode`) then come only for these servers, plus those of the channel you are in.
+    /// Each `subscribe` replaces the last list; `[]` watches nothing. A session that never sends
+    /// it gets everything (what clients before it expect). After it, a `server` in a reply holds
+    /// at most the first 100 members (`member_count` says how many there are; page with
+    /// `member_list`) and channel rosters only for subscribed servers. Reply: `ok`; `not_found`
+    /// for a server you are not a member of (nothing changes).
+    Subscribe { servers: Vec<ServerId> },
+    /// A page of `server`'s members in user-id order, after `after` (absent: the first page);
+    /// `limit` 1-1000, default 100. Reply: `members`.
+    MemberList {
+        server: ServerId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<UserId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
 
 impl Request {
@@ -393,6 +413,8 @@ impl Request {
             Request::MemberUnban { .. } => "member_unban",
             Request::BanList { .. } => "ban_list",
             Request::TurnCredentials => "turn_credentials",
+            Request::Subscribe { .. } => "subscribe",
+            Request::MemberList { .. } => "member_list",
         }
     }
 }
@@ -455,6 +477,8 @@ pub const REQUEST_TYPES: &[&str] = &[
     "member_unban",
     "ban_list",
     "turn_credentials",
+    "subscribe",
+    "member_list",
 ];
 
 /// What a subscriber wants of one member's video on the SFU (`sfu_quality`).

@@ -184,8 +184,9 @@ impl Hub {
             self.leave_channel(target, why);
         }
         self.model.remove_member(server, target);
-        self.event_to_server(
+        self.event_to_watchers(
             server,
+            None,
             Event::MemberLeft {
                 server,
                 user: *target,
@@ -264,7 +265,7 @@ impl Hub {
             s.members.insert(target, role);
         }
         let member = self.member_view(&target, role);
-        self.event_to_server(server, Event::MemberUpdated { server, member });
+        self.event_to_watchers(server, None, Event::MemberUpdated { server, member });
         // Channel permissions differ per role: re-check the voice state of someone in a channel.
         if self.current_server(&target) == Some(server) {
             self.enforce_permissions(&target);
@@ -535,7 +536,7 @@ impl Hub {
         }
         self.model.add_member(server, user, Role::Member);
         let member = self.member_view(&user, Role::Member);
-        self.event_to_server(server, Event::MemberJoined { server, member });
+        self.event_to_watchers(server, None, Event::MemberJoined { server, member });
         let info = self.server_info(server, &user).ok_or_else(invalid)?;
         Ok(Reply::Server { server: info })
     }

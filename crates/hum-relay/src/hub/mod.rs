@@ -190,7 +190,15 @@ struct Online {
     channel: Option<ChannelId>,
     voice: VoiceState,
     calls: BTreeSet<CallId>,
+    /// The servers this session watches (`subscribe`); `None`: it never asked, so it watches
+    /// every server it is a member of (older clients).
+    subs: Option<BTreeSet<ServerId>>,
 }
+
+/// Members in one page of `member_list`, and in a `server` sent to a session that subscribes.
+pub const MEMBER_PAGE: usize = 100;
+/// The largest `member_list` page.
+pub const MAX_MEMBER_PAGE: u32 = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallState {
@@ -452,6 +460,7 @@ impl Hub {
                 channel: None,
                 voice: VoiceState::default(),
                 calls: BTreeSet::new(),
+                subs: None,
             },
         );
         self.conns.insert(conn, user);
@@ -663,6 +672,12 @@ impl Hub {
                 user: target,
             } => self.member_unban(user, server, target),
             Request::BanList { server } => self.ban_list(user, server),
+            Request::Subscribe { servers } => self.subscribe(user, servers),
+            Request::MemberList {
+                server,
+                after,
+                limit,
+            } => self.member_list(user, server, after, limit),
             Request::TurnCredentials => match &self.config.turn {
                 Some(t) => Ok(Reply::Turn {
                     turn: t.credentials(&user, now_secs),
@@ -708,6 +723,95 @@ impl Hub {
         if let Some(c) = self.conn_of(user) {
             self.send(vec![c], ServerMessage::event(event));
         }
+    }
+
+    /// The connections that hear member and voice changes of `server` (`channel`: the channel
+    /// concerned): online members watching `server` (`subscribe`; everyone who never
+    /// subscribed), and those in `channel`.
+    fn watchers(&self, server: ServerId, channel: Option<ChannelId>) -> Vec<ConnId> {
+        let Some(s) = self.model.servers.get(&server) else {
+            return Vec::new();
+        };
+        s.members
+            .keys()
+            .filter_map(|u| {
+                let o = self.online.get(u)?;
+                let watching = o.subs.as_ref().is_none_or(|subs| subs.contains(&server))
+                    || (channel.is_some() && o.channel == channel);
+                watching.then_some(o.conn)
+            })
+            .collect()
+    }
+
+    /// Send a member or voice change of `server` to its watchers ([`Hub::watchers`]).
+    fn event_to_watchers(&mut self, server: ServerId, channel: Option<ChannelId>, event: Event) {
+        let to = self.watchers(server, channel);
+        self.send(to, ServerMessage::event(event));
+    }
+
+    /// `subscribe`: watch exactly `servers` (each one `user` is a member of).
+    fn subscribe(&mut self, user: UserId, servers: Vec<ServerId>) -> HubResult {
+        if let Some(s) = servers
+            .iter()
+            .find(|s| self.model.role(**s, &user).is_none())
+        {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("you are not a member of server {s}"),
+            ));
+        }
+        if let Some(o) = self.online.get_mut(&user) {
+            o.subs = Some(servers.into_iter().collect());
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// `member_list`: a page of members in user-id order.
+    fn member_list(
+        &self,
+        user: UserId,
+        server: ServerId,
+        after: Option<UserId>,
+        limit: Option<u32>,
+    ) -> HubResult {
+        let s = self
+            .model
+            .servers
+            .get(&server)
+            .filter(|s| s.members.contains_key(&user))
+            .ok_or_else(|| err(ErrorCode::NotFound, "no such server (or not a member)"))?;
+        let limit = match limit {
+            None => MEMBER_PAGE,
+            Some(n @ 1..=MAX_MEMBER_PAGE) => n as usize,
+            Some(n) => {
+                return Err(err(
+                    ErrorCode::BadRequest,
+                    format!("limit {n} is outside 1..={MAX_MEMBER_PAGE}"),
+                ));
+            }
+        };
+        let range = match after {
+            Some(a) => s
+                .members
+                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => s.members.range(..),
+        };
+        let members: Vec<Member> = range
+            .take(limit + 1)
+            .map(|(u, r)| self.member_view(u, *r))
+            .collect();
+        let (members, next) = if members.len() > limit {
+            let page = members[..limit].to_vec();
+            let next = page.last().map(|m| m.user.id);
+            (page, next)
+        } else {
+            (members, None)
+        };
+        Ok(Reply::Members {
+            server,
+            members,
+            next,
+        })
     }
 
     /// Send `event` to every online member of `server`.
@@ -801,9 +905,21 @@ impl Hub {
         })
     }
 
+    /// `id` as `viewer` sees it. A viewer that subscribes (lazy) gets the first page of members
+    /// and rosters only if it watches `id` (or of the channel it is in): a join to a big server
+    /// costs a page, not the whole server.
     fn server_info(&self, id: ServerId, viewer: &UserId) -> Option<ServerInfo> {
         let s = self.model.servers.get(&id)?;
         let role = *s.members.get(viewer)?;
+        let o = self.online.get(viewer);
+        let lazy = o.and_then(|o| o.subs.as_ref());
+        let page = if lazy.is_some() {
+            MEMBER_PAGE
+        } else {
+            usize::MAX
+        };
+        let rosters = lazy.is_none_or(|subs| subs.contains(&id));
+        let in_channel = o.and_then(|o| o.channel);
         Some(ServerInfo {
             id,
             name: s.name.clone(),
@@ -812,13 +928,21 @@ impl Hub {
             members: s
                 .members
                 .iter()
+                .take(page)
                 .map(|(u, r)| self.member_view(u, *r))
                 .collect(),
             channels: s
                 .channels
                 .iter()
-                .filter_map(|c| self.channel_info(*c))
+                .filter_map(|c| {
+                    let mut info = self.channel_info(*c)?;
+                    if !rosters && in_channel != Some(*c) {
+                        info.roster.clear();
+                    }
+                    Some(info)
+                })
                 .collect(),
+            member_count: Some(u32::try_from(s.members.len()).unwrap_or(u32::MAX)),
         })
     }
 }

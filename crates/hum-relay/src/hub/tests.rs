@@ -12,7 +12,7 @@ use hum_proto::{CallId, ChannelId, InviteCode, RequestId, ServerId, UserId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{ConnId, Hub, HubConfig, Output, close};
+use super::{ConnId, Hub, HubConfig, MEMBER_PAGE, Output, close};
 use crate::store::Store;
 
 struct World {
@@ -1580,4 +1580,149 @@ fn handles_are_unique_ignoring_case_and_look_alikes() {
     let m = w.hub.store.load().unwrap();
     assert_eq!(m.handles, w.hub.model.handles);
     assert_eq!(m.handle_owners, w.hub.model.handle_owners);
+}
+
+// --- lazy subscriptions ---------------------------------------------------------------------
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind()).collect()
+}
+
+#[test]
+fn a_lazy_session_hears_member_and_voice_changes_only_for_what_it_watches() {
+    let mut w = World::new();
+    let (s, c) = w.community(4);
+    let other = w.server(1, "other");
+    let c2 = w.channel(1, s, None);
+    // 2 watches nothing, 3 watches `s`, 4 never subscribed (an older client: everything).
+    assert_eq!(w.ok(2, Request::Subscribe { servers: vec![] }), Reply::Ok);
+    assert_eq!(w.ok(3, Request::Subscribe { servers: vec![s] }), Reply::Ok);
+    // Not a member of `other`: refused, nothing changes.
+    assert_eq!(
+        w.code(3, Request::Subscribe { servers: vec![other] }),
+        ErrorCode::NotFound
+    );
+    w.clear();
+    let join = |ch| Request::ChannelJoin {
+        channel: ch,
+        voice: None,
+    };
+    w.ok(1, join(c));
+    assert_eq!(kinds(&w.events(2)), Vec::<&str>::new());
+    assert_eq!(kinds(&w.events(3)), vec!["roster_join"]);
+    assert_eq!(kinds(&w.events(4)), vec!["roster_join"]);
+    // 2 joins the channel: it hears its own channel (the roster it needs for WebRTC)...
+    let Reply::Joined { channel, .. } = w.ok(2, join(c)) else {
+        panic!()
+    };
+    assert_eq!(channel.roster.len(), 2);
+    assert_eq!(kinds(&w.events(2)), vec!["channel_mode", "roster_join"]);
+    let speak = Request::VoiceUpdate {
+        voice: VoiceStatePatch {
+            speaking: Some(true),
+            ..Default::default()
+        },
+    };
+    w.clear();
+    w.ok(1, speak.clone());
+    assert_eq!(kinds(&w.events(2)), vec!["roster_update"]);
+    // ...but not another channel's.
+    w.clear();
+    w.ok(3, join(c2));
+    assert_eq!(kinds(&w.events(2)), Vec::<&str>::new());
+    assert_eq!(kinds(&w.events(4)), vec!["roster_join"]);
+    // Member changes: only watchers.
+    w.login(5);
+    let code = w.invite(1, s);
+    w.clear();
+    w.ok(5, Request::InviteJoin { code });
+    assert_eq!(kinds(&w.events(2)), Vec::<&str>::new());
+    assert_eq!(kinds(&w.events(3)), vec!["member_joined"]);
+    assert_eq!(kinds(&w.events(4)), vec!["member_joined"]);
+    // Leaving the channel: the leaver and the channel still hear it.
+    w.clear();
+    w.ok(2, Request::ChannelLeave);
+    assert_eq!(kinds(&w.events(2)), vec!["roster_leave"]);
+    assert_eq!(kinds(&w.events(1)), vec!["roster_leave"]);
+    // Subscribing again replaces the list.
+    w.ok(3, Request::Subscribe { servers: vec![] });
+    w.clear();
+    w.ok(1, speak);
+    assert_eq!(kinds(&w.events(3)), Vec::<&str>::new());
+    w.hub.check().unwrap();
+}
+
+#[test]
+fn big_member_lists_page_for_lazy_sessions() {
+    let mut w = World::new();
+    let n = 250u8;
+    let (s, c) = w.community(n);
+    w.ok(1, Request::ChannelJoin {
+        channel: c,
+        voice: None,
+    });
+    // An older client gets everything.
+    let Reply::Server { server } = w.ok(2, Request::ServerInfo { server: s }) else {
+        panic!()
+    };
+    assert_eq!(server.members.len(), usize::from(n));
+    assert_eq!(server.member_count, Some(u32::from(n)));
+    // A lazy one: the first page, and no rosters of a server it does not watch.
+    w.ok(3, Request::Subscribe { servers: vec![] });
+    let Reply::Server { server } = w.ok(3, Request::ServerInfo { server: s }) else {
+        panic!()
+    };
+    assert_eq!(server.members.len(), MEMBER_PAGE);
+    assert_eq!(server.member_count, Some(u32::from(n)));
+    assert!(server.channels[0].roster.is_empty());
+    w.ok(3, Request::Subscribe { servers: vec![s] });
+    let Reply::Server { server } = w.ok(3, Request::ServerInfo { server: s }) else {
+        panic!()
+    };
+    assert_eq!(server.channels[0].roster.len(), 1);
+    // Paging walks every member once, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let Reply::Members { members, next, .. } = w.ok(
+            3,
+            Request::MemberList {
+                server: s,
+                after,
+                limit: Some(100),
+            },
+        ) else {
+            panic!()
+        };
+        seen.extend(members.iter().map(|m| m.user.id));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let all: Vec<UserId> = w.hub.model.servers[&s].members.keys().copied().collect();
+    assert_eq!(seen, all);
+    assert_eq!(
+        w.code(
+            3,
+            Request::MemberList {
+                server: s,
+                after: None,
+                limit: Some(0),
+            }
+        ),
+        ErrorCode::BadRequest
+    );
+    w.login(251);
+    assert_eq!(
+        w.code(
+            251,
+            Request::MemberList {
+                server: s,
+                after: None,
+                limit: None,
+            }
+        ),
+        ErrorCode::NotFound
+    );
 }

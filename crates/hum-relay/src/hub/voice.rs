@@ -215,8 +215,9 @@ impl Hub {
         let new = constrain(o.voice, perms);
         if new != o.voice {
             o.voice = new;
-            self.event_to_server(
+            self.event_to_watchers(
                 server,
+                Some(channel),
                 Event::RosterUpdate {
                     server,
                     channel,
@@ -322,8 +323,9 @@ impl Hub {
                 user: self.summary(&user),
                 voice: v,
             };
-            self.event_to_server(
+            self.event_to_watchers(
                 server,
+                Some(channel),
                 Event::RosterJoin {
                     server,
                     channel,
@@ -359,12 +361,7 @@ impl Hub {
         let server = ch.server;
         // The leaver hears it too (they may not have asked: removed, deleted), before the others
         // would stop counting them as a member.
-        let mut to: Vec<_> = self
-            .model
-            .servers
-            .get(&server)
-            .map(|s| s.members.keys().filter_map(|m| self.conn_of(m)).collect())
-            .unwrap_or_default();
+        let mut to = self.watchers(server, Some(channel));
         if let Some(c) = self.conn_of(u)
             && !to.contains(&c)
         {
@@ -421,8 +418,9 @@ impl Hub {
             return false;
         }
         tracing::info!(%channel, members, ?next, "voice channel changes mode");
-        self.event_to_server(
+        self.event_to_watchers(
             server,
+            Some(channel),
             Event::ChannelMode {
                 server,
                 channel,
@@ -665,8 +663,9 @@ impl Hub {
         if new != o.voice {
             let camera_changed = new.video != o.voice.video;
             o.voice = new;
-            self.event_to_server(
+            self.event_to_watchers(
                 server,
+                Some(channel),
                 Event::RosterUpdate {
                     server,
                     channel,
