@@ -348,3 +348,105 @@ fn a_member_whose_relay_link_drops_rejoins_and_keys_go_both_ways_again() -> Resu
     }
     Ok(())
 }
+
+/// The frames `dir` (a `--record-video` directory) decoded of `user`'s camera: one JSON line
+/// per decoded frame, in files named after the sender's first 16 hex digits.
+fn decoded_of(dir: &std::path::Path, user: &str) -> Vec<Value> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        let stem = p.file_stem().and_then(|x| x.to_str()).unwrap_or_default();
+        if p.extension().and_then(|x| x.to_str()) == Some("jsonl") && stem.starts_with(&user[..16])
+        {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+        }
+    }
+    out
+}
+
+/// Readable pattern codes, in the order decoded.
+fn codes(frames: &[Value]) -> Vec<u64> {
+    frames.iter().filter_map(|f| f["code"].as_u64()).collect()
+}
+
+#[test]
+fn video_through_the_sfu_decrypts_for_members_and_not_for_a_keyless_one() -> Result<()> {
+    let w = World::with_relay_args(3, &["--mesh-limit", "0"])?;
+    let (a, b, c) = (0, 1, 2);
+    let recs: Vec<_> = (0..3).map(|i| w.path(&format!("video-{i}"))).collect();
+    let mut procs = Vec::new();
+    for (i, tone) in ["440", "550", "660"].iter().enumerate() {
+        let mut args = vec![
+            "--tone",
+            tone,
+            "--video",
+            "pattern",
+            "--video-size",
+            "320x180",
+            "--video-kbps",
+            "300",
+            "--record-video",
+            s(&recs[i]),
+            "--duration",
+            "25s",
+        ];
+        if i != c {
+            args.push("--e2ee");
+        }
+        procs.push(w.voice(i, &args)?);
+    }
+    wait_for(
+        "a and b to hold each other's key",
+        Duration::from_secs(30),
+        || Ok(key_from(&w, a, b, 1) && key_from(&w, b, a, 1)),
+    )?;
+    let enough = |i: usize, from: usize| codes(&decoded_of(&recs[i], &w.users[from])).len() >= 30;
+    let seen = wait_for(
+        "a and b to decode 30 frames of each other's camera",
+        Duration::from_secs(60),
+        || Ok(enough(a, b) && enough(b, a)),
+    );
+    for p in procs.iter_mut() {
+        wait_exit(p, Duration::from_secs(60))?;
+    }
+    let summary = |i: usize, from: usize| {
+        let f = decoded_of(&recs[i], &w.users[from]);
+        (f.len(), codes(&f).len())
+    };
+    eprintln!(
+        "decoded (frames, readable codes): a of b {:?}, b of a {:?}; c (no key) of a {:?}, of b {:?}; a of c {:?}",
+        summary(a, b),
+        summary(b, a),
+        summary(c, a),
+        summary(c, b),
+        summary(a, c),
+    );
+    seen?;
+    for (i, from) in [(a, b), (b, a)] {
+        let cs = codes(&decoded_of(&recs[i], &w.users[from]));
+        // In order; a code may repeat when the SFU switches layers (the same frame of another
+        // simulcast layer).
+        ensure!(
+            cs.windows(2).all(|x| x[1] >= x[0]),
+            "{i} decoded {from}'s codes out of order: {cs:?}"
+        );
+    }
+    // c receives what the SFU forwards and decodes none of it (nothing readable: ciphertext).
+    for from in [a, b] {
+        let (frames, readable) = summary(c, from);
+        ensure!(
+            readable == 0,
+            "c (no key) read {readable} of {frames} frames of {from}'s camera through the SFU"
+        );
+    }
+    // And a and b do not show c's unencrypted camera.
+    ensure!(
+        codes(&decoded_of(&recs[a], &w.users[c])).is_empty(),
+        "a showed c's unencrypted camera in an E2EE room"
+    );
+    Ok(())
+}

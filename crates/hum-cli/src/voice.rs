@@ -119,10 +119,10 @@ pub struct AudioArgs {
     /// no host or server-reflexive address is sent to anyone. Costs latency (an extra hop).
     #[arg(long)]
     pub relay_only: bool,
-    /// End-to-end encrypt our audio through the SFU (SFrame, docs/e2ee.md): the relay and its
+    /// End-to-end encrypt our audio and video through the SFU (SFrame, docs/e2ee.md): the relay and its
     /// SFU forward frames they cannot decrypt; keys go to each member sealed with their
-    /// identity key, and change when someone leaves. Members without it cannot hear us, and we
-    /// do not play their unencrypted audio. Voice channels only; video is not covered yet.
+    /// identity key, and change when someone leaves. Members without it cannot hear or see us,
+    /// and we do not play their unencrypted audio or video. Voice channels only.
     #[arg(long)]
     pub e2ee: bool,
 }
@@ -284,10 +284,6 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
             let c = resolve::channel(&client, s.id, channel).await?;
             // Started before joining, to see the keys of those already there.
             let e2ee = if audio.e2ee {
-                anyhow::ensure!(
-                    video_io.source.is_none() && !video_io.receive,
-                    "--e2ee covers audio only so far: leave out the video options"
-                );
                 let keys = commands::load_identity(cli)?.e2ee_keys();
                 let (channel, events) =
                     hum_engine::e2ee::E2eeChannel::start(client.clone(), keys, c.id)?;

@@ -142,6 +142,44 @@ pub(crate) fn seal_audio(
     }
 }
 
+/// The SFU connection's video receive hook: one VP8 frame from `from` as the assembler put it
+/// together, decrypted when E2EE is on (its payload header stayed in clear for the SFU);
+/// `None` (dropped, as if lost) when it does not decrypt.
+pub(crate) fn open_video(
+    transform: Option<&dyn FrameTransform>,
+    from: &UserId,
+    frame: Vec<u8>,
+) -> Option<Vec<u8>> {
+    match transform {
+        None => Some(frame),
+        Some(t) => match t.decrypt(from, MediaKind::Vp8, &frame) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::trace!("video frame dropped: {e}");
+                None
+            }
+        },
+    }
+}
+
+/// The SFU connection's video send hook: one encoded VP8 frame of a simulcast layer, before the
+/// packetiser, encrypted when E2EE is on (the payload header stays in clear, authenticated).
+pub(crate) fn seal_video(
+    transform: Option<&dyn FrameTransform>,
+    frame: &[u8],
+) -> Option<bytes::Bytes> {
+    match transform {
+        None => Some(bytes::Bytes::copy_from_slice(frame)),
+        Some(t) => match t.encrypt(MediaKind::Vp8, frame) {
+            Ok(c) => Some(c.into()),
+            Err(e) => {
+                tracing::warn!("video frame not sent: {e}");
+                None
+            }
+        },
+    }
+}
+
 async fn send_all(client: &RelayClient, channel: ChannelId, out: Vec<Outgoing>) {
     for o in out {
         if let Err(e) = client

@@ -81,7 +81,12 @@ impl PeerConnectionEventHandler for Handler {
         };
         if track.kind().await == RtpCodecKind::Video {
             if self.video.enabled {
-                tokio::spawn(super::video::receive(track, user, self.video.clone()));
+                tokio::spawn(super::video::receive_with_transform(
+                    track,
+                    user,
+                    self.video.clone(),
+                    self.transform.clone(),
+                ));
             }
             return;
         }
@@ -186,9 +191,17 @@ impl SfuPeer {
             cfg.frame_transform.clone(),
         ));
         let camera = match &video.sender {
-            Some(send) => {
-                Some(SimulcastTrack::add(&pc, me.to_string(), ssrc, send, connected).await?)
-            }
+            Some(send) => Some(
+                SimulcastTrack::add(
+                    &pc,
+                    me.to_string(),
+                    ssrc,
+                    send,
+                    connected,
+                    cfg.frame_transform.clone(),
+                )
+                .await?,
+            ),
             None => None,
         };
         Ok((

@@ -100,6 +100,8 @@ impl SimulcastTrack {
         base_ssrc: u32,
         send: &VideoSender,
         connected: Arc<AtomicBool>,
+        // End to end (docs/e2ee.md): each layer's frames encrypted before the packetiser.
+        transform: Option<Arc<dyn hum_e2ee::FrameTransform>>,
     ) -> Result<Self, VoiceError> {
         let ssrcs: [u32; SIMULCAST_LAYERS] =
             std::array::from_fn(|i| base_ssrc ^ 0x5649_4400 ^ (i as u32 + 1));
@@ -138,6 +140,7 @@ impl SimulcastTrack {
                 connected,
                 flags,
                 send.format.fps.max(1),
+                transform,
             )),
         ];
         Ok(Self { mid, tasks })
@@ -167,6 +170,7 @@ async fn write_loop(
     connected: Arc<AtomicBool>,
     keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
     fps: u32,
+    transform: Option<Arc<dyn hum_e2ee::FrameTransform>>,
 ) {
     let mut pt: Option<u8> = None;
     let mut started = [false; SIMULCAST_LAYERS];
@@ -222,8 +226,11 @@ async fn write_loop(
             .filter(|d| !d.is_zero() && *d < Duration::from_secs(1))
             .unwrap_or(frame_time);
         prev[i] = Some(f.captured);
+        let Some(data) = crate::e2ee::seal_video(transform.as_deref(), &f.data) else {
+            continue;
+        };
         let sample = Sample {
-            data: bytes::Bytes::copy_from_slice(&f.data),
+            data,
             duration,
             ..Sample::new(f.captured)
         };

@@ -707,6 +707,17 @@ fn keyframe_size(data: &[u8]) -> Option<(u32, u32)> {
 
 /// Receives one remote video track until it ends.
 pub(crate) async fn receive(track: Arc<dyn TrackRemote>, user: UserId, video: Arc<SessionVideo>) {
+    receive_with_transform(track, user, video, None).await;
+}
+
+/// [`receive`] with end-to-end decryption of each assembled frame (SFU tracks with E2EE on,
+/// docs/e2ee.md): a frame that does not decrypt is treated as lost.
+pub(crate) async fn receive_with_transform(
+    track: Arc<dyn TrackRemote>,
+    user: UserId,
+    video: Arc<SessionVideo>,
+    transform: Option<Arc<dyn hum_e2ee::FrameTransform>>,
+) {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let info = RemoteVideoTrack {
         user,
@@ -778,7 +789,21 @@ pub(crate) async fn receive(track: Arc<dyn TrackRemote>, user: UserId, video: Ar
                         d.send(Bytes::new(), Instant::now());
                     }
                 }
-                Assembled::Frame(f) => {
+                Assembled::Frame(mut f) => {
+                    if transform.is_some() {
+                        let data = std::mem::take(&mut f.data);
+                        match crate::e2ee::open_video(transform.as_deref(), &user, data) {
+                            Some(plain) => f.data = plain,
+                            None => {
+                                after_loss = true;
+                                awaiting_key = true;
+                                if let Some(d) = &decode {
+                                    d.send(Bytes::new(), Instant::now());
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     if video.camera_off(&user) {
                         held_back = true;
                         continue;
