@@ -133,6 +133,9 @@ enum Command {
     Metrics {
         reply: oneshot::Sender<Metrics>,
     },
+    Permissions {
+        who: ParticipantId,
+    },
 }
 
 /// A running SFU. Dropping it stops the loop.
@@ -277,6 +280,13 @@ impl SfuServer {
         .await?
     }
 
+    /// `who`'s permissions changed (the hook now answers differently): tracks they no longer
+    /// allow are withdrawn (subscribers see them unpublished), tracks withdrawn or refused
+    /// earlier that they allow again are published.
+    pub fn recheck_permissions(&self, who: ParticipantId) {
+        let _ = self.tx.send(Command::Permissions { who });
+    }
+
     pub async fn metrics(&self) -> Result<Metrics, SfuError> {
         self.call(|reply| Command::Metrics { reply }).await
     }
@@ -291,6 +301,9 @@ enum OutState {
     Open(Mid),
 }
 
+/// An incoming m-line not published (yet): its kind and simulcast layers.
+type Withheld = (TrackKind, BTreeMap<Layer, Rid>);
+
 struct Client {
     who: ParticipantId,
     room: RoomId,
@@ -302,6 +315,9 @@ struct Client {
     /// Outgoing copies of other participants' tracks.
     tracks_out: BTreeMap<TrackId, (TrackKind, ParticipantId, OutState)>,
     mid_out: HashMap<Mid, TrackId>,
+    /// Incoming media not published (its kind not permitted, or withdrawn since): published
+    /// when the permission comes (back).
+    withheld: BTreeMap<Mid, Withheld>,
     is_dirty: bool,
 }
 
@@ -480,6 +496,7 @@ impl Runtime {
                     .map_err(SfuError::from);
                 let _ = reply.send(r);
             }
+            Command::Permissions { who } => self.recheck_permissions(who, now),
             Command::Metrics { reply } => {
                 self.metrics.participants = self.clients.len() as u64;
                 let _ = reply.send(self.metrics.clone());
@@ -529,6 +546,7 @@ impl Runtime {
                 tracks_in: HashMap::new(),
                 tracks_out,
                 mid_out: HashMap::new(),
+                withheld: BTreeMap::new(),
                 is_dirty: false,
             },
         );
@@ -721,18 +739,7 @@ impl Runtime {
                         layers.insert(l, *r);
                     }
                 }
-                match self
-                    .session
-                    .publish(c.who, kind, layers.keys().copied().collect(), now)
-                {
-                    Ok(t) => {
-                        if let Some(c) = self.clients.get_mut(&key) {
-                            c.tracks_in.insert(m.mid, t);
-                        }
-                        self.track_src.insert(t, (key, m.mid, layers));
-                    }
-                    Err(e) => tracing::debug!("publish refused: {e}"),
-                }
+                self.publish_in(key, m.mid, kind, layers, now);
             }
             Event::RtpPacket(pkt) => self.on_rtp(key, pkt, now),
             Event::KeyframeRequest(req) => {
@@ -758,6 +765,83 @@ impl Runtime {
         }
     }
 
+    /// Publishes one incoming m-line of client `key`, or keeps it withheld when its kind is
+    /// not permitted (published later by [`Runtime::recheck_permissions`]).
+    fn publish_in(
+        &mut self,
+        key: u64,
+        mid: Mid,
+        kind: TrackKind,
+        layers: BTreeMap<Layer, Rid>,
+        now: Instant,
+    ) {
+        let Some(c) = self.clients.get_mut(&key) else {
+            return;
+        };
+        match self
+            .session
+            .publish(c.who, kind, layers.keys().copied().collect(), now)
+        {
+            Ok(t) => {
+                c.withheld.remove(&mid);
+                c.tracks_in.insert(mid, t);
+                self.track_src.insert(t, (key, mid, layers));
+            }
+            Err(e) => {
+                tracing::debug!("publish refused: {e}");
+                c.withheld.insert(mid, (kind, layers));
+            }
+        }
+    }
+
+    /// Applies `who`'s current permissions to what it publishes (see
+    /// [`SfuServer::recheck_permissions`]).
+    fn recheck_permissions(&mut self, who: ParticipantId, now: Instant) {
+        let Some(&key) = self.by_user.get(&who) else {
+            return;
+        };
+        // What each published m-line is, before the session forgets the withdrawn ones.
+        let published: Vec<(Mid, TrackId, TrackKind)> = self
+            .clients
+            .get(&key)
+            .map(|c| {
+                c.tracks_in
+                    .iter()
+                    .filter_map(|(m, t)| Some((*m, *t, self.session.publication(*t)?.kind)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let withdrawn = self.session.enforce_permissions(who).unwrap_or_default();
+        if let Some(c) = self.clients.get_mut(&key) {
+            for (mid, t, kind) in published {
+                if withdrawn.contains(&t) {
+                    c.tracks_in.remove(&mid);
+                    let layers = self
+                        .track_src
+                        .get(&t)
+                        .map(|(_, _, l)| l.clone())
+                        .unwrap_or_default();
+                    c.withheld.insert(mid, (kind, layers));
+                }
+            }
+        }
+        let retry: Vec<(Mid, Withheld)> = self
+            .clients
+            .get(&key)
+            .map(|c| c.withheld.iter().map(|(m, v)| (*m, v.clone())).collect())
+            .unwrap_or_default();
+        for (mid, (kind, layers)) in retry {
+            let allowed = self
+                .clients
+                .get(&key)
+                .is_some_and(|c| !c.tracks_in.contains_key(&mid));
+            if allowed {
+                self.publish_in(key, mid, kind, layers, now);
+            }
+        }
+        self.drain_session(now);
+    }
+
     fn on_rtp(&mut self, key: u64, pkt: RtpPacket, now: Instant) {
         self.metrics.rtp_in += 1;
         let Some(c) = self.clients.get_mut(&key) else {
@@ -772,7 +856,10 @@ impl Runtime {
             }
         };
         let Some(track) = c.tracks_in.get(&mid).copied() else {
-            self.metrics.unknown_stream += 1;
+            // Media whose publication is withheld (not permitted) is dropped quietly.
+            if !c.withheld.contains_key(&mid) {
+                self.metrics.unknown_stream += 1;
+            }
             return;
         };
         let Some(kind) = self.session.publication(track).map(|p| p.kind) else {

@@ -430,6 +430,32 @@ impl Session {
         Ok(())
     }
 
+    /// Re-reads `who`'s permissions (the relay calls this after an admin changed them) and
+    /// withdraws each of its publications they no longer allow (`speak` for audio, `video` for
+    /// a camera): subscribers get nothing more of it and see it unpublished. Returns the
+    /// withdrawn tracks.
+    pub fn enforce_permissions(
+        &mut self,
+        who: ParticipantId,
+    ) -> Result<Vec<TrackId>, SessionError> {
+        let room = self.room_of(who).ok_or(SessionError::NotInRoom)?;
+        let perm = self.permissions.permissions(room, who);
+        let withdraw: Vec<TrackId> = self
+            .tracks
+            .values()
+            .filter(|p| p.owner == who)
+            .filter(|p| match p.kind {
+                TrackKind::Audio => !perm.speak,
+                TrackKind::Video => !perm.video,
+            })
+            .map(|p| p.id)
+            .collect();
+        for t in &withdraw {
+            self.unpublish(*t)?;
+        }
+        Ok(withdraw)
+    }
+
     fn subscribe(&mut self, track: TrackId, who: ParticipantId) {
         self.forwarder_seed += 1;
         let seed = self.forwarder_seed;

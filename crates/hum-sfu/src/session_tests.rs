@@ -126,6 +126,84 @@ fn permissions_hook_decides_what_may_be_published() {
     );
 }
 
+/// An admin takes `speak` (then `video`) away from a member already publishing: its track is
+/// withdrawn (subscribers see it unpublished and get no more of its packets); other members'
+/// tracks are untouched.
+#[test]
+fn revoked_permissions_withdraw_published_tracks() {
+    use std::sync::{Arc, Mutex};
+    let t0 = Instant::now();
+    let room = ChannelId(4);
+    let perms: Arc<Mutex<BTreeMap<UserId, Permissions>>> = Arc::default();
+    let hook = perms.clone();
+    let mut s = Session::new(
+        SessionConfig::default(),
+        move |_room: RoomId, who: ParticipantId| {
+            hook.lock()
+                .expect("lock")
+                .get(&who)
+                .copied()
+                .unwrap_or(Permissions::ALL)
+        },
+    );
+    for n in 1..=3 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    let a1 = s
+        .publish(user(1), TrackKind::Audio, vec![], t0)
+        .expect("a1");
+    let v1 = s
+        .publish(user(1), TrackKind::Video, vec![Layer(0)], t0)
+        .expect("v1");
+    let a2 = s
+        .publish(user(2), TrackKind::Audio, vec![], t0)
+        .expect("a2");
+    let _ = events(&mut s);
+    let forwarded = |s: &mut Session, t: TrackId| {
+        let mut n = 0;
+        let r = s.on_packet(t, &audio(50, t0), 80, None, |_, _| n += 1);
+        r.map(|_| n)
+    };
+    assert_eq!(forwarded(&mut s, a1), Ok(2));
+    // Nothing changed: nothing withdrawn.
+    assert_eq!(s.enforce_permissions(user(1)), Ok(vec![]));
+    perms.lock().expect("lock").insert(
+        user(1),
+        Permissions {
+            speak: false,
+            ..Permissions::ALL
+        },
+    );
+    assert_eq!(s.enforce_permissions(user(1)), Ok(vec![a1]));
+    assert_eq!(
+        events(&mut s),
+        vec![SessionEvent::TrackUnpublished {
+            room,
+            track: a1,
+            owner: user(1)
+        }]
+    );
+    assert_eq!(forwarded(&mut s, a1), Err(SessionError::NoSuchTrack));
+    assert_eq!(forwarded(&mut s, a2), Ok(2), "others are untouched");
+    assert!(s.publication(v1).is_some(), "video is still allowed");
+    perms.lock().expect("lock").insert(
+        user(1),
+        Permissions {
+            speak: false,
+            video: false,
+            ..Permissions::ALL
+        },
+    );
+    assert_eq!(s.enforce_permissions(user(1)), Ok(vec![v1]));
+    assert!(s.publication(v1).is_none());
+    assert_eq!(
+        s.publish(user(1), TrackKind::Audio, vec![], t0),
+        Err(SessionError::NotPermitted(TrackKind::Audio))
+    );
+    s.check_invariants().expect("invariants");
+    assert_eq!(s.enforce_permissions(user(9)), Err(SessionError::NotInRoom));
+}
+
 #[test]
 fn audio_reaches_every_other_participant_once_and_in_order() {
     let t0 = Instant::now();
