@@ -1,8 +1,9 @@
 //! Living on the desktop: one app per data directory, and links handed over by later launches
 //! (the desktop entry registers the `hum` URL scheme: `hum-app %u`).
 //!
-//! The single-instance check is a plugin so it runs while the app is being built, before any window
-//! exists: a second launch hands its arguments over and exits without flashing a window.
+//! The single-instance check runs in `run()` before Tauri starts (no toolkit, no window): a second
+//! launch hands its arguments over and exits cleanly. The running app's side is a plugin that takes
+//! what later launches send.
 
 use tauri::plugin::{Builder, TauriPlugin};
 use tauri::{AppHandle, Manager, RunEvent, Runtime};
@@ -15,33 +16,50 @@ use crate::commands::links::{LinkInbox, LinkOpened};
 /// Held by the app while it is the running instance; dropping it removes the socket.
 struct InstanceGuard(std::sync::Mutex<Option<instance::SocketGuard>>);
 
-pub fn instance_plugin() -> TauriPlugin<tauri::Wry> {
+/// Becomes the running instance for `dir`, or hands `args` to the one that is and exits the process
+/// (before any toolkit is loaded). None: no single-instance socket (logged); the app runs anyway.
+pub fn claim(dir: &std::path::Path, args: &[String]) -> Option<instance::Primary> {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::warn!("data directory {}: {e}", dir.display());
+        return None;
+    }
+    match instance::acquire(dir, args) {
+        Ok(Instance::Forwarded) => {
+            eprintln!("Hum is already running: handed over to it.");
+            std::process::exit(0);
+        }
+        Ok(Instance::Primary(p)) => Some(p),
+        Err(e) => {
+            tracing::warn!("{e}; later launches will open a second window");
+            None
+        }
+    }
+}
+
+/// The running instance's side: the links given at start wait in the inbox for the UI, later
+/// launches' arguments bring the window forward and add theirs.
+pub fn instance_plugin(
+    primary: Option<instance::Primary>,
+    args: Vec<String>,
+) -> TauriPlugin<tauri::Wry> {
+    let primary = std::sync::Mutex::new(primary);
     Builder::new("hum-instance")
-        .setup(|app, _api| {
-            let args: Vec<String> = std::env::args().skip(1).collect();
+        .setup(move |app, _api| {
             let inbox = LinkInbox::default();
             inbox.push_args(&args);
             app.manage(inbox);
-            let dir = crate::data_dir(app)?;
-            std::fs::create_dir_all(&dir)?;
-            match instance::acquire(&dir, &args) {
-                Ok(Instance::Forwarded) => {
-                    eprintln!("Hum is already running: handed over to it.");
-                    app.cleanup_before_exit();
-                    std::process::exit(0);
-                }
-                Ok(Instance::Primary(instance::Primary { incoming, guard })) => {
-                    let handle = app.clone();
-                    std::thread::Builder::new()
-                        .name("hum-links".into())
-                        .spawn(move || {
-                            for args in incoming {
-                                arrived(&handle, &args);
-                            }
-                        })?;
-                    app.manage(InstanceGuard(std::sync::Mutex::new(Some(guard))));
-                }
-                Err(e) => tracing::warn!("{e}; later launches will open a second window"),
+            if let Some(instance::Primary { incoming, guard }) =
+                primary.lock().unwrap_or_else(|e| e.into_inner()).take()
+            {
+                let handle = app.clone();
+                std::thread::Builder::new()
+                    .name("hum-links".into())
+                    .spawn(move || {
+                        for args in incoming {
+                            arrived(&handle, &args);
+                        }
+                    })?;
+                app.manage(InstanceGuard(std::sync::Mutex::new(Some(guard))));
             }
             Ok(())
         })

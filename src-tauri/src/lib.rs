@@ -31,10 +31,14 @@ use tauri_plugin_store::StoreExt;
 use crate::settings_store::PluginKv;
 use crate::state::AppState;
 
-pub(crate) fn data_dir(app: &tauri::AppHandle) -> Result<PathBuf, Box<dyn std::error::Error>> {
+/// `HUM_DATA_DIR`, else the platform's data directory for `identifier` (what Tauri's
+/// `app_data_dir` is; computed without an app so the single-instance check can run first).
+pub(crate) fn data_dir(identifier: &str) -> Result<PathBuf, String> {
     match std::env::var_os("HUM_DATA_DIR") {
         Some(dir) => Ok(PathBuf::from(dir)),
-        None => Ok(app.path().app_data_dir()?),
+        None => dirs::data_dir()
+            .map(|d| d.join(identifier))
+            .ok_or_else(|| "no data directory (HOME is not set)".to_owned()),
     }
 }
 
@@ -46,6 +50,18 @@ pub fn run() {
         )
         .init();
 
+    let context = tauri::generate_context!();
+    let dir = match data_dir(&context.config().identifier) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("hum-app: {e}");
+            std::process::exit(1);
+        }
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // A second launch hands its arguments (a hum:// link) to the running app and exits here.
+    let primary = desktop::claim(&dir, &args);
+
     let builder = bindings::builder();
     #[cfg(debug_assertions)]
     if std::env::var_os("HUM_NO_BINDINGS_EXPORT").is_none()
@@ -55,7 +71,7 @@ pub fn run() {
     }
 
     let result = tauri::Builder::default()
-        .plugin(desktop::instance_plugin())
+        .plugin(desktop::instance_plugin(primary, args))
         .plugin(tauri_plugin_store::Builder::new().build())
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
         .plugin(webview_tuning::plugin())
@@ -78,7 +94,6 @@ pub fn run() {
         })
         .setup(move |app| {
             builder.mount_events(app);
-            let dir = data_dir(app.handle())?;
             std::fs::create_dir_all(&dir)?;
             tracing::info!(data_dir = %dir.display(), "starting");
             let store = app.store(dir.join("settings.json"))?;
@@ -117,7 +132,7 @@ pub fn run() {
             }
             Ok(())
         })
-        .run(tauri::generate_context!());
+        .run(context);
     if let Err(e) = result {
         eprintln!("hum-app: {e}");
         std::process::exit(1);

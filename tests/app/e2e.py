@@ -143,7 +143,9 @@ def measure(driver_pid, label, seconds):
 
 
 def start_driver(data_dir, log):
-    env = dict(os.environ, HUM_DATA_DIR=data_dir, HUM_NO_BINDINGS_EXPORT="1")
+    # XDG_CONFIG_HOME: the app's start-on-login entry goes under the test's directory.
+    env = dict(os.environ, HUM_DATA_DIR=data_dir, HUM_NO_BINDINGS_EXPORT="1",
+               XDG_CONFIG_HOME=os.path.join(data_dir, "config"))
     driver = shutil.which("tauri-driver") or os.path.expanduser("~/.cargo/bin/tauri-driver")
     proc = subprocess.Popen(
         [driver, "--port", str(DRIVER_PORT), "--native-port", str(NATIVE_PORT)],
@@ -298,6 +300,65 @@ def desktop_link_checks(session, args, app, data_dir, bot_env, log):
     session.click("nav-voice")
 
 
+def notifications_monitor(data_dir):
+    """Records desktop notifications sent on the session bus (the e2e runs under dbus-run-session;
+    no notification daemon is needed to see the Notify calls)."""
+    if not os.environ.get("DBUS_SESSION_BUS_ADDRESS") or not shutil.which("dbus-monitor"):
+        return None
+    path = os.path.join(data_dir, "notifications.txt")
+    proc = subprocess.Popen(["dbus-monitor", "--session", "interface='org.freedesktop.Notifications',member='Notify'"],
+                            stdout=open(path, "w"), stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, path
+
+
+def notification_check(session, monitor, text):
+    """Issue 19: an incoming call notifies while the window is in the background (and only then)."""
+    if monitor is None:
+        check("desktop notifications observable (dbus-monitor on a session bus)", False, "no session bus")
+        return
+    focused = session.js("return document.hasFocus()")
+    seen = lambda: text in open(monitor[1]).read()
+    if focused:
+        time.sleep(2)
+        check("the window has the focus: no desktop notification for the call", not seen())
+    else:
+        deadline = time.monotonic() + 20
+        while not seen() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        check(f"the window is in the background: the call is a desktop notification ({text!r})", seen())
+
+
+def desktop_settings_checks(session, data_dir):
+    """Issue 19: Settings -> Desktop. Start on login writes the XDG autostart entry (hum-app
+    --minimized) and removes it; close to tray is offered exactly when the app has a tray."""
+    session.click("nav-settings")
+    session.find("desktop-panel")
+    entry = os.path.join(data_dir, "config", "autostart", "hum.desktop")
+    session.click("start-on-login")
+    session.wait_js("return document.querySelector('[data-testid=start-on-login]').checked", lambda v: v is True, 20,
+                    "start on login checked")
+    text = open(entry).read() if os.path.exists(entry) else ""
+    execs = [l for l in text.splitlines() if l.startswith("Exec=")]
+    check("start on login writes the autostart entry (hum-app --minimized)",
+          len(execs) == 1 and "hum-app" in execs[0] and execs[0].endswith(" --minimized"), text[:300])
+    session.click("start-on-login")
+    session.wait_js("return document.querySelector('[data-testid=start-on-login]').checked", lambda v: v is False, 20,
+                    "start on login unchecked")
+    check("turning it off removes the entry", not os.path.exists(entry))
+    import ctypes
+    has_tray = False
+    for lib in ("libayatana-appindicator3.so.1", "libappindicator3.so.1"):
+        try:
+            ctypes.CDLL(lib)
+            has_tray = True
+        except OSError:
+            pass
+    offered = session.prop("close-to-tray", "disabled") is False
+    check("close to tray is offered exactly when there is a tray", offered == has_tray,
+          f"tray={has_tray} offered={offered}")
+    session.click("nav-voice")
+
+
 def livestream_checks(session, args, bot_env, log, shots):
     """Issue 14 in the app: go live with the pattern while a `hum watch` bot verifies chunks and
     the app counts it as a viewer; then the bot streams and the app's player decodes it (pattern
@@ -318,7 +379,7 @@ def livestream_checks(session, args, bot_env, log, shots):
                              "my stream in the channel list")
     check("my stream is listed in its channel, marked REC", listed == stream_id and session.exists("stream-rec-apptest"),
           f"{listed} vs {stream_id}")
-    watcher = subprocess.Popen([args.hum_bin, "--json", "watch", str(stream_id), "--duration", "30s",
+    watcher = subprocess.Popen([args.hum_bin, "--json", "watch", str(stream_id), "--duration", "120s",
                                 "--relay-kbps", "0", "--bind", "127.0.0.1:0"],
                                env=bot_env, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
     try:
@@ -329,7 +390,9 @@ def livestream_checks(session, args, bot_env, log, shots):
         chunks_js = ("const s = document.querySelector('[data-testid=live-sending-chunks]');"
                      "return s ? Number(s.dataset.chunks) : 0;")
         at_join = session.js(chunks_js)
-        session.wait_js(chunks_js, lambda v: v >= at_join + 20, 30, "20 more chunks sent")
+        # The counter sums every layer the app publishes (640x360, 320x180, audio): 60 is at least
+        # 20 more chunks of the layer the bot watches.
+        session.wait_js(chunks_js, lambda v: v >= at_join + 60, 90, "60 more chunks sent")
         if shots:
             session.screenshot(f"{shots}/live-sending.png")
         session.click("live-stop")
@@ -754,6 +817,7 @@ def main():
 
         # --- desktop links (issue 19): a second launch hands hum:// links to this app --------------
         desktop_link_checks(session, args, app, data_dir, bot_env, log)
+        desktop_settings_checks(session, data_dir)
 
         # --- 1-on-1 calls with the bot -----------------------------------------------------------
         session.click("nav-settings")
@@ -764,12 +828,16 @@ def main():
         session.find("friend-e2e-bot")
         check("friend request from the bot accepted", True)
         call_log = open(os.path.join(data_dir, "bot-call.jsonl"), "w")
+        monitor = notifications_monitor(data_dir)
         bot = subprocess.Popen(
             [args.hum_bin, "--json", "call", app_key, "--tone", "440", "--duration", "8s", "--ring", "40s"],
             env=bot_env, stdout=call_log, stderr=log, start_new_session=True,
         )
         status = session.wait_text("call-status", lambda t: "calling you" in t, 30)
         check("an incoming call shows a prompt", status == "e2e-bot is calling you", status)
+        notification_check(session, monitor, "e2e-bot is calling you")
+        if monitor:
+            stop(monitor[0])
         if shots:
             session.screenshot(f"{shots}/call-incoming.png")
         session.click("call-accept")
