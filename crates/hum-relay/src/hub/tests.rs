@@ -1599,7 +1599,12 @@ fn a_lazy_session_hears_member_and_voice_changes_only_for_what_it_watches() {
     assert_eq!(w.ok(3, Request::Subscribe { servers: vec![s] }), Reply::Ok);
     // Not a member of `other`: refused, nothing changes.
     assert_eq!(
-        w.code(3, Request::Subscribe { servers: vec![other] }),
+        w.code(
+            3,
+            Request::Subscribe {
+                servers: vec![other]
+            }
+        ),
         ErrorCode::NotFound
     );
     w.clear();
@@ -1657,10 +1662,13 @@ fn big_member_lists_page_for_lazy_sessions() {
     let mut w = World::new();
     let n = 250u8;
     let (s, c) = w.community(n);
-    w.ok(1, Request::ChannelJoin {
-        channel: c,
-        voice: None,
-    });
+    w.ok(
+        1,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    );
     // An older client gets everything.
     let Reply::Server { server } = w.ok(2, Request::ServerInfo { server: s }) else {
         panic!()
