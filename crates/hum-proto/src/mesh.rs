@@ -282,6 +282,8 @@ pub enum MeshDecodeError {
     SliceIndex { index: u16, bytes: u32 },
     #[error("encoded slice of {len} bytes, expected {expected}")]
     SliceLength { len: usize, expected: usize },
+    #[error("a masked slice request (type 9) must not ask for every slice: that is type 7")]
+    MaskAll,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -485,7 +487,12 @@ impl MeshMsg {
                 }
                 let deadline_ms = r.u32()?;
                 let mask = if t == 9 {
-                    u128::from_be_bytes(r.take(16)?.try_into().expect("16 bytes"))
+                    let mask = u128::from_be_bytes(r.take(16)?.try_into().expect("16 bytes"));
+                    // One encoding per message: the whole share travels as type 7.
+                    if mask == ALL_SLICES {
+                        return Err(MeshDecodeError::MaskAll);
+                    }
+                    mask
                 } else {
                     ALL_SLICES
                 };
@@ -700,6 +707,14 @@ mod tests {
         assert_eq!((some[1], some.len()), (9, 2 + 15 + 16));
         assert_eq!(&some[2..17], &all[2..17]);
         assert_eq!(MeshMsg::decode(&some), Ok(m(0b1010)));
+        // The all-slices mask has one encoding (type 7); type 9 carrying it is refused.
+        let mut nine = m((1 << 5) | 1).encode().unwrap();
+        let len = nine.len();
+        nine[len - 16..].copy_from_slice(&ALL_SLICES.to_be_bytes());
+        assert!(matches!(
+            MeshMsg::decode(&nine),
+            Err(MeshDecodeError::MaskAll)
+        ));
         // A mask cut short is an error, not a panic.
         assert!(matches!(
             MeshMsg::decode(&some[..some.len() - 1]),
