@@ -10,7 +10,10 @@
 //!
 //! Permissions: the hub computes the member's channel permissions when it asks for a join; the
 //! SFU's permissions hook reads them from a shared map (`speak` lets audio be published,
-//! `video` a camera), so the SFU enforces what a mesh client is only told.
+//! `video` a camera), so the SFU enforces what a mesh client is only told. When a role or the
+//! channel's permissions change, the hub sends [`SfuCmd::Permissions`]: the map is updated and
+//! the SFU re-checks what the member publishes (a revoked permission withdraws the track, a
+//! restored one publishes it again).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -202,6 +205,16 @@ impl SfuLink {
                         })
                         .await;
                 });
+            }
+            SfuCmd::Permissions {
+                channel,
+                user,
+                permissions,
+            } => {
+                if let Ok(mut m) = self.perms.lock() {
+                    m.insert((channel, user), permissions);
+                }
+                self.sfu.recheck_permissions(user);
             }
             SfuCmd::Leave { user } => {
                 if let Ok(mut m) = self.perms.lock() {

@@ -118,6 +118,13 @@ pub enum SfuCmd {
         owner: UserId,
         quality: hum_proto::signal::VideoQuality,
     },
+    /// `user`'s channel permissions changed while on the SFU (role, channel permissions): what
+    /// it publishes is re-checked (a revoked `speak`/`video` withdraws the track).
+    Permissions {
+        channel: ChannelId,
+        user: UserId,
+        permissions: hum_proto::signal::Permissions,
+    },
 }
 
 /// Tunables. The defaults are the relay's defaults.
@@ -153,6 +160,9 @@ pub struct HubConfig {
     pub friend_request_cooldown_secs: u64,
     /// The TURN server whose credentials clients get at login (`None`: no TURN).
     pub turn: Option<crate::turn::TurnConfig>,
+    /// The newest client release this relay announces (`--client-release`), for
+    /// `client_release`.
+    pub client_release: Option<hum_proto::signal::ReleaseInfo>,
 }
 
 impl Default for HubConfig {
@@ -179,6 +189,7 @@ impl Default for HubConfig {
             max_invites_per_user: 200,
             friend_request_cooldown_secs: 24 * 3600,
             turn: None,
+            client_release: None,
         }
     }
 }
@@ -687,6 +698,9 @@ impl Hub {
                     "this relay has no TURN server (--turn-url, --turn-secret)",
                 )),
             },
+            Request::ClientRelease => Ok(Reply::ClientRelease {
+                release: self.config.client_release.clone(),
+            }),
         }
     }
 

@@ -1734,3 +1734,102 @@ fn big_member_lists_page_for_lazy_sessions() {
         ErrorCode::NotFound
     );
 }
+
+#[test]
+fn a_permission_change_on_the_sfu_reaches_the_sfu() {
+    use super::SfuCmd;
+    let mut w = sfu_world();
+    w.hub.config.mode.mesh_max = 1;
+    let (s, c) = w.community(3);
+    for n in [2, 3] {
+        join(&mut w, n, c);
+    }
+    // Member 2 is on the SFU, member 3 only in the channel (not connected to the SFU).
+    w.hub.request(
+        w.now_ms,
+        conn(2),
+        RequestId(9_100),
+        Request::SfuJoin {
+            channel: c,
+            sdp: "v=0 offer".into(),
+        },
+    );
+    w.pump();
+    assert!(matches!(w.sfu.pop(), Some(SfuCmd::Join { .. })));
+    w.clear();
+    let listen_only = ChannelPermissions {
+        member: Permissions {
+            join: true,
+            speak: false,
+            video: false,
+            stream: false,
+        },
+        admin: Permissions::ALL,
+    };
+    w.ok(
+        1,
+        Request::ChannelConfigure {
+            channel: c,
+            max_participants: None,
+            permissions: Some(listen_only),
+        },
+    );
+    // The SFU hears it for 2 alone (3 publishes nothing there).
+    assert_eq!(
+        w.sfu.pop(),
+        Some(SfuCmd::Permissions {
+            channel: c,
+            user: user(2),
+            permissions: listen_only.member,
+        })
+    );
+    assert_eq!(w.sfu.pop(), None);
+    // And 2 is told: muted in the roster.
+    assert!(w.events(2).iter().any(
+        |e| matches!(e, Event::RosterUpdate { user: u, voice, .. } if *u == user(2) && voice.muted)
+    ));
+    // A promotion gives the rights back, on the SFU too.
+    w.ok(
+        1,
+        Request::MemberSetRole {
+            server: s,
+            user: user(2),
+            role: hum_proto::signal::Role::Admin,
+        },
+    );
+    assert_eq!(
+        w.sfu.pop(),
+        Some(SfuCmd::Permissions {
+            channel: c,
+            user: user(2),
+            permissions: Permissions::ALL,
+        })
+    );
+}
+
+#[test]
+fn client_release_is_announced_when_configured() {
+    let mut w = World::new();
+    w.login(1);
+    assert_eq!(
+        w.ok(1, Request::ClientRelease),
+        Reply::ClientRelease { release: None }
+    );
+
+    let release = hum_proto::signal::ReleaseInfo {
+        version: "9.1.0".into(),
+        url: "https://example.org/hum".into(),
+        notes: Some("Video calls".into()),
+    };
+    let mut w = World::with_config(HubConfig {
+        client_release: Some(release.clone()),
+        ..HubConfig::default()
+    });
+    w.login(1);
+    assert_eq!(
+        w.ok(1, Request::ClientRelease),
+        Reply::ClientRelease {
+            release: Some(release)
+        }
+    );
+}

@@ -209,6 +209,15 @@ impl Hub {
             self.leave_channel(u, RosterLeaveReason::Removed);
             return;
         }
+        // On the SFU the permissions are enforced on the media too: a revoked `speak` or
+        // `video` withdraws the published track (the others stop receiving it).
+        if self.voice.get(&channel).is_some_and(|v| v.sfu.contains(u)) {
+            self.out.push(Output::Sfu(SfuCmd::Permissions {
+                channel,
+                user: *u,
+                permissions: perms,
+            }));
+        }
         let Some(o) = self.online.get_mut(u) else {
             return;
         };
