@@ -132,6 +132,36 @@ struct Args {
     /// A cluster node silent this long is dead: its sessions end on the other nodes.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     node_ttl: Duration,
+    /// A JSON file announcing the newest desktop-client release,
+    /// `{"version": "0.2.0", "url": "https://...", "notes": "..."}`: clients ask for it
+    /// (`client_release`) and tell their user when they are older. Read and checked at start (a
+    /// bad file stops the relay with the reason); restart the relay to change it.
+    #[arg(long, env = "HUM_CLIENT_RELEASE")]
+    client_release: Option<PathBuf>,
+}
+
+/// `--client-release FILE`: at most 64 KiB of JSON, every field checked.
+fn load_client_release(path: &std::path::Path) -> anyhow::Result<hum_proto::signal::ReleaseInfo> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024 + 1).read_to_string(&mut text))
+        .with_context(|| format!("--client-release {}: cannot read it", path.display()))?;
+    anyhow::ensure!(
+        text.len() <= 64 * 1024,
+        "--client-release {}: larger than 64 KiB",
+        path.display()
+    );
+    let release: hum_proto::signal::ReleaseInfo = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--client-release {}: expected {{\"version\": \"1.2.3\", \"url\": \"https://...\", \"notes\": \"...\"}}",
+            path.display()
+        )
+    })?;
+    release
+        .validate()
+        .with_context(|| format!("--client-release {}", path.display()))?;
+    Ok(release)
 }
 
 /// `--sfu-bind`: `off`, or an address; absent: the listen IP with a free port.
@@ -203,6 +233,11 @@ async fn main() -> anyhow::Result<()> {
             "--turn-url and --turn-secret go together (the URL clients use and the secret shared with the TURN server)"
         ),
     };
+    if let Some(path) = &args.client_release {
+        let release = load_client_release(path)?;
+        tracing::info!(version = %release.version, url = %release.url, "announcing a client release");
+        config.hub.client_release = Some(release);
+    }
     if let Some(t) = &config.hub.turn {
         tracing::info!(urls = ?t.urls, ttl_secs = t.ttl_secs, "clients get TURN credentials at login");
     }

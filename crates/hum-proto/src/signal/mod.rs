@@ -55,8 +55,9 @@ mod stream;
 pub use error::{ErrorCode, ProtoError};
 pub use model::{
     ChannelInfo, ChannelPermissions, DisplayName, Friend, Handle, InviteInfo, Limits, Member, Name,
-    NameError, Permissions, Presence, Role, RosterEntry, ServerInfo, ServerSummary, Status,
-    TurnServer, UserSummary, VoiceLocation, VoiceState, VoiceStatePatch, VoiceTopology,
+    NameError, Permissions, Presence, ReleaseError, ReleaseInfo, Role, RosterEntry, ServerInfo,
+    ServerSummary, Status, TurnServer, UserSummary, VoiceLocation, VoiceState, VoiceStatePatch,
+    VoiceTopology,
 };
 pub use probe::ProbeReport;
 pub use reply::{

@@ -428,9 +428,126 @@ pub struct TurnServer {
     pub expires_at: u64,
 }
 
+/// A desktop-client release a relay announces (`client_release`). Checked when the operator's
+/// file is loaded ([`ReleaseInfo::validate`]) and again by the client before it shows anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseInfo {
+    /// A semantic version, e.g. `0.9.0` (see semver.org; no leading `v`).
+    pub version: String,
+    /// Where to get it: an `https://` (or `http://`) page; the client shows it and never
+    /// downloads it by itself.
+    pub url: String,
+    /// What changed, plain text, at most [`ReleaseInfo::MAX_NOTES_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// Why a [`ReleaseInfo`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("the release version {0:?} is not a semantic version like 1.2.3: {1}")]
+    Version(String, String),
+    #[error("the release url must start with https:// or http:// and be at most 512 characters")]
+    Url,
+    #[error(
+        "the release notes are longer than {} characters",
+        ReleaseInfo::MAX_NOTES_CHARS
+    )]
+    NotesTooLong,
+}
+
+impl ReleaseInfo {
+    pub const MAX_NOTES_CHARS: usize = 2_000;
+    const MAX_URL_CHARS: usize = 512;
+
+    /// The parsed version, or why it is not one.
+    pub fn semver(&self) -> Result<semver::Version, ReleaseError> {
+        semver::Version::parse(self.version.trim())
+            .map_err(|e| ReleaseError::Version(self.version.clone(), e.to_string()))
+    }
+
+    /// Every field checked: a semantic version, a web address without spaces or control
+    /// characters, notes of bounded length.
+    pub fn validate(&self) -> Result<(), ReleaseError> {
+        self.semver()?;
+        let url = self.url.as_str();
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let host_ok = url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+        if !scheme_ok
+            || !host_ok
+            || url.chars().count() > Self::MAX_URL_CHARS
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ReleaseError::Url);
+        }
+        if self
+            .notes
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > Self::MAX_NOTES_CHARS)
+        {
+            return Err(ReleaseError::NotesTooLong);
+        }
+        Ok(())
+    }
+
+    /// True when this release is newer than `current` (pre-releases count as older than their
+    /// release, as semver orders them).
+    pub fn is_newer_than(&self, current: &semver::Version) -> Result<bool, ReleaseError> {
+        Ok(self.semver()? > *current)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn release(version: &str, url: &str) -> ReleaseInfo {
+        ReleaseInfo {
+            version: version.into(),
+            url: url.into(),
+            notes: None,
+        }
+    }
+
+    #[test]
+    fn releases_are_validated_and_compared() {
+        let current = semver::Version::parse("0.1.0").unwrap();
+        let r = release("0.2.0", "https://example.org/hum");
+        assert_eq!(r.validate(), Ok(()));
+        assert_eq!(r.is_newer_than(&current), Ok(true));
+        assert_eq!(
+            release("0.1.0", "https://x").is_newer_than(&current),
+            Ok(false)
+        );
+        assert_eq!(
+            release("0.1.0-rc.1", "https://x").is_newer_than(&current),
+            Ok(false)
+        );
+        assert_eq!(
+            release("0.0.9", "https://x").is_newer_than(&current),
+            Ok(false)
+        );
+        assert!(matches!(
+            release("v1", "https://x").validate(),
+            Err(ReleaseError::Version(..))
+        ));
+        for url in [
+            "ftp://x",
+            "https://",
+            "javascript:alert(1)",
+            "https://a b",
+            "https://a\n",
+        ] {
+            assert_eq!(
+                release("1.0.0", url).validate(),
+                Err(ReleaseError::Url),
+                "{url}"
+            );
+        }
+        let mut long = release("1.0.0", "https://x");
+        long.notes = Some("n".repeat(ReleaseInfo::MAX_NOTES_CHARS + 1));
+        assert_eq!(long.validate(), Err(ReleaseError::NotesTooLong));
+    }
 
     #[test]
     fn names_are_validated() {

@@ -8,7 +8,8 @@ use crate::ids::{CallId, ChannelId, Nonce, RequestId, ServerId, UserId};
 use crate::signal::error::{ErrorCode, ProtoError};
 use crate::signal::model::{
     ChannelInfo, Friend, Handle, InviteInfo, Limits, Member, Name, Permissions, Presence,
-    RosterEntry, ServerInfo, ServerSummary, TurnServer, UserSummary, VoiceState, VoiceTopology,
+    ReleaseInfo, RosterEntry, ServerInfo, ServerSummary, TurnServer, UserSummary, VoiceState,
+    VoiceTopology,
 };
 use crate::signal::request::{SignalPayload, SignalScope};
 use crate::signal::stream::{MeshSignal, RecordingInfo, StreamInfo};
@@ -140,6 +141,11 @@ pub enum Reply {
         members: Vec<Member>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<UserId>,
+    },
+    /// To `client_release`: the newest client release the relay announces, if any.
+    ClientRelease {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        release: Option<ReleaseInfo>,
     },
 }
 

@@ -351,6 +351,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+
+    // --- client updates ------------------------------------------------------------------------
+    /// The newest desktop-client release the relay's operator announces (`--client-release`).
+    /// Reply: `client_release`, whose `release` is absent when the relay announces none. The
+    /// client compares it with its own version and tells the user; it never replaces itself.
+    ClientRelease,
 }
 
 impl Request {
@@ -369,6 +375,7 @@ impl Request {
             Request::HandleSet { .. } => "handle_set",
             Request::HandleGet { .. } => "handle_get",
             Request::HandleLookup { .. } => "handle_lookup",
+            Request::ClientRelease => "client_release",
             Request::CallInvite { .. } => "call_invite",
             Request::CallAccept { .. } => "call_accept",
             Request::CallDecline { .. } => "call_decline",
@@ -479,6 +486,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "turn_credentials",
     "subscribe",
     "member_list",
+    "client_release",
 ];
 
 /// What a subscriber wants of one member's video on the SFU (`sfu_quality`).
