@@ -6,7 +6,8 @@
 //! - [`cluster`] and [`bus`]: a cluster of relays over Redis + PostgreSQL (docs/cluster.md);
 //! - [`handshake`] and [`limits`]: per-connection login and rate limiting (sans-IO);
 //! - [`server`] and `probe`: the axum/WebSocket shell and the hub thread;
-//! - `live` and [`recording`]: every live stream's root seed + tracker (`/mesh`), and recordings.
+//! - `live` and [`recording`]: every live stream's root seed + tracker (`/mesh`), and recordings;
+//! - [`web`]: the browser client's files (`--web-dir`, docs/browser.md).
 
 pub mod accept;
 pub mod bus;
@@ -24,5 +25,6 @@ pub mod server;
 mod sfu;
 pub mod store;
 pub mod turn;
+pub mod web;
 
 pub use server::{RelayConfig, RelayHandle, start};

@@ -132,6 +132,10 @@ struct Args {
     /// A cluster node silent this long is dead: its sessions end on the other nodes.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     node_ttl: Duration,
+    /// Serve the browser client (the web build of the UI, `ui/dist-web`) from this directory:
+    /// `GET /`, `GET /invite/CODE` and its files (docs/browser.md). Default: no web client.
+    #[arg(long, env = "HUM_RELAY_WEB_DIR")]
+    web_dir: Option<PathBuf>,
     /// A JSON file announcing the newest desktop-client release,
     /// `{"version": "0.2.0", "url": "https://...", "notes": "..."}`: clients ask for it
     /// (`client_release`) and tell their user when they are older. Read and checked at start (a
@@ -243,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
     }
     config.sfu_bind = sfu_bind(args.sfu_bind.as_deref(), args.listen)?;
     config.sfu_public_addr = args.sfu_public_addr;
+    config.web_dir = args.web_dir;
     if let Some(b) = config.sfu_bind
         && b.ip().is_unspecified()
         && config.sfu_public_addr.is_none()

@@ -97,6 +97,9 @@ pub struct RelayConfig {
     pub sfu_public_addr: Option<SocketAddr>,
     /// Run as one node of a cluster (`--redis`; docs/cluster.md). `None`: a single relay.
     pub cluster: Option<ClusterConfig>,
+    /// Serve the browser client from this directory (`--web-dir`, docs/browser.md): `GET /`,
+    /// `GET /invite/CODE` and the build's files. `None`: no web client (the default).
+    pub web_dir: Option<PathBuf>,
 }
 
 /// One node of a relay cluster: the nodes share a PostgreSQL database (`store`) and a Redis.
@@ -140,6 +143,7 @@ impl RelayConfig {
             sfu_bind: None,
             sfu_public_addr: None,
             cluster: None,
+            web_dir: None,
         }
     }
 
@@ -421,6 +425,12 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     metrics
         .open_file_limit
         .store(nofile.unwrap_or(0), Ordering::Relaxed);
+    // Checked before binding: a wrong --web-dir stops the start with what to do.
+    let web = config
+        .web_dir
+        .as_deref()
+        .map(crate::web::WebDir::open)
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -449,6 +459,10 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .with_state(shared.clone());
+    let app = match &web {
+        Some(dir) => app.fallback_service(crate::web::router(dir.clone())),
+        None => app,
+    };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(crate::accept::accept_loop(listener, app, shared, stop_rx));
     Ok(RelayHandle {
