@@ -1,0 +1,495 @@
+// The web back end: the commands of the generated bindings (ui/src/lib/bindings.ts) implemented in
+// the page, speaking the relay protocol over WebSocket (./protocol.ts) and running voice channels
+// as a WebRTC mesh with the browser's own stack (./mesh.ts). What the desktop back end (src-tauri)
+// emits as Tauri events is emitted on the page's bus (./event.ts).
+//
+// Stored in the browser (docs/browser.md): the identity in IndexedDB (./identity.ts); the relay
+// address, voice settings and per-user volumes in localStorage (keys `hum.*`). Nothing else.
+
+import type {
+  AppSettings,
+  BandwidthReport,
+  BandwidthSettings,
+  ChannelView,
+  DeviceView,
+  IdentityInfo,
+  LinkView,
+  LiveStreamView,
+  MemberVoice,
+  MyVoice,
+  RelayStatus,
+  ServerView,
+  VoiceMode,
+  VoiceSettings,
+} from "../lib/bindings";
+import { checkDisplayName, commandError, type Handlers, inviteCode, normaliseRelayUrl, notInBrowser } from "./dispatch";
+import { emitLocal } from "./event";
+import { generateIdentity, loadIdentity, saveIdentity, type StoredIdentity } from "./identity";
+import { VoiceMesh } from "./mesh";
+import { type Json, login, RelayConnection } from "./protocol";
+
+const KEY_RELAY = "hum.relay_url";
+const KEY_VOICE = "hum.voice_settings";
+
+/** A storage like localStorage (tests give a Map-backed one). */
+export type KeyValue = Pick<Storage, "getItem" | "setItem">;
+
+export const DEFAULT_BANDWIDTH: BandwidthSettings = {
+  version: 1,
+  total_upload: { mode: "auto" },
+  reserved: { mode: "auto" },
+  relay: { level: "off" },
+  download_quality: "auto",
+  protection: { queuing_delay_target_ms: 12, game_server: null, game_processes: [] },
+  last_probe: null,
+};
+
+const EMPTY_REPORT: BandwidthReport = {
+  effective: {
+    total: 0,
+    total_source: { source: "not_measured" },
+    reserved: 0,
+    reserved_source: "estimated",
+    available: 0,
+    relay: 0,
+    relay_presets: { off: 0, low: 0, medium: 0, high: 0 },
+    download_quality: "auto",
+    conservative: true,
+    warnings: [],
+  },
+  errors: [],
+};
+
+export const DEFAULT_VOICE: VoiceSettings = {
+  transmit_mode: "voice_activity",
+  ptt_shortcut: "",
+  sensitivity_dbfs: -45,
+  noise_suppression: true,
+  input_device: null,
+  output_device: null,
+  user_volumes: {},
+};
+
+/** The relay this page came from: ws(s)://HOST/ws. */
+export function defaultRelayUrl(loc: { protocol: string; host: string } | undefined): string {
+  if (!loc || !loc.host) return "ws://127.0.0.1:7700/ws";
+  return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
+}
+
+/** A roster entry of the protocol as the UI's MemberVoice. */
+export function memberOf(e: Json): MemberVoice {
+  return {
+    user_id: e.user.id,
+    display_name: e.user.display_name,
+    muted: !!e.voice?.muted,
+    deafened: !!e.voice?.deafened,
+    speaking: !!e.voice?.speaking,
+  };
+}
+
+export function channelOf(c: Json, mode: VoiceMode, speaker: string | null): ChannelView {
+  const all = { join: true, speak: true, video: true, stream: true };
+  return {
+    id: c.id,
+    name: c.name,
+    max_participants: c.max_participants,
+    permissions: c.permissions ?? { member: all, admin: all },
+    roster: (c.roster ?? []).map(memberOf),
+    mode,
+    speaker,
+  };
+}
+
+const SERVER_EVENTS = new Set([
+  "server_updated",
+  "server_removed",
+  "member_joined",
+  "member_left",
+  "member_updated",
+  "channel_created",
+  "channel_updated",
+  "channel_deleted",
+  "roster_join",
+  "roster_leave",
+  "roster_update",
+  "channel_mode",
+  "sfu_speaker",
+]);
+
+export class WebBackend {
+  private identity: StoredIdentity | null | undefined = undefined;
+  private relay: RelayConnection | null = null;
+  private status: RelayStatus = { state: "offline" };
+  private attempt = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private welcome: Json = null;
+  private voice: MyVoice = { channel: null, muted: false, deafened: false, audio_notice: null };
+  private mesh: VoiceMesh | null = null;
+  private mic: MediaStream | null = null;
+  private modes = new Map<number, VoiceMode>();
+  private speakers = new Map<number, string | null>();
+  private linksTaken = false;
+  /** Remote audio per user: the stream and the element playing it (tests and diagnostics read it). */
+  readonly remote = new Map<string, { stream: MediaStream; el: HTMLAudioElement }>();
+
+  constructor(
+    private store: KeyValue,
+    private location: { protocol: string; host: string; pathname: string; href: string } | undefined,
+  ) {}
+
+  private emit(event: string, payload: unknown) {
+    emitLocal(event, payload);
+  }
+
+  private setStatus(s: RelayStatus) {
+    this.status = s;
+    this.emit("relay-status-changed", { status: s });
+  }
+
+  relayUrl(): string {
+    return this.store.getItem(KEY_RELAY) ?? defaultRelayUrl(this.location);
+  }
+
+  voiceSettings(): VoiceSettings {
+    try {
+      const v = JSON.parse(this.store.getItem(KEY_VOICE) ?? "null");
+      return v ? { ...DEFAULT_VOICE, ...v } : DEFAULT_VOICE;
+    } catch {
+      return DEFAULT_VOICE;
+    }
+  }
+
+  private async me(): Promise<StoredIdentity | null> {
+    if (this.identity === undefined) this.identity = await loadIdentity();
+    return this.identity;
+  }
+
+  private info(id: StoredIdentity): IdentityInfo {
+    return { display_name: id.display_name, public_key: id.public_key };
+  }
+
+  private connected(): RelayConnection {
+    if (!this.relay || this.relay.closed || this.status.state !== "connected")
+      throw commandError("relay_unavailable", "Not connected to the relay.");
+    return this.relay;
+  }
+
+  // --- the relay connection ----------------------------------------------------------------------
+
+  async connect(): Promise<RelayStatus> {
+    const id = await this.me();
+    if (!id) throw commandError("no_identity", "Create your identity first.");
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.relay?.close();
+    this.teardownVoice();
+    this.attempt += 1;
+    this.setStatus({ state: "connecting", attempt: this.attempt });
+    const relay = new RelayConnection(this.relayUrl());
+    this.relay = relay;
+    try {
+      await relay.open();
+      relay.onEvent = (ev) => this.onEvent(ev);
+      relay.onClose = (reason) => this.lost(relay, reason, true);
+      this.welcome = await login(relay, id.key, id.public_key, id.display_name);
+      this.attempt = 0;
+      this.setStatus({ state: "connected", user_id: this.welcome.user.id, display_name: this.welcome.user.display_name });
+      this.emit("servers-changed", null);
+    } catch (e) {
+      const refused = e instanceof Error && "code" in e && (e as { code: string }).code !== "closed" && (e as { code: string }).code !== "relay_unavailable";
+      this.lost(relay, e instanceof Error ? e.message : String(e), !refused);
+    }
+    return this.status;
+  }
+
+  private lost(relay: RelayConnection, reason: string, retry: boolean) {
+    if (relay !== this.relay) return;
+    relay.close();
+    this.teardownVoice();
+    const delay = retry ? Math.min(10_000, 1000 * 2 ** Math.min(this.attempt, 4)) : null;
+    this.setStatus({ state: "disconnected", reason, retry_in_ms: delay });
+    this.emit("servers-changed", null);
+    if (delay !== null) this.retryTimer = setTimeout(() => this.connect().catch(() => {}), delay);
+  }
+
+  private onEvent(ev: Json) {
+    this.mesh?.handleEvent(ev);
+    if (ev.type === "channel_mode") {
+      this.modes.set(ev.channel, ev.mode);
+      if (ev.channel === this.voice.channel && ev.mode === "sfu") {
+        this.leaveVoice().catch(() => {});
+        this.notice("The channel moved to the relay's SFU (it grew big); the browser cannot join SFU rooms yet.");
+      }
+    }
+    if (ev.type === "sfu_speaker") this.speakers.set(ev.channel, ev.user ?? null);
+    if (
+      ev.type === "roster_leave" &&
+      this.status.state === "connected" &&
+      ev.user === this.status.user_id &&
+      ev.channel === this.voice.channel &&
+      ev.reason !== "left"
+    ) {
+      this.teardownVoice();
+      this.notice(`You were taken out of the channel (${ev.reason}).`);
+    }
+    if (SERVER_EVENTS.has(ev.type)) this.emit("servers-changed", null);
+  }
+
+  private notice(message: string) {
+    this.voice = { ...this.voice, audio_notice: message };
+    this.emit("audio-notice", { message });
+  }
+
+  // --- voice --------------------------------------------------------------------------------------
+
+  private teardownVoice() {
+    this.mesh?.close();
+    this.mesh = null;
+    for (const r of this.remote.values()) {
+      r.el.srcObject = null;
+      r.el.remove();
+    }
+    this.remote.clear();
+    this.mic?.getTracks().forEach((t) => t.stop());
+    this.mic = null;
+    this.voice = { ...this.voice, channel: null };
+  }
+
+  private volumeOf(user: string): number {
+    const p = this.voiceSettings().user_volumes[user] ?? 100;
+    return Math.max(0, Math.min(1, p / 100));
+  }
+
+  private async joinVoice(channel: number): Promise<MyVoice> {
+    const relay = this.connected();
+    if (this.voice.channel !== null) await this.leaveVoice();
+    if (this.modes.get(channel) === "sfu")
+      throw notInBrowser("this channel runs on the relay's SFU (big channels), which the browser cannot join yet");
+    const s = this.voiceSettings();
+    const mic = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, autoGainControl: true, noiseSuppression: s.noise_suppression },
+      video: false,
+    });
+    let reply: Json;
+    try {
+      reply = await relay.request("channel_join", { channel, voice: { muted: this.voice.muted, deafened: this.voice.deafened } });
+    } catch (e) {
+      mic.getTracks().forEach((t) => t.stop());
+      throw e;
+    }
+    const mode: VoiceMode = reply.mode ?? "mesh";
+    this.modes.set(channel, mode);
+    if (mode === "sfu") {
+      mic.getTracks().forEach((t) => t.stop());
+      await relay.request("channel_leave").catch(() => {});
+      throw notInBrowser("this channel runs on the relay's SFU (big channels), which the browser cannot join yet");
+    }
+    this.mic = mic;
+    mic.getAudioTracks().forEach((t) => (t.enabled = !this.voice.muted));
+    const turn = this.welcome?.turn;
+    const ice: RTCIceServer[] = turn ? [{ urls: turn.urls, username: turn.username, credential: turn.credential }] : [];
+    const me = this.welcome.user.id as string;
+    this.mesh = new VoiceMesh(
+      relay,
+      me,
+      channel,
+      mic,
+      {
+        onTrack: (user, stream) => {
+          const old = this.remote.get(user);
+          if (old) old.el.remove();
+          const el = new Audio();
+          el.autoplay = true;
+          el.srcObject = stream;
+          el.volume = this.volumeOf(user);
+          el.muted = this.voice.deafened;
+          el.play().catch(() => this.notice("The browser blocked audio playback: click anywhere on the page to hear the channel."));
+          this.remote.set(user, { stream, el });
+        },
+        onLeft: (user) => {
+          const r = this.remote.get(user);
+          if (r) r.el.srcObject = null;
+          this.remote.delete(user);
+        },
+        onError: (what, e) => console.warn(`[hum web] ${what}:`, e),
+        onState: (user, state) => {
+          if (state === "failed") this.notice(`The connection to ${user.slice(0, 8)} failed.`);
+        },
+      },
+      ice,
+    );
+    this.voice = { ...this.voice, channel, audio_notice: null };
+    const others = (reply.channel.roster as Json[]).map((e) => e.user.id as string).filter((u) => u !== me);
+    this.mesh.start(others);
+    this.emit("servers-changed", null);
+    return this.voice;
+  }
+
+  private async leaveVoice(): Promise<MyVoice> {
+    if (this.voice.channel === null) return this.voice;
+    const relay = this.relay;
+    this.teardownVoice();
+    await relay?.request("channel_leave").catch(() => {});
+    this.emit("servers-changed", null);
+    return this.voice;
+  }
+
+  private async setVoiceState(muted: boolean, deafened: boolean): Promise<MyVoice> {
+    const m = muted || deafened;
+    this.voice = { ...this.voice, muted: m, deafened };
+    this.mic?.getAudioTracks().forEach((t) => (t.enabled = !m));
+    for (const r of this.remote.values()) r.el.muted = deafened;
+    if (this.voice.channel !== null) await this.connected().request("voice_update", { voice: { muted: m, deafened } });
+    return this.voice;
+  }
+
+  // --- servers ------------------------------------------------------------------------------------
+
+  private async serverView(s: Json): Promise<ServerView> {
+    const list = await this.connected().request("channel_list", { server: s.id });
+    return {
+      id: s.id,
+      name: s.name,
+      role: s.role,
+      channels: (list.channels as Json[]).map((c) => channelOf(c, this.modes.get(c.id) ?? "mesh", this.speakers.get(c.id) ?? null)),
+    };
+  }
+
+  private async servers(): Promise<ServerView[]> {
+    const reply = await this.connected().request("server_list");
+    return Promise.all((reply.servers as Json[]).map((s) => this.serverView(s)));
+  }
+
+  /** The invite in this page's address (`/invite/CODE`), once. */
+  takeLinks(): LinkView[] {
+    if (this.linksTaken || !this.location) return [];
+    this.linksTaken = true;
+    const m = this.location.pathname.match(/^\/invite\/([A-Za-z0-9_-]{1,64})\/?$/);
+    return m ? [{ kind: "invite", code: m[1], link: this.location.href }] : [];
+  }
+
+  // --- the command table --------------------------------------------------------------------------
+
+  handlers(): Handlers {
+    return {
+      identity_get: async () => {
+        const id = await this.me();
+        // A returning visitor: connect as the desktop back end does at start.
+        if (id && this.status.state === "offline") this.connect().catch(() => {});
+        return id ? this.info(id) : null;
+      },
+      identity_create: async ({ displayName }: { displayName: string }) => {
+        const name = checkDisplayName(displayName);
+        if (await this.me()) throw commandError("identity_exists", "This browser already has an identity.");
+        const id = await generateIdentity(name);
+        await saveIdentity(id);
+        this.identity = id;
+        return this.info(id);
+      },
+      identity_rename: async ({ displayName }: { displayName: string }) => {
+        const name = checkDisplayName(displayName);
+        const id = await this.me();
+        if (!id) throw commandError("no_identity", "Create your identity first.");
+        const next = { ...id, display_name: name };
+        await saveIdentity(next);
+        this.identity = next;
+        if (this.status.state === "connected") await this.connected().request("set_profile", { display_name: name });
+        return this.info(next);
+      },
+      settings_get: (): AppSettings => ({
+        relay_url: this.relayUrl(),
+        bandwidth: DEFAULT_BANDWIDTH,
+        bandwidth_report: EMPTY_REPORT,
+        bandwidth_notice: null,
+      }),
+      relay_url_set: ({ url }: { url: string }) => {
+        const u = normaliseRelayUrl(url);
+        this.store.setItem(KEY_RELAY, u);
+        return u;
+      },
+      relay_connect: () => this.connect(),
+      relay_status: () => this.status,
+      servers_list: () => (this.status.state === "connected" ? this.servers() : []),
+      server_create: async ({ nameText }: { nameText: string }) => {
+        const r = await this.connected().request("server_create", { name: nameText.trim() });
+        return this.serverView(r.server);
+      },
+      channel_create: async ({ server, nameText, maxParticipants }: { server: number; nameText: string; maxParticipants: number | null }) => {
+        const fields: Record<string, unknown> = { server, name: nameText.trim() };
+        if (maxParticipants !== null) fields.max_participants = maxParticipants;
+        const r = await this.connected().request("channel_create", fields);
+        return channelOf(r.channel, "mesh", null);
+      },
+      invite_create: async ({ server }: { server: number }) => {
+        const r = await this.connected().request("invite_create", { server });
+        return r.invite.code as string;
+      },
+      invite_join: async ({ code }: { code: string }) => {
+        const c = inviteCode(code);
+        if (!c) throw commandError("invalid_input", `"${code}" is not an invite code or link.`);
+        const r = await this.connected().request("invite_join", { code: c });
+        this.emit("servers-changed", null);
+        return this.serverView(r.server);
+      },
+      channel_join: ({ channel }: { channel: number }) => this.joinVoice(channel),
+      channel_leave: () => this.leaveVoice(),
+      voice_state_set: ({ muted, deafened }: { muted: boolean; deafened: boolean }) => this.setVoiceState(muted, deafened),
+      my_voice: () => this.voice,
+      user_volume_set: ({ userId, percent }: { userId: string; percent: number }) => {
+        if (!Number.isFinite(percent) || percent < 0 || percent > 200) throw commandError("invalid_input", "Volume is 0-200 %.");
+        const s = this.voiceSettings();
+        this.store.setItem(KEY_VOICE, JSON.stringify({ ...s, user_volumes: { ...s.user_volumes, [userId]: Math.round(percent) } }));
+        const r = this.remote.get(userId);
+        if (r) r.el.volume = this.volumeOf(userId);
+        return null;
+      },
+      voice_settings_get: () => this.voiceSettings(),
+      voice_settings_set: ({ settings }: { settings: VoiceSettings }) => {
+        if (settings.transmit_mode === "push_to_talk")
+          throw notInBrowser("push-to-talk needs a global hotkey, which a web page cannot register (voice activity only)");
+        const next = { ...this.voiceSettings(), ...settings, ptt_shortcut: "" };
+        this.store.setItem(KEY_VOICE, JSON.stringify(next));
+        return next;
+      },
+      devices_list: async (): Promise<DeviceView[]> => {
+        const all = await navigator.mediaDevices.enumerateDevices();
+        return all
+          .filter((d) => d.kind === "audioinput" || d.kind === "audiooutput")
+          .map((d) => ({
+            id: d.deviceId,
+            name: d.label || (d.kind === "audioinput" ? "Microphone" : "Speaker"),
+            input: d.kind === "audioinput",
+            output: d.kind === "audiooutput",
+            default_input: d.kind === "audioinput" && d.deviceId === "default",
+            default_output: d.kind === "audiooutput" && d.deviceId === "default",
+          }));
+      },
+      links_take: () => this.takeLinks(),
+      // There is no tray in a browser: the command's answer says so (the UI shows no tray entry).
+      tray_sync: () => false,
+      // The level meter, link statistics and video streams: nothing is sent on them yet.
+      levels_subscribe: () => null,
+      stats_subscribe: () => null,
+      video_subscribe: () => null,
+      input_monitor_stop: () => null,
+      // Streams are listed (the channel list shows who is live); watching them is not in the
+      // browser yet (live_watch says so).
+      live_list: async ({ server }: { server: number }): Promise<LiveStreamView[]> => {
+        const r = await this.connected().request("stream_list", { server });
+        return (r.streams as Json[]).map((s) => ({
+          id: s.id,
+          server: s.server,
+          channel: s.channel,
+          title: s.title,
+          streamer_id: s.streamer.id,
+          streamer_name: s.streamer.display_name,
+          bitrate: s.bitrate,
+          viewers: s.viewers ?? 0,
+          recording: !!s.recording,
+          started_ms: s.started_ms ?? 0,
+        }));
+      },
+      live_dismiss: () => null,
+    };
+  }
+}

@@ -1,0 +1,204 @@
+// The web transport's pure parts: command dispatch and its typed errors (also through the
+// generated bindings, with @tauri-apps/api/core swapped for the web one as the web build does),
+// the event bus, the relay connection's frame routing, the mesh rule and payloads, links.
+import { describe, expect, it, vi } from "vitest";
+import { BROWSER_LIMITS, dispatch, inviteCode, isCommandError, normaliseRelayUrl, notInBrowser, checkDisplayName, toCommandError } from "./dispatch";
+import { emit, listen, listenerCount, once } from "./event";
+import { loginMessage, RelayConnection, RelayError, hex, unhex } from "./protocol";
+import { candidatePayload, offersTo, ufrag } from "./mesh";
+import { channelOf, defaultRelayUrl, WebBackend } from "./backend";
+
+vi.mock("@tauri-apps/api/core", async () => await import("./core"));
+vi.mock("@tauri-apps/api/event", async () => await import("./event"));
+
+/** The rejection of `p` (a CommandError for dispatch). */
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => {
+      throw new Error("expected a rejection");
+    },
+    (e) => e as { code: string; message: string },
+  );
+
+describe("dispatch", () => {
+  it("runs the handler of a command with its arguments", async () => {
+    const seen: unknown[] = [];
+    const r = await dispatch({ echo: (a) => (seen.push(a), a.x * 2) }, "echo", { x: 21 });
+    expect(r).toBe(42);
+    expect(seen).toEqual([{ x: 21 }]);
+  });
+
+  it("refuses a command the browser cannot do with a typed error naming why", async () => {
+    const e = await failure(dispatch({}, "camera_set", { on: true }));
+    expect(isCommandError(e)).toBe(true);
+    expect(e.message).toMatch(/^Not available in the browser: video/);
+    const unknown = await failure(dispatch({}, "something_new"));
+    expect(unknown.message).toContain("`something_new`");
+    // Not an Error: the bindings' typedError rethrows Errors instead of returning them.
+    expect(e instanceof Error).toBe(false);
+  });
+
+  it("does not treat Object.prototype names as commands", async () => {
+    const e = await failure(dispatch({}, "toString"));
+    expect(isCommandError(e)).toBe(true);
+  });
+
+  it("turns what handlers throw into CommandErrors", async () => {
+    const thrown = (x: unknown) => failure(dispatch({ f: () => Promise.reject(x) }, "f"));
+    expect(await thrown(new RelayError("invite_join", "not_found", "no such invite"))).toEqual({ code: "not_found", message: "no such invite" });
+    expect(await thrown(new RelayError("channel_join", "channel_full", "full"))).toEqual({ code: "rejected", message: "full" });
+    expect(await thrown(new RelayError("x", "closed", "gone"))).toEqual({ code: "relay_unavailable", message: "gone" });
+    expect(await thrown(new Error("boom"))).toEqual({ code: "internal", message: "boom" });
+    expect(await thrown(notInBrowser("x"))).toEqual(notInBrowser("x"));
+    expect(toCommandError("s")).toEqual({ code: "internal", message: "s" });
+  });
+
+  it("every desktop-only command the back end leaves out has a reason, and none is also handled", () => {
+    const b = new WebBackend(new Map() as unknown as Storage, undefined).handlers();
+    for (const cmd of Object.keys(BROWSER_LIMITS)) expect(b[cmd], cmd).toBeUndefined();
+  });
+});
+
+describe("the generated bindings on the web back end", () => {
+  it("return the browser's refusal as a typed error the UI shows", async () => {
+    const { commands } = await import("../lib/bindings");
+    const r = await commands.cameraSet(true);
+    expect(r.status).toBe("error");
+    if (r.status === "error") expect(r.error.message).toMatch(/not available in the browser/i);
+    const ptt = await commands.voiceSettingsSet({
+      transmit_mode: "push_to_talk",
+      ptt_shortcut: "F8",
+      sensitivity_dbfs: -45,
+      noise_suppression: true,
+      input_device: null,
+      output_device: null,
+      user_volumes: {},
+    });
+    expect(ptt.status === "error" && ptt.error.message).toMatch(/push-to-talk needs a global hotkey/);
+    const desk = await failure(commands.desktopSettingsGet());
+    expect(desk.message).toMatch(/start on login and the tray/);
+    expect(await commands.traySync({ channel: null, muted: false, deafened: false, relay_on: false })).toBe(false);
+  });
+
+  it("answer without a relay where nothing needs one", async () => {
+    const { commands } = await import("../lib/bindings");
+    const s = await commands.settingsGet();
+    expect(s.status === "ok" && s.data.relay_url).toMatch(/^ws:\/\/.*\/ws$/);
+    const set = await commands.relayUrlSet("ftp://x");
+    expect(set.status === "error" && set.error.code).toBe("invalid_input");
+    const st = await commands.relayStatus();
+    expect(st).toEqual({ status: "ok", data: { state: "offline" } });
+    const list = await commands.serversList();
+    expect(list).toEqual({ status: "ok", data: [] });
+    const join = await commands.channelJoin(5);
+    expect(join.status === "error" && join.error.code).toBe("relay_unavailable");
+  });
+
+  it("events reach listeners through the same bus", async () => {
+    const { events } = await import("../lib/bindings");
+    const got: unknown[] = [];
+    const un = await events.relayStatusChanged.listen((e) => got.push(e.payload));
+    await emit("relay-status-changed", { status: { state: "stopped" } });
+    un();
+    await emit("relay-status-changed", { status: { state: "offline" } });
+    expect(got).toEqual([{ status: { state: "stopped" } }]);
+  });
+});
+
+describe("event bus", () => {
+  it("delivers, unlistens, and once fires once", async () => {
+    const got: unknown[] = [];
+    const un = await listen("t", (e) => got.push(e.payload));
+    await once("t", (e) => got.push(["once", e.payload]));
+    await emit("t", 1);
+    await emit("t", 2);
+    un();
+    await emit("t", 3);
+    expect(got).toEqual([1, ["once", 1], 2]);
+    expect(listenerCount("t")).toBe(0);
+  });
+});
+
+describe("protocol", () => {
+  it("signs the context string then the nonce (51 bytes)", () => {
+    const m = loginMessage("5e".repeat(32));
+    expect(m.length).toBe(51);
+    expect(hex(m.slice(0, 19))).toBe("68756d2d72656c61792d6c6f67696e2d763100");
+    expect(() => unhex("zz")).toThrow();
+  });
+
+  it("matches replies and errors to requests by id, events to onEvent", async () => {
+    const r = new RelayConnection("ws://x/ws");
+    const sent: string[] = [];
+    (r as unknown as { ws: { send: (s: string) => void } }).ws = { send: (s) => sent.push(s) };
+    const events: unknown[] = [];
+    r.onEvent = (e) => events.push(e);
+    const a = r.request("server_list");
+    const b = r.request("invite_join", { code: "abcdef" });
+    expect(sent.map((s) => JSON.parse(s))).toEqual([
+      { id: 1, type: "server_list" },
+      { id: 2, type: "invite_join", code: "abcdef" },
+    ]);
+    r.frame({ type: "error", re: 2, code: "not_found", message: "no such invite" });
+    r.frame({ type: "event", event: { type: "roster_join" } });
+    r.frame({ type: "reply", re: 1, reply: { type: "servers", servers: [] } });
+    r.frame({ type: "reply", re: 99, reply: {} });
+    expect(await a).toEqual({ type: "servers", servers: [] });
+    const err = await b.catch((e) => e);
+    expect(err).toBeInstanceOf(RelayError);
+    expect([err.code, err.request]).toEqual(["not_found", "invite_join"]);
+    expect(events).toEqual([{ type: "roster_join" }]);
+  });
+});
+
+describe("mesh and links", () => {
+  it("the smaller id offers", () => {
+    expect(offersTo("0a", "0b")).toBe(true);
+    expect(offersTo("0b", "0a")).toBe(false);
+  });
+
+  it("ICE candidates as protocol payloads", () => {
+    expect(candidatePayload(null)).toEqual({ kind: "end_of_candidates" });
+    const c = { candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0, usernameFragment: "u" } as RTCIceCandidate;
+    expect(candidatePayload(c)).toEqual({ kind: "ice", candidate: c.candidate, sdp_mid: "0", sdp_mline_index: 0, username_fragment: "u" });
+    expect(candidatePayload({ candidate: "" } as RTCIceCandidate)).toBeNull();
+    expect(ufrag("v=0\r\na=ice-ufrag:abcd\r\n")).toBe("abcd");
+  });
+
+  it("invite codes from links, relay addresses, names", () => {
+    expect(inviteCode("k7Qm2xRtZp")).toBe("k7Qm2xRtZp");
+    expect(inviteCode("hum://invite/k7Qm2xRtZp")).toBe("k7Qm2xRtZp");
+    expect(inviteCode("https://hum.example.org/invite/k7Qm2xRtZp")).toBe("k7Qm2xRtZp");
+    expect(inviteCode("../../x")).toBeNull();
+    expect(normaliseRelayUrl("wss://hum.example.org")).toBe("wss://hum.example.org/ws");
+    expect(() => normaliseRelayUrl("http://x/ws")).toThrow();
+    expect(() => checkDisplayName("  ")).toThrow();
+    expect(checkDisplayName(" Ada ")).toBe("Ada");
+    expect(defaultRelayUrl({ protocol: "https:", host: "hum.example.org" })).toBe("wss://hum.example.org/ws");
+    expect(defaultRelayUrl({ protocol: "http:", host: "127.0.0.1:7700" })).toBe("ws://127.0.0.1:7700/ws");
+  });
+
+  it("the page's /invite/CODE is offered once as a link", () => {
+    const loc = { protocol: "http:", host: "h", pathname: "/invite/k7Qm2xRtZp", href: "http://h/invite/k7Qm2xRtZp" };
+    const b = new WebBackend(new Map() as unknown as Storage, loc);
+    expect(b.takeLinks()).toEqual([{ kind: "invite", code: "k7Qm2xRtZp", link: loc.href }]);
+    expect(b.takeLinks()).toEqual([]);
+    const home = new WebBackend(new Map() as unknown as Storage, { ...loc, pathname: "/" });
+    expect(home.takeLinks()).toEqual([]);
+  });
+
+  it("a protocol channel as the UI's ChannelView", () => {
+    const c = channelOf(
+      {
+        id: 5,
+        name: "Lounge",
+        max_participants: 8,
+        roster: [{ user: { id: "b0", display_name: "Bob" }, voice: { muted: true, speaking: false } }],
+      },
+      "mesh",
+      null,
+    );
+    expect(c.roster).toEqual([{ user_id: "b0", display_name: "Bob", muted: true, deafened: false, speaking: false }]);
+    expect(c.permissions.member.join).toBe(true);
+  });
+});
