@@ -17,6 +17,9 @@ timeout 180 npx tsc --noEmit
 timeout 300 npx vitest run
 step "app: UI build (ui/dist)"
 timeout 180 npx vite build --logLevel warn
+step "app: the browser client's build (ui/dist-web, docs/browser.md)"
+timeout 180 npx vite build --mode web --logLevel warn
+note "web client: $(cat dist-web/assets/*.js dist-web/assets/*.css | gzip -c | wc -c) bytes of JS + CSS gzip (target 250 KB)"
 
 cd "$HUM_ROOT"
 step "app: building hum-app (debug, UI embedded), hum-relay and the hum CLI (the e2e bot)"
