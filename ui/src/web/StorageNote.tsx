@@ -1,6 +1,6 @@
 import { useSignal } from "@preact/signals";
 
-const NOTE_STYLE = "position:fixed;right:8px;bottom:8px;max-width:440px;z-index:50;background:var(--bg-2, #222);padding:6px;border-radius:6px";
+const NOTE_STYLE = "position:fixed;right:8px;top:8px;max-width:440px;z-index:50;background:var(--bg-2, #222);padding:6px;border-radius:6px";
 
 /** What the browser keeps, and what it cannot do: said on the page, not hidden (docs/browser.md). */
 export function StorageNote() {

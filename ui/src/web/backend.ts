@@ -174,6 +174,13 @@ export class WebBackend {
     return this.relay;
   }
 
+  /** Waits (up to 15 s) for a connection under way, so a click right after the page opened
+   *  (the invite dialog) does not fail for a login that is a moment away. */
+  private async ready(): Promise<RelayConnection> {
+    for (let i = 0; i < 150 && this.status.state === "connecting"; i++) await new Promise((r) => setTimeout(r, 100));
+    return this.connected();
+  }
+
   // --- the relay connection ----------------------------------------------------------------------
 
   async connect(): Promise<RelayStatus> {
@@ -261,7 +268,7 @@ export class WebBackend {
   }
 
   private async joinVoice(channel: number): Promise<MyVoice> {
-    const relay = this.connected();
+    const relay = await this.ready();
     if (this.voice.channel !== null) await this.leaveVoice();
     if (this.modes.get(channel) === "sfu")
       throw notInBrowser("this channel runs on the relay's SFU (big channels), which the browser cannot join yet");
@@ -427,7 +434,7 @@ export class WebBackend {
       invite_join: async ({ code }: { code: string }) => {
         const c = inviteCode(code);
         if (!c) throw commandError("invalid_input", `"${code}" is not an invite code or link.`);
-        const r = await this.connected().request("invite_join", { code: c });
+        const r = await (await this.ready()).request("invite_join", { code: c });
         this.emit("servers-changed", null);
         return this.serverView(r.server);
       },
