@@ -13,7 +13,11 @@
 //! found (Goertzel) in what the page recorded from that peer's track (an AudioWorklet copying
 //! the samples WebRTC delivered).
 //!
-//! Needs node + tests/web/node_modules (`npm ci --prefix tests/web`, done by scripts/test) and
+//! The page's relay connection, login and mesh are the browser client's own (ui/src/web/protocol.ts
+//! and mesh.ts, compiled by run.mjs), so this test also covers them against native clients.
+//!
+//! Needs node + tests/web/node_modules (`npm ci --prefix tests/web`, done by scripts/test),
+//! ui/node_modules (esbuild, `npm ci --prefix ui`) and
 //! Chromium (/usr/bin/chromium, or HUM_CHROMIUM). Missing pieces fail the test with what to
 //! install: interop is a requirement, not an optional extra.
 
@@ -46,6 +50,11 @@ fn check_environment() -> Result<()> {
         web_dir().join("node_modules/playwright-core").is_dir(),
         "the Chromium interop test needs playwright-core: run `npm ci --prefix tests/web` \
          (scripts/test does)"
+    );
+    ensure!(
+        web_dir().join("../../ui/node_modules/esbuild").is_dir(),
+        "the Chromium interop test compiles the browser client's protocol and mesh \
+         (ui/src/web): run `npm ci --prefix ui` (scripts/test does)"
     );
     let chromium =
         std::env::var("HUM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the interop test page (index.html + voice.js) in headless Chromium as one participant of a
+// Runs the interop test page (index.html + voice.js, with ui/src/web's protocol and mesh) in headless Chromium as one participant of a
 // Hum voice channel, then writes what it heard from each peer as a WAV (from-<user>.wav) and a
 // summary (result.json) into --out. The caller (tests/tests/voice_chromium.rs) judges the audio.
 //
@@ -15,6 +15,7 @@
 // environment (Chromium or playwright-core missing).
 
 import { createServer } from "node:http";
+import { createRequire } from "node:module";
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { dirname, join, extname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -58,6 +59,21 @@ try {
   die(2, `playwright-core is not installed: run \`npm ci\` in ${here} (${e.message})`);
 }
 
+// The page's relay connection, login and mesh are the browser client's (ui/src/web/*.ts),
+// compiled here with the UI's own esbuild (ui/node_modules, `npm ci --prefix ui`).
+const uiWeb = join(here, "..", "..", "ui", "src", "web");
+let esbuild;
+try {
+  esbuild = createRequire(join(here, "..", "..", "ui", "package.json"))("esbuild");
+} catch (e) {
+  die(2, `esbuild (from the UI's packages) is missing: run \`npm ci --prefix ui\` (${e.message})`);
+}
+const shared = {};
+for (const name of ["protocol", "mesh"]) {
+  const ts = readFileSync(join(uiWeb, `${name}.ts`), "utf8");
+  shared[`/web/${name}.js`] = (await esbuild.transform(ts, { loader: "ts", format: "esm", target: "es2022" })).code;
+}
+
 const identity = JSON.parse(readFileSync(args.identity, "utf8"));
 mkdirSync(args.out, { recursive: true });
 
@@ -65,6 +81,11 @@ mkdirSync(args.out, { recursive: true });
 const types = { ".html": "text/html", ".js": "text/javascript", ".wav": "audio/wav" };
 const server = createServer((req, res) => {
   const path = new URL(req.url, "http://x").pathname;
+  if (shared[path]) {
+    res.writeHead(200, { "content-type": "text/javascript" });
+    res.end(shared[path]);
+    return;
+  }
   let file = null;
   if (path === "/" || path === "/index.html") file = join(here, "index.html");
   else if (path === "/voice.js" || path === "/recorder-worklet.js") file = join(here, path.slice(1));

@@ -1,98 +1,32 @@
 // A Hum voice-channel participant in the browser, written only from docs/protocol.md: the relay's
 // JSON protocol over WebSocket, Ed25519 login with WebCrypto, and the browser's own WebRTC stack
-// (an implementation independent of the webrtc crate the native client uses).
+// (an implementation independent of the webrtc crate the native client uses). The relay
+// connection, login and the channel mesh are the browser client's own (ui/src/web/protocol.ts and
+// mesh.ts, which run.mjs serves compiled as ./web/*.js), so this test also covers them.
 //
 // run(params) logs in, joins the server by invite and the voice channel, connects to everyone in
 // it by the channel mesh rule (the smaller user id offers), sends a known signal (a decoded WAV
 // or a tone) as its track, and records what each peer sends, separately per peer. It resolves
 // with per-peer recordings (16-bit PCM, base64) and WebRTC stats for run.mjs to write out.
 
-const LOGIN_CONTEXT = "hum-relay-login-v1\0";
+import { RelayConnection, importSeed, login as relayLogin } from "./web/protocol.js";
+import { VoiceMesh } from "./web/mesh.js";
 
-const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-const unhex = (s) => new Uint8Array(s.match(/../g).map((h) => parseInt(h, 16)));
 const b64urlToBytes = (s) =>
   Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const ufrag = (sdp) => (sdp.match(/^a=ice-ufrag:(.*)$/m) || [])[1]?.trim() ?? null;
 
 function log(...args) {
   console.log("[page]", ...args);
 }
 
-/** The relay connection: requests matched to answers by id, events to a callback. */
-class Relay {
-  constructor(url) {
-    this.url = url;
-    this.nextId = 1;
-    this.pending = new Map();
-    this.onEvent = () => {};
-    this.closed = null;
-  }
-
-  open() {
-    return new Promise((resolve, reject) => {
-      this.ws = new WebSocket(this.url);
-      this.ws.onopen = () => resolve();
-      this.ws.onerror = () => reject(new Error(`cannot open a WebSocket to ${this.url}`));
-      this.ws.onclose = (e) => {
-        this.closed = `relay closed the connection (code ${e.code} ${e.reason})`;
-        for (const p of this.pending.values()) p.reject(new Error(this.closed));
-        this.pending.clear();
-      };
-      this.ws.onmessage = (m) => this.frame(JSON.parse(m.data));
-    });
-  }
-
-  frame(msg) {
-    if (msg.type === "event") {
-      this.onEvent(msg.event);
-      return;
-    }
-    const p = this.pending.get(msg.re);
-    if (!p) return;
-    this.pending.delete(msg.re);
-    if (msg.type === "reply") p.resolve(msg.reply);
-    else p.reject(new Error(`${p.type}: ${msg.code}: ${msg.message}`));
-  }
-
-  request(type, fields = {}) {
-    if (this.closed) return Promise.reject(new Error(this.closed));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, type });
-      this.ws.send(JSON.stringify({ id, type, ...fields }));
-    });
-  }
-
-  close() {
-    this.ws.close();
-  }
-}
-
-/** An Ed25519 key from the 32-byte seed Hum's identity files hold, and its public key. */
-async function importKey(secretHex) {
-  // PKCS#8 for an Ed25519 private key (RFC 8410): a fixed 16-byte header and the seed.
-  const pkcs8 = new Uint8Array([
-    ...unhex("302e020100300506032b657004220420"),
-    ...unhex(secretHex),
-  ]);
-  const key = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, true, ["sign"]);
-  const jwk = await crypto.subtle.exportKey("jwk", key);
-  return { key, publicHex: hex(b64urlToBytes(jwk.x)) };
-}
-
-/** hello -> challenge -> sign("hum-relay-login-v1\0" || nonce) -> login -> welcome. */
+/** Logs in with the 32-byte seed Hum's identity files hold (the shared handshake in
+ *  ui/src/web/protocol.ts); returns the user id. */
 async function login(relay, secretHex, displayName) {
-  const { key, publicHex } = await importKey(secretHex);
-  const challenge = await relay.request("hello", { protocol: 1, client: "hum-web-test/0.1" });
-  const msg = new Uint8Array([...new TextEncoder().encode(LOGIN_CONTEXT), ...unhex(challenge.nonce)]);
-  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, msg));
-  const welcome = await relay.request("login", {
-    public_key: publicHex,
-    signature: hex(sig),
-    display_name: displayName,
-  });
+  const key = await importSeed(secretHex, true);
+  const jwk = await crypto.subtle.exportKey("jwk", key);
+  const welcome = await relayLogin(relay, key, hex(b64urlToBytes(jwk.x)), displayName, "hum-web-test/0.1");
   return welcome.user.id;
 }
 
@@ -194,7 +128,7 @@ export async function run(params, report = () => {}) {
   const outStream = await outgoingTrack(ctx, params);
   const outTrack = outStream.getAudioTracks()[0];
 
-  const relay = new Relay(params.relay);
+  const relay = new RelayConnection(params.relay);
   await relay.open();
   const me = await login(relay, params.secretKey, params.displayName);
   log("logged in as", me);
@@ -202,192 +136,52 @@ export async function run(params, report = () => {}) {
   const server = await relay.request("invite_join", { code: params.invite });
   const chan = server.server.channels.find((c) => c.name === params.channel);
   if (!chan) throw new Error(`no channel named ${params.channel} in server ${server.server.name}`);
-  const scope = { channel: chan.id };
 
-  const peers = new Map(); // user id -> peer record
   const errors = [];
   const fail = (what, e) => {
     const m = `${what}: ${e && e.message ? e.message : e}`;
     log("error", m);
     errors.push(m);
   };
-  const signal = (to, payload) =>
-    relay.request("signal", { to, scope, payload }).catch((e) => fail(`signal ${payload.kind} to ${to}`, e));
-
-  function peer(user, offerer) {
-    let p = peers.get(user);
-    if (p) return p;
-    const pc = new RTCPeerConnection({ iceServers: [] });
-    p = {
-      user,
-      pc,
-      offerer,
-      sdpSent: false,
-      queued: [],
-      chunks: [],
-      connectedAt: null,
-      left: false,
-      states: [],
-      candidatesSent: 0,
-      candidatesReceived: 0,
-      els: [],
-      // ICE credentials of every description applied, in order (ICE restarts renew them).
-      localUfrags: [],
-      remoteUfrags: [],
-      restartedAt: null,
-    };
-    peers.set(user, p);
-    pc.addTrack(outTrack, outStream);
-    pc.onicecandidate = (e) => {
-      // Trickle ICE: the native side queues candidates until it has our description.
-      const payload =
-        e.candidate && e.candidate.candidate
-          ? {
-              kind: "ice",
-              candidate: e.candidate.candidate,
-              sdp_mid: e.candidate.sdpMid,
-              sdp_mline_index: e.candidate.sdpMLineIndex,
-              username_fragment: e.candidate.usernameFragment,
-            }
-          : e.candidate
-            ? null
-            : { kind: "end_of_candidates" };
-      if (!payload) return;
-      if (payload.kind === "ice") p.candidatesSent++;
-      if (p.sdpSent) signal(user, payload);
-      else p.queued.push(payload);
-    };
-    pc.ontrack = (e) => {
-      log("track from", user.slice(0, 8), e.track.kind);
-      const stream = e.streams[0] || new MediaStream([e.track]);
-      p.els.push(recordStream(ctx, stream, p.chunks));
-    };
-    pc.onconnectionstatechange = () => {
-      p.states.push(pc.connectionState);
-      log("connection to", user.slice(0, 8), pc.connectionState);
-      if (pc.connectionState === "connected" && !p.connectedAt) {
-        p.connectedAt = performance.now();
+  // What this test keeps per peer besides the mesh's own record.
+  const extra = new Map();
+  const extraOf = (user) => {
+    if (!extra.has(user)) extra.set(user, { chunks: [], els: [], stats: null });
+    return extra.get(user);
+  };
+  const mesh = new VoiceMesh(relay, me, chan.id, outStream, {
+    onTrack: (user, stream, track) => {
+      log("track from", user.slice(0, 8), track.kind);
+      const x = extraOf(user);
+      x.els.push(recordStream(ctx, stream, x.chunks));
+    },
+    onState: (user, state) => {
+      log("connection to", user.slice(0, 8), state);
+      const p = mesh.peers.get(user);
+      if (state === "connected" && p && p.states.filter((s) => s === "connected").length === 1) {
         report("peer_connected", { user, offerer: p.offerer });
         if (params.restartAfter) {
           setTimeout(() => {
-            chain = chain.then(() => restartIce(p)).catch((e) => fail(`ICE restart with ${user}`, e));
+            report("ice_restart", { user, offerer: p.offerer });
+            mesh.restartIce(user);
           }, params.restartAfter * 1000);
         }
       }
-    };
-    return p;
-  }
-
-  async function sendSdp(p, kind) {
-    p.localUfrags.push(ufrag(p.pc.localDescription.sdp));
-    await signal(p.user, { kind, sdp: p.pc.localDescription.sdp });
-    p.sdpSent = true;
-    for (const q of p.queued.splice(0)) signal(p.user, q);
-  }
-
-  /** ICE restart mid-call: the offering side re-offers with fresh credentials; the answering
-   *  side asks the other to (`renegotiate`), as the engine does. */
-  async function restartIce(p) {
-    if (p.left) return;
-    p.restartedAt = performance.now();
-    report("ice_restart", { user: p.user, offerer: p.offerer });
-    if (p.offerer) {
-      await p.pc.setLocalDescription(await p.pc.createOffer({ iceRestart: true }));
-      await sendSdp(p, "offer");
-    } else {
-      await signal(p.user, { kind: "renegotiate" });
-    }
-  }
-
-  async function offerTo(user) {
-    const p = peer(user, true);
-    await p.pc.setLocalDescription(await p.pc.createOffer());
-    await sendSdp(p, "offer");
-  }
-
-  async function onSignal(from, payload) {
-    switch (payload.kind) {
-      case "offer": {
-        const p = peer(from, false);
-        p.remoteUfrags.push(ufrag(payload.sdp));
-        await p.pc.setRemoteDescription({ type: "offer", sdp: payload.sdp });
-        await p.pc.setLocalDescription(await p.pc.createAnswer());
-        await sendSdp(p, "answer");
-        break;
-      }
-      case "answer": {
-        const p = peers.get(from);
-        if (!p) break;
-        p.remoteUfrags.push(ufrag(payload.sdp));
-        await p.pc.setRemoteDescription({ type: "answer", sdp: payload.sdp });
-        break;
-      }
-      case "ice": {
-        const p = peers.get(from);
-        if (!p) break;
-        p.candidatesReceived++;
-        await p.pc.addIceCandidate({
-          candidate: payload.candidate,
-          sdpMid: payload.sdp_mid ?? null,
-          sdpMLineIndex: payload.sdp_mline_index ?? null,
-          usernameFragment: payload.username_fragment ?? null,
-        });
-        break;
-      }
-      case "renegotiate": {
-        // The other side wants a fresh offer (ICE restart); only the offering side makes one.
-        const p = peers.get(from);
-        if (p && p.offerer) {
-          await p.pc.setLocalDescription(await p.pc.createOffer({ iceRestart: true }));
-          await sendSdp(p, "offer");
-        }
-        break;
-      }
-      case "bye":
-        await closePeer(from);
-        break;
-      default:
-        break;
-    }
-  }
-
-  async function closePeer(user) {
-    const p = peers.get(user);
-    if (!p || p.left) return;
-    p.left = true;
-    // Keep the connection's last stats: they describe the call that just ended.
-    p.stats = await peerStats(p.pc).catch(() => null);
-    p.pc.close();
-    report("peer_left", { user });
-  }
-
-  // Events are handled one at a time, in order (an answer before the candidates after it).
-  let chain = Promise.resolve();
-  relay.onEvent = (ev) => {
-    chain = chain.then(async () => {
-      try {
-        if (ev.type === "signal" && ev.scope.channel === chan.id) {
-          await onSignal(ev.from, ev.payload);
-        } else if (ev.type === "roster_join" && ev.channel === chan.id && ev.entry.user.id !== me) {
-          if (me < ev.entry.user.id) await offerTo(ev.entry.user.id);
-        } else if (ev.type === "roster_leave" && ev.channel === chan.id && ev.user !== me) {
-          await closePeer(ev.user);
-        }
-      } catch (e) {
-        fail(`handling ${ev.type}`, e);
-      }
-    });
-  };
+    },
+    beforeClose: async (p) => {
+      // Keep the connection's last stats: they describe the call that just ended.
+      extraOf(p.user).stats = await peerStats(p.pc).catch(() => null);
+    },
+    onLeft: (user) => report("peer_left", { user }),
+    onError: fail,
+  });
+  relay.onEvent = (ev) => mesh.handleEvent(ev);
 
   const joined = await relay.request("channel_join", { channel: chan.id, voice: {} });
   const others = joined.channel.roster.map((e) => e.user.id).filter((u) => u !== me);
   report("joined", { user: me, channel: chan.id, others });
   // The mesh rule: the smaller user id offers; the others offer to us when they see us join.
-  chain = chain.then(async () => {
-    for (const u of others) {
-      if (me < u) await offerTo(u).catch((e) => fail(`offer to ${u}`, e));
-    }
-  });
+  mesh.start(others);
 
   const start = performance.now();
   const deadline = start + params.duration * 1000;
@@ -397,7 +191,7 @@ export async function run(params, report = () => {}) {
       errors.push(relay.closed);
       break;
     }
-    const all = [...peers.values()];
+    const all = [...mesh.peers.values()];
     const connected = all.filter((p) => p.connectedAt);
     if (params.untilPeersLeft && connected.length >= (params.minPeers ?? 1) && connected.every((p) => p.left)) {
       break;
@@ -405,8 +199,9 @@ export async function run(params, report = () => {}) {
   }
 
   const result = { user: me, channel: chan.id, errors, elapsed: (performance.now() - start) / 1000, peers: {} };
-  for (const p of peers.values()) {
-    const stats = p.left ? p.stats : await peerStats(p.pc).catch(() => null);
+  for (const p of mesh.peers.values()) {
+    const x = extraOf(p.user);
+    const stats = p.left ? x.stats : await peerStats(p.pc).catch(() => null);
     result.peers[p.user] = {
       offerer: p.offerer,
       states: p.states,
@@ -420,12 +215,12 @@ export async function run(params, report = () => {}) {
       remoteSdp: p.pc.remoteDescription ? p.pc.remoteDescription.sdp : null,
       stats,
       sampleRate: ctx.sampleRate,
-      samples: p.chunks.reduce((a, c) => a + c.length, 0),
-      pcm16: pcm16Base64(p.chunks),
+      samples: x.chunks.reduce((a, c) => a + c.length, 0),
+      pcm16: pcm16Base64(x.chunks),
     };
   }
   await relay.request("channel_leave").catch(() => {});
-  for (const p of peers.values()) p.pc.close();
+  mesh.close();
   relay.close();
   await ctx.close();
   return result;
