@@ -13,8 +13,10 @@ import type {
   ChannelView,
   DeviceView,
   IdentityInfo,
+  LevelSample,
   LinkView,
   LiveStreamView,
+  PeerStatsView,
   MemberVoice,
   MyVoice,
   RelayStatus,
@@ -26,6 +28,8 @@ import { checkDisplayName, commandError, type Handlers, inviteCode, normaliseRel
 import { emitLocal } from "./event";
 import { generateIdentity, loadIdentity, saveIdentity, type StoredIdentity } from "./identity";
 import { VoiceMesh } from "./mesh";
+import { dbfs, peerStatsView, SpeakingGate } from "./monitor";
+import type { Channel } from "./core";
 import { type Json, login, RelayConnection } from "./protocol";
 
 const KEY_RELAY = "hum.relay_url";
@@ -129,6 +133,9 @@ export class WebBackend {
   private modes = new Map<number, VoiceMode>();
   private speakers = new Map<number, string | null>();
   private linksTaken = false;
+  private levels: Channel<LevelSample> | null = null;
+  private stats: Channel<PeerStatsView> | null = null;
+  private monitorStop: (() => void) | null = null;
   /** Remote audio per user: the stream and the element playing it (tests and diagnostics read it). */
   readonly remote = new Map<string, { stream: MediaStream; el: HTMLAudioElement }>();
 
@@ -250,6 +257,8 @@ export class WebBackend {
   // --- voice --------------------------------------------------------------------------------------
 
   private teardownVoice() {
+    this.monitorStop?.();
+    this.monitorStop = null;
     this.mesh?.close();
     this.mesh = null;
     for (const r of this.remote.values()) {
@@ -328,8 +337,48 @@ export class WebBackend {
     this.voice = { ...this.voice, channel, audio_notice: null };
     const others = (reply.channel.roster as Json[]).map((e) => e.user.id as string).filter((u) => u !== me);
     this.mesh.start(others);
+    this.monitor(mic, relay);
     this.emit("servers-changed", null);
     return this.voice;
+  }
+
+  /** My level meter and speaking indicator (sent to the roster), and the peers' link stats. */
+  private monitor(mic: MediaStream, relay: RelayConnection) {
+    const ctx = new AudioContext();
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    ctx.createMediaStreamSource(mic).connect(analyser);
+    const buf = new Float32Array(analyser.fftSize);
+    const gate = new SpeakingGate(this.voiceSettings().sensitivity_dbfs);
+    const level = setInterval(() => {
+      analyser.getFloatTimeDomainData(buf);
+      const { rms, peak } = dbfs(buf);
+      if (gate.update(rms, performance.now(), this.voice.muted)) {
+        this.emit("self-speaking", { speaking: gate.speaking });
+        relay.request("voice_update", { voice: { speaking: gate.speaking } }).catch(() => {});
+      }
+      this.levels?.onmessage({ rms_dbfs: rms, peak_dbfs: peak, speaking: gate.speaking, threshold_dbfs: gate.thresholdDbfs, live: true });
+    }, 50);
+    const stats = setInterval(() => {
+      for (const p of this.mesh?.peers.values() ?? []) {
+        if (p.left) continue;
+        p.pc
+          .getStats()
+          .then((r) => {
+            const entries: Parameters<typeof peerStatsView>[1] = [];
+            r.forEach((e) => entries.push(e));
+            this.stats?.onmessage(peerStatsView(p.user, entries));
+          })
+          .catch(() => {});
+      }
+    }, 2000);
+    this.monitorStop = () => {
+      clearInterval(level);
+      clearInterval(stats);
+      ctx.close().catch(() => {});
+      if (gate.speaking) this.emit("self-speaking", { speaking: false });
+      this.levels?.onmessage({ rms_dbfs: -100, peak_dbfs: -100, speaking: false, threshold_dbfs: gate.thresholdDbfs, live: false });
+    };
   }
 
   private async leaveVoice(): Promise<MyVoice> {
@@ -474,9 +523,16 @@ export class WebBackend {
       links_take: () => this.takeLinks(),
       // There is no tray in a browser: the command's answer says so (the UI shows no tray entry).
       tray_sync: () => false,
-      // The level meter, link statistics and video streams: nothing is sent on them yet.
-      levels_subscribe: () => null,
-      stats_subscribe: () => null,
+      // My level (in a channel) and the peers' link statistics (every 2 s) come on these.
+      levels_subscribe: ({ onLevel }: { onLevel: Channel<LevelSample> }) => {
+        this.levels = onLevel;
+        return null;
+      },
+      stats_subscribe: ({ onStats }: { onStats: Channel<PeerStatsView> }) => {
+        this.stats = onStats;
+        return null;
+      },
+      // No video in the browser yet: nothing is sent on it (camera_set says why).
       video_subscribe: () => null,
       input_monitor_stop: () => null,
       // Streams are listed (the channel list shows who is live); watching them is not in the

@@ -202,3 +202,37 @@ describe("mesh and links", () => {
     expect(c.permissions.member.join).toBe(true);
   });
 });
+
+describe("monitor", () => {
+  it("dBFS of a block", async () => {
+    const { dbfs } = await import("./monitor");
+    expect(dbfs(new Float32Array(480))).toEqual({ rms: -100, peak: -100 });
+    expect(dbfs(Float32Array.from({ length: 480 }, () => 0.5))).toEqual({ rms: -6, peak: -6 });
+  });
+
+  it("the speaking gate holds over short pauses and drops when muted", async () => {
+    const { SpeakingGate } = await import("./monitor");
+    const g = new SpeakingGate(-45, 300);
+    expect(g.update(-30, 0, false)).toBe(true);
+    expect(g.update(-80, 200, false)).toBe(false);
+    expect(g.speaking).toBe(true);
+    expect(g.update(-80, 301, false)).toBe(true);
+    expect(g.speaking).toBe(false);
+    g.update(-30, 400, false);
+    expect(g.update(-30, 450, true)).toBe(true);
+    expect(g.speaking).toBe(false);
+  });
+
+  it("a WebRTC stats report as the UI's link stats", async () => {
+    const { peerStatsView } = await import("./monitor");
+    const v = peerStatsView("b0", [
+      { id: "T", type: "transport", selectedCandidatePairId: "P" },
+      { id: "P", type: "candidate-pair", currentRoundTripTime: 0.0421 },
+      { id: "I", type: "inbound-rtp", kind: "audio", packetsReceived: 990, packetsLost: 10, jitter: 0.0034, jitterBufferDelay: 40, jitterBufferEmittedCount: 1000 },
+    ]);
+    expect(v).toEqual({ user_id: "b0", rtt_ms: 42.1, loss_pct: 1, jitter_ms: 3.4, buffer_ms: 40, packets_received: 990, quality: "good" });
+    expect(peerStatsView("b0", []).rtt_ms).toBeNull();
+    const lossy = peerStatsView("b0", [{ id: "I", type: "inbound-rtp", kind: "audio", packetsReceived: 90, packetsLost: 10 }]);
+    expect([lossy.loss_pct, lossy.quality]).toEqual([10, "poor"]);
+  });
+});
