@@ -14,6 +14,7 @@ pub mod voice;
 pub mod identity;
 pub mod relay;
 pub mod stream;
+pub mod update;
 
 pub use identity::{Identity, IdentityError};
 pub use relay::{ClientError, ClientEvent, ConnectionState, RelayClient, RelayConfig};
