@@ -380,6 +380,38 @@ impl ServeQueue {
         removed
     }
 
+    /// `bytes` of the backlog left the ready queue (served, expired, cancelled, replaced).
+    fn give_back(&mut self, bytes: u64) {
+        debug_assert!(
+            bytes <= self.ready_bytes,
+            "ready_bytes {} < {bytes}",
+            self.ready_bytes
+        );
+        self.ready_bytes = self.ready_bytes.saturating_sub(bytes);
+    }
+
+    /// Drop the ready requests whose deadline is before `now` from the front of a queue in
+    /// deadline order ([`Priority::Deadline`]), noting whose they were; returns the bytes they
+    /// still cost. Same result as [`ServeQueue::remove_ready`] with the deadline test, without
+    /// visiting the rest of the queue.
+    fn pop_expired(&mut self, now: Time, expired: &mut Vec<PeerId>) -> u64 {
+        debug_assert_eq!(self.priority, Priority::Deadline);
+        let mut removed = 0u64;
+        while let Some(r) = self.ready.front() {
+            if r.deadline >= now {
+                break;
+            }
+            let r = self.ready.pop_front().expect("front above");
+            expired.push(r.to);
+            removed += r.remaining();
+            if r.buffer_ms < self.strict_from {
+                self.loose -= 1;
+            }
+        }
+        self.ready_expiry = self.ready.front().map_or(Time::MAX, |r| r.deadline);
+        removed
+    }
+
     pub fn held_len(&self) -> usize {
         self.held.len()
     }
@@ -400,7 +432,9 @@ impl ServeQueue {
             .iter()
             .any(|x| x.to == r.to && x.seq == r.seq && x.slice == r.slice)
         {
-            self.remove_ready(|x| x.to == r.to && x.seq == r.seq && x.slice == r.slice);
+            let removed =
+                self.remove_ready(|x| x.to == r.to && x.seq == r.seq && x.slice == r.slice);
+            self.give_back(removed);
         }
         r.cost = bytes;
         self.insert_ready(r);
@@ -533,16 +567,14 @@ impl ServeQueue {
             return;
         }
         let removed = self.remove_ready(|x| x.to == to && x.seq == seq);
-        self.ready_bytes = self.ready_bytes.saturating_sub(removed);
+        self.give_back(removed);
     }
 
     /// Forget everything for a departed peer.
     pub fn forget(&mut self, to: PeerId) {
         self.held.retain(|x| x.to != to);
-        self.remove_ready(|x| x.to == to);
-        if self.ready.is_empty() {
-            self.ready_bytes = 0;
-        }
+        let removed = self.remove_ready(|x| x.to == to);
+        self.give_back(removed);
     }
 
     /// Update the buffer health of a requester's pending requests.
@@ -589,17 +621,23 @@ impl ServeQueue {
         if self.ready_expiry < now {
             let before = self.ready.len();
             let mut expired = std::mem::take(&mut self.expired_to);
-            self.remove_ready(|r| {
-                if r.deadline < now {
-                    expired.push(r.to);
-                }
-                r.deadline < now
-            });
+            let removed = match self.priority {
+                // In deadline order: what expired is at the front (a 100,000-viewer run with
+                // slices spent most of its time scanning and re-summing the root's whole queue
+                // after each expiry).
+                Priority::Deadline => self.pop_expired(now, &mut expired),
+                Priority::BufferHealth => self.remove_ready(|r| {
+                    if r.deadline < now {
+                        expired.push(r.to);
+                    }
+                    r.deadline < now
+                }),
+            };
             self.expired_to = expired;
-            if self.ready.len() != before {
-                self.expired += (before - self.ready.len()) as u64;
-                self.ready_bytes = self.ready.iter().map(|r| r.remaining()).sum();
-            }
+            self.expired += (before - self.ready.len()) as u64;
+            // Exact, not re-summed: every entry adds what it costs when it enters and gives
+            // it back when it leaves (`ready_bytes_stay_exact` checks it against a re-sum).
+            self.give_back(removed);
         }
         if !self.bucket.can_send() {
             return;
@@ -621,7 +659,7 @@ impl ServeQueue {
                 self.loose -= 1;
             }
             self.bucket.take(b);
-            self.ready_bytes = self.ready_bytes.saturating_sub(b as u64);
+            self.give_back(b as u64);
             out.push(r);
             if r.parts > 0 {
                 // The request's next slice, if any, stays first in line: one requester's share
@@ -840,5 +878,104 @@ mod tests {
         assert_eq!(q.held_len(), 16);
         q.forget(PeerId(1));
         assert_eq!(q.held_len(), 1);
+    }
+
+    /// What the queue's accounting must equal whatever happened: the bytes of every ready entry
+    /// summed afresh, the loose count, and (for the root's deadline order) the order and the
+    /// earliest deadline the expiry scan relies on.
+    fn check_books(q: &ServeQueue, step: usize) {
+        let sum: u64 = q.ready.iter().map(|r| r.remaining()).sum();
+        assert_eq!(q.backlog_bytes(), sum, "ready_bytes at step {step}");
+        let loose = q
+            .ready
+            .iter()
+            .filter(|r| r.buffer_ms < q.strict_from)
+            .count();
+        assert_eq!(q.loose, loose, "loose at step {step}");
+        if let Some(min) = q.ready.iter().map(|r| r.deadline).min() {
+            assert!(q.ready_expiry <= min, "ready_expiry at step {step}");
+        }
+        if q.priority == Priority::Deadline {
+            assert!(
+                q.ready
+                    .iter()
+                    .zip(q.ready.iter().skip(1))
+                    .all(|(a, b)| a.deadline <= b.deadline),
+                "deadline order at step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn ready_bytes_stay_exact() {
+        use rand::{Rng, SeedableRng};
+        use rand_chacha::ChaCha8Rng;
+        // Chunks of 1 to 128 slices (a whole-slice size, a 1-byte tail, the 2 MiB limit).
+        let sizes = [16_384u32, 20_000, 125_000, 65_537, 300_000, 2 * 1024 * 1024];
+        for seed in 0..24u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let priority = if seed % 2 == 0 {
+                Priority::Deadline
+            } else {
+                Priority::BufferHealth
+            };
+            let rate = [4_000_000u64, 40_000_000, 400_000_000][(seed / 2 % 3) as usize];
+            let bucket = TokenBucket::new(rate, Duration::from_millis(500), Time::ZERO);
+            let mut q = ServeQueue::new(bucket, priority);
+            if seed % 4 >= 2 {
+                q = q.with_strict_class(1);
+            }
+            let mut now = Time::ZERO;
+            let mut out = vec![];
+            let (mut served, mut expired) = (0usize, 0u64);
+            for step in 0..3_000 {
+                let to = PeerId(rng.gen_range(0..6));
+                let seq = rng.gen_range(0..8u64);
+                let bytes = sizes[seq as usize % sizes.len()];
+                let deadline = now + Duration::from_millis(rng.gen_range(0..600));
+                let health = rng.gen_range(0..3u32);
+                let part = |rng: &mut ChaCha8Rng| {
+                    let parts = rng.gen_range(1..4u8);
+                    let mask = if rng.gen_bool(0.5) {
+                        u128::MAX
+                    } else {
+                        rng.r#gen::<u128>()
+                    };
+                    ServeRequest::part(to, seq, deadline, health, rng.gen_range(0..parts), parts)
+                        .with_mask(mask)
+                };
+                match rng.gen_range(0..10) {
+                    0 => q.push_ready(ServeRequest::whole(to, seq, deadline, health), bytes),
+                    1 => {
+                        let r = part(&mut rng);
+                        q.push_ready_part(r, bytes);
+                    }
+                    2 => {
+                        let r = if rng.gen_bool(0.3) {
+                            ServeRequest::whole(to, seq, deadline, health)
+                        } else {
+                            part(&mut rng)
+                        };
+                        q.push_held(r);
+                    }
+                    3 => q.on_have(seq, bytes),
+                    4 => q.on_slice(seq, bytes, rng.gen_range(0..slice_count(bytes))),
+                    5 => q.cancel(to, seq),
+                    6 if rng.gen_bool(0.2) => q.forget(to),
+                    7 => q.set_health(to, health),
+                    _ => {
+                        now = now + Duration::from_millis(rng.gen_range(0..40));
+                        out.clear();
+                        q.release(now, &mut out);
+                        served += out.len();
+                        expired += q.expired_to().len() as u64;
+                    }
+                }
+                check_books(&q, step);
+            }
+            assert!(served > 20, "seed {seed}: served {served}");
+            assert!(expired > 0, "seed {seed}: nothing expired");
+            assert_eq!(q.expired, expired, "seed {seed}");
+        }
     }
 }
