@@ -1,0 +1,328 @@
+//! The browser client end to end (issue 18, docs/browser.md): the relay serves the web build of
+//! the UI (`vite build --mode web`, built by this test from ui/ into a temporary directory) with
+//! `--web-dir`; headless Chromium opens the invite link `/invite/CODE` like a person would (types
+//! a display name, creates its identity - a non-extractable WebCrypto Ed25519 key in IndexedDB -,
+//! accepts the invite, clicks the voice channel) and talks with a native `hum voice join` client.
+//!
+//! Audio is checked both ways as voice_chromium.rs does: the browser's microphone is Chromium's
+//! fake capture device playing a chirp train from a WAV, which must be found by correlation in the
+//! native client's recording; the native client sends a tone, which must be found (Goertzel) in
+//! what the page played from that peer (recorded off the web back end's remote stream).
+//!
+//! Also: the relay's web routes (content types, `/invite/CODE`, traversal refused in plain and
+//! encoded spellings, 404s). Needs node, ui/node_modules (`npm ci --prefix ui`),
+//! tests/web/node_modules (playwright-core) and Chromium, as voice_chromium.rs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use hum_media::analysis::{find, tone_purity};
+use hum_media::synth::read_wav;
+use hum_tests::KillOnDrop;
+use hum_tests::voice::{World, chirp_file, s, tone_file, tone_share, wait_exit};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn check_environment() -> Result<()> {
+    let node = Command::new("node").arg("--version").output();
+    ensure!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "the browser client test needs node (Debian: apt-get install nodejs npm; scripts/setup --test)"
+    );
+    ensure!(
+        root().join("ui/node_modules/vite").is_dir(),
+        "the browser client test builds the web UI: run `npm ci --prefix ui` (scripts/test does)"
+    );
+    ensure!(
+        root()
+            .join("tests/web/node_modules/playwright-core")
+            .is_dir(),
+        "the browser client test needs playwright-core: run `npm ci --prefix tests/web` (scripts/test does)"
+    );
+    let chromium =
+        std::env::var("HUM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    ensure!(
+        Path::new(&chromium).exists(),
+        "the browser client test needs Chromium at {chromium} (Debian: apt-get install chromium; \
+         scripts/setup --test installs it), or HUM_CHROMIUM=/path/to/chrome"
+    );
+    Ok(())
+}
+
+/// `vite build --mode web` of the current ui/ sources into `out`.
+fn build_web(out: &Path) -> Result<()> {
+    let o = Command::new("npx")
+        .args(["vite", "build", "--mode", "web", "--logLevel", "warn"])
+        .arg("--outDir")
+        .arg(out)
+        .current_dir(root().join("ui"))
+        .output()
+        .context("running npx vite build --mode web in ui/")?;
+    ensure!(
+        o.status.success() && out.join("index.html").is_file(),
+        "the web build failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(())
+}
+
+/// A raw HTTP/1.0 GET: status, headers (lowercase names), body bytes.
+fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, buf[split + 4..].to_vec()))
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
+    h.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+/// The relay's web routes, on the built page.
+fn check_routes(addr: SocketAddr, dist: &Path) -> Result<()> {
+    let (status, h, body) = get(addr, "/")?;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&h, "x-content-type-options"), "nosniff");
+    let html = String::from_utf8(body)?;
+    assert!(html.contains("id=\"app\""), "{html}");
+    let (status, _, invite) = get(addr, "/invite/k7Qm2xRtZp")?;
+    assert_eq!((status, String::from_utf8(invite)?), (200, html.clone()));
+    // Every asset the page names is served with its type.
+    let mut assets = 0;
+    for part in html.split('"') {
+        if let Some(rel) = part.strip_prefix("/assets/") {
+            let (status, h, body) = get(addr, &format!("/assets/{rel}"))?;
+            assert_eq!(status, 200, "{rel}");
+            let expect = if rel.ends_with(".js") {
+                "text/javascript; charset=utf-8"
+            } else {
+                "text/css; charset=utf-8"
+            };
+            assert_eq!(header(&h, "content-type"), expect, "{rel}");
+            assert!(header(&h, "cache-control").contains("immutable"), "{rel}");
+            assert_eq!(
+                body.len() as u64,
+                std::fs::metadata(dist.join("assets").join(rel))?.len()
+            );
+            assets += 1;
+        }
+    }
+    assert!(assets >= 2, "index.html names no JS and CSS: {html}");
+    for p in [
+        "/../Cargo.toml",
+        "/assets/../../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/assets/%2e%2e%2f%2e%2e%2fCargo.toml",
+        "/..%5cCargo.toml",
+        "/.%2e/.%2e/Cargo.toml",
+        "/a%00b",
+    ] {
+        let (status, _, body) = get(addr, p)?;
+        // 403 from the web routes; 400 if the HTTP parser refuses the path first.
+        assert!(
+            status == 403 || status == 400,
+            "{p}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert_eq!(get(addr, "/nope.js")?.0, 404);
+    assert_eq!(get(addr, "/invite/")?.0, 404);
+    // The relay's own routes still win.
+    assert_eq!(get(addr, "/healthz")?.0, 200);
+    Ok(())
+}
+
+struct Page {
+    proc: KillOnDrop,
+    lines: mpsc::Receiver<Value>,
+    log: PathBuf,
+}
+
+impl Page {
+    fn wait(&self, event: &str, within: Duration) -> Result<Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return Ok(v),
+                Ok(_) => {}
+                Err(_) => bail!("the page did not report `{event}`: {}", self.log_tail()),
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "page log ({}):\n{}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    }
+}
+
+#[test]
+fn a_browser_opens_an_invite_link_and_talks_with_a_native_client() -> Result<()> {
+    check_environment()?;
+    let build = tempfile::tempdir()?;
+    let dist = build.path().join("dist-web");
+    build_web(&dist)?;
+    let mut w = World::empty_with(&["--web-dir", s(&dist)])?;
+    check_routes(w.relay.addr, &dist)?;
+
+    w.create_users(1)?;
+    w.create_server(0)?;
+    let native_id = w.users[0].clone();
+    let chirp = chirp_file(&w.path("chirp.wav"))?;
+    let hz = 440.0;
+    tone_file(&w.path("tone.wav"), hz, 0.1)?;
+
+    // The browser: invite link -> identity -> server -> channel; it stays until the native
+    // client has come and gone.
+    let out = w.path("page");
+    let log = w.path("page.log");
+    let url = format!("http://{}/invite/{}", w.relay.addr, w.invite);
+    let child = Command::new("node")
+        .arg(root().join("tests/web/web_client.mjs"))
+        .args(["--url", &url, "--name", "webby", "--channel", "Lounge"])
+        .args(["--out", s(&out), "--mic", s(&w.path("chirp.wav"))])
+        .args(["--min-peers", "1", "--max-duration", "90"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("spawning node tests/web/web_client.mjs")?;
+    let mut proc = KillOnDrop(child);
+    let stdout = proc.0.stdout.take().context("no stdout")?;
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut page = Page { proc, lines, log };
+    let loaded = page.wait("loaded", Duration::from_secs(90))?;
+    let identity = page.wait("identity", Duration::from_secs(60))?;
+    let web_id = identity["user"].as_str().context("user")?.to_string();
+    page.wait("server", Duration::from_secs(60))?;
+    let joined = page.wait("joined", Duration::from_secs(60))?;
+
+    let mut native = w.voice(
+        0,
+        &[
+            "--play",
+            s(&w.path("tone.wav")),
+            "--loop",
+            "--record",
+            s(&w.path("rec.wav")),
+            "--duration",
+            "8s",
+        ],
+    )?;
+    let heard = page.wait("peer_audio", Duration::from_secs(40))?;
+    wait_exit(&mut native, Duration::from_secs(40))?;
+    page.wait("done", Duration::from_secs(60))?;
+    wait_exit(&mut page.proc, Duration::from_secs(20)).with_context(|| page.log_tail())?;
+
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(out.join("result.json"))?)?;
+    assert_eq!(result["user"], *web_id);
+    let peer = &result["peers"][&native_id];
+    let states: Vec<&str> = peer["states"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        states.contains(&"connected") && !states.contains(&"failed"),
+        "connection states {states:?}: {}",
+        page.log_tail()
+    );
+    // The mesh rule: the smaller id offers.
+    assert_eq!(peer["offerer"], web_id < native_id, "{peer}");
+
+    // Native -> browser: the tone in what the page played from the native client's track.
+    let from_native = read_wav(&out.join(format!("from-{native_id}.wav")))?;
+    ensure!(
+        from_native.len() > 48_000 * 4,
+        "the page recorded only {} samples from the native client",
+        from_native.len()
+    );
+    let tail = &from_native[from_native.len() / 3..];
+    let share = tone_share(tail, hz, 0.7);
+    eprintln!(
+        "browser heard {hz} Hz in {:.0}% of 100 ms blocks (purity {:.3})",
+        share * 100.0,
+        tone_purity(tail, hz)
+    );
+    assert!(
+        share > 0.9,
+        "the browser does not hear the native tone: {share}"
+    );
+
+    // Browser -> native: the page's microphone (the chirp file) in the native recording.
+    let rec = read_wav(&w.path("rec.wav"))?;
+    let after = &rec[rec.len().saturating_sub(4 * 48_000)..];
+    let m = find(after, &chirp).context("rec.wav is empty")?;
+    eprintln!(
+        "native heard the browser's chirp with correlation {:.3}",
+        m.correlation
+    );
+    assert!(
+        m.correlation > 0.8,
+        "the browser's chirp is not in rec.wav: {m:?}"
+    );
+    assert!(
+        w.events(0)
+            .iter()
+            .any(|e| e["type"] == "peer_connected" && e["user"] == *web_id),
+        "the native client saw no peer_connected for the browser"
+    );
+    let errors: Vec<Value> = w
+        .events(0)
+        .into_iter()
+        .filter(|e| e["type"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "native errors {errors:?}");
+
+    eprintln!(
+        "browser timings (ms from opening the invite link): page usable {}, identity + relay \
+         login {}, in the channel {}, first audio heard {} (the native client joined after the \
+         browser)",
+        loaded["ms"], identity["ms"], joined["ms"], heard["ms"]
+    );
+    Ok(())
+}
