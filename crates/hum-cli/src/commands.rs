@@ -122,6 +122,10 @@ pub enum ChannelCmd {
         member_perms: Option<String>,
         #[arg(long)]
         admin_perms: Option<String>,
+        /// Past this many members the channel moves to the relay's SFU (0: always; the relay's
+        /// limit, 8 unless its operator lowered it, or more: back to the relay's).
+        #[arg(long)]
+        mesh_limit: Option<u32>,
     },
     /// Delete a channel (admin).
     Delete {
@@ -592,6 +596,7 @@ async fn channel(cli: &Cli, cmd: &ChannelCmd) -> Result<()> {
             max,
             member_perms,
             admin_perms,
+            mesh_limit,
         } => {
             let sid = server_id(server).await?;
             let c = resolve::channel(&client, sid, channel).await?;
@@ -600,10 +605,14 @@ async fn channel(cli: &Cli, cmd: &ChannelCmd) -> Result<()> {
                 admin_perms.as_deref(),
                 c.permissions,
             )?;
-            if max.is_none() && perms.is_none() {
-                bail!("nothing to change: pass --max and/or --member-perms/--admin-perms");
+            if max.is_none() && perms.is_none() && mesh_limit.is_none() {
+                bail!(
+                    "nothing to change: pass --max, --member-perms/--admin-perms and/or --mesh-limit"
+                );
             }
-            client.channel_configure(c.id, *max, perms).await?;
+            client
+                .channel_configure_with_mesh_limit(c.id, *max, perms, *mesh_limit)
+                .await?;
         }
         ChannelCmd::Delete { server, channel } => {
             let sid = server_id(server).await?;

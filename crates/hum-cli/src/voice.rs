@@ -624,6 +624,9 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
             "at_unix_ms": std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64)}),
+        VoiceEvent::DominantSpeaker { user } => {
+            json!({"type": "dominant_speaker", "user": user.to_string()})
+        }
         VoiceEvent::Route { user, route } => json!({"type": "route", "user": user.to_string(),
             "local": route.local.name(), "remote": route.remote.name(),
             "relayed": route.relayed()}),

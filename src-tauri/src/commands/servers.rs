@@ -232,7 +232,11 @@ pub fn channel_view(c: &ChannelInfo) -> ChannelView {
                 speaking: e.voice.speaking,
             })
             .collect(),
-        mode: VoiceMode::Mesh,
+        // As `channel_list` says; the relay's later `channel_mode` events win (VoiceRooms).
+        mode: match c.mode {
+            hum_proto::signal::VoiceTopology::Mesh => VoiceMode::Mesh,
+            hum_proto::signal::VoiceTopology::Sfu => VoiceMode::Sfu,
+        },
         speaker: None,
     }
 }
@@ -586,6 +590,8 @@ mod tests {
             max_participants: 8,
             permissions: ChannelPermissions::default(),
             roster: vec![entry(2, "bot", true), entry(1, "alice", false)],
+            mode: Default::default(),
+            mesh_limit: None,
         };
         let v = channel_view(&c);
         assert_eq!(v.id, 9);
@@ -614,6 +620,8 @@ mod tests {
             max_participants: 30,
             permissions: ChannelPermissions::default(),
             roster: vec![],
+            mode: Default::default(),
+            mesh_limit: None,
         };
         let view = |rooms: &VoiceRooms| {
             let mut v = channel_view(&c);

@@ -475,10 +475,23 @@ impl RelayClient {
         max_participants: Option<u32>,
         permissions: Option<ChannelPermissions>,
     ) -> Result<(), ClientError> {
+        self.channel_configure_with_mesh_limit(channel, max_participants, permissions, None)
+            .await
+    }
+    /// [`RelayClient::channel_configure`] that may also set the channel's mesh limit (past it the
+    /// channel moves to the SFU; the relay's limit or more clears it). `None`s stay as they are.
+    pub async fn channel_configure_with_mesh_limit(
+        &self,
+        channel: ChannelId,
+        max_participants: Option<u32>,
+        permissions: Option<ChannelPermissions>,
+        mesh_limit: Option<u32>,
+    ) -> Result<(), ClientError> {
         let request = Request::ChannelConfigure {
             channel,
             max_participants,
             permissions,
+            mesh_limit,
         };
         self.expect_ok(request).await
     }

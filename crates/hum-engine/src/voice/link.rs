@@ -406,6 +406,13 @@ impl LinkState {
             ClientEvent::Relay(Event::ChannelMode { channel, mode, .. }) if channel == here => {
                 self.switch(mode).await
             }
+            ClientEvent::Relay(Event::SfuSpeaker { channel, user, .. }) if channel == here => {
+                // The SFU's dominant speaker (a mesh has none: front ends use `Speaking` there).
+                if self.mode == VoiceTopology::Sfu {
+                    let _ = self.out.send(VoiceEvent::DominantSpeaker { user });
+                }
+                Ok(())
+            }
             ClientEvent::Relay(Event::SfuOffer { channel, sdp }) if channel == here => {
                 let Some(peer) = self.sfu.clone() else {
                     return Ok(());

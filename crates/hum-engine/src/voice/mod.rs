@@ -150,6 +150,12 @@ pub enum VoiceEvent {
         user: Option<UserId>,
         camera: bool,
     },
+    /// The dominant speaker of the SFU room we are in, as the SFU decided it (Volfin-Cohen over
+    /// the members' audio levels, with hysteresis; relay event `sfu_speaker`). Only in SFU
+    /// mode: it is the spotlight of a big room. May be us.
+    DominantSpeaker {
+        user: UserId,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -338,6 +338,14 @@ pub struct ChannelInfo {
     pub permissions: ChannelPermissions,
     /// Who is in the channel now, in join order.
     pub roster: Vec<RosterEntry>,
+    /// Mesh or SFU now (as announced by `channel_mode`); `mesh` when absent.
+    #[serde(default)]
+    pub mode: VoiceTopology,
+    /// The admin's mesh limit for this channel (`channel_configure`): the channel moves to the
+    /// SFU past this many members (past 6 while a camera is on, whichever is lower). `null`: the
+    /// relay's limit (8 unless its operator lowered it).
+    #[serde(default)]
+    pub mesh_limit: Option<u32>,
 }
 
 /// A member of a server.

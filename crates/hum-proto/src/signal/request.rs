@@ -220,6 +220,10 @@ pub enum Request {
         max_participants: Option<u32>,
         #[serde(default)]
         permissions: Option<ChannelPermissions>,
+        /// The channel's mesh limit: past this many members it moves to the SFU (0: always the
+        /// SFU). It can only lower the relay's limit; the relay's limit or more clears it.
+        #[serde(default)]
+        mesh_limit: Option<u32>,
     },
     /// Delete a channel (admin or owner); anyone in it is removed. Reply: `ok`.
     ChannelDelete { channel: ChannelId },

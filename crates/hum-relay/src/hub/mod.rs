@@ -634,7 +634,8 @@ impl Hub {
                 channel,
                 max_participants,
                 permissions,
-            } => self.channel_configure(user, channel, max_participants, permissions),
+                mesh_limit,
+            } => self.channel_configure(user, channel, max_participants, permissions, mesh_limit),
             Request::ChannelDelete { channel } => self.channel_delete(user, channel),
             Request::ChannelList { server } => self.channel_list(user, server),
             Request::ChannelJoin { channel, voice } => self.channel_join(user, channel, voice),
@@ -916,6 +917,12 @@ impl Hub {
             max_participants: ch.max_participants,
             permissions: ch.permissions,
             roster,
+            mode: self.mode_of(id),
+            mesh_limit: self
+                .voice
+                .get(&id)
+                .and_then(|v| v.mesh_limit)
+                .map(|l| l as u32),
         })
     }
 

@@ -13,6 +13,10 @@
 //! camera once per other member ([`ModePolicy::with_video`]). A camera turned on in a mesh of 7
 //! moves it to the SFU; turned off, the usual hysteresis applies (back to mesh at 6 or fewer).
 //!
+//! An admin may lower the limit per channel (`channel_configure { mesh_limit }`,
+//! [`ModePolicy::with_limit`]); it is applied like the operator's, with the same hysteresis, and
+//! kept with the channel's voice state while the relay runs (not persisted).
+//!
 //! Invariants (checked by the tests): the mode changes only when the member count crosses a
 //! threshold in the direction of the change; between `back_to_mesh_at + 1` and `mesh_max`
 //! members the mode is whatever it was (no flapping); with no SFU the mode is always mesh.
@@ -58,6 +62,15 @@ impl ModePolicy {
         }
     }
 
+    /// The policy for a channel whose admin set a mesh limit (`None`: the relay's). It only
+    /// lowers the relay's limit.
+    pub fn with_limit(self, limit: Option<usize>) -> ModePolicy {
+        ModePolicy {
+            mesh_max: limit.map_or(self.mesh_max, |l| l.min(self.mesh_max)),
+            ..self
+        }
+    }
+
     /// An SFU channel goes back to mesh at this many members or fewer.
     pub fn back_to_mesh_at(&self) -> usize {
         self.mesh_max.saturating_sub(2)
@@ -82,6 +95,8 @@ pub struct ChannelVoice {
     pub mode: VoiceTopology,
     /// Members connected (or connecting) to the SFU.
     pub sfu: BTreeSet<UserId>,
+    /// The admin's mesh limit for the channel (below the relay's), if set.
+    pub mesh_limit: Option<usize>,
 }
 
 #[cfg(test)]
@@ -212,5 +227,23 @@ mod tests {
                 m = next;
             }
         }
+    }
+
+    #[test]
+    fn an_admin_limit_only_lowers_the_relays_and_keeps_the_hysteresis() {
+        let p = on().with_limit(Some(4));
+        assert_eq!(p.mesh_max, 4);
+        assert_eq!(
+            walk(p, &[1, 2, 3, 4, 5, 4, 3, 2, 1]),
+            [Mesh, Mesh, Mesh, Mesh, Sfu, Sfu, Sfu, Mesh, Mesh]
+        );
+        // Above the relay's limit: the relay's.
+        assert_eq!(on().with_limit(Some(20)).mesh_max, 8);
+        assert_eq!(on().with_limit(None), on());
+        // With a camera on, the lower of the two.
+        assert_eq!(on().with_limit(Some(4)).with_video(true).mesh_max, 4);
+        assert_eq!(on().with_limit(Some(7)).with_video(true).mesh_max, 6);
+        // 0: the SFU from the first member.
+        assert_eq!(walk(on().with_limit(Some(0)), &[1, 2, 0]), [Sfu, Sfu, Mesh]);
     }
 }

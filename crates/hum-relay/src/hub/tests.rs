@@ -890,7 +890,8 @@ fn permissions_are_enforced_and_reapplied() {
             Request::ChannelConfigure {
                 channel: c,
                 max_participants: None,
-                permissions: Some(listen_only)
+                permissions: Some(listen_only),
+                mesh_limit: None,
             }
         ),
         ErrorCode::Forbidden
@@ -912,6 +913,7 @@ fn permissions_are_enforced_and_reapplied() {
             channel: c,
             max_participants: None,
             permissions: Some(listen_only),
+            mesh_limit: None,
         },
     );
     // 2 is clamped at once: muted, no video.
@@ -966,6 +968,7 @@ fn permissions_are_enforced_and_reapplied() {
             channel: c,
             max_participants: None,
             permissions: Some(closed),
+            mesh_limit: None,
         },
     );
     assert!(w.events(3).iter().any(|e| matches!(e, Event::RosterLeave { user: u, reason: RosterLeaveReason::Removed, .. } if *u == user(3))));
@@ -1072,6 +1075,7 @@ fn a_refused_channel_write_changes_nothing_and_announces_nothing() {
                 channel: c,
                 max_participants: Some(2),
                 permissions: Some(closed),
+                mesh_limit: None,
             },
         ),
         ErrorCode::Internal
@@ -1242,6 +1246,7 @@ fn every_request_gets_exactly_one_answer_under_random_input() {
                 channel: chan,
                 max_participants: Some(rng.gen_range(1..4)),
                 permissions: None,
+                mesh_limit: None,
             },
             15 => Request::HandleSet {
                 handle: rng.gen_bool(0.8).then_some(handle),
@@ -1772,6 +1777,7 @@ fn a_permission_change_on_the_sfu_reaches_the_sfu() {
             channel: c,
             max_participants: None,
             permissions: Some(listen_only),
+            mesh_limit: None,
         },
     );
     // The SFU hears it for 2 alone (3 publishes nothing there).
@@ -1832,4 +1838,50 @@ fn client_release_is_announced_when_configured() {
             release: Some(release)
         }
     );
+}
+
+#[test]
+fn an_admin_lowers_a_channels_mesh_limit_and_channel_list_shows_mode_and_limit() {
+    use hum_proto::signal::VoiceTopology::{Mesh, Sfu};
+    let mut w = sfu_world();
+    let (s, c) = w.community(4);
+    let limit = |l| Request::ChannelConfigure {
+        channel: c,
+        max_participants: None,
+        permissions: None,
+        mesh_limit: Some(l),
+    };
+    let listed = |w: &mut World| match w.ok(4, Request::ChannelList { server: s }) {
+        Reply::Channels { channels, .. } => (channels[0].mode, channels[0].mesh_limit),
+        other => panic!("expected channels, got {other:?}"),
+    };
+    assert_eq!(listed(&mut w), (Mesh, None));
+    assert_eq!(w.code(2, limit(2)), ErrorCode::Forbidden, "a member");
+    w.ok(1, limit(2));
+    assert!(
+        w.events(4).iter().any(
+            |e| matches!(e, Event::ChannelUpdated { channel } if channel.mesh_limit == Some(2))
+        )
+    );
+    assert_eq!(listed(&mut w), (Mesh, Some(2)));
+    assert_eq!(join(&mut w, 1, c), Mesh);
+    assert_eq!(join(&mut w, 2, c), Mesh);
+    w.clear();
+    // The third member is past the admin's limit (the relay's is 8).
+    assert_eq!(join(&mut w, 3, c), Sfu);
+    assert_eq!(modes_seen(&mut w, 4), vec![Sfu]);
+    assert_eq!(listed(&mut w), (Sfu, Some(2)));
+    // The relay's limit clears it: 3 members are back to a mesh (at most 8 - 2).
+    w.ok(1, limit(8));
+    assert_eq!(modes_seen(&mut w, 4), vec![Mesh]);
+    assert_eq!(listed(&mut w), (Mesh, None));
+    // Lowering it under the members present moves them to the SFU at once; the limit stays
+    // while the channel is empty.
+    w.ok(1, limit(0));
+    assert_eq!(modes_seen(&mut w, 4), vec![Sfu]);
+    for n in 1..=3 {
+        w.ok(n, Request::ChannelLeave);
+    }
+    assert_eq!(listed(&mut w), (Mesh, Some(0)));
+    assert_eq!(join(&mut w, 1, c), Sfu, "0: the SFU from the first member");
 }

@@ -169,25 +169,65 @@ impl Hub {
         channel: ChannelId,
         max_participants: Option<u32>,
         permissions: Option<ChannelPermissions>,
+        mesh_limit: Option<u32>,
     ) -> HubResult {
         let server = self.channel_server(channel)?;
         self.require_role(server, &user, Role::Admin)?;
         if let Some(m) = max_participants {
             self.check_size(m)?;
         }
+        // The mesh limit first, so that `channel_updated` shows it; put back if the store
+        // refuses the rest. The relay's limit or more clears it.
+        let limit_before = self.voice.get(&channel).and_then(|v| v.mesh_limit);
+        if let Some(l) = mesh_limit.map(|l| l as usize) {
+            let lower = l < self.config.mode.mesh_max;
+            self.voice.entry(channel).or_default().mesh_limit = lower.then_some(l);
+        }
         // A lower limit does not evict anyone; lost permissions do apply at once.
-        let roster = self.edit_channel(channel, |c| {
+        let edited = self.edit_channel(channel, |c| {
             if let Some(m) = max_participants {
                 c.max_participants = m;
             }
             if let Some(p) = permissions {
                 c.permissions = p;
             }
-        })?;
+        });
+        let roster = match edited {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(v) = self.voice.get_mut(&channel) {
+                    v.mesh_limit = limit_before;
+                }
+                self.forget_idle_voice(channel);
+                return Err(e);
+            }
+        };
         for u in roster {
             self.enforce_permissions(&u);
         }
+        if mesh_limit.is_some() {
+            // A lower limit may move the channel to the SFU now, a higher one back to mesh.
+            self.update_mode(channel);
+            self.forget_idle_voice(channel);
+        }
         Ok(Reply::Ok)
+    }
+
+    /// Drops the voice state of a channel nobody is in that keeps nothing (no mesh limit).
+    fn forget_idle_voice(&mut self, channel: ChannelId) {
+        let empty = self
+            .model
+            .channels
+            .get(&channel)
+            .is_none_or(|c| c.roster.is_empty());
+        if empty
+            && self
+                .voice
+                .get(&channel)
+                .is_some_and(|v| v.mesh_limit.is_none())
+        {
+            self.voice.remove(&channel);
+        }
     }
 
     /// Re-apply `u`'s channel permissions: remove them if they lost `join`, else clamp their
@@ -417,8 +457,14 @@ impl Hub {
             .iter()
             .any(|u| self.online.get(u).is_some_and(|o| o.voice.video));
         let current = self.mode_of(channel);
-        let next = self.config.mode.with_video(video).next(current, members);
-        if members == 0 {
+        let limit = self.voice.get(&channel).and_then(|v| v.mesh_limit);
+        let next = self
+            .config
+            .mode
+            .with_limit(limit)
+            .with_video(video)
+            .next(current, members);
+        if members == 0 && limit.is_none() {
             self.voice.remove(&channel);
         } else {
             self.voice.entry(channel).or_default().mode = next;
