@@ -63,6 +63,7 @@ pub fn builder() -> Builder<tauri::Wry> {
             tray::tray_sync,
             desktop::desktop_settings_get,
             desktop::desktop_settings_set,
+            desktop::update_check,
             video::video_subscribe,
             video::video_settings_get,
             video::video_settings_set,

@@ -9,6 +9,7 @@ import { FriendsScreen } from "./features/friends/FriendsScreen";
 import { LinkPrompt } from "./features/links/LinkPrompt";
 import { useTray } from "./features/desktop/tray";
 import { RelayBanner } from "./features/voice/RelayBanner";
+import { UpdateNotice } from "./features/desktop/Updates";
 import { CallPanel } from "./features/calls/CallPanel";
 import { ServerRail, type View } from "./features/layout/ServerRail";
 import { useVoiceSync } from "./features/voice/store";
@@ -113,6 +114,7 @@ function Shell(props: {
           <span class="avatar">{id.display_name.slice(0, 1).toUpperCase()}</span>
           {id.display_name}
         </div>
+        <UpdateNotice />
         <RelayBanner />
       </div>
       {props.settingsOpen && <SettingsOverlay identity={id} onClose={() => props.onSettings(false)} />}

@@ -121,6 +121,8 @@ export function fakeBackend(
           return [];
         case "tray_sync":
           return false;
+        case "update_check":
+          return { current: "0.1.0", latest: null, url: null, notes: null, newer: false };
         case "desktop_settings_get":
           return { settings: { start_on_login: false, close_to_tray: false }, tray: false, autostart_error: null };
         case "video_settings_get":

@@ -195,3 +195,47 @@ pub fn desktop_settings_set(
         .map_err(|e| CommandError::storage("Could not save the desktop settings", e))?;
     Ok(view(&state, &tray))
 }
+
+/// What `update_check` found: this app's version and the release the relay announces.
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct UpdateView {
+    /// This app's version.
+    pub current: String,
+    /// The newest release the relay announces (null: it announces none).
+    pub latest: Option<String>,
+    /// Where to get it (shown and copied, never opened or downloaded by Hum).
+    pub url: Option<String>,
+    pub notes: Option<String>,
+    /// `latest` is newer than `current`.
+    pub newer: bool,
+}
+
+/// Asks the relay for the newest client release (`client_release`) and compares it with this
+/// app's version. Hum never downloads or replaces itself.
+#[tauri::command]
+#[specta::specta]
+pub async fn update_check(state: State<'_, AppState>) -> CmdResult<UpdateView> {
+    use hum_engine::update::{self, UpdateError};
+    let relay = state.relay()?;
+    let status = update::check(&relay, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| match e {
+            UpdateError::Client(e) => crate::commands::connection::client_error(e),
+            UpdateError::BadRelease(e) => CommandError::new(
+                crate::error::ErrorCode::Rejected,
+                format!("The relay announced a release Hum cannot use: {e}."),
+            ),
+            UpdateError::Current(_) => CommandError::internal(e),
+        })?;
+    let (latest, url, notes) = match status.release {
+        Some(r) => (Some(r.version), Some(r.url), r.notes),
+        None => (None, None, None),
+    };
+    Ok(UpdateView {
+        current: status.current,
+        latest,
+        url,
+        notes,
+        newer: status.newer,
+    })
+}

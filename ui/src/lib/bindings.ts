@@ -111,6 +111,11 @@ export const commands = {
 	/**  Saves the settings and adds or removes the login entry. */
 	desktopSettingsSet: (settings: DesktopSettings) => typedError<DesktopView, CommandError>(__TAURI_INVOKE("desktop_settings_set", { settings })),
 	/**
+	 *  Asks the relay for the newest client release (`client_release`) and compares it with this
+	 *  app's version. Hum never downloads or replaces itself.
+	 */
+	updateCheck: () => typedError<UpdateView, CommandError>(__TAURI_INVOKE("update_check")),
+	/**
 	 *  Encoded video frames of every stream, raw bytes (`channels::VideoPacket`). The UI opens one
 	 *  at start and keeps it.
 	 */
@@ -688,6 +693,19 @@ export type TrayView = {
 	deafened: boolean,
 	/**  Relaying livestream chunks for other viewers is on (bandwidth settings' relay level). */
 	relay_on: boolean,
+};
+
+/**  What `update_check` found: this app's version and the release the relay announces. */
+export type UpdateView = {
+	/**  This app's version. */
+	current: string,
+	/**  The newest release the relay announces (null: it announces none). */
+	latest: string | null,
+	/**  Where to get it (shown and copied, never opened or downloaded by Hum). */
+	url: string | null,
+	notes: string | null,
+	/**  `latest` is newer than `current`. */
+	newer: boolean,
 };
 
 /**

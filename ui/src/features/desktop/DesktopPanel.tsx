@@ -2,6 +2,7 @@ import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import { commands, type DesktopSettings, type DesktopView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
+import { UpdatesSection } from "./Updates";
 
 /** Start on login and close to tray: both off until the user turns them on. */
 export function DesktopPanel() {
@@ -62,6 +63,7 @@ export function DesktopPanel() {
           {error.value}
         </p>
       )}
+      <UpdatesSection />
     </section>
   );
 }

@@ -1,0 +1,77 @@
+import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/preact";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { DISMISSED_KEY, UpdateNotice, UpdatesSection, resetUpdateCheck } from "./Updates";
+import { fakeBackend } from "../../test-support";
+import type { UpdateView } from "../../lib/bindings";
+
+afterEach(cleanup);
+beforeEach(() => {
+  resetUpdateCheck();
+  localStorage.removeItem(DISMISSED_KEY);
+});
+
+const newer: UpdateView = {
+  current: "0.1.0",
+  latest: "0.2.0",
+  url: "https://hum.example.org/download",
+  notes: "Video calls.",
+  newer: true,
+};
+const connected = () => ({ state: "connected", user_id: "ab".repeat(32), display_name: "alice" });
+
+describe("UpdateNotice", () => {
+  it("says a newer Hum exists once connected, and stays quiet for a dismissed version", async () => {
+    const calls = fakeBackend({ relay_status: connected, update_check: () => newer });
+    render(<UpdateNotice />);
+    const notice = await screen.findByTestId("update-notice");
+    expect(notice.textContent).toContain("Hum 0.2.0 is available (you have 0.1.0).");
+    expect(notice.textContent).toContain("Video calls.");
+    expect((screen.getByTestId("update-notice-url") as HTMLInputElement).value).toBe(newer.url);
+    fireEvent.click(screen.getByTestId("update-dismiss"));
+    expect(screen.queryByTestId("update-notice")).toBeNull();
+    expect(localStorage.getItem(DISMISSED_KEY)).toBe("0.2.0");
+
+    cleanup();
+    resetUpdateCheck();
+    render(<UpdateNotice />);
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "update_check").length).toBe(2));
+    expect(screen.queryByTestId("update-notice")).toBeNull();
+  });
+
+  it("asks nothing while not connected and shows nothing when up to date", async () => {
+    const calls = fakeBackend({ update_check: () => newer });
+    render(<UpdateNotice />);
+    await waitFor(() => expect(calls.some((c) => c.cmd === "relay_status")).toBe(true));
+    expect(calls.some((c) => c.cmd === "update_check")).toBe(false);
+
+    cleanup();
+    const calls2 = fakeBackend({
+      relay_status: connected,
+      update_check: () => ({ ...newer, current: "0.2.0", newer: false }),
+    });
+    render(<UpdateNotice />);
+    await waitFor(() => expect(calls2.some((c) => c.cmd === "update_check")).toBe(true));
+    expect(screen.queryByTestId("update-notice")).toBeNull();
+  });
+});
+
+describe("UpdatesSection", () => {
+  it("checks by hand and says what the relay announces, or why it could not", async () => {
+    let answer: () => unknown = () => ({ current: "0.1.0", latest: null, url: null, notes: null, newer: false });
+    fakeBackend({ update_check: () => answer() });
+    render(<UpdatesSection />);
+    fireEvent.click(screen.getByTestId("update-check"));
+    expect((await screen.findByTestId("update-result")).textContent).toContain("Your relay does not announce releases.");
+
+    answer = () => newer;
+    fireEvent.click(screen.getByTestId("update-check"));
+    await waitFor(() => expect(screen.getByTestId("update-result").textContent).toContain("Hum 0.2.0 is available"));
+    expect((screen.getByTestId("update-result-url") as HTMLInputElement).value).toBe(newer.url);
+
+    answer = () => {
+      throw { code: "relay_unavailable", message: "Not connected to a relay yet." };
+    };
+    fireEvent.click(screen.getByTestId("update-check"));
+    expect((await screen.findByTestId("update-error")).textContent).toContain("Not connected to a relay yet.");
+  });
+});
