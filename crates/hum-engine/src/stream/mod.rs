@@ -6,6 +6,8 @@
 //! - [`node`]: the loop around a viewer, the streamer's uploader (the relay hosts the root seed
 //!   and tracker), or an in-process root seed + tracker (tests without a relay).
 //! - [`relay_link`]: the WebSocket to the relay's `/mesh`, the link to a relay-hosted root.
+//! - [`ondemand`]: a recording's viewers fetching its whole range from each other, rarest
+//!   first, the relay's store as root.
 //! - [`playback`]: fetching a recording from the relay, every chunk verified.
 //! - [`source`]: the streamer's media (pattern, Y4M file, camera or screen through VP8; a tone or
 //!   the microphone through Opus), cut into chunks.
@@ -15,6 +17,7 @@
 
 pub mod link;
 pub mod node;
+pub mod ondemand;
 pub mod playback;
 pub mod player;
 pub mod relay_link;
