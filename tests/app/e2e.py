@@ -237,11 +237,19 @@ def read_pattern(session, testid, timeout=20):
                            lambda v: isinstance(v, dict) and v.get("ok"), timeout, f"pattern code on {testid}")
 
 
+# The release the test relay announces (issue 19's update check): newer than any build of the app.
+ANNOUNCED_RELEASE = {"version": "99.0.0", "url": "https://hum.example.org/download", "notes": "E2E release notes."}
+
+
 def start_relay(binary, port, data, log):
+    release = os.path.join(data, "client-release.json")
+    with open(release, "w") as f:
+        json.dump(ANNOUNCED_RELEASE, f)
     proc = subprocess.Popen(
         # A mesh of at most 2: a third member moves a channel onto the relay's SFU (the big-room
         # steps below use 3 members instead of 9).
-        [binary, "--listen", f"127.0.0.1:{port}", "--data", data, "--mesh-limit", "2"],
+        [binary, "--listen", f"127.0.0.1:{port}", "--data", data, "--mesh-limit", "2",
+         "--client-release", release],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     wait_for_port("127.0.0.1", port, 30)
@@ -328,6 +336,19 @@ def notification_check(session, monitor, text):
         check(f"the window is in the background: the call is a desktop notification ({text!r})", seen())
 
 
+def update_notice_checks(session):
+    """Issue 19: after login the app asks the relay for the newest release and says a newer one
+    exists (the test relay announces 99.0.0); "Not now" hides it for that version."""
+    want = ANNOUNCED_RELEASE["version"]
+    text = session.wait_text("update-notice", lambda t: want in t, 30)
+    check("a newer release announced by the relay is shown after login",
+          f"Hum {want} is available" in text and ANNOUNCED_RELEASE["notes"] in text, text)
+    url = session.prop("update-notice-url", "value")
+    check("the notice shows the download page (Hum opens nothing itself)", url == ANNOUNCED_RELEASE["url"], url)
+    session.click("update-dismiss")
+    check("'Not now' hides the notice", wait_gone(session, "update-notice"))
+
+
 def desktop_settings_checks(session, data_dir):
     """Issue 19: Settings -> Desktop. Start on login writes the XDG autostart entry (hum-app
     --minimized) and removes it; close to tray is offered exactly when the app has a tray."""
@@ -356,6 +377,11 @@ def desktop_settings_checks(session, data_dir):
     offered = session.prop("close-to-tray", "disabled") is False
     check("close to tray is offered exactly when there is a tray", offered == has_tray,
           f"tray={has_tray} offered={offered}")
+    session.click("update-check")
+    want = ANNOUNCED_RELEASE["version"]
+    result = session.wait_text("update-result", lambda t: want in t, 30)
+    check("Settings -> Desktop -> Check for updates names the newer release", f"Hum {want} is available" in result,
+          result)
     session.click("nav-voice")
 
 
@@ -612,6 +638,7 @@ def main():
         state = session.wait_js("return document.querySelector('[data-testid=relay-state]').dataset.state",
                                 lambda v: v == "connected", 30, "relay connected")
         check("connects to the relay", state == "connected", state)
+        update_notice_checks(session)
         if args.measure and driver:
             measure(driver.pid, "idle, connected", args.measure)
 
