@@ -8,11 +8,15 @@
 //! the remote description is set.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hum_proto::Bitrate;
 use hum_proto::UserId;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, BandwidthEstimator, CongestionControlBuilder, Interceptor, Packet, Registry, Slot,
+    StreamInfo, TaggedPacket, TwccSenderBuilder,
+};
 use rtc::media::Sample;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
@@ -37,7 +41,8 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::audio::AudioEngine;
-use super::video::{SIMULCAST_LAYERS, SessionVideo};
+use super::video::congestion::{self, LayerControl};
+use super::video::{MeshDemand, SIMULCAST_LAYERS, SessionVideo, ladder_rates};
 use super::{VoiceConfig, VoiceError};
 use hum_media::video::simulcast::LayerFrame;
 
@@ -135,7 +140,13 @@ impl Peer {
     ) -> Result<Self, VoiceError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
-        let registry = interceptors(&mut media)?;
+        // With video to send, the path's bandwidth estimate (GCC over TWCC feedback) drives
+        // which layer this peer gets and at what rate (see `video::congestion`).
+        let estimate = video.sender.as_ref().map(|_| Arc::new(AtomicU64::new(0)));
+        let registry = match (&video.sender, &estimate) {
+            (Some(s), Some(e)) => congestion_interceptors(&mut media, s.bitrate(), e.clone())?,
+            _ => interceptors(&mut media)?,
+        };
         let ice = cfg.ice();
         let config = ice.rtc_configuration()?;
         let gathered = Arc::new(AtomicBool::new(false));
@@ -205,6 +216,9 @@ impl Peer {
                     closed: closed.clone(),
                     wish: video.wish(user),
                     demand,
+                    estimate: estimate.clone().unwrap_or_default(),
+                    total: send.bitrate_knob(),
+                    size: (send.format.width, send.format.height),
                     pli,
                     layer_keyframes: send.layer_keyframe_flags(),
                     fps: send.format.fps.max(1),
@@ -409,8 +423,15 @@ struct VideoOut {
     closed: Arc<AtomicBool>,
     /// The layer the peer asked for (`NO_LAYER`: none, or it never asked).
     wish: Arc<AtomicU8>,
-    /// The layers this loop needs encoded now (the capture thread ORs every peer's).
-    demand: Arc<AtomicU8>,
+    /// The layers this loop needs encoded now (the capture thread ORs every peer's), and the
+    /// rate the path allows for them.
+    demand: Arc<MeshDemand>,
+    /// The path's bandwidth estimate (bit/s, GCC), copied out of the interceptor chain.
+    estimate: Arc<AtomicU64>,
+    /// The user's budget for our video (bit/s): the ladder's total.
+    total: Arc<AtomicU64>,
+    /// Source size, for the ladder's rates.
+    size: (u32, u32),
     /// The peer sent a PLI/FIR.
     pli: Arc<AtomicBool>,
     layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
@@ -434,10 +455,14 @@ async fn video_write_loop(
         closed,
         wish,
         demand,
+        estimate,
+        total,
+        size,
         pli,
         layer_keyframes,
         fps,
     } = out;
+    let mut control = LayerControl::default();
     let mut target: Option<(u32, u8)> = None;
     // The layer sent now, and whether the peer got a keyframe of it since the last gap.
     let mut current: Option<usize> = None;
@@ -467,14 +492,40 @@ async fn video_write_loop(
             _ = tick.tick() => None,
         };
         if closed.load(Ordering::SeqCst) {
-            demand.store(0, Ordering::Relaxed);
+            demand.mask.store(0, Ordering::Relaxed);
             return;
         }
         let up = connected.load(Ordering::SeqCst);
-        let wanted = match wish.load(Ordering::SeqCst) {
+        let asked = match wish.load(Ordering::SeqCst) {
             l if up && usize::from(l) < SIMULCAST_LAYERS => Some(usize::from(l)),
             _ => None,
         };
+        // Congestion control: at most the layer the path's estimate allows, at the rate it
+        // allows.
+        let wanted = asked.map(|w| {
+            let cap = Bitrate::from_bps(total.load(Ordering::Relaxed));
+            let nominal = ladder_rates(size.0, size.1, cap);
+            let estimated = Bitrate::from_bps(estimate.load(Ordering::Relaxed));
+            let before = control.layer();
+            let d = control.update(
+                Instant::now(),
+                &nominal,
+                w,
+                congestion::available(estimated, cap),
+            );
+            if before.is_some_and(|b| b != d.layer) {
+                tracing::info!(
+                    %user,
+                    layer = d.layer,
+                    asked = w,
+                    estimate_kbps = estimated.bps() / 1000,
+                    rate_kbps = d.bitrate.bps() / 1000,
+                    "video congestion: layer to peer changed"
+                );
+            }
+            demand.cap_bps.store(d.bitrate.bps(), Ordering::Relaxed);
+            d.layer
+        });
         if wanted.is_none() {
             if current.take().is_some() {
                 tracing::debug!(%user, "video to peer paused");
@@ -487,7 +538,7 @@ async fn video_write_loop(
         if let (Some(c), Some(_)) = (current, wanted) {
             mask |= 1 << c;
         }
-        demand.store(mask, Ordering::Relaxed);
+        demand.mask.store(mask, Ordering::Relaxed);
         if pli.swap(false, Ordering::Relaxed)
             && let Some(l) = current.or(wanted)
         {
@@ -583,6 +634,8 @@ pub(crate) fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
 pub(crate) struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    /// Where the congestion controller's estimate (bit/s) goes, with congestion control on.
+    estimate: Option<Arc<AtomicU64>>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
@@ -593,6 +646,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        // The estimate rides on the feedback packet that changed it (wire-most interceptor).
+        if let Some(estimate) = &self.estimate
+            && let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+                msg.message.get(&Attribute::TargetBitrateChanged {
+                    bits_per_second: 0.0,
+                })
+        {
+            estimate.store(*bits_per_second as u64, Ordering::Relaxed);
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
@@ -667,4 +729,31 @@ pub(crate) fn opus_track(
 pub(crate) fn interceptors(media: &mut MediaEngine) -> Result<Registry, VoiceError> {
     Ok(register_default_interceptors(Registry::new(), media)?
         .with(Slot::from(14_000), KeyframeRequests::default()))
+}
+
+/// [`interceptors`] plus send-side congestion control, for a mesh peer we send video to: our
+/// packets get transport-wide sequence numbers (the peer's TWCC receiver, in the default chain
+/// on both sides, reports their arrival), GCC estimates the path from those reports, and its
+/// estimate is stored in `estimate` (bit/s). No pacer: the encoder follows the estimate, and a
+/// pacer would delay audio behind video bursts.
+pub(crate) fn congestion_interceptors(
+    media: &mut MediaEngine,
+    cap: Bitrate,
+    estimate: Arc<AtomicU64>,
+) -> Result<Registry, VoiceError> {
+    let gcc = congestion::estimator(cap);
+    estimate.store(gcc.target_bitrate() as u64, Ordering::Relaxed);
+    Ok(register_default_interceptors(Registry::new(), media)?
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(gcc).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::from(14_000),
+            KeyframeRequests {
+                estimate: Some(estimate),
+                ..Default::default()
+            },
+        ))
 }

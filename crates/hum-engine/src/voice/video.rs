@@ -40,6 +40,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use super::assembler::{Assembled, AssemblerConfig, FrameAssembler};
 use super::{VoiceError, VoiceEvent};
 
+pub mod congestion;
+
 /// How often a PLI is repeated while a keyframe is awaited.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(300);
 
@@ -359,6 +361,9 @@ pub struct VideoSendStats {
     pub captured: u64,
     pub encoded: [u64; SIMULCAST_LAYERS],
     pub active: [bool; SIMULCAST_LAYERS],
+    /// The rate each running layer is encoded at now (the ladder's share, lowered by the
+    /// congestion controllers of the peers receiving it; zero: not running).
+    pub bitrate: [Bitrate; SIMULCAST_LAYERS],
 }
 
 #[derive(Default)]
@@ -366,6 +371,20 @@ struct SendCounters {
     captured: AtomicU64,
     encoded: [AtomicU64; SIMULCAST_LAYERS],
     active: AtomicU8,
+    bitrate_bps: [AtomicU64; SIMULCAST_LAYERS],
+}
+
+/// What one mesh send loop needs encoded: a mask of layers, and the rate its congestion
+/// controller allows for them (0: no limit).
+#[derive(Debug, Default)]
+pub(crate) struct MeshDemand {
+    pub(crate) mask: AtomicU8,
+    pub(crate) cap_bps: AtomicU64,
+}
+
+/// The nominal rate of each layer of the ladder for a `width` x `height` source and `total`.
+pub fn ladder_rates(width: u32, height: u32, total: Bitrate) -> [Bitrate; SIMULCAST_LAYERS] {
+    simulcast_ladder(width, height, total).map(|l| l.bitrate)
 }
 
 /// The simulcast ladder for a source of `width` x `height`: a quarter, a half and the full
@@ -408,7 +427,7 @@ pub(crate) struct VideoSender {
     /// The same frames for mesh peers' send loops (each picks its layer).
     mesh: broadcast::Sender<Arc<LayerFrame>>,
     /// Per mesh send loop: the mask of layers it needs now (dead entries are pruned).
-    demand: Arc<Mutex<Vec<Weak<AtomicU8>>>>,
+    demand: Arc<Mutex<Vec<Weak<MeshDemand>>>>,
     /// Per simulcast layer: a keyframe is wanted (a PLI, a peer switching to the layer).
     layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
     counters: Arc<SendCounters>,
@@ -421,19 +440,31 @@ pub(crate) struct VideoSender {
     pub(crate) format: VideoFormat,
 }
 
-/// The layers someone needs: all while the SFU listens, plus every mesh send loop's mask.
-fn wanted_layers(sfu: bool, demand: &Mutex<Vec<Weak<AtomicU8>>>) -> u8 {
+/// The layers someone needs: all while the SFU listens, plus every mesh send loop's mask; and
+/// per layer the lowest rate a mesh loop receiving it allows (`u64::MAX`: no limit).
+fn wanted_layers(
+    sfu: bool,
+    demand: &Mutex<Vec<Weak<MeshDemand>>>,
+) -> (u8, [u64; SIMULCAST_LAYERS]) {
     let mut mask = if sfu { (1 << SIMULCAST_LAYERS) - 1 } else { 0 };
+    let mut caps = [u64::MAX; SIMULCAST_LAYERS];
     if let Ok(mut d) = demand.lock() {
         d.retain(|w| match w.upgrade() {
             Some(m) => {
-                mask |= m.load(Ordering::Relaxed);
+                let loop_mask = m.mask.load(Ordering::Relaxed);
+                let cap = m.cap_bps.load(Ordering::Relaxed);
+                mask |= loop_mask;
+                for (i, c) in caps.iter_mut().enumerate() {
+                    if loop_mask & (1 << i) != 0 && cap > 0 {
+                        *c = (*c).min(cap);
+                    }
+                }
                 true
             }
             None => false,
         });
     }
-    mask
+    (mask, caps)
 }
 
 impl VideoSender {
@@ -453,7 +484,7 @@ impl VideoSender {
         .map_err(|e| VoiceError::WebRtc(format!("video encoder: {e}")))?;
         let (layers, _) = broadcast::channel::<Arc<LayerFrame>>(48);
         let (mesh, _) = broadcast::channel::<Arc<LayerFrame>>(48);
-        let demand: Arc<Mutex<Vec<Weak<AtomicU8>>>> = Arc::default();
+        let demand: Arc<Mutex<Vec<Weak<MeshDemand>>>> = Arc::default();
         let layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]> =
             Arc::new(std::array::from_fn(|_| AtomicBool::new(true)));
         let counters = Arc::new(SendCounters::default());
@@ -494,7 +525,7 @@ impl VideoSender {
                         continue;
                     }
                     count.captured.fetch_add(1, Ordering::Relaxed);
-                    let mask = wanted_layers(sfu_tx.receiver_count() > 0, &wanted);
+                    let (mask, caps) = wanted_layers(sfu_tx.receiver_count() > 0, &wanted);
                     if mask != last_mask {
                         tracing::info!(
                             "video layers wanted: {}{}{} (low, medium, high)",
@@ -527,9 +558,17 @@ impl VideoSender {
                         continue;
                     };
                     for (i, l) in ladder.iter().enumerate() {
-                        enc.set_active(i, mask & (1 << i) != 0);
-                        if enc.layer(i).is_some_and(|c| c.bitrate != l.bitrate)
-                            && let Err(e) = enc.set_bitrate(i, l.bitrate)
+                        let on = mask & (1 << i) != 0;
+                        enc.set_active(i, on);
+                        // The ladder's share, or less if a receiving peer's path carries less.
+                        let rate = l
+                            .bitrate
+                            .min(Bitrate::from_bps(caps[i]))
+                            .max(congestion::MIN_LAYER_RATE);
+                        count.bitrate_bps[i]
+                            .store(if on { rate.bps() } else { 0 }, Ordering::Relaxed);
+                        if enc.layer(i).is_some_and(|c| c.bitrate != rate)
+                            && let Err(e) = enc.set_bitrate(i, rate)
                         {
                             tracing::debug!("simulcast bitrate: {e}");
                         }
@@ -571,8 +610,8 @@ impl VideoSender {
 
     /// The encoded layers for a mesh peer's send loop, and the mask through which it says
     /// which layers it needs (a layer runs while some mask has its bit).
-    pub(crate) fn subscribe_mesh(&self) -> (broadcast::Receiver<Arc<LayerFrame>>, Arc<AtomicU8>) {
-        let mask = Arc::new(AtomicU8::new(0));
+    pub(crate) fn subscribe_mesh(&self) -> (broadcast::Receiver<Arc<LayerFrame>>, Arc<MeshDemand>) {
+        let mask = Arc::new(MeshDemand::default());
         if let Ok(mut d) = self.demand.lock() {
             d.push(Arc::downgrade(&mask));
         }
@@ -596,6 +635,9 @@ impl VideoSender {
             captured: c.captured.load(Ordering::Relaxed),
             encoded: std::array::from_fn(|i| c.encoded[i].load(Ordering::Relaxed)),
             active: std::array::from_fn(|i| active & (1 << i) != 0),
+            bitrate: std::array::from_fn(|i| {
+                Bitrate::from_bps(c.bitrate_bps[i].load(Ordering::Relaxed))
+            }),
         }
     }
 
@@ -605,6 +647,11 @@ impl VideoSender {
 
     pub(crate) fn bitrate(&self) -> Bitrate {
         Bitrate::from_bps(self.bitrate_bps.load(Ordering::Relaxed))
+    }
+
+    /// The budget knob ([`Self::set_bitrate`]), shared with the mesh send loops.
+    pub(crate) fn bitrate_knob(&self) -> Arc<AtomicU64> {
+        self.bitrate_bps.clone()
     }
 
     /// Stops the thread (it ends after the frame it is reading).
