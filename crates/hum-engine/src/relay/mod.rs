@@ -7,8 +7,8 @@
 //! any number of subscribers (the app, the voice engine, a bot) read independently.
 //!
 //! Across a reconnect the client re-joins the voice channel it was in, with the voice state it
-//! last set, so the relay's rosters are rebuilt as clients come back (the relay keeps no presence
-//! on disk).
+//! last set, and watches again the servers it watched (`watch_servers`), so the relay's rosters
+//! are rebuilt as clients come back (the relay keeps no presence on disk).
 
 mod session;
 
@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use hum_proto::signal::Handle;
 use hum_proto::signal::{
-    ChannelInfo, ChannelPermissions, ErrorCode, Friend, InviteInfo, Limits, Name, Permissions,
-    Reply, Request, ServerInfo, ServerSummary, SignalPayload, SignalScope, UserSummary, VoiceState,
-    VoiceStatePatch, VoiceTopology,
+    ChannelInfo, ChannelPermissions, ErrorCode, Friend, InviteInfo, Limits, Member, Name,
+    Permissions, Reply, Request, ServerInfo, ServerSummary, SignalPayload, SignalScope,
+    UserSummary, VoiceState, VoiceStatePatch, VoiceTopology,
 };
 use hum_proto::signal::{DisplayName, Event, TurnServer};
 use hum_proto::{CallId, ChannelId, InviteCode, ServerId, UserId};
@@ -171,6 +171,9 @@ impl std::fmt::Debug for RelayClient {
     }
 }
 
+/// The largest `member_list` page the relay gives.
+pub const MEMBER_PAGE_MAX: u32 = 1000;
+
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 4096;
 
@@ -191,6 +194,7 @@ impl RelayClient {
             state: state_tx,
             next_id: AtomicU64::new(1),
             rejoin: None,
+            watching: None,
         };
         tokio::spawn(task.run());
         RelayClient {
@@ -403,6 +407,51 @@ impl RelayClient {
         match self.request(Request::ServerInfo { server }).await? {
             Reply::Server { server } => Ok(server),
             other => Err(unexpected("server", &other)),
+        }
+    }
+    /// Lazy subscriptions (docs/protocol.md, "subscribe"): hear member changes and voice
+    /// activity only for `servers` (the one on screen) plus the channel this session is in.
+    /// Each call replaces the last list; the session sends it again after a reconnect. A
+    /// session that never calls this hears every server it is a member of (the old way).
+    pub async fn watch_servers(&self, servers: Vec<ServerId>) -> Result<(), ClientError> {
+        self.expect_ok(Request::Subscribe { servers }).await
+    }
+    /// One page of `server`'s members in user-id order after `after` (`None`: from the first),
+    /// at most `limit` (1-1000; `None`: the relay's default, 100). Returns the page and the
+    /// `after` of the next one (`None`: this was the last).
+    pub async fn member_page(
+        &self,
+        server: ServerId,
+        after: Option<UserId>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<Member>, Option<UserId>), ClientError> {
+        match self
+            .request(Request::MemberList {
+                server,
+                after,
+                limit,
+            })
+            .await?
+        {
+            Reply::Members { members, next, .. } => Ok((members, next)),
+            other => Err(unexpected("members", &other)),
+        }
+    }
+    /// Every member of `server`, fetched in pages of [`MEMBER_PAGE_MAX`] (a lazy session's
+    /// `server_info` holds only the first 100).
+    pub async fn members(&self, server: ServerId) -> Result<Vec<Member>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = self
+                .member_page(server, after, Some(MEMBER_PAGE_MAX))
+                .await?;
+            all.extend(page);
+            match next {
+                // A relay that answered a `next` not past this page would loop forever.
+                Some(n) if Some(n) != after => after = Some(n),
+                _ => return Ok(all),
+            }
         }
     }
     pub async fn server_rename(&self, server: ServerId, name: Name) -> Result<(), ClientError> {

@@ -11,7 +11,7 @@ use hum_proto::signal::{
     ClientMessage, ErrorCode, Event, PROTOCOL_VERSION, Reply, Request, ServerMessage, VoiceState,
     decode_server_message, encode,
 };
-use hum_proto::{ChannelId, RequestId, UserId};
+use hum_proto::{ChannelId, RequestId, ServerId, UserId};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -37,6 +37,9 @@ pub(super) struct Task {
     pub next_id: AtomicU64,
     /// The voice channel to re-join after a reconnect, with the voice state last published.
     pub rejoin: Option<(ChannelId, VoiceState)>,
+    /// The servers last watched (`subscribe`), sent again after a reconnect; `None`: never
+    /// asked (the session hears every server).
+    pub watching: Option<Vec<ServerId>>,
 }
 
 /// Why a session ended.
@@ -63,6 +66,8 @@ enum Pending {
     KeepAlive,
     /// The client's own re-join after a reconnect.
     Rejoin(ChannelId),
+    /// The client's own `subscribe` after a reconnect.
+    Resubscribe,
 }
 
 impl Task {
@@ -267,6 +272,18 @@ impl Task {
         let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
         let mut last_heard = Instant::now();
 
+        // Watch again first, so the re-join's events already follow the lazy rules.
+        if let Some(servers) = self.watching.clone() {
+            let id = next_request_id(&self.next_id);
+            pending.insert(id, Pending::Resubscribe);
+            let request = Request::Subscribe { servers };
+            if let Err(e) = sink
+                .send(Message::text(encode(&ClientMessage { id, request })))
+                .await
+            {
+                return self.lose(pending, format!("relay connection failed: {e}"));
+            }
+        }
         if let Some((channel, voice)) = self.rejoin {
             let id = next_request_id(&self.next_id);
             let request = Request::ChannelJoin {
@@ -294,7 +311,10 @@ impl Task {
                         let id = next_request_id(&self.next_id);
                         let tracked = matches!(
                             request,
-                            Request::ChannelJoin { .. } | Request::ChannelLeave | Request::VoiceUpdate { .. }
+                            Request::ChannelJoin { .. }
+                                | Request::ChannelLeave
+                                | Request::VoiceUpdate { .. }
+                                | Request::Subscribe { .. }
                         ).then(|| request.clone());
                         let text = encode(&ClientMessage { id, request });
                         pending.insert(id, Pending::Caller { reply, tracked });
@@ -376,6 +396,12 @@ impl Task {
                 let _ = reply.send(answer);
             }
             Pending::KeepAlive => {}
+            Pending::Resubscribe => {
+                if let Err(e) = answer {
+                    // A server left meanwhile: the app will watch what it shows next.
+                    tracing::warn!("watching the same servers again after a reconnect: {e}");
+                }
+            }
             Pending::Rejoin(channel) => match answer {
                 Ok(Reply::Joined { channel, .. }) => {
                     let _ = self.events.send(ClientEvent::Rejoined { channel });
@@ -399,6 +425,7 @@ impl Task {
                 self.rejoin = Some((*channel, voice.unwrap_or_default()));
             }
             (Request::ChannelLeave, _) => self.rejoin = None,
+            (Request::Subscribe { servers }, _) => self.watching = Some(servers.clone()),
             (Request::VoiceUpdate { voice }, _) => {
                 if let Some((_, state)) = &mut self.rejoin {
                     *state = voice.apply(*state);
