@@ -78,8 +78,11 @@ fn build_web(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A raw HTTP/1.0 GET: status, headers (lowercase names), body bytes.
-fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+/// Status, headers (lowercase names), body bytes.
+type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A raw HTTP/1.0 GET.
+fn get(addr: SocketAddr, path: &str) -> Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
