@@ -8,6 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hum_engine::stream::playback::fetch_recording;
 use hum_engine::stream::player::{AudioPlayout, spawn_player};
+use hum_engine::stream::session::{RecordingOptions, RecordingSession};
 use hum_engine::stream::session::{mesh_ticket, mesh_url};
 use hum_engine::stream::source::{AudioInput, LayerSpec, SourceConfig, VideoInput};
 use hum_engine::stream::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession};
@@ -148,8 +149,14 @@ fn parse_quality(s: &str) -> Result<Layer, String> {
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
-    /// The stream id (from `hum stream list` or the streamer's output).
+    /// The stream id (from `hum stream list` or the streamer's output), or with --recording a
+    /// recording id (from `hum stream recordings`).
     pub stream: u64,
+    /// Watch a recording in the on-demand mesh: its viewers fetch the whole range from each
+    /// other, rarest first, the relay's store as root. Runs until --duration (serving later
+    /// viewers after it holds everything) or, without it, until every chunk is played.
+    #[arg(long, conflicts_with_all = ["quality", "auto", "switch_to", "play", "drop_root_after"])]
+    pub recording: bool,
     /// Upload (kbit/s) you give to relaying the stream to other viewers; 0: none.
     #[arg(long, default_value_t = 2000)]
     pub relay_kbps: u64,
@@ -293,6 +300,91 @@ pub async fn run_stream(cli: &Cli, cmd: &StreamCmd) -> Result<()> {
     }
 }
 
+/// `hum watch --recording ID`: the on-demand mesh.
+async fn watch_recording(cli: &Cli, args: &WatchArgs) -> Result<()> {
+    let client = connect(cli).await?;
+    let info = find_recording(&client, args.stream).await?;
+    let session = RecordingSession::join(
+        &client,
+        &info,
+        &cli.relay,
+        RecordingOptions {
+            bind: vec![args.bind.clone()],
+            relay: Bitrate::from_kbps(args.relay_kbps),
+            corrupt: args.corrupt,
+            played: None,
+        },
+    )
+    .await
+    .map_err(|e| anyhow!("joining the recording's swarm: {e}"))?;
+    let began = Instant::now();
+    let mut reports = session.report_watch();
+    let done = async {
+        while !reports.borrow_and_update().complete {
+            if reports.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    let why = match args.duration {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => "duration",
+                _ = tokio::signal::ctrl_c() => "interrupted",
+            }
+        }
+        None => {
+            tokio::select! {
+                _ = done => "complete",
+                _ = tokio::signal::ctrl_c() => "interrupted",
+            }
+        }
+    };
+    let report = session.stop().await;
+    let secs = began.elapsed().as_secs_f64();
+    if cli.json {
+        println!(
+            "{}",
+            json!({"recording": info, "ended": why, "seconds": secs, "viewer": report})
+        );
+    } else {
+        println!(
+            "recording {} ({why}, {secs:.1} s): played {} of {} chunks ({} verified, {} corrupt); {} chunks from peers, {} from the relay; served {} chunks to others",
+            info.id,
+            report.played,
+            report.recording_chunks,
+            report.played_verified,
+            report.played_corrupt,
+            report.chunks_from_peers,
+            report.chunks_from_root,
+            report.chunks_served,
+        );
+    }
+    client.shutdown().await;
+    Ok(())
+}
+
+/// A recording in one of our servers (its server is not known here: look in each).
+async fn find_recording(
+    client: &hum_engine::RelayClient,
+    recording: u64,
+) -> Result<hum_proto::signal::RecordingInfo> {
+    let servers = match client.request(Request::ServerList).await? {
+        Reply::Servers { servers } => servers,
+        r => bail!("unexpected reply {r:?}"),
+    };
+    let mut info = None;
+    for s in servers {
+        if let Reply::Recordings { recordings } = client
+            .request(Request::RecordingList { server: s.id })
+            .await?
+        {
+            info = recordings.into_iter().find(|r| r.id == recording).or(info);
+        }
+    }
+    info.with_context(|| format!("no recording {recording} in your servers"))
+}
+
 async fn play(cli: &Cli, recording: u64) -> Result<()> {
     let client = connect(cli).await?;
     // Its server is not known here: find it among ours.
@@ -414,6 +506,9 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
 }
 
 pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
+    if args.recording {
+        return watch_recording(cli, args).await;
+    }
     let client = connect(cli).await?;
     let stream = StreamId(args.stream);
     let (played_tx, played_rx) = if args.play {

@@ -284,6 +284,7 @@ mod tests {
             chunks: 0,
             bytes: 0,
             ended: false,
+            layer: None,
         }
     }
 

@@ -26,8 +26,8 @@ pub mod source;
 pub mod splice;
 
 pub use node::{
-    Command, NodeConfig, NodeHandle, NodeReport, PlayedChunk, spawn_root, spawn_uploader,
-    spawn_viewer,
+    Command, NodeConfig, NodeHandle, NodeReport, PlayedChunk, spawn_recording, spawn_root,
+    spawn_uploader, spawn_viewer,
 };
 pub use session::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession};
 

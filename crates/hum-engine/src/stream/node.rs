@@ -29,6 +29,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::link::{Lane, LinkEvent, MeshLink};
+use super::ondemand::{OnDemand, OnDemandConfig};
 use super::relay_link::RelayLink;
 use super::splice::{Pick, Splicer};
 
@@ -146,6 +147,8 @@ pub enum Command {
     /// (the next grants are its) from the end of what the current one holds; the player cuts
     /// over at a chunk boundary ([`Splicer`]) and the old machine goes.
     SwitchLayer { layer: Layer, rate: Bitrate },
+    /// Recording: offer links to these viewers of the same recording.
+    Peers(Vec<UserId>),
 }
 
 /// Counts a node reports (the `hum watch --json` object).
@@ -202,6 +205,13 @@ pub struct NodeReport {
     pub layer: &'static str,
     pub played_by_layer: BTreeMap<&'static str, u64>,
     pub layer_switches: u64,
+    /// Recording (on-demand mesh): chunks in it, whether every one is held, chunks and bytes
+    /// served to other viewers of it, requests that timed out.
+    pub recording_chunks: u64,
+    pub complete: bool,
+    pub chunks_served: u64,
+    pub bytes_served: u64,
+    pub timeouts: u64,
 }
 
 /// A layer's name as reports and the CLI write it.
@@ -258,6 +268,8 @@ enum Machine {
     },
     /// The streamer when the relay is the root: sign each chunk, upload it once.
     Upload { publisher: Publisher },
+    /// A viewer of a recording in the on-demand mesh (the relay's store is the root).
+    OnDemand { od: Box<OnDemand>, check: Verifier },
 }
 
 struct Node {
@@ -342,6 +354,35 @@ pub fn spawn_viewer(
     Ok(spawn(me, streamer, cfg, start, machine, signals, "viewer"))
 }
 
+/// Start a viewer of a recording of `chunks` chunks of `cfg.layer` by `streamer` in the
+/// on-demand mesh: `cfg.root_url` is the relay's store (`recording_join`'s ticket); send
+/// [`Command::Peers`] with the other viewers it named. `seed` orders equally rare chunks.
+pub fn spawn_recording(
+    me: UserId,
+    streamer: UserId,
+    cfg: NodeConfig,
+    chunks: u64,
+    seed: u64,
+    signals: mpsc::UnboundedSender<(UserId, MeshSignal)>,
+) -> Result<NodeHandle, super::StreamError> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&streamer.0)
+        .map_err(|_| super::StreamError::BadStreamKey)?;
+    let start = Instant::now();
+    let od = OnDemand::new(
+        ROOT,
+        Verifier::new(key),
+        OnDemandConfig::new(cfg.layer, chunks, seed),
+        Time::ZERO,
+    );
+    let machine = Machine::OnDemand {
+        od: Box::new(od),
+        check: Verifier::new(key),
+    };
+    let h = spawn(me, streamer, cfg, start, machine, signals, "recording");
+    h.send(Command::Peers(Vec::new()));
+    Ok(h)
+}
+
 /// Start the streamer's uploader (the relay hosts the root: `cfg.root_url` must be set): each
 /// published chunk is signed with `publisher` and sent to the relay once.
 pub fn spawn_uploader(
@@ -402,7 +443,7 @@ fn spawn(
     };
     node.ids.insert(streamer, ROOT);
     node.users.insert(ROOT, streamer);
-    if role == "viewer" {
+    if role == "viewer" || role == "recording" {
         node.ids.insert(me, PeerId(1));
         node.users.insert(PeerId(1), me);
     } else {
@@ -453,6 +494,7 @@ impl Node {
                                 n.handle_timeout(now);
                             }
                         }
+                        Machine::OnDemand { od, .. } => od.handle_timeout(now),
                         Machine::Upload { .. } => {}
                     }
                 }
@@ -480,6 +522,17 @@ impl Node {
         let now = self.now();
         match c {
             Command::Stop(_) => {}
+            Command::Peers(users) => {
+                // The root's link (the relay's store) first, then an offer to each peer.
+                let streamer = self.users[&ROOT];
+                self.ensure_link(streamer).await;
+                for u in users {
+                    if u != self.me && u != streamer {
+                        self.peer_of(u);
+                        self.ensure_link(u).await;
+                    }
+                }
+            }
             Command::RootUrl(url) => {
                 let streamer = self.users[&ROOT];
                 self.cfg.root_url = Some(url);
@@ -554,7 +607,7 @@ impl Node {
                         };
                         self.transmit(ROOT, msg).await;
                     }
-                    Machine::Viewer { .. } => return,
+                    Machine::Viewer { .. } | Machine::OnDemand { .. } => return,
                 }
                 self.report.published += 1;
                 self.report.published_bytes += u64::from(len);
@@ -845,7 +898,16 @@ impl Node {
     fn link_event(&mut self, ev: LinkEvent) {
         let now = self.now();
         match ev {
-            LinkEvent::Open { .. } => {}
+            LinkEvent::Open { user } => {
+                if self.users.get(&ROOT) != Some(&user)
+                    && matches!(self.machine, Machine::OnDemand { .. })
+                {
+                    let p = self.peer_of(user);
+                    if let Machine::OnDemand { od, .. } = &mut self.machine {
+                        od.add_peer(now, p);
+                    }
+                }
+            }
             LinkEvent::Closed { user } => {
                 if let Some(&p) = self.ids.get(&user) {
                     match &mut self.machine {
@@ -856,6 +918,7 @@ impl Node {
                                 n.peer_gone(now, p);
                             }
                         }
+                        Machine::OnDemand { od, .. } => od.peer_gone(now, p),
                         Machine::Upload { .. } => {}
                     }
                 }
@@ -900,6 +963,7 @@ impl Node {
         match &mut self.machine {
             Machine::Root { seed, .. } => seed.handle_input(now, from, msg),
             Machine::Upload { .. } => {}
+            Machine::OnDemand { od, .. } => od.handle_input(now, from, msg),
             Machine::Viewer {
                 viewer,
                 layer,
@@ -956,6 +1020,7 @@ impl Node {
                         next: Some((l, n, _)),
                         ..
                     } => (n.poll_output(), *l),
+                    Machine::OnDemand { od, .. } if !second => (od.poll_output(), self.cfg.layer),
                     _ => (Output::Timeout(Time::MAX), self.cfg.layer),
                 };
                 match out {
@@ -1073,13 +1138,20 @@ impl Node {
                     self.report.startup_ms = Some(j.elapsed().as_millis() as u64);
                 }
             }
+            MeshEvent::Played { seq, .. } | MeshEvent::Skipped { seq, .. }
+                if matches!(self.machine, Machine::OnDemand { .. }) =>
+            {
+                self.recording_reached(seq, matches!(ev, MeshEvent::Played { .. }));
+            }
             MeshEvent::Played { seq, on_time, .. } => self.reached(from, seq, Some(on_time)),
             MeshEvent::Skipped { seq, .. } => self.reached(from, seq, None),
             MeshEvent::Penalised { .. } => self.report.penalties += 1,
             MeshEvent::Banned { peer } => {
                 if let Some(&u) = self.users.get(&peer) {
                     self.report.banned.push(u.to_hex());
-                    self.sig(streamer, MeshSignal::Ban { user: u });
+                    if !matches!(self.machine, Machine::OnDemand { .. }) {
+                        self.sig(streamer, MeshSignal::Ban { user: u });
+                    }
                     self.sig(u, MeshSignal::Bye);
                     self.drop_link(u).await;
                 }
@@ -1179,7 +1251,59 @@ impl Node {
         }
     }
 
+    /// A recording's player reached `seq` (in order): played, verified again, handed on.
+    fn recording_reached(&mut self, seq: u64, played: bool) {
+        let Machine::OnDemand { od, check } = &self.machine else {
+            return;
+        };
+        if !played {
+            self.report.skipped += 1;
+            return;
+        }
+        self.report.played += 1;
+        *self
+            .report
+            .played_by_layer
+            .entry(layer_name(self.cfg.layer))
+            .or_default() += 1;
+        match od.chunk(seq) {
+            Some((record, payload)) => {
+                if record.layer == self.cfg.layer
+                    && record.seq == seq
+                    && check.verify_chunk(record, payload).is_ok()
+                {
+                    self.report.played_verified += 1;
+                    if let Some(tx) = &self.cfg.played {
+                        let _ = tx.try_send(PlayedChunk {
+                            layer: record.layer,
+                            seq,
+                            start_us: record.start_us,
+                            duration_us: record.duration_us,
+                            payload: payload.clone(),
+                        });
+                    }
+                } else {
+                    self.report.played_corrupt += 1;
+                }
+            }
+            None => self.report.played_unavailable += 1,
+        }
+    }
+
     fn finish_report(&mut self) {
+        if let Machine::OnDemand { od, .. } = &self.machine {
+            let r = &mut self.report;
+            r.recording_chunks = od.chunks();
+            r.complete = od.is_complete();
+            r.chunks_from_root = od.stats.chunks_from_root;
+            r.chunks_from_peers = od.stats.chunks_from_peers;
+            r.bytes_from_root = od.stats.bytes_from_root;
+            r.bytes_from_peers = od.stats.bytes_from_peers;
+            r.penalties = od.stats.bad_chunks;
+            r.chunks_served = od.stats.chunks_served;
+            r.bytes_served = od.stats.bytes_served;
+            r.timeouts = od.stats.timeouts;
+        }
         let r = &mut self.report;
         let total = r.played + r.skipped;
         r.continuity = if total == 0 {

@@ -680,6 +680,127 @@ impl WatchSession {
     }
 }
 
+/// Watching a recording in the on-demand mesh (`recording_join`): the relay's store is the root,
+/// the other viewers of the recording are peers (docs/stream.md, "Recordings"). The node keeps
+/// serving what it holds to later viewers until [`RecordingSession::stop`].
+pub struct RecordingSession {
+    client: RelayClient,
+    recording: u64,
+    node: NodeHandle,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+/// How to watch a recording.
+#[derive(Clone, Debug)]
+pub struct RecordingOptions {
+    pub bind: Vec<String>,
+    /// Upload given to other viewers (reported; requests are answered as they come).
+    pub relay: Bitrate,
+    /// Tests only: serve every chunk with its payload altered.
+    pub corrupt: bool,
+    pub played: Option<mpsc::Sender<PlayedChunk>>,
+}
+
+impl RecordingSession {
+    pub async fn join(
+        client: &RelayClient,
+        info: &hum_proto::signal::RecordingInfo,
+        relay_url: &str,
+        opts: RecordingOptions,
+    ) -> Result<Self, StreamError> {
+        let recording = info.id;
+        let mut events = client.subscribe();
+        let (ticket, peers) = match client.request(Request::RecordingJoin { recording }).await? {
+            Reply::RecordingSwarm { ticket, peers } => (ticket, peers),
+            r => return Err(unexpected("recording_swarm", r)),
+        };
+        let layer = info.layer.unwrap_or(StreamLayerName::High).mesh();
+        let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<(UserId, MeshSignal)>();
+        let me = client.user_id();
+        let node = match super::node::spawn_recording(
+            me,
+            info.streamer.id,
+            NodeConfig {
+                bind: opts.bind,
+                layer,
+                stream_rate: info.bitrate,
+                chunk: Duration::from_millis(u64::from(info.chunk_ms.max(1))),
+                relay_budget: opts.relay,
+                started_ms: info.started_ms,
+                corrupt: opts.corrupt,
+                root_url: Some(mesh_url(relay_url, &ticket)),
+                played: opts.played,
+            },
+            info.chunks,
+            u64::from_be_bytes(me.0[..8].try_into().unwrap_or([0; 8])),
+            sig_tx,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = client.request(Request::RecordingLeave { recording }).await;
+                return Err(e);
+            }
+        };
+        node.send(Command::Peers(peers));
+        let c = client.clone();
+        tokio::spawn(async move {
+            while let Some((to, signal)) = sig_rx.recv().await {
+                if let Err(e) = c
+                    .request(Request::RecordingSignal {
+                        recording,
+                        to,
+                        signal,
+                    })
+                    .await
+                {
+                    tracing::debug!(%to, "recording signal not delivered: {e}");
+                }
+            }
+        });
+        let n = node.clone();
+        let pump = tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ClientEvent::Relay(Event::RecordingSignal {
+                        recording: r,
+                        from,
+                        signal,
+                    })) if r == recording => n.signal(from, signal),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(RecordingSession {
+            client: client.clone(),
+            recording,
+            node,
+            pump,
+        })
+    }
+
+    pub fn report(&self) -> NodeReport {
+        self.node.report()
+    }
+
+    pub fn report_watch(&self) -> watch::Receiver<NodeReport> {
+        self.node.report_watch()
+    }
+
+    /// Leave the swarm; the final report.
+    pub async fn stop(self) -> NodeReport {
+        let r = self.node.stop().await;
+        self.pump.abort();
+        let _ = self
+            .client
+            .request(Request::RecordingLeave {
+                recording: self.recording,
+            })
+            .await;
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

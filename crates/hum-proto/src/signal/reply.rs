@@ -130,6 +130,9 @@ pub enum Reply {
     MeshTicket { ticket: String },
     /// To `recording_list`.
     Recordings { recordings: Vec<RecordingInfo> },
+    /// To `recording_join`: connect to `ws://RELAY/mesh?ticket=TICKET` (the relay's store) and
+    /// offer links to `peers` (other viewers of the recording now).
+    RecordingSwarm { ticket: String, peers: Vec<UserId> },
     /// To `sfu_join` and `sfu_offer`: the SFU's SDP answer.
     Sdp { sdp: String },
     /// To `turn_credentials`: fresh TURN credentials.
@@ -345,6 +348,12 @@ pub enum Event {
         from: UserId,
         signal: MeshSignal,
     },
+    /// Mesh signalling from another viewer of a recording (`recording_signal`).
+    RecordingSignal {
+        recording: u64,
+        from: UserId,
+        signal: MeshSignal,
+    },
 
     // --- SFU ----------------------------------------------------------------------------------
     /// A voice channel of a server you are in switched between `mesh` and `sfu` (also sent to
@@ -399,6 +408,7 @@ impl Event {
             Event::StreamEnded { .. } => "stream_ended",
             Event::StreamViewer { .. } => "stream_viewer",
             Event::StreamSignal { .. } => "stream_signal",
+            Event::RecordingSignal { .. } => "recording_signal",
             Event::ChannelMode { .. } => "channel_mode",
             Event::SfuOffer { .. } => "sfu_offer",
             Event::SfuSpeaker { .. } => "sfu_speaker",

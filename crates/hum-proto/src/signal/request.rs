@@ -300,6 +300,20 @@ pub enum Request {
     RecordingOpen { recording: u64 },
     /// Delete your recording (its streamer only; not while live). Reply: `ok`.
     RecordingDelete { recording: u64 },
+    /// Watch a recording in the on-demand mesh: its viewers fetch the whole range from each
+    /// other, the relay's store as root (docs/stream.md, "Recordings"). Needs `join` in its
+    /// channel. Reply: `recording_swarm` (a `/mesh` ticket to the store and up to 8 other viewers
+    /// now in the swarm, to offer links to). Until `recording_leave` or the session ends.
+    RecordingJoin { recording: u64 },
+    /// Leave a recording's swarm. Reply: `ok`.
+    RecordingLeave { recording: u64 },
+    /// Forward mesh signalling (`offer`, `answer`, `bye`) to `to`, another viewer in the same
+    /// recording's swarm. Reply: `ok`; `to` gets `recording_signal`.
+    RecordingSignal {
+        recording: u64,
+        to: UserId,
+        signal: MeshSignal,
+    },
 
     // --- SFU (voice channels in mode `sfu`) ------------------------------------------------
     /// Connect to the SFU for the voice channel you are in (its mode must be `sfu`), with an
@@ -415,6 +429,9 @@ impl Request {
             Request::RecordingList { .. } => "recording_list",
             Request::RecordingOpen { .. } => "recording_open",
             Request::RecordingDelete { .. } => "recording_delete",
+            Request::RecordingJoin { .. } => "recording_join",
+            Request::RecordingLeave { .. } => "recording_leave",
+            Request::RecordingSignal { .. } => "recording_signal",
             Request::SfuJoin { .. } => "sfu_join",
             Request::SfuAnswer { .. } => "sfu_answer",
             Request::SfuOffer { .. } => "sfu_offer",
@@ -479,6 +496,9 @@ pub const REQUEST_TYPES: &[&str] = &[
     "recording_list",
     "recording_open",
     "recording_delete",
+    "recording_join",
+    "recording_leave",
+    "recording_signal",
     "sfu_join",
     "sfu_answer",
     "sfu_offer",

@@ -125,6 +125,10 @@ pub struct RecordingInfo {
     pub bytes: u64,
     /// False while the stream is live.
     pub ended: bool,
+    /// The layer kept (every record carries it); absent in recordings made before it was
+    /// listed: `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<StreamLayerName>,
 }
 
 /// One grant of the tracker: `user` reserves `rate` of its upload for the receiver.

@@ -667,6 +667,13 @@ impl Hub {
             Request::RecordingList { server } => self.recording_list(user, server),
             Request::RecordingOpen { recording } => self.recording_open(user, recording),
             Request::RecordingDelete { recording } => self.recording_delete(user, recording),
+            Request::RecordingJoin { recording } => self.recording_join(user, recording),
+            Request::RecordingLeave { recording } => self.recording_leave(user, recording),
+            Request::RecordingSignal {
+                recording,
+                to,
+                signal,
+            } => self.recording_signal(user, recording, to, signal),
             Request::SfuJoin { .. }
             | Request::SfuOffer { .. }
             | Request::SfuAnswer { .. }

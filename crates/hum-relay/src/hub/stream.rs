@@ -90,6 +90,8 @@ pub(super) struct Streams {
     next: u64,
     streaming: BTreeMap<UserId, StreamId>,
     watching: BTreeMap<UserId, BTreeSet<StreamId>>,
+    /// Who watches each recording in the on-demand mesh (`recording_join`), in join order.
+    swarms: BTreeMap<u64, Vec<UserId>>,
 }
 
 impl Streams {
@@ -238,6 +240,7 @@ impl Hub {
                         chunks: 0,
                         bytes: 0,
                         ended: false,
+                        layer: info.layers.first().map(|l| l.layer),
                     })
                     .map_err(|e| {
                         tracing::error!("creating a recording: {e}");
@@ -447,6 +450,10 @@ impl Hub {
 
     /// `user`'s session ended: its stream ends, and it leaves every stream it watched.
     pub(super) fn streams_session_ended(&mut self, user: &UserId) {
+        for members in self.streams.swarms.values_mut() {
+            members.retain(|u| u != user);
+        }
+        self.streams.swarms.retain(|_, m| !m.is_empty());
         if let Some(s) = self.streams.streaming.get(user).copied() {
             self.end_stream(s);
         }
@@ -509,6 +516,9 @@ impl Hub {
         Ok(Reply::Ok)
     }
 }
+
+/// Viewers of a recording a joiner is told to link to.
+const SWARM_PEERS: usize = 8;
 
 impl Hub {
     /// A ticket for `/mesh` (the streamer's upload or a viewer's link to the root).
@@ -604,6 +614,79 @@ impl Hub {
             recording: id,
         }));
         Ok(Reply::MeshTicket { ticket })
+    }
+
+    /// Join a recording's on-demand swarm: a ticket to the store (the root) and the other
+    /// viewers now (the newest 8), to whom the joiner offers links.
+    pub(super) fn recording_join(&mut self, user: UserId, id: u64) -> HubResult {
+        self.recording_for(user, id)?;
+        let ticket = self.ticket();
+        self.out.push(Output::Live(LiveCmd::PlayTicket {
+            ticket: ticket.clone(),
+            recording: id,
+        }));
+        let members = self.streams.swarms.entry(id).or_default();
+        members.retain(|u| *u != user);
+        let peers: Vec<UserId> = members.iter().rev().take(SWARM_PEERS).copied().collect();
+        members.push(user);
+        Ok(Reply::RecordingSwarm { ticket, peers })
+    }
+
+    pub(super) fn recording_leave(&mut self, user: UserId, id: u64) -> HubResult {
+        if let Some(m) = self.streams.swarms.get_mut(&id) {
+            m.retain(|u| *u != user);
+            if m.is_empty() {
+                self.streams.swarms.remove(&id);
+            }
+        }
+        Ok(Reply::Ok)
+    }
+
+    /// Forward signalling between two viewers of the same recording's swarm.
+    pub(super) fn recording_signal(
+        &mut self,
+        user: UserId,
+        recording: u64,
+        to: UserId,
+        signal: MeshSignal,
+    ) -> HubResult {
+        if to == user {
+            return Err(err(ErrorCode::BadRequest, "you cannot signal yourself"));
+        }
+        let members = self.streams.swarms.get(&recording);
+        if !members.is_some_and(|m| m.contains(&user)) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "you are not watching that recording (recording_join)",
+            ));
+        }
+        if !members.is_some_and(|m| m.contains(&to)) {
+            return Err(err(
+                ErrorCode::NotFound,
+                "that user is not watching that recording",
+            ));
+        }
+        if !matches!(
+            signal,
+            MeshSignal::Offer { .. } | MeshSignal::Answer { .. } | MeshSignal::Bye
+        ) {
+            return Err(err(
+                ErrorCode::BadRequest,
+                "only offer, answer and bye go between viewers of a recording",
+            ));
+        }
+        let conn = self
+            .conn_of(&to)
+            .ok_or_else(|| err(ErrorCode::NotFound, "that user is offline"))?;
+        self.send(
+            vec![conn],
+            ServerMessage::event(Event::RecordingSignal {
+                recording,
+                from: user,
+                signal,
+            }),
+        );
+        Ok(Reply::Ok)
     }
 
     pub(super) fn recording_delete(&mut self, user: UserId, id: u64) -> HubResult {
@@ -1029,5 +1112,96 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn a_recordings_swarm_introduces_viewers_and_carries_only_their_signalling() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = W::new(3);
+        w.hub
+            .set_recordings(crate::recording::Recordings::open(dir.path()).unwrap());
+        let server = server_with_member(&mut w);
+        let chan = live_channel(&mut w, server, None);
+        let stream = match w.req(
+            1,
+            Request::StreamStart {
+                channel: chan,
+                title: Name::new("rec").unwrap(),
+                bitrate: Bitrate::from_kbps(500),
+                chunk_ms: 250,
+                started_ms: None,
+                record: true,
+                layers: vec![],
+            },
+        ) {
+            Ok(Reply::Stream { stream }) => stream.id,
+            r => panic!("{r:?}"),
+        };
+        w.req(1, Request::StreamEnd { stream }).unwrap();
+        let id = match w.req(2, Request::RecordingList { server }) {
+            Ok(Reply::Recordings { recordings }) => recordings[0].id,
+            r => panic!("{r:?}"),
+        };
+        // User 3 is not in the server: no swarm for it.
+        assert_eq!(
+            w.req(3, Request::RecordingJoin { recording: id }),
+            Err(ErrorCode::NotMember)
+        );
+        let join = |w: &mut W, n| match w.req(n, Request::RecordingJoin { recording: id }) {
+            Ok(Reply::RecordingSwarm { ticket, peers }) => (ticket, peers),
+            r => panic!("{r:?}"),
+        };
+        let (t1, p1) = join(&mut w, 1);
+        assert!(p1.is_empty(), "the first viewer is alone");
+        let (t2, p2) = join(&mut w, 2);
+        assert_eq!(p2, vec![user(1)], "the second is told of the first");
+        assert_ne!(t1, t2);
+        // Each ticket opens the store for that recording.
+        let tickets: Vec<&LiveCmd> = w
+            .live
+            .iter()
+            .filter(|c| matches!(c, LiveCmd::PlayTicket { recording, .. } if *recording == id))
+            .collect();
+        assert_eq!(tickets.len(), 2);
+        let offer = MeshSignal::Offer { sdp: "x".into() };
+        w.req(
+            2,
+            Request::RecordingSignal {
+                recording: id,
+                to: user(1),
+                signal: offer.clone(),
+            },
+        )
+        .unwrap();
+        assert!(w.events(1).iter().any(|e| matches!(e,
+            Event::RecordingSignal { recording, from, signal }
+                if *recording == id && *from == user(2) && *signal == offer)));
+        // Tracker signals have no business between viewers of a recording.
+        assert_eq!(
+            w.req(
+                2,
+                Request::RecordingSignal {
+                    recording: id,
+                    to: user(1),
+                    signal: MeshSignal::Want { count: 1 },
+                },
+            ),
+            Err(ErrorCode::BadRequest)
+        );
+        // A viewer who left is no longer reachable, nor told to newcomers.
+        w.req(1, Request::RecordingLeave { recording: id }).unwrap();
+        assert_eq!(
+            w.req(
+                2,
+                Request::RecordingSignal {
+                    recording: id,
+                    to: user(1),
+                    signal: offer,
+                },
+            ),
+            Err(ErrorCode::NotFound)
+        );
+        let (_, again) = join(&mut w, 1);
+        assert_eq!(again, vec![user(2)]);
     }
 }
