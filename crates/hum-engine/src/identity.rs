@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey};
-use hum_proto::signal::{DisplayName, NameError, login_signing_bytes};
+use hum_proto::signal::{DisplayName, NameError, bound_login_signing_bytes};
 use hum_proto::{Nonce, Signature, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -99,9 +99,14 @@ impl Identity {
         hum_e2ee::LocalKeys::new(self.key.clone())
     }
 
-    /// The signature the relay's login challenge asks for.
-    pub fn sign_login(&self, nonce: &Nonce) -> Signature {
-        Signature(self.key.sign(&login_signing_bytes(nonce)).to_bytes())
+    /// The signature the relay's login challenge asks for, bound to `relay` (the `host[:port]`
+    /// we dialed) so that no other relay can use it (docs/security.md, "Login binding").
+    pub fn sign_login(&self, relay: &str, nonce: &Nonce) -> Signature {
+        Signature(
+            self.key
+                .sign(&bound_login_signing_bytes(relay, nonce))
+                .to_bytes(),
+        )
     }
 
     /// Load an identity file.
@@ -222,6 +227,7 @@ fn tighten_permissions(path: &Path) {
 mod tests {
     use super::*;
     use ed25519_dalek::{Verifier, VerifyingKey};
+    use hum_proto::signal::login_signing_bytes;
 
     fn name(s: &str) -> DisplayName {
         DisplayName::new(s).unwrap()
@@ -266,10 +272,23 @@ mod tests {
     fn login_signature_verifies_over_the_domain_separated_bytes() {
         let id = Identity::from_seed([7; 32], name("bot"));
         let nonce = Nonce([3; 32]);
-        let sig = id.sign_login(&nonce);
+        let sig = id.sign_login("relay.example:9000", &nonce);
         let vk = VerifyingKey::from_bytes(id.user_id().as_bytes()).unwrap();
         let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-        vk.verify(&login_signing_bytes(&nonce), &sig).unwrap();
+        vk.verify(
+            &bound_login_signing_bytes("relay.example:9000", &nonce),
+            &sig,
+        )
+        .unwrap();
+        // Not valid for another relay, nor as the unbound form, nor over the bare nonce.
+        assert!(
+            vk.verify(
+                &bound_login_signing_bytes("evil.example:9000", &nonce),
+                &sig
+            )
+            .is_err()
+        );
+        assert!(vk.verify(&login_signing_bytes(&nonce), &sig).is_err());
         assert!(vk.verify(nonce.as_bytes(), &sig).is_err());
     }
 

@@ -61,6 +61,7 @@ fn frames_hum_proto_encodes_validate() {
                 public_key: ada,
                 signature: Signature([0x9f; 64]),
                 display_name: Some(DisplayName::new("Ada").unwrap()),
+                relay: Some("relay.example:9000".into()),
             },
         ),
         client(3, Request::Ping),

@@ -1,17 +1,24 @@
 //! The per-connection login handshake, before the hub knows the connection:
 //! `hello` (version check) → `challenge` (fresh nonce) → `login` (Ed25519 signature over the
-//! domain-separated nonce) → handed to the hub, which answers `welcome`.
+//! domain-separated nonce, bound to the relay name the client dialed) → handed to the hub, which
+//! answers `welcome`.
+//!
+//! Login binding: a relay started with its names (`--login-name`) refuses a login signed for any
+//! other name, and the unbound form, so a malicious relay cannot hand our challenge to a user,
+//! take their signature and log in here as them (docs/security.md). A relay without names
+//! accepts both forms (the signature still has to match the name the client sent).
 //!
 //! Sans-IO: the nonce's randomness is injected. Signature checks run here, on the connection's
 //! task, so thousands of logins verify in parallel instead of queueing in the hub.
 
 use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
 use hum_proto::signal::{
-    DisplayName, ErrorCode, PROTOCOL_VERSION, ProtoError, Reply, Request, ServerMessage,
-    login_signing_bytes,
+    DisplayName, ErrorCode, MAX_RELAY_NAME, PROTOCOL_VERSION, ProtoError, Reply, Request,
+    ServerMessage, bound_login_signing_bytes, login_signing_bytes, same_relay_name,
 };
 use hum_proto::{Nonce, RequestId, UserId};
 use rand::RngCore;
+use std::sync::Arc;
 
 /// Where the handshake is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +47,8 @@ pub enum Step {
 pub struct Handshake {
     phase: Phase,
     relay_name: String,
+    /// The names (`host[:port]`) clients reach this relay by; empty: logins are not bound.
+    login_names: Arc<[String]>,
 }
 
 fn error(re: RequestId, code: ErrorCode, message: &str) -> Step {
@@ -50,10 +59,11 @@ fn error(re: RequestId, code: ErrorCode, message: &str) -> Step {
 }
 
 impl Handshake {
-    pub fn new(relay_name: impl Into<String>) -> Self {
+    pub fn new(relay_name: impl Into<String>, login_names: Arc<[String]>) -> Self {
         Handshake {
             phase: Phase::AwaitHello,
             relay_name: relay_name.into(),
+            login_names,
         }
     }
 
@@ -114,11 +124,23 @@ impl Handshake {
                     public_key,
                     signature,
                     display_name,
+                    relay,
                 },
             ) => {
                 let nonce = *nonce;
                 // A failed login burns the challenge: the next attempt needs a new `hello`.
                 self.phase = Phase::AwaitHello;
+                if let Some(name) = relay
+                    && (name.is_empty()
+                        || name.len() > MAX_RELAY_NAME
+                        || !name.bytes().all(|b| b.is_ascii_graphic()))
+                {
+                    return error(
+                        re,
+                        ErrorCode::BadRequest,
+                        "`relay` is the host[:port] you dialed: 1-261 printable ASCII characters",
+                    );
+                }
                 let Ok(key) = VerifyingKey::from_bytes(public_key.as_bytes()) else {
                     return error(
                         re,
@@ -126,16 +148,39 @@ impl Handshake {
                         "`public_key` is not a valid Ed25519 key",
                     );
                 };
+                let signed = match relay {
+                    Some(name) => bound_login_signing_bytes(name, &nonce),
+                    None => login_signing_bytes(&nonce),
+                };
                 let sig = DalekSignature::from_bytes(signature.as_bytes());
-                if key
-                    .verify_strict(&login_signing_bytes(&nonce), &sig)
-                    .is_err()
-                {
+                if key.verify_strict(&signed, &sig).is_err() {
                     return error(
                         re,
                         ErrorCode::BadSignature,
                         "the signature does not match this key and challenge; send `hello` again",
                     );
+                }
+                if !self.login_names.is_empty() {
+                    let names = self.login_names.join(", ");
+                    match relay {
+                        None => {
+                            let msg = format!(
+                                "this relay needs a login signed for its name ({names}): \
+                                 send `relay` (docs/protocol.md, login)"
+                            );
+                            return error(re, ErrorCode::WrongRelay, &msg);
+                        }
+                        Some(name)
+                            if !self.login_names.iter().any(|n| same_relay_name(n, name)) =>
+                        {
+                            let msg = format!(
+                                "this login was signed for {name}, but this relay is {names}: \
+                                 check the address you connect to"
+                            );
+                            return error(re, ErrorCode::WrongRelay, &msg);
+                        }
+                        Some(_) => {}
+                    }
                 }
                 self.phase = Phase::LoggedIn;
                 Step::Login {
@@ -191,6 +236,39 @@ mod tests {
             public_key: UserId(key.verifying_key().to_bytes()),
             signature: Signature(sig.to_bytes()),
             display_name: None,
+            relay: None,
+        }
+    }
+
+    /// A login signed for the relay name `relay`.
+    fn bound_login(key: &SigningKey, relay: &str, nonce: &Nonce) -> Request {
+        let sig = key.sign(&bound_login_signing_bytes(relay, nonce));
+        Request::Login {
+            public_key: UserId(key.verifying_key().to_bytes()),
+            signature: Signature(sig.to_bytes()),
+            display_name: None,
+            relay: Some(relay.into()),
+        }
+    }
+
+    fn unbound() -> Handshake {
+        Handshake::new("relay", Arc::from(Vec::new()))
+    }
+
+    fn named(names: &[&str]) -> Handshake {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        Handshake::new("relay", Arc::from(names))
+    }
+
+    fn logs_in(
+        h: &mut Handshake,
+        rng: &mut ChaCha8Rng,
+        login: impl Fn(&Nonce) -> Request,
+    ) -> Option<ErrorCode> {
+        let nonce = challenge(h.on_request(RequestId(1), &hello(), rng));
+        match h.on_request(RequestId(2), &login(&nonce), rng) {
+            Step::Login { .. } => None,
+            s => Some(code(&s).expect("an error")),
         }
     }
 
@@ -198,7 +276,7 @@ mod tests {
     fn hello_challenge_login() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let key = SigningKey::generate(&mut rng);
-        let mut h = Handshake::new("relay");
+        let mut h = unbound();
         assert_eq!(
             code(&h.on_request(RequestId(1), &Request::Ping, &mut rng)),
             Some(ErrorCode::NotLoggedIn)
@@ -231,7 +309,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let key = SigningKey::generate(&mut rng);
         let other = SigningKey::generate(&mut rng);
-        let mut h = Handshake::new("relay");
+        let mut h = unbound();
         let nonce = challenge(h.on_request(RequestId(1), &hello(), &mut rng));
         // Signed by another key but claiming `key`'s identity.
         let mut forged = login(&other, &nonce);
@@ -260,6 +338,7 @@ mod tests {
             public_key: UserId([0xff; 32]),
             signature: Signature([0; 64]),
             display_name: None,
+            relay: None,
         };
         assert_eq!(
             code(&h.on_request(RequestId(7), &bad, &mut rng)),
@@ -270,7 +349,7 @@ mod tests {
     #[test]
     fn wrong_version_is_refused_but_can_retry() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let mut h = Handshake::new("relay");
+        let mut h = unbound();
         let old = Request::Hello {
             protocol: 0,
             client: None,
@@ -280,5 +359,83 @@ mod tests {
             Some(ErrorCode::UnsupportedVersion)
         );
         challenge(h.on_request(RequestId(2), &hello(), &mut rng));
+    }
+
+    #[test]
+    fn a_relay_with_names_takes_only_logins_signed_for_one_of_them() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let key = SigningKey::generate(&mut rng);
+        let mut h = named(&["relay.example", "10.0.0.5:9000"]);
+        // Signed for one of its names (any case, default port written out or not).
+        assert_eq!(
+            logs_in(&mut h, &mut rng, |n| bound_login(
+                &key,
+                "Relay.Example:443",
+                n
+            )),
+            None
+        );
+        let mut h = named(&["relay.example", "10.0.0.5:9000"]);
+        assert_eq!(
+            logs_in(&mut h, &mut rng, |n| bound_login(&key, "10.0.0.5:9000", n)),
+            None
+        );
+        // Signed for the relay the user thought they reached (the attack this stops).
+        let mut h = named(&["relay.example"]);
+        assert_eq!(
+            logs_in(&mut h, &mut rng, |n| bound_login(&key, "evil.example", n)),
+            Some(ErrorCode::WrongRelay)
+        );
+        assert!(!h.logged_in());
+        // The unbound form could have been signed anywhere.
+        assert_eq!(
+            logs_in(&mut h, &mut rng, |n| login(&key, n)),
+            Some(ErrorCode::WrongRelay)
+        );
+        // A name swapped after signing does not verify.
+        let swapped = |n: &Nonce| {
+            let mut r = bound_login(&key, "evil.example", n);
+            if let Request::Login { relay, .. } = &mut r {
+                *relay = Some("relay.example".into());
+            }
+            r
+        };
+        assert_eq!(
+            logs_in(&mut h, &mut rng, swapped),
+            Some(ErrorCode::BadSignature)
+        );
+        // An unbound signature presented as a bound one does not verify either.
+        let relabelled = |n: &Nonce| {
+            let mut r = login(&key, n);
+            if let Request::Login { relay, .. } = &mut r {
+                *relay = Some("relay.example".into());
+            }
+            r
+        };
+        assert_eq!(
+            logs_in(&mut h, &mut rng, relabelled),
+            Some(ErrorCode::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_relay_without_names_takes_both_forms_and_bad_names_are_refused() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let key = SigningKey::generate(&mut rng);
+        let mut h = unbound();
+        assert_eq!(logs_in(&mut h, &mut rng, |n| login(&key, n)), None);
+        let mut h = unbound();
+        assert_eq!(
+            logs_in(&mut h, &mut rng, |n| bound_login(&key, "anything:1", n)),
+            None
+        );
+        for bad in ["", "a b", "tab\there", "é.example", &"a".repeat(262)] {
+            let mut h = unbound();
+            assert_eq!(
+                logs_in(&mut h, &mut rng, |n| bound_login(&key, bad, n)),
+                Some(ErrorCode::BadRequest),
+                "{bad:?}"
+            );
+        }
     }
 }

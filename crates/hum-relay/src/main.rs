@@ -142,6 +142,31 @@ struct Args {
     /// bad file stops the relay with the reason); restart the relay to change it.
     #[arg(long, env = "HUM_CLIENT_RELEASE")]
     client_release: Option<PathBuf>,
+    /// A name clients reach this relay by, `HOST[:PORT]` as in their relay URL (repeat for each
+    /// name, or comma-separate in the environment). Given: every login must be signed for one
+    /// of these names, so another relay cannot reuse a user's login (docs/security.md).
+    /// Default: logins are not bound.
+    #[arg(long = "login-name", env = "HUM_RELAY_LOGIN_NAMES", value_delimiter = ',', value_parser = parse_login_name)]
+    login_names: Vec<String>,
+}
+
+/// `--login-name`: a `host[:port]` (a URL is taken for its host and port).
+fn parse_login_name(s: &str) -> Result<String, String> {
+    let name = if s.contains("://") {
+        hum_proto::signal::relay_name_from_url(s).ok_or_else(|| format!("{s:?} names no host"))?
+    } else {
+        s.trim().to_ascii_lowercase()
+    };
+    if name.is_empty()
+        || name.len() > hum_proto::signal::MAX_RELAY_NAME
+        || !name.bytes().all(|b| b.is_ascii_graphic())
+        || name.contains('/')
+    {
+        return Err(format!(
+            "{s:?} is not a HOST[:PORT] (printable ASCII, at most 261 characters, no path)"
+        ));
+    }
+    Ok(name)
 }
 
 /// `--client-release FILE`: at most 64 KiB of JSON, every field checked.
@@ -248,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
     config.sfu_bind = sfu_bind(args.sfu_bind.as_deref(), args.listen)?;
     config.sfu_public_addr = args.sfu_public_addr;
     config.web_dir = args.web_dir;
+    config.login_names = args.login_names;
     if let Some(b) = config.sfu_bind
         && b.ip().is_unspecified()
         && config.sfu_public_addr.is_none()

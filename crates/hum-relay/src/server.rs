@@ -100,6 +100,9 @@ pub struct RelayConfig {
     /// Serve the browser client from this directory (`--web-dir`, docs/browser.md): `GET /`,
     /// `GET /invite/CODE` and the build's files. `None`: no web client (the default).
     pub web_dir: Option<PathBuf>,
+    /// The names (`host[:port]`) clients reach this relay by (`--login-name`): a login must be
+    /// signed for one of them (docs/security.md, "Login binding"). Empty: logins are not bound.
+    pub login_names: Vec<String>,
 }
 
 /// One node of a relay cluster: the nodes share a PostgreSQL database (`store`) and a Redis.
@@ -144,6 +147,7 @@ impl RelayConfig {
             sfu_public_addr: None,
             cluster: None,
             web_dir: None,
+            login_names: Vec::new(),
         }
     }
 
@@ -225,6 +229,8 @@ pub(crate) struct Shared {
     probe_sources: Arc<std::sync::Mutex<HashMap<SourceKey, usize>>>,
     hub_alive: Arc<AtomicBool>,
     relay_name: String,
+    /// `config.login_names`, shared by every connection's handshake.
+    login_names: Arc<[String]>,
     /// Set on shutdown: every connection closes with 1001.
     stopping: tokio::sync::watch::Sender<bool>,
     /// `config.max_connections` capped by the descriptor limit.
@@ -438,7 +444,16 @@ pub async fn start(mut config: RelayConfig) -> anyhow::Result<RelayHandle> {
     if let Some((c, number)) = node {
         start_membership(&c, number, addr, hub_tx.clone(), stopping.subscribe())?;
     }
+    if config.login_names.is_empty() {
+        tracing::info!(
+            "logins are not bound to this relay's name: pass --login-name HOST[:PORT] (docs/security.md)"
+        );
+    } else {
+        tracing::info!(names = %config.login_names.join(", "), "logins must be signed for one of these names");
+    }
+    let login_names: Arc<[String]> = Arc::from(config.login_names.clone());
     let shared = Arc::new(Shared {
+        login_names,
         probe_slots: Arc::new(Semaphore::new(config.max_probes)),
         probe_sources: Arc::default(),
         config,
@@ -1035,7 +1050,7 @@ where
     let overflow = rx.overflow();
     // Held here until login hands it to the hub; while held, `rx` never reports closed.
     let mut tx = Some(tx);
-    let mut handshake = Handshake::new(shared.relay_name.clone());
+    let mut handshake = Handshake::new(shared.relay_name.clone(), shared.login_names.clone());
     let max_strikes = cfg.rate_burst.saturating_mul(2).max(50);
     let mut limiter = RateLimiter::new(cfg.rate_per_sec, cfg.rate_burst, max_strikes, unix_ms());
     let started = Instant::now();

@@ -2,8 +2,10 @@
 // answers by id, events to a callback, and the Ed25519 login handshake with WebCrypto. Used by the
 // web back end (./backend.ts) and, through it, by the interop page in tests/web.
 
-/** Signed before the nonce: the relay verifies `sign(LOGIN_CONTEXT || nonce)`. */
+/** Signed before the nonce in the unbound form: `sign(LOGIN_CONTEXT || nonce)`. */
 export const LOGIN_CONTEXT = "hum-relay-login-v1\0";
+/** Signed before the relay name in the bound form (what this client sends, docs/protocol.md). */
+export const LOGIN_CONTEXT_BOUND = "hum-relay-login-v2\0";
 export const PROTOCOL_VERSION = 1;
 
 export const hex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -15,13 +17,35 @@ export function unhex(s: string): Uint8Array {
   return out;
 }
 
-/** The bytes a login signs: the context string, then the relay's nonce. */
-export function loginMessage(nonceHex: string): Uint8Array {
-  const ctx = new TextEncoder().encode(LOGIN_CONTEXT);
+/** The relay name a login is signed for: the `host[:port]` of the URL we dialed, lower case. */
+export function relayName(url: string): string {
+  return new URL(url).host.toLowerCase();
+}
+
+/**
+ * The bytes a login signs. With `relay` (the bound form): the v2 context, the name's length as two
+ * big-endian bytes, the name, then the nonce, so no other relay can reuse the signature. Without:
+ * the v1 context, then the nonce.
+ */
+export function loginMessage(nonceHex: string, relay?: string): Uint8Array {
+  const enc = new TextEncoder();
   const nonce = unhex(nonceHex);
-  const msg = new Uint8Array(ctx.length + nonce.length);
+  if (relay === undefined) {
+    const ctx = enc.encode(LOGIN_CONTEXT);
+    const msg = new Uint8Array(ctx.length + nonce.length);
+    msg.set(ctx);
+    msg.set(nonce, ctx.length);
+    return msg;
+  }
+  const ctx = enc.encode(LOGIN_CONTEXT_BOUND);
+  const name = enc.encode(relay);
+  if (name.length > 261) throw new Error("relay name too long");
+  const msg = new Uint8Array(ctx.length + 2 + name.length + nonce.length);
   msg.set(ctx);
-  msg.set(nonce, ctx.length);
+  msg[ctx.length] = name.length >> 8;
+  msg[ctx.length + 1] = name.length & 0xff;
+  msg.set(name, ctx.length + 2);
+  msg.set(nonce, ctx.length + 2 + name.length);
   return msg;
 }
 
@@ -119,7 +143,7 @@ export class RelayConnection {
   }
 }
 
-/** hello -> challenge -> sign(LOGIN_CONTEXT || nonce) -> login -> welcome. Returns the welcome. */
+/** hello -> challenge -> sign the bound login message for the relay we dialed -> login -> welcome. */
 export async function login(
   relay: RelayConnection,
   key: CryptoKey,
@@ -128,8 +152,10 @@ export async function login(
   client = "hum-web/0.1",
 ): Promise<Json> {
   const challenge = await relay.request("hello", { protocol: PROTOCOL_VERSION, client });
-  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, loginMessage(challenge.nonce) as BufferSource));
-  return relay.request("login", { public_key: publicHex, signature: hex(sig), display_name: displayName });
+  const name = relayName(relay.url);
+  const msg = loginMessage(challenge.nonce, name);
+  const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, msg as BufferSource));
+  return relay.request("login", { public_key: publicHex, signature: hex(sig), display_name: displayName, relay: name });
 }
 
 /** The public key (hex) of an Ed25519 key pair. */

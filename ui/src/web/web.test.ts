@@ -4,7 +4,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { BROWSER_LIMITS, dispatch, inviteCode, isCommandError, normaliseRelayUrl, notInBrowser, checkDisplayName, toCommandError } from "./dispatch";
 import { emit, listen, listenerCount, once } from "./event";
-import { loginMessage, RelayConnection, RelayError, hex, unhex } from "./protocol";
+import { loginMessage, relayName, RelayConnection, RelayError, hex, unhex } from "./protocol";
 import { candidatePayload, offersTo, ufrag } from "./mesh";
 import { channelOf, defaultRelayUrl, WebBackend } from "./backend";
 
@@ -125,6 +125,18 @@ describe("protocol", () => {
     expect(m.length).toBe(51);
     expect(hex(m.slice(0, 19))).toBe("68756d2d72656c61792d6c6f67696e2d763100");
     expect(() => unhex("zz")).toThrow();
+  });
+
+  it("binds the login to the relay we dialed (v2: context, name length, name, nonce)", () => {
+    expect(relayName("ws://Relay.Example:9000/ws")).toBe("relay.example:9000");
+    expect(relayName("wss://relay.example/ws")).toBe("relay.example");
+    const m = loginMessage("07".repeat(32), "relay.example:9000");
+    expect(m.length).toBe(19 + 2 + 18 + 32);
+    expect(new TextDecoder().decode(m.slice(0, 19))).toBe("hum-relay-login-v2\0");
+    expect(Array.from(m.slice(19, 21))).toEqual([0, 18]);
+    expect(new TextDecoder().decode(m.slice(21, 39))).toBe("relay.example:9000");
+    expect(hex(m.slice(39))).toBe("07".repeat(32));
+    expect(hex(loginMessage("07".repeat(32), "relay.example:9001"))).not.toBe(hex(m));
   });
 
   it("matches replies and errors to requests by id, events to onEvent", async () => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hum_proto::signal::{
     ClientMessage, ErrorCode, Event, PROTOCOL_VERSION, Reply, Request, ServerMessage, VoiceState,
-    decode_server_message, encode,
+    decode_server_message, encode, relay_name_from_url,
 };
 use hum_proto::{ChannelId, RequestId, ServerId, UserId};
 use tokio::net::TcpStream;
@@ -197,10 +197,16 @@ impl Task {
             }
             other => return Err(retry(format!("unexpected answer to hello: {other:?}"))),
         };
+        // The login names the relay we dialed, so no other relay can use the signature.
+        let relay = relay_name_from_url(url.as_str()).ok_or_else(|| ConnectError {
+            reason: format!("the relay URL {url} names no host"),
+            fatal: true,
+        })?;
         let login = Request::Login {
             public_key: self.identity.user_id(),
-            signature: self.identity.sign_login(&nonce),
+            signature: self.identity.sign_login(&relay, &nonce),
             display_name: Some(self.identity.display_name().clone()),
+            relay: Some(relay),
         };
         match self.handshake_step(&mut ws, login).await? {
             Reply::Welcome {
@@ -248,7 +254,9 @@ impl Task {
                 Ok(ServerMessage::Error { code, message, .. }) => {
                     let fatal = matches!(
                         code,
-                        ErrorCode::UnsupportedVersion | ErrorCode::BadSignature
+                        ErrorCode::UnsupportedVersion
+                            | ErrorCode::BadSignature
+                            | ErrorCode::WrongRelay
                     );
                     return Err(ConnectError {
                         reason: format!("the relay refused the login: {message}"),

@@ -64,6 +64,9 @@ pub enum ErrorCode {
     /// Someone else holds that handle, or one that differs only in case or look-alike
     /// characters (`handle_set`).
     HandleTaken,
+    /// The login was signed for another relay name than any this relay is reached by (or, on
+    /// a relay that knows its names, not signed for a relay name at all).
+    WrongRelay,
 }
 
 impl ErrorCode {
@@ -94,6 +97,7 @@ impl ErrorCode {
             ErrorCode::InvalidName => "invalid_name",
             ErrorCode::Banned => "banned",
             ErrorCode::HandleTaken => "handle_taken",
+            ErrorCode::WrongRelay => "wrong_relay",
         }
     }
 
@@ -123,6 +127,7 @@ impl ErrorCode {
         ErrorCode::InvalidName,
         ErrorCode::Banned,
         ErrorCode::HandleTaken,
+        ErrorCode::WrongRelay,
     ];
 }
 

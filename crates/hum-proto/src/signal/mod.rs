@@ -93,6 +93,60 @@ pub fn login_signing_bytes(nonce: &Nonce) -> Vec<u8> {
     out
 }
 
+/// Prefix of a login signed for one relay (see [`bound_login_signing_bytes`]).
+pub const LOGIN_CONTEXT_BOUND: &[u8] = b"hum-relay-login-v2\0";
+
+/// The longest relay name a login may be signed for (a DNS name of 253 bytes and `:65535`, or a
+/// bracketed IPv6 address and port).
+pub const MAX_RELAY_NAME: usize = 261;
+
+/// The exact bytes a client signs to log in to one relay: [`LOGIN_CONTEXT_BOUND`], the length of
+/// `relay` as two big-endian bytes, `relay` (the `host[:port]` the client dialed, as it sends it
+/// in `login.relay`), then the 32 nonce bytes. A relay that knows its names refuses a login
+/// signed for another name, so a malicious relay cannot pass our signature on to log in as us
+/// elsewhere (docs/security.md, "Login binding").
+pub fn bound_login_signing_bytes(relay: &str, nonce: &Nonce) -> Vec<u8> {
+    let name = relay.as_bytes();
+    let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(LOGIN_CONTEXT_BOUND.len() + 2 + name.len() + Nonce::LEN);
+    out.extend_from_slice(LOGIN_CONTEXT_BOUND);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&name[..usize::from(len)]);
+    out.extend_from_slice(nonce.as_bytes());
+    out
+}
+
+/// The relay name (`host[:port]`) of a relay URL such as `ws://Relay.example:9000/ws`: the
+/// authority without user info, lower-cased. `None` when the URL has no `scheme://` or no host.
+pub fn relay_name_from_url(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let name = authority.trim().to_ascii_lowercase();
+    (!name.is_empty() && !name.starts_with(':') && name.len() <= MAX_RELAY_NAME).then_some(name)
+}
+
+/// Whether two relay names name the same relay: compared without case, without a trailing dot
+/// on the host and without the default ports `:80` and `:443`.
+pub fn same_relay_name(a: &str, b: &str) -> bool {
+    fn canonical(name: &str) -> String {
+        let name = name.trim().to_ascii_lowercase();
+        let (host, port) = match name.rsplit_once(':') {
+            // `[::1]` alone has colons inside the brackets, not a port.
+            Some((h, p)) if !p.contains(']') && p.bytes().all(|b| b.is_ascii_digit()) => {
+                (h.to_string(), Some(p.to_string()))
+            }
+            _ => (name.clone(), None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+        match port.as_deref() {
+            None | Some("80") | Some("443") => host,
+            Some(p) => format!("{host}:{p}"),
+        }
+    }
+    canonical(a) == canonical(b)
+}
+
 /// A client frame the relay could not accept, with what to send back.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{error}")]
@@ -387,6 +441,64 @@ mod tests {
         assert_eq!(peek_request_id(r#"{"type":"x"}"#), None);
         assert_eq!(peek_request_id("nonsense"), None);
         assert_eq!(peek_request_id(r#"{"id":"9"}"#), None);
+    }
+
+    #[test]
+    fn bound_login_bytes_name_the_relay() {
+        let b = bound_login_signing_bytes("relay.example:9000", &Nonce([7; 32]));
+        assert!(b.starts_with(LOGIN_CONTEXT_BOUND));
+        let rest = &b[LOGIN_CONTEXT_BOUND.len()..];
+        assert_eq!(&rest[..2], &[0, 18]);
+        assert_eq!(&rest[2..20], b"relay.example:9000");
+        assert_eq!(&rest[20..], &[7u8; 32]);
+        // Another name or nonce signs other bytes; neither form is a prefix of the other.
+        assert_ne!(
+            b,
+            bound_login_signing_bytes("relay.example:9001", &Nonce([7; 32]))
+        );
+        assert_ne!(
+            b,
+            bound_login_signing_bytes("relay.example:9000", &Nonce([8; 32]))
+        );
+        assert!(!b.starts_with(LOGIN_CONTEXT));
+    }
+
+    #[test]
+    fn relay_names_from_urls() {
+        let name = |u| relay_name_from_url(u);
+        assert_eq!(
+            name("ws://Relay.Example:9000/ws").as_deref(),
+            Some("relay.example:9000")
+        );
+        assert_eq!(
+            name("wss://relay.example/ws?x=1").as_deref(),
+            Some("relay.example")
+        );
+        assert_eq!(
+            name("ws://user:pw@relay.example:9/").as_deref(),
+            Some("relay.example:9")
+        );
+        assert_eq!(name("ws://[::1]:9000/ws").as_deref(), Some("[::1]:9000"));
+        assert_eq!(
+            name("ws://127.0.0.1:9000").as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(name("relay.example:9000"), None);
+        assert_eq!(name("ws:///ws"), None);
+        assert_eq!(name("ws://:9000/"), None);
+    }
+
+    #[test]
+    fn same_relay_name_ignores_case_default_ports_and_a_trailing_dot() {
+        assert!(same_relay_name("Relay.example", "relay.example"));
+        assert!(same_relay_name("relay.example:443", "relay.example"));
+        assert!(same_relay_name("relay.example.:80", "relay.example"));
+        assert!(same_relay_name("[::1]:9000", "[::1]:9000"));
+        assert!(same_relay_name("[::1]", "[::1]:443"));
+        assert!(!same_relay_name("relay.example:9000", "relay.example:9001"));
+        assert!(!same_relay_name("relay.example:9000", "relay.example"));
+        assert!(!same_relay_name("evil.example", "relay.example"));
+        assert!(!same_relay_name("127.0.0.1:9000", "localhost:9000"));
     }
 
     #[test]

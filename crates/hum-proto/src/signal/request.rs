@@ -106,6 +106,13 @@ pub enum Request {
         /// pick one; when given later it replaces the stored name.
         #[serde(default)]
         display_name: Option<DisplayName>,
+        /// The relay name (`host[:port]` of the URL the client dialed, at most 261 bytes) the
+        /// login is signed for. Given: `signature` is over `"hum-relay-login-v2\0"`, the name's
+        /// length (2 bytes, big-endian), the name and the nonce, and a relay that knows its
+        /// names refuses another one (`wrong_relay`). Absent: the unbound form above, which such
+        /// a relay refuses too (docs/security.md, "Login binding").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
     },
     /// Liveness and round-trip check. Reply: `pong`.
     Ping,
