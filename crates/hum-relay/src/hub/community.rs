@@ -88,6 +88,7 @@ impl Hub {
             .map_err(db_err)?;
         self.model.servers.insert(id, ServerRec::new(name, user));
         self.model.add_member(id, user, Role::Owner);
+        self.rewatch(&user);
         let info = self
             .server_info(id, &user)
             .ok_or_else(|| err(ErrorCode::Internal, "server vanished"))?;
@@ -158,6 +159,7 @@ impl Hub {
             .map(|s| s.members.keys().copied().collect())
             .unwrap_or_default();
         self.model.remove_server(server);
+        self.watch.remove_server(server);
         self.event_to_users(
             &members,
             Event::ServerRemoved {
@@ -184,6 +186,7 @@ impl Hub {
             self.leave_channel(target, why);
         }
         self.model.remove_member(server, target);
+        self.rewatch(target);
         self.event_to_watchers(
             server,
             None,
@@ -535,6 +538,7 @@ impl Hub {
             inv.uses = inv.uses.saturating_add(1);
         }
         self.model.add_member(server, user, Role::Member);
+        self.rewatch(&user);
         let member = self.member_view(&user, Role::Member);
         self.event_to_watchers(server, None, Event::MemberJoined { server, member });
         let info = self.server_info(server, &user).ok_or_else(invalid)?;

@@ -21,6 +21,7 @@ mod mode;
 mod social;
 mod stream;
 mod voice;
+mod watch;
 
 #[cfg(test)]
 mod abuse_tests;
@@ -272,6 +273,8 @@ pub struct Hub {
     calls: BTreeMap<CallId, CallRec>,
     /// Mesh or SFU, per voice channel with members.
     voice: BTreeMap<ChannelId, mode::ChannelVoice>,
+    /// Who watches which server ([`Hub::watchers`]), kept in step by [`Hub::rewatch`].
+    watch: watch::WatchIndex,
     next_call: u64,
     rng: ChaCha8Rng,
     streams: stream::Streams,
@@ -310,6 +313,7 @@ impl Hub {
             conns: HashMap::new(),
             calls: BTreeMap::new(),
             voice: BTreeMap::new(),
+            watch: watch::WatchIndex::default(),
             next_call: 1,
             rng,
             streams: stream::Streams::default(),
@@ -388,6 +392,11 @@ impl Hub {
                 }
             }
         }
+        let mut expected = watch::WatchIndex::default();
+        for u in self.online.keys() {
+            expected.set(*u, self.watch_set_of(u));
+        }
+        self.watch.check(&expected)?;
         Ok(())
     }
 
@@ -475,6 +484,7 @@ impl Hub {
             },
         );
         self.conns.insert(conn, user);
+        self.rewatch(&user);
         let welcome = Reply::Welcome {
             user: self.summary(&user),
             new_account,
@@ -529,6 +539,7 @@ impl Hub {
             );
         }
         self.online.remove(&user);
+        self.rewatch(&user);
         if announce_offline {
             self.push_presence(&user);
         }
@@ -749,20 +760,50 @@ impl Hub {
 
     /// The connections that hear member and voice changes of `server` (`channel`: the channel
     /// concerned): online members watching `server` (`subscribe`; everyone who never
-    /// subscribed), and those in `channel`.
+    /// subscribed), from the watch index, and those in `channel`. Costs the number of watchers
+    /// and the channel's roster, not the server's members.
     fn watchers(&self, server: ServerId, channel: Option<ChannelId>) -> Vec<ConnId> {
-        let Some(s) = self.model.servers.get(&server) else {
-            return Vec::new();
+        let mut to: Vec<ConnId> = self
+            .watch
+            .watching(server)
+            .filter_map(|u| self.conn_of(u))
+            .collect();
+        if let Some(c) = channel
+            && let Some(ch) = self.model.channels.get(&c)
+            && ch.server == server
+        {
+            for u in &ch.roster {
+                if let Some(o) = self.online.get(u)
+                    && o.channel == Some(c)
+                    && !self.watch.watches(u, server)
+                {
+                    to.push(o.conn);
+                }
+            }
+        }
+        to
+    }
+
+    /// The servers `user` watches now: none offline; those it is a member of, all of them if it
+    /// never sent `subscribe`, else those of its last `subscribe`.
+    fn watch_set_of(&self, user: &UserId) -> BTreeSet<ServerId> {
+        let Some(o) = self.online.get(user) else {
+            return BTreeSet::new();
         };
-        s.members
-            .keys()
-            .filter_map(|u| {
-                let o = self.online.get(u)?;
-                let watching = o.subs.as_ref().is_none_or(|subs| subs.contains(&server))
-                    || (channel.is_some() && o.channel == channel);
-                watching.then_some(o.conn)
-            })
-            .collect()
+        let Some(member_of) = self.model.user_servers.get(user) else {
+            return BTreeSet::new();
+        };
+        match &o.subs {
+            None => member_of.clone(),
+            Some(subs) => subs.intersection(member_of).copied().collect(),
+        }
+    }
+
+    /// Bring `user`'s entries in the watch index up to date, after anything that changes what
+    /// it watches: login, session end, `subscribe`, joining or leaving a server.
+    fn rewatch(&mut self, user: &UserId) {
+        let servers = self.watch_set_of(user);
+        self.watch.set(*user, servers);
     }
 
     /// Send a member or voice change of `server` to its watchers ([`Hub::watchers`]).
@@ -785,6 +826,7 @@ impl Hub {
         if let Some(o) = self.online.get_mut(&user) {
             o.subs = Some(servers.into_iter().collect());
         }
+        self.rewatch(&user);
         Ok(Reply::Ok)
     }
 
@@ -908,15 +950,23 @@ impl Hub {
     }
 
     fn channel_info(&self, id: ChannelId) -> Option<ChannelInfo> {
+        self.channel_view(id, true)
+    }
+
+    /// A channel, with its roster or (`with_roster` false) without building it at all.
+    fn channel_view(&self, id: ChannelId, with_roster: bool) -> Option<ChannelInfo> {
         let ch = self.model.channels.get(&id)?;
-        let roster = ch
-            .roster
-            .iter()
-            .map(|u| RosterEntry {
-                user: self.summary(u),
-                voice: self.online.get(u).map(|o| o.voice).unwrap_or_default(),
-            })
-            .collect();
+        let roster = if with_roster {
+            ch.roster
+                .iter()
+                .map(|u| RosterEntry {
+                    user: self.summary(u),
+                    voice: self.online.get(u).map(|o| o.voice).unwrap_or_default(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some(ChannelInfo {
             id,
             server: ch.server,
@@ -962,13 +1012,7 @@ impl Hub {
             channels: s
                 .channels
                 .iter()
-                .filter_map(|c| {
-                    let mut info = self.channel_info(*c)?;
-                    if !rosters && in_channel != Some(*c) {
-                        info.roster.clear();
-                    }
-                    Some(info)
-                })
+                .filter_map(|c| self.channel_view(*c, rosters || in_channel == Some(*c)))
                 .collect(),
             member_count: Some(u32::try_from(s.members.len()).unwrap_or(u32::MAX)),
         })

@@ -1885,3 +1885,118 @@ fn an_admin_lowers_a_channels_mesh_limit_and_channel_list_shows_mode_and_limit()
     assert_eq!(listed(&mut w), (Mesh, Some(0)));
     assert_eq!(join(&mut w, 1, c), Sfu, "0: the SFU from the first member");
 }
+
+/// Owner 1 flips member 5's role in `s`; which of `conns` heard the `member_updated`.
+fn who_hears(w: &mut World, s: ServerId, conns: &[ConnId]) -> Vec<ConnId> {
+    use hum_proto::signal::Role;
+    w.clear();
+    let role = match w.hub.model.role(s, &user(5)) {
+        Some(Role::Admin) => Role::Member,
+        _ => Role::Admin,
+    };
+    w.ok(
+        1,
+        Request::MemberSetRole {
+            server: s,
+            user: user(5),
+            role,
+        },
+    );
+    conns
+        .iter()
+        .copied()
+        .filter(|c| {
+            w.inbox.get(c).is_some_and(|msgs| {
+                msgs.iter().any(|m| {
+                    matches!(
+                        m,
+                        ServerMessage::Event {
+                            event: Event::MemberUpdated { .. }
+                        }
+                    )
+                })
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_watch_index_follows_sessions_subscriptions_and_membership() {
+    // `World::pump` also checks the index against a recomputation after every step.
+    let mut w = World::new();
+    let (s, _) = w.community(5);
+    let other = w.server(1, "other");
+    let all = [conn(2), conn(3), conn(4)];
+    assert_eq!(who_hears(&mut w, s, &all), all);
+    // Unsubscribe: 2 watches nothing, 3 only `s`, 4 never subscribed.
+    w.ok(2, Request::Subscribe { servers: vec![] });
+    w.ok(3, Request::Subscribe { servers: vec![s] });
+    assert_eq!(who_hears(&mut w, s, &all), [conn(3), conn(4)]);
+    // Re-subscribe.
+    w.ok(2, Request::Subscribe { servers: vec![s] });
+    assert_eq!(who_hears(&mut w, s, &all), all);
+    // A refused subscribe (not a member of `other`) changes nothing.
+    assert_eq!(
+        w.code(
+            2,
+            Request::Subscribe {
+                servers: vec![s, other]
+            }
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(who_hears(&mut w, s, &all), all);
+    // Session end: out of the index; the next session watches everything again (it has not
+    // subscribed yet).
+    w.ok(3, Request::Subscribe { servers: vec![] });
+    w.hub.disconnect(w.now_ms, conn(3));
+    w.pump();
+    assert_eq!(who_hears(&mut w, s, &all), [conn(2), conn(4)]);
+    w.login(3);
+    assert_eq!(who_hears(&mut w, s, &all), all);
+    // Several sessions of one user: the newest replaces the older and alone hears, by its own
+    // subscription, not the old session's.
+    let second = conn(4) + 1;
+    let both = [conn(4), second];
+    w.ok(4, Request::Subscribe { servers: vec![] });
+    w.login_on(4, second, "user4");
+    assert!(w.closed.contains(&(conn(4), close::SESSION_REPLACED)));
+    assert_eq!(who_hears(&mut w, s, &both), [second]);
+    w.req_on(second, Request::Subscribe { servers: vec![] })
+        .unwrap();
+    assert_eq!(who_hears(&mut w, s, &both), Vec::<ConnId>::new());
+    // The old connection's late close changes nothing.
+    w.hub.disconnect(w.now_ms, conn(4));
+    w.pump();
+    w.req_on(second, Request::Subscribe { servers: vec![s] })
+        .unwrap();
+    assert_eq!(who_hears(&mut w, s, &both), [second]);
+    // Leaving the server: no longer watched; rejoining: watched again (the subscription still
+    // names it).
+    w.ok(2, Request::ServerLeave { server: s });
+    assert_eq!(who_hears(&mut w, s, &[conn(2)]), Vec::<ConnId>::new());
+    let code = w.invite(1, s);
+    w.ok(2, Request::InviteJoin { code });
+    assert_eq!(who_hears(&mut w, s, &[conn(2)]), [conn(2)]);
+    // A kicked member is out of the index at once.
+    w.ok(
+        1,
+        Request::MemberKick {
+            server: s,
+            user: user(3),
+        },
+    );
+    assert_eq!(who_hears(&mut w, s, &[conn(2), conn(3)]), [conn(2)]);
+    // A cluster node dies: its sessions end together.
+    w.hub
+        .disconnect_where(w.now_ms, |c| c == conn(2) || c == second);
+    w.pump();
+    assert_eq!(
+        who_hears(&mut w, s, &[conn(2), conn(3), conn(4), second]),
+        Vec::<ConnId>::new()
+    );
+    // A deleted server leaves nothing behind.
+    w.ok(1, Request::ServerDelete { server: s });
+    assert!(w.hub.watch.watching(s).next().is_none());
+    assert!(w.hub.watch.watches(&user(1), other));
+}

@@ -309,12 +309,14 @@ impl StoreBackend for SqliteStore {
     }
 
     fn upsert_user(&self, id: &UserId, name: &DisplayName, now_secs: u64) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO users (id, display_name, created_at, last_login) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name,
-                                           last_login = excluded.last_login",
-            params![&id.0[..], name.as_str(), now_secs as i64],
-        )?;
+        // Every login writes this: the statement is parsed once per connection (cached).
+        self.conn
+            .prepare_cached(
+                "INSERT INTO users (id, display_name, created_at, last_login) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(id) DO UPDATE SET display_name = excluded.display_name,
+                                               last_login = excluded.last_login",
+            )?
+            .execute(params![&id.0[..], name.as_str(), now_secs as i64])?;
         Ok(())
     }
 
@@ -495,15 +497,15 @@ impl StoreBackend for SqliteStore {
         user: &UserId,
         now_secs: u64,
     ) -> Result<()> {
+        // Every invite join writes this: statements parsed once per connection (cached), both
+        // in one transaction (one commit).
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE invites SET uses = uses + 1 WHERE code = ?1",
-            params![code.as_str()],
-        )?;
-        tx.execute(
+        tx.prepare_cached("UPDATE invites SET uses = uses + 1 WHERE code = ?1")?
+            .execute(params![code.as_str()])?;
+        tx.prepare_cached(
             "INSERT OR REPLACE INTO members (server, user, role, joined_at) VALUES (?1, ?2, 'member', ?3)",
-            params![server.0 as i64, &user.0[..], now_secs as i64],
-        )?;
+        )?
+        .execute(params![server.0 as i64, &user.0[..], now_secs as i64])?;
         tx.commit()?;
         Ok(())
     }
