@@ -69,7 +69,7 @@ pub enum Command {
     #[command(subcommand)]
     Voice(voice::VoiceCmd),
     /// Call a friend (or `--answer` a call) with audio, and video with --video.
-    Call(voice::CallArgs),
+    Call(Box<voice::CallArgs>),
     /// Livestreams: `hum stream start --server S --channel C --source pattern`.
     #[command(subcommand)]
     Stream(stream::StreamCmd),

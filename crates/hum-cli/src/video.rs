@@ -55,6 +55,14 @@ pub struct VideoArgs {
     /// Change the wanted layer for everyone at a time since joining, e.g. `4s=high`.
     #[arg(long, value_parser = parse_quality_at)]
     pub video_quality_at: Option<(std::time::Duration, VideoQuality)>,
+    /// Share a screen (a second video track beside the camera): `screen` (the primary
+    /// monitor), `screen:ID`, `window:ID` (X11), `pattern[:WxH]` (the test pattern, 1280x720 by
+    /// default) or a `.y4m` file. Mesh calls and channels only (not over the SFU yet).
+    #[arg(long)]
+    pub screen: Option<String>,
+    /// The screen share's encoding: 720p30, 1080p30, 1080p60 or text (native size, 5 fps).
+    #[arg(long, default_value = "720p30", value_parser = hum_engine::voice::parse_profile)]
+    pub screen_profile: hum_engine::voice::hum_media::video::ScreenProfile,
     /// Change the wanted layer for everyone to what this file says (`high`, `low`, ...) when
     /// it appears or changes (a switch another program flips: tests, demos).
     #[arg(long)]
@@ -179,11 +187,21 @@ impl VideoArgs {
             }
             None => None,
         };
+        let screen = match &self.screen {
+            Some(s) => Some(
+                hum_engine::voice::ShareTarget::parse(s)
+                    .map_err(anyhow::Error::msg)?
+                    .open(self.screen_profile)
+                    .map_err(|e| anyhow::anyhow!("cannot share `{s}`: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(VideoIo {
             receive: source.is_some() || sinks.is_some() || self.receive_video,
             source,
             bitrate: Bitrate::from_kbps(self.video_kbps),
             sinks,
+            screen,
         })
     }
 }

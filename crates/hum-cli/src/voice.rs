@@ -598,6 +598,15 @@ fn print_video_send(cli: &Cli, session: &VoiceSession) {
                 "active": v.active}),
         );
     }
+    let s = session.screen_share_stats();
+    if cli.json && (s.sharing || s.captured > 0) {
+        print_line(
+            cli,
+            json!({"type": "screen_send", "sharing": s.sharing, "captured": s.captured,
+                "encoded": s.encoded, "width": s.width, "height": s.height, "fps": s.fps,
+                "kbps": s.bitrate.bps() / 1000}),
+        );
+    }
 }
 
 fn print_event(cli: &Cli, ev: &VoiceEvent) {
@@ -630,6 +639,9 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
         VoiceEvent::Route { user, route } => json!({"type": "route", "user": user.to_string(),
             "local": route.local.name(), "remote": route.remote.name(),
             "relayed": route.relayed()}),
+        VoiceEvent::ScreenShare { sharing, reason } => {
+            json!({"type": "screen_share", "sharing": sharing, "reason": reason})
+        }
     };
     print_line(cli, v);
 }

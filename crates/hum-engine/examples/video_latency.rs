@@ -98,6 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             bitrate: Bitrate::from_kbps(kbps),
             receive: false,
             sinks: None,
+            screen: None,
         },
     )?;
     let b = session(

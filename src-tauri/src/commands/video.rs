@@ -208,6 +208,7 @@ pub fn call_video_io(state: &AppState) -> VideoIo {
         bitrate: cfg.bitrate,
         receive: true,
         sinks: None,
+        screen: None,
     }
 }
 
@@ -377,13 +378,15 @@ pub fn video_keyframe(state: State<'_, AppState>, stream_id: String) {
     {
         return;
     }
-    // A remote track (`<user hex>/camera`): a PLI to its sender.
-    if let Some(user) = stream_id
-        .split_once('/')
-        .and_then(|(u, _)| u.parse::<hum_proto::UserId>().ok())
-        && let Some(session) = state.session()
+    // A remote track (`<user hex>/camera` or `/screen`): a PLI to its sender.
+    if let Some((user, kind)) = stream_id.split_once('/').and_then(|(u, k)| {
+        Some((
+            u.parse::<hum_proto::UserId>().ok()?,
+            hum_engine::voice::VideoKind::of_track(k),
+        ))
+    }) && let Some(session) = state.session()
     {
-        session.request_keyframe(user);
+        session.request_keyframe_of(user, kind);
     }
 }
 

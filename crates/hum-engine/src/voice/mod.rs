@@ -40,6 +40,10 @@ pub use hum_media::monitor::{
 };
 pub use session::VoiceSession;
 pub use signalling::{MemorySignalHub, Signaller};
+pub use video::screen::{
+    ScreenShareStats, ScreenSource, ShareChoice, ShareChoices, ShareTarget, VideoKind,
+    capture_unavailable, parse_profile, share_choices,
+};
 pub use video::{
     CameraChange, EncodedVideoFrame, RemoteVideoStats, RemoteVideoTrack, VideoIo, VideoSendStats,
     VideoSinkFactory, mesh_layer, video_bitrate_within,
@@ -155,6 +159,12 @@ pub enum VoiceEvent {
     /// mode: it is the spotlight of a big room. May be us.
     DominantSpeaker {
         user: UserId,
+    },
+    /// Our screen share started or stopped ([`VoiceSession::start_screen_share`]); `reason`
+    /// says why when it ended by itself (the window closed, the source failed).
+    ScreenShare {
+        sharing: bool,
+        reason: Option<String>,
     },
 }
 

@@ -21,6 +21,7 @@ use webrtc::peer_connection::RTCIceCandidateInit;
 
 use super::audio::{AudioEngine, AudioSettings};
 use super::peer::{Peer, PeerSignal};
+use super::video::screen::{ScreenShareStats, ScreenSource, VideoKind};
 use super::video::{CameraChange, EncodedVideoFrame, RemoteVideoStats, SessionVideo, VideoIo};
 use super::{MAX_MESH_PARTICIPANTS, Signaller, VoiceConfig, VoiceError, VoiceEvent};
 
@@ -150,14 +151,49 @@ impl VoiceSession {
         self.video.subscribe()
     }
 
-    /// Asks `user` for a keyframe of their video (sends a PLI, repeated until it arrives).
+    /// Asks `user` for a keyframe of their camera (sends a PLI, repeated until it arrives).
     pub fn request_keyframe(&self, user: UserId) {
-        self.video.request_keyframe(user);
+        self.video.request_keyframe(user, VideoKind::Camera);
     }
 
-    /// Counters of the video received from `user`.
+    /// Asks `user` for a keyframe of their camera or their screen share.
+    pub fn request_keyframe_of(&self, user: UserId, kind: VideoKind) {
+        self.video.request_keyframe(user, kind);
+    }
+
+    /// Counters of the camera video received from `user`.
     pub fn video_stats(&self, user: &UserId) -> Option<RemoteVideoStats> {
-        self.video.stats(user)
+        self.video.stats(user, VideoKind::Camera)
+    }
+
+    /// Counters of `user`'s camera or screen share as received.
+    pub fn video_stats_of(&self, user: &UserId, kind: VideoKind) -> Option<RemoteVideoStats> {
+        self.video.stats(user, kind)
+    }
+
+    /// Starts sharing a screen (a monitor, a window, or for tests the pattern / a Y4M file),
+    /// replacing a running share: a second VP8 track to every mesh peer that shows video,
+    /// encoded once with `share.profile` (one layer). Needs a session with video (every call
+    /// and channel the app makes has it): the screen track is negotiated with the connection,
+    /// so starting and stopping need no renegotiation. Reported as
+    /// [`VoiceEvent::ScreenShare`](super::VoiceEvent::ScreenShare). Not sent over the SFU yet.
+    pub fn start_screen_share(&self, share: ScreenSource) -> Result<(), VoiceError> {
+        if !self.video.enabled {
+            return Err(VoiceError::WebRtc(
+                "this session carries no video, so it cannot share a screen".into(),
+            ));
+        }
+        self.video.screen.start(share)
+    }
+
+    /// Stops our screen share; `false` if there was none. Blocks for at most one frame read.
+    pub fn stop_screen_share(&self) -> bool {
+        self.video.screen.stop()
+    }
+
+    /// Whether we share a screen now, and what it cost so far.
+    pub fn screen_share_stats(&self) -> ScreenShareStats {
+        self.video.screen.stats()
     }
 
     /// Sets the rate of the video we send (the budget or a congestion controller decides);

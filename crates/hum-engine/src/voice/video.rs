@@ -41,6 +41,9 @@ use super::assembler::{Assembled, AssemblerConfig, FrameAssembler};
 use super::{VoiceError, VoiceEvent};
 
 pub mod congestion;
+pub mod screen;
+
+use screen::{ScreenSender, ScreenSource, VideoKind};
 
 /// How often a PLI is repeated while a keyframe is awaited.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(300);
@@ -63,6 +66,9 @@ pub struct VideoIo {
     /// Decode every remote video track into a sink this opens (none: encoded frames only,
     /// through [`VoiceSession::video_frames`](super::VoiceSession::video_frames)).
     pub sinks: Option<Arc<dyn VideoSinkFactory>>,
+    /// Share this screen from the start (a share can also start later:
+    /// [`VoiceSession::start_screen_share`](super::VoiceSession::start_screen_share)).
+    pub screen: Option<ScreenSource>,
 }
 
 impl Default for VideoIo {
@@ -72,6 +78,7 @@ impl Default for VideoIo {
             bitrate: DEFAULT_VIDEO_BITRATE,
             receive: false,
             sinks: None,
+            screen: None,
         }
     }
 }
@@ -83,6 +90,7 @@ impl std::fmt::Debug for VideoIo {
             .field("bitrate", &self.bitrate)
             .field("receive", &self.receive)
             .field("sinks", &self.sinks.is_some())
+            .field("screen", &self.screen)
             .finish()
     }
 }
@@ -90,7 +98,7 @@ impl std::fmt::Debug for VideoIo {
 impl VideoIo {
     /// Whether the session carries a video line at all.
     pub fn enabled(&self) -> bool {
-        self.source.is_some() || self.receive || self.sinks.is_some()
+        self.source.is_some() || self.receive || self.sinks.is_some() || self.screen.is_some()
     }
 }
 
@@ -168,14 +176,19 @@ pub(crate) struct SessionVideo {
     pub(crate) receiving: bool,
     /// Per mesh peer: the layer they asked us for ([`NO_LAYER`]: none; they get no video).
     wishes: Mutex<BTreeMap<UserId, Arc<AtomicU8>>>,
+    /// Per mesh peer: they show video (said `video_quality`, any value), so they get our
+    /// screen share.
+    screen_viewers: Mutex<BTreeMap<UserId, Arc<AtomicBool>>>,
+    /// Our screen share (idle until started).
+    pub(crate) screen: ScreenSender,
     /// What we ask each mesh peer for (default `Auto`); held while a request is sent, so the
     /// last one said is the last one sent.
     pub(crate) asks: tokio::sync::Mutex<BTreeMap<UserId, VideoQuality>>,
     sinks: Option<Arc<dyn VideoSinkFactory>>,
     frames: broadcast::Sender<EncodedVideoFrame>,
-    /// Per remote user: a front end asked for a keyframe.
-    want_key: Mutex<BTreeMap<UserId, Arc<AtomicBool>>>,
-    stats: Mutex<BTreeMap<UserId, RemoteVideoStats>>,
+    /// Per remote user and track kind: a front end asked for a keyframe.
+    want_key: Mutex<BTreeMap<(UserId, VideoKind), Arc<AtomicBool>>>,
+    stats: Mutex<BTreeMap<(UserId, VideoKind), RemoteVideoStats>>,
     /// What each member said of their camera (the roster's `video` flag); absent: not known.
     cameras: Mutex<BTreeMap<UserId, bool>>,
     changes: broadcast::Sender<CameraChange>,
@@ -195,11 +208,17 @@ impl SessionVideo {
             Some(source) => Some(VideoSender::start(source, io.bitrate, events.clone())?),
             None => None,
         };
+        let screen = ScreenSender::new(events.clone());
+        if let Some(share) = io.screen {
+            screen.start(share)?;
+        }
         Ok(Self {
             sender,
             enabled,
             receiving: io.receive || io.sinks.is_some(),
             wishes: Mutex::new(BTreeMap::new()),
+            screen_viewers: Mutex::new(BTreeMap::new()),
+            screen,
             asks: tokio::sync::Mutex::new(BTreeMap::new()),
             sinks: io.sinks,
             frames: broadcast::channel(FRAME_CHANNEL).0,
@@ -233,6 +252,18 @@ impl SessionVideo {
         let layer = mesh_layer(quality).map_or(NO_LAYER, |l| l as u8);
         tracing::debug!(%user, ?quality, layer, "video layer asked for");
         self.wish(user).store(layer, Ordering::SeqCst);
+        self.screen_viewer(user).store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `user` gets our screen share, shared with their connection's screen send loop.
+    pub(crate) fn screen_viewer(&self, user: UserId) -> Arc<AtomicBool> {
+        match self.screen_viewers.lock() {
+            Ok(mut m) => m
+                .entry(user)
+                .or_insert_with(|| Arc::new(AtomicBool::new(false)))
+                .clone(),
+            Err(_) => Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// `user`'s connection is gone: they get nothing until they ask again.
@@ -242,18 +273,23 @@ impl SessionVideo {
         {
             w.store(NO_LAYER, Ordering::SeqCst);
         }
+        if let Ok(m) = self.screen_viewers.lock()
+            && let Some(w) = m.get(user)
+        {
+            w.store(false, Ordering::SeqCst);
+        }
     }
 
-    pub(crate) fn request_keyframe(&self, user: UserId) {
+    pub(crate) fn request_keyframe(&self, user: UserId, kind: VideoKind) {
         if let Ok(m) = self.want_key.lock()
-            && let Some(f) = m.get(&user)
+            && let Some(f) = m.get(&(user, kind))
         {
             f.store(true, Ordering::SeqCst);
         }
     }
 
-    pub(crate) fn stats(&self, user: &UserId) -> Option<RemoteVideoStats> {
-        self.stats.lock().ok()?.get(user).copied()
+    pub(crate) fn stats(&self, user: &UserId, kind: VideoKind) -> Option<RemoteVideoStats> {
+        self.stats.lock().ok()?.get(&(*user, kind)).copied()
     }
 
     /// What `user` says of their camera now. A change is reported (a [`VoiceEvent::Video`]
@@ -317,6 +353,7 @@ impl SessionVideo {
         if let Some(s) = &self.sender {
             s.stop();
         }
+        self.screen.stop();
         self.closing.store(true, Ordering::SeqCst);
         let threads = self
             .decoders
@@ -328,9 +365,9 @@ impl SessionVideo {
         }
     }
 
-    fn update_stats(&self, user: UserId, f: impl FnOnce(&mut RemoteVideoStats)) {
+    fn update_stats(&self, user: UserId, kind: VideoKind, f: impl FnOnce(&mut RemoteVideoStats)) {
         if let Ok(mut m) = self.stats.lock() {
-            f(m.entry(user).or_default());
+            f(m.entry((user, kind)).or_default());
         }
     }
 }
@@ -771,30 +808,18 @@ pub(crate) async fn receive_with_transform(
         track: track.track_id().await,
         layer: track.rid(ssrc).await,
     };
+    let kind = VideoKind::of_track(&info.track);
     let asked = Arc::new(AtomicBool::new(false));
     if let Ok(mut m) = video.want_key.lock() {
-        m.insert(user, asked.clone());
+        m.insert((user, kind), asked.clone());
     }
-    let decode = match &video.sinks {
-        Some(factory) => match factory
-            .open(&info)
-            .and_then(|sink| DecodeThread::start(&info, sink, video.closing.clone()))
-        {
-            Ok((d, thread)) => {
-                if let Ok(mut t) = video.decoders.lock() {
-                    t.push(thread);
-                }
-                Some(d)
-            }
-            Err(e) => {
-                let _ = video
-                    .events
-                    .send(VoiceEvent::Error(format!("video from {user}: {e}")));
-                None
-            }
-        },
-        None => None,
-    };
+    // The sink opens with the track's first frame: a screen track idle since negotiation (no
+    // share yet) leaves no empty recording behind.
+    let mut decode: Option<DecodeThread> = None;
+    let mut sink_opened = false;
+    // A screen track may stay silent for the whole session: keyframes are asked for only once
+    // it carried something.
+    let mut heard = kind == VideoKind::Camera;
     let mut asm = FrameAssembler::new(AssemblerConfig::default());
     // A keyframe is awaited from the start (we may join a running stream).
     let mut awaiting_key = true;
@@ -812,7 +837,8 @@ pub(crate) async fn receive_with_transform(
         let out = tokio::select! {
             ev = track.poll() => match ev {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
-                    video.update_stats(user, |s| s.packets += 1);
+                    video.update_stats(user, kind, |s| s.packets += 1);
+                    heard = true;
                     asm.push(
                         Instant::now(),
                         p.header.sequence_number,
@@ -831,7 +857,7 @@ pub(crate) async fn receive_with_transform(
                 Assembled::Lost => {
                     after_loss = true;
                     awaiting_key = true;
-                    video.update_stats(user, |s| s.losses += 1);
+                    video.update_stats(user, kind, |s| s.losses += 1);
                     if let Some(d) = &decode {
                         d.send(Bytes::new(), Instant::now());
                     }
@@ -851,7 +877,7 @@ pub(crate) async fn receive_with_transform(
                             }
                         }
                     }
-                    if video.camera_off(&user) {
+                    if kind == VideoKind::Camera && video.camera_off(&user) {
                         held_back = true;
                         continue;
                     }
@@ -870,7 +896,10 @@ pub(crate) async fn receive_with_transform(
                         awaiting_key = false;
                         after_loss = false;
                     }
-                    video.update_stats(user, |s| {
+                    if !std::mem::replace(&mut sink_opened, true) {
+                        decode = open_decode(&video, &info);
+                    }
+                    video.update_stats(user, kind, |s| {
                         s.frames += 1;
                         s.keyframes += u64::from(f.keyframe);
                     });
@@ -909,7 +938,7 @@ pub(crate) async fn receive_with_transform(
                 last_pli = None;
             }
             let n = d.decoded.load(Ordering::Relaxed);
-            video.update_stats(user, |s| s.decoded = n);
+            video.update_stats(user, kind, |s| s.decoded = n);
         }
         if asked.swap(false, Ordering::SeqCst) {
             awaiting_key = true;
@@ -922,9 +951,9 @@ pub(crate) async fn receive_with_transform(
             Some(t) => now.saturating_duration_since(t) >= PLI_INTERVAL,
             None => now.saturating_duration_since(started) >= PLI_INTERVAL || after_loss,
         };
-        if awaiting_key && due {
+        if awaiting_key && due && heard {
             last_pli = Some(now);
-            video.update_stats(user, |s| s.plis_sent += 1);
+            video.update_stats(user, kind, |s| s.plis_sent += 1);
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc: ssrc,
@@ -935,7 +964,30 @@ pub(crate) async fn receive_with_transform(
         }
     }
     if let Ok(mut m) = video.want_key.lock() {
-        m.remove(&user);
+        m.remove(&(user, kind));
+    }
+}
+
+/// The decode thread of a remote track, if the session decodes (a sink factory); a sink that
+/// does not open is reported, and the track is then only forwarded.
+fn open_decode(video: &SessionVideo, info: &RemoteVideoTrack) -> Option<DecodeThread> {
+    let factory = video.sinks.as_ref()?;
+    match factory
+        .open(info)
+        .and_then(|sink| DecodeThread::start(info, sink, video.closing.clone()))
+    {
+        Ok((d, thread)) => {
+            if let Ok(mut t) = video.decoders.lock() {
+                t.push(thread);
+            }
+            Some(d)
+        }
+        Err(e) => {
+            let _ = video
+                .events
+                .send(VoiceEvent::Error(format!("video from {}: {e}", info.user)));
+            None
+        }
     }
 }
 
@@ -1006,6 +1058,7 @@ mod tests {
                 bitrate: Bitrate::from_kbps(300),
                 receive: true,
                 sinks: Some(Arc::new(analyser.clone())),
+                screen: None,
             },
             signaller,
         )

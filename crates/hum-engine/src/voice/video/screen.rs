@@ -1,0 +1,496 @@
+//! Screen sharing in a media session: a second video track beside the camera.
+//!
+//! ```text
+//! ScreenSource (xcap monitor/window | pattern | Y4M) ─► screen thread: fit to the profile,
+//!     one VP8 encoder (ScreenProfile) ─► broadcast ─► each mesh peer's screen send loop
+//!                                                      ─► its `screen-<ssrc>` VP8 track
+//! ```
+//!
+//! - Every mesh connection of a session with video carries a `screen-<ssrc>` track from the
+//!   start (negotiated with the camera's, idle until a share starts), so a share starts and
+//!   stops without renegotiation. Receivers tell it from the camera by its track id
+//!   ([`VideoKind::of_track`]): it is its own remote stream.
+//! - One layer, the [`ScreenProfile`]'s size, rate and bitrate (no simulcast: a shared screen is
+//!   shown large, the "high" layer, by whoever watches it; docs/video.md). Peers that show
+//!   video (they sent a `video_quality`, any value) get it; nothing is encoded while nobody
+//!   does.
+//! - A send loop starts each peer on a keyframe; a PLI/FIR on the screen track asks the encoder
+//!   for one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use hum_media::video::scale::scale;
+use hum_media::video::{EncodedFrame, ScreenProfile, VideoError, VideoSource, Vp8Encoder};
+use hum_proto::Bitrate;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::voice::{VoiceError, VoiceEvent};
+
+/// Which of a member's video tracks a stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VideoKind {
+    Camera,
+    Screen,
+}
+
+impl VideoKind {
+    /// From the sender's track id: `screen-…` is a screen share, anything else a camera.
+    pub fn of_track(track_id: &str) -> Self {
+        if track_id.starts_with("screen") {
+            VideoKind::Screen
+        } else {
+            VideoKind::Camera
+        }
+    }
+}
+
+/// What to share and how.
+pub struct ScreenSource {
+    /// A monitor or window (`CaptureThread::open_screen`), or for tests the pattern or a Y4M
+    /// file; read at the profile's frame rate.
+    pub source: Box<dyn VideoSource>,
+    pub profile: ScreenProfile,
+}
+
+impl std::fmt::Debug for ScreenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScreenSource")
+            .field("source", &self.source.name())
+            .field("profile", &self.profile)
+            .finish()
+    }
+}
+
+/// What our screen share does now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScreenShareStats {
+    pub sharing: bool,
+    /// Frames read from the source since the session started.
+    pub captured: u64,
+    /// Frames encoded (only while a peer watches).
+    pub encoded: u64,
+    /// Encoded size and the profile's rate of the current (or last) share.
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate: Bitrate,
+}
+
+#[derive(Default)]
+struct Counters {
+    captured: AtomicU64,
+    encoded: AtomicU64,
+    /// width << 32 | height of the last encoded frame.
+    size: AtomicU64,
+    fps: AtomicU64,
+    bitrate: AtomicU64,
+}
+
+struct Running {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// The session's screen share: idle, or one capture + encode thread.
+pub(crate) struct ScreenSender {
+    frames: broadcast::Sender<Arc<EncodedFrame>>,
+    keyframe: Arc<AtomicBool>,
+    /// One flag per peer send loop: it sends now (so frames are encoded).
+    viewers: Arc<Mutex<Vec<Weak<AtomicBool>>>>,
+    counters: Arc<Counters>,
+    running: Mutex<Option<Running>>,
+    events: mpsc::UnboundedSender<VoiceEvent>,
+}
+
+fn anyone_watches(viewers: &Mutex<Vec<Weak<AtomicBool>>>) -> bool {
+    let Ok(mut v) = viewers.lock() else {
+        return false;
+    };
+    v.retain(|w| w.strong_count() > 0);
+    v.iter()
+        .any(|w| w.upgrade().is_some_and(|f| f.load(Ordering::Relaxed)))
+}
+
+impl ScreenSender {
+    pub(crate) fn new(events: mpsc::UnboundedSender<VoiceEvent>) -> Self {
+        Self {
+            frames: broadcast::channel(48).0,
+            keyframe: Arc::new(AtomicBool::new(true)),
+            viewers: Arc::default(),
+            counters: Arc::default(),
+            running: Mutex::new(None),
+            events,
+        }
+    }
+
+    /// Frames for one peer's send loop, its "I send now" flag, and the keyframe flag.
+    pub(crate) fn subscribe(
+        &self,
+    ) -> (
+        broadcast::Receiver<Arc<EncodedFrame>>,
+        Arc<AtomicBool>,
+        Arc<AtomicBool>,
+    ) {
+        let watching = Arc::new(AtomicBool::new(false));
+        if let Ok(mut v) = self.viewers.lock() {
+            v.push(Arc::downgrade(&watching));
+        }
+        (self.frames.subscribe(), watching, self.keyframe.clone())
+    }
+
+    pub(crate) fn sharing(&self) -> bool {
+        self.running
+            .lock()
+            .is_ok_and(|r| r.as_ref().is_some_and(|r| !r.done.load(Ordering::SeqCst)))
+    }
+
+    pub(crate) fn stats(&self) -> ScreenShareStats {
+        let c = &self.counters;
+        let size = c.size.load(Ordering::Relaxed);
+        ScreenShareStats {
+            sharing: self.sharing(),
+            captured: c.captured.load(Ordering::Relaxed),
+            encoded: c.encoded.load(Ordering::Relaxed),
+            width: (size >> 32) as u32,
+            height: size as u32,
+            fps: c.fps.load(Ordering::Relaxed) as u32,
+            bitrate: Bitrate::from_bps(c.bitrate.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Starts sharing `share` (a running share is replaced). Fails at once if the encoder
+    /// refuses the source's size.
+    pub(crate) fn start(&self, share: ScreenSource) -> Result<(), VoiceError> {
+        let ScreenSource {
+            mut source,
+            profile,
+        } = share;
+        let format = source.format();
+        let first = profile.config(format.width.max(2), format.height.max(2));
+        Vp8Encoder::new(first).map_err(|e| VoiceError::WebRtc(format!("screen encoder: {e}")))?;
+        self.stop();
+        self.counters
+            .fps
+            .store(u64::from(first.fps), Ordering::Relaxed);
+        self.counters
+            .bitrate
+            .store(first.bitrate.bps(), Ordering::Relaxed);
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let (halt, finished) = (stop.clone(), done.clone());
+        let (tx, keyframe, viewers, counters, events) = (
+            self.frames.clone(),
+            self.keyframe.clone(),
+            self.viewers.clone(),
+            self.counters.clone(),
+            self.events.clone(),
+        );
+        // Every peer starts the new share on a keyframe.
+        keyframe.store(true, Ordering::SeqCst);
+        let thread = std::thread::Builder::new()
+            .name("screen share".into())
+            .spawn(move || {
+                let name = source.name();
+                let ended = share_loop(
+                    &mut *source,
+                    profile,
+                    &halt,
+                    &tx,
+                    &keyframe,
+                    &viewers,
+                    &counters,
+                );
+                finished.store(true, Ordering::SeqCst);
+                if !halt.load(Ordering::SeqCst) {
+                    // Ended by itself (a window closed, a file ended): said once.
+                    let why = match ended {
+                        Ok(()) => format!("screen share {name} ended"),
+                        Err(e) => format!("screen share {name} stopped: {e}"),
+                    };
+                    tracing::info!("{why}");
+                    let _ = events.send(VoiceEvent::ScreenShare {
+                        sharing: false,
+                        reason: Some(why),
+                    });
+                }
+            })
+            .map_err(|e| VoiceError::WebRtc(format!("screen thread: {e}")))?;
+        if let Ok(mut r) = self.running.lock() {
+            *r = Some(Running { stop, done, thread });
+        }
+        let _ = self.events.send(VoiceEvent::ScreenShare {
+            sharing: true,
+            reason: None,
+        });
+        Ok(())
+    }
+
+    /// Stops sharing (blocks until the thread ends: at most one frame's read). `false` if
+    /// nothing was shared.
+    pub(crate) fn stop(&self) -> bool {
+        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        let Some(r) = running else {
+            return false;
+        };
+        let was = !r.done.load(Ordering::SeqCst);
+        r.stop.store(true, Ordering::SeqCst);
+        let _ = r.thread.join();
+        if was {
+            let _ = self.events.send(VoiceEvent::ScreenShare {
+                sharing: false,
+                reason: None,
+            });
+        }
+        was
+    }
+}
+
+/// Reads, fits and encodes until stopped or the source ends.
+fn share_loop(
+    source: &mut dyn VideoSource,
+    profile: ScreenProfile,
+    halt: &AtomicBool,
+    tx: &broadcast::Sender<Arc<EncodedFrame>>,
+    keyframe: &AtomicBool,
+    viewers: &Mutex<Vec<Weak<AtomicBool>>>,
+    counters: &Counters,
+) -> Result<(), VideoError> {
+    let mut encoder: Option<Vp8Encoder> = None;
+    while !halt.load(Ordering::SeqCst) {
+        let frame = match source.read() {
+            Ok(f) => f,
+            Err(VideoError::Ended) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        counters.captured.fetch_add(1, Ordering::Relaxed);
+        if !anyone_watches(viewers) {
+            // Nobody to send to: nothing is encoded; the next viewer starts on a keyframe.
+            encoder = None;
+            keyframe.store(true, Ordering::Relaxed);
+            continue;
+        }
+        // A window can change size: the encoder follows the capture.
+        let cfg = profile.config(frame.width(), frame.height());
+        if encoder
+            .as_ref()
+            .is_none_or(|e| (e.config().width, e.config().height) != (cfg.width, cfg.height))
+        {
+            encoder = Some(Vp8Encoder::new(cfg)?);
+        }
+        let Some(enc) = encoder.as_mut() else {
+            continue;
+        };
+        let fitted;
+        let frame = if (frame.width(), frame.height()) == (cfg.width, cfg.height) {
+            &frame
+        } else {
+            fitted = scale(&frame, cfg.width, cfg.height)?;
+            &fitted
+        };
+        if keyframe.swap(false, Ordering::Relaxed) {
+            enc.request_keyframe();
+        }
+        if let Some(out) = enc.encode(frame)? {
+            counters.encoded.fetch_add(1, Ordering::Relaxed);
+            counters.size.store(
+                u64::from(out.width) << 32 | u64::from(out.height),
+                Ordering::Relaxed,
+            );
+            let _ = tx.send(Arc::new(out));
+        }
+    }
+    Ok(())
+}
+
+/// What can be shared: a monitor or a window (X11 through xcap), or for tests and demos the
+/// moving test pattern or a Y4M file. `parse` reads the CLI's and the app's spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareTarget {
+    /// The test pattern (its frame code in the pixels) at this size.
+    Pattern { width: u32, height: u32 },
+    /// A monitor by id (`None`: the primary one).
+    Monitor(Option<u32>),
+    /// A window by id.
+    Window(u32),
+    /// A Y4M file, looped.
+    File(std::path::PathBuf),
+}
+
+impl ShareTarget {
+    /// `pattern`, `pattern:WxH`, `screen`, `screen:ID`, `window:ID`, `file:PATH` or a path
+    /// ending in `.y4m`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let id = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("`{s}`: `{v}` is not a monitor or window id"))
+        };
+        Ok(match s.split_once(':') {
+            None if s == "pattern" => ShareTarget::Pattern {
+                width: 1280,
+                height: 720,
+            },
+            None if s == "screen" => ShareTarget::Monitor(None),
+            Some(("pattern", size)) => {
+                let (w, h) = size
+                    .split_once('x')
+                    .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                    .ok_or_else(|| format!("`{s}`: expected pattern:WIDTHxHEIGHT"))?;
+                ShareTarget::Pattern {
+                    width: w,
+                    height: h,
+                }
+            }
+            Some(("screen", v)) => ShareTarget::Monitor(Some(id(v)?)),
+            Some(("window", v)) => ShareTarget::Window(id(v)?),
+            Some(("file", p)) => ShareTarget::File(p.into()),
+            _ if s.ends_with(".y4m") => ShareTarget::File(s.into()),
+            _ => {
+                return Err(format!(
+                    "`{s}`: share `screen`, `screen:ID`, `window:ID`, `pattern[:WxH]` or a .y4m file"
+                ));
+            }
+        })
+    }
+
+    /// Opens the source at `profile`'s frame rate: the screen errors are hum-media's
+    /// sentences (no display, Wayland, a window that went away).
+    pub fn open(&self, profile: ScreenProfile) -> Result<ScreenSource, VideoError> {
+        use hum_media::video::screen::ScreenTarget;
+        use hum_media::video::{CaptureThread, PatternSource, VideoFormat, Y4mSource};
+        let fps = profile.config(1280, 720).fps;
+        let source: Box<dyn VideoSource> = match self {
+            ShareTarget::Pattern { width, height } => Box::new(PatternSource::realtime(
+                VideoFormat::new(*width, *height, fps),
+            )?),
+            ShareTarget::Monitor(id) => {
+                Box::new(CaptureThread::open_screen(ScreenTarget::Monitor(*id), fps)?)
+            }
+            ShareTarget::Window(id) => {
+                Box::new(CaptureThread::open_screen(ScreenTarget::Window(*id), fps)?)
+            }
+            ShareTarget::File(p) => Box::new(Y4mSource::open(p, true)?),
+        };
+        Ok(ScreenSource { source, profile })
+    }
+}
+
+/// One entry of a share picker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareChoice {
+    /// What [`ShareTarget::parse`] takes: `screen:ID`, `window:ID` or `pattern`.
+    pub target: String,
+    /// `screen`, `window` or `test`.
+    pub kind: &'static str,
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What can be shared here, and why screens and windows are missing when they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareChoices {
+    pub choices: Vec<ShareChoice>,
+    /// A sentence for the user when capture is not available (no display, Wayland).
+    pub unavailable: Option<String>,
+}
+
+/// Why this process cannot capture a screen, from its environment (`None`: X11 is there).
+pub fn capture_unavailable(display: Option<&str>, wayland: Option<&str>) -> Option<String> {
+    let set = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
+    match (set(display), set(wayland)) {
+        (true, _) => None,
+        (false, true) => Some(
+            "Screen sharing needs X11 for now: this Wayland session gives Hum no X11 display \
+             (capture through the desktop portal and PipeWire is not built yet). Start Hum under \
+             X11, or with XWayland's DISPLAY set (then only X11 windows can be shared)."
+                .into(),
+        ),
+        (false, false) => {
+            Some("No display to capture: DISPLAY (X11) and WAYLAND_DISPLAY are both unset.".into())
+        }
+    }
+}
+
+/// The monitors and windows of this display (X11 through xcap) and the test pattern. Blocking
+/// (it asks the X server).
+pub fn share_choices() -> ShareChoices {
+    use hum_media::video::screen::{list_screens, list_windows};
+    let display = std::env::var("DISPLAY").ok();
+    let wayland = std::env::var("WAYLAND_DISPLAY").ok();
+    let mut choices = Vec::new();
+    let mut unavailable = capture_unavailable(display.as_deref(), wayland.as_deref());
+    if unavailable.is_none() {
+        match list_screens() {
+            Ok(screens) => choices.extend(screens.into_iter().map(|s| ShareChoice {
+                target: format!("screen:{}", s.id),
+                kind: "screen",
+                name: if s.primary {
+                    format!("{} (primary)", s.name)
+                } else {
+                    s.name
+                },
+                width: s.width,
+                height: s.height,
+            })),
+            Err(e) => unavailable = Some(format!("Screen capture is not available: {e}")),
+        }
+        match list_windows() {
+            Ok(windows) => choices.extend(
+                windows
+                    .into_iter()
+                    .filter(|w| w.width >= 16 && w.height >= 16)
+                    .map(|w| ShareChoice {
+                        target: format!("window:{}", w.id),
+                        kind: "window",
+                        name: match (w.title.is_empty(), w.app.is_empty()) {
+                            (false, false) => format!("{} — {}", w.title, w.app),
+                            (false, true) => w.title,
+                            (true, false) => w.app,
+                            (true, true) => format!("Window {}", w.id),
+                        },
+                        width: w.width,
+                        height: w.height,
+                    }),
+            ),
+            Err(e) => tracing::warn!("windows not listed: {e}"),
+        }
+    }
+    choices.push(ShareChoice {
+        target: "pattern".into(),
+        kind: "test",
+        name: "Test pattern (moving, with a frame code)".into(),
+        width: 1280,
+        height: 720,
+    });
+    ShareChoices {
+        choices,
+        unavailable,
+    }
+}
+
+/// `720p30`, `1080p30`, `1080p60` or `text`.
+pub fn parse_profile(s: &str) -> Result<ScreenProfile, String> {
+    Ok(match s {
+        "720p30" => ScreenProfile::P720Fps30,
+        "1080p30" => ScreenProfile::P1080Fps30,
+        "1080p60" => ScreenProfile::P1080Fps60,
+        "text" => ScreenProfile::Text,
+        _ => return Err(format!("`{s}`: use 720p30, 1080p30, 1080p60 or text")),
+    })
+}
+
+/// Wall-clock free helper for a send loop: the RTP duration of a frame captured at `captured`
+/// after one captured at `prev`, or one frame at `fps`.
+pub(crate) fn frame_duration(
+    prev: Option<Instant>,
+    captured: Instant,
+    fps: u32,
+) -> std::time::Duration {
+    let frame_time = std::time::Duration::from_secs(1) / fps.max(1);
+    prev.and_then(|p| captured.checked_duration_since(p))
+        .filter(|d| !d.is_zero() && *d < std::time::Duration::from_secs(1))
+        .unwrap_or(frame_time)
+}
