@@ -10,8 +10,8 @@ use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
 use crate::commands::{
-    budget, calls, connection, desktop, devices, friends, identity, links, live, privacy, servers,
-    settings, streams, video, voice,
+    budget, calls, connection, desktop, devices, friends, identity, links, live, privacy, screen,
+    servers, settings, streams, video, voice,
 };
 use crate::tray;
 
@@ -72,6 +72,10 @@ pub fn builder() -> Builder<tauri::Wry> {
             video::video_keyframe,
             video::video_quality_set,
             video::video_bench_start,
+            screen::screen_targets_list,
+            screen::screen_share_start,
+            screen::screen_share_stop,
+            screen::screen_share_get,
             live::live_list,
             live::live_status,
             live::live_start,

@@ -680,7 +680,13 @@ def main():
             "return t ? t.dataset.speaking : null;", lambda v: v == "true", 30, "bot's tile speaking")
         check("the stage shows the bot's tile with the speaking ring", tile == "true", str(tile))
         share = session.js("const b = document.querySelector('[data-testid=share]'); return b ? [b.disabled, b.title] : null;")
-        check("share waits for screen capture (disabled, says why)", share and share[0] is True and "Screen" in share[1], str(share))
+        check("share is enabled in a channel (opens the screen picker)", share and share[0] is False and "screen" in share[1], str(share))
+        session.click("share")
+        listed = session.wait_js(
+            "const t = document.querySelector('[data-testid=\"share-target-pattern\"]');"
+            "return t ? t.textContent : null;", lambda v: bool(v), 20, "the share picker's test pattern")
+        check("the share picker lists the test pattern", bool(listed) and "Test pattern" in listed, str(listed))
+        session.click("share-picker-close")
         if shots:
             session.screenshot(f"{shots}/voice-channel.png")
         if args.measure and driver:

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod links;
 pub mod live;
 pub mod privacy;
+pub mod screen;
 pub mod servers;
 pub mod settings;
 pub mod streams;

@@ -143,6 +143,17 @@ export const commands = {
 	 *  at 30 fps, replacing earlier ones; 0 stops them. Returns their ids.
 	 */
 	videoBenchStart: (streams: number, width: number, height: number) => typedError<string[], CommandError>(__TAURI_INVOKE("video_bench_start", { streams, width, height })),
+	/**  Monitors and windows (X11), and the test pattern. */
+	screenTargetsList: () => typedError<ShareTargetsView, CommandError>(__TAURI_INVOKE("screen_targets_list")),
+	/**
+	 *  Shares `target` (an id from `screen_targets_list`) in my call or voice channel, replacing a
+	 *  running share.
+	 */
+	screenShareStart: (target: string, quality: ShareQuality) => typedError<ScreenShareView, CommandError>(__TAURI_INVOKE("screen_share_start", { target, quality })),
+	/**  Stops my screen share (nothing to stop is fine). */
+	screenShareStop: () => typedError<ScreenShareView, CommandError>(__TAURI_INVOKE("screen_share_stop")),
+	/**  Whether I share a screen now (a share ends by itself when its window closes). */
+	screenShareGet: () => __TAURI_INVOKE<ScreenShareView>("screen_share_get"),
 	/**  The live streams of a server. */
 	liveList: (server: number) => typedError<LiveStreamView[], CommandError>(__TAURI_INVOKE("live_list", { server })),
 	/**  The live panel's state now. */
@@ -634,6 +645,15 @@ export type RolePermissions = {
 	stream: boolean,
 };
 
+/**  My screen share now. */
+export type ScreenShareView = {
+	sharing: boolean,
+	/**  Encoded size and the profile's frame rate (0 before the first frame). */
+	width: number,
+	height: number,
+	fps: number,
+};
+
 /**  I started or stopped speaking (voice activity or push-to-talk), for my own indicator. */
 export type SelfSpeaking = {
 	speaking: boolean,
@@ -653,6 +673,34 @@ export type ServersChanged = null;
 export type SettingsField = "file" | "total_upload" | "reserved" | "relay" | "protection";
 
 /**  The stream I send. */
+/**  The share's encoding (hum-media's screen profiles). */
+export type ShareQuality = 
+/**  Fit in 1280x720, 30 fps, 1.5 Mbit/s. */
+"720p30" | 
+/**  Fit in 1920x1080, 30 fps, 3 Mbit/s. */
+"1080p30" | 
+/**  Fit in 1920x1080, 60 fps, 5 Mbit/s (games). */
+"1080p60" | 
+/**  Native size at 5 fps, sharp text. */
+"text";
+
+/**  One entry of the share picker. */
+export type ShareTargetView = {
+	/**  What `screen_share_start` takes: `screen:ID`, `window:ID` or `pattern`. */
+	id: string,
+	/**  `screen`, `window` or `test`. */
+	kind: string,
+	name: string,
+	width: number,
+	height: number,
+};
+
+/**  What can be shared, and a sentence when screens and windows cannot (no display, Wayland). */
+export type ShareTargetsView = {
+	targets: ShareTargetView[],
+	unavailable: string | null,
+};
+
 export type StreamingView = {
 	stream: LiveStreamView,
 	source: LiveSource,

@@ -5,6 +5,7 @@ import { messageOf, unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
 import { activeStreams, camera, cameraBusy, cameraError, cameraStreamOf, setCamera } from "../../lib/video";
 import { VideoTile } from "../video/VideoTile";
+import { screenStreamOf } from "../../lib/screen";
 import { LevelMeter } from "../voice/LevelMeter";
 import { CameraIcon, PhoneIcon } from "../voice/icons";
 import { myVoice } from "../voice/store";
@@ -96,6 +97,8 @@ export function CallPanel() {
   const theirCamera = c.peer ? cameraStreamOf(c.peer.user_id) : null;
   const showTheirs = inMedia && theirCamera !== null && activeStreams.value.has(theirCamera);
   const showMine = inMedia && camera.value !== null;
+  const theirScreen = c.peer ? screenStreamOf(c.peer.user_id) : null;
+  const showScreen = inMedia && theirScreen !== null && activeStreams.value.has(theirScreen);
   return (
     <>
     <div class={`call-bar ${c.phase}`} data-testid="call-bar" data-phase={c.phase} role={c.phase === "incoming" ? "alertdialog" : undefined}>
@@ -178,6 +181,14 @@ export function CallPanel() {
       <p class="error call-camera-error" role="alert" data-testid="call-camera-error">
         {cameraError.value}
       </p>
+    )}
+    {showScreen && theirScreen && (
+      <div class="call-video call-screen" data-testid="call-screen">
+        <div class="call-video-tile screen" data-testid="call-screen-peer">
+          <VideoTile streamId={theirScreen} label={`${name}'s screen`} />
+          <span class="call-video-name">{name}'s screen</span>
+        </div>
+      </div>
     )}
     {(showTheirs || showMine) && (
       <div class="call-video" data-testid="call-video">

@@ -5,7 +5,6 @@ import { App } from "../../App";
 import { alice, channelFixture, fakeBackend } from "../../test-support";
 import { resetVoiceStore } from "../voice/store";
 import { VoiceScreen } from "../voice/VoiceScreen";
-import { SHARE_COMING } from "../voice/ControlBar";
 import type { MyVoice, ServerView } from "../../lib/bindings";
 
 beforeEach(resetVoiceStore);
@@ -128,7 +127,7 @@ describe("stage and control bar", () => {
     expect(screen.queryByTestId("tile-muted-bot")).toBeNull();
   });
 
-  it("mutes, deafens and leaves; share waits for screen capture", async () => {
+  it("mutes, deafens and leaves; share opens the picker in a channel", async () => {
     let voice = inLobby;
     const calls = fakeBackend({
       servers_list: () => [squad([bot, me])],
@@ -138,8 +137,8 @@ describe("stage and control bar", () => {
     });
     render(<VoiceScreen myId={alice.public_key} />);
     const share = (await screen.findByTestId("share")) as HTMLButtonElement;
-    expect(share.disabled).toBe(true);
-    expect(share.title).toBe(SHARE_COMING);
+    await waitFor(() => expect(share.disabled).toBe(false));
+    expect(share.title).toBe("Share your screen or a window");
     await waitFor(() => expect((screen.getByTestId("camera") as HTMLButtonElement).disabled).toBe(false));
     fireEvent.click(screen.getByTestId("mute"));
     await waitFor(() => expect(screen.getByTestId("mute").getAttribute("aria-pressed")).toBe("true"));

@@ -1,7 +1,10 @@
+import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import { commands } from "../../lib/bindings";
 import { unwrap } from "../../lib/api";
 import { camera, cameraBusy, cameraError, setCamera } from "../../lib/video";
+import { shareBusy, shareError, sharing, stopShare } from "../../lib/screen";
+import { SharePicker } from "./SharePicker";
 import { LevelMeter } from "./LevelMeter";
 import { CameraIcon, HeadphonesIcon, LeaveIcon, MicIcon, ScreenIcon } from "./icons";
 import { myChannel } from "./Stage";
@@ -9,12 +12,13 @@ import { currentCall } from "../calls/CallPanel";
 import { myVoice, selfSpeaking, setMyVoice, voiceAct } from "./store";
 
 /** Why screen share is greyed out. */
-export const SHARE_COMING = "Screen sharing is coming: it arrives with video calls.";
+export const SHARE_NOWHERE = "Join a voice channel or call a friend to share your screen";
 
 /**
  * The bar under the stage: where I am and my input meter, then mute, deafen, camera (my
- * self-view on my tile; in a channel), share (disabled until screen capture lands) and leave.
- * Leaving turns the camera off.
+ * self-view on my tile; in a channel or a call), share (the picker: a monitor, a window or the
+ * test pattern; while sharing it stops the share) and leave. Leaving turns the camera and the
+ * share off.
  */
 export function ControlBar() {
   const me = myVoice.value;
@@ -25,9 +29,13 @@ export function ControlBar() {
   const inCall = phase === "active" || phase === "connecting";
   // The self-view lives on my tile in a channel, or in the call's video: leaving the channel or
   // ending the call (from here, the channel list or the call bar) stops it.
+  const picking = useSignal(false);
+  const shared = sharing.value;
   useEffect(() => {
     if (!inChannel && !inCall && camera.value) setCamera(false);
-  }, [inChannel, inCall, cam !== null]);
+    if (!inChannel && !inCall && sharing.value) stopShare();
+  }, [inChannel, inCall, cam !== null, shared !== null]);
+  const somewhere = inChannel || inCall;
   return (
     <footer class="control-bar" data-testid="control-bar">
       <div class="control-status">
@@ -45,6 +53,17 @@ export function ControlBar() {
         {cameraError.value && (
           <span class="control-error" role="alert" data-testid="camera-error">
             {cameraError.value}
+          </span>
+        )}
+        {shared && (
+          <span class="muted" data-testid="sharing-state">
+            Sharing {shared.name}
+            {shared.width > 0 && ` · ${shared.width}×${shared.height} at ${shared.fps} fps`}
+          </span>
+        )}
+        {!picking.value && shareError.value && (
+          <span class="control-error" role="alert" data-testid="share-bar-error">
+            {shareError.value}
           </span>
         )}
       </div>
@@ -80,9 +99,16 @@ export function ControlBar() {
           <CameraIcon />
           <span>{cam ? "Stop video" : "Camera"}</span>
         </button>
-        <button data-testid="share" class="control" disabled title={SHARE_COMING}>
+        <button
+          data-testid="share"
+          class={`control ${shared ? "on" : ""}`}
+          aria-pressed={shared !== null}
+          disabled={(!somewhere && !shared) || shareBusy.value}
+          title={!somewhere && !shared ? SHARE_NOWHERE : shared ? "Stop sharing your screen" : "Share your screen or a window"}
+          onClick={() => (shared ? stopShare() : (picking.value = true))}
+        >
           <ScreenIcon />
-          <span>Share</span>
+          <span>{shared ? "Stop sharing" : "Share"}</span>
         </button>
         {here && (
           <button class="control leave" data-testid="control-leave" title="Leave the channel" onClick={() => voiceAct(() => unwrap(commands.channelLeave()))}>
@@ -91,6 +117,7 @@ export function ControlBar() {
           </button>
         )}
       </div>
+      {picking.value && <SharePicker onClose={() => (picking.value = false)} />}
     </footer>
   );
 }

@@ -16,6 +16,7 @@ import {
   type TileQuality,
 } from "../../lib/video";
 import { VideoTile } from "../video/VideoTile";
+import { screenStreamOf } from "../../lib/screen";
 import { HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { servers, voiceAct } from "./store";
 import { ChannelPrivacy } from "../settings/ChannelPrivacy";
@@ -107,6 +108,24 @@ export function Tile(props: { member: MemberVoice; self: boolean; quality?: Tile
   );
 }
 
+/** Someone's screen share as a tile of its own (beside their camera or avatar tile). */
+export function ScreenTile(props: { member: MemberVoice }) {
+  const m = props.member;
+  return (
+    <div class="tile video screen" data-testid={`screen-${m.display_name}`}>
+      <VideoTile streamId={screenStreamOf(m.user_id)} label={`${m.display_name}'s screen`} />
+      <div class="tile-foot">
+        <span class="tile-name">{m.display_name}'s screen</span>
+      </div>
+    </div>
+  );
+}
+
+/** The remote members whose screen share is arriving, in roster order. */
+export function screenSharers(roster: MemberVoice[], myId: string | null): MemberVoice[] {
+  return roster.filter((m) => m.user_id !== myId && activeStreams.value.has(screenStreamOf(m.user_id)));
+}
+
 /** Tiles on one page of a big room's grid (past this the stage pages). */
 export const PAGE_SIZE = 24;
 
@@ -115,7 +134,13 @@ export const PAGE_SIZE = 24;
 function stageLayout(channel: ChannelView, myId: string | null, last: { current: string | null }, page: number) {
   const roster = channel.roster;
   const sfu = channel.mode === "sfu";
-  const spotId = spotlightOf(channel, myId, last);
+  // A screen share is spotlight-worthy: the first one takes the spotlight unless someone is
+  // pinned; other shares are tiles in the grid.
+  const sharers = screenSharers(roster, myId);
+  const pin = pinned.value && roster.some((m) => m.user_id === pinned.value) ? pinned.value : null;
+  const screenSpot = pin ? null : sharers[0] ?? null;
+  const screenTiles = sharers.filter((m) => m !== screenSpot);
+  const spotId = screenSpot ? null : spotlightOf(channel, myId, last);
   const spot = spotId ? roster.find((m) => m.user_id === spotId) ?? null : null;
   const rest = spot ? roster.filter((m) => m !== spot) : roster;
   const pages = Math.max(1, Math.ceil(rest.length / PAGE_SIZE));
@@ -124,7 +149,7 @@ function stageLayout(channel: ChannelView, myId: string | null, last: { current:
   const remotes = roster.filter((m) => m.user_id !== myId).map((m) => m.user_id);
   const cameras = remotes.filter((u) => activeStreams.value.has(cameraStreamOf(u))).length;
   const plan = layerPlan(remotes, new Set(shown.map((m) => m.user_id)), spot?.user_id ?? null, cameras);
-  return { sfu, spot, pages, p, shown, plan };
+  return { sfu, spot, pages, p, shown, plan, screenSpot, screenTiles };
 }
 
 /** Grid density by how many tiles share the stage. */
@@ -179,15 +204,16 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
     );
   const roster = here.channel.roster;
   const bench = benchStreams.value;
-  const { sfu, spot, pages, p, shown, plan } = layout;
+  const { sfu, spot, pages, p, shown, plan, screenSpot, screenTiles } = layout;
   const quality = (m: MemberVoice) => (sfu || m.user_id === props.myId ? undefined : plan.get(m.user_id));
   return (
     <section
-      class={`stage ${spot ? "with-spotlight" : ""}`}
+      class={`stage ${spot || screenSpot ? "with-spotlight" : ""}`}
       data-testid="stage"
       data-channel={here.channel.name}
       data-mode={here.channel.mode}
       data-spotlight={spot?.display_name ?? ""}
+      data-screen-spotlight={screenSpot?.display_name ?? ""}
     >
       <header class="stage-head">
         <SpeakerIcon /> <strong>{here.channel.name}</strong>
@@ -220,12 +246,24 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
           </span>
         )}
       </header>
+      {screenSpot && (
+        <div class="spotlight" data-testid="screen-spotlight">
+          <ScreenTile key={`screen-${screenSpot.user_id}`} member={screenSpot} />
+        </div>
+      )}
       {spot && (
         <div class="spotlight" data-testid="spotlight">
           <Tile key={spot.user_id} member={spot} self={spot.user_id === props.myId} quality={quality(spot)} />
         </div>
       )}
-      <div class={`tiles ${density(shown.length + bench.length)} ${spot ? "thumbs" : ""}`} data-testid="stage-grid" data-tiles={shown.length}>
+      <div
+        class={`tiles ${density(shown.length + bench.length + screenTiles.length)} ${spot || screenSpot ? "thumbs" : ""}`}
+        data-testid="stage-grid"
+        data-tiles={shown.length}
+      >
+        {screenTiles.map((m) => (
+          <ScreenTile key={`screen-${m.user_id}`} member={m} />
+        ))}
         {shown.map((m) => (
           <Tile key={m.user_id} member={m} self={m.user_id === props.myId} quality={quality(m)} />
         ))}
