@@ -672,7 +672,6 @@ export type ServersChanged = null;
 
 export type SettingsField = "file" | "total_upload" | "reserved" | "relay" | "protection";
 
-/**  The stream I send. */
 /**  The share's encoding (hum-media's screen profiles). */
 export type ShareQuality = 
 /**  Fit in 1280x720, 30 fps, 1.5 Mbit/s. */
@@ -701,6 +700,7 @@ export type ShareTargetsView = {
 	unavailable: string | null,
 };
 
+/**  The stream I send. */
 export type StreamingView = {
 	stream: LiveStreamView,
 	source: LiveSource,
