@@ -288,7 +288,7 @@ fn configure(w: &World, args: &[&str]) -> Result<()> {
 }
 
 #[test]
-#[ignore = "flaky: while revoked, the owner hears 0% of the members but the members sometimes still hear each other in 12-28% of blocks (cause not found yet, docs/sfu.md)"]
+#[ignore = "flaky test (a known defect of the test, issue 13): its owner configures the channel with the key of its own voice session, which logs that session out, and its windows start at spawn, not at the recording (docs/sfu.md); the fix is written, not yet run"]
 fn a_revoked_speak_permission_withdraws_the_members_audio_on_the_sfu() -> Result<()> {
     // User 0 owns the server (it keeps every permission); 1 and 2 are members.
     let w = World::with_relay_args(3, &["--mesh-limit", "0"])?;
