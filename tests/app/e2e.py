@@ -340,7 +340,8 @@ def update_notice_checks(session):
     """Issue 19: after login the app asks the relay for the newest release and says a newer one
     exists (the test relay announces 99.0.0); "Not now" hides it for that version."""
     want = ANNOUNCED_RELEASE["version"]
-    text = session.wait_text("update-notice", lambda t: want in t, 30)
+    # 45 s: one retry (30 s after a check that got no answer) fits.
+    text = session.wait_text("update-notice", lambda t: want in t, 45)
     check("a newer release announced by the relay is shown after login",
           f"Hum {want} is available" in text and ANNOUNCED_RELEASE["notes"] in text, text)
     url = session.prop("update-notice-url", "value")

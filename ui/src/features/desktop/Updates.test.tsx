@@ -1,10 +1,13 @@
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/preact";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DISMISSED_KEY, UpdateNotice, UpdatesSection, resetUpdateCheck } from "./Updates";
 import { fakeBackend } from "../../test-support";
-import type { UpdateView } from "../../lib/bindings";
+import { events, type UpdateView } from "../../lib/bindings";
 
-afterEach(cleanup);
+afterEach(() => {
+  cleanup();
+  vi.useRealTimers();
+});
 beforeEach(() => {
   resetUpdateCheck();
   localStorage.removeItem(DISMISSED_KEY);
@@ -52,6 +55,39 @@ describe("UpdateNotice", () => {
     render(<UpdateNotice />);
     await waitFor(() => expect(calls2.some((c) => c.cmd === "update_check")).toBe(true));
     expect(screen.queryByTestId("update-notice")).toBeNull();
+  });
+  it("sees a connect that happens while it reads the status (listens before it reads)", async () => {
+    // The relay connects between the app's status read and its listener: the CI run of 2026-12-05
+    // (stop 23) showed no notice at all, because nothing asked again until the next reconnect.
+    const calls = fakeBackend({
+      relay_status: () => {
+        void events.relayStatusChanged.emit({ status: connected() } as never);
+        return { state: "connecting", attempt: 1 };
+      },
+      update_check: () => newer,
+    });
+    render(<UpdateNotice />);
+    expect((await screen.findByTestId("update-notice")).textContent).toContain("Hum 0.2.0 is available");
+    expect(calls.filter((c) => c.cmd === "update_check").length).toBe(1);
+  });
+
+  it("asks again after a check that got no answer, while still connected", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    let answers = 0;
+    const calls = fakeBackend({
+      relay_status: connected,
+      update_check: () => {
+        answers += 1;
+        if (answers === 1) throw { code: "relay_unavailable", message: "The relay did not answer in time." };
+        return newer;
+      },
+    });
+    render(<UpdateNotice />);
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "update_check").length).toBe(1));
+    expect(screen.queryByTestId("update-notice")).toBeNull();
+    await vi.advanceTimersByTimeAsync(31_000);
+    expect((await screen.findByTestId("update-notice")).textContent).toContain("Hum 0.2.0 is available");
+    expect(calls.filter((c) => c.cmd === "update_check").length).toBe(2);
   });
 });
 

@@ -7,6 +7,8 @@ import { messageOf, unwrap } from "../../lib/api";
 export const DISMISSED_KEY = "hum.update.dismissed";
 /** After a check, a reconnect does not ask again before this long. */
 const RECHECK_MS = 6 * 3600 * 1000;
+/** After a check that got no answer, asks again this much later while still connected. */
+const RETRY_MS = 30 * 1000;
 
 let lastCheck = 0;
 
@@ -60,31 +62,46 @@ function Release(props: { u: UpdateView; testId: string }) {
 export function UpdateNotice() {
   const found = useSignal<UpdateView | null>(null);
 
-  async function check() {
-    if (Date.now() - lastCheck < RECHECK_MS) return;
-    lastCheck = Date.now();
-    try {
-      const u = await unwrap(commands.updateCheck());
-      if (u.newer && u.latest !== dismissedVersion()) found.value = u;
-    } catch {
-      // No answer (offline, an old relay): try again after the next connect.
-      lastCheck = 0;
-    }
-  }
   useEffect(() => {
-    unwrap(commands.relayStatus())
-      .then((s) => {
-        if (s.state === "connected") void check();
-      })
-      .catch(() => {});
+    let live = true;
+    let connected = false;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    async function check() {
+      if (!live || !connected || Date.now() - lastCheck < RECHECK_MS) return;
+      lastCheck = Date.now();
+      try {
+        const u = await unwrap(commands.updateCheck());
+        if (live && u.newer && u.latest !== dismissedVersion()) found.value = u;
+      } catch {
+        // No answer (a relay that just went away, a slow one): ask again in a while if still
+        // connected, and after the next connect in any case.
+        lastCheck = 0;
+        clearTimeout(retry);
+        retry = setTimeout(() => void check(), RETRY_MS);
+      }
+    }
+    function observe(state: string) {
+      connected = state === "connected";
+      if (connected) void check();
+    }
     let unlisten: (() => void) | undefined;
+    // Listen first, then read the status: a "connected" that lands between the two is seen by
+    // one of them (reading first could miss it, and nothing would ask until the next reconnect).
     events.relayStatusChanged
-      .listen((e) => {
-        if (e.payload.status.state === "connected") void check();
+      .listen((e) => observe(e.payload.status.state))
+      .then((u) => {
+        if (live) unlisten = u;
+        else u();
       })
-      .then((u) => (unlisten = u))
+      .catch(() => {})
+      .then(() => unwrap(commands.relayStatus()))
+      .then((s) => observe(s.state))
       .catch(() => {});
-    return () => unlisten?.();
+    return () => {
+      live = false;
+      clearTimeout(retry);
+      unlisten?.();
+    };
   }, []);
 
   const u = found.value;
