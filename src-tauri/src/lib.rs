@@ -10,7 +10,9 @@
 //! - `settings_store`: settings persistence (tauri-plugin-store); the identity file is hum-engine's.
 //!
 //! The app data dir is the platform's (e.g. ~/.local/share/chat.hum.desktop) unless `HUM_DATA_DIR`
-//! names another, which the end-to-end test uses to start from a clean slate.
+//! names another, which the end-to-end test uses to start from a clean slate. The webview keeps its
+//! storage (localStorage: dismissed notices, layout choices) in the same directory, so one data
+//! directory is one whole profile.
 
 pub mod bindings;
 pub mod channels;
@@ -40,6 +42,24 @@ pub(crate) fn data_dir(identifier: &str) -> Result<PathBuf, String> {
             .map(|d| d.join(identifier))
             .ok_or_else(|| "no data directory (HOME is not set)".to_owned()),
     }
+}
+
+/// Creates the main window (tauri.conf.json has it with `create: false`) with its webview storage
+/// in `dir`. Tauri's default is the platform's data directory whatever `HUM_DATA_DIR` says, so two
+/// profiles (or two end-to-end runs) would share localStorage.
+fn main_window(app: &tauri::App, dir: &std::path::Path) -> tauri::Result<()> {
+    let config = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == "main")
+        .cloned()
+        .unwrap_or_default();
+    tauri::WebviewWindowBuilder::from_config(app, &config)?
+        .data_directory(dir.to_path_buf())
+        .build()?;
+    Ok(())
 }
 
 pub fn run() {
@@ -96,6 +116,7 @@ pub fn run() {
             builder.mount_events(app);
             std::fs::create_dir_all(&dir)?;
             tracing::info!(data_dir = %dir.display(), "starting");
+            main_window(app, &dir)?;
             let store = app.store(dir.join("settings.json"))?;
             let state = AppState::load(dir, Box::new(PluginKv(store)))?;
             let voice = commands::voice::load(&state);
