@@ -1034,17 +1034,28 @@ mod tests {
     fn party_sized(
         hub: &MemorySignalHub,
         me: UserId,
-        (w, h): (u32, u32),
+        size: (u32, u32),
     ) -> (Arc<VoiceSession>, Shared) {
         let analyser = Shared(Arc::new(StdMutex::new(PatternAnalyser::new(
             WallAnchor::now(),
         ))));
+        let (session, _events) = party_with(hub, me, size, Arc::new(analyser.clone()));
+        (session, analyser)
+    }
+
+    /// A session sending the pattern at `w` x `h` as its camera, decoding into `sinks`.
+    fn party_with(
+        hub: &MemorySignalHub,
+        me: UserId,
+        (w, h): (u32, u32),
+        sinks: Arc<dyn VideoSinkFactory>,
+    ) -> (Arc<VoiceSession>, mpsc::UnboundedReceiver<VoiceEvent>) {
         let source = PatternSource::realtime(VideoFormat::new(w, h, 30)).expect("pattern");
         let controls = CaptureControls::new();
         controls.set_mode(VoiceMode::Open);
         controls.set_noise_suppression(false);
         let (signaller, mut inbox) = hub.register(me);
-        let (session, _events) = VoiceSession::start_with_video(
+        let (session, events) = VoiceSession::start_with_video(
             me,
             VoiceConfig {
                 bind: vec!["127.0.0.1:0".into()],
@@ -1057,7 +1068,7 @@ mod tests {
                 source: Some(Box::new(source)),
                 bitrate: Bitrate::from_kbps(300),
                 receive: true,
-                sinks: Some(Arc::new(analyser.clone())),
+                sinks: Some(sinks),
                 screen: None,
             },
             signaller,
@@ -1071,7 +1082,69 @@ mod tests {
                 }
             }
         });
-        (session, analyser)
+        (session, events)
+    }
+
+    /// One analyser per remote track (the camera and the screen apart), and the sizes each
+    /// decoded.
+    #[derive(Clone, Default)]
+    struct PerTrack(Arc<StdMutex<BTreeMap<String, TrackSeen>>>);
+
+    #[derive(Clone)]
+    struct TrackSeen {
+        analyser: Arc<StdMutex<PatternAnalyser>>,
+        sizes: Arc<StdMutex<Vec<(u32, u32)>>>,
+    }
+
+    impl VideoSink for TrackSeen {
+        fn write(&mut self, frame: &VideoFrame) -> Result<(), VideoError> {
+            if let Ok(mut a) = self.analyser.lock() {
+                a.observe(frame, Instant::now());
+            }
+            if let Ok(mut s) = self.sizes.lock()
+                && s.last() != Some(&(frame.width(), frame.height()))
+            {
+                s.push((frame.width(), frame.height()));
+            }
+            Ok(())
+        }
+        fn name(&self) -> String {
+            "track analyser".into()
+        }
+    }
+
+    impl VideoSinkFactory for PerTrack {
+        fn open(&self, track: &RemoteVideoTrack) -> Result<Box<dyn VideoSink>, String> {
+            let seen = TrackSeen {
+                analyser: Arc::new(StdMutex::new(PatternAnalyser::new(WallAnchor::now()))),
+                sizes: Arc::default(),
+            };
+            let mut m = self.0.lock().map_err(|e| e.to_string())?;
+            if m.insert(track.track.clone(), seen.clone()).is_some() {
+                return Err(format!("track {} opened twice", track.track));
+            }
+            Ok(Box::new(seen))
+        }
+    }
+
+    impl PerTrack {
+        /// The report and decoded sizes of the one track of `kind` (`None`: not opened yet).
+        fn of(
+            &self,
+            kind: VideoKind,
+        ) -> Option<(String, hum_media::video::PatternReport, Vec<(u32, u32)>)> {
+            let m = self.0.lock().ok()?;
+            let mut of_kind = m.iter().filter(|(t, _)| VideoKind::of_track(t) == kind);
+            let (track, seen) = of_kind.next()?;
+            assert!(of_kind.next().is_none(), "one {kind:?} track");
+            let report = seen.analyser.lock().ok()?.report();
+            let sizes = seen.sizes.lock().ok()?.clone();
+            Some((track.clone(), report, sizes))
+        }
+
+        fn decoded(&self, kind: VideoKind) -> u64 {
+            self.of(kind).map_or(0, |(_, r, _)| r.decoded)
+        }
     }
 
     fn decoded(a: &Shared) -> u64 {
@@ -1197,6 +1270,134 @@ mod tests {
             assert!(Instant::now() < deadline, "still encoding for nobody");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        a.leave().await;
+        b.leave().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_screen_share_arrives_as_its_own_stream_beside_the_camera() {
+        use screen::ShareTarget;
+
+        let hub = MemorySignalHub::new();
+        let (a_id, b_id) = (UserId([1; 32]), UserId([2; 32]));
+        let (a, mut a_events) = party_with(&hub, a_id, (320, 180), Arc::new(PerTrack::default()));
+        let seen_by_b = PerTrack::default();
+        let (b, _b_events) = party_with(&hub, b_id, (320, 180), Arc::new(seen_by_b.clone()));
+        let mut at_b = b.video_frames();
+        b.add_peer(a_id).await.expect("b waits");
+        a.add_peer(b_id).await.expect("a offers");
+
+        // A's camera runs first; the screen track is idle (no sink opened for it).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen_by_b.decoded(VideoKind::Camera) < 15 {
+            assert!(Instant::now() < deadline, "no camera at b");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            seen_by_b.of(VideoKind::Screen).is_none(),
+            "an idle screen track"
+        );
+        assert!(!a.screen_share_stats().sharing);
+
+        // The share starts on the running connection (no renegotiation).
+        let share = ShareTarget::parse("pattern:480x270")
+            .expect("target")
+            .open(hum_media::video::ScreenProfile::P720Fps30)
+            .expect("open");
+        a.start_screen_share(share).expect("share");
+        let camera_before = seen_by_b.decoded(VideoKind::Camera);
+
+        // B's first frame on A's screen track is a keyframe at the share's size.
+        let first = loop {
+            let f = tokio::time::timeout(Duration::from_secs(20), at_b.recv())
+                .await
+                .expect("a screen frame within 20 s (hang guard)");
+            match f {
+                Ok(f) if f.user == a_id && VideoKind::of_track(&f.track) == VideoKind::Screen => {
+                    break f;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(first.track.starts_with("screen-"), "{}", first.track);
+        assert!(first.keyframe, "the share starts on a keyframe");
+        assert_eq!((first.width, first.height), (480, 270));
+
+        // 45 screen frames (1.5 s at 30 fps) decoded and read back; a hang guard only.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen_by_b.decoded(VideoKind::Screen) < 45 {
+            assert!(
+                Instant::now() < deadline,
+                "b decoded {} screen frames",
+                seen_by_b.decoded(VideoKind::Screen)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (track, screen, sizes) = seen_by_b.of(VideoKind::Screen).expect("screen");
+        assert_eq!(track, first.track);
+        assert_eq!(sizes, [(480, 270)], "{track}");
+        assert_eq!(screen.unreadable, 0, "{screen:?}");
+        assert_eq!(screen.out_of_order, 0, "{screen:?}");
+        assert_eq!(screen.duplicates, 0, "{screen:?}");
+
+        // The camera went on beside it, on its own track, with its own counters and codes.
+        let (camera_track, camera, camera_sizes) = seen_by_b.of(VideoKind::Camera).expect("camera");
+        assert_ne!(camera_track, track);
+        assert_eq!(camera_sizes, [(320, 180)]);
+        assert!(camera.decoded > camera_before, "{camera:?}");
+        assert_eq!(
+            (camera.unreadable, camera.out_of_order, camera.duplicates),
+            (0, 0, 0),
+            "{camera:?}"
+        );
+        let camera_stats = b
+            .video_stats_of(&a_id, VideoKind::Camera)
+            .expect("camera stats");
+        let screen_stats = b
+            .video_stats_of(&a_id, VideoKind::Screen)
+            .expect("screen stats");
+        assert_eq!(b.video_stats(&a_id), Some(camera_stats));
+        assert!(
+            screen_stats.frames >= 45 && screen_stats.keyframes >= 1,
+            "{screen_stats:?}"
+        );
+        // `decoded` is copied from the decode thread each 50 ms tick: it may trail by a frame.
+        assert!(
+            screen_stats.decoded > 0 && screen_stats.decoded <= screen_stats.frames,
+            "{screen_stats:?}"
+        );
+        assert_eq!(screen_stats.losses, 0, "{screen_stats:?}");
+        let sent = a.screen_share_stats();
+        assert!(sent.sharing, "{sent:?}");
+        assert_eq!(
+            (sent.width, sent.height, sent.fps),
+            (480, 270, 30),
+            "{sent:?}"
+        );
+        assert!(
+            sent.encoded >= 45 && sent.encoded <= sent.captured,
+            "{sent:?}"
+        );
+
+        // Stopping joins the capture thread: nothing more is captured or encoded.
+        assert!(a.stop_screen_share());
+        let stopped = a.screen_share_stats();
+        assert!(!stopped.sharing, "{stopped:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = a.screen_share_stats();
+        assert_eq!(
+            (later.captured, later.encoded),
+            (stopped.captured, stopped.encoded)
+        );
+        assert!(!a.stop_screen_share(), "already stopped");
+        let mut said = Vec::new();
+        while let Ok(ev) = a_events.try_recv() {
+            if let VoiceEvent::ScreenShare { sharing, reason } = ev {
+                said.push((sharing, reason));
+            }
+        }
+        assert_eq!(said, [(true, None), (false, None)]);
         a.leave().await;
         b.leave().await;
     }

@@ -190,7 +190,12 @@ impl ScreenSender {
         );
         // Every peer starts the new share on a keyframe.
         keyframe.store(true, Ordering::SeqCst);
-        let thread = std::thread::Builder::new()
+        // Said before the thread runs: a source that ends at once reports its end after this.
+        let _ = self.events.send(VoiceEvent::ScreenShare {
+            sharing: true,
+            reason: None,
+        });
+        let spawned = std::thread::Builder::new()
             .name("screen share".into())
             .spawn(move || {
                 let name = source.name();
@@ -216,15 +221,21 @@ impl ScreenSender {
                         reason: Some(why),
                     });
                 }
-            })
-            .map_err(|e| VoiceError::WebRtc(format!("screen thread: {e}")))?;
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                let why = format!("screen thread: {e}");
+                let _ = self.events.send(VoiceEvent::ScreenShare {
+                    sharing: false,
+                    reason: Some(why.clone()),
+                });
+                return Err(VoiceError::WebRtc(why));
+            }
+        };
         if let Ok(mut r) = self.running.lock() {
             *r = Some(Running { stop, done, thread });
         }
-        let _ = self.events.send(VoiceEvent::ScreenShare {
-            sharing: true,
-            reason: None,
-        });
         Ok(())
     }
 
@@ -493,4 +504,284 @@ pub(crate) fn frame_duration(
     prev.and_then(|p| captured.checked_duration_since(p))
         .filter(|d| !d.is_zero() && *d < std::time::Duration::from_secs(1))
         .unwrap_or(frame_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hum_media::video::{FrameClock, PatternSource, VideoFormat, VideoFrame, WallAnchor};
+
+    use super::*;
+
+    #[test]
+    fn a_track_id_starting_with_screen_is_a_screen_anything_else_a_camera() {
+        assert_eq!(VideoKind::of_track("screen-5343abcd"), VideoKind::Screen);
+        assert_eq!(VideoKind::of_track("screen"), VideoKind::Screen);
+        assert_eq!(VideoKind::of_track("video-0000002a"), VideoKind::Camera);
+        assert_eq!(VideoKind::of_track("camera"), VideoKind::Camera);
+        assert_eq!(VideoKind::of_track(""), VideoKind::Camera);
+        // Only the prefix counts.
+        assert_eq!(VideoKind::of_track("my-screen"), VideoKind::Camera);
+    }
+
+    #[test]
+    fn share_targets_parse_in_the_cli_and_app_spelling() {
+        let ok = |s: &str| ShareTarget::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(
+            ok("pattern"),
+            ShareTarget::Pattern {
+                width: 1280,
+                height: 720
+            }
+        );
+        assert_eq!(
+            ok("pattern:640x360"),
+            ShareTarget::Pattern {
+                width: 640,
+                height: 360
+            }
+        );
+        assert_eq!(ok("screen"), ShareTarget::Monitor(None));
+        assert_eq!(ok("screen:2"), ShareTarget::Monitor(Some(2)));
+        assert_eq!(ok("window:4194311"), ShareTarget::Window(4_194_311));
+        assert_eq!(
+            ok("file:/tmp/a b.y4m"),
+            ShareTarget::File("/tmp/a b.y4m".into())
+        );
+        assert_eq!(ok("clip.y4m"), ShareTarget::File("clip.y4m".into()));
+        // A path with a colon in it is still a file when it ends in .y4m.
+        assert_eq!(
+            ok("C:/clips/x.y4m"),
+            ShareTarget::File("C:/clips/x.y4m".into())
+        );
+    }
+
+    #[test]
+    fn bad_share_targets_are_a_sentence_that_names_them() {
+        for (s, says) in [
+            ("pattern:640", "expected pattern:WIDTHxHEIGHT"),
+            ("pattern:axb", "expected pattern:WIDTHxHEIGHT"),
+            ("pattern:", "expected pattern:WIDTHxHEIGHT"),
+            ("screen:main", "`main` is not a monitor or window id"),
+            ("window:", "`` is not a monitor or window id"),
+            ("window:-1", "`-1` is not a monitor or window id"),
+            ("window", "share `screen`, `screen:ID`"),
+            ("desktop", "share `screen`, `screen:ID`"),
+            ("", "share `screen`, `screen:ID`"),
+        ] {
+            let e = ShareTarget::parse(s).expect_err(s);
+            assert!(e.starts_with(&format!("`{s}`:")), "{s}: {e}");
+            assert!(e.contains(says), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn profiles_parse_by_name_and_nothing_else() {
+        assert_eq!(parse_profile("720p30"), Ok(ScreenProfile::P720Fps30));
+        assert_eq!(parse_profile("1080p30"), Ok(ScreenProfile::P1080Fps30));
+        assert_eq!(parse_profile("1080p60"), Ok(ScreenProfile::P1080Fps60));
+        assert_eq!(parse_profile("text"), Ok(ScreenProfile::Text));
+        for bad in ["720p", "1080P60", "4k", ""] {
+            let e = parse_profile(bad).expect_err(bad);
+            assert_eq!(
+                e,
+                format!("`{bad}`: use 720p30, 1080p30, 1080p60 or text"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn capture_is_unavailable_without_x11_and_the_sentence_says_why() {
+        assert_eq!(capture_unavailable(Some(":0"), None), None);
+        // XWayland: DISPLAY is set, so X11 capture works.
+        assert_eq!(capture_unavailable(Some(":1"), Some("wayland-0")), None);
+        let none = capture_unavailable(None, None).expect("no display");
+        assert!(none.starts_with("No display to capture:"), "{none}");
+        assert!(
+            none.contains("DISPLAY") && none.contains("WAYLAND_DISPLAY"),
+            "{none}"
+        );
+        // Set but empty counts as unset.
+        assert_eq!(capture_unavailable(Some(""), Some("")), Some(none));
+        let wayland = capture_unavailable(None, Some("wayland-0")).expect("wayland only");
+        assert!(
+            wayland.starts_with("Screen sharing needs X11 for now:"),
+            "{wayland}"
+        );
+        assert!(wayland.contains("PipeWire"), "{wayland}");
+        assert_eq!(
+            capture_unavailable(Some(""), Some("wayland-0")),
+            Some(wayland)
+        );
+    }
+
+    #[test]
+    fn a_frame_lasts_the_capture_gap_or_one_frame_at_the_rate() {
+        let t = Instant::now() + Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        // The first frame, and the rate's frame time.
+        assert_eq!(frame_duration(None, t, 30), Duration::from_secs(1) / 30);
+        assert_eq!(frame_duration(None, t, 60), Duration::from_secs(1) / 60);
+        // A rate of 0 is read as 1 fps, not a division by zero.
+        assert_eq!(frame_duration(None, t, 0), Duration::from_secs(1));
+        // The real gap between captures (a slow window, a 5 fps text share).
+        assert_eq!(frame_duration(Some(t - ms(40)), t, 30), ms(40));
+        assert_eq!(frame_duration(Some(t - ms(200)), t, 5), ms(200));
+        assert_eq!(frame_duration(Some(t - ms(999)), t, 30), ms(999));
+        // No gap, a capture before the last one, or a second or more: one frame.
+        assert_eq!(frame_duration(Some(t), t, 30), Duration::from_secs(1) / 30);
+        assert_eq!(
+            frame_duration(Some(t + ms(5)), t, 30),
+            Duration::from_secs(1) / 30
+        );
+        assert_eq!(
+            frame_duration(Some(t - ms(1000)), t, 30),
+            Duration::from_secs(1) / 30
+        );
+    }
+
+    /// The pattern on a virtual clock (no sleeping), ending after `frames`.
+    struct Finite {
+        pattern: PatternSource,
+        left: u32,
+    }
+
+    impl Finite {
+        fn new(width: u32, height: u32, frames: u32) -> Self {
+            let t0 = Instant::now();
+            Self {
+                pattern: PatternSource::new(
+                    width,
+                    height,
+                    FrameClock::virtual_from(t0, 30),
+                    WallAnchor::fixed(t0, 1_700_000_000_000_000),
+                )
+                .expect("pattern"),
+                left: frames,
+            }
+        }
+    }
+
+    impl VideoSource for Finite {
+        fn read(&mut self) -> Result<VideoFrame, VideoError> {
+            if self.left == 0 {
+                return Err(VideoError::Ended);
+            }
+            self.left -= 1;
+            self.pattern.read()
+        }
+        fn format(&self) -> VideoFormat {
+            self.pattern.format()
+        }
+        fn name(&self) -> String {
+            "finite pattern".into()
+        }
+    }
+
+    fn share_events(rx: &mut mpsc::UnboundedReceiver<VoiceEvent>) -> Vec<(bool, Option<String>)> {
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let VoiceEvent::ScreenShare { sharing, reason } = ev {
+                out.push((sharing, reason));
+            }
+        }
+        out
+    }
+
+    /// Waits (a hang guard only) until the share's thread has finished by itself.
+    fn until_done(s: &ScreenSender) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.sharing() {
+            assert!(Instant::now() < deadline, "the share did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn nothing_is_encoded_while_nobody_watches_and_a_source_that_ends_says_so_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = ScreenSender::new(tx);
+        let (_frames, watching, _keyframe) = s.subscribe();
+        assert!(!watching.load(Ordering::SeqCst));
+        s.start(ScreenSource {
+            source: Box::new(Finite::new(320, 180, 20)),
+            profile: ScreenProfile::P720Fps30,
+        })
+        .expect("start");
+        until_done(&s);
+        let stats = s.stats();
+        assert!(!stats.sharing, "{stats:?}");
+        assert_eq!((stats.captured, stats.encoded), (20, 0), "{stats:?}");
+        assert_eq!(
+            share_events(&mut rx),
+            [
+                (true, None),
+                (false, Some("screen share finite pattern ended".into()))
+            ]
+        );
+        // It ended by itself: stopping it now is not news.
+        assert!(!s.stop());
+        assert_eq!(share_events(&mut rx), []);
+    }
+
+    #[test]
+    fn a_watched_share_is_encoded_once_fitted_to_the_profile_from_a_keyframe() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = ScreenSender::new(tx);
+        let (mut frames, watching, keyframe) = s.subscribe();
+        watching.store(true, Ordering::SeqCst);
+        // 1920x1080 is scaled to fit 720p30.
+        s.start(ScreenSource {
+            source: Box::new(Finite::new(1920, 1080, 12)),
+            profile: ScreenProfile::P720Fps30,
+        })
+        .expect("start");
+        until_done(&s);
+        let mut got = Vec::new();
+        while let Ok(f) = frames.try_recv() {
+            got.push(f);
+        }
+        let stats = s.stats();
+        assert_eq!(stats.captured, 12, "{stats:?}");
+        assert!(stats.encoded >= 1, "{stats:?}");
+        assert_eq!(
+            got.len() as u64,
+            stats.encoded,
+            "one broadcast per encoded frame"
+        );
+        assert!(
+            got[0].keyframe,
+            "the first frame a viewer gets is a keyframe"
+        );
+        assert!(got.iter().all(|f| (f.width, f.height) == (1280, 720)));
+        assert_eq!((stats.width, stats.height, stats.fps), (1280, 720, 30));
+        assert_eq!(stats.bitrate, Bitrate::from_kbps(1_500));
+        // The keyframe the start asked for was taken by the encoder.
+        assert!(!keyframe.load(Ordering::SeqCst));
+        assert_eq!(share_events(&mut rx)[0], (true, None));
+    }
+
+    #[test]
+    fn stopping_joins_the_thread_and_says_so_once() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = ScreenSender::new(tx);
+        assert!(!s.stop(), "nothing shared yet");
+        let pattern = PatternSource::realtime(VideoFormat::new(160, 90, 30)).expect("pattern");
+        s.start(ScreenSource {
+            source: Box::new(pattern),
+            profile: ScreenProfile::P720Fps30,
+        })
+        .expect("start");
+        assert!(s.sharing());
+        assert!(s.stop());
+        // Joined: the thread ran its last read, and nothing counts any more.
+        assert!(!s.sharing());
+        let after = s.stats().captured;
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(s.stats().captured, after);
+        assert!(!s.stop());
+        assert_eq!(share_events(&mut rx), [(true, None), (false, None)]);
+    }
 }
