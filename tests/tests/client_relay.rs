@@ -292,5 +292,39 @@ fn cli_sets_up_friends_servers_and_channels() -> Result<()> {
     let _ = sitting.kill();
     let _ = sitting.wait();
     assert!(seen, "bob never appeared in the roster");
+
+    // The owner makes bob an admin (by display name): he may create channels; a member again
+    // (by key): he may not; then removes him from the server.
+    let err = hum(&url, &bob, &["server", "role", "Lounge", "alice", "member"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("error"), "a member changed a role: {err}");
+    hum(&url, &alice, &["server", "role", "Lounge", "bob", "admin"])?;
+    hum(
+        &url,
+        &bob,
+        &["channel", "create", "--server", "Lounge", "Bobs"],
+    )?;
+    hum(&url, &alice, &["server", "role", "Lounge", b_key, "member"])?;
+    let err = hum(
+        &url,
+        &bob,
+        &["channel", "create", "--server", "Lounge", "Nope"],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("error"), "{err}");
+    let err = hum(&url, &alice, &["server", "kick", "Lounge", "nobody"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no member of Lounge is called `nobody`"),
+        "{err}"
+    );
+    hum(&url, &alice, &["server", "kick", "Lounge", "bob"])?;
+    let servers = json(&hum(&url, &bob, &["--json", "server", "list"])?)?;
+    assert_eq!(servers, serde_json::json!([]), "bob is still a member");
+    let info = json(&hum(&url, &alice, &["--json", "server", "info", "Lounge"])?)?;
+    assert_eq!(info["members"].as_array().map(Vec::len), Some(1));
     Ok(())
 }

@@ -267,11 +267,13 @@ fn window(samples: &[f32], from_s: f64, to_s: f64) -> &[f32] {
     &samples[a..b.max(a)]
 }
 
-/// The owner (user 0) runs `hum channel configure` on the channel with `args`.
+/// The admin (user 3, never in voice) runs `hum channel configure` on the channel with `args`.
+/// Not the owner: one session per account, so the owner's configure would log its own voice
+/// process out (the cause of this test's old flakiness, docs/sfu.md).
 fn configure(w: &World, args: &[&str]) -> Result<()> {
     let out = w
         .cmd(
-            0,
+            3,
             &[
                 &["channel", "configure", "--server", "Guild", "Lounge"],
                 args,
@@ -287,17 +289,38 @@ fn configure(w: &World, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// When `i`'s recording got its first sample (its `recording` line), in Unix ms.
+fn recording_started(w: &World, i: usize) -> Result<f64> {
+    w.events(i)
+        .iter()
+        .find(|e| e["type"] == "recording")
+        .and_then(|e| e["started_unix_ms"].as_f64())
+        .ok_or_else(|| anyhow::anyhow!("process {i} printed no `recording` line"))
+}
+
 #[test]
-#[ignore = "flaky test (a known defect of the test, issue 13): its owner configures the channel with the key of its own voice session, which logs that session out, and its windows start at spawn, not at the recording (docs/sfu.md); the fix is written, not yet run"]
 fn a_revoked_speak_permission_withdraws_the_members_audio_on_the_sfu() -> Result<()> {
-    // User 0 owns the server (it keeps every permission); 1 and 2 are members.
-    let w = World::with_relay_args(3, &["--mesh-limit", "0"])?;
+    // User 0 owns the server (it keeps every permission) and speaks; 1 and 2 are members who
+    // speak; 3 is an admin who only changes the channel; 4 observes the roster.
+    let w = World::with_relay_args(4, &["--mesh-limit", "0"])?;
+    let promoted = w
+        .cmd(0, &["server", "role", "Guild", &w.users[3], "admin"])
+        .output()?;
+    ensure!(
+        promoted.status.success(),
+        "hum server role: {}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
     let hz = [440.0_f32, 620.0, 860.0];
     let amplitude = 0.08;
     let mut procs = Vec::new();
-    let mut starts = Vec::new();
     for (i, f) in hz.iter().enumerate() {
-        starts.push(Instant::now());
         procs.push(start(&w, i, *f, amplitude, "26s")?);
     }
     wait_for(
@@ -305,14 +328,15 @@ fn a_revoked_speak_permission_withdraws_the_members_audio_on_the_sfu() -> Result
         Duration::from_secs(30),
         || Ok((0..3).all(|i| heard_users(&w, i).len() == 2)),
     )?;
-    // Audio plays a moment, then the owner takes `speak` from members.
+    // Audio plays a moment, then the admin takes `speak` from members.
     std::thread::sleep(Duration::from_secs(3));
-    let revoking = Instant::now();
+    let revoking = unix_ms();
     configure(&w, &["--member-perms", "join"])?;
     // The relay has applied it when the command returns.
-    let revoked_at = Instant::now();
-    // Everyone is told (the roster shows the members muted), the owner not.
+    let revoked = unix_ms();
+    // Everyone is told (the roster shows the members muted), the owner not; all 3 still in.
     let roster = w.roster()?;
+    ensure!(roster.len() == 3, "roster after the revocation: {roster:?}");
     for e in &roster {
         let owner = e["user"]["id"].as_str() == Some(w.users[0].as_str());
         ensure!(
@@ -322,28 +346,26 @@ fn a_revoked_speak_permission_withdraws_the_members_audio_on_the_sfu() -> Result
     }
     std::thread::sleep(Duration::from_secs(6));
     // Given back: the SFU publishes the members' tracks again.
-    let restoring = Instant::now();
+    let restoring = unix_ms();
     configure(&w, &["--member-perms", "all"])?;
-    let restored_at = Instant::now();
+    let restored = unix_ms();
     for p in &mut procs {
         wait_exit(p, Duration::from_secs(60))?;
     }
-    let (revoking, revoked) = (revoking.elapsed(), revoked_at.elapsed());
-    let (restoring, restored) = (restoring.elapsed(), restored_at.elapsed());
-    for (i, start) in starts.iter().enumerate() {
+    for i in 0..3 {
         let heard = read_wav(&w.path(&format!("rec{i}.wav")))?;
-        let started = start.elapsed();
-        let at = |ago: Duration| started.as_secs_f64() - ago.as_secs_f64();
+        let zero = recording_started(&w, i)?;
+        // Seconds into rec{i}.wav at a wall-clock time.
+        let at = |unix_ms: f64| (unix_ms - zero) / 1000.0;
         let end = heard.len() as f64 / 48_000.0 - 1.0;
         let before = window(&heard, at(revoking) - 2.5, at(revoking));
-        // From 2 s after the revocation (a loaded receiver plays out late) to the restore.
-        let during = window(&heard, at(revoked) + 2.0, at(restoring));
+        // From 1.5 s after the revocation (the jitter buffer and a loaded receiver's late
+        // playout) to the restore.
+        let during = window(&heard, at(revoked) + 1.5, at(restoring));
         // From 3 s after the restore (a renegotiation) to the end.
         let after = window(&heard, at(restored) + 3.0, end);
         ensure!(
-            before.len() >= 2 * 48_000
-                && during.len() >= 5 * 48_000 / 2
-                && after.len() >= 2 * 48_000,
+            before.len() >= 2 * 48_000 && during.len() >= 4 * 48_000 && after.len() >= 2 * 48_000,
             "rec{i}: windows too short ({} / {} / {} samples)",
             before.len(),
             during.len(),
@@ -358,7 +380,26 @@ fn a_revoked_speak_permission_withdraws_the_members_audio_on_the_sfu() -> Result
                 loud_share(during, *f, amplitude / 4.0),
                 loud_share(after, *f, amplitude / 4.0),
             ];
-            eprintln!("{i} hears {j}'s {f} Hz (before / revoked / restored): {shares:.2?}");
+            // The whole recording, one character per 500 ms: '#' heard, '.' not, '|' at the
+            // revocation and at the restore.
+            let marks = [at(revoked), at(restored)];
+            let timeline: String = tone_amplitudes(&heard, *f)
+                .chunks(5)
+                .enumerate()
+                .map(|(k, b)| {
+                    let t = k as f64 * 0.5;
+                    if marks.iter().any(|m| (t..t + 0.5).contains(m)) {
+                        '|'
+                    } else if b.iter().filter(|x| **x > amplitude / 4.0).count() >= 3 {
+                        '#'
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            eprintln!(
+                "{i} hears {j}'s {f} Hz (before / revoked / restored): {shares:.2?} {timeline}"
+            );
             // Heard in at least half the blocks (a loaded 2-core box starves the audio threads
             // now and then: 0.76-1.0 seen), gone after the revocation, back after the restore.
             ensure!(shares[0] >= 0.5, "{i} did not hear {j} before: {shares:?}");
@@ -366,9 +407,9 @@ fn a_revoked_speak_permission_withdraws_the_members_audio_on_the_sfu() -> Result
                 // The owner keeps speaking throughout.
                 ensure!(shares[1] >= 0.5, "{i} lost the owner: {shares:?}");
             } else {
-                // Seen: 0.00 in 4 of 5 member pairs, 0.12 once (counted from 1 s after the revocation).
+                // A track still forwarded is heard in 80-100 % of the blocks.
                 ensure!(
-                    shares[1] <= 0.2,
+                    shares[1] <= 0.05,
                     "{i} still hears member {j} after the revocation: {shares:?}"
                 );
             }

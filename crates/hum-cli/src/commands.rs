@@ -7,7 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use hum_engine::{ClientEvent, ConnectionState, Identity, RelayClient, RelayConfig};
 use hum_proto::links::HumLink;
-use hum_proto::signal::{ChannelInfo, ChannelPermissions, DisplayName, Handle, Name, VoiceState};
+use hum_proto::signal::{
+    ChannelInfo, ChannelPermissions, DisplayName, Handle, Name, Role, VoiceState,
+};
 use hum_proto::{InviteCode, ServerId};
 use serde_json::json;
 
@@ -80,6 +82,17 @@ pub enum ServerCmd {
     Rename { server: String, name: String },
     /// Delete a server (owner).
     Delete { server: String },
+    /// Make a member an admin, or an admin a member again (owner). MEMBER: a public key, an
+    /// @handle, or the display name of exactly one member.
+    Role {
+        server: String,
+        member: String,
+        #[arg(value_parser = ["admin", "member"])]
+        role: String,
+    },
+    /// Remove a member from a server (admins may remove members; the owner anyone). They can
+    /// join again with an invite.
+    Kick { server: String, member: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -538,6 +551,25 @@ async fn server(cli: &Cli, cmd: &ServerCmd) -> Result<()> {
         ServerCmd::Delete { server } => {
             let id = resolve::server(&client, server).await?.id;
             client.server_delete(id).await?;
+        }
+        ServerCmd::Role {
+            server,
+            member,
+            role,
+        } => {
+            let id = resolve::server(&client, server).await?.id;
+            let user = resolve::member(&client, id, member).await?;
+            let role = if role == "admin" {
+                Role::Admin
+            } else {
+                Role::Member
+            };
+            client.member_set_role(id, user, role).await?;
+        }
+        ServerCmd::Kick { server, member } => {
+            let id = resolve::server(&client, server).await?.id;
+            let user = resolve::member(&client, id, member).await?;
+            client.member_kick(id, user).await?;
         }
     }
     client.shutdown().await;

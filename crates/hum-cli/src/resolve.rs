@@ -71,6 +71,34 @@ pub async fn friend(client: &RelayClient, spec: &str) -> Result<UserId> {
     }
 }
 
+/// A member of `server`: a public key or `@handle` (as [`friend`]), else the display name of
+/// exactly one member (two members with that name: use the key).
+pub async fn member(client: &RelayClient, server: ServerId, spec: &str) -> Result<UserId> {
+    if let Ok(id) = friend(client, spec).await {
+        return Ok(id);
+    }
+    let info = client.server_info(server).await?;
+    let name = spec.trim();
+    let found: Vec<UserId> = info
+        .members
+        .iter()
+        .filter(|m| m.user.display_name.as_str() == name)
+        .map(|m| m.user.id)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!(
+            "no member of {} is called `{name}` (use their public key or @handle)",
+            info.name
+        ),
+        _ => bail!(
+            "{} members of {} are called `{name}`: use the public key",
+            found.len(),
+            info.name
+        ),
+    }
+}
+
 /// An invite code, or a `hum://invite/CODE` link.
 pub fn invite(spec: &str) -> Result<InviteCode> {
     links::parse_invite(spec).map_err(|e| anyhow!("`{}`: {e}", spec.trim()))

@@ -72,7 +72,8 @@ pub struct AudioArgs {
     /// Microphone to use (an id from `hum voice devices`); default: the system default.
     #[arg(long)]
     pub input_device: Option<String>,
-    /// Record what you hear (the mix of everyone) to this WAV file.
+    /// Record what you hear (the mix of everyone) to this WAV file. Its first sample is written
+    /// at the `recording` line's `started_unix_ms` (second 0 of the file).
     #[arg(long, conflicts_with = "output_device")]
     pub record: Option<PathBuf>,
     /// Speaker to use; default: the system default, or nothing if there is none.
@@ -177,7 +178,7 @@ fn parse_windows(s: &str) -> Result<Vec<(Duration, Duration)>> {
 }
 
 impl AudioArgs {
-    fn io(&self) -> Result<(AudioIo, VoiceConfig)> {
+    fn io(&self, cli: &Cli) -> Result<(AudioIo, VoiceConfig)> {
         let synthetic = self.play.is_some() || self.tone.is_some();
         let source: Box<dyn AudioSource> = if let Some(p) = &self.play {
             let src = BufferSource::from_wav(p)?.looping(self.looping);
@@ -195,7 +196,11 @@ impl AudioArgs {
             }
         };
         let sink: Box<dyn AudioSink> = if let Some(p) = &self.record {
-            Box::new(Paced::new(WavSink::create(p)?))
+            Box::new(Stamped {
+                inner: Paced::new(WavSink::create(p)?),
+                json: cli.json,
+                started: false,
+            })
         } else {
             match CpalSink::open(self.output_device.as_deref()) {
                 Ok(s) => Box::new(s),
@@ -277,7 +282,7 @@ pub async fn run_voice(cli: &Cli, cmd: &VoiceCmd) -> Result<()> {
             crate::video::check(video)?;
             // Opened before joining: a missing camera or file is an error now.
             let video_io = video.io()?;
-            let (io, mut cfg) = audio.io()?;
+            let (io, mut cfg) = audio.io(cli)?;
             let client = commands::connect(cli).await?;
             audio.add_turn(&client, &mut cfg).await?;
             let s = resolve::server(&client, server).await?;
@@ -343,7 +348,7 @@ impl MediaProvider for CliMedia {
 /// it. Both through hum-engine's call service; the process ends when the call does (exit code 0
 /// when it was hung up after connecting, an error when it was declined, missed or failed).
 pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
-    let (audio, mut config) = args.audio.io()?;
+    let (audio, mut config) = args.audio.io(cli)?;
     crate::video::check(&args.video)?;
     // Opened before dialling: a missing camera or file is an error now, not mid-call.
     let video = args.video.io()?;
@@ -671,6 +676,43 @@ fn spawn_e2ee_printer(
             }
         }
     });
+}
+
+/// A recording sink that says when it got its first frame: `{"type":"recording",
+/// "started_unix_ms"}`, the wall-clock time of the WAV's second 0 (the session starts writing
+/// after it joined, a second or two after the process started), so a test can place windows in
+/// the file by the wall clock.
+struct Stamped<S> {
+    inner: S,
+    json: bool,
+    started: bool,
+}
+
+impl<S: AudioSink> AudioSink for Stamped<S> {
+    fn write(&mut self, frame: &[f32]) -> Result<(), hum_engine::voice::hum_media::MediaError> {
+        if !self.started {
+            self.started = true;
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let line = json!({"type": "recording", "started_unix_ms": ms});
+            if self.json {
+                println!("{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        self.inner.write(frame)
+    }
+    fn finish(&mut self) -> Result<(), hum_engine::voice::hum_media::MediaError> {
+        self.inner.finish()
+    }
+    fn due(&self) -> Option<std::time::Instant> {
+        self.inner.due()
+    }
+    fn name(&self) -> String {
+        self.inner.name()
+    }
 }
 
 fn print_line(cli: &Cli, v: serde_json::Value) {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use hum_proto::signal::Handle;
 use hum_proto::signal::{
     ChannelInfo, ChannelPermissions, ErrorCode, Friend, InviteInfo, Limits, Member, Name,
-    Permissions, Reply, Request, ServerInfo, ServerSummary, SignalPayload, SignalScope,
+    Permissions, Reply, Request, Role, ServerInfo, ServerSummary, SignalPayload, SignalScope,
     UserSummary, VoiceState, VoiceStatePatch, VoiceTopology,
 };
 use hum_proto::signal::{DisplayName, Event, TurnServer};
@@ -459,6 +459,20 @@ impl RelayClient {
     }
     pub async fn server_delete(&self, server: ServerId) -> Result<(), ClientError> {
         self.expect_ok(Request::ServerDelete { server }).await
+    }
+    /// Makes a member an admin or an admin a member (the owner only).
+    pub async fn member_set_role(
+        &self,
+        server: ServerId,
+        user: UserId,
+        role: Role,
+    ) -> Result<(), ClientError> {
+        self.expect_ok(Request::MemberSetRole { server, user, role })
+            .await
+    }
+    /// Removes a member (admins may remove members; the owner anyone).
+    pub async fn member_kick(&self, server: ServerId, user: UserId) -> Result<(), ClientError> {
+        self.expect_ok(Request::MemberKick { server, user }).await
     }
     pub async fn server_leave(&self, server: ServerId) -> Result<(), ClientError> {
         self.expect_ok(Request::ServerLeave { server }).await
