@@ -48,6 +48,9 @@ pub struct ChannelRec {
     pub name: Name,
     pub max_participants: u32,
     pub permissions: ChannelPermissions,
+    /// The admin's mesh limit (`channel_configure { mesh_limit }`), below the relay's; `None`:
+    /// the relay's own limit.
+    pub mesh_limit: Option<u32>,
     /// Who is in the channel now, in join order. Live state: not persisted.
     pub roster: Vec<UserId>,
 }

@@ -975,11 +975,7 @@ impl Hub {
             permissions: ch.permissions,
             roster,
             mode: self.mode_of(id),
-            mesh_limit: self
-                .voice
-                .get(&id)
-                .and_then(|v| v.mesh_limit)
-                .map(|l| l as u32),
+            mesh_limit: ch.mesh_limit,
         })
     }
 

@@ -95,8 +95,6 @@ pub struct ChannelVoice {
     pub mode: VoiceTopology,
     /// Members connected (or connecting) to the SFU.
     pub sfu: BTreeSet<UserId>,
-    /// The admin's mesh limit for the channel (below the relay's), if set.
-    pub mesh_limit: Option<usize>,
 }
 
 #[cfg(test)]

@@ -2000,3 +2000,48 @@ fn the_watch_index_follows_sessions_subscriptions_and_membership() {
     assert!(w.hub.watch.watching(s).next().is_none());
     assert!(w.hub.watch.watches(&user(1), other));
 }
+
+#[test]
+fn a_channels_mesh_limit_survives_a_relay_restart() {
+    use hum_proto::signal::VoiceTopology::Sfu;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = HubConfig::default();
+    config.mode.sfu_enabled = true;
+    let world = |now_ms| {
+        let store = Store::open_dir(dir.path()).unwrap();
+        World {
+            hub: Hub::new(store, config.clone(), ChaCha8Rng::seed_from_u64(1)).unwrap(),
+            now_ms,
+            next_req: 1,
+            inbox: HashMap::new(),
+            closed: vec![],
+            sfu: vec![],
+        }
+    };
+    let (s, c);
+    {
+        let mut w = world(5_000);
+        (s, c) = w.community(2);
+        w.ok(
+            1,
+            Request::ChannelConfigure {
+                channel: c,
+                max_participants: None,
+                permissions: None,
+                mesh_limit: Some(0),
+            },
+        );
+    }
+    let mut w = world(6_000);
+    w.login(1);
+    w.login(2);
+    match w.ok(2, Request::ChannelList { server: s }) {
+        Reply::Channels { channels, .. } => assert_eq!(channels[0].mesh_limit, Some(0)),
+        other => panic!("expected channels, got {other:?}"),
+    }
+    assert_eq!(
+        join(&mut w, 2, c),
+        Sfu,
+        "0 after the restart: the SFU from the first member"
+    );
+}

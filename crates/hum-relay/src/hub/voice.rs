@@ -98,6 +98,7 @@ impl Hub {
                 name,
                 max_participants: max,
                 permissions,
+                mesh_limit: None,
                 roster: Vec::new(),
             },
         );
@@ -126,14 +127,25 @@ impl Hub {
             .channels
             .get_mut(&channel)
             .ok_or_else(|| err(ErrorCode::NotFound, "no such channel"))?;
-        let before = (ch.name.clone(), ch.max_participants, ch.permissions);
+        let before = (
+            ch.name.clone(),
+            ch.max_participants,
+            ch.permissions,
+            ch.mesh_limit,
+        );
         edit(ch);
         let saved = self
             .store
-            .update_channel(channel, &ch.name, ch.max_participants, &ch.permissions)
+            .update_channel(
+                channel,
+                &ch.name,
+                ch.max_participants,
+                &ch.permissions,
+                ch.mesh_limit,
+            )
             .map_err(db_err);
         if let Err(e) = saved {
-            (ch.name, ch.max_participants, ch.permissions) = before;
+            (ch.name, ch.max_participants, ch.permissions, ch.mesh_limit) = before;
             return Err(e);
         }
         let roster = ch.roster.clone();
@@ -176,58 +188,29 @@ impl Hub {
         if let Some(m) = max_participants {
             self.check_size(m)?;
         }
-        // The mesh limit first, so that `channel_updated` shows it; put back if the store
-        // refuses the rest. The relay's limit or more clears it.
-        let limit_before = self.voice.get(&channel).and_then(|v| v.mesh_limit);
-        if let Some(l) = mesh_limit.map(|l| l as usize) {
-            let lower = l < self.config.mode.mesh_max;
-            self.voice.entry(channel).or_default().mesh_limit = lower.then_some(l);
-        }
-        // A lower limit does not evict anyone; lost permissions do apply at once.
-        let edited = self.edit_channel(channel, |c| {
+        // The relay's limit or more clears the channel's (stored with the channel, so it
+        // outlives a restart). A lower limit does not evict anyone; lost permissions do apply
+        // at once.
+        let relay_max = self.config.mode.mesh_max;
+        let roster = self.edit_channel(channel, |c| {
             if let Some(m) = max_participants {
                 c.max_participants = m;
             }
             if let Some(p) = permissions {
                 c.permissions = p;
             }
-        });
-        let roster = match edited {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(v) = self.voice.get_mut(&channel) {
-                    v.mesh_limit = limit_before;
-                }
-                self.forget_idle_voice(channel);
-                return Err(e);
+            if let Some(l) = mesh_limit {
+                c.mesh_limit = ((l as usize) < relay_max).then_some(l);
             }
-        };
+        })?;
         for u in roster {
             self.enforce_permissions(&u);
         }
         if mesh_limit.is_some() {
             // A lower limit may move the channel to the SFU now, a higher one back to mesh.
             self.update_mode(channel);
-            self.forget_idle_voice(channel);
         }
         Ok(Reply::Ok)
-    }
-
-    /// Drops the voice state of a channel nobody is in that keeps nothing (no mesh limit).
-    fn forget_idle_voice(&mut self, channel: ChannelId) {
-        let empty = self
-            .model
-            .channels
-            .get(&channel)
-            .is_none_or(|c| c.roster.is_empty());
-        if empty
-            && self
-                .voice
-                .get(&channel)
-                .is_some_and(|v| v.mesh_limit.is_none())
-        {
-            self.voice.remove(&channel);
-        }
     }
 
     /// Re-apply `u`'s channel permissions: remove them if they lost `join`, else clamp their
@@ -457,14 +440,14 @@ impl Hub {
             .iter()
             .any(|u| self.online.get(u).is_some_and(|o| o.voice.video));
         let current = self.mode_of(channel);
-        let limit = self.voice.get(&channel).and_then(|v| v.mesh_limit);
+        let limit = ch.mesh_limit.map(|l| l as usize);
         let next = self
             .config
             .mode
             .with_limit(limit)
             .with_video(video)
             .next(current, members);
-        if members == 0 && limit.is_none() {
+        if members == 0 {
             self.voice.remove(&channel);
         } else {
             self.voice.entry(channel).or_default().mode = next;

@@ -150,8 +150,8 @@ pub struct RawData {
     pub servers: Vec<(i64, String, Vec<u8>)>,
     /// (server, user, role)
     pub members: Vec<(i64, Vec<u8>, String)>,
-    /// (id, server, name, max_participants, permissions JSON), by id
-    pub channels: Vec<(i64, i64, String, i64, String)>,
+    /// (id, server, name, max_participants, permissions JSON, mesh_limit), by id
+    pub channels: Vec<(i64, i64, String, i64, String, Option<i64>)>,
     pub invites: Vec<InviteRow>,
     /// (server, user)
     pub bans: Vec<(i64, Vec<u8>)>,
@@ -219,12 +219,14 @@ pub trait StoreBackend: Send {
         permissions: &ChannelPermissions,
         now_secs: u64,
     ) -> Result<ChannelId>;
+    /// Rewrite a channel's settings (`mesh_limit`: `None` is the relay's own limit).
     fn update_channel(
         &self,
         id: ChannelId,
         name: &Name,
         max_participants: u32,
         permissions: &ChannelPermissions,
+        mesh_limit: Option<u32>,
     ) -> Result<()>;
     fn delete_channel(&self, id: ChannelId) -> Result<()>;
     fn create_invite(
@@ -404,7 +406,7 @@ fn build_model(raw: RawData) -> Result<(Model, HandleFixes)> {
         let role = role_from_str(&role).ok_or_else(|| corrupt("members", role))?;
         m.add_member(ServerId(server as u64), user, role);
     }
-    for (id, server, name, max, perms) in raw.channels {
+    for (id, server, name, max, perms, mesh_limit) in raw.channels {
         let name = stored_name(&name, Name::repaired, || Name::new(format!("channel {id}")))
             .map_err(|e| corrupt("channels", e))?;
         let permissions: ChannelPermissions =
@@ -414,6 +416,8 @@ fn build_model(raw: RawData) -> Result<(Model, HandleFixes)> {
             name,
             max_participants: u32::try_from(max).unwrap_or(u32::MAX),
             permissions,
+            // Out of range (edited by hand): the relay's own limit.
+            mesh_limit: mesh_limit.and_then(|l| u32::try_from(l).ok()),
             roster: Vec::new(),
         };
         m.add_channel(ChannelId(id as u64), rec);

@@ -105,6 +105,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         set_at BIGINT NOT NULL
     );
     "#,
+    // 4: a channel's mesh limit set by an admin (NULL: the relay's own).
+    r#"
+    ALTER TABLE channels ADD COLUMN mesh_limit BIGINT;
+    "#,
 ];
 
 /// The advisory lock a relay holds on its database ("humrelay").
@@ -337,7 +341,8 @@ impl StoreBackend for PgStore {
                 .push((get(&r, t, 0)?, get(&r, t, 1)?, get(&r, t, 2)?));
         }
         for r in self.rows(
-            "SELECT id, server, name, max_participants, permissions FROM channels ORDER BY id",
+            "SELECT id, server, name, max_participants, permissions, mesh_limit
+             FROM channels ORDER BY id",
         )? {
             let t = "channels";
             raw.channels.push((
@@ -346,6 +351,7 @@ impl StoreBackend for PgStore {
                 get(&r, t, 2)?,
                 get(&r, t, 3)?,
                 get(&r, t, 4)?,
+                get(&r, t, 5)?,
             ));
         }
         for r in
@@ -614,15 +620,18 @@ impl StoreBackend for PgStore {
         name: &Name,
         max_participants: u32,
         permissions: &ChannelPermissions,
+        mesh_limit: Option<u32>,
     ) -> Result<()> {
         let perms = serde_json::to_string(permissions).map_err(|e| corrupt("channels", e))?;
         self.exec(
-            "UPDATE channels SET name = $2, max_participants = $3, permissions = $4 WHERE id = $1",
+            "UPDATE channels SET name = $2, max_participants = $3, permissions = $4,
+             mesh_limit = $5 WHERE id = $1",
             &[
                 &(id.0 as i64),
                 &name.as_str(),
                 &i64::from(max_participants),
                 &perms,
+                &mesh_limit.map(i64::from),
             ],
         )
     }

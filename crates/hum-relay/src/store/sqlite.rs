@@ -95,6 +95,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         set_at INTEGER NOT NULL
     );
     "#,
+    // 4: a channel's mesh limit set by an admin (NULL: the relay's own), kept across restarts.
+    r#"
+    ALTER TABLE channels ADD COLUMN mesh_limit INTEGER;
+    "#,
 ];
 
 /// The SQLite database behind the relay.
@@ -204,8 +208,18 @@ impl StoreBackend for SqliteStore {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?,
             channels: self.rows(
-                "SELECT id, server, name, max_participants, permissions FROM channels ORDER BY id",
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                "SELECT id, server, name, max_participants, permissions, mesh_limit
+                 FROM channels ORDER BY id",
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
             )?,
             invites: self.rows(
                 "SELECT code, server, uses, max_uses, expires_at, created_by FROM invites",
@@ -451,11 +465,19 @@ impl StoreBackend for SqliteStore {
         name: &Name,
         max_participants: u32,
         permissions: &ChannelPermissions,
+        mesh_limit: Option<u32>,
     ) -> Result<()> {
         let perms = serde_json::to_string(permissions).map_err(|e| corrupt("channels", e))?;
         self.conn.execute(
-            "UPDATE channels SET name = ?2, max_participants = ?3, permissions = ?4 WHERE id = ?1",
-            params![id.0 as i64, name.as_str(), max_participants as i64, perms],
+            "UPDATE channels SET name = ?2, max_participants = ?3, permissions = ?4, mesh_limit = ?5
+             WHERE id = ?1",
+            params![
+                id.0 as i64,
+                name.as_str(),
+                max_participants as i64,
+                perms,
+                mesh_limit.map(i64::from)
+            ],
         )?;
         Ok(())
     }

@@ -131,7 +131,7 @@ fn exercise(s: &mut Store) {
     let stage = s
         .create_channel(club, &name("stage"), 50, &perms, 19)
         .expect("channel");
-    s.update_channel(lounge, &name("lounge 2"), 12, &perms)
+    s.update_channel(lounge, &name("lounge 2"), 12, &perms, Some(3))
         .expect("update channel");
     s.delete_channel(stage).expect("delete channel");
     s.create_channel(gone, &name("x"), 4, &perms, 19)
@@ -186,8 +186,13 @@ fn every_write_reloads_as_written<F: Fixture>() {
     );
     let ch = m.channels.values().next().expect("a channel");
     assert_eq!(
-        (ch.server, ch.name.as_str(), ch.max_participants),
-        (*club, "lounge 2", 12)
+        (
+            ch.server,
+            ch.name.as_str(),
+            ch.max_participants,
+            ch.mesh_limit
+        ),
+        (*club, "lounge 2", 12, Some(3))
     );
     assert_eq!(m.invites.len(), 1);
     let inv = &m.invites[&InviteCode::new("abcdef12").expect("code")];

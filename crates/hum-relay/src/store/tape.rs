@@ -271,8 +271,9 @@ impl StoreBackend for TapeStore {
         name: &Name,
         max_participants: u32,
         permissions: &ChannelPermissions,
+        mesh_limit: Option<u32>,
     ) -> Result<()> {
-        tape!(self.update_channel(id, name, max_participants, permissions))
+        tape!(self.update_channel(id, name, max_participants, permissions, mesh_limit))
     }
     fn delete_channel(&self, id: ChannelId) -> Result<()> {
         tape!(self.delete_channel(id))
