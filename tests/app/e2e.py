@@ -789,9 +789,31 @@ def main():
             session.click(f"perm-member-{right}")
         session.click("perm-save")
         check("permissions restored", wait_gone(session, "channel-settings-Lobby"))
+        # The channel's mesh limit (issue 13): "always on the server" moves it to the SFU at once,
+        # even with one member; the relay's default brings it back to a mesh.
+        session.click("channel-edit-Lobby")
+        check("the mesh limit starts at the relay's default", session.prop("perm-mesh-limit", "value") == "")
+        session.set_value("perm-mesh-limit", "0", "change")
+        session.click("perm-save")
+        check("mesh limit saved", wait_gone(session, "channel-settings-Lobby"))
+        badge = session.wait_text("channel-mode-Lobby", lambda t: t == "SFU", 30)
+        check("'always on the server' moves the channel to the SFU at once", badge == "SFU", badge)
+        session.click("channel-edit-Lobby")
+        limit = session.prop("perm-mesh-limit", "value")
+        check("the settings show the channel's limit", limit == "0", limit)
+        session.set_value("perm-mesh-limit", "", "change")
+        session.click("perm-save")
+        check("mesh limit cleared", wait_gone(session, "channel-settings-Lobby"))
+        session.click("channel-edit-Lobby")
+        limit = session.prop("perm-mesh-limit", "value")
+        check("back to the relay's default", limit == "", limit)
+        session.click("perm-cancel")
+        # One member stays on the SFU (back to a mesh at 2 fewer than the relay's limit of 2);
+        # leaving empties it, and an empty channel is a mesh.
         session.click("leave-Lobby")
         session.find("join-Lobby")
         check("leaving the channel", not session.exists("member-e2e-alice"))
+        check("the empty channel is a mesh again (no SFU badge)", wait_gone(session, "channel-mode-Lobby", 30))
         stop(bot)
         bot = None
 

@@ -160,6 +160,9 @@ pub struct ChannelView {
     pub roster: Vec<MemberVoice>,
     /// Mesh or SFU, as the relay last announced (mesh until it says otherwise).
     pub mode: VoiceMode,
+    /// An admin's mesh limit: past this many members the channel moves to the SFU (0: always
+    /// the SFU). Null: the relay's own limit.
+    pub mesh_limit: Option<u32>,
     /// On the SFU: the dominant speaker (public key, hex), the one the stage spotlights.
     pub speaker: Option<String>,
 }
@@ -237,6 +240,7 @@ pub fn channel_view(c: &ChannelInfo) -> ChannelView {
             hum_proto::signal::VoiceTopology::Mesh => VoiceMode::Mesh,
             hum_proto::signal::VoiceTopology::Sfu => VoiceMode::Sfu,
         },
+        mesh_limit: c.mesh_limit,
         speaker: None,
     }
 }
@@ -394,7 +398,8 @@ pub fn channel_edit_error(e: ClientError) -> CommandError {
 
 /// Changes a channel's participant limit and per-role permissions (admins and owners). Lost
 /// permissions apply at once: whoever may no longer join is removed, whoever may no longer speak
-/// is muted (the relay does it and every roster shows it).
+/// is muted (the relay does it and every roster shows it). `mesh_limit`: past this many members
+/// the channel moves to the SFU (0: always); null: the relay's own limit.
 #[tauri::command]
 #[specta::specta]
 pub async fn channel_configure(
@@ -402,14 +407,31 @@ pub async fn channel_configure(
     channel: u64,
     max_participants: u32,
     permissions: ChannelPermissionsView,
+    mesh_limit: Option<u32>,
 ) -> CmdResult<()> {
     let perms = validate_channel_config(max_participants, &permissions)?;
+    if mesh_limit.is_some_and(|l| l > MESH_LIMIT_MAX) {
+        return Err(CommandError::new(
+            ErrorCode::InvalidInput,
+            format!("The mesh limit is at most {MESH_LIMIT_MAX} (past that, use the relay's own)."),
+        ));
+    }
+    // The relay clears a channel's limit when sent its own limit or more (docs/protocol.md).
+    let mesh_limit = mesh_limit.unwrap_or(u32::MAX);
     state
         .relay()?
-        .channel_configure(ChannelId(channel), Some(max_participants), Some(perms))
+        .channel_configure_with_mesh_limit(
+            ChannelId(channel),
+            Some(max_participants),
+            Some(perms),
+            Some(mesh_limit),
+        )
         .await
         .map_err(channel_edit_error)
 }
+
+/// The highest mesh limit an admin may set (a mesh of more than 8 is past what uplinks carry).
+pub const MESH_LIMIT_MAX: u32 = 8;
 
 /// Joins a voice channel (leaving any other) with audio and video: the engine's `VoiceLink` runs
 /// the mesh (or the SFU connection) and publishes my speaking/mute/camera state to every roster;

@@ -37,9 +37,10 @@ export const commands = {
 	/**
 	 *  Changes a channel's participant limit and per-role permissions (admins and owners). Lost
 	 *  permissions apply at once: whoever may no longer join is removed, whoever may no longer speak
-	 *  is muted (the relay does it and every roster shows it).
+	 *  is muted (the relay does it and every roster shows it). `mesh_limit`: past this many members
+	 *  the channel moves to the SFU (0: always); null: the relay's own limit.
 	 */
-	channelConfigure: (channel: number, maxParticipants: number, permissions: ChannelPermissionsView) => typedError<null, CommandError>(__TAURI_INVOKE("channel_configure", { channel, maxParticipants, permissions })),
+	channelConfigure: (channel: number, maxParticipants: number, permissions: ChannelPermissionsView, meshLimit: number | null) => typedError<null, CommandError>(__TAURI_INVOKE("channel_configure", { channel, maxParticipants, permissions, meshLimit })),
 	/**
 	 *  Joins a voice channel (leaving any other) with audio and video: the engine's `VoiceLink` runs
 	 *  the mesh (or the SFU connection) and publishes my speaking/mute/camera state to every roster;
@@ -312,6 +313,11 @@ export type ChannelView = {
 	roster: MemberVoice[],
 	/**  Mesh or SFU, as the relay last announced (mesh until it says otherwise). */
 	mode: VoiceMode,
+	/**
+	 *  An admin's mesh limit: past this many members the channel moves to the SFU (0: always
+	 *  the SFU). Null: the relay's own limit.
+	 */
+	mesh_limit: number | null,
 	/**  On the SFU: the dominant speaker (public key, hex), the one the stage spotlights. */
 	speaker: string | null,
 };

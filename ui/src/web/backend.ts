@@ -100,6 +100,7 @@ export function channelOf(c: Json, mode: VoiceMode, speaker: string | null): Cha
     permissions: c.permissions ?? { member: all, admin: all },
     roster: (c.roster ?? []).map(memberOf),
     mode,
+    mesh_limit: typeof c.mesh_limit === "number" ? c.mesh_limit : null,
     speaker,
   };
 }

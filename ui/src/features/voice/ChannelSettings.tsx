@@ -13,15 +13,23 @@ const ROLES: { key: keyof ChannelPermissionsView; label: string }[] = [
   { key: "admin", label: "Admins" },
 ];
 
+/** The mesh limits an admin may pick ("" is the relay's own). */
+const MESH_LIMITS: { value: string; label: string }[] = [
+  { value: "", label: "Relay default" },
+  { value: "0", label: "Always on the server (SFU)" },
+  ...[2, 3, 4, 5, 6, 7].map((n) => ({ value: String(n), label: `Past ${n} people` })),
+];
+
 /**
- * An admin's editor for one channel: participant limit and what members and admins may do (the
- * owner may always do everything). The backend checks it (and the relay refuses what it must);
+ * An admin's editor for one channel: participant limit, when it moves from a direct mesh to the
+ * relay's SFU, and what members and admins may do (the owner may always do everything). The backend checks it (and the relay refuses what it must);
  * either refusal shows here. Changes apply at once to whoever is inside.
  */
 export function ChannelSettings(props: { channel: ChannelView; onClose: () => void }) {
   const c = props.channel;
   const max = useSignal(String(c.max_participants));
   const perms = useSignal<ChannelPermissionsView>(c.permissions);
+  const meshLimit = useSignal(c.mesh_limit === null ? "" : String(c.mesh_limit));
   const error = useSignal<string | null>(null);
   const saving = useSignal(false);
 
@@ -39,7 +47,8 @@ export function ChannelSettings(props: { channel: ChannelView; onClose: () => vo
     }
     saving.value = true;
     try {
-      await unwrap(commands.channelConfigure(c.id, n, perms.value));
+      const limit = meshLimit.value === "" ? null : Number.parseInt(meshLimit.value, 10);
+      await unwrap(commands.channelConfigure(c.id, n, perms.value, limit));
       props.onClose();
     } catch (err) {
       error.value = messageOf(err);
@@ -63,6 +72,26 @@ export function ChannelSettings(props: { channel: ChannelView; onClose: () => vo
             error.value = null;
           }}
         />
+      </label>
+      <label class="inline" title="In a mesh everyone sends to everyone; on the server (SFU) everyone sends once">
+        Move to the server
+        <select
+          data-testid="perm-mesh-limit"
+          value={meshLimit.value}
+          onChange={(e) => {
+            meshLimit.value = e.currentTarget.value;
+            error.value = null;
+          }}
+        >
+          {MESH_LIMITS.some((o) => o.value === meshLimit.value) ? null : (
+            <option value={meshLimit.value}>Past {meshLimit.value} people</option>
+          )}
+          {MESH_LIMITS.map((o) => (
+            <option key={o.value} value={o.value}>
+              {o.label}
+            </option>
+          ))}
+        </select>
       </label>
       <table class="perm-table">
         <thead>

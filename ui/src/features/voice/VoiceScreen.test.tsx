@@ -94,6 +94,9 @@ describe("channel settings", () => {
     fireEvent.click(screen.getByTestId("perm-member-video"));
     fireEvent.click(screen.getByTestId("perm-member-stream"));
     fireEvent.input(screen.getByTestId("perm-max"), { target: { value: "4" } });
+    const limit = screen.getByTestId("perm-mesh-limit") as HTMLSelectElement;
+    expect(limit.value).toBe("");
+    fireEvent.change(limit, { target: { value: "0" } });
     fireEvent.click(screen.getByTestId("perm-save"));
     await waitFor(() => expect(screen.queryByTestId("channel-settings-Lobby")).toBeNull());
     const sent = calls.filter((c) => c.cmd === "channel_configure").at(-1)?.args;
@@ -104,6 +107,7 @@ describe("channel settings", () => {
         member: { join: false, speak: false, video: false, stream: false },
         admin: { join: true, speak: true, video: true, stream: true },
       },
+      meshLimit: 0,
     });
   });
 
