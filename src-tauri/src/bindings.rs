@@ -10,8 +10,8 @@ use specta_typescript::Typescript;
 use tauri_specta::{Builder, collect_commands, collect_events};
 
 use crate::commands::{
-    budget, calls, connection, desktop, devices, friends, identity, links, live, privacy, screen,
-    servers, settings, streams, video, voice,
+    budget, calls, connection, desktop, devices, friends, identity, links, live, members, privacy,
+    screen, servers, settings, streams, video, voice,
 };
 use crate::tray;
 
@@ -39,6 +39,9 @@ pub fn builder() -> Builder<tauri::Wry> {
             servers::my_voice,
             servers::user_volume_set,
             servers::invite_create,
+            members::server_members,
+            members::member_role_set,
+            members::member_remove,
             servers::invite_join,
             devices::devices_list,
             devices::device_test_sound,

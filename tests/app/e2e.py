@@ -350,6 +350,38 @@ def update_notice_checks(session):
     check("'Not now' hides the notice", wait_gone(session, "update-notice"))
 
 
+def members_checks(session, hum_bin, relay_url, data_dir, code, log):
+    """The server's members (issue 13, admin permissions): the owner makes the bot an admin and a
+    member again, and kicks a guest after confirming; the guest is no longer in the server."""
+    guest_env = dict(os.environ, HUM_RELAY=relay_url, HUM_IDENTITY=os.path.join(data_dir, "guest.json"))
+    guest = lambda *a: subprocess.run([hum_bin, *a], env=guest_env, capture_output=True, text=True,
+                                      timeout=60, check=True).stdout
+    guest("identity", "create", "--name", "e2e-guest")
+    guest("server", "join", code)
+    session.click("members-open-E2E Squad")
+    session.find("member-row-e2e-guest", timeout=20)
+    count = session.wait_text("members-count", lambda t: t.startswith("3 members"), 20)
+    check("the members dialog lists the owner, the bot and the guest", count.startswith("3 members"), count)
+    role = lambda: session.js("const r = document.querySelector('[data-testid=\"member-row-e2e-bot\"]');"
+                              "return r ? r.dataset.role : null;")
+    session.click("member-role-e2e-bot")
+    session.wait_js("const r = document.querySelector('[data-testid=\"member-row-e2e-bot\"]');"
+                    "return r ? r.dataset.role : null;", lambda v: v == "admin", 20, "bot made admin")
+    check("the owner makes the bot an admin", role() == "admin", str(role()))
+    session.click("member-role-e2e-bot")
+    session.wait_js("const r = document.querySelector('[data-testid=\"member-row-e2e-bot\"]');"
+                    "return r ? r.dataset.role : null;", lambda v: v == "member", 20, "bot made member")
+    check("and a member again", role() == "member", str(role()))
+    session.click("member-kick-e2e-guest")
+    check("kick asks once more", session.exists("member-confirm-e2e-guest"))
+    session.click("member-confirm-e2e-guest")
+    check("the kicked guest leaves the list", wait_gone(session, "member-row-e2e-guest", 20))
+    servers = json.loads(guest("--json", "server", "list"))
+    check("the kicked guest is no longer in the server", servers == [], str(servers))
+    session.click("members-dialog-close")
+    wait_gone(session, "members-dialog")
+
+
 def desktop_settings_checks(session, data_dir):
     """Issue 19: Settings -> Desktop. Start on login writes the XDG autostart entry (hum-app
     --minimized) and removes it; close to tray is offered exactly when the app has a tray."""
@@ -669,6 +701,7 @@ def main():
         )
         session.find("member-e2e-bot", timeout=30)
         check("the bot appears in the channel's roster", True)
+        members_checks(session, args.hum_bin, relay_url, data_dir, code, log)
         session.click("join-Lobby")
         session.find("member-e2e-alice", timeout=30)
         check("joining puts me in the roster", session.exists("leave-Lobby"))

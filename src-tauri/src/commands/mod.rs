@@ -10,6 +10,7 @@ pub mod friends;
 pub mod identity;
 pub mod links;
 pub mod live;
+pub mod members;
 pub mod privacy;
 pub mod screen;
 pub mod servers;

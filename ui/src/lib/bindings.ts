@@ -55,6 +55,12 @@ export const commands = {
 	userVolumeSet: (userId: string, percent: number) => typedError<null, CommandError>(__TAURI_INVOKE("user_volume_set", { userId, percent })),
 	/**  Makes an invite code for a server (give it to a friend or a bot: `hum server join CODE`). */
 	inviteCreate: (server: number) => typedError<string, CommandError>(__TAURI_INVOKE("invite_create", { server })),
+	/**  Every member of `server` (all pages). */
+	serverMembers: (server: number) => typedError<MemberView[], CommandError>(__TAURI_INVOKE("server_members", { server })),
+	/**  Makes a member an admin (`admin`) or an admin a member again (the owner only). */
+	memberRoleSet: (server: number, userId: string, admin: boolean) => typedError<null, CommandError>(__TAURI_INVOKE("member_role_set", { server, userId, admin })),
+	/**  Removes a member from `server`; with `ban` they cannot join again until unbanned. */
+	memberRemove: (server: number, userId: string, ban: boolean) => typedError<null, CommandError>(__TAURI_INVOKE("member_remove", { server, userId, ban })),
 	/**  Joins a server with an invite code or a `hum://invite/CODE` link. */
 	inviteJoin: (code: string) => typedError<ServerView, CommandError>(__TAURI_INVOKE("invite_join", { code })),
 	/**
@@ -531,6 +537,15 @@ export type MemberPrivacy = {
 	relayed: boolean | null,
 	/**  60 digits both of us see the same when nobody swapped a key (hum_e2ee::safety_number). */
 	safety_number: string | null,
+};
+
+export type MemberView = {
+	/**  Public key, hex. */
+	user_id: string,
+	display_name: string,
+	/**  `owner`, `admin` or `member`. */
+	role: string,
+	online: boolean,
 };
 
 export type MemberVoice = {

@@ -481,6 +481,57 @@ export class WebBackend {
         const r = await this.connected().request("invite_create", { server });
         return r.invite.code as string;
       },
+      server_members: async ({ server }: { server: number }) => {
+        const all: Json[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const fields: Record<string, unknown> = { server, limit: 1000 };
+          if (after) fields.after = after;
+          const r = await this.connected().request("member_list", fields);
+          all.push(...(r.members ?? []));
+          if (!r.next || r.next === after) break;
+          after = r.next;
+        }
+        const rank: Record<string, number> = { owner: 2, admin: 1, member: 0 };
+        return all
+          .map((m) => ({ user_id: m.user.id, display_name: m.user.display_name, role: m.role, online: !!m.online }))
+          .sort(
+            (a, b) =>
+              rank[b.role] - rank[a.role] ||
+              Number(b.online) - Number(a.online) ||
+              a.display_name.toLowerCase().localeCompare(b.display_name.toLowerCase()),
+          );
+      },
+      member_role_set: async ({ server, userId, admin }: { server: number; userId: string; admin: boolean }) => {
+        await this.connected().request("member_set_role", { server, user: userId, role: admin ? "admin" : "member" });
+        return null;
+      },
+      member_remove: async ({ server, userId, ban }: { server: number; userId: string; ban: boolean }) => {
+        await this.connected().request(ban ? "member_ban" : "member_kick", { server, user: userId });
+        return null;
+      },
+      channel_configure: async ({
+        channel,
+        maxParticipants,
+        permissions,
+        meshLimit,
+      }: {
+        channel: number;
+        maxParticipants: number;
+        permissions: unknown;
+        meshLimit: number | null;
+      }) => {
+        if (!Number.isInteger(maxParticipants) || maxParticipants < 1 || maxParticipants > 1000)
+          throw commandError("invalid_input", "Max participants must be between 1 and 1000.");
+        // The relay clears a channel's limit when sent its own or more (docs/protocol.md).
+        await this.connected().request("channel_configure", {
+          channel,
+          max_participants: maxParticipants,
+          permissions,
+          mesh_limit: meshLimit ?? 4294967295,
+        });
+        return null;
+      },
       invite_join: async ({ code }: { code: string }) => {
         const c = inviteCode(code);
         if (!c) throw commandError("invalid_input", `"${code}" is not an invite code or link.`);

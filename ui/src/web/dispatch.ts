@@ -59,7 +59,6 @@ export const BROWSER_LIMITS: Record<string, string> = {
   privacy_set: "the privacy switches (hide my IP, end-to-end encryption on the SFU) are not in the browser yet",
   privacy_status: "the privacy switches (hide my IP, end-to-end encryption on the SFU) are not in the browser yet",
   safety_number: "safety numbers are not in the browser yet",
-  channel_configure: "channel settings are not in the browser yet",
 };
 
 /** Turns anything a handler threw into a CommandError. */

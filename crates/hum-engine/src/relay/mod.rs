@@ -474,6 +474,11 @@ impl RelayClient {
     pub async fn member_kick(&self, server: ServerId, user: UserId) -> Result<(), ClientError> {
         self.expect_ok(Request::MemberKick { server, user }).await
     }
+    /// Removes a member and keeps them out until unbanned (admins ban members; the owner
+    /// anyone).
+    pub async fn member_ban(&self, server: ServerId, user: UserId) -> Result<(), ClientError> {
+        self.expect_ok(Request::MemberBan { server, user }).await
+    }
     pub async fn server_leave(&self, server: ServerId) -> Result<(), ClientError> {
         self.expect_ok(Request::ServerLeave { server }).await
     }

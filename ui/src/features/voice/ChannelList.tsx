@@ -4,6 +4,7 @@ import { unwrap } from "../../lib/api";
 import { describeStats, peerStats } from "../../lib/streams";
 import { Dialog } from "../layout/Dialog";
 import { ChannelSettings } from "./ChannelSettings";
+import { Members } from "./Members";
 import { ChannelStreams } from "../stream/ChannelStreams";
 import { GearIcon, HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { myVoice, voiceAct } from "./store";
@@ -11,12 +12,13 @@ import { myVoice, voiceAct } from "./store";
 /**
  * One server's voice channels, each with who sits in it (speaking ring, muted/deafened, link
  * quality while I am there), join/leave, the admin's channel settings (a dialog), an invite
- * dialog and, for admins, a form to add a channel.
+ * dialog, the members (a dialog: roles, kick, ban) and, for admins, a form to add a channel.
  */
 export function ChannelList(props: { server: ServerView }) {
   const s = props.server;
   const editing = useSignal<number | null>(null);
   const invite = useSignal<string | null>(null);
+  const showMembers = useSignal(false);
   const newChannel = useSignal("");
   const newMax = useSignal("");
   const me = myVoice.value;
@@ -35,6 +37,9 @@ export function ChannelList(props: { server: ServerView }) {
           }
         >
           Invite
+        </button>
+        <button class="secondary small" data-testid={`members-open-${s.name}`} onClick={() => (showMembers.value = true)}>
+          Members
         </button>
       </header>
       <p class="side-label">Voice channels</p>
@@ -153,6 +158,11 @@ export function ChannelList(props: { server: ServerView }) {
       {edited && (
         <Dialog title={`${edited.name}: settings`} testId="channel-settings-dialog" onClose={() => (editing.value = null)}>
           <ChannelSettings channel={edited} onClose={() => (editing.value = null)} />
+        </Dialog>
+      )}
+      {showMembers.value && (
+        <Dialog title={`${s.name}: members`} testId="members-dialog" onClose={() => (showMembers.value = false)}>
+          <Members server={s} />
         </Dialog>
       )}
       {invite.value && (

@@ -1,6 +1,7 @@
 import { useSignal } from "@preact/signals";
 import { commands, type ChannelPermissionsView, type ChannelView, type RolePermissions } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
+import { refreshVoice } from "./store";
 
 const RIGHTS: { key: keyof RolePermissions; label: string; hint: string }[] = [
   { key: "join", label: "Join", hint: "enter the channel" },
@@ -49,6 +50,9 @@ export function ChannelSettings(props: { channel: ChannelView; onClose: () => vo
     try {
       const limit = meshLimit.value === "" ? null : Number.parseInt(meshLimit.value, 10);
       await unwrap(commands.channelConfigure(c.id, n, perms.value, limit));
+      // The list shows what was saved as the dialog closes (opening it again at once must not
+      // show the old settings while the relay's channel_updated is on its way).
+      await refreshVoice();
       props.onClose();
     } catch (err) {
       error.value = messageOf(err);
