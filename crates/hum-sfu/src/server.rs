@@ -333,8 +333,36 @@ struct Runtime {
     metrics: Metrics,
     dirty: Vec<u64>,
     outbox: Vec<(ParticipantId, Rewritten)>,
-    /// Where a publication comes from: (client key, mid, rid per layer).
-    track_src: HashMap<TrackId, (u64, Mid, BTreeMap<Layer, Rid>)>,
+    /// Where each publication comes from.
+    track_src: HashMap<TrackId, Source>,
+}
+
+/// Where a publication comes from: its publisher's connection and m-line.
+struct Source {
+    /// The publisher's client key.
+    key: u64,
+    mid: Mid,
+    /// The RID of each simulcast layer (empty: one layer).
+    rids: BTreeMap<Layer, Rid>,
+    /// The publisher named the track `screen…` (its `msid`): a screen share.
+    screen: bool,
+}
+
+/// Whether a publisher's track id (`a=msid:<stream> <track>`) says it is a screen share: Hum
+/// clients name their screen track `screen-<ssrc>`, their camera `camera-<ssrc>`.
+pub fn is_screen_track(track_id: &str) -> bool {
+    track_id.starts_with("screen")
+}
+
+/// The track id a subscriber sees for publication `track` (its stream id is the owner): a
+/// screen share keeps the `screen-` prefix so clients show it as a stream of its own beside
+/// the owner's camera.
+pub fn forwarded_track_id(track: TrackId, screen: bool) -> String {
+    if screen {
+        format!("screen-t{}", track.0)
+    } else {
+        format!("t{}", track.0)
+    }
 }
 
 fn new_rtc(now: Instant) -> Rtc {
@@ -605,7 +633,7 @@ impl Runtime {
             c.rtc.disconnect();
         }
         self.by_addr.retain(|_, k| *k != key);
-        self.track_src.retain(|_, (k, _, _)| *k != key);
+        self.track_src.retain(|_, src| src.key != key);
         let _ = self.session.leave(who);
         self.drain_session(Instant::now());
     }
@@ -631,11 +659,12 @@ impl Runtime {
                     TrackKind::Audio => MediaKind::Audio,
                     TrackKind::Video => MediaKind::Video,
                 };
+                let screen = self.track_src.get(t).is_some_and(|src| src.screen);
                 let mid = api.add_media(
                     mk,
                     Direction::SendOnly,
                     Some(owner.to_string()),
-                    Some(format!("t{}", t.0)),
+                    Some(forwarded_track_id(*t, screen)),
                     None,
                 );
                 added.push((*t, mid));
@@ -778,6 +807,10 @@ impl Runtime {
         let Some(c) = self.clients.get_mut(&key) else {
             return;
         };
+        let screen = c
+            .rtc
+            .media(mid)
+            .is_some_and(|m| is_screen_track(m.track_id()));
         match self
             .session
             .publish(c.who, kind, layers.keys().copied().collect(), now)
@@ -785,7 +818,15 @@ impl Runtime {
             Ok(t) => {
                 c.withheld.remove(&mid);
                 c.tracks_in.insert(mid, t);
-                self.track_src.insert(t, (key, mid, layers));
+                self.track_src.insert(
+                    t,
+                    Source {
+                        key,
+                        mid,
+                        rids: layers,
+                        screen,
+                    },
+                );
             }
             Err(e) => {
                 tracing::debug!("publish refused: {e}");
@@ -819,7 +860,7 @@ impl Runtime {
                     let layers = self
                         .track_src
                         .get(&t)
-                        .map(|(_, _, l)| l.clone())
+                        .map(|src| src.rids.clone())
                         .unwrap_or_default();
                     c.withheld.insert(mid, (kind, layers));
                 }
@@ -976,7 +1017,10 @@ impl Runtime {
                     self.track_src.remove(track);
                 }
                 SessionEvent::KeyframeRequest { track, layer } => {
-                    if let Some((k, mid, rids)) = self.track_src.get(track) {
+                    if let Some(Source {
+                        key: k, mid, rids, ..
+                    }) = self.track_src.get(track)
+                    {
                         let rid = rids.get(layer).copied();
                         if let Some(c) = self.clients.get_mut(k)
                             && let Some(rx) = c.rtc.direct_api().stream_rx_by_mid(*mid, rid)
@@ -991,5 +1035,23 @@ impl Runtime {
             }
             let _ = self.events.send(SfuEvent::Session(ev));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_screen_share_is_forwarded_under_a_screen_id_and_anything_else_by_number() {
+        assert!(is_screen_track("screen-5343522a"));
+        assert!(!is_screen_track("camera-0000002a"));
+        assert!(!is_screen_track("my-screen"));
+        assert!(!is_screen_track(""));
+        assert_eq!(forwarded_track_id(TrackId(7), true), "screen-t7");
+        assert_eq!(forwarded_track_id(TrackId(7), false), "t7");
+        // What a Hum client reads back from the forwarded id (`VideoKind::of_track`).
+        assert!(is_screen_track(&forwarded_track_id(TrackId(12), true)));
+        assert!(!is_screen_track(&forwarded_track_id(TrackId(12), false)));
     }
 }

@@ -42,6 +42,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use super::audio::AudioEngine;
 use super::video::congestion::{self, LayerControl};
+use super::video::screen::ScreenLink;
 use super::video::{MeshDemand, SIMULCAST_LAYERS, SessionVideo, ladder_rates};
 use super::{VoiceConfig, VoiceError};
 use hum_media::video::simulcast::LayerFrame;
@@ -239,42 +240,22 @@ impl Peer {
         if video.enabled {
             // The screen track, after the camera's (answerers match video m-lines in order):
             // idle until a share starts, so sharing needs no renegotiation.
-            let screen_ssrc = ssrc ^ 0x5343_5200;
-            let track = Arc::new(TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    "hum".to_owned(),
-                    format!("screen-{screen_ssrc:08x}"),
-                    "screen".to_owned(),
-                    RtpCodecKind::Video,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(screen_ssrc),
-                            ..Default::default()
-                        },
-                        codec: vp8_codec(),
-                        ..Default::default()
-                    }],
-                ),
-            )?);
-            let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-            let (frames, watching, keyframe) = video.screen.subscribe();
-            video_tasks.push(tokio::spawn(keyframe_requests(
-                track.clone(),
-                keyframe.clone(),
-            )));
-            video_tasks.push(tokio::spawn(screen_write_loop(
-                ScreenOut {
-                    track,
-                    sender,
-                    connected: connected.clone(),
-                    closed: closed.clone(),
-                    viewer: video.screen_viewer(user),
-                    watching,
-                    keyframe,
-                },
-                frames,
-            )));
+            video_tasks.extend(
+                super::video::screen::add_screen_track(
+                    &pc,
+                    &video,
+                    ScreenLink {
+                        stream_id: "hum".to_owned(),
+                        ssrc: ssrc ^ 0x5343_5200,
+                        connected: connected.clone(),
+                        closed: closed.clone(),
+                        viewer: video.screen_viewer(user),
+                        mid: None,
+                        transform: None,
+                    },
+                )
+                .await?,
+            );
         }
         Ok(Self {
             user,
@@ -646,100 +627,11 @@ async fn video_write_loop(
     }
 }
 
-/// What a peer's screen send loop works with.
-struct ScreenOut {
-    track: Arc<TrackLocalStaticSample>,
-    sender: Arc<dyn RtpSender>,
-    connected: Arc<AtomicBool>,
-    closed: Arc<AtomicBool>,
-    /// The peer shows video (it said `video_quality`).
-    viewer: Arc<AtomicBool>,
-    /// We send to this peer now (the share's encoder runs while some loop does).
-    watching: Arc<AtomicBool>,
-    /// Ask the share's encoder for a keyframe.
-    keyframe: Arc<AtomicBool>,
-}
-
-/// Sends our screen share to this peer on its screen track while the connection is up and the
-/// peer shows video, from a keyframe on.
-async fn screen_write_loop(
-    out: ScreenOut,
-    mut frames: tokio::sync::broadcast::Receiver<Arc<hum_media::video::EncodedFrame>>,
-) {
-    let ScreenOut {
-        track,
-        sender,
-        connected,
-        closed,
-        viewer,
-        watching,
-        keyframe,
-    } = out;
-    let mut target: Option<(u32, u8)> = None;
-    let mut started = false;
-    let mut prev: Option<Instant> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let frame = tokio::select! {
-            f = frames.recv() => match f {
-                Ok(f) => Some(f),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    started = false;
-                    None
-                }
-                Err(_) => return,
-            },
-            _ = tick.tick() => None,
-        };
-        if closed.load(Ordering::SeqCst) {
-            watching.store(false, Ordering::Relaxed);
-            return;
-        }
-        let on = connected.load(Ordering::SeqCst) && viewer.load(Ordering::SeqCst);
-        watching.store(on, Ordering::Relaxed);
-        let Some(f) = frame else { continue };
-        if !on {
-            started = false;
-            continue;
-        }
-        if !started && !f.keyframe {
-            keyframe.store(true, Ordering::Relaxed);
-            continue;
-        }
-        if target.is_none() {
-            let pt = match sender.get_parameters().await {
-                Ok(p) => p
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
-                    .map(|c| c.payload_type),
-                Err(_) => None,
-            };
-            let ssrc = track.ssrcs().await.first().copied();
-            match (pt, ssrc) {
-                (Some(pt), Some(ssrc)) => target = Some((ssrc, pt)),
-                _ => continue,
-            }
-        }
-        let Some((ssrc, pt)) = target else { continue };
-        let duration = super::video::screen::frame_duration(prev, f.captured, 30);
-        prev = Some(f.captured);
-        let sample = Sample {
-            data: bytes::Bytes::copy_from_slice(&f.data),
-            duration,
-            ..Sample::new(f.captured)
-        };
-        match track.sample_writer(ssrc, pt).write_sample(&sample).await {
-            Ok(()) => started = true,
-            Err(e) => tracing::trace!("screen write_sample: {e}"),
-        }
-    }
-}
-
 /// Keyframe requests (PLI, FIR) for our video track from the peer.
-async fn keyframe_requests(track: Arc<TrackLocalStaticSample>, keyframe: Arc<AtomicBool>) {
+pub(crate) async fn keyframe_requests(
+    track: Arc<TrackLocalStaticSample>,
+    keyframe: Arc<AtomicBool>,
+) {
     loop {
         match track.poll().await {
             Some(TrackLocalEvent::OnRtcpPacket(packets)) => {

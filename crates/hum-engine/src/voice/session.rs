@@ -176,7 +176,8 @@ impl VoiceSession {
     /// encoded once with `share.profile` (one layer). Needs a session with video (every call
     /// and channel the app makes has it): the screen track is negotiated with the connection,
     /// so starting and stopping need no renegotiation. Reported as
-    /// [`VoiceEvent::ScreenShare`](super::VoiceEvent::ScreenShare). Not sent over the SFU yet.
+    /// [`VoiceEvent::ScreenShare`](super::VoiceEvent::ScreenShare). On the SFU the same track
+    /// (one layer) is published to it and forwarded to every member under a `screen-…` id.
     pub fn start_screen_share(&self, share: ScreenSource) -> Result<(), VoiceError> {
         if !self.video.enabled {
             return Err(VoiceError::WebRtc(

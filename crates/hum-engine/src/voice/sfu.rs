@@ -27,8 +27,9 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::audio::{AudioEngine, AudioPath};
-use super::sfu_video::SimulcastTrack;
+use super::sfu_video::{SimulcastTrack, track_mid};
 use super::video::SessionVideo;
+use super::video::screen::{ScreenLink, screen_track_id};
 use super::{VoiceConfig, VoiceError};
 
 /// RFC 6464: client-to-mixer audio level.
@@ -129,6 +130,24 @@ pub struct SfuPeer {
     writer: tokio::task::JoinHandle<()>,
     /// Our camera as simulcast layers (when the session sends video).
     camera: Option<SimulcastTrack>,
+    /// Our screen track (in every session with video; idle until a share starts).
+    screen: Option<SfuScreen>,
+}
+
+/// Our screen share to the SFU: one VP8 encoding (no simulcast: whoever watches a share shows
+/// it large), forwarded by the SFU to every member under a `screen-…` track id.
+struct SfuScreen {
+    track_id: String,
+    mid: Arc<std::sync::Mutex<Option<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SfuScreen {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for SfuPeer {
@@ -197,12 +216,37 @@ impl SfuPeer {
                     me.to_string(),
                     ssrc,
                     send,
-                    connected,
+                    connected.clone(),
                     cfg.frame_transform.clone(),
                 )
                 .await?,
             ),
             None => None,
+        };
+        let screen = if video.enabled {
+            let (ssrc, mid) = (ssrc ^ 0x5343_5200, Arc::new(std::sync::Mutex::new(None)));
+            let tasks = super::video::screen::add_screen_track(
+                &pc,
+                &video,
+                ScreenLink {
+                    stream_id: me.to_string(),
+                    ssrc,
+                    connected,
+                    closed: Arc::new(AtomicBool::new(false)),
+                    // The SFU forwards it to every member (who hides it is theirs to say).
+                    viewer: Arc::new(AtomicBool::new(true)),
+                    mid: Some(mid.clone()),
+                    transform: cfg.frame_transform.clone(),
+                },
+            )
+            .await?;
+            Some(SfuScreen {
+                track_id: screen_track_id(ssrc),
+                mid,
+                tasks,
+            })
+        } else {
+            None
         };
         Ok((
             Self {
@@ -211,6 +255,7 @@ impl SfuPeer {
                 gathered,
                 writer,
                 camera,
+                screen,
             },
             rx,
         ))
@@ -236,10 +281,14 @@ impl SfuPeer {
         let offer = self.pc.create_offer(None).await?;
         self.pc.set_local_description(offer).await?;
         let sdp = self.gathered_sdp().await?;
-        if let Some(c) = &self.camera
-            && let Ok(mut m) = c.mid.lock()
-        {
-            *m = super::sfu_video::video_mid(&sdp);
+        let ours = [
+            self.camera.as_ref().map(|c| (&c.track_id, &c.mid)),
+            self.screen.as_ref().map(|s| (&s.track_id, &s.mid)),
+        ];
+        for (track_id, mid) in ours.into_iter().flatten() {
+            if let Ok(mut m) = mid.lock() {
+                *m = track_mid(&sdp, track_id);
+            }
         }
         Ok(sdp)
     }
@@ -267,6 +316,9 @@ impl SfuPeer {
         self.writer.abort();
         if let Some(c) = &self.camera {
             c.stop();
+        }
+        if let Some(s) = &self.screen {
+            s.tasks.iter().for_each(|t| t.abort());
         }
         let _ = self.pc.close().await;
     }

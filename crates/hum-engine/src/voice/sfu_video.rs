@@ -6,7 +6,8 @@
 //! Every packet carries the `sdes:mid` and `sdes:rtp-stream-id` header extensions (RFC 8843,
 //! RFC 8852): the SDP lists RIDs, not SSRCs, so that is how the SFU (str0m) tells the layers
 //! apart. webrtc-rs does not add them itself, so we write them as custom extensions; the mid
-//! is read from our own local SDP once it is set.
+//! is read from our own local SDP once it is set ([`track_mid`]; the screen track, one encoding
+//! and no RID, writes its mid the same way: `video::screen`).
 //!
 //! Receiving needs nothing SFU-specific: the SFU sends each remote camera as one ordinary VP8
 //! track (owner = `msid` stream id), received like a mesh peer's by [`super::video::receive`].
@@ -57,7 +58,7 @@ impl Marshal for TextExtension {
     }
 }
 
-fn text_extension(uri: &'static str, value: &str) -> HeaderExtension {
+pub(crate) fn text_extension(uri: &'static str, value: &str) -> HeaderExtension {
     HeaderExtension::Custom {
         uri: Cow::Borrowed(uri),
         extension: Box::new(TextExtension(value.as_bytes().to_vec())),
@@ -70,22 +71,31 @@ pub(crate) fn register_extensions(media: &mut MediaEngine) -> Result<(), VoiceEr
     Ok(())
 }
 
-/// The mid of the first video m-line of an SDP (ours, once set locally).
-pub(crate) fn video_mid(sdp: &str) -> Option<String> {
-    let mut in_video = false;
+/// The mid of the m-line that carries our track `track_id` (its `a=msid:<stream> <track>`
+/// line), in our own local SDP once set: the camera's and the screen's video m-lines apart.
+pub(crate) fn track_mid(sdp: &str, track_id: &str) -> Option<String> {
+    let mut mid = None;
+    let mut ours = false;
     for line in sdp.lines() {
         let line = line.trim_end();
-        if let Some(m) = line.strip_prefix("m=") {
-            in_video = m.starts_with("video");
-        } else if in_video && let Some(mid) = line.strip_prefix("a=mid:") {
-            return Some(mid.to_owned());
+        if line.starts_with("m=") {
+            if ours {
+                break;
+            }
+            mid = None;
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.to_owned());
+        } else if let Some(msid) = line.strip_prefix("a=msid:") {
+            ours |= msid.split_whitespace().nth(1) == Some(track_id);
         }
     }
-    None
+    if ours { mid } else { None }
 }
 
 /// Our simulcast camera track on the SFU connection and its two tasks.
 pub(crate) struct SimulcastTrack {
+    /// Our track id (`camera-…`), to find its m-line in our SDP.
+    pub(crate) track_id: String,
     /// Our video m-line's mid, filled in when the local description is set.
     pub(crate) mid: Arc<Mutex<Option<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -116,11 +126,12 @@ impl SimulcastTrack {
                 ..Default::default()
             })
             .collect();
+        let track_id = format!("camera-{base_ssrc:08x}");
         let track = Arc::new(TrackLocalStaticSample::new(
             Instant::now(),
             MediaStreamTrack::new(
                 stream_id,
-                format!("camera-{base_ssrc:08x}"),
+                track_id.clone(),
                 "camera".to_owned(),
                 RtpCodecKind::Video,
                 encodings,
@@ -143,7 +154,11 @@ impl SimulcastTrack {
                 transform,
             )),
         ];
-        Ok(Self { mid, tasks })
+        Ok(Self {
+            track_id,
+            mid,
+            tasks,
+        })
     }
 
     pub(crate) fn stop(&self) {
@@ -286,10 +301,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_video_mid_is_read_from_an_sdp() {
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:1\r\n";
-        assert_eq!(video_mid(sdp), Some("1".into()));
-        assert_eq!(video_mid("v=0\r\nm=audio 9 X 1\r\na=mid:0\r\n"), None);
+    fn a_tracks_mid_is_read_from_its_msid_line() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:me opus-1\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:me camera-0000002a\r\na=mid:1\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=msid:me screen-5343522a\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=recvonly\r\n";
+        assert_eq!(track_mid(sdp, "camera-0000002a"), Some("1".into()));
+        assert_eq!(track_mid(sdp, "screen-5343522a"), Some("2".into()));
+        assert_eq!(track_mid(sdp, "opus-1"), Some("0".into()));
+        assert_eq!(track_mid(sdp, "screen-00000000"), None);
+        assert_eq!(
+            track_mid(sdp, "me"),
+            None,
+            "the stream id is not a track id"
+        );
     }
 
     #[test]

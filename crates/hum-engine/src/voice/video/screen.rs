@@ -6,10 +6,12 @@
 //!                                                      ─► its `screen-<ssrc>` VP8 track
 //! ```
 //!
-//! - Every mesh connection of a session with video carries a `screen-<ssrc>` track from the
-//!   start (negotiated with the camera's, idle until a share starts), so a share starts and
-//!   stops without renegotiation. Receivers tell it from the camera by its track id
-//!   ([`VideoKind::of_track`]): it is its own remote stream.
+//! - Every mesh connection of a session with video, and its SFU connection, carries a
+//!   `screen-<ssrc>` track from the start (negotiated with the camera's, idle until a share
+//!   starts), so a share starts and stops without renegotiation ([`add_screen_track`], one
+//!   code path for both). Receivers tell it from the camera by its track id
+//!   ([`VideoKind::of_track`]): it is its own remote stream. The SFU publishes it as a
+//!   single-layer video track and forwards it under `screen-t<n>`, so it arrives the same way.
 //! - One layer, the [`ScreenProfile`]'s size, rate and bitrate (no simulcast: a shared screen is
 //!   shown large, the "high" layer, by whoever watches it; docs/video.md). Peers that show
 //!   video (they sent a `video_quality`, any value) get it; nothing is encoded while nobody
@@ -27,6 +29,20 @@ use hum_proto::Bitrate;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::voice::{VoiceError, VoiceEvent};
+
+use rtc::media::Sample;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::Track;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::peer_connection::PeerConnection;
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::SessionVideo;
 
 /// Which of a member's video tracks a stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -314,6 +330,168 @@ fn share_loop(
         }
     }
     Ok(())
+}
+
+/// The id of our screen track with `ssrc` (receivers read it with [`VideoKind::of_track`]; the
+/// SFU forwards a `screen…` track under a `screen-…` id of its own).
+pub(crate) fn screen_track_id(ssrc: u32) -> String {
+    format!("screen-{ssrc:08x}")
+}
+
+/// Where one connection's screen track goes: a mesh peer or the SFU.
+pub(crate) struct ScreenLink {
+    /// The `msid` stream id (the SFU reads the owner from the forwarded copy, not from this).
+    pub(crate) stream_id: String,
+    pub(crate) ssrc: u32,
+    pub(crate) connected: Arc<AtomicBool>,
+    pub(crate) closed: Arc<AtomicBool>,
+    /// The other side shows video (a mesh peer said `video_quality`; always for the SFU,
+    /// which forwards to every member that subscribes).
+    pub(crate) viewer: Arc<AtomicBool>,
+    /// To the SFU: the track's mid, written in each packet's `sdes:mid` extension (filled in
+    /// once the local description is set; nothing is sent before).
+    pub(crate) mid: Option<Arc<Mutex<Option<String>>>>,
+    /// End-to-end encryption of each frame (SFU with E2EE on, docs/e2ee.md).
+    pub(crate) transform: Option<Arc<dyn hum_e2ee::FrameTransform>>,
+}
+
+/// Adds the session's screen track (one VP8 encoding, idle until a share starts) to `pc` and
+/// starts its send loop and keyframe-request reader; the same for mesh peers and the SFU.
+pub(crate) async fn add_screen_track(
+    pc: &Arc<dyn PeerConnection>,
+    video: &SessionVideo,
+    link: ScreenLink,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, VoiceError> {
+    let track = Arc::new(TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            link.stream_id.clone(),
+            screen_track_id(link.ssrc),
+            "screen".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(link.ssrc),
+                    ..Default::default()
+                },
+                codec: crate::voice::peer::vp8_codec(),
+                ..Default::default()
+            }],
+        ),
+    )?);
+    let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+    let (frames, watching, keyframe) = video.screen.subscribe();
+    Ok(vec![
+        tokio::spawn(crate::voice::peer::keyframe_requests(
+            track.clone(),
+            keyframe.clone(),
+        )),
+        tokio::spawn(screen_write_loop(
+            link, track, sender, watching, keyframe, frames,
+        )),
+    ])
+}
+
+/// Sends our screen share on one connection's screen track while it is up and the other side
+/// shows video, from a keyframe on.
+async fn screen_write_loop(
+    link: ScreenLink,
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    // We send on this connection now (the share's encoder runs while some loop does).
+    watching: Arc<AtomicBool>,
+    // Ask the share's encoder for a keyframe.
+    keyframe: Arc<AtomicBool>,
+    mut frames: broadcast::Receiver<Arc<EncodedFrame>>,
+) {
+    let ScreenLink {
+        connected,
+        closed,
+        viewer,
+        mid,
+        transform,
+        ..
+    } = link;
+    let mut target: Option<(u32, u8)> = None;
+    let mut started = false;
+    let mut prev: Option<Instant> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            f = frames.recv() => match f {
+                Ok(f) => Some(f),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    started = false;
+                    None
+                }
+                Err(_) => return,
+            },
+            _ = tick.tick() => None,
+        };
+        if closed.load(Ordering::SeqCst) {
+            watching.store(false, Ordering::Relaxed);
+            return;
+        }
+        let on = connected.load(Ordering::SeqCst) && viewer.load(Ordering::SeqCst);
+        watching.store(on, Ordering::Relaxed);
+        let Some(f) = frame else { continue };
+        if !on {
+            started = false;
+            continue;
+        }
+        if !started && !f.keyframe {
+            keyframe.store(true, Ordering::Relaxed);
+            continue;
+        }
+        let mid = match &mid {
+            None => None,
+            Some(m) => match m.lock().ok().and_then(|m| m.clone()) {
+                Some(m) => Some(m),
+                // Not negotiated yet: the SFU could not tell the packets' track.
+                None => continue,
+            },
+        };
+        if target.is_none() {
+            let pt = match sender.get_parameters().await {
+                Ok(p) => p
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8))
+                    .map(|c| c.payload_type),
+                Err(_) => None,
+            };
+            let ssrc = track.ssrcs().await.first().copied();
+            match (pt, ssrc) {
+                (Some(pt), Some(ssrc)) => target = Some((ssrc, pt)),
+                _ => continue,
+            }
+        }
+        let Some((ssrc, pt)) = target else { continue };
+        let duration = frame_duration(prev, f.captured, 30);
+        prev = Some(f.captured);
+        // End to end (docs/e2ee.md): encrypted before the packetiser sees it.
+        let Some(data) = crate::e2ee::seal_video(transform.as_deref(), &f.data) else {
+            continue;
+        };
+        let sample = Sample {
+            data,
+            duration,
+            ..Sample::new(f.captured)
+        };
+        let mut writer = track.sample_writer(ssrc, pt);
+        if let Some(mid) = &mid {
+            writer = writer.with_extension(crate::voice::sfu_video::text_extension(
+                rtc::sdp::extmap::SDES_MID_URI,
+                mid,
+            ));
+        }
+        match writer.write_sample(&sample).await {
+            Ok(()) => started = true,
+            Err(e) => tracing::trace!("screen write_sample: {e}"),
+        }
+    }
 }
 
 /// What can be shared: a monitor or a window (X11 through xcap), or for tests and demos the
