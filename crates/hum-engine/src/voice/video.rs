@@ -1127,12 +1127,12 @@ mod tests {
         }
     }
 
+    /// A track's id, its analyser's report and the sizes it decoded.
+    type TrackReport = (String, hum_media::video::PatternReport, Vec<(u32, u32)>);
+
     impl PerTrack {
         /// The report and decoded sizes of the one track of `kind` (`None`: not opened yet).
-        fn of(
-            &self,
-            kind: VideoKind,
-        ) -> Option<(String, hum_media::video::PatternReport, Vec<(u32, u32)>)> {
+        fn of(&self, kind: VideoKind) -> Option<TrackReport> {
             let m = self.0.lock().ok()?;
             let mut of_kind = m.iter().filter(|(t, _)| VideoKind::of_track(t) == kind);
             let (track, seen) = of_kind.next()?;
