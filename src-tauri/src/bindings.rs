@@ -118,7 +118,10 @@ pub fn builder() -> Builder<tauri::Wry> {
 
 /// ui/src/lib/bindings.ts, from this crate's directory.
 pub fn bindings_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/src/lib/bindings.ts")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../ui/src/lib/bindings.ts")
 }
 
 fn exporter() -> Typescript {

@@ -35,7 +35,10 @@ use hum_tests::voice::{World, chirp_file, s, tone_file, tone_share, wait_exit};
 use serde_json::Value;
 
 fn web_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("web")
 }
 
 /// Node, the page's npm dependencies and Chromium, or a clear error naming what is missing.

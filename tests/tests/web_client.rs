@@ -28,10 +28,12 @@ use hum_tests::voice::{World, chirp_file, s, tone_file, tone_share, wait_exit};
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .expect("workspace root")
+    .to_path_buf()
 }
 
 fn check_environment() -> Result<()> {

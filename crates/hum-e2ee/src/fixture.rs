@@ -137,8 +137,11 @@ mod tests {
             }
             exercise(bytes, &receiving_ring().unwrap_or_else(|e| panic!("{e}")));
         }
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/e2ee_frame");
+        let dir = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../fuzz/seeds/e2ee_frame");
         if std::env::var_os("HUM_BLESS").is_some() {
             std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
             for (name, bytes) in &seeds {

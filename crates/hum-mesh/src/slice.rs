@@ -322,7 +322,11 @@ mod tests {
     #[test]
     fn fuzz_seeds_are_current() {
         use hum_proto::mesh::MeshMsg;
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/seeds");
+        let root = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../fuzz/seeds");
         let p = payload(40_000, 4);
         let rec = record_for(&p);
         let ob = SliceOutboard::new(&p).unwrap();
@@ -371,7 +375,7 @@ mod tests {
         files.push(("mesh_decode/slice".into(), seeds[1].1.encode().unwrap()));
         let bless = std::env::var_os("HUM_BLESS").is_some();
         for (name, bytes) in files {
-            let path = format!("{root}/{name}");
+            let path = root.join(&name);
             if bless {
                 std::fs::write(&path, &bytes).unwrap();
             } else {

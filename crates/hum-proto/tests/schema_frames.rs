@@ -17,7 +17,10 @@ use hum_proto::{ChannelId, InviteCode, Nonce, RequestId, ServerId, Signature, Us
 use serde_json::Value;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..")
 }
 
 fn validator() -> jsonschema::Validator {

@@ -31,7 +31,11 @@ mod tests {
     use std::path::PathBuf;
 
     fn schema_path() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/protocol.schema.json")
+        std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../docs/protocol.schema.json")
     }
 
     #[test]
