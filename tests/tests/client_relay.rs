@@ -326,5 +326,54 @@ fn cli_sets_up_friends_servers_and_channels() -> Result<()> {
     assert_eq!(servers, serde_json::json!([]), "bob is still a member");
     let info = json(&hum(&url, &alice, &["--json", "server", "info", "Lounge"])?)?;
     assert_eq!(info["members"].as_array().map(Vec::len), Some(1));
+
+    // Bans (issue 13): bob rejoins, is banned by name, cannot rejoin; the ban list names him;
+    // unbanned by name he can join again with an invite.
+    let code = hum(&url, &alice, &["server", "invite", "Lounge"])?;
+    let code = code.trim();
+    hum(&url, &bob, &["server", "join", code])?;
+    assert_eq!(
+        hum(&url, &alice, &["server", "bans", "Lounge"])?.trim(),
+        "nobody is banned"
+    );
+    let err = hum(&url, &bob, &["server", "bans", "Lounge"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("error"), "a member listed the bans: {err}");
+    hum(&url, &alice, &["server", "ban", "Lounge", "bob"])?;
+    let servers = json(&hum(&url, &bob, &["--json", "server", "list"])?)?;
+    assert_eq!(servers, serde_json::json!([]), "the ban did not remove bob");
+    let err = hum(&url, &bob, &["server", "join", code])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("banned"), "{err}");
+    let bans = json(&hum(&url, &alice, &["--json", "server", "bans", "Lounge"])?)?;
+    assert_eq!(bans[0]["id"], b_key, "{bans}");
+    assert_eq!(bans[0]["display_name"], "bob", "{bans}");
+    let err = hum(&url, &alice, &["server", "unban", "Lounge", "nobody"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nobody called `nobody` is banned"), "{err}");
+    hum(&url, &alice, &["server", "unban", "Lounge", "bob"])?;
+    let err = hum(&url, &alice, &["server", "unban", "Lounge", b_key])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not banned"), "{err}");
+    hum(&url, &bob, &["server", "join", code])?;
+
+    // Rename (an admin or the owner; every member sees it), leave, delete (the owner).
+    hum(&url, &alice, &["server", "rename", "Lounge", "Den"])?;
+    let servers = json(&hum(&url, &bob, &["--json", "server", "list"])?)?;
+    assert_eq!(servers[0]["name"], "Den", "{servers}");
+    hum(&url, &bob, &["server", "leave", "Den"])?;
+    let servers = json(&hum(&url, &bob, &["--json", "server", "list"])?)?;
+    assert_eq!(servers, serde_json::json!([]), "bob did not leave");
+    let err = hum(&url, &alice, &["server", "leave", "Den"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("owner cannot leave"), "{err}");
+    hum(&url, &alice, &["server", "delete", "Den"])?;
+    let servers = json(&hum(&url, &alice, &["--json", "server", "list"])?)?;
+    assert_eq!(servers, serde_json::json!([]), "the server was not deleted");
     Ok(())
 }

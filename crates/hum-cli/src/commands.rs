@@ -93,6 +93,14 @@ pub enum ServerCmd {
     /// Remove a member from a server (admins may remove members; the owner anyone). They can
     /// join again with an invite.
     Kick { server: String, member: String },
+    /// Remove a member and keep them out until unbanned (admins ban members; the owner
+    /// anyone). MEMBER as for `role`.
+    Ban { server: String, member: String },
+    /// Let a banned user join again with an invite (admin). USER: a public key, an @handle,
+    /// or the display name of exactly one banned user.
+    Unban { server: String, user: String },
+    /// Who is banned from a server (admin).
+    Bans { server: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -570,6 +578,29 @@ async fn server(cli: &Cli, cmd: &ServerCmd) -> Result<()> {
             let id = resolve::server(&client, server).await?.id;
             let user = resolve::member(&client, id, member).await?;
             client.member_kick(id, user).await?;
+        }
+        ServerCmd::Ban { server, member } => {
+            let id = resolve::server(&client, server).await?.id;
+            let user = resolve::member(&client, id, member).await?;
+            client.member_ban(id, user).await?;
+        }
+        ServerCmd::Unban { server, user } => {
+            let id = resolve::server(&client, server).await?.id;
+            let user = resolve::banned(&client, id, user).await?;
+            client.member_unban(id, user).await?;
+        }
+        ServerCmd::Bans { server } => {
+            let id = resolve::server(&client, server).await?.id;
+            let users = client.ban_list(id).await?;
+            if cli.json {
+                print_json(&users);
+            } else if users.is_empty() {
+                println!("nobody is banned");
+            } else {
+                for u in &users {
+                    println!("  {} {}", u.id, u.display_name.as_str());
+                }
+            }
         }
     }
     client.shutdown().await;

@@ -99,6 +99,33 @@ pub async fn member(client: &RelayClient, server: ServerId, spec: &str) -> Resul
     }
 }
 
+/// A user banned from `server`: a public key or `@handle` (as [`friend`]), else the display
+/// name of exactly one banned user (a banned user is no longer a member).
+pub async fn banned(client: &RelayClient, server: ServerId, spec: &str) -> Result<UserId> {
+    if let Ok(id) = friend(client, spec).await {
+        return Ok(id);
+    }
+    let name = spec.trim();
+    let found: Vec<UserId> = client
+        .ban_list(server)
+        .await
+        .context("listing the bans")?
+        .iter()
+        .filter(|u| u.display_name.as_str() == name)
+        .map(|u| u.id)
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!(
+            "nobody called `{name}` is banned from server {server} (use their public key or @handle)"
+        ),
+        _ => bail!(
+            "{} banned users are called `{name}`: use the public key",
+            found.len()
+        ),
+    }
+}
+
 /// An invite code, or a `hum://invite/CODE` link.
 pub fn invite(spec: &str) -> Result<InviteCode> {
     links::parse_invite(spec).map_err(|e| anyhow!("`{}`: {e}", spec.trim()))

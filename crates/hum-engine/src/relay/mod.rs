@@ -454,9 +454,12 @@ impl RelayClient {
             }
         }
     }
+    /// Renames a server (admins and the owner); its members get `server_updated`.
     pub async fn server_rename(&self, server: ServerId, name: Name) -> Result<(), ClientError> {
         self.expect_ok(Request::ServerRename { server, name }).await
     }
+    /// Deletes a server with its channels, for everyone (the owner only); its members get
+    /// `server_removed`.
     pub async fn server_delete(&self, server: ServerId) -> Result<(), ClientError> {
         self.expect_ok(Request::ServerDelete { server }).await
     }
@@ -479,6 +482,20 @@ impl RelayClient {
     pub async fn member_ban(&self, server: ServerId, user: UserId) -> Result<(), ClientError> {
         self.expect_ok(Request::MemberBan { server, user }).await
     }
+    /// Lets a banned user join again with an invite (admins and the owner); `not_found` when
+    /// they are not banned.
+    pub async fn member_unban(&self, server: ServerId, user: UserId) -> Result<(), ClientError> {
+        self.expect_ok(Request::MemberUnban { server, user }).await
+    }
+    /// Who is banned from `server` (admins and the owner). Users without an account show as
+    /// `user-` and the first 8 hex digits of their key.
+    pub async fn ban_list(&self, server: ServerId) -> Result<Vec<UserSummary>, ClientError> {
+        match self.request(Request::BanList { server }).await? {
+            Reply::Bans { users, .. } => Ok(users),
+            other => Err(unexpected("bans", &other)),
+        }
+    }
+    /// Leaves a server (not its owner: the owner deletes it instead).
     pub async fn server_leave(&self, server: ServerId) -> Result<(), ClientError> {
         self.expect_ok(Request::ServerLeave { server }).await
     }
