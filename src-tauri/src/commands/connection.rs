@@ -141,10 +141,23 @@ pub async fn start(app: &AppHandle) -> CmdResult<RelayStatus> {
     super::budget::start(app, &client, &url);
     super::live::start(app, &client);
     let app = app.clone();
+    let me = client.user_id();
     tauri::async_runtime::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             let ev = events.recv().await;
+            // Kicked, banned, no longer allowed in, or the channel or server deleted: my voice
+            // link stops and I am told why (not here: this loop must keep reading).
+            if let Some((channel, message)) = ev
+                .as_ref()
+                .ok()
+                .and_then(|e| super::servers::removal_notice(e, me))
+            {
+                let app = app.clone();
+                tauri::async_runtime::spawn(async move {
+                    super::servers::taken_out_of_voice(&app, channel, message).await;
+                });
+            }
             // Mode and speaker announcements change what the channel list and stage show.
             let rooms_changed = ev
                 .as_ref()

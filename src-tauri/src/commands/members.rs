@@ -1,10 +1,10 @@
 //! A server's members and what its owner and admins do to them: roles (the owner), kick and
-//! ban (admins remove members; the owner anyone). The relay decides; its refusals are told in
-//! words.
+//! ban (admins remove members; the owner anyone), the ban list and unbanning (admins). The relay
+//! decides; its refusals are told in words.
 
 use hum_engine::ClientError;
 use hum_proto::ServerId;
-use hum_proto::signal::{ErrorCode as RelayCode, Member, Role};
+use hum_proto::signal::{ErrorCode as RelayCode, Member, Role, UserSummary};
 use serde::Serialize;
 use specta::Type;
 use tauri::State;
@@ -49,6 +49,48 @@ fn sorted(mut members: Vec<Member>) -> Vec<MemberView> {
             ))
     });
     members.iter().map(view).collect()
+}
+
+/// Someone banned from a server.
+#[derive(Clone, Debug, PartialEq, Serialize, Type)]
+pub struct BanView {
+    /// Public key, hex.
+    pub user_id: String,
+    /// Their display name (`user-` and 8 hex digits of the key for someone without an account).
+    pub display_name: String,
+}
+
+/// The ban list by name (then key), as the dialog shows it.
+fn bans_sorted(users: Vec<UserSummary>) -> Vec<BanView> {
+    let mut v: Vec<BanView> = users
+        .iter()
+        .map(|u| BanView {
+            user_id: u.id.to_string(),
+            display_name: u.display_name.to_string(),
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        (a.display_name.to_lowercase(), &a.user_id)
+            .cmp(&(b.display_name.to_lowercase(), &b.user_id))
+    });
+    v
+}
+
+fn ban_error(e: ClientError, what: &str) -> CommandError {
+    match e.code() {
+        Some(RelayCode::Forbidden) => CommandError::new(
+            ErrorCode::Rejected,
+            format!("Only the server's owner and admins can {what}."),
+        ),
+        Some(RelayCode::NotFound) => {
+            CommandError::new(ErrorCode::NotFound, "They are no longer banned.")
+        }
+        Some(RelayCode::NotMember) => CommandError::new(
+            ErrorCode::Rejected,
+            "You are no longer a member of this server.",
+        ),
+        _ => client_error(e),
+    }
 }
 
 fn member_error(e: ClientError, what: &str) -> CommandError {
@@ -116,6 +158,34 @@ pub async fn member_remove(
     result.map_err(|e| member_error(e, if ban { "ban them" } else { "remove them" }))
 }
 
+/// Who is banned from `server` (admins and the owner), by name.
+#[tauri::command]
+#[specta::specta]
+pub async fn server_bans(state: State<'_, AppState>, server: u64) -> CmdResult<Vec<BanView>> {
+    let users = state
+        .relay()?
+        .ban_list(ServerId(server))
+        .await
+        .map_err(|e| ban_error(e, "see who is banned"))?;
+    Ok(bans_sorted(users))
+}
+
+/// Lifts a ban (admins and the owner): they can join again with an invite.
+#[tauri::command]
+#[specta::specta]
+pub async fn member_unban(
+    state: State<'_, AppState>,
+    server: u64,
+    user_id: String,
+) -> CmdResult<()> {
+    let user = parse_user(&user_id)?;
+    state
+        .relay()?
+        .member_unban(ServerId(server), user)
+        .await
+        .map_err(|e| ban_error(e, "lift a ban"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +217,34 @@ mod tests {
         assert_eq!(names, ["dan", "eve", "cat", "bob", "zed", "Amy"]);
         assert_eq!(list[0].role, "owner");
         assert_eq!(list[0].user_id, "05".repeat(32));
+    }
+
+    #[test]
+    fn bans_list_by_name_then_key() {
+        let u = |b: u8, name: &str| UserSummary {
+            id: UserId([b; 32]),
+            display_name: DisplayName::new(name).expect("name"),
+        };
+        let list = bans_sorted(vec![u(3, "zed"), u(2, "amy"), u(1, "Amy")]);
+        let keys: Vec<_> = list.iter().map(|v| &v.user_id[..2]).collect();
+        assert_eq!(keys, ["01", "02", "03"]);
+        assert_eq!(list[2].display_name, "zed");
+    }
+
+    #[test]
+    fn ban_refusals_in_words() {
+        let e = |code| ClientError::Relay {
+            code,
+            message: "x".into(),
+        };
+        let forbidden = ban_error(e(RelayCode::Forbidden), "lift a ban");
+        assert_eq!(
+            forbidden.message,
+            "Only the server's owner and admins can lift a ban."
+        );
+        assert_eq!(
+            ban_error(e(RelayCode::NotFound), "lift a ban").message,
+            "They are no longer banned."
+        );
     }
 }

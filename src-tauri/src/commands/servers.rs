@@ -203,15 +203,98 @@ pub(crate) async fn leave_voice(state: &AppState) -> bool {
     let link = state.link.lock().await.take();
     match link {
         Some(link) => {
-            state.privacy.stop();
-            state.set_session(None);
-            state.level_follower.stop(&state.levels);
-            // Before the session stops: its capture thread waits on my camera's frames.
-            super::video::stop_call_video(state);
-            link.leave().await;
+            stop_link(state, link).await;
             true
         }
         None => false,
+    }
+}
+
+async fn stop_link(state: &AppState, link: VoiceLink) {
+    state.privacy.stop();
+    state.set_session(None);
+    state.level_follower.stop(&state.levels);
+    // Before the session stops: its capture thread waits on my camera's frames.
+    super::video::stop_call_video(state);
+    link.leave().await;
+}
+
+/// The channel the relay took me (`me`) out of without my asking, and what to tell me: removed
+/// from the server (kicked, banned) or no longer allowed to join, or the channel or its server
+/// deleted. A leave I asked for, or a dropped connection (hum-engine re-joins), is not one.
+pub fn removal_notice(
+    ev: &hum_engine::ClientEvent,
+    me: hum_proto::UserId,
+) -> Option<(ChannelId, &'static str)> {
+    use hum_proto::signal::{Event, RosterLeaveReason};
+    match ev {
+        hum_engine::ClientEvent::Relay(Event::RosterLeave {
+            channel,
+            user,
+            reason,
+            ..
+        }) if *user == me => match reason {
+            RosterLeaveReason::Removed => Some((
+                *channel,
+                "You were taken out of the voice channel: you were removed from the server, or \
+                 may no longer join this channel.",
+            )),
+            RosterLeaveReason::Deleted => Some((
+                *channel,
+                "The voice channel you were in was deleted (or its whole server).",
+            )),
+            RosterLeaveReason::Left | RosterLeaveReason::Disconnected => None,
+        },
+        _ => None,
+    }
+}
+
+/// Stops my voice link if the relay took me out of `channel` (see [`removal_notice`]), so the
+/// app no longer shows me in a channel I am not in; says why.
+pub async fn taken_out_of_voice(app: &AppHandle, channel: ChannelId, message: &str) {
+    let state = app.state::<AppState>();
+    let link = {
+        let mut slot = state.link.lock().await;
+        match slot.as_ref() {
+            // Not the link I have now (a later join): nothing to stop.
+            Some(l) if l.channel() == channel => slot.take(),
+            _ => None,
+        }
+    };
+    let Some(link) = link else {
+        return;
+    };
+    stop_link(&state, link).await;
+    if let Ok(me) = state.my_voice() {
+        let _ = state.set_my_voice(MyVoice {
+            channel: None,
+            audio_notice: Some(message.to_owned()),
+            ..me
+        });
+    }
+    let _ = AudioNotice {
+        message: message.to_owned(),
+    }
+    .emit(app);
+    let _ = super::connection::ServersChanged.emit(app);
+}
+
+/// Stops my voice link first if it is in one of `server`'s channels (leaving or deleting it).
+async fn leave_voice_in(state: &AppState, relay: &hum_engine::RelayClient, server: ServerId) {
+    let here = state.link.lock().await.as_ref().map(|l| l.channel());
+    let Some(here) = here else {
+        return;
+    };
+    if let Ok(channels) = relay.channels(server).await
+        && channels.iter().any(|c| c.id == here)
+        && leave_voice(state).await
+        && let Ok(me) = state.my_voice()
+    {
+        let _ = state.set_my_voice(MyVoice {
+            channel: None,
+            audio_notice: None,
+            ..me
+        });
     }
 }
 
@@ -288,6 +371,64 @@ pub async fn server_create(state: State<'_, AppState>, name_text: String) -> Cmd
         .await
         .map_err(client_error)?;
     Ok(server_view(&info))
+}
+
+/// The relay's refusals of renaming, deleting or leaving a server, in words.
+fn server_admin_error(e: ClientError, forbidden: &str) -> CommandError {
+    match e.code() {
+        Some(RelayCode::Forbidden) => CommandError::new(ErrorCode::Rejected, forbidden),
+        Some(RelayCode::NotFound) => {
+            CommandError::new(ErrorCode::NotFound, "This server no longer exists.")
+        }
+        Some(RelayCode::NotMember) => CommandError::new(
+            ErrorCode::Rejected,
+            "You are no longer a member of this server.",
+        ),
+        _ => client_error(e),
+    }
+}
+
+/// Renames a server (admins and the owner); every member sees the new name.
+#[tauri::command]
+#[specta::specta]
+pub async fn server_rename(
+    state: State<'_, AppState>,
+    server: u64,
+    name_text: String,
+) -> CmdResult<()> {
+    let name = name("Server name:", &name_text)?;
+    state
+        .relay()?
+        .server_rename(ServerId(server), name)
+        .await
+        .map_err(|e| server_admin_error(e, "Only the server's owner and admins can rename it."))
+}
+
+/// Deletes a server with all its voice channels, for every member (the owner only). Whoever is
+/// in one of its channels is taken out (the relay's `roster_leave`, see [`taken_out_of_voice`]).
+#[tauri::command]
+#[specta::specta]
+pub async fn server_delete(state: State<'_, AppState>, server: u64) -> CmdResult<()> {
+    state
+        .relay()?
+        .server_delete(ServerId(server))
+        .await
+        .map_err(|e| server_admin_error(e, "Only the server's owner can delete it."))
+}
+
+/// Leaves a server (not its owner, who deletes it instead); coming back takes a new invite.
+/// Leaves its voice channel first if I am in one.
+#[tauri::command]
+#[specta::specta]
+pub async fn server_leave(state: State<'_, AppState>, server: u64) -> CmdResult<()> {
+    let relay = state.relay()?;
+    leave_voice_in(&state, &relay, ServerId(server)).await;
+    relay.server_leave(ServerId(server)).await.map_err(|e| {
+        server_admin_error(
+            e,
+            "The owner cannot leave their server: delete it instead (or keep it).",
+        )
+    })
 }
 
 /// Makes an invite code for a server (give it to a friend or a bot: `hum server join CODE`).
@@ -761,5 +902,64 @@ mod tests {
             name("Channel name:", " Lobby ").expect("ok").to_string(),
             "Lobby"
         );
+    }
+
+    #[test]
+    fn being_taken_out_of_a_channel_is_told_but_leaving_or_a_drop_is_not() {
+        use hum_engine::ClientEvent;
+        use hum_proto::signal::{Event, RosterLeaveReason};
+        let me = UserId([1; 32]);
+        let leave = |user, reason| {
+            ClientEvent::Relay(Event::RosterLeave {
+                server: ServerId(1),
+                channel: ChannelId(9),
+                user,
+                reason,
+            })
+        };
+        let kicked = removal_notice(&leave(me, RosterLeaveReason::Removed), me);
+        assert_eq!(kicked.map(|k| k.0), Some(ChannelId(9)));
+        assert!(kicked.is_some_and(|k| k.1.contains("removed from the server")));
+        let deleted = removal_notice(&leave(me, RosterLeaveReason::Deleted), me);
+        assert!(deleted.is_some_and(|k| k.1.contains("deleted")));
+        assert_eq!(
+            removal_notice(&leave(me, RosterLeaveReason::Left), me),
+            None
+        );
+        assert_eq!(
+            removal_notice(&leave(me, RosterLeaveReason::Disconnected), me),
+            None
+        );
+        // Someone else removed: their business.
+        assert_eq!(
+            removal_notice(&leave(UserId([2; 32]), RosterLeaveReason::Removed), me),
+            None
+        );
+    }
+
+    #[test]
+    fn server_refusals_in_words() {
+        let e = server_admin_error(
+            ClientError::Relay {
+                code: RelayCode::Forbidden,
+                message: "the owner cannot leave; delete the server instead".into(),
+            },
+            "The owner cannot leave their server: delete it instead (or keep it).",
+        );
+        assert_eq!(e.code, ErrorCode::Rejected);
+        assert!(
+            e.message.starts_with("The owner cannot leave"),
+            "{}",
+            e.message
+        );
+        let e = server_admin_error(
+            ClientError::Relay {
+                code: RelayCode::NotFound,
+                message: "no such server".into(),
+            },
+            "-",
+        );
+        assert_eq!(e.message, "This server no longer exists.");
+        assert!(name("Server name:", "").is_err());
     }
 }

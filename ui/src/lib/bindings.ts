@@ -61,6 +61,22 @@ export const commands = {
 	memberRoleSet: (server: number, userId: string, admin: boolean) => typedError<null, CommandError>(__TAURI_INVOKE("member_role_set", { server, userId, admin })),
 	/**  Removes a member from `server`; with `ban` they cannot join again until unbanned. */
 	memberRemove: (server: number, userId: string, ban: boolean) => typedError<null, CommandError>(__TAURI_INVOKE("member_remove", { server, userId, ban })),
+	/**  Who is banned from `server` (admins and the owner), by name. */
+	serverBans: (server: number) => typedError<BanView[], CommandError>(__TAURI_INVOKE("server_bans", { server })),
+	/**  Lifts a ban (admins and the owner): they can join again with an invite. */
+	memberUnban: (server: number, userId: string) => typedError<null, CommandError>(__TAURI_INVOKE("member_unban", { server, userId })),
+	/**  Renames a server (admins and the owner); every member sees the new name. */
+	serverRename: (server: number, nameText: string) => typedError<null, CommandError>(__TAURI_INVOKE("server_rename", { server, nameText })),
+	/**
+	 *  Deletes a server with all its voice channels, for every member (the owner only). Whoever is
+	 *  in one of its channels is taken out (the relay's `roster_leave`, see [`taken_out_of_voice`]).
+	 */
+	serverDelete: (server: number) => typedError<null, CommandError>(__TAURI_INVOKE("server_delete", { server })),
+	/**
+	 *  Leaves a server (not its owner, who deletes it instead); coming back takes a new invite.
+	 *  Leaves its voice channel first if I am in one.
+	 */
+	serverLeave: (server: number) => typedError<null, CommandError>(__TAURI_INVOKE("server_leave", { server })),
 	/**  Joins a server with an invite code or a `hum://invite/CODE` link. */
 	inviteJoin: (code: string) => typedError<ServerView, CommandError>(__TAURI_INVOKE("invite_join", { code })),
 	/**
@@ -216,6 +232,14 @@ export type AppSettings = {
 /**  Something about the call's audio the user should see (device lost, negotiation failed...). */
 export type AudioNotice = {
 	message: string,
+};
+
+/**  Someone banned from a server. */
+export type BanView = {
+	/**  Public key, hex. */
+	user_id: string,
+	/**  Their display name (`user-` and 8 hex digits of the key for someone without an account). */
+	display_name: string,
 };
 
 /**  What the panel gets back for the settings being edited: the numbers, and every error. */
