@@ -109,6 +109,8 @@ export function fakeBackend(
           return { state: "connecting", attempt: 1 };
         case "servers_list":
           return [];
+        case "server_bans":
+          return [];
         case "my_voice":
           return { channel: null, muted: false, deafened: false, audio_notice: null };
         case "devices_list":

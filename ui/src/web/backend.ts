@@ -510,6 +510,44 @@ export class WebBackend {
         await this.connected().request(ban ? "member_ban" : "member_kick", { server, user: userId });
         return null;
       },
+      server_bans: async ({ server }: { server: number }) => {
+        const r = await this.connected().request("ban_list", { server });
+        return ((r.users ?? []) as Json[])
+          .map((u) => ({ user_id: u.id as string, display_name: u.display_name as string }))
+          .sort(
+            (a, b) =>
+              a.display_name.toLowerCase().localeCompare(b.display_name.toLowerCase()) || a.user_id.localeCompare(b.user_id),
+          );
+      },
+      member_unban: async ({ server, userId }: { server: number; userId: string }) => {
+        await this.connected().request("member_unban", { server, user: userId });
+        return null;
+      },
+      server_rename: async ({ server, nameText }: { server: number; nameText: string }) => {
+        const name = nameText.trim();
+        if (!name) throw commandError("invalid_input", "Server name: a name cannot be empty.");
+        await this.connected().request("server_rename", { server, name });
+        this.emit("servers-changed", null);
+        return null;
+      },
+      server_delete: async ({ server }: { server: number }) => {
+        // The relay takes anyone out of its channels (roster_leave "deleted", handled in onEvent).
+        await this.connected().request("server_delete", { server });
+        this.emit("servers-changed", null);
+        return null;
+      },
+      server_leave: async ({ server }: { server: number }) => {
+        const relay = this.connected();
+        // My own leave comes back as roster_leave "left", which onEvent leaves alone: stop the
+        // voice of this server's channel first.
+        if (this.voice.channel !== null) {
+          const list = await relay.request("channel_list", { server });
+          if ((list.channels as Json[]).some((c) => c.id === this.voice.channel)) await this.leaveVoice();
+        }
+        await relay.request("server_leave", { server });
+        this.emit("servers-changed", null);
+        return null;
+      },
       channel_configure: async ({
         channel,
         maxParticipants,

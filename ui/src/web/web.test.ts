@@ -59,6 +59,57 @@ describe("dispatch", () => {
   });
 });
 
+describe("server administration on the web back end", () => {
+  /** A backend "connected" to a fake relay that answers from `replies` and records requests. */
+  function connectedBackend(replies: Record<string, (f: Record<string, unknown>) => unknown>) {
+    const sent: { type: string; fields: Record<string, unknown> }[] = [];
+    const relay = {
+      closed: false,
+      request: async (type: string, fields: Record<string, unknown> = {}) => {
+        sent.push({ type, fields });
+        const r = replies[type];
+        if (!r) throw new RelayError(type, "bad_request", `unexpected ${type}`);
+        return r(fields);
+      },
+      close: () => {},
+    };
+    const b = new WebBackend(new Map() as unknown as Storage, undefined);
+    Object.assign(b as unknown as Record<string, unknown>, { relay, status: { state: "connected", user_id: "aa", display_name: "me" } });
+    return { h: b.handlers(), sent };
+  }
+
+  it("bans, unban, rename, delete and leave speak the relay's requests", async () => {
+    const { h, sent } = connectedBackend({
+      ban_list: () => ({ server: 3, users: [{ id: "bb", display_name: "zed" }, { id: "cc", display_name: "Amy" }] }),
+      member_unban: () => ({}),
+      server_rename: () => ({}),
+      server_delete: () => ({}),
+      server_leave: () => ({}),
+    });
+    expect(await h.server_bans({ server: 3 })).toEqual([
+      { user_id: "cc", display_name: "Amy" },
+      { user_id: "bb", display_name: "zed" },
+    ]);
+    await h.member_unban({ server: 3, userId: "bb" });
+    await h.server_rename({ server: 3, nameText: "  Crew " });
+    await h.server_delete({ server: 3 });
+    await h.server_leave({ server: 4 });
+    expect(sent).toEqual([
+      { type: "ban_list", fields: { server: 3 } },
+      { type: "member_unban", fields: { server: 3, user: "bb" } },
+      { type: "server_rename", fields: { server: 3, name: "Crew" } },
+      { type: "server_delete", fields: { server: 3 } },
+      { type: "server_leave", fields: { server: 4 } },
+    ]);
+    const blank = await failure(dispatch(h, "server_rename", { server: 3, nameText: " " }));
+    expect(blank.code).toBe("invalid_input");
+    expect(sent.length).toBe(5);
+    const refused = connectedBackend({});
+    const e = await failure(dispatch(refused.h, "member_unban", { server: 3, userId: "bb" }));
+    expect(isCommandError(e)).toBe(true);
+  });
+});
+
 describe("the generated bindings on the web back end", () => {
   it("return the browser's refusal as a typed error the UI shows", async () => {
     const { commands } = await import("../lib/bindings");

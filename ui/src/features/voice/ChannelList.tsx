@@ -5,6 +5,7 @@ import { describeStats, peerStats } from "../../lib/streams";
 import { Dialog } from "../layout/Dialog";
 import { ChannelSettings } from "./ChannelSettings";
 import { Members } from "./Members";
+import { ServerSettings } from "./ServerSettings";
 import { ChannelStreams } from "../stream/ChannelStreams";
 import { GearIcon, HeadphonesIcon, MicIcon, SpeakerIcon } from "./icons";
 import { myVoice, voiceAct } from "./store";
@@ -12,13 +13,17 @@ import { myVoice, voiceAct } from "./store";
 /**
  * One server's voice channels, each with who sits in it (speaking ring, muted/deafened, link
  * quality while I am there), join/leave, the admin's channel settings (a dialog), an invite
- * dialog, the members (a dialog: roles, kick, ban) and, for admins, a form to add a channel.
+ * dialog, the members (a dialog: roles, kick, ban, the ban list), the server's settings (a dialog:
+ * rename, delete, leave) and, for admins, a form to add a channel.
  */
 export function ChannelList(props: { server: ServerView }) {
   const s = props.server;
   const editing = useSignal<number | null>(null);
   const invite = useSignal<string | null>(null);
   const showMembers = useSignal(false);
+  // The server whose settings are open (not a flag: if this server goes away while the dialog is
+  // open, the next one shown does not inherit it).
+  const settingsOf = useSignal<number | null>(null);
   const newChannel = useSignal("");
   const newMax = useSignal("");
   const me = myVoice.value;
@@ -40,6 +45,15 @@ export function ChannelList(props: { server: ServerView }) {
         </button>
         <button class="secondary small" data-testid={`members-open-${s.name}`} onClick={() => (showMembers.value = true)}>
           Members
+        </button>
+        <button
+          class="ghost icon-button"
+          data-testid={`server-settings-open-${s.name}`}
+          title="Server settings"
+          aria-label="Server settings"
+          onClick={() => (settingsOf.value = s.id)}
+        >
+          <GearIcon />
         </button>
       </header>
       <p class="side-label">Voice channels</p>
@@ -158,6 +172,11 @@ export function ChannelList(props: { server: ServerView }) {
       {edited && (
         <Dialog title={`${edited.name}: settings`} testId="channel-settings-dialog" onClose={() => (editing.value = null)}>
           <ChannelSettings channel={edited} onClose={() => (editing.value = null)} />
+        </Dialog>
+      )}
+      {settingsOf.value === s.id && (
+        <Dialog title={`${s.name}: settings`} testId="server-settings-dialog" onClose={() => (settingsOf.value = null)}>
+          <ServerSettings server={s} onClose={() => (settingsOf.value = null)} />
         </Dialog>
       )}
       {showMembers.value && (

@@ -79,4 +79,62 @@ describe("Members", () => {
     await screen.findByTestId("member-row-cat");
     expect(document.querySelectorAll("[data-testid^=member-kick-], [data-testid^=member-role-]").length).toBe(0);
   });
+
+  it("shows admins who is banned, with Unban; members see no ban list", async () => {
+    let bans = [
+      { user_id: key("dd"), display_name: "dan" },
+      { user_id: key("ee"), display_name: "eve" },
+    ];
+    const calls = fakeBackend({
+      server_members: roster,
+      server_bans: () => bans,
+      member_unban: (a) => {
+        bans = bans.filter((b) => b.user_id !== a.userId);
+        return null;
+      },
+    });
+    render(<Members server={server("admin")} />);
+    expect(await screen.findByTestId("ban-row-dan")).toBeTruthy();
+    expect(screen.getByTestId("bans").textContent).toContain("Banned (2)");
+    fireEvent.click(screen.getByTestId("member-unban-dan"));
+    await waitFor(() => expect(screen.queryByTestId("ban-row-dan")).toBeNull());
+    expect(calls.find((c) => c.cmd === "member_unban")?.args).toEqual({ server: 3, userId: key("dd") });
+    expect(screen.getByTestId("members-notice").textContent).toBe("dan is no longer banned: they can rejoin with an invite.");
+    expect(screen.getByTestId("ban-row-eve")).toBeTruthy();
+
+    cleanup();
+    const seen = fakeBackend({ server_members: roster });
+    render(<Members server={server("owner")} />);
+    expect(await screen.findByTestId("bans-empty")).toBeTruthy();
+
+    cleanup();
+    const member = fakeBackend({ server_members: roster, server_bans: () => bans });
+    render(<Members server={server("member")} />);
+    await screen.findByTestId("member-row-cat");
+    expect(screen.queryByTestId("bans")).toBeNull();
+    expect(member.some((c) => c.cmd === "server_bans")).toBe(false);
+    expect(seen.some((c) => c.cmd === "server_bans")).toBe(true);
+  });
+
+  it("a ban moves them from the members to the ban list", async () => {
+    let members = roster();
+    let bans: { user_id: string; display_name: string }[] = [];
+    fakeBackend({
+      server_members: () => members,
+      server_bans: () => bans,
+      member_remove: (a) => {
+        const m = members.find((x) => x.user_id === a.userId)!;
+        members = members.filter((x) => x !== m);
+        if (a.ban) bans = [{ user_id: m.user_id, display_name: m.display_name }];
+        return null;
+      },
+    });
+    render(<Members server={server("owner")} />);
+    await screen.findByTestId("bans-empty");
+    fireEvent.click(screen.getByTestId("member-ban-cat"));
+    fireEvent.click(screen.getByTestId("member-confirm-cat"));
+    expect(await screen.findByTestId("ban-row-cat")).toBeTruthy();
+    expect(screen.queryByTestId("member-row-cat")).toBeNull();
+    expect(screen.queryByTestId("bans-empty")).toBeNull();
+  });
 });

@@ -1,6 +1,6 @@
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
-import { commands, type MemberView, type ServerView } from "../../lib/bindings";
+import { commands, type BanView, type MemberView, type ServerView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 
 const RANK: Record<string, number> = { member: 0, admin: 1, owner: 2 };
@@ -10,8 +10,9 @@ type Pending = { user: string; action: "kick" | "ban" };
 /**
  * A server's members (owner, admins, members; online first) and, for those allowed, what they
  * may do to them: the owner makes members admins and back; admins kick or ban members, the
- * owner anyone. Kick and ban ask once more before they act. The relay decides; a refusal shows
- * here.
+ * owner anyone. Kick and ban ask once more before they act. Admins and the owner also see who is
+ * banned, and unban them (they can then rejoin with an invite). The relay decides; a refusal
+ * shows here.
  */
 export function Members(props: { server: ServerView }) {
   const s = props.server;
@@ -20,11 +21,19 @@ export function Members(props: { server: ServerView }) {
   const notice = useSignal<string | null>(null);
   const pending = useSignal<Pending | null>(null);
   const busy = useSignal(false);
+  const bans = useSignal<BanView[] | null>(null);
   const mine = RANK[s.role] ?? 0;
+  const admin = mine >= RANK.admin;
 
   async function load() {
     try {
-      members.value = await unwrap(commands.serverMembers(s.id));
+      // Both at once, shown together (a ban moves someone from one list to the other).
+      const [list, banned] = await Promise.all([
+        unwrap(commands.serverMembers(s.id)),
+        admin ? unwrap(commands.serverBans(s.id)) : Promise.resolve(null),
+      ]);
+      members.value = list;
+      bans.value = banned;
     } catch (e) {
       error.value = messageOf(e);
     }
@@ -136,6 +145,37 @@ export function Members(props: { server: ServerView }) {
           );
         })}
       </ul>
+      {admin && (
+        <section class="bans" data-testid="bans">
+          <p class="side-label">Banned{bans.value && bans.value.length > 0 ? ` (${bans.value.length})` : ""}</p>
+          {bans.value?.length === 0 && (
+            <p class="muted small-text" data-testid="bans-empty">
+              Nobody is banned.
+            </p>
+          )}
+          <ul class="ban-list">
+            {bans.value?.map((b) => (
+              <li key={b.user_id} class="member-row" data-testid={`ban-row-${b.display_name}`}>
+                <span class="member-name" title={b.user_id}>
+                  {b.display_name}
+                </span>
+                <span class="member-actions">
+                  <button
+                    class="secondary small"
+                    data-testid={`member-unban-${b.display_name}`}
+                    disabled={busy.value}
+                    onClick={() =>
+                      act(() => unwrap(commands.memberUnban(s.id, b.user_id)), `${b.display_name} is no longer banned: they can rejoin with an invite.`)
+                    }
+                  >
+                    Unban
+                  </button>
+                </span>
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
       {notice.value && (
         <p class="muted small-text" role="status" data-testid="members-notice">
           {notice.value}

@@ -56,6 +56,30 @@ describe("VoiceScreen", () => {
     });
   });
 
+  it("when the relay takes me out of my channel, the channel's old notice goes and the reason shows", async () => {
+    let me = { channel: 7 as number | null, muted: false, deafened: false, audio_notice: null as string | null };
+    let list = [server(false)];
+    fakeBackend({ servers_list: () => list, my_voice: () => me });
+    render(<VoiceScreen />);
+    await screen.findByTestId("control-leave");
+    await emit("audio-notice", { message: "The microphone was unplugged." });
+    expect((await screen.findByTestId("audio-notice")).textContent).toBe("The microphone was unplugged.");
+    // What the backend does on roster_leave "deleted": no channel, the reason as its notice.
+    list = [];
+    me = { ...me, channel: null, audio_notice: "The voice channel you were in was deleted (or its whole server)." };
+    await emit("audio-notice", { message: "The voice channel you were in was deleted (or its whole server)." });
+    await emit("servers-changed", null);
+    await waitFor(() => expect(screen.queryByTestId("control-leave")).toBeNull());
+    expect(screen.getByTestId("audio-notice").textContent).toBe("The voice channel you were in was deleted (or its whole server).");
+    expect(screen.getByTestId("no-servers")).toBeTruthy();
+    // Joining elsewhere starts without it.
+    list = [server(false)];
+    me = { ...me, channel: 7, audio_notice: null };
+    await emit("servers-changed", null);
+    await screen.findByTestId("control-leave");
+    await waitFor(() => expect(screen.queryByTestId("audio-notice")).toBeNull());
+  });
+
   it("shows the relay's refusal", async () => {
     fakeBackend({
       servers_list: () => {

@@ -18,7 +18,11 @@ export const selectedServer = signal<number | null>(null);
 export async function refreshVoice() {
   try {
     servers.value = await unwrap(commands.serversList());
-    myVoice.value = await unwrap(commands.myVoice());
+    const me = await unwrap(commands.myVoice());
+    // A notice belongs to the channel it came in (a device lost, taken out of it): another
+    // channel, or none, starts without it (the backend's own `audio_notice` still shows).
+    if (me.channel !== myVoice.value.channel) audioNotice.value = null;
+    myVoice.value = me;
     voiceError.value = null;
   } catch (e) {
     voiceError.value = messageOf(e);
