@@ -382,6 +382,128 @@ def members_checks(session, hum_bin, relay_url, data_dir, code, log):
     wait_gone(session, "members-dialog")
 
 
+def server_admin_checks(session, hum_bin, relay_url, data_dir, code, log):
+    """Server administration (issue 13): the owner bans the guest (Banned lists them, the invite
+    no longer works), unbans them (they rejoin with it); renames the server (the guest's `hum
+    server list` has the new name) and back; the app joins the guest's server, leaves it after
+    confirming, joins again and sits in its channel: the guest deletes it and the app drops the
+    server and the voice channel and says why; the owner deletes a throwaway server after typing
+    its name, and the guest's list loses it. Runs after members_checks (the guest exists)."""
+    guest_env = dict(os.environ, HUM_RELAY=relay_url, HUM_IDENTITY=os.path.join(data_dir, "guest.json"))
+    guest_try = lambda *a: subprocess.run([hum_bin, *a], env=guest_env, capture_output=True, text=True, timeout=60)
+
+    def guest(*a):
+        r = guest_try(*a)
+        if r.returncode != 0:
+            raise RuntimeError(f"hum {a} failed: {r.stderr.strip()}")
+        return r.stdout
+
+    guest_servers = lambda: [s["name"] for s in json.loads(guest("--json", "server", "list"))]
+
+    # --- ban, the ban list, unban --------------------------------------------------------------
+    guest("server", "join", code)
+    session.click("members-open-E2E Squad")
+    session.find("member-row-e2e-guest", timeout=20)
+    check("an owner sees the (empty) ban list", session.exists("bans-empty"))
+    session.click("member-ban-e2e-guest")
+    check("ban asks once more", session.exists("member-confirm-e2e-guest"))
+    session.click("member-confirm-e2e-guest")
+    session.find("ban-row-e2e-guest", timeout=20)
+    check("the banned guest is listed under Banned, not as a member",
+          not session.exists("member-row-e2e-guest") and session.exists("ban-row-e2e-guest"))
+    refused = guest_try("server", "join", code)
+    check("a banned guest cannot rejoin with the invite", refused.returncode != 0 and "banned" in refused.stderr,
+          refused.stderr.strip())
+    session.click("member-unban-e2e-guest")
+    check("Unban takes them off the list", wait_gone(session, "ban-row-e2e-guest", 20))
+    notice = session.wait_text("members-notice", lambda t: "no longer banned" in t, 10)
+    check("and says they can rejoin with an invite", "rejoin with an invite" in notice, notice)
+    guest("server", "join", code)
+    check("unbanned, the guest rejoins with the same invite", "E2E Squad" in guest_servers())
+    session.click("members-dialog-close")
+    wait_gone(session, "members-dialog")
+
+    # --- rename ---------------------------------------------------------------------------------
+    session.click("server-settings-open-E2E Squad")
+    session.set_value("server-rename-input", "   ")  # WebDriver typing may drop bare spaces
+    session.click("server-rename-save")
+    err = session.wait_text("server-settings-error", lambda t: len(t) > 0, 10)
+    check("a blank server name is refused in words", err == "A server needs a name.", err)
+    session.type("server-rename-input", "E2E Crew")
+    session.click("server-rename-save")
+    session.find("server-E2E Crew", timeout=20)
+    check("the owner renames the server: the rail shows the new name", not session.exists("server-E2E Squad"))
+    names = guest_servers()
+    check("the guest's `hum server list` has the new name", names == ["E2E Crew"], str(names))
+    session.wait_js("const b = document.querySelector('[data-testid=\"server-rename-save\"]'); return b && b.disabled;",
+                    lambda v: v is True, 10, "rename done")
+    session.type("server-rename-input", "E2E Squad")
+    session.click("server-rename-save")
+    session.find("server-E2E Squad", timeout=20)
+    check("and back (the rest of this test uses the name)", not session.exists("server-E2E Crew"))
+    session.click("server-settings-dialog-close")
+    wait_gone(session, "server-settings-dialog")
+
+    # --- a member leaves; the server deleted under a member in its channel -----------------------
+    guest("server", "create", "Guest Den")
+    guest("channel", "create", "--server", "Guest Den", "Den Room")
+    den_code = guest("server", "invite", "Guest Den").strip()
+
+    def app_joins_den():
+        session.click("add-server")
+        session.type("invite-code-input", den_code)
+        session.click("invite-join")
+        session.find("server-Guest Den", timeout=20)
+        wait_gone(session, "add-server-dialog")
+        session.find("server-settings-open-Guest Den", timeout=20)
+
+    app_joins_den()
+    session.click("server-settings-open-Guest Den")
+    check("a member is offered Leave, not rename or delete",
+          session.exists("server-leave") and not session.exists("server-rename-input")
+          and not session.exists("server-delete"))
+    session.click("server-leave")
+    warning = session.text("server-leave-warning")
+    check("leave asks once more", "new invite" in warning, warning)
+    session.click("server-leave-confirm")
+    check("after leaving, the server is off the rail", wait_gone(session, "server-Guest Den", 20))
+    members = json.loads(guest("--json", "server", "info", "Guest Den"))["members"]
+    check("and the relay no longer counts the app as a member", len(members) == 1, str(len(members)))
+    app_joins_den()
+    session.click("join-Den Room")
+    session.find("control-leave", timeout=30)
+    guest("server", "delete", "Guest Den")
+    check("deleted by its owner, the server leaves the member's rail", wait_gone(session, "server-Guest Den", 20))
+    check("and the member's voice in its channel stops", wait_gone(session, "control-leave", 20))
+    told = session.wait_text("audio-notice", lambda t: "deleted" in t, 20)
+    check("with a sentence saying why", "was deleted" in told, told)
+
+    # --- the owner deletes a throwaway server -----------------------------------------------------
+    session.click("add-server")
+    session.type("new-server-name", "Throwaway")
+    session.click("create-server")
+    session.find("server-Throwaway", timeout=20)
+    wait_gone(session, "add-server-dialog")
+    session.click("invite-Throwaway")
+    throw_code = session.wait_text("invite-code-Throwaway", lambda t: len(t) > 0)
+    session.click("invite-dialog-close")
+    guest("server", "join", throw_code)
+    session.click("server-settings-open-Throwaway")
+    warning = session.text("server-delete-warning")
+    check("delete says it is for everyone", "for everyone" in warning and "cannot be undone" in warning, warning)
+    session.click("server-delete")
+    check("delete waits for the server's name", session.prop("server-delete-confirm", "disabled") is True)
+    session.type("server-delete-confirm-input", "Throwaway")
+    session.click("server-delete-confirm")
+    check("the owner deletes the throwaway server: off the rail", wait_gone(session, "server-Throwaway", 20))
+    check("the dialog closes and the first server shows", wait_gone(session, "server-settings-dialog", 10)
+          and session.exists("channels-E2E Squad"))
+    names = guest_servers()
+    check("the guest's list loses the deleted server", names == ["E2E Squad"], str(names))
+    guest("server", "leave", "E2E Squad")
+    check("a member leaves with `hum server leave`", guest_servers() == [])
+
+
 def desktop_settings_checks(session, data_dir):
     """Issue 19: Settings -> Desktop. Start on login writes the XDG autostart entry (hum-app
     --minimized) and removes it; close to tray is offered exactly when the app has a tray."""
@@ -702,6 +824,7 @@ def main():
         session.find("member-e2e-bot", timeout=30)
         check("the bot appears in the channel's roster", True)
         members_checks(session, args.hum_bin, relay_url, data_dir, code, log)
+        server_admin_checks(session, args.hum_bin, relay_url, data_dir, code, log)
         session.click("join-Lobby")
         session.find("member-e2e-alice", timeout=30)
         check("joining puts me in the roster", session.exists("leave-Lobby"))
