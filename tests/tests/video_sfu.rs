@@ -11,7 +11,9 @@
 //!
 //! - A screen share (`--screen pattern:640x360`) goes through the SFU as one more published
 //!   VP8 track with one layer: the other member decodes it on a `screen-…` track of the sharer,
-//!   every code readable and increasing, >= 90 % of the frames in the span received.
+//!   every code readable and increasing, >= 90 % of the frames in the span received; both
+//!   when the viewer is there before the share starts and when it joins a running share (the
+//!   SFU must get it a keyframe: a single-layer subscription starts at one).
 //!
 //! Checked from the recordings and the events, not from wall-clock bounds.
 
@@ -284,43 +286,110 @@ fn streams(dir: &Path) -> Result<BTreeMap<String, Vec<Value>>> {
 /// on a screen track, at 640x360, every code readable and strictly increasing, >= 90 % of the
 /// frames in the span received. The frame count, the rate over the capture times and the
 /// latency are printed for docs/video.md and docs/sfu.md.
+///
+/// Here the viewer is on the SFU before the share starts, so the share reaches it from its
+/// first keyframe.
 #[test]
 fn a_screen_share_through_the_sfu_reaches_the_other_member_on_a_screen_track() -> Result<()> {
+    screen_share_through_the_sfu(Order::ViewerFirst)
+}
+
+/// The same, but the viewer joins a share that is running (the sharer alone on the SFU for a
+/// few seconds, its screen already flowing in): the SFU must get it a keyframe (its subscriber's
+/// PLI or a keyframe asked for the new subscription), or it decodes nothing until the sharer's
+/// next periodic keyframe, if any.
+#[test]
+fn a_member_who_joins_during_a_screen_share_on_the_sfu_sees_it() -> Result<()> {
+    screen_share_through_the_sfu(Order::SharerFirst)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    ViewerFirst,
+    SharerFirst,
+}
+
+fn rtp_in(w: &World) -> Result<u64> {
+    let m = w.relay.get("/metrics")?.1;
+    Ok(m.lines()
+        .find_map(|l| l.strip_prefix("hum_sfu_rtp_in_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+fn screen_share_through_the_sfu(order: Order) -> Result<()> {
     let w = World::with_relay_args(2, &["--mesh-limit", "0"])?;
     let rec = w.path("rec-screen");
-    // The viewer is on the SFU before the share starts, so the share reaches it from its first
-    // keyframe. A member who joins during a share (the sharer on the SFU first) decoded nothing
-    // in 1 of 4 runs: the keyframe that viewer needs never came (open, docs/video.md).
-    let viewer = w.voice(
-        1,
-        &[
-            "--tone",
-            "550",
-            "--record-video",
-            s(&rec),
-            "--duration",
-            "24s",
-        ],
+    let start_viewer = || {
+        w.voice(
+            1,
+            &[
+                "--tone",
+                "550",
+                "--record-video",
+                s(&rec),
+                "--duration",
+                "24s",
+            ],
+        )
+    };
+    let start_sharer = || {
+        w.voice(
+            0,
+            &[
+                "--tone",
+                "440",
+                "--screen",
+                "pattern:640x360",
+                "--screen-profile",
+                "720p30",
+                "--duration",
+                if order == Order::ViewerFirst {
+                    "20s"
+                } else {
+                    "30s"
+                },
+            ],
+        )
+    };
+    let (first, second) = match order {
+        Order::ViewerFirst => ("the viewer", "the sharer"),
+        Order::SharerFirst => ("the sharer", "the viewer"),
+    };
+    let p_first = if order == Order::ViewerFirst {
+        start_viewer()?
+    } else {
+        start_sharer()?
+    };
+    wait_for(
+        &format!("{first} on the SFU"),
+        Duration::from_secs(30),
+        || {
+            Ok(w.relay
+                .get("/metrics")?
+                .1
+                .contains("hum_sfu_participants 1"))
+        },
     )?;
-    wait_for("the viewer on the SFU", Duration::from_secs(30), || {
-        Ok(w.relay
-            .get("/metrics")?
-            .1
-            .contains("hum_sfu_participants 1"))
-    })?;
-    let sharer = w.voice(
-        0,
-        &[
-            "--tone",
-            "440",
-            "--screen",
-            "pattern:640x360",
-            "--screen-profile",
-            "720p30",
-            "--duration",
-            "20s",
-        ],
-    )?;
+    if order == Order::SharerFirst {
+        // ~3 s of the share (30 fps, a few packets a frame) and the tone are in before the
+        // viewer comes: its first packets are deltas of a picture it never saw.
+        wait_for(
+            "the share flowing into the SFU",
+            Duration::from_secs(30),
+            || Ok(rtp_in(&w)? >= 600),
+        )?;
+    }
+    eprintln!("{first} is on the SFU; starting {second}");
+    let p_second = if order == Order::ViewerFirst {
+        start_sharer()?
+    } else {
+        start_viewer()?
+    };
+    let (sharer, viewer) = match order {
+        Order::ViewerFirst => (p_second, p_first),
+        Order::SharerFirst => (p_first, p_second),
+    };
     let mut procs = [sharer, viewer];
     let of_0 = |st: &BTreeMap<String, Vec<Value>>| -> Vec<(String, Vec<Value>)> {
         st.iter()

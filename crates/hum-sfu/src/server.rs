@@ -1022,10 +1022,16 @@ impl Runtime {
                     }) = self.track_src.get(track)
                     {
                         let rid = rids.get(layer).copied();
-                        if let Some(c) = self.clients.get_mut(k)
-                            && let Some(rx) = c.rtc.direct_api().stream_rx_by_mid(*mid, rid)
-                        {
-                            rx.request_keyframe(KeyframeRequestKind::Pli);
+                        if let Some(c) = self.clients.get_mut(k) {
+                            match c.rtc.direct_api().stream_rx_by_mid(*mid, rid) {
+                                Some(rx) => {
+                                    tracing::debug!(%mid, ?rid, ssrc = %rx.ssrc(), "PLI upstream");
+                                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                                }
+                                None => {
+                                    tracing::debug!(%mid, ?rid, "PLI upstream: no such rx stream")
+                                }
+                            }
                         }
                         let k = *k;
                         self.mark(k);

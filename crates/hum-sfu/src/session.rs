@@ -150,6 +150,9 @@ pub struct Subscription {
     pub forwarder: Forwarder,
 }
 
+/// A layer with no packet for this long is not live.
+const STALE: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 struct LayerRate {
     bytes: u64,
@@ -184,10 +187,9 @@ impl Publication {
             1 => Bitrate::from_kbps(500),
             _ => Bitrate::from_kbps(1_500),
         };
-        let stale = Duration::from_secs(2);
         self.rates
             .iter()
-            .filter(|(_, r)| now.saturating_duration_since(r.last_packet) < stale)
+            .filter(|(_, r)| now.saturating_duration_since(r.last_packet) < STALE)
             .map(|(l, r)| (*l, r.rate.unwrap_or_else(|| nominal(*l))))
             .collect()
     }
@@ -197,6 +199,8 @@ impl Publication {
         let initial = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 49) as u16;
         if self.layers.len() > 1 {
             Forwarder::simulcast(self.kind.clock_rate(), initial)
+        } else if self.kind == TrackKind::Video {
+            Forwarder::single_video(self.kind.clock_rate(), initial)
         } else {
             Forwarder::single(self.kind.clock_rate(), initial)
         }
@@ -772,7 +776,16 @@ impl Session {
                     key.insert(l);
                 }
             }
+            // A single-layer publication that sends nothing (a screen track before a share)
+            // is not asked: its first packet will be a keyframe anyway.
+            let idle = p.layers.len() <= 1
+                && p.rates
+                    .values()
+                    .all(|r| now.saturating_duration_since(r.last_packet) >= STALE);
             for l in key {
+                if idle {
+                    continue;
+                }
                 if p.pli.request(l, now) {
                     tracing::debug!(track = p.id.0, layer = l.0, "keyframe request (switch)");
                     self.events.push_back(SessionEvent::KeyframeRequest {

@@ -667,3 +667,82 @@ fn a_layer_that_stops_falls_back_to_the_next_live_one() {
         "frames keep coming after the fallback"
     );
 }
+
+/// A screen share (one video layer) runs with keyframes only on request (as Hum's share
+/// encoder does); a member joins mid-stream. The session asks the publisher for a keyframe for
+/// the new subscription at its next tick (not waiting for the subscriber's PLI), forwards it
+/// nothing before that keyframe and everything from it on, gap-free; the member who was there
+/// from the first keyframe loses nothing. The joiner's own idle screen track (nothing sent) is
+/// never asked for one.
+#[test]
+fn a_subscriber_joining_a_running_single_layer_video_starts_at_a_keyframe() {
+    let t0 = Instant::now();
+    let room = ChannelId(9);
+    let mut s = open();
+    s.join(room, user(1), t0).expect("join");
+    s.join(room, user(2), t0).expect("join");
+    let screen = s
+        .publish(user(1), TrackKind::Video, vec![], t0)
+        .expect("publish");
+    let mut got: BTreeMap<UserId, Vec<(u64, bool)>> = BTreeMap::new();
+    let mut asked = 0;
+    let mut key_next = true;
+    let mut joined_at = None;
+    for frame in 0..120u64 {
+        let at = t0 + Duration::from_millis(33 * frame);
+        if frame == 40 {
+            s.join(room, user(3), at).expect("join");
+            // Its own screen track, idle (no share): never asked for a keyframe.
+            s.publish(user(3), TrackKind::Video, vec![], at)
+                .expect("publish");
+            joined_at = Some(frame);
+        }
+        s.tick(at);
+        for e in events(&mut s) {
+            if let SessionEvent::KeyframeRequest { track, layer } = e {
+                assert_eq!((track, layer), (screen, Layer::LOW));
+                asked += 1;
+                key_next = true;
+            }
+        }
+        let key = std::mem::take(&mut key_next);
+        for k in 0..3u64 {
+            let p = InPacket {
+                layer: Layer::LOW,
+                seq: 500 + frame * 3 + k,
+                timestamp: frame as u32 * 3000,
+                keyframe_start: key && k == 0,
+                arrival: at,
+            };
+            s.on_packet(screen, &p, 1000, None, |to, out| {
+                got.entry(to).or_default().push((out.seq, p.keyframe_start));
+            })
+            .expect("known track");
+        }
+    }
+    assert!(joined_at.is_some());
+    // One request, for user 3's join: user 2 subscribed before anything was sent (a new
+    // publication starts with a keyframe; an idle one is not asked), and user 3's idle screen
+    // is not asked either.
+    assert_eq!(asked, 1, "keyframe requests");
+    for who in [user(2), user(3)] {
+        let pkts = &got[&who];
+        assert!(
+            pkts[0].1,
+            "{who:?}: the first packet forwarded begins a keyframe"
+        );
+        assert!(
+            pkts.windows(2).all(|w| w[1].0 == w[0].0.wrapping_add(1)),
+            "{who:?}: gap-free"
+        );
+    }
+    assert_eq!(
+        got[&user(2)].len(),
+        120 * 3,
+        "the member there from the start"
+    );
+    // User 3 joined at frame 40, and the tick right after asked for a keyframe, which the
+    // publisher sends with that frame: user 3 gets frames 40.. and nothing before.
+    assert_eq!(got[&user(3)].len(), (120 - 40) * 3, "the member who joined");
+    assert!(!got.contains_key(&user(1)), "never back to the owner");
+}

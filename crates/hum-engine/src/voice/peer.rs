@@ -636,6 +636,7 @@ pub(crate) async fn keyframe_requests(
         match track.poll().await {
             Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
                 if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                    tracing::debug!("keyframe request from the peer");
                     keyframe.store(true, Ordering::Relaxed);
                 }
             }

@@ -42,10 +42,20 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder for audio or single-layer video.
+    /// A forwarder for audio.
     pub fn single(clock_rate: u32, initial_seq: u16) -> Self {
         Forwarder {
             selector: Box::new(NullSelector::default()),
+            rewriter: Rewriter::new(clock_rate, initial_seq),
+            target: None,
+            stats: ForwarderStats::default(),
+        }
+    }
+
+    /// A forwarder for single-layer video: starts (and resumes) at a keyframe.
+    pub fn single_video(clock_rate: u32, initial_seq: u16) -> Self {
+        Forwarder {
+            selector: Box::new(NullSelector::video()),
             rewriter: Rewriter::new(clock_rate, initial_seq),
             target: None,
             stats: ForwarderStats::default(),

@@ -85,11 +85,28 @@ pub trait LayerSelector {
     fn awaiting_keyframe(&self) -> Option<Layer>;
 }
 
-/// Forwards everything: audio, and video without simulcast.
+/// Forwards one layer: audio, and video without simulcast (a screen share).
+///
+/// For video ([`NullSelector::video`]) a subscription starts, and resumes after a pause, at a
+/// keyframe: the deltas before it reference pictures the subscriber never saw, and until it
+/// comes the selector asks for one ([`LayerSelector::awaiting_keyframe`]) so the publisher is
+/// asked at once rather than after the subscriber's decoder gives up and sends a PLI.
 #[derive(Debug, Default)]
 pub struct NullSelector {
     paused: bool,
     started: bool,
+    /// Start only on a keyframe (video).
+    keyframes: bool,
+}
+
+impl NullSelector {
+    /// For single-layer video: starts at a keyframe.
+    pub fn video() -> Self {
+        NullSelector {
+            keyframes: true,
+            ..Default::default()
+        }
+    }
 }
 
 impl LayerSelector for NullSelector {
@@ -102,10 +119,10 @@ impl LayerSelector for NullSelector {
         self.paused = paused;
     }
     fn current(&self) -> Option<Layer> {
-        (!self.paused).then_some(Layer::LOW)
+        (!self.paused && (self.started || !self.keyframes)).then_some(Layer::LOW)
     }
-    fn on_packet(&mut self, _layer: Layer, _keyframe_start: bool) -> Verdict {
-        if self.paused {
+    fn on_packet(&mut self, _layer: Layer, keyframe_start: bool) -> Verdict {
+        if self.paused || (!self.started && self.keyframes && !keyframe_start) {
             Verdict::Drop
         } else if !self.started {
             self.started = true;
@@ -115,7 +132,7 @@ impl LayerSelector for NullSelector {
         }
     }
     fn awaiting_keyframe(&self) -> Option<Layer> {
-        None
+        (self.keyframes && !self.paused && !self.started).then_some(Layer::LOW)
     }
 }
 
@@ -289,7 +306,7 @@ mod tests {
         assert_eq!(s.on_packet(Layer(2), true), Verdict::Drop, "not targeted");
     }
 
-    /// Audio (and single-layer video) never waits for a keyframe, whatever a packet says.
+    /// Audio never waits for a keyframe, whatever a packet says.
     #[test]
     fn null_selector_ignores_keyframes_and_never_asks_for_one() {
         let mut s = NullSelector::default();
@@ -312,5 +329,31 @@ mod tests {
         assert_eq!(s.on_packet(Layer(0), false), Verdict::Drop);
         s.set_target(Some(Layer::LOW));
         assert_eq!(s.on_packet(Layer(0), false), Verdict::ForwardSwitched);
+    }
+
+    /// Single-layer video (a screen share joined mid-stream): nothing is forwarded before a
+    /// keyframe, which is asked for until it comes; from it on everything is; a pause and
+    /// resume waits for the next keyframe again.
+    #[test]
+    fn single_layer_video_starts_and_resumes_at_a_keyframe() {
+        let mut s = NullSelector::video();
+        assert_eq!(s.awaiting_keyframe(), Some(Layer::LOW));
+        assert_eq!(s.current(), None, "nothing forwarded yet");
+        for _ in 0..5 {
+            assert_eq!(s.on_packet(Layer(0), false), Verdict::Drop);
+            assert_eq!(s.awaiting_keyframe(), Some(Layer::LOW));
+        }
+        assert_eq!(s.on_packet(Layer(0), true), Verdict::ForwardSwitched);
+        assert_eq!(s.awaiting_keyframe(), None);
+        assert_eq!(s.current(), Some(Layer::LOW));
+        assert_eq!(s.on_packet(Layer(0), false), Verdict::Forward);
+        assert_eq!(s.on_packet(Layer(0), true), Verdict::Forward);
+        s.set_target(None);
+        assert_eq!(s.awaiting_keyframe(), None, "paused: nothing to ask for");
+        assert_eq!(s.on_packet(Layer(0), true), Verdict::Drop);
+        s.set_target(Some(Layer::LOW));
+        assert_eq!(s.awaiting_keyframe(), Some(Layer::LOW));
+        assert_eq!(s.on_packet(Layer(0), false), Verdict::Drop);
+        assert_eq!(s.on_packet(Layer(0), true), Verdict::ForwardSwitched);
     }
 }
