@@ -101,6 +101,8 @@ pub fn builder() -> Builder<tauri::Wry> {
             connection::RelayStatusChanged,
             connection::ServersChanged,
             connection::FriendsChanged,
+            connection::MembersChanged,
+            connection::ServerGone,
             links::LinkOpened,
             tray::TrayClicked,
             servers::AudioNotice,

@@ -420,6 +420,8 @@ def server_admin_checks(session, hum_bin, relay_url, data_dir, code, log):
     check("and says they can rejoin with an invite", "rejoin with an invite" in notice, notice)
     guest("server", "join", code)
     check("unbanned, the guest rejoins with the same invite", "E2E Squad" in guest_servers())
+    session.find("member-row-e2e-guest", timeout=20)
+    check("the open members dialog shows them back (live: the relay's member_joined)", True)
     session.click("members-dialog-close")
     wait_gone(session, "members-dialog")
 

@@ -69,6 +69,56 @@ pub struct ServersChanged;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type, Event)]
 pub struct FriendsChanged;
 
+/// A server's members changed (someone joined, left or was removed, or a role changed): an open
+/// member list reloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type, Event)]
+pub struct MembersChanged {
+    pub server: u64,
+}
+
+/// Why a server left my list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+#[serde(rename_all = "snake_case")]
+pub enum GoneReason {
+    /// Its owner deleted it.
+    Deleted,
+    /// An admin or the owner removed me (kick or ban).
+    Kicked,
+    /// I left (from another session of mine).
+    Left,
+}
+
+/// I am no longer a member of `server`; the UI says so (the server list refetches anyway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type, Event)]
+pub struct ServerGone {
+    pub server: u64,
+    pub reason: GoneReason,
+}
+
+/// The member-list and membership events a relay event means, if any.
+pub fn membership_events(ev: &ClientEvent) -> (Option<MembersChanged>, Option<ServerGone>) {
+    use hum_proto::signal::ServerRemovedReason;
+    match ev {
+        ClientEvent::Relay(
+            RelayEvent::MemberJoined { server, .. }
+            | RelayEvent::MemberLeft { server, .. }
+            | RelayEvent::MemberUpdated { server, .. },
+        ) => (Some(MembersChanged { server: server.0 }), None),
+        ClientEvent::Relay(RelayEvent::ServerRemoved { server, reason }) => (
+            None,
+            Some(ServerGone {
+                server: server.0,
+                reason: match reason {
+                    ServerRemovedReason::Deleted => GoneReason::Deleted,
+                    ServerRemovedReason::Kicked => GoneReason::Kicked,
+                    ServerRemovedReason::Left => GoneReason::Left,
+                },
+            }),
+        ),
+        _ => (None, None),
+    }
+}
+
 /// What a relay event means for the UI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nudge {
@@ -157,6 +207,15 @@ pub async fn start(app: &AppHandle) -> CmdResult<RelayStatus> {
                 tauri::async_runtime::spawn(async move {
                     super::servers::taken_out_of_voice(&app, channel, message).await;
                 });
+            }
+            if let Ok(e) = &ev {
+                let (members, gone) = membership_events(e);
+                if let Some(m) = members {
+                    let _ = m.emit(&app);
+                }
+                if let Some(g) = gone {
+                    let _ = g.emit(&app);
+                }
             }
             // Mode and speaker announcements change what the channel list and stage show.
             let rooms_changed = ev
@@ -255,5 +314,43 @@ mod tests {
             user: UserId([1; 32]),
         });
         assert_eq!(nudge_for(&ev), Nudge::Friends);
+    }
+
+    #[test]
+    fn member_changes_and_removals_are_told_per_server() {
+        use hum_proto::signal::{MemberLeftReason, ServerRemovedReason};
+        let left = ClientEvent::Relay(RelayEvent::MemberLeft {
+            server: ServerId(4),
+            user: UserId([1; 32]),
+            reason: MemberLeftReason::Kicked,
+        });
+        assert_eq!(
+            membership_events(&left),
+            (Some(MembersChanged { server: 4 }), None)
+        );
+        let gone = ClientEvent::Relay(RelayEvent::ServerRemoved {
+            server: ServerId(4),
+            reason: ServerRemovedReason::Kicked,
+        });
+        assert_eq!(
+            membership_events(&gone),
+            (
+                None,
+                Some(ServerGone {
+                    server: 4,
+                    reason: GoneReason::Kicked
+                })
+            )
+        );
+        let ev = ClientEvent::Relay(RelayEvent::FriendRemoved {
+            user: UserId([1; 32]),
+        });
+        assert_eq!(membership_events(&ev), (None, None));
+        let json = serde_json::to_string(&ServerGone {
+            server: 4,
+            reason: GoneReason::Deleted,
+        })
+        .expect("json");
+        assert_eq!(json, r#"{"server":4,"reason":"deleted"}"#);
     }
 }

@@ -211,10 +211,12 @@ export const events = {
 	linkOpened: makeEvent<LinkOpened, LinkOpened>("link-opened"),
 	liveChanged: makeEvent<LiveChanged, LiveChanged>("live-changed"),
 	liveStatusChanged: makeEvent<LiveStatusChanged, LiveStatusChanged>("live-status-changed"),
+	membersChanged: makeEvent<MembersChanged, MembersChanged>("members-changed"),
 	privacyChanged: makeEvent<PrivacyChanged, PrivacyChanged>("privacy-changed"),
 	pttChanged: makeEvent<PttChanged, PttChanged>("ptt-changed"),
 	relayStatusChanged: makeEvent<RelayStatusChanged, RelayStatusChanged>("relay-status-changed"),
 	selfSpeaking: makeEvent<SelfSpeaking, SelfSpeaking>("self-speaking"),
+	serverGone: makeEvent<ServerGone, ServerGone>("server-gone"),
 	serversChanged: makeEvent<ServersChanged, ServersChanged>("servers-changed"),
 	trayClicked: makeEvent<TrayClicked, TrayClicked>("tray-clicked"),
 };
@@ -469,6 +471,15 @@ export type GoLive = {
 	record: boolean,
 };
 
+/**  Why a server left my list. */
+export type GoneReason = 
+/**  Its owner deleted it. */
+"deleted" | 
+/**  An admin or the owner removed me (kick or ban). */
+"kicked" | 
+/**  I left (from another session of mine). */
+"left";
+
 /**  What the UI may know about the identity (never the secret). */
 export type IdentityInfo = {
 	display_name: string,
@@ -579,6 +590,14 @@ export type MemberVoice = {
 	muted: boolean,
 	deafened: boolean,
 	speaking: boolean,
+};
+
+/**
+ *  A server's members changed (someone joined, left or was removed, or a role changed): an open
+ *  member list reloads.
+ */
+export type MembersChanged = {
+	server: number,
 };
 
 /**  Where I am in voice. */
@@ -702,6 +721,12 @@ export type ScreenShareView = {
 /**  I started or stopped speaking (voice activity or push-to-talk), for my own indicator. */
 export type SelfSpeaking = {
 	speaking: boolean,
+};
+
+/**  I am no longer a member of `server`; the UI says so (the server list refetches anyway). */
+export type ServerGone = {
+	server: number,
+	reason: GoneReason,
 };
 
 export type ServerView = {

@@ -247,6 +247,10 @@ export class WebBackend {
       this.teardownVoice();
       this.notice(`You were taken out of the channel (${ev.reason}).`);
     }
+    if (ev.type === "member_joined" || ev.type === "member_left" || ev.type === "member_updated")
+      this.emit("members-changed", { server: ev.server });
+    // Before the refetch nudge, so the UI still knows the server's name.
+    if (ev.type === "server_removed") this.emit("server-gone", { server: ev.server, reason: ev.reason });
     if (SERVER_EVENTS.has(ev.type)) this.emit("servers-changed", null);
   }
 

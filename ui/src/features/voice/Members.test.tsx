@@ -1,4 +1,5 @@
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/preact";
+import { emit } from "@tauri-apps/api/event";
 import { afterEach, describe, expect, it } from "vitest";
 import { Members } from "./Members";
 import { fakeBackend } from "../../test-support";
@@ -136,5 +137,20 @@ describe("Members", () => {
     expect(await screen.findByTestId("ban-row-cat")).toBeTruthy();
     expect(screen.queryByTestId("member-row-cat")).toBeNull();
     expect(screen.queryByTestId("bans-empty")).toBeNull();
+  });
+
+  it("reloads while open when the relay says this server's members changed", async () => {
+    let members = roster();
+    const calls = fakeBackend({ server_members: () => members });
+    render(<Members server={server("owner")} />);
+    expect((await screen.findByTestId("members-count")).textContent).toBe("3 members, 2 online");
+    members = [...members, { user_id: key("dd"), display_name: "dan", role: "member", online: true }];
+    const loads = () => calls.filter((c) => c.cmd === "server_members").length;
+    await emit("members-changed", { server: 9 });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(loads()).toBe(1);
+    await emit("members-changed", { server: 3 });
+    await waitFor(() => expect(screen.getByTestId("members-count").textContent).toBe("4 members, 3 online"));
+    expect(screen.getByTestId("member-row-dan")).toBeTruthy();
   });
 });

@@ -1,6 +1,6 @@
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
-import { commands, type BanView, type MemberView, type ServerView } from "../../lib/bindings";
+import { commands, events, type BanView, type MemberView, type ServerView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 
 const RANK: Record<string, number> = { member: 0, admin: 1, owner: 2 };
@@ -40,6 +40,24 @@ export function Members(props: { server: ServerView }) {
   }
   useEffect(() => {
     void load();
+    // Live: someone joins, leaves or changes role while the list is open (coalesced: a burst of
+    // joins is one reload).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let closed = false;
+    let unlisten: (() => void) | null = null;
+    events.membersChanged
+      .listen((e) => {
+        if (e.payload.server !== s.id) return;
+        clearTimeout(timer);
+        timer = setTimeout(() => void load(), 100);
+      })
+      .then((u) => (closed ? u() : (unlisten = u)))
+      .catch(() => {});
+    return () => {
+      closed = true;
+      clearTimeout(timer);
+      unlisten?.();
+    };
   }, [s.id]);
 
   async function act(f: () => Promise<unknown>, done: string) {

@@ -80,6 +80,37 @@ describe("VoiceScreen", () => {
     await waitFor(() => expect(screen.queryByTestId("audio-notice")).toBeNull());
   });
 
+  it("says why a server left my list: kicked, or deleted by its owner (not my own delete)", async () => {
+    const mine = (role: string): ServerView => ({ ...server(false), role });
+    let list = [mine("member")];
+    fakeBackend({ servers_list: () => list });
+    render(<VoiceScreen />);
+    await screen.findByTestId("channels-Squad");
+    list = [];
+    await emit("server-gone", { server: 1, reason: "kicked" });
+    expect((await screen.findByTestId("server-notice")).textContent).toContain("You were removed from Squad (kicked or banned by an admin).");
+    await waitFor(() => expect(screen.queryByTestId("channels-Squad")).toBeNull());
+    fireEvent.click(screen.getByTestId("server-notice-dismiss"));
+    expect(screen.queryByTestId("server-notice")).toBeNull();
+
+    list = [mine("member")];
+    await emit("servers-changed", null);
+    await screen.findByTestId("channels-Squad");
+    list = [];
+    await emit("server-gone", { server: 1, reason: "deleted" });
+    expect((await screen.findByTestId("server-notice")).textContent).toContain("Squad was deleted by its owner.");
+    await waitFor(() => expect(screen.queryByTestId("channels-Squad")).toBeNull());
+    fireEvent.click(screen.getByTestId("server-notice-dismiss"));
+
+    list = [mine("owner")];
+    await emit("servers-changed", null);
+    await screen.findByTestId("new-channel-name-Squad"); // the owner's view
+    list = [];
+    await emit("server-gone", { server: 1, reason: "deleted" });
+    await waitFor(() => expect(screen.queryByTestId("channels-Squad")).toBeNull());
+    expect(screen.queryByTestId("server-notice")).toBeNull();
+  });
+
   it("shows the relay's refusal", async () => {
     fakeBackend({
       servers_list: () => {

@@ -4,7 +4,7 @@ import { ControlBar } from "./ControlBar";
 import { Stage } from "./Stage";
 import { LivePanel } from "../stream/LivePanel";
 import { useLiveSync } from "../stream/store";
-import { audioNotice, currentServer, myVoice, servers, useVoiceSync, voiceError } from "./store";
+import { audioNotice, currentServer, myVoice, serverNotice, servers, useVoiceSync, voiceError } from "./store";
 
 /**
  * The voice view: the selected server's channel list (who sits where) beside the stage (the
@@ -23,6 +23,14 @@ export function VoiceScreen(props: { myId?: string }) {
         {list?.length === 0 && (
           <p class="muted pad" data-testid="no-servers">
             No servers yet: add one with the + in the rail.
+          </p>
+        )}
+        {serverNotice.value && (
+          <p class="warning notice pad" role="status" data-testid="server-notice">
+            {serverNotice.value}{" "}
+            <button class="ghost small" data-testid="server-notice-dismiss" onClick={() => (serverNotice.value = null)}>
+              OK
+            </button>
           </p>
         )}
         {server && <ChannelList server={server} />}

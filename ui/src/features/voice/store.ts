@@ -12,6 +12,8 @@ export const myVoice = signal<MyVoice>(NOT_IN_VOICE);
 export const voiceError = signal<string | null>(null);
 export const audioNotice = signal<string | null>(null);
 export const selfSpeaking = signal(false);
+/** Why a server just left my list (kicked, or deleted by its owner), until dismissed. */
+export const serverNotice = signal<string | null>(null);
 /** The server shown in the channel list (null: the first one). */
 export const selectedServer = signal<number | null>(null);
 
@@ -65,6 +67,17 @@ function subscribe(): () => void {
     timer = setTimeout(refreshVoice, 50);
   };
   events.serversChanged.listen(soon).then(keep).catch(() => {});
+  events.serverGone
+    .listen((e) => {
+      const gone = servers.value?.find((s) => s.id === e.payload.server);
+      const name = gone?.name ?? "A server";
+      // My own delete or leave needs no telling.
+      if (e.payload.reason === "kicked") serverNotice.value = `You were removed from ${name} (kicked or banned by an admin).`;
+      else if (e.payload.reason === "deleted" && gone?.role !== "owner") serverNotice.value = `${name} was deleted by its owner.`;
+      soon();
+    })
+    .then(keep)
+    .catch(() => {});
   events.audioNotice
     .listen((e) => (audioNotice.value = e.payload.message))
     .then(keep)
@@ -99,6 +112,7 @@ export function resetVoiceStore() {
   myVoice.value = NOT_IN_VOICE;
   voiceError.value = null;
   audioNotice.value = null;
+  serverNotice.value = null;
   selfSpeaking.value = false;
   selectedServer.value = null;
 }
