@@ -149,6 +149,11 @@ export async function run(params, report = () => {}) {
     if (!extra.has(user)) extra.set(user, { chunks: [], els: [], stats: null });
     return extra.get(user);
   };
+  // The newest stats of a peer that name its inbound audio and codec (Chromium leaves the codec
+  // out of a report now and then, e.g. just after an ICE restart; a later snapshot has it).
+  const keepStats = (user, s) => {
+    if (s && s.inbound && s.codec) extraOf(user).stats = s;
+  };
   const mesh = new VoiceMesh(relay, me, chan.id, outStream, {
     onTrack: (user, stream, track) => {
       log("track from", user.slice(0, 8), track.kind);
@@ -169,8 +174,9 @@ export async function run(params, report = () => {}) {
       }
     },
     beforeClose: async (p) => {
-      // Keep the connection's last stats: they describe the call that just ended.
-      extraOf(p.user).stats = await peerStats(p.pc).catch(() => null);
+      // Keep the connection's last stats: they describe the call that just ended. A closing
+      // connection may no longer answer getStats; then the last snapshot of the loop stands.
+      keepStats(p.user, await peerStats(p.pc).catch(() => null));
     },
     onLeft: (user) => report("peer_left", { user }),
     onError: fail,
@@ -185,8 +191,15 @@ export async function run(params, report = () => {}) {
 
   const start = performance.now();
   const deadline = start + params.duration * 1000;
+  let lastSnapshot = start;
   while (performance.now() < deadline) {
     await sleep(100);
+    if (performance.now() - lastSnapshot >= 1000) {
+      lastSnapshot = performance.now();
+      for (const p of mesh.peers.values()) {
+        if (p.connectedAt && !p.left) keepStats(p.user, await peerStats(p.pc).catch(() => null));
+      }
+    }
     if (relay.closed) {
       errors.push(relay.closed);
       break;
@@ -201,7 +214,8 @@ export async function run(params, report = () => {}) {
   const result = { user: me, channel: chan.id, errors, elapsed: (performance.now() - start) / 1000, peers: {} };
   for (const p of mesh.peers.values()) {
     const x = extraOf(p.user);
-    const stats = p.left ? x.stats : await peerStats(p.pc).catch(() => null);
+    if (!p.left) keepStats(p.user, await peerStats(p.pc).catch(() => null));
+    const stats = x.stats;
     result.peers[p.user] = {
       offerer: p.offerer,
       states: p.states,
