@@ -2,6 +2,7 @@
 //! start real processes that are killed when the test ends.
 
 pub mod relay;
+pub mod video;
 pub mod voice;
 
 use std::path::PathBuf;

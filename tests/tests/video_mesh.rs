@@ -12,72 +12,13 @@
 //!
 //! Checked from the recordings and the events, not from wall-clock bounds.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use hum_tests::video::{of_user, readable_codes, size, streams};
 use hum_tests::voice::{World, s, wait_exit, wait_for};
 use serde_json::Value;
-
-/// Decoded frames per received stream in `dir`, keyed by the file stem (`<user16>-<track>`).
-fn streams(dir: &Path) -> Result<BTreeMap<String, Vec<Value>>> {
-    let mut out = BTreeMap::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(out);
-    };
-    for e in rd {
-        let p = e?.path();
-        if p.extension().and_then(|x| x.to_str()) != Some("jsonl") {
-            continue;
-        }
-        let stem = p
-            .file_stem()
-            .and_then(|x| x.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let text = std::fs::read_to_string(&p)?;
-        // The last line may be half written while the process runs.
-        let frames = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        out.insert(stem, frames);
-    }
-    Ok(out)
-}
-
-/// The frames member `i` decoded of `user`'s camera (the stream whose file starts with the
-/// first 16 hex digits of the key).
-fn of_user<'a>(streams: &'a BTreeMap<String, Vec<Value>>, user: &str) -> Vec<&'a Vec<Value>> {
-    streams
-        .iter()
-        .filter(|(stem, _)| stem.starts_with(&user[..16]))
-        .map(|(_, f)| f)
-        .collect()
-}
-
-fn readable_codes(who: &str, frames: &[Value], size: (u64, u64)) -> Result<Vec<(u64, u64)>> {
-    let mut codes = Vec::new();
-    for f in frames {
-        let wh = (
-            f["width"].as_u64().unwrap_or(0),
-            f["height"].as_u64().unwrap_or(0),
-        );
-        ensure!(wh == size, "{who}: a {wh:?} frame, sent {size:?}: {f}");
-        let code = f["code"]
-            .as_u64()
-            .with_context(|| format!("{who}: unreadable pattern code: {f}"))?;
-        let capture = f["capture_ms"].as_u64().context("capture_ms")?;
-        codes.push((code, capture));
-    }
-    for w in codes.windows(2) {
-        if w[1].0 <= w[0].0 {
-            bail!("{who}: code {} after {}", w[1].0, w[0].0);
-        }
-    }
-    Ok(codes)
-}
 
 #[test]
 fn three_cameras_in_a_mesh_everyone_sees_everyone_and_camera_off_is_announced() -> Result<()> {
@@ -118,7 +59,7 @@ fn three_cameras_in_a_mesh_everyone_sees_everyone_and_camera_off_is_announced() 
         let st = streams(&recs[i])?;
         Ok((0..3)
             .filter(|j| *j != i)
-            .all(|j| of_user(&st, &w.users[j]).iter().any(|f| f.len() >= 30)))
+            .all(|j| of_user(&st, &w.users[j]).iter().any(|(_, f)| f.len() >= 30)))
     };
     let seen = wait_for(
         "every member decodes 30 frames of each other camera",
@@ -174,7 +115,7 @@ fn three_cameras_in_a_mesh_everyone_sees_everyone_and_camera_off_is_announced() 
                 got.len(),
                 st.keys().collect::<Vec<_>>()
             );
-            let codes = readable_codes(&who, got[0], (320, 180))?;
+            let codes = readable_codes(&who, got[0].1, (320, 180))?;
             ensure!(codes.len() >= 30, "{who}: {} frames", codes.len());
             if j == 0 {
                 // Nothing captured after the camera went off was sent.
@@ -195,14 +136,6 @@ fn three_cameras_in_a_mesh_everyone_sees_everyone_and_camera_off_is_announced() 
         }
     }
     Ok(())
-}
-
-/// `(width, height)` of a recorded frame.
-fn size(f: &Value) -> (u64, u64) {
-    (
-        f["width"].as_u64().unwrap_or(0),
-        f["height"].as_u64().unwrap_or(0),
-    )
 }
 
 /// The sender's `video_send` lines (frames captured, encoded per layer, layers running).
@@ -283,7 +216,7 @@ fn mesh_receivers_choose_layers_and_each_layer_is_encoded_once() -> Result<()> {
             "member {i}: {} streams of member 0",
             got.len()
         );
-        Ok(got.first().map(|f| (*f).clone()).unwrap_or_default())
+        Ok(got.first().map(|(_, f)| (*f).clone()).unwrap_or_default())
     };
     let count = |frames: &[Value], wh: (u64, u64)| frames.iter().filter(|f| size(f) == wh).count();
     let dump = |e: anyhow::Error| -> anyhow::Error {

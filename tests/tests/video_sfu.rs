@@ -22,41 +22,20 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use hum_tests::video::{of_user, readable_codes, size, streams};
 use hum_tests::voice::{World, s, wait_exit, wait_for};
 use serde_json::Value;
 
 /// Every decoded frame recorded in `dir` (one received stream expected).
 fn frames(dir: &Path) -> Result<Vec<Value>> {
-    let mut logs = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd {
-            let p = e?.path();
-            if p.extension().and_then(|x| x.to_str()) == Some("jsonl") {
-                logs.push(p);
-            }
-        }
-    }
+    let mut st = streams(dir)?;
     ensure!(
-        logs.len() <= 1,
-        "expected one received stream in {}, found {logs:?}",
-        dir.display()
+        st.len() <= 1,
+        "expected one received stream in {}, found {:?}",
+        dir.display(),
+        st.keys().collect::<Vec<_>>()
     );
-    let Some(log) = logs.first() else {
-        return Ok(vec![]);
-    };
-    let text = std::fs::read_to_string(log)?;
-    // The last line may be half written while the process runs.
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
-
-fn size(f: &Value) -> (u64, u64) {
-    (
-        f["width"].as_u64().unwrap_or(0),
-        f["height"].as_u64().unwrap_or(0),
-    )
+    Ok(st.pop_first().map(|(_, f)| f).unwrap_or_default())
 }
 
 /// The readable pattern codes, checked to increase (no repeats, nothing out of order).
@@ -253,33 +232,6 @@ fn simulcast_through_the_sfu_high_and_low_subscribers_and_a_switch() -> Result<(
     Ok(())
 }
 
-/// Decoded frames per received stream in `dir`, keyed by the file stem (`<user16>-<track>`).
-fn streams(dir: &Path) -> Result<BTreeMap<String, Vec<Value>>> {
-    let mut out = BTreeMap::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(out);
-    };
-    for e in rd {
-        let p = e?.path();
-        if p.extension().and_then(|x| x.to_str()) != Some("jsonl") {
-            continue;
-        }
-        let stem = p
-            .file_stem()
-            .and_then(|x| x.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let text = std::fs::read_to_string(&p)?;
-        // The last line may be half written while the process runs.
-        let frames = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        out.insert(stem, frames);
-    }
-    Ok(out)
-}
-
 /// Member 0 shares the pattern as a screen (no camera) in a channel on the SFU (`--mesh-limit
 /// 0`); member 1 records what it receives. The share is published as one more video track
 /// with one layer and forwarded under a `screen-…` id: member 1's only stream of member 0 is
@@ -392,9 +344,9 @@ fn screen_share_through_the_sfu(order: Order) -> Result<()> {
     };
     let mut procs = [sharer, viewer];
     let of_0 = |st: &BTreeMap<String, Vec<Value>>| -> Vec<(String, Vec<Value>)> {
-        st.iter()
-            .filter(|(stem, _)| stem.starts_with(&w.users[0][..16]))
-            .map(|(k, v)| (k.clone(), v.clone()))
+        of_user(st, &w.users[0])
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect()
     };
     let seen = wait_for(
@@ -441,23 +393,7 @@ fn screen_share_through_the_sfu(order: Order) -> Result<()> {
         stem.contains("-screen_t"),
         "member 0's stream {stem} is not the SFU's screen track"
     );
-    let mut codes: Vec<(u64, u64)> = Vec::new();
-    for f in frames {
-        ensure!(
-            size(f) == (640, 360),
-            "a {:?} frame of the share: {f}",
-            size(f)
-        );
-        let code = f["code"]
-            .as_u64()
-            .with_context(|| format!("unreadable pattern code: {f}"))?;
-        codes.push((code, f["capture_ms"].as_u64().context("capture_ms")?));
-    }
-    for c in codes.windows(2) {
-        if c[1].0 <= c[0].0 {
-            bail!("code {} after {}", c[1].0, c[0].0);
-        }
-    }
+    let codes = readable_codes("member 1 from member 0's screen", frames, (640, 360))?;
     let (first, last) = (codes[0], codes[codes.len() - 1]);
     let span = last.0 - first.0 + 1;
     ensure!(
