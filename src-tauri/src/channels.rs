@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 
 use hum_engine::video_preview::PreviewFrame;
-use hum_engine::voice::{EncodedVideoFrame, InputLevel, PeerStats};
+use hum_engine::voice::{EncodedVideoFrame, InputLevel, PeerStats, VideoKind};
 use hum_proto::UserId;
 use serde::Serialize;
 use specta::Type;
@@ -232,10 +232,9 @@ pub struct VideoMeta {
 /// The stream id of a remote track: `<user hex>/camera` or `<user hex>/screen` (the sender's
 /// track ids carry an SSRC that changes per call; the UI wants one id per person and kind).
 pub fn remote_stream_id(user: &UserId, track: &str) -> String {
-    let kind = if track.starts_with("screen") {
-        "screen"
-    } else {
-        "camera"
+    let kind = match VideoKind::of_track(track) {
+        VideoKind::Screen => "screen",
+        VideoKind::Camera => "camera",
     };
     format!("{user}/{kind}")
 }
