@@ -77,3 +77,70 @@ pub fn readable_codes(who: &str, frames: &[Value], want: (u64, u64)) -> Result<V
     }
     Ok(codes)
 }
+
+/// What one received stream of the test pattern came to (see [`continuous`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub frames: usize,
+    pub size: (u64, u64),
+    pub first_code: u64,
+    pub last_code: u64,
+    /// Frames over the capture time between the first and the last.
+    pub fps: f64,
+    pub capture_secs: f64,
+    pub latency_p50_ms: u64,
+    pub latency_max_ms: u64,
+}
+
+impl std::fmt::Display for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} frames at {}x{}, codes {}..{} ({} sent in that span), {:.1} fps over {:.1} s of \
+             capture time, latency p50 {} ms, max {} ms",
+            self.frames,
+            self.size.0,
+            self.size.1,
+            self.first_code,
+            self.last_code,
+            self.last_code - self.first_code + 1,
+            self.fps,
+            self.capture_secs,
+            self.latency_p50_ms,
+            self.latency_max_ms,
+        )
+    }
+}
+
+/// Checks one received stream of the pattern as [`readable_codes`] does and that >= 90 % of the
+/// frames sent between its first and last code arrived; returns the numbers for the docs.
+pub fn continuous(who: &str, frames: &[Value], want: (u64, u64)) -> Result<Received> {
+    let codes = readable_codes(who, frames, want)?;
+    let (Some(&first), Some(&last)) = (codes.first(), codes.last()) else {
+        bail!("{who}: no frames");
+    };
+    let span = last.0 - first.0 + 1;
+    ensure!(
+        codes.len() as u64 * 100 >= span * 90,
+        "{who}: {} of {span} frames between codes {} and {} arrived",
+        codes.len(),
+        first.0,
+        last.0
+    );
+    let mut latency: Vec<u64> = frames
+        .iter()
+        .filter_map(|f| f["latency_ms"].as_u64())
+        .collect();
+    latency.sort_unstable();
+    let secs = (last.1.wrapping_sub(first.1) as u32) as f64 / 1000.0;
+    Ok(Received {
+        frames: codes.len(),
+        size: want,
+        first_code: first.0,
+        last_code: last.0,
+        fps: codes.len() as f64 / secs.max(0.001),
+        capture_secs: secs,
+        latency_p50_ms: latency.get(latency.len() / 2).copied().unwrap_or(0),
+        latency_max_ms: latency.last().copied().unwrap_or(0),
+    })
+}

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use hum_tests::video::{of_user, readable_codes, size, streams};
+use hum_tests::video::{continuous, of_user, size, streams};
 use hum_tests::voice::{World, s, wait_exit, wait_for};
 use serde_json::Value;
 
@@ -393,34 +393,8 @@ fn screen_share_through_the_sfu(order: Order) -> Result<()> {
         stem.contains("-screen_t"),
         "member 0's stream {stem} is not the SFU's screen track"
     );
-    let codes = readable_codes("member 1 from member 0's screen", frames, (640, 360))?;
-    let (first, last) = (codes[0], codes[codes.len() - 1]);
-    let span = last.0 - first.0 + 1;
-    ensure!(
-        codes.len() as u64 * 100 >= span * 90,
-        "{} of {span} frames between codes {} and {} arrived",
-        codes.len(),
-        first.0,
-        last.0
-    );
-    let mut latency: Vec<u64> = frames
-        .iter()
-        .filter_map(|f| f["latency_ms"].as_u64())
-        .collect();
-    latency.sort_unstable();
-    let secs = (last.1.wrapping_sub(first.1) as u32) as f64 / 1000.0;
-    eprintln!(
-        "member 1 from member 0's screen through the SFU ({stem}): {} frames at 640x360, codes \
-         {}..{} ({} sent in that span), {:.1} fps over {secs:.1} s of capture time, latency \
-         p50 {} ms, max {} ms",
-        codes.len(),
-        first.0,
-        last.0,
-        span,
-        codes.len() as f64 / secs.max(0.001),
-        latency.get(latency.len() / 2).copied().unwrap_or(0),
-        latency.last().copied().unwrap_or(0),
-    );
+    let r = continuous("member 1 from member 0's screen", frames, (640, 360))?;
+    eprintln!("member 1 from member 0's screen through the SFU ({stem}): {r}");
     let ev0 = w.events(0);
     ensure!(
         ev0.iter()
