@@ -11,6 +11,7 @@ use tauri::State;
 
 use super::connection::client_error;
 use super::friends::parse_user;
+use super::servers::admin_refusal;
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::state::AppState;
 
@@ -77,20 +78,11 @@ fn bans_sorted(users: Vec<UserSummary>) -> Vec<BanView> {
 }
 
 fn ban_error(e: ClientError, what: &str) -> CommandError {
-    match e.code() {
-        Some(RelayCode::Forbidden) => CommandError::new(
-            ErrorCode::Rejected,
-            format!("Only the server's owner and admins can {what}."),
-        ),
-        Some(RelayCode::NotFound) => {
-            CommandError::new(ErrorCode::NotFound, "They are no longer banned.")
-        }
-        Some(RelayCode::NotMember) => CommandError::new(
-            ErrorCode::Rejected,
-            "You are no longer a member of this server.",
-        ),
-        _ => client_error(e),
-    }
+    admin_refusal(
+        e,
+        &format!("Only the server's owner and admins can {what}."),
+        "They are no longer banned.",
+    )
 }
 
 fn member_error(e: ClientError, what: &str) -> CommandError {

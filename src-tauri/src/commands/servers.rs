@@ -375,11 +375,16 @@ pub async fn server_create(state: State<'_, AppState>, name_text: String) -> Cmd
 
 /// The relay's refusals of renaming, deleting or leaving a server, in words.
 fn server_admin_error(e: ClientError, forbidden: &str) -> CommandError {
+    admin_refusal(e, forbidden, "This server no longer exists.")
+}
+
+/// The relay's refusal of an admin action in words: `forbidden` (the rank it needs), `gone`
+/// (what it acted on no longer exists), or that I am no longer a member; anything else as
+/// [`client_error`] says it.
+pub(crate) fn admin_refusal(e: ClientError, forbidden: &str, gone: &str) -> CommandError {
     match e.code() {
         Some(RelayCode::Forbidden) => CommandError::new(ErrorCode::Rejected, forbidden),
-        Some(RelayCode::NotFound) => {
-            CommandError::new(ErrorCode::NotFound, "This server no longer exists.")
-        }
+        Some(RelayCode::NotFound) => CommandError::new(ErrorCode::NotFound, gone),
         Some(RelayCode::NotMember) => CommandError::new(
             ErrorCode::Rejected,
             "You are no longer a member of this server.",
@@ -515,25 +520,16 @@ pub fn validate_channel_config(
 
 /// The relay's refusals of a channel edit, in words.
 pub fn channel_edit_error(e: ClientError) -> CommandError {
-    let code = e.code();
-    let message = e.to_string();
-    match code {
-        Some(RelayCode::Forbidden) => CommandError::new(
-            ErrorCode::Rejected,
-            "Only the server's owner and admins can change a channel's settings.",
-        ),
-        Some(RelayCode::NotFound) => {
-            CommandError::new(ErrorCode::NotFound, "This channel no longer exists.")
-        }
-        Some(RelayCode::NotMember) => CommandError::new(
-            ErrorCode::Rejected,
-            "You are no longer a member of this server.",
-        ),
+    match e.code() {
         Some(RelayCode::BadRequest) => CommandError::new(
             ErrorCode::InvalidInput,
-            format!("The relay refused these settings: {message}."),
+            format!("The relay refused these settings: {e}."),
         ),
-        _ => client_error(e),
+        _ => admin_refusal(
+            e,
+            "Only the server's owner and admins can change a channel's settings.",
+            "This channel no longer exists.",
+        ),
     }
 }
 
