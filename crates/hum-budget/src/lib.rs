@@ -7,16 +7,19 @@
 //!   builds on the uplink, restores it when the queue is gone.
 //! - [`probe`]: bandwidth auto-detect policy and the upload test against the relay's `/probe`.
 //! - [`other_apps`]: other apps' upload (interface minus Hum) and the game-process check.
+//! - [`bucket`]: Hum's one token bucket (uploads, the mesh's serve queues, the relay's limits).
 //! - [`limiter`]: hierarchical token buckets; relay uploads wait, own sending has priority.
 //!
 //! Everything here is sans-IO: no clock is read and no socket is owned. Time is an input.
 
+pub mod bucket;
 pub mod limiter;
 pub mod other_apps;
 pub mod probe;
 pub mod settings;
 pub mod throttler;
 
+pub use bucket::TokenBucket;
 /// Every rate in this crate is a [`hum_proto::Bitrate`].
 pub use hum_proto::Bitrate;
 pub use limiter::{Admit, LimiterConfig, LimiterStats, TrafficClass, UploadLimiter};

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use hum_proto::Bitrate;
 
+use crate::bucket::{TokenBucket, bits};
+
 /// Who is sending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TrafficClass {
@@ -55,85 +57,6 @@ pub struct LimiterStats {
     pub relay_deferred: u64,
 }
 
-/// One token bucket. Tokens are kept in bit-nanoseconds (`bits * 1e9`) so that refilling at any
-/// integer bit rate over any integer nanoseconds is exact: no rounding drift over a long session.
-#[derive(Clone, Debug)]
-struct Bucket {
-    /// `None` = unlimited.
-    rate: Option<Bitrate>,
-    burst_bytes: u64,
-    tokens: i128,
-    last: Instant,
-}
-
-const NANOS: i128 = 1_000_000_000;
-
-impl Bucket {
-    fn new(now: Instant, rate: Option<Bitrate>, burst_bytes: u64) -> Self {
-        // Start full: the first packet after a quiet period goes out at once.
-        Bucket {
-            rate,
-            burst_bytes,
-            tokens: bytes_to_tokens(burst_bytes),
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = self.last.max(now);
-        if let Some(rate) = self.rate {
-            let add = elapsed.as_nanos() as i128 * rate.bps() as i128;
-            self.tokens = (self.tokens + add).min(bytes_to_tokens(self.burst_bytes));
-        } else {
-            self.tokens = bytes_to_tokens(self.burst_bytes);
-        }
-    }
-
-    /// A send of `bytes` may start when the bucket holds `min(bytes, burst)`: a packet larger than
-    /// the burst still passes when the bucket is full, and then leaves it in debt.
-    fn needed(&self, bytes: u64) -> i128 {
-        bytes_to_tokens(bytes.min(self.burst_bytes))
-    }
-
-    fn ready(&self, bytes: u64) -> bool {
-        self.rate.is_none() || self.tokens >= self.needed(bytes)
-    }
-
-    /// When `ready(bytes)` will hold with no further charges; `None` if never (zero rate).
-    fn ready_at(&self, bytes: u64) -> Option<Instant> {
-        let missing = self.needed(bytes) - self.tokens;
-        if self.rate.is_none() || missing <= 0 {
-            return Some(self.last);
-        }
-        let rate = self.rate?.bps() as i128;
-        if rate == 0 {
-            return None;
-        }
-        let nanos = (missing + rate - 1) / rate;
-        Some(self.last + Duration::from_nanos(nanos.min(u64::MAX as i128) as u64))
-    }
-
-    fn charge(&mut self, bytes: u64) {
-        if self.rate.is_some() {
-            // Debt is bounded so one huge own burst cannot block relaying for hours.
-            let floor = -bytes_to_tokens(self.burst_bytes.max(1) * 64);
-            self.tokens = (self.tokens - bytes_to_tokens(bytes)).max(floor);
-        }
-    }
-
-    fn set_rate(&mut self, now: Instant, rate: Option<Bitrate>, burst_bytes: u64) {
-        self.refill(now);
-        self.rate = rate;
-        self.burst_bytes = burst_bytes;
-        self.tokens = self.tokens.min(bytes_to_tokens(burst_bytes));
-    }
-}
-
-fn bytes_to_tokens(bytes: u64) -> i128 {
-    bytes as i128 * 8 * NANOS
-}
-
 /// Burst sizes, as time at the bucket's rate, with a floor of a couple of full-size packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimiterConfig {
@@ -155,24 +78,19 @@ impl Default for LimiterConfig {
     }
 }
 
-fn burst_for(rate: Option<Bitrate>, window: Duration, min: u64) -> u64 {
-    match rate {
-        None => min.max(1 << 20),
-        Some(r) => {
-            let b = (r.bps() as u128 * window.as_nanos() / 8 / NANOS as u128) as u64;
-            b.max(min)
-        }
-    }
-}
-
 /// The hierarchical limiter. See the module docs.
 #[derive(Clone, Debug)]
 pub struct UploadLimiter {
     config: LimiterConfig,
-    total: Bucket,
-    relay: Bucket,
+    /// The buckets' clock starts here.
+    origin: Instant,
+    total: TokenBucket,
+    relay: TokenBucket,
     stats: LimiterStats,
 }
+
+/// Debt is bounded to this many bursts so one huge own burst cannot block relaying for hours.
+const MAX_DEBT_BURSTS: u64 = 64;
 
 impl UploadLimiter {
     /// `total`: Hum's whole upload budget (`None` = not known yet, unlimited for own sending);
@@ -183,60 +101,63 @@ impl UploadLimiter {
         total: Option<Bitrate>,
         relay: Bitrate,
     ) -> Self {
-        let tb = burst_for(total, config.total_burst, config.min_burst_bytes);
-        let rb = burst_for(Some(relay), config.relay_burst, config.min_burst_bytes);
+        let min = config.min_burst_bytes;
         UploadLimiter {
             config,
-            total: Bucket::new(now, total, tb),
-            relay: Bucket::new(now, Some(relay), rb),
+            origin: now,
+            total: TokenBucket::upload(Duration::ZERO, total, config.total_burst, min),
+            relay: TokenBucket::upload(Duration::ZERO, Some(relay), config.relay_burst, min),
             stats: LimiterStats::default(),
         }
+    }
+
+    fn at(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
     }
 
     /// Change the rates (settings changed, or the throttler moved the relay cap). Tokens already
     /// earned are kept up to the new burst size.
     pub fn set_rates(&mut self, now: Instant, total: Option<Bitrate>, relay: Bitrate) {
-        let tb = burst_for(total, self.config.total_burst, self.config.min_burst_bytes);
-        let rb = burst_for(
-            Some(relay),
-            self.config.relay_burst,
-            self.config.min_burst_bytes,
-        );
-        self.total.set_rate(now, total, tb);
-        self.relay.set_rate(now, Some(relay), rb);
+        let (t, c) = (self.at(now), self.config);
+        self.total
+            .set_upload(t, total, c.total_burst, c.min_burst_bytes);
+        self.relay
+            .set_upload(t, Some(relay), c.relay_burst, c.min_burst_bytes);
     }
 
     pub fn total_rate(&self) -> Option<Bitrate> {
-        self.total.rate
+        self.total.rate().map(Bitrate::from_bps)
     }
 
     pub fn relay_rate(&self) -> Bitrate {
-        self.relay.rate.unwrap_or(Bitrate::ZERO)
+        self.relay.rate().map_or(Bitrate::ZERO, Bitrate::from_bps)
     }
 
     /// Account own sending (voice, own video). Never refused.
     pub fn on_own_sent(&mut self, now: Instant, bytes: u64) {
-        self.total.refill(now);
-        self.total.charge(bytes);
+        self.total.refill(self.at(now));
+        charge(&mut self.total, bytes);
         self.stats.own_bytes += bytes;
     }
 
     /// Ask to relay `bytes`. On [`Admit::Now`] the bytes are charged and must be sent.
     pub fn try_relay(&mut self, now: Instant, bytes: u64) -> Admit {
-        self.total.refill(now);
-        self.relay.refill(now);
-        if self.relay_rate() == Bitrate::ZERO || self.total.rate == Some(Bitrate::ZERO) {
+        let t = self.at(now);
+        self.total.refill(t);
+        self.relay.refill(t);
+        if self.relay.rate() == Some(0) || self.total.rate() == Some(0) {
             return Admit::Blocked;
         }
-        if self.total.ready(bytes) && self.relay.ready(bytes) {
-            self.total.charge(bytes);
-            self.relay.charge(bytes);
+        let need = bits(bytes);
+        if self.total.ready(need) && self.relay.ready(need) {
+            charge(&mut self.total, bytes);
+            charge(&mut self.relay, bytes);
             self.stats.relay_bytes += bytes;
             Admit::Now
         } else {
             self.stats.relay_deferred += 1;
-            match (self.total.ready_at(bytes), self.relay.ready_at(bytes)) {
-                (Some(a), Some(b)) => Admit::At(a.max(b).max(now)),
+            match (self.total.ready_at(need), self.relay.ready_at(need)) {
+                (Some(a), Some(b)) => Admit::At(self.origin + a.max(b).max(t)),
                 _ => Admit::Blocked,
             }
         }
@@ -245,6 +166,11 @@ impl UploadLimiter {
     pub fn stats(&self) -> LimiterStats {
         self.stats
     }
+}
+
+fn charge(bucket: &mut TokenBucket, bytes: u64) {
+    bucket.charge(bits(bytes));
+    bucket.cap_debt(bucket.burst().max(1) * MAX_DEBT_BURSTS);
 }
 
 #[cfg(test)]
@@ -318,7 +244,8 @@ mod tests {
             relay,
         );
         let s = run(&mut l, t0, 10, Bitrate::ZERO, 1_200);
-        let limit = relay.bytes_per_sec() * 10 + burst_for(Some(relay), ms(5), 3_000);
+        let burst = TokenBucket::upload(Duration::ZERO, Some(relay), ms(5), 3_000).burst() / 8;
+        let limit = relay.bytes_per_sec() * 10 + burst;
         assert!(s.relay_bytes <= limit, "{} > {limit}", s.relay_bytes);
         // ... and uses it (within 1%).
         assert!(s.relay_bytes as f64 >= 0.99 * (relay.bytes_per_sec() * 10) as f64);

@@ -66,6 +66,15 @@ impl Time {
     pub fn micros(self) -> u64 {
         self.0
     }
+    /// As the offset from the start of the run that [`hum_budget::TokenBucket`] counts in.
+    pub fn offset(self) -> Duration {
+        Duration::from_micros(self.0)
+    }
+    /// Back from such an offset, rounded up to a whole microsecond (so a wake-up at the result
+    /// finds what the bucket promised for the offset).
+    pub fn from_offset(d: Duration) -> Time {
+        Time(d.as_nanos().div_ceil(1000).min(u128::from(u64::MAX)) as u64)
+    }
     /// `self - earlier`, zero if `earlier` is later.
     pub fn since(self, earlier: Time) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))

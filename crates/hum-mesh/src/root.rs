@@ -18,7 +18,7 @@ use hum_proto::mesh::{AbsentReason, ChunkRecord, Layer, MeshMsg};
 
 use crate::chunker::Chunk;
 use crate::manifest::Publisher;
-use crate::serve::{Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE, share_bytes};
+use crate::serve::{Priority, ServeQueue, ServeRequest, WHOLE, share_bytes};
 use crate::slice::{SliceOutboard, SliceProof, encode_slice, encoded_slice_len};
 use crate::{Output, PeerId, Time};
 
@@ -130,11 +130,8 @@ impl RootSeed {
             newest: None,
             // A burst of half a second (a few chunks): enough for a fallback to be paid from tokens
             // in hand (see `with_strict_class`); the long-run rate is the cap either way.
-            serve: ServeQueue::new(
-                TokenBucket::new(cap.bps(), Duration::from_millis(500), now),
-                Priority::BufferHealth,
-            )
-            .with_strict_class(1),
+            serve: ServeQueue::new(cap, Duration::from_millis(500), now, Priority::BufferHealth)
+                .with_strict_class(1),
             lookahead: 4,
             granted: Vec::new(),
             cap_bps: cap.bps(),
@@ -215,7 +212,7 @@ impl RootSeed {
         };
         if rate != self.rate_bps {
             self.rate_bps = rate;
-            self.serve.bucket.set_rate(rate, now);
+            self.serve.set_rate(Bitrate::from_bps(rate), now);
         }
         self.stats.peak_rate_bps = self.stats.peak_rate_bps.max(self.rate_bps);
     }
@@ -357,9 +354,8 @@ impl RootSeed {
             };
             if self
                 .serve
-                .bucket
                 .wait_for(self.serve.backlog_bytes() + b as u64)
-                > Duration::from_millis(deadline_ms as u64)
+                .is_none_or(|w| w > Duration::from_millis(deadline_ms as u64))
             {
                 self.stats.busy += 1;
                 self.note_starving(from);

@@ -1,6 +1,7 @@
 //! Serving other peers under an upload budget.
 //!
-//! The budget is a token bucket (bytes, refilled at the budget rate). Requests for chunks we do not
+//! The budget is Hum's one token bucket ([`hum_budget::TokenBucket`], counting bits, refilled at
+//! the budget rate). Requests for chunks we do not
 //! hold yet are *held* until we do (that is how a fresh chunk flows down the mesh without a round of
 //! announcements per hop); requests for chunks we hold are *ready*. Ready requests are released in
 //! priority order while the bucket is not in debt; one release may take it into debt (a whole chunk), so
@@ -11,6 +12,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use hum_budget::TokenBucket;
+use hum_budget::bucket::bits;
+use hum_proto::Bitrate;
 use hum_proto::mesh::{encoded_slice_len, slice_count};
 
 use crate::{PeerId, Time};
@@ -167,103 +171,11 @@ pub enum Priority {
     Deadline,
 }
 
-/// Bytes refilled at `rate`, capped at `burst`; a send may take it into debt, repaid before the next.
-#[derive(Clone, Debug)]
-pub struct TokenBucket {
-    bytes_per_sec: f64,
-    burst: f64,
-    tokens: f64,
-    last: Time,
-}
-
-impl TokenBucket {
-    pub fn new(rate_bps: u64, burst: Duration, now: Time) -> Self {
-        let bytes_per_sec = rate_bps as f64 / 8.0;
-        let burst = (bytes_per_sec * burst.as_secs_f64()).max(1.0);
-        TokenBucket {
-            bytes_per_sec,
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    pub fn rate_bps(&self) -> u64 {
-        (self.bytes_per_sec * 8.0) as u64
-    }
-
-    /// Change the rate from `now` on (tokens earned so far at the old rate are kept; the burst keeps
-    /// its duration).
-    pub fn set_rate(&mut self, rate_bps: u64, now: Time) {
-        self.refill(now);
-        let burst_s = self.burst / self.bytes_per_sec.max(f64::MIN_POSITIVE);
-        self.bytes_per_sec = rate_bps as f64 / 8.0;
-        self.burst = (self.bytes_per_sec * burst_s).max(1.0);
-    }
-
-    pub fn refill(&mut self, now: Time) {
-        let dt = now.since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + dt * self.bytes_per_sec).min(self.burst);
-    }
-
-    pub fn tokens(&self) -> f64 {
-        self.tokens
-    }
-
-    /// May we start another send now (not in debt)?
-    pub fn can_send(&self) -> bool {
-        self.tokens >= 0.0 && self.bytes_per_sec > 0.0
-    }
-
-    /// Charge `bytes` (a whole chunk may take the bucket into debt; nothing more is released until
-    /// the debt is repaid, so the long-run rate never exceeds the budget).
-    pub fn take(&mut self, bytes: u32) {
-        self.tokens -= bytes as f64;
-    }
-
-    /// When the bucket is out of debt again.
-    pub fn ready_at(&self, now: Time) -> Time {
-        if self.tokens >= 0.0 {
-            return now;
-        }
-        if self.bytes_per_sec <= 0.0 {
-            return Time::MAX;
-        }
-        now + Self::micros_for(-self.tokens / self.bytes_per_sec)
-    }
-
-    /// Seconds as a wait rounded *up* to whole microseconds, at least one: a debt of a few bytes is a
-    /// fraction of a microsecond, and rounding it down asked for a wake-up at the very instant, which
-    /// refilled nothing, so the caller woke again and again (2.3 million spins in a 100k run).
-    fn micros_for(secs: f64) -> Duration {
-        Duration::from_micros((secs * 1e6).ceil().max(1.0) as u64)
-    }
-
-    /// When the bucket holds `bytes` tokens (never, if that is more than its burst).
-    pub fn ready_for(&self, now: Time, bytes: u32) -> Time {
-        let need = bytes as f64 - self.tokens;
-        if need <= 0.0 {
-            return now;
-        }
-        if self.bytes_per_sec <= 0.0 || bytes as f64 > self.burst {
-            return Time::MAX;
-        }
-        now + Self::micros_for(need / self.bytes_per_sec)
-    }
-
-    /// How long `bytes` queued behind the current debt would take to leave.
-    pub fn wait_for(&self, bytes: u64) -> Duration {
-        if self.bytes_per_sec <= 0.0 {
-            return Duration::MAX;
-        }
-        Duration::from_secs_f64(((bytes as f64) - self.tokens).max(0.0) / self.bytes_per_sec)
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct ServeQueue {
-    pub bucket: TokenBucket,
+    bucket: TokenBucket,
+    /// The bucket's burst, as time at its rate (kept when the rate changes).
+    burst: Duration,
     priority: Priority,
     held: Vec<ServeRequest>,
     /// Kept in release order (best first, see [`ServeQueue::key`]): an insert is a binary search
@@ -303,9 +215,11 @@ impl ServeQueue {
         ]
     }
 
-    pub fn new(bucket: TokenBucket, priority: Priority) -> Self {
+    /// A queue serving at `rate` with a burst of `burst` at that rate (at least one byte).
+    pub fn new(rate: Bitrate, burst: Duration, now: Time, priority: Priority) -> Self {
         ServeQueue {
-            bucket,
+            bucket: TokenBucket::upload(now.offset(), Some(rate), burst, 1),
+            burst,
             priority,
             held: Vec::new(),
             ready: VecDeque::new(),
@@ -319,6 +233,23 @@ impl ServeQueue {
             strict_need: 0,
             expired: 0,
         }
+    }
+
+    /// The budget (what it holds, its rate).
+    pub fn budget(&self) -> &TokenBucket {
+        &self.bucket
+    }
+
+    /// Serve at `rate` from `now` on (tokens earned so far are kept; the burst keeps its length).
+    pub fn set_rate(&mut self, rate: Bitrate, now: Time) {
+        self.bucket
+            .set_upload(now.offset(), Some(rate), self.burst, 1);
+    }
+
+    /// How long `bytes` more, queued behind the current debt, would take to leave (`None`: never,
+    /// at a zero rate).
+    pub fn wait_for(&self, bytes: u64) -> Option<Duration> {
+        self.bucket.wait_for(bits(bytes))
     }
 
     /// Requests with `buffer_ms >= class` only spend tokens already in the bucket (they never take it
@@ -643,7 +574,7 @@ impl ServeQueue {
     /// Release what the budget allows now, in priority order, into `out`; expired requests (past their
     /// deadline) are dropped. Each costs what it was made ready with (a chunk's or a slice's bytes).
     pub fn release(&mut self, now: Time, out: &mut Vec<ServeRequest>) {
-        self.bucket.refill(now);
+        self.bucket.refill(now.offset());
         self.expired_to.clear();
         if self.held_expiry < now {
             self.held.retain(|r| r.deadline >= now);
@@ -667,18 +598,18 @@ impl ServeQueue {
             // it back when it leaves (`ready_bytes_stay_exact` checks it against a re-sum).
             self.give_back(removed);
         }
-        if !self.bucket.can_send() {
+        if !self.bucket.holds(0) {
             return;
         }
         // In release order already: serve from the front.
         let strict_from = self.strict_from;
         let mut front_moved = false;
-        while self.bucket.can_send() {
+        while self.bucket.holds(0) {
             let Some(mut r) = self.ready.pop_front() else {
                 break;
             };
             let b = r.cost;
-            if r.buffer_ms >= strict_from && self.bucket.tokens() < b as f64 {
+            if r.buffer_ms >= strict_from && !self.bucket.holds(bits(b.into())) {
                 self.ready.push_front(r);
                 break;
             }
@@ -686,7 +617,7 @@ impl ServeQueue {
             if r.buffer_ms < strict_from {
                 self.loose -= 1;
             }
-            self.bucket.take(b);
+            self.bucket.charge(bits(b.into()));
             self.give_back(b as u64);
             out.push(r);
             if r.parts > 0 {
@@ -723,9 +654,15 @@ impl ServeQueue {
         if self.ready.is_empty() {
             None
         } else if self.strict_need > 0 && self.loose == 0 {
-            Some(self.bucket.ready_for(now, self.strict_need).max(now))
+            // Tokens in hand only: never, if that is more than the burst.
+            let need = bits(self.strict_need.into());
+            let at = (need <= self.bucket.burst())
+                .then(|| self.bucket.holds_at(need))
+                .flatten();
+            Some(at.map_or(Time::MAX, Time::from_offset).max(now))
         } else {
-            Some(self.bucket.ready_at(now).max(now))
+            let at = self.bucket.holds_at(0);
+            Some(at.map_or(Time::MAX, Time::from_offset).max(now))
         }
     }
 
@@ -745,8 +682,12 @@ mod tests {
 
     #[test]
     fn a_masked_share_asks_only_its_slices_and_a_second_share_adds_to_the_first() {
-        let bucket = TokenBucket::new(800_000_000, Duration::from_millis(100), Time::ZERO);
-        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        let mut q = ServeQueue::new(
+            Bitrate::from_bps(800_000_000),
+            Duration::from_millis(100),
+            Time::ZERO,
+            Priority::BufferHealth,
+        );
         let part = |part, parts, mask| {
             ServeRequest::part(PeerId(1), 3, Time::from_millis(900), 100, part, parts)
                 .with_mask(mask)
@@ -770,36 +711,37 @@ mod tests {
     }
 
     #[test]
-    fn token_bucket_paces_and_repays_debt() {
-        // 8 Mbit/s = 1 MB/s, burst 100 ms = 100 kB.
-        let mut b = TokenBucket::new(8_000_000, Duration::from_millis(100), Time::ZERO);
-        assert!(b.can_send());
-        b.take(250_000);
-        assert_eq!(b.tokens(), -150_000.0, "a whole chunk is charged");
-        assert!(!b.can_send());
-        assert_eq!(b.ready_at(Time::ZERO), Time::from_millis(150));
-        b.refill(Time::from_millis(150));
-        assert!(b.can_send());
-        b.refill(Time::from_millis(10_000));
-        assert_eq!(b.tokens(), 100_000.0, "tokens capped at the burst");
-    }
-
-    #[test]
-    fn a_tiny_debt_waits_at_least_a_microsecond() {
-        let mut b = TokenBucket::new(52_965_097, Duration::from_millis(250), Time::ZERO);
-        b.take(b.tokens() as u32 + 6);
-        assert!(b.tokens() < 0.0 && b.tokens() > -7.0);
-        let at = b.ready_at(Time(1000));
+    fn a_tiny_debt_wakes_at_least_a_microsecond_later_and_is_repaid_then() {
+        let mut q = ServeQueue::new(
+            Bitrate::from_bps(52_965_097),
+            Duration::from_millis(250),
+            Time::ZERO,
+            Priority::BufferHealth,
+        );
+        // One byte past the burst: a debt of a few bits, a fraction of a microsecond to repay.
+        let burst_bytes = (q.budget().burst() / 8) as u32;
+        q.push_ready(req(1, 1, 5000, 0), burst_bytes + 1);
+        q.push_ready(req(2, 2, 5000, 0), 1000);
+        let mut out = vec![];
+        q.release(Time(1000), &mut out);
+        assert_eq!(out.len(), 1);
+        let debt = q.budget().units();
+        assert!((-16..0).contains(&debt), "{debt}");
+        let at = q.next_wake(Time(1000)).expect("a request is ready");
         assert!(at > Time(1000), "{at:?}");
-        b.refill(at);
-        assert!(b.can_send(), "the wake-up it asked for repays the debt");
+        q.release(at, &mut out);
+        assert_eq!(out.len(), 2, "the wake-up it asked for repays the debt");
     }
 
     #[test]
     fn low_buffer_health_is_served_first_within_the_budget() {
         // 1 MB/s, burst 100 kB; chunks are 100 kB: one release per 100 ms.
-        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(100), Time::ZERO);
-        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        let mut q = ServeQueue::new(
+            Bitrate::from_bps(8_000_000),
+            Duration::from_millis(100),
+            Time::ZERO,
+            Priority::BufferHealth,
+        );
         q.push_ready(req(1, 5, 5000, 3000), 100_000);
         q.push_ready(req(2, 5, 5000, 200), 100_000);
         q.push_ready(req(3, 5, 5000, 1500), 100_000);
@@ -820,8 +762,12 @@ mod tests {
 
     #[test]
     fn held_requests_become_ready_on_have_and_expire_at_deadline() {
-        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(500), Time::ZERO);
-        let mut q = ServeQueue::new(bucket, Priority::Deadline);
+        let mut q = ServeQueue::new(
+            Bitrate::from_bps(8_000_000),
+            Duration::from_millis(500),
+            Time::ZERO,
+            Priority::Deadline,
+        );
         assert!(q.push_held(req(1, 9, 1000, 0)));
         assert!(q.push_held(req(2, 9, 300, 0)));
         assert!(q.push_held(req(3, 10, 100, 0)));
@@ -841,14 +787,19 @@ mod tests {
     #[test]
     fn a_strict_class_never_takes_the_bucket_into_debt() {
         // 1 MB/s, burst 300 kB; chunks of 200 kB. Class 1 (fallbacks) waits for tokens in hand.
-        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(300), Time::ZERO);
-        let mut q = ServeQueue::new(bucket, Priority::BufferHealth).with_strict_class(1);
+        let mut q = ServeQueue::new(
+            Bitrate::from_bps(8_000_000),
+            Duration::from_millis(300),
+            Time::ZERO,
+            Priority::BufferHealth,
+        )
+        .with_strict_class(1);
         q.push_ready(req(1, 5, 5000, 1), 200_000);
         q.push_ready(req(2, 5, 5000, 1), 200_000);
         let mut out = vec![];
         q.release(Time::ZERO, &mut out);
         assert_eq!(out.len(), 1, "100 kB left: the second fallback waits");
-        assert_eq!(q.bucket.tokens(), 100_000.0);
+        assert_eq!(q.budget().units(), 800_000);
         assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(100)));
         // The feed (class 0) may still spend into debt at once.
         q.push_ready(req(3, 6, 5000, 0), 200_000);
@@ -857,13 +808,17 @@ mod tests {
         assert_eq!(q.next_wake(Time::ZERO), Some(Time::from_millis(300)));
         q.release(Time::from_millis(300), &mut out);
         assert_eq!(out.len(), 3, "paid from tokens in hand once they are back");
-        assert_eq!(q.bucket.tokens(), 0.0);
+        assert_eq!(q.budget().units(), 0);
     }
 
     #[test]
     fn a_held_slice_request_gets_each_slice_of_its_share_as_it_verifies() {
-        let bucket = TokenBucket::new(8_000_000, Duration::from_millis(500), Time::ZERO);
-        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        let mut q = ServeQueue::new(
+            Bitrate::from_bps(8_000_000),
+            Duration::from_millis(500),
+            Time::ZERO,
+            Priority::BufferHealth,
+        );
         let dl = Time::from_millis(5000);
         // Peer 1 wants the even slices of chunk 4, peer 2 the odd ones, peer 3 the whole chunk.
         assert!(q.push_held(ServeRequest::part(PeerId(1), 4, dl, 0, 0, 2)));
@@ -895,8 +850,12 @@ mod tests {
 
     #[test]
     fn held_requests_per_peer_are_bounded_and_cancel_works() {
-        let bucket = TokenBucket::new(1_000_000, Duration::from_millis(500), Time::ZERO);
-        let mut q = ServeQueue::new(bucket, Priority::BufferHealth);
+        let mut q = ServeQueue::new(
+            Bitrate::from_bps(1_000_000),
+            Duration::from_millis(500),
+            Time::ZERO,
+            Priority::BufferHealth,
+        );
         for s in 0..16 {
             assert!(q.push_held(req(1, s, 10_000, 0)));
         }
@@ -946,8 +905,12 @@ mod tests {
                 Priority::BufferHealth
             };
             let rate = [4_000_000u64, 40_000_000, 400_000_000][(seed / 2 % 3) as usize];
-            let bucket = TokenBucket::new(rate, Duration::from_millis(500), Time::ZERO);
-            let mut q = ServeQueue::new(bucket, priority);
+            let mut q = ServeQueue::new(
+                Bitrate::from_bps(rate),
+                Duration::from_millis(500),
+                Time::ZERO,
+                priority,
+            );
             if seed % 4 >= 2 {
                 q = q.with_strict_class(1);
             }

@@ -29,9 +29,7 @@ use crate::manifest::Verifier;
 use crate::picker::{Pick, PickSlot, Picker, SlotState};
 use crate::player::Player;
 use crate::scheduler::Scheduler;
-use crate::serve::{
-    Priority, ServeQueue, ServeRequest, TokenBucket, WHOLE, share_bytes, share_mask,
-};
+use crate::serve::{Priority, ServeQueue, ServeRequest, WHOLE, share_bytes, share_mask};
 use crate::slice::{
     Accepted, SliceAssembler, SliceOutboard, SliceProof, encode_slice, slice_count,
 };
@@ -218,11 +216,6 @@ impl std::fmt::Debug for Viewer {
 
 impl Viewer {
     pub fn new(id: PeerId, root: PeerId, verifier: Verifier, cfg: ViewerConfig, now: Time) -> Self {
-        let bucket = TokenBucket::new(
-            cfg.relay_budget.bps(),
-            cfg.chunk.max(Duration::from_millis(250)),
-            now,
-        );
         let window = cfg.window.max(8);
         Viewer {
             id,
@@ -236,7 +229,12 @@ impl Viewer {
             joined: None,
             newest: None,
             sched: Scheduler::new(),
-            serve: ServeQueue::new(bucket, Priority::BufferHealth),
+            serve: ServeQueue::new(
+                cfg.relay_budget,
+                cfg.chunk.max(Duration::from_millis(250)),
+                now,
+                Priority::BufferHealth,
+            ),
             player: Player::new(cfg.chunk, cfg.start_buffer, cfg.max_stall),
             picker: Picker {
                 urgent: cfg.urgent,
@@ -885,9 +883,8 @@ impl Viewer {
             };
             if self
                 .serve
-                .bucket
                 .wait_for(self.serve.backlog_bytes() + b as u64)
-                > Duration::from_millis(deadline_ms as u64)
+                .is_none_or(|w| w > Duration::from_millis(deadline_ms as u64))
             {
                 self.send(
                     from,

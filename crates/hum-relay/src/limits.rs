@@ -1,7 +1,12 @@
-//! Rate limits: the relay's one token bucket ([`TokenBucket`]), per connection with a strike
+//! Rate limits with Hum's one token bucket ([`TokenBucket`], from hum-budget), per connection with a strike
 //! count ([`RateLimiter`]: a client that keeps flooding after `rate_limited` is disconnected) and
 //! per source address ([`AddressLimiter`]: new accounts). Sans-IO: time is an input in
 //! milliseconds.
+
+use std::time::Duration;
+
+use hum_budget::TokenBucket;
+use hum_budget::bucket::EVENT;
 
 /// What to do with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,67 +19,16 @@ pub enum Verdict {
     Disconnect,
 }
 
-/// The relay's token bucket: `burst` tokens, refilled at one token per `refill_ms`
-/// milliseconds, time given in milliseconds. Used per connection (requests, in
-/// [`RateLimiter`]) and per source address (new accounts, in [`AddressLimiter`]).
-#[derive(Clone, Debug)]
-pub struct TokenBucket {
-    /// Milliseconds per token.
-    refill_ms: f64,
-    burst: f64,
-    tokens: f64,
-    last_ms: u64,
+/// Milliseconds as the offset [`TokenBucket`] counts time in.
+fn at(now_ms: u64) -> Duration {
+    Duration::from_millis(now_ms)
 }
 
-impl TokenBucket {
-    /// A full bucket at `now_ms`.
-    pub fn new(refill_ms: f64, burst: u32, now_ms: u64) -> Self {
-        let burst = f64::from(burst.max(1));
-        TokenBucket {
-            refill_ms: refill_ms.max(f64::MIN_POSITIVE),
-            burst,
-            tokens: burst,
-            last_ms: now_ms,
-        }
-    }
-
-    /// `per_sec` tokens per second.
-    pub fn per_second(per_sec: u32, burst: u32, now_ms: u64) -> Self {
-        TokenBucket::new(1000.0 / f64::from(per_sec.max(1)), burst, now_ms)
-    }
-
-    fn refill(&mut self, now_ms: u64) {
-        let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
-        self.last_ms = self.last_ms.max(now_ms);
-        self.tokens = (self.tokens + elapsed / self.refill_ms).min(self.burst);
-    }
-
-    /// Take a token if there is one.
-    pub fn try_take(&mut self, now_ms: u64) -> bool {
-        self.refill(now_ms);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Milliseconds until a token is available (0: now).
-    pub fn wait_ms(&mut self, now_ms: u64) -> u64 {
-        self.refill(now_ms);
-        if self.tokens >= 1.0 {
-            0
-        } else {
-            ((1.0 - self.tokens) * self.refill_ms).ceil() as u64
-        }
-    }
-
-    /// Full again at `now_ms` (holds no information worth keeping).
-    pub fn is_full(&mut self, now_ms: u64) -> bool {
-        self.refill(now_ms);
-        self.tokens >= self.burst
-    }
+/// Milliseconds until `bucket` holds one more event (0: now), rounded up.
+fn wait_ms(bucket: &TokenBucket) -> u64 {
+    bucket
+        .wait_for(EVENT)
+        .map_or(u64::MAX, |w| w.as_nanos().div_ceil(1_000_000) as u64)
 }
 
 /// A [`TokenBucket`] of requests per connection, plus a strike count so a client that keeps
@@ -91,14 +45,18 @@ impl RateLimiter {
     /// slowing down enough to earn a token, [`Verdict::Disconnect`].
     pub fn new(rate_per_sec: u32, burst: u32, max_strikes: u32, now_ms: u64) -> Self {
         RateLimiter {
-            bucket: TokenBucket::per_second(rate_per_sec, burst, now_ms),
+            bucket: TokenBucket::per_interval(
+                at(now_ms),
+                Duration::from_secs(1) / rate_per_sec.max(1),
+                burst,
+            ),
             strikes: 0,
             max_strikes,
         }
     }
 
     pub fn check(&mut self, now_ms: u64) -> Verdict {
-        if self.bucket.try_take(now_ms) {
+        if self.bucket.try_take(at(now_ms), EVENT) {
             self.strikes = 0;
             Verdict::Allow
         } else {
@@ -146,7 +104,7 @@ impl SourceKey {
 /// relay's memory growing).
 #[derive(Clone, Debug)]
 pub struct AddressLimiter {
-    refill_ms: f64,
+    interval: Duration,
     burst: u32,
     max_entries: usize,
     buckets: std::collections::BTreeMap<SourceKey, TokenBucket>,
@@ -156,7 +114,7 @@ impl AddressLimiter {
     /// `per_hour` tokens an hour per address, `burst` at once.
     pub fn per_hour(per_hour: u32, burst: u32, max_entries: usize) -> Self {
         AddressLimiter {
-            refill_ms: 3_600_000.0 / f64::from(per_hour.max(1)),
+            interval: Duration::from_secs(3600) / per_hour.max(1),
             burst,
             max_entries: max_entries.max(1),
             buckets: std::collections::BTreeMap::new(),
@@ -166,7 +124,7 @@ impl AddressLimiter {
     /// Take a token for `key`; `Err(ms)` says how long until one is available.
     pub fn try_take(&mut self, key: SourceKey, now_ms: u64) -> Result<(), u64> {
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_entries {
-            self.buckets.retain(|_, b| !b.is_full(now_ms));
+            self.buckets.retain(|_, b| !b.is_full(at(now_ms)));
             if self.buckets.len() >= self.max_entries {
                 let drop: Vec<SourceKey> = self
                     .buckets
@@ -182,11 +140,11 @@ impl AddressLimiter {
         let bucket = self
             .buckets
             .entry(key)
-            .or_insert_with(|| TokenBucket::new(self.refill_ms, self.burst, now_ms));
-        if bucket.try_take(now_ms) {
+            .or_insert_with(|| TokenBucket::per_interval(at(now_ms), self.interval, self.burst));
+        if bucket.try_take(at(now_ms), EVENT) {
             Ok(())
         } else {
-            Err(bucket.wait_ms(now_ms))
+            Err(wait_ms(bucket))
         }
     }
 
