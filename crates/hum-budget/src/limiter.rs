@@ -166,6 +166,50 @@ impl UploadLimiter {
     pub fn stats(&self) -> LimiterStats {
         self.stats
     }
+
+    // The relay class as a budget a serve queue spends step by step (the livestream mesh orders
+    // and drops its requests itself): bytes may go when both buckets hold them; a whole chunk may
+    // take both into debt, so the long-run relay rate stays within its cap and what own sending
+    // leaves of the total.
+
+    /// Earn what the time up to `now` is worth, in both buckets.
+    pub fn refill(&mut self, now: Instant) {
+        let t = self.at(now);
+        self.total.refill(t);
+        self.relay.refill(t);
+    }
+
+    /// Do both buckets hold `bytes` (`relay_holds(0)`: neither is in debt)? Never at a zero rate.
+    pub fn relay_holds(&self, bytes: u64) -> bool {
+        let need = bits(bytes);
+        self.total.holds(need) && self.relay.holds(need)
+    }
+
+    /// Charge `bytes` of relaying that is being sent. The relay bucket's debt is not forgiven
+    /// (relaying must never exceed its cap); the total's is, as for own sending.
+    pub fn relay_charge(&mut self, bytes: u64) {
+        charge(&mut self.total, bytes);
+        self.relay.charge(bits(bytes));
+        self.stats.relay_bytes += bytes;
+    }
+
+    /// When `relay_holds(bytes)` will be true with no further charges (`None`: never).
+    pub fn relay_holds_at(&self, bytes: u64) -> Option<Instant> {
+        let need = bits(bytes);
+        let at = self.total.holds_at(need)?.max(self.relay.holds_at(need)?);
+        Some(self.origin + at)
+    }
+
+    /// How long until `relay_holds(bytes)`, from the last refill (`None`: never).
+    pub fn relay_wait_for(&self, bytes: u64) -> Option<Duration> {
+        let need = bits(bytes);
+        Some(self.total.wait_for(need)?.max(self.relay.wait_for(need)?))
+    }
+
+    /// The most both buckets can hold at once, in bytes.
+    pub fn relay_burst_bytes(&self) -> u64 {
+        self.total.burst().min(self.relay.burst()) / 8
+    }
 }
 
 fn charge(bucket: &mut TokenBucket, bytes: u64) {
@@ -275,6 +319,63 @@ mod tests {
         let s = run(&mut l, t1, 5, Bitrate::from_mbps(6), 1_200);
         assert!(s.own_bytes as f64 * 8.0 / 5.0 > 5.9e6);
         assert!(s.relay_bytes <= 64 * 12_500, "relay {}", s.relay_bytes);
+    }
+
+    #[test]
+    fn a_serve_queue_spending_the_relay_class_shares_the_total_with_own_sending() {
+        // 5 Mbps total, relay cap 4, own sends 3: a queue releasing 50 kB chunks whenever
+        // neither bucket is in debt gets the 2 left, and never more than its cap alone.
+        let t0 = Instant::now();
+        let mut l = UploadLimiter::new(
+            t0,
+            LimiterConfig::default(),
+            Some(Bitrate::from_mbps(5)),
+            Bitrate::from_mbps(4),
+        );
+        let (mut relayed, mut now) = (0u64, t0);
+        let mut next_own = t0;
+        let end = t0 + Duration::from_secs(10);
+        while now < end {
+            while next_own <= now {
+                l.on_own_sent(next_own, 1_200);
+                next_own += Duration::from_nanos(1_200 * 8 * 1_000_000_000 / 3_000_000);
+            }
+            l.refill(now);
+            if l.relay_holds(0) {
+                l.relay_charge(50_000);
+                relayed += 50_000;
+            }
+            let at = l.relay_holds_at(0).expect("nonzero rates");
+            now = at
+                .max(now)
+                .min(next_own)
+                .max(now + Duration::from_micros(1));
+        }
+        let rate = relayed as f64 * 8.0 / 10.0;
+        assert!((1.8e6..=2.1e6).contains(&rate), "relay {rate}");
+        assert_eq!(l.stats().relay_bytes, relayed);
+        // Alone, it is held to the cap.
+        l.set_rates(end, Some(Bitrate::from_mbps(100)), Bitrate::from_mbps(4));
+        let (start, mut now, mut alone) = (end, end, 0u64);
+        while now < start + Duration::from_secs(10) {
+            l.refill(now);
+            if l.relay_holds(0) {
+                l.relay_charge(50_000);
+                alone += 50_000;
+            }
+            now = l
+                .relay_holds_at(0)
+                .expect("nonzero rates")
+                .max(now + Duration::from_micros(1));
+        }
+        let rate = alone as f64 * 8.0 / 10.0;
+        assert!((3.9e6..=4.1e6).contains(&rate), "alone {rate}");
+        // Relay turned off: nothing is held, ever.
+        l.set_rates(now, Some(Bitrate::from_mbps(100)), Bitrate::ZERO);
+        l.refill(now + Duration::from_secs(1));
+        assert!(!l.relay_holds(0));
+        assert_eq!(l.relay_holds_at(0), None);
+        assert_eq!(l.relay_wait_for(0), None);
     }
 
     #[test]

@@ -522,6 +522,8 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
         stream,
         WatchOptions {
             relay: Bitrate::from_kbps(args.relay_kbps),
+            // No bandwidth service in the CLI: `--relay-kbps` is the relay's own bucket.
+            upload: None,
             bind: vec![args.bind.clone()],
             corrupt: args.corrupt,
             played: played_tx,

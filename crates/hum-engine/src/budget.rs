@@ -6,8 +6,9 @@
 //!   [`BudgetService::set_settings`], runs [`BudgetService::run_bandwidth_test`], and listens to
 //!   [`BudgetService::subscribe`] for [`BudgetEvent`]s ("Reduced relay to protect your
 //!   connection", ...).
-//! - The mesh awaits [`BudgetService::relay_admit`] before every relay upload and reports its own
-//!   sending with [`BudgetService::own_sent`].
+//! - A livestream viewer's serve queue spends [`BudgetService::relay_budget`] (the limiter's relay
+//!   class); [`BudgetService::relay_admit`] waits for room for any other relay upload; own media
+//!   is reported with [`BudgetService::own_sent`].
 //! - RTT probes go through an [`RttProber`]: UDP echo ([`UdpEchoProber`]) or TCP connect time
 //!   ([`TcpConnectProber`], which works against any game server with a TCP port: a SYN-ACK or a
 //!   RST both take one round trip through the same uplink queue).
@@ -57,6 +58,61 @@ pub enum BudgetEvent {
     BandwidthTestFailed(String),
     /// A listed game started (`Some(name)`) or stopped (`None`).
     GameRunning(Option<String>),
+}
+
+/// See [`BudgetService::relay_budget`].
+#[derive(Clone)]
+pub struct RelayBudget {
+    service: BudgetService,
+    origin: Instant,
+}
+
+impl std::fmt::Debug for RelayBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.service.lock();
+        f.debug_struct("RelayBudget")
+            .field("relay_rate", &inner.limiter.relay_rate())
+            .field("total_rate", &inner.limiter.total_rate())
+            .finish()
+    }
+}
+
+impl RelayBudget {
+    fn instant(&self, t: hum_mesh::Time) -> Instant {
+        self.origin + t.offset()
+    }
+}
+
+impl hum_mesh::serve::UploadBudget for RelayBudget {
+    fn refill(&mut self, now: hum_mesh::Time) {
+        let now = self.instant(now);
+        self.service.lock().limiter.refill(now);
+    }
+    fn holds(&self, bytes: u64) -> bool {
+        self.service.lock().limiter.relay_holds(bytes)
+    }
+    fn charge(&mut self, bytes: u64) {
+        let mut inner = self.service.lock();
+        inner.limiter.relay_charge(bytes);
+        inner.throttler.on_relay_sent(bytes);
+    }
+    fn holds_at(&self, bytes: u64) -> Option<hum_mesh::Time> {
+        let at = self.service.lock().limiter.relay_holds_at(bytes)?;
+        Some(hum_mesh::Time::from_offset(
+            at.saturating_duration_since(self.origin),
+        ))
+    }
+    fn wait_for(&self, bytes: u64) -> Option<Duration> {
+        self.service.lock().limiter.relay_wait_for(bytes)
+    }
+    fn burst_bytes(&self) -> u64 {
+        self.service.lock().limiter.relay_burst_bytes()
+    }
+    /// The service owns the rate (settings and throttler): a queue's own idea of it is ignored.
+    fn set_rate(&mut self, _rate: Bitrate, _now: hum_mesh::Time) {}
+    fn clone_box(&self) -> Box<dyn hum_mesh::serve::UploadBudget> {
+        Box::new(self.clone())
+    }
 }
 
 /// Measures one round trip. Implementations must not hold locks across the await.
@@ -273,6 +329,14 @@ pub struct BudgetService {
     stop: Arc<Notify>,
 }
 
+impl std::fmt::Debug for BudgetService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetService")
+            .field("relay_cap", &self.relay_cap())
+            .finish()
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -403,6 +467,17 @@ impl BudgetService {
                 }
                 Admit::Blocked => notified.await,
             }
+        }
+    }
+
+    /// The relay class as a livestream serve queue's budget: a viewer relaying chunks spends from
+    /// this service's limiter (the one bucket for everything the client sends, own media first;
+    /// the relay cap follows the settings and the throttler). `origin` is the instant the mesh's
+    /// clock (`hum_mesh::Time`) counts from.
+    pub fn relay_budget(&self, origin: Instant) -> RelayBudget {
+        RelayBudget {
+            service: self.clone(),
+            origin,
         }
     }
 

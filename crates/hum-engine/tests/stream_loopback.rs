@@ -6,6 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hum_engine::budget::model::{
+    BandwidthSettings, RelayContribution, ReservedUpload, TotalUpload,
+};
+use hum_engine::budget::{BudgetConfig, BudgetEvent, BudgetService, UdpEchoProber};
 use hum_engine::stream::source::{SourceConfig, StreamEncoder};
 use hum_engine::stream::{Command, NodeConfig, NodeHandle, NodeReport, spawn_root, spawn_viewer};
 use hum_mesh::Layer;
@@ -21,6 +25,7 @@ fn cfg(source: &SourceConfig, budget: Bitrate, corrupt: bool) -> NodeConfig {
         stream_rate: source.planned_rate(),
         chunk: source.chunk,
         relay_budget: budget,
+        upload: None,
         started_ms: hum_engine::stream::node::unix_ms(),
         corrupt,
         root_url: None,
@@ -30,6 +35,15 @@ fn cfg(source: &SourceConfig, budget: Bitrate, corrupt: bool) -> NodeConfig {
 
 /// Runs one root and `viewers` (budget, corrupt) for `chunks` chunks; returns their final reports.
 async fn run(viewers: &[(Bitrate, bool)], chunks: u64) -> (NodeReport, Vec<NodeReport>) {
+    run_with(viewers, chunks, &[]).await
+}
+
+/// [`run`], viewer `i` relaying from `upload[i]` (a bandwidth service) when there is one.
+async fn run_with(
+    viewers: &[(Bitrate, bool)],
+    chunks: u64,
+    upload: &[Option<BudgetService>],
+) -> (NodeReport, Vec<NodeReport>) {
     let source = SourceConfig {
         width: 160,
         height: 96,
@@ -65,8 +79,9 @@ async fn run(viewers: &[(Bitrate, bool)], chunks: u64) -> (NodeReport, Vec<NodeR
     let mut order = Vec::new();
     for (i, &(budget, corrupt)) in viewers.iter().enumerate() {
         let me = UserId([10 + i as u8; 32]);
-        let v = spawn_viewer(me, streamer, cfg(&source, budget, corrupt), tagged(me))
-            .expect("valid stream key");
+        let mut c = cfg(&source, budget, corrupt);
+        c.upload = upload.get(i).cloned().flatten();
+        let v = spawn_viewer(me, streamer, c, tagged(me)).expect("valid stream key");
         nodes.insert(me, v);
         order.push(me);
     }
@@ -162,5 +177,87 @@ async fn a_relay_serving_corrupt_chunks_is_banned_and_nothing_corrupt_plays() {
             v.banned.iter().all(|b| *b == bad),
             "an honest peer was banned: {v:?}"
         );
+    }
+}
+
+/// A bandwidth service with `relay` as the relay setting (10 Mbit/s total, 2 reserved), its
+/// throttler warmed up on a real UDP echo so relaying may start.
+async fn budget(relay: RelayContribution) -> BudgetService {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let echo = sock.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    let prober = UdpEchoProber::connect(echo, Duration::from_secs(1))
+        .await
+        .expect("prober");
+    let mut config = BudgetConfig::new(BandwidthSettings {
+        total_upload: TotalUpload::Manual {
+            rate: Bitrate::from_mbps(10),
+        },
+        reserved: ReservedUpload::Manual {
+            rate: Bitrate::from_mbps(2),
+        },
+        relay,
+        ..BandwidthSettings::default()
+    });
+    config.relay_prober = Some(std::sync::Arc::new(prober));
+    config.system_sample_every = None;
+    let service = BudgetService::spawn(config);
+    if relay != RelayContribution::Off {
+        let mut events = service.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while service.relay_cap() == Bitrate::ZERO {
+                if let Ok(BudgetEvent::RelayCap { .. }) = events.recv().await {}
+            }
+        })
+        .await
+        .expect("the throttler lets relaying start");
+    }
+    service
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_relays_only_what_the_bandwidth_service_admits() {
+    // All three tell the tracker they relay 4 Mbit/s; only the first one's settings let it.
+    let on = budget(RelayContribution::High).await;
+    let off = [
+        budget(RelayContribution::Off).await,
+        budget(RelayContribution::Off).await,
+    ];
+    let strong = Bitrate::from_mbps(4);
+    let upload = [Some(on.clone()), Some(off[0].clone()), Some(off[1].clone())];
+    let (_, viewers) = run_with(&[(strong, false); 3], 40, &upload).await;
+    for (i, v) in viewers.iter().enumerate() {
+        assert!(v.started, "viewer {i} never started: {v:?}");
+        assert!(v.played >= 10, "viewer {i} played {}: {v:?}", v.played);
+        assert_eq!(v.played_verified, v.played, "viewer {i}: {v:?}");
+    }
+    // Relay off in the settings: not one chunk left those two, whatever the tracker asked.
+    for (i, s) in off.iter().enumerate() {
+        assert_eq!(
+            viewers[i + 1].chunks_sent,
+            0,
+            "viewer {}: {:?}",
+            i + 1,
+            viewers[i + 1]
+        );
+        assert_eq!(s.limiter_stats().relay_bytes, 0);
+    }
+    // What the first relayed was charged to its service's limiter, within its cap.
+    let relayed = on.limiter_stats().relay_bytes;
+    assert!(viewers[0].chunks_sent > 0, "{:?}", viewers[0]);
+    assert!(
+        relayed > 0 && relayed <= viewers[0].bytes_sent_data,
+        "{relayed} {:?}",
+        viewers[0]
+    );
+    for s in off.iter().chain([&on]) {
+        s.shutdown();
     }
 }

@@ -215,6 +215,14 @@ impl std::fmt::Debug for Viewer {
 }
 
 impl Viewer {
+    /// Relay from `budget` (in the app: the bandwidth service's limiter, shared with everything
+    /// else the client sends) instead of a bucket of its own at `relay_budget`. Before any request
+    /// is queued.
+    pub fn with_upload_budget(mut self, budget: Box<dyn crate::serve::UploadBudget>) -> Self {
+        self.serve = ServeQueue::with_budget(budget, Priority::BufferHealth);
+        self
+    }
+
     pub fn new(id: PeerId, root: PeerId, verifier: Verifier, cfg: ViewerConfig, now: Time) -> Self {
         let window = cfg.window.max(8);
         Viewer {

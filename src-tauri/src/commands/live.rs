@@ -548,6 +548,8 @@ pub async fn live_watch(
         StreamId(stream),
         WatchOptions {
             relay: Bitrate::from_bps(budget),
+            // Relaying spends the bandwidth service's limiter (own media first, the throttler's cap).
+            upload: super::budget::service(&state),
             bind: vec!["0.0.0.0:0".into()],
             corrupt: false,
             played: Some(played_tx),

@@ -75,6 +75,10 @@ pub struct NodeConfig {
     pub chunk: Duration,
     /// Upload this node gives to relaying (a viewer's setting; the root's global cap).
     pub relay_budget: Bitrate,
+    /// Viewer: relay from the bandwidth service's limiter (the one bucket for everything the
+    /// client sends, its relay cap following the settings and the throttler) instead of a bucket
+    /// of its own at `relay_budget` (which is still what the tracker is told).
+    pub upload: Option<crate::budget::BudgetService>,
     /// Unix ms of the stream's media time 0 (for lag).
     pub started_ms: u64,
     /// Tests only: serve every chunk with its payload altered (a hostile relay).
@@ -331,6 +335,23 @@ pub fn spawn_root(
     )
 }
 
+/// A mesh viewer of `layer` (at `rate`), relaying from the bandwidth service when there is one.
+fn new_viewer(
+    cfg: &NodeConfig,
+    layer: Layer,
+    rate: Bitrate,
+    key: ed25519_dalek::VerifyingKey,
+    start: Instant,
+    now: Time,
+) -> Viewer {
+    let vc = ViewerConfig::new(layer, rate, cfg.chunk, cfg.relay_budget);
+    let viewer = Viewer::new(PeerId(1), ROOT, Verifier::new(key), vc, now);
+    match &cfg.upload {
+        Some(service) => viewer.with_upload_budget(Box::new(service.relay_budget(start))),
+        None => viewer,
+    }
+}
+
 /// Start a viewer of `streamer`'s stream (whose key verifies every chunk).
 pub fn spawn_viewer(
     me: UserId,
@@ -341,8 +362,7 @@ pub fn spawn_viewer(
     let key = ed25519_dalek::VerifyingKey::from_bytes(&streamer.0)
         .map_err(|_| super::StreamError::BadStreamKey)?;
     let start = Instant::now();
-    let vc = ViewerConfig::new(cfg.layer, cfg.stream_rate, cfg.chunk, cfg.relay_budget);
-    let viewer = Viewer::new(PeerId(1), ROOT, Verifier::new(key), vc, Time::ZERO);
+    let viewer = new_viewer(&cfg, cfg.layer, cfg.stream_rate, key, start, Time::ZERO);
     let machine = Machine::Viewer {
         viewer: Box::new(viewer),
         layer: cfg.layer,
@@ -371,7 +391,10 @@ pub fn spawn_recording(
     let od = OnDemand::new(
         ROOT,
         Verifier::new(key),
-        OnDemandConfig::new(cfg.layer, chunks, seed),
+        OnDemandConfig {
+            chunk: cfg.chunk,
+            ..OnDemandConfig::new(cfg.layer, chunks, seed)
+        },
         Time::ZERO,
     );
     let machine = Machine::OnDemand {
@@ -570,10 +593,9 @@ impl Node {
                     if layer == *cur {
                         *next = None;
                     } else {
-                        let vc = ViewerConfig::new(layer, rate, cfg.chunk, cfg.relay_budget);
                         let key = ed25519_dalek::VerifyingKey::from_bytes(&self.users[&ROOT].0);
                         if let Ok(key) = key {
-                            let v = Viewer::new(PeerId(1), ROOT, Verifier::new(key), vc, now);
+                            let v = new_viewer(cfg, layer, rate, key, self.start, now);
                             *next = Some((layer, Box::new(v), false));
                         }
                     }
@@ -1126,16 +1148,18 @@ impl Node {
     async fn event(&mut self, ev: MeshEvent, from: Layer) {
         let streamer = self.users[&ROOT];
         match ev {
-            MeshEvent::Started { .. } => {
+            MeshEvent::Started { at, .. } => {
                 if self.report.started {
                     return;
                 }
                 self.report.started = true;
-                if let Machine::Viewer {
-                    joined_at: Some(j), ..
-                } = &self.machine
-                {
-                    self.report.startup_ms = Some(j.elapsed().as_millis() as u64);
+                match &self.machine {
+                    Machine::Viewer {
+                        joined_at: Some(j), ..
+                    } => self.report.startup_ms = Some(j.elapsed().as_millis() as u64),
+                    // A recording's node starts when it joins: from then to the first chunk.
+                    Machine::OnDemand { .. } => self.report.startup_ms = Some(at.micros() / 1000),
+                    _ => {}
                 }
             }
             MeshEvent::Played { seq, .. } | MeshEvent::Skipped { seq, .. }

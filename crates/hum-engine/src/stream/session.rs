@@ -355,6 +355,7 @@ impl LiveSession {
                 stream_rate: total,
                 chunk: source.chunk,
                 relay_budget: Bitrate::ZERO,
+                upload: None,
                 started_ms,
                 corrupt: false,
                 root_url: Some(url),
@@ -437,6 +438,9 @@ impl LiveSession {
 pub struct WatchOptions {
     /// Upload given to relaying the stream to other viewers (0: none).
     pub relay: Bitrate,
+    /// Relay from the bandwidth service's limiter (the app) instead of a bucket at `relay` (the
+    /// CLI, which has no service).
+    pub upload: Option<crate::budget::BudgetService>,
     pub bind: Vec<String>,
     /// Tests only: serve every chunk with its payload altered.
     pub corrupt: bool,
@@ -599,6 +603,7 @@ impl WatchSession {
                 stream_rate: watch.bitrate,
                 chunk: Duration::from_millis(u64::from(info.chunk_ms)),
                 relay_budget: opts.relay,
+                upload: opts.upload,
                 started_ms: info.started_ms,
                 corrupt: opts.corrupt,
                 root_url: Some(url),
@@ -726,6 +731,7 @@ impl RecordingSession {
                 stream_rate: info.bitrate,
                 chunk: Duration::from_millis(u64::from(info.chunk_ms.max(1))),
                 relay_budget: opts.relay,
+                upload: None,
                 started_ms: info.started_ms,
                 corrupt: opts.corrupt,
                 root_url: Some(mesh_url(relay_url, &ticket)),
