@@ -433,6 +433,24 @@ impl LiveSession {
     }
 }
 
+/// The bandwidth service's next event (never, without a service or once it is gone).
+async fn next_budget_event(
+    rx: &mut Option<tokio::sync::broadcast::Receiver<crate::budget::BudgetEvent>>,
+) -> crate::budget::BudgetEvent {
+    use tokio::sync::broadcast::error::RecvError;
+    if let Some(r) = rx {
+        loop {
+            match r.recv().await {
+                Ok(ev) => return ev,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+    *rx = None;
+    std::future::pending().await
+}
+
 /// How a viewer watches.
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -523,10 +541,21 @@ impl Switch {
         }
     }
 
-    /// Auto quality: follows the player's stalls and skips (each report change) between `cap`
-    /// and the layers below it.
-    fn auto(self, cap: StreamLayerName) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+    /// Steers the layer between `cap` and the layers below it: with `auto`, by the player's
+    /// stalls and skips (each report change); with a bandwidth service, one layer down each time
+    /// its throttler asks to lower the viewing layer (auto quality probes back up later; a fixed
+    /// quality stays down until the user picks again). `None` when there is nothing to follow.
+    fn steer(
+        self,
+        cap: StreamLayerName,
+        auto: bool,
+        budget: Option<crate::budget::BudgetService>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !auto && budget.is_none() {
+            return None;
+        }
+        let mut budget_events = budget.map(|b| b.subscribe());
+        Some(tokio::spawn(async move {
             let layers: Vec<Layer> = stream_layers(&self.info)
                 .iter()
                 .filter(|l| l.layer >= cap)
@@ -538,22 +567,38 @@ impl Switch {
             let mut reports = self.node.report_watch();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
+                let mut asked = false;
                 tokio::select! {
-                    r = reports.changed() => if r.is_err() { return },
-                    _ = tick.tick() => {}
+                    r = reports.changed(), if auto => if r.is_err() { return },
+                    _ = tick.tick(), if auto => {}
+                    ev = next_budget_event(&mut budget_events) => {
+                        asked = matches!(ev, crate::budget::BudgetEvent::LowerViewingLayer { .. });
+                    }
                 }
-                let trouble = {
-                    let r = reports.borrow_and_update();
-                    r.stalled + r.skipped
+                let pick = if asked {
+                    q.lower(start.elapsed())
+                } else if auto {
+                    let trouble = {
+                        let r = reports.borrow_and_update();
+                        r.stalled + r.skipped
+                    };
+                    q.update(start.elapsed(), trouble)
+                } else {
+                    None
                 };
-                if let Some(l) = q.update(start.elapsed(), trouble) {
-                    tracing::info!(stream = %self.info.id, "auto quality: {}", super::node::layer_name(l));
+                if let Some(l) = pick {
+                    let why = if asked {
+                        "protecting the connection"
+                    } else {
+                        "auto quality"
+                    };
+                    tracing::info!(stream = %self.info.id, "{why}: {}", super::node::layer_name(l));
                     if let Err(e) = self.to(l).await {
-                        tracing::warn!("auto quality switch: {e}");
+                        tracing::warn!("{why}: switch: {e}");
                     }
                 }
             }
-        })
+        }))
     }
 }
 
@@ -603,7 +648,7 @@ impl WatchSession {
                 stream_rate: watch.bitrate,
                 chunk: Duration::from_millis(u64::from(info.chunk_ms)),
                 relay_budget: opts.relay,
-                upload: opts.upload,
+                upload: opts.upload.clone(),
                 started_ms: info.started_ms,
                 corrupt: opts.corrupt,
                 root_url: Some(url),
@@ -626,7 +671,7 @@ impl WatchSession {
             layer: Arc::new(std::sync::Mutex::new(watch.layer.mesh())),
         };
         let m = Member::start(client, info, node, events, sig_rx, viewers);
-        let auto = opts.auto.then(|| switch.clone().auto(want));
+        let auto = switch.clone().steer(want, opts.auto, opts.upload);
         Ok(WatchSession { m, switch, auto })
     }
 

@@ -197,19 +197,10 @@ impl AutoQuality {
         if new > 0 {
             self.clean_since = now;
         }
-        if self.trouble.len() >= Self::DOWN_AFTER && self.at + 1 < self.layers.len() {
-            // A step up that did not hold: wait longer before the next probe.
-            if self
-                .stepped_up
-                .is_some_and(|t| now.saturating_sub(t) < Self::UP_AFTER)
-            {
-                self.up_wait = (self.up_wait * 2).min(Self::UP_MAX);
-            }
-            self.stepped_up = None;
-            self.at += 1;
-            self.trouble.clear();
-            self.clean_since = now;
-            return Some(self.layer());
+        if self.trouble.len() >= Self::DOWN_AFTER
+            && let Some(l) = self.step_down(now)
+        {
+            return Some(l);
         }
         if self.at > self.best && now.saturating_sub(self.clean_since) >= self.up_wait {
             self.at -= 1;
@@ -218,6 +209,30 @@ impl AutoQuality {
             return Some(self.layer());
         }
         None
+    }
+
+    /// The bandwidth service asks to lower the viewing layer (even relaying nothing does not
+    /// keep the game's ping down): one layer down now, like a step down on stalls.
+    pub fn lower(&mut self, now: Duration) -> Option<Layer> {
+        self.step_down(now)
+    }
+
+    fn step_down(&mut self, now: Duration) -> Option<Layer> {
+        if self.at + 1 >= self.layers.len() {
+            return None;
+        }
+        // A step up that did not hold: wait longer before the next probe.
+        if self
+            .stepped_up
+            .is_some_and(|t| now.saturating_sub(t) < Self::UP_AFTER)
+        {
+            self.up_wait = (self.up_wait * 2).min(Self::UP_MAX);
+        }
+        self.stepped_up = None;
+        self.at += 1;
+        self.trouble.clear();
+        self.clean_since = now;
+        Some(self.layer())
     }
 }
 
@@ -393,6 +408,25 @@ mod tests {
         assert_eq!(q.layer(), Layer::Audio);
         assert_eq!(q.update(s(100), 10), Some(Layer::Low));
         assert_eq!(q.update(s(1000), 10), None);
+        assert_eq!(q.layer(), Layer::Low);
+    }
+
+    #[test]
+    fn the_bandwidth_service_lowers_the_layer_one_step_at_a_time() {
+        let layers = vec![Layer::High, Layer::Medium, Layer::Low];
+        let s = |x: u64| Duration::from_secs(x);
+        let mut q = AutoQuality::new(layers, Layer::High, s(0));
+        assert_eq!(q.lower(s(1)), Some(Layer::Medium));
+        // No stall since: back up after the usual 30 s...
+        assert_eq!(q.update(s(30), 0), None);
+        assert_eq!(q.update(s(31), 0), Some(Layer::High));
+        // ... and asked again soon after: down, and the next probe waits twice as long.
+        assert_eq!(q.lower(s(40)), Some(Layer::Medium));
+        assert_eq!(q.update(s(71), 0), None);
+        assert_eq!(q.update(s(100), 0), Some(Layer::High));
+        assert_eq!(q.lower(s(200)), Some(Layer::Medium));
+        assert_eq!(q.lower(s(201)), Some(Layer::Low));
+        assert_eq!(q.lower(s(202)), None, "nothing below the lowest layer");
         assert_eq!(q.layer(), Layer::Low);
     }
 }
