@@ -713,6 +713,7 @@ impl Node {
     }
 
     async fn on_signal(&mut self, now: Time, from: UserId, signal: MeshSignal) {
+        tracing::debug!(%from, offer = matches!(signal, MeshSignal::Offer { .. }), answer = matches!(signal, MeshSignal::Answer { .. }), "mesh signal");
         match signal {
             MeshSignal::Offer { sdp } => {
                 if self.offered.get(&from) == Some(&true) && self.me < from {
@@ -921,6 +922,7 @@ impl Node {
         let now = self.now();
         match ev {
             LinkEvent::Open { user } => {
+                tracing::debug!(%user, "mesh link open");
                 if self.users.get(&ROOT) != Some(&user)
                     && matches!(self.machine, Machine::OnDemand { .. })
                 {
@@ -931,6 +933,7 @@ impl Node {
                 }
             }
             LinkEvent::Closed { user } => {
+                tracing::debug!(%user, "mesh link closed");
                 if let Some(&p) = self.ids.get(&user) {
                     match &mut self.machine {
                         Machine::Root { seed, .. } => seed.peer_gone(p),

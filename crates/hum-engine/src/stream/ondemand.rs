@@ -11,9 +11,14 @@
 //!   known to hold it), ties broken by a per-viewer seeded order, so viewers who start together
 //!   fetch different chunks and then swap them.
 //! - **From whom**: a peer that announced the chunk (up to `peer_inflight` requests each, the
-//!   least loaded first); the root only for chunks no peer holds, the playhead's next chunks, or
-//!   chunks a peer failed to deliver in time (up to `root_inflight`), so the relay's egress falls
-//!   as viewers hold more of the recording.
+//!   least loaded first), whenever; the root (up to `root_inflight`) only for chunks playback
+//!   needs soon that no peer with room holds: the playhead's next chunk, and chunks due within
+//!   `root_lookahead` of the playback clock (chunk `k` is due `k` chunk durations after the
+//!   viewer joined). So the relay's store sends about one copy of the recording at the playing
+//!   pace to the swarm's frontmost viewer, and the viewers behind it fetch from each other what
+//!   the ones ahead hold. (Before that rule the root served any chunk no peer had announced:
+//!   over loopback a joiner fetched the whole recording from the root before its peer links had
+//!   opened, and peers carried nothing.)
 //! - **Trust**: every chunk is checked against the streamer's signed record (signature, then
 //!   BLAKE3 hash, layer, sequence number in range) before it is kept, played or served; a peer
 //!   that sends `max_strikes` bad chunks is banned ([`MeshEvent::Banned`]).
@@ -35,7 +40,7 @@ use hum_mesh::{AbsentReason, ChunkRecord, Layer, MeshEvent, MeshMsg, Output, Pee
 pub const MAX_CHUNKS: u64 = 1 << 20;
 /// Chunks per announcement (a 32-byte bitmap).
 const BLOCK: u64 = 256;
-/// The chunks after the playhead fetched in order before anything else.
+/// The chunks after the playback clock's own that the root serves besides `root_lookahead`.
 const URGENT: u64 = 1;
 
 #[derive(Clone, Debug)]
@@ -50,6 +55,11 @@ pub struct OnDemandConfig {
     pub root_inflight: usize,
     /// A request unanswered this long is given up (and may go to the root).
     pub request_timeout: Duration,
+    /// A chunk's duration: chunk `k` is due `k * chunk` after the viewer joined.
+    pub chunk: Duration,
+    /// The root serves the chunks due this far ahead of the playback clock (and the playhead's
+    /// next chunk); later ones come from peers, or from the root once they are this close.
+    pub root_lookahead: Duration,
     /// Bad chunks from a peer before it is banned.
     pub max_strikes: u8,
     /// Seeds the order among equally rare chunks.
@@ -64,6 +74,8 @@ impl OnDemandConfig {
             peer_inflight: 4,
             root_inflight: 2,
             request_timeout: Duration::from_secs(3),
+            chunk: Duration::from_millis(250),
+            root_lookahead: Duration::from_secs(2),
             max_strikes: 2,
             seed,
         }
@@ -150,6 +162,10 @@ pub struct OnDemand {
     banned: BTreeSet<PeerId>,
     next_play: u64,
     started: bool,
+    /// When `pump` should run again because the root horizon moves (`Time::MAX`: nothing waits).
+    next_tick: Time,
+    /// When the viewer joined: the playback clock's zero.
+    joined: Time,
     out: VecDeque<Output>,
     pub stats: OnDemandStats,
 }
@@ -194,6 +210,8 @@ impl OnDemand {
             banned: BTreeSet::new(),
             next_play: 0,
             started: false,
+            next_tick: Time::MAX,
+            joined: now,
             out: VecDeque::new(),
             stats: OnDemandStats::default(),
         };
@@ -370,7 +388,28 @@ impl OnDemand {
             .map(|(_, t)| *t)
             .min()
             .unwrap_or(Time::MAX);
-        Output::Timeout(next)
+        Output::Timeout(next.min(self.next_tick))
+    }
+
+    /// The first chunk the root is not asked for yet at `now`: the playback clock's chunk plus
+    /// `root_lookahead`. (Not the playhead's next chunk whenever it is missing: with a root that
+    /// answers at once, that alone fetched the whole recording from the root in a chain.)
+    fn root_horizon(&self, now: Time) -> u64 {
+        let chunk = self.cfg.chunk.as_micros().max(1) as u64;
+        let elapsed = now.0.saturating_sub(self.joined.0);
+        let ahead = (self.cfg.root_lookahead.as_micros() as u64).div_ceil(chunk);
+        (elapsed / chunk).saturating_add(ahead).saturating_add(URGENT)
+    }
+
+    /// When the root horizon moves next (the playback clock's next chunk boundary).
+    fn tick_after(&self, now: Time) -> Time {
+        let chunk = self.cfg.chunk.as_micros().max(1) as u64;
+        let elapsed = now.0.saturating_sub(self.joined.0);
+        Time(
+            self.joined
+                .0
+                .saturating_add((elapsed / chunk + 1).saturating_mul(chunk)),
+        )
     }
 
     fn announce(&self, block: u64) -> MeshMsg {
@@ -519,8 +558,14 @@ impl OnDemand {
         }
     }
 
-    /// Fill the request slots: the playhead's next chunks in order, then rarest first.
+    /// Fill the request slots: the chunks due soon in order (from a peer that holds one, else
+    /// the root), then the rest rarest first from peers.
     fn pump(&mut self, now: Time) {
+        self.next_tick = if self.next_play < self.cfg.chunks {
+            self.tick_after(now)
+        } else {
+            Time::MAX
+        };
         let peers_full = self
             .peers
             .values()
@@ -528,7 +573,7 @@ impl OnDemand {
         if peers_full && self.root_inflight >= self.cfg.root_inflight {
             return;
         }
-        let urgent_end = (self.next_play + URGENT).min(self.cfg.chunks);
+        let urgent_end = self.root_horizon(now).min(self.cfg.chunks);
         let mut cands: Vec<(u8, u16, u64, u64)> = Vec::new();
         for seq in self.next_play..self.cfg.chunks {
             if self.slots[seq as usize] != Slot::Missing || self.requested.contains_key(&seq) {
@@ -554,7 +599,9 @@ impl OnDemand {
             let to = match peer {
                 Some(p) => p,
                 None if self.root_inflight < self.cfg.root_inflight
-                    && (avail == 0 || class == 0 || self.failed.contains(&seq)) =>
+                    && (class == 0
+                        || self.failed.contains(&seq)
+                        || (avail == 0 && !self.peers.is_empty())) =>
                 {
                     self.root
                 }
@@ -676,18 +723,32 @@ mod tests {
         }
 
         fn join(&mut self, id: PeerId, verifier: &Verifier) {
+            self.join_unlinked(id, verifier);
+            let others: Vec<PeerId> = self.viewers.keys().copied().filter(|o| *o != id).collect();
+            self.link(id, &others);
+        }
+
+        /// A viewer that fetches alone (from the root) until [`Sim::link`].
+        fn join_unlinked(&mut self, id: PeerId, verifier: &Verifier) {
             let now = self.net.now;
             let cfg = OnDemandConfig::new(Layer::High, self.store.len() as u64, u64::from(id.0));
-            let mut v = OnDemand::new(ROOT, verifier.clone(), cfg, now);
-            let others: Vec<PeerId> = self.viewers.keys().copied().collect();
-            for o in others {
-                v.add_peer(now, o);
+            self.viewers
+                .insert(id, OnDemand::new(ROOT, verifier.clone(), cfg, now));
+            self.drain(id);
+        }
+
+        /// Links `id` with `others` (their WebRTC links open now).
+        fn link(&mut self, id: PeerId, others: &[PeerId]) {
+            let now = self.net.now;
+            for &o in others {
+                if let Some(v) = self.viewers.get_mut(&id) {
+                    v.add_peer(now, o);
+                }
                 if let Some(ov) = self.viewers.get_mut(&o) {
                     ov.add_peer(now, id);
                 }
                 self.drain(o);
             }
-            self.viewers.insert(id, v);
             self.drain(id);
         }
 
@@ -813,6 +874,55 @@ mod tests {
             3 * n
         );
         assert!(from_peers > n, "peers served only {from_peers}");
+    }
+
+    /// The real run's case (stream_mesh, loopback): the root answers at once, and a joiner's
+    /// peer links open a second after it joined. The root still serves only what playback
+    /// needs soon, so the viewers behind the first fetch most of the recording from the ones
+    /// ahead. (When the root served any chunk no peer had announced, each joiner fetched the
+    /// whole recording from it before its links opened: 4 copies of 4.)
+    #[test]
+    fn a_fast_root_and_late_peer_links_still_leave_most_chunks_to_peers() {
+        let n = 80;
+        let (mut sim, verifier) = Sim::new(n, 1_000_000);
+        sim.net.latency = Duration::from_millis(1);
+        // (ms, viewer, joins or its links open)
+        let mut plan: Vec<(u64, u32, bool)> = (0..4u32)
+            .flat_map(|i| {
+                [
+                    (500 * u64::from(i), i + 1, true),
+                    (1_000 + 500 * u64::from(i), i + 1, false),
+                ]
+            })
+            .collect();
+        plan.sort_unstable_by_key(|&(t, _, join)| (t, !join));
+        for (t, id, join) in plan {
+            sim.run(Time::from_millis(t));
+            sim.net.now = sim.net.now.max(Time::from_millis(t));
+            if join {
+                sim.join_unlinked(PeerId(id), &verifier);
+            } else {
+                // The joiner offered links to the viewers before it; they open now.
+                let earlier: Vec<PeerId> = (1..id).map(PeerId).collect();
+                sim.link(PeerId(id), &earlier);
+            }
+        }
+        sim.run(Time::from_millis(60_000));
+        let mut from_peers = 0;
+        for (id, v) in &sim.viewers {
+            assert!(v.is_complete(), "{id:?} did not finish: {v:?}");
+            assert_eq!(v.stats.chunks_from_root + v.stats.chunks_from_peers, n);
+            from_peers += v.stats.chunks_from_peers;
+        }
+        assert_eq!(sim.net.root_sent + from_peers, 4 * n);
+        // About one copy at the playing pace for the first viewer, plus each joiner's first
+        // seconds before its links opened.
+        assert!(
+            sim.net.root_sent * 2 < 4 * n,
+            "root sent {} of {} chunks",
+            sim.net.root_sent,
+            4 * n
+        );
     }
 
     #[test]
