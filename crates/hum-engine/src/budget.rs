@@ -16,6 +16,7 @@
 //! - Other apps' upload and the game list are sampled with sysinfo ([`SystemSampler`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,26 @@ use hum_budget::{
 use hum_proto::Bitrate;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Message;
+
+/// Own media this process has handed to the network, in bytes on the wire (see
+/// [`count_own_media`]). One meter per process, as the upload is: every bandwidth service charges
+/// what was sent after it started to its limiter's total bucket.
+static OWN_MEDIA: AtomicU64 = AtomicU64::new(0);
+
+/// RTP/SRTP/UDP/IP bytes around a packet's payload (IPv4 20 + UDP 8 + RTP 12 + header extensions
+/// ~8 + SRTP tag 10), and the payload a packet carries at most.
+const PACKET_OVERHEAD: u64 = 58;
+const PACKET_PAYLOAD: u64 = 1_200;
+
+/// Count own media sent (a voice or video sample handed to its RTP track, a stream chunk to the
+/// root): the payload plus an estimate of the packets' headers. Cheap (one atomic add); the
+/// bandwidth service reads it before each relay decision, so relaying gets only what own
+/// sending leaves of the total upload.
+pub fn count_own_media(payload: usize) {
+    let payload = payload as u64;
+    let wire = payload + payload.div_ceil(PACKET_PAYLOAD).max(1) * PACKET_OVERHEAD;
+    OWN_MEDIA.fetch_add(wire, Ordering::Relaxed);
+}
 
 /// Something the app should show or act on.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,7 +107,9 @@ impl RelayBudget {
 impl hum_mesh::serve::UploadBudget for RelayBudget {
     fn refill(&mut self, now: hum_mesh::Time) {
         let now = self.instant(now);
-        self.service.lock().limiter.refill(now);
+        let mut inner = self.service.lock();
+        inner.absorb_own_media(now);
+        inner.limiter.refill(now);
     }
     fn holds(&self, bytes: u64) -> bool {
         self.service.lock().limiter.relay_holds(bytes)
@@ -296,9 +319,21 @@ struct Inner {
     probe_running: bool,
     /// Bytes Hum sent that the limiter did not see (bandwidth tests, probes).
     extra_sent: u64,
+    /// [`OWN_MEDIA`] as far as it has been charged to the limiter.
+    own_seen: u64,
 }
 
 impl Inner {
+    /// Charge own media counted since the last look to the limiter (own sending first).
+    fn absorb_own_media(&mut self, now: Instant) {
+        let total = OWN_MEDIA.load(Ordering::Relaxed);
+        let new = total.saturating_sub(self.own_seen);
+        if new > 0 {
+            self.limiter.on_own_sent(now, new);
+            self.own_seen = total;
+        }
+    }
+
     fn recompute(&mut self, now: Instant) -> EffectiveBudget {
         self.effective = self.settings.effective(&self.measurements);
         self.throttler.set_ceiling(self.effective.relay);
@@ -365,6 +400,7 @@ impl BudgetService {
             game: None,
             probe_running: false,
             extra_sent: 0,
+            own_seen: OWN_MEDIA.load(Ordering::Relaxed),
         };
         inner.recompute(now);
         let (events, _) = broadcast::channel(256);
@@ -417,7 +453,9 @@ impl BudgetService {
     /// What the upload limiter has let through so far: own and relayed bytes, and how many relay
     /// sends had to wait for tokens.
     pub fn limiter_stats(&self) -> LimiterStats {
-        self.lock().limiter.stats()
+        let mut inner = self.lock();
+        inner.absorb_own_media(Instant::now());
+        inner.limiter.stats()
     }
 
     /// Validate and apply new settings. On error nothing changes.
@@ -451,7 +489,9 @@ impl BudgetService {
             let notified = self.cap_changed.notified();
             let admit = {
                 let mut inner = self.lock();
-                let admit = inner.limiter.try_relay(Instant::now(), bytes);
+                let now = Instant::now();
+                inner.absorb_own_media(now);
+                let admit = inner.limiter.try_relay(now, bytes);
                 if admit == Admit::Now {
                     inner.throttler.on_relay_sent(bytes);
                 }
@@ -663,6 +703,7 @@ impl BudgetService {
     /// [`SystemSampler`]; an app with its own source may call it directly).
     pub fn apply_system_sample(&self, now: Instant, sample: &SystemSample) {
         let mut inner = self.lock();
+        inner.absorb_own_media(now);
         let stats = inner.limiter.stats();
         let hum_tx = stats.own_bytes + stats.relay_bytes + inner.extra_sent;
         let mut changed = false;
@@ -914,6 +955,45 @@ mod tests {
         // to back must wait for tokens (it cannot pass untouched unless each of ~97 sends
         // came 4 ms after the last).
         assert!(stats.relay_deferred > 0, "{stats:?}");
+        service.shutdown();
+    }
+
+    #[tokio::test]
+    async fn own_media_comes_first_for_a_serve_queue_spending_the_relay_class() {
+        use hum_mesh::serve::UploadBudget;
+        let echo = udp_echo().await;
+        let prober = UdpEchoProber::connect(echo, Duration::from_secs(1))
+            .await
+            .expect("prober");
+        let mut config = BudgetConfig::new(settings());
+        config.relay_prober = Some(Arc::new(prober));
+        config.system_sample_every = None;
+        let service = BudgetService::spawn(config);
+        let mut events = service.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while service.relay_cap() == Bitrate::ZERO {
+                let _ = events.recv().await;
+            }
+        })
+        .await
+        .expect("relay cap within 5 s");
+        let origin = Instant::now();
+        let mut budget = service.relay_budget(origin);
+        let t = |d: Duration| hum_mesh::Time::from_offset(d);
+        budget.refill(t(origin.elapsed()));
+        assert!(budget.holds(0), "{budget:?}");
+        // A second of own media at the whole 8 Mbit/s available (camera + screen, say), sent
+        // by the media loops: the total bucket goes into debt and relaying waits for it.
+        let before = service.limiter_stats().own_bytes;
+        for _ in 0..1_000 {
+            count_own_media(1_000);
+        }
+        budget.refill(t(origin.elapsed()));
+        assert!(!budget.holds(0), "own media first: {budget:?}");
+        let wait = budget.wait_for(0).expect("nonzero rates");
+        assert!(wait > Duration::from_millis(100), "{wait:?}");
+        let own = service.limiter_stats().own_bytes - before;
+        assert!(own >= 1_000 * (1_000 + PACKET_OVERHEAD), "{own}");
         service.shutdown();
     }
 

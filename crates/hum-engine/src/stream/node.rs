@@ -1137,6 +1137,10 @@ impl Node {
                 return;
             }
         };
+        if lane == Lane::Data && matches!(self.machine, Machine::Upload { .. }) {
+            // The streamer's own stream, not relaying.
+            crate::budget::count_own_media(bytes.len());
+        }
         match lane {
             Lane::Data => self.report.bytes_sent_data += bytes.len() as u64,
             Lane::Ctl => self.report.bytes_sent_ctl += bytes.len() as u64,

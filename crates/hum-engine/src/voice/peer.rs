@@ -411,6 +411,8 @@ async fn write_loop(
         };
         if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
             tracing::trace!("write_sample: {e}");
+        } else {
+            crate::budget::count_own_media(sample.data.len());
         }
     }
 }
@@ -621,6 +623,7 @@ async fn video_write_loop(
             Ok(()) => {
                 started = true;
                 asked_key = false;
+                crate::budget::count_own_media(sample.data.len());
             }
             Err(e) => tracing::trace!("video write_sample: {e}"),
         }

@@ -387,6 +387,8 @@ async fn write_loop(
             .await
         {
             tracing::trace!("write_sample: {e}");
+        } else {
+            crate::budget::count_own_media(sample.data.len());
         }
     }
 }

@@ -256,7 +256,10 @@ async fn write_loop(
             .write_sample(&sample)
             .await
         {
-            Ok(()) => started[i] = true,
+            Ok(()) => {
+                started[i] = true;
+                crate::budget::count_own_media(sample.data.len());
+            }
             Err(e) => tracing::trace!("simulcast write_sample: {e}"),
         }
     }

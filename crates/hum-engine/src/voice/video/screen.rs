@@ -488,7 +488,10 @@ async fn screen_write_loop(
             ));
         }
         match writer.write_sample(&sample).await {
-            Ok(()) => started = true,
+            Ok(()) => {
+                started = true;
+                crate::budget::count_own_media(sample.data.len());
+            }
             Err(e) => tracing::trace!("screen write_sample: {e}"),
         }
     }
