@@ -289,6 +289,14 @@ impl OnDemand {
         if self.banned.contains(&from) {
             return;
         }
+        // A message on a link means the link is open, whichever side saw it open first: the
+        // other side announces what it holds as soon as it does, and a viewer that dropped that
+        // announcement (the peer not added yet) would never fetch from a peer that already
+        // holds everything (it announces nothing more). Seen over loopback: the fourth viewer
+        // fetched the whole recording from the relay with three open links to complete peers.
+        if from != self.root && !self.peers.contains_key(&from) {
+            self.add_peer(now, from);
+        }
         match msg {
             MeshMsg::Announce {
                 layer,
@@ -398,7 +406,9 @@ impl OnDemand {
         let chunk = self.cfg.chunk.as_micros().max(1) as u64;
         let elapsed = now.0.saturating_sub(self.joined.0);
         let ahead = (self.cfg.root_lookahead.as_micros() as u64).div_ceil(chunk);
-        (elapsed / chunk).saturating_add(ahead).saturating_add(URGENT)
+        (elapsed / chunk)
+            .saturating_add(ahead)
+            .saturating_add(URGENT)
     }
 
     /// When the root horizon moves next (the playback clock's next chunk boundary).
@@ -922,6 +932,38 @@ mod tests {
             "root sent {} of {} chunks",
             sim.net.root_sent,
             4 * n
+        );
+    }
+
+    /// The peer's side of a link opens first and it announces at once: the joiner gets that
+    /// announcement before its own side says the link is open. A peer that already holds the
+    /// whole recording announces nothing more, so the joiner must keep what it was told.
+    #[test]
+    fn an_announcement_that_arrives_before_the_link_opens_here_is_kept() {
+        let n = 40;
+        let (mut sim, verifier) = Sim::new(n, 1_000_000);
+        sim.join(PeerId(1), &verifier);
+        sim.run(Time::from_millis(20_000));
+        assert!(sim.viewers[&PeerId(1)].is_complete());
+        sim.join_unlinked(PeerId(2), &verifier);
+        let now = sim.net.now;
+        if let Some(v) = sim.viewers.get_mut(&PeerId(1)) {
+            v.add_peer(now, PeerId(2));
+        }
+        sim.drain(PeerId(1));
+        sim.run(Time::from_millis(20_100));
+        sim.net.now = sim.net.now.max(Time::from_millis(20_100));
+        if let Some(v) = sim.viewers.get_mut(&PeerId(2)) {
+            v.add_peer(sim.net.now, PeerId(1));
+        }
+        sim.drain(PeerId(2));
+        sim.run(Time::from_millis(60_000));
+        let v = &sim.viewers[&PeerId(2)];
+        assert!(v.is_complete());
+        assert!(
+            v.stats.chunks_from_peers >= n / 2,
+            "the joiner ignored its peer: {:?}",
+            v.stats
         );
     }
 
