@@ -40,9 +40,9 @@ pub const STARVING_PER_VIEWERS: u32 = 250;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RootStats {
     pub bytes_sent: u64,
-    /// Time (microseconds) the root ran above its cap, and the highest rate it ran at (bit/s).
+    /// Time (microseconds) the root ran above its cap, and the highest rate it ran at.
     pub over_cap_us: u64,
-    pub peak_rate_bps: u64,
+    pub peak_rate: Bitrate,
     /// Periods in which viewers were starved (see `starving`), each of which raised the rate
     /// (towards the ceiling).
     pub starved_periods: u64,
@@ -70,9 +70,9 @@ pub struct RootSeed {
     lookahead: u64,
     granted: Vec<PeerId>,
     /// The operator's target (`cap`) and hard ceiling, and the rate the root serves at now.
-    cap_bps: u64,
-    ceiling_bps: u64,
-    rate_bps: u64,
+    cap: Bitrate,
+    ceiling: Bitrate,
+    rate: Bitrate,
     /// The starvation controller: busy + expired counts at the start of the current period.
     period_end: Time,
     period_pressure: u64,
@@ -134,9 +134,9 @@ impl RootSeed {
                 .with_strict_class(1),
             lookahead: 4,
             granted: Vec::new(),
-            cap_bps: cap.bps(),
-            ceiling_bps: cap.bps(),
-            rate_bps: cap.bps(),
+            cap,
+            ceiling: cap,
+            rate: cap,
             period_end: now + POLICY_PERIOD,
             period_pressure: 0,
             audience: 0,
@@ -159,7 +159,7 @@ impl RootSeed {
     /// is the target, never a reason to starve viewers; the ceiling is the promise to the operator.
     /// `RootStats` says what was spent above the cap and why.
     pub fn with_ceiling(mut self, ceiling: Bitrate) -> Self {
-        self.ceiling_bps = ceiling.bps().max(self.cap_bps);
+        self.ceiling = ceiling.max(self.cap);
         self
     }
 
@@ -177,7 +177,7 @@ impl RootSeed {
 
     /// The rate the root serves at now (between the cap and the ceiling).
     pub fn rate(&self) -> Bitrate {
-        Bitrate::from_bps(self.rate_bps)
+        self.rate
     }
 
     /// Evaluate the starvation controller once per period.
@@ -186,7 +186,7 @@ impl RootSeed {
             return;
         }
         let elapsed = now.since(self.period_end - POLICY_PERIOD);
-        if self.rate_bps > self.cap_bps {
+        if self.rate > self.cap {
             self.stats.over_cap_us += elapsed.as_micros() as u64;
         }
         self.period_end = now + POLICY_PERIOD;
@@ -202,19 +202,17 @@ impl RootSeed {
         self.calm = if quiet { self.calm + 1 } else { 0 };
         let rate = if starved {
             self.stats.starved_periods += 1;
-            (self.rate_bps + self.cap_bps / 4).min(self.ceiling_bps)
+            (self.rate + Bitrate::from_bps(self.cap.bps() / 4)).min(self.ceiling)
         } else if self.calm < CALM_PERIODS {
-            self.rate_bps
+            self.rate
         } else {
-            self.rate_bps
-                .saturating_sub(self.cap_bps / 8)
-                .max(self.cap_bps)
+            (self.rate - Bitrate::from_bps(self.cap.bps() / 8)).max(self.cap)
         };
-        if rate != self.rate_bps {
-            self.rate_bps = rate;
-            self.serve.set_rate(Bitrate::from_bps(rate), now);
+        if rate != self.rate {
+            self.rate = rate;
+            self.serve.set_rate(rate, now);
         }
-        self.stats.peak_rate_bps = self.stats.peak_rate_bps.max(self.rate_bps);
+        self.stats.peak_rate = self.stats.peak_rate.max(self.rate);
     }
 
     /// `peer` holds (or no longer holds) a grant on the root: its requests are the mesh's feed.
@@ -235,7 +233,7 @@ impl RootSeed {
     }
 
     pub fn cap(&self) -> Bitrate {
-        Bitrate::from_bps(self.cap_bps)
+        self.cap
     }
 
     fn get(&self, seq: u64) -> Option<&crate::StoredChunk> {
@@ -624,7 +622,7 @@ mod tests {
         }
         assert!(r.stats.starved_periods > 0 && r.stats.starving > 0);
         assert_eq!(r.rate(), Bitrate::from_mbps(8), "raised to the ceiling");
-        assert_eq!(r.stats.peak_rate_bps, 8_000_000);
+        assert_eq!(r.stats.peak_rate, Bitrate::from_mbps(8));
         assert!(r.stats.over_cap_us > 0);
         // Calm: nobody asks; the rate falls back to the cap, never below.
         for seq in 20..60u64 {

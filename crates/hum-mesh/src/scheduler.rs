@@ -11,14 +11,16 @@
 
 use std::time::Duration;
 
+use hum_proto::Bitrate;
+
 use crate::PeerId;
 use crate::havemap::HaveMap;
 
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub peer: PeerId,
-    /// Reserved rate on its uplink, bits per second.
-    pub grant_bps: u64,
+    /// Reserved rate on its uplink.
+    pub grant: Bitrate,
     /// 1.0 healthy; halves on timeouts, recovers on deliveries (min 1/16).
     pub health: f64,
     /// Smooth weighted round-robin credit.
@@ -52,8 +54,8 @@ impl Scheduler {
         self.ups.is_empty()
     }
 
-    pub fn total_grant_bps(&self) -> u64 {
-        self.ups.iter().map(|u| u.grant_bps).sum()
+    pub fn total_grant(&self) -> Bitrate {
+        self.ups.iter().map(|u| u.grant).sum()
     }
 
     pub fn is_banned(&self, p: PeerId) -> bool {
@@ -61,17 +63,17 @@ impl Scheduler {
     }
 
     /// Add (or re-grant) an upstream. Banned peers are refused.
-    pub fn add(&mut self, peer: PeerId, grant_bps: u64) -> bool {
+    pub fn add(&mut self, peer: PeerId, grant: Bitrate) -> bool {
         if self.is_banned(peer) {
             return false;
         }
         if let Some(u) = self.ups.iter_mut().find(|u| u.peer == peer) {
-            u.grant_bps = grant_bps;
+            u.grant = grant;
             return true;
         }
         self.ups.push(Upstream {
             peer,
-            grant_bps,
+            grant,
             health: 1.0,
             credit: 0.0,
             throughput: None,
@@ -107,7 +109,7 @@ impl Scheduler {
             if Some(u.peer) == exclude {
                 continue;
             }
-            let w = u.grant_bps as f64 * u.health;
+            let w = u.grant.bps() as f64 * u.health;
             u.credit += w;
             total += w;
             if best.is_none_or(|b| self.ups[i].credit > self.ups[b].credit) {
@@ -188,7 +190,7 @@ mod tests {
     fn sched(weights: &[(char, u64)]) -> Scheduler {
         let mut s = Scheduler::new();
         for &(c, w) in weights {
-            s.add(PeerId(c as u32), w);
+            s.add(PeerId(c as u32), Bitrate::from_bps(w));
         }
         s
     }
@@ -254,7 +256,7 @@ mod tests {
         let mut s = sched(&[('A', 1), ('B', 1)]);
         let a = PeerId('A' as u32);
         s.ban(a);
-        assert!(!s.add(a, 5));
+        assert!(!s.add(a, Bitrate::from_bps(5)));
         assert_eq!(s.len(), 1);
         assert_eq!(s.choose(Some(PeerId('B' as u32))), None);
     }

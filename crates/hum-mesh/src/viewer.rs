@@ -196,7 +196,7 @@ pub struct Viewer {
     /// While our grants fall short of the stream rate, ask the tracker again at this time.
     retry_tracker: Option<Time>,
     /// What the tracker reserved for us on the root seed's uplink.
-    granted_by_root: u64,
+    granted_by_root: Bitrate,
     now: Time,
     out: VecDeque<Output>,
     scratch_events: Vec<MeshEvent>,
@@ -254,7 +254,7 @@ impl Viewer {
             health_band: u8::MAX,
             announce_due: now + cfg.announce_interval,
             retry_tracker: None,
-            granted_by_root: 0,
+            granted_by_root: Bitrate::ZERO,
             now,
             out: VecDeque::new(),
             scratch_events: Vec::new(),
@@ -345,9 +345,9 @@ impl Viewer {
     pub fn add_upstream(&mut self, now: Time, peer: PeerId, grant: Bitrate) {
         self.now = now;
         if peer == self.root {
-            self.granted_by_root = grant.bps();
+            self.granted_by_root = grant;
         }
-        if peer != self.id && self.sched.add(peer, grant.bps()) {
+        if peer != self.id && self.sched.add(peer, grant) {
             self.rebalance_root_share();
             self.fill(now);
             self.pick_missing(now);
@@ -358,7 +358,7 @@ impl Viewer {
     pub fn peer_gone(&mut self, now: Time, peer: PeerId) {
         self.now = now;
         if peer == self.root {
-            self.granted_by_root = 0;
+            self.granted_by_root = Bitrate::ZERO;
         }
         let was_up = self.sched.remove(peer);
         self.serve.forget(peer);
@@ -1039,16 +1039,16 @@ impl Viewer {
     /// weighted upstream (so a single weak upstream is not asked for the whole stream).
     fn rebalance_root_share(&mut self) {
         let root = self.root;
-        let mesh: u64 = self
+        let mesh: Bitrate = self
             .sched
             .upstreams()
             .iter()
             .filter(|u| u.peer != root)
-            .map(|u| u.grant_bps)
+            .map(|u| u.grant)
             .sum();
-        let short = self.cfg.stream_rate.bps().saturating_sub(mesh);
+        let short = self.cfg.stream_rate - mesh;
         let root_grant = self.granted_by_root.max(short);
-        if root_grant > 0 {
+        if root_grant > Bitrate::ZERO {
             self.sched.add(root, root_grant);
         } else {
             self.sched.remove(root);
@@ -1058,14 +1058,15 @@ impl Viewer {
     fn maybe_need_upstreams(&mut self) {
         self.rebalance_root_share();
         let root = self.root;
-        let have: u64 = self
+        let have = (self
             .sched
             .upstreams()
             .iter()
             .filter(|u| u.peer != root)
-            .map(|u| u.grant_bps)
-            .sum::<u64>()
-            + self.granted_by_root;
+            .map(|u| u.grant)
+            .sum::<Bitrate>()
+            + self.granted_by_root)
+            .bps();
         let want = self.cfg.stream_rate.bps();
         if have < want {
             self.retry_tracker = Some(self.now + TRACKER_RETRY);

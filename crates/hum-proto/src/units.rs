@@ -87,6 +87,12 @@ impl Add for Bitrate {
     }
 }
 
+impl std::iter::Sum for Bitrate {
+    fn sum<I: Iterator<Item = Bitrate>>(iter: I) -> Bitrate {
+        iter.fold(Bitrate::ZERO, |a, b| a + b)
+    }
+}
+
 impl Sub for Bitrate {
     type Output = Bitrate;
     /// Saturating: a rate never goes below zero.

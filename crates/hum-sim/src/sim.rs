@@ -535,7 +535,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                     vs.v.scheduler()
                         .upstreams()
                         .iter()
-                        .map(|u| (u.peer.0, u.grant_bps / 1000, u.health))
+                        .map(|u| (u.peer.0, u.grant.bps() / 1000, u.health))
                         .collect::<Vec<_>>()
                 );
             }
@@ -980,7 +980,7 @@ impl World {
             server_cap_mbps: cap.mbps_f64(),
             root_policy: RootPolicy {
                 ceiling_mbps: ceiling.mbps_f64(),
-                peak_mbps: Bitrate::from_bps(self.root.stats.peak_rate_bps).mbps_f64(),
+                peak_mbps: self.root.stats.peak_rate.mbps_f64(),
                 over_cap_s: self.root.stats.over_cap_us as f64 / 1e6,
                 starved_periods: self.root.stats.starved_periods,
                 busy_refusals: self.root.stats.busy,
