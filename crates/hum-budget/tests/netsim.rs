@@ -14,7 +14,7 @@ use hum_budget::{
     Admit, LimiterConfig, ProbePath, ThrottleEvent, ThrottleOutput, Throttler, ThrottlerConfig,
     UploadLimiter,
 };
-use hum_netsim::{EventKind, Net, NodeConfig, SimTime};
+use hum_netsim::{EventKind, Net, NodeConfig, Time};
 use hum_proto::Bitrate;
 
 const LINK: Bitrate = Bitrate::from_mbps(10);
@@ -27,8 +27,8 @@ const VOICE_PKT: u64 = 120;
 enum Msg {
     Probe(u64),
     ProbeEcho(u64),
-    Game(SimTime),
-    GameEcho(SimTime),
+    Game(Time),
+    GameEcho(Time),
     Relay,
     Voice,
     ThrottlerTick,
@@ -39,15 +39,15 @@ enum Msg {
 
 struct Outcome {
     /// (sent at, queuing delay) of every game packet that came back.
-    game: Vec<(SimTime, Duration)>,
+    game: Vec<(Time, Duration)>,
     /// (delivered at, bytes) of relayed data.
-    relay: Vec<(SimTime, u64)>,
-    events: Vec<(SimTime, ThrottleEvent)>,
+    relay: Vec<(Time, u64)>,
+    events: Vec<(Time, ThrottleEvent)>,
     game_lost: u64,
 }
 
 impl Outcome {
-    fn game_p95_ms(&self, from: SimTime, to: SimTime) -> f64 {
+    fn game_p95_ms(&self, from: Time, to: Time) -> f64 {
         let mut q: Vec<f64> = self
             .game
             .iter()
@@ -59,7 +59,7 @@ impl Outcome {
         q[(q.len() * 95 / 100).min(q.len() - 1)]
     }
 
-    fn relay_mbps(&self, from: SimTime, to: SimTime) -> f64 {
+    fn relay_mbps(&self, from: Time, to: Time) -> f64 {
         let bytes: u64 = self
             .relay
             .iter()
@@ -71,7 +71,7 @@ impl Outcome {
 }
 
 /// Runs `secs` of simulated time; the game plays while `game_on(t)`.
-fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(SimTime) -> bool) -> Outcome {
+fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(Time) -> bool) -> Outcome {
     let mut net: Net<Msg> = Net::new(seed);
     let user = net.add_node(
         NodeConfig::new(LINK, Bitrate::from_mbps(100), Duration::from_millis(8))
@@ -83,17 +83,17 @@ fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(SimTime) -> b
     let game_base = net.rtt(user, game_srv);
 
     let t0 = Instant::now();
-    let at = |t: SimTime| t0 + Duration::from_micros(t.as_micros());
+    let at = |t: Time| t0 + Duration::from_micros(t.as_micros());
     // Rounded up: waking a microsecond early would find the limiter not ready yet.
     let to_sim =
-        |i: Instant| SimTime::from_micros(i.duration_since(t0).as_nanos().div_ceil(1_000) as u64);
+        |i: Instant| Time::from_micros(i.duration_since(t0).as_nanos().div_ceil(1_000) as u64);
 
     // The user's setting: relay up to the whole (idle-measured) link.
     let ceiling = LINK;
-    let mut throttler = Throttler::new(at(SimTime::ZERO), ThrottlerConfig::default(), ceiling);
+    let mut throttler = Throttler::new(at(Time::ZERO), ThrottlerConfig::default(), ceiling);
     let first_cap = if throttle { Bitrate::ZERO } else { ceiling };
     let mut limiter = UploadLimiter::new(
-        at(SimTime::ZERO),
+        at(Time::ZERO),
         LimiterConfig::default(),
         Some(LINK),
         first_cap,
@@ -105,15 +105,15 @@ fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(SimTime) -> b
         events: Vec::new(),
         game_lost: 0,
     };
-    let mut throttler_timer: Option<SimTime> = None;
-    let mut relay_wake: Option<SimTime> = None;
-    net.schedule(SimTime::ZERO, None, Msg::GameTick);
-    net.schedule(SimTime::ZERO, None, Msg::VoiceTick);
-    net.schedule(SimTime::ZERO, None, Msg::RelayWake);
+    let mut throttler_timer: Option<Time> = None;
+    let mut relay_wake: Option<Time> = None;
+    net.schedule(Time::ZERO, None, Msg::GameTick);
+    net.schedule(Time::ZERO, None, Msg::VoiceTick);
+    net.schedule(Time::ZERO, None, Msg::RelayWake);
     if throttle {
-        net.schedule(SimTime::ZERO, None, Msg::ThrottlerTick);
+        net.schedule(Time::ZERO, None, Msg::ThrottlerTick);
     }
-    let end = SimTime::from_secs(secs);
+    let end = Time::from_secs(secs);
 
     while let Some(ev) = net.next_event_until(end) {
         let now = ev.at;
@@ -161,7 +161,7 @@ fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(SimTime) -> b
                             out.game_lost += 1;
                         }
                     }
-                    let next = SimTime::from_micros(now.as_micros() + 1_000_000 / GAME_HZ);
+                    let next = Time::from_micros(now.as_micros() + 1_000_000 / GAME_HZ);
                     net.schedule(next, None, Msg::GameTick);
                 }
                 Msg::VoiceTick => {
@@ -169,7 +169,7 @@ fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(SimTime) -> b
                     limiter.on_own_sent(at(now), VOICE_PKT);
                     net.send(user, relay_srv, VOICE_PKT, Msg::Voice);
                     net.schedule(
-                        SimTime::from_micros(now.as_micros() + 20_000),
+                        Time::from_micros(now.as_micros() + 20_000),
                         None,
                         Msg::VoiceTick,
                     );
@@ -230,8 +230,8 @@ fn simulate(seed: u64, throttle: bool, secs: u64, game_on: impl Fn(SimTime) -> b
     out
 }
 
-fn s(secs: u64) -> SimTime {
-    SimTime::from_secs(secs)
+fn s(secs: u64) -> Time {
+    Time::from_secs(secs)
 }
 
 #[test]

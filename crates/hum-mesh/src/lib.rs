@@ -41,9 +41,6 @@ pub mod slice;
 pub mod tracker;
 pub mod viewer;
 
-use std::ops::{Add, Sub};
-use std::time::Duration;
-
 pub use hum_proto::mesh::{AbsentReason, ChunkRecord, Layer, MeshMsg};
 
 /// A verified chunk as held for relaying: the root's signed record (shared) and the payload.
@@ -53,47 +50,8 @@ pub type StoredChunk = (std::sync::Arc<ChunkRecord>, std::sync::Arc<[u8]>);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerId(pub u32);
 
-/// A point on the caller's monotonic clock, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Time(pub u64);
-
-impl Time {
-    pub const ZERO: Time = Time(0);
-    pub const MAX: Time = Time(u64::MAX);
-    pub fn from_millis(ms: u64) -> Time {
-        Time(ms * 1000)
-    }
-    pub fn micros(self) -> u64 {
-        self.0
-    }
-    /// As the offset from the start of the run that [`hum_budget::TokenBucket`] counts in.
-    pub fn offset(self) -> Duration {
-        Duration::from_micros(self.0)
-    }
-    /// Back from such an offset, rounded up to a whole microsecond (so a wake-up at the result
-    /// finds what the bucket promised for the offset).
-    pub fn from_offset(d: Duration) -> Time {
-        Time(d.as_nanos().div_ceil(1000).min(u128::from(u64::MAX)) as u64)
-    }
-    /// `self - earlier`, zero if `earlier` is later.
-    pub fn since(self, earlier: Time) -> Duration {
-        Duration::from_micros(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl Add<Duration> for Time {
-    type Output = Time;
-    fn add(self, d: Duration) -> Time {
-        Time(self.0.saturating_add(d.as_micros() as u64))
-    }
-}
-
-impl Sub<Duration> for Time {
-    type Output = Time;
-    fn sub(self, d: Duration) -> Time {
-        Time(self.0.saturating_sub(d.as_micros() as u64))
-    }
-}
+/// The mesh's clock (microseconds since the caller's origin), shared with hum-netsim.
+pub use hum_proto::Time;
 
 /// What a state machine wants done. Drain with `poll_output` until a `Timeout`.
 #[derive(Debug)]

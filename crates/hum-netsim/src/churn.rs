@@ -7,7 +7,7 @@
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use crate::SimTime;
+use crate::Time;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ChurnEvent {
@@ -20,7 +20,7 @@ pub enum ChurnEvent {
 #[derive(Clone, Debug, Default)]
 pub struct ChurnSchedule {
     /// Sorted by time (then event, for determinism).
-    pub events: Vec<(SimTime, ChurnEvent)>,
+    pub events: Vec<(Time, ChurnEvent)>,
 }
 
 impl ChurnSchedule {
@@ -30,8 +30,8 @@ impl ChurnSchedule {
         rng: &mut R,
         population: usize,
         fraction: f64,
-        start: SimTime,
-        end: SimTime,
+        start: Time,
+        end: Time,
     ) -> Self {
         let f = if fraction.is_finite() {
             fraction.clamp(0.0, 1.0)
@@ -48,16 +48,10 @@ impl ChurnSchedule {
         );
         let mut events = Vec::with_capacity(2 * leaving);
         for i in who {
-            events.push((
-                SimTime::from_micros(rng.gen_range(a..b)),
-                ChurnEvent::Leave(i),
-            ));
+            events.push((Time::from_micros(rng.gen_range(a..b)), ChurnEvent::Leave(i)));
         }
         for j in 0..leaving {
-            events.push((
-                SimTime::from_micros(rng.gen_range(a..b)),
-                ChurnEvent::Join(j),
-            ));
+            events.push((Time::from_micros(rng.gen_range(a..b)), ChurnEvent::Join(j)));
         }
         events.sort();
         ChurnSchedule { events }

@@ -1,6 +1,6 @@
 //! A seeded discrete-event network for Hum's tests and the `hum sim` simulator.
 //!
-//! Everything runs on a virtual clock ([`SimTime`], microseconds). Nothing here reads a wall clock or
+//! Everything runs on a virtual clock ([`Time`], microseconds). Nothing here reads a wall clock or
 //! opens a socket, and the only randomness is a seeded ChaCha RNG, so the same seed and the same calls
 //! give the same run, bit for bit.
 //!
@@ -19,11 +19,11 @@ pub mod churn;
 mod net;
 pub mod prefetch;
 mod queue;
-mod time;
 
 pub use churn::{ChurnEvent, ChurnSchedule};
+/// The virtual clock (shared with hum-mesh).
+pub use hum_proto::Time;
 pub use net::{
     Delivery, Event, EventKind, FAST_RETRANSMIT_SLACK, LinkOverride, Net, NodeConfig, NodeId,
     NodeStats, PACKET_BYTES, RTO_MIN, SendOutcome, rto,
 };
-pub use time::SimTime;

@@ -13,7 +13,7 @@ use hum_proto::Bitrate;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::SimTime;
+use crate::Time;
 use crate::prefetch::prefetch;
 use crate::queue::EventQueue;
 
@@ -148,7 +148,7 @@ pub enum SendOutcome {
 /// An event popped from the network.
 #[derive(Debug)]
 pub struct Event<P> {
-    pub at: SimTime,
+    pub at: Time,
     pub kind: EventKind<P>,
 }
 
@@ -253,8 +253,8 @@ impl<P> Net<P> {
         self.slots.reserve(events);
     }
 
-    pub fn now(&self) -> SimTime {
-        SimTime::from_micros(self.now)
+    pub fn now(&self) -> Time {
+        Time::from_micros(self.now)
     }
 
     /// The network's RNG (seeded), for callers that want one stream of randomness.
@@ -539,7 +539,7 @@ impl<P> Net<P> {
     }
 
     /// Fire a timer carrying `payload` at `at` (clamped to now) for `node`, or a global one if `None`.
-    pub fn schedule(&mut self, at: SimTime, node: Option<NodeId>, payload: P) {
+    pub fn schedule(&mut self, at: Time, node: Option<NodeId>, payload: P) {
         let at = at.as_micros().max(self.now);
         self.push(
             at,
@@ -586,8 +586,8 @@ impl<P> Net<P> {
     }
 
     /// When the next event is due, if any is pending.
-    pub fn peek_time(&mut self) -> Option<SimTime> {
-        self.heap.peek().map(|(t, ..)| SimTime::from_micros(t))
+    pub fn peek_time(&mut self) -> Option<Time> {
+        self.heap.peek().map(|(t, ..)| Time::from_micros(t))
     }
 
     /// Pending events (including ones that will be dropped because a node left).
@@ -598,12 +598,12 @@ impl<P> Net<P> {
     /// Pop the next event, advancing the clock to it. Messages from or to departed nodes and timers of
     /// departed nodes are discarded on the way.
     pub fn next_event(&mut self) -> Option<Event<P>> {
-        self.next_event_until(SimTime::MAX)
+        self.next_event_until(Time::MAX)
     }
 
     /// Like [`Net::next_event`], but stops (returning `None` and setting the clock to `until`) if the next
     /// event is later than `until`.
-    pub fn next_event_until(&mut self, until: SimTime) -> Option<Event<P>> {
+    pub fn next_event_until(&mut self, until: Time) -> Option<Event<P>> {
         loop {
             let (at, _, slot, _) = self.heap.peek()?;
             if at > until.as_micros() {
@@ -643,7 +643,7 @@ impl<P> Net<P> {
                     recv.stats.bytes_received += bytes;
                     recv.stats.msgs_received += 1;
                     return Some(Event {
-                        at: SimTime::from_micros(at),
+                        at: Time::from_micros(at),
                         kind: EventKind::Deliver {
                             from,
                             to,
@@ -659,7 +659,7 @@ impl<P> Net<P> {
                         continue;
                     }
                     return Some(Event {
-                        at: SimTime::from_micros(at),
+                        at: Time::from_micros(at),
                         kind: EventKind::Timer { node, payload },
                     });
                 }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use hum_netsim::{
     ChurnEvent, ChurnSchedule, Delivery, EventKind, FAST_RETRANSMIT_SLACK, Net, NodeConfig,
-    NodeStats, PACKET_BYTES, RTO_MIN, SendOutcome, SimTime,
+    NodeStats, PACKET_BYTES, RTO_MIN, SendOutcome, Time,
 };
 use hum_proto::Bitrate;
 use rand::SeedableRng;
@@ -32,7 +32,7 @@ fn delivery_time_is_serialisation_plus_latency() {
     );
     let ev = net.next_event().expect("delivered");
     // 100 kB at 1 MB/s = 100 ms, + 10 + 5 ms one-way latency.
-    assert_eq!(ev.at, SimTime::from_millis(115));
+    assert_eq!(ev.at, Time::from_millis(115));
     match ev.kind {
         EventKind::Deliver {
             from,
@@ -77,7 +77,7 @@ fn saturated_uplink_builds_queuing_delay_for_everything_behind_it() {
         }
     }
     let game_at = game_at.expect("game packet delivered");
-    assert!(game_at.since(SimTime::ZERO) >= Duration::from_millis(2000 + 20));
+    assert!(game_at.since(Time::ZERO) >= Duration::from_millis(2000 + 20));
     // Once drained, a packet sees no queue.
     assert_eq!(net.uplink_backlog(relay), Duration::ZERO);
 }
@@ -107,7 +107,7 @@ fn sender_leaving_mid_transfer_loses_the_message() {
     let b = net.add_node(home(1));
     net.send(a, b, 1_000, 1); // 8 ms on the wire
     net.send(a, b, 125_000, 2); // a further 1 s
-    net.schedule(SimTime::from_millis(500), None, 0);
+    net.schedule(Time::from_millis(500), None, 0);
     let mut got = vec![];
     while let Some(ev) = net.next_event() {
         match ev.kind {
@@ -126,9 +126,9 @@ fn timers_of_departed_nodes_never_fire_and_order_is_stable() {
     let mut net: Net<u8> = Net::new(1);
     let a = net.add_node(home(1));
     let b = net.add_node(home(1));
-    net.schedule(SimTime::from_millis(10), Some(a), 1);
-    net.schedule(SimTime::from_millis(10), Some(b), 2);
-    net.schedule(SimTime::from_millis(10), None, 3);
+    net.schedule(Time::from_millis(10), Some(a), 1);
+    net.schedule(Time::from_millis(10), Some(b), 2);
+    net.schedule(Time::from_millis(10), None, 3);
     net.remove_node(a);
     let fired: Vec<u8> = std::iter::from_fn(|| net.next_event())
         .map(|e| match e.kind {
@@ -168,22 +168,16 @@ fn loss_is_seeded() {
 #[test]
 fn next_event_until_stops_the_clock_at_the_horizon() {
     let mut net: Net<u8> = Net::new(1);
-    net.schedule(SimTime::from_secs(2), None, 1);
-    assert!(net.next_event_until(SimTime::from_secs(1)).is_none());
-    assert_eq!(net.now(), SimTime::from_secs(1));
-    assert!(net.next_event_until(SimTime::from_secs(3)).is_some());
+    net.schedule(Time::from_secs(2), None, 1);
+    assert!(net.next_event_until(Time::from_secs(1)).is_none());
+    assert_eq!(net.now(), Time::from_secs(1));
+    assert!(net.next_event_until(Time::from_secs(3)).is_some());
 }
 
 #[test]
 fn churn_schedule_balances_leaves_and_joins() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let s = ChurnSchedule::generate(
-        &mut rng,
-        50,
-        0.2,
-        SimTime::from_secs(1),
-        SimTime::from_secs(10),
-    );
+    let s = ChurnSchedule::generate(&mut rng, 50, 0.2, Time::from_secs(1), Time::from_secs(10));
     assert_eq!(s.leaves(), 10);
     assert_eq!(s.events.len(), 20);
     assert!(s.events.windows(2).all(|w| w[0].0 <= w[1].0));
@@ -204,7 +198,7 @@ fn churn_schedule_balances_leaves_and_joins() {
 }
 
 /// Deliveries (payload, time) of `msgs` messages of `bytes` from a lossy node, sent at once.
-fn lossy_run(delivery: Delivery, bytes: u64, msgs: u32) -> (Vec<(u32, SimTime)>, NodeStats) {
+fn lossy_run(delivery: Delivery, bytes: u64, msgs: u32) -> (Vec<(u32, Time)>, NodeStats) {
     let mut net: Net<u32> = Net::new(9);
     let a = net.add_node(NodeConfig::unlimited(Duration::from_millis(10)).with_loss(0.05));
     let b = net.add_node(NodeConfig::unlimited(Duration::from_millis(10)));
@@ -236,7 +230,7 @@ fn reliable_delivery_resends_lost_packets_at_a_cost_in_time_and_bytes() {
     assert_eq!(st.bytes_sent, 100 * 50 * PACKET_BYTES + st.bytes_resent);
     // Unlimited links: a clean message arrives after the 20 ms latency; a repaired one after at least
     // one more RTT (40 ms) plus the fast-retransmit slack, or the RTO for a lost last packet.
-    let clean = SimTime::from_millis(20);
+    let clean = Time::from_millis(20);
     let late: Vec<_> = got.iter().filter(|(_, t)| *t > clean).collect();
     assert!(late.len() > 70, "{} of 100 repaired", late.len());
     let first_fix = clean + Duration::from_millis(40) + FAST_RETRANSMIT_SLACK;
@@ -257,7 +251,7 @@ fn a_lifetime_abandons_what_cannot_be_repaired_in_time() {
     );
     assert_eq!(got.len() as u64 + st.msgs_lost, 100);
     assert!(st.msgs_lost > 70, "{} abandoned", st.msgs_lost);
-    assert!(got.iter().all(|(_, t)| *t == SimTime::from_millis(20)));
+    assert!(got.iter().all(|(_, t)| *t == Time::from_millis(20)));
     // A lifetime of a few RTOs repairs (almost) everything.
     let (got, st) = lossy_run(
         Delivery::Lifetime(Duration::from_secs(2)),
@@ -274,13 +268,13 @@ fn a_lost_single_packet_message_waits_for_the_timer() {
     assert_eq!(got.len(), 400);
     let late: Vec<_> = got
         .iter()
-        .filter(|(_, t)| *t > SimTime::from_millis(20))
+        .filter(|(_, t)| *t > Time::from_millis(20))
         .collect();
     assert!((8..=40).contains(&late.len()), "{} of 400 lost", late.len());
     assert!(st.packets_resent >= late.len() as u64);
     // A one-packet message has no later packet to reveal the gap: the RTO (floor 200 ms) decides.
     assert!(
         late.iter()
-            .all(|(_, t)| *t >= SimTime::from_millis(20) + RTO_MIN)
+            .all(|(_, t)| *t >= Time::from_millis(20) + RTO_MIN)
     );
 }

@@ -14,10 +14,12 @@ pub mod links;
 pub mod mesh;
 pub mod names;
 pub mod signal;
+pub mod time;
 pub mod units;
 
 pub use ids::{
     CallId, ChannelId, InviteCode, Nonce, RequestId, SealedMediaKey, ServerId, Signature, StreamId,
     UserId,
 };
+pub use time::Time;
 pub use units::Bitrate;

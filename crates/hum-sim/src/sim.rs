@@ -12,9 +12,7 @@ use hum_mesh::slice::{SliceProof, encoded_slice_len};
 use hum_mesh::tracker::{Grant, Tracker, TrackerConfig};
 use hum_mesh::viewer::{Viewer, ViewerConfig};
 use hum_mesh::{Layer, MeshEvent, MeshMsg, Output, PeerId, Time};
-use hum_netsim::{
-    ChurnEvent, ChurnSchedule, Delivery, EventKind, Net, NodeConfig, NodeId, SimTime,
-};
+use hum_netsim::{ChurnEvent, ChurnSchedule, Delivery, EventKind, Net, NodeConfig, NodeId};
 use hum_proto::Bitrate;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -213,9 +211,9 @@ struct World {
     max_hops: u8,
     hops_sum: u64,
     data_bytes_delivered: u64,
-    root_bytes_at_measure: Option<(SimTime, u64)>,
+    root_bytes_at_measure: Option<(Time, u64)>,
     egress_series: Vec<(f64, f64)>,
-    last_egress: (SimTime, u64),
+    last_egress: (Time, u64),
     bans: u64,
     bans_of_honest: u64,
     penalties: u64,
@@ -225,10 +223,6 @@ struct World {
     /// `part_repairs` of viewers that left.
     part_repairs_gone: u64,
     scratch: Vec<MeshEvent>,
-}
-
-fn t(s: SimTime) -> Time {
-    Time(s.as_micros())
 }
 
 /// Run one simulation.
@@ -241,8 +235,8 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         &mut rng,
         n,
         cfg.churn,
-        SimTime::ZERO + cfg.join_window + Duration::from_secs(1),
-        SimTime::ZERO
+        Time::ZERO + cfg.join_window + Duration::from_secs(1),
+        Time::ZERO
             + cfg
                 .duration
                 .saturating_sub(Duration::from_secs(1))
@@ -337,7 +331,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         data_bytes_delivered: 0,
         root_bytes_at_measure: None,
         egress_series: Vec::new(),
-        last_egress: (SimTime::ZERO, 0),
+        last_egress: (Time::ZERO, 0),
         bans: 0,
         bans_of_honest: 0,
         penalties: 0,
@@ -355,17 +349,15 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
     let jw = cfg.join_window.as_micros() as u64;
     for i in 0..n {
         let at = if jw == 0 { 0 } else { rng.gen_range(0..jw) };
-        w.net.schedule(SimTime::from_micros(at), None, Ev::Join(i));
+        w.net.schedule(Time::from_micros(at), None, Ev::Join(i));
     }
     for (at, e) in &churn.events {
         w.net.schedule(*at, None, Ev::Churn(*e));
     }
-    w.net
-        .schedule(SimTime::ZERO + cfg.chunk, None, Ev::Produce(0));
+    w.net.schedule(Time::ZERO + cfg.chunk, None, Ev::Produce(0));
 
-    let end = SimTime::ZERO + cfg.duration;
-    let measure_from =
-        SimTime::ZERO + cfg.join_window + Duration::from_secs(5).min(cfg.duration / 4);
+    let end = Time::ZERO + cfg.duration;
+    let measure_from = Time::ZERO + cfg.join_window + Duration::from_secs(5).min(cfg.duration / 4);
     let trace_seq: Option<u64> = std::env::var("HUM_SIM_TRACE_SEQ")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -423,7 +415,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                     _ => {}
                 }
                 if to == root_node {
-                    w.root.handle_input(t(now), PeerId(from.0), msg);
+                    w.root.handle_input(now, PeerId(from.0), msg);
                     w.drain_root();
                 } else if let Some(vs) = w.viewers[to.index()].as_mut() {
                     // Bytes the broadcaster did not publish (a malicious peer's): checked here,
@@ -441,7 +433,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                         }
                         _ => None,
                     };
-                    vs.v.handle_input(t(now), PeerId(from.0), msg);
+                    vs.v.handle_input(now, PeerId(from.0), msg);
                     if let Some((seq, had)) = forged {
                         let stored = !had && vs.v.has(seq);
                         w.forged.delivered(to, seq, stored);
@@ -462,7 +454,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                     if now >= measure_from && w.root_bytes_at_measure.is_none() {
                         w.root_bytes_at_measure = Some((now, w.root.stats.bytes_sent));
                     }
-                    let next = SimTime::ZERO + cfg.chunk * (seq as u32 + 2);
+                    let next = Time::ZERO + cfg.chunk * (seq as u32 + 2);
                     if next <= end {
                         w.net.schedule(next, None, Ev::Produce(seq + 1));
                     }
@@ -502,7 +494,7 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
             .viewers
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| v.as_ref().map(|v| (v.v.player().stalled_us(t(end)), i)))
+            .filter_map(|(i, v)| v.as_ref().map(|v| (v.v.player().stalled_us(end), i)))
             .collect();
         stalls.sort_unstable();
         eprintln!(
@@ -577,7 +569,7 @@ fn chunk_body(seq: u64, seed: u64) -> [u8; 16] {
 }
 
 impl World {
-    fn produce(&mut self, now: SimTime, seq: u64) {
+    fn produce(&mut self, now: Time, seq: u64) {
         let dur_us = self.cfg.chunk.as_micros() as u64;
         let body = chunk_body(seq, self.cfg.seed);
         let chunk = Chunk::new(
@@ -589,7 +581,7 @@ impl World {
             Arc::from(&body[..]),
         );
         let bytes = (self.cfg.bitrate.bps() as u128 * dur_us as u128 / 8 / 1_000_000) as u32;
-        self.root.publish(t(now), &chunk, bytes);
+        self.root.publish(now, &chunk, bytes);
         self.drain_root();
         let sent = self.root.stats.bytes_sent;
         let (t0, b0) = self.last_egress;
@@ -601,7 +593,7 @@ impl World {
         }
     }
 
-    fn join(&mut self, now: SimTime, idx: usize) {
+    fn join(&mut self, now: Time, idx: usize) {
         let m = self.members[idx];
         let cfg = NodeConfig::new(
             Bitrate::from_mbps_f64(m.up_mbps),
@@ -625,12 +617,12 @@ impl World {
             vc.slice_parts = self.cfg.slice_parts;
             vc.repair_late_parts = self.cfg.late_part_repair;
         }
-        let v = Viewer::new(peer, PeerId(0), self.verifier.clone(), vc, t(now));
+        let v = Viewer::new(peer, PeerId(0), self.verifier.clone(), vc, now);
         debug_assert_eq!(self.viewers.len(), nd.index());
         self.viewers.push(Some(VState {
             v,
             malicious: self.malicious[idx],
-            joined_at: t(now),
+            joined_at: now,
             started_at: None,
         }));
         self.wake_at.push(u64::MAX);
@@ -656,7 +648,7 @@ impl World {
     }
 
     /// The tracker moved `o` off `lost` (preemption): both ends hear of it after one relay RTT.
-    fn notify_orphan(&mut self, now: SimTime, o: PeerId, lost: PeerId) {
+    fn notify_orphan(&mut self, now: Time, o: PeerId, lost: PeerId) {
         let d1 = self.net.rtt(NodeId(o.0), NodeId(0));
         self.net
             .schedule(now + d1, Some(NodeId(o.0)), Ev::Gone(lost));
@@ -665,7 +657,7 @@ impl World {
             .schedule(now + d2, Some(NodeId(lost.0)), Ev::Gone(o));
     }
 
-    fn leave(&mut self, now: SimTime, nd: NodeId) {
+    fn leave(&mut self, now: Time, nd: NodeId) {
         let peer = PeerId(nd.0);
         let orphans = self.tracker.leave(peer);
         for o in orphans {
@@ -682,12 +674,12 @@ impl World {
         self.root.set_audience(self.audience);
     }
 
-    fn on_node_timer(&mut self, now: SimTime, nd: NodeId, ev: Ev) {
+    fn on_node_timer(&mut self, now: Time, nd: NodeId, ev: Ev) {
         if nd == NodeId(0) {
             if matches!(ev, Ev::Wake) && self.wake_at[0] == now.as_micros() {
                 self.wake_at[0] = u64::MAX;
                 self.last_wake[0] = now.as_micros();
-                self.root.handle_timeout(t(now));
+                self.root.handle_timeout(now);
                 self.drain_root();
             }
             return;
@@ -702,12 +694,12 @@ impl World {
                 }
                 self.wake_at[nd.index()] = u64::MAX;
                 self.last_wake[nd.index()] = now.as_micros();
-                vs.v.handle_timeout(t(now));
+                vs.v.handle_timeout(now);
             }
             Ev::Granted { live, grants } => {
-                vs.v.join(t(now), live);
+                vs.v.join(now, live);
                 for g in grants {
-                    vs.v.add_upstream(t(now), g.up, g.rate);
+                    vs.v.add_upstream(now, g.up, g.rate);
                     if g.up == PeerId(0) {
                         // Only real seeds (a large root grant) are the root's feed; small top-ups
                         // are fallback traffic.
@@ -718,7 +710,7 @@ impl World {
             }
             Ev::Grants(grants) => {
                 for g in grants {
-                    vs.v.add_upstream(t(now), g.up, g.rate);
+                    vs.v.add_upstream(now, g.up, g.rate);
                     if g.up == PeerId(0) {
                         // Only real seeds (a large root grant) are the root's feed; small top-ups
                         // are fallback traffic.
@@ -728,7 +720,7 @@ impl World {
                 }
             }
             Ev::Gone(p) => {
-                vs.v.peer_gone(t(now), p);
+                vs.v.peer_gone(now, p);
                 if p == PeerId(0) {
                     self.root.set_granted(PeerId(nd.0), false);
                 }
@@ -800,8 +792,7 @@ impl World {
         let w = &mut self.wake_at[nd.index()];
         if at < *w || *w < self.net.now().as_micros() {
             *w = at;
-            self.net
-                .schedule(SimTime::from_micros(at), Some(nd), Ev::Wake);
+            self.net.schedule(Time::from_micros(at), Some(nd), Ev::Wake);
         }
     }
 
@@ -922,12 +913,12 @@ impl World {
     }
 
     /// Add a viewer's watch time and stall time to the totals (at departure or the end).
-    fn account(&mut self, nd: NodeId, now: SimTime) {
+    fn account(&mut self, nd: NodeId, now: Time) {
         if let Some(vs) = self.viewers[nd.index()].as_ref()
             && let (Some(st), false) = (vs.started_at, vs.malicious)
         {
             self.watch_us += now.as_micros().saturating_sub(st.0);
-            self.stall_us += vs.v.player().stalled_us(t(now));
+            self.stall_us += vs.v.player().stalled_us(now);
         }
     }
 
@@ -952,11 +943,11 @@ impl World {
         usable: f64,
         cap: Bitrate,
         ceiling: Bitrate,
-        end: SimTime,
+        end: Time,
         wall_s: f64,
     ) -> Report {
         let r = self.cfg.bitrate.bps() as f64;
-        let (m_at, m_bytes) = self.root_bytes_at_measure.unwrap_or((SimTime::ZERO, 0));
+        let (m_at, m_bytes) = self.root_bytes_at_measure.unwrap_or((Time::ZERO, 0));
         let secs = end.since(m_at).as_secs_f64().max(1e-9);
         let egress = (self.root.stats.bytes_sent - m_bytes) as f64 * 8.0 / secs;
         let total_played = self.on_time + self.late + self.skipped;

@@ -1165,7 +1165,7 @@ impl Node {
                         joined_at: Some(j), ..
                     } => self.report.startup_ms = Some(j.elapsed().as_millis() as u64),
                     // A recording's node starts when it joins: from then to the first chunk.
-                    Machine::OnDemand { .. } => self.report.startup_ms = Some(at.micros() / 1000),
+                    Machine::OnDemand { .. } => self.report.startup_ms = Some(at.as_micros() / 1000),
                     _ => {}
                 }
             }
