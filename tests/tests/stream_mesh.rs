@@ -494,3 +494,128 @@ fn a_recording_survives_kill_9_of_the_relay_and_plays_back_verified() -> Result<
     );
     Ok(())
 }
+
+/// Viewers of a recording in the on-demand mesh (`hum watch --recording`); another count with
+/// `HUM_RECORDING_VIEWERS=N`.
+const RECORDING_VIEWERS: usize = 10;
+
+/// A recording played back by 10 viewers after the stream ended, in the on-demand mesh: they
+/// join 500 ms apart, each fetches the whole range from each other over WebRTC data channels
+/// (rarest first) and from the relay's store (the root) what playback needs soon that no peer
+/// has. Every chunk each plays verifies against the streamer's signed record, each plays every
+/// chunk of the recording (none skipped), each chunk kept once, and the relay served (by its
+/// own count) fewer than half of viewers x chunks, the peers more than half.
+#[test]
+fn a_recording_played_by_several_viewers_is_served_mostly_by_peers() -> Result<()> {
+    let n = std::env::var("HUM_RECORDING_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RECORDING_VIEWERS);
+    let w = World::new(n)?;
+    // The stream (no live viewers), recorded.
+    let r = run_with(&w, 0, None, &["--record"])?;
+    let published = u(&r.streamer["uploader"], "published");
+    ensure!(published >= 20, "streamed little: {}", r.streamer);
+    let stream_bytes = u(&r.streamer, "stream_bytes");
+    wait_for(
+        "the relay to accept every upload",
+        Duration::from_secs(10),
+        || Ok(metric(&w, "hum_relay_stream_upload_bytes_total")? == stream_bytes),
+    )?;
+    let list = w.run(0, &["stream", "recordings", "--server", "Guild"])?;
+    let rec = &list["recording"];
+    ensure!(
+        rec["ended"] == Value::Bool(true) && u(rec, "chunks") == published,
+        "{list}"
+    );
+    let chunks = u(rec, "chunks");
+    let id = u(rec, "id").to_string();
+    // Each stays in the swarm the recording's length and 8 s more (the root serves what
+    // playback needs at the playing pace), serving the viewers after it once it holds it all.
+    let watch_secs = (chunks * u(rec, "chunk_ms")).div_ceil(1000) + 8;
+    let began = std::time::Instant::now();
+    let mut procs = Vec::new();
+    for i in 1..=n {
+        let out = std::fs::File::create(w.path(&format!("replay{i}.json")))?;
+        let dur = format!("{watch_secs}s");
+        let args = [
+            "watch",
+            id.as_str(),
+            "--recording",
+            "--bind",
+            "127.0.0.1:0",
+            "--duration",
+            &dur,
+        ];
+        let err = std::fs::File::create(w.path(&format!("replay{i}.log")))?;
+        procs.push(KillOnDrop(w.cmd(i, &args).stdout(out).stderr(err).spawn()?));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (i, p) in procs.iter_mut().enumerate() {
+        wait_exit(p, Duration::from_secs(watch_secs + 60)).with_context(|| {
+            format!(
+                "viewer {}: {}",
+                i + 1,
+                std::fs::read_to_string(w.path(&format!("replay{}.log", i + 1)))
+                    .unwrap_or_default()
+            )
+        })?;
+    }
+    let wall = began.elapsed();
+    let mut from_root = 0;
+    let mut from_peers = 0;
+    for i in 1..=n {
+        let text = std::fs::read_to_string(w.path(&format!("replay{i}.json")))?;
+        let out: Value =
+            serde_json::from_str(&text).with_context(|| format!("viewer {i} printed {text}"))?;
+        let v = &out["viewer"];
+        ensure!(
+            u(v, "recording_chunks") == chunks && v["complete"] == Value::Bool(true),
+            "viewer {i} did not get the whole recording: {v}"
+        );
+        ensure!(
+            u(v, "played") == chunks && u(v, "skipped") == 0,
+            "viewer {i} did not play every chunk: {v}"
+        );
+        ensure!(
+            u(v, "played_verified") == chunks && u(v, "played_corrupt") == 0,
+            "viewer {i} played a chunk that does not verify: {v}"
+        );
+        ensure!(
+            u(v, "chunks_from_root") + u(v, "chunks_from_peers") == chunks,
+            "viewer {i} kept a chunk twice or lost one: {v}"
+        );
+        ensure!(
+            u(v, "wire_errors") == 0 && u(v, "penalties") == 0,
+            "viewer {i}: {v}"
+        );
+        eprintln!(
+            "recording viewer {i}: {} chunks from the relay, {} from peers, served {} to others, startup {:?} ms, timeouts {}",
+            u(v, "chunks_from_root"),
+            u(v, "chunks_from_peers"),
+            u(v, "chunks_served"),
+            v["startup_ms"],
+            u(v, "timeouts"),
+        );
+        from_root += u(v, "chunks_from_root");
+        from_peers += u(v, "chunks_from_peers");
+    }
+    // What the relay's store sent, counted by the relay: every copy a viewer kept from the root.
+    let served = metric(&w, "hum_relay_recording_chunks_served_total")?;
+    ensure!(
+        served >= from_root,
+        "the relay counted {served} chunks served, the viewers {from_root} from it"
+    );
+    let copies = n as u64 * chunks;
+    eprintln!(
+        "recording of {chunks} chunks, {n} viewers: the relay served {served} chunk copies of {copies} ({:.2} copies of the recording), peers {from_peers}; wall {:.1} s",
+        served as f64 / chunks as f64,
+        wall.as_secs_f64(),
+    );
+    // The first viewer has nobody to fetch from; the others mostly fetch from each other.
+    ensure!(
+        served * 2 < copies && from_peers * 2 > copies,
+        "the relay served {served} of {copies} chunk copies (peers {from_peers}): not mostly peers"
+    );
+    Ok(())
+}

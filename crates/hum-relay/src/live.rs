@@ -570,11 +570,17 @@ async fn run_playback(socket: WebSocket, shared: SharedState, id: u64) {
             .and_then(|r| r.ok())
             .flatten();
         let reply = match found {
-            Some((record, payload)) => MeshMsg::Data {
-                record: Arc::new(record),
-                hops: 0,
-                payload: Arc::from(payload),
-            },
+            Some((record, payload)) => {
+                let m = shared.metrics();
+                m.recording_chunks_served.fetch_add(1, Ordering::Relaxed);
+                m.recording_bytes_served
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                MeshMsg::Data {
+                    record: Arc::new(record),
+                    hops: 0,
+                    payload: Arc::from(payload),
+                }
+            }
             None => MeshMsg::Absent {
                 layer,
                 seq,

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub stream_wire_errors: AtomicU64,
     /// Bans viewers reported to the trackers (a peer served them chunks that failed verification).
     pub stream_tracker_bans: AtomicU64,
+    /// Chunks (and their payload bytes) the recording store served on `/mesh` (playback and
+    /// the on-demand mesh's root).
+    pub recording_chunks_served: AtomicU64,
+    pub recording_bytes_served: AtomicU64,
     /// The embedded SFU's counters, refreshed once a second (`None`: no SFU).
     pub sfu: std::sync::Mutex<Option<hum_sfu::Metrics>>,
 }
@@ -339,6 +343,18 @@ impl Metrics {
             "counter",
             "Bans viewers reported to the trackers (a peer served chunks that failed verification).",
             &self.stream_tracker_bans,
+        );
+        metric(
+            "hum_relay_recording_chunks_served_total",
+            "counter",
+            "Recorded chunks the relay's store sent (playback and the on-demand mesh's root).",
+            &self.recording_chunks_served,
+        );
+        metric(
+            "hum_relay_recording_bytes_served_total",
+            "counter",
+            "Payload bytes of the recorded chunks the relay's store sent.",
+            &self.recording_bytes_served,
         );
         let _ = writeln!(
             out,
