@@ -10,9 +10,13 @@ use hum_engine::budget::model::{
     BandwidthSettings, RelayContribution, ReservedUpload, TotalUpload,
 };
 use hum_engine::budget::{BudgetConfig, BudgetEvent, BudgetService, UdpEchoProber};
+use hum_engine::stream::player::FrameHasher;
 use hum_engine::stream::source::{SourceConfig, StreamEncoder};
-use hum_engine::stream::{Command, NodeConfig, NodeHandle, NodeReport, spawn_root, spawn_viewer};
+use hum_engine::stream::{
+    Command, NodeConfig, NodeHandle, NodeReport, PlayedChunk, spawn_root, spawn_viewer,
+};
 use hum_mesh::Layer;
+use hum_mesh::chunker::Chunk;
 use hum_mesh::manifest::Publisher;
 use hum_proto::signal::MeshSignal;
 use hum_proto::{Bitrate, UserId};
@@ -35,15 +39,18 @@ fn cfg(source: &SourceConfig, budget: Bitrate, corrupt: bool) -> NodeConfig {
 
 /// Runs one root and `viewers` (budget, corrupt) for `chunks` chunks; returns their final reports.
 async fn run(viewers: &[(Bitrate, bool)], chunks: u64) -> (NodeReport, Vec<NodeReport>) {
-    run_with(viewers, chunks, &[]).await
+    let (root, reports, _) = run_with(viewers, chunks, &[], &[]).await;
+    (root, reports)
 }
 
-/// [`run`], viewer `i` relaying from `upload[i]` (a bandwidth service) when there is one.
+/// [`run`], viewer `i` relaying from `upload[i]` (a bandwidth service) and handing what it plays
+/// to `played[i]` when there are; also returns the chunks the root published.
 async fn run_with(
     viewers: &[(Bitrate, bool)],
     chunks: u64,
     upload: &[Option<BudgetService>],
-) -> (NodeReport, Vec<NodeReport>) {
+    played: &[Option<mpsc::Sender<PlayedChunk>>],
+) -> (NodeReport, Vec<NodeReport>, Vec<Chunk>) {
     let source = SourceConfig {
         width: 160,
         height: 96,
@@ -81,6 +88,7 @@ async fn run_with(
         let me = UserId([10 + i as u8; 32]);
         let mut c = cfg(&source, budget, corrupt);
         c.upload = upload.get(i).cloned().flatten();
+        c.played = played.get(i).cloned().flatten();
         let v = spawn_viewer(me, streamer, c, tagged(me)).expect("valid stream key");
         nodes.insert(me, v);
         order.push(me);
@@ -97,10 +105,12 @@ async fn run_with(
     let mut enc = StreamEncoder::new(source, Layer::High).expect("encoder");
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut published = 0;
+    let mut sent = Vec::new();
     let mut joined = 0;
     while published < chunks {
         tick.tick().await;
         for c in enc.next_frame().expect("encode") {
+            sent.push(c.clone());
             root.send(Command::Publish(c));
             published += 1;
             // Viewers join one per chunk after the first two, the corrupt ones first.
@@ -123,7 +133,7 @@ async fn run_with(
     for r in &reports {
         eprintln!("viewer: {}", serde_json::to_string(r).unwrap_or_default());
     }
-    (root, reports)
+    (root, reports, sent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +242,7 @@ async fn a_viewer_relays_only_what_the_bandwidth_service_admits() {
     ];
     let strong = Bitrate::from_mbps(4);
     let upload = [Some(on.clone()), Some(off[0].clone()), Some(off[1].clone())];
-    let (_, viewers) = run_with(&[(strong, false); 3], 40, &upload).await;
+    let (_, viewers, _) = run_with(&[(strong, false); 3], 40, &upload, &[]).await;
     for (i, v) in viewers.iter().enumerate() {
         assert!(v.started, "viewer {i} never started: {v:?}");
         assert!(v.played >= 10, "viewer {i} played {}: {v:?}", v.played);
@@ -260,4 +270,54 @@ async fn a_viewer_relays_only_what_the_bandwidth_service_admits() {
     for s in off.iter().chain([&on]) {
         s.shutdown();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoded_pictures_of_relayed_chunks_hash_the_same_as_the_streamers() {
+    // Four viewers relaying to each other; two decode every frame they play.
+    let strong = Bitrate::from_mbps(4);
+    let mut played = Vec::new();
+    let mut decoders = Vec::new();
+    for _ in 0..2 {
+        let (tx, mut rx) = mpsc::channel::<PlayedChunk>(64);
+        played.push(Some(tx));
+        decoders.push(tokio::spawn(async move {
+            let mut h = FrameHasher::new().expect("decoder");
+            while let Some(c) = rx.recv().await {
+                h.push(&c);
+            }
+            h
+        }));
+    }
+    let (_, viewers, sent) = run_with(&[(strong, false); 4], 40, &[], &played).await;
+    drop(played);
+    let mut streamer = FrameHasher::new().expect("decoder");
+    for c in &sent {
+        streamer.push(&PlayedChunk::from_chunk(c));
+    }
+    assert_eq!(streamer.report().corrupt, 0);
+    for (i, d) in decoders.into_iter().enumerate() {
+        let h = d.await.expect("decoder task");
+        let r = h.report();
+        assert_eq!(r.corrupt, 0, "viewer {i}: {r:?}");
+        // 5 video frames a chunk; every chunk played was decoded, from a keyframe on.
+        assert_eq!(
+            r.decoded,
+            viewers[i].played * 5,
+            "viewer {i}: {r:?} {:?}",
+            viewers[i]
+        );
+        assert!(r.decoded >= 50, "viewer {i}: {r:?}");
+        for (ts, hash) in h.hashes() {
+            assert_eq!(
+                streamer.hashes().get(ts),
+                Some(hash),
+                "viewer {i} picture at {ts} us"
+            );
+        }
+    }
+    assert!(
+        viewers.iter().map(|v| v.chunks_from_peers).sum::<u64>() > 0,
+        "{viewers:?}"
+    );
 }

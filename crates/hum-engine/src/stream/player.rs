@@ -238,6 +238,72 @@ impl Drop for AudioPlayout {
     }
 }
 
+/// What [`FrameHasher`] decoded (the `hum watch --json` `decode` object).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecodeReport {
+    /// Pictures decoded (and hashed).
+    pub decoded: u64,
+    /// Delta frames dropped before the first keyframe.
+    pub waiting: u64,
+    /// Frames the decoder refused (corrupt, or referencing a lost picture).
+    pub corrupt: u64,
+}
+
+/// Decodes every video frame of the chunks it is given (VP8, hum-media's decoder, as the app's
+/// WebCodecs tile would) and hashes each picture (BLAKE3 of its I420 planes) by media time.
+/// VP8 decoding is deterministic, so a viewer's hashes equal the streamer's own decode of what it
+/// published exactly when every frame reached the viewer intact and in order.
+pub struct FrameHasher {
+    decoder: hum_media::video::Vp8Decoder,
+    hashes: std::collections::BTreeMap<u64, blake3::Hash>,
+    report: DecodeReport,
+}
+
+impl std::fmt::Debug for FrameHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameHasher")
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameHasher {
+    pub fn new() -> Result<Self, hum_media::video::VideoError> {
+        Ok(FrameHasher {
+            decoder: hum_media::video::Vp8Decoder::new()?,
+            hashes: Default::default(),
+            report: DecodeReport::default(),
+        })
+    }
+
+    /// Decode and hash the video frames of `c`, in order.
+    pub fn push(&mut self, c: &PlayedChunk) {
+        use hum_media::video::vp8::Discard;
+        for f in c.frames().unwrap_or_default() {
+            if f.track != Track::Video {
+                continue;
+            }
+            match self.decoder.decode(&f.data, std::time::Instant::now()) {
+                Ok(pic) => {
+                    self.report.decoded += 1;
+                    self.hashes.insert(f.ts_us, blake3::hash(pic.as_bytes()));
+                }
+                Err(Discard::WaitingForKeyframe) => self.report.waiting += 1,
+                Err(Discard::Corrupt(_)) => self.report.corrupt += 1,
+            }
+        }
+    }
+
+    pub fn report(&self) -> DecodeReport {
+        self.report
+    }
+
+    /// Each decoded picture's hash by media time (µs since the stream began).
+    pub fn hashes(&self) -> &std::collections::BTreeMap<u64, blake3::Hash> {
+        &self.hashes
+    }
+}
+
 /// Plays chunks from `rx` until it closes or `on_frame` returns false: each video frame goes to
 /// `on_frame` at its offset from the time its chunk was played; its audio goes to `audio`.
 pub fn spawn_player(
@@ -294,6 +360,32 @@ mod tests {
             all.windows(2)
                 .all(|w| w[0].timestamp_us < w[1].timestamp_us)
         );
+        // Decoding: every picture once, the same hashes from a second decoder fed the same.
+        let mut a = FrameHasher::new().expect("decoder");
+        let mut b = FrameHasher::new().expect("decoder");
+        for c in &chunks {
+            a.push(&PlayedChunk::from_chunk(c));
+            b.push(&PlayedChunk::from_chunk(c));
+        }
+        assert_eq!(a.report().decoded, 10);
+        assert_eq!(a.hashes(), b.hashes());
+        assert_eq!(a.hashes().len(), 10);
+        // Joining at the second chunk (a keyframe) decodes the same pictures from there on; a
+        // corrupt frame is counted, not a panic, and its picture is not hashed.
+        let mut late = FrameHasher::new().expect("decoder");
+        late.push(&PlayedChunk::from_chunk(&chunks[1]));
+        assert_eq!(late.report().decoded, 5);
+        assert!(late.hashes().iter().all(|(t, h)| a.hashes()[t] == *h));
+        let mut bad = PlayedChunk::from_chunk(&chunks[0]);
+        let mut bytes = bad.payload.to_vec();
+        let n = bytes.len();
+        bytes[n / 2..].iter_mut().for_each(|b| *b ^= 0x5a);
+        bad.payload = bytes.into();
+        let mut broken = FrameHasher::new().expect("decoder");
+        broken.push(&bad);
+        let first: std::collections::BTreeMap<u64, blake3::Hash> =
+            a.hashes().iter().take(5).map(|(t, h)| (*t, *h)).collect();
+        assert_ne!(broken.hashes(), &first, "{:?}", broken.report());
         // Garbage is no frame, never a panic.
         assert_eq!(vp8_keyframe_size(&[0u8; 3]), None);
         assert_eq!(
