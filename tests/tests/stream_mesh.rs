@@ -538,15 +538,11 @@ fn a_recording_played_by_several_viewers_is_served_mostly_by_peers() -> Result<(
     for i in 1..=n {
         let out = std::fs::File::create(w.path(&format!("replay{i}.json")))?;
         let dur = format!("{watch_secs}s");
-        let args = [
-            "watch",
-            id.as_str(),
-            "--recording",
-            "--bind",
-            "127.0.0.1:0",
-            "--duration",
-            &dur,
-        ];
+        let mut args = vec!["watch", id.as_str(), "--recording", "--bind", "127.0.0.1:0"];
+        // The last viewer has nobody after it to serve: it stops once it played every chunk.
+        if i < n {
+            args.extend(["--duration", &dur]);
+        }
         let err = std::fs::File::create(w.path(&format!("replay{i}.log")))?;
         procs.push(KillOnDrop(w.cmd(i, &args).stdout(out).stderr(err).spawn()?));
         std::thread::sleep(Duration::from_millis(500));
@@ -569,6 +565,8 @@ fn a_recording_played_by_several_viewers_is_served_mostly_by_peers() -> Result<(
         let out: Value =
             serde_json::from_str(&text).with_context(|| format!("viewer {i} printed {text}"))?;
         let v = &out["viewer"];
+        let why = if i < n { "duration" } else { "complete" };
+        ensure!(out["ended"] == why, "viewer {i} ended: {out}");
         ensure!(
             u(v, "recording_chunks") == chunks && v["complete"] == Value::Bool(true),
             "viewer {i} did not get the whole recording: {v}"
