@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hum_engine::stream::playback::fetch_recording;
-use hum_engine::stream::player::{AudioPlayout, spawn_player};
+use hum_engine::stream::player::{AudioPlayout, FrameHasher, spawn_player};
 use hum_engine::stream::session::{RecordingOptions, RecordingSession};
 use hum_engine::stream::session::{mesh_ticket, mesh_url};
 use hum_engine::stream::source::{AudioInput, LayerSpec, SourceConfig, VideoInput};
-use hum_engine::stream::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession};
+use hum_engine::stream::{
+    EndReason, LiveOptions, LiveSession, PlayedChunk, WatchOptions, WatchSession,
+};
 use hum_mesh::Layer;
 use hum_proto::signal::{Name, Reply, Request, StreamInfo};
 use hum_proto::{Bitrate, StreamId};
@@ -23,7 +25,7 @@ use crate::commands::connect;
 #[derive(Subcommand, Debug)]
 pub enum StreamCmd {
     /// Go live in a channel. Prints the stream id, then (at the end) what the root seed sent.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// The live streams of a server.
     List {
         #[arg(long)]
@@ -107,6 +109,10 @@ pub struct StartArgs {
     /// Testing only: close the upload link to the relay after this long (it is reopened).
     #[arg(long, hide = true, value_parser = humantime::parse_duration)]
     pub drop_root_after: Option<Duration>,
+    /// Decode every frame published (each layer) and write each picture's hash here, one a
+    /// line: `layer media_time_us blake3_hex` (compare with `hum watch --frame-hashes`).
+    #[arg(long)]
+    pub frame_hashes: Option<std::path::PathBuf>,
 }
 
 /// `low:160x90@100` or `audio`.
@@ -192,6 +198,48 @@ pub struct WatchArgs {
     /// With --play: write the stream's sound here (48 kHz mono WAV).
     #[arg(long, requires = "play")]
     pub audio_wav: Option<std::path::PathBuf>,
+    /// Decode every frame played and write each picture's hash here, one a line: `layer
+    /// media_time_us blake3_hex` (the streamer's `hum stream start --frame-hashes` has the same
+    /// line for every picture that arrived intact); the report gains `decode`.
+    #[arg(long, conflicts_with = "recording")]
+    pub frame_hashes: Option<std::path::PathBuf>,
+}
+
+/// `--frame-hashes`: a task that decodes and hashes every chunk it is sent, then hands it on to
+/// `next` (the player) if there is one. Its hasher comes back once every sender is gone.
+fn spawn_hasher(
+    next: Option<tokio::sync::mpsc::Sender<PlayedChunk>>,
+) -> Result<(
+    tokio::sync::mpsc::Sender<PlayedChunk>,
+    tokio::task::JoinHandle<FrameHasher>,
+)> {
+    let mut hasher = FrameHasher::new().map_err(|e| anyhow!("VP8 decoder: {e}"))?;
+    // Deep enough for a few seconds of every layer: a full queue would drop chunks unhashed.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<PlayedChunk>(256);
+    let task = tokio::spawn(async move {
+        while let Some(c) = rx.recv().await {
+            hasher.push(&c);
+            if let Some(n) = &next {
+                let _ = n.try_send(c);
+            }
+        }
+        hasher
+    });
+    Ok((tx, task))
+}
+
+/// Waits for the hasher (its senders were dropped with the session), writes its lines to `path`.
+async fn finish_hasher(
+    task: tokio::task::JoinHandle<FrameHasher>,
+    path: &std::path::Path,
+) -> Result<hum_engine::stream::player::DecodeReport> {
+    let hasher = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .context("the frame hasher did not finish")?
+        .context("the frame hasher failed")?;
+    std::fs::write(path, hasher.to_lines())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(hasher.report())
 }
 
 /// Waits for the stream to end, the duration to pass or an interrupt.
@@ -464,6 +512,13 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
     } else {
         AudioInput::Tone
     };
+    let (published, hasher) = match &args.frame_hashes {
+        Some(_) => {
+            let (tx, task) = spawn_hasher(None)?;
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     let session = LiveSession::start(
         &client,
         identity.stream_publisher(),
@@ -476,6 +531,7 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
             record: args.record,
             bind: vec![args.bind.clone()],
             upload: args.upload_kbps.map(Bitrate::from_kbps),
+            published,
         },
     )
     .await
@@ -491,9 +547,16 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
     }
     let why = until_end(&mut ended, args.duration.map(|d| began + d)).await;
     let s = session.stop().await;
+    let decode = match (hasher, &args.frame_hashes) {
+        (Some(task), Some(path)) => Some(finish_hasher(task, path).await?),
+        _ => None,
+    };
     if cli.json {
         let mut v = serde_json::to_value(&s)?;
         v["ended"] = json!(why);
+        if let Some(d) = decode {
+            v["decode"] = serde_json::to_value(d)?;
+        }
         println!("{v}");
     } else {
         println!(
@@ -511,11 +574,18 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
     }
     let client = connect(cli).await?;
     let stream = StreamId(args.stream);
-    let (played_tx, played_rx) = if args.play {
+    let (player_tx, played_rx) = if args.play {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         (Some(tx), Some(rx))
     } else {
         (None, None)
+    };
+    let (played_tx, hasher) = match &args.frame_hashes {
+        Some(_) => {
+            let (tx, task) = spawn_hasher(player_tx)?;
+            (Some(tx), Some(task))
+        }
+        None => (player_tx, None),
     };
     let session = WatchSession::join(
         &client,
@@ -598,8 +668,15 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
         None => None,
     };
     let video_frames = video_frames.load(std::sync::atomic::Ordering::Relaxed);
+    let decode = match (hasher, &args.frame_hashes) {
+        (Some(task), Some(path)) => Some(finish_hasher(task, path).await?),
+        _ => None,
+    };
     if cli.json {
         let mut v = json!({"stream": stream, "ended": why, "seconds": secs, "viewer": report});
+        if let Some(d) = decode {
+            v["decode"] = serde_json::to_value(d)?;
+        }
         if let Some(a) = audio {
             v["audio"] = serde_json::to_value(a)?;
             v["video_frames"] = json!(video_frames);

@@ -308,11 +308,11 @@ async fn decoded_pictures_of_relayed_chunks_hash_the_same_as_the_streamers() {
             viewers[i]
         );
         assert!(r.decoded >= 50, "viewer {i}: {r:?}");
-        for (ts, hash) in h.hashes() {
+        for (key, hash) in h.hashes() {
             assert_eq!(
-                streamer.hashes().get(ts),
+                streamer.hashes().get(key),
                 Some(hash),
-                "viewer {i} picture at {ts} us"
+                "viewer {i} picture {key:?}"
             );
         }
     }

@@ -499,6 +499,7 @@ pub async fn live_start(
             record: request.record,
             bind: vec!["0.0.0.0:0".into()],
             upload: available_upload(&state),
+            published: None,
         },
     )
     .await

@@ -86,8 +86,9 @@ pub struct NodeConfig {
     /// The relay hosts the root: its `/mesh` URL with a ticket (`stream_mesh`). The link to the
     /// root (`PeerId(0)`, the streamer's id) goes there instead of over WebRTC.
     pub root_url: Option<String>,
-    /// Viewer: every chunk the player plays (verified), for a decoder or a player; a full queue
-    /// drops the chunk for that consumer (the mesh never waits for it).
+    /// Viewer: every chunk the player plays (verified), for a decoder or a player; uploader: every
+    /// chunk it publishes (the streamer's own check). A full queue drops the chunk for that
+    /// consumer (the mesh never waits for it).
     pub played: Option<mpsc::Sender<PlayedChunk>>,
 }
 
@@ -621,6 +622,10 @@ impl Node {
                         seed.publish(now, &chunk, len);
                     }
                     Machine::Upload { publisher } => {
+                        // The streamer's own copy of what it publishes (a decoder's check).
+                        if let Some(tx) = &self.cfg.played {
+                            let _ = tx.try_send(PlayedChunk::from_chunk(&chunk));
+                        }
                         let record = Arc::new(publisher.sign(&chunk, len));
                         let msg = MeshMsg::Data {
                             record,
@@ -1165,7 +1170,9 @@ impl Node {
                         joined_at: Some(j), ..
                     } => self.report.startup_ms = Some(j.elapsed().as_millis() as u64),
                     // A recording's node starts when it joins: from then to the first chunk.
-                    Machine::OnDemand { .. } => self.report.startup_ms = Some(at.as_micros() / 1000),
+                    Machine::OnDemand { .. } => {
+                        self.report.startup_ms = Some(at.as_micros() / 1000)
+                    }
                     _ => {}
                 }
             }

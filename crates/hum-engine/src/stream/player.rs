@@ -250,12 +250,13 @@ pub struct DecodeReport {
 }
 
 /// Decodes every video frame of the chunks it is given (VP8, hum-media's decoder, as the app's
-/// WebCodecs tile would) and hashes each picture (BLAKE3 of its I420 planes) by media time.
-/// VP8 decoding is deterministic, so a viewer's hashes equal the streamer's own decode of what it
-/// published exactly when every frame reached the viewer intact and in order.
+/// WebCodecs tile would; one decoder per layer) and hashes each picture (BLAKE3 of its I420
+/// planes) by layer and media time. VP8 decoding is deterministic, so a viewer's hashes equal
+/// the streamer's own decode of what it published exactly when every frame reached the viewer
+/// intact and in order.
 pub struct FrameHasher {
-    decoder: hum_media::video::Vp8Decoder,
-    hashes: std::collections::BTreeMap<u64, blake3::Hash>,
+    decoders: std::collections::BTreeMap<hum_mesh::Layer, hum_media::video::Vp8Decoder>,
+    hashes: std::collections::BTreeMap<(hum_mesh::Layer, u64), blake3::Hash>,
     report: DecodeReport,
 }
 
@@ -268,9 +269,12 @@ impl std::fmt::Debug for FrameHasher {
 }
 
 impl FrameHasher {
+    /// A hasher; its first decoder is made here, so a missing codec is an error now, not later.
     pub fn new() -> Result<Self, hum_media::video::VideoError> {
+        let mut decoders = std::collections::BTreeMap::new();
+        decoders.insert(hum_mesh::Layer::High, hum_media::video::Vp8Decoder::new()?);
         Ok(FrameHasher {
-            decoder: hum_media::video::Vp8Decoder::new()?,
+            decoders,
             hashes: Default::default(),
             report: DecodeReport::default(),
         })
@@ -279,14 +283,27 @@ impl FrameHasher {
     /// Decode and hash the video frames of `c`, in order.
     pub fn push(&mut self, c: &PlayedChunk) {
         use hum_media::video::vp8::Discard;
+        let decoder = match self.decoders.entry(c.layer) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                match hum_media::video::Vp8Decoder::new() {
+                    Ok(d) => e.insert(d),
+                    Err(_) => {
+                        self.report.corrupt += 1;
+                        return;
+                    }
+                }
+            }
+        };
         for f in c.frames().unwrap_or_default() {
             if f.track != Track::Video {
                 continue;
             }
-            match self.decoder.decode(&f.data, std::time::Instant::now()) {
+            match decoder.decode(&f.data, std::time::Instant::now()) {
                 Ok(pic) => {
                     self.report.decoded += 1;
-                    self.hashes.insert(f.ts_us, blake3::hash(pic.as_bytes()));
+                    self.hashes
+                        .insert((c.layer, f.ts_us), blake3::hash(pic.as_bytes()));
                 }
                 Err(Discard::WaitingForKeyframe) => self.report.waiting += 1,
                 Err(Discard::Corrupt(_)) => self.report.corrupt += 1,
@@ -298,9 +315,22 @@ impl FrameHasher {
         self.report
     }
 
-    /// Each decoded picture's hash by media time (µs since the stream began).
-    pub fn hashes(&self) -> &std::collections::BTreeMap<u64, blake3::Hash> {
+    /// Each decoded picture's hash by layer and media time (µs since the stream began).
+    pub fn hashes(&self) -> &std::collections::BTreeMap<(hum_mesh::Layer, u64), blake3::Hash> {
         &self.hashes
+    }
+
+    /// The hashes as text, one picture a line: `layer media_time_us blake3_hex`.
+    pub fn to_lines(&self) -> String {
+        let mut out = String::new();
+        for ((layer, ts), h) in &self.hashes {
+            out.push_str(&format!(
+                "{} {ts} {}\n",
+                super::node::layer_name(*layer),
+                h.to_hex()
+            ));
+        }
+        out
     }
 }
 
@@ -375,7 +405,9 @@ mod tests {
         let mut late = FrameHasher::new().expect("decoder");
         late.push(&PlayedChunk::from_chunk(&chunks[1]));
         assert_eq!(late.report().decoded, 5);
-        assert!(late.hashes().iter().all(|(t, h)| a.hashes()[t] == *h));
+        assert!(late.hashes().iter().all(|(k, h)| a.hashes()[k] == *h));
+        assert!(a.to_lines().starts_with("high 0 "), "{}", a.to_lines());
+        assert_eq!(a.to_lines().lines().count(), 10);
         let mut bad = PlayedChunk::from_chunk(&chunks[0]);
         let mut bytes = bad.payload.to_vec();
         let n = bytes.len();
@@ -383,8 +415,8 @@ mod tests {
         bad.payload = bytes.into();
         let mut broken = FrameHasher::new().expect("decoder");
         broken.push(&bad);
-        let first: std::collections::BTreeMap<u64, blake3::Hash> =
-            a.hashes().iter().take(5).map(|(t, h)| (*t, *h)).collect();
+        let first: std::collections::BTreeMap<_, _> =
+            a.hashes().iter().take(5).map(|(k, h)| (*k, *h)).collect();
         assert_ne!(broken.hashes(), &first, "{:?}", broken.report());
         // Garbage is no frame, never a panic.
         assert_eq!(vp8_keyframe_size(&[0u8; 3]), None);

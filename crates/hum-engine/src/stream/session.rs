@@ -266,6 +266,8 @@ pub struct LiveOptions {
     /// The streamer's measured upload (the bandwidth service's): the best layers are left out
     /// while the whole ladder would not fit ([`SourceConfig::fit_upload`]); `None`: all.
     pub upload: Option<Bitrate>,
+    /// Every chunk published, every layer (for a decoder: `hum stream start --frame-hashes`).
+    pub published: Option<mpsc::Sender<PlayedChunk>>,
 }
 
 /// What a stream did, from the streamer's side.
@@ -359,7 +361,7 @@ impl LiveSession {
                 started_ms,
                 corrupt: false,
                 root_url: Some(url),
-                played: None,
+                played: opts.published.clone(),
             },
             sig_tx,
         );
