@@ -543,6 +543,11 @@ fn a_recording_played_by_several_viewers_is_served_mostly_by_peers() -> Result<(
         if i < n {
             args.extend(["--duration", &dur]);
         }
+        // The first viewer fetches most from the relay: its link to the store drops after 3 s
+        // and is reopened with a fresh ticket.
+        if i == 1 {
+            args.extend(["--drop-root-after", "3s"]);
+        }
         let err = std::fs::File::create(w.path(&format!("replay{i}.log")))?;
         procs.push(KillOnDrop(w.cmd(i, &args).stdout(out).stderr(err).spawn()?));
         std::thread::sleep(Duration::from_millis(500));
@@ -567,6 +572,11 @@ fn a_recording_played_by_several_viewers_is_served_mostly_by_peers() -> Result<(
         let v = &out["viewer"];
         let why = if i < n { "duration" } else { "complete" };
         ensure!(out["ended"] == why, "viewer {i} ended: {out}");
+        let drops = u64::from(i == 1);
+        ensure!(
+            u(v, "root_link_drops") == drops && u(v, "root_reconnects") == drops,
+            "viewer {i}: the link to the relay's store was not reopened: {v}"
+        );
         ensure!(
             u(v, "recording_chunks") == chunks && v["complete"] == Value::Bool(true),
             "viewer {i} did not get the whole recording: {v}"
@@ -614,6 +624,77 @@ fn a_recording_played_by_several_viewers_is_served_mostly_by_peers() -> Result<(
     ensure!(
         served * 2 < copies && from_peers * 2 > copies,
         "the relay served {served} of {copies} chunk copies (peers {from_peers}): not mostly peers"
+    );
+    Ok(())
+}
+
+#[test]
+fn viewers_decode_every_frame_and_their_pictures_hash_as_the_streamers() -> Result<()> {
+    let w = World::new(3)?;
+    let path = |name: &str| w.path(name).to_string_lossy().into_owned();
+    let (mine, first, second) = (
+        path("streamer.hashes"),
+        path("v1.hashes"),
+        path("v2.hashes"),
+    );
+    let r = run_full(
+        &w,
+        3,
+        None,
+        &["--frame-hashes", &mine],
+        &[
+            (1, &["--frame-hashes", &first]),
+            (2, &["--frame-hashes", &second]),
+        ],
+    )?;
+    let streamer: std::collections::BTreeSet<String> = std::fs::read_to_string(&mine)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ensure!(
+        streamer.len() >= 20 * WATCH_SECS as usize,
+        "the streamer decoded {} pictures",
+        streamer.len()
+    );
+    for (i, file) in [(1, &first), (2, &second)] {
+        let out: Value =
+            serde_json::from_str(&std::fs::read_to_string(w.path(&format!("watch{i}.json")))?)?;
+        let (decode, v) = (&out["decode"], &out["viewer"]);
+        let lines: Vec<String> = std::fs::read_to_string(file)?
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        // 20 fps, 250 ms chunks: 5 pictures a chunk, every one played decoded and hashed.
+        ensure!(
+            u(decode, "corrupt") == 0 && u(decode, "decoded") == 5 * u(v, "played"),
+            "viewer {i}: {out}"
+        );
+        ensure!(
+            lines.len() as u64 == u(decode, "decoded"),
+            "viewer {i}: {out}"
+        );
+        ensure!(u(v, "played") >= 30, "viewer {i} played little: {v}");
+        let foreign: Vec<&String> = lines.iter().filter(|l| !streamer.contains(*l)).collect();
+        ensure!(
+            foreign.is_empty(),
+            "viewer {i}: {} of {} pictures differ from the streamer's, first {:?}",
+            foreign.len(),
+            lines.len(),
+            foreign.first()
+        );
+        eprintln!(
+            "frame hashes: viewer {i} decoded {} pictures ({} chunks, {} from peers), all equal to the streamer's",
+            lines.len(),
+            u(v, "played"),
+            u(v, "chunks_from_peers"),
+        );
+    }
+    ensure!(
+        r.viewers
+            .iter()
+            .map(|v| u(v, "chunks_from_peers"))
+            .sum::<u64>()
+            > 0
     );
     Ok(())
 }
