@@ -161,7 +161,7 @@ pub struct WatchArgs {
     /// Watch a recording in the on-demand mesh: its viewers fetch the whole range from each
     /// other, rarest first, the relay's store as root. Runs until --duration (serving later
     /// viewers after it holds everything) or, without it, until every chunk is played.
-    #[arg(long, conflicts_with_all = ["quality", "auto", "switch_to", "play", "drop_root_after"])]
+    #[arg(long, conflicts_with_all = ["quality", "auto", "switch_to", "play"])]
     pub recording: bool,
     /// Upload (kbit/s) you give to relaying the stream to other viewers; 0: none.
     #[arg(long, default_value_t = 2000)]
@@ -366,6 +366,10 @@ async fn watch_recording(cli: &Cli, args: &WatchArgs) -> Result<()> {
     .await
     .map_err(|e| anyhow!("joining the recording's swarm: {e}"))?;
     let began = Instant::now();
+    if let Some(d) = args.drop_root_after {
+        tokio::time::sleep(d).await;
+        session.drop_root_link();
+    }
     let mut reports = session.report_watch();
     let done = async {
         while !reports.borrow_and_update().complete {
@@ -377,7 +381,7 @@ async fn watch_recording(cli: &Cli, args: &WatchArgs) -> Result<()> {
     let why = match args.duration {
         Some(d) => {
             tokio::select! {
-                _ = tokio::time::sleep(d) => "duration",
+                _ = tokio::time::sleep_until((began + d).into()) => "duration",
                 _ = tokio::signal::ctrl_c() => "interrupted",
             }
         }

@@ -267,7 +267,16 @@ impl OnDemand {
     }
 
     /// `peer`'s link closed (or it left): what it held and what we asked of it are forgotten.
+    /// The root's link closing forgets what we asked of the root (asked again once it reopens
+    /// or a peer has it) rather than waiting for those requests to time out.
     pub fn peer_gone(&mut self, now: Time, peer: PeerId) {
+        if peer == self.root {
+            let root = self.root;
+            self.requested.retain(|_, (who, _)| *who != root);
+            self.root_inflight = 0;
+            self.pump(now);
+            return;
+        }
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };

@@ -131,13 +131,14 @@ fn pump(
 }
 
 /// Reopens a member's `/mesh` link to the relay's root when it closes under us (a network drop,
-/// a relay-side close): a fresh single-use ticket from `stream_mesh`, retried with backoff
-/// (250 ms doubling to 10 s) until the node says the link is open again or the stream ended.
-/// The same for a viewer (its root is one of its upstreams) and the streamer (its uploads wait
-/// in the node's backlog meanwhile).
+/// a relay-side close): a fresh single-use ticket from `ticket` (`stream_mesh`, or
+/// `recording_open` for a recording's store), retried with backoff (250 ms doubling to 10 s)
+/// until the node says the link is open again or the stream ended. The same for a viewer (its
+/// root is one of its upstreams), the streamer (its uploads wait in the node's backlog
+/// meanwhile) and a recording's viewer.
 fn reopen_root(
     client: RelayClient,
-    stream: StreamId,
+    ticket: Request,
     node: NodeHandle,
     ended: watch::Receiver<Option<EndReason>>,
 ) -> tokio::task::JoinHandle<()> {
@@ -161,12 +162,12 @@ fn reopen_root(
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(10));
-                match mesh_ticket(&client, Request::StreamMesh { stream }).await {
+                match mesh_ticket(&client, ticket.clone()).await {
                     Ok(t) => node.send(Command::RootUrl(mesh_url(&client.config().url, &t))),
-                    Err(e) => tracing::debug!(%stream, "no new /mesh ticket yet: {e}"),
+                    Err(e) => tracing::debug!("no new /mesh ticket yet: {e}"),
                 }
             }
-            tracing::info!(%stream, "the root's /mesh link is open again");
+            tracing::info!("the root's /mesh link is open again");
         }
     })
 }
@@ -218,7 +219,12 @@ impl Member {
         forward_signals(client.clone(), info.id, signals);
         let (ended_tx, ended) = watch::channel(None);
         let events = pump(events, info.id, node.clone(), viewers, ended_tx);
-        let reconnect = reopen_root(client.clone(), info.id, node.clone(), ended.clone());
+        let reconnect = reopen_root(
+            client.clone(),
+            Request::StreamMesh { stream: info.id },
+            node.clone(),
+            ended.clone(),
+        );
         Member {
             client: client.clone(),
             info,
@@ -740,6 +746,8 @@ pub struct RecordingSession {
     recording: u64,
     node: NodeHandle,
     pump: tokio::task::JoinHandle<()>,
+    /// Reopens the link to the relay's store if it closes under us.
+    reconnect: tokio::task::JoinHandle<()>,
 }
 
 /// How to watch a recording.
@@ -824,11 +832,20 @@ impl RecordingSession {
                 }
             }
         });
+        // A recording does not end under its viewers: the watch only stays unended.
+        let (_, unended) = watch::channel(None);
+        let reconnect = reopen_root(
+            client.clone(),
+            Request::RecordingOpen { recording },
+            node.clone(),
+            unended,
+        );
         Ok(RecordingSession {
             client: client.clone(),
             recording,
             node,
             pump,
+            reconnect,
         })
     }
 
@@ -840,10 +857,17 @@ impl RecordingSession {
         self.node.report_watch()
     }
 
+    /// Tests only: close the link to the relay's store, as a network drop would (the session
+    /// reopens it with a fresh `recording_open` ticket).
+    pub fn drop_root_link(&self) {
+        self.node.send(Command::DropRootLink);
+    }
+
     /// Leave the swarm; the final report.
     pub async fn stop(self) -> NodeReport {
         let r = self.node.stop().await;
         self.pump.abort();
+        self.reconnect.abort();
         let _ = self
             .client
             .request(Request::RecordingLeave {
