@@ -295,16 +295,20 @@ mod tests {
         assert!(s.relay_bytes as f64 >= 0.99 * (relay.bytes_per_sec() * 10) as f64);
     }
 
-    #[test]
-    fn own_sending_has_priority() {
-        let t0 = Instant::now();
-        // 5 Mbps total, relay allowed 4, own sends 3: relay gets only the 2 left.
-        let mut l = UploadLimiter::new(
+    fn five_total_four_relay(t0: Instant) -> UploadLimiter {
+        UploadLimiter::new(
             t0,
             LimiterConfig::default(),
             Some(Bitrate::from_mbps(5)),
             Bitrate::from_mbps(4),
-        );
+        )
+    }
+
+    #[test]
+    fn own_sending_has_priority() {
+        let t0 = Instant::now();
+        // 5 Mbps total, relay allowed 4, own sends 3: relay gets only the 2 left.
+        let mut l = five_total_four_relay(t0);
         let s = run(&mut l, t0, 10, Bitrate::from_mbps(3), 1_200);
         let own_rate = s.own_bytes as f64 * 8.0 / 10.0;
         let relay_rate = s.relay_bytes as f64 * 8.0 / 10.0;
@@ -326,12 +330,7 @@ mod tests {
         // 5 Mbps total, relay cap 4, own sends 3: a queue releasing 50 kB chunks whenever
         // neither bucket is in debt gets the 2 left, and never more than its cap alone.
         let t0 = Instant::now();
-        let mut l = UploadLimiter::new(
-            t0,
-            LimiterConfig::default(),
-            Some(Bitrate::from_mbps(5)),
-            Bitrate::from_mbps(4),
-        );
+        let mut l = five_total_four_relay(t0);
         let (mut relayed, mut now) = (0u64, t0);
         let mut next_own = t0;
         let end = t0 + Duration::from_secs(10);

@@ -914,8 +914,9 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn throttler_warms_up_on_real_echoes_and_relay_admits() {
+    /// A service on [`settings`] whose throttler probes a real UDP echo on loopback, and its
+    /// events from the start.
+    async fn echo_probed() -> (BudgetService, broadcast::Receiver<BudgetEvent>) {
         let echo = udp_echo().await;
         let prober = UdpEchoProber::connect(echo, Duration::from_secs(1))
             .await
@@ -924,7 +925,13 @@ mod tests {
         config.relay_prober = Some(Arc::new(prober));
         config.system_sample_every = None;
         let service = BudgetService::spawn(config);
-        let mut events = service.subscribe();
+        let events = service.subscribe();
+        (service, events)
+    }
+
+    #[tokio::test]
+    async fn throttler_warms_up_on_real_echoes_and_relay_admits() {
+        let (service, mut events) = echo_probed().await;
         let eff = service.effective();
         assert_eq!(eff.available, Bitrate::from_mbps(8));
         assert_eq!(eff.relay, Bitrate::from_mbps(4));
@@ -961,15 +968,7 @@ mod tests {
     #[tokio::test]
     async fn own_media_comes_first_for_a_serve_queue_spending_the_relay_class() {
         use hum_mesh::serve::UploadBudget;
-        let echo = udp_echo().await;
-        let prober = UdpEchoProber::connect(echo, Duration::from_secs(1))
-            .await
-            .expect("prober");
-        let mut config = BudgetConfig::new(settings());
-        config.relay_prober = Some(Arc::new(prober));
-        config.system_sample_every = None;
-        let service = BudgetService::spawn(config);
-        let mut events = service.subscribe();
+        let (service, mut events) = echo_probed().await;
         tokio::time::timeout(Duration::from_secs(5), async {
             while service.relay_cap() == Bitrate::ZERO {
                 let _ = events.recv().await;
