@@ -132,6 +132,20 @@ fn run_full(
     Ok(Run { streamer, viewers })
 }
 
+/// The streamer streamed a while and the relay accepted every byte it uploaded (so a recording
+/// holds all of it); the number of chunks published.
+fn all_uploads_accepted(w: &World, r: &Run) -> Result<u64> {
+    let published = u(&r.streamer["uploader"], "published");
+    ensure!(published >= 20, "streamed little: {}", r.streamer);
+    let stream_bytes = u(&r.streamer, "stream_bytes");
+    wait_for(
+        "the relay to accept every upload",
+        Duration::from_secs(10),
+        || Ok(metric(w, "hum_relay_stream_upload_bytes_total")? == stream_bytes),
+    )?;
+    Ok(published)
+}
+
 fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or(0)
 }
@@ -438,15 +452,8 @@ fn a_recording_survives_kill_9_of_the_relay_and_plays_back_verified() -> Result<
         info["stream"]["recording"] == Value::Bool(true),
         "the stream does not say it is recorded: {info}"
     );
-    let published = u(&r.streamer["uploader"], "published");
-    ensure!(published >= 20, "streamed little: {}", r.streamer);
     // Everything uploaded was accepted (so recorded) before the relay dies.
-    let stream_bytes = u(&r.streamer, "stream_bytes");
-    wait_for(
-        "the relay to accept every upload",
-        Duration::from_secs(10),
-        || Ok(metric(&w, "hum_relay_stream_upload_bytes_total")? == stream_bytes),
-    )?;
+    let published = all_uploads_accepted(&w, &r)?;
     w.relay.kill_and_restart(&[])?;
     let list = w.run(0, &["stream", "recordings", "--server", "Guild"])?;
     let rec = &list["recording"];
@@ -514,14 +521,7 @@ fn a_recording_played_by_several_viewers_is_served_mostly_by_peers() -> Result<(
     let w = World::new(n)?;
     // The stream (no live viewers), recorded.
     let r = run_with(&w, 0, None, &["--record"])?;
-    let published = u(&r.streamer["uploader"], "published");
-    ensure!(published >= 20, "streamed little: {}", r.streamer);
-    let stream_bytes = u(&r.streamer, "stream_bytes");
-    wait_for(
-        "the relay to accept every upload",
-        Duration::from_secs(10),
-        || Ok(metric(&w, "hum_relay_stream_upload_bytes_total")? == stream_bytes),
-    )?;
+    let published = all_uploads_accepted(&w, &r)?;
     let list = w.run(0, &["stream", "recordings", "--server", "Guild"])?;
     let rec = &list["recording"];
     ensure!(
