@@ -142,17 +142,14 @@ impl UploadLimiter {
 
     /// Ask to relay `bytes`. On [`Admit::Now`] the bytes are charged and must be sent.
     pub fn try_relay(&mut self, now: Instant, bytes: u64) -> Admit {
+        self.refill(now);
         let t = self.at(now);
-        self.total.refill(t);
-        self.relay.refill(t);
         if self.relay.rate() == Some(0) || self.total.rate() == Some(0) {
             return Admit::Blocked;
         }
         let need = bits(bytes);
         if self.total.ready(need) && self.relay.ready(need) {
-            charge(&mut self.total, bytes);
-            charge(&mut self.relay, bytes);
-            self.stats.relay_bytes += bytes;
+            self.relay_charge(bytes);
             Admit::Now
         } else {
             self.stats.relay_deferred += 1;
