@@ -56,8 +56,10 @@ check_deb() { # FILE PACKAGE PATH... : fields and files
   mkdir -p "$work/x/debian"
   printf 'Source: x\n\nPackage: x\nArchitecture: any\n' >"$work/x/debian/control"
   need="$(cd "$work/x" && dpkg-shlibdeps -O "${bins[@]}" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')"
-  local declared
+  local declared dups
   declared="$(field "$f" Depends)"
+  dups="$(tr ',' '\n' <<<"$declared" | awk '{print $1}' | sort | uniq -d | xargs)"
+  [ -z "$dups" ] || fail "$f: Depends names $dups more than once"
   for dep in $(tr ',' '\n' <<<"$need" | awk '{print $1}'); do
     grep -Eq "(^|[ ,])$dep( |,|$)" <<<"$declared" || fail "$f: Depends ($declared) lacks $dep"
   done
@@ -74,6 +76,8 @@ if [ -f "$app_deb" ]; then
   field "$app_deb" Depends | grep -q libwebkit2gtk-4.1-0 || fail "the app does not depend on WebKitGTK"
   field "$app_deb" Recommends | grep -q libayatana-appindicator3-1 ||
     fail "the app does not recommend libayatana-appindicator3-1 (its tray is loaded at run time)"
+  ! field "$app_deb" Depends | grep -q libayatana-appindicator3-1 ||
+    fail "the app depends on libayatana-appindicator3-1 (it runs without a tray when it is missing)"
   # hum:// links open in the app (`hum-app %u`; a second launch hands the link to the running one).
   dpkg-deb --fsys-tarfile "$app_deb" | tar -xO --wildcards '*usr/share/applications/Hum.desktop' >"$work/Hum.desktop"
   grep -qx 'MimeType=x-scheme-handler/hum;' "$work/Hum.desktop" || fail "the desktop entry does not claim hum:// links"
