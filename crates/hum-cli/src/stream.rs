@@ -142,6 +142,77 @@ fn parse_layer(s: &str) -> Result<LayerSpec, String> {
     })
 }
 
+/// The bandwidth panel's relay contribution, as `hum watch --contribution` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RelayLevel {
+    Off,
+    Low,
+    Medium,
+    High,
+    Custom,
+}
+
+/// `--contribution LEVEL --upload-kbps N [--relay-kbps C]` as the settings the app would save.
+fn relay_settings(
+    level: RelayLevel,
+    upload_kbps: u64,
+    custom_kbps: u64,
+) -> Result<hum_engine::budget::model::BandwidthSettings> {
+    use hum_engine::budget::model::{
+        BandwidthSettings, RelayContribution, ReservedUpload, TotalUpload,
+    };
+    let relay = match level {
+        RelayLevel::Off => RelayContribution::Off,
+        RelayLevel::Low => RelayContribution::Low,
+        RelayLevel::Medium => RelayContribution::Medium,
+        RelayLevel::High => RelayContribution::High,
+        RelayLevel::Custom => RelayContribution::Custom {
+            rate: Bitrate::from_kbps(custom_kbps),
+        },
+    };
+    let settings = BandwidthSettings {
+        total_upload: TotalUpload::Manual {
+            rate: Bitrate::from_kbps(upload_kbps),
+        },
+        reserved: ReservedUpload::Manual {
+            rate: Bitrate::ZERO,
+        },
+        relay,
+        ..BandwidthSettings::default()
+    };
+    settings.validate().map_err(|e| anyhow!("{e}"))?;
+    Ok(settings)
+}
+
+/// A bandwidth service for a viewer, as the app runs one: the throttler probes the RTT to the
+/// relay over the signalling connection. Waits (at most 3 s) for the throttler's warm-up (the
+/// app's service runs from login, so it has warmed up long before one watches).
+async fn viewer_budget(
+    client: &hum_engine::relay::RelayClient,
+    settings: hum_engine::budget::model::BandwidthSettings,
+) -> hum_engine::budget::BudgetService {
+    use hum_engine::budget::{BudgetConfig, BudgetService, RelayPingProber};
+    let relaying = settings.relay != hum_engine::budget::model::RelayContribution::Off;
+    let mut config = BudgetConfig::new(settings);
+    // The total is typed in and nothing is reserved: no interface counters or process list.
+    config.system_sample_every = None;
+    if relaying {
+        config.relay_prober = Some(std::sync::Arc::new(RelayPingProber::new(
+            client.clone(),
+            Duration::from_secs(1),
+        )));
+        config.throttler.probe_interval = RelayPingProber::THROTTLER_INTERVAL;
+    }
+    let service = BudgetService::spawn(config);
+    if relaying {
+        let until = Instant::now() + Duration::from_secs(3);
+        while service.relay_cap() == Bitrate::ZERO && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    service
+}
+
 /// `high`, `medium`, `low`, `audio`.
 fn parse_quality(s: &str) -> Result<Layer, String> {
     Ok(match s {
@@ -163,9 +234,26 @@ pub struct WatchArgs {
     /// viewers after it holds everything) or, without it, until every chunk is played.
     #[arg(long, conflicts_with_all = ["quality", "auto", "switch_to", "play"])]
     pub recording: bool,
-    /// Upload (kbit/s) you give to relaying the stream to other viewers; 0: none.
+    /// Upload (kbit/s) you give to relaying the stream to other viewers; 0: none. Without
+    /// --contribution it is a bucket of this viewer's own; with `--contribution custom` it is
+    /// the custom limit.
     #[arg(long, default_value_t = 2000)]
     pub relay_kbps: u64,
+    /// Relay contribution as the app's bandwidth panel sets it, through a bandwidth service: `off`, `low` (10% of --upload-kbps),
+    /// `medium` (25%), `high` (50%) or `custom` (--relay-kbps), every relayed chunk spending the
+    /// service's one upload bucket (own media first) under the throttler's cap, which follows
+    /// the RTT to the relay. The report gains `budget`.
+    #[arg(
+        long,
+        value_enum,
+        requires = "upload_kbps",
+        conflicts_with = "recording"
+    )]
+    pub contribution: Option<RelayLevel>,
+    /// With --contribution: your total upload in kbit/s (the bandwidth panel's manual limit; nothing is
+    /// reserved for other apps).
+    #[arg(long)]
+    pub upload_kbps: Option<u64>,
     /// Stop after this long; default: until the stream ends or you interrupt.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
@@ -591,13 +679,25 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
         }
         None => (player_tx, None),
     };
+    let budget = match (args.contribution, args.upload_kbps) {
+        (Some(level), Some(upload)) => {
+            Some(viewer_budget(&client, relay_settings(level, upload, args.relay_kbps)?).await)
+        }
+        _ => None,
+    };
+    // With a service the tracker is offered what it will let out (the setting's share, or the
+    // throttler's cap while it protects the connection), as the app does; without one
+    // `--relay-kbps` is the viewer's own bucket.
+    let relay = match &budget {
+        Some(b) => b.relay_offer(),
+        None => Bitrate::from_kbps(args.relay_kbps),
+    };
     let session = WatchSession::join(
         &client,
         stream,
         WatchOptions {
-            relay: Bitrate::from_kbps(args.relay_kbps),
-            // No bandwidth service in the CLI: `--relay-kbps` is the relay's own bucket.
-            upload: None,
+            relay,
+            upload: budget.clone(),
             bind: vec![args.bind.clone()],
             corrupt: args.corrupt,
             played: played_tx,
@@ -681,6 +781,17 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
         if let Some(d) = decode {
             v["decode"] = serde_json::to_value(d)?;
         }
+        if let Some(b) = &budget {
+            let stats = b.limiter_stats();
+            v["budget"] = json!({
+                "relay_setting": b.effective().relay,
+                "relay_offered": relay,
+                "relay_cap": b.relay_cap(),
+                "relay_bytes": stats.relay_bytes,
+                "relay_deferred": stats.relay_deferred,
+                "own_bytes": stats.own_bytes,
+            });
+        }
         if let Some(a) = audio {
             v["audio"] = serde_json::to_value(a)?;
             v["video_frames"] = json!(video_frames);
@@ -703,6 +814,9 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
             total,
             report.banned.len()
         );
+    }
+    if let Some(b) = &budget {
+        b.shutdown();
     }
     client.shutdown().await;
     Ok(())

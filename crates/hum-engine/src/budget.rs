@@ -450,6 +450,21 @@ impl BudgetService {
         self.lock().throttler.relay_cap()
     }
 
+    /// What to offer a livestream's tracker as this client's relay upload: the settings' relay
+    /// share, or the throttler's cap while it holds relaying below the setting to protect the
+    /// connection (`Reduced`). Its warm-up, start-up ramp and periodic slowdowns are not
+    /// reductions: the limiter paces what leaves meanwhile, and a tracker told half the setting
+    /// leaves viewers without upstreams (a peer offering less than the stream rate relays
+    /// nothing).
+    pub fn relay_offer(&self) -> Bitrate {
+        let inner = self.lock();
+        let setting = inner.effective.relay;
+        match inner.throttler.state() {
+            hum_budget::ThrottleState::Reduced => setting.min(inner.throttler.relay_cap()),
+            _ => setting,
+        }
+    }
+
     /// What the upload limiter has let through so far: own and relayed bytes, and how many relay
     /// sends had to wait for tokens.
     pub fn limiter_stats(&self) -> LimiterStats {
@@ -947,6 +962,8 @@ mod tests {
         .expect("relay cap within 5 s");
         assert_eq!(cap, Bitrate::from_mbps(2));
         assert_eq!(service.relay_cap(), Bitrate::from_mbps(2));
+        // Starting at half is a ramp, not a reduction: a tracker is offered the setting.
+        assert_eq!(service.relay_offer(), Bitrate::from_mbps(4));
         // Relaying is admitted: 100 KB go through the limiter at the 2 Mbps cap (~0.4 s; the
         // deadline only guards against a relay that never admits).
         tokio::time::timeout(Duration::from_secs(30), async {
@@ -993,6 +1010,65 @@ mod tests {
         assert!(wait > Duration::from_millis(100), "{wait:?}");
         let own = service.limiter_stats().own_bytes - before;
         assert!(own >= 1_000 * (1_000 + PACKET_OVERHEAD), "{own}");
+        service.shutdown();
+    }
+
+    /// RTT probes answered after whatever delay the test sets (a queue the test builds).
+    struct QueueProber(Arc<AtomicU64>);
+
+    impl RttProber for QueueProber {
+        fn probe(
+            &self,
+            _seq: u64,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Duration>> + Send + '_>,
+        > {
+            let rtt = Duration::from_micros(self.0.load(Ordering::Relaxed));
+            Box::pin(async move {
+                tokio::time::sleep(rtt).await;
+                Ok(rtt)
+            })
+        }
+    }
+
+    async fn wait_event(
+        events: &mut broadcast::Receiver<BudgetEvent>,
+        pred: impl Fn(&BudgetEvent) -> bool,
+    ) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(ev) = events.recv().await
+                    && pred(&ev)
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the event within 10 s")
+    }
+
+    #[tokio::test]
+    async fn the_tracker_is_offered_the_setting_unless_the_throttler_reduced_relaying() {
+        let rtt = Arc::new(AtomicU64::new(2_000));
+        let mut config = BudgetConfig::new(settings());
+        config.relay_prober = Some(Arc::new(QueueProber(rtt.clone())));
+        config.system_sample_every = None;
+        let service = BudgetService::spawn(config);
+        let mut events = service.subscribe();
+        // Before the throttler warmed up (cap 0) and while it ramps from half: the setting.
+        assert_eq!(service.relay_offer(), Bitrate::from_mbps(4));
+        wait_event(&mut events, |e| matches!(e, BudgetEvent::RelayCap { .. })).await;
+        assert_eq!(service.relay_offer(), Bitrate::from_mbps(4));
+        // A queue of 60 ms forms (a game's upload): the throttler cuts, and the offer follows.
+        rtt.store(62_000, Ordering::Relaxed);
+        wait_event(&mut events, |e| {
+            matches!(e, BudgetEvent::RelayReduced { .. })
+        })
+        .await;
+        let cap = service.relay_cap();
+        assert!(cap < Bitrate::from_mbps(2), "{cap}");
+        assert_eq!(service.relay_offer(), cap);
         service.shutdown();
     }
 

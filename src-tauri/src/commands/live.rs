@@ -261,17 +261,17 @@ fn download_layer(state: &AppState) -> Option<Layer> {
     }
 }
 
-/// What the relay upload offered to a stream's mesh is: the bandwidth settings' relay share,
-/// never above the throttler's cap while the budget service runs.
+/// The relay upload offered to a stream's mesh: the budget service's offer (the settings' relay
+/// share, or the throttler's cap while it protects the connection) while it runs, else the
+/// settings' share.
 pub fn relay_budget(state: &AppState) -> u64 {
-    let (settings, _) = super::settings::load_bandwidth(state);
-    let eff = super::settings::report(state, &settings)
-        .map(|r| r.effective.relay)
-        .unwrap_or(0);
-    match state.budget_status.lock() {
-        Ok(s) if s.running => eff.min(s.relay_cap),
-        _ => eff,
+    if let Some(service) = super::budget::service(state) {
+        return service.relay_offer().bps();
     }
+    let (settings, _) = super::settings::load_bandwidth(state);
+    super::settings::report(state, &settings)
+        .map(|r| r.effective.relay)
+        .unwrap_or(0)
 }
 
 fn live_state(app: &AppHandle) -> tauri::State<'_, LiveState> {
