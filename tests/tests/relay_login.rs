@@ -196,8 +196,7 @@ async fn a_login_signed_for_another_relay_is_refused() -> anyhow::Result<()> {
         hum_engine::RelayConfig::new(format!("ws://localhost:{}/ws", addr.port())),
     )
     .await
-    .err()
-    .expect("a login signed for localhost is refused");
+    .expect_err("a login signed for localhost is refused");
     let err = err.to_string();
     assert!(
         err.contains(&format!("signed for localhost:{}", addr.port())),

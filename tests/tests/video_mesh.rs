@@ -67,10 +67,10 @@ fn three_cameras_in_a_mesh_everyone_sees_everyone_and_camera_off_is_announced() 
         || Ok(enough(0)? && enough(1)? && enough(2)?),
     );
     if let Err(e) = seen {
-        for i in 0..3 {
+        for (i, rec) in recs.iter().enumerate() {
             eprintln!(
                 "member {i}: streams {:?}; events {:?}",
-                streams(&recs[i])?
+                streams(rec)?
                     .iter()
                     .map(|(k, v)| (k.clone(), v.len()))
                     .collect::<Vec<_>>(),
@@ -104,8 +104,8 @@ fn three_cameras_in_a_mesh_everyone_sees_everyone_and_camera_off_is_announced() 
         wait_exit(p, Duration::from_secs(90))?;
     }
 
-    for i in 0..3 {
-        let st = streams(&recs[i])?;
+    for (i, rec) in recs.iter().enumerate() {
+        let st = streams(rec)?;
         for j in (0..3).filter(|j| *j != i) {
             let who = format!("member {i} from member {j}");
             let got = of_user(&st, &w.users[j]);

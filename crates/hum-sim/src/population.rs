@@ -21,8 +21,10 @@ pub struct Member {
     pub access_ms: f64,
 }
 
-/// (share of viewers, upload Mbit/s range, download Mbit/s range, name)
-const CONNECTIONS: [(f64, (f64, f64), (f64, f64), &str); 6] = [
+/// A connection type: (share of viewers, upload Mbit/s range, download Mbit/s range, name).
+type Connection = (f64, (f64, f64), (f64, f64), &'static str);
+
+const CONNECTIONS: [Connection; 6] = [
     (0.30, (50.0, 300.0), (100.0, 1000.0), "fibre"),
     (0.30, (10.0, 40.0), (100.0, 500.0), "cable"),
     (0.10, (1.0, 5.0), (10.0, 50.0), "dsl"),

@@ -378,13 +378,10 @@ impl Report {
     }
 }
 
-fn svg_plot(
-    title: &str,
-    xlabel: &str,
-    ylabel: &str,
-    series: &[(&str, &str, Vec<(f64, f64)>)],
-    log_x: bool,
-) -> String {
+/// A plotted line: (label, colour, points).
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+fn svg_plot(title: &str, xlabel: &str, ylabel: &str, series: &[Series<'_>], log_x: bool) -> String {
     let (w, h, ml, mr, mt, mb) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
     let fx = |x: f64| if log_x { x.max(1e-9).log10() } else { x };
     let pts = series.iter().flat_map(|s| s.2.iter().copied());
