@@ -185,8 +185,9 @@ fn relay_settings(
 }
 
 /// A bandwidth service for a viewer, as the app runs one: the throttler probes the RTT to the
-/// relay over the signalling connection. Waits (at most 3 s) for the throttler's warm-up (the
-/// app's service runs from login, so it has warmed up long before one watches).
+/// relay over the signalling connection. Waits (at most 3 s) for the throttler's warm-up, so
+/// the grants the tracker gives at the join can be served at once (the app's service runs from
+/// login and has warmed up long before one watches).
 async fn viewer_budget(
     client: &hum_engine::relay::RelayClient,
     settings: hum_engine::budget::model::BandwidthSettings,
@@ -239,10 +240,11 @@ pub struct WatchArgs {
     /// the custom limit.
     #[arg(long, default_value_t = 2000)]
     pub relay_kbps: u64,
-    /// Relay contribution as the app's bandwidth panel sets it, through a bandwidth service: `off`, `low` (10% of --upload-kbps),
-    /// `medium` (25%), `high` (50%) or `custom` (--relay-kbps), every relayed chunk spending the
-    /// service's one upload bucket (own media first) under the throttler's cap, which follows
-    /// the RTT to the relay. The report gains `budget`.
+    /// Relay contribution as the app's bandwidth panel sets it, through a bandwidth service:
+    /// `off`, `low` (10% of --upload-kbps), `medium` (25%), `high` (50%) or `custom`
+    /// (--relay-kbps), every relayed chunk spending the service's one upload bucket (own media
+    /// first) under the throttler's cap, which follows the RTT to the relay. The report gains
+    /// `budget`.
     #[arg(
         long,
         value_enum,
@@ -250,8 +252,8 @@ pub struct WatchArgs {
         conflicts_with = "recording"
     )]
     pub contribution: Option<RelayLevel>,
-    /// With --contribution: your total upload in kbit/s (the bandwidth panel's manual limit; nothing is
-    /// reserved for other apps).
+    /// With --contribution: your total upload in kbit/s (the bandwidth panel's manual limit;
+    /// nothing is reserved for other apps).
     #[arg(long)]
     pub upload_kbps: Option<u64>,
     /// Stop after this long; default: until the stream ends or you interrupt.
