@@ -29,6 +29,8 @@ use crate::model::{ChannelRec, InviteRec, Model, ServerRec, UserRec};
 pub mod postgres;
 pub mod sqlite;
 pub mod tape;
+/// Throwaway PostgreSQL/Redis servers for tests: shell scripts and Unix users, so Unix only.
+#[cfg(unix)]
 pub mod testing;
 
 #[cfg(test)]
