@@ -483,12 +483,12 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
     let (mut from_peers, mut from_root) = (0, 0);
     let mut lag50 = Vec::new();
     let mut lag95 = Vec::new();
-    let survivors: Vec<usize> = (1..=N)
+    let survivors = (1..=N)
         .filter(|i| !CORRUPT.contains(i) && !killed.contains(i))
-        .collect();
+        .map(|i| Ok((i, viewer_report(&w, i)?)))
+        .collect::<Result<Vec<_>>>()?;
     // One line per survivor first, so a failure shows the whole audience.
-    for &i in &survivors {
-        let out = viewer_report(&w, i)?;
+    for (i, out) in &survivors {
         let (v, b) = (&out["viewer"], &out["budget"]);
         eprintln!(
             "viewer {i:2} {:6} up {:4}: played {:3} skipped {:3} lag p50 {:5} p95 {:5} ms, startup {:5} ms, \
@@ -509,8 +509,7 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
             v["banned"].as_array().map_or(0, Vec::len),
         );
     }
-    for &i in &survivors {
-        let out = viewer_report(&w, i)?;
+    for (i, out) in &survivors {
         let v = &out["viewer"];
         ensure!(u(v, "played") >= 40, "viewer {i} played little: {out}");
         ensure!(
