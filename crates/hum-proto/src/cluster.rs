@@ -1,10 +1,14 @@
 //! Relay cluster nodes (docs/cluster.md): what a relay node announces about itself to the other
-//! nodes (through Redis) and, later, to clients (the node list they reconnect with).
+//! nodes (through Redis) and to its clients (the `nodes` event: the list a client reconnects
+//! with when its node is lost).
 //!
 //! A [`NodeInfo`] is JSON, at most [`MAX_NODE_INFO_BYTES`]; it comes from a shared database, so
 //! [`NodeInfo::decode`] treats it as outside input (typed errors, no panics; fuzzed by
 //! fuzz/fuzz_targets/cluster_node.rs). Unknown fields are ignored, so newer nodes may add some.
 
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// The largest encoded [`NodeInfo`] accepted.
@@ -13,6 +17,8 @@ pub const MAX_NODE_INFO_BYTES: usize = 4096;
 pub const MAX_LABEL_LEN: usize = 64;
 /// The longest `ws_url`.
 pub const MAX_URL_LEN: usize = 512;
+/// The most nodes a relay lists in a `nodes` event, and the most a client keeps from one.
+pub const MAX_NODE_LIST: usize = 64;
 
 /// Why a node announcement was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,14 +78,27 @@ impl From<NodeId> for String {
     }
 }
 
+impl JsonSchema for NodeId {
+    fn schema_name() -> Cow<'static, str> {
+        "NodeId".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9-]{0,63}$",
+            "description": "A relay node's name within its cluster: 1-64 of a-z, 0-9 and '-', not starting with '-'.",
+        })
+    }
+}
+
 impl std::fmt::Display for NodeId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-/// What a node tells the others about itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a node tells the others about itself (and, in the `nodes` event, its clients).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeInfo {
     pub id: NodeId,
     /// Where clients reach this node's WebSocket (`ws://` or `wss://`).
@@ -88,7 +107,10 @@ pub struct NodeInfo {
     pub started_at_ms: u64,
 }
 
-fn valid_url(u: &str) -> bool {
+/// True for a URL a node may announce: `ws://` or `wss://` with something after it, at most
+/// [`MAX_URL_LEN`] bytes, no whitespace or control characters. (Clients check more: see
+/// hum-engine's node list.)
+pub fn valid_url(u: &str) -> bool {
     u.len() <= MAX_URL_LEN
         && (u.starts_with("ws://") || u.starts_with("wss://"))
         && u.len() > "wss://".len()

@@ -323,6 +323,13 @@ pub enum Event {
     // --- session -------------------------------------------------------------------------------
     /// The same key logged in on another connection; the relay closes this one next.
     SessionReplaced,
+    /// The relay cluster's live nodes (docs/cluster.md), this one included, by id: sent right
+    /// after `welcome` and again whenever a node comes or goes. When this node is lost, log in
+    /// at another one's `ws_url` (and re-join your channel). A single relay (no cluster) never
+    /// sends it. At most 64 nodes.
+    Nodes {
+        nodes: Vec<crate::cluster::NodeInfo>,
+    },
 
     // --- live streams ---------------------------------------------------------------------------
     /// A stream went live in a channel of a server you are in.
@@ -404,6 +411,7 @@ impl Event {
             Event::RosterLeave { .. } => "roster_leave",
             Event::RosterUpdate { .. } => "roster_update",
             Event::SessionReplaced => "session_replaced",
+            Event::Nodes { .. } => "nodes",
             Event::StreamStarted { .. } => "stream_started",
             Event::StreamEnded { .. } => "stream_ended",
             Event::StreamViewer { .. } => "stream_viewer",
