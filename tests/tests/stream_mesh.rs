@@ -492,7 +492,7 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
         let (v, b) = (&out["viewer"], &out["budget"]);
         eprintln!(
             "viewer {i:2} {:6} up {:4}: played {:3} skipped {:3} lag p50 {:5} p95 {:5} ms, startup {:5} ms, \
-             chunks from root {:3} peers {:3}, relayed {:3} (offered {:4} kbit/s, cap {:4}), links {}, banned {}",
+             chunks from root {:3} peers {:3}, relayed {:3} (offered {:4} kbit/s, cap {:4}), links {}, banned {}, skips {}",
             levels[i % 5],
             uploads[i % 4],
             u(v, "played"),
@@ -507,7 +507,19 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
             u(b, "relay_cap") / 1000,
             u(v, "links"),
             v["banned"].as_array().map_or(0, Vec::len),
+            v["skip_causes"],
         );
+    }
+    // The skips in detail (what the viewer knew of each chunk when its player gave it up).
+    let mut causes = std::collections::BTreeMap::<String, u64>::new();
+    for (i, out) in &survivors {
+        let v = &out["viewer"];
+        for (k, n) in v["skip_causes"].as_object().into_iter().flatten() {
+            *causes.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
+        }
+        for note in v["skip_log"].as_array().into_iter().flatten().take(12) {
+            eprintln!("viewer {i:2} skip {note}");
+        }
     }
     for (i, out) in &survivors {
         let v = &out["viewer"];
@@ -573,7 +585,7 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
     eprintln!(
         "40 viewers ({} survived): continuity {continuity:.4}, lag p50 median {} ms, p95 max {} ms; \
          {relayed} chunks relayed, {from_peers} from peers / {from_root} from the root; \
-         the relay's root sent {:.2} copies of the stream; bans of the corrupt {banned_by:?}",
+         the relay's root sent {:.2} copies of the stream; bans of the corrupt {banned_by:?}; skips by cause {causes:?}",
         lag50.len(),
         lag50[lag50.len() / 2],
         lag95.last().copied().unwrap_or(0),

@@ -76,8 +76,9 @@ pub enum MeshEvent {
         on_time: bool,
         hops: u8,
     },
-    /// Chunk `seq` never arrived in time and was skipped at `at`.
-    Skipped { seq: u64, at: Time },
+    /// Chunk `seq` was skipped at `at`: it never arrived in time (deadline dropping), or, with
+    /// `jump`, playback had fallen so far behind the live edge that it jumped over it.
+    Skipped { seq: u64, at: Time, jump: bool },
     /// A chunk from `peer` failed verification; it was dropped and `peer` penalised.
     Penalised { peer: PeerId },
     /// `peer` failed verification too often: it is banned and no longer an upstream.

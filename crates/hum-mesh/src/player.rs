@@ -159,6 +159,7 @@ impl Player {
                     out.push(MeshEvent::Skipped {
                         seq: self.next,
                         at: now,
+                        jump: false,
                     });
                     self.next += 1;
                 }
@@ -168,14 +169,16 @@ impl Player {
     }
 
     /// Catch up: playback has fallen so far behind that the chunks it waits for are gone from the
-    /// mesh. Skip to `seq`, due now (the stall so far stays counted; the lag shrinks).
-    pub fn jump_to(&mut self, now: Time, seq: u64) {
+    /// mesh. Skip to `seq`, due now (the stall so far stays counted; the lag shrinks). Returns the
+    /// chunks jumped over (counted as skipped: the caller reports them as [`MeshEvent::Skipped`]).
+    pub fn jump_to(&mut self, now: Time, seq: u64) -> std::ops::Range<u64> {
         let State::Playing { seq0, t0 } = self.state else {
-            return;
+            return seq..seq;
         };
         if seq <= self.next {
-            return;
+            return seq..seq;
         }
+        let jumped = self.next..seq;
         if let Some(since) = self.stalled_since.take() {
             self.stall_us += now.since(since).as_micros() as u64;
         }
@@ -183,6 +186,7 @@ impl Player {
         self.next = seq;
         let nominal = t0.0 + (seq - seq0) * self.dur_us;
         self.slip_us = now.0 as i64 - nominal as i64;
+        jumped
     }
 
     /// Total time stalled up to `now`, including a stall still going on.
@@ -301,7 +305,7 @@ mod tests {
                     ..
                 } => format!("p{seq}@{}", t.0 / 1000),
                 MeshEvent::Played { seq, at: t, .. } => format!("late{seq}@{}", t.0 / 1000),
-                MeshEvent::Skipped { seq, at: t } => format!("skip{seq}@{}", t.0 / 1000),
+                MeshEvent::Skipped { seq, at: t, .. } => format!("skip{seq}@{}", t.0 / 1000),
                 e => format!("{e:?}"),
             })
             .collect::<Vec<_>>()
@@ -334,6 +338,20 @@ mod tests {
             "3 is missing with nothing after it: rebuffering, not skipping"
         );
         assert_eq!(p.stalled_us(ms(2000)), 250_000 + 650_000);
+    }
+
+    #[test]
+    fn a_jump_reports_every_slot_it_passes_over() {
+        let (_, mut p) = play(&[Some(100), Some(300)], 900);
+        assert_eq!(p.next_seq(), 2);
+        // Far behind: jump to 7. Slots 2..7 were never played: they are skips, and 7 is due now.
+        assert_eq!(p.jump_to(ms(1000), 7), 2..7);
+        assert_eq!((p.next_seq(), p.skipped), (7, 5));
+        assert_eq!(p.due(7), Some(ms(1000)));
+        // Not a jump backwards, nor before playback began.
+        assert!(p.jump_to(ms(1100), 5).is_empty());
+        let mut idle = Player::new(Duration::from_millis(250), Duration::ZERO, Duration::ZERO);
+        assert!(idle.jump_to(ms(0), 3).is_empty());
     }
 
     #[test]

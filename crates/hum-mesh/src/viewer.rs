@@ -169,6 +169,20 @@ struct BaoSlot {
     enc: Vec<Option<Arc<[u8]>>>,
 }
 
+/// One chunk slot as [`Viewer::slot_view`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    pub state: SlotState,
+    /// The upstreams (or the root) a request for it is out to.
+    pub asked: [Option<PeerId>; 3],
+    /// Re-asked (end-game) or asked urgently already.
+    pub escalated: bool,
+    /// When the request still out was sent.
+    pub requested_at: Option<Time>,
+    /// Upstreams known (from their announcements) to hold it.
+    pub holders: u8,
+}
+
 pub struct Viewer {
     id: PeerId,
     root: PeerId,
@@ -308,6 +322,26 @@ impl Viewer {
             Output::Send { to, .. } => Some(*to),
             _ => None,
         })
+    }
+    /// What this viewer knows of chunk `seq` while it is in the window (reports that explain a
+    /// skip read it): `None` once the slot holds another chunk.
+    pub fn slot_view(&self, seq: u64) -> Option<SlotView> {
+        let s = &self.slots[ix(seq, self.cfg.window)];
+        (s.seq == seq).then(|| SlotView {
+            state: s.state,
+            asked: s.asked,
+            escalated: s.escalated,
+            requested_at: (s.state == SlotState::Requested).then_some(s.sent_at),
+            holders: self.sched.availability(seq),
+        })
+    }
+    /// The root seed's peer id (the fallback upstream).
+    pub fn root(&self) -> PeerId {
+        self.root
+    }
+    /// The newest chunk the viewer believes the root has published (its live edge).
+    pub fn live_edge(&self) -> u64 {
+        self.live_estimate(self.now)
     }
     pub fn has(&self, seq: u64) -> bool {
         let s = &self.slots[ix(seq, self.cfg.window)];
@@ -1536,7 +1570,14 @@ impl Viewer {
         self.frontier = self.frontier.max(self.low);
         if started && self.player.next_seq() < self.low {
             let (now, low) = (self.now, self.low);
-            self.player.jump_to(now, low);
+            // Every slot jumped over is a skip, as a deadline drop is: continuity counts them.
+            for seq in self.player.jump_to(now, low) {
+                self.out.push_back(Output::Event(MeshEvent::Skipped {
+                    seq,
+                    at: now,
+                    jump: true,
+                }));
+            }
         }
     }
 

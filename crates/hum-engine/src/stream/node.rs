@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hum_mesh::chunker::Chunk;
 use hum_mesh::fragment::{self, Reassembler};
 use hum_mesh::manifest::{Publisher, Verifier};
+use hum_mesh::picker::SlotState;
 use hum_mesh::root::RootSeed;
 use hum_mesh::tracker::{Grant, Tracker, TrackerConfig};
 use hum_mesh::viewer::{Viewer, ViewerConfig};
@@ -217,6 +218,37 @@ pub struct NodeReport {
     pub chunks_served: u64,
     pub bytes_served: u64,
     pub timeouts: u64,
+    /// Viewer: skipped chunk slots by what the viewer knew of them when playback gave them up
+    /// ([`SkipNote::cause`]), and the first [`SKIP_LOG`] of them in detail.
+    pub skip_causes: BTreeMap<&'static str, u64>,
+    pub skip_log: Vec<SkipNote>,
+}
+
+/// Skips a report lists one by one (the rest are only counted in `skip_causes`).
+pub const SKIP_LOG: usize = 64;
+
+/// One skipped chunk slot, as the viewer saw it when its player gave it up.
+#[derive(Clone, Debug, Serialize)]
+pub struct SkipNote {
+    /// Since the node started, ms.
+    pub at_ms: u64,
+    pub seq: u64,
+    pub layer: &'static str,
+    /// `jump`: playback had fallen half a window behind the live edge and jumped over it;
+    /// `dropped`: given up before its deadline (no one could deliver it in time, or the root
+    /// refused it); `not_asked`: missing with no request out (`no_holder` when no upstream had
+    /// announced it); `asked_root` / `asked_peer`: a request was out and not answered in time.
+    pub cause: &'static str,
+    /// Whom the request still out went to (`root`, or a user id's first 8 hex digits).
+    pub asked: Vec<String>,
+    pub escalated: bool,
+    /// How long the request still out had waited, ms.
+    pub waited_ms: Option<u64>,
+    /// Upstreams that had announced holding it.
+    pub holders: u8,
+    pub upstreams: usize,
+    /// Chunks between it and the viewer's live edge.
+    pub behind_live: u64,
 }
 
 /// A layer's name as reports and the CLI write it.
@@ -1182,7 +1214,10 @@ impl Node {
                 self.recording_reached(seq, matches!(ev, MeshEvent::Played { .. }));
             }
             MeshEvent::Played { seq, on_time, .. } => self.reached(from, seq, Some(on_time)),
-            MeshEvent::Skipped { seq, .. } => self.reached(from, seq, None),
+            MeshEvent::Skipped { seq, at, jump } => {
+                self.note_skip(from, seq, at, jump);
+                self.reached(from, seq, None)
+            }
             MeshEvent::Penalised { .. } => self.report.penalties += 1,
             MeshEvent::Banned { peer } => {
                 if let Some(&u) = self.users.get(&peer) {
@@ -1287,6 +1322,68 @@ impl Node {
             self.report.layer = layer_name(nl);
             self.report.layer_switches += 1;
         }
+    }
+
+    /// Why a live viewer's player skipped `seq` (counted by cause; the first [`SKIP_LOG`] listed).
+    fn note_skip(&mut self, from: Layer, seq: u64, at: Time, jump: bool) {
+        let Machine::Viewer {
+            viewer,
+            layer,
+            next,
+            ..
+        } = &self.machine
+        else {
+            return;
+        };
+        let m: &Viewer = if *layer == from {
+            viewer
+        } else {
+            match next.as_ref().filter(|(l, ..)| *l == from) {
+                Some((_, n, _)) => n,
+                None => return,
+            }
+        };
+        let view = m.slot_view(seq);
+        let root = m.root();
+        let asked: Vec<PeerId> = view
+            .map(|v| v.asked.iter().flatten().copied().collect())
+            .unwrap_or_default();
+        let cause = match view {
+            _ if jump => "jump",
+            None => "left_window",
+            Some(v) => match v.state {
+                SlotState::Dropped => "dropped",
+                SlotState::Missing if v.holders == 0 => "no_holder",
+                SlotState::Missing => "not_asked",
+                SlotState::Requested if asked.contains(&root) => "asked_root",
+                SlotState::Requested => "asked_peer",
+                SlotState::Have => "held",
+            },
+        };
+        *self.report.skip_causes.entry(cause).or_default() += 1;
+        if self.report.skip_log.len() >= SKIP_LOG {
+            return;
+        }
+        let name = |p: &PeerId| match self.users.get(p) {
+            _ if *p == root => "root".to_string(),
+            Some(u) => u.to_hex()[..8].to_string(),
+            None => format!("peer{}", p.0),
+        };
+        let note = SkipNote {
+            at_ms: at.as_micros() / 1000,
+            seq,
+            layer: layer_name(from),
+            cause,
+            asked: asked.iter().map(name).collect(),
+            escalated: view.is_some_and(|v| v.escalated),
+            waited_ms: view
+                .and_then(|v| v.requested_at)
+                .map(|t| at.since(t).as_micros() as u64 / 1000),
+            holders: view.map_or(0, |v| v.holders),
+            upstreams: m.scheduler().upstreams().len(),
+            behind_live: m.live_edge().saturating_sub(seq),
+        };
+        self.report.skip_log.push(note);
     }
 
     /// A recording's player reached `seq` (in order): played, verified again, handed on.

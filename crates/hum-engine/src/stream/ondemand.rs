@@ -569,9 +569,11 @@ impl OnDemand {
                         hops,
                     }));
                 }
-                Slot::Absent => self
-                    .out
-                    .push_back(Output::Event(MeshEvent::Skipped { seq, at: now })),
+                Slot::Absent => self.out.push_back(Output::Event(MeshEvent::Skipped {
+                    seq,
+                    at: now,
+                    jump: false,
+                })),
             }
             self.next_play += 1;
         }
