@@ -492,7 +492,7 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
         let (v, b) = (&out["viewer"], &out["budget"]);
         eprintln!(
             "viewer {i:2} {:6} up {:4}: played {:3} skipped {:3} lag p50 {:5} p95 {:5} ms, startup {:5} ms, \
-             chunks from root {:3} peers {:3}, relayed {:3} (offered {:4} kbit/s, cap {:4}), links {}, banned {}, skips {}",
+             chunks from root {:3} peers {:3}, relayed {:3} (offered {:4} kbit/s, cap {:4}), links {}, banned {}, caught up {} ms, skips {}",
             levels[i % 5],
             uploads[i % 4],
             u(v, "played"),
@@ -507,6 +507,7 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
             u(b, "relay_cap") / 1000,
             u(v, "links"),
             v["banned"].as_array().map_or(0, Vec::len),
+            u(v, "caught_up_us") / 1000,
             v["skip_causes"],
         );
     }

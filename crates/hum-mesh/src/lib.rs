@@ -69,12 +69,14 @@ pub enum MeshEvent {
     /// Playback started at chunk `seq` at time `at`.
     Started { seq: u64, at: Time },
     /// Chunk `seq` played at `at`; `on_time` is false if playback stalled for it. `hops` is how many
-    /// links it crossed from the root seed.
+    /// links it crossed from the root seed. It plays for `play_us`: its duration, or less while
+    /// the player catches up with the live edge (`player::CATCH_UP_RATE`).
     Played {
         seq: u64,
         at: Time,
         on_time: bool,
         hops: u8,
+        play_us: u64,
     },
     /// Chunk `seq` was skipped at `at`: it never arrived in time (deadline dropping), or, with
     /// `jump`, playback had fallen so far behind the live edge that it jumped over it.

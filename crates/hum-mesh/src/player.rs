@@ -7,12 +7,26 @@
 //! chunk is already here, it is skipped (deadline dropping; the stall stands in for the skipped chunk's
 //! slot). With nothing later in hand the player keeps waiting: that is rebuffering, and it adds lag.
 //!
+//! Catching up: lag a stall added would otherwise stay for the rest of the stream (the schedule only
+//! slips one way). While more than [`CATCH_UP_AHEAD`] chunks beyond the start buffer are held
+//! ahead of the playhead, each chunk plays at [`CATCH_UP_RATE`] (its `play_us` in
+//! [`MeshEvent::Played`] is shorter than its duration, so the schedule moves back towards the live
+//! edge by a tenth of a chunk per chunk), as low-latency live players do rather than jumping; the
+//! media layer plays its frames faster to match. Nothing is skipped, and the buffer it keeps is
+//! never less than the start buffer plus a chunk, so catching up does not cause the next stall.
+//!
 //! The player is evaluated lazily: `advance(now, ..)` catches up everything due by `now`, so a caller
 //! calls it before and after every chunk arrival and at `next_wake`, and needs no timer per chunk.
 
 use std::time::Duration;
 
 use crate::{MeshEvent, Time};
+
+/// How much faster than real time a chunk plays while the player catches up (1.1: a 250 ms chunk
+/// in ~227 ms; the lag shrinks by ~0.1 s a second).
+pub const CATCH_UP_RATE: f64 = 1.1;
+/// Catch up only while more than this many chunks beyond the start buffer are held ahead.
+pub const CATCH_UP_AHEAD: u64 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -42,8 +56,13 @@ pub struct Player {
     pub on_time: u64,
     pub late: u64,
     pub skipped: u64,
+    /// Chunks played at the catch-up rate, and the lag that took back (µs).
+    pub caught_up: u64,
+    pub caught_up_us: u64,
     /// Time spent stalled, microseconds (closed stalls only; see [`Player::stalled_us`]).
     stall_us: u64,
+    /// Held chunks ahead of the playhead above which it catches up; `u64::MAX`: never.
+    catch_up_above: u64,
 }
 
 impl Player {
@@ -59,8 +78,39 @@ impl Player {
             on_time: 0,
             late: 0,
             skipped: 0,
+            caught_up: 0,
+            caught_up_us: 0,
             stall_us: 0,
+            catch_up_above: start_buffer.as_micros() as u64 / chunk.as_micros().max(1) as u64
+                + CATCH_UP_AHEAD,
         }
+    }
+
+    /// Never play faster than real time (lag a stall added stays).
+    pub fn without_catch_up(mut self) -> Self {
+        self.catch_up_above = u64::MAX;
+        self
+    }
+
+    /// How long chunk `next` plays (µs) given what is held ahead of it: its duration, or less while
+    /// catching up (and the schedule moves back by the difference).
+    fn play_time(&mut self, has: &impl Fn(u64) -> bool) -> u64 {
+        if self.catch_up_above == u64::MAX {
+            return self.dur_us;
+        }
+        let mut ahead = 0;
+        while ahead <= self.catch_up_above && has(self.next + 1 + ahead) {
+            ahead += 1;
+        }
+        if ahead <= self.catch_up_above {
+            return self.dur_us;
+        }
+        let play = (self.dur_us as f64 / CATCH_UP_RATE).round() as u64;
+        let gained = self.dur_us - play;
+        self.slip_us -= gained as i64;
+        self.caught_up += 1;
+        self.caught_up_us += gained;
+        play
     }
 
     pub fn is_started(&self) -> bool {
@@ -126,11 +176,13 @@ impl Player {
             match self.stalled_since {
                 None if has(self.next) => {
                     self.on_time += 1;
+                    let play_us = self.play_time(&has);
                     out.push(MeshEvent::Played {
                         seq: self.next,
                         at: due,
                         on_time: true,
                         hops: hops(self.next),
+                        play_us,
                     });
                     self.next += 1;
                 }
@@ -140,11 +192,13 @@ impl Player {
                     self.stall_us += now.since(since).as_micros() as u64;
                     self.stalled_since = None;
                     self.late += 1;
+                    let play_us = self.play_time(&has);
                     out.push(MeshEvent::Played {
                         seq: self.next,
                         at: now,
                         on_time: false,
                         hops: hops(self.next),
+                        play_us,
                     });
                     self.next += 1;
                 }
@@ -243,11 +297,15 @@ mod tests {
 
     /// Chunks arrive at the given times (ms; None = never). Returns the events as a compact string.
     fn play(arrivals: &[Option<u64>], until_ms: u64) -> (String, Player) {
-        let mut p = Player::new(
+        let p = Player::new(
             Duration::from_millis(250),
             Duration::from_millis(500),
             Duration::from_millis(250),
         );
+        play_on(p, arrivals, until_ms)
+    }
+
+    fn play_on(mut p: Player, arrivals: &[Option<u64>], until_ms: u64) -> (String, Player) {
         let mut have = vec![false; arrivals.len()];
         let mut events = vec![];
         let mut times: Vec<(u64, usize)> = arrivals
@@ -302,8 +360,16 @@ mod tests {
                     seq,
                     at: t,
                     on_time: true,
+                    play_us: 250_000,
                     ..
                 } => format!("p{seq}@{}", t.0 / 1000),
+                MeshEvent::Played {
+                    seq,
+                    at: t,
+                    on_time: true,
+                    play_us,
+                    ..
+                } => format!("fast{seq}@{}/{}", t.0 / 1000, play_us / 1000),
                 MeshEvent::Played { seq, at: t, .. } => format!("late{seq}@{}", t.0 / 1000),
                 MeshEvent::Skipped { seq, at: t, .. } => format!("skip{seq}@{}", t.0 / 1000),
                 e => format!("{e:?}"),
@@ -338,6 +404,54 @@ mod tests {
             "3 is missing with nothing after it: rebuffering, not skipping"
         );
         assert_eq!(p.stalled_us(ms(2000)), 250_000 + 650_000);
+    }
+
+    #[test]
+    fn lag_a_stall_added_is_caught_up_without_a_skip() {
+        // An upstream outage: chunks 1-6 all come at 1850 ms; the rest as a live edge makes them
+        // (one each 250 ms). Chunk 1 is due at 850: a 1 s stall with nothing later in hand.
+        let mut arrivals: Vec<Option<u64>> = (0..40).map(|i| Some(100 + 250 * i)).collect();
+        for a in &mut arrivals[1..=6] {
+            *a = Some(1850);
+        }
+        let player = || {
+            Player::new(
+                Duration::from_millis(250),
+                Duration::from_millis(500),
+                Duration::from_millis(250),
+            )
+        };
+        let (s, p) = play_on(player(), &arrivals, 9_000);
+        let (s0, p0) = play_on(player().without_catch_up(), &arrivals, 9_000);
+        // Both stall for chunk 1 and skip nothing. Without catching up, the second of lag stays;
+        // catching up, chunks play in 227 ms while more than the start buffer plus two chunks
+        // are held ahead.
+        assert!(
+            s0.starts_with("start0@600 p0@600 late1@1850 p2@2100 p3@2350"),
+            "{s0}"
+        );
+        assert!(s.starts_with("start0@600 p0@600 late1@1850 "), "{s}");
+        assert!(s.contains("fast2@"), "{s}");
+        assert_eq!((p.skipped, p0.skipped), (0, 0));
+        assert_eq!((p.late, p0.late), (1, 1), "catching up caused no stall");
+        assert_eq!(p0.caught_up, 0);
+        assert!(p.caught_up >= 5, "{s}");
+        assert_eq!(
+            p.caught_up_us,
+            p.caught_up * 22_727,
+            "250 ms - 250/1.1 ms each"
+        );
+        // Its schedule is that much earlier: the lag the stall added shrank by as much.
+        assert_eq!(p0.due(39).unwrap().0 - p.due(39).unwrap().0, p.caught_up_us);
+        // It stopped with the start buffer plus two chunks still held: the last chunks play at 1x.
+        assert!(
+            s.ends_with(&format!(
+                "p{}@{}",
+                p.next_seq() - 1,
+                p.due(p.next_seq() - 1).unwrap().0 / 1000
+            )),
+            "{s}"
+        );
     }
 
     #[test]

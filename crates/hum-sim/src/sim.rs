@@ -864,6 +864,7 @@ impl World {
                     at,
                     on_time,
                     hops,
+                    ..
                 } => {
                     self.forged.played(nd, seq);
                     if !mine_malicious {

@@ -102,6 +102,9 @@ pub struct PlayedChunk {
     /// Media time of the chunk's start, µs since the stream began.
     pub start_us: u64,
     pub duration_us: u32,
+    /// How long it plays, µs: its duration, or less while the player catches up with the live
+    /// edge (`hum_mesh::player::CATCH_UP_RATE`); frames and sound are paced to match.
+    pub play_us: u32,
     /// The frames (docs/stream.md, "Chunk format"; `hum_mesh::chunker::Chunk::frames` reads it).
     pub payload: Arc<[u8]>,
 }
@@ -114,8 +117,14 @@ impl PlayedChunk {
             seq: c.seq,
             start_us: c.start_us,
             duration_us: c.duration_us,
+            play_us: c.duration_us,
             payload: c.payload.clone(),
         }
+    }
+
+    /// Played faster than real time (the player is catching up).
+    pub fn is_fast(&self) -> bool {
+        self.play_us < self.duration_us
     }
 
     /// Its frames, in order; `None` if the payload is not a well-formed chunk body.
@@ -221,6 +230,10 @@ pub struct NodeReport {
     /// Viewer: skipped chunk slots by what the viewer knew of them when playback gave them up
     /// ([`SkipNote::cause`]), and the first [`SKIP_LOG`] of them in detail.
     pub skip_causes: BTreeMap<&'static str, u64>,
+    /// Viewer: chunks played faster than real time to catch up with the live edge, and the lag
+    /// that took back (µs).
+    pub caught_up: u64,
+    pub caught_up_us: u64,
     pub skip_log: Vec<SkipNote>,
 }
 
@@ -1213,7 +1226,12 @@ impl Node {
             {
                 self.recording_reached(seq, matches!(ev, MeshEvent::Played { .. }));
             }
-            MeshEvent::Played { seq, on_time, .. } => self.reached(from, seq, Some(on_time)),
+            MeshEvent::Played {
+                seq,
+                on_time,
+                play_us,
+                ..
+            } => self.reached(from, seq, Some((on_time, play_us))),
             MeshEvent::Skipped { seq, at, jump } => {
                 self.note_skip(from, seq, at, jump);
                 self.reached(from, seq, None)
@@ -1246,10 +1264,10 @@ impl Node {
         }
     }
 
-    /// A layer's player reached `seq`: played (`Some(on_time)`) or given up. Through the
+    /// A layer's player reached `seq`: played (`Some((on_time, play_us))`) or given up. Through the
     /// [`Splicer`], which decides what the viewer plays (one layer at a time, each sequence
     /// number once); every chunk played is verified again here and handed to the decoder.
-    fn reached(&mut self, from: Layer, seq: u64, played: Option<bool>) {
+    fn reached(&mut self, from: Layer, seq: u64, played: Option<(bool, u64)>) {
         let Machine::Viewer {
             viewer,
             layer,
@@ -1284,7 +1302,8 @@ impl Node {
             };
             self.report.played += 1;
             // Late: the player waited for it.
-            if played == Some(false) && s == seq && l == from {
+            let this = s == seq && l == from;
+            if this && played.is_some_and(|(on_time, _)| !on_time) {
                 self.report.stalled += 1;
             }
             *self
@@ -1296,12 +1315,25 @@ impl Node {
                 Some((record, payload)) => {
                     if record.layer == l && check.verify_chunk(record, payload).is_ok() {
                         self.report.played_verified += 1;
+                        // Only the chunk the event names plays at the event's pace; one the
+                        // splicer hands on from another layer plays at its own length.
+                        let play_us = match played {
+                            Some((_, p)) if this => {
+                                u32::try_from(p).unwrap_or(u32::MAX).min(record.duration_us)
+                            }
+                            _ => record.duration_us,
+                        };
+                        if play_us < record.duration_us {
+                            self.report.caught_up += 1;
+                            self.report.caught_up_us += u64::from(record.duration_us - play_us);
+                        }
                         if let Some(tx) = &self.cfg.played {
                             let _ = tx.try_send(PlayedChunk {
                                 layer: l,
                                 seq: s,
                                 start_us: record.start_us,
                                 duration_us: record.duration_us,
+                                play_us,
                                 payload: payload.clone(),
                             });
                         }
@@ -1414,6 +1446,7 @@ impl Node {
                             seq,
                             start_us: record.start_us,
                             duration_us: record.duration_us,
+                            play_us: record.duration_us,
                             payload: payload.clone(),
                         });
                     }

@@ -567,6 +567,7 @@ impl OnDemand {
                         at: now,
                         on_time: true,
                         hops,
+                        play_us: self.cfg.chunk.as_micros() as u64,
                     }));
                 }
                 Slot::Absent => self.out.push_back(Output::Event(MeshEvent::Skipped {

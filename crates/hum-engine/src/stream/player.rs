@@ -101,6 +101,9 @@ pub struct AudioReport {
     pub decode_errors: u64,
     /// Packets dropped because the queue was full (playout fell a second behind).
     pub dropped: u64,
+    /// 20 ms frames decoded and left out while the player caught up with the live edge (chunks
+    /// played faster than real time: their sound must be shorter too), the quietest it could.
+    pub shed: u64,
 }
 
 #[derive(Default)]
@@ -112,6 +115,30 @@ struct AudioShared {
     concealed: AtomicU64,
     errors: AtomicU64,
     dropped: AtomicU64,
+    shed: AtomicU64,
+    /// Sound still to leave out to keep pace with chunks played fast, µs.
+    owed_us: AtomicU64,
+}
+
+/// One 20 ms frame at 48 kHz, in µs.
+const AUDIO_FRAME_US: u64 = 20_000;
+/// A frame this quiet (RMS) is left out first when sound is owed: cutting near-silence is not
+/// heard.
+const QUIET_RMS: f32 = 0.01;
+/// Owing this much, the next frame is left out however loud (the sound must not drift from the
+/// picture).
+const OWED_MAX_US: u64 = 3 * AUDIO_FRAME_US;
+
+/// Whether to leave a decoded frame out to pay back `owed_us` of sound (see [`AudioReport::shed`]).
+fn shed_frame(pcm: &[f32], owed_us: u64) -> bool {
+    if owed_us < AUDIO_FRAME_US {
+        return false;
+    }
+    if owed_us >= OWED_MAX_US {
+        return true;
+    }
+    let energy: f32 = pcm.iter().map(|x| x * x).sum::<f32>() / pcm.len().max(1) as f32;
+    energy.sqrt() < QUIET_RMS
 }
 
 /// The stream's sound: Opus packets in, decoded 20 ms at a time into a sink on a thread of its
@@ -159,6 +186,17 @@ impl AudioPlayout {
                     };
                     let decoded = match packet {
                         Some(p) => match dec.decode(&p, &mut pcm) {
+                            Ok(_) if shed_frame(&pcm, sh.owed_us.load(Ordering::Relaxed)) => {
+                                // Decoded (the decoder's state follows the stream) but not
+                                // played: the chunks it came in are playing faster.
+                                let _ = sh.owed_us.fetch_update(
+                                    Ordering::Relaxed,
+                                    Ordering::Relaxed,
+                                    |o| Some(o.saturating_sub(AUDIO_FRAME_US)),
+                                );
+                                sh.shed.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                             Ok(_) => {
                                 sh.played.fetch_add(1, Ordering::Relaxed);
                                 true
@@ -189,11 +227,17 @@ impl AudioPlayout {
         })
     }
 
-    /// Queue a played chunk's audio.
+    /// Queue a played chunk's audio. A chunk played fast (catching up) leaves as much of its
+    /// sound out as it plays short.
     pub fn push(&self, c: &PlayedChunk) {
         let packets = audio_packets(c);
         if packets.is_empty() {
             return;
+        }
+        if c.is_fast() {
+            self.shared
+                .owed_us
+                .fetch_add(u64::from(c.duration_us - c.play_us), Ordering::Relaxed);
         }
         if let Ok(mut q) = self.shared.queue.lock() {
             for p in packets {
@@ -214,6 +258,7 @@ impl AudioPlayout {
             frames_concealed: s.concealed.load(Ordering::Relaxed),
             decode_errors: s.errors.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
+            shed: s.shed.load(Ordering::Relaxed),
         }
     }
 
@@ -350,7 +395,9 @@ pub fn spawn_player(
             }
             let at = Instant::now();
             for f in video_frames(&c, started_ms, &mut size) {
-                let off = f.timestamp_us.saturating_sub(c.start_us);
+                // A chunk played fast (catching up) shows its frames closer together.
+                let off = f.timestamp_us.saturating_sub(c.start_us) * u64::from(c.play_us)
+                    / u64::from(c.duration_us.max(1));
                 tokio::time::sleep_until(at + Duration::from_micros(off)).await;
                 if !on_frame(f) {
                     return;
@@ -429,6 +476,7 @@ mod tests {
             seq: 0,
             start_us: 0,
             duration_us: 1,
+            play_us: 1,
             payload: vec![0xffu8; 5].into(),
         };
         assert!(video_frames(&bad, 0, &mut None).is_empty());
@@ -472,5 +520,47 @@ mod tests {
             .sum::<f32>()
             / (packets as f32 * AUDIO_FRAME as f32);
         assert!(energy > 0.001, "rms^2 {energy}");
+    }
+
+    #[test]
+    fn chunks_played_fast_leave_as_much_sound_out_quiet_frames_first() {
+        let cfg = SourceConfig::small_for_tests();
+        let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
+        let mut chunks = Vec::new();
+        for _ in 0..21 {
+            chunks.extend(enc.next_frame().expect("encode"));
+        }
+        let sink = hum_media::synth::MemorySink::new();
+        let audio = AudioPlayout::start(Box::new(hum_media::pacer::Paced::new(sink.clone())))
+            .expect("decoder");
+        let mut packets = 0;
+        let mut owed = 0;
+        for c in &chunks {
+            let mut played = PlayedChunk::from_chunk(c);
+            // Each chunk plays 10% short, as the mesh player catching up plays it.
+            played.play_us = (f64::from(played.duration_us) / 1.1).round() as u32;
+            owed += u64::from(played.duration_us - played.play_us);
+            packets += audio_packets(&played).len() as u64;
+            audio.push(&played);
+        }
+        while audio.report().frames_played + audio.report().shed < packets {
+            std::thread::yield_now();
+        }
+        let r = audio.stop();
+        // A tone has no quiet frame: what is owed is paid a frame at a time once 3 frames are
+        // owed, so at most that much is still owed at the end.
+        assert_eq!(r.frames_played + r.shed, packets);
+        assert_eq!(
+            r.shed,
+            (owed.saturating_sub(OWED_MAX_US) / AUDIO_FRAME_US + 1).min(owed / AUDIO_FRAME_US),
+            "{r:?}, owed {owed} us"
+        );
+        // Quiet frames go as soon as a frame is owed, loud ones only when much is.
+        let quiet = vec![0.001f32; AUDIO_FRAME];
+        let loud = vec![0.2f32; AUDIO_FRAME];
+        assert!(!shed_frame(&quiet, AUDIO_FRAME_US - 1));
+        assert!(shed_frame(&quiet, AUDIO_FRAME_US));
+        assert!(!shed_frame(&loud, 2 * AUDIO_FRAME_US));
+        assert!(shed_frame(&loud, OWED_MAX_US));
     }
 }
