@@ -217,6 +217,9 @@ pub(crate) enum HubCmd {
     NodeGone {
         node: u64,
     },
+    /// The cluster's live nodes changed (or were listed for the first time): tell this node's
+    /// clients (crate::node_list). Not a hub input.
+    Nodes(Vec<hum_proto::cluster::NodeInfo>),
 }
 
 pub(crate) struct Shared {
@@ -530,6 +533,12 @@ fn start_membership(
     tx: mpsc::Sender<HubCmd>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    if c.public_url.is_none() && addr.ip().is_unspecified() {
+        tracing::warn!(
+            %addr,
+            "this node listens on every address and has no --public-url: its clients are told ws://{addr}/ws as where to reconnect, which they cannot reach; pass --public-url"
+        );
+    }
     let url = c
         .public_url
         .clone()
@@ -556,12 +565,41 @@ fn start_membership(
         .context("spawning the cluster heartbeat")?;
     let watcher = crate::cluster::Watcher::connect(&c.redis, &c.cluster)?;
     let mut lookup = redis::Client::open(c.redis.as_str())?.get_connection()?;
+    let mut lister = crate::cluster::Membership::connect(&c.redis, &c.cluster)?;
     let (cluster, me_id) = (c.cluster.clone(), c.node.clone());
     std::thread::Builder::new()
         .name("hum-cluster-watch".into())
         .spawn(move || {
+            // The clients' node list (crate::node_list): listed at the first tick, on every
+            // membership change, and every 5 s in case a notification was missed.
+            let mut listed: Option<Vec<hum_proto::cluster::NodeInfo>> = None;
+            let mut stale = true;
+            let mut quiet_ticks = 0u32;
             let r = watcher.run(Duration::from_millis(500), |change| {
                 use crate::cluster::Change;
+                if change.is_some() {
+                    stale = true;
+                } else {
+                    quiet_ticks += 1;
+                    if quiet_ticks % 10 == 0 {
+                        stale = true;
+                    }
+                }
+                if stale {
+                    match lister.live_nodes() {
+                        Ok(live) => {
+                            stale = false;
+                            let nodes = crate::node_list::client_list(live);
+                            if listed.as_ref() != Some(&nodes) {
+                                listed = Some(nodes.clone());
+                                if tx.blocking_send(HubCmd::Nodes(nodes)).is_err() {
+                                    return std::ops::ControlFlow::Break(());
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cluster: cannot list the live nodes for clients"),
+                    }
+                }
                 let gone = match change {
                     Some(Change::Expired(id) | Change::Left(id)) if id != me_id => id,
                     _ => return std::ops::ControlFlow::Continue(()),
@@ -595,12 +633,20 @@ fn hub_thread(
     mut cluster: Option<ClusterLink>,
 ) {
     let mut conns: HashMap<ConnId, OutboxTx> = HashMap::new();
+    let mut nodes = crate::node_list::NodeList::default();
     while let Some(cmd) = rx.blocking_recv() {
+        let cmd = match cmd {
+            HubCmd::Nodes(list) => {
+                tell_nodes(&mut nodes, list, &conns);
+                continue;
+            }
+            cmd => cmd,
+        };
         let mut now = unix_ms();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| match cluster.as_mut() {
             None => apply_local(&mut hub, &mut conns, cmd, now, metrics, sfu),
             Some(link) => apply_clustered(
-                &mut hub, &mut conns, link, cmd, &mut now, metrics, sfu, live,
+                &mut hub, &mut conns, link, cmd, &mut now, metrics, sfu, live, &mut nodes,
             ),
         }));
         if result.is_err() {
@@ -611,7 +657,11 @@ fn hub_thread(
             None => dispatch(&mut hub, &mut conns, metrics, now, Some(live)),
             Some(link) => {
                 let log = &mut link.log;
-                dispatch_with(&mut hub, &mut conns, metrics, Some(live), &mut |_, c| {
+                let sink = Delivery {
+                    conns: &mut conns,
+                    nodes: Some(&mut nodes),
+                };
+                dispatch_with(&mut hub, sink, metrics, Some(live), &mut |_, c| {
                     log_input(log, now, crate::bus::Input::Disconnect { conn: c });
                 })
             }
@@ -668,7 +718,7 @@ fn apply_local(
         } => hub.sfu_done(conn, re, user, joining, result),
         HubCmd::SfuEvent(ev) => crate::sfu::on_event(hub, ev),
         HubCmd::LiveSignal { stream, to, signal } => hub.live_signal(stream, to, signal),
-        HubCmd::Log(_) | HubCmd::NodeGone { .. } => {
+        HubCmd::Log(_) | HubCmd::NodeGone { .. } | HubCmd::Nodes(_) => {
             tracing::error!("a cluster command reached a relay that is not in a cluster")
         }
     }
@@ -697,6 +747,7 @@ fn apply_clustered(
     metrics: &Metrics,
     sfu: Option<&crate::sfu::SfuLink>,
     live: &crate::live::Live,
+    nodes: &mut crate::node_list::NodeList,
 ) {
     use crate::bus::Input;
     let unavailable = |conns: &HashMap<ConnId, OutboxTx>, conn: ConnId, re: RequestId| {
@@ -793,7 +844,11 @@ fn apply_clustered(
                     tracing::error!(error = %e, "cluster: cannot log an entry's results");
                 }
                 // Deliver as we go: outputs address this moment's connections.
-                let cmds = dispatch_with(hub, conns, metrics, Some(live), &mut |_, c| {
+                let sink = Delivery {
+                    conns,
+                    nodes: Some(nodes),
+                };
+                let cmds = dispatch_with(hub, sink, metrics, Some(live), &mut |_, c| {
                     log_input(&mut link.log, entry.now_ms, Input::Disconnect { conn: c });
                 });
                 for cmd in cmds {
@@ -814,7 +869,32 @@ fn apply_clustered(
         } => hub.sfu_done(conn, re, user, joining, result),
         HubCmd::SfuEvent(ev) => crate::sfu::on_event(hub, ev),
         HubCmd::LiveSignal { stream, to, signal } => hub.live_signal(stream, to, signal),
+        // Handled by the hub thread before it gets here.
+        HubCmd::Nodes(_) => {}
     }
+}
+
+/// Take the cluster's new live-node list and tell every welcomed client here, if it changed.
+fn tell_nodes(
+    nodes: &mut crate::node_list::NodeList,
+    list: Vec<hum_proto::cluster::NodeInfo>,
+    conns: &HashMap<ConnId, OutboxTx>,
+) {
+    let Some(frame) = nodes.set(list) else { return };
+    for c in nodes.told() {
+        // A full queue is noticed (and the client dropped) by the next dispatch.
+        if let Some(tx) = conns.get(&c) {
+            let _ = tx.push(Outbound::Text(frame.clone()));
+        }
+    }
+    nodes.prune(0, |c| conns.contains_key(&c));
+}
+
+/// Where the hub's outputs go: this relay's connections, and (in a cluster) the node list a
+/// connection is told right after its `welcome`.
+struct Delivery<'a> {
+    conns: &'a mut HashMap<ConnId, OutboxTx>,
+    nodes: Option<&'a mut crate::node_list::NodeList>,
 }
 
 /// Deliver the hub's outputs (a single relay: a dropped client leaves the hub at once).
@@ -825,7 +905,8 @@ fn dispatch(
     now: u64,
     live: Option<&crate::live::Live>,
 ) -> Vec<SfuCmd> {
-    dispatch_with(hub, conns, metrics, live, &mut |hub, c| {
+    let sink = Delivery { conns, nodes: None };
+    dispatch_with(hub, sink, metrics, live, &mut |hub, c| {
         hub.disconnect(now, c)
     })
 }
@@ -835,11 +916,12 @@ fn dispatch(
 /// outputs (roster changes), so loop until quiet. Returns what the SFU should do, in order.
 fn dispatch_with(
     hub: &mut Hub,
-    conns: &mut HashMap<ConnId, OutboxTx>,
+    sink: Delivery<'_>,
     metrics: &Metrics,
     live: Option<&crate::live::Live>,
     drop_client: &mut dyn FnMut(&mut Hub, ConnId),
 ) -> Vec<SfuCmd> {
+    let Delivery { conns, mut nodes } = sink;
     let mut sfu = Vec::new();
     loop {
         let outputs = hub.drain();
@@ -857,18 +939,36 @@ fn dispatch_with(
                     if let ServerMessage::Error { code, .. } = &msg {
                         metrics.error(*code);
                     }
+                    let welcome = matches!(
+                        &msg,
+                        ServerMessage::Reply {
+                            reply: hum_proto::signal::Reply::Welcome { .. },
+                            ..
+                        }
+                    );
                     let text = Utf8Bytes::from(encode(&msg));
                     for c in to {
                         let Some(tx) = conns.get(&c) else { continue };
-                        match tx.push(Outbound::Text(text.clone())) {
-                            Ok(()) => {
-                                metrics.messages_out.fetch_add(1, Ordering::Relaxed);
+                        // A cluster's node list follows the welcome (crate::node_list).
+                        let then = match nodes.as_deref_mut() {
+                            Some(n) if welcome => n.welcomed(c),
+                            _ => None,
+                        };
+                        for text in std::iter::once(text.clone()).chain(then) {
+                            match tx.push(Outbound::Text(text)) {
+                                Ok(()) => {
+                                    metrics.messages_out.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(PushError::Full) => {
+                                    metrics.closed_too_slow.fetch_add(1, Ordering::Relaxed);
+                                    dropped.push(c);
+                                    break;
+                                }
+                                Err(PushError::Closed) => {
+                                    dropped.push(c);
+                                    break;
+                                }
                             }
-                            Err(PushError::Full) => {
-                                metrics.closed_too_slow.fetch_add(1, Ordering::Relaxed);
-                                dropped.push(c);
-                            }
-                            Err(PushError::Closed) => dropped.push(c),
                         }
                     }
                 }
@@ -891,6 +991,9 @@ fn dispatch_with(
             if conns.remove(&c).is_some() {
                 drop_client(hub, c);
             }
+        }
+        if let Some(n) = nodes.as_deref_mut() {
+            n.prune(conns.len(), |c| conns.contains_key(&c));
         }
     }
 }
