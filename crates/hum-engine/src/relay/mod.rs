@@ -8,8 +8,11 @@
 //!
 //! Across a reconnect the client re-joins the voice channel it was in, with the voice state it
 //! last set, and watches again the servers it watched (`watch_servers`), so the relay's rosters
-//! are rebuilt as clients come back (the relay keeps no presence on disk).
+//! are rebuilt as clients come back (the relay keeps no presence on disk). A relay cluster lists
+//! its nodes (the `nodes` event); when the node the client is on is lost, it reconnects to
+//! another (`nodes.rs` picks which) and re-joins there.
 
+mod nodes;
 mod session;
 
 use std::sync::Arc;
@@ -148,6 +151,7 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<ClientEvent>,
     state: watch::Receiver<ConnectionState>,
+    node_url: watch::Receiver<Option<String>>,
     user: UserId,
     config: RelayConfig,
 }
@@ -185,6 +189,7 @@ impl RelayClient {
         let (commands, command_rx) = mpsc::channel(256);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (state_tx, state) = watch::channel(ConnectionState::Connecting { attempt: 1 });
+        let (node_tx, node_url) = watch::channel(None);
         let user = identity.user_id();
         let task = session::Task {
             identity,
@@ -195,6 +200,8 @@ impl RelayClient {
             next_id: AtomicU64::new(1),
             rejoin: None,
             watching: None,
+            nodes: nodes::Nodes::new(config.url.clone()),
+            node_url: node_tx,
         };
         tokio::spawn(task.run());
         RelayClient {
@@ -202,6 +209,7 @@ impl RelayClient {
                 commands,
                 events,
                 state,
+                node_url,
                 user,
                 config,
             }),
@@ -253,6 +261,13 @@ impl RelayClient {
     /// A watch on the connection state, for UIs that show it.
     pub fn state_watch(&self) -> watch::Receiver<ConnectionState> {
         self.inner.state.clone()
+    }
+
+    /// The URL of the relay node this client is logged in on (or was last; `None` before its
+    /// first login). The configured URL unless a relay cluster's node was lost and the client
+    /// moved to another (docs/cluster.md, "Node loss").
+    pub fn node_url(&self) -> Option<String> {
+        self.inner.node_url.borrow().clone()
     }
 
     /// The account this session logs in as.

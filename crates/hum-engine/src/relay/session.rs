@@ -1,6 +1,7 @@
 //! The background task behind a [`RelayClient`](super::RelayClient): one WebSocket session at a
 //! time, reconnecting with exponential backoff (with jitter, so a relay restart is not met by
-//! every client at the same instant).
+//! every client at the same instant). Each attempt dials the URL [`Nodes`] picks: with a relay
+//! cluster's node list, a client whose node died moves to another node.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -19,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::nodes::Nodes;
 use super::{ClientError, ClientEvent, Command, ConnectionState, RelayConfig, next_request_id};
 use crate::identity::Identity;
 
@@ -40,6 +42,10 @@ pub(super) struct Task {
     /// The servers last watched (`subscribe`), sent again after a reconnect; `None`: never
     /// asked (the session hears every server).
     pub watching: Option<Vec<ServerId>>,
+    /// The URLs to dial: the configured one, plus a relay cluster's nodes.
+    pub nodes: Nodes,
+    /// The URL of the node the session is (or was last) logged in on.
+    pub node_url: watch::Sender<Option<String>>,
 }
 
 /// Why a session ended.
@@ -78,10 +84,13 @@ impl Task {
             attempt += 1;
             self.set_state(ConnectionState::Connecting { attempt });
             let retry_in;
-            match self.open().await {
+            let url = self.nodes.next();
+            match self.open(&url).await {
                 Ok((ws, state)) => {
                     attempt = 0;
                     backoff = self.config.backoff_min;
+                    self.nodes.connected(&url);
+                    self.node_url.send_replace(Some(url));
                     self.set_state(state);
                     match self.session(ws).await {
                         End::Shutdown => break,
@@ -94,7 +103,9 @@ impl Task {
                         }
                     }
                 }
-                Err(e) if e.fatal => {
+                // A listed node that refuses us (another protocol version mid-upgrade, another
+                // login name) is not the end: the next node may take us.
+                Err(e) if e.fatal && self.nodes.is_configured(&url) => {
                     self.set_state(ConnectionState::Disconnected {
                         reason: e.reason.clone(),
                         retry_in: None,
@@ -150,23 +161,19 @@ impl Task {
         }
     }
 
-    /// Connect and log in.
-    async fn open(&mut self) -> Result<(Ws, ConnectionState), ConnectError> {
+    /// Connect to `url` and log in.
+    async fn open(&mut self, url: &str) -> Result<(Ws, ConnectionState), ConnectError> {
         let timeout = self.config.connect_timeout;
-        match tokio::time::timeout(timeout, self.open_inner()).await {
+        match tokio::time::timeout(timeout, self.open_inner(url)).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError {
-                reason: format!(
-                    "connecting to {} took longer than {timeout:?}",
-                    self.config.url
-                ),
+                reason: format!("connecting to {url} took longer than {timeout:?}"),
                 fatal: false,
             }),
         }
     }
 
-    async fn open_inner(&mut self) -> Result<(Ws, ConnectionState), ConnectError> {
-        let url = self.config.url.clone();
+    async fn open_inner(&mut self, url: &str) -> Result<(Ws, ConnectionState), ConnectError> {
         let retry = |reason: String| ConnectError {
             reason,
             fatal: false,
@@ -174,10 +181,9 @@ impl Task {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(MAX_INCOMING_BYTES);
         ws_config.max_frame_size = Some(MAX_INCOMING_BYTES);
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true)
-                .await
-                .map_err(|e| retry(format!("cannot reach the relay at {url}: {e}")))?;
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config), true)
+            .await
+            .map_err(|e| retry(format!("cannot reach the relay at {url}: {e}")))?;
 
         let hello = Request::Hello {
             protocol: PROTOCOL_VERSION,
@@ -198,7 +204,7 @@ impl Task {
             other => return Err(retry(format!("unexpected answer to hello: {other:?}"))),
         };
         // The login names the relay we dialed, so no other relay can use the signature.
-        let relay = relay_name_from_url(url.as_str()).ok_or_else(|| ConnectError {
+        let relay = relay_name_from_url(url).ok_or_else(|| ConnectError {
             reason: format!("the relay URL {url} names no host"),
             fatal: true,
         })?;
@@ -377,6 +383,10 @@ impl Task {
         };
         match msg {
             ServerMessage::Event { event } => {
+                if let Event::Nodes { nodes } = &event {
+                    let refused = self.nodes.learn(nodes);
+                    tracing::debug!(listed = nodes.len(), refused, "the relay cluster's nodes");
+                }
                 self.track_event(&event);
                 let _ = self.events.send(ClientEvent::Relay(event));
             }
