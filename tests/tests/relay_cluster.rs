@@ -725,3 +725,174 @@ async fn an_engine_watching_one_server_hears_only_its_rosters() -> Result<()> {
     assert_eq!(who, dee.user_id());
     Ok(())
 }
+
+/// The next client event `pick` accepts; any event `refuse` names fails the wait. The bound
+/// is on the whole wait (a client retrying forever emits state events all along), and only
+/// stops a broken test.
+async fn client_event<T>(
+    rx: &mut tokio::sync::broadcast::Receiver<hum_engine::ClientEvent>,
+    what: &str,
+    refuse: impl Fn(&hum_engine::ClientEvent) -> bool,
+    pick: impl Fn(&hum_engine::ClientEvent) -> Option<T>,
+) -> Result<T> {
+    let deadline = tokio::time::Instant::now() + hum_tests::relay::WAIT * 3;
+    loop {
+        let e = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .with_context(|| format!("waiting for {what}"))??;
+        ensure!(!refuse(&e), "while waiting for {what}: {e:?}");
+        if let Some(t) = pick(&e) {
+            return Ok(t);
+        }
+    }
+}
+
+/// Node loss (issue 17, docs/cluster.md "Node loss"): an engine client given only node 0's URL
+/// sits in a voice channel with members on nodes 1 and 2. Node 0 is killed (SIGKILL). The client
+/// moves to another node by itself (it learned the nodes from the `nodes` event), re-joins its
+/// channel, and both other members see it back in the roster while staying connected where they
+/// were. Nothing stored is lost: the server, channel, friendship and invite are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_client_moves_to_another_node_and_rejoins_its_channel() -> Result<()> {
+    use hum_engine::{ClientEvent, ConnectionState, RelayClient};
+    use hum_proto::signal::{Event, Name, VoiceState};
+    let mut cluster = Cluster::start("move", 3)?;
+    let urls: Vec<String> = cluster.nodes.iter().map(Relay::ws_url).collect();
+    let ada = RelayClient::start(engine_identity(1, "Ada"), engine_config(&urls[0]));
+    let mut ada_rx = ada.subscribe();
+    ada.wait_connected().await?;
+    assert_eq!(ada.node_url().as_deref(), Some(urls[0].as_str()));
+    // Ada hears the three nodes (one `nodes` event after its welcome, more as nodes come up).
+    let mut want = urls.clone();
+    want.sort();
+    client_event(
+        &mut ada_rx,
+        "the three nodes",
+        |_| false,
+        |e| match e {
+            ClientEvent::Relay(Event::Nodes { nodes }) => {
+                let mut got: Vec<String> = nodes.iter().map(|n| n.ws_url.clone()).collect();
+                got.sort();
+                (got == want).then_some(())
+            }
+            _ => None,
+        },
+    )
+    .await?;
+    let bob = RelayClient::connect(engine_identity(2, "Bob"), engine_config(&urls[1])).await?;
+    let cy = RelayClient::connect(engine_identity(3, "Cy"), engine_config(&urls[2])).await?;
+    let mut bob_rx = bob.subscribe();
+    let mut cy_rx = cy.subscribe();
+
+    // Stored: a friendship, a server with a channel, an invite.
+    ada.friend_request(bob.user_id()).await?;
+    client_event(
+        &mut bob_rx,
+        "Ada's friend request",
+        |_| false,
+        |e| matches!(e, ClientEvent::Relay(Event::FriendRequestReceived { .. })).then_some(()),
+    )
+    .await?;
+    bob.friend_accept(ada.user_id()).await?;
+    let server = ada.server_create(Name::new("Club")?).await?;
+    let room = ada
+        .channel_create(server.id, Name::new("Room")?, Some(8), None)
+        .await?;
+    let invite = ada.invite_create(server.id, None, None).await?;
+    bob.invite_join(invite.code.clone()).await?;
+    cy.invite_join(invite.code.clone()).await?;
+
+    // Ada (node 0), then Bob (node 1) and Cy (node 2) sit in the room. Bob and Cy hear Ada's
+    // first join here, so the one after the kill is her re-join.
+    let is_ada_join = |e: &ClientEvent| match e {
+        ClientEvent::Relay(Event::RosterJoin { channel, entry, .. }) => {
+            (*channel == room.id && entry.user.id == ada.user_id()).then_some(())
+        }
+        _ => None,
+    };
+    ada.channel_join(room.id, VoiceState::default()).await?;
+    client_event(&mut bob_rx, "Ada's join (Bob)", |_| false, is_ada_join).await?;
+    client_event(&mut cy_rx, "Ada's join (Cy)", |_| false, is_ada_join).await?;
+    bob.channel_join(room.id, VoiceState::default()).await?;
+    let (joined, _) = cy.channel_join(room.id, VoiceState::default()).await?;
+    assert_eq!(joined.roster.len(), 3);
+
+    // Node 0 dies.
+    let killed = std::time::Instant::now();
+    cluster.nodes.remove(0).kill();
+    let channel = client_event(
+        &mut ada_rx,
+        "Ada's client re-joining on another node",
+        |e| matches!(e, ClientEvent::RejoinFailed { .. }),
+        |e| match e {
+            ClientEvent::Rejoined { channel } => Some(channel.clone()),
+            _ => None,
+        },
+    )
+    .await?;
+    let rejoined = killed.elapsed();
+    let on = ada.node_url().context("Ada is logged in somewhere")?;
+    ensure!(
+        on == urls[1] || on == urls[2],
+        "Ada should be on node 1 or 2, is on {on}"
+    );
+    assert_eq!(channel.id, room.id);
+    let mut roster: Vec<_> = channel.roster.iter().map(|r| r.user.id).collect();
+    roster.sort();
+    let mut everyone = vec![ada.user_id(), bob.user_id(), cy.user_id()];
+    everyone.sort();
+    assert_eq!(roster, everyone, "Ada is back with Bob and Cy");
+
+    // The others see her back, and were never disconnected themselves.
+    let lost = |e: &ClientEvent| {
+        matches!(
+            e,
+            ClientEvent::State(
+                ConnectionState::Disconnected { .. } | ConnectionState::Connecting { .. }
+            )
+        )
+    };
+    client_event(&mut bob_rx, "Ada back in Bob's roster", lost, is_ada_join).await?;
+    client_event(&mut cy_rx, "Ada back in Cy's roster", lost, is_ada_join).await?;
+    let seen = killed.elapsed();
+    assert_eq!(bob.node_url().as_deref(), Some(urls[1].as_str()));
+    assert_eq!(cy.node_url().as_deref(), Some(urls[2].as_str()));
+    eprintln!(
+        "node loss: Ada re-joined on {on} {:.0} ms after the kill; both others saw her back after {:.0} ms",
+        rejoined.as_secs_f64() * 1000.0,
+        seen.as_secs_f64() * 1000.0
+    );
+
+    // Nothing stored was lost.
+    let servers = ada.servers().await?;
+    ensure!(servers.iter().any(|s| s.id == server.id), "{servers:?}");
+    let friends = ada.friends().await?;
+    ensure!(
+        friends.friends.iter().any(|f| f.user.id == bob.user_id()),
+        "{friends:?}"
+    );
+    let channels = ada.channels(server.id).await?;
+    ensure!(channels.iter().any(|c| c.id == room.id), "{channels:?}");
+    let dee = RelayClient::start(engine_identity(4, "Dee"), engine_config(&on));
+    let mut dee_rx = dee.subscribe();
+    dee.wait_connected().await?;
+    dee.invite_join(invite.code.clone()).await?;
+    // Node 0 drops out of the list (at once, or when its announcement expires).
+    let mut alive = vec![urls[1].clone(), urls[2].clone()];
+    alive.sort();
+    client_event(
+        &mut dee_rx,
+        "the two live nodes",
+        |_| false,
+        |e| match e {
+            ClientEvent::Relay(Event::Nodes { nodes }) => {
+                let mut got: Vec<String> = nodes.iter().map(|n| n.ws_url.clone()).collect();
+                got.sort();
+                (got == alive).then_some(())
+            }
+            _ => None,
+        },
+    )
+    .await?;
+    Ok(())
+}
