@@ -581,7 +581,7 @@ fn start_membership(
                     stale = true;
                 } else {
                     quiet_ticks += 1;
-                    if quiet_ticks % 10 == 0 {
+                    if quiet_ticks.is_multiple_of(10) {
                         stale = true;
                     }
                 }
