@@ -583,19 +583,23 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
     );
     lag50.sort_unstable();
     lag95.sort_unstable();
-    let stream_bytes = u(
-        streamer_lines(&w).last().context("streamer report")?,
-        "stream_bytes",
-    );
+    let streamer_report = streamer_lines(&w).pop().context("streamer report")?;
+    let stream_bytes = u(&streamer_report, "stream_bytes");
+    // How far behind capture the streamer's own chunks left it: lag no viewer can take back.
+    let uploader = &streamer_report["uploader"];
     let root = metric(&w, "hum_relay_stream_root_bytes_total")?;
     eprintln!(
         "40 viewers ({} survived): continuity {continuity:.4}, lag p50 median {} ms, p95 max {} ms; \
          {relayed} chunks relayed, {from_peers} from peers / {from_root} from the root; \
-         the relay's root sent {:.2} copies of the stream; bans of the corrupt {banned_by:?}; skips by cause {causes:?}",
+         the relay's root sent {:.2} copies of the stream; bans of the corrupt {banned_by:?}; skips by cause {causes:?}; \
+         the streamer's chunks left {} ms (p50) / {} ms (p95) / {} ms (max) after their capture began",
         lag50.len(),
         lag50[lag50.len() / 2],
         lag95.last().copied().unwrap_or(0),
         root as f64 / stream_bytes.max(1) as f64,
+        u(uploader, "lag_ms_p50"),
+        u(uploader, "lag_ms_p95"),
+        u(uploader, "lag_ms_max"),
     );
     Ok(())
 }

@@ -179,7 +179,10 @@ pub struct NodeReport {
     pub skipped: u64,
     /// played / (played + skipped).
     pub continuity: f64,
-    /// How far behind capture each played chunk was, in ms.
+    /// How far behind the capture of its first frame each chunk was, in ms, when a viewer
+    /// played it, or when the streamer uploaded it (a chunk leaves once its last frame is
+    /// encoded: a chunk's length plus encoding, more when the streamer cannot keep up with real
+    /// time, which every viewer then sees as lag it cannot take back).
     pub lag_ms_p50: u64,
     pub lag_ms_p95: u64,
     pub lag_ms_max: u64,
@@ -671,6 +674,8 @@ impl Node {
                         if let Some(tx) = &self.cfg.played {
                             let _ = tx.try_send(PlayedChunk::from_chunk(&chunk));
                         }
+                        let captured = self.cfg.started_ms + chunk.start_us / 1000;
+                        self.lags.push(unix_ms().saturating_sub(captured));
                         let record = Arc::new(publisher.sign(&chunk, len));
                         let msg = MeshMsg::Data {
                             record,
