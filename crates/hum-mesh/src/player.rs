@@ -9,7 +9,8 @@
 //!
 //! Catching up: lag a stall added would otherwise stay for the rest of the stream (the schedule only
 //! slips one way). While more than [`CATCH_UP_AHEAD`] chunks beyond the start buffer are held
-//! ahead of the playhead, each chunk plays at [`CATCH_UP_RATE`] (its `play_us` in
+//! ahead of the playhead, and until as much has been taken back as stalls added (never the lag the
+//! viewer started with), each chunk plays at [`CATCH_UP_RATE`] (its `play_us` in
 //! [`MeshEvent::Played`] is shorter than its duration, so the schedule moves back towards the live
 //! edge by a tenth of a chunk per chunk), as low-latency live players do rather than jumping; the
 //! media layer plays its frames faster to match. Nothing is skipped, and the buffer it keeps is
@@ -63,6 +64,9 @@ pub struct Player {
     stall_us: u64,
     /// Held chunks ahead of the playhead above which it catches up; `u64::MAX`: never.
     catch_up_above: u64,
+    /// How much stalls slipped the schedule in all (µs): catching up takes back at most this,
+    /// never the lag the viewer started with.
+    stall_slip_us: u64,
 }
 
 impl Player {
@@ -83,6 +87,7 @@ impl Player {
             stall_us: 0,
             catch_up_above: start_buffer.as_micros() as u64 / chunk.as_micros().max(1) as u64
                 + CATCH_UP_AHEAD,
+            stall_slip_us: 0,
         }
     }
 
@@ -107,6 +112,11 @@ impl Player {
         }
         let play = (self.dur_us as f64 / CATCH_UP_RATE).round() as u64;
         let gained = self.dur_us - play;
+        // Only lag that stalls added is taken back: the buffer a viewer started with (its start
+        // buffer and however late its first chunk came) is its margin against the next stall.
+        if self.caught_up_us + gained > self.stall_slip_us {
+            return self.dur_us;
+        }
         self.slip_us -= gained as i64;
         self.caught_up += 1;
         self.caught_up_us += gained;
@@ -189,6 +199,7 @@ impl Player {
                 None => self.stalled_since = Some(due),
                 Some(since) if has(self.next) => {
                     self.slip_us += now.since(since).as_micros() as i64;
+                    self.stall_slip_us += now.since(since).as_micros() as u64;
                     self.stall_us += now.since(since).as_micros() as u64;
                     self.stalled_since = None;
                     self.late += 1;
@@ -208,6 +219,7 @@ impl Player {
                     let waited = now.since(since).as_micros() as u64;
                     self.stall_us += waited;
                     self.slip_us += waited.saturating_sub(self.dur_us) as i64;
+                    self.stall_slip_us += waited.saturating_sub(self.dur_us);
                     self.stalled_since = None;
                     self.skipped += 1;
                     out.push(MeshEvent::Skipped {
@@ -452,6 +464,16 @@ mod tests {
             )),
             "{s}"
         );
+    }
+
+    #[test]
+    fn without_a_stall_the_buffer_it_started_with_is_kept() {
+        // Twenty chunks in hand from the start (a burst): far more than the catch-up threshold
+        // ahead, but no stall added lag, so nothing plays fast.
+        let arrivals: Vec<Option<u64>> = (0..20).map(|_| Some(100)).collect();
+        let (s, p) = play(&arrivals, 6_000);
+        assert_eq!((p.caught_up, p.late, p.skipped), (0, 0, 0), "{s}");
+        assert!(!s.contains("fast"), "{s}");
     }
 
     #[test]
