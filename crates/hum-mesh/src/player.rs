@@ -103,18 +103,19 @@ impl Player {
         if self.catch_up_above == u64::MAX {
             return self.dur_us;
         }
+        let play = (self.dur_us as f64 / CATCH_UP_RATE).round() as u64;
+        let gained = self.dur_us - play;
+        // Only lag that stalls added is taken back: the buffer a viewer started with (its start
+        // buffer and however late its first chunk came) is its margin against the next stall.
+        // Checked first: a viewer that never stalled (most of them) scans nothing.
+        if self.caught_up_us + gained > self.stall_slip_us {
+            return self.dur_us;
+        }
         let mut ahead = 0;
         while ahead <= self.catch_up_above && has(self.next + 1 + ahead) {
             ahead += 1;
         }
         if ahead <= self.catch_up_above {
-            return self.dur_us;
-        }
-        let play = (self.dur_us as f64 / CATCH_UP_RATE).round() as u64;
-        let gained = self.dur_us - play;
-        // Only lag that stalls added is taken back: the buffer a viewer started with (its start
-        // buffer and however late its first chunk came) is its margin against the next stall.
-        if self.caught_up_us + gained > self.stall_slip_us {
             return self.dur_us;
         }
         self.slip_us -= gained as i64;

@@ -413,14 +413,21 @@ mod tests {
     use crate::stream::source::{SourceConfig, StreamEncoder};
     use hum_mesh::Layer;
 
-    #[test]
-    fn played_chunks_become_sized_frames_in_order() {
-        let cfg = SourceConfig::small_for_tests();
-        let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
+    /// The chunks of `frames` frames of the test source (picture and tone), as the streamer
+    /// makes them.
+    fn encoded_chunks(frames: usize) -> Vec<hum_mesh::chunker::Chunk> {
+        let mut enc =
+            StreamEncoder::new(SourceConfig::small_for_tests(), Layer::High).expect("encoder");
         let mut chunks = Vec::new();
-        for _ in 0..11 {
+        for _ in 0..frames {
             chunks.extend(enc.next_frame().expect("encode"));
         }
+        chunks
+    }
+
+    #[test]
+    fn played_chunks_become_sized_frames_in_order() {
+        let chunks = encoded_chunks(11);
         assert_eq!(chunks.len(), 2);
         let mut size = None;
         let mut all = Vec::new();
@@ -484,12 +491,7 @@ mod tests {
 
     #[test]
     fn the_streams_opus_track_is_decoded_into_the_sink() {
-        let cfg = SourceConfig::small_for_tests();
-        let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
-        let mut chunks = Vec::new();
-        for _ in 0..21 {
-            chunks.extend(enc.next_frame().expect("encode"));
-        }
+        let chunks = encoded_chunks(21);
         assert_eq!(chunks.len(), 4);
         let sink = hum_media::synth::MemorySink::new();
         // Paced as a device is (1 s of sound takes 1 s), so concealment after the last packet
@@ -524,12 +526,7 @@ mod tests {
 
     #[test]
     fn chunks_played_fast_leave_as_much_sound_out_quiet_frames_first() {
-        let cfg = SourceConfig::small_for_tests();
-        let mut enc = StreamEncoder::new(cfg, Layer::High).expect("encoder");
-        let mut chunks = Vec::new();
-        for _ in 0..21 {
-            chunks.extend(enc.next_frame().expect("encode"));
-        }
+        let chunks = encoded_chunks(21);
         let sink = hum_media::synth::MemorySink::new();
         let audio = AudioPlayout::start(Box::new(hum_media::pacer::Paced::new(sink.clone())))
             .expect("decoder");
