@@ -9,6 +9,13 @@
 //! timeout. Sans-IO like the rest of the crate: time is an input, nothing here reads a clock or
 //! owns a socket.
 //!
+//! **Leaving.** A viewer that stops watching announces it (`leave`) before it goes: the host takes
+//! it out of the tracker's books at once and tells each of its downstreams it is `leaving`; each
+//! asks for new grants (`want`) at once, while the leaver (still linked) keeps serving what they
+//! ask until their new upstreams cover the stream. It is *draining* until it leaves (`stream_leave`: its downstreams then hear `gone`) or
+//! [`HostConfig::leave_grace`] passes, whichever is first. A viewer that goes without a word (a
+//! crash, a lost connection) is removed at once as before (docs/stream.md, "Leaving").
+//!
 //! The root is `PeerId(0)`, whose user is the streamer (viewers verify chunks with the streamer's
 //! key and address the root by the streamer's id); viewers get dense ids from 1 for the tracker.
 
@@ -30,6 +37,21 @@ const ROOT: PeerId = PeerId(0);
 pub const ASSUMED_RTT: Duration = Duration::from_millis(40);
 /// Chunks the root keeps for serving (64 x 250 ms = 16 s).
 pub const WINDOW: u64 = 64;
+/// A draining viewer is removed after this even if it never says `stream_leave` (it waits at
+/// most [`LEAVE_QUIET_MAX`] for its downstreams to stop asking).
+pub const LEAVE_GRACE: Duration = Duration::from_secs(5);
+/// A leaving viewer serves at most this long ...
+pub const LEAVE_QUIET_MAX: Duration = Duration::from_secs(3);
+/// ... and closes its links sooner once no downstream has asked it anything for this long.
+pub const LEAVE_QUIET: Duration = Duration::from_secs(1);
+
+/// A viewer that announced its leave: removed at `until` at the latest; `downs` (its downstreams
+/// when it announced, re-seated since) hear `gone` when it goes.
+#[derive(Clone, Debug)]
+struct Drain {
+    until: Time,
+    downs: Vec<UserId>,
+}
 
 /// The host's settings.
 #[derive(Clone, Debug)]
@@ -43,6 +65,9 @@ pub struct HostConfig {
     /// The root's hard ceiling: it serves above the cap only while viewers starve (the root
     /// policy, `RootSeed::with_ceiling`); twice the cap by default, as `hum sim`.
     pub ceiling: Bitrate,
+    /// How long a viewer that announced its leave stays draining at most (it should leave
+    /// sooner, once its downstreams stop asking).
+    pub leave_grace: Duration,
 }
 
 impl HostConfig {
@@ -53,6 +78,7 @@ impl HostConfig {
             cap: Bitrate::from_bps(stream_rate.bps().saturating_mul(5) / 4),
             max_chunk_bytes: hum_proto::mesh::MAX_MESSAGE_BYTES,
             ceiling: Bitrate::from_bps(stream_rate.bps().saturating_mul(5) / 2),
+            leave_grace: LEAVE_GRACE,
         }
     }
 }
@@ -92,6 +118,9 @@ pub struct HostStats {
     pub served_bytes: u64,
     pub viewers: u64,
     pub bans: u64,
+    /// Leaves announced (graceful), and the downstreams told `leaving` by them.
+    pub leaves_announced: u64,
+    pub reseated: u64,
 }
 
 pub struct RootHost {
@@ -103,6 +132,7 @@ pub struct RootHost {
     ids: BTreeMap<UserId, PeerId>,
     users: BTreeMap<PeerId, UserId>,
     next_id: u32,
+    draining: BTreeMap<UserId, Drain>,
     out: VecDeque<HostOutput>,
     pub stats: HostStats,
 }
@@ -145,6 +175,7 @@ impl RootHost {
             ids,
             users,
             next_id: 1,
+            draining: BTreeMap::new(),
             out: VecDeque::new(),
             stats: HostStats::default(),
         }
@@ -225,6 +256,10 @@ impl RootHost {
             return;
         }
         let id = self.peer_of(user);
+        if self.tracker.is_alive(id) || self.draining.contains_key(&user) {
+            // Joined again without leaving first: the old seat goes (as the relay does).
+            self.viewer_left(now, user);
+        }
         let (grants, mut orphans) = self.tracker.join(id, relay, &|_, _| ASSUMED_RTT);
         orphans.extend(self.tracker.take_orphans());
         self.stats.viewers += 1;
@@ -236,12 +271,65 @@ impl RootHost {
         self.pump();
     }
 
+    /// A viewer announced that it leaves (`leave`): out of the tracker's books now (never
+    /// granted again, its own grants back in the pools), its downstreams told it is `leaving`
+    /// (they ask for new grants); it stays draining (still linked, still serving them) until it
+    /// leaves or the grace passes.
+    pub fn viewer_leaving(&mut self, now: Time, user: UserId) {
+        let Some(&id) = self.ids.get(&user) else {
+            return;
+        };
+        if id == ROOT || !self.tracker.is_alive(id) {
+            return;
+        }
+        self.stats.leaves_announced += 1;
+        let downs = self.tracker.leave(id);
+        let mut down_users = Vec::with_capacity(downs.len());
+        for d in downs {
+            let Some(&du) = self.users.get(&d) else {
+                continue;
+            };
+            down_users.push(du);
+            // It asks for new grants (`want`) at once and keeps asking the leaver meanwhile.
+            // Not re-seated here in the same breath: when the top of the mesh leaves together,
+            // the first leaver's downstreams were re-seated on the next leavers and the root's
+            // spare went in top-ups, and the stayers played 40% in `hum sim` (88.7% with
+            // `want`; docs/mesh.md "Leaving").
+            self.signal(du, MeshSignal::Leaving { user });
+        }
+        self.stats.reseated += down_users.len() as u64;
+        self.draining.insert(
+            user,
+            Drain {
+                until: now + self.cfg.leave_grace,
+                downs: down_users,
+            },
+        );
+        let more = self.tracker.take_orphans();
+        self.orphans(more);
+        self.seed.handle_timeout(now);
+        self.pump();
+    }
+
+    /// Whether `user` announced its leave and has not gone yet.
+    pub fn is_draining(&self, user: UserId) -> bool {
+        self.draining.contains_key(&user)
+    }
+
     /// A viewer left (or went offline).
     pub fn viewer_left(&mut self, now: Time, user: UserId) {
         let Some(&id) = self.ids.get(&user) else {
             return;
         };
         if id == ROOT {
+            return;
+        }
+        if let Some(d) = self.draining.remove(&user) {
+            self.drained(now, user, id, d);
+            return;
+        }
+        if !self.tracker.is_alive(id) {
+            // Gone already (its grace ran out): nothing left of it here.
             return;
         }
         let orphans = self.tracker.leave(id);
@@ -258,6 +346,27 @@ impl RootHost {
         self.orphans(more);
         self.seed.handle_timeout(now);
         self.pump();
+    }
+
+    /// A draining viewer goes (it left, or its grace ran out): the downstreams it had when it
+    /// announced hear `gone` (they have been asking it nothing new since `leaving`).
+    fn drained(&mut self, now: Time, user: UserId, id: PeerId, d: Drain) {
+        self.seed.peer_gone(id);
+        self.stats.viewers = self.stats.viewers.saturating_sub(1);
+        self.seed.set_audience(self.stats.viewers as u32);
+        for du in d.downs {
+            self.signal(du, MeshSignal::Gone { user });
+        }
+        self.seed.handle_timeout(now);
+        self.pump();
+    }
+
+    fn expire_drains(&mut self, now: Time) {
+        while let Some((&user, _)) = self.draining.iter().find(|(_, d)| d.until <= now) {
+            if let (Some(d), Some(&id)) = (self.draining.remove(&user), self.ids.get(&user)) {
+                self.drained(now, user, id, d);
+            }
+        }
     }
 
     /// A viewer's link to the root closed: drop what it asked for.
@@ -280,6 +389,10 @@ impl RootHost {
                     self.send_grants(from, id, grants);
                 }
                 self.orphans(orphans);
+            }
+            MeshSignal::Leave => {
+                self.viewer_leaving(now, from);
+                return;
             }
             MeshSignal::Ban { user } => {
                 let Some(&up) = self.ids.get(&user) else {
@@ -309,6 +422,7 @@ impl RootHost {
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
+        self.expire_drains(now);
         self.seed.handle_timeout(now);
         self.pump();
     }
@@ -317,8 +431,9 @@ impl RootHost {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
+        let drain = self.draining.values().map(|d| d.until).min();
         match self.seed.poll_output() {
-            Output::Timeout(t) => HostOutput::Timeout(t),
+            Output::Timeout(t) => HostOutput::Timeout(drain.map_or(t, |d| d.min(t))),
             // `pump` moved everything else already.
             _ => HostOutput::Timeout(Time::ZERO),
         }
@@ -555,5 +670,106 @@ mod tests {
         assert!(drain(&mut h).is_empty());
         h.viewer_left(Time::from_millis(2200), user(1));
         assert_eq!(h.stats.viewers, 0);
+    }
+
+    /// (to, signal) of every signal in `out`.
+    fn signals(out: &[HostOutput]) -> Vec<(UserId, MeshSignal)> {
+        out.iter()
+            .filter_map(|o| match o {
+                HostOutput::Signal { to, signal } => Some((*to, signal.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_announced_leave_reseats_the_downstreams_first_and_says_gone_when_it_goes() {
+        let (mut h, _) = host();
+        // 1 takes the root's one seat; 2 and 3 can only hang below it.
+        h.viewer_joined(Time::ZERO, user(1), Bitrate::from_mbps(2));
+        h.viewer_joined(Time::ZERO, user(2), Bitrate::from_mbps(2));
+        h.viewer_joined(Time::ZERO, user(3), Bitrate::ZERO);
+        drain(&mut h);
+        let t = Time::from_secs(10);
+        h.signal_in(t, user(1), MeshSignal::Leave);
+        let sig = signals(&drain(&mut h));
+        assert!(h.is_draining(user(1)));
+        let downs: Vec<UserId> = sig
+            .iter()
+            .filter(|(_, s)| *s == MeshSignal::Leaving { user: user(1) })
+            .map(|(to, _)| *to)
+            .collect();
+        assert!(!downs.is_empty(), "{sig:?}");
+        assert!(
+            !sig.iter()
+                .any(|(_, s)| matches!(s, MeshSignal::Gone { .. })),
+            "nobody hears gone yet: {sig:?}"
+        );
+        // Each downstream asks for more and is re-seated, never on the leaver.
+        for d in &downs {
+            h.signal_in(t, *d, MeshSignal::Want { count: 4 });
+            let sig = signals(&drain(&mut h));
+            let g = sig.iter().find_map(|(to, s)| match s {
+                MeshSignal::Grants { grants, .. } if to == d => Some(grants.clone()),
+                _ => None,
+            });
+            let g = g.unwrap_or_else(|| panic!("{d:?} got no new grants: {sig:?}"));
+            assert!(g.iter().all(|x| x.user != user(1)), "{g:?}");
+        }
+        assert_eq!(h.stats.leaves_announced, 1);
+        assert_eq!(h.stats.viewers, 3, "still draining");
+        // It asks for nothing more; a newcomer is never granted the leaver.
+        h.signal_in(t, user(1), MeshSignal::Want { count: 2 });
+        assert!(signals(&drain(&mut h)).is_empty());
+        h.viewer_joined(t, user(4), Bitrate::ZERO);
+        for (_, s) in signals(&drain(&mut h)) {
+            if let MeshSignal::Grants { grants, .. } = s {
+                assert!(grants.iter().all(|x| x.user != user(1)), "{grants:?}");
+            }
+        }
+        // It leaves: only now its old downstreams hear gone; a second leave changes nothing.
+        h.viewer_left(Time::from_secs(12), user(1));
+        let gone: Vec<UserId> = signals(&drain(&mut h))
+            .into_iter()
+            .filter(|(_, s)| *s == MeshSignal::Gone { user: user(1) })
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(gone, downs);
+        assert_eq!(h.stats.viewers, 3);
+        h.viewer_left(Time::from_secs(13), user(1));
+        assert_eq!(h.stats.viewers, 3);
+        assert!(drain(&mut h).is_empty());
+    }
+
+    #[test]
+    fn a_draining_viewer_that_never_leaves_is_removed_after_the_grace() {
+        let (mut h, _) = host();
+        h.viewer_joined(Time::ZERO, user(1), Bitrate::from_mbps(2));
+        h.viewer_joined(Time::ZERO, user(2), Bitrate::ZERO);
+        drain(&mut h);
+        let t = Time::from_secs(1);
+        h.signal_in(t, user(1), MeshSignal::Leave);
+        drain(&mut h);
+        let until = t + h.cfg.leave_grace;
+        let next = loop {
+            match h.poll_output() {
+                HostOutput::Timeout(at) => break at,
+                _ => continue,
+            }
+        };
+        assert!(next <= until, "the host wakes for the grace: {next:?}");
+        h.handle_timeout(until - Duration::from_millis(1));
+        assert!(signals(&drain(&mut h)).is_empty());
+        h.handle_timeout(until);
+        assert_eq!(
+            signals(&drain(&mut h)),
+            vec![(user(2), MeshSignal::Gone { user: user(1) })]
+        );
+        assert!(!h.is_draining(user(1)));
+        assert_eq!(h.stats.viewers, 1);
+        // The relay's `stream_leave` after that: nothing more.
+        h.viewer_left(until + Duration::from_secs(1), user(1));
+        assert_eq!(h.stats.viewers, 1);
+        assert!(signals(&drain(&mut h)).is_empty());
     }
 }

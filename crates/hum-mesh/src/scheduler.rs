@@ -7,6 +7,12 @@
 //! hiccup. Per-upstream throughput is an EWMA of delivered bytes over request-to-delivery time; the
 //! end-game picks the known holder with the best of it.
 //!
+//! An upstream the tracker says is **leaving** (a graceful leave, docs/mesh.md "Leaving") is kept
+//! for what is already asked of it; once the viewer's other grants cover the stream (its new
+//! upstreams are in: [`Scheduler::set_use_leaving`]) it gets no new chunk: `choose` skips it, and
+//! the end-game takes it only when no other upstream is known to hold the chunk. It goes when its
+//! links close.
+//!
 //! Invariants: an upstream appears once; a banned peer is never an upstream again.
 
 use std::time::Duration;
@@ -29,12 +35,17 @@ pub struct Upstream {
     pub throughput: Option<f64>,
     pub have: HaveMap,
     pub inflight: u32,
+    /// Leaving (announced): serves what it was asked, is asked nothing new.
+    pub leaving: bool,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Scheduler {
     ups: Vec<Upstream>,
     banned: Vec<PeerId>,
+    /// Leaving upstreams are still chosen (the viewer's other grants do not cover the stream
+    /// yet: make before break).
+    use_leaving: bool,
 }
 
 impl Scheduler {
@@ -54,8 +65,35 @@ impl Scheduler {
         self.ups.is_empty()
     }
 
+    /// The grants of upstreams that are not leaving.
     pub fn total_grant(&self) -> Bitrate {
-        self.ups.iter().map(|u| u.grant).sum()
+        self.ups
+            .iter()
+            .filter(|u| !u.leaving)
+            .map(|u| u.grant)
+            .sum()
+    }
+
+    /// `peer` announced that it leaves: it is asked nothing new from now on (see the module
+    /// doc). False if it is not an upstream.
+    pub fn set_leaving(&mut self, peer: PeerId) -> bool {
+        match self.get_mut(peer) {
+            Some(u) => {
+                u.leaving = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether leaving upstreams are still asked for new chunks: the viewer says so while the
+    /// grants of the others do not cover the stream yet (its new upstreams are not all in).
+    pub fn set_use_leaving(&mut self, on: bool) {
+        self.use_leaving = on;
+    }
+
+    pub fn is_leaving(&self, peer: PeerId) -> bool {
+        self.ups.iter().any(|u| u.peer == peer && u.leaving)
     }
 
     pub fn is_banned(&self, p: PeerId) -> bool {
@@ -69,6 +107,8 @@ impl Scheduler {
         }
         if let Some(u) = self.ups.iter_mut().find(|u| u.peer == peer) {
             u.grant = grant;
+            // A new grant from the tracker: it stays after all.
+            u.leaving = false;
             return true;
         }
         self.ups.push(Upstream {
@@ -79,6 +119,7 @@ impl Scheduler {
             throughput: None,
             have: HaveMap::new(),
             inflight: 0,
+            leaving: false,
         });
         true
     }
@@ -100,13 +141,14 @@ impl Scheduler {
         self.ups.iter_mut().find(|u| u.peer == peer)
     }
 
-    /// The next upstream for a new chunk, by smooth weighted round-robin, skipping `exclude`.
+    /// The next upstream for a new chunk, by smooth weighted round-robin, skipping `exclude` and
+    /// leaving upstreams.
     pub fn choose(&mut self, exclude: Option<PeerId>) -> Option<PeerId> {
         let mut total = 0.0;
         let mut best: Option<usize> = None;
         for i in 0..self.ups.len() {
             let u = &mut self.ups[i];
-            if Some(u.peer) == exclude {
+            if Some(u.peer) == exclude || (u.leaving && !self.use_leaving) {
                 continue;
             }
             let w = u.grant.bps() as f64 * u.health;
@@ -122,8 +164,8 @@ impl Scheduler {
         Some(u.peer)
     }
 
-    /// The best upstream known to hold `seq` (highest throughput, then fewest in flight), other than
-    /// `exclude`.
+    /// The best upstream known to hold `seq` (one that is not leaving, then highest throughput,
+    /// then fewest in flight), other than `exclude`.
     pub fn best_holder(&self, seq: u64, exclude: Option<PeerId>) -> Option<PeerId> {
         self.ups
             .iter()
@@ -131,7 +173,10 @@ impl Scheduler {
             .max_by(|a, b| {
                 let ta = a.throughput.unwrap_or(0.0) * a.health;
                 let tb = b.throughput.unwrap_or(0.0) * b.health;
-                ta.total_cmp(&tb).then(b.inflight.cmp(&a.inflight))
+                b.leaving
+                    .cmp(&a.leaving)
+                    .then(ta.total_cmp(&tb))
+                    .then(b.inflight.cmp(&a.inflight))
             })
             .map(|u| u.peer)
     }
@@ -249,6 +294,31 @@ mod tests {
         assert_eq!(s.best_holder(7, Some(a)), Some(c));
         assert_eq!(s.best_holder(8, None), None);
         assert_eq!(s.availability(7), 2);
+    }
+
+    #[test]
+    fn a_leaving_upstream_gets_no_new_chunk_and_is_the_last_holder_asked() {
+        let mut s = sched(&[('A', 1), ('B', 1), ('C', 1)]);
+        let (a, b) = (PeerId('A' as u32), PeerId('B' as u32));
+        s.on_delivery(a, 400_000, Duration::from_millis(100)); // A is the fastest
+        s.note_have(a, 7);
+        s.note_have(b, 7);
+        s.note_have(a, 8);
+        assert!(s.set_leaving(a));
+        assert!(!s.set_leaving(PeerId('Z' as u32)));
+        let seq = sequence(&mut s, 30);
+        assert!(!seq.contains('A'), "{seq}");
+        // Until the others' grants cover the stream the viewer keeps asking it.
+        s.set_use_leaving(true);
+        assert!(sequence(&mut s, 3).contains('A'));
+        s.set_use_leaving(false);
+        assert_eq!(s.best_holder(7, None), Some(b), "another holder first");
+        assert_eq!(s.best_holder(8, None), Some(a), "the only holder still");
+        assert_eq!(s.total_grant(), Bitrate::from_bps(2));
+        // A new grant means it stays.
+        s.add(a, Bitrate::from_bps(1));
+        assert!(!s.is_leaving(a));
+        assert!(sequence(&mut s, 3).contains('A'));
     }
 
     #[test]

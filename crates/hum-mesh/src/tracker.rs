@@ -21,6 +21,10 @@
 //!   Weak peers never sit at the top of the tree.
 //! - **No cycles.** A peer that already feeds others only gets upstreams from levels above its own.
 //! - **Replace at once.** When a peer leaves, its downstreams are returned as orphans to be refilled.
+//!   A leave announced ahead (graceful: the host's draining, docs/mesh.md "Leaving") is the same
+//!   [`Tracker::leave`] here, only earlier: the leaver is out of the tracker's books at once (its
+//!   downstreams re-seated, its own grants back in the pools for them, never granted again) while
+//!   in the mesh it keeps serving a few seconds.
 //!
 //! Peer ids index a table, so the relay should assign dense ids.
 
@@ -157,6 +161,11 @@ impl Tracker {
                 .bps()
                 .min(self.cfg.max_grants as u64 * self.cfg.grant_unit.bps()),
         )
+    }
+
+    /// In the tracker's books (joined, not left).
+    pub fn is_alive(&self, p: PeerId) -> bool {
+        self.peers.get(p.0 as usize).is_some_and(|e| e.alive)
     }
 
     pub fn level(&self, p: PeerId) -> u8 {

@@ -14,6 +14,12 @@
 //! request to the best upstream known to hold the chunk, else to the root seed). Missing chunks behind
 //! the frontier (an upstream left, a chunk was corrupt) go through the [`Picker`].
 //!
+//! **Leaving gracefully** (make-before-break, docs/mesh.md "Leaving"): a viewer that stops watching
+//! tells the tracker first ([`Viewer::leave`]: it asks for no more upstreams) and keeps serving
+//! what its downstreams ask until they have stopped asking ([`Viewer::drained`]); a downstream
+//! told its upstream is leaving ([`Viewer::upstream_leaving`]) asks it nothing new but keeps what
+//! it already asked of it, while the tracker's new grants come in.
+//!
 //! Invariants: a slot holds one sequence number; `low <= frontier <= low + window`; a chunk is `Have`
 //! only after it verified; a banned peer's messages are ignored.
 
@@ -211,6 +217,8 @@ pub struct Viewer {
     retry_tracker: Option<Time>,
     /// What the tracker reserved for us on the root seed's uplink.
     granted_by_root: Bitrate,
+    /// We announced that we leave: serving only, no more upstreams asked for.
+    leaving: bool,
     now: Time,
     out: VecDeque<Output>,
     scratch_events: Vec<MeshEvent>,
@@ -269,6 +277,7 @@ impl Viewer {
             announce_due: now + cfg.announce_interval,
             retry_tracker: None,
             granted_by_root: Bitrate::ZERO,
+            leaving: false,
             now,
             out: VecDeque::new(),
             scratch_events: Vec::new(),
@@ -419,6 +428,42 @@ impl Viewer {
             self.maybe_need_upstreams();
             self.pick_missing(now);
         }
+    }
+
+    /// The tracker says `peer`, one of our upstreams, is leaving: keep asking it (it serves
+    /// during its grace) only until the grants of the others cover the stream, keep what is
+    /// asked of it already, and ask the tracker for more if we are short. Its links closing
+    /// later ([`Viewer::peer_gone`]) removes it.
+    pub fn upstream_leaving(&mut self, now: Time, peer: PeerId) {
+        self.now = now;
+        if peer == self.root || peer == self.id || !self.sched.set_leaving(peer) {
+            return;
+        }
+        self.maybe_need_upstreams();
+        self.pick_missing(now);
+    }
+
+    /// We leave (announced to the tracker): from now on we only serve. We ask for no more
+    /// upstreams and extend our frontier no further (what we fetch would take upload the
+    /// tracker has granted to others already): we serve what we hold and what we had asked for,
+    /// and answer `absent` for the rest at once, so the asker goes elsewhere.
+    pub fn leave(&mut self, now: Time) {
+        self.now = now;
+        self.leaving = true;
+        self.retry_tracker = None;
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Leaving: nothing is queued to serve and no downstream has asked anything for `quiet`
+    /// (each has moved to its new upstreams), so our links can close without costing anyone.
+    pub fn drained(&self, now: Time, quiet: Duration) -> bool {
+        let last_ask = self.downstreams.iter().map(|(_, t)| *t).max();
+        self.serve.ready_len() == 0
+            && self.serve.held_len() == 0
+            && last_ask.is_none_or(|t| now.since(t) >= quiet)
     }
 
     pub fn handle_input(&mut self, now: Time, from: PeerId, msg: MeshMsg) {
@@ -943,6 +988,8 @@ impl Viewer {
             }
         } else if seq < self.low + self.cfg.window
             && seq <= self.live_estimate(now) + self.cfg.lookahead + 2
+            // Leaving, we fetch nothing new: only what we had asked for already is held.
+            && (!self.leaving || seq < self.frontier)
         {
             let got = {
                 let s = &self.slots[ix(seq, self.cfg.window)];
@@ -1073,13 +1120,23 @@ impl Viewer {
     /// weighted upstream (so a single weak upstream is not asked for the whole stream).
     fn rebalance_root_share(&mut self) {
         let root = self.root;
-        let mesh: Bitrate = self
-            .sched
-            .upstreams()
-            .iter()
-            .filter(|u| u.peer != root)
-            .map(|u| u.grant)
-            .sum();
+        let (mut staying, mut leaving) = (Bitrate::ZERO, Bitrate::ZERO);
+        for u in self.sched.upstreams().iter().filter(|u| u.peer != root) {
+            if u.leaving {
+                leaving = leaving + u.grant;
+            } else {
+                staying = staying + u.grant;
+            }
+        }
+        // Make before break: leaving upstreams keep their share until the others cover the
+        // stream (they still serve; the root would only say busy to a whole audience at once).
+        let use_leaving = staying < self.cfg.stream_rate && leaving > Bitrate::ZERO;
+        self.sched.set_use_leaving(use_leaving);
+        let mesh = if use_leaving {
+            staying + leaving
+        } else {
+            staying
+        };
         let short = self.cfg.stream_rate - mesh;
         let root_grant = self.granted_by_root.max(short);
         if root_grant > Bitrate::ZERO {
@@ -1091,12 +1148,15 @@ impl Viewer {
 
     fn maybe_need_upstreams(&mut self) {
         self.rebalance_root_share();
+        if self.leaving {
+            return;
+        }
         let root = self.root;
         let have = (self
             .sched
             .upstreams()
             .iter()
-            .filter(|u| u.peer != root)
+            .filter(|u| u.peer != root && !u.leaving)
             .map(|u| u.grant)
             .sum::<Bitrate>()
             + self.granted_by_root)
@@ -1332,7 +1392,7 @@ impl Viewer {
 
     /// Open frontier requests up to the live edge plus lookahead.
     fn fill(&mut self, now: Time) {
-        if self.joined.is_none() {
+        if self.joined.is_none() || self.leaving {
             return;
         }
         let target =

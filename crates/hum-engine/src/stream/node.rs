@@ -879,6 +879,33 @@ impl Node {
                     }
                 }
             }
+            MeshSignal::Leaving { user } => {
+                if !self.is_from_streamer(from) {
+                    return;
+                }
+                if let (Some(&p), Machine::Viewer { viewer, next, .. }) =
+                    (self.ids.get(&user), &mut self.machine)
+                {
+                    viewer.upstream_leaving(now, p);
+                    if let Some((_, n, _)) = next {
+                        n.upstream_leaving(now, p);
+                    }
+                }
+            }
+            MeshSignal::Leave => {
+                // An in-process root: the leaver is granted to nobody again and its downstreams
+                // hear `leaving`; they drop it when its links close.
+                let Some(&id) = self.ids.get(&from) else {
+                    return;
+                };
+                if let Machine::Root { tracker, .. } = &mut self.machine {
+                    for d in tracker.leave(id) {
+                        if let Some(&du) = self.users.get(&d) {
+                            self.sig(du, MeshSignal::Leaving { user: from });
+                        }
+                    }
+                }
+            }
             MeshSignal::Want { .. } => {
                 let Some(&id) = self.ids.get(&from) else {
                     return;

@@ -160,4 +160,13 @@ pub enum MeshSignal {
     Want { count: u8 },
     /// Viewer to tracker: `user` served me chunks that failed verification; I banned it.
     Ban { user: UserId },
+    /// Viewer to tracker: I stop watching (a graceful leave, docs/stream.md "Leaving"): grant
+    /// me to nobody and tell my downstreams; I keep serving what they ask for a few seconds,
+    /// then `stream_leave`. A viewer that goes without it (a crash, a lost connection) is
+    /// removed at once as before.
+    Leave,
+    /// Tracker to viewer: your upstream `user` is leaving. Ask for new upstreams (`want`); ask
+    /// it nothing new once they cover the stream; it serves what you ask until its links close
+    /// (then `gone`).
+    Leaving { user: UserId },
 }
