@@ -189,6 +189,8 @@ fn combine(
         chunk_ms: cfg.chunk.as_millis() as u64,
         duration_s: cfg.duration.as_secs_f64(),
         churn: cfg.churn,
+        graceful: cfg.graceful,
+        departure: None,
         seed: cfg.seed,
         server_cap_mbps: sum(&|r| r.server_cap_mbps),
         root_policy: RootPolicy {

@@ -38,6 +38,20 @@ pub struct SimArgs {
     /// Fraction of the audience that leaves during the run (each replaced by a newcomer).
     #[arg(long, default_value_t = 0.0)]
     pub churn: f64,
+    /// Share of departures (churn and `--exodus`) that are announced: the leaver tells the tracker
+    /// first, its downstreams are re-seated at once and it keeps serving them until they stop
+    /// asking (1 s quiet, 3 s at most) before it goes; the rest vanish (a crash). See docs/mesh.md,
+    /// "Leaving".
+    #[arg(long, default_value_t = 0.0)]
+    pub graceful: f64,
+    /// Share of the audience at the top of the mesh (the tracker's shallowest levels, earliest
+    /// joiners first) that leaves together at `--exodus-at`; the report's `departure` says what
+    /// the stayers lost in the 10 s after.
+    #[arg(long, default_value_t = 0.0)]
+    pub exodus: f64,
+    /// When the `--exodus` leaves, seconds into the run (default: half the duration).
+    #[arg(long)]
+    pub exodus_at: Option<f64>,
     /// Relay budgets: `default` (realistic mix, see docs/sim-population.md), the presets `optin25`
     /// (three in four relay nothing), `weak` (every relay 0.3-3 Mbit/s), `mobile` (mobile links, high
     /// RTT, 1% loss unless `--loss` is given), `none`, `fixed:MBPS`, or a file of `<relay Mbit/s>

@@ -106,6 +106,11 @@ pub struct Report {
     pub chunk_ms: u64,
     pub duration_s: f64,
     pub churn: f64,
+    /// Share of departures announced (graceful leave, `--graceful`).
+    pub graceful: f64,
+    /// `--exodus`: what the stayers lost when the top of the mesh left together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub departure: Option<DepartureReport>,
     pub seed: u64,
     pub server_cap_mbps: f64,
     pub root_policy: RootPolicy,
@@ -160,6 +165,21 @@ pub struct Report {
     /// `--layers` only: one entry per layer, best first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<Vec<LayerReport>>,
+}
+
+/// `--exodus`: the top of the mesh left together; the stayers (viewers playing before it that did
+/// not leave) over the window after it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DepartureReport {
+    pub leavers: usize,
+    /// Of those, announced (graceful).
+    pub graceful: usize,
+    pub stayers: usize,
+    pub window_s: f64,
+    /// 1 - the stayers' stalled time / their time in the window.
+    pub continuity: f64,
+    /// Chunk slots skipped in the window by viewers still watching.
+    pub stayers_skipped: u64,
 }
 
 /// The sums a report's ratios come from.
@@ -242,7 +262,7 @@ impl Report {
             self.churn * 100.0,
             self.seed
         );
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             (
                 "server egress",
                 format!(
@@ -339,6 +359,20 @@ impl Report {
                 format!("{:.1} s (timer spins {})", self.wall_s, self.timer_spins),
             ),
         ];
+        if let Some(d) = &self.departure {
+            rows.push((
+                "departure",
+                format!(
+                    "{} left together ({} announced): {} stayers at {:.3}% over the next {:.0} s ({} skipped)",
+                    d.leavers,
+                    d.graceful,
+                    d.stayers,
+                    d.continuity * 100.0,
+                    d.window_s,
+                    d.stayers_skipped
+                ),
+            ));
+        }
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<20} {v}");
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use hum_mesh::chunker::Chunk;
+use hum_mesh::host::{LEAVE_QUIET, LEAVE_QUIET_MAX};
 use hum_mesh::manifest::{Publisher, Verifier};
 use hum_mesh::root::RootSeed;
 use hum_mesh::slice::{SliceProof, encoded_slice_len};
@@ -19,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::SimArgs;
 use crate::population::{self, Member, RttDist, UploadDist};
-use crate::report::{LagHistogram, Report, RootPolicy, Totals};
+use crate::report::{DepartureReport, LagHistogram, Report, RootPolicy, Totals};
 
 /// Bytes of transport framing (SCTP/DTLS/UDP/IP) charged per mesh message.
 const FRAMING: u64 = 60;
@@ -28,6 +29,10 @@ const FRAMING: u64 = 60;
 const DATA_LIFETIME: Duration = Duration::from_secs(2);
 /// How long before a peer notices that an upstream or downstream vanished.
 const DETECT: Duration = Duration::from_millis(500);
+/// How often a leaving viewer checks whether its downstreams have stopped asking.
+const DRAIN_CHECK: Duration = Duration::from_millis(250);
+/// The window after an `--exodus` over which the stayers' continuity is reported.
+const DEPARTURE_WINDOW: Duration = Duration::from_secs(10);
 /// The root's default hard ceiling, as a multiple of its cap (see `RootSeed::with_ceiling`).
 pub const DEFAULT_CEILING_X: u64 = 2;
 
@@ -38,6 +43,10 @@ pub struct SimConfig {
     pub chunk: Duration,
     pub duration: Duration,
     pub churn: f64,
+    /// Share of departures that are announced (graceful leave); see `SimArgs::graceful`.
+    pub graceful: f64,
+    /// `(when, share)`: the top `share` of the audience leaves together at `when`.
+    pub exodus: Option<(Duration, f64)>,
     pub upload: UploadDist,
     pub rtt: RttDist,
     pub seed: u64,
@@ -75,6 +84,8 @@ impl SimConfig {
         }
         for (name, v) in [
             ("--churn", a.churn),
+            ("--graceful", a.graceful),
+            ("--exodus", a.exodus),
             ("--malicious", a.malicious),
             ("--loss", a.loss),
         ] {
@@ -89,6 +100,15 @@ impl SimConfig {
             chunk: Duration::from_millis(a.chunk_ms),
             duration: Duration::from_secs_f64(a.duration),
             churn: a.churn,
+            graceful: a.graceful,
+            exodus: match a.exodus_at {
+                _ if a.exodus == 0.0 => None,
+                None => Some((Duration::from_secs_f64(a.duration / 2.0), a.exodus)),
+                Some(t) if t.is_finite() && t >= 0.0 && t < a.duration => {
+                    Some((Duration::from_secs_f64(t), a.exodus))
+                }
+                Some(_) => bail!("--exodus-at must be within the run (0 to --duration)"),
+            },
             upload: upload.clone(),
             rtt: RttDist::parse(&a.rtt_dist)?,
             seed: a.seed,
@@ -118,6 +138,8 @@ impl SimConfig {
             chunk: Duration::from_millis(250),
             duration: Duration::from_secs(20),
             churn: 0.0,
+            graceful: 0.0,
+            exodus: None,
             upload: UploadDist::Default,
             rtt: RttDist::Default,
             seed,
@@ -141,9 +163,19 @@ enum Ev {
     Produce(u64),
     Join(usize),
     Churn(ChurnEvent),
-    Granted { live: u64, grants: Vec<Grant> },
+    Granted {
+        live: u64,
+        grants: Vec<Grant>,
+    },
     Grants(Vec<Grant>),
     Gone(PeerId),
+    /// The tracker says this upstream is leaving (a graceful leave).
+    Leaving(PeerId),
+    /// The `--exodus`, and the end of the window it is measured over.
+    Exodus,
+    ExodusEnd,
+    /// A leaving viewer: go once drained (or its time is up).
+    DrainCheck(NodeId),
 }
 
 struct VState {
@@ -151,6 +183,21 @@ struct VState {
     malicious: bool,
     joined_at: Time,
     started_at: Option<Time>,
+    /// Announced its leave: serving only, no longer watching (its watch time was counted then).
+    leaving: bool,
+}
+
+/// Leaving viewers still serving: (node, since, its downstreams when it announced).
+type Draining = Vec<(NodeId, Time, Vec<PeerId>)>;
+
+/// What the stayers lose after an `--exodus`: their stall time at its start, per node.
+#[derive(Debug, Default)]
+struct Departure {
+    leavers: usize,
+    graceful: usize,
+    at_start: Vec<(NodeId, u64)>,
+    skipped: u64,
+    report: Option<DepartureReport>,
 }
 
 /// Chunks viewers took from deliveries of forged bytes (not what the broadcaster published), and
@@ -223,6 +270,11 @@ struct World {
     /// `part_repairs` of viewers that left.
     part_repairs_gone: u64,
     scratch: Vec<MeshEvent>,
+    /// Draws which departures are graceful (apart from the main RNG: `--graceful` changes no
+    /// other draw).
+    grace_rng: ChaCha8Rng,
+    draining: Draining,
+    departure: Option<Departure>,
 }
 
 /// Run one simulation.
@@ -340,6 +392,9 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         slices_delivered: 0,
         part_repairs_gone: 0,
         scratch: Vec::new(),
+        grace_rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6772_6163_6566_756c),
+        draining: Vec::new(),
+        departure: None,
     };
     w.viewers.push(None);
     w.wake_at.push(u64::MAX);
@@ -355,6 +410,9 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
         w.net.schedule(*at, None, Ev::Churn(*e));
     }
     w.net.schedule(Time::ZERO + cfg.chunk, None, Ev::Produce(0));
+    if let Some((at, _)) = cfg.exodus {
+        w.net.schedule(Time::ZERO + at, None, Ev::Exodus);
+    }
 
     let end = Time::ZERO + cfg.duration;
     let measure_from = Time::ZERO + cfg.join_window + Duration::from_secs(5).min(cfg.duration / 4);
@@ -466,6 +524,9 @@ pub fn simulate(cfg: &SimConfig) -> anyhow::Result<Report> {
                     }
                 }
                 Ev::Churn(ChurnEvent::Join(j)) => w.join(now, n + j),
+                Ev::Exodus => w.exodus(now),
+                Ev::ExodusEnd => w.exodus_end(now),
+                Ev::DrainCheck(nd) => w.drain_check(now, nd),
                 _ => {}
             },
             EventKind::Deliver { .. } => {}
@@ -624,6 +685,7 @@ impl World {
             malicious: self.malicious[idx],
             joined_at: now,
             started_at: None,
+            leaving: false,
         }));
         self.wake_at.push(u64::MAX);
         self.last_wake.push(u64::MAX);
@@ -657,7 +719,140 @@ impl World {
             .schedule(now + d2, Some(NodeId(lost.0)), Ev::Gone(o));
     }
 
+    /// A viewer leaves: announced (`--graceful` of the time) or vanishing.
     fn leave(&mut self, now: Time, nd: NodeId) {
+        match self.viewers.get(nd.index()).and_then(|v| v.as_ref()) {
+            None => return,
+            Some(vs) if vs.leaving => return,
+            Some(_) => {}
+        }
+        if self.cfg.graceful > 0.0 && self.grace_rng.gen_range(0.0..1.0) < self.cfg.graceful {
+            if let Some(d) = self.departure.as_mut() {
+                d.graceful += 1;
+            }
+            self.leave_announced(now, nd);
+        } else {
+            self.vanish(now, nd);
+        }
+    }
+
+    /// A graceful leave, as the relay's host runs it (`RootHost::viewer_leaving`): the tracker
+    /// takes the leaver out of its books at once and its downstreams hear `leaving` one relay hop
+    /// after the announcement reached the relay (each then asks for new grants, `want`); the
+    /// leaver stops watching but keeps serving until its downstreams stop asking, then goes
+    /// ([`World::drain_check`]).
+    fn leave_announced(&mut self, now: Time, nd: NodeId) {
+        let peer = PeerId(nd.0);
+        self.account(nd, now);
+        if let Some(vs) = self.viewers[nd.index()].as_mut() {
+            vs.leaving = true;
+            vs.v.leave(now);
+        }
+        let up = self.net.rtt(nd, NodeId(0)) / 2;
+        let downs = self.tracker.leave(peer);
+        for &d in &downs {
+            let at = now + up + self.net.rtt(NodeId(d.0), NodeId(0)) / 2;
+            self.net.schedule(at, Some(NodeId(d.0)), Ev::Leaving(peer));
+        }
+        self.draining.push((nd, now, downs));
+        self.net
+            .schedule(now + DRAIN_CHECK, None, Ev::DrainCheck(nd));
+        self.drain_viewer(nd);
+    }
+
+    /// A leaving viewer goes once no downstream has asked it anything for `LEAVE_QUIET` (or after
+    /// `LEAVE_QUIET_MAX`): its links close, the relay tells its old downstreams `gone`.
+    fn drain_check(&mut self, now: Time, nd: NodeId) {
+        let Some(i) = self.draining.iter().position(|d| d.0 == nd) else {
+            return;
+        };
+        let since = self.draining[i].1;
+        let drained = self.viewers[nd.index()]
+            .as_ref()
+            .is_none_or(|vs| vs.v.drained(now, LEAVE_QUIET));
+        if !drained && now.since(since) < LEAVE_QUIET_MAX {
+            self.net
+                .schedule(now + DRAIN_CHECK, None, Ev::DrainCheck(nd));
+            return;
+        }
+        let (_, _, downs) = self.draining.swap_remove(i);
+        let peer = PeerId(nd.0);
+        let up = self.net.rtt(nd, NodeId(0)) / 2;
+        for d in downs {
+            let at = now + up + self.net.rtt(NodeId(d.0), NodeId(0)) / 2;
+            self.net.schedule(at, Some(NodeId(d.0)), Ev::Gone(peer));
+        }
+        self.net.remove_node(nd);
+        if let Some(v) = self.viewers[nd.index()].take() {
+            self.part_repairs_gone += v.v.stats.part_repairs;
+        }
+        self.root.peer_gone(peer);
+        self.audience = self.audience.saturating_sub(1);
+        self.root.set_audience(self.audience);
+    }
+
+    /// The top `share` of the audience (the tracker's shallowest levels, earliest joiners
+    /// first) leaves at once; the stayers' stalls are measured from here.
+    fn exodus(&mut self, now: Time) {
+        let share = self.cfg.exodus.map_or(0.0, |e| e.1);
+        let mut alive: Vec<(u8, NodeId)> = (1..self.viewers.len())
+            .filter(|&i| self.viewers[i].as_ref().is_some_and(|v| !v.leaving))
+            .map(|i| (self.tracker.level(PeerId(i as u32)), NodeId(i as u32)))
+            .collect();
+        alive.sort_unstable();
+        let k = ((alive.len() as f64) * share).round() as usize;
+        self.departure = Some(Departure {
+            leavers: k,
+            ..Departure::default()
+        });
+        for &(_, nd) in &alive[..k] {
+            self.leave(now, nd);
+        }
+        let at_start: Vec<(NodeId, u64)> = alive[k..]
+            .iter()
+            .filter_map(|&(_, nd)| {
+                let vs = self.viewers[nd.index()].as_ref()?;
+                (vs.started_at.is_some() && !vs.malicious && !vs.leaving)
+                    .then(|| (nd, vs.v.player().stalled_us(now)))
+            })
+            .collect();
+        if let Some(d) = self.departure.as_mut() {
+            d.at_start = at_start;
+        }
+        self.net
+            .schedule(now + DEPARTURE_WINDOW, None, Ev::ExodusEnd);
+    }
+
+    fn exodus_end(&mut self, now: Time) {
+        let Some(d) = self.departure.as_mut() else {
+            return;
+        };
+        let (mut stall, mut stayers) = (0u64, 0usize);
+        for &(nd, s0) in &d.at_start {
+            if let Some(vs) = self.viewers[nd.index()].as_ref()
+                && !vs.leaving
+            {
+                stall += vs.v.player().stalled_us(now).saturating_sub(s0);
+                stayers += 1;
+            }
+        }
+        let watch = stayers as f64 * DEPARTURE_WINDOW.as_micros() as f64;
+        d.report = Some(DepartureReport {
+            leavers: d.leavers,
+            graceful: d.graceful,
+            stayers,
+            window_s: DEPARTURE_WINDOW.as_secs_f64(),
+            continuity: if watch > 0.0 {
+                1.0 - stall as f64 / watch
+            } else {
+                0.0
+            },
+            stayers_skipped: d.skipped,
+        });
+    }
+
+    /// A viewer vanishes (a crash): its downstreams notice after `DETECT`.
+    fn vanish(&mut self, now: Time, nd: NodeId) {
         let peer = PeerId(nd.0);
         let orphans = self.tracker.leave(peer);
         for o in orphans {
@@ -725,7 +920,14 @@ impl World {
                     self.root.set_granted(PeerId(nd.0), false);
                 }
             }
-            Ev::Msg(_) | Ev::Produce(_) | Ev::Join(_) | Ev::Churn(_) => {}
+            Ev::Leaving(p) => vs.v.upstream_leaving(now, p),
+            Ev::Msg(_)
+            | Ev::Produce(_)
+            | Ev::Join(_)
+            | Ev::Churn(_)
+            | Ev::Exodus
+            | Ev::ExodusEnd
+            | Ev::DrainCheck(_) => {}
         }
         self.drain_viewer(nd);
     }
@@ -844,9 +1046,10 @@ impl World {
             }
         }
         let dur_us = self.cfg.chunk.as_micros() as u64;
+        // A leaving viewer no longer watches: what it plays is not counted.
         let mine_malicious = self.viewers[nd.index()]
             .as_ref()
-            .is_some_and(|v| v.malicious);
+            .is_some_and(|v| v.malicious || v.leaving);
         let trace = self.trace;
         for e in events.drain(..) {
             if trace == Some(nd.0) {
@@ -881,6 +1084,11 @@ impl World {
                 MeshEvent::Skipped { .. } => {
                     if !mine_malicious {
                         self.skipped += 1;
+                        if let Some(d) = self.departure.as_mut()
+                            && d.report.is_none()
+                        {
+                            d.skipped += 1;
+                        }
                     }
                 }
                 MeshEvent::Penalised { .. } => self.penalties += 1,
@@ -916,7 +1124,7 @@ impl World {
     /// Add a viewer's watch time and stall time to the totals (at departure or the end).
     fn account(&mut self, nd: NodeId, now: Time) {
         if let Some(vs) = self.viewers[nd.index()].as_ref()
-            && let (Some(st), false) = (vs.started_at, vs.malicious)
+            && let (Some(st), false) = (vs.started_at, vs.malicious || vs.leaving)
         {
             self.watch_us += now.as_micros().saturating_sub(st.0);
             self.stall_us += vs.v.player().stalled_us(now);
@@ -968,6 +1176,8 @@ impl World {
             chunk_ms: self.cfg.chunk.as_millis() as u64,
             duration_s: self.cfg.duration.as_secs_f64(),
             churn: self.cfg.churn,
+            graceful: self.cfg.graceful,
+            departure: self.departure.as_ref().and_then(|d| d.report.clone()),
             seed: self.cfg.seed,
             server_cap_mbps: cap.mbps_f64(),
             root_policy: RootPolicy {

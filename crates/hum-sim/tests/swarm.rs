@@ -115,3 +115,36 @@ fn slices_from_several_upstreams_play_and_forged_slices_are_never_played() {
         (r.slices_delivered, r.chunks_on_time, r.bans)
     );
 }
+
+/// A quarter of the audience, the top of the mesh, leaves together: announced (graceful: the
+/// tracker hears first, the leavers keep serving until their downstreams stop asking), the stayers
+/// skip far less over the next 10 s than when the same viewers vanish (the crash case).
+#[test]
+fn an_announced_departure_of_the_top_costs_the_stayers_less_than_a_vanishing_one() {
+    // As `hum-sim --viewers 100 --duration 30 --seed 2 --exodus 0.25 --exodus-at 15`.
+    let mut c = SimConfig::small(100, 2);
+    c.duration = Duration::from_secs(30);
+    c.join_window = Duration::from_secs(3);
+    c.exodus = Some((Duration::from_secs(15), 0.25));
+    let abrupt = simulate(&c).expect("runs");
+    c.graceful = 1.0;
+    let graceful = simulate(&c).expect("runs");
+    let (a, g) = (
+        abrupt.departure.expect("measured"),
+        graceful.departure.expect("measured"),
+    );
+    assert_eq!((a.leavers, a.graceful), (25, 0));
+    assert_eq!((g.leavers, g.graceful), (25, 25));
+    assert!(
+        g.stayers_skipped * 2 < a.stayers_skipped,
+        "skipped after the departure: {} announced vs {} vanishing",
+        g.stayers_skipped,
+        a.stayers_skipped
+    );
+    assert!(
+        g.continuity > a.continuity,
+        "{} vs {}",
+        g.continuity,
+        a.continuity
+    );
+}
