@@ -1,7 +1,9 @@
 //! Harness for Hum's end-to-end tests: find (and if needed build) the workspace binaries, and
 //! start real processes that are killed when the test ends.
 
+pub mod proxy;
 pub mod relay;
+pub mod talker;
 pub mod video;
 pub mod voice;
 

@@ -41,6 +41,19 @@ export type MeshPeer = {
 
 export const ufrag = (sdp: string): string | null => (sdp.match(/^a=ice-ufrag:(.*)$/m) || [])[1]?.trim() ?? null;
 
+/** The SDP session id (second field of the `o=` line): kept for a connection's whole life, so an
+ *  offer with another one comes from a new connection, not a renegotiation (docs/protocol.md §8,
+ *  "Coming back"). */
+export const sessionId = (sdp: string): string | null => (sdp.match(/^o=\S+ (\d+) /m) || [])[1] ?? null;
+
+/** Whether an offer comes from another connection than the one `current` (our connection's remote
+ *  description) was negotiated with. Unknown either side: no. */
+export const fromNewConnection = (current: string | undefined, offer: string): boolean => {
+  const a = current ? sessionId(current) : null;
+  const b = sessionId(offer);
+  return a !== null && b !== null && a !== b;
+};
+
 /** The mesh rule: of two participants, the one with the smaller id (hex, compared as text) offers. */
 export const offersTo = (me: string, other: string): boolean => me < other;
 
@@ -185,6 +198,14 @@ export class VoiceMesh {
   private async onSignal(from: string, payload: Json) {
     switch (payload?.kind) {
       case "offer": {
+        const old = this.peers.get(from);
+        if (old && !old.left && fromNewConnection(old.pc.remoteDescription?.sdp, payload.sdp)) {
+          // The sender's relay session moved and it made a new connection: renegotiating ours
+          // would not redo DTLS. Replace it quietly (it never left; its new track replaces the
+          // old one's audio).
+          old.left = true;
+          old.pc.close();
+        }
         const p = this.peer(from, false);
         p.remoteUfrags.push(ufrag(payload.sdp));
         await p.pc.setRemoteDescription({ type: "offer", sdp: payload.sdp });

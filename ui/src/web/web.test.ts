@@ -5,7 +5,7 @@ import { describe, expect, it, vi } from "vitest";
 import { BROWSER_LIMITS, dispatch, inviteCode, isCommandError, normaliseRelayUrl, notInBrowser, checkDisplayName, toCommandError } from "./dispatch";
 import { emit, listen, listenerCount, once } from "./event";
 import { loginMessage, relayName, RelayConnection, RelayError, hex, unhex } from "./protocol";
-import { candidatePayload, offersTo, ufrag } from "./mesh";
+import { candidatePayload, fromNewConnection, offersTo, sessionId, ufrag } from "./mesh";
 import { channelOf, defaultRelayUrl, WebBackend } from "./backend";
 
 vi.mock("@tauri-apps/api/core", async () => await import("./core"));
@@ -215,6 +215,19 @@ describe("protocol", () => {
 });
 
 describe("mesh and links", () => {
+  it("an offer with another SDP session id comes from a new connection; an ICE restart does not", () => {
+    const sdp = (id: string, version: number, frag: string) =>
+      `v=0\r\no=- ${id} ${version} IN IP4 0.0.0.0\r\ns=-\r\na=ice-ufrag:${frag}\r\n`;
+    expect(sessionId(sdp("8071932341856421521", 2, "a"))).toBe("8071932341856421521");
+    expect(sessionId("v=0\r\ns=-\r\n")).toBe(null);
+    // An ICE restart: same session, newer version, new credentials.
+    expect(fromNewConnection(sdp("42", 2, "a"), sdp("42", 3, "b"))).toBe(false);
+    expect(fromNewConnection(sdp("42", 2, "a"), sdp("43", 2, "a"))).toBe(true);
+    // Nothing negotiated yet, or an SDP without an origin: applied as it is.
+    expect(fromNewConnection(undefined, sdp("43", 2, "a"))).toBe(false);
+    expect(fromNewConnection(sdp("42", 2, "a"), "v=0\r\n")).toBe(false);
+  });
+
   it("the smaller id offers", () => {
     expect(offersTo("0a", "0b")).toBe(true);
     expect(offersTo("0b", "0a")).toBe(false);

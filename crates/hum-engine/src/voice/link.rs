@@ -485,15 +485,47 @@ impl LinkState {
                     .collect();
                 match self.mode {
                     VoiceTopology::Mesh => {
-                        for u in self.roster.clone() {
-                            let _ = self.session.add_peer(u).await;
-                        }
+                        self.reconnect_mesh().await;
                         Ok(())
                     }
                     VoiceTopology::Sfu => self.connect_sfu().await,
                 }
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Our relay session is new (a reconnect, or another cluster node after ours died): the
+    /// relay ended the old one, so every member saw us leave and come back and closed its
+    /// connection to us. Their new ones cannot talk to ours (a new connection needs a new DTLS
+    /// handshake, which a renegotiation of an old one never does), so:
+    /// - towards members we offer to (the smaller id offers), a new connection and offer;
+    /// - towards the others, nothing: their fresh offer replaces our connection when it comes
+    ///   ([`VoiceSession::handle_signal`] tells a new connection's offer by its SDP session id),
+    ///   in whatever order it and this `rejoined` arrive;
+    /// - members no longer in the channel (a relay restart forgets who was in it until they
+    ///   come back) are closed; their `roster_join` reconnects them.
+    async fn reconnect_mesh(&mut self) {
+        let me = self.session.me();
+        for u in self.session.peers().await {
+            if !self.roster.contains(&u) {
+                self.session
+                    .remove_peer(u, "not in the channel after reconnecting")
+                    .await;
+            }
+        }
+        for u in self.roster.clone() {
+            let done = if me < u {
+                self.session.reconnect_peer(u).await
+            } else {
+                self.session.add_peer(u).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(user = %u, "reconnecting: {e}");
+                let _ = self
+                    .out
+                    .send(VoiceEvent::Error(format!("reconnecting to {u}: {e}")));
+            }
         }
     }
 

@@ -321,6 +321,28 @@ impl Peer {
         Ok(())
     }
 
+    /// Whether `offer` comes from another connection than the one we negotiated with: its SDP
+    /// session id (the `o=` line, kept for a connection's whole life, RFC 3264 section 5)
+    /// differs from the remote description's. The other side closed its connection to us and
+    /// made a new one (its relay session moved, or it restarted), so this one cannot carry it:
+    /// applied here the offer would be a renegotiation, which restarts ICE but never redoes
+    /// DTLS with the new connection. `false` before any remote description, and for an SDP
+    /// that does not parse (applying it reports the error).
+    pub async fn is_another_connection(&self, offer: &str) -> bool {
+        let Some(current) = self.pc.remote_description().await else {
+            return false;
+        };
+        match (session_id(&current.sdp), session_id(offer)) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     pub async fn add_ice(&self, c: RTCIceCandidateInit) -> Result<(), VoiceError> {
         if self.pc.remote_description().await.is_none() {
             self.pending_ice.lock().await.push(c);
@@ -360,6 +382,12 @@ impl Peer {
         }
         let _ = self.pc.close().await;
     }
+}
+
+/// The SDP session id of a description (the `o=` line).
+fn session_id(sdp: &str) -> Option<u64> {
+    let d = RTCSessionDescription::offer(sdp.to_owned()).ok()?;
+    d.unmarshal().ok().map(|s| s.origin.session_id)
 }
 
 /// A stable-per-user SSRC is not needed; any value unique within the connection is fine.

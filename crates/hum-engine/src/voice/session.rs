@@ -343,7 +343,11 @@ impl VoiceSession {
         );
         peers.insert(user, peer.clone());
         drop(peers);
-        let watcher = tokio::spawn(watch_peer(state_rx, Arc::downgrade(self)));
+        let watcher = tokio::spawn(watch_peer(
+            state_rx,
+            Arc::downgrade(self),
+            Arc::downgrade(&peer),
+        ));
         if let Ok(mut t) = self.tasks.lock() {
             t.push(watcher);
         }
@@ -372,6 +376,26 @@ impl VoiceSession {
             self.send(user, SignalPayload::Offer { sdp }).await?;
         }
         Ok(())
+    }
+
+    /// Replaces the connection to `user` with a fresh one, offering if the smaller id is ours:
+    /// after our own relay session was replaced (a reconnect, another cluster node), `user` saw
+    /// us leave and come back and made a new connection, which the old one cannot talk to. The
+    /// old connection closes without a [`VoiceEvent::PeerLeft`]: `user` never left.
+    pub async fn reconnect_peer(self: &Arc<Self>, user: UserId) -> Result<(), VoiceError> {
+        self.drop_connection(user).await;
+        self.add_peer(user).await
+    }
+
+    /// Closes the connection to `user`, if any, and forgets its audio, without telling anyone:
+    /// a new connection to the same member takes its place.
+    async fn drop_connection(&self, user: UserId) -> bool {
+        let Some(peer) = self.peers.lock().await.remove(&user) else {
+            return false;
+        };
+        peer.close().await;
+        self.engine.remove_remote(&user);
+        true
     }
 
     /// Someone left: close their connection and forget their audio.
@@ -403,6 +427,15 @@ impl VoiceSession {
     ) -> Result<(), VoiceError> {
         match payload {
             SignalPayload::Offer { sdp } => {
+                // An offer from a new connection of `from` (it saw us leave and come back, or it
+                // did): answered from a new connection of ours, the old one closed.
+                let old = self.peers.lock().await.get(&from).cloned();
+                if let Some(old) = old
+                    && old.is_another_connection(&sdp).await
+                {
+                    tracing::info!(user = %from, "offer from a new connection; replacing ours");
+                    self.drop_connection(from).await;
+                }
                 let (peer, _) = self.ensure_peer(from, false).await?;
                 let answer = peer.answer(sdp).await?;
                 self.send(from, SignalPayload::Answer { sdp: answer }).await
@@ -490,11 +523,17 @@ impl VoiceSession {
     }
 }
 
+/// Reacts to one connection's state changes, until it is closed: a connection that was
+/// replaced must not restart ICE on (or report for) the one that took its place.
 async fn watch_peer(
     mut rx: mpsc::UnboundedReceiver<(UserId, PeerSignal)>,
     session: std::sync::Weak<VoiceSession>,
+    peer: std::sync::Weak<Peer>,
 ) {
     while let Some((user, s)) = rx.recv().await {
+        if peer.upgrade().is_none_or(|p| p.is_closed()) {
+            return;
+        }
         let Some(session) = session.upgrade() else {
             return;
         };
