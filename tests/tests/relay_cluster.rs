@@ -4,8 +4,8 @@
 //! each other's presence, share a server, its channels and rosters, signal each other, and talk
 //! in a mesh voice channel (real `hum voice join` processes, audio checked). A node killed with
 //! SIGKILL: the others end its sessions (presence offline, roster leave) once its announcement
-//! expires, its client logs in on another node and rejoins, and a new node cannot join a cluster
-//! that is running with live state.
+//! expires, its client logs in on another node and rejoins (and its voice comes back), and a new
+//! node cannot join a cluster that is running with live state.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -894,5 +894,56 @@ async fn a_dead_nodes_client_moves_to_another_node_and_rejoins_its_channel() -> 
         },
     )
     .await?;
+    Ok(())
+}
+
+/// Node loss with audio (issue 17): Ada on node 0 and Bob on node 1 talk in a mesh channel (real
+/// WebRTC, each sending a tone). Node 0 is killed: Ada's client moves to node 1 by itself and
+/// re-joins; Bob hears her leave and come back and makes a new connection, while Ada still holds
+/// her old one. Audio must come back both ways (docs/voice.md, "A member whose relay session
+/// moved").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_comes_back_after_a_members_node_dies() -> Result<()> {
+    use hum_proto::signal::Name;
+    use hum_tests::talker::{Talker, both_hear};
+    let mut cluster = Cluster::start("voicemove", 2)?;
+    let urls: Vec<String> = cluster.nodes.iter().map(Relay::ws_url).collect();
+    let mut ada = Talker::start(&urls[0], 1, "Ada", 440.0).await?;
+    let mut bob = Talker::start(&urls[1], 2, "Bob", 660.0).await?;
+    let server = ada.client.server_create(Name::new("Club")?).await?;
+    let room = ada
+        .client
+        .channel_create(server.id, Name::new("Room")?, Some(8), None)
+        .await?;
+    let invite = ada.client.invite_create(server.id, None, None).await?;
+    bob.client.invite_join(invite.code).await?;
+    ada.join(room.id).await?;
+    bob.join(room.id).await?;
+    both_hear(&ada, &bob, (0, 0)).await?;
+
+    let killed = std::time::Instant::now();
+    cluster.nodes.remove(0).kill();
+    ada.rejoined(room.id).await?;
+    bob.sees_join(room.id, ada.id()).await?;
+    let back = killed.elapsed();
+    ensure!(
+        ada.client.node_url().as_deref() == Some(urls[1].as_str()),
+        "Ada should be on node 1, is on {:?}",
+        ada.client.node_url()
+    );
+    let since = (ada.played(), bob.played());
+    let wait = both_hear(&ada, &bob, since).await?;
+    eprintln!(
+        "node 0 killed: Ada back in the channel on node 1 after {:.0} ms; both hear each other again {:.0} ms later ({} the smaller id)",
+        back.as_secs_f64() * 1000.0,
+        wait.as_secs_f64() * 1000.0,
+        if ada.id() < bob.id() {
+            "Ada has"
+        } else {
+            "Bob has"
+        },
+    );
+    ada.stop().await;
+    bob.stop().await;
     Ok(())
 }
