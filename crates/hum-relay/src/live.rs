@@ -286,6 +286,8 @@ impl StreamTask {
                     h.viewer_joined(now, user, relay);
                 }
             }
+            // A viewer that announced its leave (`leave`, through `Signal`) is draining in its
+            // host until this, or its grace; one that just goes is removed here at once.
             StreamMsg::Cmd(LiveCmd::Left { user, .. }) => {
                 if let Some(old) = self.members.remove(&user)
                     && let Some(h) = self.hosts.get_mut(&old)

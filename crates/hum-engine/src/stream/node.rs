@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hum_mesh::chunker::Chunk;
 use hum_mesh::fragment::{self, Reassembler};
+use hum_mesh::host::{LEAVE_QUIET, LEAVE_QUIET_MAX};
 use hum_mesh::manifest::{Publisher, Verifier};
 use hum_mesh::picker::SlotState;
 use hum_mesh::root::RootSeed;
@@ -154,6 +155,11 @@ pub enum Command {
     ViewerLeft { user: UserId },
     /// Stop; the final report comes back.
     Stop(oneshot::Sender<NodeReport>),
+    /// Viewer: leave gracefully (docs/stream.md "Leaving"): tell the tracker (`leave`), stop
+    /// watching (the report's playback counts stop here) and keep serving until no downstream
+    /// has asked anything for `LEAVE_QUIET` (`LEAVE_QUIET_MAX` at most); then `done` fires and
+    /// the caller stops the node. Other roles: `done` at once.
+    Leave(oneshot::Sender<()>),
     /// The relay-hosted root's `/mesh` with a fresh ticket: reopen the root's link if it closed.
     RootUrl(String),
     /// Tests only: close the link to the relay-hosted root (as a network drop would).
@@ -293,6 +299,14 @@ impl NodeHandle {
     pub fn report_watch(&self) -> watch::Receiver<NodeReport> {
         self.report.clone()
     }
+    /// Viewer: leave gracefully ([`Command::Leave`]); returns once the downstreams have stopped
+    /// asking (3 s at most). Then [`NodeHandle::stop`].
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Leave(tx));
+        let _ = tokio::time::timeout(LEAVE_QUIET_MAX + Duration::from_secs(1), rx).await;
+    }
+
     /// Stop the node and return its final report.
     pub async fn stop(&self) -> NodeReport {
         let (tx, rx) = oneshot::channel();
@@ -350,6 +364,8 @@ struct Node {
     /// Uploader: chunks published while the relay's link was down, sent when it is reopened
     /// (at most the root's window: older ones could not be served any more).
     backlog: std::collections::VecDeque<MeshMsg>,
+    /// Viewer, leaving: since when, and who waits for the downstreams to stop asking.
+    leaving: Option<(Time, Option<oneshot::Sender<()>>)>,
 }
 
 /// Chunks an uploader keeps while its link to the relay is down (the root's window).
@@ -512,6 +528,7 @@ fn spawn(
         starts: BTreeMap::new(),
         root_grant: Bitrate::ZERO,
         backlog: std::collections::VecDeque::new(),
+        leaving: None,
     };
     node.ids.insert(streamer, ROOT);
     node.users.insert(ROOT, streamer);
@@ -572,7 +589,29 @@ impl Node {
                 }
             }
             wake = self.drain().await;
+            if self.leaving.is_some() {
+                wake = wake.min(self.check_leave());
+            }
         }
+    }
+
+    /// Leaving: fire the waiter once the downstreams have stopped asking (or time is up); the
+    /// next time to look again.
+    fn check_leave(&mut self) -> Time {
+        let now = self.now();
+        let Some((since, waiter)) = &mut self.leaving else {
+            return Time::MAX;
+        };
+        let drained = match &self.machine {
+            Machine::Viewer { viewer, .. } => viewer.drained(now, LEAVE_QUIET),
+            _ => true,
+        };
+        if (drained || now.since(*since) >= LEAVE_QUIET_MAX)
+            && let Some(tx) = waiter.take()
+        {
+            let _ = tx.send(());
+        }
+        now + Duration::from_millis(100)
     }
 
     fn peer_of(&mut self, user: UserId) -> PeerId {
@@ -594,6 +633,22 @@ impl Node {
         let now = self.now();
         match c {
             Command::Stop(_) => {}
+            Command::Leave(done) => {
+                let streamer = self.users[&ROOT];
+                if let Machine::Viewer { viewer, next, .. } = &mut self.machine
+                    && self.leaving.is_none()
+                {
+                    viewer.leave(now);
+                    if let Some((_, n, _)) = next {
+                        n.leave(now);
+                    }
+                    self.finish_report();
+                    self.leaving = Some((now, Some(done)));
+                    self.sig(streamer, MeshSignal::Leave);
+                } else {
+                    let _ = done.send(());
+                }
+            }
             Command::Peers(users) => {
                 // The root's link (the relay's store) first, then an offer to each peer.
                 let streamer = self.users[&ROOT];
@@ -1258,6 +1313,8 @@ impl Node {
             {
                 self.recording_reached(seq, matches!(ev, MeshEvent::Played { .. }));
             }
+            // Leaving: no longer watching; what the player still does is not counted.
+            MeshEvent::Played { .. } | MeshEvent::Skipped { .. } if self.leaving.is_some() => {}
             MeshEvent::Played {
                 seq,
                 on_time,

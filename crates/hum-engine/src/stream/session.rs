@@ -710,10 +710,15 @@ impl WatchSession {
         self.m.began.elapsed().as_secs_f64()
     }
 
-    /// Stops watching (leaves the stream at the relay); the final report.
+    /// Stops watching: a graceful leave while the stream is live (the tracker hears `leave`
+    /// first and this viewer keeps serving its downstreams until they stop asking, 3 s at most:
+    /// docs/stream.md "Leaving"), then leaves the stream at the relay; the final report.
     pub async fn stop(self) -> NodeReport {
         if let Some(a) = &self.auto {
             a.abort();
+        }
+        if self.m.ended.borrow().is_none() {
+            self.m.node.leave().await;
         }
         let stream = self.m.info.id;
         self.m.stop(Request::StreamLeave { stream }).await.0

@@ -4,7 +4,7 @@
 //! The hub checks who may stream (`stream` permission in the channel) and watch (`join`), hands
 //! out tickets for the `/mesh` WebSocket (the streamer uploads there, viewers fetch from the root
 //! there), tells the root who joins and leaves (with the upload they offer to relay), gives it the
-//! viewers' `want` and `ban` signals (addressed to the streamer, whose key is the stream key), and
+//! viewers' `want`, `ban` and `leave` signals (addressed to the streamer, whose key is the stream key), and
 //! forwards other [`MeshSignal`]s only between members of the same stream (`from` set by the
 //! hub). A stream ends when its streamer ends it or goes offline; a viewer going offline leaves.
 //! Recordings (the streamer's opt-in) are kept by `crate::recording`.
@@ -50,7 +50,7 @@ pub enum LiveCmd {
         stream: StreamId,
         user: UserId,
     },
-    /// A viewer's `want` or `ban` for the tracker.
+    /// A viewer's `want`, `ban` or `leave` for the tracker.
     Signal {
         stream: StreamId,
         from: UserId,
@@ -488,7 +488,7 @@ impl Hub {
         if streamer == Some(to) {
             // The streamer's key names the root, which the relay hosts.
             return match signal {
-                MeshSignal::Want { .. } | MeshSignal::Ban { .. } => {
+                MeshSignal::Want { .. } | MeshSignal::Ban { .. } | MeshSignal::Leave => {
                     self.out.push(Output::Live(LiveCmd::Signal {
                         stream,
                         from: user,
@@ -919,6 +919,17 @@ mod tests {
         assert!(w.live.iter().any(
             |c| matches!(c, LiveCmd::Joined { user: u, layer: Layer::High, .. } if *u == user(2))
         ));
+        // A graceful leave is announced to the root the same way.
+        let leave = Request::StreamSignal {
+            stream: info.id,
+            to: user(1),
+            signal: MeshSignal::Leave,
+        };
+        assert_eq!(w.req(2, leave), Ok(Reply::Ok));
+        assert!(w.live.iter().any(|c| matches!(
+            c,
+            LiveCmd::Signal { from, signal: MeshSignal::Leave, .. } if *from == user(2)
+        )));
         // A one-layer stream has only `high`, whatever a viewer asks.
         w.live.clear();
         w.req(
