@@ -178,6 +178,22 @@ fn rms_per_block(s: &[f32]) -> Vec<String> {
         .collect()
 }
 
+/// `owner` makes a server "Club" with a voice channel "Room" and invites `guest`; both join
+/// the channel. Returns the channel.
+pub async fn room_for_two(owner: &mut Talker, guest: &mut Talker) -> Result<ChannelId> {
+    use hum_proto::signal::Name;
+    let server = owner.client.server_create(Name::new("Club")?).await?;
+    let room = owner
+        .client
+        .channel_create(server.id, Name::new("Room")?, Some(8), None)
+        .await?;
+    let invite = owner.client.invite_create(server.id, None, None).await?;
+    guest.client.invite_join(invite.code).await?;
+    owner.join(room.id).await?;
+    guest.join(room.id).await?;
+    Ok(room.id)
+}
+
 /// Both hear each other from sample counts `from` on; returns the longer of the two waits, from
 /// `from` to the first good second.
 pub async fn both_hear(a: &Talker, b: &Talker, from: (usize, usize)) -> Result<Duration> {

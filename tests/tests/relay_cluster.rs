@@ -904,27 +904,18 @@ async fn a_dead_nodes_client_moves_to_another_node_and_rejoins_its_channel() -> 
 /// moved").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voice_comes_back_after_a_members_node_dies() -> Result<()> {
-    use hum_proto::signal::Name;
-    use hum_tests::talker::{Talker, both_hear};
+    use hum_tests::talker::{Talker, both_hear, room_for_two};
     let mut cluster = Cluster::start("voicemove", 2)?;
     let urls: Vec<String> = cluster.nodes.iter().map(Relay::ws_url).collect();
     let mut ada = Talker::start(&urls[0], 1, "Ada", 440.0).await?;
     let mut bob = Talker::start(&urls[1], 2, "Bob", 660.0).await?;
-    let server = ada.client.server_create(Name::new("Club")?).await?;
-    let room = ada
-        .client
-        .channel_create(server.id, Name::new("Room")?, Some(8), None)
-        .await?;
-    let invite = ada.client.invite_create(server.id, None, None).await?;
-    bob.client.invite_join(invite.code).await?;
-    ada.join(room.id).await?;
-    bob.join(room.id).await?;
+    let room = room_for_two(&mut ada, &mut bob).await?;
     both_hear(&ada, &bob, (0, 0)).await?;
 
     let killed = std::time::Instant::now();
     cluster.nodes.remove(0).kill();
-    ada.rejoined(room.id).await?;
-    bob.sees_join(room.id, ada.id()).await?;
+    ada.rejoined(room).await?;
+    bob.sees_join(room, ada.id()).await?;
     let back = killed.elapsed();
     ensure!(
         ada.client.node_url().as_deref() == Some(urls[1].as_str()),

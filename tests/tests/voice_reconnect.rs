@@ -11,10 +11,9 @@
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
-use hum_proto::signal::Name;
 use hum_tests::proxy::CutProxy;
 use hum_tests::relay::Relay;
-use hum_tests::talker::{Talker, both_hear};
+use hum_tests::talker::{Talker, both_hear, room_for_two};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voice_comes_back_after_relay_connections_drop_and_the_relay_restarts() -> Result<()> {
@@ -28,15 +27,7 @@ async fn voice_comes_back_after_relay_connections_drop_and_the_relay_restarts() 
     let mut ada = Talker::start(&proxies[0].ws_url(), 1, "Ada", 440.0).await?;
     let mut bob = Talker::start(&proxies[1].ws_url(), 2, "Bob", 660.0).await?;
 
-    let server = ada.client.server_create(Name::new("Club")?).await?;
-    let room = ada
-        .client
-        .channel_create(server.id, Name::new("Room")?, Some(8), None)
-        .await?;
-    let invite = ada.client.invite_create(server.id, None, None).await?;
-    bob.client.invite_join(invite.code).await?;
-    ada.join(room.id).await?;
-    bob.join(room.id).await?;
+    let room = room_for_two(&mut ada, &mut bob).await?;
     let first = both_hear(&ada, &bob, (0, 0)).await?;
     eprintln!(
         "connected: both hear each other {:.0} ms in",
@@ -55,8 +46,8 @@ async fn voice_comes_back_after_relay_connections_drop_and_the_relay_restarts() 
         let cut_at = Instant::now();
         let cut = proxies[mover].cut();
         ensure!(cut >= 1, "{}'s relay connection was not open", moving.name);
-        moving.rejoined(room.id).await?;
-        staying.sees_join(room.id, moving.id()).await?;
+        moving.rejoined(room).await?;
+        staying.sees_join(room, moving.id()).await?;
         // From here on, the member who stayed has closed its old connection: what it hears now
         // comes over a new one.
         let back = cut_at.elapsed();
@@ -83,8 +74,8 @@ async fn voice_comes_back_after_relay_connections_drop_and_the_relay_restarts() 
     // The relay dies and comes back on the same address: who is in the channel is rebuilt as
     // the two come back, in either order.
     relay.kill_and_restart(&[])?;
-    ada.rejoined(room.id).await?;
-    bob.rejoined(room.id).await?;
+    ada.rejoined(room).await?;
+    bob.rejoined(room).await?;
     let since = (ada.played(), bob.played());
     let gap = both_hear(&ada, &bob, since).await?;
     eprintln!(

@@ -387,8 +387,8 @@ impl VoiceSession {
         self.add_peer(user).await
     }
 
-    /// Closes the connection to `user`, if any, and forgets its audio, without telling anyone:
-    /// a new connection to the same member takes its place.
+    /// Closes the connection to `user`, if any, and forgets its audio, without telling anyone
+    /// (a new connection to the same member may take its place); `true` if there was one.
     async fn drop_connection(&self, user: UserId) -> bool {
         let Some(peer) = self.peers.lock().await.remove(&user) else {
             return false;
@@ -400,11 +400,8 @@ impl VoiceSession {
 
     /// Someone left: close their connection and forget their audio.
     pub async fn remove_peer(&self, user: UserId, reason: &str) {
-        let peer = self.peers.lock().await.remove(&user);
         self.video.forget_wish(&user);
-        if let Some(p) = peer {
-            p.close().await;
-            self.engine.remove_remote(&user);
+        if self.drop_connection(user).await {
             let _ = self.events.send(VoiceEvent::PeerLeft {
                 user,
                 reason: reason.to_string(),
