@@ -547,6 +547,15 @@ async fn five_thousand(nodes: &[std::net::SocketAddr], members: usize) -> Result
             m.ok("subscribe", json!({"servers": []})).await?;
             let s = m.ok("invite_join", json!({"code": code})).await?;
             ensure!(s["server"]["id"] == sid);
+            // Not watching it, the member gets a summary, not 625 channels.
+            ensure!(
+                s["server"]["channels"]
+                    .as_array()
+                    .is_some_and(Vec::is_empty)
+                    && s["server"]["channel_count"].is_u64(),
+                "a lazy member's invite_join reply is not a summary: {}",
+                s["server"]["channel_count"]
+            );
             m.ok("channel_join", json!({"channel": channel})).await?;
             drop(permit);
             anyhow::Ok(m)

@@ -366,7 +366,8 @@ pub struct ServerSummary {
     pub role: Role,
 }
 
-/// A server in full: members and channels with their rosters.
+/// A server: members and channels with their rosters. To a session that sent `subscribe`, a
+/// server it does not watch may come as a summary (see `channel_count`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServerInfo {
     pub id: ServerId,
@@ -374,12 +375,26 @@ pub struct ServerInfo {
     pub owner: UserId,
     /// The requesting user's role in it.
     pub role: Role,
-    /// All members, or (to a session that sent `subscribe`) the first page of them.
+    /// All members, or (to a session that sent `subscribe`) the first page of them, or none
+    /// in a summary.
     pub members: Vec<Member>,
+    /// Every channel, or none in a summary.
     pub channels: Vec<ChannelInfo>,
     /// How many members the server has (absent from older relays: count `members`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_count: Option<u32>,
+    /// How many channels the server has (absent from older relays: count `channels`). More
+    /// than `channels` holds: this is a summary; `channel_list` gives them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_count: Option<u32>,
+}
+
+impl ServerInfo {
+    /// Whether `channels` is every channel of the server (false for a summary).
+    pub fn has_every_channel(&self) -> bool {
+        self.channel_count
+            .is_none_or(|n| usize::try_from(n).is_ok_and(|n| n <= self.channels.len()))
+    }
 }
 
 /// An invite to a server.

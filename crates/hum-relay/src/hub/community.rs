@@ -11,7 +11,7 @@ use hum_proto::signal::{
 use hum_proto::{InviteCode, ServerId, UserId};
 use rand::Rng;
 
-use super::{Hub, HubResult, db_err, err};
+use super::{Hub, HubResult, Shape, db_err, err};
 use crate::model::{InviteRec, ServerRec};
 
 /// The longest `expires_in_secs` an invite may ask for: 30 days (far below JavaScript's
@@ -90,7 +90,7 @@ impl Hub {
         self.model.add_member(id, user, Role::Owner);
         self.rewatch(&user);
         let info = self
-            .server_info(id, &user)
+            .server_info(id, &user, Shape::Asked)
             .ok_or_else(|| err(ErrorCode::Internal, "server vanished"))?;
         Ok(Reply::Server { server: info })
     }
@@ -120,7 +120,7 @@ impl Hub {
     pub(super) fn server_info_req(&self, user: UserId, server: ServerId) -> HubResult {
         self.role_in(server, &user)?;
         let info = self
-            .server_info(server, &user)
+            .server_info(server, &user, Shape::Asked)
             .ok_or_else(|| err(ErrorCode::NotFound, "no such server"))?;
         Ok(Reply::Server { server: info })
     }
@@ -541,7 +541,9 @@ impl Hub {
         self.rewatch(&user);
         let member = self.member_view(&user, Role::Member);
         self.event_to_watchers(server, None, Event::MemberJoined { server, member });
-        let info = self.server_info(server, &user).ok_or_else(invalid)?;
+        let info = self
+            .server_info(server, &user, Shape::Joined)
+            .ok_or_else(invalid)?;
         Ok(Reply::Server { server: info })
     }
 

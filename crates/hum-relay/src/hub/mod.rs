@@ -981,19 +981,22 @@ impl Hub {
 
     /// `id` as `viewer` sees it. A viewer that subscribes (lazy) gets the first page of members
     /// and rosters only if it watches `id` (or of the channel it is in): a join to a big server
-    /// costs a page, not the whole server.
-    fn server_info(&self, id: ServerId, viewer: &UserId) -> Option<ServerInfo> {
+    /// costs a page, not the whole server. In the reply to a join (`Shape::Joined`), a
+    /// server such a viewer does not watch is a summary: no members, no channels, the counts.
+    fn server_info(&self, id: ServerId, viewer: &UserId, shape: Shape) -> Option<ServerInfo> {
         let s = self.model.servers.get(&id)?;
         let role = *s.members.get(viewer)?;
         let o = self.online.get(viewer);
         let lazy = o.and_then(|o| o.subs.as_ref());
-        let page = if lazy.is_some() {
-            MEMBER_PAGE
-        } else {
-            usize::MAX
+        let watches = lazy.is_none_or(|subs| subs.contains(&id));
+        let summary = shape == Shape::Joined && !watches;
+        let page = match (lazy, summary) {
+            (_, true) => 0,
+            (Some(_), false) => MEMBER_PAGE,
+            (None, false) => usize::MAX,
         };
-        let rosters = lazy.is_none_or(|subs| subs.contains(&id));
         let in_channel = o.and_then(|o| o.channel);
+        let count = |n: usize| Some(u32::try_from(n).unwrap_or(u32::MAX));
         Some(ServerInfo {
             id,
             name: s.name.clone(),
@@ -1008,11 +1011,24 @@ impl Hub {
             channels: s
                 .channels
                 .iter()
-                .filter_map(|c| self.channel_view(*c, rosters || in_channel == Some(*c)))
+                .take(if summary { 0 } else { usize::MAX })
+                .filter_map(|c| self.channel_view(*c, watches || in_channel == Some(*c)))
                 .collect(),
-            member_count: Some(u32::try_from(s.members.len()).unwrap_or(u32::MAX)),
+            member_count: count(s.members.len()),
+            channel_count: count(s.channels.len()),
         })
     }
+}
+
+/// How much of a server a reply carries (`Hub::server_info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// The client asked for this server (`server_info`) or just made it (`server_create`):
+    /// members (a page, to a lazy session) and every channel.
+    Asked,
+    /// The reply to `invite_join`: a lazy session that does not watch the server gets a summary,
+    /// so a join to a big server costs a few hundred bytes, not its channel list.
+    Joined,
 }
 
 /// The name a key gets if it never chose one: `user-` and the first 8 hex digits of the key.

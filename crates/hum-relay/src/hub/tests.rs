@@ -1741,6 +1741,44 @@ fn big_member_lists_page_for_lazy_sessions() {
 }
 
 #[test]
+fn a_lazy_session_joining_a_server_it_does_not_watch_gets_a_summary() {
+    let mut w = World::new();
+    let (s, _) = w.community(1);
+    for _ in 0..2 {
+        w.channel(1, s, None);
+    }
+    let code = w.invite(1, s);
+    // 2 watches nothing (the app shows another server), 3 never subscribed (an older client).
+    w.login(2);
+    w.login(3);
+    w.ok(2, Request::Subscribe { servers: vec![] });
+    let Reply::Server { server } = w.ok(2, Request::InviteJoin { code: code.clone() }) else {
+        panic!()
+    };
+    assert!(server.members.is_empty());
+    assert!(server.channels.is_empty());
+    assert_eq!(server.member_count, Some(2));
+    assert_eq!(server.channel_count, Some(3));
+    assert!(!server.has_every_channel());
+    assert_eq!(server.role, hum_proto::signal::Role::Member);
+    let Reply::Server { server } = w.ok(3, Request::InviteJoin { code }) else {
+        panic!()
+    };
+    assert_eq!((server.members.len(), server.channels.len()), (3, 3));
+    assert!(server.has_every_channel());
+    // Asked for, the server comes whole (a page of members), watched or not.
+    let Reply::Server { server } = w.ok(2, Request::ServerInfo { server: s }) else {
+        panic!()
+    };
+    assert_eq!((server.members.len(), server.channels.len()), (3, 3));
+    assert!(server.has_every_channel());
+    let Reply::Channels { channels, .. } = w.ok(2, Request::ChannelList { server: s }) else {
+        panic!()
+    };
+    assert_eq!(channels.len(), 3);
+}
+
+#[test]
 fn a_permission_change_on_the_sfu_reaches_the_sfu() {
     use super::SfuCmd;
     let mut w = sfu_world();
