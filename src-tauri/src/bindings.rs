@@ -90,6 +90,7 @@ pub fn builder() -> Builder<tauri::Wry> {
             live::live_stop,
             live::live_watch,
             live::live_leave,
+            live::live_quality,
             live::live_dismiss,
             privacy::privacy_get,
             privacy::privacy_set,

@@ -275,7 +275,8 @@ pub struct WatchArgs {
     /// player stalls (down) or plays cleanly for a while (up).
     #[arg(long)]
     pub auto: bool,
-    /// Switch to this layer after `--switch-after` (at a chunk boundary, without a gap).
+    /// Switch to this layer after `--switch-after` (at a chunk boundary, without a gap; a fixed
+    /// pick, as in the app's quality menu: `--auto` stops there).
     #[arg(long, value_parser = parse_quality, requires = "switch_after")]
     pub switch_to: Option<Layer>,
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -751,7 +752,7 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
         tokio::select! {
             _ = tokio::time::sleep_until((began + d).into()) => {
                 session
-                    .switch_layer(layer)
+                    .set_quality(hum_engine::stream::Quality::Fixed(layer))
                     .await
                     .map_err(|e| anyhow!("switching layers: {e}"))?;
             }

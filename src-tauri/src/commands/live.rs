@@ -17,14 +17,17 @@ use hum_engine::ClientEvent;
 use hum_engine::RelayClient;
 use hum_engine::stream::player::{AudioPlayout, spawn_player};
 use hum_engine::stream::session::EndReason;
+use hum_engine::stream::session::stream_layers;
 use hum_engine::stream::source::{AudioInput, LayerSpec, SourceConfig, VideoInput};
-use hum_engine::stream::{LiveOptions, LiveSession, NodeReport, WatchOptions, WatchSession};
+use hum_engine::stream::{
+    LiveOptions, LiveSession, NodeReport, Quality, WatchOptions, WatchSession, layer_label,
+};
 use hum_engine::voice::hum_media::AudioSink;
 use hum_engine::voice::hum_media::device::CpalSink;
 use hum_engine::voice::hum_media::pacer::Paced;
 use hum_engine::voice::hum_media::synth::NullSink;
 use hum_proto::mesh::Layer;
-use hum_proto::signal::{Event, Name, Reply, Request, StreamInfo};
+use hum_proto::signal::{Event, Name, Reply, Request, StreamInfo, StreamLayerName};
 use hum_proto::{Bitrate, ChannelId, ServerId, StreamId};
 use serde::{Deserialize, Serialize};
 use specta::Type;
@@ -107,6 +110,68 @@ pub struct StreamingView {
     pub uploaded_bytes: u64,
 }
 
+/// A stream's layer, as the player's quality menu picks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveLayer {
+    High,
+    Medium,
+    Low,
+    Audio,
+}
+
+impl LiveLayer {
+    pub fn mesh(self) -> Layer {
+        match self {
+            LiveLayer::High => Layer::High,
+            LiveLayer::Medium => Layer::Medium,
+            LiveLayer::Low => Layer::Low,
+            LiveLayer::Audio => Layer::Audio,
+        }
+    }
+    pub fn from_mesh(l: Layer) -> Self {
+        match l {
+            Layer::High => LiveLayer::High,
+            Layer::Medium => LiveLayer::Medium,
+            Layer::Low => LiveLayer::Low,
+            Layer::Audio => LiveLayer::Audio,
+        }
+    }
+    /// The name reports use ("high", "low", ...).
+    fn from_report(name: &str) -> Option<Self> {
+        Layer::ALL
+            .into_iter()
+            .find(|l| StreamLayerName::from_mesh(*l).as_str() == name)
+            .map(Self::from_mesh)
+    }
+}
+
+/// One entry of the player's quality menu: a layer the stream publishes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Type)]
+pub struct LiveQualityOption {
+    pub layer: LiveLayer,
+    /// "360p", "180p", "Audio only" (hum-engine's `layer_label`).
+    pub label: String,
+    pub width: u32,
+    pub height: u32,
+    /// Planned rate, bits/s.
+    pub bitrate: u64,
+}
+
+/// The layers of a stream as the quality menu lists them, best first.
+fn quality_options(info: &StreamInfo) -> Vec<LiveQualityOption> {
+    stream_layers(info)
+        .iter()
+        .map(|l| LiveQualityOption {
+            layer: LiveLayer::from_mesh(l.layer.mesh()),
+            label: layer_label(l),
+            width: l.width,
+            height: l.height,
+            bitrate: l.bitrate.bps(),
+        })
+        .collect()
+}
+
 /// The stream I watch, and what I give back.
 #[derive(Clone, Debug, PartialEq, Serialize, Type)]
 pub struct WatchingView {
@@ -134,6 +199,13 @@ pub struct WatchingView {
     pub relay_history: Vec<u64>,
     /// Mesh links open (the relay's root and peers).
     pub links: u64,
+    /// The quality menu: the layers the stream publishes, best first.
+    pub qualities: Vec<LiveQualityOption>,
+    /// My pick: `None` is auto (capped by the bandwidth settings' download quality).
+    pub quality: Option<LiveLayer>,
+    /// The layer playing now (in auto, the one auto picked; after a pick, until the player
+    /// cuts over, still the old one).
+    pub playing: LiveLayer,
 }
 
 /// Everything the live panel shows.
@@ -301,6 +373,13 @@ fn watching_view(w: &Watching, r: &NodeReport) -> WatchingView {
         relay_now: w.history.back().copied().unwrap_or(0),
         relay_history: w.history.iter().copied().collect(),
         links: r.links,
+        qualities: quality_options(w.session.info()),
+        quality: match w.session.quality() {
+            Quality::Auto => None,
+            Quality::Fixed(l) => Some(LiveLayer::from_mesh(l)),
+        },
+        playing: LiveLayer::from_report(r.layer)
+            .unwrap_or_else(|| LiveLayer::from_mesh(w.session.layer())),
     }
 }
 
@@ -618,6 +697,27 @@ pub async fn live_leave(app: AppHandle) -> CmdResult<()> {
     Ok(())
 }
 
+/// The player's quality menu: a layer (`None`: auto, capped by the download-quality setting).
+/// The switch is gapless; the status says which layer plays once the player has cut over.
+#[tauri::command]
+#[specta::specta]
+pub async fn live_quality(app: AppHandle, layer: Option<LiveLayer>) -> CmdResult<LiveStatus> {
+    {
+        let live = live_state(&app);
+        let guard = live.watching.lock().await;
+        let Some(w) = guard.as_ref() else {
+            return Err(CommandError::invalid(
+                "You are not watching a stream: open one to pick its quality.",
+            ));
+        };
+        let q = layer.map_or(Quality::Auto, |l| Quality::Fixed(l.mesh()));
+        w.session.set_quality(q).await.map_err(stream_error)?;
+    }
+    let s = status(&app, false).await;
+    emit_status(&app, false).await;
+    Ok(s)
+}
+
 /// Clears the notice (the user closed it).
 #[tauri::command]
 #[specta::specta]
@@ -662,6 +762,49 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&LiveSource::Screen).expect("json"),
             r#""screen""#
+        );
+        // The quality menu: one entry (named by its size) for a stream that lists no layers;
+        // each published layer, best first, for one that does.
+        let menu = quality_options(&info);
+        assert_eq!(menu.len(), 1);
+        assert_eq!(
+            (menu[0].layer, menu[0].label.as_str()),
+            (LiveLayer::High, "High")
+        );
+        let layered = StreamInfo {
+            layers: [
+                (StreamLayerName::High, 640, 360, 700),
+                (StreamLayerName::Low, 320, 180, 200),
+                (StreamLayerName::Audio, 0, 0, 40),
+            ]
+            .map(
+                |(layer, width, height, kbps)| hum_proto::signal::StreamLayer {
+                    layer,
+                    bitrate: Bitrate::from_kbps(kbps),
+                    width,
+                    height,
+                },
+            )
+            .to_vec(),
+            ..info
+        };
+        let labels: Vec<(LiveLayer, String)> = quality_options(&layered)
+            .into_iter()
+            .map(|o| (o.layer, o.label))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                (LiveLayer::High, "360p".to_owned()),
+                (LiveLayer::Low, "180p".to_owned()),
+                (LiveLayer::Audio, "Audio only".to_owned())
+            ]
+        );
+        assert_eq!(LiveLayer::from_report("low"), Some(LiveLayer::Low));
+        assert_eq!(LiveLayer::from_report("bogus"), None);
+        assert_eq!(
+            serde_json::from_str::<LiveLayer>(r#""audio""#).expect("layer json"),
+            LiveLayer::Audio
         );
         let s = app_source();
         assert_eq!(

@@ -192,6 +192,11 @@ export const commands = {
 	liveWatch: (stream: number) => typedError<LiveStatus, CommandError>(__TAURI_INVOKE("live_watch", { stream })),
 	/**  Stops watching (nothing if I watch nothing). */
 	liveLeave: () => typedError<null, CommandError>(__TAURI_INVOKE("live_leave")),
+	/**
+	 *  The player's quality menu: a layer (`None`: auto, capped by the download-quality setting).
+	 *  The switch is gapless; the status says which layer plays once the player has cut over.
+	 */
+	liveQuality: (layer: LiveLayer | null) => typedError<LiveStatus, CommandError>(__TAURI_INVOKE("live_quality", { layer })),
 	/**  Clears the notice (the user closed it). */
 	liveDismiss: () => __TAURI_INVOKE<void>("live_dismiss"),
 	privacyGet: () => __TAURI_INVOKE<PrivacySettings>("privacy_get"),
@@ -517,6 +522,20 @@ export type LinkView =
 /**  A stream started or ended in one of my servers, or its audience changed: refetch `live_list`. */
 export type LiveChanged = {
 	server: number | null,
+};
+
+/**  A stream's layer, as the player's quality menu picks it. */
+export type LiveLayer = "high" | "medium" | "low" | "audio";
+
+/**  One entry of the player's quality menu: a layer the stream publishes. */
+export type LiveQualityOption = {
+	layer: LiveLayer,
+	/**  "360p", "180p", "Audio only" (hum-engine's `layer_label`). */
+	label: string,
+	width: number,
+	height: number,
+	/**  Planned rate, bits/s. */
+	bitrate: number,
 };
 
 /**  Where a stream's picture comes from. */
@@ -916,6 +935,15 @@ export type WatchingView = {
 	relay_history: number[],
 	/**  Mesh links open (the relay's root and peers). */
 	links: number,
+	/**  The quality menu: the layers the stream publishes, best first. */
+	qualities: LiveQualityOption[],
+	/**  My pick: `None` is auto (capped by the bandwidth settings' download quality). */
+	quality: LiveLayer | null,
+	/**
+	 *  The layer playing now (in auto, the one auto picked; after a pick, until the player
+	 *  cuts over, still the old one).
+	 */
+	playing: LiveLayer,
 };
 
 /* Tauri Specta runtime */

@@ -43,6 +43,7 @@ export const BROWSER_LIMITS: Record<string, string> = {
   video_bench_start: "video is not in the browser yet (voice only)",
   live_start: "livestreams are not in the browser yet",
   live_watch: "livestreams are not in the browser yet",
+  live_quality: "livestreams are not in the browser yet",
   live_status: "livestreams are not in the browser yet",
   call_start: "1-on-1 calls are not in the browser yet",
   call_get: "1-on-1 calls are not in the browser yet",

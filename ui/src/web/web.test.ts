@@ -32,6 +32,8 @@ describe("dispatch", () => {
     const e = await failure(dispatch({}, "camera_set", { on: true }));
     expect(isCommandError(e)).toBe(true);
     expect(e.message).toMatch(/^Not available in the browser: video/);
+    const quality = await failure(dispatch({}, "live_quality", { layer: "low" }));
+    expect(quality.message).toBe("Not available in the browser: livestreams are not in the browser yet. The desktop app has it.");
     const unknown = await failure(dispatch({}, "something_new"));
     expect(unknown.message).toContain("`something_new`");
     // Not an Error: the bindings' typedError rethrows Errors instead of returning them.

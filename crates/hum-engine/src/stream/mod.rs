@@ -29,7 +29,8 @@ pub use node::{
     Command, NodeConfig, NodeHandle, NodeReport, PlayedChunk, spawn_recording, spawn_root,
     spawn_uploader, spawn_viewer,
 };
-pub use session::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession};
+pub use session::{EndReason, LiveOptions, LiveSession, WatchOptions, WatchSession, layer_label};
+pub use splice::Quality;
 
 /// What can go wrong setting up a stream.
 #[derive(Debug, thiserror::Error)]

@@ -14,13 +14,14 @@ use hum_proto::signal::{
 };
 use hum_proto::{Bitrate, ChannelId, StreamId, UserId};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::StreamError;
 use super::node::{
     Command, NodeConfig, NodeHandle, NodeReport, PlayedChunk, spawn_uploader, spawn_viewer, unix_ms,
 };
 use super::source::{AudioInput, MediaStream, SourceConfig, VideoInput};
+use super::splice::{Quality, QualityControl};
 use crate::{ClientError, ClientEvent, RelayClient};
 
 /// Why a stream stopped for this process.
@@ -473,10 +474,11 @@ pub struct WatchOptions {
     /// Every verified chunk the player plays (for a decoder); bounded, never blocks the mesh.
     pub played: Option<mpsc::Sender<PlayedChunk>>,
     /// The best layer to watch (`None`: the best the stream has; a layer the stream lacks: the
-    /// best below it).
+    /// best below it), and the cap of auto quality, now or when picked later
+    /// ([`WatchSession::set_quality`]): the download-quality setting.
     pub layer: Option<Layer>,
     /// Auto quality: start at `layer` and move between it and the layers below by the player's
-    /// stalls ([`super::splice::AutoQuality`]).
+    /// stalls ([`super::splice::AutoQuality`]); else `layer` is a fixed pick.
     pub auto: bool,
 }
 
@@ -495,14 +497,33 @@ pub fn stream_layers(info: &StreamInfo) -> Vec<StreamLayer> {
     }
 }
 
+/// A layer as the player's quality menu names it: its picture height ("360p"), "Audio only", or
+/// the layer's name when the stream gave no size (a stream that lists no layers).
+pub fn layer_label(l: &StreamLayer) -> String {
+    match l.layer {
+        StreamLayerName::Audio => "Audio only".into(),
+        _ if l.height > 0 => format!("{}p", l.height),
+        n => {
+            let name = n.as_str();
+            let mut c = name.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
 /// A stream this process watches (and relays to other viewers).
 pub struct WatchSession {
     m: Member,
     switch: Switch,
-    auto: Option<tokio::task::JoinHandle<()>>,
+    /// The quality picks to the steering task (which owns [`QualityControl`]), each with where
+    /// to say when its switch is done.
+    picks: mpsc::UnboundedSender<(Quality, oneshot::Sender<Result<(), StreamError>>)>,
+    steer: tokio::task::JoinHandle<()>,
 }
 
-/// What a layer switch needs (shared with the auto-quality task).
+/// What a layer switch needs (shared with the steering task).
 #[derive(Clone)]
 struct Switch {
     client: RelayClient,
@@ -510,6 +531,8 @@ struct Switch {
     node: NodeHandle,
     relay: Bitrate,
     layer: Arc<std::sync::Mutex<Layer>>,
+    /// The viewer's pick now (the steering task's [`QualityControl::choice`]).
+    choice: Arc<std::sync::Mutex<Quality>>,
 }
 
 impl Switch {
@@ -549,64 +572,68 @@ impl Switch {
         }
     }
 
-    /// Steers the layer between `cap` and the layers below it: with `auto`, by the player's
-    /// stalls and skips (each report change); with a bandwidth service, one layer down each time
-    /// its throttler asks to lower the viewing layer (auto quality probes back up later; a fixed
-    /// quality stays down until the user picks again). `None` when there is nothing to follow.
+    /// The one task that moves the layer, so switches never interleave: the viewer's picks
+    /// (`picks`), and the rule of [`QualityControl`] over the player's stalls and skips (each
+    /// report change, in auto only) and the bandwidth service's asks to lower the viewing layer.
     fn steer(
         self,
-        cap: StreamLayerName,
-        auto: bool,
+        cap: Option<Layer>,
+        choice: Quality,
         budget: Option<crate::budget::BudgetService>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        if !auto && budget.is_none() {
-            return None;
-        }
+        mut picks: mpsc::UnboundedReceiver<(Quality, oneshot::Sender<Result<(), StreamError>>)>,
+    ) -> tokio::task::JoinHandle<()> {
         let mut budget_events = budget.map(|b| b.subscribe());
-        Some(tokio::spawn(async move {
+        tokio::spawn(async move {
             let layers: Vec<Layer> = stream_layers(&self.info)
                 .iter()
-                .filter(|l| l.layer >= cap)
                 .map(|l| l.layer.mesh())
                 .collect();
             let start = Instant::now();
-            let now_layer = self.layer.lock().map(|l| *l).unwrap_or(Layer::High);
-            let mut q = super::splice::AutoQuality::new(layers, now_layer, Duration::ZERO);
             let mut reports = self.node.report_watch();
+            let trouble = |r: &NodeReport| r.stalled + r.skipped;
+            let mut q = QualityControl::new(layers, cap, choice, Duration::ZERO, 0);
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
+                let auto = q.choice() == Quality::Auto;
                 let mut asked = false;
+                let mut picked = None;
                 tokio::select! {
+                    p = picks.recv() => match p {
+                        Some(p) => picked = Some(p),
+                        None => return,
+                    },
                     r = reports.changed(), if auto => if r.is_err() { return },
                     _ = tick.tick(), if auto => {}
                     ev = next_budget_event(&mut budget_events) => {
                         asked = matches!(ev, crate::budget::BudgetEvent::LowerViewingLayer { .. });
                     }
                 }
-                let pick = if asked {
-                    q.lower(start.elapsed())
-                } else if auto {
-                    let trouble = {
-                        let r = reports.borrow_and_update();
-                        r.stalled + r.skipped
-                    };
-                    q.update(start.elapsed(), trouble)
-                } else {
-                    None
+                let now = start.elapsed();
+                let count = trouble(&reports.borrow_and_update());
+                let (pick, why) = match &picked {
+                    Some((choice, _)) => (q.set(now, *choice, count), "quality picked"),
+                    None if asked => (q.lower(now), "protecting the connection"),
+                    None => (q.update(now, count), "auto quality"),
                 };
-                if let Some(l) = pick {
-                    let why = if asked {
-                        "protecting the connection"
-                    } else {
-                        "auto quality"
-                    };
-                    tracing::info!(stream = %self.info.id, "{why}: {}", super::node::layer_name(l));
-                    if let Err(e) = self.to(l).await {
-                        tracing::warn!("{why}: switch: {e}");
+                if let Ok(mut c) = self.choice.lock() {
+                    *c = q.choice();
+                }
+                let done = match pick {
+                    Some(l) => {
+                        tracing::info!(stream = %self.info.id, "{why}: {}", super::node::layer_name(l));
+                        let r = self.to(l).await;
+                        if let Err(e) = &r {
+                            tracing::warn!("{why}: switch: {e}");
+                        }
+                        r
                     }
+                    None => Ok(()),
+                };
+                if let Some((_, reply)) = picked {
+                    let _ = reply.send(done);
                 }
             }
-        }))
+        })
     }
 }
 
@@ -671,16 +698,30 @@ impl WatchSession {
             }
         };
         let viewers = Arc::new(AtomicU32::new(0));
+        let choice = if opts.auto {
+            Quality::Auto
+        } else {
+            Quality::Fixed(watch.layer.mesh())
+        };
         let switch = Switch {
             client: client.clone(),
             info: info.clone(),
             node: node.clone(),
             relay: opts.relay,
             layer: Arc::new(std::sync::Mutex::new(watch.layer.mesh())),
+            choice: Arc::new(std::sync::Mutex::new(choice)),
         };
         let m = Member::start(client, info, node, events, sig_rx, viewers);
-        let auto = switch.clone().steer(want, opts.auto, opts.upload);
-        Ok(WatchSession { m, switch, auto })
+        let (picks, picks_rx) = mpsc::unbounded_channel();
+        let steer = switch
+            .clone()
+            .steer(opts.layer, choice, opts.upload, picks_rx);
+        Ok(WatchSession {
+            m,
+            switch,
+            picks,
+            steer,
+        })
     }
 
     pub fn info(&self) -> &StreamInfo {
@@ -714,9 +755,7 @@ impl WatchSession {
     /// first and this viewer keeps serving its downstreams until they stop asking, 3 s at most:
     /// docs/stream.md "Leaving"), then leaves the stream at the relay; the final report.
     pub async fn stop(self) -> NodeReport {
-        if let Some(a) = &self.auto {
-            a.abort();
-        }
+        self.steer.abort();
         if self.m.ended.borrow().is_none() {
             self.m.node.leave().await;
         }
@@ -729,11 +768,28 @@ impl WatchSession {
         self.switch.layer.lock().map(|l| *l).unwrap_or(Layer::High)
     }
 
-    /// Watch `layer` from now on (the best published one no better than it): the node starts a
-    /// machine for that layer's swarm, the relay moves us there (`stream_join` again with the
-    /// layer), and the player cuts over at a chunk boundary without a gap (`stream::splice`).
-    pub async fn switch_layer(&self, layer: Layer) -> Result<(), StreamError> {
-        self.switch.to(layer).await
+    /// The viewer's pick now ([`Quality::Auto`] or the fixed layer).
+    pub fn quality(&self) -> Quality {
+        self.switch
+            .choice
+            .lock()
+            .map(|c| *c)
+            .unwrap_or(Quality::Auto)
+    }
+
+    /// The player's quality menu: [`Quality::Fixed`] watches that layer (the best published
+    /// one no better than it) and stops auto quality; [`Quality::Auto`] starts it again from
+    /// the layer watched now, never above the download-quality cap given at join
+    /// (`WatchOptions::layer`). The rule is [`QualityControl`]'s. A switch starts a machine for
+    /// the new layer's swarm, the relay moves us there (`stream_join` again with the layer),
+    /// and the player cuts over at a chunk boundary without a gap (`stream::splice`); this
+    /// returns once the relay has moved us.
+    pub async fn set_quality(&self, quality: Quality) -> Result<(), StreamError> {
+        let (tx, rx) = oneshot::channel();
+        if self.picks.send((quality, tx)).is_err() {
+            return Ok(());
+        }
+        rx.await.unwrap_or(Ok(()))
     }
 
     /// Tests only: close the link to the relay's root, as a network drop would (the session
@@ -897,5 +953,19 @@ mod tests {
             mesh_url("wss://relay.example/", "t"),
             "wss://relay.example/mesh?ticket=t"
         );
+    }
+
+    #[test]
+    fn layers_are_named_by_picture_height() {
+        let l = |layer, height| StreamLayer {
+            layer,
+            bitrate: Bitrate::from_kbps(200),
+            width: height * 16 / 9,
+            height,
+        };
+        assert_eq!(layer_label(&l(StreamLayerName::High, 720)), "720p");
+        assert_eq!(layer_label(&l(StreamLayerName::Low, 180)), "180p");
+        assert_eq!(layer_label(&l(StreamLayerName::Audio, 0)), "Audio only");
+        assert_eq!(layer_label(&l(StreamLayerName::High, 0)), "High");
     }
 }

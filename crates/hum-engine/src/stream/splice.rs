@@ -236,6 +236,143 @@ impl AutoQuality {
     }
 }
 
+/// What the viewer picked in the player's quality menu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quality {
+    /// Auto quality ([`AutoQuality`]), never above the download-quality setting's layer.
+    Auto,
+    /// This layer (the best published one no better than it) until the viewer picks again;
+    /// only the bandwidth service's "lower the viewing layer" moves it, down.
+    Fixed(Layer),
+}
+
+/// The player's quality rule (sans-IO): the viewer's pick, and the layer to watch. A fixed pick
+/// is never moved by the player's stalls or clean time (auto steering is off); picking Auto
+/// starts auto quality again from the layer watched now, capped at `cap` (the download-quality
+/// setting: a layer above it steps down to it at once). A fixed pick may be above the cap (the
+/// viewer asked for it). The bandwidth service's asks to lower the layer apply to both: auto
+/// steps down and probes up again later; a fixed pick steps down and stays there.
+#[derive(Clone, Debug)]
+pub struct QualityControl {
+    /// Published layers, best first.
+    layers: Vec<Layer>,
+    /// The best layer auto may pick (a published one).
+    cap: Layer,
+    choice: Quality,
+    /// The layer watched now (or being switched to).
+    layer: Layer,
+    /// Running while the choice is [`Quality::Auto`].
+    auto: Option<AutoQuality>,
+}
+
+impl QualityControl {
+    /// `layers` as published, best first (at least one); `cap`: the download-quality setting
+    /// (`None`: the best); watching what `choice` asks for from `now`, the player's stalls and
+    /// skips counted so far `stalls_and_skips`.
+    pub fn new(
+        layers: Vec<Layer>,
+        cap: Option<Layer>,
+        choice: Quality,
+        now: Duration,
+        stalls_and_skips: u64,
+    ) -> Self {
+        let mut layers = layers;
+        layers.sort_unstable();
+        layers.dedup();
+        if layers.is_empty() {
+            layers.push(Layer::High);
+        }
+        let mut q = QualityControl {
+            cap: Layer::High,
+            layer: layers[0],
+            layers,
+            choice: Quality::Fixed(Layer::High),
+            auto: None,
+        };
+        q.cap = q.published(cap.unwrap_or(Layer::High));
+        q.layer = match choice {
+            Quality::Auto => q.cap,
+            Quality::Fixed(l) => q.published(l),
+        };
+        q.set(now, choice, stalls_and_skips);
+        q
+    }
+
+    /// The best published layer no better than `l` (the lowest published if all are better).
+    fn published(&self, l: Layer) -> Layer {
+        self.layers
+            .iter()
+            .copied()
+            .find(|p| *p >= l)
+            .unwrap_or(self.layers[self.layers.len() - 1])
+    }
+
+    pub fn choice(&self) -> Quality {
+        self.choice
+    }
+
+    /// The layer to watch now.
+    pub fn layer(&self) -> Layer {
+        self.layer
+    }
+
+    /// The viewer picks `choice` at `now` (the player's running count of stalls and skips:
+    /// auto counts only what comes after): the layer to switch to, `Some` when it changes.
+    pub fn set(&mut self, now: Duration, choice: Quality, stalls_and_skips: u64) -> Option<Layer> {
+        let to = match choice {
+            Quality::Fixed(l) => {
+                let l = self.published(l);
+                self.choice = Quality::Fixed(l);
+                self.auto = None;
+                l
+            }
+            Quality::Auto => {
+                self.choice = Quality::Auto;
+                let start = self.layer.max(self.cap);
+                let under_cap: Vec<Layer> = self
+                    .layers
+                    .iter()
+                    .copied()
+                    .filter(|l| *l >= self.cap)
+                    .collect();
+                let mut a = AutoQuality::new(under_cap, start, now);
+                a.last_count = stalls_and_skips;
+                self.auto = Some(a);
+                start
+            }
+        };
+        self.move_to(to)
+    }
+
+    /// The player's running count of stalls and skips at `now`: the layer to switch to (only
+    /// ever in auto).
+    pub fn update(&mut self, now: Duration, stalls_and_skips: u64) -> Option<Layer> {
+        let to = self.auto.as_mut()?.update(now, stalls_and_skips)?;
+        self.move_to(to)
+    }
+
+    /// The bandwidth service asks to lower the viewing layer: one layer down (auto probes up
+    /// again later; a fixed pick stays down until the viewer picks again).
+    pub fn lower(&mut self, now: Duration) -> Option<Layer> {
+        let to = match &mut self.auto {
+            Some(a) => a.lower(now)?,
+            None => {
+                let below = self.layers.iter().copied().find(|l| *l > self.layer)?;
+                self.choice = Quality::Fixed(below);
+                below
+            }
+        };
+        self.move_to(to)
+    }
+
+    fn move_to(&mut self, to: Layer) -> Option<Layer> {
+        (to != self.layer).then(|| {
+            self.layer = to;
+            to
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +546,78 @@ mod tests {
         assert_eq!(q.update(s(100), 10), Some(Layer::Low));
         assert_eq!(q.update(s(1000), 10), None);
         assert_eq!(q.layer(), Layer::Low);
+    }
+
+    #[test]
+    fn a_fixed_quality_is_not_moved_by_stalls_and_auto_resumes_from_where_it_is() {
+        let layers = vec![Layer::High, Layer::Low, Layer::Audio];
+        let s = |x: u64| Duration::from_secs(x);
+        // Auto (the setting: the best) watches `high` and steps down on two stalls.
+        let mut q = QualityControl::new(layers.clone(), None, Quality::Auto, s(0), 0);
+        assert_eq!(q.layer(), Layer::High);
+        assert_eq!(q.update(s(1), 1), None);
+        assert_eq!(q.update(s(2), 2), Some(Layer::Low));
+        // The viewer picks `high`: switched at once, and no stall or clean minute moves it.
+        assert_eq!(
+            q.set(s(3), Quality::Fixed(Layer::High), 2),
+            Some(Layer::High)
+        );
+        assert_eq!(q.choice(), Quality::Fixed(Layer::High));
+        for (t, n) in [(4, 4), (5, 6), (6, 9), (7, 12)] {
+            assert_eq!(q.update(s(t), n), None, "stalls moved a fixed pick");
+        }
+        // `low`, then a long clean run: it stays at `low` (auto would have probed up at 30 s).
+        assert_eq!(
+            q.set(s(8), Quality::Fixed(Layer::Low), 12),
+            Some(Layer::Low)
+        );
+        assert_eq!(
+            q.update(s(200), 12),
+            None,
+            "clean time moved a fixed pick up"
+        );
+        assert_eq!(q.layer(), Layer::Low);
+        // Auto again: it starts from `low` (no switch), counts only stalls after the pick...
+        assert_eq!(q.set(s(201), Quality::Auto, 12), None);
+        assert_eq!(q.choice(), Quality::Auto);
+        assert_eq!(q.update(s(202), 12), None);
+        // ...probes up after 30 s clean, and steps down on two new stalls.
+        assert_eq!(q.update(s(231), 12), Some(Layer::High));
+        assert_eq!(q.update(s(232), 13), None);
+        assert_eq!(q.update(s(233), 14), Some(Layer::Low));
+        // A layer the stream lacks: the best published below it.
+        assert_eq!(q.set(s(240), Quality::Fixed(Layer::Medium), 14), None);
+        assert_eq!(q.choice(), Quality::Fixed(Layer::Low));
+    }
+
+    #[test]
+    fn auto_is_capped_by_the_download_setting_and_a_fixed_pick_may_exceed_it() {
+        let layers = vec![Layer::High, Layer::Low, Layer::Audio];
+        let s = |x: u64| Duration::from_secs(x);
+        // The setting says 720p (`medium`): this stream's best under it is `low`.
+        let mut q = QualityControl::new(layers, Some(Layer::Medium), Quality::Auto, s(0), 0);
+        assert_eq!(q.layer(), Layer::Low);
+        assert_eq!(q.update(s(100), 0), None, "auto probed above the setting");
+        // The viewer asks for `high` anyway: it gets it.
+        assert_eq!(
+            q.set(s(101), Quality::Fixed(Layer::High), 0),
+            Some(Layer::High)
+        );
+        // Auto from there steps down to the setting at once.
+        assert_eq!(q.set(s(102), Quality::Auto, 0), Some(Layer::Low));
+        // The bandwidth service lowers a fixed pick, which stays down.
+        let mut q = QualityControl::new(
+            vec![Layer::High, Layer::Low, Layer::Audio],
+            None,
+            Quality::Fixed(Layer::High),
+            s(0),
+            0,
+        );
+        assert_eq!(q.lower(s(1)), Some(Layer::Low));
+        assert_eq!(q.choice(), Quality::Fixed(Layer::Low));
+        assert_eq!(q.update(s(500), 0), None);
+        assert_eq!(q.lower(s(501)), Some(Layer::Audio));
+        assert_eq!(q.lower(s(502)), None);
     }
 
     #[test]

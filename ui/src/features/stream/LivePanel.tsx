@@ -1,7 +1,7 @@
 import { formatRate } from "../../lib/api";
-import type { StreamingView, WatchingView } from "../../lib/bindings";
+import type { LiveLayer, StreamingView, WatchingView } from "../../lib/bindings";
 import { VideoTile } from "../video/VideoTile";
-import { dismissNotice, leaveStream, liveError, liveStatus, stopLive } from "./store";
+import { dismissNotice, leaveStream, liveBusy, liveError, liveStatus, setQuality, stopLive } from "./store";
 
 /** "1.2 MB", "340 kB" from bytes. */
 export function formatBytes(n: number): string {
@@ -47,6 +47,44 @@ function Sending(props: { s: StreamingView }) {
   );
 }
 
+/**
+ * The player's quality menu, as Twitch and YouTube have it: Auto (showing the layer auto plays
+ * now) and each layer the stream publishes, named by the engine ("360p", "180p", "Audio only").
+ * A pick switches without a gap; until the player cuts over it says "switching".
+ */
+export function QualityMenu(props: { w: WatchingView }) {
+  const w = props.w;
+  const label = (l: LiveLayer) => w.qualities.find((q) => q.layer === l)?.label ?? l;
+  const picked = w.quality ?? "auto";
+  const switching = w.quality !== null && w.quality !== w.playing;
+  return (
+    <label class="quality-menu row small-text" data-testid="live-quality" data-quality={picked} data-playing={w.playing}>
+      Quality
+      <select
+        data-testid="live-quality-select"
+        value={picked}
+        disabled={liveBusy.value}
+        onChange={(e) => {
+          const v = (e.currentTarget as HTMLSelectElement).value;
+          setQuality(v === "auto" ? null : (v as LiveLayer));
+        }}
+      >
+        <option value="auto">{w.quality === null ? `Auto (${label(w.playing)})` : "Auto"}</option>
+        {w.qualities.map((q) => (
+          <option key={q.layer} value={q.layer}>
+            {q.label}
+          </option>
+        ))}
+      </select>
+      {switching && (
+        <span class="muted" data-testid="live-quality-switching">
+          switching from {label(w.playing)}…
+        </span>
+      )}
+    </label>
+  );
+}
+
 function Player(props: { w: WatchingView }) {
   const w = props.w;
   const fromPeers = w.bytes_from_root + w.bytes_from_peers === 0 ? 0 : (100 * w.bytes_from_peers) / (w.bytes_from_root + w.bytes_from_peers);
@@ -66,6 +104,7 @@ function Player(props: { w: WatchingView }) {
         </button>
       </header>
       <VideoTile streamId={w.video_id} label={`${w.stream.title} by ${w.stream.streamer_name}`} />
+      <QualityMenu w={w} />
       <p class="muted small-text" data-testid="live-player-stats" data-played={w.played}>
         {w.started ? (
           <>

@@ -49,6 +49,13 @@ function watching(over: Partial<WatchingView> = {}): WatchingView {
     relay_now: 320_000,
     relay_history: [0, 100_000, 320_000],
     links: 3,
+    qualities: [
+      { layer: "high", label: "360p", width: 640, height: 360, bitrate: 740_000 },
+      { layer: "low", label: "180p", width: 320, height: 180, bitrate: 240_000 },
+      { layer: "audio", label: "Audio only", width: 0, height: 0, bitrate: 40_000 },
+    ],
+    quality: null,
+    playing: "high",
     ...over,
   };
 }
@@ -152,6 +159,55 @@ describe("livestreams", () => {
     await emit("live-status-changed", { status: { ...idle, notice: "\"speedrun\" ended." } });
     expect((await screen.findByTestId("live-notice")).textContent).toContain("ended");
     expect(screen.queryByTestId("live-player")).toBeNull();
+  });
+
+  it("has a quality menu: Auto with the layer it plays, each published layer, a pick switches and Auto comes back", async () => {
+    let status: LiveStatus = { ...idle, watching: watching() };
+    const calls = fakeBackend({
+      servers_list: () => [server],
+      live_status: () => status,
+      live_quality: (a) => {
+        const layer = a.layer as WatchingView["quality"];
+        // The engine switched: my pick is in the status at once, the player cuts over later.
+        status = { ...idle, watching: watching({ quality: layer, playing: layer === null ? "low" : "high" }) };
+        return status;
+      },
+    });
+    render(<VoiceScreen />);
+    const select = (await screen.findByTestId("live-quality-select")) as HTMLSelectElement;
+    const options = () => [...select.options].map((o) => `${o.value}=${o.textContent}`);
+    expect(select.value).toBe("auto");
+    expect(options()).toEqual(["auto=Auto (360p)", "high=360p", "low=180p", "audio=Audio only"]);
+    expect(screen.getByTestId("live-quality").dataset.playing).toBe("high");
+
+    fireEvent.change(select, { target: { value: "low" } });
+    await waitFor(() => expect(calls.find((c) => c.cmd === "live_quality")?.args).toEqual({ layer: "low" }));
+    await waitFor(() => expect(screen.getByTestId("live-quality").dataset.quality).toBe("low"));
+    expect(select.value).toBe("low");
+    expect(options()[0]).toBe("auto=Auto");
+    expect(screen.getByTestId("live-quality-switching").textContent).toBe("switching from 360p…");
+    // The player cut over: the next status says so.
+    await emit("live-status-changed", { status: { ...idle, watching: watching({ quality: "low", playing: "low" }) } });
+    await waitFor(() => expect(screen.getByTestId("live-quality").dataset.playing).toBe("low"));
+    expect(screen.queryByTestId("live-quality-switching")).toBeNull();
+
+    fireEvent.change(select, { target: { value: "auto" } });
+    await waitFor(() => expect(calls.filter((c) => c.cmd === "live_quality").map((c) => c.args.layer)).toEqual(["low", null]));
+    await waitFor(() => expect(select.value).toBe("auto"));
+    expect(options()[0]).toBe("auto=Auto (180p)");
+  });
+
+  it("shows the engine's refusal of a quality pick", async () => {
+    fakeBackend({
+      servers_list: () => [server],
+      live_status: () => ({ ...idle, watching: watching() }),
+      live_quality: () => {
+        throw { code: "invalid_input", message: "You are not watching a stream: open one to pick its quality." };
+      },
+    });
+    render(<VoiceScreen />);
+    fireEvent.change(await screen.findByTestId("live-quality-select"), { target: { value: "audio" } });
+    expect((await screen.findByTestId("live-error")).textContent).toContain("not watching");
   });
 
   it("says how to relay when the bandwidth settings give nothing", async () => {

@@ -3,7 +3,7 @@
 // while either runs).
 import { signal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
-import { commands, events, type GoLive, type LiveStatus, type LiveStreamView } from "../../lib/bindings";
+import { commands, events, type GoLive, type LiveLayer, type LiveStatus, type LiveStreamView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { openVideo } from "../../lib/video";
 
@@ -52,6 +52,8 @@ export const watchStream = (id: number) =>
     return unwrap(commands.liveWatch(id));
   });
 export const leaveStream = () => act(async () => (await unwrap(commands.liveLeave()), unwrap(commands.liveStatus())));
+/** The player's quality menu: a layer, or `null` for auto. */
+export const setQuality = (layer: LiveLayer | null) => act(() => unwrap(commands.liveQuality(layer)));
 export async function dismissNotice() {
   await commands.liveDismiss();
   liveStatus.value = { ...liveStatus.value, notice: null };
