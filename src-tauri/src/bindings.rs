@@ -30,6 +30,7 @@ pub fn builder() -> Builder<tauri::Wry> {
             connection::relay_connect,
             connection::relay_status,
             servers::servers_list,
+            servers::servers_watch,
             servers::server_create,
             servers::channel_create,
             servers::channel_configure,

@@ -676,8 +676,26 @@ async fn an_engine_watching_one_server_hears_only_its_rosters() -> Result<()> {
     let [(shown, shown_ch, _), (hidden, hidden_ch, hidden_invite)] =
         <[_; 2]>::try_from(ids).map_err(|_| anyhow::anyhow!("two servers"))?;
 
-    // Cy (node 2) looks at "Shown" only.
+    // Cy (node 2) looks at "Shown" only. Before that it saw everything in full; after, the
+    // hidden server is listed by name unless it holds Cy's voice channel.
+    let entry_ids = |entries: &[hum_engine::ServerEntry]| {
+        entries
+            .iter()
+            .map(|e| match e {
+                hum_engine::ServerEntry::Shown(s) => (s.id, true),
+                hum_engine::ServerEntry::Listed(s) => (s.id, false),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cy.watched(), None);
+    let all = cy.servers_shown(None).await?;
+    assert_eq!(entry_ids(&all), vec![(shown, true), (hidden, true)]);
     cy.watch_servers(vec![shown]).await?;
+    assert_eq!(cy.watched(), Some(vec![shown]));
+    let some = cy.servers_shown(None).await?;
+    assert_eq!(entry_ids(&some), vec![(shown, true), (hidden, false)]);
+    let with_voice = cy.servers_shown(Some(hidden)).await?;
+    assert_eq!(entry_ids(&with_voice), vec![(shown, true), (hidden, true)]);
     let mut rx = cy.subscribe();
     let is_hidden = |e: &Event| match e {
         Event::RosterJoin { server, .. }

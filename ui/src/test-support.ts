@@ -137,6 +137,7 @@ export function fakeBackend(
           return args.on
             ? { on: true, stream_id: "self", source: "test pattern 1280x720@30", width: 1280, height: 720, fps: 30 }
             : { on: false, stream_id: "self", source: "", width: 0, height: 0, fps: 0 };
+        case "servers_watch":
         case "video_subscribe":
         case "video_keyframe":
         case "levels_subscribe":

@@ -17,4 +17,4 @@ pub mod stream;
 pub mod update;
 
 pub use identity::{Identity, IdentityError};
-pub use relay::{ClientError, ClientEvent, ConnectionState, RelayClient, RelayConfig};
+pub use relay::{ClientError, ClientEvent, ConnectionState, RelayClient, RelayConfig, ServerEntry};

@@ -173,7 +173,13 @@ pub struct ServerView {
     pub name: String,
     /// `member`, `admin` or `owner`: admins and owners may create channels.
     pub role: String,
+    /// Empty while `hidden`.
     pub channels: Vec<ChannelView>,
+    /// True: not on screen, so its channels were not fetched (`servers_watch` it to see
+    /// them). Absent: `channels` is every channel.
+    #[specta(optional)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<bool>,
 }
 
 /// Where I am in voice.
@@ -329,16 +335,20 @@ pub fn channel_view(c: &ChannelInfo) -> ChannelView {
 }
 
 pub fn server_view(s: &ServerInfo) -> ServerView {
-    let role = match s.role {
-        Role::Member => "member",
-        Role::Admin => "admin",
-        Role::Owner => "owner",
-    };
     ServerView {
         id: s.id.0,
         name: s.name.to_string(),
-        role: role.into(),
+        role: role_name(s.role).into(),
         channels: s.channels.iter().map(channel_view).collect(),
+        hidden: (!s.has_every_channel()).then_some(true),
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Member => "member",
+        Role::Admin => "admin",
+        Role::Owner => "owner",
     }
 }
 
@@ -346,20 +356,47 @@ fn name(kind: &str, s: &str) -> CmdResult<Name> {
     Name::new(s.trim()).map_err(|e| CommandError::invalid(format!("{kind} {e}.")))
 }
 
-/// My servers with their channels and who is in each.
+/// My servers: those on screen (`servers_watch`) and the one of my voice channel with their
+/// channels and who is in each, the others by name (`hidden`). Before any `servers_watch`,
+/// all of them in full.
 #[tauri::command]
 #[specta::specta]
 pub async fn servers_list(state: State<'_, AppState>) -> CmdResult<Vec<ServerView>> {
     let relay = state.relay()?;
+    let voice = state.link.lock().await.as_ref().map(VoiceLink::server);
     let mut out = Vec::new();
-    for s in relay.servers().await.map_err(client_error)? {
-        let mut view = server_view(&relay.server_info(s.id).await.map_err(client_error)?);
-        for c in &mut view.channels {
-            state.rooms.apply(c);
-        }
-        out.push(view);
+    for entry in relay.servers_shown(voice).await.map_err(client_error)? {
+        out.push(match entry {
+            hum_engine::ServerEntry::Shown(info) => {
+                let mut view = server_view(&info);
+                for c in &mut view.channels {
+                    state.rooms.apply(c);
+                }
+                view
+            }
+            hum_engine::ServerEntry::Listed(s) => ServerView {
+                id: s.id.0,
+                name: s.name.to_string(),
+                role: role_name(s.role).into(),
+                channels: Vec::new(),
+                hidden: Some(true),
+            },
+        });
     }
     Ok(out)
+}
+
+/// The server on screen (null: none): the relay then sends member and voice changes only for
+/// it and my own channel (docs/protocol.md "subscribe"), and `servers_list` fetches only it
+/// (and my voice channel's server) in full. Kept across reconnects.
+#[tauri::command]
+#[specta::specta]
+pub async fn servers_watch(state: State<'_, AppState>, server: Option<u64>) -> CmdResult<()> {
+    state
+        .relay()?
+        .watch_servers(server.map(ServerId).into_iter().collect())
+        .await
+        .map_err(client_error)
 }
 
 #[tauri::command]

@@ -29,8 +29,18 @@ export const commands = {
 	relayConnect: () => typedError<RelayStatus, CommandError>(__TAURI_INVOKE("relay_connect")),
 	/**  Where the relay connection stands now. */
 	relayStatus: () => typedError<RelayStatus, CommandError>(__TAURI_INVOKE("relay_status")),
-	/**  My servers with their channels and who is in each. */
+	/**
+	 *  My servers: those on screen (`servers_watch`) and the one of my voice channel with their
+	 *  channels and who is in each, the others by name (`hidden`). Before any `servers_watch`,
+	 *  all of them in full.
+	 */
 	serversList: () => typedError<ServerView[], CommandError>(__TAURI_INVOKE("servers_list")),
+	/**
+	 *  The server on screen (null: none): the relay then sends member and voice changes only for
+	 *  it and my own channel (docs/protocol.md "subscribe"), and `servers_list` fetches only it
+	 *  (and my voice channel's server) in full. Kept across reconnects.
+	 */
+	serversWatch: (server: number | null) => typedError<null, CommandError>(__TAURI_INVOKE("servers_watch", { server })),
 	serverCreate: (nameText: string) => typedError<ServerView, CommandError>(__TAURI_INVOKE("server_create", { nameText })),
 	/**  Creates a voice channel (admins and owners); `max_participants` null = the relay's default. */
 	channelCreate: (server: number, nameText: string, maxParticipants: number | null) => typedError<ChannelView, CommandError>(__TAURI_INVOKE("channel_create", { server, nameText, maxParticipants })),
@@ -753,7 +763,13 @@ export type ServerView = {
 	name: string,
 	/**  `member`, `admin` or `owner`: admins and owners may create channels. */
 	role: string,
+	/**  Empty while `hidden`. */
 	channels: ChannelView[],
+	/**
+	 *  True: not on screen, so its channels were not fetched (`servers_watch` it to see
+	 *  them). Absent: `channels` is every channel.
+	 */
+	hidden?: boolean | null,
 };
 
 /**  Servers, channels or rosters changed: refetch `servers_list`. */

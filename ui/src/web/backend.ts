@@ -471,6 +471,8 @@ export class WebBackend {
       relay_connect: () => this.connect(),
       relay_status: () => this.status,
       servers_list: () => (this.status.state === "connected" ? this.servers() : []),
+      // The page hears every server it is in (it never sends `subscribe`), so every server comes in full.
+      servers_watch: () => null,
       server_create: async ({ nameText }: { nameText: string }) => {
         const r = await this.connected().request("server_create", { name: nameText.trim() });
         return this.serverView(r.server);

@@ -139,6 +139,15 @@ impl ClientError {
     }
 }
 
+/// One of my servers, as [`RelayClient::servers_shown`] gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEntry {
+    /// On screen (or the client watches everything): members and channels.
+    Shown(ServerInfo),
+    /// Not watched: its name and my role only.
+    Listed(ServerSummary),
+}
+
 pub(crate) enum Command {
     Request {
         request: Request,
@@ -152,6 +161,7 @@ struct Inner {
     events: broadcast::Sender<ClientEvent>,
     state: watch::Receiver<ConnectionState>,
     node_url: watch::Receiver<Option<String>>,
+    watching: watch::Receiver<Option<Vec<ServerId>>>,
     user: UserId,
     config: RelayConfig,
 }
@@ -190,6 +200,7 @@ impl RelayClient {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (state_tx, state) = watch::channel(ConnectionState::Connecting { attempt: 1 });
         let (node_tx, node_url) = watch::channel(None);
+        let (watching_tx, watching) = watch::channel(None);
         let user = identity.user_id();
         let task = session::Task {
             identity,
@@ -199,7 +210,7 @@ impl RelayClient {
             state: state_tx,
             next_id: AtomicU64::new(1),
             rejoin: None,
-            watching: None,
+            watching: watching_tx,
             nodes: nodes::Nodes::new(config.url.clone()),
             node_url: node_tx,
         };
@@ -210,6 +221,7 @@ impl RelayClient {
                 events,
                 state,
                 node_url,
+                watching,
                 user,
                 config,
             }),
@@ -430,6 +442,30 @@ impl RelayClient {
     /// session that never calls this hears every server it is a member of (the old way).
     pub async fn watch_servers(&self, servers: Vec<ServerId>) -> Result<(), ClientError> {
         self.expect_ok(Request::Subscribe { servers }).await
+    }
+    /// The servers last watched (`None`: never called, so every server is heard).
+    pub fn watched(&self) -> Option<Vec<ServerId>> {
+        self.inner.watching.borrow().clone()
+    }
+    /// My servers as a client that shows some of them: in full (`server_info`) those it
+    /// watches, or all of them if it never called [`watch_servers`](Self::watch_servers), and
+    /// `also` (the server of my voice channel: its roster is heard anyway); the rest listed by
+    /// name only, so a refresh costs what is on screen, not every big server's channel list.
+    pub async fn servers_shown(
+        &self,
+        also: Option<ServerId>,
+    ) -> Result<Vec<ServerEntry>, ClientError> {
+        let watched = self.watched();
+        let mut out = Vec::new();
+        for s in self.servers().await? {
+            let shown = Some(s.id) == also || watched.as_ref().is_none_or(|w| w.contains(&s.id));
+            out.push(if shown {
+                ServerEntry::Shown(self.server_info(s.id).await?)
+            } else {
+                ServerEntry::Listed(s)
+            });
+        }
+        Ok(out)
     }
     /// One page of `server`'s members in user-id order after `after` (`None`: from the first),
     /// at most `limit` (1-1000; `None`: the relay's default, 100). Returns the page and the

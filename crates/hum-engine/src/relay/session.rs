@@ -41,7 +41,7 @@ pub(super) struct Task {
     pub rejoin: Option<(ChannelId, VoiceState)>,
     /// The servers last watched (`subscribe`), sent again after a reconnect; `None`: never
     /// asked (the session hears every server).
-    pub watching: Option<Vec<ServerId>>,
+    pub watching: watch::Sender<Option<Vec<ServerId>>>,
     /// The URLs to dial: the configured one, plus a relay cluster's nodes.
     pub nodes: Nodes,
     /// The URL of the node the session is (or was last) logged in on.
@@ -287,7 +287,8 @@ impl Task {
         let mut last_heard = Instant::now();
 
         // Watch again first, so the re-join's events already follow the lazy rules.
-        if let Some(servers) = self.watching.clone() {
+        let watching = self.watching.borrow().clone();
+        if let Some(servers) = watching {
             let id = next_request_id(&self.next_id);
             pending.insert(id, Pending::Resubscribe);
             let request = Request::Subscribe { servers };
@@ -443,7 +444,9 @@ impl Task {
                 self.rejoin = Some((*channel, voice.unwrap_or_default()));
             }
             (Request::ChannelLeave, _) => self.rejoin = None,
-            (Request::Subscribe { servers }, _) => self.watching = Some(servers.clone()),
+            (Request::Subscribe { servers }, _) => {
+                self.watching.send_replace(Some(servers.clone()));
+            }
             (Request::VoiceUpdate { voice }, _) => {
                 if let Some((_, state)) = &mut self.rejoin {
                     *state = voice.apply(*state);

@@ -18,7 +18,7 @@ use hum_media::{AudioSink, AudioSource};
 use hum_proto::signal::{
     Event, SignalPayload, SignalScope, VoiceState, VoiceStatePatch, VoiceTopology,
 };
-use hum_proto::{ChannelId, UserId};
+use hum_proto::{ChannelId, ServerId, UserId};
 use tokio::sync::{broadcast, mpsc};
 
 use super::audio::AudioPath;
@@ -63,6 +63,7 @@ pub struct VoiceLink {
     pub session: Arc<VoiceSession>,
     client: RelayClient,
     channel: ChannelId,
+    server: ServerId,
     pump: tokio::task::JoinHandle<()>,
 }
 
@@ -210,6 +211,7 @@ impl VoiceLink {
                 session,
                 client,
                 channel,
+                server: info.server,
                 pump,
             },
             out_rx,
@@ -225,6 +227,11 @@ impl VoiceLink {
 
     pub fn channel(&self) -> ChannelId {
         self.channel
+    }
+
+    /// The server the channel belongs to.
+    pub fn server(&self) -> ServerId {
+        self.server
     }
 
     /// Which layer of `user`'s camera we want (the spotlight high, thumbnails low, hidden

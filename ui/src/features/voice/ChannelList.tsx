@@ -57,7 +57,13 @@ export function ChannelList(props: { server: ServerView }) {
         </button>
       </header>
       <p class="side-label">Voice channels</p>
-      {s.channels.length === 0 && <p class="muted small-text">No channels yet.</p>}
+      {s.hidden ? (
+        <p class="muted small-text" data-testid="channels-loading">
+          Loading channels…
+        </p>
+      ) : (
+        s.channels.length === 0 && <p class="muted small-text">No channels yet.</p>
+      )}
       {s.channels.map((c) => {
         const here = me.channel === c.id;
         return (

@@ -5,7 +5,7 @@ import { VoiceScreen } from "./VoiceScreen";
 import { describe as describeStatus } from "./RelayBanner";
 import { channelFixture, fakeBackend } from "../../test-support";
 import type { ServerView } from "../../lib/bindings";
-import { resetVoiceStore } from "./store";
+import { resetVoiceStore, selectedServer } from "./store";
 
 beforeEach(resetVoiceStore);
 afterEach(cleanup);
@@ -232,5 +232,26 @@ describe("big rooms", () => {
     await waitFor(() => expect(screen.getByTestId("stage-page").textContent).toBe("2/2"));
     expect(screen.getByTestId("stage-grid").dataset.tiles).toBe("5");
     expect(screen.getAllByTestId("tile-m28")).toHaveLength(1);
+  });
+
+  it("tells the backend which server is on screen and shows its channels once watched", async () => {
+    let watched: number | null = null;
+    const squad = server(false);
+    const raiders: ServerView = { id: 2, name: "Raiders", role: "member", channels: [channelFixture(9, "Den", 8, [])] };
+    const calls = fakeBackend({
+      servers_list: () => [squad, raiders].map((s) => (s.id === watched ? s : { ...s, channels: [], hidden: true })),
+      servers_watch: (a) => {
+        watched = a.server as number | null;
+        return null;
+      },
+    });
+    const watches = () => calls.filter((c) => c.cmd === "servers_watch").map((c) => c.args.server);
+    render(<VoiceScreen />);
+    expect(await screen.findByTestId("channel-Lobby")).toBeTruthy();
+    expect(watches()).toEqual([1]);
+    selectedServer.value = 2;
+    expect(await screen.findByTestId("channel-Den")).toBeTruthy();
+    expect(screen.queryByTestId("channels-loading")).toBeNull();
+    expect(watches()).toEqual([1, 2]);
   });
 });

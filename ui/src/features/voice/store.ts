@@ -1,6 +1,6 @@
 // Servers, rosters and my voice state, shared by the server rail, the channel list, the stage and
 // the control bar. The relay is the one source of truth: every nudge refetches.
-import { signal } from "@preact/signals";
+import { effect, signal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import { commands, events, type MyVoice, type ServerView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
@@ -17,7 +17,46 @@ export const serverNotice = signal<string | null>(null);
 /** The server shown in the channel list (null: the first one). */
 export const selectedServer = signal<number | null>(null);
 
-export async function refreshVoice() {
+/** The server the backend was last told is on screen (`servers_watch`); undefined: not yet. */
+let watched: number | null | undefined;
+
+/**
+ * Tells the backend which server is on screen when that changed: the relay then sends rosters
+ * and member changes only for it and my own channel, and `servers_list` fetches only it (and my
+ * voice channel's server) in full. True if it told.
+ */
+async function watchShown(): Promise<boolean> {
+  const id = currentServer()?.id ?? null;
+  if (id === watched) return false;
+  await unwrap(commands.serversWatch(id));
+  watched = id;
+  return true;
+}
+
+/** The refresh in flight, and whether another was asked for meanwhile. */
+let refreshing: Promise<void> | null = null;
+let refreshAgain = false;
+
+/**
+ * Fetches servers and my voice state. Refreshes never overlap (a slow one could overwrite a
+ * newer one's answer): one asked for while another runs runs after it, once.
+ */
+export function refreshVoice(): Promise<void> {
+  if (refreshing) {
+    refreshAgain = true;
+    return refreshing;
+  }
+  refreshing = (async () => {
+    do {
+      refreshAgain = false;
+      await refreshOnce();
+    } while (refreshAgain);
+    refreshing = null;
+  })();
+  return refreshing;
+}
+
+async function refreshOnce() {
   try {
     servers.value = await unwrap(commands.serversList());
     const me = await unwrap(commands.myVoice());
@@ -26,6 +65,8 @@ export async function refreshVoice() {
     if (me.channel !== myVoice.value.channel) audioNotice.value = null;
     myVoice.value = me;
     voiceError.value = null;
+    // Another server on screen: watch it, then fetch again (its channels).
+    if (await watchShown()) refreshAgain = true;
   } catch (e) {
     voiceError.value = messageOf(e);
   }
@@ -67,6 +108,15 @@ function subscribe(): () => void {
     timer = setTimeout(refreshVoice, 50);
   };
   events.serversChanged.listen(soon).then(keep).catch(() => {});
+  // Another server on screen: watch it and fetch its channels.
+  let first = true;
+  unlisten.push(
+    effect(() => {
+      void selectedServer.value;
+      if (first) first = false;
+      else soon();
+    }),
+  );
   events.serverGone
     .listen((e) => {
       const gone = servers.value?.find((s) => s.id === e.payload.server);
@@ -108,6 +158,8 @@ export function useVoiceSync() {
 
 /** For tests: forget everything. */
 export function resetVoiceStore() {
+  watched = undefined;
+  refreshAgain = false;
   servers.value = null;
   myVoice.value = NOT_IN_VOICE;
   voiceError.value = null;
