@@ -278,6 +278,43 @@ fn a_streamer_whose_upload_link_drops_reopens_it_and_viewers_keep_playing() -> R
     Ok(())
 }
 
+/// Leaving: viewers 1 and 2 stop at the end of their watch while the stream is live, so they
+/// leave gracefully (`leave` to the tracker first, docs/stream.md "Leaving"); viewer 3 is killed
+/// mid-stream and goes without a word. The relay counts exactly the two announced leaves.
+#[test]
+fn viewers_that_stop_announce_their_leave_and_a_killed_one_does_not() -> Result<()> {
+    let w = World::new(3)?;
+    let (mut streamer, id) = go_live(&w, 30, &[])?;
+    let mut procs = Vec::new();
+    for (i, secs) in [(1, 12), (2, 12), (3, 60)] {
+        procs.push(watch(&w, &id, i, secs, &[])?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Viewer 3 has been watching a while (and is in the tracker's books) when it is killed.
+    std::thread::sleep(Duration::from_secs(6));
+    let mut killed = procs.pop().context("viewer 3")?;
+    killed.0.kill()?;
+    killed.0.wait()?;
+    for p in &mut procs {
+        wait_exit(p, Duration::from_secs(60))?;
+    }
+    for i in 1..=2 {
+        let v = &viewer_report(&w, i)?["viewer"];
+        ensure!(u(v, "played") >= 20, "viewer {i} played little: {v}");
+    }
+    // Both leaves reach the stream's task through the hub before their `stream_leave`.
+    wait_for("two announced leaves", Duration::from_secs(10), || {
+        Ok(metric(&w, "hum_relay_stream_leaves_announced_total")? >= 2)
+    })?;
+    wait_exit(&mut streamer, Duration::from_secs(90))?;
+    let announced = metric(&w, "hum_relay_stream_leaves_announced_total")?;
+    ensure!(
+        announced == 2,
+        "{announced} announced leaves: the two viewers that stopped, not the killed one"
+    );
+    Ok(())
+}
+
 /// Layers: the streamer publishes three (320x180 `high`, 160x90 `low`, audio only; a small
 /// ladder for a debug build on two cores), each its own chunk sequence and swarm. Viewer 1
 /// watches `high` and switches to `low` after 6 s; viewers 2 and 3 watch `low` and `audio` from

@@ -300,12 +300,15 @@ impl StreamTask {
                 let Some(host) = self.hosts.get_mut(&layer) else {
                     return;
                 };
-                let before = host.stats.bans;
+                let before = host.stats;
                 host.signal_in(now, from, signal);
-                let bans = host.stats.bans - before;
                 self.metrics
                     .stream_tracker_bans
-                    .fetch_add(bans, Ordering::Relaxed);
+                    .fetch_add(host.stats.bans - before.bans, Ordering::Relaxed);
+                self.metrics.stream_leaves_announced.fetch_add(
+                    host.stats.leaves_announced - before.leaves_announced,
+                    Ordering::Relaxed,
+                );
             }
             StreamMsg::Cmd(_) => {}
             StreamMsg::Attach { user, conn, tx } => {

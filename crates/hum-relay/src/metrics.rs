@@ -53,6 +53,9 @@ pub struct Metrics {
     pub stream_wire_errors: AtomicU64,
     /// Bans viewers reported to the trackers (a peer served them chunks that failed verification).
     pub stream_tracker_bans: AtomicU64,
+    /// Viewers that announced their leave to a stream's tracker (`leave`: a graceful leave,
+    /// docs/stream.md "Leaving"); one killed or whose connection dropped is not counted.
+    pub stream_leaves_announced: AtomicU64,
     /// Chunks (and their payload bytes) the recording store served on `/mesh` (playback and
     /// the on-demand mesh's root).
     pub recording_chunks_served: AtomicU64,
@@ -343,6 +346,12 @@ impl Metrics {
             "counter",
             "Bans viewers reported to the trackers (a peer served chunks that failed verification).",
             &self.stream_tracker_bans,
+        );
+        metric(
+            "hum_relay_stream_leaves_announced_total",
+            "counter",
+            "Viewers that announced their leave first (graceful: their downstreams were re-seated before they went).",
+            &self.stream_leaves_announced,
         );
         metric(
             "hum_relay_recording_chunks_served_total",
