@@ -3,6 +3,7 @@ import { useEffect } from "preact/hooks";
 import { commands, events, type LinkView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 import { Dialog } from "../layout/Dialog";
+import { selectedServer } from "../voice/store";
 
 /**
  * `hum://` links the desktop opened (clicked in a browser or chat, or given to `hum-app` on the
@@ -42,7 +43,9 @@ export function LinkPrompt(props: { onJoined?: () => void }) {
     error.value = null;
     try {
       if (link.kind === "invite") {
-        await unwrap(commands.inviteJoin(link.code));
+        // Shown at once: the app watches only the server on screen, so it would not hear of the
+        // join otherwise (docs/app.md "Big servers").
+        selectedServer.value = (await unwrap(commands.inviteJoin(link.code))).id;
         props.onJoined?.();
       } else {
         await unwrap(commands.friendRequest(link.link));

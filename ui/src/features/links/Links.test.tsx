@@ -5,6 +5,7 @@ import { LinkPrompt } from "./LinkPrompt";
 import { FriendsScreen } from "../friends/FriendsScreen";
 import { alice, fakeBackend } from "../../test-support";
 import type { LinkView } from "../../lib/bindings";
+import { selectedServer } from "../voice/store";
 
 afterEach(cleanup);
 
@@ -30,6 +31,7 @@ describe("LinkPrompt", () => {
     await waitFor(() => expect(screen.getByTestId("link-what").textContent).toContain("@ada"));
     expect(calls.find((c) => c.cmd === "invite_join")?.args).toEqual({ code: "Ab12Cd34" });
     expect(joined).toHaveBeenCalledTimes(1);
+    expect(selectedServer.value).toBe(3);
     fireEvent.click(screen.getByTestId("link-dismiss"));
     await waitFor(() => expect(screen.queryByTestId("link-dialog")).toBeNull());
     expect(calls.some((c) => c.cmd === "friend_request")).toBe(false);
