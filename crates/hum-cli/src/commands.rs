@@ -255,7 +255,9 @@ pub fn event_json(e: &ClientEvent) -> serde_json::Value {
                 ConnectionState::Connecting { attempt } => {
                     ("connecting", json!({"attempt": attempt}))
                 }
-                ConnectionState::Connected { user, .. } => ("connected", json!({"user": user})),
+                ConnectionState::Connected { user, node, .. } => {
+                    ("connected", json!({"user": user, "node": node}))
+                }
                 ConnectionState::Disconnected { reason, retry_in } => (
                     "disconnected",
                     json!({"reason": reason, "retry_in_ms": retry_in.map(|d| d.as_millis() as u64)}),
@@ -333,11 +335,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 user,
                 new_account,
                 limits,
+                node,
             } = client.state()
             {
                 if cli.json {
                     print_json(
-                        &json!({"user": user, "new_account": new_account, "limits": limits}),
+                        &json!({"user": user, "new_account": new_account, "limits": limits, "node": node}),
                     );
                 } else {
                     println!(

@@ -28,6 +28,9 @@ pub enum RelayStatus {
     Connected {
         user_id: String,
         display_name: String,
+        /// The relay address logged in on; in a cluster, the node (it changes when a lost node's
+        /// clients move to another).
+        node: String,
     },
     /// Lost; `retry_in_ms` is null when the client gave up (e.g. the relay rejected our key).
     Disconnected {
@@ -43,9 +46,10 @@ impl From<&ConnectionState> for RelayStatus {
             ConnectionState::Connecting { attempt } => {
                 RelayStatus::Connecting { attempt: *attempt }
             }
-            ConnectionState::Connected { user, .. } => RelayStatus::Connected {
+            ConnectionState::Connected { user, node, .. } => RelayStatus::Connected {
                 user_id: user.id.to_string(),
                 display_name: user.display_name.to_string(),
+                node: node.clone(),
             },
             ConnectionState::Disconnected { reason, retry_in } => RelayStatus::Disconnected {
                 reason: reason.clone(),
@@ -297,8 +301,12 @@ mod tests {
                 rate_per_sec: 20,
                 rate_burst: 40,
             },
+            node: "ws://node-2.example:7700/ws".into(),
         });
-        assert!(matches!(s, RelayStatus::Connected { ref user_id, .. } if user_id.len() == 64));
+        assert!(
+            matches!(s, RelayStatus::Connected { ref user_id, ref node, .. }
+            if user_id.len() == 64 && node == "ws://node-2.example:7700/ws")
+        );
     }
 
     #[test]

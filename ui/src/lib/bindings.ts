@@ -717,7 +717,12 @@ export type RelayPresets = {
 /**  The relay connection as the UI shows it. */
 export type RelayStatus = 
 /**  Not started (no identity yet). */
-{ state: "offline" } | { state: "connecting"; attempt: number } | { state: "connected"; user_id: string; display_name: string } | 
+{ state: "offline" } | { state: "connecting"; attempt: number } | { state: "connected"; user_id: string; display_name: string; 
+/**
+ *  The relay address logged in on; in a cluster, the node (it changes when a lost node's
+ *  clients move to another).
+ */
+node: string } | 
 /**  Lost; `retry_in_ms` is null when the client gave up (e.g. the relay rejected our key). */
 { state: "disconnected"; reason: string; retry_in_ms: number | null } | { state: "stopped" };
 

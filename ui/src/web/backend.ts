@@ -200,7 +200,8 @@ export class WebBackend {
     this.teardownVoice();
     this.attempt += 1;
     this.setStatus({ state: "connecting", attempt: this.attempt });
-    const relay = new RelayConnection(this.relayUrl());
+    const url = this.relayUrl();
+    const relay = new RelayConnection(url);
     this.relay = relay;
     try {
       await relay.open();
@@ -208,7 +209,7 @@ export class WebBackend {
       relay.onClose = (reason) => this.lost(relay, reason, true);
       this.welcome = await login(relay, id.key, id.public_key, id.display_name);
       this.attempt = 0;
-      this.setStatus({ state: "connected", user_id: this.welcome.user.id, display_name: this.welcome.user.display_name });
+      this.setStatus({ state: "connected", user_id: this.welcome.user.id, display_name: this.welcome.user.display_name, node: url });
       this.emit("servers-changed", null);
     } catch (e) {
       const refused = e instanceof Error && "code" in e && (e as { code: string }).code !== "closed" && (e as { code: string }).code !== "relay_unavailable";

@@ -76,7 +76,7 @@ describe("server administration on the web back end", () => {
       close: () => {},
     };
     const b = new WebBackend(new Map() as unknown as Storage, undefined);
-    Object.assign(b as unknown as Record<string, unknown>, { relay, status: { state: "connected", user_id: "aa", display_name: "me" } });
+    Object.assign(b as unknown as Record<string, unknown>, { relay, status: { state: "connected", user_id: "aa", display_name: "me", node: "ws://relay.test/ws" } });
     return { h: b.handlers(), sent };
   }
 

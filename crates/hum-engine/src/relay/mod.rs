@@ -82,6 +82,9 @@ pub enum ConnectionState {
         user: UserSummary,
         new_account: bool,
         limits: Limits,
+        /// The URL of the relay (in a cluster: the node) the session is logged in on; after a
+        /// node is lost, the one it moved to.
+        node: String,
     },
     /// Lost or could not connect; `retry_in` is `None` when the client gave up for good (for
     /// example the relay speaks another protocol version, or it rejected our key).

@@ -226,6 +226,7 @@ impl Task {
                     user,
                     new_account,
                     limits,
+                    node: url.to_string(),
                 },
             )),
             other => Err(retry(format!("unexpected answer to login: {other:?}"))),

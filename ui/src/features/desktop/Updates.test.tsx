@@ -20,7 +20,7 @@ const newer: UpdateView = {
   notes: "Video calls.",
   newer: true,
 };
-const connected = () => ({ state: "connected", user_id: "ab".repeat(32), display_name: "alice" });
+const connected = () => ({ state: "connected", user_id: "ab".repeat(32), display_name: "alice", node: "ws://127.0.0.1:7700/ws" });
 
 describe("UpdateNotice", () => {
   it("says a newer Hum exists once connected, and stays quiet for a dismissed version", async () => {

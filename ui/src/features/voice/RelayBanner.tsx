@@ -3,10 +3,19 @@ import { useEffect } from "preact/hooks";
 import { commands, events, type RelayStatus } from "../../lib/bindings";
 import { unwrap } from "../../lib/api";
 
+/** The host (and port) of a relay address, for showing which relay or cluster node I am on. */
+export function nodeName(url: string): string {
+  try {
+    return new URL(url).host || url;
+  } catch {
+    return url;
+  }
+}
+
 export function describe(s: RelayStatus): { kind: "ok" | "connecting" | "down"; text: string } {
   switch (s.state) {
     case "connected":
-      return { kind: "ok", text: "Connected" };
+      return { kind: "ok", text: `Connected to ${nodeName(s.node)}` };
     case "connecting":
       return { kind: "connecting", text: s.attempt > 1 ? `Reconnecting (attempt ${s.attempt})…` : "Connecting…" };
     case "disconnected":

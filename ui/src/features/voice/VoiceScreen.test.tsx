@@ -190,6 +190,13 @@ describe("relay status text", () => {
     });
     expect(describeStatus({ state: "connecting", attempt: 3 }).text).toBe("Reconnecting (attempt 3)…");
   });
+
+  it("says which relay (or cluster node) it is connected to", () => {
+    const on = (node: string) => describeStatus({ state: "connected", user_id: "ab".repeat(32), display_name: "me", node });
+    expect(on("ws://node-2.example:7700/ws")).toEqual({ kind: "ok", text: "Connected to node-2.example:7700" });
+    expect(on("wss://hum.example.org/ws").text).toBe("Connected to hum.example.org");
+    expect(on("not a url").text).toBe("Connected to not a url");
+  });
 });
 
 describe("big rooms", () => {
