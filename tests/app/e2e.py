@@ -282,6 +282,11 @@ def desktop_link_checks(session, args, app, data_dir, bot_env, log):
     session.click("link-accept")
     session.find("server-Link Den", timeout=30)
     check("accepting the invite link joins the server (it is on the rail)", wait_gone(session, "link-dialog"))
+    session.find("channels-Link Den", timeout=30)
+    check("the joined server is shown, watched (its channel list loads)",
+          wait_gone(session, "channels-loading", 20))
+    session.click("server-E2E Squad")
+    session.find("channels-E2E Squad", timeout=30)
 
     second = launch("hum://friend/@linkbot")
     check("a second launch with a friend link hands it over", second.returncode == 0, f"rc={second.returncode}")
@@ -592,9 +597,11 @@ def livestream_checks(session, args, bot_env, log, shots):
     print(f"measured: CLI viewer of the app's stream: {v.get('played')} chunks played, continuity "
           f"{v.get('continuity')}, lag p50 {v.get('lag_ms_p50')} ms, startup {v.get('startup_ms')} ms")
 
+    # Three layers (360p, 180p, audio only), as the app streams, for the player's quality menu.
     streamer = subprocess.Popen([args.hum_bin, "stream", "start", "--server", "E2E Squad", "--channel", "Lobby",
                                  "--title", "botcast", "--width", "640", "--height", "360", "--video-kbps", "600",
-                                 "--duration", "25s", "--bind", "127.0.0.1:0"],
+                                 "--layer", "low:320x180@200", "--layer", "audio",
+                                 "--duration", "35s", "--bind", "127.0.0.1:0"],
                                 env=bot_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         session.find("stream-watch-botcast", timeout=30)
@@ -620,6 +627,31 @@ def livestream_checks(session, args, bot_env, log, shots):
               f"capture-to-draw {second.get('latency_ms')} ms")
         if shots:
             session.screenshot(f"{shots}/live-player.png")
+        # The quality menu: Auto (saying what it plays) and the stream's layers by name; picking
+        # 180p switches without a gap and the player reports it, drawing the 320x180 layer.
+        menu = session.wait_js("const s = document.querySelector('[data-testid=live-quality-select]');"
+                               "return s ? [...s.options].map(o => o.value + '=' + o.textContent) : null;",
+                               lambda v: bool(v), 10, "the quality menu")
+        # Auto says what it plays (360p unless stalls already stepped it down).
+        check("the player's quality menu lists Auto (with the layer it plays) and the stream's three layers",
+              menu[0] in ("auto=Auto (360p)", "auto=Auto (180p)", "auto=Auto (Audio only)")
+              and menu[1:] == ["high=360p", "low=180p", "audio=Audio only"], str(menu))
+        session.set_value("live-quality-select", "low", event="change")
+        picked_at = time.time()
+        playing = session.wait_js("const q = document.querySelector('[data-testid=live-quality]');"
+                                  "return q ? q.dataset.quality + '/' + q.dataset.playing : null;",
+                                  lambda v: v == "low/low", 20, "the player on 180p")
+        switched_s = time.time() - picked_at
+        low = session.wait_js(PATTERN_READER_JS.replace("arguments[0]", repr(canvas)),
+                              lambda v: isinstance(v, dict) and v.get("ok") and (v["width"], v["height"]) == (320, 180),
+                              20, "the pattern at 320x180")
+        stats = session.text("live-player-stats")
+        check("picking 180p: the player reports the low layer and draws its 320x180 pattern",
+              playing == "low/low" and (low["width"], low["height"]) == (320, 180), f"{playing} {low} {stats}")
+        print(f"measured: quality pick 180p -> player on low after {switched_s:.1f} s (status polled every 0.2 s, "
+              f"sent every 1 s); {stats}")
+        if shots:
+            session.screenshot(f"{shots}/live-player-quality.png")
         notice = session.wait_text("live-notice", lambda t: "ended" in t, 40)
         check("the stream's end is shown (the bot's stream ran out)", "ended" in notice and
               not session.exists("live-player"), notice)

@@ -155,6 +155,22 @@ describe("VideoTile", () => {
     expect(d.closed).toBe(true);
   });
 
+  it("starts a fresh decoder at a keyframe of another size (a livestream's layer switch)", async () => {
+    fakeBackend();
+    render(<VideoTile streamId="live/3" />);
+    dispatchVideo(packet("live/3", true, 0, [1], 640, 360));
+    dispatchVideo(packet("live/3", false, 50_000, [1], 640, 360));
+    dispatchVideo(packet("live/3", true, 100_000, [1], 320, 180));
+    dispatchVideo(packet("live/3", false, 150_000, [1], 320, 180));
+    expect(decoders.length).toBe(2);
+    expect(decoders[0].closed).toBe(true);
+    expect(decoders[1].configs.map((c) => [c.codedWidth, c.codedHeight])).toEqual([[320, 180]]);
+    expect(decoders[1].chunks.map((c) => c.timestamp)).toEqual([100_000, 150_000]);
+    // The same size again keeps the decoder.
+    dispatchVideo(packet("live/3", true, 200_000, [1], 320, 180));
+    expect(decoders.length).toBe(2);
+  });
+
   it("says so when the webview has no WebCodecs", () => {
     fakeBackend();
     Object.assign(globalThis, { VideoDecoder: undefined });

@@ -66,7 +66,15 @@ export function VideoTile(props: { streamId: string; label?: string }) {
         },
       });
     };
+    // The size the decoder was configured for. A keyframe of another size (a livestream's layer
+    // switch) starts a fresh decoder: in the app e2e, WebKit's decoder configured for 640x360 drew
+    // nothing more once 320x180 keyframes came.
+    let size = "";
     const onFrame = (m: VideoFrameMsg) => {
+      if (m.keyframe && size !== "" && size !== `${m.width}x${m.height}`) {
+        fresh();
+        waitingForKey = true;
+      }
       if (!decoder || decoder.state === "closed") fresh();
       const d = decoder!;
       if (!m.keyframe && (waitingForKey || m.afterLoss || d.decodeQueueSize > MAX_QUEUE)) {
@@ -77,6 +85,7 @@ export function VideoTile(props: { streamId: string; label?: string }) {
       if (m.keyframe) {
         if (d.state !== "configured" || waitingForKey) {
           d.configure({ codec: "vp8", codedWidth: m.width, codedHeight: m.height, optimizeForLatency: true });
+          size = `${m.width}x${m.height}`;
         }
         waitingForKey = false;
         asked = false;
