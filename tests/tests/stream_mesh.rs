@@ -618,6 +618,17 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
         banned_by.iter().all(|&n| n >= 1),
         "a corrupt viewer was not banned (bans of each: {banned_by:?})"
     );
+    // Every survivor ended its watch while the stream was live: a graceful leave, counted by the
+    // relay; the killed never announced one. The corrupt two may have been evicted before they
+    // left (an evicted viewer's leave is not counted), so they may or may not add.
+    let announced = metric(&w, "hum_relay_stream_leaves_announced_total")?;
+    let honest_survivors = survivors.len() as u64;
+    ensure!(
+        (honest_survivors..=honest_survivors + CORRUPT.len() as u64).contains(&announced),
+        "{announced} announced leaves for {honest_survivors} honest survivors, {} corrupt, {} killed",
+        CORRUPT.len(),
+        killed.len()
+    );
     lag50.sort_unstable();
     lag95.sort_unstable();
     let streamer_report = streamer_lines(&w).pop().context("streamer report")?;
@@ -628,7 +639,7 @@ fn forty_viewers_with_mixed_relay_settings_survive_kills_and_ban_the_corrupt() -
     eprintln!(
         "40 viewers ({} survived): continuity {continuity:.4}, lag p50 median {} ms, p95 max {} ms; \
          {relayed} chunks relayed, {from_peers} from peers / {from_root} from the root; \
-         the relay's root sent {:.2} copies of the stream; bans of the corrupt {banned_by:?}; skips by cause {causes:?}; \
+         the relay's root sent {:.2} copies of the stream; bans of the corrupt {banned_by:?}; {announced} announced leaves; skips by cause {causes:?}; \
          the streamer's chunks left {} ms (p50) / {} ms (p95) / {} ms (max) after their capture began",
         lag50.len(),
         lag50[lag50.len() / 2],
