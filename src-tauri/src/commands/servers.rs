@@ -7,7 +7,7 @@ use hum_engine::ClientError;
 use hum_engine::voice::VoiceEvent;
 use hum_engine::voice::link::VoiceLink;
 use hum_proto::signal::{
-    ChannelInfo, ChannelPermissions, ErrorCode as RelayCode, Name, Permissions, Role, ServerInfo,
+    ChannelInfo, ChannelPermissions, ErrorCode as RelayCode, Name, Permissions, ServerInfo,
     VoiceStatePatch,
 };
 use hum_proto::{ChannelId, ServerId};
@@ -338,17 +338,9 @@ pub fn server_view(s: &ServerInfo) -> ServerView {
     ServerView {
         id: s.id.0,
         name: s.name.to_string(),
-        role: role_name(s.role).into(),
+        role: s.role.as_str().into(),
         channels: s.channels.iter().map(channel_view).collect(),
         hidden: (!s.has_every_channel()).then_some(true),
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Member => "member",
-        Role::Admin => "admin",
-        Role::Owner => "owner",
     }
 }
 
@@ -377,7 +369,7 @@ pub async fn servers_list(state: State<'_, AppState>) -> CmdResult<Vec<ServerVie
             hum_engine::ServerEntry::Listed(s) => ServerView {
                 id: s.id.0,
                 name: s.name.to_string(),
-                role: role_name(s.role).into(),
+                role: s.role.as_str().into(),
                 channels: Vec::new(),
                 hidden: Some(true),
             },
