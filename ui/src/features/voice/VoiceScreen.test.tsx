@@ -260,5 +260,8 @@ describe("big rooms", () => {
     expect(await screen.findByTestId("channel-Den")).toBeTruthy();
     expect(screen.queryByTestId("channels-loading")).toBeNull();
     expect(watches()).toEqual([1, 2]);
+    // Logged in again (perhaps a new relay client, which watches nothing): watched again.
+    await emit("relay-status-changed", { status: { state: "connected", user_id: "ab".repeat(32), display_name: "me", node: "ws://x/ws" } });
+    await waitFor(() => expect(watches()).toEqual([1, 2, 2]));
   });
 });

@@ -108,6 +108,16 @@ function subscribe(): () => void {
     timer = setTimeout(refreshVoice, 50);
   };
   events.serversChanged.listen(soon).then(keep).catch(() => {});
+  // Logged in (again, or a new relay client after the relay address changed, which watches
+  // nothing yet): tell it which server is on screen.
+  events.relayStatusChanged
+    .listen((e) => {
+      if (e.payload.status.state !== "connected") return;
+      watched = undefined;
+      soon();
+    })
+    .then(keep)
+    .catch(() => {});
   // Another server on screen: watch it and fetch its channels.
   let first = true;
   unlisten.push(
