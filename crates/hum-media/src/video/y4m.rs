@@ -78,7 +78,9 @@ pub fn parse_header(line: &[u8]) -> Result<Y4mHeader, VideoError> {
             }
             "F" => {
                 (fps_num, fps_den) = ratio(tag, v)?;
-                if fps_num == 0 || fps_den == 0 || fps_num / fps_den > 1000 {
+                // The exact ratio, not integer division: 2001:2 is 1000.5 fps, which rounds to
+                // 1001 and would be written back as a header this reader refuses.
+                if fps_num == 0 || fps_den == 0 || u64::from(fps_num) > 1000 * u64::from(fps_den) {
                     return Err(VideoError::y4m(
                         "header",
                         format!("frame rate {w} is out of range"),
@@ -444,7 +446,7 @@ mod tests {
 
     #[test]
     fn bad_input_gives_clear_errors_not_panics() {
-        let cases: [(&[u8], &str); 14] = [
+        let cases: [(&[u8], &str); 16] = [
             (b"", "empty"),
             (b"P6 2 2 255\n", "not a Y4M file"),
             (b"YUV4MPEG2 W2\n", "missing W"),
@@ -452,6 +454,8 @@ mod tests {
             (b"YUV4MPEG2 W2 H2 C420p10\n", "8-bit 4:2:0 only"),
             (b"YUV4MPEG2 W2 H2 It\n", "interlaced"),
             (b"YUV4MPEG2 W2 H2 F0:0\n", "out of range"),
+            (b"YUV4MPEG2 W2 H2 F2001:2\n", "out of range"),
+            (b"YUV4MPEG2 W2 H2 F1001:1\n", "out of range"),
             (b"YUV4MPEG2 W2 H2 Fx\n", "N:D"),
             (b"YUV4MPEG2 W-1 H2\n", "not a size"),
             (b"YUV4MPEG2 W100000 H2\n", "8192"),
