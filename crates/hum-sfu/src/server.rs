@@ -378,6 +378,9 @@ pub fn forwarded_track_id(track: TrackId, screen: bool) -> String {
     }
 }
 
+/// How many already-due timeouts one pump feeds a client before leaving the rest to the loop.
+const MAX_DUE_FEEDS: usize = 1024;
+
 fn new_rtc(now: Instant) -> Rtc {
     Rtc::builder()
         .set_ice_lite(true)
@@ -706,8 +709,20 @@ impl Runtime {
             let mut dead = false;
             if let Some(c) = self.clients.get_mut(&key) {
                 c.is_dirty = false;
+                // A timeout already due is fed back at once: str0m's pacer releases queued
+                // packets only on `handle_input`, so leaving it for the next loop turn held
+                // a subscriber to about one packet per turn (a room of 10 talkers backed up
+                // by seconds; `hum bench sfu`, docs/sfu.md). Bounded in case a due timeout
+                // makes no progress.
+                let mut fed = 0;
                 loop {
                     match c.rtc.poll_output() {
+                        Ok(Output::Timeout(t)) if fed < MAX_DUE_FEEDS && t <= Instant::now() => {
+                            fed += 1;
+                            if c.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                                self.metrics.rtc_errors += 1;
+                            }
+                        }
                         Ok(Output::Timeout(t)) => {
                             c.timeout = t;
                             break;
