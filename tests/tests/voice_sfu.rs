@@ -498,3 +498,54 @@ fn the_one_who_speaks_becomes_the_dominant_speaker_at_the_others() -> Result<()>
     );
     Ok(())
 }
+
+/// `hum bench sfu` (the numbers in docs/sfu.md) on a load a debug build carries: two rooms of
+/// 3 publishers + 6 subscribers. Every packet a publisher sends reaches every other member of
+/// its room (counted by the receivers, within the window plus half a second), the SFU's own
+/// counter saw forwarding, and the decrypting subscribers measured latency. Guards the
+/// benchmark against reporting numbers for a load that did not flow.
+#[test]
+fn the_sfu_benchmark_delivers_the_load_it_reports() -> Result<()> {
+    let hum = hum_tests::workspace_bin("hum-cli", "hum")?;
+    let out = std::process::Command::new(hum)
+        .args([
+            "--json",
+            "bench",
+            "sfu",
+            "--publishers",
+            "3",
+            "--subscribers",
+            "6",
+        ])
+        .args(["--rooms", "2", "--duration", "3s", "--latency-every", "2"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "hum bench sfu failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    eprintln!("{r}");
+    let n = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    // 6 publishers at 50 packets/s for ~3 s.
+    ensure!(
+        n("sent") >= 6.0 * 50.0 * 3.0 * 0.8,
+        "too few packets sent: {r}"
+    );
+    ensure!(
+        n("expected") == n("sent") * 8.0,
+        "each packet has 8 listeners: {r}"
+    );
+    let ratio = n("delivered_ratio");
+    ensure!((0.95..=1.05).contains(&ratio), "delivered {ratio}: {r}");
+    ensure!(
+        n("sfu_forwarded_per_s") > 0.0,
+        "the SFU counted nothing: {r}"
+    );
+    ensure!(
+        n("latency_samples") > 100.0 && n("latency_p50_ms") > 0.0,
+        "{r}"
+    );
+    ensure!(n("relay_cpu_pct_of_one_core") > 0.0, "{r}");
+    Ok(())
+}

@@ -24,10 +24,15 @@ use tokio::sync::Mutex;
 
 use crate::Cli;
 
+mod sfu;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Load the relay with N clients in voice channels exchanging signalling.
     Relay(RelayBench),
+    /// Load the relay's embedded SFU with audio publishers and subscribers (str0m clients,
+    /// in this process) and measure forwarded packets per core, delivery and latency.
+    Sfu(sfu::SfuBench),
 }
 
 #[derive(Args, Debug)]
@@ -82,6 +87,7 @@ struct Report {
 pub async fn run(cli: &Cli, cmd: &BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Relay(args) => relay(cli, args).await,
+        BenchCmd::Sfu(args) => sfu::run(cli, args).await,
     }
 }
 
@@ -109,7 +115,7 @@ fn raise_fd_limit() {
     }
 }
 
-async fn spawn_relay(bin: &Path) -> Result<(SpawnedRelay, String)> {
+async fn spawn_relay(bin: &Path, extra: &[&str]) -> Result<(SpawnedRelay, String)> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
         l.local_addr()?.port()
@@ -119,6 +125,12 @@ async fn spawn_relay(bin: &Path) -> Result<(SpawnedRelay, String)> {
     let child = tokio::process::Command::new(bin)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(&data)
+        .args(extra)
+        // Its start-up lines would bury the report; RUST_LOG set by the caller wins.
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -210,7 +222,7 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
                     .context("no directory for this executable")?
                     .join("hum-relay"),
             };
-            let (relay, url) = spawn_relay(&bin).await?;
+            let (relay, url) = spawn_relay(&bin, &[]).await?;
             let pid = relay.child.id().context("relay exited at once")?;
             (Some(relay), url, pid)
         }

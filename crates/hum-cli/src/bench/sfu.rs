@@ -1,0 +1,642 @@
+//! `hum bench sfu`: the relay's embedded SFU under a synthetic audio load, measured from a
+//! separate load-generator process (this one).
+//!
+//! The relay runs as its own process (started here, or an existing one with `--relay-pid`),
+//! exactly as `scripts/run` starts it: the SFU shares its process and UDP port. This process
+//! logs in `rooms x (publishers + subscribers)` accounts through the relay's real signalling
+//! (`channel_join`, `sfu_join`, the SFU's `sfu_offer`s), and each account's media runs over
+//! its own UDP socket as a [str0m] client (light enough for thousands in one process; the app
+//! itself uses webrtc-rs, which the SFU's own tests cover).
+//!
+//! - A **publisher** sends one Opus-sized packet (80 bytes, 50 per second) whose payload
+//!   carries its index, a sequence number and its send time on this process's clock.
+//! - A **subscriber** offers one receive-only audio m-line (so it publishes nothing, as the
+//!   issue's "10 publishers to 3,000 subscribers" asks). Most subscribers only count the RTP
+//!   datagrams they get (no SRTP decryption: the load generator must not be the bottleneck on
+//!   a small machine); every `--latency-every`th one decrypts everything through str0m and
+//!   reads the send time: forward latency publisher -> SFU -> subscriber, one clock, so an
+//!   upper bound including both ends' scheduling.
+//!
+//! The figure of merit is forwarded packets per second per core: the RTP datagrams the
+//! participants received in the window over the relay process's CPU seconds (/proc) in it.
+//! Delivery is checked from the receiving side too: what they counted against what the
+//! publishers sent times the listeners in their room. The SFU's own `rtp_forwarded_total`
+//! (the relay's /metrics, refreshed once a second, so only a rough cross-check) is reported
+//! beside it.
+//!
+//! [str0m]: https://github.com/algesten/str0m
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+use hum_engine::{ClientEvent, RelayClient};
+use hum_proto::ChannelId;
+use hum_proto::signal::{Event, Name, VoiceState};
+use serde::Serialize;
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{bench_identity, client_config, paced, raise_fd_limit, sample_proc, spawn_relay};
+use crate::Cli;
+
+/// Audio packet interval and payload size (Opus at ~32 kbit/s in 20 ms frames).
+const PACKET_INTERVAL: Duration = Duration::from_millis(20);
+const PAYLOAD_BYTES: usize = 80;
+/// First byte of a bench payload (anything else is not ours).
+const MAGIC: u8 = 0xb5;
+
+#[derive(Args, Debug)]
+pub struct SfuBench {
+    /// Audio publishers per room.
+    #[arg(long, default_value_t = 10)]
+    publishers: usize,
+    /// Listen-only subscribers per room.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Rooms (voice channels on the SFU), each with its own publishers and subscribers.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// How long to measure, after everyone is connected and a short warm-up.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Every Nth subscriber decrypts what it gets and measures forward latency (the others
+    /// only count datagrams). 1: all of them.
+    #[arg(long, default_value_t = 20)]
+    latency_every: usize,
+    /// Use a relay already running at --relay with this pid instead of starting one. Its
+    /// channels are set to the SFU per channel; it needs --max-channel-size large enough.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// The hum-relay binary to start (default: next to this `hum`).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// Joins in flight at once while connecting.
+    #[arg(long, default_value_t = 32)]
+    connect_concurrency: usize,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    rooms: usize,
+    publishers_per_room: usize,
+    subscribers_per_room: usize,
+    duration_s: f64,
+    setup_s: f64,
+    /// RTP packets the publishers sent in the window.
+    sent: u64,
+    /// What every other participant of their rooms should have received.
+    expected: u64,
+    /// RTP datagrams the participants received in the window.
+    received: u64,
+    delivered_ratio: f64,
+    /// Received (forwarded and delivered) packets per second.
+    forwarded_per_s: f64,
+    /// The SFU's own `rtp_forwarded_total` over the window, per second (the relay refreshes
+    /// it once a second: a rough cross-check).
+    sfu_forwarded_per_s: f64,
+    relay_cpu_pct_of_one_core: f64,
+    /// Delivered packets per CPU-second of the relay process: the figure of merit.
+    forwarded_per_core_s: f64,
+    relay_rss_mb: f64,
+    relay_peak_rss_mb: f64,
+    /// The SFU's drops on a full socket buffer in the window.
+    sfu_send_dropped: u64,
+    load_generator_cpu_pct_of_one_core: f64,
+    latency_samples: u64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+}
+
+/// What every participant adds to while the bench runs.
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    connected: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+struct Shared {
+    counters: Counters,
+    latency: Mutex<Histogram<u64>>,
+    epoch: Instant,
+    /// Publishers send only while this is set (after everyone is connected).
+    sending: AtomicBool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Publisher(u16),
+    /// Counts RTP datagrams without decrypting them.
+    Counter,
+    /// Decrypts everything and reads the publishers' send times.
+    Measurer,
+}
+
+pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
+    if args.publishers == 0 || args.rooms == 0 {
+        bail!("need at least one publisher and one room");
+    }
+    if args.publishers > usize::from(u16::MAX) {
+        bail!("at most {} publishers per room", u16::MAX);
+    }
+    let room_size = args.publishers + args.subscribers;
+    raise_fd_limit();
+    str0m::crypto::from_feature_flags().install_process_default();
+
+    let (spawned, url, pid) = match args.relay_pid {
+        Some(pid) => (None, cli.relay.clone(), pid),
+        None => {
+            let bin = match &args.relay_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("no directory for this executable")?
+                    .join("hum-relay"),
+            };
+            let size = room_size.to_string();
+            let (relay, url) = spawn_relay(
+                &bin,
+                &["--mesh-limit", "0", "--max-channel-size", size.as_str()],
+            )
+            .await?;
+            let pid = relay.child.id().context("relay exited at once")?;
+            (Some(relay), url, pid)
+        }
+    };
+    let metrics_addr = metrics_addr(&url)?;
+    let setup_start = Instant::now();
+
+    // The owner makes one server with a channel per room, on the SFU from the first member.
+    let owner = RelayClient::connect(bench_identity(0)?, client_config(&url)).await?;
+    let server = paced(|| owner.server_create(Name::new("sfu-bench").expect("valid name"))).await?;
+    let mut channels = Vec::with_capacity(args.rooms);
+    for r in 0..args.rooms {
+        let name = Name::new(format!("room-{r}"))?;
+        let max = Some(room_size as u32);
+        let ch = paced(|| owner.channel_create(server.id, name.clone(), max, None)).await?;
+        paced(|| owner.channel_configure_with_mesh_limit(ch.id, None, None, Some(0))).await?;
+        channels.push(ch.id);
+    }
+    let invite = paced(|| owner.invite_create(server.id, None, None))
+        .await?
+        .code;
+
+    let shared = Arc::new(Shared {
+        counters: Counters::default(),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        epoch: Instant::now(),
+        sending: AtomicBool::new(false),
+    });
+
+    // Publishers first (so subscribers get every track in the SFU's first offer), then
+    // subscribers; a bounded number of joins in flight.
+    let mut roles = Vec::new();
+    for (r, ch) in channels.iter().enumerate() {
+        for p in 0..args.publishers {
+            roles.push((*ch, Role::Publisher((r * args.publishers + p) as u16)));
+        }
+    }
+    for ch in &channels {
+        for s in 0..args.subscribers {
+            let measure = args.latency_every > 0 && s % args.latency_every == 0;
+            roles.push((
+                *ch,
+                if measure {
+                    Role::Measurer
+                } else {
+                    Role::Counter
+                },
+            ));
+        }
+    }
+    let total = roles.len();
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
+    let mut joins = Vec::with_capacity(total);
+    for (i, (channel, role)) in roles.into_iter().enumerate() {
+        // Publishers must be published before subscribers join: wait for them all.
+        if i == args.publishers * args.rooms {
+            let _all = sem
+                .clone()
+                .acquire_many_owned(args.connect_concurrency.max(1) as u32)
+                .await?;
+        }
+        let permit = sem.clone().acquire_owned().await?;
+        let (url, code, shared) = (url.clone(), invite.clone(), shared.clone());
+        joins.push(tokio::spawn(async move {
+            let r = join(i + 1, &url, code, channel, role, shared).await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut participants = Vec::with_capacity(total);
+    for j in joins {
+        participants.push(j.await??);
+    }
+    // Media connects after signalling: wait for every ICE/DTLS handshake.
+    let deadline = Instant::now() + Duration::from_secs(60 + total as u64 / 20);
+    loop {
+        let c = &shared.counters;
+        let (up, failed) = (
+            c.connected.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+        );
+        if failed > 0 {
+            bail!("{failed} of {total} participants' media connections failed");
+        }
+        if up == total {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {up} of {total} media connections came up");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let setup_s = setup_start.elapsed().as_secs_f64();
+    eprintln!(
+        "{total} participants in {} room(s) connected in {setup_s:.1} s; measuring for {:?}",
+        args.rooms, args.duration
+    );
+
+    // Warm up (first packets, str0m's first reports), then measure a clean window.
+    shared.sending.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = &shared.counters;
+    let (sent0, recv0) = (
+        c.sent.load(Ordering::Relaxed),
+        c.received.load(Ordering::Relaxed),
+    );
+    shared.latency.lock().expect("lock").reset();
+    let before = sample_proc(pid)?;
+    let me_before = sample_proc(std::process::id())?;
+    let sfu_before = sfu_counters(metrics_addr).await?;
+    let start = Instant::now();
+    tokio::time::sleep(args.duration).await;
+    shared.sending.store(false, Ordering::Relaxed);
+    let sent = c.sent.load(Ordering::Relaxed) - sent0;
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = sample_proc(pid)?;
+    let me_after = sample_proc(std::process::id())?;
+    let sfu_after = sfu_counters(metrics_addr).await?;
+    // Packets in flight at the window's end still count (they were sent in it); nothing is
+    // sent after it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = c.received.load(Ordering::Relaxed) - recv0;
+
+    let expected = sent * (room_size as u64 - 1);
+    let cpu_s = after.cpu_s - before.cpu_s;
+    let forwarded = sfu_after.forwarded - sfu_before.forwarded;
+    let h = shared.latency.lock().expect("lock").clone();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let report = Report {
+        rooms: args.rooms,
+        publishers_per_room: args.publishers,
+        subscribers_per_room: args.subscribers,
+        duration_s: elapsed,
+        setup_s,
+        sent,
+        expected,
+        received,
+        delivered_ratio: if expected == 0 {
+            0.0
+        } else {
+            received as f64 / expected as f64
+        },
+        forwarded_per_s: received as f64 / elapsed,
+        sfu_forwarded_per_s: forwarded as f64 / elapsed,
+        relay_cpu_pct_of_one_core: cpu_s / elapsed * 100.0,
+        forwarded_per_core_s: if cpu_s > 0.0 {
+            received as f64 / cpu_s
+        } else {
+            0.0
+        },
+        relay_rss_mb: after.rss_mb,
+        relay_peak_rss_mb: after.peak_rss_mb,
+        sfu_send_dropped: sfu_after.send_dropped - sfu_before.send_dropped,
+        load_generator_cpu_pct_of_one_core: (me_after.cpu_s - me_before.cpu_s) / elapsed * 100.0,
+        latency_samples: h.len(),
+        latency_p50_ms: ms(0.5),
+        latency_p99_ms: ms(0.99),
+        latency_max_ms: h.max() as f64 / 1000.0,
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    for p in participants {
+        p.stop().await;
+    }
+    owner.shutdown().await;
+    drop(spawned);
+    Ok(())
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "{} room(s) x ({} publishers + {} subscribers), audio 50 packets/s each, {:.1} s (setup {:.1} s)",
+        r.rooms, r.publishers_per_room, r.subscribers_per_room, r.duration_s, r.setup_s
+    );
+    println!(
+        "sent {} received {} of {} expected ({:.2}%), SFU send drops {}",
+        r.sent,
+        r.received,
+        r.expected,
+        r.delivered_ratio * 100.0,
+        r.sfu_send_dropped
+    );
+    println!(
+        "forwarded {:.0} packets/s (the SFU's counter: ~{:.0}); relay CPU {:.1}% of one core -> {:.0} forwarded packets/s per core",
+        r.forwarded_per_s,
+        r.sfu_forwarded_per_s,
+        r.relay_cpu_pct_of_one_core,
+        r.forwarded_per_core_s
+    );
+    println!(
+        "relay RSS {:.1} MB (peak {:.1} MB); load generator CPU {:.1}% of one core",
+        r.relay_rss_mb, r.relay_peak_rss_mb, r.load_generator_cpu_pct_of_one_core
+    );
+    println!(
+        "forward latency ({} samples) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        r.latency_samples, r.latency_p50_ms, r.latency_p99_ms, r.latency_max_ms
+    );
+}
+
+/// One bench account in its room: its relay session and its media task.
+struct Participant {
+    client: RelayClient,
+    media: tokio::task::JoinHandle<()>,
+    offers: tokio::task::JoinHandle<()>,
+}
+
+impl Participant {
+    async fn stop(self) {
+        self.offers.abort();
+        self.media.abort();
+        let _ = self.client.sfu_leave().await;
+        self.client.shutdown().await;
+    }
+}
+
+/// A request to the media task: accept the SFU's offer and hand back the answer.
+type OfferCmd = (String, oneshot::Sender<Result<String>>);
+
+async fn join(
+    n: usize,
+    url: &str,
+    invite: hum_proto::InviteCode,
+    channel: ChannelId,
+    role: Role,
+    shared: Arc<Shared>,
+) -> Result<Participant> {
+    let client = RelayClient::connect(bench_identity(n)?, client_config(url)).await?;
+    paced(|| client.invite_join(invite.clone())).await?;
+    // Subscribe before joining: the SFU's first offer may come right after its answer.
+    let mut events = client.subscribe();
+    paced(|| client.channel_join(channel, VoiceState::default())).await?;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    let now = Instant::now();
+    let mut rtc = Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_rtp_mode(false)
+        .build(now);
+    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    let mut api = rtc.sdp_api();
+    let (dir, stream) = match role {
+        Role::Publisher(_) => (Direction::SendOnly, Some(client.user_id().to_string())),
+        _ => (Direction::RecvOnly, None),
+    };
+    let mid = api.add_media(MediaKind::Audio, dir, stream, None, None);
+    let (offer, pending) = api.apply().context("no offer to make")?;
+    let answer = paced(|| client.sfu_join(channel, offer.to_sdp_string())).await?;
+    let answer = str0m::change::SdpAnswer::from_sdp_string(&answer)
+        .map_err(|e| anyhow::anyhow!("the SFU's answer: {e}"))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| anyhow::anyhow!("accepting the SFU's answer: {e}"))?;
+
+    let (cmd_tx, cmd_rx) = mpsc::channel::<OfferCmd>(8);
+    let media = tokio::spawn(media_loop(rtc, socket, local, mid, role, cmd_rx, shared));
+    let c = client.clone();
+    let offers = tokio::spawn(async move {
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            if let ClientEvent::Relay(Event::SfuOffer { channel: ch, sdp }) = ev
+                && ch == channel
+            {
+                let (tx, rx) = oneshot::channel();
+                if cmd_tx.send((sdp, tx)).await.is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(Ok(answer)) => {
+                        if let Err(e) = c.sfu_answer(answer).await {
+                            eprintln!("sfu_answer: {e}");
+                        }
+                    }
+                    Ok(Err(e)) => eprintln!("the SFU's offer: {e:#}"),
+                    Err(_) => return,
+                }
+            }
+        }
+    });
+    Ok(Participant {
+        client,
+        media,
+        offers,
+    })
+}
+
+/// RTP (not RTCP, STUN or DTLS) by RFC 5761's demultiplexing rule.
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && (128..192).contains(&d[0]) && !(192..224).contains(&d[1])
+}
+
+/// Drives one str0m client: its socket, its timers, the SFU's renegotiations, and (for a
+/// publisher) a packet every 20 ms while the bench is sending.
+async fn media_loop(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    mid: Mid,
+    role: Role,
+    mut offers: mpsc::Receiver<OfferCmd>,
+    shared: Arc<Shared>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut connected = false;
+    let mut seq: u32 = 0;
+    let mut next_send = Instant::now();
+    let counters = &shared.counters;
+    loop {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(e)) => match e {
+                    str0m::Event::Connected => {
+                        connected = true;
+                        counters.connected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    str0m::Event::MediaData(d) => {
+                        if role == Role::Measurer {
+                            counters.received.fetch_add(1, Ordering::Relaxed);
+                            record_latency(&shared, &d.data);
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    eprintln!("media connection: {e}");
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        };
+        if !rtc.is_alive() {
+            if !connected {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let publishing = matches!(role, Role::Publisher(_))
+            && connected
+            && shared.sending.load(Ordering::Relaxed);
+        let wake = if publishing {
+            timeout.min(next_send)
+        } else {
+            timeout
+        };
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let Ok((len, src)) = r else { continue };
+                let data = &buf[..len];
+                if role != Role::Measurer && is_rtp(data) {
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Ok(recv) = Receive::new(Protocol::Udp, src, local, data) {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), recv));
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                if publishing && now >= next_send {
+                    if let Role::Publisher(index) = role {
+                        send_packet(&mut rtc, mid, index, seq, now, &shared);
+                        seq = seq.wrapping_add(1);
+                    }
+                    // Keep the 50/s cadence; after a stall, skip the missed slots instead of
+                    // catching up (a slot already due would send twice in a row).
+                    next_send += PACKET_INTERVAL;
+                    if next_send <= now {
+                        next_send = now + PACKET_INTERVAL;
+                    }
+                }
+                let _ = rtc.handle_input(Input::Timeout(now));
+            }
+            cmd = offers.recv() => {
+                let Some((sdp, reply)) = cmd else { return };
+                let answer = SdpOffer::from_sdp_string(&sdp)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .and_then(|o| rtc.sdp_api().accept_offer(o).map_err(|e| anyhow::anyhow!("{e}")))
+                    .map(|a| a.to_sdp_string());
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+fn send_packet(rtc: &mut Rtc, mid: Mid, index: u16, seq: u32, now: Instant, shared: &Shared) {
+    let Some(writer) = rtc.writer(mid) else {
+        return;
+    };
+    let Some(pt) = writer
+        .payload_params()
+        .find(|p| p.spec().codec == Codec::Opus)
+        .map(|p| p.pt())
+    else {
+        return;
+    };
+    let mut payload = [0u8; PAYLOAD_BYTES];
+    payload[0] = MAGIC;
+    payload[1..3].copy_from_slice(&index.to_be_bytes());
+    payload[3..7].copy_from_slice(&seq.to_be_bytes());
+    let sent_ns = now.duration_since(shared.epoch).as_nanos() as u64;
+    payload[7..15].copy_from_slice(&sent_ns.to_be_bytes());
+    // 960 samples of 48 kHz per 20 ms packet.
+    let rtp_time = MediaTime::new(u64::from(seq) * 960, Frequency::FORTY_EIGHT_KHZ);
+    if writer.write(pt, now, rtp_time, payload.to_vec()).is_ok() {
+        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn record_latency(shared: &Shared, data: &[u8]) {
+    if data.len() < 15 || data[0] != MAGIC {
+        return;
+    }
+    let sent_ns = u64::from_be_bytes(data[7..15].try_into().expect("8 bytes"));
+    let now_ns = shared.epoch.elapsed().as_nanos() as u64;
+    let us = now_ns.saturating_sub(sent_ns) / 1000;
+    let _ = shared.latency.lock().expect("lock").record(us.max(1));
+}
+
+/// The relay's HTTP address (for /metrics) from its WebSocket URL.
+fn metrics_addr(url: &str) -> Result<SocketAddr> {
+    let host = url
+        .strip_prefix("ws://")
+        .and_then(|r| r.split('/').next())
+        .with_context(|| format!("{url}: expected ws://HOST:PORT/ws (a local relay)"))?;
+    host.parse()
+        .with_context(|| format!("{url}: expected an IP address and port"))
+}
+
+struct SfuCounters {
+    forwarded: u64,
+    send_dropped: u64,
+}
+
+/// `hum_sfu_rtp_forwarded_total` and `hum_sfu_send_dropped_total` from the relay's /metrics
+/// (a plain HTTP/1.0 GET: the one request this tool makes over HTTP).
+async fn sfu_counters(addr: SocketAddr) -> Result<SfuCounters> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to the relay's /metrics at {addr}"))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .with_context(|| format!("the relay's /metrics has no {name} (is its SFU on?)"))
+    };
+    Ok(SfuCounters {
+        forwarded: value("hum_sfu_rtp_forwarded_total")?,
+        send_dropped: value("hum_sfu_send_dropped_total")?,
+    })
+}
