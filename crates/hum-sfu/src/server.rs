@@ -414,19 +414,25 @@ impl Runtime {
                         // mode it holds ONE received packet for the next `poll_output`: feeding
                         // a second datagram first overwrote the first (session 7: a burst of a
                         // 640x360 keyframe lost most of its packets). So each datagram is
-                        // pumped before the next is read.
-                        self.on_datagram(&buf[..n], src, Instant::now());
-                        self.pump(Instant::now());
+                        // pumped before the next is read. Only its own `Rtc` needs that: the
+                        // subscribers it forwarded to are drained once per batch below, not once
+                        // per datagram (each drain is a str0m poll and timeout pass per
+                        // subscriber; `hum bench sfu`, docs/sfu.md).
+                        if let Some(k) = self.on_datagram(&buf[..n], src, Instant::now()) {
+                            self.pump_one(k, Instant::now());
+                        }
                         // Then what is already queued, one at a time, before the timers.
                         for _ in 0..64 {
                             match self.socket.try_recv_from(&mut buf) {
                                 Ok((n, src)) => {
-                                    self.on_datagram(&buf[..n], src, Instant::now());
-                                    self.pump(Instant::now());
+                                    if let Some(k) = self.on_datagram(&buf[..n], src, Instant::now()) {
+                                        self.pump_one(k, Instant::now());
+                                    }
                                 }
                                 Err(_) => break,
                             }
                         }
+                        self.pump(Instant::now());
                     }
                 }
                 cmd = rx.recv() => {
@@ -467,12 +473,14 @@ impl Runtime {
         }
     }
 
-    fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
+    /// Feeds a datagram to the client it belongs to and returns that client (to be pumped
+    /// before the next datagram).
+    fn on_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) -> Option<u64> {
         self.metrics.datagrams_in += 1;
         self.metrics.bytes_in += data.len() as u64;
         let Ok(recv) = Receive::new(Protocol::Udp, src, self.public, data) else {
             self.metrics.unparsable += 1;
-            return;
+            return None;
         };
         let input = Input::Receive(now, recv);
         let known = self
@@ -488,7 +496,7 @@ impl Runtime {
         });
         let Some(key) = key else {
             self.metrics.unrouted += 1;
-            return;
+            return None;
         };
         self.by_addr.insert(src, key);
         if let Some(c) = self.clients.get_mut(&key)
@@ -497,6 +505,7 @@ impl Runtime {
             self.metrics.rtc_errors += 1;
         }
         self.mark(key);
+        Some(key)
     }
 
     fn on_command(&mut self, cmd: Command, now: Instant) {
@@ -704,59 +713,65 @@ impl Runtime {
     /// Drains every marked client until it only has a timeout left; handles the events.
     fn pump(&mut self, now: Instant) {
         while let Some(key) = self.dirty.pop() {
-            self.negotiate(key);
-            let mut events = vec![];
-            let mut dead = false;
-            if let Some(c) = self.clients.get_mut(&key) {
-                c.is_dirty = false;
-                // A timeout already due is fed back at once: str0m's pacer releases queued
-                // packets only on `handle_input`, so leaving it for the next loop turn held
-                // a subscriber to about one packet per turn (a room of 10 talkers backed up
-                // by seconds; `hum bench sfu`, docs/sfu.md). Bounded in case a due timeout
-                // makes no progress.
-                let mut fed = 0;
-                loop {
-                    match c.rtc.poll_output() {
-                        Ok(Output::Timeout(t)) if fed < MAX_DUE_FEEDS && t <= Instant::now() => {
-                            fed += 1;
-                            if c.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
-                                self.metrics.rtc_errors += 1;
-                            }
-                        }
-                        Ok(Output::Timeout(t)) => {
-                            c.timeout = t;
-                            break;
-                        }
-                        Ok(Output::Transmit(t)) => {
-                            match self.socket.try_send_to(&t.contents, t.destination) {
-                                Ok(n) => {
-                                    self.metrics.datagrams_out += 1;
-                                    self.metrics.bytes_out += n as u64;
-                                }
-                                Err(_) => self.metrics.send_dropped += 1,
-                            }
-                        }
-                        Ok(Output::Event(e)) => events.push(e),
-                        Err(_) => {
+            self.pump_one(key, now);
+        }
+    }
+
+    /// Drains one client until it only has a timeout left; handles its events (which may
+    /// mark others).
+    fn pump_one(&mut self, key: u64, now: Instant) {
+        self.negotiate(key);
+        let mut events = vec![];
+        let mut dead = false;
+        if let Some(c) = self.clients.get_mut(&key) {
+            c.is_dirty = false;
+            // A timeout already due is fed back at once: str0m's pacer releases queued
+            // packets only on `handle_input`, so leaving it for the next loop turn held
+            // a subscriber to about one packet per turn (a room of 10 talkers backed up
+            // by seconds; `hum bench sfu`, docs/sfu.md). Bounded in case a due timeout
+            // makes no progress.
+            let mut fed = 0;
+            loop {
+                match c.rtc.poll_output() {
+                    Ok(Output::Timeout(t)) if fed < MAX_DUE_FEEDS && t <= Instant::now() => {
+                        fed += 1;
+                        if c.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
                             self.metrics.rtc_errors += 1;
-                            dead = true;
-                            break;
                         }
                     }
+                    Ok(Output::Timeout(t)) => {
+                        c.timeout = t;
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => {
+                        match self.socket.try_send_to(&t.contents, t.destination) {
+                            Ok(n) => {
+                                self.metrics.datagrams_out += 1;
+                                self.metrics.bytes_out += n as u64;
+                            }
+                            Err(_) => self.metrics.send_dropped += 1,
+                        }
+                    }
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(_) => {
+                        self.metrics.rtc_errors += 1;
+                        dead = true;
+                        break;
+                    }
                 }
-                if !c.rtc.is_alive() {
-                    dead = true;
-                }
             }
-            for e in events {
-                self.on_event(key, e, now);
+            if !c.rtc.is_alive() {
+                dead = true;
             }
-            if dead && let Some(who) = self.clients.get(&key).map(|c| c.who) {
-                let _ = self.events.send(SfuEvent::Disconnected { who });
-                self.leave(who);
-            }
-            self.drain_session(now);
         }
+        for e in events {
+            self.on_event(key, e, now);
+        }
+        if dead && let Some(who) = self.clients.get(&key).map(|c| c.who) {
+            let _ = self.events.send(SfuEvent::Disconnected { who });
+            self.leave(who);
+        }
+        self.drain_session(now);
     }
 
     fn on_event(&mut self, key: u64, e: Event, now: Instant) {
