@@ -55,6 +55,8 @@ const PACKET_INTERVAL: Duration = Duration::from_millis(20);
 const PAYLOAD_BYTES: usize = 80;
 /// First byte of a bench payload (anything else is not ours).
 const MAGIC: u8 = 0xb5;
+/// How long one participant's ICE + DTLS may take once its signalling is done.
+const MEDIA_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args, Debug)]
 pub struct SfuBench {
@@ -273,6 +275,10 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     // Warm up (first packets, str0m's first reports), then measure a clean window.
     shared.sending.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The relay's /metrics can take a while to answer under load: it is read outside the
+    // window, whose counters and CPU times are all sampled at its two ends.
+    let sfu_before = sfu_counters(metrics_addr).await?;
+    let sfu_start = Instant::now();
     let c = &shared.counters;
     let (sent0, recv0) = (
         c.sent.load(Ordering::Relaxed),
@@ -281,7 +287,6 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     shared.latency.lock().expect("lock").reset();
     let before = sample_proc(pid)?;
     let me_before = sample_proc(std::process::id())?;
-    let sfu_before = sfu_counters(metrics_addr).await?;
     let start = Instant::now();
     tokio::time::sleep(args.duration).await;
     shared.sending.store(false, Ordering::Relaxed);
@@ -289,11 +294,12 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     let elapsed = start.elapsed().as_secs_f64();
     let after = sample_proc(pid)?;
     let me_after = sample_proc(std::process::id())?;
-    let sfu_after = sfu_counters(metrics_addr).await?;
     // Packets in flight at the window's end still count (they were sent in it); nothing is
     // sent after it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = c.received.load(Ordering::Relaxed) - recv0;
+    let sfu_after = sfu_counters(metrics_addr).await?;
+    let sfu_span = sfu_start.elapsed().as_secs_f64();
 
     let expected = sent * (room_size as u64 - 1);
     let cpu_s = after.cpu_s - before.cpu_s;
@@ -315,7 +321,7 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
             received as f64 / expected as f64
         },
         forwarded_per_s: received as f64 / elapsed,
-        sfu_forwarded_per_s: forwarded as f64 / elapsed,
+        sfu_forwarded_per_s: forwarded as f64 / sfu_span,
         relay_cpu_pct_of_one_core: cpu_s / elapsed * 100.0,
         forwarded_per_core_s: if cpu_s > 0.0 {
             received as f64 / cpu_s
@@ -431,7 +437,14 @@ async fn join(
         .map_err(|e| anyhow::anyhow!("accepting the SFU's answer: {e}"))?;
 
     let (cmd_tx, cmd_rx) = mpsc::channel::<OfferCmd>(8);
-    let media = tokio::spawn(media_loop(rtc, socket, local, mid, role, cmd_rx, shared));
+    let (up_tx, up) = oneshot::channel();
+    let conn = MediaConn {
+        rtc,
+        socket,
+        local,
+        mid,
+    };
+    let media = tokio::spawn(media_loop(conn, role, cmd_rx, up_tx, shared));
     let c = client.clone();
     let offers = tokio::spawn(async move {
         loop {
@@ -459,11 +472,32 @@ async fn join(
             }
         }
     });
-    Ok(Participant {
+    let participant = Participant {
         client,
         media,
         offers,
-    })
+    };
+    // The join (and its slot among --connect-concurrency) lasts until the media connection is
+    // up: thousands of DTLS handshakes in flight at once time out.
+    match tokio::time::timeout(MEDIA_UP_TIMEOUT, up).await {
+        Ok(Ok(())) => Ok(participant),
+        Ok(Err(_)) => {
+            participant.stop().await;
+            bail!("participant {n}: its media connection failed")
+        }
+        Err(_) => {
+            participant.stop().await;
+            bail!("participant {n}: no media connection within {MEDIA_UP_TIMEOUT:?}")
+        }
+    }
+}
+
+/// One participant's str0m client, its socket and its one m-line.
+struct MediaConn {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    mid: Mid,
 }
 
 /// RTP (not RTCP, STUN or DTLS) by RFC 5761's demultiplexing rule.
@@ -474,14 +508,19 @@ fn is_rtp(d: &[u8]) -> bool {
 /// Drives one str0m client: its socket, its timers, the SFU's renegotiations, and (for a
 /// publisher) a packet every 20 ms while the bench is sending.
 async fn media_loop(
-    mut rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
-    mid: Mid,
+    conn: MediaConn,
     role: Role,
     mut offers: mpsc::Receiver<OfferCmd>,
+    up: oneshot::Sender<()>,
     shared: Arc<Shared>,
 ) {
+    let MediaConn {
+        mut rtc,
+        socket,
+        local,
+        mid,
+    } = conn;
+    let mut up = Some(up);
     let mut buf = vec![0u8; 2048];
     let mut connected = false;
     let mut seq: u32 = 0;
@@ -498,12 +537,13 @@ async fn media_loop(
                     str0m::Event::Connected => {
                         connected = true;
                         counters.connected.fetch_add(1, Ordering::Relaxed);
-                    }
-                    str0m::Event::MediaData(d) => {
-                        if role == Role::Measurer {
-                            counters.received.fetch_add(1, Ordering::Relaxed);
-                            record_latency(&shared, &d.data);
+                        if let Some(up) = up.take() {
+                            let _ = up.send(());
                         }
+                    }
+                    str0m::Event::MediaData(d) if role == Role::Measurer => {
+                        counters.received.fetch_add(1, Ordering::Relaxed);
+                        record_latency(&shared, &d.data);
                     }
                     _ => {}
                 },
