@@ -153,6 +153,30 @@ async fn spawn_relay(bin: &Path, extra: &[&str]) -> Result<(SpawnedRelay, String
     bail!("the relay at {health} did not start listening within 10 s")
 }
 
+/// The relay a benchmark loads: one already running at --relay with the given pid, or one
+/// started here (`bin`, default: next to this `hum`) with `extra` arguments, stopped when the
+/// returned guard drops. Returns the guard, the relay's WebSocket URL and its pid.
+async fn relay_under_test(
+    cli: &Cli,
+    relay_pid: Option<u32>,
+    bin: Option<&Path>,
+    extra: &[&str],
+) -> Result<(Option<SpawnedRelay>, String, u32)> {
+    if let Some(pid) = relay_pid {
+        return Ok((None, cli.relay.clone(), pid));
+    }
+    let bin = match bin {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for this executable")?
+            .join("hum-relay"),
+    };
+    let (relay, url) = spawn_relay(&bin, extra).await?;
+    let pid = relay.child.id().context("relay exited at once")?;
+    Ok((Some(relay), url, pid))
+}
+
 /// CPU seconds (user + system) and RSS of a process, from /proc.
 struct ProcSample {
     cpu_s: f64,
@@ -212,21 +236,8 @@ async fn relay(cli: &Cli, args: &RelayBench) -> Result<()> {
         bail!("need at least 2 clients and 2 per channel");
     }
     raise_fd_limit();
-    let (spawned, url, pid) = match args.relay_pid {
-        Some(pid) => (None, cli.relay.clone(), pid),
-        None => {
-            let bin = match &args.relay_bin {
-                Some(b) => b.clone(),
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("no directory for this executable")?
-                    .join("hum-relay"),
-            };
-            let (relay, url) = spawn_relay(&bin, &[]).await?;
-            let pid = relay.child.id().context("relay exited at once")?;
-            (Some(relay), url, pid)
-        }
-    };
+    let (spawned, url, pid) =
+        relay_under_test(cli, args.relay_pid, args.relay_bin.as_deref(), &[]).await?;
     let setup_start = Instant::now();
 
     // The owner makes the servers, their channels and an unlimited invite for each.

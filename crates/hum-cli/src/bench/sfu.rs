@@ -47,7 +47,7 @@ use str0m::{Candidate, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{bench_identity, client_config, paced, raise_fd_limit, sample_proc, spawn_relay};
+use super::{bench_identity, client_config, paced, raise_fd_limit, relay_under_test, sample_proc};
 use crate::Cli;
 
 /// Audio packet interval and payload size (Opus at ~32 kbit/s in 20 ms frames).
@@ -158,26 +158,14 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     raise_fd_limit();
     str0m::crypto::from_feature_flags().install_process_default();
 
-    let (spawned, url, pid) = match args.relay_pid {
-        Some(pid) => (None, cli.relay.clone(), pid),
-        None => {
-            let bin = match &args.relay_bin {
-                Some(b) => b.clone(),
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("no directory for this executable")?
-                    .join("hum-relay"),
-            };
-            let size = room_size.to_string();
-            let (relay, url) = spawn_relay(
-                &bin,
-                &["--mesh-limit", "0", "--max-channel-size", size.as_str()],
-            )
-            .await?;
-            let pid = relay.child.id().context("relay exited at once")?;
-            (Some(relay), url, pid)
-        }
-    };
+    let size = room_size.to_string();
+    let (spawned, url, pid) = relay_under_test(
+        cli,
+        args.relay_pid,
+        args.relay_bin.as_deref(),
+        &["--mesh-limit", "0", "--max-channel-size", size.as_str()],
+    )
+    .await?;
     let metrics_addr = metrics_addr(&url)?;
     let setup_start = Instant::now();
 
