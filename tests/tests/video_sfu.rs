@@ -15,6 +15,10 @@
 //!   when the viewer is there before the share starts and when it joins a running share (the
 //!   SFU must get it a keyframe: a single-layer subscription starts at one).
 //!
+//! - The publisher encodes only the layers some subscriber takes (the SFU's `sfu_layers`):
+//!   with two thumbnails only the low layer runs; when one subscriber asks `high` the top
+//!   layer resumes and its switch lands; the middle layer, which nobody takes, stays paused.
+//!
 //! Checked from the recordings and the events, not from wall-clock bounds.
 
 use std::collections::BTreeMap;
@@ -47,6 +51,215 @@ fn increasing_codes(who: &str, frames: &[&Value]) -> Result<Vec<u64>> {
         }
     }
     Ok(codes)
+}
+
+/// The publisher's `video_send` lines (frames captured, encoded per layer, layers running).
+fn video_send(w: &World, i: usize) -> Vec<Value> {
+    w.events(i)
+        .into_iter()
+        .filter(|e| e["type"] == "video_send")
+        .collect()
+}
+
+fn active(v: &Value) -> Vec<bool> {
+    v["active"]
+        .as_array()
+        .map(|a| a.iter().map(|b| b.as_bool().unwrap_or(false)).collect())
+        .unwrap_or_default()
+}
+
+fn encoded(v: &Value, layer: usize) -> u64 {
+    v["encoded"][layer].as_u64().unwrap_or(u64::MAX)
+}
+
+/// Layers nobody on the SFU takes are paused at the publisher (relay `--mesh-limit 0`; member
+/// 0 sends the 640x360 pattern, layers 160x90 / 320x180 / 640x360; members 1 and 2 record and
+/// both ask `low`):
+///
+/// - The publisher starts with every layer; the SFU tells it (`sfu_layers`) that only the low
+///   layer is taken, and then only the low layer runs (`video_send`: active low only), while
+///   both members decode thumbnails; the paused layers' encode counts stand still for 3 s.
+/// - Member 1 asks `high` (`--video-quality-file`): the top layer resumes (active low + high)
+///   and member 1 switches to 640x360 on a keyframe, codes increasing, never back down;
+///   member 2 stays at 160x90.
+/// - The middle layer, which nobody takes, is not encoded again after the first pause.
+#[test]
+fn the_publisher_encodes_only_the_layers_someone_on_the_sfu_takes() -> Result<()> {
+    let w = World::with_relay_args(3, &["--mesh-limit", "0"])?;
+    let (rec1, rec2) = (w.path("rec-1"), w.path("rec-2"));
+    let quality_file = w.path("member-1-quality");
+    let common = ["--duration", "120s"];
+    let procs = vec![
+        w.voice(
+            0,
+            &[
+                &common[..],
+                &[
+                    "--tone",
+                    "440",
+                    "--video",
+                    "pattern",
+                    "--video-size",
+                    "640x360",
+                    "--video-fps",
+                    "15",
+                    "--video-kbps",
+                    "600",
+                ],
+            ]
+            .concat(),
+        )?,
+        w.voice(
+            1,
+            &[
+                &common[..],
+                &[
+                    "--tone",
+                    "550",
+                    "--record-video",
+                    s(&rec1),
+                    "--video-quality",
+                    "low",
+                    "--video-quality-file",
+                    s(&quality_file),
+                ],
+            ]
+            .concat(),
+        )?,
+        w.voice(
+            2,
+            &[
+                &common[..],
+                &[
+                    "--tone",
+                    "660",
+                    "--record-video",
+                    s(&rec2),
+                    "--video-quality",
+                    "low",
+                ],
+            ]
+            .concat(),
+        )?,
+    ];
+    let count = |f: &[Value], wh: (u64, u64)| f.iter().filter(|f| size(f) == wh).count();
+    let dump = |e: anyhow::Error| -> anyhow::Error {
+        for (i, rec) in [(1, &rec1), (2, &rec2)] {
+            let f = frames(rec).unwrap_or_default();
+            eprintln!(
+                "member {i}: {} frames ({} low, {} high)",
+                f.len(),
+                count(&f, (160, 90)),
+                count(&f, (640, 360))
+            );
+        }
+        eprintln!("publisher: last video_send {:?}", video_send(&w, 0).last());
+        e
+    };
+
+    // Both take the low layer: only it runs.
+    wait_for(
+        "both decode 20 thumbnails and only the low layer runs",
+        Duration::from_secs(90),
+        || {
+            Ok(count(&frames(&rec1)?, (160, 90)) >= 20
+                && count(&frames(&rec2)?, (160, 90)) >= 20
+                && video_send(&w, 0)
+                    .last()
+                    .is_some_and(|v| active(v) == [true, false, false]))
+        },
+    )
+    .map_err(dump)?;
+    let paused = video_send(&w, 0).last().cloned().context("video_send")?;
+    let lines = video_send(&w, 0).len();
+    // Three more lines (about 3 s): the paused layers stay paused.
+    wait_for("3 more video_send lines", Duration::from_secs(30), || {
+        Ok(video_send(&w, 0).len() >= lines + 3)
+    })
+    .map_err(dump)?;
+    let still = video_send(&w, 0).last().cloned().context("video_send")?;
+    ensure!(
+        active(&still) == [true, false, false]
+            && encoded(&still, 1) == encoded(&paused, 1)
+            && encoded(&still, 2) == encoded(&paused, 2)
+            && encoded(&still, 0) > encoded(&paused, 0),
+        "paused layers moved: {paused} -> {still}"
+    );
+
+    // Member 1 spotlights member 0.
+    std::fs::write(&quality_file, b"high")?;
+    wait_for(
+        "member 1 decodes 30 frames at 640x360 and the publisher runs low + high",
+        Duration::from_secs(90),
+        || {
+            let f = frames(&rec1)?;
+            let after = f
+                .iter()
+                .rposition(|f| size(f) == (160, 90))
+                .map_or(0, |p| p + 1);
+            Ok(
+                f[after..].iter().filter(|f| size(f) == (640, 360)).count() >= 30
+                    && video_send(&w, 0)
+                        .last()
+                        .is_some_and(|v| active(v) == [true, false, true]),
+            )
+        },
+    )
+    .map_err(dump)?;
+    let end = video_send(&w, 0).last().cloned().context("video_send")?;
+    let (f1, f2) = (frames(&rec1)?, frames(&rec2)?);
+    drop(procs);
+
+    // Member 1: thumbnails, then the full picture from a keyframe on, never back.
+    let first_low = f1
+        .iter()
+        .position(|f| size(f) == (160, 90))
+        .context("member 1: no low frame")?;
+    let tail = &f1[first_low..];
+    let low_end = tail
+        .iter()
+        .position(|f| size(f) != (160, 90))
+        .context("member 1 never left the low layer")?;
+    let high: Vec<&Value> = tail[low_end..].iter().collect();
+    ensure!(
+        high.iter().all(|f| size(f) == (640, 360)),
+        "member 1: after the switch, frames not at 640x360"
+    );
+    let codes = increasing_codes("member 1 after the switch", &high)?;
+    ensure!(
+        codes.len() >= 20,
+        "member 1: {} readable codes",
+        codes.len()
+    );
+    // Member 2 only ever took low.
+    let first_low2 = f2
+        .iter()
+        .position(|f| size(f) == (160, 90))
+        .context("member 2: no low frame")?;
+    ensure!(
+        f2[first_low2..].iter().all(|f| size(f) == (160, 90)),
+        "member 2 got a layer it did not take"
+    );
+    // The publisher: the middle layer never ran again; the top layer resumed.
+    let captured = end["captured"].as_u64().context("captured")?;
+    eprintln!(
+        "publisher at the pause: {paused}\n3 s later: {still}\nat the end: {end}\nmember 1: {low_end} low then {} high; member 2: {} low",
+        high.len(),
+        f2.len() - first_low2
+    );
+    ensure!(
+        encoded(&end, 1) == encoded(&paused, 1),
+        "the middle layer nobody takes was encoded again: {paused} -> {end}"
+    );
+    ensure!(
+        encoded(&end, 2) >= encoded(&paused, 2) + 30,
+        "the top layer did not resume: {paused} -> {end}"
+    );
+    ensure!(
+        (0..3).all(|l| encoded(&end, l) <= captured),
+        "a layer was encoded more than once per frame: {end}"
+    );
+    Ok(())
 }
 
 #[test]

@@ -549,12 +549,19 @@ async fn run_until_done(
     };
     let mut asks = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
+    // `video_send` lines come with each peer's stats; on the SFU there are no peers, so at
+    // least one a second from the tick.
+    let mut last_send_line = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = tick.tick() => {
                 if timeline.tick(&link.session, audio) {
                     break;
+                }
+                if last_send_line.elapsed() >= Duration::from_secs(1) {
+                    print_video_send(cli, &link.session);
+                    last_send_line = tokio::time::Instant::now();
                 }
                 if let Some(path) = &video.video_off_file {
                     let on = !path.exists();
@@ -578,6 +585,7 @@ async fn run_until_done(
                 print_event(cli, &ev);
                 if let VoiceEvent::Stats { .. } = &ev {
                     print_video_send(cli, &link.session);
+                    last_send_line = tokio::time::Instant::now();
                 }
             }
         }

@@ -5,7 +5,8 @@
 //! ```text
 //!  hub thread ── SfuCmd ──▶ SfuLink::exec ── spawn ──▶ SfuServer::join/offer/answer/leave
 //!      ▲                                                   │
-//!      └──── HubCmd::SfuDone / HubCmd::SfuEvent ◀──────────┘ (answers, offers, speakers)
+//!      └──── HubCmd::SfuDone / HubCmd::SfuEvent ◀──────────┘ (answers, offers, speakers,
+//!                                                              wanted layers)
 //! ```
 //!
 //! Permissions: the hub computes the member's channel permissions when it asks for a join; the
@@ -243,6 +244,7 @@ pub(crate) fn on_event(hub: &mut Hub, ev: SfuEvent) {
     match ev {
         SfuEvent::Offer { who, sdp } => hub.sfu_offer(who, sdp),
         SfuEvent::Disconnected { who } => hub.sfu_disconnected(who),
+        SfuEvent::LayersWanted { who, track, rids } => hub.sfu_layers(who, track, rids),
         SfuEvent::Session(SessionEvent::SpeakerChanged { room, who }) => hub.sfu_speaker(room, who),
         SfuEvent::Session(_) => {}
     }

@@ -8,7 +8,7 @@
 //! Demultiplexing: a datagram goes to the participant last seen at its source address; a new
 //! address is matched by asking each `Rtc` whether it accepts the packet (ICE ufrag in STUN).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +69,15 @@ pub enum SfuEvent {
     /// The participant's connection ended (ICE timeout, DTLS close); it has left its room.
     Disconnected {
         who: ParticipantId,
+    },
+    /// The simulcast layers of `who`'s track `track` (its own track id, the `msid`) that some
+    /// subscriber wants now, by RID, low to high: the publisher encodes these and pauses the
+    /// others. Sent whenever the set changes (from the session's
+    /// [`SessionEvent::LayerWanted`]); until the first, the publisher runs every layer.
+    LayersWanted {
+        who: ParticipantId,
+        track: String,
+        rids: Vec<String>,
     },
     Session(SessionEvent),
 }
@@ -346,6 +355,10 @@ struct Source {
     rids: BTreeMap<Layer, Rid>,
     /// The publisher named the track `screen…` (its `msid`): a screen share.
     screen: bool,
+    /// The publisher's track id (its `msid`), to name the track in [`SfuEvent::LayersWanted`].
+    track_id: String,
+    /// The layers some subscriber wants (at first all: the publisher starts with every one).
+    wanted: BTreeSet<Layer>,
 }
 
 /// Whether a publisher's track id (`a=msid:<stream> <track>`) says it is a screen share: Hum
@@ -837,10 +850,12 @@ impl Runtime {
         let Some(c) = self.clients.get_mut(&key) else {
             return;
         };
-        let screen = c
+        let track_id = c
             .rtc
             .media(mid)
-            .is_some_and(|m| is_screen_track(m.track_id()));
+            .map(|m| m.track_id().to_string())
+            .unwrap_or_default();
+        let screen = is_screen_track(&track_id);
         match self
             .session
             .publish(c.who, kind, layers.keys().copied().collect(), now)
@@ -853,8 +868,10 @@ impl Runtime {
                     Source {
                         key,
                         mid,
+                        wanted: layers.keys().copied().collect(),
                         rids: layers,
                         screen,
+                        track_id,
                     },
                 );
             }
@@ -1009,11 +1026,28 @@ impl Runtime {
         self.outbox = outbox;
     }
 
-    /// Acts on session events (new tracks to offer, keyframe requests upstream) and passes
-    /// them on to the relay.
+    /// Acts on session events (new tracks to offer, keyframe requests upstream, wanted
+    /// layers to their publisher) and passes them on to the relay.
     fn drain_session(&mut self, _now: Instant) {
+        let mut wanted_changed: BTreeSet<TrackId> = BTreeSet::new();
         while let Some(ev) = self.session.poll_event() {
             match &ev {
+                SessionEvent::LayerWanted {
+                    track,
+                    layer,
+                    wanted,
+                } => {
+                    if let Some(src) = self.track_src.get_mut(track) {
+                        let changed = if *wanted {
+                            src.wanted.insert(*layer)
+                        } else {
+                            src.wanted.remove(layer)
+                        };
+                        if changed {
+                            wanted_changed.insert(*track);
+                        }
+                    }
+                }
                 SessionEvent::TrackPublished {
                     room,
                     track,
@@ -1070,6 +1104,27 @@ impl Runtime {
                 _ => {}
             }
             let _ = self.events.send(SfuEvent::Session(ev));
+        }
+        // One word per track and turn, with the whole set (a tick may change several layers).
+        for t in wanted_changed {
+            let Some(src) = self.track_src.get(&t) else {
+                continue;
+            };
+            let Some(c) = self.clients.get(&src.key) else {
+                continue;
+            };
+            let rids: Vec<String> = src
+                .wanted
+                .iter()
+                .filter_map(|l| src.rids.get(l))
+                .map(|r| r.to_string())
+                .collect();
+            tracing::debug!(who = %c.who, track = %src.track_id, ?rids, "layers wanted");
+            let _ = self.events.send(SfuEvent::LayersWanted {
+                who: c.who,
+                track: src.track_id.clone(),
+                rids,
+            });
         }
     }
 }

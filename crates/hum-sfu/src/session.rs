@@ -103,7 +103,11 @@ pub enum SessionEvent {
         track: TrackId,
         layer: Layer,
     },
-    /// Whether any subscriber wants this layer; the publisher may stop encoding unwanted ones.
+    /// Whether any subscriber wants this layer: the publisher stops encoding unwanted ones
+    /// and resumes (with a keyframe) when one is wanted again. A publication starts with
+    /// every announced layer counted as wanted (the publisher starts encoding them all), so
+    /// the first word about a layer nobody takes is `wanted: false`, [`UNWANT_GRACE`] after
+    /// nobody takes it; a layer someone takes is wanted again at the next tick.
     LayerWanted {
         track: TrackId,
         layer: Layer,
@@ -147,11 +151,30 @@ pub struct Subscription {
     pub asked: Option<Quality>,
     /// What it gets aimed at now (asked, or automatic), before the bandwidth cap.
     pub quality: Quality,
+    /// The layer it would get if every announced layer arrived: what keeps a layer wanted
+    /// at the publisher. Differs from the forwarder's target when that layer is paused
+    /// there (a paused layer is not live, so the target falls back to a live one until the
+    /// publisher resumes it).
+    pub ideal: Option<Layer>,
     pub forwarder: Forwarder,
 }
 
 /// A layer with no packet for this long is not live.
 const STALE: Duration = Duration::from_secs(2);
+
+/// A layer's rate before it is measured.
+fn nominal_rate(l: Layer) -> Bitrate {
+    match l.0 {
+        0 => Bitrate::from_kbps(150),
+        1 => Bitrate::from_kbps(500),
+        _ => Bitrate::from_kbps(1_500),
+    }
+}
+
+/// A layer nobody takes is announced unwanted only after this long, so a subscriber flipping
+/// between qualities (the automatic spotlight following the speaker) does not pause and
+/// resume the publisher's encoder, each resume costing a keyframe.
+pub const UNWANT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct LayerRate {
@@ -172,7 +195,10 @@ pub struct Publication {
     rates: BTreeMap<Layer, LayerRate>,
     rate_window_start: Option<Instant>,
     pli: PliLimiter,
+    /// The layers last announced wanted (at first: all, as the publisher starts).
     wanted: BTreeSet<Layer>,
+    /// Wanted layers nobody takes now, since when (announced unwanted after [`UNWANT_GRACE`]).
+    unwanted_since: BTreeMap<Layer, Instant>,
 }
 
 impl Publication {
@@ -182,15 +208,23 @@ impl Publication {
 
     /// Live layers with their measured (or, before a measurement, nominal) bitrates.
     fn live_layers(&self, now: Instant) -> Vec<(Layer, Bitrate)> {
-        let nominal = |l: Layer| match l.0 {
-            0 => Bitrate::from_kbps(150),
-            1 => Bitrate::from_kbps(500),
-            _ => Bitrate::from_kbps(1_500),
-        };
+        let nominal = nominal_rate;
         self.rates
             .iter()
             .filter(|(_, r)| now.saturating_duration_since(r.last_packet) < STALE)
             .map(|(l, r)| (*l, r.rate.unwrap_or_else(|| nominal(*l))))
+            .collect()
+    }
+
+    /// Every announced layer, live or not, with its last measured (or nominal) bitrate: what
+    /// a subscriber would choose from if the publisher ran them all.
+    fn announced_layers(&self) -> Vec<(Layer, Bitrate)> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let rate = self.rates.get(l).and_then(|r| r.rate);
+                (*l, rate.unwrap_or_else(|| nominal_rate(*l)))
+            })
             .collect()
     }
 
@@ -374,6 +408,8 @@ impl Session {
         }
         let id = TrackId(self.next_track);
         self.next_track += 1;
+        // The publisher starts with every layer running.
+        let wanted = layers.iter().copied().collect();
         self.tracks.insert(
             id,
             Publication {
@@ -386,7 +422,8 @@ impl Session {
                 rates: BTreeMap::new(),
                 rate_window_start: Some(now),
                 pli: PliLimiter::new(self.cfg.pli_interval),
-                wanted: BTreeSet::new(),
+                wanted,
+                unwanted_since: BTreeMap::new(),
             },
         );
         let others: Vec<ParticipantId> = match self.rooms.get_mut(&room) {
@@ -473,6 +510,7 @@ impl Session {
                 subscriber: who,
                 asked,
                 quality: Quality::default(),
+                ideal: None,
                 forwarder,
             });
         }
@@ -628,6 +666,7 @@ impl Session {
             };
             let live = p.live_layers(now);
             let target = choose_layer(&live, q, remaining);
+            let ideal = choose_layer(&p.announced_layers(), q, remaining);
             if let Some(l) = target {
                 let cost = live
                     .iter()
@@ -641,6 +680,7 @@ impl Session {
                     tracing::debug!(subscriber = %who, track = t.0, ?q, ?target, budget = %bw, ?live, "layer target");
                 }
                 s.quality = q;
+                s.ideal = ideal;
                 s.forwarder.set_target(target);
             }
         }
@@ -660,7 +700,12 @@ impl Session {
             .tracks
             .get_mut(&track)
             .ok_or(SessionError::NoSuchTrack)?;
-        let fresh_layer = p.kind == TrackKind::Video && !p.rates.contains_key(&pkt.layer);
+        // A layer comes alive: its first packet, or the first after a pause (the publisher
+        // resumed it because someone wants it).
+        let fresh_layer = p.kind == TrackKind::Video
+            && p.rates
+                .get(&pkt.layer)
+                .is_none_or(|r| pkt.arrival.saturating_duration_since(r.last_packet) >= STALE);
         let r = p.rates.entry(pkt.layer).or_insert(LayerRate {
             bytes: 0,
             rate: None,
@@ -668,6 +713,22 @@ impl Session {
         });
         r.bytes += payload_len as u64;
         r.last_packet = pkt.arrival;
+        if fresh_layer {
+            // Subscribers waiting for exactly this layer (the publisher resumed it for them)
+            // take it at once, so its first packet (a keyframe) is already their switch.
+            let waiting: Vec<ParticipantId> = p
+                .subscribers
+                .iter()
+                .filter(|s| s.ideal == Some(pkt.layer))
+                .map(|s| s.subscriber)
+                .collect();
+            for s in waiting {
+                self.allocate(s, pkt.arrival);
+            }
+        }
+        let Some(p) = self.tracks.get_mut(&track) else {
+            return Err(SessionError::NoSuchTrack);
+        };
         for s in p.subscribers.iter_mut() {
             let switches = s.forwarder.stats.switches;
             if let Some(out) = s.forwarder.forward(pkt) {
@@ -684,7 +745,8 @@ impl Session {
             r.speaker.on_level(owner, level, pkt.arrival);
         }
         if fresh_layer {
-            // A layer came alive: subscribers waiting for nothing may now get a target.
+            // Subscribers waiting for nothing (or for a layer that is not live) may now get
+            // a target; a switch onto this layer waits for its next keyframe.
             let subs: Vec<ParticipantId> = self
                 .tracks
                 .get(&track)
@@ -746,9 +808,13 @@ impl Session {
                 let dt = now.saturating_duration_since(start);
                 if dt >= window {
                     for r in p.rates.values_mut() {
-                        r.rate = Some(Bitrate::from_bps(
-                            r.bytes * 8 * 1_000_000 / dt.as_micros().max(1) as u64,
-                        ));
+                        // A layer that sent nothing (paused at the publisher) keeps its last
+                        // rate: what it will cost when it resumes.
+                        if r.bytes > 0 {
+                            r.rate = Some(Bitrate::from_bps(
+                                r.bytes * 8 * 1_000_000 / dt.as_micros().max(1) as u64,
+                            ));
+                        }
                         r.bytes = 0;
                     }
                     p.rate_window_start = Some(now);
@@ -770,6 +836,7 @@ impl Session {
             for s in &p.subscribers {
                 if s.quality != Quality::Paused {
                     want.extend(s.forwarder.current());
+                    want.extend(s.ideal);
                 }
                 if let Some(l) = s.forwarder.awaiting_keyframe() {
                     want.insert(l);
@@ -795,15 +862,38 @@ impl Session {
                 }
             }
             for &l in &p.layers {
-                if want.contains(&l) != p.wanted.contains(&l) {
+                let (now_wanted, was) = (want.contains(&l), p.wanted.contains(&l));
+                if now_wanted {
+                    p.unwanted_since.remove(&l);
+                }
+                let announce = match (now_wanted, was) {
+                    (true, false) => true,
+                    (false, true) => {
+                        let since = *p.unwanted_since.entry(l).or_insert(now);
+                        now.saturating_duration_since(since) >= UNWANT_GRACE
+                    }
+                    _ => false,
+                };
+                if announce {
+                    tracing::debug!(
+                        track = p.id.0,
+                        layer = l.0,
+                        wanted = now_wanted,
+                        "layer wanted"
+                    );
                     self.events.push_back(SessionEvent::LayerWanted {
                         track: p.id,
                         layer: l,
-                        wanted: want.contains(&l),
+                        wanted: now_wanted,
                     });
+                    if now_wanted {
+                        p.wanted.insert(l);
+                    } else {
+                        p.wanted.remove(&l);
+                        p.unwanted_since.remove(&l);
+                    }
                 }
             }
-            p.wanted = want;
         }
         let mut changed: Vec<ParticipantId> = Vec::new();
         for r in self.rooms.values_mut() {

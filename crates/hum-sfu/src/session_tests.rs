@@ -320,16 +320,26 @@ fn simulcast_layers_follow_quality_and_bandwidth() {
         "{seen:?}"
     );
     assert_eq!(top(4), Some(Layer(0)), "{seen:?}");
+    // A subscriber whose layer comes alive takes that layer's first keyframe (no request);
+    // user 2 waits for the top layer's (one request), user 3 switches up once (one more).
     assert!(
-        (3..=6).contains(&keyframe_requests),
-        "one per layer start + one switch: {keyframe_requests}"
+        (2..=6).contains(&keyframe_requests),
+        "one per layer start at most + one switch: {keyframe_requests}"
     );
-    // Nobody subscribes: pausing everyone unwants all layers.
+    // Nobody subscribes: pausing everyone unwants all layers, after the grace.
+    let t6 = t0 + Duration::from_secs(6);
     for n in 2..=4 {
-        s.set_quality(user(n), v, Quality::Paused, t0 + Duration::from_secs(6))
-            .expect("q");
+        s.set_quality(user(n), v, Quality::Paused, t6).expect("q");
     }
-    s.tick(t0 + Duration::from_secs(6));
+    events(&mut s);
+    s.tick(t6);
+    assert!(
+        !events(&mut s)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::LayerWanted { .. })),
+        "nothing unwanted before the grace"
+    );
+    s.tick(t6 + UNWANT_GRACE);
     let unwanted: Vec<Layer> = events(&mut s)
         .into_iter()
         .filter_map(|e| match e {
@@ -342,6 +352,118 @@ fn simulcast_layers_follow_quality_and_bandwidth() {
         })
         .collect();
     assert_eq!(unwanted, vec![Layer(0), Layer(1), Layer(2)]);
+}
+
+/// The publisher encodes only what the session says is wanted (as the engine does with
+/// `LayerWanted`): two thumbnails leave the middle and top layers unwanted after the grace,
+/// and nothing else is said; when one subscriber asks for the spotlight, the top layer is
+/// wanted again at the next tick (not live, so until then it still gets the low layer), and
+/// the resumed layer's first packet, a keyframe, is already its switch.
+#[test]
+fn layers_nobody_takes_are_unwanted_and_one_taken_again_resumes_at_its_keyframe() {
+    let t0 = Instant::now();
+    let room = ChannelId(6);
+    let mut s = open();
+    for n in 1..=3 {
+        s.join(room, user(n), t0).expect("join");
+        s.set_bandwidth(user(n), Bitrate::from_mbps(10), t0)
+            .expect("bw");
+    }
+    let v = s
+        .publish(
+            user(1),
+            TrackKind::Video,
+            vec![Layer(0), Layer(1), Layer(2)],
+            t0,
+        )
+        .expect("publish");
+    for n in 2..=3 {
+        s.set_quality(user(n), v, Quality::Low, t0).expect("q");
+    }
+    // The publisher's model: runs every layer at first; a resumed layer starts on a keyframe.
+    let mut running = [true; 3];
+    let mut key = [true; 3];
+    let mut said: Vec<(Duration, Layer, bool)> = vec![];
+    // (frame, layer) forwarded to user 2, and the first frame of each layer sent after a pause.
+    let mut to_2: Vec<(u64, Layer)> = vec![];
+    let mut resumed_at: Option<u64> = None;
+    let spotlight = 150; // frame 150 = 5 s
+    for frame in 0..300u64 {
+        let at = t0 + Duration::from_millis(frame * 33);
+        if frame == spotlight {
+            s.set_quality(user(2), v, Quality::High, at).expect("q");
+        }
+        for l in 0..3u8 {
+            let i = usize::from(l);
+            if !running[i] {
+                continue;
+            }
+            if l == 2 && frame > spotlight && resumed_at.is_none() {
+                resumed_at = Some(frame);
+            }
+            let payload = vp8::synthetic_payload(frame as u16, true, key[i], 300 * (i + 1));
+            key[i] = false;
+            let d = vp8::parse(&payload).expect("valid");
+            let p = InPacket {
+                layer: Layer(l),
+                seq: 10_000 * u64::from(l) + frame,
+                timestamp: frame as u32 * 3000,
+                keyframe_start: d.keyframe,
+                arrival: at,
+            };
+            s.on_packet(v, &p, payload.len(), None, |to, _| {
+                if to == user(2) {
+                    to_2.push((frame, Layer(l)));
+                }
+            })
+            .expect("track");
+        }
+        s.tick(at);
+        for e in events(&mut s) {
+            match e {
+                SessionEvent::KeyframeRequest { layer, .. } => key[usize::from(layer.0)] = true,
+                SessionEvent::LayerWanted { layer, wanted, .. } => {
+                    said.push((at - t0, layer, wanted));
+                    let i = usize::from(layer.0);
+                    if wanted && !running[i] {
+                        key[i] = true;
+                    }
+                    running[i] = wanted;
+                }
+                _ => {}
+            }
+        }
+        s.check_invariants().expect("invariants");
+    }
+    let layers: Vec<(Layer, bool)> = said.iter().map(|(_, l, w)| (*l, *w)).collect();
+    assert_eq!(
+        layers,
+        vec![(Layer(1), false), (Layer(2), false), (Layer(2), true)],
+        "{said:?}"
+    );
+    assert!(
+        said[..2].iter().all(|(t, _, _)| *t >= UNWANT_GRACE),
+        "unwanted only after the grace: {said:?}"
+    );
+    let spot = Duration::from_millis(spotlight * 33);
+    assert!(
+        said[2].0 == spot,
+        "wanted again at the tick of the ask: {said:?}"
+    );
+    // User 2: only the low layer before the spotlight; the top layer from its first packet
+    // after the resume on, never low again.
+    let resumed = resumed_at.expect("the top layer resumed");
+    let first_top = to_2
+        .iter()
+        .position(|(_, l)| *l == Layer(2))
+        .expect("user 2 never got the top layer");
+    assert_eq!(
+        to_2[first_top].0, resumed,
+        "the switch waited for another keyframe"
+    );
+    assert!(to_2[..first_top].iter().all(|(_, l)| *l == Layer(0)));
+    assert!(to_2[first_top..].iter().all(|(_, l)| *l == Layer(2)));
+    assert!(to_2.len() >= 290, "user 2 missed frames: {}", to_2.len());
 }
 
 #[test]

@@ -420,6 +420,18 @@ impl LinkState {
                 }
                 Ok(())
             }
+            ClientEvent::Relay(Event::SfuLayers {
+                channel,
+                track,
+                rids,
+            }) if channel == here => {
+                // Which layers of our camera anyone on the SFU takes: encode only those.
+                if let Some(peer) = &self.sfu {
+                    let mask = peer.set_wanted_layers(&track, &rids);
+                    tracing::info!(%track, ?rids, ?mask, "SFU wants layers");
+                }
+                Ok(())
+            }
             ClientEvent::Relay(Event::SfuOffer { channel, sdp }) if channel == here => {
                 let Some(peer) = self.sfu.clone() else {
                     return Ok(());

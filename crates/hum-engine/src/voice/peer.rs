@@ -43,7 +43,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::audio::AudioEngine;
 use super::video::congestion::{self, LayerControl};
 use super::video::screen::ScreenLink;
-use super::video::{MeshDemand, SIMULCAST_LAYERS, SessionVideo, ladder_rates};
+use super::video::{LayerDemand, SIMULCAST_LAYERS, SessionVideo, ladder_rates};
 use super::{VoiceConfig, VoiceError};
 use hum_media::video::simulcast::LayerFrame;
 
@@ -476,7 +476,7 @@ struct VideoOut {
     wish: Arc<AtomicU8>,
     /// The layers this loop needs encoded now (the capture thread ORs every peer's), and the
     /// rate the path allows for them.
-    demand: Arc<MeshDemand>,
+    demand: Arc<LayerDemand>,
     /// The path's bandwidth estimate (bit/s, GCC), copied out of the interceptor chain.
     estimate: Arc<AtomicU64>,
     /// The user's budget for our video (bit/s): the ladder's total.

@@ -312,6 +312,13 @@ impl SfuPeer {
         self.gathered_sdp().await
     }
 
+    /// The SFU says which layers of our track `track` some subscriber takes (`sfu_layers`):
+    /// our camera encodes only those. Returns the layer mask set, or `None` when `track` is
+    /// not our camera (a stale word about an earlier connection's track, or no camera).
+    pub fn set_wanted_layers(&self, track: &str, rids: &[String]) -> Option<u8> {
+        self.camera.as_ref()?.set_wanted(track, rids)
+    }
+
     pub async fn close(&self) {
         self.writer.abort();
         if let Some(c) = &self.camera {

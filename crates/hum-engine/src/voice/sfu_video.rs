@@ -3,6 +3,13 @@
 //! with one SSRC per layer; the SFU forwards each subscriber the layer it chooses and asks us
 //! (PLI on that layer's SSRC) for a keyframe when it switches someone to a layer.
 //!
+//! Only the layers some subscriber takes are encoded: the relay passes on the SFU's word
+//! (`sfu_layers`, [`SimulcastTrack::set_wanted`]) into this track's [`LayerDemand`], the same
+//! mask a mesh send loop sets, so the one capture thread pauses the others (and a resumed
+//! layer starts with a keyframe, where the SFU switches its subscribers onto it). Until the
+//! SFU first says, every layer runs: a new subscriber may take any, and a relay that never
+//! says (an older one) still gets them all.
+//!
 //! Every packet carries the `sdes:mid` and `sdes:rtp-stream-id` header extensions (RFC 8843,
 //! RFC 8852): the SDP lists RIDs, not SSRCs, so that is how the SFU (str0m) tells the layers
 //! apart. webrtc-rs does not add them itself, so we write them as custom extensions; the mid
@@ -36,7 +43,7 @@ use webrtc::peer_connection::{MediaEngine, PeerConnection};
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::VoiceError;
-use super::video::{SIMULCAST_LAYERS, VideoSender};
+use super::video::{LayerDemand, SIMULCAST_LAYERS, VideoSender};
 
 /// An RTP header extension whose value is a short string (mid, rid).
 struct TextExtension(Vec<u8>);
@@ -92,12 +99,21 @@ pub(crate) fn track_mid(sdp: &str, track_id: &str) -> Option<String> {
     if ours { mid } else { None }
 }
 
+/// The layer mask (bit `i` = layer `i`) of a list of RIDs; RIDs we do not send are ignored.
+pub(crate) fn rid_mask<S: AsRef<str>>(rids: &[S]) -> u8 {
+    rids.iter()
+        .filter_map(|r| (0..SIMULCAST_LAYERS).position(|i| rid(i) == r.as_ref()))
+        .fold(0, |m, i| m | (1 << i))
+}
+
 /// Our simulcast camera track on the SFU connection and its two tasks.
 pub(crate) struct SimulcastTrack {
     /// Our track id (`camera-…`), to find its m-line in our SDP.
     pub(crate) track_id: String,
     /// Our video m-line's mid, filled in when the local description is set.
     pub(crate) mid: Arc<Mutex<Option<String>>>,
+    /// The layers the SFU wants encoded (all until it says).
+    demand: Arc<LayerDemand>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -140,10 +156,11 @@ impl SimulcastTrack {
         let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
         let mid = Arc::new(Mutex::new(None));
         let flags = send.layer_keyframe_flags();
+        let (frames, demand) = send.subscribe_layers();
         let tasks = vec![
             tokio::spawn(keyframe_requests(track.clone(), ssrcs, flags.clone())),
             tokio::spawn(write_loop(
-                send.subscribe_layers(),
+                frames,
                 track,
                 sender,
                 ssrcs,
@@ -157,11 +174,26 @@ impl SimulcastTrack {
         Ok(Self {
             track_id,
             mid,
+            demand,
             tasks,
         })
     }
 
+    /// The SFU's word on which layers of our track `track` someone takes (`sfu_layers`):
+    /// only those are encoded from the next captured frame. Returns the new mask, or `None`
+    /// when `track` is not this track.
+    pub(crate) fn set_wanted<S: AsRef<str>>(&self, track: &str, rids: &[S]) -> Option<u8> {
+        if track != self.track_id {
+            return None;
+        }
+        let mask = rid_mask(rids);
+        self.demand.mask.store(mask, Ordering::Relaxed);
+        Some(mask)
+    }
+
     pub(crate) fn stop(&self) {
+        // Nothing more is sent here: nothing more is encoded for it.
+        self.demand.mask.store(0, Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
@@ -318,6 +350,15 @@ mod tests {
             None,
             "the stream id is not a track id"
         );
+    }
+
+    #[test]
+    fn rids_name_layers_and_unknown_ones_are_ignored() {
+        assert_eq!(rid_mask(&["q", "f"]), 0b101);
+        assert_eq!(rid_mask(&["f", "h", "q"]), 0b111);
+        assert_eq!(rid_mask::<&str>(&[]), 0);
+        assert_eq!(rid_mask(&["x", "", "qq", "Q"]), 0, "not ours");
+        assert_eq!(rid_mask(&["h", "h"]), 0b010);
     }
 
     #[test]

@@ -411,12 +411,24 @@ struct SendCounters {
     bitrate_bps: [AtomicU64; SIMULCAST_LAYERS],
 }
 
-/// What one mesh send loop needs encoded: a mask of layers, and the rate its congestion
-/// controller allows for them (0: no limit).
+/// What one consumer of our layers needs encoded: a mask of layers (bit `i` = layer `i`), and
+/// the rate its congestion controller allows for them (0: no limit). A mesh send loop asks
+/// for the one layer its peer wants; the SFU connection for the layers the SFU says some
+/// subscriber takes (`sfu_layers`, [`Self::all`] until it first says).
 #[derive(Debug, Default)]
-pub(crate) struct MeshDemand {
+pub(crate) struct LayerDemand {
     pub(crate) mask: AtomicU8,
     pub(crate) cap_bps: AtomicU64,
+}
+
+impl LayerDemand {
+    /// Every layer, no rate limit.
+    pub(crate) fn all() -> Self {
+        Self {
+            mask: AtomicU8::new((1 << SIMULCAST_LAYERS) - 1),
+            cap_bps: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The nominal rate of each layer of the ladder for a `width` x `height` source and `total`.
@@ -455,16 +467,18 @@ pub fn simulcast_ladder(
 }
 
 /// The capture + encode thread of the video we send: one [`SimulcastEncoder`] whose layers run
-/// while someone wants them — all three while an SFU connection listens, and each layer a mesh
-/// peer asked for (a peer gets one layer on its one track). A captured frame is encoded once
-/// per running layer, whatever the number of peers; layers nobody wants are paused.
+/// while someone wants them ([`LayerDemand`]s: each layer a mesh peer asked for, a peer getting
+/// one layer on its one track, and the layers the SFU says its subscribers take). A captured
+/// frame is encoded once per running layer, whatever the number of peers; layers nobody wants
+/// are paused, and a resumed layer starts with a keyframe.
 pub(crate) struct VideoSender {
-    /// Simulcast layers to the SFU (all three run while someone subscribes).
+    /// Simulcast layers to the SFU.
     layers: broadcast::Sender<Arc<LayerFrame>>,
     /// The same frames for mesh peers' send loops (each picks its layer).
     mesh: broadcast::Sender<Arc<LayerFrame>>,
-    /// Per mesh send loop: the mask of layers it needs now (dead entries are pruned).
-    demand: Arc<Mutex<Vec<Weak<MeshDemand>>>>,
+    /// Per mesh send loop and SFU connection: the mask of layers it needs now (dead entries
+    /// are pruned).
+    demand: Arc<Mutex<Vec<Weak<LayerDemand>>>>,
     /// Per simulcast layer: a keyframe is wanted (a PLI, a peer switching to the layer).
     layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]>,
     counters: Arc<SendCounters>,
@@ -477,13 +491,10 @@ pub(crate) struct VideoSender {
     pub(crate) format: VideoFormat,
 }
 
-/// The layers someone needs: all while the SFU listens, plus every mesh send loop's mask; and
-/// per layer the lowest rate a mesh loop receiving it allows (`u64::MAX`: no limit).
-fn wanted_layers(
-    sfu: bool,
-    demand: &Mutex<Vec<Weak<MeshDemand>>>,
-) -> (u8, [u64; SIMULCAST_LAYERS]) {
-    let mut mask = if sfu { (1 << SIMULCAST_LAYERS) - 1 } else { 0 };
+/// The layers someone needs: the union of every consumer's mask; and per layer the lowest
+/// rate a consumer receiving it allows (`u64::MAX`: no limit).
+fn wanted_layers(demand: &Mutex<Vec<Weak<LayerDemand>>>) -> (u8, [u64; SIMULCAST_LAYERS]) {
+    let mut mask = 0;
     let mut caps = [u64::MAX; SIMULCAST_LAYERS];
     if let Ok(mut d) = demand.lock() {
         d.retain(|w| match w.upgrade() {
@@ -521,7 +532,7 @@ impl VideoSender {
         .map_err(|e| VoiceError::WebRtc(format!("video encoder: {e}")))?;
         let (layers, _) = broadcast::channel::<Arc<LayerFrame>>(48);
         let (mesh, _) = broadcast::channel::<Arc<LayerFrame>>(48);
-        let demand: Arc<Mutex<Vec<Weak<MeshDemand>>>> = Arc::default();
+        let demand: Arc<Mutex<Vec<Weak<LayerDemand>>>> = Arc::default();
         let layer_keyframes: Arc<[AtomicBool; SIMULCAST_LAYERS]> =
             Arc::new(std::array::from_fn(|_| AtomicBool::new(true)));
         let counters = Arc::new(SendCounters::default());
@@ -562,7 +573,7 @@ impl VideoSender {
                         continue;
                     }
                     count.captured.fetch_add(1, Ordering::Relaxed);
-                    let (mask, caps) = wanted_layers(sfu_tx.receiver_count() > 0, &wanted);
+                    let (mask, caps) = wanted_layers(&wanted);
                     if mask != last_mask {
                         tracing::info!(
                             "video layers wanted: {}{}{} (low, medium, high)",
@@ -647,17 +658,27 @@ impl VideoSender {
 
     /// The encoded layers for a mesh peer's send loop, and the mask through which it says
     /// which layers it needs (a layer runs while some mask has its bit).
-    pub(crate) fn subscribe_mesh(&self) -> (broadcast::Receiver<Arc<LayerFrame>>, Arc<MeshDemand>) {
-        let mask = Arc::new(MeshDemand::default());
-        if let Ok(mut d) = self.demand.lock() {
-            d.push(Arc::downgrade(&mask));
-        }
-        (self.mesh.subscribe(), mask)
+    pub(crate) fn subscribe_mesh(
+        &self,
+    ) -> (broadcast::Receiver<Arc<LayerFrame>>, Arc<LayerDemand>) {
+        (self.mesh.subscribe(), self.demand(LayerDemand::default()))
     }
 
-    /// The simulcast layers (encoding starts with the first subscriber).
-    pub(crate) fn subscribe_layers(&self) -> broadcast::Receiver<Arc<LayerFrame>> {
-        self.layers.subscribe()
+    /// The simulcast layers for the SFU connection, and the mask through which it says which
+    /// layers the SFU wants (at first all: an SFU that never says gets every layer).
+    pub(crate) fn subscribe_layers(
+        &self,
+    ) -> (broadcast::Receiver<Arc<LayerFrame>>, Arc<LayerDemand>) {
+        (self.layers.subscribe(), self.demand(LayerDemand::all()))
+    }
+
+    /// Registers one consumer's demand; it counts while the returned `Arc` lives.
+    fn demand(&self, demand: LayerDemand) -> Arc<LayerDemand> {
+        let demand = Arc::new(demand);
+        if let Ok(mut d) = self.demand.lock() {
+            d.push(Arc::downgrade(&demand));
+        }
+        demand
     }
 
     /// Per layer: set to get a keyframe of it at the next frame.
@@ -1272,6 +1293,83 @@ mod tests {
         }
         a.leave().await;
         b.leave().await;
+    }
+
+    /// The SFU connection's demand (what `sfu_layers` sets): all layers until told, then only
+    /// those wanted; a layer wanted again resumes on a keyframe. No network: the capture
+    /// thread and the SFU's frame channel only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sfu_demand_pauses_unwanted_layers_and_a_resumed_one_starts_on_a_keyframe() {
+        let source = PatternSource::realtime(VideoFormat::new(320, 180, 30)).expect("pattern");
+        let (events, _ev) = mpsc::unbounded_channel();
+        let send =
+            VideoSender::start(Box::new(source), Bitrate::from_kbps(600), events).expect("sender");
+        let (mut frames, demand) = send.subscribe_layers();
+        // Frames of `layer` that arrive within a few captures (a hang guard, not a timing check).
+        async fn next_of(
+            frames: &mut broadcast::Receiver<Arc<LayerFrame>>,
+            layer: usize,
+        ) -> Arc<LayerFrame> {
+            loop {
+                let f = tokio::time::timeout(Duration::from_secs(20), frames.recv())
+                    .await
+                    .expect("no frame within 20 s")
+                    .expect("frames");
+                if f.layer == layer {
+                    return f;
+                }
+            }
+        }
+        // Until the SFU says: every layer.
+        for l in 0..SIMULCAST_LAYERS {
+            next_of(&mut frames, l).await;
+        }
+        assert_eq!(send.stats().active, [true; SIMULCAST_LAYERS]);
+        // `sfu_layers ["q"]`: only the low layer is encoded.
+        demand
+            .mask
+            .store(super::super::sfu_video::rid_mask(&["q"]), Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while send.stats().active != [true, false, false] {
+            assert!(Instant::now() < deadline, "{:?}", send.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let paused = send.stats();
+        for _ in 0..15 {
+            next_of(&mut frames, 0).await;
+        }
+        let later = send.stats();
+        assert_eq!(
+            (later.encoded[1], later.encoded[2]),
+            (paused.encoded[1], paused.encoded[2]),
+            "paused layers were encoded: {paused:?} -> {later:?}"
+        );
+        assert!(
+            later.encoded[0] >= paused.encoded[0] + 10,
+            "{paused:?} -> {later:?}"
+        );
+        // `sfu_layers ["q", "f"]`: the top layer resumes, and on a keyframe.
+        frames = frames.resubscribe();
+        demand.mask.store(
+            super::super::sfu_video::rid_mask(&["q", "f"]),
+            Ordering::Relaxed,
+        );
+        let first = next_of(&mut frames, 2).await;
+        assert!(
+            first.frame.keyframe,
+            "the resumed layer starts on a keyframe"
+        );
+        let s = send.stats();
+        assert_eq!(s.active, [true, false, true], "{s:?}");
+        assert_eq!(s.encoded[1], paused.encoded[1], "{s:?}");
+        // The SFU connection gone: nothing is encoded for it.
+        drop(demand);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while send.stats().active != [false; SIMULCAST_LAYERS] {
+            assert!(Instant::now() < deadline, "{:?}", send.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        send.stop();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

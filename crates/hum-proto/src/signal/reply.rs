@@ -383,6 +383,14 @@ pub enum Event {
         channel: ChannelId,
         user: UserId,
     },
+    /// To a publisher on the SFU: the simulcast layers (RIDs, low to high) of its track
+    /// `track` (its own track id, the `msid`) that some subscriber wants now. Encode these,
+    /// pause the others (resuming one starts with a keyframe). Before the first, every layer.
+    SfuLayers {
+        channel: ChannelId,
+        track: String,
+        rids: Vec<String>,
+    },
 }
 
 impl Event {
@@ -420,6 +428,7 @@ impl Event {
             Event::ChannelMode { .. } => "channel_mode",
             Event::SfuOffer { .. } => "sfu_offer",
             Event::SfuSpeaker { .. } => "sfu_speaker",
+            Event::SfuLayers { .. } => "sfu_layers",
         }
     }
 }

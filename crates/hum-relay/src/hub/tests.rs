@@ -1416,24 +1416,37 @@ fn sfu_requests_are_checked_and_answered_once_the_sfu_is_done() {
             sdp: "v=0 answer".into()
         })
     );
-    // The SFU's offers reach the member as events; speaker changes reach the channel.
+    // The SFU's offers reach the member as events; speaker changes reach the channel; the
+    // layers wanted of a member's camera reach that member alone.
     w.hub.sfu_offer(user(2), "v=0 sfu".into());
     w.hub.sfu_speaker(c, user(2));
+    w.hub
+        .sfu_layers(user(2), "camera-1".into(), vec!["q".into(), "f".into()]);
     w.pump();
     let ev = w.events(2);
     assert!(ev.contains(&Event::SfuOffer {
         channel: c,
         sdp: "v=0 sfu".into()
     }));
+    assert!(ev.contains(&Event::SfuLayers {
+        channel: c,
+        track: "camera-1".into(),
+        rids: vec!["q".into(), "f".into()],
+    }));
+    let (ev1, ev3) = (w.events(1), w.events(3));
     assert!(
-        w.events(1)
-            .iter()
+        ev1.iter()
             .any(|e| matches!(e, Event::SfuSpeaker { user: u, .. } if *u == user(2)))
     );
     assert!(
-        !w.events(3)
-            .iter()
-            .any(|e| matches!(e, Event::SfuSpeaker { .. } | Event::SfuOffer { .. })),
+        !ev1.iter().any(|e| matches!(e, Event::SfuLayers { .. })),
+        "another member's layers went to member 1"
+    );
+    assert!(
+        !ev3.iter().any(|e| matches!(
+            e,
+            Event::SfuSpeaker { .. } | Event::SfuOffer { .. } | Event::SfuLayers { .. }
+        )),
         "a server member outside the channel"
     );
     // Leaving the channel takes the member off the SFU.

@@ -632,6 +632,22 @@ impl Hub {
         self.sfu_forget(&user);
     }
 
+    /// The SFU says which layers of `user`'s track `track` someone wants: tell `user` (the
+    /// publisher pauses the others). Only while it is in a channel (on the SFU).
+    pub fn sfu_layers(&mut self, user: UserId, track: String, rids: Vec<String>) {
+        let Some(channel) = self.online.get(&user).and_then(|o| o.channel) else {
+            return;
+        };
+        self.event_to_user(
+            &user,
+            Event::SfuLayers {
+                channel,
+                track,
+                rids,
+            },
+        );
+    }
+
     /// The dominant speaker of an SFU room changed: tell the channel's members.
     pub fn sfu_speaker(&mut self, channel: ChannelId, user: UserId) {
         let Some(ch) = self.model.channels.get(&channel) else {
