@@ -287,6 +287,16 @@ fn mesh_receivers_choose_layers_and_each_layer_is_encoded_once() -> Result<()> {
         },
     )
     .map_err(dump)?;
+    // The sender's counters as of now: a `video_send` line printed after everything above was
+    // decoded (the last one may be up to a second older, from before member 1's 30th high
+    // frame was even encoded).
+    let lines = video_send(&w, 0).len();
+    wait_for(
+        "a video_send line from the sender after member 2's thumbnails",
+        Duration::from_secs(30),
+        || Ok(video_send(&w, 0).len() > lines),
+    )
+    .map_err(dump)?;
     let stats = video_send(&w, 0)
         .last()
         .cloned()
