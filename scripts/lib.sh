@@ -22,6 +22,8 @@ HUM_APT_APP=(libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librs
 HUM_APT_PACKAGE=(dpkg-dev)
 HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-dejavu-core
   iproute2 sox espeak-ng imagemagick coturn
+  # hum bench sfu --sfu janus (tests/tests/voice_sfu.rs): Janus's VideoRoom beside Hum's SFU.
+  janus
   # hum-relay's PostgreSQL store and Redis cluster membership: their tests start throwaway
   # servers (initdb/pg_ctl, redis-server) on Unix sockets (docs/cluster.md).
   postgresql redis-server)

@@ -24,9 +24,14 @@
 //! (the relay's /metrics, refreshed once a second, so only a rough cross-check) is reported
 //! beside it.
 //!
+//! `--sfu janus` puts [Janus](https://janus.conf.meetecho.com/)'s VideoRoom plugin in the
+//! relay's place under the same load, on the same machine (module [`janus`]): only the server
+//! process and its signalling differ; the clients, their media, the counting and the report
+//! are this module's.
+//!
 //! [str0m]: https://github.com/algesten/str0m
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,8 +52,13 @@ use str0m::{Candidate, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{bench_identity, client_config, paced, raise_fd_limit, relay_under_test, sample_proc};
+use super::{
+    SpawnedRelay, bench_identity, client_config, paced, raise_fd_limit, relay_under_test,
+    sample_proc,
+};
 use crate::Cli;
+
+mod janus;
 
 /// Audio packet interval and payload size (Opus at ~32 kbit/s in 20 ms frames).
 const PACKET_INTERVAL: Duration = Duration::from_millis(20);
@@ -60,6 +70,10 @@ const MEDIA_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args, Debug)]
 pub struct SfuBench {
+    /// The SFU under test: Hum's relay with its embedded SFU, or Janus's VideoRoom plugin
+    /// (the `janus` binary, started here with a generated configuration).
+    #[arg(long, value_enum, default_value_t = SfuKind::Hum)]
+    sfu: SfuKind,
     /// Audio publishers per room.
     #[arg(long, default_value_t = 10)]
     publishers: usize,
@@ -86,10 +100,30 @@ pub struct SfuBench {
     /// Joins in flight at once while connecting.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
+    /// With --sfu janus: the janus binary (default: `janus` on PATH).
+    #[arg(long)]
+    janus_bin: Option<PathBuf>,
+    /// With --sfu janus: the folder holding its `plugins/` and `transports/` (default: found
+    /// next to the binary, e.g. /usr/lib/x86_64-linux-gnu/janus for Debian's package).
+    #[arg(long)]
+    janus_lib: Option<PathBuf>,
+    /// With --sfu janus: its `event_loops` setting (0, its default: one thread per handle).
+    #[arg(long, default_value_t = 0)]
+    janus_event_loops: usize,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SfuKind {
+    /// hum-relay with its embedded SFU (hum-sfu).
+    Hum,
+    /// Janus 1.x with its VideoRoom plugin.
+    Janus,
 }
 
 #[derive(Serialize, Debug)]
 struct Report {
+    sfu: SfuKind,
     rooms: usize,
     publishers_per_room: usize,
     subscribers_per_room: usize,
@@ -97,7 +131,9 @@ struct Report {
     setup_s: f64,
     /// RTP packets the publishers sent in the window.
     sent: u64,
-    /// What every other participant of their rooms should have received.
+    /// What their listeners should have received: every other member of the room on Hum's
+    /// SFU (publishers hear each other), the subscribers on Janus (its publishers' handles
+    /// only send).
     expected: u64,
     /// RTP datagrams the participants received in the window.
     received: u64,
@@ -105,15 +141,16 @@ struct Report {
     /// Received (forwarded and delivered) packets per second.
     forwarded_per_s: f64,
     /// The SFU's own `rtp_forwarded_total` over the window, per second (the relay refreshes
-    /// it once a second: a rough cross-check).
-    sfu_forwarded_per_s: f64,
-    relay_cpu_pct_of_one_core: f64,
-    /// Delivered packets per CPU-second of the relay process: the figure of merit.
+    /// it once a second: a rough cross-check). None for Janus.
+    sfu_forwarded_per_s: Option<f64>,
+    /// CPU of the server process (the relay, or Janus with all its threads).
+    server_cpu_pct_of_one_core: f64,
+    /// Delivered packets per CPU-second of the server process: the figure of merit.
     forwarded_per_core_s: f64,
-    relay_rss_mb: f64,
-    relay_peak_rss_mb: f64,
-    /// The SFU's drops on a full socket buffer in the window.
-    sfu_send_dropped: u64,
+    server_rss_mb: f64,
+    server_peak_rss_mb: f64,
+    /// The SFU's drops on a full socket buffer in the window. None for Janus.
+    sfu_send_dropped: Option<u64>,
     load_generator_cpu_pct_of_one_core: f64,
     latency_samples: u64,
     latency_p50_ms: f64,
@@ -154,35 +191,18 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     if args.publishers > usize::from(u16::MAX) {
         bail!("at most {} publishers per room", u16::MAX);
     }
-    let room_size = args.publishers + args.subscribers;
+    if args.sfu == SfuKind::Janus && (args.relay_pid.is_some() || args.relay_bin.is_some()) {
+        bail!("--relay-pid and --relay-bin are for --sfu hum");
+    }
     raise_fd_limit();
     str0m::crypto::from_feature_flags().install_process_default();
 
-    let size = room_size.to_string();
-    let (spawned, url, pid) = relay_under_test(
-        cli,
-        args.relay_pid,
-        args.relay_bin.as_deref(),
-        &["--mesh-limit", "0", "--max-channel-size", size.as_str()],
-    )
-    .await?;
-    let metrics_addr = metrics_addr(&url)?;
     let setup_start = Instant::now();
-
-    // The owner makes one server with a channel per room, on the SFU from the first member.
-    let owner = RelayClient::connect(bench_identity(0)?, client_config(&url)).await?;
-    let server = paced(|| owner.server_create(Name::new("sfu-bench").expect("valid name"))).await?;
-    let mut channels = Vec::with_capacity(args.rooms);
-    for r in 0..args.rooms {
-        let name = Name::new(format!("room-{r}"))?;
-        let max = Some(room_size as u32);
-        let ch = paced(|| owner.channel_create(server.id, name.clone(), max, None)).await?;
-        paced(|| owner.channel_configure_with_mesh_limit(ch.id, None, None, Some(0))).await?;
-        channels.push(ch.id);
-    }
-    let invite = paced(|| owner.invite_create(server.id, None, None))
-        .await?
-        .code;
+    let server = Arc::new(match args.sfu {
+        SfuKind::Hum => Server::Hum(HumServer::start(cli, args).await?),
+        SfuKind::Janus => Server::Janus(janus::JanusServer::start(args).await?),
+    });
+    let pid = server.pid();
 
     let shared = Arc::new(Shared {
         counters: Counters::default(),
@@ -194,16 +214,16 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     // Publishers first (so subscribers get every track in the SFU's first offer), then
     // subscribers; a bounded number of joins in flight.
     let mut roles = Vec::new();
-    for (r, ch) in channels.iter().enumerate() {
+    for r in 0..args.rooms {
         for p in 0..args.publishers {
-            roles.push((*ch, Role::Publisher((r * args.publishers + p) as u16)));
+            roles.push((r, Role::Publisher((r * args.publishers + p) as u16)));
         }
     }
-    for ch in &channels {
+    for r in 0..args.rooms {
         for s in 0..args.subscribers {
             let measure = args.latency_every > 0 && s % args.latency_every == 0;
             roles.push((
-                *ch,
+                r,
                 if measure {
                     Role::Measurer
                 } else {
@@ -215,7 +235,7 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     let total = roles.len();
     let sem = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
     let mut joins = Vec::with_capacity(total);
-    for (i, (channel, role)) in roles.into_iter().enumerate() {
+    for (i, (room, role)) in roles.into_iter().enumerate() {
         // Publishers must be published before subscribers join: wait for them all.
         if i == args.publishers * args.rooms {
             let _all = sem
@@ -224,9 +244,9 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
                 .await?;
         }
         let permit = sem.clone().acquire_owned().await?;
-        let (url, code, shared) = (url.clone(), invite.clone(), shared.clone());
+        let (server, shared) = (server.clone(), shared.clone());
         joins.push(tokio::spawn(async move {
-            let r = join(i + 1, &url, code, channel, role, shared).await;
+            let r = server.join(i + 1, room, role, shared).await;
             drop(permit);
             r
         }));
@@ -256,8 +276,8 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     }
     let setup_s = setup_start.elapsed().as_secs_f64();
     eprintln!(
-        "{total} participants in {} room(s) connected in {setup_s:.1} s; measuring for {:?}",
-        args.rooms, args.duration
+        "{total} participants in {} room(s) on {:?} connected in {setup_s:.1} s; measuring for {:?}",
+        args.rooms, args.sfu, args.duration
     );
 
     // Warm up (first packets, str0m's first reports), then measure a clean window.
@@ -265,7 +285,7 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The relay's /metrics can take a while to answer under load: it is read outside the
     // window, whose counters and CPU times are all sampled at its two ends.
-    let sfu_before = sfu_counters(metrics_addr).await?;
+    let sfu_before = server.counters().await?;
     let sfu_start = Instant::now();
     let c = &shared.counters;
     let (sent0, recv0) = (
@@ -286,15 +306,19 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     // sent after it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = c.received.load(Ordering::Relaxed) - recv0;
-    let sfu_after = sfu_counters(metrics_addr).await?;
+    let sfu_after = server.counters().await?;
     let sfu_span = sfu_start.elapsed().as_secs_f64();
 
-    let expected = sent * (room_size as u64 - 1);
+    let expected = sent * server.listeners_per_packet(args.publishers, args.subscribers);
     let cpu_s = after.cpu_s - before.cpu_s;
-    let forwarded = sfu_after.forwarded - sfu_before.forwarded;
+    let sfu_delta = sfu_before.zip(sfu_after).map(|(b, a)| SfuCounters {
+        forwarded: a.forwarded.saturating_sub(b.forwarded),
+        send_dropped: a.send_dropped.saturating_sub(b.send_dropped),
+    });
     let h = shared.latency.lock().expect("lock").clone();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let report = Report {
+        sfu: args.sfu,
         rooms: args.rooms,
         publishers_per_room: args.publishers,
         subscribers_per_room: args.subscribers,
@@ -309,16 +333,16 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
             received as f64 / expected as f64
         },
         forwarded_per_s: received as f64 / elapsed,
-        sfu_forwarded_per_s: forwarded as f64 / sfu_span,
-        relay_cpu_pct_of_one_core: cpu_s / elapsed * 100.0,
+        sfu_forwarded_per_s: sfu_delta.as_ref().map(|d| d.forwarded as f64 / sfu_span),
+        server_cpu_pct_of_one_core: cpu_s / elapsed * 100.0,
         forwarded_per_core_s: if cpu_s > 0.0 {
             received as f64 / cpu_s
         } else {
             0.0
         },
-        relay_rss_mb: after.rss_mb,
-        relay_peak_rss_mb: after.peak_rss_mb,
-        sfu_send_dropped: sfu_after.send_dropped - sfu_before.send_dropped,
+        server_rss_mb: after.rss_mb,
+        server_peak_rss_mb: after.peak_rss_mb,
+        sfu_send_dropped: sfu_delta.map(|d| d.send_dropped),
         load_generator_cpu_pct_of_one_core: (me_after.cpu_s - me_before.cpu_s) / elapsed * 100.0,
         latency_samples: h.len(),
         latency_p50_ms: ms(0.5),
@@ -333,34 +357,238 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     for p in participants {
         p.stop().await;
     }
-    owner.shutdown().await;
-    drop(spawned);
+    match Arc::into_inner(server) {
+        Some(server) => server.stop().await,
+        None => bail!("a join still holds the server under test"),
+    }
     Ok(())
 }
 
+/// The server under test and its signalling: the one part of the bench that differs between
+/// Hum and Janus.
+enum Server {
+    Hum(HumServer),
+    Janus(janus::JanusServer),
+}
+
+impl Server {
+    /// The process whose CPU and memory are measured.
+    fn pid(&self) -> u32 {
+        match self {
+            Server::Hum(h) => h.pid,
+            Server::Janus(j) => j.pid(),
+        }
+    }
+
+    /// Listeners of each packet a publisher sends.
+    fn listeners_per_packet(&self, publishers: usize, subscribers: usize) -> u64 {
+        match self {
+            // Hum's SFU offers every publisher the others' tracks too.
+            Server::Hum(_) => (publishers + subscribers - 1) as u64,
+            // A Janus publisher handle only sends; hearing the others would take a second
+            // (subscriber) PeerConnection per publisher.
+            Server::Janus(_) => subscribers as u64,
+        }
+    }
+
+    /// The SFU's own counters, where it exports them.
+    async fn counters(&self) -> Result<Option<SfuCounters>> {
+        match self {
+            Server::Hum(h) => sfu_counters(h.metrics_addr).await.map(Some),
+            Server::Janus(_) => Ok(None),
+        }
+    }
+
+    /// Joins participant `n` to room `room` (0-based) in `role`, and returns it once its media
+    /// connection is up.
+    async fn join(
+        &self,
+        n: usize,
+        room: usize,
+        role: Role,
+        shared: Arc<Shared>,
+    ) -> Result<Participant> {
+        let (participant, up) = match self {
+            Server::Hum(h) => h.join(n, room, role, shared).await?,
+            Server::Janus(j) => j.join(n, room, role, shared).await?,
+        };
+        // The join (and its slot among --connect-concurrency) lasts until the media connection
+        // is up: thousands of DTLS handshakes in flight at once time out.
+        match tokio::time::timeout(MEDIA_UP_TIMEOUT, up).await {
+            Ok(Ok(())) => Ok(participant),
+            Ok(Err(_)) => {
+                participant.stop().await;
+                bail!("participant {n}: its media connection failed")
+            }
+            Err(_) => {
+                participant.stop().await;
+                bail!("participant {n}: no media connection within {MEDIA_UP_TIMEOUT:?}")
+            }
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Server::Hum(h) => h.stop().await,
+            Server::Janus(j) => j.stop().await,
+        }
+    }
+}
+
+/// hum-relay (started here, or one already running) with a server whose channels are on the
+/// SFU from their first member, one channel per room.
+struct HumServer {
+    spawned: Option<SpawnedRelay>,
+    url: String,
+    pid: u32,
+    metrics_addr: SocketAddr,
+    owner: RelayClient,
+    channels: Vec<ChannelId>,
+    invite: hum_proto::InviteCode,
+}
+
+impl HumServer {
+    async fn start(cli: &Cli, args: &SfuBench) -> Result<HumServer> {
+        let size = (args.publishers + args.subscribers).to_string();
+        let (spawned, url, pid) = relay_under_test(
+            cli,
+            args.relay_pid,
+            args.relay_bin.as_deref(),
+            &["--mesh-limit", "0", "--max-channel-size", size.as_str()],
+        )
+        .await?;
+        let metrics_addr = metrics_addr(&url)?;
+
+        // The owner makes one server with a channel per room, on the SFU from the first member.
+        let owner = RelayClient::connect(bench_identity(0)?, client_config(&url)).await?;
+        let server =
+            paced(|| owner.server_create(Name::new("sfu-bench").expect("valid name"))).await?;
+        let mut channels = Vec::with_capacity(args.rooms);
+        for r in 0..args.rooms {
+            let name = Name::new(format!("room-{r}"))?;
+            let max = Some((args.publishers + args.subscribers) as u32);
+            let ch = paced(|| owner.channel_create(server.id, name.clone(), max, None)).await?;
+            paced(|| owner.channel_configure_with_mesh_limit(ch.id, None, None, Some(0))).await?;
+            channels.push(ch.id);
+        }
+        let invite = paced(|| owner.invite_create(server.id, None, None))
+            .await?
+            .code;
+        Ok(HumServer {
+            spawned,
+            url,
+            pid,
+            metrics_addr,
+            owner,
+            channels,
+            invite,
+        })
+    }
+
+    /// Logs participant `n` in, joins its channel and the SFU through the relay's signalling;
+    /// the SFU's later offers (new tracks) are answered by its media task.
+    async fn join(
+        &self,
+        n: usize,
+        room: usize,
+        role: Role,
+        shared: Arc<Shared>,
+    ) -> Result<(Participant, oneshot::Receiver<()>)> {
+        let channel = self.channels[room];
+        let client = RelayClient::connect(bench_identity(n)?, client_config(&self.url)).await?;
+        paced(|| client.invite_join(self.invite.clone())).await?;
+        // Subscribe before joining: the SFU's first offer may come right after its answer.
+        let mut events = client.subscribe();
+        paced(|| client.channel_join(channel, VoiceState::default())).await?;
+
+        let (mut rtc, socket, local) = new_client(Ipv4Addr::LOCALHOST.into()).await?;
+        let stream = match role {
+            Role::Publisher(_) => Some(client.user_id().to_string()),
+            _ => None,
+        };
+        let (mid, offer, pending) = make_offer(&mut rtc, role, stream)?;
+        let answer = paced(|| client.sfu_join(channel, offer.clone())).await?;
+        accept_answer(&mut rtc, pending, &answer)?;
+
+        let (cmd_tx, cmd_rx) = mpsc::channel::<OfferCmd>(8);
+        let conn = MediaConn {
+            rtc,
+            socket,
+            local,
+            mid: Some(mid),
+        };
+        let (media, up) = spawn_media(conn, role, Some(cmd_rx), shared);
+        let c = client.clone();
+        let offers = tokio::spawn(async move {
+            loop {
+                let ev = match events.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                if let ClientEvent::Relay(Event::SfuOffer { channel: ch, sdp }) = ev
+                    && ch == channel
+                {
+                    let (tx, rx) = oneshot::channel();
+                    if cmd_tx.send((sdp, tx)).await.is_err() {
+                        return;
+                    }
+                    match rx.await {
+                        Ok(Ok(answer)) => {
+                            if let Err(e) = c.sfu_answer(answer).await {
+                                eprintln!("sfu_answer: {e}");
+                            }
+                        }
+                        Ok(Err(e)) => eprintln!("the SFU's offer: {e:#}"),
+                        Err(_) => return,
+                    }
+                }
+            }
+        });
+        let participant = Participant {
+            media,
+            signalling: Signalling::Hum { client, offers },
+        };
+        Ok((participant, up))
+    }
+
+    async fn stop(self) {
+        self.owner.shutdown().await;
+        drop(self.spawned);
+    }
+}
+
 fn print_report(r: &Report) {
+    let server = match r.sfu {
+        SfuKind::Hum => "relay",
+        SfuKind::Janus => "janus",
+    };
     println!(
-        "{} room(s) x ({} publishers + {} subscribers), audio 50 packets/s each, {:.1} s (setup {:.1} s)",
-        r.rooms, r.publishers_per_room, r.subscribers_per_room, r.duration_s, r.setup_s
+        "{:?}: {} room(s) x ({} publishers + {} subscribers), audio 50 packets/s each, {:.1} s (setup {:.1} s)",
+        r.sfu, r.rooms, r.publishers_per_room, r.subscribers_per_room, r.duration_s, r.setup_s
     );
+    let drops = r
+        .sfu_send_dropped
+        .map(|d| format!(", SFU send drops {d}"))
+        .unwrap_or_default();
     println!(
-        "sent {} received {} of {} expected ({:.2}%), SFU send drops {}",
+        "sent {} received {} of {} expected ({:.2}%){drops}",
         r.sent,
         r.received,
         r.expected,
         r.delivered_ratio * 100.0,
-        r.sfu_send_dropped
+    );
+    let counter = r
+        .sfu_forwarded_per_s
+        .map(|f| format!(" (the SFU's counter: ~{f:.0})"))
+        .unwrap_or_default();
+    println!(
+        "forwarded {:.0} packets/s{counter}; {server} CPU {:.1}% of one core -> {:.0} forwarded packets/s per core",
+        r.forwarded_per_s, r.server_cpu_pct_of_one_core, r.forwarded_per_core_s
     );
     println!(
-        "forwarded {:.0} packets/s (the SFU's counter: ~{:.0}); relay CPU {:.1}% of one core -> {:.0} forwarded packets/s per core",
-        r.forwarded_per_s,
-        r.sfu_forwarded_per_s,
-        r.relay_cpu_pct_of_one_core,
-        r.forwarded_per_core_s
-    );
-    println!(
-        "relay RSS {:.1} MB (peak {:.1} MB); load generator CPU {:.1}% of one core",
-        r.relay_rss_mb, r.relay_peak_rss_mb, r.load_generator_cpu_pct_of_one_core
+        "{server} RSS {:.1} MB (peak {:.1} MB); load generator CPU {:.1}% of one core",
+        r.server_rss_mb, r.server_peak_rss_mb, r.load_generator_cpu_pct_of_one_core
     );
     println!(
         "forward latency ({} samples) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
@@ -368,124 +596,114 @@ fn print_report(r: &Report) {
     );
 }
 
-/// One bench account in its room: its relay session and its media task.
+/// One bench account in its room: its media task and its signalling.
 struct Participant {
-    client: RelayClient,
     media: tokio::task::JoinHandle<()>,
-    offers: tokio::task::JoinHandle<()>,
+    signalling: Signalling,
+}
+
+enum Signalling {
+    /// Its relay session, and the task answering the SFU's offers.
+    Hum {
+        client: RelayClient,
+        offers: tokio::task::JoinHandle<()>,
+    },
+    /// Its VideoRoom handle.
+    Janus { api: Arc<janus::Api>, handle: u64 },
 }
 
 impl Participant {
     async fn stop(self) {
-        self.offers.abort();
         self.media.abort();
-        let _ = self.client.sfu_leave().await;
-        self.client.shutdown().await;
+        match self.signalling {
+            Signalling::Hum { client, offers } => {
+                offers.abort();
+                let _ = client.sfu_leave().await;
+                client.shutdown().await;
+            }
+            Signalling::Janus { api, handle } => {
+                let _ = api.detach(handle).await;
+            }
+        }
     }
 }
 
 /// A request to the media task: accept the SFU's offer and hand back the answer.
 type OfferCmd = (String, oneshot::Sender<Result<String>>);
 
-async fn join(
-    n: usize,
-    url: &str,
-    invite: hum_proto::InviteCode,
-    channel: ChannelId,
-    role: Role,
-    shared: Arc<Shared>,
-) -> Result<Participant> {
-    let client = RelayClient::connect(bench_identity(n)?, client_config(url)).await?;
-    paced(|| client.invite_join(invite.clone())).await?;
-    // Subscribe before joining: the SFU's first offer may come right after its answer.
-    let mut events = client.subscribe();
-    paced(|| client.channel_join(channel, VoiceState::default())).await?;
-
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+/// A str0m client (Opus only) on its own UDP socket on `ip` (a local address).
+async fn new_client(ip: IpAddr) -> Result<(Rtc, UdpSocket, SocketAddr)> {
+    let socket = UdpSocket::bind((ip, 0)).await?;
     let local = socket.local_addr()?;
-    let now = Instant::now();
     let mut rtc = Rtc::builder()
         .clear_codecs()
         .enable_opus(true, false)
         .set_rtp_mode(false)
-        .build(now);
+        .build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp")?);
-    let mut api = rtc.sdp_api();
-    let (dir, stream) = match role {
-        Role::Publisher(_) => (Direction::SendOnly, Some(client.user_id().to_string())),
-        _ => (Direction::RecvOnly, None),
+    Ok((rtc, socket, local))
+}
+
+/// The client's offer: one audio m-line, send-only for a publisher (in media stream
+/// `stream`), receive-only otherwise.
+fn make_offer(
+    rtc: &mut Rtc,
+    role: Role,
+    stream: Option<String>,
+) -> Result<(Mid, String, str0m::change::SdpPendingOffer)> {
+    let dir = match role {
+        Role::Publisher(_) => Direction::SendOnly,
+        _ => Direction::RecvOnly,
     };
+    let mut api = rtc.sdp_api();
     let mid = api.add_media(MediaKind::Audio, dir, stream, None, None);
     let (offer, pending) = api.apply().context("no offer to make")?;
-    let answer = paced(|| client.sfu_join(channel, offer.to_sdp_string())).await?;
-    let answer = str0m::change::SdpAnswer::from_sdp_string(&answer)
+    Ok((mid, offer.to_sdp_string(), pending))
+}
+
+fn accept_answer(
+    rtc: &mut Rtc,
+    pending: str0m::change::SdpPendingOffer,
+    answer: &str,
+) -> Result<()> {
+    let answer = str0m::change::SdpAnswer::from_sdp_string(answer)
         .map_err(|e| anyhow::anyhow!("the SFU's answer: {e}"))?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
-        .map_err(|e| anyhow::anyhow!("accepting the SFU's answer: {e}"))?;
-
-    let (cmd_tx, cmd_rx) = mpsc::channel::<OfferCmd>(8);
-    let (up_tx, up) = oneshot::channel();
-    let conn = MediaConn {
-        rtc,
-        socket,
-        local,
-        mid,
-    };
-    let media = tokio::spawn(media_loop(conn, role, cmd_rx, up_tx, shared));
-    let c = client.clone();
-    let offers = tokio::spawn(async move {
-        loop {
-            let ev = match events.recv().await {
-                Ok(ev) => ev,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
-            };
-            if let ClientEvent::Relay(Event::SfuOffer { channel: ch, sdp }) = ev
-                && ch == channel
-            {
-                let (tx, rx) = oneshot::channel();
-                if cmd_tx.send((sdp, tx)).await.is_err() {
-                    return;
-                }
-                match rx.await {
-                    Ok(Ok(answer)) => {
-                        if let Err(e) = c.sfu_answer(answer).await {
-                            eprintln!("sfu_answer: {e}");
-                        }
-                    }
-                    Ok(Err(e)) => eprintln!("the SFU's offer: {e:#}"),
-                    Err(_) => return,
-                }
-            }
-        }
-    });
-    let participant = Participant {
-        client,
-        media,
-        offers,
-    };
-    // The join (and its slot among --connect-concurrency) lasts until the media connection is
-    // up: thousands of DTLS handshakes in flight at once time out.
-    match tokio::time::timeout(MEDIA_UP_TIMEOUT, up).await {
-        Ok(Ok(())) => Ok(participant),
-        Ok(Err(_)) => {
-            participant.stop().await;
-            bail!("participant {n}: its media connection failed")
-        }
-        Err(_) => {
-            participant.stop().await;
-            bail!("participant {n}: no media connection within {MEDIA_UP_TIMEOUT:?}")
-        }
-    }
+        .map_err(|e| anyhow::anyhow!("accepting the SFU's answer: {e}"))
 }
 
-/// One participant's str0m client, its socket and its one m-line.
+/// Accepts the SFU's offer and returns the client's answer.
+fn accept_offer(rtc: &mut Rtc, offer: &str) -> Result<String> {
+    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(answer.to_sdp_string())
+}
+
+/// Starts a participant's media task; the receiver fires once its connection is up. `offers`
+/// brings the SFU's renegotiations, if it makes any (the task ends when they end).
+fn spawn_media(
+    conn: MediaConn,
+    role: Role,
+    offers: Option<mpsc::Receiver<OfferCmd>>,
+    shared: Arc<Shared>,
+) -> (tokio::task::JoinHandle<()>, oneshot::Receiver<()>) {
+    let (up_tx, up) = oneshot::channel();
+    (
+        tokio::spawn(media_loop(conn, role, offers, up_tx, shared)),
+        up,
+    )
+}
+
+/// One participant's str0m client, its socket and (for a publisher) the m-line it sends on.
 struct MediaConn {
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
-    mid: Mid,
+    mid: Option<Mid>,
 }
 
 /// RTP (not RTCP, STUN or DTLS) by RFC 5761's demultiplexing rule.
@@ -498,7 +716,7 @@ fn is_rtp(d: &[u8]) -> bool {
 async fn media_loop(
     conn: MediaConn,
     role: Role,
-    mut offers: mpsc::Receiver<OfferCmd>,
+    mut offers: Option<mpsc::Receiver<OfferCmd>>,
     up: oneshot::Sender<()>,
     shared: Arc<Shared>,
 ) {
@@ -571,7 +789,7 @@ async fn media_loop(
             _ = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
                 if publishing && now >= next_send {
-                    if let Role::Publisher(index) = role {
+                    if let (Role::Publisher(index), Some(mid)) = (role, mid) {
                         send_packet(&mut rtc, mid, index, seq, now, &shared);
                         seq = seq.wrapping_add(1);
                     }
@@ -584,13 +802,14 @@ async fn media_loop(
                 }
                 let _ = rtc.handle_input(Input::Timeout(now));
             }
-            cmd = offers.recv() => {
+            cmd = async {
+                match offers.as_mut() {
+                    Some(o) => o.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 let Some((sdp, reply)) = cmd else { return };
-                let answer = SdpOffer::from_sdp_string(&sdp)
-                    .map_err(|e| anyhow::anyhow!("{e}"))
-                    .and_then(|o| rtc.sdp_api().accept_offer(o).map_err(|e| anyhow::anyhow!("{e}")))
-                    .map(|a| a.to_sdp_string());
-                let _ = reply.send(answer);
+                let _ = reply.send(accept_offer(&mut rtc, &sdp));
             }
         }
     }
@@ -645,17 +864,12 @@ struct SfuCounters {
     send_dropped: u64,
 }
 
-/// `hum_sfu_rtp_forwarded_total` and `hum_sfu_send_dropped_total` from the relay's /metrics
-/// (a plain HTTP/1.0 GET: the one request this tool makes over HTTP).
+/// `hum_sfu_rtp_forwarded_total` and `hum_sfu_send_dropped_total` from the relay's /metrics.
 async fn sfu_counters(addr: SocketAddr) -> Result<SfuCounters> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
+    let body = http_request(addr, "GET", "/metrics", None)
         .await
-        .with_context(|| format!("connecting to the relay's /metrics at {addr}"))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
+        .with_context(|| format!("reading the relay's /metrics at {addr}"))?;
+    let body = String::from_utf8_lossy(&body);
     let value = |name: &str| {
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -667,4 +881,95 @@ async fn sfu_counters(addr: SocketAddr) -> Result<SfuCounters> {
         forwarded: value("hum_sfu_rtp_forwarded_total")?,
         send_dropped: value("hum_sfu_send_dropped_total")?,
     })
+}
+
+/// One plain HTTP/1.0 request to a local server (the relay's /metrics, Janus's API; no
+/// keep-alive, no TLS: all this tool needs), returning the body of a 200 answer.
+async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    if let Some(b) = body {
+        s.write_all(b).await?;
+    }
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await?;
+    parse_http_response(&resp).with_context(|| format!("{method} {path} at {addr}"))
+}
+
+/// The body of an HTTP/1.x response if its status is 200 (a chunked body is decoded).
+fn parse_http_response(resp: &[u8]) -> Result<Vec<u8>> {
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the response's headers")?;
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let body = &resp[split + 4..];
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        bail!(
+            "HTTP status {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+    }
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if !chunked {
+        return Ok(body.to_vec());
+    }
+    let (mut out, mut rest) = (Vec::new(), body);
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("a chunk size without its line end")?;
+        let size = std::str::from_utf8(&rest[..eol])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+            .context("a bad chunk size")?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = rest.get(..size).context("a chunk cut short")?;
+        out.extend_from_slice(chunk);
+        rest = rest
+            .get(size + 2..)
+            .context("a chunk without its line end")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_http_response;
+
+    #[test]
+    fn http_responses_parse_plain_and_chunked_and_refuse_errors() {
+        let plain = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(parse_http_response(plain).unwrap(), b"{}");
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+        assert_eq!(parse_http_response(chunked).unwrap(), b"{\"a\":1}");
+        assert!(parse_http_response(b"HTTP/1.0 404 Not Found\r\n\r\nnope").is_err());
+        assert!(parse_http_response(b"HTTP/1.0 200 OK\r\n").is_err());
+        let short = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nab";
+        assert!(parse_http_response(short).is_err());
+    }
 }
