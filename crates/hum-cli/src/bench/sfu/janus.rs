@@ -38,6 +38,8 @@ use super::{
 /// How long Janus may take to answer a request (its plugin events included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const PLUGIN: &str = "janus.plugin.videoroom";
+/// The VideoRoom's error code for a feed it does not know (yet).
+const NO_SUCH_FEED: u64 = 428;
 
 /// A Janus process started for the bench (killed when dropped) and its API session.
 pub(super) struct JanusServer {
@@ -244,10 +246,22 @@ impl JanusServer {
                     "room": room_id(room),
                     "streams": streams,
                 });
-                let (data, offer) = api
-                    .message(handle, body, None)
-                    .await
-                    .map_err(|e| self.explain(e))?;
+                // A feed whose PeerConnection the client saw up may not be set up on Janus's
+                // side yet ("No such feed", 428): try again for a while.
+                let mut tries = 0;
+                let (data, offer) = loop {
+                    let (data, offer) = api
+                        .exchange(handle, body.clone(), None)
+                        .await
+                        .map_err(|e| self.explain(e))?;
+                    if data["error_code"] == NO_SUCH_FEED && tries < 50 {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    refused(&body, &data)?;
+                    break (data, offer);
+                };
                 if data["videoroom"] != "attached" {
                     bail!("subscriber {n}: Janus did not attach it: {data}");
                 }
@@ -350,6 +364,18 @@ impl Api {
         body: Value,
         jsep: Option<Value>,
     ) -> Result<(Value, Option<Value>)> {
+        let (data, jsep) = self.exchange(handle, body.clone(), jsep).await?;
+        refused(&body, &data)?;
+        Ok((data, jsep))
+    }
+
+    /// [`Api::message`] without looking at the plugin's answer.
+    async fn exchange(
+        &self,
+        handle: u64,
+        body: Value,
+        jsep: Option<Value>,
+    ) -> Result<(Value, Option<Value>)> {
         let tx = self.transaction();
         let mut msg = json!({"janus": "message", "body": body, "transaction": tx});
         if let Some(j) = jsep {
@@ -383,17 +409,21 @@ impl Api {
             bail!("Janus refused {}: {}", msg["body"], event["error"]);
         }
         let data = event["plugindata"]["data"].clone();
-        if data.get("error").is_some() {
-            bail!(
-                "the VideoRoom refused {}: {} (code {})",
-                msg["body"],
-                data["error"],
-                data["error_code"]
-            );
-        }
         let jsep = event.get("jsep").cloned();
         Ok((data, jsep))
     }
+}
+
+/// The VideoRoom's refusal of `body`, if its answer `data` is one.
+fn refused(body: &Value, data: &Value) -> Result<()> {
+    if data.get("error").is_some() {
+        bail!(
+            "the VideoRoom refused {body}: {} (code {})",
+            data["error"],
+            data["error_code"]
+        );
+    }
+    Ok(())
 }
 
 /// The session's long poll: hands each event with a waiting transaction to its request and
