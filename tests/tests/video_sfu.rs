@@ -340,6 +340,20 @@ fn simulcast_through_the_sfu_high_and_low_subscribers_and_a_switch() -> Result<(
         );
         return Err(e);
     }
+    // All three take part in video, so the SFU estimates the bandwidth towards each (the
+    // layer choice needs it); an audio-only member would not be estimated (hum-sfu's
+    // webrtc_clients test).
+    let metrics = w.relay.get("/metrics")?.1;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.trim() == "hum_sfu_estimating_participants 3"),
+        "SFU: {:?}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("hum_sfu_"))
+            .collect::<Vec<_>>()
+    );
     wait_exit(&mut high, Duration::from_secs(60)).context("high subscriber")?;
     wait_exit(&mut low, Duration::from_secs(60)).context("low subscriber")?;
     wait_exit(&mut publisher, Duration::from_secs(60)).context("publisher")?;

@@ -68,12 +68,18 @@ const ERROR_SLOTS: usize = 32;
 
 /// The embedded SFU's counters as `hum_sfu_*` lines.
 fn render_sfu(out: &mut String, m: &hum_sfu::Metrics) {
-    let rows: [(&str, &str, &str, u64); 15] = [
+    let rows: [(&str, &str, &str, u64); 16] = [
         (
             "participants",
             "gauge",
             "Participants connected to the SFU.",
             m.participants,
+        ),
+        (
+            "estimating_participants",
+            "gauge",
+            "SFU participants whose bandwidth is estimated and paced (those with video).",
+            m.estimating,
         ),
         (
             "datagrams_in_total",

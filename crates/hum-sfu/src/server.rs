@@ -105,6 +105,9 @@ pub struct Metrics {
     pub keyframe_requests_in: u64,
     pub rtc_errors: u64,
     pub participants: u64,
+    /// Participants whose send bandwidth the SFU estimates (TWCC + GCC, and str0m's pacer):
+    /// those that offered video. An audio-only participant gets neither (see [`new_rtc`]).
+    pub estimating: u64,
 }
 
 enum Command {
@@ -328,6 +331,8 @@ struct Client {
     /// when the permission comes (back).
     withheld: BTreeMap<Mid, Withheld>,
     is_dirty: bool,
+    /// Its send bandwidth is estimated (it offered video; see [`new_rtc`]).
+    estimating: bool,
 }
 
 struct Runtime {
@@ -381,15 +386,28 @@ pub fn forwarded_track_id(track: TrackId, screen: bool) -> String {
 /// How many already-due timeouts one pump feeds a client before leaving the rest to the loop.
 const MAX_DUE_FEEDS: usize = 1024;
 
-fn new_rtc(now: Instant) -> Rtc {
+/// A participant's connection. `estimate`: estimate the bandwidth towards it (TWCC + GCC),
+/// which simulcast layer selection needs for video. It also puts str0m's leaky-bucket pacer in
+/// front of every packet, and that pacer releases one packet per timeout: one `handle_timeout`
+/// (a pass over all the connection's streams) per forwarded packet. Audio needs neither (its
+/// rate is fixed and small), so a participant that offered no video gets str0m's null pacer,
+/// which drains the queue at once (`hum bench sfu`, docs/sfu.md).
+fn new_rtc(now: Instant, estimate: bool) -> Rtc {
     Rtc::builder()
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
-        .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)))
+        .enable_bwe(estimate.then(|| str0m::bwe::Bitrate::kbps(1_000)))
         .build(now)
+}
+
+/// Whether an SDP offer has a video m-line (to send or to receive): the participant takes
+/// part in video, so the SFU estimates its bandwidth. Hum clients without video, like the
+/// load generator's subscribers, offer audio only.
+fn offers_video(sdp: &str) -> bool {
+    sdp.lines().any(|l| l.trim_start().starts_with("m=video"))
 }
 
 impl Runtime {
@@ -552,6 +570,8 @@ impl Runtime {
             Command::Permissions { who } => self.recheck_permissions(who, now),
             Command::Metrics { reply } => {
                 self.metrics.participants = self.clients.len() as u64;
+                self.metrics.estimating =
+                    self.clients.values().filter(|c| c.estimating).count() as u64;
                 let _ = reply.send(self.metrics.clone());
             }
         }
@@ -565,9 +585,10 @@ impl Runtime {
         offer: &str,
         now: Instant,
     ) -> Result<String, SfuError> {
+        let estimating = offers_video(offer);
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::Sdp(e.to_string()))?;
         self.session.join(room, who, now)?;
-        let mut rtc = new_rtc(now);
+        let mut rtc = new_rtc(now, estimating);
         let cand = Candidate::host(self.public, "udp").map_err(|e| SfuError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(cand);
         let answer = match rtc.sdp_api().accept_offer(offer) {
@@ -601,6 +622,7 @@ impl Runtime {
                 mid_out: HashMap::new(),
                 withheld: BTreeMap::new(),
                 is_dirty: false,
+                estimating,
             },
         );
         self.by_user.insert(who, key);
@@ -1144,5 +1166,17 @@ mod tests {
         // What a Hum client reads back from the forwarded id (`VideoKind::of_track`).
         assert!(is_screen_track(&forwarded_track_id(TrackId(12), true)));
         assert!(!is_screen_track(&forwarded_track_id(TrackId(12), false)));
+    }
+
+    #[test]
+    fn only_a_participant_that_offers_video_gets_bandwidth_estimation() {
+        let audio = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                     m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\n";
+        assert!(!offers_video(audio));
+        // A camera, or only the idle screen track a Hum client with video always offers.
+        let video = format!("{audio}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n");
+        assert!(offers_video(&video));
+        // Video named elsewhere than on an m-line does not count.
+        assert!(!offers_video(&format!("{audio}a=x-note:m=video\r\n")));
     }
 }

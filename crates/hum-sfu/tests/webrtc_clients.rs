@@ -313,6 +313,8 @@ async fn two_webrtc_rs_clients_hear_each_other_through_the_sfu() {
     let m = sfu.metrics().await.expect("metrics");
     assert!(m.rtp_forwarded >= 100, "{m:?}");
     assert_eq!(m.participants, 2);
+    // Audio only: no bandwidth estimation, so no pacer between the SFU and them.
+    assert_eq!(m.estimating, 0, "{m:?}");
     for c in clients {
         let _ = c.pc.close().await;
     }
