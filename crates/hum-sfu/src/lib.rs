@@ -8,6 +8,7 @@
 //! Both are sans-IO (time and packets are inputs). [`server`] is the thin runtime: one UDP
 //! socket, one str0m `Rtc` per participant, a tokio loop.
 
+mod outbox;
 pub mod packet;
 pub mod session;
 

@@ -25,6 +25,7 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::outbox::Outbox;
 use crate::packet::audio_level::AudioLevel;
 use crate::packet::forwarder::InPacket;
 use crate::packet::layer::{Layer, Quality};
@@ -198,6 +199,7 @@ impl SfuServer {
             metrics: Metrics::default(),
             dirty: Vec::new(),
             outbox: Vec::new(),
+            sends: Outbox::default(),
             track_src: HashMap::new(),
         };
         let task = tokio::spawn(rt.run(rx));
@@ -347,6 +349,8 @@ struct Runtime {
     metrics: Metrics,
     dirty: Vec<u64>,
     outbox: Vec<(ParticipantId, Rewritten)>,
+    /// Datagrams the pumps produced, sent at the end of each pump.
+    sends: Outbox,
     /// Where each publication comes from.
     track_src: HashMap<TrackId, Source>,
 }
@@ -737,6 +741,15 @@ impl Runtime {
         while let Some(key) = self.dirty.pop() {
             self.pump_one(key, now);
         }
+        self.flush();
+    }
+
+    /// Sends what the pumps produced (a batch of syscalls, see [`Outbox`]).
+    fn flush(&mut self) {
+        let done = self.sends.flush(&self.socket);
+        self.metrics.datagrams_out += done.sent;
+        self.metrics.bytes_out += done.bytes;
+        self.metrics.send_dropped += done.dropped;
     }
 
     /// Drains one client until it only has a timeout left; handles its events (which may
@@ -766,13 +779,7 @@ impl Runtime {
                         break;
                     }
                     Ok(Output::Transmit(t)) => {
-                        match self.socket.try_send_to(&t.contents, t.destination) {
-                            Ok(n) => {
-                                self.metrics.datagrams_out += 1;
-                                self.metrics.bytes_out += n as u64;
-                            }
-                            Err(_) => self.metrics.send_dropped += 1,
-                        }
+                        self.sends.push(t.destination, t.contents.into());
                     }
                     Ok(Output::Event(e)) => events.push(e),
                     Err(_) => {
