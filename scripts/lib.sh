@@ -28,6 +28,30 @@ HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-
   # servers (initdb/pg_ctl, redis-server) on Unix sockets (docs/cluster.md).
   postgresql redis-server)
 
+# A build cache kept between runs (CARGO_TARGET_DIR outside the clone) grows with every change:
+# each new dependency hash leaves old test binaries behind, and incremental state doubles the
+# rest. The disk here fills well before df's size says (a link then dies with SIGBUS or ENOSPC),
+# so before a build make sure there is room: first drop incremental state and artefacts nothing
+# has rebuilt for a day, then, if that is not enough, the whole cache (a fresh machine's state).
+HUM_MIN_FREE_GB="${HUM_MIN_FREE_GB:-25}"
+ensure_build_space() {
+  local dir="${CARGO_TARGET_DIR:-$HUM_ROOT/target}" free
+  mkdir -p "$dir"
+  free=$(df -P -BG "$dir" | awk 'NR==2 {sub("G","",$4); print $4}')
+  [ "$free" -ge "$HUM_MIN_FREE_GB" ] && return 0
+  step "only ${free} GB free under $dir: pruning the build cache"
+  rm -rf "$dir"/*/incremental "$dir"/fuzz/*/*/incremental
+  find "$dir" -path '*/deps/*' -maxdepth 4 -type f -mmin +1440 -delete 2>/dev/null || true
+  free=$(df -P -BG "$dir" | awk 'NR==2 {sub("G","",$4); print $4}')
+  if [ "$free" -lt "$HUM_MIN_FREE_GB" ]; then
+    note "still ${free} GB free: removing the whole build cache $dir"
+    rm -rf "${dir:?}"/debug "${dir:?}"/release "${dir:?}"/fuzz
+    free=$(df -P -BG "$dir" | awk 'NR==2 {sub("G","",$4); print $4}')
+  fi
+  note "${free} GB free"
+  [ "$free" -ge 8 ] || die "only ${free} GB free under $dir: a build needs about ${HUM_MIN_FREE_GB} GB"
+}
+
 _apt_updated=0
 ensure_apt() {
   local missing=()
