@@ -15,6 +15,7 @@ pub mod session;
 pub mod server;
 #[cfg(test)]
 mod session_tests;
+mod timers;
 
 pub use server::{Metrics, SfuError, SfuEvent, SfuServer};
 pub use session::{Session, SessionConfig, SessionEvent, TrackId, TrackKind};

@@ -6,7 +6,10 @@
 //! the client, whose answer comes back through [`SfuServer::answer`]).
 //!
 //! Demultiplexing: a datagram goes to the participant last seen at its source address; a new
-//! address is matched by asking each `Rtc` whether it accepts the packet (ICE ufrag in STUN).
+//! address is found by the ICE username of its STUN check (the SFU's ufrag, one per
+//! participant, indexed), and its `Rtc` still has to accept it. Anything else from an address
+//! no check came from is unrouted. Timeouts are kept in a [`Timers`] heap, so neither
+//! routing nor waking up scans the participants.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use hum_proto::units::Bitrate;
 use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
+use str0m::ice::StunMessage;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
@@ -35,6 +39,7 @@ use crate::session::{
     ParticipantId, PermissionsHook, RoomId, Session, SessionConfig, SessionError, SessionEvent,
     TrackId, TrackKind,
 };
+use crate::timers::Timers;
 
 /// Largest datagram read; WebRTC keeps packets under ~1,200 bytes.
 const MAX_DATAGRAM: usize = 2048;
@@ -194,6 +199,8 @@ impl SfuServer {
             clients: HashMap::new(),
             by_user: HashMap::new(),
             by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            timers: Timers::default(),
             next_key: 1,
             events: ev_tx,
             metrics: Metrics::default(),
@@ -322,7 +329,8 @@ struct Client {
     who: ParticipantId,
     room: RoomId,
     rtc: Rtc,
-    timeout: Instant,
+    /// The SFU's ICE ufrag on this connection (the key of [`Runtime::by_ufrag`]).
+    ufrag: String,
     pending: Option<SdpPendingOffer>,
     /// Incoming media (participant -> SFU) by mid.
     tracks_in: HashMap<Mid, TrackId>,
@@ -344,6 +352,10 @@ struct Runtime {
     clients: HashMap<u64, Client>,
     by_user: HashMap<ParticipantId, u64>,
     by_addr: HashMap<SocketAddr, u64>,
+    /// Each connection's local ICE ufrag: routes a STUN check from a new address.
+    by_ufrag: HashMap<String, u64>,
+    /// When each connection's `Rtc` wants its next timeout.
+    timers: Timers,
     next_key: u64,
     events: mpsc::UnboundedSender<SfuEvent>,
     metrics: Metrics,
@@ -421,12 +433,9 @@ impl Runtime {
         loop {
             let now = Instant::now();
             let wake = self
-                .clients
-                .values()
-                .map(|c| c.timeout)
-                .min()
-                .unwrap_or(next_tick)
-                .min(next_tick)
+                .timers
+                .next()
+                .map_or(next_tick, |t| t.min(next_tick))
                 .max(now);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
@@ -464,13 +473,7 @@ impl Runtime {
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
             let now = Instant::now();
-            let due: Vec<u64> = self
-                .clients
-                .iter()
-                .filter(|(_, c)| c.timeout <= now)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in due {
+            while let Some(k) = self.timers.pop_due(now) {
                 if let Some(c) = self.clients.get_mut(&k) {
                     if c.rtc.handle_input(Input::Timeout(now)).is_err() {
                         self.metrics.rtc_errors += 1;
@@ -510,11 +513,16 @@ impl Runtime {
             .get(&src)
             .copied()
             .filter(|k| self.clients.get(k).is_some_and(|c| c.rtc.accepts(&input)));
+        // A new address (or one that moved to another participant): only a STUN check names
+        // its connection, by the SFU's ufrag in USERNAME ("ours:theirs").
         let key = known.or_else(|| {
+            let stun = StunMessage::parse(data).ok()?;
+            let (ours, _) = stun.split_username()?;
+            let k = *self.by_ufrag.get(ours)?;
             self.clients
-                .iter()
-                .find(|(_, c)| c.rtc.accepts(&input))
-                .map(|(k, _)| *k)
+                .get(&k)
+                .is_some_and(|c| c.rtc.accepts(&input))
+                .then_some(k)
         });
         let Some(key) = key else {
             self.metrics.unrouted += 1;
@@ -604,6 +612,8 @@ impl Runtime {
         };
         let key = self.next_key;
         self.next_key += 1;
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        self.by_ufrag.insert(ufrag.clone(), key);
         let mut tracks_out = BTreeMap::new();
         // Existing publications of the room go out in the SFU's first offer.
         if let Some(r) = self.session.room(room) {
@@ -619,7 +629,7 @@ impl Runtime {
                 who,
                 room,
                 rtc,
-                timeout: now,
+                ufrag,
                 pending: None,
                 tracks_in: HashMap::new(),
                 tracks_out,
@@ -649,6 +659,13 @@ impl Runtime {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SfuError::Sdp(e.to_string()))?;
+        // An ICE restart in the offer gives the connection new credentials.
+        let ufrag = c.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != c.ufrag {
+            let old = std::mem::replace(&mut c.ufrag, ufrag.clone());
+            self.by_ufrag.remove(&old);
+            self.by_ufrag.insert(ufrag, key);
+        }
         self.mark(key);
         Ok(answer.to_sdp_string())
     }
@@ -682,7 +699,9 @@ impl Runtime {
         };
         if let Some(mut c) = self.clients.remove(&key) {
             c.rtc.disconnect();
+            self.by_ufrag.remove(&c.ufrag);
         }
+        self.timers.remove(key);
         self.by_addr.retain(|_, k| *k != key);
         self.track_src.retain(|_, src| src.key != key);
         let _ = self.session.leave(who);
@@ -775,7 +794,7 @@ impl Runtime {
                         }
                     }
                     Ok(Output::Timeout(t)) => {
-                        c.timeout = t;
+                        self.timers.set(key, t);
                         break;
                     }
                     Ok(Output::Transmit(t)) => {
