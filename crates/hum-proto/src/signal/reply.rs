@@ -319,6 +319,15 @@ pub enum Event {
         user: UserId,
         voice: VoiceState,
     },
+    /// To you alone: what you may do in the voice channel you are in changed (an admin edited
+    /// the channel's permissions or your role). On joining they come in `joined`. Without
+    /// `speak` the relay keeps you muted: stop sending audio; when it comes back you stay muted
+    /// until you unmute. Without `video`, turn your camera off.
+    VoicePermissions {
+        server: ServerId,
+        channel: ChannelId,
+        permissions: Permissions,
+    },
 
     // --- session -------------------------------------------------------------------------------
     /// The same key logged in on another connection; the relay closes this one next.
@@ -418,6 +427,7 @@ impl Event {
             Event::RosterJoin { .. } => "roster_join",
             Event::RosterLeave { .. } => "roster_leave",
             Event::RosterUpdate { .. } => "roster_update",
+            Event::VoicePermissions { .. } => "voice_permissions",
             Event::SessionReplaced => "session_replaced",
             Event::Nodes { .. } => "nodes",
             Event::StreamStarted { .. } => "stream_started",

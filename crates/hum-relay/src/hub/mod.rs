@@ -31,8 +31,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hum_proto::signal::{
-    ChannelInfo, DisplayName, ErrorCode, Event, Limits, Member, Presence, ProtoError, Reply,
-    Request, RosterEntry, ServerInfo, ServerMessage, Status, UserSummary, VoiceLocation,
+    ChannelInfo, DisplayName, ErrorCode, Event, Limits, Member, Permissions, Presence, ProtoError,
+    Reply, Request, RosterEntry, ServerInfo, ServerMessage, Status, UserSummary, VoiceLocation,
     VoiceState,
 };
 use hum_proto::{CallId, ChannelId, RequestId, ServerId, UserId};
@@ -201,6 +201,8 @@ struct Online {
     conn: ConnId,
     channel: Option<ChannelId>,
     voice: VoiceState,
+    /// What the user may do in `channel`, as last told (`joined`, then `voice_permissions`).
+    perms: Permissions,
     calls: BTreeSet<CallId>,
     /// The servers this session watches (`subscribe`); `None`: it never asked, so it watches
     /// every server it is a member of (older clients).
@@ -479,6 +481,7 @@ impl Hub {
                 conn,
                 channel: None,
                 voice: VoiceState::default(),
+                perms: Permissions::ALL,
                 calls: BTreeSet::new(),
                 subs: None,
             },

@@ -871,6 +871,98 @@ fn full_channel_and_switching_channels() {
     );
 }
 
+/// The `voice_permissions` events `n` got (the only way its client learns a change).
+fn told_permissions(w: &mut World, n: u8) -> Vec<Permissions> {
+    w.events(n)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::VoicePermissions { permissions, .. } => Some(permissions),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_member_is_told_its_own_permissions_on_join_and_when_they_change() {
+    let mut w = World::new();
+    let (s, c) = w.community(3);
+    let listen_only = ChannelPermissions {
+        member: Permissions {
+            join: true,
+            speak: false,
+            video: false,
+            stream: false,
+        },
+        admin: Permissions::ALL,
+    };
+    let configure = |p: ChannelPermissions| Request::ChannelConfigure {
+        channel: c,
+        max_participants: None,
+        permissions: Some(p),
+        mesh_limit: None,
+    };
+    w.ok(1, configure(listen_only));
+    // On join: in the reply.
+    match w.ok(
+        2,
+        Request::ChannelJoin {
+            channel: c,
+            voice: None,
+        },
+    ) {
+        Reply::Joined { permissions, .. } => assert_eq!(permissions, listen_only.member),
+        other => panic!("expected joined, got {other:?}"),
+    }
+    join(&mut w, 3, c);
+    w.clear();
+    // The channel's permissions change: each member in it whose own permissions changed is
+    // told, alone (the owner's stay ALL: not told).
+    w.ok(1, configure(ChannelPermissions::default()));
+    assert_eq!(told_permissions(&mut w, 2), [Permissions::ALL]);
+    assert_eq!(told_permissions(&mut w, 3), [Permissions::ALL]);
+    assert_eq!(told_permissions(&mut w, 1), []);
+    // Nothing new for a member: not told again (a configure of the limit alone).
+    w.ok(
+        1,
+        Request::ChannelConfigure {
+            channel: c,
+            max_participants: Some(5),
+            permissions: None,
+            mesh_limit: None,
+        },
+    );
+    assert_eq!(told_permissions(&mut w, 2), []);
+    w.ok(1, configure(listen_only));
+    assert_eq!(told_permissions(&mut w, 2), [listen_only.member]);
+    assert_eq!(told_permissions(&mut w, 3), [listen_only.member]);
+    // A role change: 2 is promoted (admins may speak), 3 hears nothing of it.
+    w.ok(
+        1,
+        Request::MemberSetRole {
+            server: s,
+            user: user(2),
+            role: hum_proto::signal::Role::Admin,
+        },
+    );
+    assert_eq!(told_permissions(&mut w, 2), [Permissions::ALL]);
+    assert_eq!(told_permissions(&mut w, 3), []);
+    // Demoted again: speak is gone again, and 2 is muted in the roster.
+    w.ok(
+        1,
+        Request::MemberSetRole {
+            server: s,
+            user: user(2),
+            role: hum_proto::signal::Role::Member,
+        },
+    );
+    let ev = w.events(2);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::VoicePermissions { server, channel, permissions }
+            if *server == s && *channel == c && !permissions.speak
+    )));
+}
+
 #[test]
 fn permissions_are_enforced_and_reapplied() {
     let mut w = World::new();

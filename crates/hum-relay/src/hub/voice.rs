@@ -5,7 +5,8 @@
 //! on the voice state the relay stores: without `speak` a participant is kept muted and not
 //! speaking, without `video`/`stream` those flags stay off. When an admin changes a channel's
 //! permissions or a member's role, the relay re-applies them to everyone in the channel (and
-//! removes those who lost `join`).
+//! removes those who lost `join`), and tells each member whose own permissions changed
+//! (`voice_permissions`, to them alone: their client stops sending what it may not).
 
 use hum_proto::signal::{
     ChannelPermissions, ErrorCode, Event, Name, Permissions, ProtoError, Reply, Request, Role,
@@ -244,7 +245,23 @@ impl Hub {
         let Some(o) = self.online.get_mut(u) else {
             return;
         };
+        let told = std::mem::replace(&mut o.perms, perms);
         let new = constrain(o.voice, perms);
+        if told != perms {
+            // Before the roster says it: the member's client mutes itself on this, where a
+            // stale echo of its own earlier mute in `roster_update` would look the same.
+            self.event_to_user(
+                u,
+                Event::VoicePermissions {
+                    server,
+                    channel,
+                    permissions: perms,
+                },
+            );
+        }
+        let Some(o) = self.online.get_mut(u) else {
+            return;
+        };
         if new != o.voice {
             o.voice = new;
             self.event_to_watchers(
@@ -324,6 +341,10 @@ impl Hub {
             ));
         }
         let current = self.online.get(&user).and_then(|o| o.channel);
+        // What `joined` tells the member; `voice_permissions` says when it changes.
+        if let Some(o) = self.online.get_mut(&user) {
+            o.perms = perms;
+        }
         if current != Some(channel) {
             if full {
                 return Err(err(ErrorCode::ChannelFull, "the channel is full"));
