@@ -630,9 +630,12 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
         }
         VoiceEvent::Speaking { user, speaking } => json!({"type": "speaking",
             "user": user.map(|u| u.to_string()), "speaking": speaking}),
-        VoiceEvent::LocalState { muted, deafened } => {
-            json!({"type": "local_state", "muted": muted, "deafened": deafened})
-        }
+        VoiceEvent::LocalState {
+            muted,
+            deafened,
+            muted_by_channel,
+        } => json!({"type": "local_state", "muted": muted, "deafened": deafened,
+            "muted_by_channel": muted_by_channel}),
         VoiceEvent::Stats { user, stats } => json!({"type": "stats", "user": user.to_string(),
             "rtt_ms": stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
             "loss": stats.loss, "jitter_ms": stats.jitter.as_secs_f64() * 1000.0,

@@ -109,7 +109,8 @@ pub enum ClientEvent {
     State(ConnectionState),
     /// The relay pushed an event.
     Relay(Event),
-    /// After a reconnect, the client re-joined the voice channel it was in.
+    /// After a reconnect, the client re-joined the voice channel it was in. Followed by a
+    /// `Relay(Event::VoicePermissions)` with what we may do in it (from the `joined` reply).
     Rejoined { channel: ChannelInfo },
     /// After a reconnect, re-joining the voice channel failed (it may be gone or full).
     RejoinFailed { channel: ChannelId, reason: String },

@@ -423,8 +423,22 @@ impl Task {
                 }
             }
             Pending::Rejoin(channel) => match answer {
-                Ok(Reply::Joined { channel, .. }) => {
+                Ok(Reply::Joined {
+                    channel,
+                    permissions,
+                    ..
+                }) => {
+                    let (server, id) = (channel.server, channel.id);
                     let _ = self.events.send(ClientEvent::Rejoined { channel });
+                    // What we may do there now (changed while we were away, perhaps): said as
+                    // the relay says a change.
+                    let _ = self
+                        .events
+                        .send(ClientEvent::Relay(Event::VoicePermissions {
+                            server,
+                            channel: id,
+                            permissions,
+                        }));
                 }
                 Ok(other) => tracing::warn!("unexpected answer to re-join: {other:?}"),
                 Err(e) => {

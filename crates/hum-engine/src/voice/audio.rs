@@ -119,6 +119,9 @@ pub struct AudioEngine {
     uplink_loss: UplinkLoss,
     mixer: Arc<Mutex<Mixer<UserId>>>,
     controls: CaptureControls,
+    /// Set while the channel does not let us speak: the capture thread encodes and sends
+    /// nothing (not even the silence a mute sends), to mesh peers and the SFU alike.
+    withheld: Arc<AtomicBool>,
     frame: FrameDuration,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -142,6 +145,7 @@ impl AudioEngine {
         let uplink_loss: UplinkLoss = Arc::default();
         let mixer = Arc::new(Mutex::new(Mixer::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let withheld = Arc::new(AtomicBool::new(false));
         // Fail early (not on the thread) if Opus rejects the settings. FEC starts off and
         // follows measured loss (see `capture_loop`).
         let encoder = OpusEncoder::new(OpusConfig {
@@ -151,11 +155,12 @@ impl AudioEngine {
             ..Default::default()
         })?;
         let capture = {
-            let (packets, stop, events, controls) = (
+            let (packets, stop, events, controls, withheld) = (
                 packets.clone(),
                 stop.clone(),
                 events.clone(),
                 settings.controls.clone(),
+                withheld.clone(),
             );
             let loss = LossSources {
                 remotes: remotes.clone(),
@@ -171,6 +176,7 @@ impl AudioEngine {
                         settings.frame,
                         packets,
                         stop,
+                        withheld,
                         events,
                         loss,
                     )
@@ -190,6 +196,7 @@ impl AudioEngine {
             uplink_loss,
             mixer,
             controls: settings.controls,
+            withheld,
             frame: settings.frame,
             stop,
             threads: Mutex::new(vec![capture, playout]),
@@ -202,6 +209,16 @@ impl AudioEngine {
 
     pub fn controls(&self) -> &CaptureControls {
         &self.controls
+    }
+
+    /// Stops (`true`) or resumes sending audio at all, whatever the controls say: for a
+    /// channel that took our `speak` permission away (see [`super::VoiceSession::set_speak_allowed`]).
+    pub fn set_withheld(&self, withheld: bool) {
+        self.withheld.store(withheld, Ordering::SeqCst);
+    }
+
+    pub fn withheld(&self) -> bool {
+        self.withheld.load(Ordering::SeqCst)
     }
 
     /// Our microphone level (after noise suppression, before the gate) and gate state, ~20 Hz.
@@ -416,6 +433,7 @@ fn capture_loop(
     frame: FrameDuration,
     packets: broadcast::Sender<EncodedFrame>,
     stop: Arc<AtomicBool>,
+    withheld: Arc<AtomicBool>,
     events: mpsc::UnboundedSender<VoiceEvent>,
     loss: LossSources,
 ) {
@@ -461,6 +479,11 @@ fn capture_loop(
             if let Err(e) = encoder.set_expected_loss(percent) {
                 tracing::warn!("Opus expected loss: {e}");
             }
+        }
+        if withheld.load(Ordering::Relaxed) {
+            // Not allowed to speak: the frame clock runs on (the source is read), nothing is
+            // encoded or sent. The encoder picks up again from silence.
+            continue;
         }
         match encoder.encode(&buf) {
             Ok(p) => {

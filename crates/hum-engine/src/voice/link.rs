@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hum_media::processing::CaptureControls;
 use hum_media::{AudioSink, AudioSource};
 use hum_proto::signal::{
-    Event, SignalPayload, SignalScope, VoiceState, VoiceStatePatch, VoiceTopology,
+    Event, Permissions, SignalPayload, SignalScope, VoiceState, VoiceStatePatch, VoiceTopology,
 };
 use hum_proto::{ChannelId, ServerId, UserId};
 use tokio::sync::{broadcast, mpsc};
@@ -128,7 +128,7 @@ impl VoiceLink {
             video: sends_video,
             ..Default::default()
         };
-        let (info, _perms, mode) = client
+        let (info, perms, mode) = client
             .channel_join_mode(channel, initial)
             .await
             .map_err(relay_err)?;
@@ -158,6 +158,9 @@ impl VoiceLink {
             signaller,
         )?;
         let (out_tx, out_rx) = mpsc::unbounded_channel();
+        // Before any connection is up: nothing leaves that the channel does not allow.
+        session.set_speak_allowed(perms.speak);
+        session.set_video_allowed(perms.video);
         for e in &info.roster {
             if e.user.id == me {
                 if sends_video && !e.voice.video {
@@ -472,6 +475,14 @@ impl LinkState {
                 }
                 Ok(())
             }
+            ClientEvent::Relay(Event::VoicePermissions {
+                channel,
+                permissions,
+                ..
+            }) if channel == here => {
+                self.apply_permissions(permissions);
+                Ok(())
+            }
             ClientEvent::Relay(Event::RosterUpdate {
                 channel,
                 user,
@@ -511,6 +522,26 @@ impl LinkState {
                 }
             }
             _ => Ok(()),
+        }
+    }
+
+    /// What the relay says we may do in the channel now (`voice_permissions`): without `speak`
+    /// we send no audio and say we are muted by the channel; without `video` our camera goes
+    /// off. Given back, both stay off until the user turns them on.
+    fn apply_permissions(&mut self, p: Permissions) {
+        let (could_speak, camera) = (
+            !self.session.muted_by_channel(),
+            self.session.camera() == Some(true),
+        );
+        self.session.set_speak_allowed(p.speak);
+        if could_speak && !p.speak {
+            tracing::info!("the channel took our permission to speak: muted, sending no audio");
+        }
+        self.session.set_video_allowed(p.video);
+        if camera && !p.video {
+            let _ = self.out.send(VoiceEvent::Error(
+                "you may no longer send video in this channel: your camera is off".into(),
+            ));
         }
     }
 
@@ -630,7 +661,7 @@ async fn pump(
                         speaking: Some(*speaking),
                         ..Default::default()
                     }),
-                    VoiceEvent::LocalState { muted, deafened } => Some(VoiceStatePatch {
+                    VoiceEvent::LocalState { muted, deafened, .. } => Some(VoiceStatePatch {
                         muted: Some(*muted),
                         deafened: Some(*deafened),
                         ..Default::default()

@@ -130,10 +130,14 @@ pub enum VoiceEvent {
         user: Option<UserId>,
         speaking: bool,
     },
-    /// Our own mute/deafen changed.
+    /// Our own mute/deafen changed, or the channel's permission to speak
+    /// ([`VoiceSession::set_speak_allowed`]).
     LocalState {
         muted: bool,
         deafened: bool,
+        /// Muted because the channel does not let us speak: unmuting is refused and nothing is
+        /// sent until the permission comes back (then we stay muted until the user unmutes).
+        muted_by_channel: bool,
     },
     Stats {
         user: UserId,

@@ -32,6 +32,8 @@ pub struct VoiceSession {
     engine: Arc<AudioEngine>,
     video: Arc<SessionVideo>,
     peers: Mutex<BTreeMap<UserId, Arc<Peer>>>,
+    /// The channel's `video` permission ([`VoiceSession::set_video_allowed`]); always in a call.
+    video_allowed: std::sync::atomic::AtomicBool,
     events: mpsc::UnboundedSender<VoiceEvent>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -95,6 +97,7 @@ impl VoiceSession {
             engine,
             video,
             peers: Mutex::new(BTreeMap::new()),
+            video_allowed: std::sync::atomic::AtomicBool::new(true),
             events,
             tasks: std::sync::Mutex::new(Vec::new()),
         });
@@ -123,9 +126,35 @@ impl VoiceSession {
         self.engine.controls()
     }
 
-    pub fn set_muted(&self, muted: bool) {
-        self.engine.controls().set_muted(muted);
+    /// Mutes or unmutes the microphone. Unmuting is refused (we stay muted) while the channel
+    /// does not let us speak ([`set_speak_allowed`](Self::set_speak_allowed)); `false` then.
+    pub fn set_muted(&self, muted: bool) -> bool {
+        let refused = !muted && self.muted_by_channel();
+        if !refused {
+            self.engine.controls().set_muted(muted);
+        }
         self.local_state();
+        !refused
+    }
+
+    /// Whether the channel lets us speak (its `speak` permission, told by the relay). Taken
+    /// away, we are muted and nothing is captured into packets or sent, to mesh peers and the
+    /// SFU alike. Given back, we stay muted until the user unmutes ([`set_muted`](Self::set_muted)):
+    /// nobody is unmuted behind their back. Reported as [`VoiceEvent::LocalState`].
+    pub fn set_speak_allowed(&self, allowed: bool) {
+        if allowed != self.muted_by_channel() {
+            return;
+        }
+        if !allowed {
+            self.engine.controls().set_muted(true);
+        }
+        self.engine.set_withheld(!allowed);
+        self.local_state();
+    }
+
+    /// Muted because the channel does not let us speak (not by the user).
+    pub fn muted_by_channel(&self) -> bool {
+        self.engine.withheld()
     }
 
     pub fn set_deafened(&self, deafened: bool) {
@@ -137,6 +166,7 @@ impl VoiceSession {
         let _ = self.events.send(VoiceEvent::LocalState {
             muted: self.engine.controls().muted(),
             deafened: self.engine.deafened(),
+            muted_by_channel: self.muted_by_channel(),
         });
     }
 
@@ -184,6 +214,14 @@ impl VoiceSession {
                 "this session carries no video, so it cannot share a screen".into(),
             ));
         }
+        if !self.video_allowed() {
+            // The SFU would withhold it too (a screen is a video track there).
+            return Err(VoiceError::WebRtc(
+                "this channel's permissions do not let you send video, so you cannot share a \
+                 screen here"
+                    .into(),
+            ));
+        }
         self.video.screen.start(share)
     }
 
@@ -212,7 +250,13 @@ impl VoiceSession {
     ///
     /// Every peer is told (the `camera` signal), so its tile follows at once in a 1-on-1 call
     /// too, where there is no roster.
+    ///
+    /// `false` too for `on` while the channel does not let us send video
+    /// ([`set_video_allowed`](Self::set_video_allowed)): the camera stays off.
     pub fn set_camera(self: &Arc<Self>, on: bool) -> bool {
+        if on && !self.video_allowed.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         if !self.video.set_local_camera(on) {
             return false;
         }
@@ -227,6 +271,27 @@ impl VoiceSession {
             });
         }
         true
+    }
+
+    /// Whether the channel lets us send video (its `video` permission). Taken away, our camera
+    /// and screen share go off and [`set_camera`](Self::set_camera) /
+    /// [`start_screen_share`](Self::start_screen_share) refuse to start them; given back, they
+    /// stay off until the user turns them on.
+    pub fn set_video_allowed(self: &Arc<Self>, allowed: bool) {
+        use std::sync::atomic::Ordering;
+        if self.video_allowed.swap(allowed, Ordering::SeqCst) == allowed {
+            return;
+        }
+        if !allowed && self.camera() == Some(true) {
+            self.set_camera(false);
+        }
+        if !allowed {
+            self.stop_screen_share();
+        }
+    }
+
+    pub fn video_allowed(&self) -> bool {
+        self.video_allowed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the video we send is on (`None`: this session sends no video).

@@ -386,3 +386,98 @@ async fn eight_way_mesh_everyone_is_heard() {
     }
     assert!(hum_media::analysis::tone_purity(window, freqs[0]) < 0.01);
 }
+
+/// The newest `packets_received` `bot` reports from `other` over the next `window`.
+async fn packets_from(bot: &mut Bot, other: UserId, window: Duration) -> u64 {
+    let mut last = None;
+    let _ = tokio::time::timeout(window, async {
+        while let Some(ev) = bot.events.recv().await {
+            if let VoiceEvent::Stats { user, stats } = ev
+                && user == other
+            {
+                last = Some(stats.packets_received);
+            }
+        }
+    })
+    .await;
+    last.expect("statistics within the window")
+}
+
+/// The newest `LocalState` in `bot`'s events so far.
+fn local_state(bot: &mut Bot) -> Option<(bool, bool)> {
+    let mut last = None;
+    while let Ok(ev) = bot.events.try_recv() {
+        if let VoiceEvent::LocalState {
+            muted,
+            muted_by_channel,
+            ..
+        } = ev
+        {
+            last = Some((muted, muted_by_channel));
+        }
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_the_channel_may_not_hear_sends_nothing_and_stays_muted_after() {
+    let hub = MemorySignalHub::new();
+    let (a_id, b_id) = (user(1), user(2));
+    // An open microphone: a plain mute still sends (silent frames, no DTX), 50 packets a second.
+    let mut a = bot(
+        &hub,
+        a_id,
+        Box::new(Paced::new(hum_media::synth::ToneSource::new(440.0, 0.2))),
+        Box::new(Paced::new(NullSink)),
+        open_mic(),
+    );
+    let mut b = bot(
+        &hub,
+        b_id,
+        Box::new(Paced::new(SilenceSource)),
+        Box::new(Paced::new(NullSink)),
+        open_mic(),
+    );
+    a.session.add_peer(b_id).await.expect("add");
+    wait_connected(&mut a, 1).await;
+    wait_connected(&mut b, 1).await;
+    stats_with_packets(&mut b, a_id).await;
+    // The user mutes: the packets go on (digital silence).
+    assert!(a.session.set_muted(true));
+    let m0 = packets_from(&mut b, a_id, Duration::from_millis(600)).await;
+    let m1 = packets_from(&mut b, a_id, Duration::from_millis(1_100)).await;
+    assert!(m1 >= m0 + 20, "a user's own mute still sends: {m0} -> {m1}");
+    assert!(a.session.set_muted(false));
+    // The channel takes `speak` away: muted by the channel, and nothing arrives any more
+    // (after what was in flight).
+    a.session.set_speak_allowed(false);
+    assert_eq!(local_state(&mut a), Some((true, true)));
+    assert!(a.session.controls().muted());
+    // What was already on its way arrives first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p0 = packets_from(&mut b, a_id, Duration::from_millis(600)).await;
+    let p1 = packets_from(&mut b, a_id, Duration::from_millis(1_600)).await;
+    assert!(
+        p1 <= p0 + 1,
+        "packets still arrive from a member without speak: {p0} -> {p1}"
+    );
+    // The user cannot unmute meanwhile.
+    assert!(!a.session.set_muted(false));
+    assert!(a.session.controls().muted());
+    assert_eq!(local_state(&mut a), Some((true, true)));
+    // Given back: still muted (nobody is unmuted behind their back), sending as a mute does.
+    a.session.set_speak_allowed(true);
+    assert_eq!(local_state(&mut a), Some((true, false)));
+    assert!(a.session.controls().muted());
+    let q0 = packets_from(&mut b, a_id, Duration::from_millis(600)).await;
+    let q1 = packets_from(&mut b, a_id, Duration::from_millis(1_100)).await;
+    assert!(
+        q1 >= q0 + 20,
+        "sending again after speak came back: {q0} -> {q1}"
+    );
+    // And the user may unmute now.
+    assert!(a.session.set_muted(false));
+    assert_eq!(local_state(&mut a), Some((false, false)));
+    a.session.leave().await;
+    b.session.leave().await;
+}
