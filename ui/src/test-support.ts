@@ -112,7 +112,7 @@ export function fakeBackend(
         case "server_bans":
           return [];
         case "my_voice":
-          return { channel: null, muted: false, deafened: false, audio_notice: null };
+          return { channel: null, muted: false, deafened: false, muted_by_channel: false, audio_notice: null };
         case "devices_list":
           return [];
         case "friends_list":

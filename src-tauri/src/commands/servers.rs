@@ -188,6 +188,9 @@ pub struct MyVoice {
     pub channel: Option<u64>,
     pub muted: bool,
     pub deafened: bool,
+    /// Muted because the channel's permissions do not let me speak (not by me): unmuting is
+    /// refused and nothing is sent. When `speak` comes back I stay muted until I unmute.
+    pub muted_by_channel: bool,
     /// Set when audio runs degraded (no microphone or speaker): what the user should know.
     pub audio_notice: Option<String>,
 }
@@ -275,6 +278,7 @@ pub async fn taken_out_of_voice(app: &AppHandle, channel: ChannelId, message: &s
         let _ = state.set_my_voice(MyVoice {
             channel: None,
             audio_notice: Some(message.to_owned()),
+            muted_by_channel: false,
             ..me
         });
     }
@@ -299,6 +303,7 @@ async fn leave_voice_in(state: &AppState, relay: &hum_engine::RelayClient, serve
         let _ = state.set_my_voice(MyVoice {
             channel: None,
             audio_notice: None,
+            muted_by_channel: false,
             ..me
         });
     }
@@ -654,6 +659,9 @@ pub async fn channel_join(
     state
         .level_follower
         .follow(state.levels.clone(), link.input_level());
+    // The channel may not let me speak: then I join muted by it.
+    me.muted_by_channel = link.session.muted_by_channel();
+    me.muted = link.session.controls().muted();
     *state.link.lock().await = Some(link);
     tauri::async_runtime::spawn(async move {
         while let Some(ev) = events.recv().await {
@@ -666,6 +674,26 @@ pub async fn channel_join(
                 }
                 VoiceEvent::Error(message) => {
                     let _ = AudioNotice { message }.emit(&app);
+                }
+                VoiceEvent::LocalState {
+                    muted,
+                    muted_by_channel,
+                    ..
+                } => {
+                    // The channel took (or gave back) my permission to speak: the control bar
+                    // shows why I cannot unmute.
+                    let state = app.state::<AppState>();
+                    if let Ok(me) = state.my_voice()
+                        && me.channel.is_some()
+                        && (me.muted, me.muted_by_channel) != (muted, muted_by_channel)
+                    {
+                        let _ = state.set_my_voice(MyVoice {
+                            muted,
+                            muted_by_channel,
+                            ..me
+                        });
+                        let _ = super::connection::ServersChanged.emit(&app);
+                    }
                 }
                 VoiceEvent::Stats { user, stats } => {
                     app.state::<AppState>()
@@ -695,13 +723,19 @@ pub async fn channel_leave(state: State<'_, AppState>) -> CmdResult<MyVoice> {
     let me = MyVoice {
         channel: None,
         audio_notice: None,
+        muted_by_channel: false,
         ..state.my_voice()?
     };
     state.set_my_voice(me.clone())?;
     Ok(me)
 }
 
-/// Mute and/or deafen (deafening also mutes, as users expect).
+/// Why I cannot unmute while the channel does not let me speak.
+pub const MUTED_BY_CHANNEL: &str =
+    "This channel's permissions do not let you speak: you stay muted until an admin allows it.";
+
+/// Mute and/or deafen (deafening also mutes, as users expect). Unmuting is refused while the
+/// channel's permissions do not let me speak (`muted_by_channel`).
 #[tauri::command]
 #[specta::specta]
 pub async fn voice_state_set(
@@ -713,8 +747,15 @@ pub async fn voice_state_set(
     let mut me = state.my_voice()?;
     if let Some(session) = state.session() {
         // The link publishes the change to the roster.
-        session.set_muted(muted);
+        let unmuted = session.set_muted(muted);
         session.set_deafened(deafened);
+        if !unmuted {
+            me.muted = true;
+            me.muted_by_channel = true;
+            me.deafened = deafened;
+            state.set_my_voice(me)?;
+            return Err(CommandError::new(ErrorCode::Rejected, MUTED_BY_CHANNEL));
+        }
     } else if me.channel.is_some() {
         let relay = state.relay()?;
         let patch = VoiceStatePatch {

@@ -320,6 +320,9 @@ pub async fn video_sources_list() -> CmdResult<Vec<VideoSourceView>> {
     Ok(out)
 }
 
+/// Why the camera stays off in a channel whose permissions deny `video`.
+pub const NO_VIDEO_HERE: &str = "This channel's permissions do not let you send video.";
+
 /// Turns my camera on (the source setting, or `HUM_VIDEO_SOURCE`) or off. Its frames stream as
 /// `self`; a missing camera is a sentence saying what to do.
 #[tauri::command]
@@ -349,8 +352,13 @@ pub async fn camera_set(state: State<'_, AppState>, on: bool) -> CmdResult<Camer
     .map_err(CommandError::internal)??;
     let view = view_of(&preview);
     state.previews.insert(SELF_STREAM, preview)?;
-    if let Some(session) = state.session() {
-        session.set_camera(true);
+    if let Some(session) = state.session()
+        && !session.set_camera(true)
+        && !session.video_allowed()
+    {
+        // The channel's permissions deny `video`: nothing would be sent, so no self-view.
+        state.previews.remove(|id| id == SELF_STREAM);
+        return Err(CommandError::new(ErrorCode::Rejected, NO_VIDEO_HERE));
     }
     Ok(view)
 }

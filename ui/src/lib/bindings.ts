@@ -58,7 +58,10 @@ export const commands = {
 	 */
 	channelJoin: (channel: number) => typedError<MyVoice, CommandError>(__TAURI_INVOKE("channel_join", { channel })),
 	channelLeave: () => typedError<MyVoice, CommandError>(__TAURI_INVOKE("channel_leave")),
-	/**  Mute and/or deafen (deafening also mutes, as users expect). */
+	/**
+	 *  Mute and/or deafen (deafening also mutes, as users expect). Unmuting is refused while the
+	 *  channel's permissions do not let me speak (`muted_by_channel`).
+	 */
 	voiceStateSet: (muted: boolean, deafened: boolean) => typedError<MyVoice, CommandError>(__TAURI_INVOKE("voice_state_set", { muted, deafened })),
 	myVoice: () => typedError<MyVoice, CommandError>(__TAURI_INVOKE("my_voice")),
 	/**  Sets how loud one person is for me (0-200 %), now and in future calls. */
@@ -634,6 +637,11 @@ export type MyVoice = {
 	channel: number | null,
 	muted: boolean,
 	deafened: boolean,
+	/**
+	 *  Muted because the channel's permissions do not let me speak (not by me): unmuting is
+	 *  refused and nothing is sent. When `speak` comes back I stay muted until I unmute.
+	 */
+	muted_by_channel: boolean,
 	/**  Set when audio runs degraded (no microphone or speaker): what the user should know. */
 	audio_notice: string | null,
 };

@@ -128,7 +128,7 @@ export class WebBackend {
   private attempt = 0;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private welcome: Json = null;
-  private voice: MyVoice = { channel: null, muted: false, deafened: false, audio_notice: null };
+  private voice: MyVoice = { channel: null, muted: false, deafened: false, muted_by_channel: false, audio_notice: null };
   private mesh: VoiceMesh | null = null;
   private mic: MediaStream | null = null;
   private modes = new Map<number, VoiceMode>();
@@ -238,6 +238,10 @@ export class WebBackend {
       }
     }
     if (ev.type === "sfu_speaker") this.speakers.set(ev.channel, ev.user ?? null);
+    if (ev.type === "voice_permissions" && ev.channel === this.voice.channel) {
+      this.speakAllowed(ev.permissions?.speak !== false);
+      this.emit("servers-changed", null);
+    }
     if (
       ev.type === "roster_leave" &&
       this.status.state === "connected" &&
@@ -274,7 +278,18 @@ export class WebBackend {
     this.remote.clear();
     this.mic?.getTracks().forEach((t) => t.stop());
     this.mic = null;
-    this.voice = { ...this.voice, channel: null };
+    this.voice = { ...this.voice, channel: null, muted_by_channel: false };
+  }
+
+  /**
+   * The channel's `speak` permission (in `joined`, then `voice_permissions`): without it the
+   * microphone track is disabled (nothing is sent) and I show as muted by the channel; given
+   * back, I stay muted until I unmute.
+   */
+  private speakAllowed(allowed: boolean) {
+    if (allowed === !this.voice.muted_by_channel) return;
+    this.voice = allowed ? { ...this.voice, muted_by_channel: false } : { ...this.voice, muted: true, muted_by_channel: true };
+    this.mic?.getAudioTracks().forEach((t) => (t.enabled = !this.voice.muted));
   }
 
   private volumeOf(user: string): number {
@@ -307,6 +322,7 @@ export class WebBackend {
       throw notInBrowser("this channel runs on the relay's SFU (big channels), which the browser cannot join yet");
     }
     this.mic = mic;
+    this.speakAllowed(reply.permissions?.speak !== false);
     mic.getAudioTracks().forEach((t) => (t.enabled = !this.voice.muted));
     const turn = this.welcome?.turn;
     const ice: RTCIceServer[] = turn ? [{ urls: turn.urls, username: turn.username, credential: turn.credential }] : [];
@@ -397,7 +413,8 @@ export class WebBackend {
   }
 
   private async setVoiceState(muted: boolean, deafened: boolean): Promise<MyVoice> {
-    const m = muted || deafened;
+    // Unmuting is refused while the channel does not let me speak (the button says so).
+    const m = muted || deafened || this.voice.muted_by_channel;
     this.voice = { ...this.voice, muted: m, deafened };
     this.mic?.getAudioTracks().forEach((t) => (t.enabled = !m));
     for (const r of this.remote.values()) r.el.muted = deafened;

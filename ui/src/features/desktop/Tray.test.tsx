@@ -17,7 +17,7 @@ afterEach(cleanup);
 describe("tray", () => {
   it("shows my channel and mute state, and its clicks mute, deafen and leave like the control bar", async () => {
     servers.value = [{ id: 1, name: "Squad", role: "owner", channels: [channelFixture(7, "Lobby", 8, [])] }];
-    myVoice.value = { channel: 7, muted: false, deafened: false, audio_notice: null };
+    myVoice.value = { channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null };
     let voice = myVoice.value;
     const calls = fakeBackend({
       tray_sync: () => true,

@@ -22,7 +22,7 @@ function squad(roster = [bot]): ServerView {
   };
 }
 
-const inLobby: MyVoice = { channel: 7, muted: false, deafened: false, audio_notice: null };
+const inLobby: MyVoice = { channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null };
 
 describe("server rail", () => {
   it("adds a server from a dialog, lists it as a round button and selects it", async () => {

@@ -185,7 +185,7 @@ const squad = (): ServerView => ({ id: 1, name: "Squad", role: "owner", channels
 describe("camera button", () => {
   it("shows my self-view on my tile, and my avatar again when turned off", async () => {
     let video: Channel<VideoPacket> | null = null;
-    const inLobby: MyVoice = { channel: 7, muted: false, deafened: false, audio_notice: null };
+    const inLobby: MyVoice = { channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null };
     const calls = fakeBackend({
       servers_list: () => [squad()],
       my_voice: () => inLobby,
@@ -217,7 +217,7 @@ describe("camera button", () => {
     const carol = { user_id: "c0".repeat(32), display_name: "carol", muted: false, deafened: false, speaking: false };
     fakeBackend({
       servers_list: () => [{ ...squad(), channels: [channelFixture(7, "Lobby", 8, [me, bob, carol])] }],
-      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null }),
       video_subscribe: (a) => {
         video = a.onFrame as Channel<VideoPacket>;
         return null;
@@ -264,7 +264,7 @@ describe("camera button", () => {
     let roster = [me, bob, carol];
     const calls = fakeBackend({
       servers_list: () => [{ ...squad(), channels: [channelFixture(7, "Lobby", 8, roster)] }],
-      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null }),
       video_subscribe: (a) => {
         video = a.onFrame as Channel<VideoPacket>;
         return null;
@@ -316,7 +316,7 @@ describe("camera button", () => {
   it("says what to do when there is no camera", async () => {
     fakeBackend({
       servers_list: () => [squad()],
-      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null }),
       camera_set: () => {
         throw { code: "device", message: "No camera found: this machine has no video capture device. Plug in a camera, or pick the test pattern under Settings → Devices → Camera." };
       },

@@ -11,11 +11,15 @@ import { myChannel } from "./Stage";
 import { currentCall } from "../calls/CallPanel";
 import { myVoice, selfSpeaking, setMyVoice, voiceAct } from "./store";
 
+/** Why unmute is greyed out: the channel's permissions took my `speak` away. */
+export const MUTED_BY_CHANNEL = "You cannot unmute: this channel's permissions do not let you speak";
+
 /** Why screen share is greyed out. */
 export const SHARE_NOWHERE = "Join a voice channel or call a friend to share your screen";
 
 /**
- * The bar under the stage: where I am and my input meter, then mute, deafen, camera (my
+ * The bar under the stage: where I am and my input meter, then mute (greyed out, saying why,
+ * while the channel's permissions do not let me speak), deafen, camera (my
  * self-view on my tile; in a channel or a call), share (the picker: a monitor, a window or the
  * test pattern; while sharing it stops the share) and leave. Leaving turns the camera and the
  * share off.
@@ -25,6 +29,8 @@ export function ControlBar() {
   const here = myChannel(me.channel);
   const cam = camera.value;
   const inChannel = here !== null;
+  // Muted by the channel's permissions (not by me): nothing is sent and unmute is refused.
+  const byChannel = inChannel && me.muted_by_channel;
   const phase = currentCall.value.phase;
   const inCall = phase === "active" || phase === "connecting";
   // The self-view lives on my tile in a channel, or in the call's video: leaving the channel or
@@ -43,7 +49,13 @@ export function ControlBar() {
           <>
             <strong class="ok-text">Voice connected</strong>
             <span class="muted" data-testid="self-speaking">
-              {selfSpeaking.value ? "You are speaking" : me.muted ? "You are muted" : `In ${here.channel.name}`}
+              {byChannel
+                ? "Muted by the channel's permissions"
+                : selfSpeaking.value
+                  ? "You are speaking"
+                  : me.muted
+                    ? "You are muted"
+                    : `In ${here.channel.name}`}
             </span>
             <LevelMeter thresholdDbfs={-45} compact />
           </>
@@ -72,11 +84,12 @@ export function ControlBar() {
           data-testid="mute"
           class={`control ${me.muted ? "on" : ""}`}
           aria-pressed={me.muted}
-          title={me.muted ? "Unmute" : "Mute"}
+          disabled={byChannel}
+          title={byChannel ? MUTED_BY_CHANNEL : me.muted ? "Unmute" : "Mute"}
           onClick={() => setMyVoice(!me.muted, me.deafened)}
         >
           <MicIcon off={me.muted} />
-          <span>{me.muted ? "Unmute" : "Mute"}</span>
+          <span>{byChannel ? "Muted by channel" : me.muted ? "Unmute" : "Mute"}</span>
         </button>
         <button
           data-testid="deafen"

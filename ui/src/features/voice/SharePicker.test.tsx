@@ -11,7 +11,7 @@ import type { ServerView, ShareTargetsView, VideoPacket } from "../../lib/bindin
 const me = { user_id: alice.public_key, display_name: "alice", muted: false, deafened: false, speaking: false };
 const bob = { user_id: "b0".repeat(32), display_name: "bob", muted: false, deafened: false, speaking: false };
 const squad = (): ServerView => ({ id: 1, name: "Squad", role: "owner", channels: [channelFixture(7, "Lobby", 8, [me, bob])] });
-const inLobby = () => ({ channel: 7, muted: false, deafened: false, audio_notice: null });
+const inLobby = () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null });
 
 const targets: ShareTargetsView = {
   targets: [

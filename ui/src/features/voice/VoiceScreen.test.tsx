@@ -6,6 +6,7 @@ import { describe as describeStatus } from "./RelayBanner";
 import { channelFixture, fakeBackend } from "../../test-support";
 import type { ServerView } from "../../lib/bindings";
 import { resetVoiceStore, selectedServer } from "./store";
+import { MUTED_BY_CHANNEL } from "./ControlBar";
 
 beforeEach(resetVoiceStore);
 afterEach(cleanup);
@@ -36,11 +37,11 @@ describe("VoiceScreen", () => {
   });
 
   it("joins a channel and creates channels", async () => {
-    let me = { channel: null as unknown, muted: false, deafened: false, audio_notice: null as string | null };
+    let me = { channel: null as unknown, muted: false, deafened: false, muted_by_channel: false, audio_notice: null as string | null };
     const calls = fakeBackend({
       servers_list: () => [server(false)],
       my_voice: () => me,
-      channel_join: (a) => (me = { channel: a.channel, muted: false, deafened: false, audio_notice: "No microphone found." }),
+      channel_join: (a) => (me = { channel: a.channel, muted: false, deafened: false, muted_by_channel: false, audio_notice: "No microphone found." }),
       channel_create: () => server(false).channels[0],
     });
     render(<VoiceScreen />);
@@ -57,7 +58,7 @@ describe("VoiceScreen", () => {
   });
 
   it("when the relay takes me out of my channel, the channel's old notice goes and the reason shows", async () => {
-    let me = { channel: 7 as number | null, muted: false, deafened: false, audio_notice: null as string | null };
+    let me = { channel: 7 as number | null, muted: false, deafened: false, muted_by_channel: false, audio_notice: null as string | null };
     let list = [server(false)];
     fakeBackend({ servers_list: () => list, my_voice: () => me });
     render(<VoiceScreen />);
@@ -78,6 +79,32 @@ describe("VoiceScreen", () => {
     await emit("servers-changed", null);
     await screen.findByTestId("control-leave");
     await waitFor(() => expect(screen.queryByTestId("audio-notice")).toBeNull());
+  });
+
+  it("while the channel's permissions mute me, unmute is disabled and says why; given back, I stay muted", async () => {
+    let me = { channel: 7 as number | null, muted: false, deafened: false, muted_by_channel: false, audio_notice: null as string | null };
+    const calls = fakeBackend({ servers_list: () => [server(false)], my_voice: () => me });
+    render(<VoiceScreen />);
+    const mute = (await screen.findByTestId("mute")) as HTMLButtonElement;
+    expect(mute.disabled).toBe(false);
+    expect(mute.title).toBe("Mute");
+    // What the backend does when the engine reports the channel took `speak` away.
+    me = { ...me, muted: true, muted_by_channel: true };
+    await emit("servers-changed", null);
+    await waitFor(() => expect(mute.disabled).toBe(true));
+    expect(mute.title).toBe(MUTED_BY_CHANNEL);
+    expect(mute.textContent).toBe("Muted by channel");
+    expect(mute.getAttribute("aria-pressed")).toBe("true");
+    expect(screen.getByTestId("self-speaking").textContent).toBe("Muted by the channel's permissions");
+    fireEvent.click(mute);
+    expect(calls.some((c) => c.cmd === "voice_state_set")).toBe(false);
+    // Given back: still muted, but I may unmute now.
+    me = { ...me, muted_by_channel: false };
+    await emit("servers-changed", null);
+    await waitFor(() => expect(mute.disabled).toBe(false));
+    expect(mute.title).toBe("Unmute");
+    expect(mute.textContent).toBe("Unmute");
+    expect(screen.getByTestId("self-speaking").textContent).toBe("You are muted");
   });
 
   it("says why a server left my list: kicked, or deleted by its owner (not my own delete)", async () => {
@@ -216,7 +243,7 @@ describe("big rooms", () => {
       servers_list: () => [
         { id: 1, name: "Squad", role: "owner", channels: [{ ...channelFixture(7, "Big", 50, roster), mode, speaker }] },
       ],
-      my_voice: () => ({ channel: 7, muted: false, deafened: false, audio_notice: null }),
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null }),
     });
     render(<VoiceScreen myId={roster[0].user_id} />);
     const stage = await screen.findByTestId("stage");

@@ -5,7 +5,7 @@ import { useEffect } from "preact/hooks";
 import { commands, events, type MyVoice, type ServerView } from "../../lib/bindings";
 import { messageOf, unwrap } from "../../lib/api";
 
-export const NOT_IN_VOICE: MyVoice = { channel: null, muted: false, deafened: false, audio_notice: null };
+export const NOT_IN_VOICE: MyVoice = { channel: null, muted: false, deafened: false, muted_by_channel: false, audio_notice: null };
 
 export const servers = signal<ServerView[] | null>(null);
 export const myVoice = signal<MyVoice>(NOT_IN_VOICE);
