@@ -9,13 +9,18 @@
 //! itself uses webrtc-rs, which the SFU's own tests cover).
 //!
 //! - A **publisher** sends one Opus-sized packet (80 bytes, 50 per second) whose payload
-//!   carries its index, a sequence number and its send time on this process's clock.
+//!   carries its index, a sequence number and its send time on this process's clock. With
+//!   `--video` it also sends a camera: one VP8 m-line (no simulcast), 30 frames per second at
+//!   `--video-kbps`, a keyframe every 2 s and whenever the SFU asks: a VP8 frame header (what
+//!   an SFU reads to find keyframes) and then the same index, number and send time. Subscribers then offer a video m-line too, so the SFU
+//!   estimates their bandwidth (and paces what it sends them) as it does for the app.
 //! - A **subscriber** offers one receive-only audio m-line (so it publishes nothing, as the
-//!   issue's "10 publishers to 3,000 subscribers" asks). Most subscribers only count the RTP
-//!   datagrams they get (no SRTP decryption: the load generator must not be the bottleneck on
-//!   a small machine); every `--latency-every`th one decrypts everything through str0m and
-//!   reads the send time: forward latency publisher -> SFU -> subscriber, one clock, so an
-//!   upper bound including both ends' scheduling.
+//!   issue's "10 publishers to 3,000 subscribers" asks). Every participant counts the RTP
+//!   datagrams it gets. With audio only, most do nothing else (no SRTP decryption: the load
+//!   generator must not be the bottleneck on a small machine); every `--latency-every`th one
+//!   decrypts everything through str0m and reads the send time: forward latency publisher ->
+//!   SFU -> subscriber, one clock, so an upper bound including both ends' scheduling. With
+//!   `--video` all of them decrypt, so all send the TWCC feedback the SFU's estimate needs.
 //!
 //! The figure of merit is forwarded packets per second per core: the RTP datagrams the
 //! participants received in the window over the relay process's CPU seconds (/proc) in it.
@@ -43,6 +48,7 @@ use hdrhistogram::Histogram;
 use hum_engine::{ClientEvent, RelayClient};
 use hum_proto::ChannelId;
 use hum_proto::signal::{Event, Name, VoiceState};
+use hum_proto::units::Bitrate;
 use serde::Serialize;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
@@ -67,6 +73,13 @@ const PAYLOAD_BYTES: usize = 80;
 const MAGIC: u8 = 0xb5;
 /// How long one participant's ICE + DTLS may take once its signalling is done.
 const MEDIA_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// With `--video`: frame interval (30 fps), keyframe interval, and a keyframe's size in
+/// delta frames (a camera's keyframe is several times a delta frame).
+const FRAME_INTERVAL: Duration = Duration::from_micros(33_333);
+const KEYFRAME_EVERY: u32 = 60;
+const KEYFRAME_SCALE: usize = 4;
+/// A bench video frame's VP8 header: frame tag, start code, width and height.
+const VP8_HEADER: usize = 10;
 
 #[derive(Args, Debug)]
 pub struct SfuBench {
@@ -80,6 +93,13 @@ pub struct SfuBench {
     /// Listen-only subscribers per room.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
+    /// Publishers also send video (one VP8 stream each at --video-kbps, 30 fps) and every
+    /// participant receives it.
+    #[arg(long)]
+    video: bool,
+    /// With --video: each publisher's video rate, kbit/s.
+    #[arg(long, default_value_t = 300)]
+    video_kbps: u64,
     /// Rooms (voice channels on the SFU), each with its own publishers and subscribers.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -127,9 +147,11 @@ struct Report {
     rooms: usize,
     publishers_per_room: usize,
     subscribers_per_room: usize,
+    /// Each publisher's video rate with --video, kbit/s.
+    video_kbps: Option<u64>,
     duration_s: f64,
     setup_s: f64,
-    /// RTP packets the publishers sent in the window.
+    /// RTP packets the publishers sent in the window (audio, and video with --video).
     sent: u64,
     /// What their listeners should have received: every other member of the room on Hum's
     /// SFU (publishers hear each other), the subscribers on Janus (its publishers' handles
@@ -173,6 +195,8 @@ struct Shared {
     epoch: Instant,
     /// Publishers send only while this is set (after everyone is connected).
     sending: AtomicBool,
+    /// With --video: each publisher's video rate.
+    video: Option<Bitrate>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +214,9 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
     }
     if args.publishers > usize::from(u16::MAX) {
         bail!("at most {} publishers per room", u16::MAX);
+    }
+    if args.video && !(10..=20_000).contains(&args.video_kbps) {
+        bail!("--video-kbps must be 10..20000");
     }
     if args.sfu == SfuKind::Janus && (args.relay_pid.is_some() || args.relay_bin.is_some()) {
         bail!("--relay-pid and --relay-bin are for --sfu hum");
@@ -209,6 +236,7 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         epoch: Instant::now(),
         sending: AtomicBool::new(false),
+        video: args.video.then(|| Bitrate::from_kbps(args.video_kbps)),
     });
 
     // Publishers first (so subscribers get every track in the SFU's first offer), then
@@ -322,6 +350,7 @@ pub async fn run(cli: &Cli, args: &SfuBench) -> Result<()> {
         rooms: args.rooms,
         publishers_per_room: args.publishers,
         subscribers_per_room: args.subscribers,
+        video_kbps: args.video.then_some(args.video_kbps),
         duration_s: elapsed,
         setup_s,
         sent,
@@ -506,16 +535,17 @@ impl HumServer {
             Role::Publisher(_) => Some(client.user_id().to_string()),
             _ => None,
         };
-        let (mid, offer, pending) = make_offer(&mut rtc, role, stream)?;
-        let answer = paced(|| client.sfu_join(channel, offer.clone())).await?;
-        accept_answer(&mut rtc, pending, &answer)?;
+        let offer = make_offer(&mut rtc, role, stream, shared.video.is_some())?;
+        let answer = paced(|| client.sfu_join(channel, offer.sdp.clone())).await?;
+        accept_answer(&mut rtc, offer.pending, &answer)?;
 
         let (cmd_tx, cmd_rx) = mpsc::channel::<OfferCmd>(8);
         let conn = MediaConn {
             rtc,
             socket,
             local,
-            mid: Some(mid),
+            mid: Some(offer.audio),
+            video_mid: offer.video,
         };
         let (media, up) = spawn_media(conn, role, Some(cmd_rx), shared);
         let c = client.clone();
@@ -563,8 +593,12 @@ fn print_report(r: &Report) {
         SfuKind::Hum => "relay",
         SfuKind::Janus => "janus",
     };
+    let video = r
+        .video_kbps
+        .map(|k| format!(" + VP8 {k} kbit/s 30 fps"))
+        .unwrap_or_default();
     println!(
-        "{:?}: {} room(s) x ({} publishers + {} subscribers), audio 50 packets/s each, {:.1} s (setup {:.1} s)",
+        "{:?}: {} room(s) x ({} publishers + {} subscribers), audio 50 packets/s each{video}, {:.1} s (setup {:.1} s)",
         r.sfu, r.rooms, r.publishers_per_room, r.subscribers_per_room, r.duration_s, r.setup_s
     );
     let drops = r
@@ -631,34 +665,46 @@ impl Participant {
 /// A request to the media task: accept the SFU's offer and hand back the answer.
 type OfferCmd = (String, oneshot::Sender<Result<String>>);
 
-/// A str0m client (Opus only) on its own UDP socket on `ip` (a local address).
+/// A str0m client (Opus, and VP8 for --video) on its own UDP socket on `ip` (a local
+/// address).
 async fn new_client(ip: IpAddr) -> Result<(Rtc, UdpSocket, SocketAddr)> {
     let socket = UdpSocket::bind((ip, 0)).await?;
     let local = socket.local_addr()?;
     let mut rtc = Rtc::builder()
         .clear_codecs()
         .enable_opus(true, false)
+        .enable_vp8(true)
         .set_rtp_mode(false)
         .build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp")?);
     Ok((rtc, socket, local))
 }
 
-/// The client's offer: one audio m-line, send-only for a publisher (in media stream
-/// `stream`), receive-only otherwise.
-fn make_offer(
-    rtc: &mut Rtc,
-    role: Role,
-    stream: Option<String>,
-) -> Result<(Mid, String, str0m::change::SdpPendingOffer)> {
+/// A client's first offer and the m-lines in it.
+struct Offer {
+    audio: Mid,
+    video: Option<Mid>,
+    sdp: String,
+    pending: str0m::change::SdpPendingOffer,
+}
+
+/// The client's offer: one audio m-line (and a video one with `video`), send-only for a
+/// publisher (in media stream `stream`), receive-only otherwise.
+fn make_offer(rtc: &mut Rtc, role: Role, stream: Option<String>, video: bool) -> Result<Offer> {
     let dir = match role {
         Role::Publisher(_) => Direction::SendOnly,
         _ => Direction::RecvOnly,
     };
     let mut api = rtc.sdp_api();
-    let mid = api.add_media(MediaKind::Audio, dir, stream, None, None);
+    let audio = api.add_media(MediaKind::Audio, dir, stream.clone(), None, None);
+    let video = video.then(|| api.add_media(MediaKind::Video, dir, stream, None, None));
     let (offer, pending) = api.apply().context("no offer to make")?;
-    Ok((mid, offer.to_sdp_string(), pending))
+    Ok(Offer {
+        audio,
+        video,
+        sdp: offer.to_sdp_string(),
+        pending,
+    })
 }
 
 fn accept_answer(
@@ -698,12 +744,13 @@ fn spawn_media(
     )
 }
 
-/// One participant's str0m client, its socket and (for a publisher) the m-line it sends on.
+/// One participant's str0m client, its socket and (for a publisher) the m-lines it sends on.
 struct MediaConn {
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
     mid: Option<Mid>,
+    video_mid: Option<Mid>,
 }
 
 /// RTP (not RTCP, STUN or DTLS) by RFC 5761's demultiplexing rule.
@@ -712,7 +759,8 @@ fn is_rtp(d: &[u8]) -> bool {
 }
 
 /// Drives one str0m client: its socket, its timers, the SFU's renegotiations, and (for a
-/// publisher) a packet every 20 ms while the bench is sending.
+/// publisher) a packet every 20 ms and with --video a frame every 33 ms while the bench is
+/// sending. A publisher counts the RTP datagrams it transmits (a video frame is several).
 async fn media_loop(
     conn: MediaConn,
     role: Role,
@@ -725,18 +773,26 @@ async fn media_loop(
         socket,
         local,
         mid,
+        video_mid,
     } = conn;
     let mut up = Some(up);
     let mut buf = vec![0u8; 2048];
     let mut connected = false;
     let mut seq: u32 = 0;
     let mut next_send = Instant::now();
+    let mut frame: u32 = 0;
+    let mut next_frame = Instant::now();
+    let mut keyframe_asked = false;
     let counters = &shared.counters;
+    let is_publisher = matches!(role, Role::Publisher(_));
     loop {
         let timeout = loop {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
                 Ok(Output::Transmit(t)) => {
+                    if is_publisher && is_rtp(&t.contents) {
+                        counters.sent.fetch_add(1, Ordering::Relaxed);
+                    }
                     let _ = socket.try_send_to(&t.contents, t.destination);
                 }
                 Ok(Output::Event(e)) => match e {
@@ -748,9 +804,9 @@ async fn media_loop(
                         }
                     }
                     str0m::Event::MediaData(d) if role == Role::Measurer => {
-                        counters.received.fetch_add(1, Ordering::Relaxed);
                         record_latency(&shared, &d.data);
                     }
+                    str0m::Event::KeyframeRequest(_) => keyframe_asked = true,
                     _ => {}
                 },
                 Err(e) => {
@@ -766,21 +822,25 @@ async fn media_loop(
             }
             return;
         }
-        let publishing = matches!(role, Role::Publisher(_))
-            && connected
-            && shared.sending.load(Ordering::Relaxed);
-        let wake = if publishing {
-            timeout.min(next_send)
-        } else {
-            timeout
+        let publishing = is_publisher && connected && shared.sending.load(Ordering::Relaxed);
+        let video = shared.video.zip(video_mid);
+        let wake = match (publishing, video) {
+            (false, _) => timeout,
+            (true, None) => timeout.min(next_send),
+            (true, Some(_)) => timeout.min(next_send).min(next_frame),
         };
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((len, src)) = r else { continue };
                 let data = &buf[..len];
-                if role != Role::Measurer && is_rtp(data) {
+                if is_rtp(data) {
                     counters.received.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    // With video every client decrypts and so sends the transport-wide
+                    // feedback the SFU's bandwidth estimate lives on (without it the estimate
+                    // stays at its start and the SFU's pacer holds video back).
+                    if role == Role::Counter && shared.video.is_none() {
+                        continue;
+                    }
                 }
                 if let Ok(recv) = Receive::new(Protocol::Udp, src, local, data) {
                     let _ = rtc.handle_input(Input::Receive(Instant::now(), recv));
@@ -798,6 +858,18 @@ async fn media_loop(
                     next_send += PACKET_INTERVAL;
                     if next_send <= now {
                         next_send = now + PACKET_INTERVAL;
+                    }
+                }
+                if publishing && now >= next_frame
+                    && let (Role::Publisher(index), Some((rate, mid))) = (role, video)
+                {
+                    let keyframe = keyframe_asked || frame.is_multiple_of(KEYFRAME_EVERY);
+                    keyframe_asked = false;
+                    send_frame(&mut rtc, mid, index, frame, keyframe, rate, now, &shared);
+                    frame = frame.wrapping_add(1);
+                    next_frame += FRAME_INTERVAL;
+                    if next_frame <= now {
+                        next_frame = now + FRAME_INTERVAL;
                     }
                 }
                 let _ = rtc.handle_input(Input::Timeout(now));
@@ -826,20 +898,70 @@ fn send_packet(rtc: &mut Rtc, mid: Mid, index: u16, seq: u32, now: Instant, shar
     else {
         return;
     };
-    let mut payload = [0u8; PAYLOAD_BYTES];
-    payload[0] = MAGIC;
+    let mut payload = vec![0u8; PAYLOAD_BYTES];
+    stamp(&mut payload, MAGIC, index, seq, now, shared);
+    // 960 samples of 48 kHz per 20 ms packet.
+    let rtp_time = MediaTime::new(u64::from(seq) * 960, Frequency::FORTY_EIGHT_KHZ);
+    let _ = writer.write(pt, now, rtp_time, payload);
+}
+
+/// One video frame of a publisher's camera at `rate` (str0m packetizes it for VP8): a VP8
+/// frame header (3-byte tag; a keyframe's start code and 640x360) and the bench's stamp.
+#[allow(clippy::too_many_arguments)]
+fn send_frame(
+    rtc: &mut Rtc,
+    mid: Mid,
+    index: u16,
+    frame: u32,
+    keyframe: bool,
+    rate: Bitrate,
+    now: Instant,
+    shared: &Shared,
+) {
+    let Some(writer) = rtc.writer(mid) else {
+        return;
+    };
+    let Some(pt) = writer
+        .payload_params()
+        .find(|p| p.spec().codec == Codec::Vp8)
+        .map(|p| p.pt())
+    else {
+        return;
+    };
+    let per_frame = (rate.bytes_per_sec() as f64 * FRAME_INTERVAL.as_secs_f64()) as usize;
+    let size = if keyframe {
+        per_frame * KEYFRAME_SCALE
+    } else {
+        per_frame
+    };
+    let mut data = vec![0u8; size.max(VP8_HEADER + PAYLOAD_BYTES)];
+    data[..VP8_HEADER].copy_from_slice(&if keyframe {
+        [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]
+    } else {
+        [0x11, 0x02, 0x00, 0, 0, 0, 0, 0, 0, 0]
+    });
+    stamp(&mut data[VP8_HEADER..], MAGIC, index, frame, now, shared);
+    // 3,000 ticks of 90 kHz per frame at 30 fps.
+    let rtp_time = MediaTime::new(u64::from(frame) * 3_000, Frequency::NINETY_KHZ);
+    let _ = writer.write(pt, now, rtp_time, data);
+}
+
+/// Writes the bench header: first byte, publisher index, sequence number, send time.
+fn stamp(payload: &mut [u8], first: u8, index: u16, seq: u32, now: Instant, shared: &Shared) {
+    payload[0] = first;
     payload[1..3].copy_from_slice(&index.to_be_bytes());
     payload[3..7].copy_from_slice(&seq.to_be_bytes());
     let sent_ns = now.duration_since(shared.epoch).as_nanos() as u64;
     payload[7..15].copy_from_slice(&sent_ns.to_be_bytes());
-    // 960 samples of 48 kHz per 20 ms packet.
-    let rtp_time = MediaTime::new(u64::from(seq) * 960, Frequency::FORTY_EIGHT_KHZ);
-    if writer.write(pt, now, rtp_time, payload.to_vec()).is_ok() {
-        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 fn record_latency(shared: &Shared, data: &[u8]) {
+    // An audio packet starts with the stamp, a video frame (a VP8 tag first) after its header.
+    let data = match data.first() {
+        Some(&MAGIC) => data,
+        Some(_) => data.get(VP8_HEADER..).unwrap_or_default(),
+        None => return,
+    };
     if data.len() < 15 || data[0] != MAGIC {
         return;
     }

@@ -158,7 +158,7 @@ impl JanusServer {
             client_ip,
         };
 
-        // One handle creates the rooms (in-memory only; audio only, Opus).
+        // One handle creates the rooms (in-memory only; Opus, and VP8 for --video).
         let admin = server.api.attach().await.map_err(|e| server.explain(e))?;
         for r in 0..args.rooms {
             let body = json!({
@@ -166,6 +166,7 @@ impl JanusServer {
                 "room": room_id(r),
                 "publishers": args.publishers,
                 "audiocodec": "opus",
+                "videocodec": "vp8",
                 "is_private": true,
                 "permanent": false,
             });
@@ -209,11 +210,11 @@ impl JanusServer {
     ) -> Result<(Participant, oneshot::Receiver<()>)> {
         let api = &self.api;
         let handle = api.attach().await.map_err(|e| self.explain(e))?;
-        let (rtc, socket, local, mid) = match role {
+        let (rtc, socket, local, mid, video_mid) = match role {
             Role::Publisher(index) => {
                 let (mut rtc, socket, local) = new_client(self.client_ip).await?;
                 let stream = Some(format!("bench-{n}"));
-                let (mid, offer, pending) = make_offer(&mut rtc, role, stream)?;
+                let offer = make_offer(&mut rtc, role, stream, shared.video.is_some())?;
                 let body = json!({
                     "request": "joinandconfigure",
                     "ptype": "publisher",
@@ -221,7 +222,7 @@ impl JanusServer {
                     "id": feed_id(usize::from(index)),
                     "display": format!("bench-{n}"),
                 });
-                let jsep = json!({"type": "offer", "sdp": offer, "trickle": false});
+                let jsep = json!({"type": "offer", "sdp": offer.sdp, "trickle": false});
                 let (data, answer) = api
                     .message(handle, body, Some(jsep))
                     .await
@@ -233,8 +234,8 @@ impl JanusServer {
                     .as_ref()
                     .and_then(|j| j["sdp"].as_str())
                     .with_context(|| format!("publisher {n}: Janus's joined has no answer"))?;
-                accept_answer(&mut rtc, pending, answer)?;
-                (rtc, socket, local, Some(mid))
+                accept_answer(&mut rtc, offer.pending, answer)?;
+                (rtc, socket, local, Some(offer.audio), offer.video)
             }
             Role::Counter | Role::Measurer => {
                 let streams: Vec<Value> = (0..self.publishers)
@@ -280,7 +281,7 @@ impl JanusServer {
                 if data["started"] != "ok" {
                     bail!("subscriber {n}: Janus did not start it: {data}");
                 }
-                (rtc, socket, local, None)
+                (rtc, socket, local, None, None)
             }
         };
         // Janus renegotiates only on request: no offers for the media task.
@@ -289,6 +290,7 @@ impl JanusServer {
             socket,
             local,
             mid,
+            video_mid,
         };
         let (media, up) = spawn_media(conn, role, None, shared);
         let participant = Participant {
