@@ -868,3 +868,65 @@ fn a_subscriber_joining_a_running_single_layer_video_starts_at_a_keyframe() {
     assert_eq!(got[&user(3)].len(), (120 - 40) * 3, "the member who joined");
     assert!(!got.contains_key(&user(1)), "never back to the owner");
 }
+
+/// A subscriber's wanted bandwidth is what its subscriptions take at the quality each asks
+/// for, whatever its estimate allows now: its estimator probes towards it (a subscriber held on
+/// a lower layer sends less than its estimate, and an unused estimate does not grow).
+#[test]
+fn a_subscriber_wants_the_rate_of_the_layers_it_asks_for_not_of_those_it_gets() {
+    let t0 = Instant::now();
+    let room = ChannelId(5);
+    let mut s = open();
+    for n in 1..=3 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    let wanted = |evs: &[SessionEvent], who: ParticipantId| {
+        evs.iter()
+            .filter_map(|e| match e {
+                SessionEvent::BandwidthWanted { who: w, bitrate } if *w == who => Some(*bitrate),
+                _ => None,
+            })
+            .next_back()
+    };
+    s.publish(user(1), TrackKind::Audio, vec![], t0)
+        .expect("publish");
+    let ev = events(&mut s);
+    assert_eq!(wanted(&ev, user(2)), None, "audio alone needs no probing");
+    let v = s
+        .publish(
+            user(1),
+            TrackKind::Video,
+            vec![Layer(0), Layer(1), Layer(2)],
+            t0,
+        )
+        .expect("publish");
+    // 600 kbit/s gets user 2 the medium layer; it still wants the high one (1.5 Mbit/s
+    // nominal) and the audio (50 kbit/s), as user 3 with plenty does. User 1 receives only
+    // audio: nothing to probe for.
+    s.set_bandwidth(user(2), Bitrate::from_kbps(600), t0)
+        .expect("bw");
+    s.set_bandwidth(user(3), Bitrate::from_mbps(5), t0)
+        .expect("bw");
+    s.set_bandwidth(user(1), Bitrate::from_kbps(600), t0)
+        .expect("bw");
+    let ev = events(&mut s);
+    assert_eq!(wanted(&ev, user(2)), Some(Bitrate::from_kbps(1_550)));
+    assert_eq!(wanted(&ev, user(3)), Some(Bitrate::from_kbps(1_550)));
+    assert_eq!(wanted(&ev, user(1)), None, "nobody else publishes video");
+    // A thumbnail wants the low layer.
+    s.set_quality(user(2), v, Quality::Low, t0).expect("q");
+    assert_eq!(
+        wanted(&events(&mut s), user(2)),
+        Some(Bitrate::from_kbps(200))
+    );
+    // A new estimate alone changes nothing wanted: no event.
+    s.set_bandwidth(user(2), Bitrate::from_mbps(5), t0)
+        .expect("bw");
+    assert_eq!(wanted(&events(&mut s), user(2)), None);
+    // Paused: only the audio is left.
+    s.set_quality(user(2), v, Quality::Paused, t0).expect("q");
+    assert_eq!(
+        wanted(&events(&mut s), user(2)),
+        Some(Bitrate::from_kbps(50))
+    );
+}
