@@ -31,22 +31,26 @@ HUM_APT_TEST=(xvfb xauth webkit2gtk-driver chromium dbus-x11 at-spi2-core fonts-
 # A build cache kept between runs (CARGO_TARGET_DIR outside the clone) grows with every change:
 # each new dependency hash leaves old test binaries behind, and incremental state doubles the
 # rest. The disk here fills well before df's size says (a link then dies with SIGBUS or ENOSPC),
-# so before a build make sure there is room: first drop incremental state and artefacts nothing
-# has rebuilt for a day, then, if that is not enough, the whole cache (a fresh machine's state).
+# so before a build make sure there is room. Below HUM_MIN_FREE_GB free, drop incremental state
+# and artefacts nothing has rebuilt for a day; a warm cache then needs room only for what
+# changed, so the whole cache goes (a fresh machine's cold build, ~25 GB) only if that still
+# leaves less than HUM_WIPE_FREE_GB.
 HUM_MIN_FREE_GB="${HUM_MIN_FREE_GB:-25}"
+HUM_WIPE_FREE_GB="${HUM_WIPE_FREE_GB:-15}"
+free_gb() { df -P -BG "$1" | awk 'NR==2 {sub("G","",$4); print $4}'; }
 ensure_build_space() {
   local dir="${CARGO_TARGET_DIR:-$HUM_ROOT/target}" free
   mkdir -p "$dir"
-  free=$(df -P -BG "$dir" | awk 'NR==2 {sub("G","",$4); print $4}')
+  free=$(free_gb "$dir")
   [ "$free" -ge "$HUM_MIN_FREE_GB" ] && return 0
   step "only ${free} GB free under $dir: pruning the build cache"
   rm -rf "$dir"/*/incremental "$dir"/fuzz/*/*/incremental
   find "$dir" -path '*/deps/*' -maxdepth 4 -type f -mmin +1440 -delete 2>/dev/null || true
-  free=$(df -P -BG "$dir" | awk 'NR==2 {sub("G","",$4); print $4}')
-  if [ "$free" -lt "$HUM_MIN_FREE_GB" ]; then
+  free=$(free_gb "$dir")
+  if [ "$free" -lt "$HUM_WIPE_FREE_GB" ]; then
     note "still ${free} GB free: removing the whole build cache $dir"
     rm -rf "${dir:?}"/debug "${dir:?}"/release "${dir:?}"/fuzz
-    free=$(df -P -BG "$dir" | awk 'NR==2 {sub("G","",$4); print $4}')
+    free=$(free_gb "$dir")
   fi
   note "${free} GB free"
   [ "$free" -ge 8 ] || die "only ${free} GB free under $dir: a build needs about ${HUM_MIN_FREE_GB} GB"
