@@ -113,21 +113,7 @@ pub enum SessionEvent {
         layer: Layer,
         wanted: bool,
     },
-    /// What `who`'s subscriptions would take if its estimate allowed the layer each asks for:
-    /// the rate its bandwidth estimator should probe towards. A layer chosen because the
-    /// estimate allows nothing better sends less than the estimate, and a congestion
-    /// controller does not raise an estimate the sender does not use; without a target to
-    /// probe for, a subscriber that starts below its high layer would stay below it. Sent when
-    /// it changes by more than [`WANTED_STEP`] of itself.
-    BandwidthWanted {
-        who: ParticipantId,
-        bitrate: Bitrate,
-    },
 }
-
-/// The relative change of a subscriber's wanted bandwidth worth a new
-/// [`SessionEvent::BandwidthWanted`].
-pub const WANTED_STEP: f64 = 0.1;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionConfig {
@@ -260,9 +246,6 @@ pub struct Participant {
     pub id: ParticipantId,
     pub room: RoomId,
     pub bandwidth: Option<Bitrate>,
-    /// What its subscriptions would take at the quality each asks for, every layer running
-    /// (the last [`SessionEvent::BandwidthWanted`]).
-    pub wanted: Option<Bitrate>,
     pub publications: BTreeSet<TrackId>,
 }
 
@@ -357,7 +340,6 @@ impl Session {
         r.participants.insert(
             who,
             Participant {
-                wanted: None,
                 id: who,
                 room,
                 bandwidth: None,
@@ -678,23 +660,13 @@ impl Session {
             })
             .collect();
         video.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        let has_video = !video.is_empty();
-        let mut wanted = Bitrate::from_bps(self.cfg.audio_cost.bps() * audio);
         for (q, t) in video {
             let Some(p) = self.tracks.get_mut(&t) else {
                 continue;
             };
             let live = p.live_layers(now);
             let target = choose_layer(&live, q, remaining);
-            let announced = p.announced_layers();
-            let ideal = choose_layer(&announced, q, remaining);
-            let unlimited = choose_layer(&announced, q, Bitrate::from_bps(u64::MAX));
-            wanted = wanted
-                + announced
-                    .iter()
-                    .find(|(l, _)| Some(*l) == unlimited)
-                    .map(|(_, r)| *r)
-                    .unwrap_or_default();
+            let ideal = choose_layer(&p.announced_layers(), q, remaining);
             if let Some(l) = target {
                 let cost = live
                     .iter()
@@ -711,28 +683,6 @@ impl Session {
                 s.ideal = ideal;
                 s.forwarder.set_target(target);
             }
-        }
-        let Some(p) = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|r| r.participants.get_mut(&who))
-        else {
-            return;
-        };
-        // Audio needs no probing (nor an estimate: see the runtime's `new_rtc`).
-        if !has_video && p.wanted.is_none() {
-            return;
-        }
-        let moved = p.wanted.is_none_or(|w| {
-            let (w, n) = (w.bps() as f64, wanted.bps() as f64);
-            (n - w).abs() > w * WANTED_STEP
-        });
-        if moved {
-            p.wanted = Some(wanted);
-            self.events.push_back(SessionEvent::BandwidthWanted {
-                who,
-                bitrate: wanted,
-            });
         }
     }
 
