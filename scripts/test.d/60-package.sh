@@ -71,8 +71,12 @@ app_deb="$OUT/hum_${VERSION}_${ARCH}.deb"
 relay_deb="$OUT/hum-relay_${VERSION}_${ARCH}.deb"
 cli_deb="$OUT/hum-cli_${VERSION}_${ARCH}.deb"
 if [ -f "$app_deb" ]; then
-  check_deb "$app_deb" hum /usr/bin/hum-app /usr/share/applications/Hum.desktop \
-    /usr/share/icons/hicolor/32x32/apps/hum-app.png /usr/share/icons/hicolor/128x128/apps/hum-app.png
+  # An icon at each size desktops ask for (menus 16-24, launchers 48-64, docks and stores 128+).
+  icons=()
+  for size in 16 24 32 48 64 128 256 512; do
+    icons+=("/usr/share/icons/hicolor/${size}x${size}/apps/hum-app.png")
+  done
+  check_deb "$app_deb" hum /usr/bin/hum-app /usr/share/applications/Hum.desktop "${icons[@]}"
   field "$app_deb" Depends | grep -q libwebkit2gtk-4.1-0 || fail "the app does not depend on WebKitGTK"
   field "$app_deb" Recommends | grep -q libayatana-appindicator3-1 ||
     fail "the app does not recommend libayatana-appindicator3-1 (its tray is loaded at run time)"
