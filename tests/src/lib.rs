@@ -3,6 +3,7 @@
 
 pub mod proxy;
 pub mod relay;
+pub mod stream;
 pub mod talker;
 pub mod video;
 pub mod voice;

@@ -2,7 +2,8 @@
 //! config, shared-secret auth), a hum-relay that hands out TURN credentials (`--turn-url`,
 //! `--turn-secret`), and `hum` processes with `--relay-only`: the media path is TURN on both
 //! sides (the selected candidate pair, from webrtc-rs stats), the audio arrives, and without a
-//! TURN server a relay-only join fails with a sentence that says why.
+//! TURN server a relay-only join fails with a sentence that says why. Stream viewers with
+//! `hum watch --relay-only` relay chunks to each other over TURN-only links.
 //!
 //! coturn refuses to relay to loopback peers unless `allow-loopback-peers` is set (here both
 //! peers' relayed addresses are 127.0.0.1). Needs Debian's `coturn` (scripts/setup --test).
@@ -12,9 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use hum_media::synth::read_wav;
 use hum_tests::KillOnDrop;
+use hum_tests::stream::{go_live, u, viewer_report, watch};
 use hum_tests::voice::{World, s, tone_share, wait_exit};
 
 const SECRET: &str = "relay-only-test-secret";
@@ -234,5 +236,57 @@ fn relay_only_without_turn_server_fails_clearly() -> Result<()> {
         (0..2).all(|i| w.events(i).iter().all(|e| e["type"] != "peer_connected")),
         "a relay-only peer connected without TURN"
     );
+    Ok(())
+}
+
+/// Viewers with "hide my IP" relay the stream to each other through TURN only: every WebRTC
+/// link between them opened on a relayed pair (none direct, none unknown), chunks still came
+/// from peers, and everything played verified. The streamer uploads to the relay over its
+/// WebSocket (`/mesh`), which relay-only does not change.
+#[test]
+fn relay_only_viewers_relay_the_stream_to_each_other_through_turn() -> Result<()> {
+    const VIEWERS: usize = 4;
+    const WATCH: u64 = 15;
+    let turn_dir = tempfile::tempdir()?;
+    let turn = Coturn::start(turn_dir.path())?;
+    let args = relay_args(&turn.url());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let w = World::with_relay_args(VIEWERS + 1, &refs)?;
+    let (mut streamer, id) = go_live(&w, WATCH + VIEWERS as u64 + 6, &[])?;
+    let mut viewers = Vec::new();
+    for i in 1..=VIEWERS {
+        viewers.push(watch(&w, &id, i, WATCH, &["--relay-only"])?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for v in &mut viewers {
+        wait_exit(v, Duration::from_secs(WATCH + 60))?;
+    }
+    wait_exit(&mut streamer, Duration::from_secs(WATCH + 90))?;
+
+    let (mut from_peers, mut relayed) = (0, 0);
+    for i in 1..=VIEWERS {
+        let v = viewer_report(&w, i)?["viewer"].clone();
+        eprintln!(
+            "viewer {i}: played {}, from peers {} B, links relayed {} / direct {} / unknown {}",
+            u(&v, "played"),
+            u(&v, "bytes_from_peers"),
+            u(&v, "links_relayed"),
+            u(&v, "links_direct"),
+            u(&v, "links_route_unknown"),
+        );
+        ensure!(u(&v, "played") >= 20, "viewer {i} played little: {v}");
+        ensure!(
+            u(&v, "played_verified") == u(&v, "played") && u(&v, "played_corrupt") == 0,
+            "viewer {i} played a chunk that does not verify: {v}"
+        );
+        ensure!(
+            u(&v, "links_direct") == 0 && u(&v, "links_route_unknown") == 0,
+            "viewer {i} has a mesh link that is not relayed through TURN: {v}"
+        );
+        from_peers += u(&v, "bytes_from_peers");
+        relayed += u(&v, "links_relayed");
+    }
+    ensure!(relayed > 0, "no viewer opened a mesh link");
+    ensure!(from_peers > 0, "no byte came from a peer");
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use hum_engine::ice::IceConfig;
 use hum_engine::stream::playback::fetch_recording;
 use hum_engine::stream::player::{AudioPlayout, FrameHasher, spawn_player};
 use hum_engine::stream::session::{RecordingOptions, RecordingSession};
@@ -98,6 +99,11 @@ pub struct StartArgs {
     /// Local UDP address for the mesh's WebRTC links.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub bind: String,
+    /// Hide my IP: the mesh's WebRTC links go through the relay's TURN server only, so no
+    /// host or server-reflexive address is sent to other viewers (the relay must hand out TURN
+    /// credentials). Costs latency (an extra hop) and the TURN server's bandwidth.
+    #[arg(long)]
+    pub relay_only: bool,
     /// A layer below the top one (the --width/--height/--video-kbps picture, `high`), best
     /// first: `NAME:WxH@KBPS` (NAME medium or low) or `audio` (audio only). Repeat for several.
     #[arg(long = "layer", value_parser = parse_layer)]
@@ -262,6 +268,11 @@ pub struct WatchArgs {
     /// Local UDP address for the mesh's WebRTC links.
     #[arg(long, default_value = "0.0.0.0:0")]
     pub bind: String,
+    /// Hide my IP: the mesh's WebRTC links go through the relay's TURN server only, so no
+    /// host or server-reflexive address is sent to other viewers (the relay must hand out TURN
+    /// credentials). Costs latency (an extra hop) and the TURN server's bandwidth.
+    #[arg(long)]
+    pub relay_only: bool,
     /// Testing only: serve every chunk to other viewers with its payload altered.
     #[arg(long, hide = true)]
     pub corrupt: bool,
@@ -449,6 +460,7 @@ async fn watch_recording(cli: &Cli, args: &WatchArgs) -> Result<()> {
         &cli.relay,
         RecordingOptions {
             bind: vec![args.bind.clone()],
+            ice: IceConfig::from_relay(&client, args.relay_only).await?,
             relay: Bitrate::from_kbps(args.relay_kbps),
             corrupt: args.corrupt,
             played: None,
@@ -625,6 +637,7 @@ async fn start(cli: &Cli, args: &StartArgs) -> Result<()> {
             source,
             record: args.record,
             bind: vec![args.bind.clone()],
+            ice: IceConfig::from_relay(&client, args.relay_only).await?,
             upload: args.upload_kbps.map(Bitrate::from_kbps),
             published,
         },
@@ -702,6 +715,7 @@ pub async fn run_watch(cli: &Cli, args: &WatchArgs) -> Result<()> {
             relay,
             upload: budget.clone(),
             bind: vec![args.bind.clone()],
+            ice: IceConfig::from_relay(&client, args.relay_only).await?,
             corrupt: args.corrupt,
             played: played_tx,
             layer: args.quality,

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use hum_engine::RelayClient;
 use hum_engine::calls::{CallEvent, CallPeer, CallState, Calls, MediaIo, MediaProvider};
+use hum_engine::ice::IceConfig;
 use hum_engine::voice::hum_media::device::{CpalSink, CpalSource, list_devices};
 use hum_engine::voice::hum_media::pacer::Paced;
 use hum_engine::voice::hum_media::processing::{CaptureControls, VoiceMode};
@@ -132,16 +133,7 @@ impl AudioArgs {
     /// Adds the relay's TURN server (if it has one) to `cfg`, and relay-only mode if asked;
     /// relay-only without a TURN server is refused here, before anything is dialled.
     pub async fn add_turn(&self, client: &RelayClient, cfg: &mut VoiceConfig) -> Result<()> {
-        cfg.turn = client
-            .turn_credentials()
-            .await
-            .context("asking the relay for TURN credentials")?
-            .into_iter()
-            .collect();
-        cfg.relay_only = self.relay_only;
-        if self.relay_only && cfg.turn.is_empty() {
-            return Err(hum_engine::ice::IceError::NoTurnServer.into());
-        }
+        cfg.use_ice(IceConfig::from_relay(client, self.relay_only).await?);
         Ok(())
     }
 }

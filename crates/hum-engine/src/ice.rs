@@ -36,9 +36,38 @@ pub enum IceError {
         "\"hide my IP\" (relay-only): no relayed address could be obtained from the TURN server {0}; it is unreachable or refused our credentials"
     )]
     NoRelayCandidate(String),
+    #[error("\"hide my IP\" (relay-only): asking the relay for TURN credentials failed: {0}")]
+    TurnCredentials(String),
 }
 
 impl IceConfig {
+    /// What a session on `relay` uses: the relay's TURN server (so a peer behind a strict NAT
+    /// still connects) and, with `relay_only`, media through it only. Without relay-only TURN
+    /// is a fallback, so a failed request is logged and the session goes on without it; with
+    /// it, no TURN server (or no answer) is an error here, before anything is dialled.
+    pub async fn from_relay(
+        relay: &crate::relay::RelayClient,
+        relay_only: bool,
+    ) -> Result<IceConfig, IceError> {
+        let turn = match relay.turn_credentials().await {
+            Ok(t) => t,
+            Err(e) if !relay_only => {
+                tracing::warn!("no TURN credentials: {e}");
+                None
+            }
+            Err(e) => return Err(IceError::TurnCredentials(e.to_string())),
+        };
+        let cfg = IceConfig {
+            stun: Vec::new(),
+            turn: turn.into_iter().collect(),
+            relay_only,
+        };
+        if relay_only && cfg.turn.is_empty() {
+            return Err(IceError::NoTurnServer);
+        }
+        Ok(cfg)
+    }
+
     /// The configuration for a new peer connection.
     pub fn rtc_configuration(&self) -> Result<RTCConfiguration, IceError> {
         if self.relay_only && self.turn.is_empty() {

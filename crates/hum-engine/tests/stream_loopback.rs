@@ -29,6 +29,7 @@ fn cfg(source: &SourceConfig, budget: Bitrate, corrupt: bool) -> NodeConfig {
         stream_rate: source.planned_rate(),
         chunk: source.chunk,
         relay_budget: budget,
+        ice: hum_engine::ice::IceConfig::default(),
         upload: None,
         started_ms: hum_engine::stream::node::unix_ms(),
         corrupt,

@@ -577,6 +577,7 @@ pub async fn live_start(
             source: app_source(),
             record: request.record,
             bind: vec!["0.0.0.0:0".into()],
+            ice: super::privacy::ice_config(state.kv.as_ref(), &relay).await?,
             upload: available_upload(&state),
             published: None,
         },
@@ -631,6 +632,8 @@ pub async fn live_watch(
             // Relaying spends the bandwidth service's limiter (own media first, the throttler's cap).
             upload: super::budget::service(&state),
             bind: vec!["0.0.0.0:0".into()],
+            // "Hide my IP" covers the viewers' mesh links too.
+            ice: super::privacy::ice_config(state.kv.as_ref(), &relay).await?,
             corrupt: false,
             played: Some(played_tx),
             layer: download_layer(&state),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use hum_engine::RelayClient;
 use hum_engine::e2ee::{E2eeChannel, E2eeEvent};
+use hum_engine::ice::{IceConfig, IceError};
 use hum_engine::voice::VoiceConfig;
 use hum_proto::{ChannelId, UserId};
 use serde::{Deserialize, Serialize};
@@ -67,32 +68,21 @@ pub const NO_TURN: &str = "\"Hide my IP\" needs a TURN server to relay your medi
      offers none. Turn \"Hide my IP\" off in Settings → Privacy, or ask the relay's admin to set \
      one up (hum-relay --turn-url/--turn-secret; HUM_TURN=1 scripts/run starts one).";
 
-/// The voice settings of a channel or call: the relay's TURN server (so a strict NAT still
-/// connects) and, with "Hide my IP", media through it only.
+/// The ICE settings of every peer connection (calls, channels, stream meshes): the relay's TURN
+/// server (so a strict NAT still connects) and, with "Hide my IP", media through it only.
+pub async fn ice_config(kv: &dyn Kv, relay: &RelayClient) -> CmdResult<IceConfig> {
+    IceConfig::from_relay(relay, load(kv).hide_ip)
+        .await
+        .map_err(|e| match e {
+            IceError::NoTurnServer => CommandError::new(ErrorCode::Rejected, NO_TURN),
+            e => CommandError::new(ErrorCode::RelayUnavailable, e.to_string()),
+        })
+}
+
+/// The voice settings of a channel or call ([`ice_config`]).
 pub async fn voice_config(kv: &dyn Kv, relay: &RelayClient) -> CmdResult<VoiceConfig> {
-    let hide_ip = load(kv).hide_ip;
-    let turn = match relay.turn_credentials().await {
-        Ok(t) => t,
-        // Without "Hide my IP" TURN is a fallback: go on without it.
-        Err(e) if !hide_ip => {
-            tracing::warn!("no TURN credentials: {e}");
-            None
-        }
-        Err(e) => {
-            return Err(CommandError::new(
-                ErrorCode::RelayUnavailable,
-                format!("\"Hide my IP\": asking the relay for TURN credentials failed: {e}"),
-            ));
-        }
-    };
-    let cfg = VoiceConfig {
-        turn: turn.into_iter().collect(),
-        relay_only: hide_ip,
-        ..VoiceConfig::default()
-    };
-    if hide_ip && cfg.turn.is_empty() {
-        return Err(CommandError::new(ErrorCode::Rejected, NO_TURN));
-    }
+    let mut cfg = VoiceConfig::default();
+    cfg.use_ice(ice_config(kv, relay).await?);
     Ok(cfg)
 }
 

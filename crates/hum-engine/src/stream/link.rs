@@ -19,10 +19,11 @@ use tokio::sync::{Mutex, mpsc, watch};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use super::StreamError;
+use crate::ice::{IceConfig, IceRoute};
 
 pub const CTL_LABEL: &str = "mesh-ctl";
 pub const DATA_LABEL: &str = "mesh-data";
@@ -49,6 +50,11 @@ pub enum LinkEvent {
     Open { user: UserId },
     /// The connection failed or closed.
     Closed { user: UserId },
+    /// The path an open link's data takes (`None`: the statistics named no selected pair).
+    Route {
+        user: UserId,
+        route: Option<IceRoute>,
+    },
 }
 
 struct Handler {
@@ -142,6 +148,7 @@ type Outbox = mpsc::UnboundedSender<(Lane, Vec<u8>)>;
 
 pub struct MeshLink {
     pub user: UserId,
+    ice: IceConfig,
     pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<bool>,
     channels: Arc<Channels>,
@@ -160,12 +167,16 @@ impl std::fmt::Debug for MeshLink {
 
 impl MeshLink {
     /// A new connection to `user`; nothing is negotiated yet (see [`MeshLink::offer`] /
-    /// [`MeshLink::answer`]). `bind`: local UDP addresses (loopback in tests).
+    /// [`MeshLink::answer`]). `bind`: local UDP addresses (loopback in tests); `ice`: TURN and
+    /// relay-only ("hide my IP": the link's SDP carries relayed candidates only, checked before
+    /// it is sent).
     pub async fn new(
         user: UserId,
         bind: &[String],
+        ice: &IceConfig,
         events: mpsc::UnboundedSender<LinkEvent>,
     ) -> Result<Self, StreamError> {
+        let config = ice.rtc_configuration()?;
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
         let (gtx, grx) = watch::channel(false);
@@ -177,7 +188,7 @@ impl MeshLink {
         });
         // Fragments are under 64 KiB, the default max-message-size, so nothing to raise here.
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::default().build())
+            .with_configuration(config)
             .with_media_engine(media)
             .with_handler(Arc::new(Handler {
                 user,
@@ -193,6 +204,7 @@ impl MeshLink {
         let writer = tokio::spawn(write_loop(channels.clone(), rx));
         Ok(MeshLink {
             user,
+            ice: ice.clone(),
             pc,
             gathered: grx,
             channels,
@@ -255,11 +267,19 @@ impl MeshLink {
         // Bounded: on loopback gathering is immediate; without it the SDP still carries host
         // candidates gathered so far.
         let _ = tokio::time::timeout(Duration::from_secs(5), g.wait_for(|v| *v)).await;
-        self.pc
+        let sdp = self
+            .pc
             .local_description()
             .await
             .map(|d| d.sdp)
-            .ok_or_else(|| StreamError::WebRtc("no local description".into()))
+            .ok_or_else(|| StreamError::WebRtc("no local description".into()))?;
+        self.ice.check_local_sdp(&sdp)?;
+        Ok(sdp)
+    }
+
+    /// The path the link's data takes (both ends of the selected candidate pair), once open.
+    pub async fn route(&self) -> Option<IceRoute> {
+        crate::ice::selected_route(&self.pc).await
     }
 
     /// Queue bytes on a lane (sent once the channel is open).

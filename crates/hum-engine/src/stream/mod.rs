@@ -43,6 +43,8 @@ pub enum StreamError {
     Media(String),
     #[error("{0}")]
     Relay(#[from] crate::ClientError),
+    #[error("{0}")]
+    Ice(#[from] crate::ice::IceError),
 }
 
 impl From<webrtc::error::Error> for StreamError {

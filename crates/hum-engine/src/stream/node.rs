@@ -72,6 +72,8 @@ const ASSUMED_RTT: Duration = Duration::from_millis(40);
 pub struct NodeConfig {
     /// Local UDP addresses for WebRTC (e.g. `127.0.0.1:0` in tests).
     pub bind: Vec<String>,
+    /// TURN servers and relay-only ("hide my IP") for the WebRTC links to other viewers.
+    pub ice: crate::ice::IceConfig,
     pub layer: Layer,
     pub stream_rate: Bitrate,
     pub chunk: Duration,
@@ -215,6 +217,11 @@ pub struct NodeReport {
     /// Outside input refused before the state machine (bad fragments, undecodable messages).
     pub wire_errors: u64,
     pub links: u64,
+    /// WebRTC links that opened, by the path their data took: through a TURN server (ours or
+    /// the peer's) or directly; `links_route_unknown` when the statistics named no pair.
+    pub links_relayed: u64,
+    pub links_direct: u64,
+    pub links_route_unknown: u64,
     /// Root: chunks published, viewers now, bans reported to the tracker.
     pub published: u64,
     /// Root: payload bytes published (one copy of the stream).
@@ -832,13 +839,16 @@ impl Node {
                 }
                 self.drop_link(from).await;
                 self.peer_of(from);
-                let link = match MeshLink::new(from, &self.cfg.bind, self.link_tx.clone()).await {
-                    Ok(l) => Arc::new(l),
-                    Err(e) => {
-                        tracing::warn!(%from, "mesh link: {e}");
-                        return;
-                    }
-                };
+                let link =
+                    match MeshLink::new(from, &self.cfg.bind, &self.cfg.ice, self.link_tx.clone())
+                        .await
+                    {
+                        Ok(l) => Arc::new(l),
+                        Err(e) => {
+                            tracing::warn!(%from, "mesh link: {e}");
+                            return;
+                        }
+                    };
                 self.links.insert(from, Link::Rtc(link.clone()));
                 self.offered.insert(from, false);
                 self.reasm.insert(
@@ -1021,13 +1031,14 @@ impl Node {
             }
             return;
         }
-        let link = match MeshLink::new(user, &self.cfg.bind, self.link_tx.clone()).await {
-            Ok(l) => Arc::new(l),
-            Err(e) => {
-                tracing::warn!(%user, "mesh link: {e}");
-                return;
-            }
-        };
+        let link =
+            match MeshLink::new(user, &self.cfg.bind, &self.cfg.ice, self.link_tx.clone()).await {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    tracing::warn!(%user, "mesh link: {e}");
+                    return;
+                }
+            };
         self.links.insert(user, Link::Rtc(link.clone()));
         self.offered.insert(user, true);
         self.reasm.insert(
@@ -1060,6 +1071,15 @@ impl Node {
         match ev {
             LinkEvent::Open { user } => {
                 tracing::debug!(%user, "mesh link open");
+                // Which path it took, asked off the loop (a statistics call).
+                if let Some(Link::Rtc(link)) = self.links.get(&user) {
+                    let link = link.clone();
+                    let tx = self.link_tx.clone();
+                    tokio::spawn(async move {
+                        let route = link.route().await;
+                        let _ = tx.send(LinkEvent::Route { user, route });
+                    });
+                }
                 if self.users.get(&ROOT) != Some(&user)
                     && matches!(self.machine, Machine::OnDemand { .. })
                 {
@@ -1067,6 +1087,14 @@ impl Node {
                     if let Machine::OnDemand { od, .. } = &mut self.machine {
                         od.add_peer(now, p);
                     }
+                }
+            }
+            LinkEvent::Route { user, route } => {
+                tracing::debug!(%user, ?route, "mesh link route");
+                match route {
+                    Some(r) if r.relayed() => self.report.links_relayed += 1,
+                    Some(_) => self.report.links_direct += 1,
+                    None => self.report.links_route_unknown += 1,
                 }
             }
             LinkEvent::Closed { user } => {

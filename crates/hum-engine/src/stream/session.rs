@@ -270,6 +270,9 @@ pub struct LiveOptions {
     pub record: bool,
     /// Local UDP addresses for the mesh's WebRTC links.
     pub bind: Vec<String>,
+    /// TURN servers and relay-only ("hide my IP") for the mesh's WebRTC links
+    /// ([`crate::ice::IceConfig::from_relay`]).
+    pub ice: crate::ice::IceConfig,
     /// The streamer's measured upload (the bandwidth service's): the best layers are left out
     /// while the whole ladder would not fit ([`SourceConfig::fit_upload`]); `None`: all.
     pub upload: Option<Bitrate>,
@@ -360,6 +363,7 @@ impl LiveSession {
             publisher,
             NodeConfig {
                 bind: opts.bind.clone(),
+                ice: opts.ice.clone(),
                 layer: top,
                 stream_rate: total,
                 chunk: source.chunk,
@@ -469,6 +473,9 @@ pub struct WatchOptions {
     /// CLI, which has no service).
     pub upload: Option<crate::budget::BudgetService>,
     pub bind: Vec<String>,
+    /// TURN servers and relay-only ("hide my IP") for the mesh's WebRTC links
+    /// ([`crate::ice::IceConfig::from_relay`]).
+    pub ice: crate::ice::IceConfig,
     /// Tests only: serve every chunk with its payload altered.
     pub corrupt: bool,
     /// Every verified chunk the player plays (for a decoder); bounded, never blocks the mesh.
@@ -679,6 +686,7 @@ impl WatchSession {
             info.streamer.id,
             NodeConfig {
                 bind: opts.bind,
+                ice: opts.ice,
                 layer: watch.layer.mesh(),
                 stream_rate: watch.bitrate,
                 chunk: Duration::from_millis(u64::from(info.chunk_ms)),
@@ -815,6 +823,9 @@ pub struct RecordingSession {
 #[derive(Clone, Debug)]
 pub struct RecordingOptions {
     pub bind: Vec<String>,
+    /// TURN servers and relay-only ("hide my IP") for the mesh's WebRTC links
+    /// ([`crate::ice::IceConfig::from_relay`]).
+    pub ice: crate::ice::IceConfig,
     /// Upload given to other viewers (reported; requests are answered as they come).
     pub relay: Bitrate,
     /// Tests only: serve every chunk with its payload altered.
@@ -843,6 +854,7 @@ impl RecordingSession {
             info.streamer.id,
             NodeConfig {
                 bind: opts.bind,
+                ice: opts.ice,
                 layer,
                 stream_rate: info.bitrate,
                 chunk: Duration::from_millis(u64::from(info.chunk_ms.max(1))),

@@ -82,6 +82,16 @@ impl VoiceConfig {
             relay_only: self.relay_only,
         }
     }
+
+    /// Takes the TURN servers and the relay-only choice of `ice` (see
+    /// [`crate::ice::IceConfig::from_relay`]); its STUN servers only when it names some.
+    pub fn use_ice(&mut self, ice: crate::ice::IceConfig) {
+        self.turn = ice.turn;
+        self.relay_only = ice.relay_only;
+        if !ice.stun.is_empty() {
+            self.stun = ice.stun;
+        }
+    }
 }
 
 impl Default for VoiceConfig {
