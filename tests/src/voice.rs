@@ -28,6 +28,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub users: Vec<String>,
     pub invite: String,
+    /// The local address `hum voice join` binds its media to (`--bind`): the relay's IP, port 0.
+    pub bind: String,
 }
 
 impl World {
@@ -56,10 +58,28 @@ impl World {
 
     /// Just the relay, started with extra arguments.
     pub fn empty_with(relay_args: &[&str]) -> Result<World> {
+        World::empty_at("127.0.0.1:0", relay_args)
+    }
+
+    /// [`World::with_relay_args`] with the relay (and its SFU) listening on `listen` (e.g. a
+    /// veth address that processes in a network namespace reach); media binds to its IP.
+    pub fn with_relay_at(n: usize, listen: &str, relay_args: &[&str]) -> Result<World> {
+        let mut w = World::empty_at(listen, relay_args)?;
+        w.create_users(n + 1)?;
+        w.create_server(0)?;
+        for i in 1..=n {
+            w.join_server(i)?;
+        }
+        Ok(w)
+    }
+
+    /// Just the relay, listening on `listen`, started with extra arguments.
+    pub fn empty_at(listen: &str, relay_args: &[&str]) -> Result<World> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir()?;
-        let relay = Relay::start(&dir.path().join("relay"), relay_args)?;
+        let relay = Relay::start_at(&dir.path().join("relay"), listen, relay_args)?;
         let url = relay.ws_url();
+        let bind = format!("{}:0", relay.addr.ip());
         let hum = workspace_bin("hum-cli", "hum")?;
         Ok(World {
             _serial: serial,
@@ -69,6 +89,7 @@ impl World {
             dir,
             users: Vec::new(),
             invite: String::new(),
+            bind,
         })
     }
 
@@ -107,7 +128,19 @@ impl World {
     }
 
     pub fn cmd(&self, i: usize, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.hum);
+        self.cmd_via(&[], i, args)
+    }
+
+    /// [`World::cmd`] run through a wrapper command (e.g. `ip netns exec NS`).
+    pub fn cmd_via(&self, wrapper: &[&str], i: usize, args: &[&str]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&self.hum);
+                c
+            }
+            None => Command::new(&self.hum),
+        };
         c.arg("--relay")
             .arg(&self.url)
             .arg("--identity")
@@ -141,6 +174,18 @@ impl World {
 
     /// Starts `hum voice join` for user `i`; stdout (JSON events) goes to `events{i}.jsonl`.
     pub fn voice(&self, i: usize, extra: &[&str]) -> Result<KillOnDrop> {
+        self.voice_via(&[], &self.bind, i, extra)
+    }
+
+    /// [`World::voice`] run through a wrapper command (`ip netns exec NS`), its media bound to
+    /// `bind`.
+    pub fn voice_via(
+        &self,
+        wrapper: &[&str],
+        bind: &str,
+        i: usize,
+        extra: &[&str],
+    ) -> Result<KillOnDrop> {
         let log = std::fs::File::create(self.path(&format!("events{i}.jsonl")))?;
         let mut args = vec![
             "voice",
@@ -150,11 +195,11 @@ impl World {
             "--channel",
             "Lounge",
             "--bind",
-            "127.0.0.1:0",
+            bind,
         ];
         args.extend_from_slice(extra);
         let child = self
-            .cmd(i, &args)
+            .cmd_via(wrapper, i, &args)
             .stdout(log)
             .stderr(Stdio::inherit())
             .spawn()

@@ -630,3 +630,273 @@ fn screen_share_through_the_sfu(order: Order) -> Result<()> {
     );
     Ok(())
 }
+
+/// Sizes in the 8-camera test (below): the speaker sends a 640x360 source, everyone else
+/// 320x180 (layers a quarter, a half and the full size).
+const SPEAKER_HIGH: (u64, u64) = (640, 360);
+const SPEAKER_LOW: (u64, u64) = (160, 90);
+const THUMB_LOW: (u64, u64) = (80, 44);
+/// Frames of the speaker's camera judged at the end of each recording: 10 s of the speaker's
+/// frames at the unshaped subscribers; the shaped one decodes far fewer (see the test).
+const JUDGED: usize = 150;
+const JUDGED_SHAPED: usize = 60;
+
+fn env_var(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| {
+        format!("{name} is not set: scripts/test.d/70-sfu-netns.sh runs this test (as root)")
+    })
+}
+
+/// The speaker's camera as subscriber `rec` decoded it (its only stream of `user` that is not a
+/// screen).
+fn camera_of(rec: &Path, user: &str) -> Result<Vec<Value>> {
+    let st = streams(rec)?;
+    Ok(of_user(&st, user)
+        .into_iter()
+        .find(|(stem, _)| !stem.contains("-screen"))
+        .map(|(_, f)| f.clone())
+        .unwrap_or_default())
+}
+
+/// How many frames of `user`'s camera `rec` holds so far (lines counted, not parsed: polled).
+fn camera_lines(rec: &Path, user: &str) -> usize {
+    let Ok(rd) = std::fs::read_dir(rec) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&user[..16]) && n.ends_with(".jsonl") && !n.contains("-screen")
+            })
+        })
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| b.iter().filter(|c| **c == b'\n').count())
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Runs of equal sizes, for the log: `160x90 x12, 640x360 x300`.
+fn size_runs(frames: &[Value]) -> String {
+    let mut runs: Vec<((u64, u64), usize)> = Vec::new();
+    for f in frames {
+        match runs.last_mut() {
+            Some((s, n)) if *s == size(f) => *n += 1,
+            _ => runs.push((size(f), 1)),
+        }
+    }
+    runs.iter()
+        .map(|((w, h), n)| format!("{w}x{h} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Eight members on the SFU (`--mesh-limit 0`), every one with a camera in simulcast: member 0
+/// talks (tone syllables, so the SFU's dominant speaker is member 0) and sends the 640x360
+/// pattern at 15 fps and 700 kbit/s (layers 160x90 / 320x180 / 640x360); members 1-7 are
+/// silent and send a 320x180 pattern at 5 fps and 100 kbit/s (small and slow: 8 debug-build
+/// clients share 2 cores with the SFU), record what they decode (`--record-video`) and leave
+/// the layer choice to the SFU (automatic: the speaker high, the others thumbnails). Member 7
+/// runs in a network namespace whose link from the relay's side is shaped to 600 kbit/s with
+/// `tc tbf` (scripts/test.d/70-sfu-netns.sh builds it, runs this test as root and names the
+/// namespace and both addresses in `HUM_SFU_NETNS`, `HUM_SFU_NETNS_HOST`, `HUM_SFU_NETNS_PEER`;
+/// the relay listens on the host side of the veth pair, which the other members reach as a
+/// local address).
+///
+/// Checked from the recordings once members 1-6 decoded 300 frames of the speaker and member 7
+/// 100 (it decodes far fewer per second: its link is full, see docs/sfu.md), over the last 150
+/// (members 1-6, 10 s of the speaker's frames) and 60 (member 7) of them:
+/// - every member was told member 0 is the dominant speaker;
+/// - members 1-6 decode the speaker at 640x360 (high), every judged frame;
+/// - member 7 decodes it at 160x90 (low), every judged frame;
+/// - every subscriber decodes the other cameras as 80x44 thumbnails (their low layer).
+///
+/// Without the `tc tbf` (`HUM_SFU_NETNS_KBIT=0` in the stage) member 7 gets 640x360 like the
+/// others and the test fails (run of 7 December 2026). With it, it also fails when an unshaped
+/// subscriber's estimate drops and never climbs back to the high layer ("The estimate is never
+/// asked to grow", docs/sfu.md): a finding of the SFU, not of the test.
+#[test]
+#[ignore = "needs root and a network namespace: scripts/test.d/70-sfu-netns.sh runs it"]
+fn eight_cameras_on_the_sfu_the_speaker_high_but_low_behind_a_600_kbit_link() -> Result<()> {
+    let ns = env_var("HUM_SFU_NETNS")?;
+    let host = env_var("HUM_SFU_NETNS_HOST")?;
+    let peer = env_var("HUM_SFU_NETNS_PEER")?;
+    // Nine accounts from one non-loopback address: more than the default burst of 5.
+    let w = World::with_relay_at(
+        8,
+        &format!("{host}:0"),
+        &["--mesh-limit", "0", "--new-accounts-burst", "20"],
+    )?;
+    let sr = 48_000;
+    // Syllables (300 ms of tone, 200 ms off): a steady tone would pass for background noise.
+    let mut talk = Vec::new();
+    for _ in 0..2 * 20 {
+        talk.extend(hum_media::synth::tone_samples(440.0, 0.2, sr * 3 / 10));
+        talk.extend(std::iter::repeat_n(0.0, sr / 5));
+    }
+    let (talk_wav, silent_wav) = (w.path("talk.wav"), w.path("silent.wav"));
+    hum_media::synth::write_wav(&talk_wav, &talk)?;
+    hum_media::synth::write_wav(&silent_wav, &vec![0.0; sr])?;
+    let recs: Vec<_> = (0..8).map(|i| w.path(&format!("rec-{i}"))).collect();
+    let shaped = 7;
+    // A cap; the test ends once the recordings hold enough frames.
+    let duration = ["--duration", "150s"];
+    let mut procs = vec![
+        w.voice(
+            0,
+            &[
+                &duration[..],
+                &[
+                    "--play",
+                    s(&talk_wav),
+                    "--loop",
+                    "--video",
+                    "pattern",
+                    "--video-size",
+                    "640x360",
+                    "--video-fps",
+                    "15",
+                    "--video-kbps",
+                    "700",
+                ],
+            ]
+            .concat(),
+        )?,
+    ];
+    let wrapper = ["ip", "netns", "exec", ns.as_str()];
+    let peer_bind = format!("{peer}:0");
+    for (i, rec) in recs.iter().enumerate().skip(1) {
+        let args = [
+            &duration[..],
+            &[
+                "--play",
+                s(&silent_wav),
+                "--loop",
+                "--video",
+                "pattern",
+                "--video-size",
+                "320x180",
+                "--video-fps",
+                "5",
+                "--video-kbps",
+                "100",
+                "--record-video",
+                s(rec),
+            ],
+        ]
+        .concat();
+        procs.push(if i == shaped {
+            w.voice_via(&wrapper, &peer_bind, i, &args)?
+        } else {
+            w.voice(i, &args)?
+        });
+    }
+    let speaker = w.users[0].clone();
+    let dump = |e: anyhow::Error| -> anyhow::Error {
+        for (i, rec) in recs.iter().enumerate().skip(1) {
+            eprintln!(
+                "member {i}: speaker {}",
+                size_runs(&camera_of(rec, &speaker).unwrap_or_default())
+            );
+        }
+        let metrics = w.relay.get("/metrics").map(|m| m.1).unwrap_or_default();
+        for l in metrics.lines().filter(|l| l.starts_with("hum_sfu")) {
+            eprintln!("{l}");
+        }
+        e
+    };
+    wait_for(
+        "members 1-6 decode 300 frames of the speaker, member 7 100",
+        Duration::from_secs(140),
+        || {
+            for (i, p) in procs.iter_mut().enumerate() {
+                if let Some(status) = p.0.try_wait()? {
+                    bail!("member {i}'s hum voice join ended early: {status}");
+                }
+            }
+            for (i, rec) in recs.iter().enumerate().skip(1) {
+                let want = if i == shaped { 100 } else { 300 };
+                if camera_lines(rec, &speaker) < want {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .map_err(dump)?;
+    let metrics = w.relay.get("/metrics").map(|m| m.1).unwrap_or_default();
+    drop(procs);
+    for l in metrics.lines().filter(|l| l.starts_with("hum_sfu")) {
+        eprintln!("{l}");
+    }
+
+    for i in 0..8 {
+        let told: Vec<String> = w
+            .events(i)
+            .iter()
+            .filter(|e| e["type"] == "dominant_speaker")
+            .filter_map(|e| e["user"].as_str().map(str::to_string))
+            .collect();
+        ensure!(
+            i == 0 || told.last() == Some(&speaker),
+            "member {i} was told the dominant speaker is {told:?}, not member 0"
+        );
+    }
+    let mut failures = Vec::new();
+    for (i, rec) in recs.iter().enumerate().skip(1) {
+        let f = camera_of(rec, &speaker)?;
+        let want = if i == shaped {
+            SPEAKER_LOW
+        } else {
+            SPEAKER_HIGH
+        };
+        let n = if i == shaped { JUDGED_SHAPED } else { JUDGED };
+        let judged = &f[f.len().saturating_sub(n)..];
+        let right = judged.iter().filter(|f| size(f) == want).count();
+        // Decoded frames per second of arrival time over the judged frames (for the report).
+        let secs = match (judged.first(), judged.last()) {
+            (Some(a), Some(b)) => {
+                let t = |f: &Value| f["arrival_unix_ms"].as_u64().unwrap_or(0);
+                t(b).saturating_sub(t(a)) as f64 / 1000.0
+            }
+            _ => 0.0,
+        };
+        eprintln!(
+            "member {i}{}: the speaker's camera, {} frames: {}; the last {}: {right} at {}x{} \
+             ({:.1} decoded per second over them)",
+            if i == shaped { " (600 kbit/s)" } else { "" },
+            f.len(),
+            size_runs(&f),
+            judged.len(),
+            want.0,
+            want.1,
+            judged.len() as f64 / secs.max(0.001),
+        );
+        if right < n {
+            failures.push(format!(
+                "member {i}: {right} of the speaker's last {n} frames at {want:?}"
+            ));
+        }
+        // The other cameras: thumbnails.
+        let st = streams(rec)?;
+        for j in (1..8).filter(|j| *j != i) {
+            let thumbs = of_user(&st, &w.users[j])
+                .into_iter()
+                .find(|(stem, _)| !stem.contains("-screen"))
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default();
+            let last = &thumbs[thumbs.len().saturating_sub(30)..];
+            if last.len() < 10 || last.iter().any(|f| size(f) != THUMB_LOW) {
+                failures.push(format!(
+                    "member {i} from member {j}: {}",
+                    size_runs(&thumbs)
+                ));
+            }
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
