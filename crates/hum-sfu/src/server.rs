@@ -1080,6 +1080,19 @@ impl Runtime {
         let mut wanted_changed: BTreeSet<TrackId> = BTreeSet::new();
         while let Some(ev) = self.session.poll_event() {
             match &ev {
+                SessionEvent::BandwidthWanted { who, bitrate } => {
+                    // For this runtime's estimator only; the relay has no use for it.
+                    if let Some(&k) = self.by_user.get(who)
+                        && let Some(c) = self.clients.get_mut(&k)
+                        && c.estimating
+                    {
+                        let desired = str0m::bwe::Bitrate::bps(bitrate.bps());
+                        c.rtc.bwe().set_bitrate(str0m::bwe::Bitrate::ZERO, desired);
+                        // Its next timeout may now be a probe's.
+                        self.mark(k);
+                    }
+                    continue;
+                }
                 SessionEvent::LayerWanted {
                     track,
                     layer,

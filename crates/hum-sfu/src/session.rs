@@ -113,7 +113,23 @@ pub enum SessionEvent {
         layer: Layer,
         wanted: bool,
     },
+    /// The rate `who`'s bandwidth estimator should probe towards: while its estimate holds a
+    /// video subscription below the layer it asks for, what all its subscriptions would take
+    /// at the quality each asks for; [`Bitrate::ZERO`] once none is held (stop probing). A
+    /// subscriber held on a lower layer sends less than its estimate, and a congestion
+    /// controller does not raise an estimate the sender does not use: without a target it
+    /// would stay below for good. Only while held, so a subscriber that has what it asks for
+    /// is never disturbed by probe padding. Sent when that starts, stops, or moves by more
+    /// than [`WANTED_STEP`] of itself.
+    BandwidthWanted {
+        who: ParticipantId,
+        bitrate: Bitrate,
+    },
 }
+
+/// The relative change of a held subscriber's wanted bandwidth worth a new
+/// [`SessionEvent::BandwidthWanted`].
+pub const WANTED_STEP: f64 = 0.1;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionConfig {
@@ -246,6 +262,8 @@ pub struct Participant {
     pub id: ParticipantId,
     pub room: RoomId,
     pub bandwidth: Option<Bitrate>,
+    /// The last [`SessionEvent::BandwidthWanted`] for it (ZERO: not probing).
+    pub wanted: Bitrate,
     pub publications: BTreeSet<TrackId>,
 }
 
@@ -343,6 +361,7 @@ impl Session {
                 id: who,
                 room,
                 bandwidth: None,
+                wanted: Bitrate::ZERO,
                 publications: BTreeSet::new(),
             },
         );
@@ -660,13 +679,26 @@ impl Session {
             })
             .collect();
         video.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // What the subscriptions would take at the quality each asks for, and whether the
+        // estimate holds one below that.
+        let mut wanted = Bitrate::from_bps(self.cfg.audio_cost.bps() * audio);
+        let mut held = false;
         for (q, t) in video {
             let Some(p) = self.tracks.get_mut(&t) else {
                 continue;
             };
             let live = p.live_layers(now);
             let target = choose_layer(&live, q, remaining);
-            let ideal = choose_layer(&p.announced_layers(), q, remaining);
+            let announced = p.announced_layers();
+            let ideal = choose_layer(&announced, q, remaining);
+            let unlimited = choose_layer(&announced, q, Bitrate::from_bps(u64::MAX));
+            held |= ideal != unlimited;
+            wanted = wanted
+                + announced
+                    .iter()
+                    .find(|(l, _)| Some(*l) == unlimited)
+                    .map(|(_, r)| *r)
+                    .unwrap_or_default();
             if let Some(l) = target {
                 let cost = live
                     .iter()
@@ -683,6 +715,24 @@ impl Session {
                 s.ideal = ideal;
                 s.forwarder.set_target(target);
             }
+        }
+        let probe = if held { wanted } else { Bitrate::ZERO };
+        let Some(p) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|r| r.participants.get_mut(&who))
+        else {
+            return;
+        };
+        let (was, now_bps) = (p.wanted.bps() as f64, probe.bps() as f64);
+        let changed = (was == 0.0) != (now_bps == 0.0) || (now_bps - was).abs() > was * WANTED_STEP;
+        if changed {
+            tracing::debug!(subscriber = %who, wanted = %probe, "bandwidth wanted");
+            p.wanted = probe;
+            self.events.push_back(SessionEvent::BandwidthWanted {
+                who,
+                bitrate: probe,
+            });
         }
     }
 

@@ -868,3 +868,73 @@ fn a_subscriber_joining_a_running_single_layer_video_starts_at_a_keyframe() {
     assert_eq!(got[&user(3)].len(), (120 - 40) * 3, "the member who joined");
     assert!(!got.contains_key(&user(1)), "never back to the owner");
 }
+
+/// A subscriber's estimator is asked to probe only while its estimate holds a video
+/// subscription below the layer asked for, towards what its subscriptions would take at the
+/// quality each asks for (a subscriber held on a lower layer sends less than its estimate, and
+/// an unused estimate does not grow); once nothing is held the ask is withdrawn (ZERO), so a
+/// subscriber that has what it asks for never gets probe padding.
+#[test]
+fn a_subscriber_held_below_its_ask_probes_towards_it_and_stops_when_it_has_it() {
+    let t0 = Instant::now();
+    let room = ChannelId(5);
+    let mut s = open();
+    for n in 1..=3 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    let wanted = |evs: &[SessionEvent], who: ParticipantId| {
+        evs.iter()
+            .filter_map(|e| match e {
+                SessionEvent::BandwidthWanted { who: w, bitrate } if *w == who => Some(*bitrate),
+                _ => None,
+            })
+            .next_back()
+    };
+    s.publish(user(1), TrackKind::Audio, vec![], t0)
+        .expect("publish");
+    let ev = events(&mut s);
+    assert_eq!(wanted(&ev, user(2)), None, "audio alone needs no probing");
+    let v = s
+        .publish(
+            user(1),
+            TrackKind::Video,
+            vec![Layer(0), Layer(1), Layer(2)],
+            t0,
+        )
+        .expect("publish");
+    // 600 kbit/s holds user 2 on the medium layer: it probes towards the high one (1.5 Mbit/s
+    // nominal) plus the audio (50 kbit/s). User 3 with plenty has what it asks for: no ask.
+    // User 1 receives only audio: nothing to probe for.
+    s.set_bandwidth(user(2), Bitrate::from_kbps(600), t0)
+        .expect("bw");
+    s.set_bandwidth(user(3), Bitrate::from_mbps(5), t0)
+        .expect("bw");
+    s.set_bandwidth(user(1), Bitrate::from_kbps(600), t0)
+        .expect("bw");
+    let ev = events(&mut s);
+    assert_eq!(wanted(&ev, user(2)), Some(Bitrate::from_kbps(1_550)));
+    assert_eq!(wanted(&ev, user(3)), None, "not held: no probing");
+    assert_eq!(wanted(&ev, user(1)), None, "nobody else publishes video");
+    // A thumbnail asks for the low layer, which 600 kbit/s carries: the ask is withdrawn.
+    s.set_quality(user(2), v, Quality::Low, t0).expect("q");
+    assert_eq!(wanted(&events(&mut s), user(2)), Some(Bitrate::ZERO));
+    // Asking high again with room for it: still nothing to probe for.
+    s.set_bandwidth(user(2), Bitrate::from_mbps(5), t0)
+        .expect("bw");
+    s.set_quality(user(2), v, Quality::High, t0).expect("q");
+    assert_eq!(wanted(&events(&mut s), user(2)), None);
+    // The estimate falls below the high layer: held again, probing again.
+    s.set_bandwidth(user(2), Bitrate::from_kbps(700), t0)
+        .expect("bw");
+    assert_eq!(
+        wanted(&events(&mut s), user(2)),
+        Some(Bitrate::from_kbps(1_550))
+    );
+    // A small move of the estimate changes nothing asked for: no event.
+    s.set_bandwidth(user(2), Bitrate::from_kbps(750), t0)
+        .expect("bw");
+    assert_eq!(wanted(&events(&mut s), user(2)), None);
+    // Paused: nothing held, the ask is withdrawn.
+    s.set_quality(user(2), v, Quality::Paused, t0).expect("q");
+    assert_eq!(wanted(&events(&mut s), user(2)), Some(Bitrate::ZERO));
+}
