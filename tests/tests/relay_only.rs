@@ -24,18 +24,24 @@ const SECRET: &str = "relay-only-test-secret";
 /// A coturn process on 127.0.0.1 with shared-secret auth; killed on drop.
 struct Coturn {
     _child: KillOnDrop,
+    ip: String,
     port: u16,
 }
 
 impl Coturn {
     fn start(dir: &Path) -> Result<Coturn> {
+        Coturn::start_on(dir, "127.0.0.1")
+    }
+
+    /// coturn listening (and relaying) on `ip` only.
+    fn start_on(dir: &Path, ip: &str) -> Result<Coturn> {
         // A free UDP port: bind, read, release (coturn binds it right after).
-        let port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = UdpSocket::bind((ip, 0))?.local_addr()?.port();
         let conf = dir.join("turnserver.conf");
         std::fs::write(
             &conf,
             format!(
-                "listening-ip=127.0.0.1\nlistening-port={port}\nrelay-ip=127.0.0.1\n\
+                "listening-ip={ip}\nlistening-port={port}\nrelay-ip={ip}\n\
                  min-port=40000\nmax-port=45000\nuse-auth-secret\nstatic-auth-secret={SECRET}\n\
                  realm=hum.test\nallow-loopback-peers\nno-multicast-peers\nfingerprint\n\
                  no-cli\nno-tls\nno-dtls\nno-tcp\nsimple-log\nlog-file={log}\n\
@@ -56,6 +62,7 @@ impl Coturn {
             )?;
         let turn = Coturn {
             _child: KillOnDrop(child),
+            ip: ip.to_owned(),
             port,
         };
         turn.wait_ready()?;
@@ -64,7 +71,7 @@ impl Coturn {
 
     /// Ready when it answers a STUN binding request (an event, not a sleep).
     fn wait_ready(&self) -> Result<()> {
-        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        let sock = UdpSocket::bind((self.ip.as_str(), 0))?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         // Binding request: type 0x0001, length 0, magic cookie, 12-byte transaction id.
         let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
@@ -72,7 +79,7 @@ impl Coturn {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut buf = [0u8; 512];
         while Instant::now() < deadline {
-            sock.send_to(&req, ("127.0.0.1", self.port))?;
+            sock.send_to(&req, (self.ip.as_str(), self.port))?;
             if let Ok((n, _)) = sock.recv_from(&mut buf)
                 && n >= 20
                 && buf[0..2] == [0x01, 0x01]
@@ -81,11 +88,11 @@ impl Coturn {
                 return Ok(());
             }
         }
-        bail!("coturn did not answer STUN on 127.0.0.1:{}", self.port)
+        bail!("coturn did not answer STUN on {}:{}", self.ip, self.port)
     }
 
     fn url(&self) -> String {
-        format!("turn:127.0.0.1:{}?transport=udp", self.port)
+        format!("turn:{}:{}?transport=udp", self.ip, self.port)
     }
 }
 
@@ -148,8 +155,14 @@ fn relay_only_mesh_goes_through_turn_and_audio_arrives() -> Result<()> {
     wait_exit(&mut a, Duration::from_secs(40))?;
     wait_exit(&mut b, Duration::from_secs(40))?;
 
-    for (i, rec, hz) in [(0, &rec0, 900.0), (1, &rec1, 600.0)] {
-        let r = routes(&w, i);
+    relayed_and_heard(&w, [(0, &rec0, 900.0), (1, &rec1, 600.0)])
+}
+
+/// Every route member `i` reported is TURN on both sides and, in the second half of its
+/// recording `rec`, the other's tone `hz` is in more than 80 % of 100 ms blocks.
+fn relayed_and_heard(w: &World, recs: [(usize, &Path, f32); 2]) -> Result<()> {
+    for (i, rec, hz) in recs {
+        let r = routes(w, i);
         eprintln!("user {i}: routes {r:?}");
         assert!(
             !r.is_empty(),
@@ -289,4 +302,50 @@ fn relay_only_viewers_relay_the_stream_to_each_other_through_turn() -> Result<()
     ensure!(relayed > 0, "no viewer opened a mesh link");
     ensure!(from_peers > 0, "no byte came from a peer");
     Ok(())
+}
+
+/// The two-namespace version (scripts/test.d/46-turn-netns.sh builds the network, checks that
+/// the namespaces cannot reach each other, and runs this): member 0 in one namespace, member 1
+/// in another, each reaching the relay and the TURN server (one address in the root namespace)
+/// and nothing of the other. A relay-only channel call between them connects, relayed on both
+/// sides, and each hears the other: the only path there was went through TURN.
+#[test]
+#[ignore = "needs the network namespaces of scripts/test.d/46-turn-netns.sh (root)"]
+fn relay_only_across_two_namespaces_that_reach_each_other_only_through_turn() -> Result<()> {
+    let env = |k: &str| {
+        std::env::var(k)
+            .with_context(|| format!("{k} is not set: run scripts/test.d/46-turn-netns.sh"))
+    };
+    let server = env("HUM_TURN_NETNS_SERVER")?;
+    let members = [
+        (env("HUM_TURN_NETNS_A")?, env("HUM_TURN_NETNS_A_IP")?),
+        (env("HUM_TURN_NETNS_B")?, env("HUM_TURN_NETNS_B_IP")?),
+    ];
+    let turn_dir = tempfile::tempdir()?;
+    let turn = Coturn::start_on(turn_dir.path(), &server)?;
+    let args = relay_args(&turn.url());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let w = World::with_relay_at(2, &format!("{server}:0"), &refs)?;
+    let recs = [w.path("rec0.wav"), w.path("rec1.wav")];
+    let mut procs = Vec::new();
+    for (i, ((ns, ip), hz)) in members.iter().zip(["600", "900"]).enumerate() {
+        procs.push(w.voice_via(
+            &["ip", "netns", "exec", ns],
+            &format!("{ip}:0"),
+            i,
+            &[
+                "--tone",
+                hz,
+                "--record",
+                s(&recs[i]),
+                "--duration",
+                "10s",
+                "--relay-only",
+            ],
+        )?);
+    }
+    for p in &mut procs {
+        wait_exit(p, Duration::from_secs(40))?;
+    }
+    relayed_and_heard(&w, [(0, &recs[0], 900.0), (1, &recs[1], 600.0)])
 }
