@@ -37,7 +37,7 @@ trap cleanup EXIT INT TERM
 
 step "building the video_sfu test and the binaries"
 cargo build -q --locked --workspace --bins  # same features as scripts/test: a no-op there
-cargo test -q --locked -p hum-tests --test video_sfu --no-run
+cargo test -q --locked --workspace --test video_sfu --no-run
 
 step "namespace $NS: $PEER_IP behind $HOST_IF ($HOST_IP), towards it tbf ${KBIT} kbit/s"
 ip netns add "$NS"
@@ -61,5 +61,5 @@ fi
 
 step "8 cameras on the SFU, member 7 behind the shaped link"
 HUM_SFU_NETNS="$NS" HUM_SFU_NETNS_HOST="$HOST_IP" HUM_SFU_NETNS_PEER="$PEER_IP" \
-  timeout 600 cargo test -q --locked -p hum-tests --test video_sfu -- --ignored --nocapture \
+  timeout 600 cargo test -q --locked --workspace --test video_sfu -- --ignored --nocapture \
   eight_cameras_on_the_sfu
