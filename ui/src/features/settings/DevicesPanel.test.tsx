@@ -35,6 +35,21 @@ describe("DevicesPanel", () => {
   });
 });
 
+describe("DevicesPanel camera quality", () => {
+  it("shows the saved quality and saves a new one with the source kept", async () => {
+    const calls = fakeBackend({ video_settings_get: () => ({ source: "pattern", quality: "720p30" }) });
+    render(<DevicesPanel voice={defaultVoice} onChange={() => {}} />);
+    const quality = (await screen.findByTestId("video-quality")) as HTMLSelectElement;
+    expect(quality.value).toBe("720p30");
+    fireEvent.change(quality, { target: { value: "360p30" } });
+    await waitFor(() => expect(screen.getByTestId("video-status").textContent).toBe("Saved."));
+    expect(calls.find((c) => c.cmd === "video_settings_set")?.args).toEqual({
+      settings: { source: "pattern", quality: "360p30" },
+    });
+    expect((screen.getByTestId("video-quality") as HTMLSelectElement).value).toBe("360p30");
+  });
+});
+
 describe("VoicePanel meter", () => {
   it("monitors the microphone while open, moves with the level stream, and explains a missing one", async () => {
     let levels: Channel<LevelSample> | null = null;

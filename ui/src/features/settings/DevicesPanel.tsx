@@ -1,6 +1,13 @@
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
-import { commands, type DeviceView, type VideoSettings, type VideoSourceView, type VoiceSettings } from "../../lib/bindings";
+import {
+  commands,
+  type DeviceView,
+  type VideoQuality,
+  type VideoSettings,
+  type VideoSourceView,
+  type VoiceSettings,
+} from "../../lib/bindings";
 import { camera } from "../../lib/video";
 import { messageOf, unwrap } from "../../lib/api";
 
@@ -25,10 +32,10 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
       .catch(() => {});
   }, []);
 
-  async function setVideoSource(source: string) {
+  async function setVideo(change: Partial<VideoSettings>) {
     if (!video.value) return;
     try {
-      video.value = await unwrap(commands.videoSettingsSet({ ...video.value, source }));
+      video.value = await unwrap(commands.videoSettingsSet({ ...video.value, ...change }));
       videoStatus.value = camera.value ? "Saved. Turn the camera off and on to switch." : "Saved.";
     } catch (e) {
       videoStatus.value = messageOf(e);
@@ -136,7 +143,7 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
             <select
               data-testid="video-source"
               value={video.value.source}
-              onChange={(e) => setVideoSource(e.currentTarget.value)}
+              onChange={(e) => setVideo({ source: e.currentTarget.value })}
             >
               <option value="camera">First camera found</option>
               {sources.value.map((x) => (
@@ -147,6 +154,17 @@ export function DevicesPanel(props: { voice: VoiceSettings; onChange: (v: VoiceS
               {!["camera", ...sources.value.map((x) => x.id)].includes(video.value.source) && (
                 <option value={video.value.source}>{video.value.source} (not connected)</option>
               )}
+            </select>
+          </label>
+          <label>
+            Camera quality
+            <select
+              data-testid="video-quality"
+              value={video.value.quality}
+              onChange={(e) => setVideo({ quality: e.currentTarget.value as VideoQuality })}
+            >
+              <option value="720p30">720p, 30 fps (1.5 Mbit/s at most)</option>
+              <option value="360p30">360p, 30 fps (500 kbit/s at most): slow uploads, older computers</option>
             </select>
           </label>
           {sources.value.length > 0 && !sources.value.some((x) => x.id.startsWith("camera")) && (
