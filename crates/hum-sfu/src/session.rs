@@ -125,11 +125,28 @@ pub enum SessionEvent {
         who: ParticipantId,
         bitrate: Bitrate,
     },
+    /// `who`'s copy of video `track` is paused because it does not fit in `who`'s estimate
+    /// (`paused: true`), or resumed (`false`). Tell the subscriber, so its tile says why it
+    /// stopped instead of freezing. See [`Subscription::paused_for_bandwidth`].
+    VideoPaused {
+        who: ParticipantId,
+        track: TrackId,
+        paused: bool,
+    },
 }
 
 /// The relative change of a held subscriber's wanted bandwidth worth a new
 /// [`SessionEvent::BandwidthWanted`].
 pub const WANTED_STEP: f64 = 0.1;
+
+/// How long a video's lowest layer must keep not fitting in what a subscriber's estimate
+/// leaves before it is paused for that subscriber: a dip of the estimate (or its first
+/// guess, before probing has raised it) does not pause anything.
+pub const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
+/// A video paused for bandwidth resumes once what remains carries its lowest layer plus this
+/// share of it: without the margin a thumbnail would flap, and each resume costs a keyframe.
+pub const RESUME_HEADROOM: f64 = 0.25;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionConfig {
@@ -172,6 +189,15 @@ pub struct Subscription {
     /// there (a paused layer is not live, so the target falls back to a live one until the
     /// publisher resumes it).
     pub ideal: Option<Layer>,
+    /// Since when its lowest layer has not fit in what the subscriber's estimate leaves after
+    /// the subscriptions before it (audio first, then video in priority order); `None` while
+    /// it fits.
+    pub squeezed_since: Option<Instant>,
+    /// Paused because it does not fit (squeezed for [`PAUSE_AFTER`]): nothing is forwarded,
+    /// the subscriber is told ([`SessionEvent::VideoPaused`]) and its estimator probes towards
+    /// it. The first video in priority order (the speaker) is never paused for bandwidth: a
+    /// small picture of the speaker beats none.
+    pub paused_for_bandwidth: bool,
     pub forwarder: Forwarder,
 }
 
@@ -530,6 +556,8 @@ impl Session {
                 asked,
                 quality: Quality::default(),
                 ideal: None,
+                squeezed_since: None,
+                paused_for_bandwidth: false,
                 forwarder,
             });
         }
@@ -683,16 +711,47 @@ impl Session {
         // estimate holds one below that.
         let mut wanted = Bitrate::from_bps(self.cfg.audio_cost.bps() * audio);
         let mut held = false;
+        // Whether a video already has a layer: every later one must fit or be paused.
+        let mut any_shown = false;
         for (q, t) in video {
             let Some(p) = self.tracks.get_mut(&t) else {
                 continue;
             };
             let live = p.live_layers(now);
-            let target = choose_layer(&live, q, remaining);
             let announced = p.announced_layers();
-            let ideal = choose_layer(&announced, q, remaining);
+            let (was_paused, squeezed_since) = p
+                .subscribers
+                .iter()
+                .find(|s| s.subscriber == who)
+                .map_or((false, None), |s| {
+                    (s.paused_for_bandwidth, s.squeezed_since)
+                });
+            // The lowest layer's cost: measured while live, else its last (or nominal) rate.
+            let lowest =
+                |ls: &[(Layer, Bitrate)]| ls.iter().min_by_key(|(l, _)| *l).map(|(_, r)| *r);
+            let lowest_cost = lowest(&live).or_else(|| lowest(&announced));
+            let need = lowest_cost.map(|c| {
+                if was_paused {
+                    Bitrate::from_bps(c.bps() + (c.bps() as f64 * RESUME_HEADROOM) as u64)
+                } else {
+                    c
+                }
+            });
+            let fits = !any_shown || q == Quality::Paused || need.is_none_or(|n| n <= remaining);
+            let squeezed_since = (!fits).then(|| squeezed_since.unwrap_or(now));
+            let paused = squeezed_since.is_some_and(|since| {
+                was_paused || now.saturating_duration_since(since) >= PAUSE_AFTER
+            });
+            let (target, ideal) = if paused {
+                (None, None)
+            } else {
+                (
+                    choose_layer(&live, q, remaining),
+                    choose_layer(&announced, q, remaining),
+                )
+            };
             let unlimited = choose_layer(&announced, q, Bitrate::from_bps(u64::MAX));
-            held |= ideal != unlimited;
+            held |= !fits || ideal != unlimited;
             wanted = wanted
                 + announced
                     .iter()
@@ -700,6 +759,7 @@ impl Session {
                     .map(|(_, r)| *r)
                     .unwrap_or_default();
             if let Some(l) = target {
+                any_shown = true;
                 let cost = live
                     .iter()
                     .find(|(x, _)| *x == l)
@@ -713,7 +773,17 @@ impl Session {
                 }
                 s.quality = q;
                 s.ideal = ideal;
+                s.squeezed_since = squeezed_since;
                 s.forwarder.set_target(target);
+                if s.paused_for_bandwidth != paused {
+                    s.paused_for_bandwidth = paused;
+                    tracing::debug!(subscriber = %who, track = t.0, paused, budget = %bw, "paused for bandwidth");
+                    self.events.push_back(SessionEvent::VideoPaused {
+                        who,
+                        track: t,
+                        paused,
+                    });
+                }
             }
         }
         let probe = if held { wanted } else { Bitrate::ZERO };

@@ -938,3 +938,152 @@ fn a_subscriber_held_below_its_ask_probes_towards_it_and_stops_when_it_has_it() 
     s.set_quality(user(2), v, Quality::Paused, t0).expect("q");
     assert_eq!(wanted(&events(&mut s), user(2)), Some(Bitrate::ZERO));
 }
+
+/// Feeds single-layer (layer 0) video on `tracks` for frames `frames` (30 a second, `body`
+/// bytes each, keyframes when the session asks), ticking the session; returns the packets
+/// each (subscriber, track) got and the [`SessionEvent::VideoPaused`] words seen.
+fn feed_cameras(
+    s: &mut Session,
+    tracks: &[TrackId],
+    frames: std::ops::Range<u64>,
+    body: usize,
+    t0: Instant,
+) -> (
+    BTreeMap<(UserId, TrackId), u64>,
+    Vec<(UserId, TrackId, bool)>,
+) {
+    let mut got: BTreeMap<(UserId, TrackId), u64> = BTreeMap::new();
+    let mut paused = Vec::new();
+    let mut asked: std::collections::BTreeSet<TrackId> = Default::default();
+    for frame in frames {
+        let at = t0 + Duration::from_millis(frame * 33);
+        for &v in tracks {
+            let key = frame == 0 || asked.remove(&v);
+            let payload = vp8::synthetic_payload(frame as u16, true, key, body);
+            let p = InPacket {
+                layer: Layer(0),
+                seq: frame,
+                timestamp: frame as u32 * 3000,
+                keyframe_start: key,
+                arrival: at,
+            };
+            s.on_packet(v, &p, payload.len(), None, |to, _| {
+                *got.entry((to, v)).or_default() += 1;
+            })
+            .expect("track");
+        }
+        s.tick(at);
+        for e in events(s) {
+            match e {
+                SessionEvent::KeyframeRequest { track, .. } => {
+                    asked.insert(track);
+                }
+                SessionEvent::VideoPaused {
+                    who,
+                    track,
+                    paused: p,
+                } => paused.push((who, track, p)),
+                _ => {}
+            }
+        }
+    }
+    (got, paused)
+}
+
+/// A subscriber whose estimate does not carry every camera's lowest layer: the later ones in
+/// priority order are paused for it (after [`PAUSE_AFTER`]) and it is told; the first (the
+/// one it asked high, the speaker) never is; a paused one resumes only with
+/// [`RESUME_HEADROOM`]; other subscribers are not touched.
+#[test]
+fn videos_that_do_not_fit_are_paused_for_that_subscriber_and_resume_with_headroom() {
+    let t0 = Instant::now();
+    let room = ChannelId(9);
+    let mut s = open();
+    for n in 1..=5 {
+        s.join(room, user(n), t0).expect("join");
+    }
+    // Three cameras at 30 frames/s of 400 + 13 bytes: ~99 kbit/s each, measured.
+    let cams: Vec<TrackId> = (1..=3)
+        .map(|n| {
+            s.publish(user(n), TrackKind::Video, vec![Layer(0)], t0)
+                .expect("publish")
+        })
+        .collect();
+    for n in 1..=5 {
+        s.set_bandwidth(user(n), Bitrate::from_mbps(10), t0)
+            .expect("bw");
+    }
+    s.set_quality_of(user(4), user(1), Some(Quality::High), t0)
+        .expect("q");
+    for n in 2..=3 {
+        s.set_quality_of(user(4), user(n), Some(Quality::Low), t0)
+            .expect("q");
+    }
+    let frame = Duration::from_millis(33);
+    let at = |f: u64| t0 + frame * f as u32;
+    // Rates measured (1 s) with plenty: all three reach user 4.
+    let (got, paused) = feed_cameras(&mut s, &cams, 0..45, 400, t0);
+    for &v in &cams {
+        assert!(got.get(&(user(4), v)).copied().unwrap_or(0) > 10, "{got:?}");
+    }
+    assert!(paused.is_empty(), "{paused:?}");
+
+    // 250 kbit/s: two fit (~198 kbit/s), the third does not. Not at once: after PAUSE_AFTER.
+    s.set_bandwidth(user(4), Bitrate::from_kbps(250), at(45))
+        .expect("bw");
+    let (got, paused) = feed_cameras(&mut s, &cams, 45..60, 400, t0);
+    assert!(paused.is_empty(), "paused before PAUSE_AFTER: {paused:?}");
+    assert_eq!(got.get(&(user(4), cams[2])), Some(&15), "still forwarded");
+    let (_, paused) = feed_cameras(&mut s, &cams, 60..130, 400, t0);
+    assert_eq!(paused, vec![(user(4), cams[2], true)]);
+    let (got, paused) = feed_cameras(&mut s, &cams, 130..160, 400, t0);
+    assert!(paused.is_empty(), "{paused:?}");
+    assert_eq!(
+        got.get(&(user(4), cams[2])),
+        None,
+        "paused: nothing forwarded"
+    );
+    assert_eq!(got.get(&(user(4), cams[0])), Some(&30));
+    assert_eq!(got.get(&(user(4), cams[1])), Some(&30));
+    assert_eq!(got.get(&(user(5), cams[2])), Some(&30), "others untouched");
+    // It probes towards what it lacks.
+    assert!(
+        s.room(room)
+            .and_then(|r| r.participants.get(&user(4)))
+            .is_some_and(|p| p.wanted > Bitrate::ZERO),
+        "a paused video is held: the estimate is asked to grow"
+    );
+
+    // 60 kbit/s is below even the first camera: it keeps it (a small picture of the one it
+    // watches beats none); the second goes too.
+    s.set_bandwidth(user(4), Bitrate::from_kbps(60), at(160))
+        .expect("bw");
+    let (got, paused) = feed_cameras(&mut s, &cams, 160..260, 400, t0);
+    assert_eq!(paused, vec![(user(4), cams[1], true)]);
+    assert_eq!(got.get(&(user(4), cams[0])), Some(&100), "never paused");
+
+    // 310 kbit/s: after the first (~99), 211 remain: the second resumes (needs ~124 with
+    // headroom), then 112 remain: enough for the third without headroom, not with it.
+    s.set_bandwidth(user(4), Bitrate::from_kbps(310), at(260))
+        .expect("bw");
+    let (got, paused) = feed_cameras(&mut s, &cams, 260..320, 400, t0);
+    assert_eq!(paused, vec![(user(4), cams[1], false)]);
+    assert!(
+        got.get(&(user(4), cams[1])).copied().unwrap_or(0) > 30,
+        "{got:?}"
+    );
+    assert_eq!(
+        got.get(&(user(4), cams[2])),
+        None,
+        "no headroom: stays paused"
+    );
+    // 340 kbit/s: 142 remain after two, the third resumes.
+    s.set_bandwidth(user(4), Bitrate::from_kbps(340), at(320))
+        .expect("bw");
+    let (got, paused) = feed_cameras(&mut s, &cams, 320..380, 400, t0);
+    assert_eq!(paused, vec![(user(4), cams[2], false)]);
+    assert!(
+        got.get(&(user(4), cams[2])).copied().unwrap_or(0) > 30,
+        "{got:?}"
+    );
+}
