@@ -8,7 +8,7 @@ const ALL = { join: true, speak: true, video: true, stream: true };
 
 /** A voice channel where everyone may do everything. */
 export function channelFixture(id: number, name: string, max: number, roster: MemberVoice[]): ChannelView {
-  return { id, name, max_participants: max, permissions: { member: ALL, admin: ALL }, roster, mode: "mesh", mesh_limit: null, speaker: null };
+  return { id, name, max_participants: max, permissions: { member: ALL, admin: ALL }, roster, mode: "mesh", mesh_limit: null, speaker: null, paused_videos: [] };
 }
 
 export const defaultBandwidth: BandwidthSettings = {

@@ -20,7 +20,7 @@ use hum_engine::voice::hum_media::synth::{
 };
 use hum_engine::voice::hum_media::{AudioSink, AudioSource, FrameDuration};
 use hum_engine::voice::link::{AudioIo, VoiceLink};
-use hum_engine::voice::{VideoIo, VoiceConfig, VoiceEvent, VoiceSession};
+use hum_engine::voice::{VideoIo, VideoKind, VoiceConfig, VoiceEvent, VoiceSession};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -650,6 +650,8 @@ fn print_event(cli: &Cli, ev: &VoiceEvent) {
         VoiceEvent::ScreenShare { sharing, reason } => {
             json!({"type": "screen_share", "sharing": sharing, "reason": reason})
         }
+        VoiceEvent::VideoPaused { user, kind, paused } => json!({"type": "video_paused",
+            "user": user.to_string(), "screen": *kind == VideoKind::Screen, "paused": paused}),
     };
     print_line(cli, v);
 }

@@ -245,6 +245,12 @@ pub(crate) fn on_event(hub: &mut Hub, ev: SfuEvent) {
         SfuEvent::Offer { who, sdp } => hub.sfu_offer(who, sdp),
         SfuEvent::Disconnected { who } => hub.sfu_disconnected(who),
         SfuEvent::LayersWanted { who, track, rids } => hub.sfu_layers(who, track, rids),
+        SfuEvent::VideoPaused {
+            who,
+            owner,
+            track,
+            paused,
+        } => hub.sfu_paused(who, owner, track, paused),
         SfuEvent::Session(SessionEvent::SpeakerChanged { room, who }) => hub.sfu_speaker(room, who),
         SfuEvent::Session(_) => {}
     }

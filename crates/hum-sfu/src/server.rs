@@ -85,6 +85,15 @@ pub enum SfuEvent {
         track: String,
         rids: Vec<String>,
     },
+    /// `owner`'s video `track` (the forwarded track id `who` sees, [`forwarded_track_id`]) is
+    /// paused for `who` because `who`'s link does not carry it, or resumed (from the
+    /// session's [`SessionEvent::VideoPaused`]).
+    VideoPaused {
+        who: ParticipantId,
+        owner: ParticipantId,
+        track: String,
+        paused: bool,
+    },
     Session(SessionEvent),
 }
 
@@ -1140,6 +1149,17 @@ impl Runtime {
                         }
                     }
                     self.track_src.remove(track);
+                }
+                SessionEvent::VideoPaused { who, track, paused } => {
+                    let screen = self.track_src.get(track).is_some_and(|s| s.screen);
+                    if let Some(owner) = self.session.publication(*track).map(|p| p.owner) {
+                        let _ = self.events.send(SfuEvent::VideoPaused {
+                            who: *who,
+                            owner,
+                            track: forwarded_track_id(*track, screen),
+                            paused: *paused,
+                        });
+                    }
                 }
                 SessionEvent::KeyframeRequest { track, layer } => {
                     if let Some(Source {

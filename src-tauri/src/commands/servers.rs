@@ -85,15 +85,18 @@ pub enum VoiceMode {
 }
 
 /// What the relay announces about channels' voice that `channel_list` does not carry: the mode
-/// (`channel_mode`, to every member of the server) and the SFU's dominant speaker
-/// (`sfu_speaker`). Forgotten when the connection drops (the relay re-announces on join).
+/// (`channel_mode`, to every member of the server), the SFU's dominant speaker (`sfu_speaker`)
+/// and the videos the SFU paused for my link (`sfu_paused`, to me alone). Forgotten when the
+/// connection drops (the relay re-announces on join).
 #[derive(Debug, Default)]
 pub struct VoiceRooms(std::sync::Mutex<std::collections::BTreeMap<u64, RoomLive>>);
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct RoomLive {
     mode: VoiceMode,
     speaker: Option<hum_proto::UserId>,
+    /// (owner, screen share) of each video paused for my link.
+    paused: std::collections::BTreeSet<(hum_proto::UserId, bool)>,
 }
 
 impl VoiceRooms {
@@ -115,37 +118,69 @@ impl VoiceRooms {
                     VoiceTopology::Mesh => VoiceMode::Mesh,
                     VoiceTopology::Sfu => VoiceMode::Sfu,
                 };
-                let old = rooms.get(&channel.0).copied().unwrap_or_default();
-                // A mesh has no dominant speaker of the SFU's.
-                let speaker = if mode == VoiceMode::Sfu {
-                    old.speaker
+                let old = rooms.get(&channel.0).cloned().unwrap_or_default();
+                // A mesh has no dominant speaker of the SFU's, and pauses nothing.
+                let next = if mode == VoiceMode::Sfu {
+                    RoomLive { mode, ..old }
                 } else {
-                    None
+                    RoomLive {
+                        mode,
+                        ..Default::default()
+                    }
                 };
-                (channel.0, RoomLive { mode, speaker })
+                (channel.0, next)
             }
             // Only an SFU channel has a dominant speaker.
-            ClientEvent::Relay(Event::SfuSpeaker { channel, user, .. }) => (
-                channel.0,
-                RoomLive {
-                    mode: VoiceMode::Sfu,
-                    speaker: Some(*user),
-                },
-            ),
+            ClientEvent::Relay(Event::SfuSpeaker { channel, user, .. }) => {
+                let old = rooms.get(&channel.0).cloned().unwrap_or_default();
+                (
+                    channel.0,
+                    RoomLive {
+                        mode: VoiceMode::Sfu,
+                        speaker: Some(*user),
+                        ..old
+                    },
+                )
+            }
+            ClientEvent::Relay(Event::SfuPaused {
+                channel,
+                user,
+                track,
+                paused,
+            }) => {
+                let mut next = rooms.get(&channel.0).cloned().unwrap_or_default();
+                next.mode = VoiceMode::Sfu;
+                let key = (*user, track.starts_with("screen"));
+                if *paused {
+                    next.paused.insert(key);
+                } else {
+                    next.paused.remove(&key);
+                }
+                (channel.0, next)
+            }
             ClientEvent::Relay(Event::ChannelDeleted { channel, .. }) => {
                 return rooms.remove(&channel.0).is_some();
             }
             _ => return false,
         };
-        let old = rooms.insert(channel, next);
-        old != Some(next) && !(old.is_none() && next == RoomLive::default())
+        let fresh = next == RoomLive::default();
+        let old = rooms.insert(channel, next.clone());
+        old != Some(next) && !(old.is_none() && fresh)
     }
 
-    /// Fills in the mode and speaker of a channel's view.
+    /// Fills in the mode, speaker and paused videos of a channel's view.
     pub fn apply(&self, view: &mut ChannelView) {
-        if let Some(r) = self.0.lock().ok().and_then(|m| m.get(&view.id).copied()) {
+        if let Some(r) = self.0.lock().ok().and_then(|m| m.get(&view.id).cloned()) {
             view.mode = r.mode;
             view.speaker = r.speaker.map(|u| u.to_string());
+            view.paused_videos = r
+                .paused
+                .iter()
+                .map(|(user, screen)| PausedVideo {
+                    user_id: user.to_string(),
+                    screen: *screen,
+                })
+                .collect();
         }
     }
 }
@@ -165,6 +200,17 @@ pub struct ChannelView {
     pub mesh_limit: Option<u32>,
     /// On the SFU: the dominant speaker (public key, hex), the one the stage spotlights.
     pub speaker: Option<String>,
+    /// On the SFU: the videos paused for me because my connection does not carry them (the
+    /// SFU resumes them when it does). Their tiles say so instead of freezing.
+    pub paused_videos: Vec<PausedVideo>,
+}
+
+/// A member's camera (or screen share) the SFU paused for my link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Type)]
+pub struct PausedVideo {
+    pub user_id: String,
+    /// The screen share, not the camera.
+    pub screen: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Type)]
@@ -336,6 +382,7 @@ pub fn channel_view(c: &ChannelInfo) -> ChannelView {
         },
         mesh_limit: c.mesh_limit,
         speaker: None,
+        paused_videos: Vec::new(),
     }
 }
 
@@ -877,9 +924,40 @@ mod tests {
         });
         assert!(rooms.observe(&speaker));
         assert_eq!(view(&rooms), (VoiceMode::Sfu, Some("05".repeat(32))));
-        // Back to mesh: no dominant speaker any more.
+        // A camera paused for my link, then a screen share; the speaker moving keeps them.
+        let paused = |track: &str, p: bool| {
+            ClientEvent::Relay(Event::SfuPaused {
+                channel: ChannelId(9),
+                user: UserId([6; 32]),
+                track: track.into(),
+                paused: p,
+            })
+        };
+        let paused_view = |rooms: &VoiceRooms| {
+            let mut v = channel_view(&c);
+            rooms.apply(&mut v);
+            v.paused_videos
+        };
+        assert!(rooms.observe(&paused("t3", true)));
+        assert!(!rooms.observe(&paused("t3", true)), "no change, no nudge");
+        assert!(rooms.observe(&paused("screen-t4", true)));
+        assert!(rooms.observe(&ClientEvent::Relay(Event::SfuSpeaker {
+            server: ServerId(1),
+            channel: ChannelId(9),
+            user: UserId([7; 32]),
+        })));
+        let six = |screen| PausedVideo {
+            user_id: "06".repeat(32),
+            screen,
+        };
+        assert_eq!(paused_view(&rooms), vec![six(false), six(true)]);
+        assert!(rooms.observe(&paused("t3", false)));
+        assert_eq!(paused_view(&rooms), vec![six(true)]);
+        assert!(rooms.observe(&speaker));
+        // Back to mesh: no dominant speaker any more, nothing paused.
         assert!(rooms.observe(&mode(VoiceTopology::Mesh)));
         assert_eq!(view(&rooms), (VoiceMode::Mesh, None));
+        assert_eq!(paused_view(&rooms), vec![]);
         assert!(rooms.observe(&speaker));
         // A dropped connection forgets everything (the relay re-announces).
         assert!(rooms.observe(&ClientEvent::State(hum_engine::ConnectionState::Stopped)));

@@ -370,6 +370,11 @@ export type ChannelView = {
 	mesh_limit: number | null,
 	/**  On the SFU: the dominant speaker (public key, hex), the one the stage spotlights. */
 	speaker: string | null,
+	/**
+	 *  On the SFU: the videos paused for me because my connection does not carry them (the
+	 *  SFU resumes them when it does). Their tiles say so instead of freezing.
+	 */
+	paused_videos: PausedVideo[],
 };
 
 /**  `{ "code": "invalid_input", "message": "..." }` on the wire. */
@@ -644,6 +649,13 @@ export type MyVoice = {
 	muted_by_channel: boolean,
 	/**  Set when audio runs degraded (no microphone or speaker): what the user should know. */
 	audio_notice: string | null,
+};
+
+/**  A member's camera (or screen share) the SFU paused for my link. */
+export type PausedVideo = {
+	user_id: string,
+	/**  The screen share, not the camera. */
+	screen: boolean,
 };
 
 /**  Link quality to one peer, as the roster's tooltip and the call panel show it. */

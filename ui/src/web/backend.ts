@@ -102,6 +102,8 @@ export function channelOf(c: Json, mode: VoiceMode, speaker: string | null): Cha
     mode,
     mesh_limit: typeof c.mesh_limit === "number" ? c.mesh_limit : null,
     speaker,
+    // The browser receives no video: nothing of it is paused.
+    paused_videos: [],
   };
 }
 

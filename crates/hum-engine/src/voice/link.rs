@@ -435,6 +435,22 @@ impl LinkState {
                 }
                 Ok(())
             }
+            ClientEvent::Relay(Event::SfuPaused {
+                channel,
+                user,
+                track,
+                paused,
+            }) if channel == here => {
+                // A video of someone's that our link does not carry, paused by the SFU.
+                if self.mode == VoiceTopology::Sfu {
+                    let kind = super::VideoKind::of_track(&track);
+                    tracing::info!(%user, %track, paused, "SFU paused a video for our link");
+                    let _ = self
+                        .out
+                        .send(VoiceEvent::VideoPaused { user, kind, paused });
+                }
+                Ok(())
+            }
             ClientEvent::Relay(Event::SfuOffer { channel, sdp }) if channel == here => {
                 let Some(peer) = self.sfu.clone() else {
                     return Ok(());

@@ -174,6 +174,14 @@ pub enum VoiceEvent {
     DominantSpeaker {
         user: UserId,
     },
+    /// On the SFU: `user`'s camera (or screen share) is paused for us because our link does not
+    /// carry it (relay event `sfu_paused`; the SFU resumes it once our estimate has room), or
+    /// flows again. Frames stop while paused: a front end says so on the tile.
+    VideoPaused {
+        user: UserId,
+        kind: VideoKind,
+        paused: bool,
+    },
     /// Our screen share started or stopped ([`VoiceSession::start_screen_share`]); `reason`
     /// says why when it ended by itself (the window closed, the source failed).
     ScreenShare {

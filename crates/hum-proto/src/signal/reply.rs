@@ -400,6 +400,16 @@ pub enum Event {
         track: String,
         rids: Vec<String>,
     },
+    /// To a subscriber on the SFU: `user`'s video `track` (the forwarded track id, as in the
+    /// SFU's offer: `t<n>` for a camera, `screen-t<n>` for a screen share) is paused for me
+    /// because my connection does not carry it (`paused: true`; the speaker's is never paused
+    /// this way), or flows again (`false`). Show the tile as paused, not frozen.
+    SfuPaused {
+        channel: ChannelId,
+        user: UserId,
+        track: String,
+        paused: bool,
+    },
 }
 
 impl Event {
@@ -439,6 +449,7 @@ impl Event {
             Event::SfuOffer { .. } => "sfu_offer",
             Event::SfuSpeaker { .. } => "sfu_speaker",
             Event::SfuLayers { .. } => "sfu_layers",
+            Event::SfuPaused { .. } => "sfu_paused",
         }
     }
 }

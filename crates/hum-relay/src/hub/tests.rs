@@ -1514,6 +1514,8 @@ fn sfu_requests_are_checked_and_answered_once_the_sfu_is_done() {
     w.hub.sfu_speaker(c, user(2));
     w.hub
         .sfu_layers(user(2), "camera-1".into(), vec!["q".into(), "f".into()]);
+    // A video paused for member 2's link reaches member 2 alone.
+    w.hub.sfu_paused(user(2), user(1), "t4".into(), true);
     w.pump();
     let ev = w.events(2);
     assert!(ev.contains(&Event::SfuOffer {
@@ -1525,19 +1527,29 @@ fn sfu_requests_are_checked_and_answered_once_the_sfu_is_done() {
         track: "camera-1".into(),
         rids: vec!["q".into(), "f".into()],
     }));
+    assert!(ev.contains(&Event::SfuPaused {
+        channel: c,
+        user: user(1),
+        track: "t4".into(),
+        paused: true,
+    }));
     let (ev1, ev3) = (w.events(1), w.events(3));
     assert!(
         ev1.iter()
             .any(|e| matches!(e, Event::SfuSpeaker { user: u, .. } if *u == user(2)))
     );
     assert!(
-        !ev1.iter().any(|e| matches!(e, Event::SfuLayers { .. })),
-        "another member's layers went to member 1"
+        !ev1.iter()
+            .any(|e| matches!(e, Event::SfuLayers { .. } | Event::SfuPaused { .. })),
+        "another member's layers or pauses went to member 1"
     );
     assert!(
         !ev3.iter().any(|e| matches!(
             e,
-            Event::SfuSpeaker { .. } | Event::SfuOffer { .. } | Event::SfuLayers { .. }
+            Event::SfuSpeaker { .. }
+                | Event::SfuOffer { .. }
+                | Event::SfuLayers { .. }
+                | Event::SfuPaused { .. }
         )),
         "a server member outside the channel"
     );

@@ -669,6 +669,23 @@ impl Hub {
         );
     }
 
+    /// The SFU paused (or resumed) `owner`'s video `track` for `user`, whose link does not
+    /// carry it: tell `user`, while it is in a channel (on the SFU).
+    pub fn sfu_paused(&mut self, user: UserId, owner: UserId, track: String, paused: bool) {
+        let Some(channel) = self.online.get(&user).and_then(|o| o.channel) else {
+            return;
+        };
+        self.event_to_user(
+            &user,
+            Event::SfuPaused {
+                channel,
+                user: owner,
+                track,
+                paused,
+            },
+        );
+    }
+
     /// The dominant speaker of an SFU room changed: tell the channel's members.
     pub fn sfu_speaker(&mut self, channel: ChannelId, user: UserId) {
         let Some(ch) = self.model.channels.get(&channel) else {

@@ -41,13 +41,15 @@ export function tileStream(m: MemberVoice, self: boolean): string | null {
 
 /** One participant: their video (my self-view while my camera is on) or a big avatar with the
  *  speaking ring; name, mute/deafen badges, link quality, a pin button (pinned: the spotlight).
- *  `data-camera` says why there is no video: `off` (they said so), else `none`;
- *  `data-quality` the layer asked of their camera (high, low, off). */
-export function Tile(props: { member: MemberVoice; self: boolean; quality?: TileQuality }) {
+ *  `data-camera` says why there is no video: `off` (they said so), `paused` (the SFU paused it
+ *  because my connection does not carry it: `paused`), else `none`; `data-quality` the layer
+ *  asked of their camera (high, low, off). */
+export function Tile(props: { member: MemberVoice; self: boolean; quality?: TileQuality; paused?: boolean }) {
   const m = props.member;
   const st = peerStats.value[m.user_id];
   const video = tileStream(m, props.self);
   const said = !props.self && endedStreams.value.has(cameraStreamOf(m.user_id));
+  const paused = !props.self && !said && props.paused === true;
   return (
     <div
       class={`tile ${m.speaking ? "speaking" : ""} ${video ? "video" : ""}`}
@@ -55,7 +57,7 @@ export function Tile(props: { member: MemberVoice; self: boolean; quality?: Tile
       data-speaking={m.speaking ? "true" : "false"}
       data-muted={m.muted ? "true" : "false"}
       data-video={video ? "true" : "false"}
-      data-camera={video ? "on" : said ? "off" : "none"}
+      data-camera={video ? "on" : said ? "off" : paused ? "paused" : "none"}
       data-quality={props.quality}
     >
       {video ? (
@@ -63,6 +65,15 @@ export function Tile(props: { member: MemberVoice; self: boolean; quality?: Tile
       ) : (
         <span class={`avatar big ${m.speaking ? "speaking-ring" : ""}`} data-testid={`avatar-${m.display_name}`}>
           {m.display_name.slice(0, 1).toUpperCase()}
+        </span>
+      )}
+      {paused && (
+        <span
+          class="tile-paused"
+          data-testid={`tile-paused-${m.display_name}`}
+          title="The relay paused this video because your connection cannot carry it now; it resumes when it can."
+        >
+          Video paused: your connection
         </span>
       )}
       <div class="tile-foot">
@@ -106,6 +117,11 @@ export function Tile(props: { member: MemberVoice; self: boolean; quality?: Tile
       )}
     </div>
   );
+}
+
+/** Whether the SFU paused `user`'s camera for my connection (`sfu_paused`). */
+export function cameraPaused(channel: ChannelView, user: string): boolean {
+  return (channel.paused_videos ?? []).some((p) => p.user_id === user && !p.screen);
 }
 
 /** Someone's screen share as a tile of its own (beside their camera or avatar tile). */
@@ -253,7 +269,13 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
       )}
       {spot && (
         <div class="spotlight" data-testid="spotlight">
-          <Tile key={spot.user_id} member={spot} self={spot.user_id === props.myId} quality={quality(spot)} />
+          <Tile
+            key={spot.user_id}
+            member={spot}
+            self={spot.user_id === props.myId}
+            quality={quality(spot)}
+            paused={cameraPaused(here.channel, spot.user_id)}
+          />
         </div>
       )}
       <div
@@ -265,7 +287,13 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
           <ScreenTile key={`screen-${m.user_id}`} member={m} />
         ))}
         {shown.map((m) => (
-          <Tile key={m.user_id} member={m} self={m.user_id === props.myId} quality={quality(m)} />
+          <Tile
+            key={m.user_id}
+            member={m}
+            self={m.user_id === props.myId}
+            quality={quality(m)}
+            paused={cameraPaused(here.channel, m.user_id)}
+          />
         ))}
         {bench.map((id) => (
           <div class="tile video" key={id} data-testid={`tile-${id}`}>

@@ -268,6 +268,40 @@ describe("big rooms", () => {
     expect(screen.getAllByTestId("tile-m28")).toHaveLength(1);
   });
 
+  it("says on a tile when the SFU paused that camera for my connection, and clears it on resume", async () => {
+    const roster = Array.from({ length: 10 }, (_, i) => member(i + 1));
+    let paused: { user_id: string; screen: boolean }[] = [];
+    fakeBackend({
+      servers_list: () => [
+        {
+          id: 1,
+          name: "Squad",
+          role: "owner",
+          channels: [{ ...channelFixture(7, "Big", 50, roster), mode: "sfu", speaker: roster[1].user_id, paused_videos: paused }],
+        },
+      ],
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null }),
+    });
+    render(<VoiceScreen myId={roster[0].user_id} />);
+    const tile = await screen.findByTestId("tile-m5");
+    expect(tile.dataset.camera).toBe("none");
+    expect(screen.queryByTestId("tile-paused-m5")).toBeNull();
+    // m5's camera paused for me; m6's screen share (not its camera) paused too.
+    paused = [
+      { user_id: roster[4].user_id, screen: false },
+      { user_id: roster[5].user_id, screen: true },
+    ];
+    await emit("servers-changed", null);
+    await waitFor(() => expect(screen.getByTestId("tile-m5").dataset.camera).toBe("paused"));
+    expect(screen.getByTestId("tile-paused-m5").textContent).toContain("your connection");
+    expect(screen.getByTestId("tile-m6").dataset.camera).toBe("none");
+    expect(screen.queryByTestId("tile-paused-m6")).toBeNull();
+    paused = [];
+    await emit("servers-changed", null);
+    await waitFor(() => expect(screen.queryByTestId("tile-paused-m5")).toBeNull());
+    expect(screen.getByTestId("tile-m5").dataset.camera).toBe("none");
+  });
+
   it("tells the backend which server is on screen and shows its channels once watched", async () => {
     let watched: number | null = null;
     const squad = server(false);
