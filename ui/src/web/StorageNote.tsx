@@ -16,10 +16,11 @@ export function StorageNote() {
             Your identity is an Ed25519 key made by this browser. Its private half is stored non-extractable in this site's
             IndexedDB (database <code>hum</code>): the page can sign with it but nobody, this page included, can read it.
             Clearing this site's data deletes it, and with it your account here. Settings (relay address, voice, volumes)
-            are in this site's localStorage (<code>hum.*</code>). Audio goes directly to the others in the channel (WebRTC).
+            are in this site's localStorage (<code>hum.*</code>). Audio goes directly to the others in the channel (WebRTC), or through
+            the relay's SFU in a big channel.
           </p>
           <p>
-            Not in the browser yet: video, screen share, livestreams, 1-on-1 calls, friends, channels on the relay's SFU,
+            Not in the browser yet: video, screen share, livestreams, 1-on-1 calls, friends,
             exporting the key to the desktop app. Not possible in a browser: a global push-to-talk hotkey, the game-aware
             bandwidth throttler, the tray.
           </p>

@@ -1,6 +1,7 @@
 // The web back end: the commands of the generated bindings (ui/src/lib/bindings.ts) implemented in
 // the page, speaking the relay protocol over WebSocket (./protocol.ts) and running voice channels
-// as a WebRTC mesh with the browser's own stack (./mesh.ts). What the desktop back end (src-tauri)
+// with the browser's own WebRTC stack: a mesh (./mesh.ts), or one connection to the relay's SFU
+// when the channel runs there (./sfu.ts). What the desktop back end (src-tauri)
 // emits as Tauri events is emitted on the page's bus (./event.ts).
 //
 // Stored in the browser (docs/browser.md): the identity in IndexedDB (./identity.ts); the relay
@@ -29,6 +30,7 @@ import { emitLocal } from "./event";
 import { generateIdentity, loadIdentity, saveIdentity, type StoredIdentity } from "./identity";
 import { VoiceMesh } from "./mesh";
 import { dbfs, peerStatsView, SpeakingGate } from "./monitor";
+import { PathMove, SfuConnection } from "./sfu";
 import type { Channel } from "./core";
 import { type Json, login, RelayConnection } from "./protocol";
 
@@ -132,6 +134,13 @@ export class WebBackend {
   private welcome: Json = null;
   private voice: MyVoice = { channel: null, muted: false, deafened: false, muted_by_channel: false, audio_notice: null };
   private mesh: VoiceMesh | null = null;
+  /** My connection to the SFU while the channel runs there (docs/protocol.md §8a). */
+  private sfu: SfuConnection | null = null;
+  /** A move between mesh and SFU under way: the old path closes when it is done. */
+  private move: PathMove | null = null;
+  private moveTimer: ReturnType<typeof setInterval> | null = null;
+  /** The other members of my voice channel. */
+  private roster = new Set<string>();
   private mic: MediaStream | null = null;
   private modes = new Map<number, VoiceMode>();
   private speakers = new Map<number, string | null>();
@@ -139,8 +148,9 @@ export class WebBackend {
   private levels: Channel<LevelSample> | null = null;
   private stats: Channel<PeerStatsView> | null = null;
   private monitorStop: (() => void) | null = null;
-  /** Remote audio per user: the stream and the element playing it (tests and diagnostics read it). */
-  readonly remote = new Map<string, { stream: MediaStream; el: HTMLAudioElement }>();
+  /** Remote audio per user: the stream, the element playing it and the path it came over
+   *  (tests and diagnostics read it). */
+  readonly remote = new Map<string, { stream: MediaStream; el: HTMLAudioElement; via: "mesh" | "sfu"; track: string }>();
 
   constructor(
     private store: KeyValue,
@@ -232,14 +242,25 @@ export class WebBackend {
 
   private onEvent(ev: Json) {
     this.mesh?.handleEvent(ev);
+    this.sfu?.handleEvent(ev);
+    const mine = this.voice.channel !== null && ev.channel === this.voice.channel;
+    const me = this.welcome?.user?.id;
+    if (mine && ev.type === "roster_join" && ev.entry?.user?.id && ev.entry.user.id !== me) this.roster.add(ev.entry.user.id);
+    if (mine && ev.type === "roster_leave" && ev.user !== me) {
+      this.roster.delete(ev.user);
+      this.dropRemote(ev.user, "sfu");
+    }
     if (ev.type === "channel_mode") {
       this.modes.set(ev.channel, ev.mode);
-      if (ev.channel === this.voice.channel && ev.mode === "sfu") {
-        this.leaveVoice().catch(() => {});
-        this.notice("The channel moved to the relay's SFU (it grew big); the browser cannot join SFU rooms yet.");
-      }
+      // As the desktop: a mesh has no dominant speaker of the SFU's.
+      if (ev.mode !== "sfu") this.speakers.delete(ev.channel);
+      if (mine) this.switchMode(ev.mode);
     }
-    if (ev.type === "sfu_speaker") this.speakers.set(ev.channel, ev.user ?? null);
+    if (ev.type === "sfu_speaker") {
+      // Only an SFU channel has a dominant speaker (the desktop shows it in the spotlight).
+      this.modes.set(ev.channel, "sfu");
+      this.speakers.set(ev.channel, ev.user ?? null);
+    }
     if (ev.type === "voice_permissions" && ev.channel === this.voice.channel) {
       this.speakAllowed(ev.permissions?.speak !== false);
       this.emit("servers-changed", null);
@@ -273,9 +294,14 @@ export class WebBackend {
     this.monitorStop = null;
     this.mesh?.close();
     this.mesh = null;
+    // Leaving the channel (or losing the relay) takes me off the SFU: no `sfu_leave`.
+    this.sfu?.close();
+    this.sfu = null;
+    this.endMove();
+    this.roster.clear();
     for (const r of this.remote.values()) {
+      r.el.pause();
       r.el.srcObject = null;
-      r.el.remove();
     }
     this.remote.clear();
     this.mic?.getTracks().forEach((t) => t.stop());
@@ -302,8 +328,6 @@ export class WebBackend {
   private async joinVoice(channel: number): Promise<MyVoice> {
     const relay = await this.ready();
     if (this.voice.channel !== null) await this.leaveVoice();
-    if (this.modes.get(channel) === "sfu")
-      throw notInBrowser("this channel runs on the relay's SFU (big channels), which the browser cannot join yet");
     const s = this.voiceSettings();
     const mic = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, autoGainControl: true, noiseSuppression: s.noise_suppression },
@@ -318,16 +342,51 @@ export class WebBackend {
     }
     const mode: VoiceMode = reply.mode ?? "mesh";
     this.modes.set(channel, mode);
-    if (mode === "sfu") {
-      mic.getTracks().forEach((t) => t.stop());
-      await relay.request("channel_leave").catch(() => {});
-      throw notInBrowser("this channel runs on the relay's SFU (big channels), which the browser cannot join yet");
-    }
     this.mic = mic;
     this.speakAllowed(reply.permissions?.speak !== false);
     mic.getAudioTracks().forEach((t) => (t.enabled = !this.voice.muted));
+    const me = this.welcome.user.id as string;
+    this.voice = { ...this.voice, channel, audio_notice: null };
+    this.roster = new Set((reply.channel.roster as Json[]).map((e) => e.user.id as string).filter((u) => u !== me));
+    if (mode === "sfu") this.startSfu(relay, channel, mic);
+    else this.startMesh(relay, channel, mic);
+    this.monitor(mic, relay);
+    this.emit("servers-changed", null);
+    return this.voice;
+  }
+
+  private iceServers(): RTCIceServer[] {
     const turn = this.welcome?.turn;
-    const ice: RTCIceServer[] = turn ? [{ urls: turn.urls, username: turn.username, credential: turn.credential }] : [];
+    return turn ? [{ urls: turn.urls, username: turn.username, credential: turn.credential }] : [];
+  }
+
+  /** Plays `user`'s audio (replacing what came before, e.g. over the other path in a move). */
+  private playRemote(user: string, stream: MediaStream, via: "mesh" | "sfu", track: string) {
+    const old = this.remote.get(user);
+    if (old) {
+      old.el.pause();
+      old.el.srcObject = null;
+    }
+    const el = new Audio();
+    el.autoplay = true;
+    el.srcObject = stream;
+    el.volume = this.volumeOf(user);
+    el.muted = this.voice.deafened;
+    el.play().catch(() => this.notice("The browser blocked audio playback: click anywhere on the page to hear the channel."));
+    this.remote.set(user, { stream, el, via, track });
+  }
+
+  /** Stops `user`'s audio if it comes over `via` (a closing mesh connection leaves the SFU's alone). */
+  private dropRemote(user: string, via: "mesh" | "sfu") {
+    const r = this.remote.get(user);
+    if (!r || r.via !== via) return;
+    r.el.pause();
+    r.el.srcObject = null;
+    this.remote.delete(user);
+  }
+
+  /** The channel's mesh (§8): the smaller id offers to the others in it now. */
+  private startMesh(relay: RelayConnection, channel: number, mic: MediaStream) {
     const me = this.welcome.user.id as string;
     this.mesh = new VoiceMesh(
       relay,
@@ -335,35 +394,86 @@ export class WebBackend {
       channel,
       mic,
       {
-        onTrack: (user, stream) => {
-          const old = this.remote.get(user);
-          if (old) old.el.remove();
-          const el = new Audio();
-          el.autoplay = true;
-          el.srcObject = stream;
-          el.volume = this.volumeOf(user);
-          el.muted = this.voice.deafened;
-          el.play().catch(() => this.notice("The browser blocked audio playback: click anywhere on the page to hear the channel."));
-          this.remote.set(user, { stream, el });
-        },
-        onLeft: (user) => {
-          const r = this.remote.get(user);
-          if (r) r.el.srcObject = null;
-          this.remote.delete(user);
-        },
+        onTrack: (user, stream, track) => this.playRemote(user, stream, "mesh", track.id),
+        onLeft: (user) => this.dropRemote(user, "mesh"),
         onError: (what, e) => console.warn(`[hum web] ${what}:`, e),
         onState: (user, state) => {
           if (state === "failed") this.notice(`The connection to ${user.slice(0, 8)} failed.`);
         },
       },
-      ice,
+      this.iceServers(),
     );
-    this.voice = { ...this.voice, channel, audio_notice: null };
-    const others = (reply.channel.roster as Json[]).map((e) => e.user.id as string).filter((u) => u !== me);
-    this.mesh.start(others);
-    this.monitor(mic, relay);
-    this.emit("servers-changed", null);
-    return this.voice;
+    this.mesh.start([...this.roster]);
+  }
+
+  /** One connection to the relay's SFU (§8a): my microphone out, every member's audio in. */
+  private startSfu(relay: RelayConnection, channel: number, mic: MediaStream) {
+    const me = this.welcome.user.id as string;
+    const sfu = new SfuConnection(
+      relay,
+      me,
+      channel,
+      mic,
+      {
+        onTrack: (user, _stream, track) => {
+          // Audio only: video tiles are not in the browser yet.
+          if (track.kind === "audio") this.playRemote(user, new MediaStream([track]), "sfu", track.id);
+        },
+        onError: (what, e) => console.warn(`[hum web] ${what}:`, e),
+        onState: (state) => {
+          // As the native client: a failed SFU connection is made again (`sfu_join` replaces it).
+          if (state === "failed" && this.sfu === sfu) {
+            this.notice("The connection to the relay's SFU failed; reconnecting.");
+            setTimeout(() => {
+              if (this.sfu === sfu) sfu.join().catch((e) => this.notice(`Reconnecting to the SFU: ${e?.message ?? e}`));
+            }, 500);
+          }
+        },
+      },
+      this.iceServers(),
+    );
+    this.sfu = sfu;
+    sfu.join().catch((e) => {
+      if (this.sfu !== sfu) return;
+      this.notice(`Could not connect to the relay's SFU: ${e?.message ?? e}`);
+    });
+  }
+
+  /**
+   * The relay moved my channel to `mode` (`channel_mode`, also sent right after joining): open
+   * the new path at once, keep the old one until every member is heard over the new one (or
+   * the move times out), as the native client does (docs/protocol.md §8a).
+   */
+  private switchMode(mode: VoiceMode) {
+    const relay = this.relay;
+    if (this.voice.channel === null || !relay || !this.mic) return;
+    const current = this.move?.to ?? (this.sfu ? "sfu" : "mesh");
+    if (mode === current) return;
+    if (mode === "sfu" && !this.sfu) this.startSfu(relay, this.voice.channel, this.mic);
+    if (mode === "mesh" && !this.mesh) this.startMesh(relay, this.voice.channel, this.mic);
+    this.endMove();
+    this.move = new PathMove(mode, performance.now());
+    this.moveTimer = setInterval(() => this.finishMove(), 250);
+  }
+
+  private finishMove() {
+    const move = this.move;
+    if (!move || !move.done(this.roster, (u) => this.remote.get(u)?.via === move.to, performance.now())) return;
+    this.endMove();
+    if (move.to === "sfu") {
+      this.mesh?.close();
+      this.mesh = null;
+    } else {
+      this.sfu?.close(true);
+      this.sfu = null;
+    }
+    for (const [user, r] of [...this.remote]) if (r.via !== move.to) this.dropRemote(user, r.via);
+  }
+
+  private endMove() {
+    if (this.moveTimer) clearInterval(this.moveTimer);
+    this.moveTimer = null;
+    this.move = null;
   }
 
   /** My level meter and speaking indicator (sent to the roster), and the peers' link stats. */
@@ -384,6 +494,20 @@ export class WebBackend {
       this.levels?.onmessage({ rms_dbfs: rms, peak_dbfs: peak, speaking: gate.speaking, threshold_dbfs: gate.thresholdDbfs, live: true });
     }, 50);
     const stats = setInterval(() => {
+      // On the SFU: one connection; each member's numbers are its track's inbound RTP.
+      const pc = this.sfu?.pc;
+      if (pc && !this.mesh)
+        pc.getStats()
+          .then((r) => {
+            const entries: Parameters<typeof peerStatsView>[1] = [];
+            r.forEach((e) => entries.push(e));
+            for (const [user, x] of this.remote) {
+              if (x.via !== "sfu") continue;
+              const own = entries.filter((e) => e.type !== "inbound-rtp" || (e as { trackIdentifier?: string }).trackIdentifier === x.track);
+              this.stats?.onmessage(peerStatsView(user, own));
+            }
+          })
+          .catch(() => {});
       for (const p of this.mesh?.peers.values() ?? []) {
         if (p.left) continue;
         p.pc

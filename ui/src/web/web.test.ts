@@ -7,6 +7,7 @@ import { emit, listen, listenerCount, once } from "./event";
 import { loginMessage, relayName, RelayConnection, RelayError, hex, unhex } from "./protocol";
 import { candidatePayload, fromNewConnection, offersTo, sessionId, ufrag } from "./mesh";
 import { channelOf, defaultRelayUrl, WebBackend } from "./backend";
+import { isUserId, PathMove, SfuConnection, sfuTracks, trackOwner } from "./sfu";
 
 vi.mock("@tauri-apps/api/core", async () => await import("./core"));
 vi.mock("@tauri-apps/api/event", async () => await import("./event"));
@@ -312,5 +313,210 @@ describe("monitor", () => {
     expect(peerStatsView("b0", []).rtt_ms).toBeNull();
     const lossy = peerStatsView("b0", [{ id: "I", type: "inbound-rtp", kind: "audio", packetsReceived: 90, packetsLost: 10 }]);
     expect([lossy.loss_pct, lossy.quality]).toEqual([10, "poor"]);
+  });
+});
+
+describe("sfu", () => {
+  const A = "a".repeat(64);
+  const B = "b".repeat(64);
+  const ME = "c".repeat(64);
+  /** An SFU offer: our own audio m-line echoed back, then one sendonly m-line per member track. */
+  const sfuOffer = (version: number, owners: [string, string, string][]) =>
+    [
+      `v=0\r\no=- 1 ${version} IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-lite`,
+      "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\na=msid:ourstream ourtrack",
+      ...owners.map(([mid, user, track]) => `m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:${mid}\r\na=sendonly\r\na=msid:${user} ${track}`),
+    ].join("\r\n") + "\r\n";
+
+  it("names each forwarded track's owner by its msid", () => {
+    const sdp = sfuOffer(3, [
+      ["txa", A, "t2"],
+      ["lHP", B, "t3"],
+    ]);
+    expect(sfuTracks(sdp)).toEqual([
+      { mid: "txa", kind: "audio", user: A, track: "t2", direction: "sendonly" },
+      { mid: "lHP", kind: "audio", user: B, track: "t3", direction: "sendonly" },
+    ]);
+    // Our own m-line (a browser stream id, not a user id) and junk are not members' tracks.
+    expect(sfuTracks("v=0\r\nm=audio 9 X 111\r\na=mid:0\r\na=msid:AB t\r\n")).toEqual([]);
+    expect(sfuTracks("garbage")).toEqual([]);
+    expect(isUserId(A)).toBe(true);
+    expect(isUserId(A.toUpperCase())).toBe(false);
+    expect(isUserId("a".repeat(63))).toBe(false);
+    // The stream id first; without one, the m-line's msid in the SFU's offer.
+    expect(trackOwner([B], "txa", sdp)).toBe(B);
+    expect(trackOwner([], "txa", sdp)).toBe(A);
+    expect(trackOwner(["x"], "nope", sdp)).toBe(null);
+    expect(trackOwner([], null, sdp)).toBe(null);
+  });
+
+  /** Just enough RTCPeerConnection to follow the signalling: every call is logged. */
+  class FakePc {
+    log: string[] = [];
+    iceGatheringState = "complete";
+    connectionState = "new";
+    localDescription: { type: string; sdp: string } | null = null;
+    remoteDescription: { type: string; sdp: string } | null = null;
+    ontrack: ((e: unknown) => void) | null = null;
+    onconnectionstatechange: (() => void) | null = null;
+    answers = 0;
+    addTrack(t: { kind: string }) {
+      this.log.push(`add ${t.kind}`);
+    }
+    async createOffer() {
+      return { type: "offer", sdp: "our offer" };
+    }
+    async createAnswer() {
+      return { type: "answer", sdp: `our answer ${++this.answers}` };
+    }
+    async setLocalDescription(d: { type: string; sdp: string }) {
+      this.log.push(`local ${d.type}`);
+      this.localDescription = d;
+    }
+    async setRemoteDescription(d: { type: string; sdp: string }) {
+      this.log.push(`remote ${d.type}`);
+      this.remoteDescription = d;
+    }
+    addEventListener() {}
+    removeEventListener() {}
+    close() {
+      this.log.push("close");
+    }
+    /** The browser's `track` event for m-line `mid`, with stream ids `streams`. */
+    fire(mid: string, streams: string[], kind = "audio") {
+      this.ontrack?.({ track: { kind, id: `tr-${mid}` }, streams: streams.map((id) => ({ id })), transceiver: { mid } });
+    }
+  }
+
+  function setup() {
+    const sent: [string, Record<string, unknown> | undefined][] = [];
+    let joinReply: (v: unknown) => void = () => {};
+    const relay = {
+      request(type: string, fields?: Record<string, unknown>) {
+        sent.push([type, fields]);
+        if (type === "sfu_join") return new Promise((r) => (joinReply = r));
+        return Promise.resolve({ type: "ok" });
+      },
+    };
+    const pcs: FakePc[] = [];
+    const heard: [string, string][] = [];
+    const errors: string[] = [];
+    const local = { getTracks: () => [{ kind: "audio" }] } as unknown as MediaStream;
+    const sfu = new SfuConnection(
+      relay as never,
+      ME,
+      5,
+      local,
+      { onTrack: (user, _s, track) => heard.push([user, track.kind]), onError: (what, e) => errors.push(`${what}: ${e}`) },
+      [],
+      () => {
+        const pc = new FakePc();
+        pcs.push(pc);
+        return pc as unknown as RTCPeerConnection;
+      },
+    );
+    return { sent, pcs, heard, errors, sfu, answerJoin: (sdp: string) => joinReply({ type: "sdp", sdp }) };
+  }
+
+  it("joins with our offer, answers the SFU's offers only after its answer, in order", async () => {
+    const t = setup();
+    const joined = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(1));
+    expect(t.sent[0]).toEqual(["sfu_join", { channel: 5, sdp: "our offer" }]);
+    // The SFU offers the others' tracks before our join's reply is read: queued behind it.
+    expect(t.sfu.handleEvent({ type: "sfu_offer", channel: 5, sdp: sfuOffer(2, [["txa", A, "t2"]]) })).toBe(true);
+    expect(t.sfu.handleEvent({ type: "sfu_offer", channel: 6, sdp: "other channel" })).toBe(false);
+    expect(t.sfu.handleEvent({ type: "sfu_offer", channel: 5 })).toBe(false);
+    expect(t.sfu.handleEvent({ type: "signal", channel: 5 })).toBe(false);
+    t.answerJoin("the SFU's answer");
+    await joined;
+    t.sfu.handleEvent({ type: "sfu_offer", channel: 5, sdp: sfuOffer(3, [["txa", A, "t2"], ["lHP", B, "t3"]]) });
+    await t.sfu.idle();
+    const pc = t.pcs[0];
+    expect(pc.log).toEqual([
+      "add audio",
+      "local offer",
+      "remote answer",
+      "remote offer",
+      "local answer",
+      "remote offer",
+      "local answer",
+    ]);
+    expect(t.sent.map(([type, f]) => [type, f?.sdp])).toEqual([
+      ["sfu_join", "our offer"],
+      ["sfu_answer", "our answer 1"],
+      ["sfu_answer", "our answer 2"],
+    ]);
+    expect(t.sfu.offersAnswered).toBe(2);
+    // Tracks by their owner: the msid stream, or the m-line's msid; ours and nobody's dropped.
+    pc.fire("txa", [A]);
+    pc.fire("lHP", []);
+    pc.fire("0", [ME]);
+    pc.fire("zzz", ["not-a-user"]);
+    expect(t.heard).toEqual([
+      [A, "audio"],
+      [B, "audio"],
+    ]);
+    expect([...t.sfu.heard]).toEqual([A, B]);
+    expect(t.errors).toEqual([]);
+  });
+
+  it("a join again replaces the connection; closing says sfu_leave only when asked", async () => {
+    const t = setup();
+    const first = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(1));
+    t.answerJoin("answer 1");
+    await first;
+    const second = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(2));
+    expect(t.pcs[0].log.at(-1)).toBe("close");
+    t.answerJoin("answer 2");
+    await second;
+    // A track event of the old connection is stale.
+    t.pcs[0].fire("txa", [A]);
+    expect(t.heard).toEqual([]);
+    t.sfu.close();
+    expect(t.sent.map(([type]) => type)).toEqual(["sfu_join", "sfu_join"]);
+    expect(t.sfu.handleEvent({ type: "sfu_offer", channel: 5, sdp: "x" })).toBe(false);
+    const u = setup();
+    u.sfu.close(true);
+    expect(u.sent.map(([type]) => type)).toEqual(["sfu_leave"]);
+  });
+
+  it("a bad SFU offer is reported and does not stop later ones", async () => {
+    const t = setup();
+    const joined = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(1));
+    t.answerJoin("answer");
+    await joined;
+    const pc = t.pcs[0];
+    const orig = pc.setRemoteDescription.bind(pc);
+    pc.setRemoteDescription = async (d) => {
+      if (d.sdp === "bad") throw new Error("parse error");
+      return orig(d);
+    };
+    t.sfu.handleEvent({ type: "sfu_offer", channel: 5, sdp: "bad" });
+    t.sfu.handleEvent({ type: "sfu_offer", channel: 5, sdp: sfuOffer(4, []) });
+    await t.sfu.idle();
+    expect(t.errors).toEqual(["sfu: Error: parse error"]);
+    expect(t.sent.map(([type]) => type)).toEqual(["sfu_join", "sfu_answer"]);
+  });
+
+  it("a move between mesh and SFU closes the old path once everyone is heard on the new one", () => {
+    const move = new PathMove("sfu", 0);
+    const heard = new Set<string>();
+    const others = [A, B];
+    const on = (u: string) => heard.has(u);
+    heard.add(A);
+    expect(move.done(others, on, 2000)).toBe(false);
+    heard.add(B);
+    // Everyone is heard, but the others may not hear me on the new path yet: the grace first.
+    expect(move.done(others, on, PathMove.GRACE_MS - 1)).toBe(false);
+    expect(move.done(others, on, PathMove.GRACE_MS)).toBe(true);
+    // Someone never heard: the old path closes at the timeout anyway.
+    expect(move.done([A, B, ME], on, PathMove.TIMEOUT_MS - 1)).toBe(false);
+    expect(move.done([A, B, ME], on, PathMove.TIMEOUT_MS)).toBe(true);
+    // Alone in the channel: nothing to wait for past the grace.
+    expect(move.done([], on, PathMove.GRACE_MS)).toBe(true);
   });
 });
