@@ -1,14 +1,17 @@
 #!/usr/bin/env node
-// Runs the interop test page (index.html + voice.js, with ui/src/web's protocol and mesh) in headless Chromium as one participant of a
+// Runs the interop test page (index.html + voice.js, with ui/src/web's protocol, mesh and sfu) in headless Chromium as one participant of a
 // Hum voice channel, then writes what it heard from each peer as a WAV (from-<user>.wav) and a
 // summary (result.json) into --out. The caller (tests/tests/voice_chromium.rs) judges the audio.
 //
 // node tests/web/run.mjs --relay ws://127.0.0.1:PORT/ws --identity id.json --invite CODE
 //   --channel NAME --out DIR [--play signal.wav | --tone HZ] [--duration 20] [--until-peers-left]
-//   [--min-peers N] [--restart-after SECS] [--chromium /usr/bin/chromium]
+//   [--min-peers N] [--restart-after SECS] [--sfu [--camera]] [--chromium /usr/bin/chromium]
 //
 // --restart-after: SECS after each connection is up, restart its ICE (re-offer with fresh
 // credentials where the page offered, send `renegotiate` where it answered).
+// --sfu: the channel runs on the relay's SFU (ui/src/web/sfu.ts): one connection to it instead of
+// the mesh; the join fails if the relay says the channel is a mesh. --camera: also publish
+// Chromium's fake camera (VP8) and count the frames decoded of each member's video.
 //
 // Progress goes to stdout as one JSON object per line ({"event": "joined", ...}); page logs and
 // errors go to stderr. Exit codes: 0 ran (look at result.json), 1 the page failed, 2 usage or
@@ -43,6 +46,8 @@ const { values: args } = parseArgs({
     chromium: { type: "string", default: process.env.HUM_CHROMIUM || "/usr/bin/chromium" },
     name: { type: "string", default: "chromium" },
     "restart-after": { type: "string" },
+    sfu: { type: "boolean", default: false },
+    camera: { type: "boolean", default: false },
   },
 });
 for (const k of ["relay", "identity", "invite", "channel", "out"]) {
@@ -69,7 +74,7 @@ try {
   die(2, `esbuild (from the UI's packages) is missing: run \`npm ci --prefix ui\` (${e.message})`);
 }
 const shared = {};
-for (const name of ["protocol", "mesh"]) {
+for (const name of ["protocol", "mesh", "sfu"]) {
   const ts = readFileSync(join(uiWeb, `${name}.ts`), "utf8");
   shared[`/web/${name}.js`] = (await esbuild.transform(ts, { loader: "ts", format: "esm", target: "es2022" })).code;
 }
@@ -140,6 +145,8 @@ try {
     untilPeersLeft: args["until-peers-left"],
     minPeers: Number(args["min-peers"]),
     restartAfter: Number(args["restart-after"] ?? 0) || null,
+    sfu: args.sfu,
+    camera: args.camera,
   };
   const result = await page.evaluate((p) => window.humVoice.run(p, window.humReport), params);
   for (const [user, peer] of Object.entries(result.peers)) {

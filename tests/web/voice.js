@@ -11,6 +11,7 @@
 
 import { RelayConnection, importSeed, login as relayLogin } from "./web/protocol.js";
 import { VoiceMesh } from "./web/mesh.js";
+import { SfuConnection } from "./web/sfu.js";
 
 const b64urlToBytes = (s) =>
   Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
@@ -143,6 +144,7 @@ export async function run(params, report = () => {}) {
     log("error", m);
     errors.push(m);
   };
+  if (params.sfu) return runSfu(params, report, { ctx, outStream, relay, me, chan, errors, fail });
   // What this test keeps per peer besides the mesh's own record.
   const extra = new Map();
   const extraOf = (user) => {
@@ -235,6 +237,151 @@ export async function run(params, report = () => {}) {
   }
   await relay.request("channel_leave").catch(() => {});
   mesh.close();
+  relay.close();
+  await ctx.close();
+  return result;
+}
+
+/** Inbound/outbound RTP of the SFU connection, by the receiving track's id. */
+async function sfuStats(pc) {
+  const report = await pc.getStats();
+  const byId = new Map();
+  report.forEach((s) => byId.set(s.id, s));
+  const inbound = {};
+  const outbound = {};
+  let pair = null;
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp") {
+      const c = byId.get(s.codecId);
+      inbound[s.trackIdentifier] = {
+        kind: s.kind,
+        packetsReceived: s.packetsReceived,
+        packetsLost: s.packetsLost,
+        jitter: s.jitter,
+        framesDecoded: s.framesDecoded,
+        frameWidth: s.frameWidth,
+        frameHeight: s.frameHeight,
+        codec: c ? c.mimeType : null,
+      };
+    }
+    if (s.type === "outbound-rtp") {
+      const c = byId.get(s.codecId);
+      outbound[s.kind + (s.rid ? `-${s.rid}` : "")] = {
+        packetsSent: s.packetsSent,
+        framesEncoded: s.framesEncoded,
+        frameWidth: s.frameWidth,
+        codec: c ? c.mimeType : null,
+      };
+    }
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      const p = byId.get(s.selectedCandidatePairId);
+      if (p) pair = { state: p.state, currentRoundTripTime: p.currentRoundTripTime };
+    }
+  });
+  return { inbound, outbound, pair };
+}
+
+/** The same participant on the relay's SFU (ui/src/web/sfu.ts): one connection, every other
+ *  member's track in it, named by its msid. Resolves with the same per-peer shape as `run`. */
+async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors, fail }) {
+  if (params.camera) {
+    const cam = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360, frameRate: 30 } });
+    for (const t of cam.getVideoTracks()) outStream.addTrack(t);
+  }
+  const peers = new Map();
+  const peerOf = (user) => {
+    if (!peers.has(user)) peers.set(user, { chunks: [], els: [], tracks: {}, joinedAt: null, left: false, heardAt: null });
+    return peers.get(user);
+  };
+  const start = performance.now();
+  let sfu = null;
+  const roster = new Set();
+  relay.onEvent = (ev) => {
+    if (ev.type === "roster_join" && ev.channel === chan.id && ev.entry.user.id !== me) {
+      roster.add(ev.entry.user.id);
+      peerOf(ev.entry.user.id).joinedAt = performance.now();
+    }
+    if (ev.type === "roster_leave" && ev.channel === chan.id && ev.user !== me) {
+      roster.delete(ev.user);
+      peerOf(ev.user).left = true;
+      report("peer_left", { user: ev.user });
+    }
+    // Alone again, the channel goes back to mesh; before that it must stay on the SFU.
+    if (ev.type === "channel_mode" && ev.channel === chan.id && ev.mode !== "sfu" && roster.size > 0)
+      fail("mode", `the channel moved to ${ev.mode} with ${roster.size} others in it`);
+    sfu?.handleEvent(ev);
+  };
+  const joined = await relay.request("channel_join", { channel: chan.id, voice: { video: !!params.camera } });
+  if (joined.mode !== "sfu") throw new Error(`the relay says channel ${chan.id} is a ${joined.mode ?? "mesh"}, not on the SFU`);
+  for (const e of joined.channel.roster) if (e.user.id !== me) roster.add(e.user.id);
+  sfu = new SfuConnection(relay, me, chan.id, outStream, {
+    onTrack: (user, stream, track) => {
+      log("SFU track from", user.slice(0, 8), track.kind, track.id);
+      const p = peerOf(user);
+      p.tracks[track.id] = track.kind;
+      if (track.kind === "audio") {
+        p.heardAt ??= performance.now();
+        p.els.push(recordStream(ctx, new MediaStream([track]), p.chunks));
+        report("peer_connected", { user });
+      }
+    },
+    onState: (state) => log("SFU connection", state),
+    onError: fail,
+  });
+  await sfu.join();
+  report("joined", { user: me, channel: chan.id, others: [...roster], mode: joined.mode });
+
+  const deadline = start + params.duration * 1000;
+  let last = null;
+  // Each track's newest stats (a track whose owner left drops out of later reports).
+  const inboundSeen = {};
+  let lastSnapshot = start;
+  while (performance.now() < deadline) {
+    await sleep(100);
+    if (performance.now() - lastSnapshot >= 1000 && sfu.pc) {
+      lastSnapshot = performance.now();
+      last = (await sfuStats(sfu.pc).catch(() => null)) ?? last;
+      if (last) Object.assign(inboundSeen, last.inbound);
+    }
+    if (relay.closed) {
+      errors.push(relay.closed);
+      break;
+    }
+    const heard = [...peers.values()].filter((p) => p.heardAt);
+    if (params.untilPeersLeft && heard.length >= (params.minPeers ?? 1) && heard.every((p) => p.left)) break;
+  }
+  const result = {
+    user: me,
+    channel: chan.id,
+    mode: joined.mode,
+    errors,
+    elapsed: (performance.now() - start) / 1000,
+    sfu: {
+      states: sfu.states,
+      connectedAfter: sfu.connectedAt ? (sfu.connectedAt - start) / 1000 : null,
+      offersAnswered: sfu.offersAnswered,
+      localSdp: sfu.pc?.localDescription?.sdp ?? null,
+      remoteSdp: sfu.pc?.remoteDescription?.sdp ?? null,
+      outbound: last ? last.outbound : null,
+      pair: last ? last.pair : null,
+    },
+    peers: {},
+  };
+  for (const [user, p] of peers) {
+    const inbound = {};
+    for (const [id, kind] of Object.entries(p.tracks)) inbound[kind] = inboundSeen[id] ?? null;
+    result.peers[user] = {
+      heardAfter: p.heardAt ? (p.heardAt - start) / 1000 : null,
+      left: p.left,
+      tracks: p.tracks,
+      inbound,
+      sampleRate: ctx.sampleRate,
+      samples: p.chunks.reduce((a, c) => a + c.length, 0),
+      pcm16: pcm16Base64(p.chunks),
+    };
+  }
+  await relay.request("channel_leave").catch(() => {});
+  sfu.close();
   relay.close();
   await ctx.close();
   return result;
