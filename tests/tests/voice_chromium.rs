@@ -518,3 +518,108 @@ fn chromium_and_native_clients_hear_each_other_on_the_sfu() -> Result<()> {
     );
     Ok(())
 }
+
+/// Video both ways on the SFU: the page publishes Chromium's fake camera (one VP8 layer,
+/// 320x180) in its `sfu_join` offer beside its microphone; a native client publishes its
+/// synthetic camera (`--video pattern`, simulcast). The page must decode the native camera
+/// (`framesDecoded` of the video track the SFU offered under the native's msid) and the native
+/// client must decode the page's (`--record-video`: one JSON line per decoded frame).
+#[test]
+fn chromium_and_a_native_client_see_each_other_on_the_sfu() -> Result<()> {
+    check_environment()?;
+    let mut w = World::empty_with(&["--mesh-limit", "0"])?;
+    w.create_users(2)?;
+    w.create_server(0)?;
+    let (native, web) = (0, 1);
+    let (native_id, web_id) = (w.users[native].clone(), w.users[web].clone());
+    let out = w.path("page");
+    let mut page = Page::start(
+        &w,
+        web,
+        &out,
+        &[
+            "--tone",
+            "1000",
+            "--duration",
+            "60",
+            "--until-peers-left",
+            "--min-peers",
+            "1",
+            "--sfu",
+            "--camera",
+        ],
+    )?;
+    page.wait("joined", Duration::from_secs(60))?;
+    let frames_dir = w.path("native-video");
+    let mut proc = w.voice(
+        native,
+        &[
+            "--tone",
+            "440",
+            "--video",
+            "pattern",
+            "--video-size",
+            "320x180",
+            "--video-kbps",
+            "300",
+            "--record-video",
+            s(&frames_dir),
+            "--record",
+            s(&w.path("rec.wav")),
+            "--duration",
+            "10s",
+        ],
+    )?;
+    wait_exit(&mut proc, Duration::from_secs(60))?;
+    page.wait("done", Duration::from_secs(30))?;
+    wait_exit(&mut page.proc, Duration::from_secs(20)).with_context(|| page.log_tail())?;
+
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(out.join("result.json"))?)?;
+    ensure!(
+        result["errors"].as_array().is_some_and(|e| e.is_empty()),
+        "the page reported errors: {}\n{}",
+        result["errors"],
+        page.log_tail()
+    );
+    let sfu = &result["sfu"];
+    let sent = &sfu["outbound"]["video"];
+    eprintln!("the page's camera: {sent}");
+    assert_eq!(sent["codec"], "video/VP8", "{sfu}");
+    ensure!(
+        sent["framesEncoded"].as_u64().unwrap_or(0) > 30,
+        "the page encoded too few frames: {sent}"
+    );
+
+    // Native -> Chromium: frames of the native camera decoded by the page.
+    let p = &result["peers"][&native_id];
+    let video = &p["inbound"]["video"];
+    eprintln!("the page received the native camera: {video}");
+    assert_eq!(video["codec"], "video/VP8", "{p}");
+    let decoded = video["framesDecoded"].as_u64().unwrap_or(0);
+    ensure!(
+        decoded > 30,
+        "the page decoded {decoded} frames of the native camera: {p}"
+    );
+
+    // Chromium -> native: the page's camera decoded by the native client.
+    let mut native_frames = 0;
+    for e in std::fs::read_dir(&frames_dir)
+        .with_context(|| format!("no {}", frames_dir.display()))?
+        .flatten()
+    {
+        let path = e.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with(&web_id[..16]) && name.ends_with(".jsonl") {
+            native_frames += std::fs::read_to_string(&path)?.lines().count();
+        }
+    }
+    eprintln!("the native client decoded {native_frames} frames of the page's camera");
+    ensure!(
+        native_frames > 30,
+        "the native client decoded {native_frames} frames of the page's camera"
+    );
+    Ok(())
+}

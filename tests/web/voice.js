@@ -285,7 +285,8 @@ async function sfuStats(pc) {
  *  member's track in it, named by its msid. Resolves with the same per-peer shape as `run`. */
 async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors, fail }) {
   if (params.camera) {
-    const cam = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360, frameRate: 30 } });
+    // Chromium's fake camera (--use-fake-device-for-media-stream), one VP8 layer.
+    const cam = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 180, frameRate: 15 } });
     for (const t of cam.getVideoTracks()) outStream.addTrack(t);
   }
   const peers = new Map();
@@ -323,6 +324,15 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
         p.heardAt ??= performance.now();
         p.els.push(recordStream(ctx, new MediaStream([track]), p.chunks));
         report("peer_connected", { user });
+      } else if (track.kind === "video") {
+        // Shown (muted, off screen), as a tile would: the frames are decoded for a sink.
+        const v = document.createElement("video");
+        v.muted = true;
+        v.autoplay = true;
+        v.srcObject = new MediaStream([track]);
+        document.body.appendChild(v);
+        v.play().catch(() => {});
+        p.els.push(v);
       }
     },
     onState: (state) => log("SFU connection", state),
@@ -369,7 +379,8 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
   };
   for (const [user, p] of peers) {
     const inbound = {};
-    for (const [id, kind] of Object.entries(p.tracks)) inbound[kind] = inboundSeen[id] ?? null;
+    // By kind; a screen track (the SFU keeps its `screen-` prefix) apart from the camera.
+    for (const [id, kind] of Object.entries(p.tracks)) inbound[id.startsWith("screen") ? "screen" : kind] = inboundSeen[id] ?? null;
     result.peers[user] = {
       heardAfter: p.heardAt ? (p.heardAt - start) / 1000 : null,
       left: p.left,

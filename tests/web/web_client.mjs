@@ -121,7 +121,12 @@ try {
         if (mp) {
           p.states = [...mp.states];
           p.offerer = mp.offerer;
+        } else if (window.humWeb.sfu) {
+          // On the SFU: the one connection's states.
+          p.states = [...window.humWeb.sfu.states];
         }
+        const r = window.humWeb.remote.get(user);
+        if (r) p.via = r.via;
         if (!p.left && !window.humWeb.remote.has(user)) {
           p.left = true;
           p.node.port.onmessage = null;
@@ -160,7 +165,7 @@ try {
       const bytes = new Uint8Array(pcm.buffer);
       let bin = "";
       for (let k = 0; k < bytes.length; k += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(k, k + 0x8000));
-      peers[user] = { samples: n, firstAudioAfterMs: p.firstLoudMs === null ? null : p.firstLoudMs - rec.t0, pcm16: btoa(bin), states: p.states, offerer: p.offerer };
+      peers[user] = { samples: n, firstAudioAfterMs: p.firstLoudMs === null ? null : p.firstLoudMs - rec.t0, pcm16: btoa(bin), states: p.states, offerer: p.offerer, via: p.via };
     }
     return { user: window.humWeb.status.user_id, sampleRate: rec.ctx.sampleRate, peers };
   });
