@@ -141,11 +141,17 @@ pub const WANTED_STEP: f64 = 0.1;
 
 /// How long a video's lowest layer must keep not fitting in what a subscriber's estimate
 /// leaves before it is paused for that subscriber: a dip of the estimate (or its first
-/// guess, before probing has raised it) does not pause anything.
-pub const PAUSE_AFTER: Duration = Duration::from_secs(2);
+/// guess, before probing has raised it) does not pause anything. Checked when the session
+/// allocates (each estimate, each rate window of about a second).
+pub const PAUSE_AFTER: Duration = Duration::from_secs(3);
 
-/// A video paused for bandwidth resumes once what remains carries its lowest layer plus this
-/// share of it: without the margin a thumbnail would flap, and each resume costs a keyframe.
+/// A video paused for bandwidth resumes once what remains has carried its lowest layer plus
+/// [`RESUME_HEADROOM`] of it for this long: a probe's brief overshoot of the estimate does
+/// not resume it only to pause it again (each resume costs a keyframe).
+pub const RESUME_AFTER: Duration = Duration::from_secs(3);
+
+/// The margin above a paused video's lowest layer that what remains must have for it to
+/// resume: without it a thumbnail would flap at the edge.
 pub const RESUME_HEADROOM: f64 = 0.25;
 
 #[derive(Debug, Clone, Copy)]
@@ -189,11 +195,13 @@ pub struct Subscription {
     /// there (a paused layer is not live, so the target falls back to a live one until the
     /// publisher resumes it).
     pub ideal: Option<Layer>,
-    /// Since when its lowest layer has not fit in what the subscriber's estimate leaves after
-    /// the subscriptions before it (audio first, then video in priority order); `None` while
-    /// it fits.
-    pub squeezed_since: Option<Instant>,
-    /// Paused because it does not fit (squeezed for [`PAUSE_AFTER`]): nothing is forwarded,
+    /// While forwarded: since when its lowest layer has not fit in what the subscriber's
+    /// estimate leaves after the subscriptions before it (audio first, then video in priority
+    /// order). While paused for bandwidth: since when it has fit again with
+    /// [`RESUME_HEADROOM`]. `None` while neither.
+    pub flip_since: Option<Instant>,
+    /// Paused because it does not fit (for [`PAUSE_AFTER`]; until it fits again for
+    /// [`RESUME_AFTER`]): nothing is forwarded,
     /// the subscriber is told ([`SessionEvent::VideoPaused`]) and its estimator probes towards
     /// it. The first video in priority order (the speaker) is never paused for bandwidth: a
     /// small picture of the speaker beats none.
@@ -556,7 +564,7 @@ impl Session {
                 asked,
                 quality: Quality::default(),
                 ideal: None,
-                squeezed_since: None,
+                flip_since: None,
                 paused_for_bandwidth: false,
                 forwarder,
             });
@@ -719,13 +727,11 @@ impl Session {
             };
             let live = p.live_layers(now);
             let announced = p.announced_layers();
-            let (was_paused, squeezed_since) = p
+            let (was_paused, flip_since) = p
                 .subscribers
                 .iter()
                 .find(|s| s.subscriber == who)
-                .map_or((false, None), |s| {
-                    (s.paused_for_bandwidth, s.squeezed_since)
-                });
+                .map_or((false, None), |s| (s.paused_for_bandwidth, s.flip_since));
             // The lowest layer's cost: measured while live, else its last (or nominal) rate.
             let lowest =
                 |ls: &[(Layer, Bitrate)]| ls.iter().min_by_key(|(l, _)| *l).map(|(_, r)| *r);
@@ -737,11 +743,19 @@ impl Session {
                     c
                 }
             });
-            let fits = !any_shown || q == Quality::Paused || need.is_none_or(|n| n <= remaining);
-            let squeezed_since = (!fits).then(|| squeezed_since.unwrap_or(now));
-            let paused = squeezed_since.is_some_and(|since| {
-                was_paused || now.saturating_duration_since(since) >= PAUSE_AFTER
-            });
+            // The first shown and one the subscriber hides are never paused for bandwidth.
+            let exempt = !any_shown || q == Quality::Paused;
+            let fits = exempt || need.is_none_or(|n| n <= remaining);
+            // Shown but not fitting, or paused but fitting: how long has that held?
+            let flip_since = (!exempt && fits == was_paused).then(|| flip_since.unwrap_or(now));
+            let wait = if was_paused {
+                RESUME_AFTER
+            } else {
+                PAUSE_AFTER
+            };
+            let flip = flip_since.is_some_and(|t| now.saturating_duration_since(t) >= wait);
+            let paused = !exempt && (was_paused != flip);
+            let flip_since = if flip { None } else { flip_since };
             let (target, ideal) = if paused {
                 (None, None)
             } else {
@@ -751,7 +765,7 @@ impl Session {
                 )
             };
             let unlimited = choose_layer(&announced, q, Bitrate::from_bps(u64::MAX));
-            held |= !fits || ideal != unlimited;
+            held |= !fits || paused || ideal != unlimited;
             wanted = wanted
                 + announced
                     .iter()
@@ -773,7 +787,7 @@ impl Session {
                 }
                 s.quality = q;
                 s.ideal = ideal;
-                s.squeezed_since = squeezed_since;
+                s.flip_since = flip_since;
                 s.forwarder.set_target(target);
                 if s.paused_for_bandwidth != paused {
                     s.paused_for_bandwidth = paused;

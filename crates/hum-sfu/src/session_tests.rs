@@ -941,7 +941,8 @@ fn a_subscriber_held_below_its_ask_probes_towards_it_and_stops_when_it_has_it() 
 
 /// Feeds single-layer (layer 0) video on `tracks` for frames `frames` (30 a second, `body`
 /// bytes each, keyframes when the session asks), ticking the session; returns the packets
-/// each (subscriber, track) got and the [`SessionEvent::VideoPaused`] words seen.
+/// each (subscriber, track) got and the [`SessionEvent::VideoPaused`] words seen, each with
+/// the frame it came at.
 fn feed_cameras(
     s: &mut Session,
     tracks: &[TrackId],
@@ -950,7 +951,7 @@ fn feed_cameras(
     t0: Instant,
 ) -> (
     BTreeMap<(UserId, TrackId), u64>,
-    Vec<(UserId, TrackId, bool)>,
+    Vec<(UserId, TrackId, bool, u64)>,
 ) {
     let mut got: BTreeMap<(UserId, TrackId), u64> = BTreeMap::new();
     let mut paused = Vec::new();
@@ -982,7 +983,7 @@ fn feed_cameras(
                     who,
                     track,
                     paused: p,
-                } => paused.push((who, track, p)),
+                } => paused.push((who, track, p, frame)),
                 _ => {}
             }
         }
@@ -991,9 +992,9 @@ fn feed_cameras(
 }
 
 /// A subscriber whose estimate does not carry every camera's lowest layer: the later ones in
-/// priority order are paused for it (after [`PAUSE_AFTER`]) and it is told; the first (the
-/// one it asked high, the speaker) never is; a paused one resumes only with
-/// [`RESUME_HEADROOM`]; other subscribers are not touched.
+/// priority order are paused for it after [`PAUSE_AFTER`] and it is told; the first (the one
+/// it asked high, the speaker) never is; a paused one resumes only with [`RESUME_HEADROOM`]
+/// held for [`RESUME_AFTER`]; other subscribers are not touched.
 #[test]
 fn videos_that_do_not_fit_are_paused_for_that_subscriber_and_resume_with_headroom() {
     let t0 = Instant::now();
@@ -1021,6 +1022,14 @@ fn videos_that_do_not_fit_are_paused_for_that_subscriber_and_resume_with_headroo
     }
     let frame = Duration::from_millis(33);
     let at = |f: u64| t0 + frame * f as u32;
+    // The session decides when it allocates: on each estimate and each rate window (~1 s).
+    let after = |word: u64, set: u64, wait: Duration| {
+        let waited = frame * (word - set) as u32;
+        assert!(
+            waited >= wait && waited <= wait + Duration::from_millis(1_500),
+            "{waited:?} after the estimate moved, not {wait:?}"
+        );
+    };
     // Rates measured (1 s) with plenty: all three reach user 4.
     let (got, paused) = feed_cameras(&mut s, &cams, 0..45, 400, t0);
     for &v in &cams {
@@ -1028,15 +1037,19 @@ fn videos_that_do_not_fit_are_paused_for_that_subscriber_and_resume_with_headroo
     }
     assert!(paused.is_empty(), "{paused:?}");
 
-    // 250 kbit/s: two fit (~198 kbit/s), the third does not. Not at once: after PAUSE_AFTER.
+    // 250 kbit/s: two fit (~198 kbit/s), the third does not: paused after PAUSE_AFTER.
     s.set_bandwidth(user(4), Bitrate::from_kbps(250), at(45))
         .expect("bw");
-    let (got, paused) = feed_cameras(&mut s, &cams, 45..60, 400, t0);
-    assert!(paused.is_empty(), "paused before PAUSE_AFTER: {paused:?}");
-    assert_eq!(got.get(&(user(4), cams[2])), Some(&15), "still forwarded");
-    let (_, paused) = feed_cameras(&mut s, &cams, 60..130, 400, t0);
-    assert_eq!(paused, vec![(user(4), cams[2], true)]);
-    let (got, paused) = feed_cameras(&mut s, &cams, 130..160, 400, t0);
+    let (got, paused) = feed_cameras(&mut s, &cams, 45..200, 400, t0);
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    let (who, track, p, f) = paused[0];
+    assert_eq!((who, track, p), (user(4), cams[2], true));
+    after(f, 45, PAUSE_AFTER);
+    assert!(
+        got[&(user(4), cams[2])] >= (f - 45),
+        "forwarded until paused"
+    );
+    let (got, paused) = feed_cameras(&mut s, &cams, 200..230, 400, t0);
     assert!(paused.is_empty(), "{paused:?}");
     assert_eq!(
         got.get(&(user(4), cams[2])),
@@ -1056,34 +1069,37 @@ fn videos_that_do_not_fit_are_paused_for_that_subscriber_and_resume_with_headroo
 
     // 60 kbit/s is below even the first camera: it keeps it (a small picture of the one it
     // watches beats none); the second goes too.
-    s.set_bandwidth(user(4), Bitrate::from_kbps(60), at(160))
+    s.set_bandwidth(user(4), Bitrate::from_kbps(60), at(230))
         .expect("bw");
-    let (got, paused) = feed_cameras(&mut s, &cams, 160..260, 400, t0);
-    assert_eq!(paused, vec![(user(4), cams[1], true)]);
-    assert_eq!(got.get(&(user(4), cams[0])), Some(&100), "never paused");
+    let (got, paused) = feed_cameras(&mut s, &cams, 230..400, 400, t0);
+    let words: Vec<_> = paused.iter().map(|w| (w.0, w.1, w.2)).collect();
+    assert_eq!(words, vec![(user(4), cams[1], true)]);
+    assert_eq!(got.get(&(user(4), cams[0])), Some(&170), "never paused");
 
     // 310 kbit/s: after the first (~99), 211 remain: the second resumes (needs ~124 with
-    // headroom), then 112 remain: enough for the third without headroom, not with it.
-    s.set_bandwidth(user(4), Bitrate::from_kbps(310), at(260))
+    // headroom) after RESUME_AFTER; then 112 remain: enough for the third without headroom,
+    // not with it.
+    s.set_bandwidth(user(4), Bitrate::from_kbps(310), at(400))
         .expect("bw");
-    let (got, paused) = feed_cameras(&mut s, &cams, 260..320, 400, t0);
-    assert_eq!(paused, vec![(user(4), cams[1], false)]);
-    assert!(
-        got.get(&(user(4), cams[1])).copied().unwrap_or(0) > 30,
-        "{got:?}"
-    );
+    let (_, paused) = feed_cameras(&mut s, &cams, 400..600, 400, t0);
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    let (who, track, p, f) = paused[0];
+    assert_eq!((who, track, p), (user(4), cams[1], false));
+    after(f, 400, RESUME_AFTER);
+    let (got, paused) = feed_cameras(&mut s, &cams, 600..630, 400, t0);
+    assert!(paused.is_empty(), "{paused:?}");
+    assert_eq!(got.get(&(user(4), cams[1])), Some(&30), "{got:?}");
     assert_eq!(
         got.get(&(user(4), cams[2])),
         None,
         "no headroom: stays paused"
     );
     // 340 kbit/s: 142 remain after two, the third resumes.
-    s.set_bandwidth(user(4), Bitrate::from_kbps(340), at(320))
+    s.set_bandwidth(user(4), Bitrate::from_kbps(340), at(630))
         .expect("bw");
-    let (got, paused) = feed_cameras(&mut s, &cams, 320..380, 400, t0);
-    assert_eq!(paused, vec![(user(4), cams[2], false)]);
-    assert!(
-        got.get(&(user(4), cams[2])).copied().unwrap_or(0) > 30,
-        "{got:?}"
-    );
+    let (_, paused) = feed_cameras(&mut s, &cams, 630..800, 400, t0);
+    let words: Vec<_> = paused.iter().map(|w| (w.0, w.1, w.2)).collect();
+    assert_eq!(words, vec![(user(4), cams[2], false)]);
+    let (got, _) = feed_cameras(&mut s, &cams, 800..830, 400, t0);
+    assert_eq!(got.get(&(user(4), cams[2])), Some(&30), "{got:?}");
 }
