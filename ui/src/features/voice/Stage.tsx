@@ -124,12 +124,24 @@ export function cameraPaused(channel: ChannelView, user: string): boolean {
   return (channel.paused_videos ?? []).some((p) => p.user_id === user && !p.screen);
 }
 
-/** Someone's screen share as a tile of its own (beside their camera or avatar tile). */
-export function ScreenTile(props: { member: MemberVoice }) {
+/** Someone's screen share as a tile of its own (beside their camera or avatar tile); while the
+ *  SFU has it paused for my connection, a note instead of the picture. */
+export function ScreenTile(props: { member: MemberVoice; paused?: boolean }) {
   const m = props.member;
+  const paused = props.paused === true && !activeStreams.value.has(screenStreamOf(m.user_id));
   return (
-    <div class="tile video screen" data-testid={`screen-${m.display_name}`}>
-      <VideoTile streamId={screenStreamOf(m.user_id)} label={`${m.display_name}'s screen`} />
+    <div class="tile video screen" data-testid={`screen-${m.display_name}`} data-paused={paused ? "true" : "false"}>
+      {paused ? (
+        <span
+          class="tile-paused"
+          data-testid={`screen-paused-${m.display_name}`}
+          title="The relay paused this screen share because your connection cannot carry it now; it resumes when it can."
+        >
+          Screen share paused: your connection
+        </span>
+      ) : (
+        <VideoTile streamId={screenStreamOf(m.user_id)} label={`${m.display_name}'s screen`} />
+      )}
       <div class="tile-foot">
         <span class="tile-name">{m.display_name}'s screen</span>
       </div>
@@ -137,9 +149,17 @@ export function ScreenTile(props: { member: MemberVoice }) {
   );
 }
 
-/** The remote members whose screen share is arriving, in roster order. */
-export function screenSharers(roster: MemberVoice[], myId: string | null): MemberVoice[] {
-  return roster.filter((m) => m.user_id !== myId && activeStreams.value.has(screenStreamOf(m.user_id)));
+/** The remote members whose screen share is arriving (or is paused by the SFU for my
+ *  connection: `paused`, their user ids), in roster order. */
+export function screenSharers(roster: MemberVoice[], myId: string | null, paused: string[] = []): MemberVoice[] {
+  return roster.filter(
+    (m) => m.user_id !== myId && (activeStreams.value.has(screenStreamOf(m.user_id)) || paused.includes(m.user_id)),
+  );
+}
+
+/** The user ids whose screen share the SFU paused for my connection. */
+function pausedScreens(channel: ChannelView): string[] {
+  return (channel.paused_videos ?? []).filter((p) => p.screen).map((p) => p.user_id);
 }
 
 /** Tiles on one page of a big room's grid (past this the stage pages). */
@@ -152,7 +172,7 @@ function stageLayout(channel: ChannelView, myId: string | null, last: { current:
   const sfu = channel.mode === "sfu";
   // A screen share is spotlight-worthy: the first one takes the spotlight unless someone is
   // pinned; other shares are tiles in the grid.
-  const sharers = screenSharers(roster, myId);
+  const sharers = screenSharers(roster, myId, pausedScreens(channel));
   const pin = pinned.value && roster.some((m) => m.user_id === pinned.value) ? pinned.value : null;
   const screenSpot = pin ? null : sharers[0] ?? null;
   const screenTiles = sharers.filter((m) => m !== screenSpot);
@@ -264,7 +284,11 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
       </header>
       {screenSpot && (
         <div class="spotlight" data-testid="screen-spotlight">
-          <ScreenTile key={`screen-${screenSpot.user_id}`} member={screenSpot} />
+          <ScreenTile
+            key={`screen-${screenSpot.user_id}`}
+            member={screenSpot}
+            paused={pausedScreens(here.channel).includes(screenSpot.user_id)}
+          />
         </div>
       )}
       {spot && (
@@ -284,7 +308,7 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
         data-tiles={shown.length}
       >
         {screenTiles.map((m) => (
-          <ScreenTile key={`screen-${m.user_id}`} member={m} />
+          <ScreenTile key={`screen-${m.user_id}`} member={m} paused={pausedScreens(here.channel).includes(m.user_id)} />
         ))}
         {shown.map((m) => (
           <Tile

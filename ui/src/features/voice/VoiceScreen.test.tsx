@@ -296,10 +296,15 @@ describe("big rooms", () => {
     expect(screen.getByTestId("tile-paused-m5").textContent).toContain("your connection");
     expect(screen.getByTestId("tile-m6").dataset.camera).toBe("none");
     expect(screen.queryByTestId("tile-paused-m6")).toBeNull();
+    // m6's paused screen share still shows as a share (in the spotlight), saying why it is blank.
+    expect(screen.getByTestId("screen-m6").dataset.paused).toBe("true");
+    expect(screen.getByTestId("screen-paused-m6").textContent).toContain("your connection");
     paused = [];
     await emit("servers-changed", null);
     await waitFor(() => expect(screen.queryByTestId("tile-paused-m5")).toBeNull());
     expect(screen.getByTestId("tile-m5").dataset.camera).toBe("none");
+    // Resumed but no frame yet: no share tile until its frames arrive.
+    expect(screen.queryByTestId("screen-m6")).toBeNull();
   });
 
   it("tells the backend which server is on screen and shows its channels once watched", async () => {
