@@ -526,6 +526,19 @@ fn chromium_and_native_clients_hear_each_other_on_the_sfu() -> Result<()> {
 /// client must decode the page's (`--record-video`: one JSON line per decoded frame).
 #[test]
 fn chromium_and_a_native_client_see_each_other_on_the_sfu() -> Result<()> {
+    video_on_the_sfu(false)
+}
+
+/// The same with the page's camera published as three simulcast layers (rids `q`, `h`, `f` of
+/// 1280x720, ui/src/web/sfu.ts `SIMULCAST`): the SFU tells the page which layers someone takes
+/// (`sfu_layers`), the page encodes only those, and the native client decodes the layer the SFU
+/// forwards it.
+#[test]
+fn chromium_publishes_simulcast_to_the_sfu() -> Result<()> {
+    video_on_the_sfu(true)
+}
+
+fn video_on_the_sfu(simulcast: bool) -> Result<()> {
     check_environment()?;
     let mut w = World::empty_with(&["--mesh-limit", "0"])?;
     w.create_users(2)?;
@@ -533,22 +546,21 @@ fn chromium_and_a_native_client_see_each_other_on_the_sfu() -> Result<()> {
     let (native, web) = (0, 1);
     let (native_id, web_id) = (w.users[native].clone(), w.users[web].clone());
     let out = w.path("page");
-    let mut page = Page::start(
-        &w,
-        web,
-        &out,
-        &[
-            "--tone",
-            "1000",
-            "--duration",
-            "60",
-            "--until-peers-left",
-            "--min-peers",
-            "1",
-            "--sfu",
-            "--camera",
-        ],
-    )?;
+    let mut page_args = vec![
+        "--tone",
+        "1000",
+        "--duration",
+        "60",
+        "--until-peers-left",
+        "--min-peers",
+        "1",
+        "--sfu",
+        "--camera",
+    ];
+    if simulcast {
+        page_args.push("--simulcast");
+    }
+    let mut page = Page::start(&w, web, &out, &page_args)?;
     page.wait("joined", Duration::from_secs(60))?;
     let frames_dir = w.path("native-video");
     let mut proc = w.voice(
@@ -584,11 +596,42 @@ fn chromium_and_a_native_client_see_each_other_on_the_sfu() -> Result<()> {
     let sfu = &result["sfu"];
     let sent = &sfu["outbound"]["video"];
     eprintln!("the page's camera: {sent}");
-    assert_eq!(sent["codec"], "video/VP8", "{sfu}");
-    ensure!(
-        sent["framesEncoded"].as_u64().unwrap_or(0) > 30,
-        "the page encoded too few frames: {sent}"
-    );
+    if simulcast {
+        // Every layer ran at first; then the SFU's `sfu_layers` (at least one) said which to keep.
+        let encoded = &sfu["encoded"];
+        eprintln!(
+            "the page's layers: encoded {encoded}, sfu_layers {}",
+            sfu["layers"]
+        );
+        for rid in ["q", "h", "f"] {
+            ensure!(
+                encoded[format!("video-{rid}")].as_u64().unwrap_or(0) > 0,
+                "layer {rid} never encoded: {encoded}"
+            );
+        }
+        let last: Vec<&str> = sfu["layers"]
+            .as_array()
+            .and_then(|l| l.last())
+            .and_then(|l| l.as_array())
+            .map(|l| l.iter().filter_map(|r| r.as_str()).collect())
+            .context("the SFU never said which layers it takes")?;
+        ensure!(!last.is_empty(), "the SFU takes no layer: {sfu}");
+        // The layers nobody takes stopped: fewer than half the frames of a kept one.
+        let frames = |rid: &str| encoded[format!("video-{rid}")].as_u64().unwrap_or(0);
+        let kept = last.iter().map(|r| frames(r)).max().unwrap_or(0);
+        for rid in ["q", "h", "f"].iter().filter(|r| !last.contains(r)) {
+            ensure!(
+                frames(rid) * 2 < kept,
+                "layer {rid} went on after sfu_layers {last:?}: {encoded}"
+            );
+        }
+    } else {
+        assert_eq!(sent["codec"], "video/VP8", "{sfu}");
+        ensure!(
+            sent["framesEncoded"].as_u64().unwrap_or(0) > 30,
+            "the page encoded too few frames: {sent}"
+        );
+    }
 
     // Native -> Chromium: frames of the native camera decoded by the page.
     let p = &result["peers"][&native_id];

@@ -5,13 +5,14 @@
 //
 // node tests/web/run.mjs --relay ws://127.0.0.1:PORT/ws --identity id.json --invite CODE
 //   --channel NAME --out DIR [--play signal.wav | --tone HZ] [--duration 20] [--until-peers-left]
-//   [--min-peers N] [--restart-after SECS] [--sfu [--camera]] [--chromium /usr/bin/chromium]
+//   [--min-peers N] [--restart-after SECS] [--sfu [--camera [--simulcast]]] [--chromium /usr/bin/chromium]
 //
 // --restart-after: SECS after each connection is up, restart its ICE (re-offer with fresh
 // credentials where the page offered, send `renegotiate` where it answered).
 // --sfu: the channel runs on the relay's SFU (ui/src/web/sfu.ts): one connection to it instead of
 // the mesh; the join fails if the relay says the channel is a mesh. --camera: also publish
-// Chromium's fake camera (VP8) and count the frames decoded of each member's video.
+// Chromium's fake camera (VP8) and count the frames decoded of each member's video; with
+// --simulcast as three layers (rids q, h, f at 1280x720), following the SFU's `sfu_layers`.
 //
 // Progress goes to stdout as one JSON object per line ({"event": "joined", ...}); page logs and
 // errors go to stderr. Exit codes: 0 ran (look at result.json), 1 the page failed, 2 usage or
@@ -48,6 +49,7 @@ const { values: args } = parseArgs({
     "restart-after": { type: "string" },
     sfu: { type: "boolean", default: false },
     camera: { type: "boolean", default: false },
+    simulcast: { type: "boolean", default: false },
   },
 });
 for (const k of ["relay", "identity", "invite", "channel", "out"]) {
@@ -147,6 +149,7 @@ try {
     restartAfter: Number(args["restart-after"] ?? 0) || null,
     sfu: args.sfu,
     camera: args.camera,
+    simulcast: args.simulcast,
   };
   const result = await page.evaluate((p) => window.humVoice.run(p, window.humReport), params);
   for (const [user, peer] of Object.entries(result.peers)) {

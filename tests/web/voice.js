@@ -286,7 +286,8 @@ async function sfuStats(pc) {
 async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors, fail }) {
   if (params.camera) {
     // Chromium's fake camera (--use-fake-device-for-media-stream), one VP8 layer.
-    const cam = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 180, frameRate: 15 } });
+    const size = params.simulcast ? { width: 1280, height: 720 } : { width: 320, height: 180 };
+    const cam = await navigator.mediaDevices.getUserMedia({ video: { ...size, frameRate: 15 } });
     for (const t of cam.getVideoTracks()) outStream.addTrack(t);
   }
   const peers = new Map();
@@ -338,6 +339,7 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
     onState: (state) => log("SFU connection", state),
     onError: fail,
   });
+  sfu.simulcast = !!params.simulcast;
   await sfu.join();
   report("joined", { user: me, channel: chan.id, others: [...roster], mode: joined.mode });
 
@@ -345,6 +347,7 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
   let last = null;
   // Each track's newest stats (a track whose owner left drops out of later reports).
   const inboundSeen = {};
+  const outboundMax = {};
   let lastSnapshot = start;
   while (performance.now() < deadline) {
     await sleep(100);
@@ -352,6 +355,7 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
       lastSnapshot = performance.now();
       last = (await sfuStats(sfu.pc).catch(() => null)) ?? last;
       if (last) Object.assign(inboundSeen, last.inbound);
+      for (const [k, o] of Object.entries(last?.outbound ?? {})) outboundMax[k] = Math.max(outboundMax[k] ?? 0, o.framesEncoded ?? o.packetsSent ?? 0);
     }
     if (relay.closed) {
       errors.push(relay.closed);
@@ -370,6 +374,9 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
       states: sfu.states,
       connectedAfter: sfu.connectedAt ? (sfu.connectedAt - start) / 1000 : null,
       offersAnswered: sfu.offersAnswered,
+      layers: sfu.layers,
+      // Each layer's most frames encoded (a paused layer stops counting).
+      encoded: outboundMax,
       localSdp: sfu.pc?.localDescription?.sdp ?? null,
       remoteSdp: sfu.pc?.remoteDescription?.sdp ?? null,
       outbound: last ? last.outbound : null,

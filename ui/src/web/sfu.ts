@@ -52,6 +52,28 @@ export function trackOwner(streamIds: string[], mid: string | null, remoteSdp: s
   return sfuTracks(remoteSdp).find((t) => t.mid === mid)?.user ?? null;
 }
 
+/** The simulcast layers a camera is published in (docs/protocol.md `sfu_quality`): a quarter, half
+ *  and full size, low to high. */
+export const SIMULCAST: RTCRtpEncodingParameters[] = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", maxBitrate: 1_500_000 },
+];
+
+/** `sfu_layers`: which of our layers to encode (`rids` the ones some subscriber takes; an empty
+ *  list pauses them all). Returns whether anything changed. */
+export function applyLayers(encodings: RTCRtpEncodingParameters[], rids: string[]): boolean {
+  let changed = false;
+  for (const e of encodings) {
+    const active = e.rid === undefined || rids.includes(e.rid);
+    if (e.active !== active) {
+      e.active = active;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
 /** Makes the connection (tests give a fake). */
 export type PeerFactory = (config: RTCConfiguration) => RTCPeerConnection;
 
@@ -82,6 +104,10 @@ export class SfuConnection {
   /** SFU offers answered. */
   offersAnswered = 0;
   connectedAt: number | null = null;
+  /** Publish a camera as simulcast layers (`SIMULCAST`) instead of one encoding. */
+  simulcast = false;
+  /** The `sfu_layers` lists received for our camera, in order. */
+  readonly layers: string[][] = [];
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
 
@@ -117,7 +143,11 @@ export class SfuConnection {
       this.pc = pc;
       // Our microphone (and camera, if the stream has one): sendrecv, so the SFU may reuse the
       // m-line's receive side.
-      for (const t of this.local.getTracks()) pc.addTrack(t, this.local);
+      for (const t of this.local.getTracks()) {
+        if (t.kind === "video" && this.simulcast)
+          pc.addTransceiver(t, { direction: "sendrecv", streams: [this.local], sendEncodings: SIMULCAST.map((e) => ({ ...e })) });
+        else pc.addTrack(t, this.local);
+      }
       pc.ontrack = (e) => {
         if (pc !== this.pc) return;
         const user = trackOwner(
@@ -143,9 +173,16 @@ export class SfuConnection {
     });
   }
 
-  /** Takes a relay event; returns whether it was this channel's SFU offer. */
+  /** Takes a relay event; returns whether it was this channel's SFU offer or layer list. */
   handleEvent(ev: Json): boolean {
-    if (this.closed || ev?.type !== "sfu_offer" || ev.channel !== this.channel || typeof ev.sdp !== "string") return false;
+    if (this.closed || ev?.channel !== this.channel) return false;
+    if (ev.type === "sfu_layers" && typeof ev.track === "string" && Array.isArray(ev.rids)) {
+      const rids = (ev.rids as unknown[]).filter((r): r is string => typeof r === "string");
+      const track = ev.track as string;
+      this.queue(() => this.setLayers(track, rids));
+      return true;
+    }
+    if (ev.type !== "sfu_offer" || typeof ev.sdp !== "string") return false;
     const sdp = ev.sdp as string;
     this.queue(() => this.answer(sdp));
     return true;
@@ -160,6 +197,15 @@ export class SfuConnection {
     if (pc !== this.pc) return;
     await this.relay.request("sfu_answer", { sdp: pc.localDescription!.sdp });
     this.offersAnswered++;
+  }
+
+  /** Encodes only the layers of our camera `track` (its msid track id) someone takes. */
+  private async setLayers(track: string, rids: string[]) {
+    const sender = this.pc?.getSenders().find((s) => s.track?.id === track);
+    if (!sender) return;
+    this.layers.push(rids);
+    const params = sender.getParameters();
+    if (applyLayers(params.encodings, rids)) await sender.setParameters(params);
   }
 
   /** Waits for everything queued so far. */

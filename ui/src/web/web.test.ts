@@ -7,7 +7,9 @@ import { emit, listen, listenerCount, once } from "./event";
 import { loginMessage, relayName, RelayConnection, RelayError, hex, unhex } from "./protocol";
 import { candidatePayload, fromNewConnection, offersTo, sessionId, ufrag } from "./mesh";
 import { channelOf, defaultRelayUrl, WebBackend } from "./backend";
-import { isUserId, PathMove, SfuConnection, sfuTracks, trackOwner } from "./sfu";
+import { applyLayers, isUserId, PathMove, SfuConnection, SIMULCAST, sfuTracks, trackOwner } from "./sfu";
+
+const [SIMULCAST_Q, SIMULCAST_H, SIMULCAST_F] = SIMULCAST;
 
 vi.mock("@tauri-apps/api/core", async () => await import("./core"));
 vi.mock("@tauri-apps/api/event", async () => await import("./event"));
@@ -360,8 +362,31 @@ describe("sfu", () => {
     ontrack: ((e: unknown) => void) | null = null;
     onconnectionstatechange: (() => void) | null = null;
     answers = 0;
+    senders: { track: { kind: string; id?: string }; params: { encodings: RTCRtpEncodingParameters[] }; set: unknown[] }[] = [];
     addTrack(t: { kind: string }) {
       this.log.push(`add ${t.kind}`);
+      this.sender(t, [{}]);
+    }
+    addTransceiver(t: { kind: string }, init: { sendEncodings: RTCRtpEncodingParameters[] }) {
+      this.log.push(`transceiver ${t.kind} ${init.sendEncodings.map((e) => e.rid).join(",")}`);
+      this.sender(t, init.sendEncodings);
+    }
+    private sender(track: { kind: string }, encodings: RTCRtpEncodingParameters[]) {
+      const set: unknown[] = [];
+      this.senders.push({
+        track,
+        params: { encodings },
+        set,
+        getParameters() {
+          return structuredClone({ encodings });
+        },
+        async setParameters(p: unknown) {
+          set.push(p);
+        },
+      } as never);
+    }
+    getSenders() {
+      return this.senders;
     }
     async createOffer() {
       return { type: "offer", sdp: "our offer" };
@@ -388,7 +413,7 @@ describe("sfu", () => {
     }
   }
 
-  function setup() {
+  function setup(tracks: { kind: string; id?: string }[] = [{ kind: "audio" }], simulcast = false) {
     const sent: [string, Record<string, unknown> | undefined][] = [];
     let joinReply: (v: unknown) => void = () => {};
     const relay = {
@@ -401,7 +426,7 @@ describe("sfu", () => {
     const pcs: FakePc[] = [];
     const heard: [string, string][] = [];
     const errors: string[] = [];
-    const local = { getTracks: () => [{ kind: "audio" }] } as unknown as MediaStream;
+    const local = { getTracks: () => tracks } as unknown as MediaStream;
     const sfu = new SfuConnection(
       relay as never,
       ME,
@@ -415,6 +440,7 @@ describe("sfu", () => {
         return pc as unknown as RTCPeerConnection;
       },
     );
+    sfu.simulcast = simulcast;
     return { sent, pcs, heard, errors, sfu, answerJoin: (sdp: string) => joinReply({ type: "sdp", sdp }) };
   }
 
@@ -500,6 +526,37 @@ describe("sfu", () => {
     await t.sfu.idle();
     expect(t.errors).toEqual(["sfu: Error: parse error"]);
     expect(t.sent.map(([type]) => type)).toEqual(["sfu_join", "sfu_answer"]);
+  });
+
+  it("encodes only the simulcast layers the SFU says someone takes (sfu_layers)", async () => {
+    const enc = (): RTCRtpEncodingParameters[] => [{ rid: "q" }, { rid: "h" }, { rid: "f" }];
+    const e = enc();
+    expect(applyLayers(e, ["q", "f"])).toBe(true);
+    expect(e.map((x) => x.active)).toEqual([true, false, true]);
+    expect(applyLayers(e, ["f", "q"])).toBe(false);
+    expect(applyLayers(e, [])).toBe(true);
+    expect(e.map((x) => x.active)).toEqual([false, false, false]);
+    // One encoding without a rid (no simulcast): always on.
+    const one: RTCRtpEncodingParameters[] = [{}];
+    applyLayers(one, []);
+    expect(one[0].active).toBe(true);
+
+    const t = setup([{ kind: "audio", id: "mic" }, { kind: "video", id: "cam" }], true);
+    const joined = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(1));
+    t.answerJoin("answer");
+    await joined;
+    const pc = t.pcs[0];
+    expect(pc.log.slice(0, 2)).toEqual(["add audio", "transceiver video q,h,f"]);
+    expect(t.sfu.handleEvent({ type: "sfu_layers", channel: 5, track: "cam", rids: ["q", 7, "f"] })).toBe(true);
+    expect(t.sfu.handleEvent({ type: "sfu_layers", channel: 5, track: "someone-else", rids: [] })).toBe(true);
+    expect(t.sfu.handleEvent({ type: "sfu_layers", channel: 6, track: "cam", rids: [] })).toBe(false);
+    expect(t.sfu.handleEvent({ type: "sfu_layers", channel: 5, track: "cam" })).toBe(false);
+    await t.sfu.idle();
+    const cam = pc.senders[1];
+    expect(cam.set).toEqual([{ encodings: [{ ...SIMULCAST_Q, active: true }, { ...SIMULCAST_H, active: false }, { ...SIMULCAST_F, active: true }] }]);
+    expect(t.sfu.layers).toEqual([["q", "f"]]);
+    expect(t.errors).toEqual([]);
   });
 
   it("a move between mesh and SFU closes the old path once everyone is heard on the new one", () => {
