@@ -121,6 +121,10 @@ pub struct HostStats {
     /// Leaves announced (graceful), and the downstreams told `leaving` by them.
     pub leaves_announced: u64,
     pub reseated: u64,
+    /// Relay offers that moved ([`RootHost::viewer_budget`]), and the downstreams a lowered one
+    /// no longer covered (moved elsewhere).
+    pub budget_changes: u64,
+    pub budget_orphans: u64,
 }
 
 pub struct RootHost {
@@ -266,6 +270,34 @@ impl RootHost {
         // The starvation threshold scales with the audience (one starving request per 250).
         self.seed.set_audience(self.stats.viewers as u32);
         self.send_grants(user, id, grants);
+        self.orphans(orphans);
+        self.seed.handle_timeout(now);
+        self.pump();
+    }
+
+    /// A viewer's relay offer moved (`stream_join` again on the same layer with another
+    /// `relay`: its throttler's cap or its setting changed). The tracker's books follow; the
+    /// downstreams a lowered offer no longer covers are moved elsewhere (both ends hear
+    /// `gone`, the orphan asks for more). A viewer that had announced its leave (or is not
+    /// in the books) joins again instead.
+    pub fn viewer_budget(&mut self, now: Time, user: UserId, relay: Bitrate) {
+        if user == self.streamer {
+            return;
+        }
+        let Some(&id) = self.ids.get(&user) else {
+            self.viewer_joined(now, user, relay);
+            return;
+        };
+        if id == ROOT {
+            return;
+        }
+        if !self.tracker.is_alive(id) || self.draining.contains_key(&user) {
+            self.viewer_joined(now, user, relay);
+            return;
+        }
+        self.stats.budget_changes += 1;
+        let orphans = self.tracker.set_budget(id, relay);
+        self.stats.budget_orphans += orphans.len() as u64;
         self.orphans(orphans);
         self.seed.handle_timeout(now);
         self.pump();
@@ -739,6 +771,42 @@ mod tests {
         h.viewer_left(Time::from_secs(13), user(1));
         assert_eq!(h.stats.viewers, 3);
         assert!(drain(&mut h).is_empty());
+    }
+
+    /// A relay's offer falls to nothing (its throttler protects a game): the viewer it fed
+    /// and it both hear `gone`, and the viewer is fed from elsewhere when it asks.
+    #[test]
+    fn a_relay_offer_that_falls_moves_its_downstreams() {
+        let (mut h, _) = host();
+        h.viewer_joined(Time::ZERO, user(1), Bitrate::from_mbps(2));
+        h.viewer_joined(Time::ZERO, user(2), Bitrate::ZERO);
+        let fed_by_1 = signals(&drain(&mut h)).into_iter().any(|(to, s)| {
+            to == user(2)
+                && matches!(&s, MeshSignal::Grants { grants, .. }
+                    if grants.iter().any(|g| g.user == user(1)))
+        });
+        assert!(fed_by_1, "user 1 (2 Mbit/s) feeds user 2");
+        // The same offer again changes nothing; none at all moves user 2 off it.
+        h.viewer_budget(Time::from_millis(10), user(1), Bitrate::from_mbps(2));
+        assert!(signals(&drain(&mut h)).is_empty());
+        h.viewer_budget(Time::from_millis(20), user(1), Bitrate::ZERO);
+        let out = signals(&drain(&mut h));
+        assert!(
+            out.contains(&(user(2), MeshSignal::Gone { user: user(1) })),
+            "{out:?}"
+        );
+        assert!(out.contains(&(user(1), MeshSignal::Gone { user: user(2) })));
+        assert_eq!((h.stats.budget_changes, h.stats.budget_orphans), (2, 1));
+        // The streamer is ignored; a viewer the host does not know is seated (it joined).
+        let streamer = h.streamer();
+        h.viewer_budget(Time::from_millis(30), streamer, Bitrate::ZERO);
+        assert!(signals(&drain(&mut h)).is_empty());
+        h.viewer_budget(Time::from_millis(30), user(9), Bitrate::ZERO);
+        assert!(
+            signals(&drain(&mut h))
+                .iter()
+                .any(|(to, s)| *to == user(9) && matches!(s, MeshSignal::Grants { .. }))
+        );
     }
 
     #[test]

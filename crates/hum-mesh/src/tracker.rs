@@ -231,11 +231,7 @@ impl Tracker {
         budget: Bitrate,
         rtt: &dyn Fn(PeerId, PeerId) -> Duration,
     ) -> (Vec<Grant>, Vec<(PeerId, PeerId)>) {
-        let usable = if budget.bps() < self.cfg.min_relay.bps() {
-            0
-        } else {
-            (self.usable(budget).bps() as f64 * self.cfg.utilisation) as u64
-        };
+        let usable = self.grantable(budget);
         let e = self.entry(peer);
         *e = Entry {
             alive: true,
@@ -688,6 +684,50 @@ impl Tracker {
         }
     }
 
+    /// What a peer with relay budget `budget` may grant: nothing below `min_relay`, else its
+    /// usable budget at `utilisation`.
+    fn grantable(&self, budget: Bitrate) -> u64 {
+        if budget.bps() < self.cfg.min_relay.bps() {
+            0
+        } else {
+            (self.usable(budget).bps() as f64 * self.cfg.utilisation) as u64
+        }
+    }
+
+    /// A viewer's relay budget moved (its throttler holds relaying down to protect a game, or
+    /// lets it back up; the user moved the slider). Raised: the spare joins its level's pool for
+    /// the next grants. Lowered below what it has granted: its newest downstream grants go
+    /// until the rest fit, each returned as (orphan, `peer`) to be told and refilled elsewhere
+    /// (as [`Tracker::take_orphans`]); below `min_relay` it relays nothing any more.
+    pub fn set_budget(&mut self, peer: PeerId, budget: Bitrate) -> Vec<(PeerId, PeerId)> {
+        let i = peer.0 as usize;
+        if i >= self.peers.len() || !self.peers[i].alive || peer == self.root {
+            return Vec::new();
+        }
+        let usable = self.grantable(budget);
+        let min = self.cfg.min_grant();
+        let mut orphans = Vec::new();
+        let mut granted: u64 = self.peers[i].downs.iter().map(|&(_, g)| g).sum();
+        while granted > usable {
+            let Some((d, g)) = self.peers[i].downs.pop() else {
+                break;
+            };
+            granted -= g;
+            self.peers[d as usize].ups.retain(|&(x, _)| x != peer.0);
+            orphans.push((PeerId(d), peer));
+        }
+        let e = &mut self.peers[i];
+        let was = e.spare;
+        e.budget = budget.bps();
+        e.relay = usable > 0;
+        e.spare = usable.saturating_sub(granted);
+        if was < min && e.spare >= min {
+            let l = e.level as usize;
+            self.pools[l].push(i as u32);
+        }
+        orphans
+    }
+
     /// A peer leaves. Returns its downstreams, which lost a grant and should be refilled.
     pub fn leave(&mut self, peer: PeerId) -> Vec<PeerId> {
         let i = peer.0 as usize;
@@ -914,5 +954,62 @@ mod tests {
         t.ban(PeerId(2), PeerId(1));
         assert!(t.upstreams(PeerId(2)).is_empty());
         assert!(t.refill(PeerId(2), &rtt).is_empty());
+    }
+
+    /// A relay's budget falls (its throttler protects a game) and comes back: the grants it
+    /// can no longer cover are moved off it, newest first; back up, it grants again.
+    #[test]
+    fn a_lowered_budget_gives_up_the_newest_grants_and_a_raised_one_grants_again() {
+        let mut t = tracker(4);
+        t.join(PeerId(1), Bitrate::from_mbps(20), &rtt);
+        for p in 2..=5 {
+            let (g, _) = t.join(PeerId(p), Bitrate::ZERO, &rtt);
+            assert_eq!(
+                g,
+                vec![Grant {
+                    up: PeerId(1),
+                    rate: Bitrate::from_mbps(4)
+                }],
+                "peer {p}: the root is full, peer 1 feeds it"
+            );
+        }
+        // 8 Mbit/s at 80%: 6.4 Mbit/s covers one 4 Mbit/s grant of the four.
+        let orphans = t.set_budget(PeerId(1), Bitrate::from_mbps(8));
+        assert_eq!(
+            orphans,
+            vec![
+                (PeerId(5), PeerId(1)),
+                (PeerId(4), PeerId(1)),
+                (PeerId(3), PeerId(1))
+            ]
+        );
+        for p in 3..=5 {
+            assert!(t.upstreams(PeerId(p)).is_empty(), "peer {p}");
+        }
+        // Refilled, they share what peer 1 has left (6.4 - 4 Mbit/s), no more.
+        let refilled: u64 = (3..=5).map(|p| total(&t.refill(PeerId(p), &rtt))).sum();
+        assert_eq!(refilled, 2_400_000);
+        assert_eq!(
+            total(&t.upstreams(PeerId(2))),
+            4_000_000,
+            "the oldest stays"
+        );
+        // Below the stream rate it relays nothing at all.
+        let gone = t.set_budget(PeerId(1), Bitrate::from_mbps(1));
+        assert!(gone.contains(&(PeerId(2), PeerId(1))), "{gone:?}");
+        for p in 2..=5 {
+            assert!(t.upstreams(PeerId(p)).is_empty(), "peer {p}");
+        }
+        // Back up: it feeds the orphans that ask again, and newcomers.
+        assert!(t.set_budget(PeerId(1), Bitrate::from_mbps(20)).is_empty());
+        for p in 2..=5 {
+            t.refill(PeerId(p), &rtt);
+            assert_eq!(total(&t.upstreams(PeerId(p))), 4_000_000, "peer {p}");
+        }
+        let (g, _) = t.join(PeerId(6), Bitrate::ZERO, &rtt);
+        assert_eq!(total(&g), 0, "16 of 16 Mbit/s granted: none left");
+        // Unknown, gone and the root are ignored.
+        assert!(t.set_budget(PeerId(40), Bitrate::ZERO).is_empty());
+        assert!(t.set_budget(PeerId(0), Bitrate::ZERO).is_empty());
     }
 }

@@ -173,6 +173,7 @@ impl Live {
             }
             c @ (LiveCmd::Joined { stream, .. }
             | LiveCmd::Left { stream, .. }
+            | LiveCmd::Budget { stream, .. }
             | LiveCmd::Signal { stream, .. }) => {
                 if let Some(tx) = inner.streams.get(&stream) {
                     let _ = tx.send(StreamMsg::Cmd(c));
@@ -288,6 +289,15 @@ impl StreamTask {
             }
             // A viewer that announced its leave (`leave`, through `Signal`) is draining in its
             // host until this, or its grace; one that just goes is removed here at once.
+            StreamMsg::Cmd(LiveCmd::Budget { user, relay, .. }) => {
+                if let Some(h) = self
+                    .members
+                    .get(&user)
+                    .and_then(|layer| self.hosts.get_mut(layer))
+                {
+                    h.viewer_budget(now, user, relay);
+                }
+            }
             StreamMsg::Cmd(LiveCmd::Left { user, .. }) => {
                 if let Some(old) = self.members.remove(&user)
                     && let Some(h) = self.hosts.get_mut(&old)

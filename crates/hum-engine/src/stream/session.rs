@@ -447,6 +447,13 @@ impl LiveSession {
 }
 
 /// The bandwidth service's next event (never, without a service or once it is gone).
+/// Whether a relay offer moved enough to tell the tracker: by more than a fifth, or to or from
+/// nothing (a throttler's small steps are not worth a message each).
+fn offer_moved(told: Bitrate, now: Bitrate) -> bool {
+    let (a, b) = (told.bps(), now.bps());
+    (a == 0) != (b == 0) || a.abs_diff(b) * 5 > a
+}
+
 async fn next_budget_event(
     rx: &mut Option<tokio::sync::broadcast::Receiver<crate::budget::BudgetEvent>>,
 ) -> crate::budget::BudgetEvent {
@@ -536,7 +543,8 @@ struct Switch {
     client: RelayClient,
     info: StreamInfo,
     node: NodeHandle,
-    relay: Bitrate,
+    /// The relay upload the tracker was last offered.
+    relay: Arc<std::sync::Mutex<Bitrate>>,
     layer: Arc<std::sync::Mutex<Layer>>,
     /// The viewer's pick now (the steering task's [`QualityControl::choice`]).
     choice: Arc<std::sync::Mutex<Quality>>,
@@ -565,12 +573,42 @@ impl Switch {
             layer,
             rate: spec.bitrate,
         });
+        let relay = self.relay.lock().map(|r| *r).unwrap_or_default();
         match self
             .client
             .request(Request::StreamJoin {
                 stream: self.info.id,
-                relay: Some(self.relay),
+                relay: Some(relay),
                 layer: Some(spec.layer),
+            })
+            .await?
+        {
+            Reply::Stream { .. } => Ok(()),
+            r => Err(unexpected("stream", r)),
+        }
+    }
+
+    /// Offers the tracker `relay` of upload if it moved enough from the last offer (a fifth,
+    /// or to or from nothing): `stream_join` again on the layer watched, which the relay
+    /// applies in place (docs/protocol.md). What the budget service lets out moves with its
+    /// throttler (a game's ping rising holds relaying down); a tracker that still counts the
+    /// old offer grants upload this viewer no longer gives, and its downstreams starve.
+    async fn reoffer(&self, relay: Bitrate) -> Result<(), StreamError> {
+        let told = self.relay.lock().map(|r| *r).unwrap_or_default();
+        if !offer_moved(told, relay) {
+            return Ok(());
+        }
+        let layer = self.layer.lock().map(|l| *l).unwrap_or(Layer::High);
+        if let Ok(mut r) = self.relay.lock() {
+            *r = relay;
+        }
+        tracing::info!(stream = %self.info.id, from = %told, to = %relay, "relay offer moved");
+        match self
+            .client
+            .request(Request::StreamJoin {
+                stream: self.info.id,
+                relay: Some(relay),
+                layer: Some(StreamLayerName::from_mesh(layer)),
             })
             .await?
         {
@@ -589,7 +627,7 @@ impl Switch {
         budget: Option<crate::budget::BudgetService>,
         mut picks: mpsc::UnboundedReceiver<(Quality, oneshot::Sender<Result<(), StreamError>>)>,
     ) -> tokio::task::JoinHandle<()> {
-        let mut budget_events = budget.map(|b| b.subscribe());
+        let mut budget_events = budget.as_ref().map(|b| b.subscribe());
         tokio::spawn(async move {
             let layers: Vec<Layer> = stream_layers(&self.info)
                 .iter()
@@ -603,6 +641,7 @@ impl Switch {
             loop {
                 let auto = q.choice() == Quality::Auto;
                 let mut asked = false;
+                let mut budget_moved = false;
                 let mut picked = None;
                 tokio::select! {
                     p = picks.recv() => match p {
@@ -613,6 +652,7 @@ impl Switch {
                     _ = tick.tick(), if auto => {}
                     ev = next_budget_event(&mut budget_events) => {
                         asked = matches!(ev, crate::budget::BudgetEvent::LowerViewingLayer { .. });
+                        budget_moved = true;
                     }
                 }
                 let now = start.elapsed();
@@ -638,6 +678,12 @@ impl Switch {
                 };
                 if let Some((_, reply)) = picked {
                     let _ = reply.send(done);
+                }
+                if budget_moved
+                    && let Some(b) = &budget
+                    && let Err(e) = self.reoffer(b.relay_offer()).await
+                {
+                    tracing::warn!("telling the tracker our relay offer: {e}");
                 }
             }
         })
@@ -715,7 +761,7 @@ impl WatchSession {
             client: client.clone(),
             info: info.clone(),
             node: node.clone(),
-            relay: opts.relay,
+            relay: Arc::new(std::sync::Mutex::new(opts.relay)),
             layer: Arc::new(std::sync::Mutex::new(watch.layer.mesh())),
             choice: Arc::new(std::sync::Mutex::new(choice)),
         };
@@ -954,6 +1000,18 @@ impl RecordingSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tracker_hears_of_an_offer_only_when_it_moved_enough() {
+        let k = Bitrate::from_kbps;
+        assert!(!offer_moved(k(2_000), k(2_000)));
+        assert!(!offer_moved(k(2_000), k(1_700)), "a small step");
+        assert!(offer_moved(k(2_000), k(1_500)), "a quarter down");
+        assert!(offer_moved(k(2_000), k(2_500)), "a quarter up");
+        assert!(offer_moved(k(2_000), Bitrate::ZERO), "relaying stops");
+        assert!(offer_moved(Bitrate::ZERO, k(10)), "relaying starts");
+        assert!(!offer_moved(Bitrate::ZERO, Bitrate::ZERO));
+    }
 
     #[test]
     fn mesh_url_replaces_the_ws_path() {

@@ -50,6 +50,13 @@ pub enum LiveCmd {
         stream: StreamId,
         user: UserId,
     },
+    /// A viewer watching on the same layer offers another relay upload (`stream_join` again:
+    /// its throttler's cap or its setting moved): the tracker's books follow, in place.
+    Budget {
+        stream: StreamId,
+        user: UserId,
+        relay: Bitrate,
+    },
     /// A viewer's `want`, `ban` or `leave` for the tracker.
     Signal {
         stream: StreamId,
@@ -378,21 +385,31 @@ impl Hub {
             ));
         }
         let again = r.viewers.insert(user, relay).is_some();
-        r.layer_of.insert(user, layer);
+        let old_layer = r.layer_of.insert(user, layer);
         self.streams
             .watching
             .entry(user)
             .or_default()
             .insert(stream);
-        if again {
-            self.out.push(Output::Live(LiveCmd::Left { stream, user }));
+        if again && old_layer == Some(layer) {
+            // The same swarm: the offer is updated in place (a leave and a join would move
+            // every viewer it feeds); the host seats it again if it had announced its leave.
+            self.out.push(Output::Live(LiveCmd::Budget {
+                stream,
+                user,
+                relay,
+            }));
+        } else {
+            if again {
+                self.out.push(Output::Live(LiveCmd::Left { stream, user }));
+            }
+            self.out.push(Output::Live(LiveCmd::Joined {
+                stream,
+                user,
+                relay,
+                layer: layer.mesh(),
+            }));
         }
-        self.out.push(Output::Live(LiveCmd::Joined {
-            stream,
-            user,
-            relay,
-            layer: layer.mesh(),
-        }));
         // A join again (another layer, another relay share) is not a new viewer.
         if !again {
             self.event_to_user(
@@ -930,7 +947,8 @@ mod tests {
             c,
             LiveCmd::Signal { from, signal: MeshSignal::Leave, .. } if *from == user(2)
         )));
-        // A one-layer stream has only `high`, whatever a viewer asks.
+        // A one-layer stream has only `high`, whatever a viewer asks: joining again after
+        // the announced leave stays in the same swarm (the host seats it again).
         w.live.clear();
         w.req(
             2,
@@ -941,13 +959,14 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(w.live.iter().any(|c| matches!(
-            c,
-            LiveCmd::Joined {
-                layer: Layer::High,
-                ..
-            }
-        )));
+        assert_eq!(
+            w.live,
+            vec![LiveCmd::Budget {
+                stream: info.id,
+                user: user(2),
+                relay: Bitrate::from_mbps(2),
+            }]
+        );
         // Its replies come from the streamer's id, to viewers only.
         w.hub
             .live_signal(info.id, user(2), MeshSignal::Gone { user: user(1) });
@@ -1074,25 +1093,36 @@ mod tests {
                 ..
             }
         )));
+        // The same layer again: the offer (unchanged here) updated in place, the swarm kept.
         w.live.clear();
         w.req(2, join(Some(StreamLayerName::Low))).unwrap();
-        assert!(w.live.iter().any(|c| matches!(
-            c,
-            LiveCmd::Joined {
-                layer: Layer::Low,
-                ..
-            }
-        )));
-        assert!(matches!(
-            w.live.as_slice(),
-            [
-                LiveCmd::Left { .. },
-                LiveCmd::Joined {
-                    layer: Layer::Low,
-                    ..
-                }
-            ]
-        ));
+        assert_eq!(
+            w.live,
+            vec![LiveCmd::Budget {
+                stream: info.id,
+                user: user(2),
+                relay: Bitrate::ZERO,
+            }]
+        );
+        w.live.clear();
+        // The same layer, another offer: updated in place, the swarm kept.
+        w.req(
+            2,
+            Request::StreamJoin {
+                stream: info.id,
+                relay: Some(Bitrate::from_kbps(900)),
+                layer: Some(StreamLayerName::Low),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            w.live,
+            vec![LiveCmd::Budget {
+                stream: info.id,
+                user: user(2),
+                relay: Bitrate::from_kbps(900),
+            }]
+        );
         w.live.clear();
         w.req(2, join(Some(StreamLayerName::Audio))).unwrap();
         assert!(matches!(
