@@ -939,6 +939,11 @@ fn a_subscriber_held_below_its_ask_probes_towards_it_and_stops_when_it_has_it() 
     assert_eq!(wanted(&events(&mut s), user(2)), Some(Bitrate::ZERO));
 }
 
+/// Packets each (subscriber, track) got.
+type Delivered = BTreeMap<(UserId, TrackId), u64>;
+/// A [`SessionEvent::VideoPaused`] word: (subscriber, track, paused, the frame it came at).
+type PauseWord = (UserId, TrackId, bool, u64);
+
 /// Feeds single-layer (layer 0) video on `tracks` for frames `frames` (30 a second, `body`
 /// bytes each, keyframes when the session asks), ticking the session; returns the packets
 /// each (subscriber, track) got and the [`SessionEvent::VideoPaused`] words seen, each with
@@ -949,11 +954,8 @@ fn feed_cameras(
     frames: std::ops::Range<u64>,
     body: usize,
     t0: Instant,
-) -> (
-    BTreeMap<(UserId, TrackId), u64>,
-    Vec<(UserId, TrackId, bool, u64)>,
-) {
-    let mut got: BTreeMap<(UserId, TrackId), u64> = BTreeMap::new();
+) -> (Delivered, Vec<PauseWord>) {
+    let mut got: Delivered = BTreeMap::new();
     let mut paused = Vec::new();
     let mut asked: std::collections::BTreeSet<TrackId> = Default::default();
     for frame in frames {
