@@ -1150,16 +1150,20 @@ impl Runtime {
                     }
                     self.track_src.remove(track);
                 }
-                SessionEvent::VideoPaused { who, track, paused } => {
+                SessionEvent::VideoPaused {
+                    who,
+                    track,
+                    owner,
+                    paused,
+                } => {
+                    // Before its `TrackUnpublished` (if it went): the source is still known.
                     let screen = self.track_src.get(track).is_some_and(|s| s.screen);
-                    if let Some(owner) = self.session.publication(*track).map(|p| p.owner) {
-                        let _ = self.events.send(SfuEvent::VideoPaused {
-                            who: *who,
-                            owner,
-                            track: forwarded_track_id(*track, screen),
-                            paused: *paused,
-                        });
-                    }
+                    let _ = self.events.send(SfuEvent::VideoPaused {
+                        who: *who,
+                        owner: *owner,
+                        track: forwarded_track_id(*track, screen),
+                        paused: *paused,
+                    });
                 }
                 SessionEvent::KeyframeRequest { track, layer } => {
                     if let Some(Source {

@@ -125,12 +125,14 @@ pub enum SessionEvent {
         who: ParticipantId,
         bitrate: Bitrate,
     },
-    /// `who`'s copy of video `track` is paused because it does not fit in `who`'s estimate
-    /// (`paused: true`), or resumed (`false`). Tell the subscriber, so its tile says why it
-    /// stopped instead of freezing. See [`Subscription::paused_for_bandwidth`].
+    /// `who`'s copy of `owner`'s video `track` is paused because it does not fit in `who`'s
+    /// estimate (`paused: true`), or no longer (`false`: resumed, or unpublished while paused,
+    /// so a front end forgets it). Tell the subscriber, so its tile says why it stopped
+    /// instead of freezing. See [`Subscription::paused_for_bandwidth`].
     VideoPaused {
         who: ParticipantId,
         track: TrackId,
+        owner: ParticipantId,
         paused: bool,
     },
 }
@@ -516,6 +518,15 @@ impl Session {
                 o.publications.remove(&track);
             }
         }
+        // Whoever had it paused forgets it (a camera turned on again starts unpaused).
+        for s in p.subscribers.iter().filter(|s| s.paused_for_bandwidth) {
+            self.events.push_back(SessionEvent::VideoPaused {
+                who: s.subscriber,
+                track,
+                owner: p.owner,
+                paused: false,
+            });
+        }
         self.events.push_back(SessionEvent::TrackUnpublished {
             room: p.room,
             track,
@@ -795,6 +806,7 @@ impl Session {
                     self.events.push_back(SessionEvent::VideoPaused {
                         who,
                         track: t,
+                        owner: p.owner,
                         paused,
                     });
                 }

@@ -984,8 +984,12 @@ fn feed_cameras(
                 SessionEvent::VideoPaused {
                     who,
                     track,
+                    owner,
                     paused: p,
-                } => paused.push((who, track, p, frame)),
+                } => {
+                    assert_eq!(s.publication(track).map(|x| x.owner), Some(owner));
+                    paused.push((who, track, p, frame))
+                }
                 _ => {}
             }
         }
@@ -1104,4 +1108,29 @@ fn videos_that_do_not_fit_are_paused_for_that_subscriber_and_resume_with_headroo
     assert_eq!(words, vec![(user(4), cams[2], false)]);
     let (got, _) = feed_cameras(&mut s, &cams, 800..830, 400, t0);
     assert_eq!(got.get(&(user(4), cams[2])), Some(&30), "{got:?}");
+
+    // Paused again (60 kbit/s), then its owner leaves: user 4 hears it is not paused any
+    // more, so a camera the owner turns on later does not start out shown as paused.
+    s.set_bandwidth(user(4), Bitrate::from_kbps(60), at(830))
+        .expect("bw");
+    let (_, paused) = feed_cameras(&mut s, &cams, 830..1000, 400, t0);
+    assert!(
+        paused.iter().any(|w| (w.1, w.2) == (cams[2], true)),
+        "{paused:?}"
+    );
+    events(&mut s);
+    s.leave(user(3)).expect("leave");
+    let resumed: Vec<_> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::VideoPaused {
+                who,
+                track,
+                owner,
+                paused,
+            } => Some((who, track, owner, paused)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, vec![(user(4), cams[2], user(3), false)]);
 }
