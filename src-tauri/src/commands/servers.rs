@@ -168,6 +168,16 @@ impl VoiceRooms {
         old != Some(next) && !(old.is_none() && fresh)
     }
 
+    /// Forgets every video paused for me (I left the channel: my subscriptions on the SFU went
+    /// with me, and the SFU says nothing more of them).
+    pub fn forget_paused(&self) {
+        if let Ok(mut rooms) = self.0.lock() {
+            for r in rooms.values_mut() {
+                r.paused.clear();
+            }
+        }
+    }
+
     /// Fills in the mode, speaker and paused videos of a channel's view.
     pub fn apply(&self, view: &mut ChannelView) {
         if let Some(r) = self.0.lock().ok().and_then(|m| m.get(&view.id).cloned()) {
@@ -266,6 +276,8 @@ pub(crate) async fn leave_voice(state: &AppState) -> bool {
 }
 
 async fn stop_link(state: &AppState, link: VoiceLink) {
+    // What the SFU paused for me was about my subscriptions there, which end here.
+    state.rooms.forget_paused();
     state.privacy.stop();
     state.set_session(None);
     state.level_follower.stop(&state.levels);
@@ -953,6 +965,11 @@ mod tests {
         assert_eq!(paused_view(&rooms), vec![six(false), six(true)]);
         assert!(rooms.observe(&paused("t3", false)));
         assert_eq!(paused_view(&rooms), vec![six(true)]);
+        // Leaving the channel forgets them; the speaker and mode stay.
+        rooms.forget_paused();
+        assert_eq!(paused_view(&rooms), vec![]);
+        assert_eq!(view(&rooms), (VoiceMode::Sfu, Some("07".repeat(32))));
+        assert!(rooms.observe(&paused("screen-t4", true)));
         assert!(rooms.observe(&speaker));
         // Back to mesh: no dominant speaker any more, nothing paused.
         assert!(rooms.observe(&mode(VoiceTopology::Mesh)));
