@@ -152,6 +152,12 @@ pub const PAUSE_AFTER: Duration = Duration::from_secs(3);
 /// not resume it only to pause it again (each resume costs a keyframe).
 pub const RESUME_AFTER: Duration = Duration::from_secs(3);
 
+/// How long the estimate must keep room for a higher layer before a subscription moves up to
+/// it for the estimate's sake (the quality asked unchanged): a probe's brief overshoot would
+/// otherwise lift a subscriber on a thin link to a layer its link does not carry, for a second,
+/// and each switch costs a keyframe. A new ask (a new speaker in the spotlight) moves at once.
+pub const UP_AFTER: Duration = Duration::from_secs(3);
+
 /// The margin above a paused video's lowest layer that what remains must have for it to
 /// resume: without it a thumbnail would flap at the edge.
 pub const RESUME_HEADROOM: f64 = 0.25;
@@ -202,6 +208,11 @@ pub struct Subscription {
     /// order). While paused for bandwidth: since when it has fit again with
     /// [`RESUME_HEADROOM`]. `None` while neither.
     pub flip_since: Option<Instant>,
+    /// Since when the estimate has had room for a higher layer than the one aimed at, at the
+    /// same asked quality (see [`UP_AFTER`]).
+    pub up_since: Option<Instant>,
+    /// At the last allocation the estimate held it below the best live layer it asks for.
+    pub budget_held: bool,
     /// Paused because it does not fit (for [`PAUSE_AFTER`]; until it fits again for
     /// [`RESUME_AFTER`]): nothing is forwarded,
     /// the subscriber is told ([`SessionEvent::VideoPaused`]) and its estimator probes towards
@@ -576,6 +587,8 @@ impl Session {
                 quality: Quality::default(),
                 ideal: None,
                 flip_since: None,
+                up_since: None,
+                budget_held: false,
                 paused_for_bandwidth: false,
                 forwarder,
             });
@@ -743,6 +756,13 @@ impl Session {
                 .iter()
                 .find(|s| s.subscriber == who)
                 .map_or((false, None), |s| (s.paused_for_bandwidth, s.flip_since));
+            let (was_target, was_quality, up_since, was_held) = p
+                .subscribers
+                .iter()
+                .find(|s| s.subscriber == who)
+                .map_or((None, q, None, false), |s| {
+                    (s.forwarder.target(), s.quality, s.up_since, s.budget_held)
+                });
             // The lowest layer's cost: measured while live, else its last (or nominal) rate.
             let lowest =
                 |ls: &[(Layer, Bitrate)]| ls.iter().min_by_key(|(l, _)| *l).map(|(_, r)| *r);
@@ -767,13 +787,28 @@ impl Session {
             let flip = flip_since.is_some_and(|t| now.saturating_duration_since(t) >= wait);
             let paused = !exempt && (was_paused != flip);
             let flip_since = if flip { None } else { flip_since };
-            let (target, ideal) = if paused {
+            let (mut target, ideal) = if paused {
                 (None, None)
             } else {
                 (
                     choose_layer(&live, q, remaining),
                     choose_layer(&announced, q, remaining),
                 )
+            };
+            // Up for the estimate's sake (same ask, the layer aimed at still live): only once
+            // the room has lasted UP_AFTER.
+            let budget_up = q == was_quality
+                && was_held
+                && was_target.is_some_and(|w| live.iter().any(|(l, _)| *l == w))
+                && target > was_target
+                && was_target.is_some();
+            let up_since = budget_up.then(|| up_since.unwrap_or(now));
+            let up_since = match up_since {
+                Some(t) if now.saturating_duration_since(t) < UP_AFTER => {
+                    target = was_target;
+                    Some(t)
+                }
+                _ => None,
             };
             let unlimited = choose_layer(&announced, q, Bitrate::from_bps(u64::MAX));
             held |= !fits || paused || ideal != unlimited;
@@ -799,6 +834,9 @@ impl Session {
                 s.quality = q;
                 s.ideal = ideal;
                 s.flip_since = flip_since;
+                s.up_since = up_since;
+                s.budget_held = target.is_some()
+                    && target < choose_layer(&live, q, Bitrate::from_bps(u64::MAX));
                 s.forwarder.set_target(target);
                 if s.paused_for_bandwidth != paused {
                     s.paused_for_bandwidth = paused;
