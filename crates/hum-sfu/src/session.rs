@@ -751,17 +751,20 @@ impl Session {
             };
             let live = p.live_layers(now);
             let announced = p.announced_layers();
-            let (was_paused, flip_since) = p
+            // What the last allocation left on this subscription.
+            let (was_paused, flip_since, was_target, was_quality, up_since, was_held) = p
                 .subscribers
                 .iter()
                 .find(|s| s.subscriber == who)
-                .map_or((false, None), |s| (s.paused_for_bandwidth, s.flip_since));
-            let (was_target, was_quality, up_since, was_held) = p
-                .subscribers
-                .iter()
-                .find(|s| s.subscriber == who)
-                .map_or((None, q, None, false), |s| {
-                    (s.forwarder.target(), s.quality, s.up_since, s.budget_held)
+                .map_or((false, None, None, q, None, false), |s| {
+                    (
+                        s.paused_for_bandwidth,
+                        s.flip_since,
+                        s.forwarder.target(),
+                        s.quality,
+                        s.up_since,
+                        s.budget_held,
+                    )
                 });
             // The lowest layer's cost: measured while live, else its last (or nominal) rate.
             let lowest =
@@ -800,8 +803,7 @@ impl Session {
             let budget_up = q == was_quality
                 && was_held
                 && was_target.is_some_and(|w| live.iter().any(|(l, _)| *l == w))
-                && target > was_target
-                && was_target.is_some();
+                && target > was_target;
             let up_since = budget_up.then(|| up_since.unwrap_or(now));
             let up_since = match up_since {
                 Some(t) if now.saturating_duration_since(t) < UP_AFTER => {
