@@ -1,10 +1,14 @@
 // Video frames from the backend: one ipc::Channel carries every stream as raw bytes
 // (src-tauri/src/channels.rs `VideoPacket`); frames are routed by stream id to whoever shows that
-// stream (a VideoTile). My camera's on/off state lives here too.
+// stream (a VideoTile). My camera's on/off state lives here too; which streams are live, and the
+// browser's own decoded tracks, in ./videoStreams.ts.
 import { signal } from "@preact/signals";
 import { Channel } from "@tauri-apps/api/core";
 import { commands, type CameraView, type VideoPacket } from "./bindings";
 import { messageOf, unwrap } from "./api";
+import { endStream, noteFrame, resetStreams } from "./videoStreams";
+
+export { activeStreams, endedStreams, mediaTracks, pruneIdle, STREAM_IDLE_MS } from "./videoStreams";
 
 export const VIDEO_WIRE_VERSION = 1;
 export const VIDEO_HEADER_LEN = 24;
@@ -62,50 +66,8 @@ export function dispatchVideo(msg: ArrayBuffer | number[]) {
     endStream(f.streamId);
     return;
   }
-  noteActive(f.streamId);
+  noteFrame(f.streamId);
   listeners.get(f.streamId)?.forEach((l) => l(f));
-}
-
-/** A remote stream (`<user hex>/camera`) with no frame for this long is shown as stopped. The
- *  sender says when its camera goes off (an `ended` packet: the tile goes at once); this timeout
- *  covers a sender that vanished without saying so. */
-export const STREAM_IDLE_MS = 2000;
-
-/** Streams whose sender said they ended (camera off), until their next frame. */
-export const endedStreams = signal<ReadonlySet<string>>(new Set());
-
-/** The sender turned `id` off: no tile for it from now on (not a frozen last picture). */
-function endStream(id: string) {
-  lastFrame.delete(id);
-  if (activeStreams.value.has(id)) activeStreams.value = new Set([...activeStreams.value].filter((s) => s !== id));
-  if (!endedStreams.value.has(id)) endedStreams.value = new Set([...endedStreams.value, id]);
-}
-
-/** Streams that delivered a frame within the last STREAM_IDLE_MS, by id: which tiles show
- *  video. Updated on the first frame of a stream and when one goes idle, not on every frame. */
-export const activeStreams = signal<ReadonlySet<string>>(new Set());
-const lastFrame = new Map<string, number>();
-let idleTimer: ReturnType<typeof setInterval> | null = null;
-
-function noteActive(id: string) {
-  lastFrame.set(id, Date.now());
-  if (endedStreams.value.has(id)) endedStreams.value = new Set([...endedStreams.value].filter((s) => s !== id));
-  if (!activeStreams.value.has(id)) {
-    activeStreams.value = new Set([...activeStreams.value, id]);
-    if (!idleTimer) idleTimer = setInterval(pruneIdle, 500);
-  }
-}
-
-/** Drops streams idle for STREAM_IDLE_MS (exported for tests). */
-export function pruneIdle(now = Date.now()) {
-  const gone = [...activeStreams.value].filter((id) => now - (lastFrame.get(id) ?? 0) > STREAM_IDLE_MS);
-  if (gone.length === 0) return;
-  gone.forEach((id) => lastFrame.delete(id));
-  activeStreams.value = new Set([...activeStreams.value].filter((id) => !gone.includes(id)));
-  if (activeStreams.value.size === 0 && idleTimer) {
-    clearInterval(idleTimer);
-    idleTimer = null;
-  }
 }
 
 /** The stream id of someone's camera in a call (src-tauri `remote_stream_id`). */
@@ -156,6 +118,12 @@ export function askLayers(plan: Map<string, TileQuality>): string[] {
     commands.videoQualitySet(cameraStreamOf(id), q).catch(() => asked.delete(id));
   }
   return changed;
+}
+
+/** Forgets what was asked (a new channel, or the channel moved between mesh and SFU: the
+ *  senders or the relay there know nothing of it), so the next plan is asked in full. */
+export function forgetLayers() {
+  asked.clear();
 }
 
 /** A member pinned to the spotlight by a click on their tile (null: the speaker). */
@@ -230,11 +198,7 @@ export function resetVideo() {
   cameraError.value = null;
   cameraBusy.value = false;
   benchStreams.value = [];
-  activeStreams.value = new Set();
-  endedStreams.value = new Set();
-  lastFrame.clear();
+  resetStreams();
   asked.clear();
   pinned.value = null;
-  if (idleTimer) clearInterval(idleTimer);
-  idleTimer = null;
 }

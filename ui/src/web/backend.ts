@@ -14,12 +14,14 @@ import type {
   ChannelView,
   DeviceView,
   IdentityInfo,
+  CameraView,
   LevelSample,
   LinkView,
   LiveStreamView,
   PeerStatsView,
   MemberVoice,
   MyVoice,
+  PausedVideo,
   RelayStatus,
   ServerView,
   VoiceMode,
@@ -30,7 +32,9 @@ import { emitLocal } from "./event";
 import { generateIdentity, loadIdentity, saveIdentity, type StoredIdentity } from "./identity";
 import { VoiceMesh } from "./mesh";
 import { dbfs, peerStatsView, SpeakingGate } from "./monitor";
-import { PathMove, SfuConnection } from "./sfu";
+import { isUserId, PathMove, SfuConnection } from "./sfu";
+import { cameraError, cameraView, type InboundVideo, NO_VIDEO_HERE, pausedKey, RemoteVideos, SELF_STREAM } from "./video";
+import { endStream, noteFrame, setMediaTrack } from "../lib/videoStreams";
 import type { Channel } from "./core";
 import { type Json, login, RelayConnection } from "./protocol";
 
@@ -93,7 +97,7 @@ export function memberOf(e: Json): MemberVoice {
   };
 }
 
-export function channelOf(c: Json, mode: VoiceMode, speaker: string | null): ChannelView {
+export function channelOf(c: Json, mode: VoiceMode, speaker: string | null, paused: PausedVideo[] = []): ChannelView {
   const all = { join: true, speak: true, video: true, stream: true };
   return {
     id: c.id,
@@ -104,8 +108,8 @@ export function channelOf(c: Json, mode: VoiceMode, speaker: string | null): Cha
     mode,
     mesh_limit: typeof c.mesh_limit === "number" ? c.mesh_limit : null,
     speaker,
-    // The browser receives no video: nothing of it is paused.
-    paused_videos: [],
+    // The videos the SFU paused for my connection (`sfu_paused`), in my channel.
+    paused_videos: paused,
   };
 }
 
@@ -123,6 +127,7 @@ const SERVER_EVENTS = new Set([
   "roster_update",
   "channel_mode",
   "sfu_speaker",
+  "sfu_paused",
 ]);
 
 export class WebBackend {
@@ -151,6 +156,15 @@ export class WebBackend {
   /** Remote audio per user: the stream, the element playing it and the path it came over
    *  (tests and diagnostics read it). */
   readonly remote = new Map<string, { stream: MediaStream; el: HTMLAudioElement; via: "mesh" | "sfu"; track: string }>();
+  /** The others' videos received on the SFU (shown from their tracks: lib/videoStreams.ts). */
+  readonly videos = new RemoteVideos();
+  private videoTimer: ReturnType<typeof setInterval> | null = null;
+  /** My camera while on (published on the SFU). */
+  private cam: MediaStreamTrack | null = null;
+  /** Whether my channel lets me send video (its `video` permission). */
+  private videoAllowed = true;
+  /** The videos the SFU paused for my connection (`sfu_paused`), by `<user>/camera|screen`. */
+  private paused = new Map<string, PausedVideo>();
 
   constructor(
     private store: KeyValue,
@@ -249,6 +263,14 @@ export class WebBackend {
     if (mine && ev.type === "roster_leave" && ev.user !== me) {
       this.roster.delete(ev.user);
       this.dropRemote(ev.user, "sfu");
+      this.dropVideos(ev.user);
+    }
+    // A member's camera went off (the roster's `video`): the tile goes at once, as the desktop's.
+    if (mine && ev.type === "roster_update" && ev.user !== me && ev.voice?.video === false) endStream(`${ev.user}/camera`);
+    if (mine && ev.type === "sfu_paused" && isUserId(ev.user) && typeof ev.track === "string") {
+      const key = pausedKey(ev.user, ev.track);
+      if (ev.paused) this.paused.set(key, { user_id: ev.user, screen: key.endsWith("/screen") });
+      else this.paused.delete(key);
     }
     if (ev.type === "channel_mode") {
       this.modes.set(ev.channel, ev.mode);
@@ -263,6 +285,11 @@ export class WebBackend {
     }
     if (ev.type === "voice_permissions" && ev.channel === this.voice.channel) {
       this.speakAllowed(ev.permissions?.speak !== false);
+      this.videoAllowed = ev.permissions?.video !== false;
+      if (!this.videoAllowed && this.cam) {
+        this.setCamera(false).catch(() => {});
+        this.notice(`Your camera went off: ${NO_VIDEO_HERE}`);
+      }
       this.emit("servers-changed", null);
     }
     if (
@@ -297,6 +324,8 @@ export class WebBackend {
     // Leaving the channel (or losing the relay) takes me off the SFU: no `sfu_leave`.
     this.sfu?.close();
     this.sfu = null;
+    this.stopVideos();
+    this.paused.clear();
     this.endMove();
     this.roster.clear();
     for (const r of this.remote.values()) {
@@ -344,6 +373,7 @@ export class WebBackend {
     this.modes.set(channel, mode);
     this.mic = mic;
     this.speakAllowed(reply.permissions?.speak !== false);
+    this.videoAllowed = reply.permissions?.video !== false;
     mic.getAudioTracks().forEach((t) => (t.enabled = !this.voice.muted));
     const me = this.welcome.user.id as string;
     this.voice = { ...this.voice, channel, audio_notice: null };
@@ -415,9 +445,9 @@ export class WebBackend {
       channel,
       mic,
       {
-        onTrack: (user, _stream, track) => {
-          // Audio only: video tiles are not in the browser yet.
+        onTrack: (user, _stream, track, name) => {
           if (track.kind === "audio") this.playRemote(user, new MediaStream([track]), "sfu", track.id);
+          if (track.kind === "video" && this.sfu === sfu) this.showVideo(user, name, track);
         },
         onError: (what, e) => console.warn(`[hum web] ${what}:`, e),
         onState: (state) => {
@@ -433,10 +463,21 @@ export class WebBackend {
       this.iceServers(),
     );
     this.sfu = sfu;
-    sfu.join().catch((e) => {
-      if (this.sfu !== sfu) return;
-      this.notice(`Could not connect to the relay's SFU: ${e?.message ?? e}`);
-    });
+    // A camera as the desktop sends it on the SFU: three simulcast layers (`sfu_layers` says
+    // which to encode); one already on goes into the join's offer.
+    sfu.simulcast = true;
+    if (this.cam && this.videoAllowed) sfu.setCamera(this.cam).catch(() => {});
+    this.watchVideos();
+    sfu
+      .join()
+      .then(() => {
+        // A camera on before (a preview, or the mesh it came from): the roster says it is sent.
+        if (this.cam && this.sfu === sfu) relay.request("voice_update", { voice: { video: true } }).catch(() => {});
+      })
+      .catch((e) => {
+        if (this.sfu !== sfu) return;
+        this.notice(`Could not connect to the relay's SFU: ${e?.message ?? e}`);
+      });
   }
 
   /**
@@ -466,6 +507,11 @@ export class WebBackend {
     } else {
       this.sfu?.close(true);
       this.sfu = null;
+      this.stopVideos();
+      if (this.cam) {
+        this.relay?.request("voice_update", { voice: { video: false } }).catch(() => {});
+        this.notice("Your camera is not sent in this channel now: video in a small (mesh) channel is not in the browser yet.");
+      }
     }
     for (const [user, r] of [...this.remote]) if (r.via !== move.to) this.dropRemote(user, r.via);
   }
@@ -529,6 +575,93 @@ export class WebBackend {
     };
   }
 
+  // --- video --------------------------------------------------------------------------------------
+
+  /** Shows `user`'s video track (`name`: the SFU's track id, camera or screen) in their tile. */
+  private showVideo(user: string, name: string | null, track: MediaStreamTrack) {
+    const id = this.videos.add(user, name, track);
+    setMediaTrack(id, track);
+    track.addEventListener?.("ended", () => {
+      if (this.videos.tracks.get(track.id)?.track !== track) return;
+      this.videos.tracks.delete(track.id);
+      setMediaTrack(id, null);
+      endStream(id);
+    });
+  }
+
+  private dropVideos(user: string) {
+    for (const id of this.videos.drop(user)) {
+      setMediaTrack(id, null);
+      endStream(id);
+    }
+  }
+
+  /** Every 500 ms: which remote videos decoded a frame (their inbound RTP): those tiles show
+   *  video, and one with no frame for 2 s goes back to the avatar (lib/videoStreams.ts). */
+  private watchVideos() {
+    if (this.videoTimer) return;
+    this.videoTimer = setInterval(() => {
+      const pc = this.sfu?.pc;
+      if (!pc || this.videos.tracks.size === 0) return;
+      pc.getStats()
+        .then((r) => {
+          const entries: InboundVideo[] = [];
+          r.forEach((e) => entries.push(e));
+          for (const id of this.videos.progressed(entries)) noteFrame(id);
+        })
+        .catch(() => {});
+    }, 500);
+  }
+
+  private stopVideos() {
+    if (this.videoTimer) clearInterval(this.videoTimer);
+    this.videoTimer = null;
+    for (const v of [...this.videos.tracks.values()]) this.dropVideos(v.user);
+  }
+
+  /**
+   * My camera on (getUserMedia; on the SFU published as simulcast, in the roster as `video`) or
+   * off (the device released, nothing sent, the roster says so). Refused in a mesh (not in the
+   * browser yet) and where the channel's permissions deny video; a missing or refused camera is
+   * a sentence.
+   */
+  private async setCamera(on: boolean): Promise<CameraView> {
+    const inChannel = this.voice.channel !== null;
+    if (!on) {
+      const had = this.cam !== null;
+      this.cam?.stop();
+      this.cam = null;
+      setMediaTrack(SELF_STREAM, null);
+      await this.sfu?.setCamera(null);
+      if (had && inChannel && this.relay && !this.relay.closed)
+        await this.relay.request("voice_update", { voice: { video: false } }).catch(() => {});
+      return cameraView(null);
+    }
+    if (this.cam) return cameraView(this.cam);
+    if (inChannel && !this.videoAllowed) throw commandError("rejected", NO_VIDEO_HERE);
+    if (inChannel && !this.sfu)
+      throw notInBrowser("video in a small (mesh) channel is not in the browser yet; it works once the channel is on the relay's SFU");
+    let stream: MediaStream;
+    try {
+      if (!navigator.mediaDevices?.getUserMedia) throw Object.assign(new Error("no camera access (not a secure page?)"), { name: "SecurityError" });
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: false,
+        video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
+      });
+    } catch (e) {
+      throw cameraError(e);
+    }
+    const track = stream.getVideoTracks()[0];
+    if (!track) throw cameraError({ name: "NotFoundError" });
+    this.cam = track;
+    setMediaTrack(SELF_STREAM, track);
+    if (this.sfu) {
+      await this.sfu.setCamera(track);
+      await this.relay?.request("voice_update", { voice: { video: true } }).catch(() => {});
+    }
+    return cameraView(track);
+  }
+
   private async leaveVoice(): Promise<MyVoice> {
     if (this.voice.channel === null) return this.voice;
     const relay = this.relay;
@@ -556,7 +689,14 @@ export class WebBackend {
       id: s.id,
       name: s.name,
       role: s.role,
-      channels: (list.channels as Json[]).map((c) => channelOf(c, this.modes.get(c.id) ?? "mesh", this.speakers.get(c.id) ?? null)),
+      channels: (list.channels as Json[]).map((c) =>
+        channelOf(
+          c,
+          this.modes.get(c.id) ?? "mesh",
+          this.speakers.get(c.id) ?? null,
+          c.id === this.voice.channel ? [...this.paused.values()] : [],
+        ),
+      ),
     };
   }
 
@@ -772,8 +912,20 @@ export class WebBackend {
         this.stats = onStats;
         return null;
       },
-      // No video in the browser yet: nothing is sent on it (camera_set says why).
+      // Video in the browser is decoded by its own WebRTC and shown from the tracks
+      // (lib/videoStreams.ts): no encoded frames come on this channel.
       video_subscribe: () => null,
+      camera_set: ({ on }: { on: boolean }) => this.setCamera(on),
+      // The layer a tile needs of a member's camera (the shared Stage's `layerPlan`): on the SFU
+      // the relay is asked (`sfu_quality`). In a mesh the browser receives no video yet.
+      video_quality_set: async ({ streamId, quality }: { streamId: string; quality: "high" | "low" | "off" }) => {
+        const user = streamId.split("/")[0];
+        if (this.sfu && isUserId(user) && ["high", "low", "off"].includes(quality))
+          await this.connected().request("sfu_quality", { user, quality });
+        return null;
+      },
+      // The browser's WebRTC asks the SFU for keyframes itself (PLI).
+      video_keyframe: () => null,
       input_monitor_stop: () => null,
       // Streams are listed (the channel list shows who is live); watching them is not in the
       // browser yet (live_watch says so).

@@ -10,8 +10,9 @@ import type { Json } from "./protocol";
 import type { Signaller } from "./mesh";
 
 export type SfuHooks = {
-  /** A remote track arrived; `user` is its owner (the `msid` stream id). */
-  onTrack?: (user: string, stream: MediaStream, track: MediaStreamTrack) => void;
+  /** A remote track arrived; `user` is its owner (the `msid` stream id), `name` the track id
+   *  its m-line in the SFU's offer gives it (`t<n>` a camera, `screen-t<n>` a screen share). */
+  onTrack?: (user: string, stream: MediaStream, track: MediaStreamTrack, name: string | null) => void;
   /** The connection to the SFU changed state (`connected`, `failed`...). */
   onState?: (state: RTCPeerConnectionState) => void;
   /** Something failed (a renegotiation, a request). */
@@ -110,6 +111,11 @@ export class SfuConnection {
   readonly layers: string[][] = [];
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
+  /** My camera (null: none or off), its sender and the track id its m-line's `msid` names
+   *  (what `sfu_layers` says; a camera turned off and on again keeps the first one's). */
+  private camera: MediaStreamTrack | null = null;
+  private cameraSender: RTCRtpSender | null = null;
+  private cameraMsid: string | null = null;
 
   constructor(
     private relay: Signaller,
@@ -148,6 +154,9 @@ export class SfuConnection {
           pc.addTransceiver(t, { direction: "sendrecv", streams: [this.local], sendEncodings: SIMULCAST.map((e) => ({ ...e })) });
         else pc.addTrack(t, this.local);
       }
+      this.cameraSender = null;
+      this.cameraMsid = null;
+      if (this.camera) this.addCamera(pc, this.camera);
       pc.ontrack = (e) => {
         if (pc !== this.pc) return;
         const user = trackOwner(
@@ -157,7 +166,9 @@ export class SfuConnection {
         );
         if (!user || user === this.me) return;
         this.heard.add(user);
-        this.hooks.onTrack?.(user, e.streams.find((s) => s.id === user) ?? new MediaStream([e.track]), e.track);
+        const mid = e.transceiver?.mid ?? null;
+        const name = (mid && sfuTracks(pc.remoteDescription?.sdp ?? "").find((t) => t.mid === mid)?.track) || null;
+        this.hooks.onTrack?.(user, e.streams.find((s) => s.id === user) ?? new MediaStream([e.track]), e.track, name);
       };
       pc.onconnectionstatechange = () => {
         if (pc !== this.pc) return;
@@ -199,9 +210,63 @@ export class SfuConnection {
     this.offersAnswered++;
   }
 
+  /** My camera on `pc`: one more m-line (`sendrecv`, simulcast if asked), in my stream. */
+  private addCamera(pc: RTCPeerConnection, track: MediaStreamTrack) {
+    const sendEncodings = this.simulcast ? SIMULCAST.map((e) => ({ ...e })) : undefined;
+    const tr = pc.addTransceiver(track, { direction: "sendrecv", streams: [this.local], ...(sendEncodings ? { sendEncodings } : {}) });
+    this.cameraSender = tr.sender;
+    this.cameraMsid = track.id;
+  }
+
+  /**
+   * Publishes my camera (`track`), or stops sending it (null). The first camera adds an m-line
+   * (a renegotiation: `sfu_offer`); off and on again swap the track on the same sender, as the
+   * native client keeps its video track (nothing is sent while off). Before `join`, the camera
+   * goes into the join's offer.
+   */
+  setCamera(track: MediaStreamTrack | null): Promise<void> {
+    return this.queue(async () => {
+      if (this.closed) return;
+      this.camera = track;
+      const pc = this.pc;
+      if (!pc) return;
+      if (this.cameraSender) {
+        await this.cameraSender.replaceTrack(track);
+        return;
+      }
+      if (!track) return;
+      this.addCamera(pc, track);
+      await this.renegotiate(pc);
+    });
+  }
+
+  /** Offers my tracks again (`sfu_offer` request). On glare (an SFU offer waits for my answer,
+   *  queued behind this) my offer is rolled back and made again after that answer. */
+  private async renegotiate(pc: RTCPeerConnection) {
+    if (this.closed || pc !== this.pc) return;
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc, this.gatherMs);
+    let reply: Json;
+    try {
+      reply = await this.relay.request("sfu_offer", { sdp: pc.localDescription!.sdp });
+    } catch (e) {
+      if (pc !== this.pc || !/glare/i.test(String((e as Error)?.message ?? e))) throw e;
+      await pc.setLocalDescription({ type: "rollback" });
+      this.queue(() => this.renegotiate(pc));
+      return;
+    }
+    if (pc !== this.pc) return;
+    await pc.setRemoteDescription({ type: "answer", sdp: reply.sdp });
+    this.renegotiated++;
+  }
+
+  /** My own renegotiations that got the SFU's answer (tests, diagnostics). */
+  renegotiated = 0;
+
   /** Encodes only the layers of our camera `track` (its msid track id) someone takes. */
   private async setLayers(track: string, rids: string[]) {
-    const sender = this.pc?.getSenders().find((s) => s.track?.id === track);
+    const sender =
+      track === this.cameraMsid && this.cameraSender ? this.cameraSender : this.pc?.getSenders().find((s) => s.track?.id === track);
     if (!sender) return;
     this.layers.push(rids);
     const params = sender.getParameters();

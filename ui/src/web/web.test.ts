@@ -8,6 +8,7 @@ import { loginMessage, relayName, RelayConnection, RelayError, hex, unhex } from
 import { candidatePayload, fromNewConnection, offersTo, sessionId, ufrag } from "./mesh";
 import { channelOf, defaultRelayUrl, WebBackend } from "./backend";
 import { applyLayers, isUserId, PathMove, SfuConnection, SIMULCAST, sfuTracks, trackOwner } from "./sfu";
+import { cameraError, cameraView, pausedKey, RemoteVideos, remoteVideoId } from "./video";
 
 const [SIMULCAST_Q, SIMULCAST_H, SIMULCAST_F] = SIMULCAST;
 
@@ -32,9 +33,9 @@ describe("dispatch", () => {
   });
 
   it("refuses a command the browser cannot do with a typed error naming why", async () => {
-    const e = await failure(dispatch({}, "camera_set", { on: true }));
+    const e = await failure(dispatch({}, "video_sources_list"));
     expect(isCommandError(e)).toBe(true);
-    expect(e.message).toMatch(/^Not available in the browser: video/);
+    expect(e.message).toMatch(/^Not available in the browser: the browser chooses the camera/);
     const quality = await failure(dispatch({}, "live_quality", { layer: "low" }));
     expect(quality.message).toBe("Not available in the browser: livestreams are not in the browser yet. The desktop app has it.");
     const unknown = await failure(dispatch({}, "something_new"));
@@ -118,9 +119,12 @@ describe("server administration on the web back end", () => {
 describe("the generated bindings on the web back end", () => {
   it("return the browser's refusal as a typed error the UI shows", async () => {
     const { commands } = await import("../lib/bindings");
-    const r = await commands.cameraSet(true);
+    const r = await commands.videoSourcesList();
     expect(r.status).toBe("error");
     if (r.status === "error") expect(r.error.message).toMatch(/not available in the browser/i);
+    // No camera access here (no navigator.mediaDevices): the camera button's sentence.
+    const cam = await commands.cameraSet(true);
+    expect(cam.status === "error" && cam.error).toEqual({ code: "device", message: expect.stringMatching(/^Camera: the browser was not allowed/) });
     const ptt = await commands.voiceSettingsSet({
       transmit_mode: "push_to_talk",
       ptt_shortcut: "F8",
@@ -367,13 +371,14 @@ describe("sfu", () => {
       this.log.push(`add ${t.kind}`);
       this.sender(t, [{}]);
     }
-    addTransceiver(t: { kind: string }, init: { sendEncodings: RTCRtpEncodingParameters[] }) {
-      this.log.push(`transceiver ${t.kind} ${init.sendEncodings.map((e) => e.rid).join(",")}`);
-      this.sender(t, init.sendEncodings);
+    addTransceiver(t: { kind: string }, init: { sendEncodings?: RTCRtpEncodingParameters[] }) {
+      this.log.push(`transceiver ${t.kind} ${(init.sendEncodings ?? []).map((e) => e.rid).join(",")}`);
+      return { sender: this.sender(t, init.sendEncodings ?? [{}]) };
     }
-    private sender(track: { kind: string }, encodings: RTCRtpEncodingParameters[]) {
+    private sender(track: { kind: string } | null, encodings: RTCRtpEncodingParameters[]) {
       const set: unknown[] = [];
-      this.senders.push({
+      const log = this.log;
+      const sender = {
         track,
         params: { encodings },
         set,
@@ -383,7 +388,13 @@ describe("sfu", () => {
         async setParameters(p: unknown) {
           set.push(p);
         },
-      } as never);
+        async replaceTrack(t: { kind: string; id?: string } | null) {
+          log.push(`replace ${t?.id ?? "null"}`);
+          sender.track = t;
+        },
+      };
+      this.senders.push(sender as never);
+      return sender;
     }
     getSenders() {
       return this.senders;
@@ -408,7 +419,7 @@ describe("sfu", () => {
       this.log.push("close");
     }
     /** The browser's `track` event for m-line `mid`, with stream ids `streams`. */
-    fire(mid: string, streams: string[], kind = "audio") {
+    fire(mid: string, streams: string[], kind = "audio"): void {
       this.ontrack?.({ track: { kind, id: `tr-${mid}` }, streams: streams.map((id) => ({ id })), transceiver: { mid } });
     }
   }
@@ -416,15 +427,18 @@ describe("sfu", () => {
   function setup(tracks: { kind: string; id?: string }[] = [{ kind: "audio" }], simulcast = false) {
     const sent: [string, Record<string, unknown> | undefined][] = [];
     let joinReply: (v: unknown) => void = () => {};
+    /** What the relay answers to our `sfu_offer` requests, in turn (default: an answer). */
+    const offerReplies: (() => Promise<unknown>)[] = [];
     const relay = {
       request(type: string, fields?: Record<string, unknown>) {
         sent.push([type, fields]);
         if (type === "sfu_join") return new Promise((r) => (joinReply = r));
+        if (type === "sfu_offer") return offerReplies.shift()?.() ?? Promise.resolve({ type: "sdp", sdp: "the SFU's answer" });
         return Promise.resolve({ type: "ok" });
       },
     };
     const pcs: FakePc[] = [];
-    const heard: [string, string][] = [];
+    const heard: [string, string, string | null][] = [];
     const errors: string[] = [];
     const local = { getTracks: () => tracks } as unknown as MediaStream;
     const sfu = new SfuConnection(
@@ -432,7 +446,7 @@ describe("sfu", () => {
       ME,
       5,
       local,
-      { onTrack: (user, _s, track) => heard.push([user, track.kind]), onError: (what, e) => errors.push(`${what}: ${e}`) },
+      { onTrack: (user, _s, track, name) => heard.push([user, track.kind, name]), onError: (what, e) => errors.push(`${what}: ${e}`) },
       [],
       () => {
         const pc = new FakePc();
@@ -441,7 +455,7 @@ describe("sfu", () => {
       },
     );
     sfu.simulcast = simulcast;
-    return { sent, pcs, heard, errors, sfu, answerJoin: (sdp: string) => joinReply({ type: "sdp", sdp }) };
+    return { sent, pcs, heard, errors, sfu, offerReplies, answerJoin: (sdp: string) => joinReply({ type: "sdp", sdp }) };
   }
 
   it("joins with our offer, answers the SFU's offers only after its answer, in order", async () => {
@@ -480,8 +494,8 @@ describe("sfu", () => {
     pc.fire("0", [ME]);
     pc.fire("zzz", ["not-a-user"]);
     expect(t.heard).toEqual([
-      [A, "audio"],
-      [B, "audio"],
+      [A, "audio", "t2"],
+      [B, "audio", "t3"],
     ]);
     expect([...t.sfu.heard]).toEqual([A, B]);
     expect(t.errors).toEqual([]);
@@ -559,6 +573,81 @@ describe("sfu", () => {
     expect(t.errors).toEqual([]);
   });
 
+  it("publishes my camera: a renegotiation (sfu_offer) as simulcast, off and on on the same sender", async () => {
+    const t = setup([{ kind: "audio", id: "mic" }], true);
+    const joined = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(1));
+    t.answerJoin("answer");
+    await joined;
+    const pc = t.pcs[0];
+    await t.sfu.setCamera({ kind: "video", id: "cam1" } as MediaStreamTrack);
+    expect(pc.log).toEqual(["add audio", "local offer", "remote answer", "transceiver video q,h,f", "local offer", "remote answer"]);
+    expect(t.sent.map(([type]) => type)).toEqual(["sfu_join", "sfu_offer"]);
+    expect(t.sfu.renegotiated).toBe(1);
+    // Off and on again: the same m-line, the track swapped, no renegotiation.
+    await t.sfu.setCamera(null);
+    await t.sfu.setCamera({ kind: "video", id: "cam2" } as MediaStreamTrack);
+    expect(pc.log.slice(-2)).toEqual(["replace null", "replace cam2"]);
+    expect(t.sent.map(([type]) => type)).toEqual(["sfu_join", "sfu_offer"]);
+    // `sfu_layers` names the track of the m-line's msid (the first camera's id): still ours.
+    t.sfu.handleEvent({ type: "sfu_layers", channel: 5, track: "cam1", rids: ["q"] });
+    await t.sfu.idle();
+    expect(pc.senders[1].set).toEqual([{ encodings: [{ ...SIMULCAST_Q, active: true }, { ...SIMULCAST_H, active: false }, { ...SIMULCAST_F, active: false }] }]);
+    // The forwarded tracks' names say camera or screen share.
+    pc.remoteDescription = { type: "offer", sdp: sfuOffer(5, [["v1", A, "t4"], ["v2", A, "screen-t5"]]) };
+    pc.fire("v1", [A], "video");
+    pc.fire("v2", [A], "video");
+    expect(t.heard).toEqual([
+      [A, "video", "t4"],
+      [A, "video", "screen-t5"],
+    ]);
+    expect(t.errors).toEqual([]);
+  });
+
+  it("a camera turned on before the join goes into the join's offer; a rejoin offers it again", async () => {
+    const t = setup([{ kind: "audio", id: "mic" }], true);
+    await t.sfu.setCamera({ kind: "video", id: "cam" } as MediaStreamTrack);
+    const joined = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(1));
+    t.answerJoin("answer");
+    await joined;
+    expect(t.pcs[0].log.slice(0, 3)).toEqual(["add audio", "transceiver video q,h,f", "local offer"]);
+    const again = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(2));
+    t.answerJoin("answer 2");
+    await again;
+    expect(t.pcs[1].log.slice(0, 2)).toEqual(["add audio", "transceiver video q,h,f"]);
+    expect(t.sent.map(([type]) => type)).toEqual(["sfu_join", "sfu_join"]);
+  });
+
+  it("on glare my offer is rolled back, the SFU's offer answered, then mine made again", async () => {
+    const t = setup([{ kind: "audio", id: "mic" }], true);
+    const joined = t.sfu.join();
+    await vi.waitFor(() => expect(t.sent.length).toBe(1));
+    t.answerJoin("answer");
+    await joined;
+    // The relay has an SFU offer waiting for us: it refuses ours, and its event is already here.
+    t.offerReplies.push(() => {
+      t.sfu.handleEvent({ type: "sfu_offer", channel: 5, sdp: sfuOffer(6, [["v1", A, "t4"]]) });
+      return Promise.reject(new RelayError("sfu_offer", "bad_request", "glare: answer the SFU offer first"));
+    });
+    await t.sfu.setCamera({ kind: "video", id: "cam" } as MediaStreamTrack);
+    await t.sfu.idle();
+    await t.sfu.idle();
+    expect(t.pcs[0].log.slice(3)).toEqual([
+      "transceiver video q,h,f",
+      "local offer",
+      "local rollback",
+      "remote offer",
+      "local answer",
+      "local offer",
+      "remote answer",
+    ]);
+    expect(t.sent.map(([type]) => type)).toEqual(["sfu_join", "sfu_offer", "sfu_answer", "sfu_offer"]);
+    expect(t.sfu.renegotiated).toBe(1);
+    expect(t.errors).toEqual([]);
+  });
+
   it("a move between mesh and SFU closes the old path once everyone is heard on the new one", () => {
     const move = new PathMove("sfu", 0);
     const heard = new Set<string>();
@@ -575,5 +664,50 @@ describe("sfu", () => {
     expect(move.done([A, B, ME], on, PathMove.TIMEOUT_MS)).toBe(true);
     // Alone in the channel: nothing to wait for past the grace.
     expect(move.done([], on, PathMove.GRACE_MS)).toBe(true);
+  });
+});
+
+describe("video in the browser", () => {
+  const A = "a".repeat(64);
+  const track = (id: string) => ({ id, kind: "video" }) as MediaStreamTrack;
+
+  it("names remote videos as the desktop does: a camera, or a screen share by the SFU's track name", () => {
+    expect(remoteVideoId(A, "t4")).toBe(`${A}/camera`);
+    expect(remoteVideoId(A, null)).toBe(`${A}/camera`);
+    expect(remoteVideoId(A, "screen-t5")).toBe(`${A}/screen`);
+    expect(pausedKey(A, "t7")).toBe(`${A}/camera`);
+    expect(pausedKey(A, "screen-t8")).toBe(`${A}/screen`);
+  });
+
+  it("a remote video is live while the browser decodes its frames (inbound RTP framesDecoded)", () => {
+    const v = new RemoteVideos();
+    expect(v.add(A, "t4", track("r1"))).toBe(`${A}/camera`);
+    v.add(A, "screen-t5", track("r2"));
+    const stats = (cam: number, screen: number) => [
+      { type: "inbound-rtp", kind: "video", trackIdentifier: "r1", framesDecoded: cam },
+      { type: "inbound-rtp", kind: "video", trackIdentifier: "r2", framesDecoded: screen },
+      { type: "inbound-rtp", kind: "audio", trackIdentifier: "mic" },
+      { type: "inbound-rtp", kind: "video", trackIdentifier: "someone-gone", framesDecoded: 9 },
+    ];
+    expect(v.progressed(stats(0, 0))).toEqual([]);
+    expect(v.progressed(stats(3, 0))).toEqual([`${A}/camera`]);
+    expect(v.progressed(stats(3, 1))).toEqual([`${A}/screen`]);
+    expect(v.progressed(stats(3, 1))).toEqual([]);
+    // A new track for the same stream (a rejoin) replaces the old one.
+    v.add(A, "t9", track("r3"));
+    expect(v.ids().sort()).toEqual([`${A}/camera`, `${A}/screen`]);
+    expect(v.drop(A).sort()).toEqual([`${A}/camera`, `${A}/screen`]);
+    expect(v.tracks.size).toBe(0);
+  });
+
+  it("says why the camera did not start, and what it shows", () => {
+    const named = (name: string) => cameraError(Object.assign(new Error("x"), { name })).message;
+    expect(named("NotAllowedError")).toMatch(/^Camera: the browser was not allowed to use it\. Allow the camera for this site/);
+    expect(named("NotFoundError")).toBe("Camera: the browser finds no camera on this computer.");
+    expect(named("NotReadableError")).toMatch(/another program/);
+    expect(cameraError(new Error("odd")).code).toBe("device");
+    expect(cameraView(null)).toEqual({ on: false, stream_id: "self", source: "", width: 0, height: 0, fps: 0 });
+    const cam = { label: "Fake", getSettings: () => ({ width: 1280, height: 720, frameRate: 29.97 }) } as unknown as MediaStreamTrack;
+    expect(cameraView(cam)).toEqual({ on: true, stream_id: "self", source: "camera Fake", width: 1280, height: 720, fps: 30 });
   });
 });

@@ -18,6 +18,7 @@ import { resetVoiceStore } from "../voice/store";
 import { VoiceScreen } from "../voice/VoiceScreen";
 import { DevicesPanel } from "../settings/DevicesPanel";
 import { VideoTile } from "./VideoTile";
+import { endStream, noteFrame, setMediaTrack } from "../../lib/videoStreams";
 import type { MyVoice, ServerView, VideoPacket } from "../../lib/bindings";
 
 /** A packet as src-tauri/src/channels.rs `VideoPacket::encode` lays it out. */
@@ -304,6 +305,59 @@ describe("camera button", () => {
     expect(screen.getByTestId("stage").dataset.spotlight).toBe("dave");
     // Each change was asked once.
     expect(calls.filter((c) => c.cmd === "video_quality_set")).toHaveLength(9);
+  });
+
+  it("on the SFU asks the relay the same way: the speaker high, the others low", async () => {
+    const member = (hex: string, name: string) => ({ user_id: hex.repeat(32), display_name: name, muted: false, deafened: false, speaking: false });
+    const [bob, carol] = [member("b0", "bob"), member("c0", "carol")];
+    const calls = fakeBackend({
+      servers_list: () => [
+        { ...squad(), channels: [{ ...channelFixture(7, "Lobby", 8, [me, bob, carol]), mode: "sfu" as const, speaker: bob.user_id }] },
+      ],
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null }),
+      video_quality_set: () => null,
+    });
+    const asked = () =>
+      Object.fromEntries(
+        calls.filter((c) => c.cmd === "video_quality_set").map((c) => [String(c.args.streamId).slice(0, 2), c.args.quality]),
+      );
+    render(<VoiceScreen myId={alice.public_key} />);
+    await screen.findByTestId("spotlight");
+    await waitFor(() => expect(asked()).toEqual({ b0: "high", c0: "low" }));
+    expect(screen.getByTestId("tile-carol").dataset.quality).toBe("low");
+    // Carol pinned: she is the spotlight and high, the speaker a thumbnail.
+    fireEvent.click(screen.getByTestId("pin-carol"));
+    await waitFor(() => expect(asked()).toEqual({ b0: "low", c0: "high" }));
+  });
+
+  it("shows a video the browser decodes itself from its track, in a <video>", async () => {
+    HTMLMediaElement.prototype.play = () => Promise.resolve();
+    const bob = { user_id: "b0".repeat(32), display_name: "bob", muted: false, deafened: false, speaking: false };
+    fakeBackend({
+      servers_list: () => [{ ...squad(), channels: [channelFixture(7, "Lobby", 8, [me, bob])] }],
+      my_voice: () => ({ channel: 7, muted: false, deafened: false, muted_by_channel: false, audio_notice: null }),
+      video_quality_set: () => null,
+    });
+    render(<VoiceScreen myId={alice.public_key} />);
+    await screen.findByTestId("avatar-bob");
+    const id = `${bob.user_id}/camera`;
+    const track = { id: "r1", kind: "video" } as unknown as MediaStreamTrack;
+    // The web back end: the track, then a decoded frame (its inbound RTP) makes the stream live.
+    setMediaTrack(id, track);
+    expect(screen.queryByTestId(`video-${id}`)).toBeNull();
+    noteFrame(id);
+    const el = await screen.findByTestId(`video-${id}`);
+    expect(el.tagName).toBe("VIDEO");
+    expect(el.dataset.source).toBe("track");
+    await waitFor(() => expect((el as HTMLVideoElement).srcObject).toBeTruthy());
+    expect(screen.getByTestId("tile-bob").dataset.camera).toBe("on");
+    // The roster says his camera went off: the avatar at once.
+    endStream(id);
+    await screen.findByTestId("avatar-bob");
+    // Without a track the same tile decodes encoded frames (the desktop's canvas).
+    setMediaTrack(id, null);
+    noteFrame(id);
+    expect((await screen.findByTestId(`video-${id}`)).tagName).toBe("CANVAS");
   });
 
   it("plans layers: the spotlight high, the page low, off-page off", () => {

@@ -2,10 +2,79 @@ import { useEffect, useRef } from "preact/hooks";
 import { useSignal } from "@preact/signals";
 import { commands } from "../../lib/bindings";
 import { subscribeVideo, type VideoFrameMsg } from "../../lib/video";
+import { mediaTracks } from "../../lib/videoStreams";
 
 /** More undecoded frames than this and the tile skips to the next keyframe (the webview is too
  *  slow; showing late pictures would only add latency). */
 const MAX_QUEUE = 4;
+
+/**
+ * One video stream, from whichever source the back end gives it: a `MediaStreamTrack` the
+ * browser decodes itself (the web back end, `mediaTracks`) plays in a `<video>` element
+ * (`TrackVideo`); otherwise encoded frames from the video channel are decoded with WebCodecs
+ * onto a canvas (`EncodedVideo`, the desktop). Both carry the same test ids and `data-frames`,
+ * `data-width`, `data-height`.
+ */
+export function VideoTile(props: { streamId: string; label?: string }) {
+  const track = mediaTracks.value.get(props.streamId);
+  return track ? <TrackVideo streamId={props.streamId} track={track} label={props.label} /> : <EncodedVideo {...props} />;
+}
+
+/** Frames a `<video>` has shown: `requestVideoFrameCallback`'s count where there is one, else
+ *  the playback quality's. */
+function countFrames(el: HTMLVideoElement, onFrames: (n: number) => void): () => void {
+  let stop = false;
+  if (typeof el.requestVideoFrameCallback === "function") {
+    let n = 0;
+    const tick = () => {
+      if (stop) return;
+      n += 1;
+      onFrames(n);
+      el.requestVideoFrameCallback(tick);
+    };
+    el.requestVideoFrameCallback(tick);
+    return () => {
+      stop = true;
+    };
+  }
+  const t = setInterval(() => onFrames(el.getVideoPlaybackQuality?.().totalVideoFrames ?? 0), 250);
+  return () => clearInterval(t);
+}
+
+/** A track the browser decodes (its WebRTC), played muted in a `<video>` (the audio plays
+ *  apart, with the member's volume). */
+function TrackVideo(props: { streamId: string; track: MediaStreamTrack; label?: string }) {
+  const video = useRef<HTMLVideoElement>(null);
+  useEffect(() => {
+    const el = video.current;
+    if (!el) return;
+    el.srcObject = new MediaStream([props.track]);
+    el.play?.()?.catch(() => {});
+    const stop = countFrames(el, (n) => {
+      el.dataset.frames = String(n);
+      el.dataset.width = String(el.videoWidth);
+      el.dataset.height = String(el.videoHeight);
+    });
+    return () => {
+      stop();
+      el.srcObject = null;
+    };
+  }, [props.track]);
+  return (
+    <div class="video-tile" data-testid={`video-tile-${props.streamId}`}>
+      <video
+        ref={video}
+        autoplay
+        muted
+        playsInline
+        data-testid={`video-${props.streamId}`}
+        data-source="track"
+        data-frames="0"
+        aria-label={props.label}
+      />
+    </div>
+  );
+}
 
 /**
  * One video stream drawn on a canvas: encoded VP8 frames of `streamId` from the video channel,
@@ -14,7 +83,7 @@ const MAX_QUEUE = 4;
  * so far), `data-width`/`data-height`, `data-latency-ms` (capture to draw of the last frame) and
  * `data-draw-ms` (time spent in drawImage so far: the benchmark's split of the web process).
  */
-export function VideoTile(props: { streamId: string; label?: string }) {
+function EncodedVideo(props: { streamId: string; label?: string }) {
   const canvas = useRef<HTMLCanvasElement>(null);
   const unsupported = useSignal<string | null>(null);
   useEffect(() => {

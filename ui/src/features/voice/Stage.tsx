@@ -11,6 +11,7 @@ import {
   camera,
   cameraStreamOf,
   endedStreams,
+  forgetLayers,
   layerPlan,
   pinned,
   type TileQuality,
@@ -217,8 +218,9 @@ export function spotlightOf(
 /**
  * The main stage: everyone in my voice channel as a tile, or how to get into one. The spotlight
  * (a large tile above the others, see `spotlightOf`) is a pinned member or the speaker; a room
- * bigger than one page of thumbnails pages. In a mesh each sender is asked for the layer its
- * tile needs (`layerPlan`: the spotlight high, thumbnails low, off-page off). The header says
+ * bigger than one page of thumbnails pages. Each sender's camera is asked for the layer its
+ * tile needs (`layerPlan`: the spotlight high, thumbnails low, off-page off): in a mesh the
+ * sender, on the SFU the relay (`sfu_quality`, which otherwise follows its dominant speaker). The header says
  * whether the channel is a mesh or on the relay's SFU.
  */
 export function Stage(props: { channel: number | null; myId: string | null }) {
@@ -227,9 +229,12 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
   const here = myChannel(props.channel);
   const layout = here ? stageLayout(here.channel, props.myId, lastSpeaker, page.value) : null;
   const planKey = layout ? [...layout.plan].map(([u, q]) => `${u}=${q}`).join(",") : "";
+  const where = here ? `${here.channel.id}/${here.channel.mode}` : "";
+  useEffect(() => forgetLayers(), [where]);
+  // The same rule in a mesh (each sender asked) and on the SFU (the relay asked, `sfu_quality`).
   useEffect(() => {
-    if (layout && !layout.sfu) askLayers(layout.plan);
-  }, [planKey]);
+    if (layout) askLayers(layout.plan);
+  }, [planKey, where]);
   if (!here || !layout)
     return (
       <section class="stage empty" data-testid="stage">
@@ -241,7 +246,7 @@ export function Stage(props: { channel: number | null; myId: string | null }) {
   const roster = here.channel.roster;
   const bench = benchStreams.value;
   const { sfu, spot, pages, p, shown, plan, screenSpot, screenTiles } = layout;
-  const quality = (m: MemberVoice) => (sfu || m.user_id === props.myId ? undefined : plan.get(m.user_id));
+  const quality = (m: MemberVoice) => (m.user_id === props.myId ? undefined : plan.get(m.user_id));
   return (
     <section
       class={`stage ${spot || screenSpot ? "with-spotlight" : ""}`}
