@@ -920,8 +920,11 @@ export class WebBackend {
       // the relay is asked (`sfu_quality`). In a mesh the browser receives no video yet.
       video_quality_set: async ({ streamId, quality }: { streamId: string; quality: "high" | "low" | "off" }) => {
         const user = streamId.split("/")[0];
-        if (this.sfu && isUserId(user) && ["high", "low", "off"].includes(quality))
-          await this.connected().request("sfu_quality", { user, quality });
+        const sfu = this.sfu;
+        if (!sfu || !isUserId(user) || !["high", "low", "off"].includes(quality)) return null;
+        // After my join: the relay refuses it before I am on the SFU.
+        await sfu.idle();
+        if (this.sfu === sfu) await this.connected().request("sfu_quality", { user, quality });
         return null;
       },
       // The browser's WebRTC asks the SFU for keyframes itself (PLI).

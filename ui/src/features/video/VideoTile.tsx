@@ -20,25 +20,25 @@ export function VideoTile(props: { streamId: string; label?: string }) {
   return track ? <TrackVideo streamId={props.streamId} track={track} label={props.label} /> : <EncodedVideo {...props} />;
 }
 
-/** Frames a `<video>` has shown: `requestVideoFrameCallback`'s count where there is one, else
- *  the playback quality's. */
+/** Frames a `<video>` has shown: the larger of `requestVideoFrameCallback`'s count (where
+ *  there is one) and the playback quality's total, read every 250 ms. */
 function countFrames(el: HTMLVideoElement, onFrames: (n: number) => void): () => void {
   let stop = false;
+  let presented = 0;
+  const report = () => onFrames(Math.max(presented, el.getVideoPlaybackQuality?.().totalVideoFrames ?? 0));
   if (typeof el.requestVideoFrameCallback === "function") {
-    let n = 0;
     const tick = () => {
       if (stop) return;
-      n += 1;
-      onFrames(n);
+      presented += 1;
       el.requestVideoFrameCallback(tick);
     };
     el.requestVideoFrameCallback(tick);
-    return () => {
-      stop = true;
-    };
   }
-  const t = setInterval(() => onFrames(el.getVideoPlaybackQuality?.().totalVideoFrames ?? 0), 250);
-  return () => clearInterval(t);
+  const t = setInterval(report, 250);
+  return () => {
+    stop = true;
+    clearInterval(t);
+  };
 }
 
 /** A track the browser decodes (its WebRTC), played muted in a `<video>` (the audio plays
