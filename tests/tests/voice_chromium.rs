@@ -579,7 +579,8 @@ fn video_on_the_sfu(simulcast: bool) -> Result<()> {
             "--record",
             s(&w.path("rec.wav")),
             "--duration",
-            "10s",
+            // Simulcast: time under the SFU's last `sfu_layers` (~6 s in) to judge.
+            if simulcast { "16s" } else { "10s" },
         ],
     )?;
     wait_exit(&mut proc, Duration::from_secs(60))?;
@@ -609,20 +610,60 @@ fn video_on_the_sfu(simulcast: bool) -> Result<()> {
                 "layer {rid} never encoded: {encoded}"
             );
         }
-        let last: Vec<&str> = sfu["layers"]
-            .as_array()
-            .and_then(|l| l.last())
-            .and_then(|l| l.as_array())
-            .map(|l| l.iter().filter_map(|r| r.as_str()).collect())
+        // The SFU's last non-empty list (a list after the native left may be empty), and the
+        // encode counts over its time: from the first snapshot 1.5 s after it came (the
+        // page's setParameters, a frame in flight) to the last one before the next list.
+        let log = sfu["layerLog"].as_array().context("no layerLog")?;
+        let lists: Vec<(f64, Vec<&str>)> = log
+            .iter()
+            .map(|e| {
+                let rids = e["rids"].as_array().map_or(Vec::new(), |r| {
+                    r.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>()
+                });
+                (e["at"].as_f64().unwrap_or(0.0), rids)
+            })
+            .collect();
+        let k = lists
+            .iter()
+            .rposition(|(_, r)| !r.is_empty())
             .context("the SFU never said which layers it takes")?;
-        ensure!(!last.is_empty(), "the SFU takes no layer: {sfu}");
-        // The layers nobody takes stopped: fewer than half the frames of a kept one.
-        let frames = |rid: &str| encoded[format!("video-{rid}")].as_u64().unwrap_or(0);
-        let kept = last.iter().map(|r| frames(r)).max().unwrap_or(0);
+        let (from, last) = (&lists[k].0, &lists[k].1);
+        let until = lists.get(k + 1).map_or(f64::MAX, |l| l.0);
+        let snaps: Vec<(f64, &Value)> = sfu["encodedLog"]
+            .as_array()
+            .context("no encodedLog")?
+            .iter()
+            .map(|e| (e["at"].as_f64().unwrap_or(0.0), &e["encoded"]))
+            .filter(|(at, _)| *at >= from + 1500.0 && *at <= until)
+            .collect();
+        let (Some(a), Some(b)) = (snaps.first(), snaps.last()) else {
+            bail!("no stats snapshot while sfu_layers {last:?} held: {sfu}");
+        };
+        ensure!(
+            b.0 - a.0 >= 2000.0,
+            "sfu_layers {last:?} held only {:.1} s of snapshots: too short to judge",
+            (b.0 - a.0) / 1000.0
+        );
+        let during = |rid: &str| {
+            let n = |e: &Value| e[format!("video-{rid}")].as_u64().unwrap_or(0);
+            n(b.1).saturating_sub(n(a.1))
+        };
+        let kept = last.iter().map(|r| during(r)).max().unwrap_or(0);
+        eprintln!(
+            "over {:.1} s under sfu_layers {last:?} (from {:.1} s in): q {}, h {}, f {} frames encoded",
+            (b.0 - a.0) / 1000.0,
+            from / 1000.0,
+            during("q"),
+            during("h"),
+            during("f")
+        );
+        ensure!(kept >= 10, "the kept layers {last:?} encoded {kept} frames");
+        // The layers nobody takes stopped (a frame or two in flight at most).
         for rid in ["q", "h", "f"].iter().filter(|r| !last.contains(r)) {
             ensure!(
-                frames(rid) * 2 < kept,
-                "layer {rid} went on after sfu_layers {last:?}: {encoded}"
+                during(rid) <= 2,
+                "layer {rid} went on after sfu_layers {last:?}: {} frames ({encoded})",
+                during(rid)
             );
         }
     } else {

@@ -348,14 +348,20 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
   // Each track's newest stats (a track whose owner left drops out of later reports).
   const inboundSeen = {};
   const outboundMax = {};
+  // When each `sfu_layers` list came and the encode counts at each stats snapshot (ms since the
+  // start): the test judges a left-out layer by what it encoded after the list, not in total.
+  const layerLog = [];
+  const encodedLog = [];
   let lastSnapshot = start;
   while (performance.now() < deadline) {
     await sleep(100);
+    for (let i = layerLog.length; i < sfu.layers.length; i++) layerLog.push({ at: performance.now() - start, rids: sfu.layers[i] });
     if (performance.now() - lastSnapshot >= 1000 && sfu.pc) {
       lastSnapshot = performance.now();
       last = (await sfuStats(sfu.pc).catch(() => null)) ?? last;
       if (last) Object.assign(inboundSeen, last.inbound);
       for (const [k, o] of Object.entries(last?.outbound ?? {})) outboundMax[k] = Math.max(outboundMax[k] ?? 0, o.framesEncoded ?? o.packetsSent ?? 0);
+      encodedLog.push({ at: performance.now() - start, encoded: { ...outboundMax } });
     }
     if (relay.closed) {
       errors.push(relay.closed);
@@ -377,6 +383,8 @@ async function runSfu(params, report, { ctx, outStream, relay, me, chan, errors,
       layers: sfu.layers,
       // Each layer's most frames encoded (a paused layer stops counting).
       encoded: outboundMax,
+      layerLog,
+      encodedLog,
       localSdp: sfu.pc?.localDescription?.sdp ?? null,
       remoteSdp: sfu.pc?.remoteDescription?.sdp ?? null,
       outbound: last ? last.outbound : null,
