@@ -4,14 +4,18 @@
 // joins a voice channel by clicking it. The microphone is a WAV file (Chromium's fake capture
 // device); what the page plays from each peer is recorded (an AudioWorklet on the remote streams
 // the web back end keeps in window.humWeb) and written as from-<user>.wav with result.json. The
-// caller (tests/tests/web_client.rs) judges the audio.
+// caller (tests/tests/web_client.rs) judges the audio. With --camera the page also turns its
+// camera on by the UI's camera button once in the channel (Chromium's fake camera) and reports,
+// per peer, what its video tile played (the <video> the shared VideoTile shows a track in:
+// videoWidth, frames shown, the track's inbound RTP) and what the page's camera sent.
 //
 // node tests/web/web_client.mjs --url http://127.0.0.1:PORT/invite/CODE --name NAME
-//   --channel NAME --out DIR --mic signal.wav [--min-peers 1] [--max-duration 60]
+//   --channel NAME --out DIR --mic signal.wav [--camera] [--min-peers 1] [--max-duration 60]
 //   [--chromium /usr/bin/chromium]
 //
 // Progress goes to stdout as one JSON object per line ({"event": "joined", ...}): `loaded`,
-// `identity`, `server`, `joined`, `peer_audio`, `done`. The page runs until every peer it heard
+// `identity`, `server`, `joined`, `camera` (on, with --camera), `peer_audio`, `peer_video` (a
+// peer's tile played its first frame), `done`. The page runs until every peer it heard
 // has left (at least --min-peers), or --max-duration. Exit codes: 0 ran (look at result.json),
 // 1 the page failed, 2 usage or environment.
 
@@ -32,6 +36,7 @@ const { values: args } = parseArgs({
     channel: { type: "string" },
     out: { type: "string" },
     mic: { type: "string" },
+    camera: { type: "boolean", default: false },
     "min-peers": { type: "string", default: "1" },
     "max-duration": { type: "string", default: "60" },
     chromium: { type: "string", default: process.env.HUM_CHROMIUM || "/usr/bin/chromium" },
@@ -94,7 +99,41 @@ try {
     const ctx = new AudioContext({ sampleRate: 48000 });
     await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([worklet], { type: "text/javascript" })));
     await ctx.resume();
-    const rec = (window.humRec = { ctx, peers: {}, t0: performance.now() });
+    const rec = (window.humRec = { ctx, peers: {}, video: {}, t0: performance.now() });
+    // Each peer's video tile as the UI shows it, and the SFU connection's video numbers; the
+    // best seen is kept (the tile goes when the peer leaves).
+    setInterval(async () => {
+      const pc = window.humWeb.sfu && window.humWeb.sfu.pc;
+      const stats = pc ? [...(await pc.getStats()).values()] : [];
+      for (const v of window.humWeb.videos.tracks.values()) {
+        const el = document.querySelector(`[data-testid="video-${v.id}"]`);
+        const inbound = stats.find((e) => e.type === "inbound-rtp" && e.kind === "video" && e.trackIdentifier === v.track.id);
+        const p = (rec.video[v.id] = rec.video[v.id] || { user: v.user, videoWidth: 0, videoHeight: 0, frames: 0, playbackFrames: 0, framesDecoded: 0 });
+        if (el) {
+          p.tag = el.tagName.toLowerCase();
+          p.source = el.dataset.source || null;
+          p.videoWidth = Math.max(p.videoWidth, el.videoWidth || 0);
+          p.videoHeight = Math.max(p.videoHeight, el.videoHeight || 0);
+          p.frames = Math.max(p.frames, Number(el.dataset.frames || 0));
+          const q = el.getVideoPlaybackQuality && el.getVideoPlaybackQuality();
+          if (q) p.playbackFrames = Math.max(p.playbackFrames, q.totalVideoFrames);
+          if (!p.reported && p.frames > 0 && p.videoWidth > 0) {
+            p.reported = true;
+            window.humReport("peer_video", { stream: v.id, width: p.videoWidth, height: p.videoHeight });
+          }
+        }
+        if (inbound) {
+          p.framesDecoded = Math.max(p.framesDecoded, inbound.framesDecoded || 0);
+          p.codec = (stats.find((e) => e.id === inbound.codecId) || {}).mimeType || p.codec;
+        }
+      }
+      const out = stats.filter((e) => e.type === "outbound-rtp" && e.kind === "video");
+      if (out.length) {
+        rec.sent = {};
+        for (const o of out) rec.sent[o.rid || "-"] = { framesEncoded: o.framesEncoded || 0, width: o.frameWidth || 0, height: o.frameHeight || 0, active: o.active };
+      }
+      if (window.humWeb.sfu) rec.layers = window.humWeb.sfu.layers.map((l) => [...l]);
+    }, 200);
     setInterval(() => {
       for (const [user, r] of window.humWeb.remote) {
         if (rec.peers[user]) continue;
@@ -139,6 +178,13 @@ try {
   await page.getByTestId(`join-${args.channel}`).click();
   await page.getByTestId(`leave-${args.channel}`).waitFor({ timeout: 30_000 });
   report("joined", { user: me, ms: Date.now() - opened });
+  if (args.camera) {
+    // The camera button, as a person turns it on; the self-view plays on my tile.
+    await page.getByTestId("camera").click();
+    await page.locator('[data-testid="camera"][aria-pressed="true"]').waitFor({ timeout: 30_000 });
+    await page.locator('[data-testid="video-self"]').waitFor({ timeout: 30_000 });
+    report("camera", { ms: Date.now() - opened });
+  }
 
   const minPeers = Number(args["min-peers"]);
   const deadline = Date.now() + Number(args["max-duration"]) * 1000;
@@ -167,7 +213,9 @@ try {
       for (let k = 0; k < bytes.length; k += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(k, k + 0x8000));
       peers[user] = { samples: n, firstAudioAfterMs: p.firstLoudMs === null ? null : p.firstLoudMs - rec.t0, pcm16: btoa(bin), states: p.states, offerer: p.offerer, via: p.via };
     }
-    return { user: window.humWeb.status.user_id, sampleRate: rec.ctx.sampleRate, peers };
+    const video = {};
+    for (const [id, v] of Object.entries(rec.video)) video[id] = { ...v, reported: undefined };
+    return { user: window.humWeb.status.user_id, sampleRate: rec.ctx.sampleRate, peers, video, sent: rec.sent || null, layers: rec.layers || [] };
   });
   for (const [user, peer] of Object.entries(result.peers)) {
     writeFileSync(join(args.out, `from-${user}.wav`), wav(Buffer.from(peer.pcm16, "base64"), result.sampleRate));
