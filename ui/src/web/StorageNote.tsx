@@ -17,10 +17,10 @@ export function StorageNote() {
             IndexedDB (database <code>hum</code>): the page can sign with it but nobody, this page included, can read it.
             Clearing this site's data deletes it, and with it your account here. Settings (relay address, voice, volumes)
             are in this site's localStorage (<code>hum.*</code>). Audio goes directly to the others in the channel (WebRTC), or through
-            the relay's SFU in a big channel.
+            the relay's SFU in a big channel; video (cameras, the others' screen shares) works in channels on the SFU.
           </p>
           <p>
-            Not in the browser yet: video, screen share, livestreams, 1-on-1 calls, friends,
+            Not in the browser yet: video in small (mesh) channels, sharing your screen, livestreams, 1-on-1 calls, friends,
             exporting the key to the desktop app. Not possible in a browser: a global push-to-talk hotkey, the game-aware
             bandwidth throttler, the tray.
           </p>
