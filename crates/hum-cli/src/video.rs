@@ -3,7 +3,7 @@
 //! line per decoded frame with its layer, size, pattern code and times).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{LineWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -232,7 +232,7 @@ impl VideoSinkFactory for Recorder {
             y4m: Y4mSink::create(&y4m, 30).map_err(|e| e.to_string())?,
             stem: self.dir.join(stem),
             size: None,
-            log: BufWriter::new(file),
+            log: LineWriter::new(file),
             layer: track.layer.clone(),
             anchor: self.anchor,
             frames: 0,
@@ -246,7 +246,10 @@ struct FrameLog {
     y4m: Y4mSink,
     stem: PathBuf,
     size: Option<(u32, u32)>,
-    log: BufWriter<File>,
+    /// One line per frame, written out line by line: a reader polling the recording sees every
+    /// decoded frame, and a process killed mid-stream loses none (a buffered log lost the last
+    /// ~32 lines, all of a stream that decoded fewer: session 22's "no thumbnail decoded").
+    log: LineWriter<File>,
     layer: Option<String>,
     anchor: WallAnchor,
     frames: u64,

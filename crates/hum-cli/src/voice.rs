@@ -439,12 +439,8 @@ pub async fn run_call(cli: &Cli, args: &CallArgs) -> Result<()> {
                         if let (VoiceEvent::Stats { .. }, Some(s)) = (&ev, calls.session()) {
                             print_video_send(cli, &s);
                         }
-                        if let VoiceEvent::Stats { user, .. } = &ev
-                            && let Some(v) = calls.session().and_then(|s| s.video_stats(user))
-                        {
-                            print_line(cli, json!({"type": "video_stats", "user": user.to_string(),
-                                "packets": v.packets, "frames": v.frames, "keyframes": v.keyframes,
-                                "losses": v.losses, "plis_sent": v.plis_sent, "decoded": v.decoded}));
+                        if let (VoiceEvent::Stats { user, .. }, Some(s)) = (&ev, calls.session()) {
+                            print_video_stats(cli, &s, user);
                         }
                     }
                 }
@@ -541,9 +537,10 @@ async fn run_until_done(
     };
     let mut asks = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
-    // `video_send` lines come with each peer's stats; on the SFU there are no peers, so at
-    // least one a second from the tick.
+    // `video_send` and `video_stats` lines come with each peer's stats; on the SFU there are no
+    // peers, so at least one a second from the tick (`video_stats` for every member connected).
     let mut last_send_line = tokio::time::Instant::now();
+    let mut members: std::collections::BTreeSet<hum_proto::UserId> = Default::default();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -553,6 +550,9 @@ async fn run_until_done(
                 }
                 if last_send_line.elapsed() >= Duration::from_secs(1) {
                     print_video_send(cli, &link.session);
+                    for u in &members {
+                        print_video_stats(cli, &link.session, u);
+                    }
                     last_send_line = tokio::time::Instant::now();
                 }
                 if let Some(path) = &video.video_off_file {
@@ -569,14 +569,19 @@ async fn run_until_done(
             }
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
-                if let VoiceEvent::PeerConnected(u) = &ev
-                    && let Some(q) = quality.on_peer(*u)
-                {
-                    asks.push(ask(*u, q));
+                if let VoiceEvent::PeerConnected(u) = &ev {
+                    members.insert(*u);
+                    if let Some(q) = quality.on_peer(*u) {
+                        asks.push(ask(*u, q));
+                    }
+                }
+                if let VoiceEvent::PeerLeft { user, .. } = &ev {
+                    members.remove(user);
                 }
                 print_event(cli, &ev);
-                if let VoiceEvent::Stats { .. } = &ev {
+                if let VoiceEvent::Stats { user, .. } = &ev {
                     print_video_send(cli, &link.session);
+                    print_video_stats(cli, &link.session, user);
                     last_send_line = tokio::time::Instant::now();
                 }
             }
@@ -590,6 +595,19 @@ async fn run_until_done(
     };
     link.leave().await;
     Ok(())
+}
+
+/// `user`'s camera as we receive it (with each `stats` line of theirs, `--json`): RTP packets,
+/// frames assembled and keyframes among them, losses, keyframe requests we sent, frames decoded.
+fn print_video_stats(cli: &Cli, session: &VoiceSession, user: &hum_proto::UserId) {
+    if let Some(v) = session.video_stats(user) {
+        print_line(
+            cli,
+            json!({"type": "video_stats", "user": user.to_string(),
+                "packets": v.packets, "frames": v.frames, "keyframes": v.keyframes,
+                "losses": v.losses, "plis_sent": v.plis_sent, "decoded": v.decoded}),
+        );
+    }
 }
 
 /// What the video we send cost so far (`--json`, with each `stats` line): frames captured,
