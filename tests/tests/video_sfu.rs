@@ -715,8 +715,12 @@ fn size_runs(frames: &[Value]) -> String {
 /// (members 1-6, 10 s of the speaker's frames) and 60 (member 7) of them:
 /// - every member was told member 0 is the dominant speaker;
 /// - members 1-6 decode the speaker at 640x360 (high), every judged frame;
-/// - member 7 decodes it at 160x90 (low), every judged frame;
-/// - every subscriber decodes the other cameras as 80x44 thumbnails (their low layer).
+/// - member 7 decodes it below 640x360, at 160x90 (low) in >= 3/4 of the judged frames, at
+///   >= 8 frames/s;
+/// - the SFU paused some camera for member 7's link at some point (`sfu_paused`), and no
+///   unshaped member ends with a camera paused;
+/// - every subscriber decodes the other cameras as 80x44 thumbnails (their low layer): the last
+///   30 (>= 10) at members 1-6, the last 20 (>= 5) at member 7 (paused and resumed there).
 ///
 /// Without the `tc tbf` (`HUM_SFU_NETNS_KBIT=0` in the stage) member 7 gets 640x360 like the
 /// others and the test fails (run of 7 December 2026). With it, it also fails when an unshaped
@@ -885,7 +889,17 @@ fn eight_cameras_on_the_sfu_the_speaker_high_but_low_behind_a_600_kbit_link() ->
                 "member {i}: the speaker's camera at {fps:.1} decoded frames per second"
             ));
         }
-        if right < n {
+        if i == shaped {
+            // Below the top layer, mostly the lowest: the silent members' audio costs less than
+            // the SFU reserves for it, so for a few seconds at a time the middle layer can fit
+            // the 600 kbit/s link (session 22: 9 of the last 60 at 320x180).
+            let high = judged.iter().filter(|f| size(f) == SPEAKER_HIGH).count();
+            if high > 0 || right * 4 < n * 3 {
+                failures.push(format!(
+                    "member {i}: of the speaker's last {n} frames {right} at {want:?}, {high} at {SPEAKER_HIGH:?}"
+                ));
+            }
+        } else if right < n {
             failures.push(format!(
                 "member {i}: {right} of the speaker's last {n} frames at {want:?}"
             ));
@@ -912,14 +926,16 @@ fn eight_cameras_on_the_sfu_the_speaker_high_but_low_behind_a_600_kbit_link() ->
                 "member {i} (unshaped) had cameras paused for its link: {paused:?}"
             ));
         }
-        if i == shaped && now_paused == 0 {
+        if i == shaped && words == 0 {
             failures.push(format!(
-                "member {i}: nothing paused, so its 600 kbit/s link carries every thumbnail"
+                "member {i}: nothing ever paused, so its 600 kbit/s link carries every thumbnail"
             ));
         }
         // The other cameras: thumbnails at the unshaped members. The shaped member's are
-        // reported, not judged: they are paused and resumed as its estimate moves (docs/sfu.md,
-        // "Not done yet": they flap, and a resumed one may decode nothing before the next pause).
+        // paused and resumed as its estimate moves (they flap, docs/sfu.md): each must still
+        // have decoded some thumbnails. (Until session 22 none seemed to: the recorder's log was
+        // buffered and the processes are killed, so a stream of fewer than ~32 frames left an
+        // empty file.)
         let st = streams(rec)?;
         for j in (1..8).filter(|j| *j != i) {
             let thumbs = of_user(&st, &w.users[j])
@@ -928,8 +944,15 @@ fn eight_cameras_on_the_sfu_the_speaker_high_but_low_behind_a_600_kbit_link() ->
                 .map(|(_, f)| f.clone())
                 .unwrap_or_default();
             if i == shaped {
+                // What its engine received of that camera (the last `video_stats` line).
+                let stats = w
+                    .events(i)
+                    .into_iter()
+                    .filter(|e| e["type"] == "video_stats" && e["user"] == w.users[j].as_str())
+                    .last()
+                    .unwrap_or_default();
                 eprintln!(
-                    "member {i} from member {j} ({}): {}",
+                    "member {i} from member {j} ({}): {}; received {stats}",
                     match paused.get(&w.users[j]) {
                         Some(true) => "paused at the end",
                         Some(false) => "resumed at the end",
@@ -937,6 +960,15 @@ fn eight_cameras_on_the_sfu_the_speaker_high_but_low_behind_a_600_kbit_link() ->
                     },
                     size_runs(&thumbs)
                 );
+                // The last 20 (the first may come at another layer, before the SFU's
+                // automatic choice: one 160x90 in session 22's run).
+                let last = &thumbs[thumbs.len().saturating_sub(20)..];
+                if last.len() < 5 || last.iter().any(|f| size(f) != THUMB_LOW) {
+                    failures.push(format!(
+                        "member {i} from member {j}: {}",
+                        size_runs(&thumbs)
+                    ));
+                }
                 continue;
             }
             let last = &thumbs[thumbs.len().saturating_sub(30)..];
